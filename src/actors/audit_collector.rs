@@ -1,0 +1,35 @@
+//! AuditCollector: the only reader of the audit log. Runs on its own threads
+//! (a `SyncArbiter`), so reading and encoding never stall the delivery actors.
+
+use super::batcher::Batcher;
+use super::messages::{Batch, BatchKind, CollectAudit};
+use crate::hec::encode;
+use crate::store::{Store, StoreError};
+use actix::prelude::*;
+
+pub struct AuditCollector {
+    store: Store,
+}
+
+impl AuditCollector {
+    pub fn new(store: Store) -> Self {
+        AuditCollector { store }
+    }
+}
+
+impl Actor for AuditCollector {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<CollectAudit> for AuditCollector {
+    type Result = Result<Batch, StoreError>;
+
+    fn handle(&mut self, msg: CollectAudit, _: &mut Self::Context) -> Self::Result {
+        let r = &msg.request;
+        let mut batch = Batcher::new(BatchKind::Audit, r.max_bytes, msg.after);
+        self.store.audit_after(&r.account, msg.after, |seq, ev| {
+            batch.push(seq, None, |out| encode::audit(out, &r.envelope, &r.account, &ev, &r.upload_time))
+        })?;
+        Ok(batch.finish())
+    }
+}

@@ -1,0 +1,155 @@
+//! Every message exchanged between the actors, each with who sends it and when.
+
+use crate::hec::encode::Envelope;
+use crate::hec::response::Failure;
+use crate::model::{AccountId, Integration, Source};
+use crate::store::StoreError;
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// API / reload → Supervisor: this integration is new or changed. `active` is false when
+/// the integration or its account's feature is turned off; its actor is then stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Upsert {
+    pub integration: Integration,
+    pub active: bool,
+}
+
+/// API → Supervisor: the integration was deleted; stop its actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remove {
+    pub id: Uuid,
+}
+
+/// Start-up / config reload → Supervisor: the full set of integrations and whether each is
+/// active. Only actors whose config changed are started, restarted or stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconcile(pub Vec<(Integration, bool)>);
+
+/// API → Supervisor → IntegrationActor: sync now instead of waiting for the next tick.
+/// Answers false when the integration has no running actor (disabled or unknown).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct SyncNow {
+    pub id: Uuid,
+}
+
+/// API → Supervisor → IntegrationActor: what the actor is doing, for the status API.
+#[derive(Message)]
+#[rtype(result = "Option<Observation>")]
+pub struct Observe {
+    pub id: Uuid,
+}
+
+/// Supervisor → IntegrationActor: stop now; a post in flight is abandoned without moving the checkpoint.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// IntegrationActor → Supervisor, from `stopped()`: an actor ended. The supervisor restarts
+/// it from its sled state unless it was stopped on purpose.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stopped {
+    pub id: Uuid,
+    pub generation: u64,
+}
+
+/// The state an integration actor publishes; the status API reads it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Running, nothing attempted yet.
+    Pending,
+    /// The last post was accepted.
+    Healthy,
+    /// The last post failed; `last_error` says why.
+    Failing,
+}
+
+/// One actor's observable state (quickwit-style): tests and the status API assert on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    pub state: State,
+    pub started_at: DateTime<Utc>,
+    pub last_attempt: Option<DateTime<Utc>>,
+    pub last_error: Option<Failure>,
+    /// Failed attempts since the last success.
+    pub retries: u32,
+    pub syncing: bool,
+    pub next_sync: Option<DateTime<Utc>>,
+}
+
+/// Which part of a source a batch carries; decides how its delivery moves the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Audit events up to `last_seq`.
+    Audit,
+    /// Jobs changed up to change sequence `last_seq`.
+    JobsChanged,
+    /// Jobs still in progress, re-sent for their progress; moves no cursor.
+    JobsRunning,
+}
+
+/// Encoded events ready to post, and what delivering them means.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub kind: BatchKind,
+    pub body: actix_web::web::Bytes,
+    pub events: u64,
+    /// Cursor after this batch (audit sequence or job change sequence).
+    pub last_seq: u64,
+    /// For running jobs: the last job id in the batch, to continue after it.
+    pub last_job: Option<String>,
+    /// Whether the source had more than fitted.
+    pub more: bool,
+}
+
+impl Batch {
+    pub fn source(&self) -> Source {
+        match self.kind {
+            BatchKind::Audit => Source::Audit,
+            _ => Source::Jobs,
+        }
+    }
+}
+
+/// What a batch request asks for; the collectors fill at most `max_bytes`.
+#[derive(Debug, Clone)]
+pub struct BatchRequest {
+    pub account: AccountId,
+    pub envelope: Envelope,
+    pub upload_time: DateTime<Utc>,
+    pub max_bytes: usize,
+}
+
+/// IntegrationActor → AuditCollector: audit events after sequence `after`.
+#[derive(Message)]
+#[rtype(result = "Result<Batch, StoreError>")]
+pub struct CollectAudit {
+    pub request: BatchRequest,
+    pub after: u64,
+}
+
+/// IntegrationActor → JobCollector: jobs changed after change sequence `after`.
+#[derive(Message)]
+#[rtype(result = "Result<Batch, StoreError>")]
+pub struct CollectChangedJobs {
+    pub request: BatchRequest,
+    pub after: u64,
+}
+
+/// IntegrationActor → JobCollector: jobs in progress whose snapshot is at or before
+/// `up_to` (newer ones were just sent as changed), continuing after job `after_job`.
+#[derive(Message)]
+#[rtype(result = "Result<Batch, StoreError>")]
+pub struct CollectRunningJobs {
+    pub request: BatchRequest,
+    pub up_to: u64,
+    pub after_job: Option<String>,
+}

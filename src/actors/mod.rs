@@ -1,0 +1,14 @@
+//! The actors of DESIGN.md: Supervisor, one IntegrationActor per integration,
+//! and the two collectors that are the only readers of event data.
+
+pub mod audit_collector;
+mod batcher;
+pub mod integration;
+pub mod job_collector;
+pub mod messages;
+pub mod supervisor;
+
+pub use audit_collector::AuditCollector;
+pub use integration::{DeliverySettings, IntegrationActor};
+pub use job_collector::JobCollector;
+pub use supervisor::Supervisor;

@@ -1,0 +1,183 @@
+//! Supervisor: one per process. Knows every integration's config and the address
+//! of each running IntegrationActor; starts, restarts or stops only the actors
+//! whose config changed, and restarts one that ends unexpectedly.
+
+use super::audit_collector::AuditCollector;
+use super::integration::{DeliverySettings, IntegrationActor};
+use super::job_collector::JobCollector;
+use super::messages::*;
+use crate::model::Integration;
+use crate::store::Store;
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+struct Running {
+    config: Integration,
+    addr: Addr<IntegrationActor>,
+    generation: u64,
+}
+
+pub struct Supervisor {
+    store: Store,
+    audit: Addr<AuditCollector>,
+    jobs: Addr<JobCollector>,
+    settings: DeliverySettings,
+    running: HashMap<Uuid, Running>,
+    /// Unexpected stops per integration, for the restart back-off.
+    crashes: HashMap<Uuid, u32>,
+    generation: u64,
+}
+
+impl Supervisor {
+    pub fn new(store: Store, audit: Addr<AuditCollector>, jobs: Addr<JobCollector>, settings: DeliverySettings) -> Self {
+        Supervisor {
+            store,
+            audit,
+            jobs,
+            settings,
+            running: HashMap::new(),
+            crashes: HashMap::new(),
+            generation: 0,
+        }
+    }
+
+    fn start(&mut self, it: Integration, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let addr = IntegrationActor::new(
+            it.clone(),
+            self.generation,
+            self.store.clone(),
+            self.audit.clone(),
+            self.jobs.clone(),
+            self.settings.clone(),
+            ctx.address().recipient(),
+        )
+        .start();
+        self.running.insert(
+            it.id,
+            Running {
+                config: it,
+                addr,
+                generation: self.generation,
+            },
+        );
+    }
+
+    fn stop(&mut self, id: &Uuid) {
+        if let Some(r) = self.running.remove(id) {
+            r.addr.do_send(Stop);
+            log::info!("integration {id} stopped");
+        }
+    }
+
+    fn upsert(&mut self, it: Integration, active: bool, ctx: &mut Context<Self>) {
+        if !active {
+            self.stop(&it.id);
+            return;
+        }
+        match self.running.get_mut(&it.id) {
+            Some(r) if !r.config.delivery_differs(&it) => r.config = it,
+            _ => {
+                self.stop(&it.id);
+                self.start(it, ctx);
+            }
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Upsert> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Upsert, ctx: &mut Context<Self>) {
+        self.upsert(msg.integration, msg.active, ctx);
+    }
+}
+
+impl Handler<Remove> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Remove, _: &mut Context<Self>) {
+        self.stop(&msg.id);
+        self.crashes.remove(&msg.id);
+    }
+}
+
+impl Handler<Reconcile> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Reconcile, ctx: &mut Context<Self>) {
+        let wanted: HashMap<Uuid, ()> = msg.0.iter().map(|(it, _)| (it.id, ())).collect();
+        let gone: Vec<Uuid> = self.running.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
+        for id in gone {
+            self.stop(&id);
+        }
+        for (it, active) in msg.0 {
+            self.upsert(it, active, ctx);
+        }
+    }
+}
+
+impl Handler<SyncNow> for Supervisor {
+    type Result = bool;
+    fn handle(&mut self, msg: SyncNow, _: &mut Context<Self>) -> bool {
+        match self.running.get(&msg.id) {
+            Some(r) => {
+                r.addr.do_send(msg);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<Observe> for Supervisor {
+    type Result = ResponseFuture<Option<Observation>>;
+    fn handle(&mut self, msg: Observe, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.running.get(&msg.id).map(|r| r.addr.clone());
+        Box::pin(async move {
+            match addr {
+                Some(a) => a.send(msg).await.ok().flatten(),
+                None => None,
+            }
+        })
+    }
+}
+
+impl Handler<Stopped> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Stopped, ctx: &mut Context<Self>) {
+        let unexpected = self
+            .running
+            .get(&msg.id)
+            .is_some_and(|r| r.generation == msg.generation);
+        if !unexpected {
+            return;
+        }
+        let Some(r) = self.running.remove(&msg.id) else { return };
+        let crashes = self.crashes.entry(msg.id).or_insert(0);
+        *crashes += 1;
+        let delay = Duration::from_secs(1u64 << (*crashes - 1).min(6));
+        log::warn!("integration {} ended unexpectedly; restarting in {delay:?}", msg.id);
+        let id = r.config.id;
+        let account = r.config.account.clone();
+        ctx.run_later(delay, move |act, ctx| {
+            // Reload from sled: the integration may have changed or gone meanwhile.
+            if act.running.contains_key(&id) {
+                return;
+            }
+            if let Ok(Some(it)) = act.store.integration(&account, &id) {
+                let active = it.enabled
+                    && act
+                        .store
+                        .account(&account)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|a| a.siem_enabled);
+                act.upsert(it, active, ctx);
+            }
+        });
+    }
+}

@@ -1,0 +1,250 @@
+//! The service's configuration: one typed struct, read once from the TOML file,
+//! then overridden by `SIEMSYNC_*` environment variables.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Everything the operator can set. Every key has an environment override.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the API listens on (`SIEMSYNC_LISTEN`); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where sled keeps its files (`SIEMSYNC_DATA_DIR`); relative to the working directory.
+    pub data_dir: PathBuf,
+    /// Seconds between syncs of one integration (`SIEMSYNC_SYNC_INTERVAL_SECS`).
+    pub sync_interval_secs: u64,
+    /// The environment's host name, sent as `host` to Splunk (`SIEMSYNC_HOST`).
+    pub host: String,
+    /// Bearer token with every right (`SIEMSYNC_ADMIN_TOKEN`).
+    pub admin_token: String,
+    /// Bearer token that may only post events (`SIEMSYNC_INGEST_TOKEN`).
+    pub ingest_token: String,
+    /// Largest HEC post, in bytes (`SIEMSYNC_MAX_BATCH_BYTES`).
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Largest accepted API request body, in bytes (`SIEMSYNC_MAX_BODY_BYTES`).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Seconds to wait for a TCP+TLS connection to Splunk (`SIEMSYNC_CONNECT_TIMEOUT_SECS`).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds for one whole HEC request (`SIEMSYNC_REQUEST_TIMEOUT_SECS`).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Whether integrations may set `tls_verify = false` (`SIEMSYNC_ALLOW_INSECURE_TLS`).
+    #[serde(default)]
+    pub allow_insecure_tls: bool,
+}
+
+fn default_max_batch_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_body_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    60
+}
+
+/// The default config file, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/siemsync.toml";
+
+impl Config {
+    /// Reads `path`, applies the environment, and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path, |k| std::env::var(k).ok())
+    }
+
+    /// Parses TOML text, then applies overrides from `env` (a lookup, so tests need not touch the process environment).
+    pub fn from_toml(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        c.apply_env(env)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                var,
+                message: format!("{e} (got {v:?})"),
+            })
+        }
+        if let Some(v) = env("SIEMSYNC_LISTEN") {
+            self.listen = parse("SIEMSYNC_LISTEN", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("SIEMSYNC_SYNC_INTERVAL_SECS") {
+            self.sync_interval_secs = parse("SIEMSYNC_SYNC_INTERVAL_SECS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_HOST") {
+            self.host = v;
+        }
+        if let Some(v) = env("SIEMSYNC_ADMIN_TOKEN") {
+            self.admin_token = v;
+        }
+        if let Some(v) = env("SIEMSYNC_INGEST_TOKEN") {
+            self.ingest_token = v;
+        }
+        if let Some(v) = env("SIEMSYNC_MAX_BATCH_BYTES") {
+            self.max_batch_bytes = parse("SIEMSYNC_MAX_BATCH_BYTES", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_MAX_BODY_BYTES") {
+            self.max_body_bytes = parse("SIEMSYNC_MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_CONNECT_TIMEOUT_SECS") {
+            self.connect_timeout_secs = parse("SIEMSYNC_CONNECT_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_REQUEST_TIMEOUT_SECS") {
+            self.request_timeout_secs = parse("SIEMSYNC_REQUEST_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_ALLOW_INSECURE_TLS") {
+            self.allow_insecure_tls = parse("SIEMSYNC_ALLOW_INSECURE_TLS", &v)?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.sync_interval_secs == 0 {
+            return bad("sync_interval_secs", "must be at least 1 second");
+        }
+        if self.sync_interval_secs > 86_400 {
+            return bad("sync_interval_secs", "must be at most 86400 (one day)");
+        }
+        if self.host.trim().is_empty() {
+            return bad("host", "must name the environment's host, e.g. \"eu-1.backup.example.com\"");
+        }
+        for (key, token) in [("admin_token", &self.admin_token), ("ingest_token", &self.ingest_token)] {
+            if token.len() < 16 {
+                return bad(key, "must be at least 16 characters");
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return bad(key, "must not contain spaces or control characters");
+            }
+        }
+        if self.admin_token == self.ingest_token {
+            return bad("ingest_token", "must differ from admin_token");
+        }
+        if self.max_batch_bytes < 1024 {
+            return bad("max_batch_bytes", "must be at least 1024");
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes", "must be at least 1024");
+        }
+        if self.connect_timeout_secs == 0 || self.request_timeout_secs == 0 {
+            return bad("request_timeout_secs", "timeouts must be at least 1 second");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        Ok(())
+    }
+
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_secs(self.sync_interval_secs)
+    }
+
+    pub fn timeouts(&self) -> crate::hec::client::Timeouts {
+        crate::hec::client::Timeouts {
+            connect: Duration::from_secs(self.connect_timeout_secs),
+            request: Duration::from_secs(self.request_timeout_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../config/siemsync.toml");
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        Config::from_toml(text, Path::new("test.toml"), |k| {
+            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_shipped_config_is_the_documented_default() {
+        let c = load(SHIPPED, &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.sync_interval_secs, 300);
+        assert_eq!(c.max_batch_bytes, 1024 * 1024);
+        assert!(!c.allow_insecure_tls);
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let c = load(
+            SHIPPED,
+            &[
+                ("SIEMSYNC_LISTEN", "127.0.0.1:0"),
+                ("SIEMSYNC_SYNC_INTERVAL_SECS", "1"),
+                ("SIEMSYNC_HOST", "eu-1"),
+                ("SIEMSYNC_MAX_BATCH_BYTES", "4096"),
+                ("SIEMSYNC_DATA_DIR", "/tmp/x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.sync_interval_secs, 1);
+        assert_eq!(c.host, "eu-1");
+        assert_eq!(c.max_batch_bytes, 4096);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn a_bad_config_names_the_key() {
+        let e = load(&SHIPPED.replace("sync_interval_secs = 300", "sync_interval_secs = \"often\""), &[]).unwrap_err();
+        assert!(e.contains("sync_interval_secs"), "{e}");
+        let e = load(&format!("{SHIPPED}\ncolour = 1\n"), &[]).unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        let e = load(&SHIPPED.replace("sync_interval_secs = 300", "sync_interval_secs = 0"), &[]).unwrap_err();
+        assert!(e.contains("`sync_interval_secs`"), "{e}");
+        let e = load(SHIPPED, &[("SIEMSYNC_SYNC_INTERVAL_SECS", "soon")]).unwrap_err();
+        assert!(e.contains("SIEMSYNC_SYNC_INTERVAL_SECS"), "{e}");
+        let e = load(&SHIPPED.replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\""), &[]).unwrap_err();
+        assert!(e.contains("listen"), "{e}");
+    }
+}

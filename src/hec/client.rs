@@ -1,0 +1,187 @@
+//! One integration's connection to its Splunk: its own awc client (and so its
+//! own connection pool), TLS settings and timeouts. Every post is classified
+//! by `response::classify`, the one place that decides what an answer means.
+
+use super::response::{classify, transport_failure, Outcome};
+use super::uri::HecUri;
+use crate::model::Integration;
+use awc::http::header;
+use actix_web::web::Bytes;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Connect and whole-request limits, from the operator's config.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request: Duration,
+}
+
+/// Largest HEC answer we read; real ones are a few dozen bytes.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+pub struct HecClient {
+    client: awc::Client,
+    uri: HecUri,
+    authorization: String,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a PEM bundle of CA certificates, refusing one with none in it.
+pub fn parse_ca_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate; paste the CA certificate(s) as PEM (-----BEGIN CERTIFICATE-----)".into());
+    }
+    let mut roots = RootCertStore::empty();
+    for c in &certs {
+        roots
+            .add(c.clone())
+            .map_err(|e| format!("holds a certificate that cannot be used as a CA: {e}"))?;
+    }
+    Ok(certs)
+}
+
+fn finish(mut config: ClientConfig) -> Arc<ClientConfig> {
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+fn public_roots() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// The TLS settings for one integration. Integrations with default settings share one
+/// config, so thousands of them do not each hold a copy of the public roots.
+fn tls_config(it: &Integration) -> Result<Arc<ClientConfig>, String> {
+    static SHARED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    if !it.tls_verify {
+        return Ok(finish(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+                .with_no_client_auth(),
+        ));
+    }
+    match &it.ca_pem {
+        None => Ok(SHARED
+            .get_or_init(|| finish(builder.with_root_certificates(public_roots()).with_no_client_auth()))
+            .clone()),
+        Some(pem) => {
+            let mut roots = public_roots();
+            for cert in parse_ca_pem(pem)? {
+                roots.add(cert).map_err(|e| e.to_string())?;
+            }
+            Ok(finish(builder.with_root_certificates(roots).with_no_client_auth()))
+        }
+    }
+}
+
+impl HecClient {
+    pub fn new(it: &Integration, timeouts: Timeouts) -> Result<HecClient, String> {
+        let connector = awc::Connector::new()
+            .rustls_0_23(tls_config(it)?)
+            .timeout(timeouts.connect)
+            .handshake_timeout(timeouts.connect)
+            // A few connections per integration: Splunk's maxSockets is shared by everyone.
+            .limit(4);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(timeouts.request)
+            .disable_redirects()
+            .finish();
+        Ok(HecClient {
+            client,
+            uri: it.hec_uri(),
+            authorization: format!("Splunk {}", it.hec_token),
+        })
+    }
+
+    /// Posts one batch of concatenated event envelopes and classifies the answer.
+    pub async fn post_events(&self, body: Bytes) -> Outcome {
+        let sent = self
+            .client
+            .post(self.uri.event_url())
+            .insert_header((header::AUTHORIZATION, self.authorization.as_str()))
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .send_body(body)
+            .await;
+        match sent {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let answer = resp.body().limit(MAX_ANSWER_BYTES).await.unwrap_or_default();
+                classify(status, &answer)
+            }
+            Err(e) => Outcome::Transient(transport_failure(&describe(&e))),
+        }
+    }
+}
+
+/// awc's error with its causes, which is where "certificate" or "refused" appear.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_s = c.to_string();
+        if !s.contains(&c_s) {
+            s.push_str(": ");
+            s.push_str(&c_s);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// `tls_verify: false`, allowed only where the operator's config says so.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,188 @@
+//! Events → the bytes HEC receives: one JSON envelope per event, concatenated.
+//!
+//! The `event` object carries every field the product page lists, under the
+//! names in DESIGN.md, with `null` for an unknown value (never absent), so
+//! Splunk searches can rely on the field existing.
+
+use crate::model::{AccountId, AuditEvent, JobSnapshot};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+
+/// The envelope fields shared by every event of one integration.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The environment's host name (config `host`).
+    pub host: String,
+    pub index: Option<String>,
+}
+
+pub const AUDIT_SOURCE: &str = "siemsync:audit";
+pub const JOBS_SOURCE: &str = "siemsync:jobs";
+
+#[derive(Serialize)]
+struct AuditOut<'a> {
+    id: &'a str,
+    time: &'a DateTime<Utc>,
+    host: &'a str,
+    upload_time: &'a DateTime<Utc>,
+    account: &'a AccountId,
+    connector: &'a Option<String>,
+    acl: &'a Option<String>,
+    method: &'a Option<String>,
+    user: &'a Option<String>,
+    ip_address: &'a Option<IpAddr>,
+    metadata: &'a Option<Map<String, Value>>,
+    event: &'a Value,
+}
+
+#[derive(Serialize)]
+struct JobOut<'a> {
+    time: &'a DateTime<Utc>,
+    host: &'a str,
+    upload_time: &'a DateTime<Utc>,
+    account: &'a AccountId,
+    connector: &'a Option<String>,
+    job: &'a str,
+    scheduled: &'a Option<DateTime<Utc>>,
+    planned_start: &'a Option<DateTime<Utc>>,
+    start_time: &'a Option<DateTime<Utc>>,
+    description: &'a Option<String>,
+    progress: &'a Option<f64>,
+    paused: &'a Option<DateTime<Utc>>,
+    end_time: &'a Option<DateTime<Utc>>,
+    status: &'a str,
+    #[serde(rename = "type")]
+    job_type: &'a str,
+    user: &'a Option<String>,
+}
+
+/// HEC's `time`: epoch seconds with a millisecond fraction (never milliseconds,
+/// which Splunk would file in the far future).
+fn write_epoch(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    use std::io::Write;
+    let ms = t.timestamp_millis();
+    let _ = write!(out, "{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+}
+
+fn write_envelope(out: &mut Vec<u8>, env: &Envelope, source: &str, time: &DateTime<Utc>, event: &impl Serialize) {
+    out.extend_from_slice(b"{\"time\":");
+    write_epoch(out, time);
+    out.extend_from_slice(b",\"host\":");
+    json_into(out, &env.host);
+    out.extend_from_slice(b",\"source\":");
+    json_into(out, source);
+    out.extend_from_slice(b",\"sourcetype\":\"_json\"");
+    if let Some(index) = &env.index {
+        out.extend_from_slice(b",\"index\":");
+        json_into(out, index);
+    }
+    out.extend_from_slice(b",\"event\":");
+    json_into(out, event);
+    out.extend_from_slice(b"}\n");
+}
+
+fn json_into(out: &mut Vec<u8>, v: &(impl Serialize + ?Sized)) {
+    // Serialising borrowed plain data into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, v).expect("serialising an event");
+}
+
+/// Appends one audit event's envelope; its HEC time is when the event happened.
+pub fn audit(out: &mut Vec<u8>, env: &Envelope, account: &AccountId, ev: &AuditEvent, upload_time: &DateTime<Utc>) {
+    let body = AuditOut {
+        id: &ev.id,
+        time: &ev.time,
+        host: &env.host,
+        upload_time,
+        account,
+        connector: &ev.connector,
+        acl: &ev.acl,
+        method: &ev.method,
+        user: &ev.user,
+        ip_address: &ev.ip_address,
+        metadata: &ev.metadata,
+        event: &ev.event,
+    };
+    write_envelope(out, env, AUDIT_SOURCE, &ev.time, &body);
+}
+
+/// Appends one job snapshot's envelope; its time is the upload time, as the product page says.
+pub fn job(out: &mut Vec<u8>, env: &Envelope, account: &AccountId, job: &JobSnapshot, upload_time: &DateTime<Utc>) {
+    let body = JobOut {
+        time: upload_time,
+        host: &env.host,
+        upload_time,
+        account,
+        connector: &job.connector,
+        job: &job.job,
+        scheduled: &job.scheduled,
+        planned_start: &job.planned_start,
+        start_time: &job.start_time,
+        description: &job.description,
+        progress: &job.progress,
+        paused: &job.paused,
+        end_time: &job.end_time,
+        status: &job.status,
+        job_type: &job.job_type,
+        user: &job.user,
+    };
+    write_envelope(out, env, JOBS_SOURCE, upload_time, &body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_audit_event_carries_every_field_with_nulls_for_unknowns() {
+        let ev = AuditEvent::from_json(
+            &json!({"id": "e-1", "time": "2026-11-25T10:00:00.123Z", "event": "login", "ip": "10.0.0.1"}),
+            0,
+            Utc::now(),
+        )
+        .unwrap();
+        let upload: DateTime<Utc> = "2026-11-25T10:05:00Z".parse().unwrap();
+        let env = Envelope { host: "eu-1.example.com".into(), index: Some("sec".into()) };
+        let mut out = Vec::new();
+        audit(&mut out, &env, &AccountId::parse("acme").unwrap(), &ev, &upload);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("{\"time\":1795600800.123,"), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["sourcetype"], "_json");
+        assert_eq!(v["source"], "siemsync:audit");
+        assert_eq!(v["index"], "sec");
+        assert_eq!(
+            v["event"],
+            json!({"id": "e-1", "time": "2026-11-25T10:00:00.123Z", "host": "eu-1.example.com",
+                   "upload_time": "2026-11-25T10:05:00Z", "account": "acme", "connector": null,
+                   "acl": null, "method": null, "user": null, "ip_address": "10.0.0.1",
+                   "metadata": null, "event": "login"})
+        );
+    }
+
+    #[test]
+    fn a_job_event_is_timed_by_its_upload() {
+        let j = JobSnapshot::from_json(
+            &json!({"job": "j-1", "type": "backup", "status": "in progress", "progress": 0.25,
+                    "start_time": "2026-11-25T09:00:00Z"}),
+            0,
+            Utc::now(),
+        )
+        .unwrap();
+        let upload: DateTime<Utc> = "2026-11-25T10:05:00.5Z".parse().unwrap();
+        let env = Envelope { host: "h".into(), index: None };
+        let mut out = Vec::new();
+        job(&mut out, &env, &AccountId::parse("acme").unwrap(), &j, &upload);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time"].as_f64().unwrap(), 1795601100.5);
+        assert!(v.get("index").is_none());
+        let keys: Vec<&String> = v["event"].as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 16);
+        assert_eq!(v["event"]["progress"], 0.25);
+        assert_eq!(v["event"]["end_time"], Value::Null);
+        assert_eq!(v["event"]["type"], "backup");
+        assert_eq!(v["event"]["time"], "2026-11-25T10:05:00.500Z");
+    }
+}

@@ -1,0 +1,86 @@
+//! Who is calling: `Authorization: Bearer <token>` mapped to a role. Account-scoped
+//! tokens will slot in as `Caller::Account`.
+
+use super::errors::ApiError;
+use super::AppState;
+use crate::model::AccountId;
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest};
+use std::future::{ready, Ready};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// May do everything.
+    Admin,
+    /// May only post events.
+    Ingest,
+    /// May read and manage one account's integrations.
+    Account(AccountId),
+}
+
+/// Compares without stopping at the first difference, so timing says nothing about the token.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let unauthorized = |m: &str| Err(ApiError::new(StatusCode::UNAUTHORIZED, m));
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "app state missing")));
+        };
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
+            Some(t) => t.trim(),
+            None if header.is_some() => return ready(unauthorized("the Authorization header must be `Bearer <token>`")),
+            None => return ready(unauthorized("this endpoint needs `Authorization: Bearer <token>`")),
+        };
+        let config = &state.config;
+        ready(if same(token, &config.admin_token) {
+            Ok(Caller::Admin)
+        } else if same(token, &config.ingest_token) {
+            Ok(Caller::Ingest)
+        } else {
+            unauthorized("the bearer token is not valid")
+        })
+    }
+}
+
+impl Caller {
+    fn forbidden() -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "this token may not do that")
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            _ => Err(Self::forbidden()),
+        }
+    }
+
+    /// Posting events: admin and ingest tokens.
+    pub fn require_ingest(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin | Caller::Ingest => Ok(()),
+            Caller::Account(_) => Err(Self::forbidden()),
+        }
+    }
+
+    /// Reading or managing one account: admin, or that account's own token. Another
+    /// account's token gets 404, so it learns nothing about whether the account exists.
+    pub fn require_account(&self, account: &AccountId) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Account(a) if a == account => Ok(()),
+            Caller::Account(_) => Err(ApiError::not_found("account")),
+            Caller::Ingest => Err(Self::forbidden()),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `…/integrations`: create, read, replace, change, remove, status and sync-now.
+//! Every change is stored first, then sent to the Supervisor, which restarts only
+//! the actor of the integration that changed.
+
+use super::auth::Caller;
+use super::errors::ApiError;
+use super::{account_of, read_body, AppState};
+use crate::actors::messages::{Observe, Remove, State, SyncNow, Upsert};
+use crate::model::fields::parse_object;
+use crate::model::{AccountId, Integration, IntegrationChange, Source};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use serde_json::json;
+use uuid::Uuid;
+
+type IdPath = web::Path<(String, String)>;
+
+fn feature_on(state: &AppState, account: &AccountId) -> Result<bool, ApiError> {
+    Ok(state.store.account(account)?.is_some_and(|a| a.siem_enabled))
+}
+
+/// The integration named by the path, if the caller may see it.
+fn lookup(state: &AppState, caller: &Caller, path: &(String, String)) -> Result<Integration, ApiError> {
+    let account = account_of(&path.0)?;
+    caller.require_account(&account)?;
+    let id = Uuid::parse_str(&path.1).map_err(|_| ApiError::not_found("integration"))?;
+    state
+        .store
+        .integration(&account, &id)?
+        .ok_or_else(|| ApiError::not_found("integration"))
+}
+
+/// Stores an integration and tells the Supervisor, so its actor (re)starts without a process restart.
+async fn save(state: &AppState, it: &Integration) -> Result<(), ApiError> {
+    state.store.put_integration(it)?;
+    state.store.flush().await?;
+    let active = it.enabled && feature_on(state, &it.account)?;
+    state
+        .supervisor
+        .send(Upsert {
+            integration: it.clone(),
+            active,
+        })
+        .await?;
+    Ok(())
+}
+
+async fn change_body(state: &AppState, body: web::Payload) -> Result<IntegrationChange, ApiError> {
+    let body = read_body(body, state.config.max_body_bytes).await?;
+    Ok(IntegrationChange::from_json(&parse_object(&body)?)?)
+}
+
+pub async fn list(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let account = account_of(&path)?;
+    caller.require_account(&account)?;
+    let list: Vec<_> = state.store.integrations_of(&account)?.iter().map(Integration::to_view).collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let account = account_of(&path)?;
+    caller.require_account(&account)?;
+    if !feature_on(&state, &account)? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "SIEM integration is not enabled for this account: please contact our support team to have it activated",
+        ));
+    }
+    let it = change_body(&state, body).await?.create(account, Utc::now(), state.policy())?;
+    save(&state, &it).await?;
+    log::info!("integration {} created for account {}", it.id, it.account);
+    Ok(HttpResponse::Created().json(it.to_view()))
+}
+
+pub async fn get(state: web::Data<AppState>, caller: Caller, path: IdPath) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(lookup(&state, &caller, &path)?.to_view()))
+}
+
+pub async fn replace(state: web::Data<AppState>, caller: Caller, path: IdPath, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    let old = lookup(&state, &caller, &path)?;
+    let it = change_body(&state, body).await?.replace(&old, Utc::now(), state.policy())?;
+    save(&state, &it).await?;
+    Ok(HttpResponse::Ok().json(it.to_view()))
+}
+
+pub async fn patch(state: web::Data<AppState>, caller: Caller, path: IdPath, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    let old = lookup(&state, &caller, &path)?;
+    let it = change_body(&state, body).await?.apply(&old, Utc::now(), state.policy())?;
+    save(&state, &it).await?;
+    Ok(HttpResponse::Ok().json(it.to_view()))
+}
+
+pub async fn delete(state: web::Data<AppState>, caller: Caller, path: IdPath) -> Result<HttpResponse, ApiError> {
+    let it = lookup(&state, &caller, &path)?;
+    // Stop first, so no post is in flight when its checkpoint goes.
+    state.supervisor.send(Remove { id: it.id }).await?;
+    state.store.delete_integration(&it.account, &it.id)?;
+    state.store.flush().await?;
+    log::info!("integration {} deleted from account {}", it.id, it.account);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn sync_now(state: web::Data<AppState>, caller: Caller, path: IdPath) -> Result<HttpResponse, ApiError> {
+    let it = lookup(&state, &caller, &path)?;
+    if state.supervisor.send(SyncNow { id: it.id }).await? {
+        Ok(HttpResponse::Accepted().json(json!({"sync": "started"})))
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the integration is not running: turn on its Enable toggle (and the account's SIEM feature) first",
+        ))
+    }
+}
+
+pub async fn status(state: web::Data<AppState>, caller: Caller, path: IdPath) -> Result<HttpResponse, ApiError> {
+    let it = lookup(&state, &caller, &path)?;
+    let cp = state.store.checkpoint(&it.id)?;
+    let (audit_backlog, audit_oldest) = if it.wants(Source::Audit) {
+        state.store.audit_backlog(&it.account, cp.audit_seq)?
+    } else {
+        (0, None)
+    };
+    let (jobs_backlog, jobs_oldest) = if it.wants(Source::Jobs) {
+        state.store.job_backlog(&it.account, cp.job_seq)?
+    } else {
+        (0, None)
+    };
+    let oldest = audit_oldest.into_iter().chain(jobs_oldest).min();
+    let obs = state.supervisor.send(Observe { id: it.id }).await?;
+    let feature = feature_on(&state, &it.account)?;
+    let state_name = if !(it.enabled && feature) {
+        "disabled"
+    } else {
+        match obs.as_ref().map(|o| &o.state) {
+            None | Some(State::Pending) => "pending",
+            Some(State::Failing) => "failing",
+            Some(State::Healthy) => "healthy",
+        }
+    };
+    let now = Utc::now();
+    Ok(HttpResponse::Ok().json(json!({
+        "id": it.id,
+        "name": it.name,
+        "state": state_name,
+        "enabled": it.enabled,
+        "account_feature_enabled": feature,
+        "started_at": obs.as_ref().map(|o| o.started_at),
+        "syncing": obs.as_ref().is_some_and(|o| o.syncing),
+        "last_attempt": obs.as_ref().and_then(|o| o.last_attempt),
+        "last_success": cp.last_success,
+        "last_error": obs.as_ref().and_then(|o| o.last_error.clone()),
+        "retries": obs.as_ref().map_or(0, |o| o.retries),
+        "delivered": {"audit": cp.delivered_audit, "jobs": cp.delivered_jobs},
+        "backlog": {
+            "events": audit_backlog + jobs_backlog,
+            "audit": audit_backlog,
+            "jobs": jobs_backlog,
+            "oldest_age_secs": oldest.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+        },
+        "next_sync": obs.as_ref().and_then(|o| o.next_sync),
+    })))
+}

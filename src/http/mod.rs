@@ -1,0 +1,84 @@
+//! The Control and Ingest API (actix-web), in the same process as the actors.
+
+pub mod accounts;
+pub mod auth;
+pub mod errors;
+pub mod ingest;
+pub mod integrations;
+
+use crate::actors::Supervisor;
+use crate::config::Config;
+use crate::model::{AccountId, IntegrationPolicy};
+use crate::store::Store;
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::HttpResponse;
+use errors::ApiError;
+use serde_json::json;
+use std::sync::Arc;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub store: Store,
+    pub supervisor: Addr<Supervisor>,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    pub fn policy(&self) -> IntegrationPolicy {
+        IntegrationPolicy {
+            allow_insecure_tls: self.config.allow_insecure_tls,
+        }
+    }
+}
+
+/// Reads a request body up to the configured limit; larger ones get 413.
+pub async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes; send fewer events per request"),
+        )),
+    }
+}
+
+/// The `{account}` path segment, validated.
+pub fn account_of(raw: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(raw).map_err(|e| ApiError::bad_request(format!("`account` in the path is not a valid identifier: {e}")))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn no_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see the HTTP contract in the README"))
+}
+
+/// Registers every route; the binary and the tests build the same app with it.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let json_errors = web::JsonConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
+    let path_errors = web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
+    cfg.app_data(json_errors)
+        .app_data(path_errors)
+        .route("/healthz", web::get().to(healthz))
+        .service(
+            web::scope("/api/v1/accounts/{account}")
+                .route("", web::put().to(accounts::put))
+                .route("", web::get().to(accounts::get))
+                .route("/audit", web::post().to(ingest::audit))
+                .route("/jobs", web::post().to(ingest::jobs))
+                .route("/integrations", web::get().to(integrations::list))
+                .route("/integrations", web::post().to(integrations::create))
+                .route("/integrations/{id}", web::get().to(integrations::get))
+                .route("/integrations/{id}", web::put().to(integrations::replace))
+                .route("/integrations/{id}", web::patch().to(integrations::patch))
+                .route("/integrations/{id}", web::delete().to(integrations::delete))
+                .route("/integrations/{id}/status", web::get().to(integrations::status))
+                .route("/integrations/{id}/sync", web::post().to(integrations::sync_now)),
+        )
+        .default_service(web::to(no_route));
+}

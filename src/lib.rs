@@ -1,0 +1,102 @@
+//! siemsync: forwards a backup platform's audit-log events and job updates to each
+//! customer's Splunk HTTP Event Collector. See DESIGN.md for the picture this code follows.
+//!
+//! `start` wires config → store → actors → HTTP; the binary and the tests both use it.
+
+pub mod actors;
+pub mod config;
+pub mod hec;
+pub mod http;
+pub mod model;
+pub mod store;
+pub mod testkit;
+
+use actix::prelude::*;
+use actors::messages::Reconcile;
+use actors::{AuditCollector, DeliverySettings, JobCollector, Supervisor};
+use config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the data directory {dir}: {source}")]
+    Store {
+        dir: String,
+        source: store::StoreError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started service: the API's address, and the handles to stop it.
+pub struct Service {
+    pub addr: SocketAddr,
+    pub server: actix_web::dev::Server,
+    pub store: Store,
+    pub supervisor: Addr<Supervisor>,
+}
+
+/// Opens the store, starts the collectors, the Supervisor (which starts one actor per
+/// active integration) and the HTTP server. Must run inside an actix System.
+pub fn start(config: Config) -> Result<Service, StartError> {
+    // One process-wide TLS provider; ours is the only one compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = Store::open(&config.data_dir).map_err(|source| StartError::Store {
+        dir: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let s = store.clone();
+    let audit = SyncArbiter::start(2, move || AuditCollector::new(s.clone()));
+    let s = store.clone();
+    let jobs = SyncArbiter::start(2, move || JobCollector::new(s.clone()));
+    let settings = DeliverySettings {
+        host: config.host.clone(),
+        max_batch_bytes: config.max_batch_bytes,
+        interval: config.sync_interval(),
+        timeouts: config.timeouts(),
+    };
+    let supervisor = Supervisor::new(store.clone(), audit, jobs, settings).start();
+    let mut all = Vec::new();
+    match store.all_integrations() {
+        Ok(list) => {
+            for it in list {
+                let feature = store.account(&it.account).ok().flatten().is_some_and(|a| a.siem_enabled);
+                let active = it.enabled && feature;
+                all.push((it, active));
+            }
+        }
+        Err(e) => log::error!("cannot read the stored integrations: {e}"),
+    }
+    log::info!("{} integrations stored, {} active", all.len(), all.iter().filter(|(_, a)| *a).count());
+    supervisor.do_send(Reconcile(all));
+
+    let state = actix_web::web::Data::new(http::AppState {
+        store: store.clone(),
+        supervisor: supervisor.clone(),
+        config: Arc::new(config.clone()),
+    });
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .configure(http::configure)
+    })
+    .shutdown_timeout(5)
+    .bind(config.listen)
+    .map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    Ok(Service {
+        addr,
+        server,
+        store,
+        supervisor,
+    })
+}

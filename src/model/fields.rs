@@ -1,0 +1,218 @@
+//! Reading one JSON object of an ingest or API body field by field, so that every
+//! refusal names the array index and the field the caller has to fix.
+
+use super::ids::check_identifier;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// What is wrong with one body, naming where: `item 3: `time` is not …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Position in the posted array, when the body is an array.
+    pub index: Option<usize>,
+    /// The field at fault, when one is.
+    pub field: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(i) = self.index {
+            write!(f, "item {i}: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "`{field}` ")?;
+        }
+        f.write_str(&self.problem)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// One JSON object being read: tracks which keys were used so unknown ones are refused.
+pub struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    index: Option<usize>,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(value: &'a Value, index: Option<usize>) -> Result<Self, FieldError> {
+        match value {
+            Value::Object(map) => Ok(Self {
+                map,
+                index,
+                known: Vec::new(),
+            }),
+            other => Err(FieldError {
+                index,
+                field: None,
+                problem: format!("must be a JSON object, got {}", kind(other)),
+            }),
+        }
+    }
+
+    pub fn error(&self, field: &str, problem: impl Into<String>) -> FieldError {
+        FieldError {
+            index: self.index,
+            field: Some(field.to_owned()),
+            problem: problem.into(),
+        }
+    }
+
+    /// The value of `field`, treating an explicit `null` like an absent key.
+    pub fn get(&mut self, field: &'static str) -> Option<&'a Value> {
+        self.known.push(field);
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.map.contains_key(field)
+    }
+
+    pub fn required<T>(
+        &mut self,
+        field: &'static str,
+        read: impl FnOnce(&mut Self, &'static str) -> Result<Option<T>, FieldError>,
+    ) -> Result<T, FieldError> {
+        read(self, field)?.ok_or_else(|| self.error(field, "is required"))
+    }
+
+    pub fn string(&mut self, field: &'static str) -> Result<Option<String>, FieldError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.error(field, format!("must be a string, got {}", kind(other)))),
+        }
+    }
+
+    /// A string that must not be empty or only whitespace.
+    pub fn text(&mut self, field: &'static str) -> Result<Option<String>, FieldError> {
+        match self.string(field)? {
+            Some(s) if s.trim().is_empty() => Err(self.error(field, "must not be empty")),
+            other => Ok(other),
+        }
+    }
+
+    pub fn identifier(&mut self, field: &'static str) -> Result<Option<String>, FieldError> {
+        match self.string(field)? {
+            None => Ok(None),
+            Some(s) => match check_identifier(&s) {
+                Ok(()) => Ok(Some(s)),
+                Err(e) => Err(self.error(field, format!("is not a valid identifier: {e}"))),
+            },
+        }
+    }
+
+    pub fn time(&mut self, field: &'static str) -> Result<Option<DateTime<Utc>>, FieldError> {
+        match self.string(field)? {
+            None => Ok(None),
+            Some(s) => DateTime::parse_from_rfc3339(&s)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|e| {
+                    self.error(
+                        field,
+                        format!("is not an RFC 3339 timestamp ({e}): {s:?}, expected e.g. \"2026-11-25T10:00:00Z\""),
+                    )
+                }),
+        }
+    }
+
+    pub fn bool(&mut self, field: &'static str) -> Result<Option<bool>, FieldError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(self.error(field, format!("must be true or false, got {}", kind(other)))),
+        }
+    }
+
+    pub fn number(&mut self, field: &'static str) -> Result<Option<f64>, FieldError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(other) => Err(self.error(field, format!("must be a number, got {}", kind(other)))),
+        }
+    }
+
+    pub fn object(&mut self, field: &'static str) -> Result<Option<Map<String, Value>>, FieldError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m.clone())),
+            Some(other) => Err(self.error(field, format!("must be a JSON object, got {}", kind(other)))),
+        }
+    }
+
+    pub fn string_list(&mut self, field: &'static str) -> Result<Option<Vec<String>>, FieldError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(self.error(field, format!("must hold only strings, found {}", kind(other)))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(self.error(field, format!("must be an array of strings, got {}", kind(other)))),
+        }
+    }
+
+    /// Refuses keys nobody asked for: a typo must not be silently dropped.
+    pub fn finish(self) -> Result<(), FieldError> {
+        let mut unknown: Vec<&String> = self
+            .map
+            .keys()
+            .filter(|k| !self.known.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            None => Ok(()),
+            Some(k) => Err(FieldError {
+                index: self.index,
+                field: Some((*k).clone()),
+                problem: format!("is not a known field (known: {})", self.known.join(", ")),
+            }),
+        }
+    }
+}
+
+/// A JSON value's kind in words, for error messages.
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses a request body that must be a JSON array, naming what it got otherwise.
+pub fn parse_array(body: &[u8]) -> Result<Vec<Value>, FieldError> {
+    let whole = |problem: String| FieldError {
+        index: None,
+        field: None,
+        problem,
+    };
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(other) => Err(whole(format!("the body must be a JSON array, got {}", kind(&other)))),
+        Err(e) => Err(whole(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+/// Parses a request body that must be one JSON object.
+pub fn parse_object(body: &[u8]) -> Result<Value, FieldError> {
+    let whole = |problem: String| FieldError {
+        index: None,
+        field: None,
+        problem,
+    };
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(other) => Err(whole(format!("the body must be a JSON object, got {}", kind(&other)))),
+        Err(e) => Err(whole(format!("the body is not valid JSON: {e}"))),
+    }
+}

@@ -1,0 +1,389 @@
+//! A SIEM integration: where one account's events go, and which of them.
+
+use super::fields::{kind, FieldError, Fields};
+use super::ids::AccountId;
+use crate::hec::uri::HecUri;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// A data source an integration can forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The platform's audit log.
+    Audit,
+    /// The platform's job monitor.
+    Jobs,
+}
+
+impl Source {
+    pub const ALL: [Source; 2] = [Source::Audit, Source::Jobs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Audit => "audit",
+            Source::Jobs => "jobs",
+        }
+    }
+}
+
+/// One customer's integration as stored (the HEC token in full: never serialise this to a caller).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Integration {
+    pub id: Uuid,
+    pub account: AccountId,
+    pub name: String,
+    pub hec_token: String,
+    pub hec_uri: String,
+    pub sources: Vec<Source>,
+    pub enabled: bool,
+    pub index: Option<String>,
+    pub tls_verify: bool,
+    pub ca_pem: Option<String>,
+    pub indexer_ack: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the operator's config allows integrations to ask for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IntegrationPolicy {
+    pub allow_insecure_tls: bool,
+}
+
+/// The fields of a create, replace or change body; `None` means "not given".
+#[derive(Debug, Default)]
+pub struct IntegrationChange {
+    name: Option<String>,
+    hec_token: Option<String>,
+    hec_uri: Option<String>,
+    sources: Option<Vec<Source>>,
+    enabled: Option<bool>,
+    index: Option<Option<String>>,
+    tls_verify: Option<bool>,
+    ca_pem: Option<Option<String>>,
+    indexer_ack: Option<bool>,
+}
+
+impl IntegrationChange {
+    /// Reads a request body; values are checked here, completeness by the caller.
+    pub fn from_json(body: &Value) -> Result<IntegrationChange, FieldError> {
+        let mut f = Fields::new(body, None)?;
+        let name = match f.text("name")? {
+            Some(n) if n.chars().count() > 100 => return Err(f.error("name", "must be at most 100 characters")),
+            n => n.map(|n| n.trim().to_owned()),
+        };
+        let hec_token = match f.string("hec_token")? {
+            Some(t) if t.trim().is_empty() => return Err(f.error("hec_token", "must not be empty")),
+            Some(t) if t.len() > 256 || t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                return Err(f.error("hec_token", "must be the token value from Splunk, without spaces (at most 256 characters)"))
+            }
+            t => t,
+        };
+        let hec_uri = match f.string("hec_uri")? {
+            Some(u) => {
+                HecUri::parse(&u).map_err(|e| f.error("hec_uri", e))?;
+                Some(u.trim().to_owned())
+            }
+            None => None,
+        };
+        let sources = match f.string_list("sources")? {
+            None => None,
+            Some(list) => {
+                let mut out = Vec::new();
+                for s in &list {
+                    let src = match s.as_str() {
+                        "audit" => Source::Audit,
+                        "jobs" => Source::Jobs,
+                        other => {
+                            return Err(f.error("sources", format!("may hold only \"audit\" and \"jobs\", found {other:?}")))
+                        }
+                    };
+                    if !out.contains(&src) {
+                        out.push(src);
+                    }
+                }
+                if out.is_empty() {
+                    return Err(f.error("sources", "must name at least one data source: \"audit\", \"jobs\""));
+                }
+                out.sort();
+                Some(out)
+            }
+        };
+        let enabled = f.bool("enabled")?;
+        let explicit_null = |f: &Fields, k: &str| f.has(k).then_some(None);
+        let index = match f.string("index")? {
+            Some(i) => {
+                let ok = i.len() <= 80
+                    && i.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                    && i.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                if !ok {
+                    return Err(f.error("index", format!("is not a Splunk index name (lowercase letters, digits, '_' and '-'): {i:?}")));
+                }
+                Some(Some(i))
+            }
+            None => explicit_null(&f, "index"),
+        };
+        let tls_verify = f.bool("tls_verify")?;
+        let ca_pem = match f.string("ca_pem")? {
+            Some(p) => {
+                crate::hec::client::parse_ca_pem(&p).map_err(|e| f.error("ca_pem", e))?;
+                Some(Some(p))
+            }
+            None => explicit_null(&f, "ca_pem"),
+        };
+        let indexer_ack = f.bool("indexer_ack")?;
+        for read_only in ["id", "created_at", "updated_at", "account"] {
+            // Echoing back a GET response is fine; changing these is not possible.
+            f.get(read_only);
+        }
+        f.finish()?;
+        Ok(IntegrationChange {
+            name,
+            hec_token,
+            hec_uri,
+            sources,
+            enabled,
+            index,
+            tls_verify,
+            ca_pem,
+            indexer_ack,
+        })
+    }
+
+    /// A new integration from a create body: name, token, URI and sources are required.
+    pub fn create(self, account: AccountId, now: DateTime<Utc>, policy: IntegrationPolicy) -> Result<Integration, FieldError> {
+        let missing = |f: &str| FieldError {
+            index: None,
+            field: Some(f.to_owned()),
+            problem: "is required".into(),
+        };
+        let it = Integration {
+            id: Uuid::new_v4(),
+            account,
+            name: self.name.ok_or_else(|| missing("name"))?,
+            hec_token: self.hec_token.ok_or_else(|| missing("hec_token"))?,
+            hec_uri: self.hec_uri.ok_or_else(|| missing("hec_uri"))?,
+            sources: self.sources.ok_or_else(|| missing("sources"))?,
+            enabled: self.enabled.unwrap_or(false),
+            index: self.index.flatten(),
+            tls_verify: self.tls_verify.unwrap_or(true),
+            ca_pem: self.ca_pem.flatten(),
+            indexer_ack: self.indexer_ack.unwrap_or(false),
+            created_at: now,
+            updated_at: now,
+        };
+        it.check(policy)?;
+        Ok(it)
+    }
+
+    /// A full replacement (PUT). The token may be left out to keep the stored one,
+    /// since a client can never read it back.
+    pub fn replace(self, old: &Integration, now: DateTime<Utc>, policy: IntegrationPolicy) -> Result<Integration, FieldError> {
+        let mut fresh = IntegrationChange {
+            hec_token: Some(self.hec_token.clone().unwrap_or_else(|| old.hec_token.clone())),
+            ..self
+        }
+        .create(old.account.clone(), now, policy)?;
+        fresh.id = old.id;
+        fresh.created_at = old.created_at;
+        Ok(fresh)
+    }
+
+    /// A partial change (PATCH): only the given fields change; `null` clears `index` and `ca_pem`.
+    pub fn apply(self, old: &Integration, now: DateTime<Utc>, policy: IntegrationPolicy) -> Result<Integration, FieldError> {
+        let mut it = old.clone();
+        if let Some(v) = self.name {
+            it.name = v;
+        }
+        if let Some(v) = self.hec_token {
+            it.hec_token = v;
+        }
+        if let Some(v) = self.hec_uri {
+            it.hec_uri = v;
+        }
+        if let Some(v) = self.sources {
+            it.sources = v;
+        }
+        if let Some(v) = self.enabled {
+            it.enabled = v;
+        }
+        if let Some(v) = self.index {
+            it.index = v;
+        }
+        if let Some(v) = self.tls_verify {
+            it.tls_verify = v;
+        }
+        if let Some(v) = self.ca_pem {
+            it.ca_pem = v;
+        }
+        if let Some(v) = self.indexer_ack {
+            it.indexer_ack = v;
+        }
+        it.updated_at = now;
+        it.check(policy)?;
+        Ok(it)
+    }
+}
+
+impl Integration {
+    /// Rules that span fields or depend on the operator's config.
+    fn check(&self, policy: IntegrationPolicy) -> Result<(), FieldError> {
+        let field = |f: &str, p: &str| FieldError {
+            index: None,
+            field: Some(f.to_owned()),
+            problem: p.to_owned(),
+        };
+        if !self.tls_verify && !policy.allow_insecure_tls {
+            return Err(field(
+                "tls_verify",
+                "cannot be false on this service: the operator does not allow unverified TLS; give your CA certificate in ca_pem instead",
+            ));
+        }
+        if self.indexer_ack {
+            return Err(field(
+                "indexer_ack",
+                "is not available yet: turn indexer acknowledgement off for this token in Splunk and leave this false",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn hec_uri(&self) -> HecUri {
+        // Validated on every write, so a stored URI always parses.
+        HecUri::parse(&self.hec_uri).unwrap_or_else(|_| HecUri::parse("https://invalid.invalid").expect("literal"))
+    }
+
+    pub fn wants(&self, source: Source) -> bool {
+        self.sources.contains(&source)
+    }
+
+    /// Whether a change from `self` to `new` needs the integration's actor restarted.
+    pub fn delivery_differs(&self, new: &Integration) -> bool {
+        let strip = |i: &Integration| Integration {
+            name: String::new(),
+            updated_at: i.created_at,
+            ..i.clone()
+        };
+        strip(self) != strip(new)
+    }
+
+    /// The API view: everything but the token, which shows only its last 4 characters.
+    pub fn to_view(&self) -> Value {
+        json!({
+            "id": self.id,
+            "account": self.account,
+            "name": self.name,
+            "hec_token": mask_token(&self.hec_token),
+            "hec_uri": self.hec_uri,
+            "sources": self.sources,
+            "enabled": self.enabled,
+            "index": self.index,
+            "tls_verify": self.tls_verify,
+            "ca_pem": self.ca_pem,
+            "indexer_ack": self.indexer_ack,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        })
+    }
+}
+
+/// `****abcd`: enough for a person to recognise their token, never enough to use it.
+pub fn mask_token(token: &str) -> String {
+    let n = token.chars().count();
+    if n >= 12 {
+        let tail: String = token.chars().skip(n - 4).collect();
+        format!("****{tail}")
+    } else {
+        "****".to_owned()
+    }
+}
+
+/// Reads the body of `PUT /accounts/{account}`.
+pub fn account_settings(body: &Value) -> Result<bool, FieldError> {
+    let mut f = Fields::new(body, None)?;
+    let enabled = match f.get("siem_enabled") {
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(f.error("siem_enabled", format!("must be true or false, got {}", kind(other)))),
+        None => return Err(f.error("siem_enabled", "is required")),
+    };
+    f.finish()?;
+    Ok(enabled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(v: Value) -> Result<Integration, String> {
+        IntegrationChange::from_json(&v)
+            .and_then(|c| c.create(AccountId::parse("acme").unwrap(), Utc::now(), IntegrationPolicy::default()))
+            .map_err(|e| e.to_string())
+    }
+
+    fn good() -> Value {
+        json!({"name": "Main Splunk", "hec_token": "11111111-2222-3333-4444-555555556789",
+               "hec_uri": "https://splunk.example.com:8088", "sources": ["jobs", "audit"], "enabled": true})
+    }
+
+    #[test]
+    fn an_integration_is_created_from_the_product_page_fields() {
+        let it = create(good()).unwrap();
+        assert_eq!(it.sources, vec![Source::Audit, Source::Jobs]);
+        assert!(it.tls_verify && it.enabled && !it.indexer_ack);
+        let view = it.to_view();
+        assert_eq!(view["hec_token"], "****6789");
+        assert!(!view.to_string().contains("11111111-2222"));
+    }
+
+    #[test]
+    fn an_incomplete_or_wrong_integration_is_refused_by_field() {
+        let without = |k: &str| {
+            let mut v = good();
+            v.as_object_mut().unwrap().remove(k);
+            create(v).unwrap_err()
+        };
+        assert_eq!(without("hec_token"), "`hec_token` is required");
+        assert_eq!(without("hec_uri"), "`hec_uri` is required");
+        let with = |k: &str, val: Value| {
+            let mut v = good();
+            v[k] = val;
+            create(v).unwrap_err()
+        };
+        assert!(with("hec_uri", json!("ftp://splunk.example.com")).starts_with("`hec_uri` must use https://"));
+        assert!(with("hec_uri", json!("https://s.example.com/services/collector/raw")).contains("/raw"));
+        assert!(with("sources", json!([])).starts_with("`sources` must name at least one"));
+        assert!(with("sources", json!(["audit", "logs"])).contains("\"logs\""));
+        assert!(with("tls_verify", json!(false)).starts_with("`tls_verify` cannot be false"));
+        assert!(with("index", json!("Main")).starts_with("`index` is not a Splunk index name"));
+        assert!(with("ca_pem", json!("not a pem")).starts_with("`ca_pem`"));
+    }
+
+    #[test]
+    fn a_patch_changes_only_what_it_names_and_null_clears() {
+        let mut v = good();
+        v["index"] = json!("security");
+        let old = create(v).unwrap();
+        let new = IntegrationChange::from_json(&json!({"enabled": false, "index": null}))
+            .unwrap()
+            .apply(&old, Utc::now(), IntegrationPolicy::default())
+            .unwrap();
+        assert!(!new.enabled);
+        assert_eq!(new.index, None);
+        assert_eq!(new.hec_token, old.hec_token);
+        assert!(old.delivery_differs(&new));
+        let renamed = IntegrationChange::from_json(&json!({"name": "Other"}))
+            .unwrap()
+            .apply(&old, Utc::now(), IntegrationPolicy::default())
+            .unwrap();
+        assert!(!old.delivery_differs(&renamed));
+    }
+
+    #[test]
+    fn short_tokens_are_masked_entirely() {
+        assert_eq!(mask_token("abc"), "****");
+        assert_eq!(mask_token("abcdefghijkl"), "****ijkl");
+    }
+}

@@ -1,0 +1,313 @@
+//! The two data sources: the append-only audit log and the latest job snapshots.
+
+use super::{decode, encode, keys, Store, StoreError};
+use crate::model::{AccountId, AuditEvent, JobSnapshot};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+
+/// What one audit ingest did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IngestOutcome {
+    pub accepted: usize,
+    /// Events whose id the account already had (a platform retry): ignored.
+    pub duplicates: usize,
+}
+
+/// A job snapshot with the change sequence it was stored under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredJob {
+    pub change_seq: u64,
+    pub snapshot: JobSnapshot,
+}
+
+/// The newest sequence numbers of an account: checkpoints are compared with these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Heads {
+    pub audit: u64,
+    pub jobs: u64,
+}
+
+impl Heads {
+    fn from_bytes(b: &[u8]) -> Heads {
+        Heads {
+            audit: keys::seq_of(&b[..8.min(b.len())]),
+            jobs: keys::seq_of(b),
+        }
+    }
+    fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.audit.to_be_bytes());
+        b[8..].copy_from_slice(&self.jobs.to_be_bytes());
+        b
+    }
+}
+
+impl Store {
+    pub fn heads(&self, account: &AccountId) -> Result<Heads, StoreError> {
+        Ok(self
+            .inner
+            .events
+            .get(keys::account_prefix(keys::HEADS, account))?
+            .map(|b| Heads::from_bytes(&b))
+            .unwrap_or_default())
+    }
+
+    /// Appends audit events in order, all or nothing; repeated ids are skipped.
+    /// Not durable until `flush` resolves.
+    pub fn append_audit(&self, account: &AccountId, events: Vec<AuditEvent>) -> Result<IngestOutcome, StoreError> {
+        let tree = &self.inner.events;
+        let _writer = self.inner.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heads = self.heads(account)?;
+        let mut batch = sled::Batch::default();
+        let mut seen = HashSet::new();
+        let mut out = IngestOutcome::default();
+        for ev in events {
+            let id_key = keys::with_name(keys::AUDIT_ID, account, &ev.id);
+            if !seen.insert(ev.id.clone()) || tree.contains_key(&id_key)? {
+                out.duplicates += 1;
+                continue;
+            }
+            heads.audit += 1;
+            batch.insert(keys::with_seq(keys::AUDIT, account, heads.audit), encode(&ev));
+            batch.insert(id_key, &heads.audit.to_be_bytes());
+            out.accepted += 1;
+        }
+        if out.accepted > 0 {
+            batch.insert(keys::account_prefix(keys::HEADS, account), &heads.to_bytes());
+            tree.apply_batch(batch)?;
+        }
+        Ok(out)
+    }
+
+    /// Stores job snapshots, each replacing the job's previous one, all or nothing.
+    /// A snapshot identical to the stored one (a platform retry) changes nothing.
+    pub fn put_jobs(&self, account: &AccountId, jobs: Vec<JobSnapshot>) -> Result<usize, StoreError> {
+        let tree = &self.inner.events;
+        let _writer = self.inner.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heads = self.heads(account)?;
+        let count = jobs.len();
+        // Within one request the last snapshot of a job wins.
+        let mut latest: HashMap<String, JobSnapshot> = HashMap::new();
+        let mut order = Vec::new();
+        for j in jobs {
+            if latest.insert(j.job.clone(), j.clone()).is_none() {
+                order.push(j.job);
+            }
+        }
+        let mut batch = sled::Batch::default();
+        let mut changed = false;
+        for job in order {
+            let snap = latest.remove(&job).expect("collected above");
+            let job_key = keys::with_name(keys::JOB, account, &job);
+            if let Some(old) = tree.get(&job_key)? {
+                let old: StoredJob = decode(&job_key, &old)?;
+                let same = JobSnapshot {
+                    ingested_at: old.snapshot.ingested_at,
+                    ..snap.clone()
+                } == old.snapshot;
+                if same {
+                    continue;
+                }
+                batch.remove(keys::with_seq(keys::JOB_CHANGE, account, old.change_seq));
+            }
+            heads.jobs += 1;
+            let running_key = keys::with_name(keys::JOB_RUNNING, account, &job);
+            if snap.in_progress() {
+                batch.insert(running_key, &heads.jobs.to_be_bytes());
+            } else {
+                batch.remove(running_key);
+            }
+            batch.insert(keys::with_seq(keys::JOB_CHANGE, account, heads.jobs), job.as_bytes());
+            batch.insert(
+                job_key,
+                encode(&StoredJob {
+                    change_seq: heads.jobs,
+                    snapshot: snap,
+                }),
+            );
+            changed = true;
+        }
+        if changed {
+            batch.insert(keys::account_prefix(keys::HEADS, account), &heads.to_bytes());
+            tree.apply_batch(batch)?;
+        }
+        Ok(count)
+    }
+
+    /// Visits the stored audit events after sequence `after`, in order, until `visit` breaks.
+    pub fn audit_after(
+        &self,
+        account: &AccountId,
+        after: u64,
+        mut visit: impl FnMut(u64, AuditEvent) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let start = keys::with_seq(keys::AUDIT, account, after.saturating_add(1));
+        let prefix = keys::account_prefix(keys::AUDIT, account);
+        for kv in self.inner.events.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if visit(keys::seq_of(&k), decode(&k, &v)?).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits jobs whose snapshot changed after change sequence `after`, in change order.
+    pub fn jobs_changed_after(
+        &self,
+        account: &AccountId,
+        after: u64,
+        mut visit: impl FnMut(StoredJob) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let prefix = keys::account_prefix(keys::JOB_CHANGE, account);
+        let start = keys::with_seq(keys::JOB_CHANGE, account, after.saturating_add(1));
+        for kv in self.inner.events.range(start..) {
+            let (k, job) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let job_key = keys::with_name(keys::JOB, account, &String::from_utf8_lossy(&job));
+            let Some(v) = self.inner.events.get(&job_key)? else {
+                continue;
+            };
+            if visit(decode(&job_key, &v)?).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits the jobs still in progress, ordered by job id, starting after `after_job`.
+    pub fn running_jobs(
+        &self,
+        account: &AccountId,
+        after_job: Option<&str>,
+        mut visit: impl FnMut(StoredJob) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let prefix = keys::account_prefix(keys::JOB_RUNNING, account);
+        let mut start = match after_job {
+            Some(j) => keys::with_name(keys::JOB_RUNNING, account, j),
+            None => prefix.clone(),
+        };
+        if after_job.is_some() {
+            start.push(0);
+        }
+        for kv in self.inner.events.range(start..) {
+            let (k, _) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let job = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let job_key = keys::with_name(keys::JOB, account, &job);
+            let Some(v) = self.inner.events.get(&job_key)? else {
+                continue;
+            };
+            if visit(decode(&job_key, &v)?).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Audit events after `after` not yet delivered: how many, and when the oldest arrived.
+    pub fn audit_backlog(&self, account: &AccountId, after: u64) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        let heads = self.heads(account)?;
+        let mut oldest = None;
+        self.audit_after(account, after, |_, ev| {
+            oldest = Some(ev.ingested_at);
+            ControlFlow::Break(())
+        })?;
+        Ok((heads.audit.saturating_sub(after), oldest))
+    }
+
+    /// Job snapshots changed after `after`: how many, and when the oldest of them arrived.
+    pub fn job_backlog(&self, account: &AccountId, after: u64) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        let mut count = 0;
+        let mut oldest: Option<DateTime<Utc>> = None;
+        self.jobs_changed_after(account, after, |j| {
+            count += 1;
+            oldest = Some(oldest.map_or(j.snapshot.ingested_at, |o| o.min(j.snapshot.ingested_at)));
+            ControlFlow::Continue(())
+        })?;
+        Ok((count, oldest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn audit(id: &str) -> AuditEvent {
+        AuditEvent::from_json(&json!({"id": id, "time": "2026-11-25T10:00:00Z", "event": "x"}), 0, Utc::now()).unwrap()
+    }
+
+    fn job(id: &str, status: &str, progress: f64) -> JobSnapshot {
+        JobSnapshot::from_json(&json!({"job": id, "type": "backup", "status": status, "progress": progress}), 0, Utc::now()).unwrap()
+    }
+
+    fn audit_ids(s: &Store, a: &AccountId, after: u64) -> Vec<(u64, String)> {
+        let mut v = Vec::new();
+        s.audit_after(a, after, |seq, e| {
+            v.push((seq, e.id));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn audit_log_is_sequenced_per_account_and_ignores_repeated_ids() {
+        let (_d, s) = store();
+        let a = AccountId::parse("a").unwrap();
+        let b = AccountId::parse("a-b").unwrap();
+        let out = s.append_audit(&a, vec![audit("1"), audit("2"), audit("1")]).unwrap();
+        assert_eq!(out, IngestOutcome { accepted: 2, duplicates: 1 });
+        let out = s.append_audit(&a, vec![audit("2"), audit("3")]).unwrap();
+        assert_eq!(out, IngestOutcome { accepted: 1, duplicates: 1 });
+        s.append_audit(&b, vec![audit("x")]).unwrap();
+        assert_eq!(audit_ids(&s, &a, 0), vec![(1, "1".into()), (2, "2".into()), (3, "3".into())]);
+        assert_eq!(audit_ids(&s, &a, 2), vec![(3, "3".into())]);
+        assert_eq!(audit_ids(&s, &b, 0), vec![(1, "x".into())]);
+        assert_eq!(s.audit_backlog(&a, 1).unwrap().0, 2);
+    }
+
+    #[test]
+    fn a_newer_job_snapshot_replaces_the_older_and_moves_to_the_end() {
+        let (_d, s) = store();
+        let a = AccountId::parse("acc").unwrap();
+        s.put_jobs(&a, vec![job("j1", "in progress", 0.1), job("j2", "in progress", 0.2)]).unwrap();
+        s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).unwrap();
+        // A retry of the same snapshot is not a change.
+        s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).unwrap();
+        let mut changed = Vec::new();
+        s.jobs_changed_after(&a, 0, |j| {
+            changed.push((j.change_seq, j.snapshot.job, j.snapshot.status));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(
+            changed,
+            vec![(2, "j2".into(), "in progress".into()), (3, "j1".into(), "successful".into())]
+        );
+        let mut running = Vec::new();
+        s.running_jobs(&a, None, |j| {
+            running.push(j.snapshot.job);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(running, vec!["j2".to_string()]);
+        assert_eq!(s.heads(&a).unwrap(), Heads { audit: 0, jobs: 3 });
+    }
+}

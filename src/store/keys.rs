@@ -1,0 +1,66 @@
+//! Key layout. Account ids never contain a NUL byte (see `model::ids`), so
+//! `prefix ++ account ++ 0 ++ rest` keys never collide, and big-endian
+//! sequence numbers make sled's order the sequence order.
+
+use crate::model::AccountId;
+use uuid::Uuid;
+
+/// `events` tree: an audit event by sequence.
+pub const AUDIT: u8 = b'a';
+/// `events` tree: audit event id → sequence, to ignore repeats.
+pub const AUDIT_ID: u8 = b'i';
+/// `events` tree: a job's latest snapshot.
+pub const JOB: u8 = b'j';
+/// `events` tree: change sequence → job id, to find jobs changed since a checkpoint.
+pub const JOB_CHANGE: u8 = b'c';
+/// `events` tree: jobs currently in progress.
+pub const JOB_RUNNING: u8 = b'r';
+/// `events` tree: per-account heads (last audit sequence, last job change).
+pub const HEADS: u8 = b'h';
+
+pub fn account_prefix(kind: u8, account: &AccountId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(account.as_str().len() + 2 + 16);
+    k.push(kind);
+    k.extend_from_slice(account.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn with_seq(kind: u8, account: &AccountId, seq: u64) -> Vec<u8> {
+    let mut k = account_prefix(kind, account);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn with_name(kind: u8, account: &AccountId, name: &str) -> Vec<u8> {
+    let mut k = account_prefix(kind, account);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The sequence number at the end of a `with_seq` key.
+pub fn seq_of(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    if key.len() >= 8 {
+        b.copy_from_slice(&key[key.len() - 8..]);
+    }
+    u64::from_be_bytes(b)
+}
+
+pub fn account(id: &AccountId) -> Vec<u8> {
+    format!("acct/{id}").into_bytes()
+}
+
+pub const INTEGRATIONS: &[u8] = b"int/";
+
+pub fn integration(account: &AccountId, id: &Uuid) -> Vec<u8> {
+    format!("int/{account}\0{id}").into_bytes()
+}
+
+pub fn account_integrations(account: &AccountId) -> Vec<u8> {
+    format!("int/{account}\0").into_bytes()
+}
+
+pub fn checkpoint(id: &Uuid) -> Vec<u8> {
+    format!("cp/{id}").into_bytes()
+}

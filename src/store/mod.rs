@@ -1,0 +1,95 @@
+//! EventStore on sled: the audit log, job snapshots, accounts, integrations and
+//! checkpoints. Everything else reaches the data through this module, so the
+//! engine can change without touching delivery.
+
+mod events;
+mod flusher;
+mod keys;
+mod registry;
+
+pub use events::{Heads, IngestOutcome, StoredJob};
+pub use registry::{Account, Checkpoint};
+
+use flusher::Flusher;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("storage could not make the data durable: {0}")]
+    Flush(String),
+    #[error("stored record {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the integration no longer exists")]
+    Gone,
+}
+
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+/// Cheap to clone: every clone is the same database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    /// Audit log, job snapshots and their indexes (see `keys`).
+    events: sled::Tree,
+    /// Accounts, integrations, checkpoints.
+    registry: sled::Tree,
+    /// One writer at a time for sequence assignment; readers never wait on it.
+    ingest_lock: Mutex<()>,
+    flusher: Flusher,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                events: db.open_tree("events")?,
+                registry: db.open_tree("registry")?,
+                ingest_lock: Mutex::new(()),
+                flusher: Flusher::start(db.clone()),
+                db,
+            }),
+        })
+    }
+
+    /// Waits until every write made before the call is on disk (shared with concurrent callers).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flusher.flush().await.map_err(StoreError::Flush)
+    }
+
+    /// Synchronous flush, for shutdown.
+    pub fn flush_now(&self) -> Result<(), StoreError> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.inner.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Our own types serialise infallibly (no maps with non-string keys).
+    serde_json::to_vec(v).expect("serialising a stored record")
+}

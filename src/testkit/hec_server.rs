@@ -1,0 +1,287 @@
+//! A strict HEC test server: it checks the authorization header and the body the
+//! way Splunk does (shared/HEC.md), records what it accepted, and can be told to
+//! fail with a given status and code, to hang, or to be slow.
+//!
+//! It rejects what Splunk rejects — and one thing Splunk only mis-files: a `time`
+//! in milliseconds, which would land events in the far future — so it cannot make
+//! a wrong client look right.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How the server answers event posts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Behaviour {
+    /// Check and accept like Splunk.
+    Normal,
+    /// Answer every post with this status and HEC code (nothing is accepted).
+    Fail { status: u16, code: i64, text: String },
+    /// Accept the connection and never answer.
+    Hang,
+    /// Answer normally after a delay.
+    Slow(Duration),
+}
+
+/// The Splunk-side settings of the test server.
+#[derive(Debug, Clone)]
+pub struct HecServerConfig {
+    /// Enabled tokens.
+    pub tokens: Vec<String>,
+    /// Tokens that exist but are disabled (code 1).
+    pub disabled_tokens: Vec<String>,
+    /// Indexes the tokens may write to; `None` allows any.
+    pub indexes: Option<Vec<String>>,
+    /// `max_content_length`: larger bodies get 413.
+    pub max_content_length: usize,
+}
+
+impl HecServerConfig {
+    pub fn token(token: &str) -> HecServerConfig {
+        HecServerConfig {
+            tokens: vec![token.to_owned()],
+            disabled_tokens: Vec::new(),
+            indexes: None,
+            max_content_length: 800 * 1024 * 1024,
+        }
+    }
+}
+
+/// One post the server saw.
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub at: Instant,
+    pub status: u16,
+    pub bytes: usize,
+    /// Events accepted from this post.
+    pub accepted: usize,
+}
+
+#[derive(Default)]
+struct Recorded {
+    events: Vec<Value>,
+    posts: Vec<Post>,
+}
+
+struct Shared {
+    config: Mutex<HecServerConfig>,
+    behaviour: Mutex<Behaviour>,
+    recorded: Mutex<Recorded>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running test server on 127.0.0.1; stops when dropped.
+pub struct HecServer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    system: actix_rt::System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HecServer {
+    /// A server that accepts one token, on a free port.
+    pub fn start(token: &str) -> HecServer {
+        Self::start_with(HecServerConfig::token(token))
+    }
+
+    pub fn start_with(config: HecServerConfig) -> HecServer {
+        let shared = Arc::new(Shared {
+            config: Mutex::new(config),
+            behaviour: Mutex::new(Behaviour::Normal),
+            recorded: Mutex::new(Recorded::default()),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let system = actix_rt::System::new();
+            let started = system.block_on(async move {
+                let data = web::Data::from(s);
+                let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(answer)))
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(0)
+                    .bind(("127.0.0.1", 0))?;
+                let addr = server.addrs()[0];
+                actix_rt::spawn(server.run());
+                Ok::<_, std::io::Error>(addr)
+            });
+            let _ = tx.send(started.map(|a| (a, actix_rt::System::current())));
+            system.run().ok();
+        });
+        let (addr, system) = rx
+            .recv()
+            .expect("test HEC server thread")
+            .expect("test HEC server could not bind 127.0.0.1");
+        HecServer {
+            addr,
+            shared,
+            system,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:port`: what an integration's `hec_uri` is set to.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_behaviour(&self, b: Behaviour) {
+        *lock(&self.shared.behaviour) = b;
+    }
+
+    /// Changes the Splunk-side settings (tokens, indexes, body limit) while running.
+    pub fn configure(&self, f: impl FnOnce(&mut HecServerConfig)) {
+        f(&mut lock(&self.shared.config));
+    }
+
+    /// Every event accepted so far, in arrival order.
+    pub fn events(&self) -> Vec<Value> {
+        lock(&self.shared.recorded).events.clone()
+    }
+
+    pub fn event_count(&self) -> usize {
+        lock(&self.shared.recorded).events.len()
+    }
+
+    pub fn posts(&self) -> Vec<Post> {
+        lock(&self.shared.recorded).posts.clone()
+    }
+}
+
+impl Drop for HecServer {
+    fn drop(&mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn hec(status: u16, code: i64, text: &str) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .json(json!({"text": text, "code": code}))
+}
+
+fn hec_at(status: u16, code: i64, text: &str, invalid: usize) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+        .json(json!({"text": text, "code": code, "invalid-event-number": invalid}))
+}
+
+async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let path = req.path().trim_end_matches('/');
+    let behaviour = lock(&shared.behaviour).clone();
+    match (req.method().as_str(), path) {
+        ("GET", "/services/collector/health" | "/services/collector/health/1.0") => {
+            return match behaviour {
+                Behaviour::Fail { status: 503, .. } => hec(503, 18, "HEC is unhealthy, queues are full"),
+                _ => hec(200, 17, "HEC is healthy"),
+            }
+        }
+        ("POST", "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0") => {}
+        _ => return HttpResponse::NotFound().body("Not Found"),
+    }
+    match behaviour {
+        Behaviour::Hang => {
+            actix_rt::time::sleep(Duration::from_secs(24 * 3600)).await;
+        }
+        Behaviour::Slow(d) => actix_rt::time::sleep(d).await,
+        Behaviour::Fail { status, code, text } => {
+            record(&shared, status, body.len(), Vec::new());
+            return hec(status, code, &text);
+        }
+        Behaviour::Normal => {}
+    }
+    let (status, resp, accepted) = check_post(&req, &body, &lock(&shared.config));
+    record(&shared, status, body.len(), accepted);
+    resp
+}
+
+fn record(shared: &Shared, status: u16, bytes: usize, accepted: Vec<Value>) {
+    let mut r = lock(&shared.recorded);
+    r.posts.push(Post {
+        at: Instant::now(),
+        status,
+        bytes,
+        accepted: accepted.len(),
+    });
+    r.events.extend(accepted);
+}
+
+/// Splunk's checks, in Splunk's order: auth, size, then each event. Events before
+/// the first bad one are accepted, as Splunk indexes them.
+fn check_post(req: &HttpRequest, body: &[u8], config: &HecServerConfig) -> (u16, HttpResponse, Vec<Value>) {
+    let reject = |status: u16, code: i64, text: &str| (status, hec(status, code, text), Vec::new());
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let token = match auth {
+        None => return reject(401, 2, "Token is required"),
+        Some(a) => match a.strip_prefix("Splunk ") {
+            Some(t) => t,
+            None => return reject(401, 3, "Invalid authorization"),
+        },
+    };
+    if config.disabled_tokens.iter().any(|t| t == token) {
+        return reject(403, 1, "Token disabled");
+    }
+    if !config.tokens.iter().any(|t| t == token) {
+        return reject(403, 4, "Invalid token");
+    }
+    if body.len() > config.max_content_length {
+        return (413, HttpResponse::PayloadTooLarge().body("Content-Length of request exceeds max_content_length"), Vec::new());
+    }
+    if let Some(enc) = req.headers().get("content-encoding") {
+        if enc.as_bytes() != b"identity" {
+            return reject(400, 6, "Invalid data format");
+        }
+    }
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return reject(400, 5, "No data");
+    }
+    let mut accepted = Vec::new();
+    for (i, item) in serde_json::Deserializer::from_slice(body).into_iter::<Value>().enumerate() {
+        let bad = |code: i64, text: &str, accepted: Vec<Value>| (400, hec_at(400, code, text, i), accepted);
+        let Ok(Value::Object(obj)) = item else {
+            return bad(6, "Invalid data format", accepted);
+        };
+        match obj.get("event") {
+            None => return bad(12, "Event field is required", accepted),
+            Some(Value::Null) => return bad(13, "Event field cannot be blank", accepted),
+            Some(Value::String(s)) if s.is_empty() => return bad(13, "Event field cannot be blank", accepted),
+            Some(_) => {}
+        }
+        if let Some(t) = obj.get("time") {
+            let secs = match t {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.parse::<f64>().ok(),
+                _ => None,
+            };
+            // Stricter than Splunk: epoch milliseconds are a client bug Splunk files in the year 57000.
+            if !secs.is_some_and(|s| (0.0..1e11).contains(&s)) {
+                return bad(6, "Invalid data format", accepted);
+            }
+        }
+        if let Some(fields) = obj.get("fields") {
+            let flat = fields.as_object().is_some_and(|m| m.values().all(|v| !v.is_object()));
+            if !flat {
+                return bad(15, "Error in handling indexed fields", accepted);
+            }
+        }
+        for key in ["host", "source", "sourcetype", "index"] {
+            if obj.get(key).is_some_and(|v| !v.is_string()) {
+                return bad(6, "Invalid data format", accepted);
+            }
+        }
+        if let (Some(allowed), Some(Value::String(index))) = (&config.indexes, obj.get("index")) {
+            if !allowed.contains(index) {
+                return bad(7, "Incorrect index", accepted);
+            }
+        }
+        accepted.push(Value::Object(obj));
+    }
+    (200, hec(200, 0, "Success"), accepted)
+}
