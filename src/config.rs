@@ -81,7 +81,11 @@ impl Config {
     }
 
     /// Parses TOML text, then applies overrides from `env` (a lookup, so tests need not touch the process environment).
-    pub fn from_toml(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim().replace('\n', " "),
@@ -151,9 +155,15 @@ impl Config {
             return bad("sync_interval_secs", "must be at most 86400 (one day)");
         }
         if self.host.trim().is_empty() {
-            return bad("host", "must name the environment's host, e.g. \"eu-1.backup.example.com\"");
+            return bad(
+                "host",
+                "must name the environment's host, e.g. \"eu-1.backup.example.com\"",
+            );
         }
-        for (key, token) in [("admin_token", &self.admin_token), ("ingest_token", &self.ingest_token)] {
+        for (key, token) in [
+            ("admin_token", &self.admin_token),
+            ("ingest_token", &self.ingest_token),
+        ] {
             if token.len() < 16 {
                 return bad(key, "must be at least 16 characters");
             }
@@ -199,7 +209,9 @@ mod tests {
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
         Config::from_toml(text, Path::new("test.toml"), |k| {
-            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
         })
         .map_err(|e| e.to_string())
     }
@@ -236,15 +248,27 @@ mod tests {
 
     #[test]
     fn a_bad_config_names_the_key() {
-        let e = load(&SHIPPED.replace("sync_interval_secs = 300", "sync_interval_secs = \"often\""), &[]).unwrap_err();
+        let e = load(
+            &SHIPPED.replace("sync_interval_secs = 300", "sync_interval_secs = \"often\""),
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains("sync_interval_secs"), "{e}");
         let e = load(&format!("{SHIPPED}\ncolour = 1\n"), &[]).unwrap_err();
         assert!(e.contains("colour"), "{e}");
-        let e = load(&SHIPPED.replace("sync_interval_secs = 300", "sync_interval_secs = 0"), &[]).unwrap_err();
+        let e = load(
+            &SHIPPED.replace("sync_interval_secs = 300", "sync_interval_secs = 0"),
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains("`sync_interval_secs`"), "{e}");
         let e = load(SHIPPED, &[("SIEMSYNC_SYNC_INTERVAL_SECS", "soon")]).unwrap_err();
         assert!(e.contains("SIEMSYNC_SYNC_INTERVAL_SECS"), "{e}");
-        let e = load(&SHIPPED.replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\""), &[]).unwrap_err();
+        let e = load(
+            &SHIPPED.replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\""),
+            &[],
+        )
+        .unwrap_err();
         assert!(e.contains("listen"), "{e}");
     }
 }

@@ -65,14 +65,22 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     match store.all_integrations() {
         Ok(list) => {
             for it in list {
-                let feature = store.account(&it.account).ok().flatten().is_some_and(|a| a.siem_enabled);
+                let feature = store
+                    .account(&it.account)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|a| a.siem_enabled);
                 let active = it.enabled && feature;
                 all.push((it, active));
             }
         }
         Err(e) => log::error!("cannot read the stored integrations: {e}"),
     }
-    log::info!("{} integrations stored, {} active", all.len(), all.iter().filter(|(_, a)| *a).count());
+    log::info!(
+        "{} integrations stored, {} active",
+        all.len(),
+        all.iter().filter(|(_, a)| *a).count()
+    );
     supervisor.do_send(Reconcile(all));
 
     let state = actix_web::web::Data::new(http::AppState {

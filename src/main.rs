@@ -7,7 +7,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(version, about = "Forwards audit-log events and job updates to each customer's Splunk HEC")]
+#[command(
+    version,
+    about = "Forwards audit-log events and job updates to each customer's Splunk HEC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,6 +53,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Returns on SIGTERM / SIGINT once in-flight requests finished (actix-web's graceful stop).
     service.server.await.context("the HTTP server failed")?;
     log::info!("shutting down: flushing the store");
-    service.store.flush_now().context("flushing the store at shutdown")?;
+    service
+        .store
+        .flush_now()
+        .context("flushing the store at shutdown")?;
     Ok(())
 }

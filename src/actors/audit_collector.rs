@@ -28,7 +28,9 @@ impl Handler<CollectAudit> for AuditCollector {
         let r = &msg.request;
         let mut batch = Batcher::new(BatchKind::Audit, r.max_bytes, msg.after);
         self.store.audit_after(&r.account, msg.after, |seq, ev| {
-            batch.push(seq, None, |out| encode::audit(out, &r.envelope, &r.account, &ev, &r.upload_time))
+            batch.push(seq, None, |out| {
+                encode::audit(out, &r.envelope, &r.account, &ev, &r.upload_time)
+            })
         })?;
         Ok(batch.finish())
     }

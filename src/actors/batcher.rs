@@ -28,7 +28,12 @@ impl Batcher {
     }
 
     /// Offers one event, written by `encode`; breaks when the batch is full.
-    pub fn push(&mut self, seq: u64, job: Option<&str>, encode: impl FnOnce(&mut Vec<u8>)) -> ControlFlow<()> {
+    pub fn push(
+        &mut self,
+        seq: u64,
+        job: Option<&str>,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> ControlFlow<()> {
         let before = self.body.len();
         encode(&mut self.body);
         if self.body.len() > self.max_bytes && self.events > 0 {

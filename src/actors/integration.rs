@@ -120,10 +120,19 @@ impl IntegrationActor {
         }
         let started = Instant::now();
         let cycle = run_cycle(self.deps.clone(), self.shared.clone());
-        ctx.spawn(cycle.into_actor(self).map(move |result, act, ctx| act.finished(result, started, ctx)));
+        ctx.spawn(
+            cycle
+                .into_actor(self)
+                .map(move |result, act, ctx| act.finished(result, started, ctx)),
+        );
     }
 
-    fn finished(&mut self, result: Result<(), CycleError>, started: Instant, ctx: &mut Context<Self>) {
+    fn finished(
+        &mut self,
+        result: Result<(), CycleError>,
+        started: Instant,
+        ctx: &mut Context<Self>,
+    ) {
         self.syncing = false;
         let interval = self.deps.settings.interval;
         let shared = self.shared.clone();
@@ -185,7 +194,10 @@ impl Actor for IntegrationActor {
         match self.deps.store.checkpoint(&self.deps.it.id) {
             Ok(cp) => self.shared.borrow_mut().checkpoint = cp,
             Err(e) => {
-                log::error!("integration {}: cannot read its checkpoint: {e}", self.deps.it.id);
+                log::error!(
+                    "integration {}: cannot read its checkpoint: {e}",
+                    self.deps.it.id
+                );
                 ctx.stop();
                 return;
             }
@@ -194,7 +206,13 @@ impl Actor for IntegrationActor {
             "integration {} (account {}) started: delivering {} to {}",
             self.deps.it.id,
             self.deps.it.account,
-            self.deps.it.sources.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("+"),
+            self.deps
+                .it
+                .sources
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
             self.deps.it.hec_uri()
         );
         // A new or re-enabled integration syncs at once.
@@ -282,7 +300,13 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
     if deps.it.wants(Source::Audit) {
         loop {
             let after = shared.borrow().checkpoint.audit_seq;
-            let batch = deps.audit.send(CollectAudit { request: request(), after }).await??;
+            let batch = deps
+                .audit
+                .send(CollectAudit {
+                    request: request(),
+                    after,
+                })
+                .await??;
             if batch.events == 0 {
                 break;
             }
@@ -294,7 +318,13 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
     if deps.it.wants(Source::Jobs) {
         loop {
             let after = shared.borrow().checkpoint.job_seq;
-            let batch = deps.jobs.send(CollectChangedJobs { request: request(), after }).await??;
+            let batch = deps
+                .jobs
+                .send(CollectChangedJobs {
+                    request: request(),
+                    after,
+                })
+                .await??;
             if batch.events == 0 {
                 break;
             }
@@ -371,7 +401,8 @@ async fn deliver(deps: &Deps, shared: &RefCell<Shared>, batch: Batch) -> Result<
                 cp.last_success = Some(Utc::now());
                 cp
             };
-            deps.store.put_checkpoint(&deps.it.account, &deps.it.id, &cp)?;
+            deps.store
+                .put_checkpoint(&deps.it.account, &deps.it.id, &cp)?;
             deps.store.flush().await?;
             let mut s = shared.borrow_mut();
             s.checkpoint = cp;
@@ -388,7 +419,10 @@ async fn deliver(deps: &Deps, shared: &RefCell<Shared>, batch: Batch) -> Result<
             Ok(())
         }
         other => Err(CycleError::Failed(
-            other.failure().cloned().expect("every outcome but Delivered carries a failure"),
+            other
+                .failure()
+                .cloned()
+                .expect("every outcome but Delivered carries a failure"),
         )),
     }
 }

@@ -28,7 +28,9 @@ impl Handler<CollectChangedJobs> for JobCollector {
         let r = &msg.request;
         let mut batch = Batcher::new(BatchKind::JobsChanged, r.max_bytes, msg.after);
         self.store.jobs_changed_after(&r.account, msg.after, |j| {
-            batch.push(j.change_seq, None, |out| encode::job(out, &r.envelope, &r.account, &j.snapshot, &r.upload_time))
+            batch.push(j.change_seq, None, |out| {
+                encode::job(out, &r.envelope, &r.account, &j.snapshot, &r.upload_time)
+            })
         })?;
         Ok(batch.finish())
     }
@@ -40,13 +42,16 @@ impl Handler<CollectRunningJobs> for JobCollector {
     fn handle(&mut self, msg: CollectRunningJobs, _: &mut Self::Context) -> Self::Result {
         let r = &msg.request;
         let mut batch = Batcher::new(BatchKind::JobsRunning, r.max_bytes, 0);
-        self.store.running_jobs(&r.account, msg.after_job.as_deref(), |j| {
-            if j.change_seq > msg.up_to {
-                return ControlFlow::Continue(());
-            }
-            let job = j.snapshot.job.clone();
-            batch.push(0, Some(&job), |out| encode::job(out, &r.envelope, &r.account, &j.snapshot, &r.upload_time))
-        })?;
+        self.store
+            .running_jobs(&r.account, msg.after_job.as_deref(), |j| {
+                if j.change_seq > msg.up_to {
+                    return ControlFlow::Continue(());
+                }
+                let job = j.snapshot.job.clone();
+                batch.push(0, Some(&job), |out| {
+                    encode::job(out, &r.envelope, &r.account, &j.snapshot, &r.upload_time)
+                })
+            })?;
         Ok(batch.finish())
     }
 }

@@ -31,7 +31,12 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(store: Store, audit: Addr<AuditCollector>, jobs: Addr<JobCollector>, settings: DeliverySettings) -> Self {
+    pub fn new(
+        store: Store,
+        audit: Addr<AuditCollector>,
+        jobs: Addr<JobCollector>,
+        settings: DeliverySettings,
+    ) -> Self {
         Supervisor {
             store,
             audit,
@@ -110,7 +115,12 @@ impl Handler<Reconcile> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: Reconcile, ctx: &mut Context<Self>) {
         let wanted: HashMap<Uuid, ()> = msg.0.iter().map(|(it, _)| (it.id, ())).collect();
-        let gone: Vec<Uuid> = self.running.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
+        let gone: Vec<Uuid> = self
+            .running
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
         for id in gone {
             self.stop(&id);
         }
@@ -156,11 +166,16 @@ impl Handler<Stopped> for Supervisor {
         if !unexpected {
             return;
         }
-        let Some(r) = self.running.remove(&msg.id) else { return };
+        let Some(r) = self.running.remove(&msg.id) else {
+            return;
+        };
         let crashes = self.crashes.entry(msg.id).or_insert(0);
         *crashes += 1;
         let delay = Duration::from_secs(1u64 << (*crashes - 1).min(6));
-        log::warn!("integration {} ended unexpectedly; restarting in {delay:?}", msg.id);
+        log::warn!(
+            "integration {} ended unexpectedly; restarting in {delay:?}",
+            msg.id
+        );
         let id = r.config.id;
         let account = r.config.account.clone();
         ctx.run_later(delay, move |act, ctx| {

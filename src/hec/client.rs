@@ -5,8 +5,8 @@
 use super::response::{classify, transport_failure, Outcome};
 use super::uri::HecUri;
 use crate::model::Integration;
-use awc::http::header;
 use actix_web::web::Bytes;
+use awc::http::header;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -80,14 +80,22 @@ fn tls_config(it: &Integration) -> Result<Arc<ClientConfig>, String> {
     }
     match &it.ca_pem {
         None => Ok(SHARED
-            .get_or_init(|| finish(builder.with_root_certificates(public_roots()).with_no_client_auth()))
+            .get_or_init(|| {
+                finish(
+                    builder
+                        .with_root_certificates(public_roots())
+                        .with_no_client_auth(),
+                )
+            })
             .clone()),
         Some(pem) => {
             let mut roots = public_roots();
             for cert in parse_ca_pem(pem)? {
                 roots.add(cert).map_err(|e| e.to_string())?;
             }
-            Ok(finish(builder.with_root_certificates(roots).with_no_client_auth()))
+            Ok(finish(
+                builder.with_root_certificates(roots).with_no_client_auth(),
+            ))
         }
     }
 }
@@ -124,7 +132,11 @@ impl HecClient {
         match sent {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                let answer = resp.body().limit(MAX_ANSWER_BYTES).await.unwrap_or_default();
+                let answer = resp
+                    .body()
+                    .limit(MAX_ANSWER_BYTES)
+                    .await
+                    .unwrap_or_default();
                 classify(status, &answer)
             }
             Err(e) => Outcome::Transient(transport_failure(&describe(&e))),
@@ -169,7 +181,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -178,7 +195,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

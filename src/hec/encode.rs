@@ -66,7 +66,13 @@ fn write_epoch(out: &mut Vec<u8>, t: &DateTime<Utc>) {
     let _ = write!(out, "{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
 }
 
-fn write_envelope(out: &mut Vec<u8>, env: &Envelope, source: &str, time: &DateTime<Utc>, event: &impl Serialize) {
+fn write_envelope(
+    out: &mut Vec<u8>,
+    env: &Envelope,
+    source: &str,
+    time: &DateTime<Utc>,
+    event: &impl Serialize,
+) {
     out.extend_from_slice(b"{\"time\":");
     write_epoch(out, time);
     out.extend_from_slice(b",\"host\":");
@@ -89,7 +95,13 @@ fn json_into(out: &mut Vec<u8>, v: &(impl Serialize + ?Sized)) {
 }
 
 /// Appends one audit event's envelope; its HEC time is when the event happened.
-pub fn audit(out: &mut Vec<u8>, env: &Envelope, account: &AccountId, ev: &AuditEvent, upload_time: &DateTime<Utc>) {
+pub fn audit(
+    out: &mut Vec<u8>,
+    env: &Envelope,
+    account: &AccountId,
+    ev: &AuditEvent,
+    upload_time: &DateTime<Utc>,
+) {
     let body = AuditOut {
         id: &ev.id,
         time: &ev.time,
@@ -108,7 +120,13 @@ pub fn audit(out: &mut Vec<u8>, env: &Envelope, account: &AccountId, ev: &AuditE
 }
 
 /// Appends one job snapshot's envelope; its time is the upload time, as the product page says.
-pub fn job(out: &mut Vec<u8>, env: &Envelope, account: &AccountId, job: &JobSnapshot, upload_time: &DateTime<Utc>) {
+pub fn job(
+    out: &mut Vec<u8>,
+    env: &Envelope,
+    account: &AccountId,
+    job: &JobSnapshot,
+    upload_time: &DateTime<Utc>,
+) {
     let body = JobOut {
         time: upload_time,
         host: &env.host,
@@ -144,9 +162,18 @@ mod tests {
         )
         .unwrap();
         let upload: DateTime<Utc> = "2026-11-25T10:05:00Z".parse().unwrap();
-        let env = Envelope { host: "eu-1.example.com".into(), index: Some("sec".into()) };
+        let env = Envelope {
+            host: "eu-1.example.com".into(),
+            index: Some("sec".into()),
+        };
         let mut out = Vec::new();
-        audit(&mut out, &env, &AccountId::parse("acme").unwrap(), &ev, &upload);
+        audit(
+            &mut out,
+            &env,
+            &AccountId::parse("acme").unwrap(),
+            &ev,
+            &upload,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("{\"time\":1795600800.123,"), "{text}");
         let v: Value = serde_json::from_str(&text).unwrap();
@@ -172,9 +199,18 @@ mod tests {
         )
         .unwrap();
         let upload: DateTime<Utc> = "2026-11-25T10:05:00.5Z".parse().unwrap();
-        let env = Envelope { host: "h".into(), index: None };
+        let env = Envelope {
+            host: "h".into(),
+            index: None,
+        };
         let mut out = Vec::new();
-        job(&mut out, &env, &AccountId::parse("acme").unwrap(), &j, &upload);
+        job(
+            &mut out,
+            &env,
+            &AccountId::parse("acme").unwrap(),
+            &j,
+            &upload,
+        );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["time"].as_f64().unwrap(), 1795601100.5);
         assert!(v.get("index").is_none());

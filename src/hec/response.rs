@@ -131,9 +131,16 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
 /// Classifies a post that got no HTTP answer (refused, DNS, TLS, timeout).
 pub fn transport_failure(error: &str) -> Failure {
     let lower = error.to_ascii_lowercase();
-    let advice = if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+    let advice = if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("handshake")
+    {
         "The TLS connection to Splunk failed: check the certificate of the HEC endpoint, or give your private CA in ca_pem."
-    } else if lower.contains("dns") || lower.contains("resolve") || lower.contains("lookup") || lower.contains("name or service") {
+    } else if lower.contains("dns")
+        || lower.contains("resolve")
+        || lower.contains("lookup")
+        || lower.contains("name or service")
+    {
         "The host name of the HEC URI does not resolve: check the HEC URI."
     } else if lower.contains("timeout") || lower.contains("timed out") {
         "Splunk did not answer in time; siemsync retries. Check that the HEC endpoint is reachable and not overloaded."
@@ -158,25 +165,37 @@ mod tests {
 
     #[test]
     fn success_with_or_without_ack_is_delivered() {
-        assert_eq!(classify(200, &body(0, "Success")), Outcome::Delivered { ack_id: None });
+        assert_eq!(
+            classify(200, &body(0, "Success")),
+            Outcome::Delivered { ack_id: None }
+        );
         assert_eq!(
             classify(200, br#"{"text":"Success","code":0,"ackId":7}"#),
             Outcome::Delivered { ack_id: Some(7) }
         );
-        assert!(matches!(classify(200, &body(24, "Queue capacity nearing")), Outcome::Delivered { .. }));
+        assert!(matches!(
+            classify(200, &body(24, "Queue capacity nearing")),
+            Outcome::Delivered { .. }
+        ));
     }
 
     #[test]
     fn token_problems_are_configuration_errors_with_advice() {
         for (status, code) in [(403, 1), (401, 2), (401, 3), (403, 4)] {
             let o = classify(status, &body(code, "x"));
-            let Outcome::Config(f) = o else { panic!("{code}: {o:?}") };
+            let Outcome::Config(f) = o else {
+                panic!("{code}: {o:?}")
+            };
             assert_eq!(f.code, Some(code));
             assert!(f.advice.contains("token"), "{}", f.advice);
         }
-        let Outcome::Config(f) = classify(400, &body(14, "ACK is disabled")) else { panic!() };
+        let Outcome::Config(f) = classify(400, &body(14, "ACK is disabled")) else {
+            panic!()
+        };
         assert!(f.advice.contains("acknowledgement is off"));
-        let Outcome::Config(f) = classify(404, b"") else { panic!() };
+        let Outcome::Config(f) = classify(404, b"") else {
+            panic!()
+        };
         assert!(f.advice.contains("HEC URI"));
         assert_eq!(f.text, "HTTP 404");
     }
@@ -184,23 +203,43 @@ mod tests {
     #[test]
     fn busy_and_server_errors_are_transient() {
         for status in [408, 429, 500, 502, 503, 504] {
-            assert!(matches!(classify(status, b"oops"), Outcome::Transient(_)), "{status}");
+            assert!(
+                matches!(classify(status, b"oops"), Outcome::Transient(_)),
+                "{status}"
+            );
         }
-        let Outcome::Transient(f) = classify(503, &body(9, "Server is busy")) else { panic!() };
+        let Outcome::Transient(f) = classify(503, &body(9, "Server is busy")) else {
+            panic!()
+        };
         assert!(f.advice.contains("queueSize"));
     }
 
     #[test]
     fn data_errors_point_at_the_bad_event() {
-        let o = classify(400, br#"{"text":"Invalid data format","code":6,"invalid-event-number":3}"#);
-        assert!(matches!(o, Outcome::Data { invalid_event: Some(3), .. }));
+        let o = classify(
+            400,
+            br#"{"text":"Invalid data format","code":6,"invalid-event-number":3}"#,
+        );
+        assert!(matches!(
+            o,
+            Outcome::Data {
+                invalid_event: Some(3),
+                ..
+            }
+        ));
         assert!(matches!(classify(413, b""), Outcome::TooLarge(_)));
     }
 
     #[test]
     fn transport_failures_say_what_to_check() {
-        assert!(transport_failure("Connection refused (os error 111)").advice.contains("could not connect"));
-        assert!(transport_failure("invalid peer certificate: UnknownIssuer").advice.contains("TLS"));
-        assert!(transport_failure("Timeout while waiting for response").advice.contains("in time"));
+        assert!(transport_failure("Connection refused (os error 111)")
+            .advice
+            .contains("could not connect"));
+        assert!(transport_failure("invalid peer certificate: UnknownIssuer")
+            .advice
+            .contains("TLS"));
+        assert!(transport_failure("Timeout while waiting for response")
+            .advice
+            .contains("in time"));
     }
 }

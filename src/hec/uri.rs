@@ -38,31 +38,40 @@ impl HecUri {
                     "must use https:// (or http://), not {other}://; HEC is served over HTTP(S)"
                 ))
             }
-            None => {
-                return Err(format!(
-                    "must start with https://, e.g. https://{s}"
-                ))
-            }
+            None => return Err(format!("must start with https://, e.g. https://{s}")),
         };
         let authority = uri.authority().ok_or("must name a host")?;
         if authority.as_str().contains('@') {
-            return Err("must not contain a user name or password; put the HEC token in the token field".into());
+            return Err(
+                "must not contain a user name or password; put the HEC token in the token field"
+                    .into(),
+            );
         }
         let host = authority.host();
         if host.is_empty() {
             return Err("must name a host".into());
         }
         if uri.query().is_some() {
-            return Err("must not have a query string (?…); the token goes in the token field".into());
+            return Err(
+                "must not have a query string (?…); the token goes in the token field".into(),
+            );
         }
         let path = uri.path().trim_end_matches('/');
         let lower = path.to_ascii_lowercase();
         if lower.contains("/services/collector/raw") {
             return Err("points at the /raw endpoint, which takes plain text; use the server's base URL or /services/collector/event".into());
         }
-        let prefix = ["/services/collector/event/1.0", "/services/collector/event", "/services/collector"]
-            .iter()
-            .find_map(|suffix| lower.strip_suffix(suffix).map(|p| path[..p.len()].to_owned()));
+        let prefix = [
+            "/services/collector/event/1.0",
+            "/services/collector/event",
+            "/services/collector",
+        ]
+        .iter()
+        .find_map(|suffix| {
+            lower
+                .strip_suffix(suffix)
+                .map(|p| path[..p.len()].to_owned())
+        });
         let prefix = match prefix {
             Some(p) => p,
             None if path.is_empty() => String::new(),
@@ -97,7 +106,10 @@ impl HecUri {
     }
 
     fn endpoint(&self, path: &str) -> String {
-        format!("{}://{}:{}{}{}", self.scheme, self.host, self.port, self.prefix, path)
+        format!(
+            "{}://{}:{}{}{}",
+            self.scheme, self.host, self.port, self.prefix, path
+        )
     }
 
     /// Where events are posted.
@@ -135,9 +147,18 @@ mod tests {
         let want = "https://splunk.example.com:8088/services/collector/event";
         assert_eq!(event_url("https://splunk.example.com:8088"), want);
         assert_eq!(event_url("https://splunk.example.com:8088/"), want);
-        assert_eq!(event_url("https://splunk.example.com:8088/services/collector"), want);
-        assert_eq!(event_url("https://splunk.example.com:8088/services/collector/event"), want);
-        assert_eq!(event_url("https://splunk.example.com:8088/services/collector/event/1.0"), want);
+        assert_eq!(
+            event_url("https://splunk.example.com:8088/services/collector"),
+            want
+        );
+        assert_eq!(
+            event_url("https://splunk.example.com:8088/services/collector/event"),
+            want
+        );
+        assert_eq!(
+            event_url("https://splunk.example.com:8088/services/collector/event/1.0"),
+            want
+        );
         assert_eq!(event_url(" https://splunk.example.com "), want);
     }
 
@@ -163,12 +184,26 @@ mod tests {
 
     #[test]
     fn wrong_uris_are_refused_with_the_reason() {
-        assert!(HecUri::parse("ftp://splunk.example.com").unwrap_err().contains("not ftp://"));
-        assert!(HecUri::parse("https://s.example.com:8088/services/collector/raw").unwrap_err().contains("/raw"));
-        assert!(HecUri::parse("https://s.example.com/en-US/app").unwrap_err().contains("has the path"));
-        assert!(HecUri::parse("splunk.example.com").unwrap_err().contains("must start with https://"));
-        assert!(HecUri::parse("https://s.example.com/?token=x").unwrap_err().contains("query string"));
-        assert!(HecUri::parse("https://u:p@s.example.com").unwrap_err().contains("user name"));
+        assert!(HecUri::parse("ftp://splunk.example.com")
+            .unwrap_err()
+            .contains("not ftp://"));
+        assert!(
+            HecUri::parse("https://s.example.com:8088/services/collector/raw")
+                .unwrap_err()
+                .contains("/raw")
+        );
+        assert!(HecUri::parse("https://s.example.com/en-US/app")
+            .unwrap_err()
+            .contains("has the path"));
+        assert!(HecUri::parse("splunk.example.com")
+            .unwrap_err()
+            .contains("must start with https://"));
+        assert!(HecUri::parse("https://s.example.com/?token=x")
+            .unwrap_err()
+            .contains("query string"));
+        assert!(HecUri::parse("https://u:p@s.example.com")
+            .unwrap_err()
+            .contains("user name"));
         assert!(HecUri::parse("").is_err());
     }
 }

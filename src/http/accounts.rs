@@ -35,13 +35,20 @@ pub async fn put(
         let active = it.enabled && enabled;
         state
             .supervisor
-            .send(crate::actors::messages::Upsert { integration: it, active })
+            .send(crate::actors::messages::Upsert {
+                integration: it,
+                active,
+            })
             .await?;
     }
     Ok(HttpResponse::Ok().json(view(id.as_str(), &account)))
 }
 
-pub async fn get(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = account_of(&path)?;
     caller.require_account(&id)?;
     match state.store.account(&id)? {

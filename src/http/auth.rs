@@ -21,7 +21,11 @@ pub enum Caller {
 
 /// Compares without stopping at the first difference, so timing says nothing about the token.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 impl FromRequest for Caller {
@@ -31,7 +35,10 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let unauthorized = |m: &str| Err(ApiError::new(StatusCode::UNAUTHORIZED, m));
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "app state missing")));
+            return ready(Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "app state missing",
+            )));
         };
         let header = req
             .headers()
@@ -39,8 +46,16 @@ impl FromRequest for Caller {
             .and_then(|v| v.to_str().ok());
         let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
             Some(t) => t.trim(),
-            None if header.is_some() => return ready(unauthorized("the Authorization header must be `Bearer <token>`")),
-            None => return ready(unauthorized("this endpoint needs `Authorization: Bearer <token>`")),
+            None if header.is_some() => {
+                return ready(unauthorized(
+                    "the Authorization header must be `Bearer <token>`",
+                ))
+            }
+            None => {
+                return ready(unauthorized(
+                    "this endpoint needs `Authorization: Bearer <token>`",
+                ))
+            }
         };
         let config = &state.config;
         ready(if same(token, &config.admin_token) {

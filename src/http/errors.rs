@@ -53,18 +53,27 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         log::error!("store: {e}");
         // The platform retries on 503; nothing was half-written (writes are atomic).
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("siemsync cannot use its store right now, retry later: {e}"))
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("siemsync cannot use its store right now, retry later: {e}"),
+        )
     }
 }
 
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(_: actix_web::error::BlockingError) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "siemsync is shutting down, retry later")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "siemsync is shutting down, retry later",
+        )
     }
 }
 
 impl From<actix::MailboxError> for ApiError {
     fn from(_: actix::MailboxError) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "siemsync's delivery engine is not running, retry later")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "siemsync's delivery engine is not running, retry later",
+        )
     }
 }

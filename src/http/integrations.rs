@@ -17,11 +17,18 @@ use uuid::Uuid;
 type IdPath = web::Path<(String, String)>;
 
 fn feature_on(state: &AppState, account: &AccountId) -> Result<bool, ApiError> {
-    Ok(state.store.account(account)?.is_some_and(|a| a.siem_enabled))
+    Ok(state
+        .store
+        .account(account)?
+        .is_some_and(|a| a.siem_enabled))
 }
 
 /// The integration named by the path, if the caller may see it.
-fn lookup(state: &AppState, caller: &Caller, path: &(String, String)) -> Result<Integration, ApiError> {
+fn lookup(
+    state: &AppState,
+    caller: &Caller,
+    path: &(String, String),
+) -> Result<Integration, ApiError> {
     let account = account_of(&path.0)?;
     caller.require_account(&account)?;
     let id = Uuid::parse_str(&path.1).map_err(|_| ApiError::not_found("integration"))?;
@@ -51,10 +58,19 @@ async fn change_body(state: &AppState, body: web::Payload) -> Result<Integration
     Ok(IntegrationChange::from_json(&parse_object(&body)?)?)
 }
 
-pub async fn list(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let account = account_of(&path)?;
     caller.require_account(&account)?;
-    let list: Vec<_> = state.store.integrations_of(&account)?.iter().map(Integration::to_view).collect();
+    let list: Vec<_> = state
+        .store
+        .integrations_of(&account)?
+        .iter()
+        .map(Integration::to_view)
+        .collect();
     Ok(HttpResponse::Ok().json(list))
 }
 
@@ -72,31 +88,55 @@ pub async fn create(
             "SIEM integration is not enabled for this account: please contact our support team to have it activated",
         ));
     }
-    let it = change_body(&state, body).await?.create(account, Utc::now(), state.policy())?;
+    let it = change_body(&state, body)
+        .await?
+        .create(account, Utc::now(), state.policy())?;
     save(&state, &it).await?;
     log::info!("integration {} created for account {}", it.id, it.account);
     Ok(HttpResponse::Created().json(it.to_view()))
 }
 
-pub async fn get(state: web::Data<AppState>, caller: Caller, path: IdPath) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(lookup(&state, &caller, &path)?.to_view()))
 }
 
-pub async fn replace(state: web::Data<AppState>, caller: Caller, path: IdPath, body: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn replace(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let old = lookup(&state, &caller, &path)?;
-    let it = change_body(&state, body).await?.replace(&old, Utc::now(), state.policy())?;
+    let it = change_body(&state, body)
+        .await?
+        .replace(&old, Utc::now(), state.policy())?;
     save(&state, &it).await?;
     Ok(HttpResponse::Ok().json(it.to_view()))
 }
 
-pub async fn patch(state: web::Data<AppState>, caller: Caller, path: IdPath, body: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn patch(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let old = lookup(&state, &caller, &path)?;
-    let it = change_body(&state, body).await?.apply(&old, Utc::now(), state.policy())?;
+    let it = change_body(&state, body)
+        .await?
+        .apply(&old, Utc::now(), state.policy())?;
     save(&state, &it).await?;
     Ok(HttpResponse::Ok().json(it.to_view()))
 }
 
-pub async fn delete(state: web::Data<AppState>, caller: Caller, path: IdPath) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
     // Stop first, so no post is in flight when its checkpoint goes.
     state.supervisor.send(Remove { id: it.id }).await?;
@@ -106,7 +146,11 @@ pub async fn delete(state: web::Data<AppState>, caller: Caller, path: IdPath) ->
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn sync_now(state: web::Data<AppState>, caller: Caller, path: IdPath) -> Result<HttpResponse, ApiError> {
+pub async fn sync_now(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
     if state.supervisor.send(SyncNow { id: it.id }).await? {
         Ok(HttpResponse::Accepted().json(json!({"sync": "started"})))
@@ -118,7 +162,11 @@ pub async fn sync_now(state: web::Data<AppState>, caller: Caller, path: IdPath) 
     }
 }
 
-pub async fn status(state: web::Data<AppState>, caller: Caller, path: IdPath) -> Result<HttpResponse, ApiError> {
+pub async fn status(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
     let cp = state.store.checkpoint(&it.id)?;
     let (audit_backlog, audit_oldest) = if it.wants(Source::Audit) {

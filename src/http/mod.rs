@@ -37,7 +37,9 @@ impl AppState {
 pub async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
     match payload.to_bytes_limited(limit).await {
         Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
         Err(_) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than {limit} bytes; send fewer events per request"),
@@ -47,7 +49,11 @@ pub async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, Api
 
 /// The `{account}` path segment, validated.
 pub fn account_of(raw: &str) -> Result<AccountId, ApiError> {
-    AccountId::parse(raw).map_err(|e| ApiError::bad_request(format!("`account` in the path is not a valid identifier: {e}")))
+    AccountId::parse(raw).map_err(|e| {
+        ApiError::bad_request(format!(
+            "`account` in the path is not a valid identifier: {e}"
+        ))
+    })
 }
 
 async fn healthz() -> HttpResponse {
@@ -55,13 +61,18 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn no_route() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see the HTTP contract in the README"))
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see the HTTP contract in the README",
+    ))
 }
 
 /// Registers every route; the binary and the tests build the same app with it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let json_errors = web::JsonConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
-    let path_errors = web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
+    let json_errors = web::JsonConfig::default()
+        .error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
+    let path_errors = web::PathConfig::default()
+        .error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
     cfg.app_data(json_errors)
         .app_data(path_errors)
         .route("/healthz", web::get().to(healthz))
@@ -77,8 +88,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/integrations/{id}", web::put().to(integrations::replace))
                 .route("/integrations/{id}", web::patch().to(integrations::patch))
                 .route("/integrations/{id}", web::delete().to(integrations::delete))
-                .route("/integrations/{id}/status", web::get().to(integrations::status))
-                .route("/integrations/{id}/sync", web::post().to(integrations::sync_now)),
+                .route(
+                    "/integrations/{id}/status",
+                    web::get().to(integrations::status),
+                )
+                .route(
+                    "/integrations/{id}/sync",
+                    web::post().to(integrations::sync_now),
+                ),
         )
         .default_service(web::to(no_route));
 }

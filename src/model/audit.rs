@@ -44,17 +44,23 @@ impl AuditEvent {
         let connector = f.identifier("connector")?;
         let acl = f.string("acl")?;
         let method = match f.string("method")? {
-            Some(m) if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_alphabetic()) => {
-                return Err(f.error("method", format!("must be an HTTP method such as GET or POST, got {m:?}")))
+            Some(m)
+                if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_alphabetic()) =>
+            {
+                return Err(f.error(
+                    "method",
+                    format!("must be an HTTP method such as GET or POST, got {m:?}"),
+                ))
             }
             m => m,
         };
         let user = f.string("user")?;
         let ip_address = match f.string("ip")? {
             None => None,
-            Some(s) => Some(s.parse::<IpAddr>().map_err(|_| {
-                f.error("ip", format!("is not an IPv4 or IPv6 address: {s:?}"))
-            })?),
+            Some(s) => Some(
+                s.parse::<IpAddr>()
+                    .map_err(|_| f.error("ip", format!("is not an IPv4 or IPv6 address: {s:?}")))?,
+            ),
         };
         let metadata = f.object("metadata")?;
         let event = match f.get("event") {
@@ -69,7 +75,10 @@ impl AuditEvent {
             Some(other) => {
                 return Err(f.error(
                     "event",
-                    format!("must be a string or an object, got {}", super::fields::kind(other)),
+                    format!(
+                        "must be a string or an object, got {}",
+                        super::fields::kind(other)
+                    ),
                 ))
             }
         };
@@ -100,9 +109,11 @@ mod tests {
 
     #[test]
     fn a_full_audit_event_is_read_field_by_field() {
-        let e = parse(json!({"id": "e1", "time": "2026-11-25T10:00:00.123+01:00", "connector": "c-1",
+        let e = parse(
+            json!({"id": "e1", "time": "2026-11-25T10:00:00.123+01:00", "connector": "c-1",
             "acl": "admin", "method": "POST", "user": "ann@example.com", "ip": "2001:db8::1",
-            "metadata": {"k": 1}, "event": "login"}))
+            "metadata": {"k": 1}, "event": "login"}),
+        )
         .unwrap();
         assert_eq!(e.time.to_rfc3339(), "2026-11-25T09:00:00.123+00:00");
         assert_eq!(e.ip_address.unwrap().to_string(), "2001:db8::1");
@@ -111,13 +122,35 @@ mod tests {
 
     #[test]
     fn bad_audit_fields_are_named_with_their_index() {
-        assert_eq!(parse(json!({"event": "x"})).unwrap_err(), "item 7: `time` is required");
-        assert_eq!(parse(json!({"time": "2026-11-25T10:00:00Z"})).unwrap_err(), "item 7: `event` is required");
-        assert!(parse(json!({"time": "yesterday", "event": "x"})).unwrap_err().starts_with("item 7: `time` is not an RFC 3339 timestamp"));
-        assert!(parse(json!({"time": "2026-11-25T10:00:00Z", "event": "x", "ip": "999.1.1.1"})).unwrap_err().contains("`ip` is not an IPv4"));
-        assert!(parse(json!({"time": "2026-11-25T10:00:00Z", "event": "x", "colour": 1})).unwrap_err().contains("`colour` is not a known field"));
-        assert!(parse(json!({"time": "2026-11-25T10:00:00Z", "event": "  "})).unwrap_err().contains("`event` must not be empty"));
-        assert!(parse(json!("just a string")).unwrap_err().contains("must be a JSON object"));
+        assert_eq!(
+            parse(json!({"event": "x"})).unwrap_err(),
+            "item 7: `time` is required"
+        );
+        assert_eq!(
+            parse(json!({"time": "2026-11-25T10:00:00Z"})).unwrap_err(),
+            "item 7: `event` is required"
+        );
+        assert!(parse(json!({"time": "yesterday", "event": "x"}))
+            .unwrap_err()
+            .starts_with("item 7: `time` is not an RFC 3339 timestamp"));
+        assert!(
+            parse(json!({"time": "2026-11-25T10:00:00Z", "event": "x", "ip": "999.1.1.1"}))
+                .unwrap_err()
+                .contains("`ip` is not an IPv4")
+        );
+        assert!(
+            parse(json!({"time": "2026-11-25T10:00:00Z", "event": "x", "colour": 1}))
+                .unwrap_err()
+                .contains("`colour` is not a known field")
+        );
+        assert!(
+            parse(json!({"time": "2026-11-25T10:00:00Z", "event": "  "}))
+                .unwrap_err()
+                .contains("`event` must not be empty")
+        );
+        assert!(parse(json!("just a string"))
+            .unwrap_err()
+            .contains("must be a JSON object"));
     }
 
     #[test]

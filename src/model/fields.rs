@@ -123,7 +123,9 @@ impl<'a> Fields<'a> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(other) => Err(self.error(field, format!("must be true or false, got {}", kind(other)))),
+            Some(other) => {
+                Err(self.error(field, format!("must be true or false, got {}", kind(other))))
+            }
         }
     }
 
@@ -135,11 +137,16 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn object(&mut self, field: &'static str) -> Result<Option<Map<String, Value>>, FieldError> {
+    pub fn object(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<Map<String, Value>>, FieldError> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m.clone())),
-            Some(other) => Err(self.error(field, format!("must be a JSON object, got {}", kind(other)))),
+            Some(other) => {
+                Err(self.error(field, format!("must be a JSON object, got {}", kind(other))))
+            }
         }
     }
 
@@ -150,11 +157,17 @@ impl<'a> Fields<'a> {
                 .iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s.clone()),
-                    other => Err(self.error(field, format!("must hold only strings, found {}", kind(other)))),
+                    other => Err(self.error(
+                        field,
+                        format!("must hold only strings, found {}", kind(other)),
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(other) => Err(self.error(field, format!("must be an array of strings, got {}", kind(other)))),
+            Some(other) => Err(self.error(
+                field,
+                format!("must be an array of strings, got {}", kind(other)),
+            )),
         }
     }
 
@@ -198,7 +211,10 @@ pub fn parse_array(body: &[u8]) -> Result<Vec<Value>, FieldError> {
     };
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(items)) => Ok(items),
-        Ok(other) => Err(whole(format!("the body must be a JSON array, got {}", kind(&other)))),
+        Ok(other) => Err(whole(format!(
+            "the body must be a JSON array, got {}",
+            kind(&other)
+        ))),
         Err(e) => Err(whole(format!("the body is not valid JSON: {e}"))),
     }
 }
@@ -212,7 +228,10 @@ pub fn parse_object(body: &[u8]) -> Result<Value, FieldError> {
     };
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(other) => Err(whole(format!("the body must be a JSON object, got {}", kind(&other)))),
+        Ok(other) => Err(whole(format!(
+            "the body must be a JSON object, got {}",
+            kind(&other)
+        ))),
         Err(e) => Err(whole(format!("the body is not valid JSON: {e}"))),
     }
 }

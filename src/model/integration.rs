@@ -72,13 +72,18 @@ impl IntegrationChange {
     pub fn from_json(body: &Value) -> Result<IntegrationChange, FieldError> {
         let mut f = Fields::new(body, None)?;
         let name = match f.text("name")? {
-            Some(n) if n.chars().count() > 100 => return Err(f.error("name", "must be at most 100 characters")),
+            Some(n) if n.chars().count() > 100 => {
+                return Err(f.error("name", "must be at most 100 characters"))
+            }
             n => n.map(|n| n.trim().to_owned()),
         };
         let hec_token = match f.string("hec_token")? {
             Some(t) if t.trim().is_empty() => return Err(f.error("hec_token", "must not be empty")),
             Some(t) if t.len() > 256 || t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                return Err(f.error("hec_token", "must be the token value from Splunk, without spaces (at most 256 characters)"))
+                return Err(f.error(
+                    "hec_token",
+                    "must be the token value from Splunk, without spaces (at most 256 characters)",
+                ))
             }
             t => t,
         };
@@ -98,7 +103,10 @@ impl IntegrationChange {
                         "audit" => Source::Audit,
                         "jobs" => Source::Jobs,
                         other => {
-                            return Err(f.error("sources", format!("may hold only \"audit\" and \"jobs\", found {other:?}")))
+                            return Err(f.error(
+                                "sources",
+                                format!("may hold only \"audit\" and \"jobs\", found {other:?}"),
+                            ))
                         }
                     };
                     if !out.contains(&src) {
@@ -106,7 +114,10 @@ impl IntegrationChange {
                     }
                 }
                 if out.is_empty() {
-                    return Err(f.error("sources", "must name at least one data source: \"audit\", \"jobs\""));
+                    return Err(f.error(
+                        "sources",
+                        "must name at least one data source: \"audit\", \"jobs\"",
+                    ));
                 }
                 out.sort();
                 Some(out)
@@ -117,8 +128,12 @@ impl IntegrationChange {
         let index = match f.string("index")? {
             Some(i) => {
                 let ok = i.len() <= 80
-                    && i.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-                    && i.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                    && i.bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                    && i.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    });
                 if !ok {
                     return Err(f.error("index", format!("is not a Splunk index name (lowercase letters, digits, '_' and '-'): {i:?}")));
                 }
@@ -154,7 +169,12 @@ impl IntegrationChange {
     }
 
     /// A new integration from a create body: name, token, URI and sources are required.
-    pub fn create(self, account: AccountId, now: DateTime<Utc>, policy: IntegrationPolicy) -> Result<Integration, FieldError> {
+    pub fn create(
+        self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        policy: IntegrationPolicy,
+    ) -> Result<Integration, FieldError> {
         let missing = |f: &str| FieldError {
             index: None,
             field: Some(f.to_owned()),
@@ -181,9 +201,18 @@ impl IntegrationChange {
 
     /// A full replacement (PUT). The token may be left out to keep the stored one,
     /// since a client can never read it back.
-    pub fn replace(self, old: &Integration, now: DateTime<Utc>, policy: IntegrationPolicy) -> Result<Integration, FieldError> {
+    pub fn replace(
+        self,
+        old: &Integration,
+        now: DateTime<Utc>,
+        policy: IntegrationPolicy,
+    ) -> Result<Integration, FieldError> {
         let mut fresh = IntegrationChange {
-            hec_token: Some(self.hec_token.clone().unwrap_or_else(|| old.hec_token.clone())),
+            hec_token: Some(
+                self.hec_token
+                    .clone()
+                    .unwrap_or_else(|| old.hec_token.clone()),
+            ),
             ..self
         }
         .create(old.account.clone(), now, policy)?;
@@ -193,7 +222,12 @@ impl IntegrationChange {
     }
 
     /// A partial change (PATCH): only the given fields change; `null` clears `index` and `ca_pem`.
-    pub fn apply(self, old: &Integration, now: DateTime<Utc>, policy: IntegrationPolicy) -> Result<Integration, FieldError> {
+    pub fn apply(
+        self,
+        old: &Integration,
+        now: DateTime<Utc>,
+        policy: IntegrationPolicy,
+    ) -> Result<Integration, FieldError> {
         let mut it = old.clone();
         if let Some(v) = self.name {
             it.name = v;
@@ -253,7 +287,8 @@ impl Integration {
 
     pub fn hec_uri(&self) -> HecUri {
         // Validated on every write, so a stored URI always parses.
-        HecUri::parse(&self.hec_uri).unwrap_or_else(|_| HecUri::parse("https://invalid.invalid").expect("literal"))
+        HecUri::parse(&self.hec_uri)
+            .unwrap_or_else(|_| HecUri::parse("https://invalid.invalid").expect("literal"))
     }
 
     pub fn wants(&self, source: Source) -> bool {
@@ -306,7 +341,12 @@ pub fn account_settings(body: &Value) -> Result<bool, FieldError> {
     let mut f = Fields::new(body, None)?;
     let enabled = match f.get("siem_enabled") {
         Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(f.error("siem_enabled", format!("must be true or false, got {}", kind(other)))),
+        Some(other) => {
+            return Err(f.error(
+                "siem_enabled",
+                format!("must be true or false, got {}", kind(other)),
+            ))
+        }
         None => return Err(f.error("siem_enabled", "is required")),
     };
     f.finish()?;
@@ -319,7 +359,13 @@ mod tests {
 
     fn create(v: Value) -> Result<Integration, String> {
         IntegrationChange::from_json(&v)
-            .and_then(|c| c.create(AccountId::parse("acme").unwrap(), Utc::now(), IntegrationPolicy::default()))
+            .and_then(|c| {
+                c.create(
+                    AccountId::parse("acme").unwrap(),
+                    Utc::now(),
+                    IntegrationPolicy::default(),
+                )
+            })
             .map_err(|e| e.to_string())
     }
 
@@ -352,8 +398,13 @@ mod tests {
             v[k] = val;
             create(v).unwrap_err()
         };
-        assert!(with("hec_uri", json!("ftp://splunk.example.com")).starts_with("`hec_uri` must use https://"));
-        assert!(with("hec_uri", json!("https://s.example.com/services/collector/raw")).contains("/raw"));
+        assert!(with("hec_uri", json!("ftp://splunk.example.com"))
+            .starts_with("`hec_uri` must use https://"));
+        assert!(with(
+            "hec_uri",
+            json!("https://s.example.com/services/collector/raw")
+        )
+        .contains("/raw"));
         assert!(with("sources", json!([])).starts_with("`sources` must name at least one"));
         assert!(with("sources", json!(["audit", "logs"])).contains("\"logs\""));
         assert!(with("tls_verify", json!(false)).starts_with("`tls_verify` cannot be false"));

@@ -41,7 +41,11 @@ impl JobSnapshot {
         self.status == "in progress"
     }
 
-    pub fn from_json(value: &Value, index: usize, now: DateTime<Utc>) -> Result<JobSnapshot, FieldError> {
+    pub fn from_json(
+        value: &Value,
+        index: usize,
+        now: DateTime<Utc>,
+    ) -> Result<JobSnapshot, FieldError> {
         let mut f = Fields::new(value, Some(index))?;
         let job = f.required("job", Fields::identifier)?;
         let connector = f.identifier("connector")?;
@@ -61,7 +65,10 @@ impl JobSnapshot {
         if !JOB_STATUSES.contains(&status.as_str()) {
             return Err(f.error(
                 "status",
-                format!("must be one of {}, got {status:?}", JOB_STATUSES.map(|s| format!("{s:?}")).join(", ")),
+                format!(
+                    "must be one of {}, got {status:?}",
+                    JOB_STATUSES.map(|s| format!("{s:?}")).join(", ")
+                ),
             ));
         }
         let job_type = f.required("type", Fields::text)?;
@@ -96,13 +103,21 @@ mod tests {
 
     #[test]
     fn a_job_snapshot_needs_job_type_and_status() {
-        let ok = parse(json!({"job": "j-1", "type": "backup", "status": "in progress", "progress": 0.5,
-            "end_time": null, "start_time": "2026-11-25T10:00:00Z"}))
+        let ok = parse(
+            json!({"job": "j-1", "type": "backup", "status": "in progress", "progress": 0.5,
+            "end_time": null, "start_time": "2026-11-25T10:00:00Z"}),
+        )
         .unwrap();
         assert!(ok.in_progress());
         assert_eq!(ok.end_time, None);
-        assert_eq!(parse(json!({"type": "backup", "status": "successful"})).unwrap_err(), "item 2: `job` is required");
-        assert_eq!(parse(json!({"job": "j", "status": "successful"})).unwrap_err(), "item 2: `type` is required");
+        assert_eq!(
+            parse(json!({"type": "backup", "status": "successful"})).unwrap_err(),
+            "item 2: `job` is required"
+        );
+        assert_eq!(
+            parse(json!({"job": "j", "status": "successful"})).unwrap_err(),
+            "item 2: `type` is required"
+        );
     }
 
     #[test]
@@ -112,9 +127,14 @@ mod tests {
             o[k] = v;
             parse(o).unwrap_err()
         };
-        assert_eq!(base("progress", json!(1.5)), "item 2: `progress` must be between 0 and 1, got 1.5");
+        assert_eq!(
+            base("progress", json!(1.5)),
+            "item 2: `progress` must be between 0 and 1, got 1.5"
+        );
         assert!(base("status", json!("exploded")).starts_with("item 2: `status` must be one of"));
-        assert!(base("job", json!("has space")).starts_with("item 2: `job` is not a valid identifier"));
+        assert!(
+            base("job", json!("has space")).starts_with("item 2: `job` is not a valid identifier")
+        );
         assert!(base("paused", json!("noon")).starts_with("item 2: `paused` is not an RFC 3339"));
     }
 }

@@ -56,9 +56,17 @@ impl Store {
 
     /// Appends audit events in order, all or nothing; repeated ids are skipped.
     /// Not durable until `flush` resolves.
-    pub fn append_audit(&self, account: &AccountId, events: Vec<AuditEvent>) -> Result<IngestOutcome, StoreError> {
+    pub fn append_audit(
+        &self,
+        account: &AccountId,
+        events: Vec<AuditEvent>,
+    ) -> Result<IngestOutcome, StoreError> {
         let tree = &self.inner.events;
-        let _writer = self.inner.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _writer = self
+            .inner
+            .ingest_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut heads = self.heads(account)?;
         let mut batch = sled::Batch::default();
         let mut seen = HashSet::new();
@@ -70,12 +78,18 @@ impl Store {
                 continue;
             }
             heads.audit += 1;
-            batch.insert(keys::with_seq(keys::AUDIT, account, heads.audit), encode(&ev));
+            batch.insert(
+                keys::with_seq(keys::AUDIT, account, heads.audit),
+                encode(&ev),
+            );
             batch.insert(id_key, &heads.audit.to_be_bytes());
             out.accepted += 1;
         }
         if out.accepted > 0 {
-            batch.insert(keys::account_prefix(keys::HEADS, account), &heads.to_bytes());
+            batch.insert(
+                keys::account_prefix(keys::HEADS, account),
+                &heads.to_bytes(),
+            );
             tree.apply_batch(batch)?;
         }
         Ok(out)
@@ -83,9 +97,17 @@ impl Store {
 
     /// Stores job snapshots, each replacing the job's previous one, all or nothing.
     /// A snapshot identical to the stored one (a platform retry) changes nothing.
-    pub fn put_jobs(&self, account: &AccountId, jobs: Vec<JobSnapshot>) -> Result<usize, StoreError> {
+    pub fn put_jobs(
+        &self,
+        account: &AccountId,
+        jobs: Vec<JobSnapshot>,
+    ) -> Result<usize, StoreError> {
         let tree = &self.inner.events;
-        let _writer = self.inner.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _writer = self
+            .inner
+            .ingest_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut heads = self.heads(account)?;
         let count = jobs.len();
         // Within one request the last snapshot of a job wins.
@@ -119,7 +141,10 @@ impl Store {
             } else {
                 batch.remove(running_key);
             }
-            batch.insert(keys::with_seq(keys::JOB_CHANGE, account, heads.jobs), job.as_bytes());
+            batch.insert(
+                keys::with_seq(keys::JOB_CHANGE, account, heads.jobs),
+                job.as_bytes(),
+            );
             batch.insert(
                 job_key,
                 encode(&StoredJob {
@@ -130,7 +155,10 @@ impl Store {
             changed = true;
         }
         if changed {
-            batch.insert(keys::account_prefix(keys::HEADS, account), &heads.to_bytes());
+            batch.insert(
+                keys::account_prefix(keys::HEADS, account),
+                &heads.to_bytes(),
+            );
             tree.apply_batch(batch)?;
         }
         Ok(count)
@@ -215,7 +243,11 @@ impl Store {
     }
 
     /// Audit events after `after` not yet delivered: how many, and when the oldest arrived.
-    pub fn audit_backlog(&self, account: &AccountId, after: u64) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+    pub fn audit_backlog(
+        &self,
+        account: &AccountId,
+        after: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
         let heads = self.heads(account)?;
         let mut oldest = None;
         self.audit_after(account, after, |_, ev| {
@@ -226,7 +258,11 @@ impl Store {
     }
 
     /// Job snapshots changed after `after`: how many, and when the oldest of them arrived.
-    pub fn job_backlog(&self, account: &AccountId, after: u64) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+    pub fn job_backlog(
+        &self,
+        account: &AccountId,
+        after: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
         let mut count = 0;
         let mut oldest: Option<DateTime<Utc>> = None;
         self.jobs_changed_after(account, after, |j| {
@@ -250,11 +286,21 @@ mod tests {
     }
 
     fn audit(id: &str) -> AuditEvent {
-        AuditEvent::from_json(&json!({"id": id, "time": "2026-11-25T10:00:00Z", "event": "x"}), 0, Utc::now()).unwrap()
+        AuditEvent::from_json(
+            &json!({"id": id, "time": "2026-11-25T10:00:00Z", "event": "x"}),
+            0,
+            Utc::now(),
+        )
+        .unwrap()
     }
 
     fn job(id: &str, status: &str, progress: f64) -> JobSnapshot {
-        JobSnapshot::from_json(&json!({"job": id, "type": "backup", "status": status, "progress": progress}), 0, Utc::now()).unwrap()
+        JobSnapshot::from_json(
+            &json!({"job": id, "type": "backup", "status": status, "progress": progress}),
+            0,
+            Utc::now(),
+        )
+        .unwrap()
     }
 
     fn audit_ids(s: &Store, a: &AccountId, after: u64) -> Vec<(u64, String)> {
@@ -272,12 +318,29 @@ mod tests {
         let (_d, s) = store();
         let a = AccountId::parse("a").unwrap();
         let b = AccountId::parse("a-b").unwrap();
-        let out = s.append_audit(&a, vec![audit("1"), audit("2"), audit("1")]).unwrap();
-        assert_eq!(out, IngestOutcome { accepted: 2, duplicates: 1 });
+        let out = s
+            .append_audit(&a, vec![audit("1"), audit("2"), audit("1")])
+            .unwrap();
+        assert_eq!(
+            out,
+            IngestOutcome {
+                accepted: 2,
+                duplicates: 1
+            }
+        );
         let out = s.append_audit(&a, vec![audit("2"), audit("3")]).unwrap();
-        assert_eq!(out, IngestOutcome { accepted: 1, duplicates: 1 });
+        assert_eq!(
+            out,
+            IngestOutcome {
+                accepted: 1,
+                duplicates: 1
+            }
+        );
         s.append_audit(&b, vec![audit("x")]).unwrap();
-        assert_eq!(audit_ids(&s, &a, 0), vec![(1, "1".into()), (2, "2".into()), (3, "3".into())]);
+        assert_eq!(
+            audit_ids(&s, &a, 0),
+            vec![(1, "1".into()), (2, "2".into()), (3, "3".into())]
+        );
         assert_eq!(audit_ids(&s, &a, 2), vec![(3, "3".into())]);
         assert_eq!(audit_ids(&s, &b, 0), vec![(1, "x".into())]);
         assert_eq!(s.audit_backlog(&a, 1).unwrap().0, 2);
@@ -287,7 +350,11 @@ mod tests {
     fn a_newer_job_snapshot_replaces_the_older_and_moves_to_the_end() {
         let (_d, s) = store();
         let a = AccountId::parse("acc").unwrap();
-        s.put_jobs(&a, vec![job("j1", "in progress", 0.1), job("j2", "in progress", 0.2)]).unwrap();
+        s.put_jobs(
+            &a,
+            vec![job("j1", "in progress", 0.1), job("j2", "in progress", 0.2)],
+        )
+        .unwrap();
         s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).unwrap();
         // A retry of the same snapshot is not a change.
         s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).unwrap();
@@ -299,7 +366,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             changed,
-            vec![(2, "j2".into(), "in progress".into()), (3, "j1".into(), "successful".into())]
+            vec![
+                (2, "j2".into(), "in progress".into()),
+                (3, "j1".into(), "successful".into())
+            ]
         );
         let mut running = Vec::new();
         s.running_jobs(&a, None, |j| {

@@ -41,6 +41,7 @@ impl Flusher {
             .map_err(|_| "flush thread lock poisoned".to_string())?
             .send(tx)
             .map_err(|_| "the flush thread has stopped".to_string())?;
-        rx.await.map_err(|_| "the flush thread has stopped".to_string())?
+        rx.await
+            .map_err(|_| "the flush thread has stopped".to_string())?
     }
 }

@@ -28,7 +28,9 @@ pub struct Checkpoint {
 
 impl Store {
     pub fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), StoreError> {
-        self.inner.registry.insert(keys::account(id), encode(account))?;
+        self.inner
+            .registry
+            .insert(keys::account(id), encode(account))?;
         Ok(())
     }
 
@@ -47,7 +49,11 @@ impl Store {
         Ok(())
     }
 
-    pub fn integration(&self, account: &AccountId, id: &Uuid) -> Result<Option<Integration>, StoreError> {
+    pub fn integration(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+    ) -> Result<Option<Integration>, StoreError> {
         let key = keys::integration(account, id);
         match self.inner.registry.get(&key)? {
             Some(v) => Ok(Some(decode(&key, &v)?)),
@@ -95,7 +101,12 @@ impl Store {
 
     /// Stores a checkpoint only while its integration still exists, so an actor
     /// finishing a post after a delete cannot leave an orphan behind.
-    pub fn put_checkpoint(&self, account: &AccountId, id: &Uuid, cp: &Checkpoint) -> Result<(), StoreError> {
+    pub fn put_checkpoint(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        cp: &Checkpoint,
+    ) -> Result<(), StoreError> {
         let ikey = keys::integration(account, id);
         let ckey = keys::checkpoint(id);
         let bytes = encode(cp);

@@ -19,7 +19,11 @@ pub enum Behaviour {
     /// Check and accept like Splunk.
     Normal,
     /// Answer every post with this status and HEC code (nothing is accepted).
-    Fail { status: u16, code: i64, text: String },
+    Fail {
+        status: u16,
+        code: i64,
+        text: String,
+    },
     /// Accept the connection and never answer.
     Hang,
     /// Answer normally after a delay.
@@ -102,11 +106,15 @@ impl HecServer {
             let system = actix_rt::System::new();
             let started = system.block_on(async move {
                 let data = web::Data::from(s);
-                let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(answer)))
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(0)
-                    .bind(("127.0.0.1", 0))?;
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .default_service(web::to(answer))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(0)
+                .bind(("127.0.0.1", 0))?;
                 let addr = server.addrs()[0];
                 actix_rt::spawn(server.run());
                 Ok::<_, std::io::Error>(addr)
@@ -179,11 +187,16 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     match (req.method().as_str(), path) {
         ("GET", "/services/collector/health" | "/services/collector/health/1.0") => {
             return match behaviour {
-                Behaviour::Fail { status: 503, .. } => hec(503, 18, "HEC is unhealthy, queues are full"),
+                Behaviour::Fail { status: 503, .. } => {
+                    hec(503, 18, "HEC is unhealthy, queues are full")
+                }
                 _ => hec(200, 17, "HEC is healthy"),
             }
         }
-        ("POST", "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0") => {}
+        (
+            "POST",
+            "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0",
+        ) => {}
         _ => return HttpResponse::NotFound().body("Not Found"),
     }
     match behaviour {
@@ -215,9 +228,16 @@ fn record(shared: &Shared, status: u16, bytes: usize, accepted: Vec<Value>) {
 
 /// Splunk's checks, in Splunk's order: auth, size, then each event. Events before
 /// the first bad one are accepted, as Splunk indexes them.
-fn check_post(req: &HttpRequest, body: &[u8], config: &HecServerConfig) -> (u16, HttpResponse, Vec<Value>) {
+fn check_post(
+    req: &HttpRequest,
+    body: &[u8],
+    config: &HecServerConfig,
+) -> (u16, HttpResponse, Vec<Value>) {
     let reject = |status: u16, code: i64, text: &str| (status, hec(status, code, text), Vec::new());
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
     let token = match auth {
         None => return reject(401, 2, "Token is required"),
         Some(a) => match a.strip_prefix("Splunk ") {
@@ -232,7 +252,12 @@ fn check_post(req: &HttpRequest, body: &[u8], config: &HecServerConfig) -> (u16,
         return reject(403, 4, "Invalid token");
     }
     if body.len() > config.max_content_length {
-        return (413, HttpResponse::PayloadTooLarge().body("Content-Length of request exceeds max_content_length"), Vec::new());
+        return (
+            413,
+            HttpResponse::PayloadTooLarge()
+                .body("Content-Length of request exceeds max_content_length"),
+            Vec::new(),
+        );
     }
     if let Some(enc) = req.headers().get("content-encoding") {
         if enc.as_bytes() != b"identity" {
@@ -243,15 +268,22 @@ fn check_post(req: &HttpRequest, body: &[u8], config: &HecServerConfig) -> (u16,
         return reject(400, 5, "No data");
     }
     let mut accepted = Vec::new();
-    for (i, item) in serde_json::Deserializer::from_slice(body).into_iter::<Value>().enumerate() {
-        let bad = |code: i64, text: &str, accepted: Vec<Value>| (400, hec_at(400, code, text, i), accepted);
+    for (i, item) in serde_json::Deserializer::from_slice(body)
+        .into_iter::<Value>()
+        .enumerate()
+    {
+        let bad = |code: i64, text: &str, accepted: Vec<Value>| {
+            (400, hec_at(400, code, text, i), accepted)
+        };
         let Ok(Value::Object(obj)) = item else {
             return bad(6, "Invalid data format", accepted);
         };
         match obj.get("event") {
             None => return bad(12, "Event field is required", accepted),
             Some(Value::Null) => return bad(13, "Event field cannot be blank", accepted),
-            Some(Value::String(s)) if s.is_empty() => return bad(13, "Event field cannot be blank", accepted),
+            Some(Value::String(s)) if s.is_empty() => {
+                return bad(13, "Event field cannot be blank", accepted)
+            }
             Some(_) => {}
         }
         if let Some(t) = obj.get("time") {
@@ -266,7 +298,9 @@ fn check_post(req: &HttpRequest, body: &[u8], config: &HecServerConfig) -> (u16,
             }
         }
         if let Some(fields) = obj.get("fields") {
-            let flat = fields.as_object().is_some_and(|m| m.values().all(|v| !v.is_object()));
+            let flat = fields
+                .as_object()
+                .is_some_and(|m| m.values().all(|v| !v.is_object()));
             if !flat {
                 return bad(15, "Error in handling indexed fields", accepted);
             }

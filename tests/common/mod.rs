@@ -1,0 +1,279 @@
+//! Test support: run the real `siemsync` binary against a temp data dir, talk to
+//! its API, and wait for conditions without fixed sleeps.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+pub const INGEST: &str = "test-ingest-token-0123456789";
+pub const HOST: &str = "eu-1.backup.example.com";
+
+/// The real service, as a child process.
+pub struct Siemsync {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Siemsync {
+    /// Starts the binary on a free port with a 1 s interval; `env` adds or overrides variables.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Siemsync {
+        let log = data_dir.with_extension(format!("log{}", std::process::id()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_siemsync"));
+        cmd.args([
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/siemsync.toml"),
+        ])
+        .env("SIEMSYNC_LISTEN", "127.0.0.1:0")
+        .env("SIEMSYNC_DATA_DIR", data_dir)
+        .env("SIEMSYNC_SYNC_INTERVAL_SECS", "1")
+        .env("SIEMSYNC_HOST", HOST)
+        .env("SIEMSYNC_ADMIN_TOKEN", ADMIN)
+        .env("SIEMSYNC_INGEST_TOKEN", INGEST)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning siemsync");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("siemsync listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "siemsync did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        Siemsync {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_owned(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        c.wait().expect("wait")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url)
+    }
+}
+
+impl Drop for Siemsync {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A small JSON client for the API.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    client: awc::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Api {
+            base: base.to_owned(),
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
+        }
+    }
+
+    /// Sends a request; `body` is sent as raw bytes when it is a string starting with `RAW:`.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let resp = match body {
+            Some(Value::String(s)) if s.starts_with("RAW:") => {
+                req.content_type("application/json")
+                    .send_body(s[4..].to_owned())
+                    .await
+            }
+            Some(v) => req.send_json(&v).await,
+            None => req.send().await,
+        };
+        let mut resp = resp.expect("API request");
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(64 << 20).await.expect("API body");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(ADMIN), body).await
+    }
+
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.admin(method, path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+
+    pub async fn enable_account(&self, account: &str) {
+        self.ok(
+            "PUT",
+            &format!("/api/v1/accounts/{account}"),
+            Some(serde_json::json!({"siem_enabled": true})),
+        )
+        .await;
+    }
+
+    /// Creates an enabled integration for both sources; returns its id.
+    pub async fn add_integration(&self, account: &str, token: &str, uri: &str) -> String {
+        let v = self
+            .ok(
+                "POST",
+                &format!("/api/v1/accounts/{account}/integrations"),
+                Some(serde_json::json!({"name": format!("{account} splunk"), "hec_token": token, "hec_uri": uri,
+                    "sources": ["audit", "jobs"], "enabled": true})),
+            )
+            .await;
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn post_audit(&self, account: &str, events: &Value) -> Value {
+        let (s, v) = self
+            .call(
+                "POST",
+                &format!("/api/v1/accounts/{account}/audit"),
+                Some(INGEST),
+                Some(events.clone()),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    pub async fn post_jobs(&self, account: &str, jobs: &Value) -> Value {
+        let (s, v) = self
+            .call(
+                "POST",
+                &format!("/api/v1/accounts/{account}/jobs"),
+                Some(INGEST),
+                Some(jobs.clone()),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    pub async fn status(&self, account: &str, id: &str) -> Value {
+        self.ok(
+            "GET",
+            &format!("/api/v1/accounts/{account}/integrations/{id}/status"),
+            None,
+        )
+        .await
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds, or panics with `what` after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `n` audit events with ids `{prefix}-{i}` and distinct times.
+pub fn audit_events(prefix: &str, from: usize, n: usize) -> Value {
+    Value::Array(
+        (from..from + n)
+            .map(|i| {
+                serde_json::json!({
+                    "id": format!("{prefix}-{i}"),
+                    "time": format!("2026-11-25T10:{:02}:{:02}.{:03}Z", (i / 60) % 60, i % 60, i % 1000),
+                    "connector": "conn-1",
+                    "acl": "admin",
+                    "method": "POST",
+                    "user": format!("user{i}@example.com"),
+                    "ip": "192.0.2.7",
+                    "metadata": {"n": i},
+                    "event": format!("event number {i}"),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The audit ids a HEC server received, in arrival order.
+pub fn audit_ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["source"] == "siemsync:audit")
+        .map(|e| e["event"]["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
