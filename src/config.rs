@@ -49,6 +49,12 @@ pub struct Config {
     /// Seconds for one whole HEC request (`SIEMSYNC_REQUEST_TIMEOUT_SECS`).
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// Longest wait between two indexer-acknowledgement polls (`SIEMSYNC_ACK_POLL_INTERVAL_SECS`).
+    #[serde(default = "default_ack_poll")]
+    pub ack_poll_interval_secs: u64,
+    /// How long an acknowledgement may take before the batch is re-sent (`SIEMSYNC_ACK_TIMEOUT_SECS`).
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u64,
     /// Whether integrations may set `tls_verify = false` (`SIEMSYNC_ALLOW_INSECURE_TLS`).
     #[serde(default)]
     pub allow_insecure_tls: bool,
@@ -65,6 +71,12 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_request_timeout() -> u64 {
     60
+}
+fn default_ack_poll() -> u64 {
+    10
+}
+fn default_ack_timeout() -> u64 {
+    300
 }
 
 /// The default config file, relative to the working directory.
@@ -135,6 +147,12 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_REQUEST_TIMEOUT_SECS") {
             self.request_timeout_secs = parse("SIEMSYNC_REQUEST_TIMEOUT_SECS", &v)?;
         }
+        if let Some(v) = env("SIEMSYNC_ACK_POLL_INTERVAL_SECS") {
+            self.ack_poll_interval_secs = parse("SIEMSYNC_ACK_POLL_INTERVAL_SECS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_ACK_TIMEOUT_SECS") {
+            self.ack_timeout_secs = parse("SIEMSYNC_ACK_TIMEOUT_SECS", &v)?;
+        }
         if let Some(v) = env("SIEMSYNC_ALLOW_INSECURE_TLS") {
             self.allow_insecure_tls = parse("SIEMSYNC_ALLOW_INSECURE_TLS", &v)?;
         }
@@ -183,6 +201,12 @@ impl Config {
         if self.connect_timeout_secs == 0 || self.request_timeout_secs == 0 {
             return bad("request_timeout_secs", "timeouts must be at least 1 second");
         }
+        if self.ack_poll_interval_secs == 0 {
+            return bad("ack_poll_interval_secs", "must be at least 1 second");
+        }
+        if self.ack_timeout_secs == 0 {
+            return bad("ack_timeout_secs", "must be at least 1 second");
+        }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
         }
@@ -197,6 +221,8 @@ impl Config {
         crate::hec::client::Timeouts {
             connect: Duration::from_secs(self.connect_timeout_secs),
             request: Duration::from_secs(self.request_timeout_secs),
+            ack_poll: Duration::from_secs(self.ack_poll_interval_secs),
+            ack_timeout: Duration::from_secs(self.ack_timeout_secs),
         }
     }
 }

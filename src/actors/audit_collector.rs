@@ -1,7 +1,7 @@
 //! AuditCollector: the only reader of the audit log. Runs on its own threads
 //! (a `SyncArbiter`), so reading and encoding never stall the delivery actors.
 
-use super::batcher::Batcher;
+use super::batch::Batcher;
 use super::messages::{Batch, BatchKind, CollectAudit};
 use crate::hec::encode;
 use crate::store::{Store, StoreError};
@@ -26,7 +26,7 @@ impl Handler<CollectAudit> for AuditCollector {
 
     fn handle(&mut self, msg: CollectAudit, _: &mut Self::Context) -> Self::Result {
         let r = &msg.request;
-        let mut batch = Batcher::new(BatchKind::Audit, r.max_bytes, msg.after);
+        let mut batch = Batcher::new(BatchKind::Audit, r.max_bytes);
         self.store.audit_after(&r.account, msg.after, |seq, ev| {
             batch.push(seq, None, |out| {
                 encode::audit(out, &r.envelope, &r.account, &ev, &r.upload_time)

@@ -5,11 +5,11 @@
 use super::audit_collector::AuditCollector;
 use super::job_collector::JobCollector;
 use super::messages::*;
-use crate::hec::client::{HecClient, Timeouts};
+use crate::hec::client::{AckAnswer, HecClient, Timeouts};
 use crate::hec::encode::Envelope;
 use crate::hec::response::{Failure, Outcome};
 use crate::model::{Integration, Source};
-use crate::store::{Checkpoint, Store, StoreError};
+use crate::store::{Checkpoint, DeadLetter, Store, StoreError};
 use actix::prelude::*;
 use chrono::Utc;
 use std::cell::RefCell;
@@ -40,11 +40,19 @@ struct Shared {
     checkpoint: Checkpoint,
     /// The batch that failed: re-sent, unchanged, before anything newer.
     pending: Option<Batch>,
+    /// The largest post this Splunk accepts, learnt from 413 answers.
+    max_post_bytes: usize,
+    /// Set when Splunk takes events but says something needs fixing (no ack id
+    /// although acknowledgement is on): delivery goes on, the status shows it.
+    warning: Option<Failure>,
     obs: Observation,
 }
 
 enum CycleError {
-    Failed(Failure),
+    /// Splunk or the network is briefly unable: retry with back-off.
+    Transient(Failure),
+    /// The customer must fix something: retry once per interval.
+    Config(Failure),
     /// The integration was deleted while a post was in flight.
     Gone,
 }
@@ -77,6 +85,8 @@ impl IntegrationActor {
             shared: Rc::new(RefCell::new(Shared {
                 checkpoint: Checkpoint::default(),
                 pending: None,
+                max_post_bytes: settings.max_batch_bytes,
+                warning: None,
                 obs: Observation {
                     state: State::Pending,
                     started_at: Utc::now(),
@@ -153,18 +163,14 @@ impl IntegrationActor {
                     ctx.stop();
                     return;
                 }
-                Err(CycleError::Failed(failure)) => {
-                    log::warn!(
-                        "integration {} (account {}): delivery failed: {} — {}",
-                        self.deps.it.id,
-                        self.deps.it.account,
-                        failure.text,
-                        failure.advice
-                    );
-                    s.obs.state = State::Failing;
-                    s.obs.last_error = Some(failure);
-                    s.obs.retries += 1;
+                Err(CycleError::Transient(failure)) => {
+                    self.failed(&mut s, failure);
                     self.backoff(s.obs.retries, interval)
+                }
+                Err(CycleError::Config(failure)) => {
+                    // Retrying sooner cannot help until the customer fixes it.
+                    self.failed(&mut s, failure);
+                    interval
                 }
             }
         };
@@ -172,6 +178,21 @@ impl IntegrationActor {
         self.shared.borrow_mut().obs.next_sync =
             Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
         self.next = Some(ctx.run_later(delay, |act, ctx| act.sync(ctx)));
+    }
+
+    fn failed(&self, s: &mut Shared, failure: Failure) {
+        log::warn!(
+            "integration {} (account {}): delivery failed: HTTP {:?} code {:?}: {} — {}",
+            self.deps.it.id,
+            self.deps.it.account,
+            failure.http_status,
+            failure.code,
+            failure.text,
+            failure.advice
+        );
+        s.obs.state = State::Failing;
+        s.obs.last_error = Some(failure);
+        s.obs.retries += 1;
     }
 
     /// Exponential back-off from one second, capped by the interval, with jitter so
@@ -250,7 +271,7 @@ impl Handler<Stop> for IntegrationActor {
 }
 
 fn internal(text: String) -> CycleError {
-    CycleError::Failed(Failure {
+    CycleError::Transient(Failure {
         http_status: None,
         code: None,
         text,
@@ -274,11 +295,11 @@ impl From<MailboxError> for CycleError {
 }
 
 /// One sync: the failed batch first, then the audit log, jobs changed since the
-/// checkpoint, and last every job still in progress — each batch posted, and the
+/// checkpoint, and last every job still in progress — each batch delivered, and the
 /// checkpoint moved, before the next is read.
 async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), CycleError> {
     let started = Instant::now();
-    let (mut events, mut bytes) = (0u64, 0usize);
+    let mut sent = (0usize, 0usize);
     // Jobs changed after this point are sent as changed in this cycle (or the next),
     // so the running-jobs pass skips them instead of sending them twice.
     let jobs_at_start = shared.borrow().checkpoint.job_seq;
@@ -289,13 +310,11 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
             index: deps.it.index.clone(),
         },
         upload_time: Utc::now(),
-        max_bytes: deps.settings.max_batch_bytes,
+        max_bytes: shared.borrow().max_post_bytes,
     };
-    let pending = shared.borrow().pending.clone();
+    let pending = shared.borrow_mut().pending.take();
     if let Some(batch) = pending {
-        events += batch.events;
-        bytes += batch.body.len();
-        deliver(&deps, &shared, batch).await?;
+        deliver(&deps, &shared, batch, &mut sent).await?;
     }
     if deps.it.wants(Source::Audit) {
         loop {
@@ -307,12 +326,10 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
                     after,
                 })
                 .await??;
-            if batch.events == 0 {
+            if batch.is_empty() {
                 break;
             }
-            events += batch.events;
-            bytes += batch.body.len();
-            deliver(&deps, &shared, batch).await?;
+            deliver(&deps, &shared, batch, &mut sent).await?;
         }
     }
     if deps.it.wants(Source::Jobs) {
@@ -325,12 +342,10 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
                     after,
                 })
                 .await??;
-            if batch.events == 0 {
+            if batch.is_empty() {
                 break;
             }
-            events += batch.events;
-            bytes += batch.body.len();
-            deliver(&deps, &shared, batch).await?;
+            deliver(&deps, &shared, batch, &mut sent).await?;
         }
         let mut after_job = None;
         loop {
@@ -342,14 +357,12 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
                     after_job: after_job.clone(),
                 })
                 .await??;
-            if batch.events == 0 {
+            if batch.is_empty() {
                 break;
             }
             let more = batch.more;
             after_job = batch.last_job.clone();
-            events += batch.events;
-            bytes += batch.body.len();
-            deliver(&deps, &shared, batch).await?;
+            deliver(&deps, &shared, batch, &mut sent).await?;
             if !more {
                 break;
             }
@@ -359,70 +372,223 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
         "sync integration={} account={} events={} bytes={} duration_ms={} result=ok",
         deps.it.id,
         deps.it.account,
-        events,
-        bytes,
+        sent.0,
+        sent.1,
         started.elapsed().as_millis()
     );
+    if let Some(w) = shared.borrow().warning.clone() {
+        return Err(CycleError::Config(w));
+    }
     Ok(())
 }
 
-/// Posts one batch; on success moves the checkpoint (the one place that does) and
-/// makes it durable before the next batch, so a crash repeats at most this batch.
-async fn deliver(deps: &Deps, shared: &RefCell<Shared>, batch: Batch) -> Result<(), CycleError> {
-    {
-        let mut s = shared.borrow_mut();
-        s.pending = Some(batch.clone());
-        s.obs.last_attempt = Some(Utc::now());
-    }
-    let client = deps.client.as_ref().map_err(|e| {
-        CycleError::Failed(Failure {
-            http_status: None,
-            code: None,
-            text: e.clone(),
-            advice: "The integration's TLS settings cannot be used: check ca_pem.".into(),
-        })
-    })?;
-    match client.post_events(batch.body.clone()).await {
-        Outcome::Delivered { .. } => {
-            let cp = {
-                let s = shared.borrow();
-                let mut cp = s.checkpoint.clone();
-                match batch.kind {
-                    BatchKind::Audit => {
-                        cp.audit_seq = batch.last_seq;
-                        cp.delivered_audit += batch.events;
-                    }
-                    BatchKind::JobsChanged => {
-                        cp.job_seq = batch.last_seq;
-                        cp.delivered_jobs += batch.events;
-                    }
-                    BatchKind::JobsRunning => cp.delivered_jobs += batch.events,
-                }
-                cp.last_success = Some(Utc::now());
-                cp
-            };
-            deps.store
-                .put_checkpoint(&deps.it.account, &deps.it.id, &cp)?;
-            deps.store.flush().await?;
-            let mut s = shared.borrow_mut();
-            s.checkpoint = cp;
-            s.pending = None;
-            s.obs.state = State::Healthy;
-            s.obs.last_error = None;
-            s.obs.retries = 0;
-            log::debug!(
-                "integration {}: delivered {} {} events",
-                deps.it.id,
-                batch.events,
-                batch.source().as_str()
-            );
-            Ok(())
+/// Delivers a batch in as many posts as Splunk needs, never losing an event:
+/// a 413 halves the post size (remembered), an event Splunk refuses as bad data
+/// goes to the dead letters while the others go on, and whatever is left when
+/// Splunk stops answering stays pending, to be re-sent first.
+async fn deliver(
+    deps: &Deps,
+    shared: &RefCell<Shared>,
+    batch: Batch,
+    sent: &mut (usize, usize),
+) -> Result<(), CycleError> {
+    let client = match &deps.client {
+        Ok(c) => c,
+        Err(e) => {
+            shared.borrow_mut().pending = Some(batch);
+            return Err(CycleError::Config(Failure {
+                http_status: None,
+                code: None,
+                text: e.clone(),
+                advice: "The integration's TLS settings cannot be used: check ca_pem.".into(),
+            }));
         }
-        other => Err(CycleError::Failed(
-            other
-                .failure()
-                .cloned()
-                .expect("every outcome but Delivered carries a failure"),
-        )),
+    };
+    let mut rest = batch;
+    // While isolating a bad event that Splunk did not point at: post at most this many.
+    let mut probe: Option<usize> = None;
+    while !rest.is_empty() {
+        let max = shared.borrow().max_post_bytes;
+        let n = rest.fitting(max).min(probe.unwrap_or(usize::MAX));
+        let part = rest.slice(0..n);
+        {
+            let mut s = shared.borrow_mut();
+            s.pending = Some(rest.clone());
+            s.obs.last_attempt = Some(Utc::now());
+        }
+        let outcome = match client.post_events(part.body.clone()).await {
+            Outcome::Delivered { ack_id: Some(id) } if client.acknowledges() => {
+                wait_for_ack(client, id, deps.settings.timeouts).await
+            }
+            Outcome::Delivered { ack_id: None } if client.acknowledges() => {
+                shared.borrow_mut().warning = Some(Failure {
+                    http_status: Some(200),
+                    code: Some(14),
+                    text: "Splunk returned no ackId".into(),
+                    advice: "Indexer acknowledgement is off on this token: turn it on in Splunk or turn it off here. Events are delivered without confirmation meanwhile.".into(),
+                });
+                Outcome::Delivered { ack_id: None }
+            }
+            other => other,
+        };
+        let done = match outcome {
+            Outcome::Delivered { .. } => {
+                probe = None;
+                commit(deps, shared, &part, n, None).await?;
+                n
+            }
+            Outcome::TooLarge(failure) if n == 1 => {
+                let failure = Failure {
+                    advice: format!(
+                        "This event alone ({} bytes) is larger than Splunk accepts (max_content_length); it is kept in the dead letters.",
+                        part.body.len()
+                    ),
+                    ..failure
+                };
+                commit(deps, shared, &part, 1, Some(failure)).await?;
+                1
+            }
+            Outcome::TooLarge(_) => {
+                let smaller = (part.body.len() / 2).max(1);
+                log::info!(
+                    "integration {}: Splunk took no {}-byte post; trying {} bytes",
+                    deps.it.id,
+                    part.body.len(),
+                    smaller
+                );
+                shared.borrow_mut().max_post_bytes = smaller;
+                0
+            }
+            Outcome::Data {
+                failure,
+                invalid_event: Some(i),
+            } if i < n => {
+                // Splunk indexed the events before i; event i is bad; resend after it.
+                probe = None;
+                commit(deps, shared, &part, i + 1, Some(failure)).await?;
+                i + 1
+            }
+            Outcome::Data { failure, .. } if n == 1 => {
+                commit(deps, shared, &part, 1, Some(failure)).await?;
+                1
+            }
+            Outcome::Data { .. } => {
+                probe = Some(n / 2);
+                0
+            }
+            Outcome::Transient { failure, accepted } => {
+                let taken = accepted.filter(|&i| i > 0 && i < n).unwrap_or(0);
+                if taken > 0 {
+                    commit(deps, shared, &part, taken, None).await?;
+                    rest = rest.slice(taken..rest.len());
+                }
+                shared.borrow_mut().pending = Some(rest);
+                return Err(CycleError::Transient(failure));
+            }
+            Outcome::Config(failure) => {
+                shared.borrow_mut().pending = Some(rest);
+                return Err(CycleError::Config(failure));
+            }
+        };
+        if done > 0 {
+            sent.0 += done;
+            sent.1 += rest.slice(0..done).body.len();
+            rest = rest.slice(done..rest.len());
+        }
     }
+    shared.borrow_mut().pending = None;
+    Ok(())
+}
+
+/// Polls Splunk until it confirms batch `id` is indexed; an ack that does not come
+/// in time makes the batch be re-sent (at-least-once, as the log shippers do).
+async fn wait_for_ack(client: &HecClient, id: u64, t: Timeouts) -> Outcome {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        actix_rt::time::sleep(delay.min(t.ack_timeout.saturating_sub(start.elapsed()))).await;
+        delay = (delay * 2).min(t.ack_poll);
+        match client.poll_acks(&[id]).await {
+            AckAnswer::Status(acks) if acks.contains(&(id, true)) => {
+                return Outcome::Delivered { ack_id: Some(id) }
+            }
+            AckAnswer::Status(_) => {}
+            AckAnswer::Failed(config @ Outcome::Config(_)) => return config,
+            AckAnswer::Failed(_) => {}
+        }
+        if start.elapsed() >= t.ack_timeout {
+            return Outcome::Transient {
+                failure: Failure {
+                    http_status: None,
+                    code: None,
+                    text: format!("no indexer acknowledgement within {} s", t.ack_timeout.as_secs()),
+                    advice: "Splunk took the events but did not confirm they were indexed in time; siemsync sends them again. Behind a load balancer, make sure it keeps each channel on one indexer.".into(),
+                },
+                accepted: None,
+            };
+        }
+    }
+}
+
+/// Records that the first `upto` events of `part` are done — delivered, or the last one
+/// dead-lettered with `dead` — moving the checkpoint (the one place that does) and
+/// making it durable before the next post, so a crash repeats at most one post.
+async fn commit(
+    deps: &Deps,
+    shared: &RefCell<Shared>,
+    part: &Batch,
+    upto: usize,
+    dead: Option<Failure>,
+) -> Result<(), CycleError> {
+    let last = part.items[upto - 1];
+    let delivered = (upto - usize::from(dead.is_some())) as u64;
+    let mut cp = shared.borrow().checkpoint.clone();
+    match part.kind {
+        BatchKind::Audit => {
+            cp.audit_seq = last.seq;
+            cp.delivered_audit += delivered;
+        }
+        BatchKind::JobsChanged => {
+            cp.job_seq = last.seq;
+            cp.delivered_jobs += delivered;
+        }
+        BatchKind::JobsRunning => cp.delivered_jobs += delivered,
+    }
+    if delivered > 0 {
+        cp.last_success = Some(Utc::now());
+    }
+    let mut letters = Vec::new();
+    if let Some(reason) = dead {
+        let bytes = part.event(upto - 1);
+        let event = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        log::warn!(
+            "integration {} (account {}): Splunk refused a {} event (HTTP {:?} code {:?}: {}); kept in dead letters",
+            deps.it.id,
+            deps.it.account,
+            part.source().as_str(),
+            reason.http_status,
+            reason.code,
+            reason.text
+        );
+        letters.push(DeadLetter {
+            id: deps.store.next_id()?,
+            at: Utc::now(),
+            source: part.source(),
+            seq: last.seq,
+            reason,
+            event,
+        });
+    }
+    deps.store
+        .commit(&deps.it.account, &deps.it.id, &cp, &letters)?;
+    deps.store.flush().await?;
+    let mut s = shared.borrow_mut();
+    s.checkpoint = cp;
+    if s.warning.is_none() {
+        s.obs.state = State::Healthy;
+        s.obs.last_error = None;
+        s.obs.retries = 0;
+    }
+    Ok(())
 }

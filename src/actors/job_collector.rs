@@ -1,6 +1,6 @@
 //! JobCollector: the only reader of job snapshots, on its own threads like the AuditCollector.
 
-use super::batcher::Batcher;
+use super::batch::Batcher;
 use super::messages::{Batch, BatchKind, CollectChangedJobs, CollectRunningJobs};
 use crate::hec::encode;
 use crate::store::{Store, StoreError};
@@ -26,7 +26,7 @@ impl Handler<CollectChangedJobs> for JobCollector {
 
     fn handle(&mut self, msg: CollectChangedJobs, _: &mut Self::Context) -> Self::Result {
         let r = &msg.request;
-        let mut batch = Batcher::new(BatchKind::JobsChanged, r.max_bytes, msg.after);
+        let mut batch = Batcher::new(BatchKind::JobsChanged, r.max_bytes);
         self.store.jobs_changed_after(&r.account, msg.after, |j| {
             batch.push(j.change_seq, None, |out| {
                 encode::job(out, &r.envelope, &r.account, &j.snapshot, &r.upload_time)
@@ -41,14 +41,14 @@ impl Handler<CollectRunningJobs> for JobCollector {
 
     fn handle(&mut self, msg: CollectRunningJobs, _: &mut Self::Context) -> Self::Result {
         let r = &msg.request;
-        let mut batch = Batcher::new(BatchKind::JobsRunning, r.max_bytes, 0);
+        let mut batch = Batcher::new(BatchKind::JobsRunning, r.max_bytes);
         self.store
             .running_jobs(&r.account, msg.after_job.as_deref(), |j| {
                 if j.change_seq > msg.up_to {
                     return ControlFlow::Continue(());
                 }
                 let job = j.snapshot.job.clone();
-                batch.push(0, Some(&job), |out| {
+                batch.push(j.change_seq, Some(&job), |out| {
                     encode::job(out, &r.envelope, &r.account, &j.snapshot, &r.upload_time)
                 })
             })?;

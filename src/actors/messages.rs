@@ -1,8 +1,9 @@
 //! Every message exchanged between the actors, each with who sends it and when.
 
+pub use super::batch::{Batch, BatchKind};
 use crate::hec::encode::Envelope;
 use crate::hec::response::Failure;
-use crate::model::{AccountId, Integration, Source};
+use crate::model::{AccountId, Integration};
 use crate::store::StoreError;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -83,40 +84,6 @@ pub struct Observation {
     pub retries: u32,
     pub syncing: bool,
     pub next_sync: Option<DateTime<Utc>>,
-}
-
-/// Which part of a source a batch carries; decides how its delivery moves the checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchKind {
-    /// Audit events up to `last_seq`.
-    Audit,
-    /// Jobs changed up to change sequence `last_seq`.
-    JobsChanged,
-    /// Jobs still in progress, re-sent for their progress; moves no cursor.
-    JobsRunning,
-}
-
-/// Encoded events ready to post, and what delivering them means.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    pub kind: BatchKind,
-    pub body: actix_web::web::Bytes,
-    pub events: u64,
-    /// Cursor after this batch (audit sequence or job change sequence).
-    pub last_seq: u64,
-    /// For running jobs: the last job id in the batch, to continue after it.
-    pub last_job: Option<String>,
-    /// Whether the source had more than fitted.
-    pub more: bool,
-}
-
-impl Batch {
-    pub fn source(&self) -> Source {
-        match self.kind {
-            BatchKind::Audit => Source::Audit,
-            _ => Source::Jobs,
-        }
-    }
 }
 
 /// What a batch request asks for; the collectors fill at most `max_bytes`.

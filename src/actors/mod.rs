@@ -2,7 +2,7 @@
 //! and the two collectors that are the only readers of event data.
 
 pub mod audit_collector;
-mod batcher;
+pub mod batch;
 pub mod integration;
 pub mod job_collector;
 pub mod messages;

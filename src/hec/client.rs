@@ -2,7 +2,7 @@
 //! own connection pool), TLS settings and timeouts. Every post is classified
 //! by `response::classify`, the one place that decides what an answer means.
 
-use super::response::{classify, transport_failure, Outcome};
+use super::response::{classify, classify_transport, Failure, Outcome, Transport};
 use super::uri::HecUri;
 use crate::model::Integration;
 use actix_web::web::Bytes;
@@ -15,11 +15,15 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Connect and whole-request limits, from the operator's config.
+/// Connect, request and acknowledgement limits, from the operator's config.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
     pub request: Duration,
+    /// Longest wait between two ack polls.
+    pub ack_poll: Duration,
+    /// When an ack that has not come makes the batch be re-sent.
+    pub ack_timeout: Duration,
 }
 
 /// Largest HEC answer we read; real ones are a few dozen bytes.
@@ -29,6 +33,31 @@ pub struct HecClient {
     client: awc::Client,
     uri: HecUri,
     authorization: String,
+    gzip: bool,
+    /// `X-Splunk-Request-Channel`, when indexer acknowledgement is on.
+    channel: Option<String>,
+}
+
+/// What polling for acknowledgements found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AckAnswer {
+    /// Per ack id: indexed or not yet.
+    Status(Vec<(u64, bool)>),
+    /// The poll itself failed (ack disabled on the token, Splunk unreachable...).
+    Failed(Outcome),
+}
+
+/// What `GET /services/collector/health` said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    /// Answered; `code` is HEC's (17 healthy, 18–20 unhealthy).
+    Answered {
+        status: u16,
+        code: Option<i64>,
+        text: String,
+    },
+    /// No HTTP answer.
+    Unreachable(Outcome),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -117,19 +146,37 @@ impl HecClient {
             client,
             uri: it.hec_uri(),
             authorization: format!("Splunk {}", it.hec_token),
+            gzip: it.gzip,
+            channel: it.indexer_ack.then(|| uuid::Uuid::new_v4().to_string()),
         })
+    }
+
+    pub fn acknowledges(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    fn request(&self, url: String) -> awc::ClientRequest {
+        let mut req = self
+            .client
+            .post(url)
+            .insert_header((header::AUTHORIZATION, self.authorization.as_str()))
+            .insert_header((header::CONTENT_TYPE, "application/json"));
+        if let Some(ch) = &self.channel {
+            req = req.insert_header(("X-Splunk-Request-Channel", ch.as_str()));
+        }
+        req
     }
 
     /// Posts one batch of concatenated event envelopes and classifies the answer.
     pub async fn post_events(&self, body: Bytes) -> Outcome {
-        let sent = self
-            .client
-            .post(self.uri.event_url())
-            .insert_header((header::AUTHORIZATION, self.authorization.as_str()))
-            .insert_header((header::CONTENT_TYPE, "application/json"))
-            .send_body(body)
-            .await;
-        match sent {
+        let mut req = self.request(self.uri.event_url());
+        let body = if self.gzip {
+            req = req.insert_header((header::CONTENT_ENCODING, "gzip"));
+            gzip(&body)
+        } else {
+            body
+        };
+        let outcome = match req.send_body(body).await {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 let answer = resp
@@ -139,9 +186,117 @@ impl HecClient {
                     .unwrap_or_default();
                 classify(status, &answer)
             }
-            Err(e) => Outcome::Transient(transport_failure(&describe(&e))),
+            Err(e) => transport_outcome(&e),
+        };
+        match outcome {
+            // Splunk Cloud answers 404 for a moment during maintenance; if the health
+            // endpoint still answers, this is that moment, not a wrong path.
+            Outcome::Config(f) if f.http_status == Some(404) && f.code.is_none() => match self.health().await {
+                Health::Answered { status: 200, .. } => Outcome::Transient {
+                    failure: Failure {
+                        advice: "Splunk answered 404 while its health endpoint is up (Splunk Cloud maintenance); siemsync retries.".into(),
+                        ..f
+                    },
+                    accepted: None,
+                },
+                _ => Outcome::Config(f),
+            },
+            other => other,
         }
     }
+
+    /// Asks which of `ids` are indexed (indexer acknowledgement).
+    pub async fn poll_acks(&self, ids: &[u64]) -> AckAnswer {
+        let body = serde_json::json!({ "acks": ids }).to_string();
+        match self.request(self.uri.ack_url()).send_body(body).await {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let answer = resp
+                    .body()
+                    .limit(MAX_ANSWER_BYTES)
+                    .await
+                    .unwrap_or_default();
+                if status == 200 {
+                    #[derive(serde::Deserialize)]
+                    struct Acks {
+                        acks: std::collections::HashMap<String, bool>,
+                    }
+                    if let Ok(a) = serde_json::from_slice::<Acks>(&answer) {
+                        return AckAnswer::Status(
+                            a.acks
+                                .iter()
+                                .filter_map(|(k, v)| Some((k.parse().ok()?, *v)))
+                                .collect(),
+                        );
+                    }
+                }
+                AckAnswer::Failed(classify(status.max(400), &answer))
+            }
+            Err(e) => AckAnswer::Failed(transport_outcome(&e)),
+        }
+    }
+
+    /// HEC's health endpoint: is the collector up (it says nothing about the token).
+    pub async fn health(&self) -> Health {
+        match self.client.get(self.uri.health_url()).send().await {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let answer = resp
+                    .body()
+                    .limit(MAX_ANSWER_BYTES)
+                    .await
+                    .unwrap_or_default();
+                #[derive(serde::Deserialize, Default)]
+                struct A {
+                    code: Option<i64>,
+                    text: Option<String>,
+                }
+                let a: A = serde_json::from_slice(&answer).unwrap_or_default();
+                Health::Answered {
+                    status,
+                    code: a.code,
+                    text: a.text.unwrap_or_else(|| format!("HTTP {status}")),
+                }
+            }
+            Err(e) => Health::Unreachable(transport_outcome(&e)),
+        }
+    }
+}
+
+fn gzip(body: &[u8]) -> Bytes {
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    let mut enc = GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default().into()
+}
+
+/// Sorts an awc error into DNS, TLS, timeout or connection trouble.
+fn transport_outcome(e: &awc::error::SendRequestError) -> Outcome {
+    use awc::error::{ConnectError, SendRequestError};
+    let text = describe(e);
+    let kind = match e {
+        SendRequestError::Connect(
+            ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved,
+        ) => Transport::Dns,
+        SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
+            Transport::Timeout
+        }
+        SendRequestError::Connect(ConnectError::Io(io))
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            Transport::Tls
+        }
+        _ if text.contains("certificate") || text.contains("handshake") => Transport::Tls,
+        _ => Transport::Connection,
+    };
+    classify_transport(kind, &text)
 }
 
 /// awc's error with its causes, which is where "certificate" or "refused" appear.

@@ -20,6 +20,8 @@ pub struct Envelope {
 
 pub const AUDIT_SOURCE: &str = "siemsync:audit";
 pub const JOBS_SOURCE: &str = "siemsync:jobs";
+/// The source of the one event a connection test posts, so it is easy to find and to filter out.
+pub const TEST_SOURCE: &str = "siemsync:test";
 
 #[derive(Serialize)]
 struct AuditOut<'a> {
@@ -146,6 +148,26 @@ pub fn job(
         user: &job.user,
     };
     write_envelope(out, env, JOBS_SOURCE, upload_time, &body);
+}
+
+/// The clearly marked event a connection test posts.
+pub fn test_event(
+    out: &mut Vec<u8>,
+    env: &Envelope,
+    account: &AccountId,
+    integration: &str,
+    name: &str,
+    now: &DateTime<Utc>,
+) {
+    let body = serde_json::json!({
+        "message": format!("siemsync connection test: the SIEM integration {name:?} can send events to this Splunk. You can ignore this event."),
+        "test": true,
+        "integration": integration,
+        "account": account,
+        "host": env.host,
+        "time": now,
+    });
+    write_envelope(out, env, TEST_SOURCE, now, &body);
 }
 
 #[cfg(test)]

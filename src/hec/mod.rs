@@ -1,6 +1,7 @@
 //! Talking to Splunk's HTTP Event Collector: URI normalisation, encoding,
 //! the client, and the classification of its answers.
 
+pub mod check;
 pub mod client;
 pub mod encode;
 pub mod response;

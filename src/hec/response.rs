@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Why a post did not deliver, as the status API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// HTTP status, when Splunk answered at all.
     pub http_status: Option<u16>,
@@ -22,8 +22,12 @@ pub struct Failure {
 pub enum Outcome {
     /// HEC took the batch; `ack_id` when indexer acknowledgement is on.
     Delivered { ack_id: Option<u64> },
-    /// Splunk is briefly unable: retry with back-off, nothing is wrong with our data or config.
-    Transient(Failure),
+    /// Splunk is briefly unable: retry with back-off, nothing is wrong with our data or
+    /// config. `accepted`: Splunk stopped part-way and took the events before this one.
+    Transient {
+        failure: Failure,
+        accepted: Option<usize>,
+    },
     /// The customer must change something in Splunk or in the integration.
     Config(Failure),
     /// Splunk refused event `invalid_event` of the batch; those before it were accepted.
@@ -39,7 +43,8 @@ impl Outcome {
     pub fn failure(&self) -> Option<&Failure> {
         match self {
             Outcome::Delivered { .. } => None,
-            Outcome::Transient(f) | Outcome::Config(f) | Outcome::TooLarge(f) => Some(f),
+            Outcome::Config(f) | Outcome::TooLarge(f) => Some(f),
+            Outcome::Transient { failure, .. } => Some(failure),
             Outcome::Data { failure, .. } => Some(failure),
         }
     }
@@ -119,39 +124,55 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
         (404, _) => Outcome::Config(failure(
             "Nothing answers at the HEC path on this server: check the HEC URI (usually https://<your-splunk>:8088, or https://http-inputs-<stack>.splunkcloud.com for Splunk Cloud).".into(),
         )),
-        (408 | 429 | 500..=599, _) => Outcome::Transient(failure(advice(
-            "Splunk is temporarily unable to take events; siemsync retries with back-off.",
-        ))),
+        (408 | 429 | 500..=599, _) => Outcome::Transient {
+            failure: failure(advice(
+                "Splunk is temporarily unable to take events; siemsync retries with back-off.",
+            )),
+            accepted: answer.invalid_event,
+        },
         _ => Outcome::Config(failure(advice(
             "Splunk refused the post; check the integration's HEC URI and token.",
         ))),
     }
 }
 
-/// Classifies a post that got no HTTP answer (refused, DNS, TLS, timeout).
-pub fn transport_failure(error: &str) -> Failure {
-    let lower = error.to_ascii_lowercase();
-    let advice = if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("handshake")
-    {
-        "The TLS connection to Splunk failed: check the certificate of the HEC endpoint, or give your private CA in ca_pem."
-    } else if lower.contains("dns")
-        || lower.contains("resolve")
-        || lower.contains("lookup")
-        || lower.contains("name or service")
-    {
-        "The host name of the HEC URI does not resolve: check the HEC URI."
-    } else if lower.contains("timeout") || lower.contains("timed out") {
-        "Splunk did not answer in time; siemsync retries. Check that the HEC endpoint is reachable and not overloaded."
-    } else {
-        "siemsync could not connect to the HEC URI: check the host and port, and that Splunk's HTTP Event Collector is enabled and reachable."
-    };
-    Failure {
+/// Why a request got no HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The host name does not resolve.
+    Dns,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// Connecting or answering took longer than the configured timeout.
+    Timeout,
+    /// Refused, reset, or closed before answering.
+    Connection,
+}
+
+/// Classifies a request that got no HTTP answer. DNS and TLS failures need the
+/// customer (a wrong host, a certificate); the rest is retried.
+pub fn classify_transport(kind: Transport, error: &str) -> Outcome {
+    let failure = |advice: &str| Failure {
         http_status: None,
         code: None,
         text: error.to_owned(),
         advice: advice.to_owned(),
+    };
+    match kind {
+        Transport::Dns => Outcome::Config(failure(
+            "The host name of the HEC URI does not resolve: check the HEC URI.",
+        )),
+        Transport::Tls => Outcome::Config(failure(
+            "The TLS connection to Splunk failed: the HEC endpoint's certificate is not trusted or not valid for its host name. Use a certificate from a public CA, or give your private CA certificate in ca_pem.",
+        )),
+        Transport::Timeout => Outcome::Transient {
+            failure: failure("Splunk did not answer in time; siemsync retries. Check that the HEC endpoint is reachable and not overloaded."),
+            accepted: None,
+        },
+        Transport::Connection => Outcome::Transient {
+            failure: failure("siemsync could not connect to the HEC URI: check the host and port, and that Splunk's HTTP Event Collector is enabled and reachable. siemsync retries."),
+            accepted: None,
+        },
     }
 }
 
@@ -204,14 +225,28 @@ mod tests {
     fn busy_and_server_errors_are_transient() {
         for status in [408, 429, 500, 502, 503, 504] {
             assert!(
-                matches!(classify(status, b"oops"), Outcome::Transient(_)),
+                matches!(
+                    classify(status, b"oops"),
+                    Outcome::Transient { accepted: None, .. }
+                ),
                 "{status}"
             );
         }
-        let Outcome::Transient(f) = classify(503, &body(9, "Server is busy")) else {
+        let Outcome::Transient { failure, .. } = classify(503, &body(9, "Server is busy")) else {
             panic!()
         };
-        assert!(f.advice.contains("queueSize"));
+        assert!(failure.advice.contains("queueSize"));
+        let partial = classify(
+            503,
+            br#"{"text":"Server is busy","code":9,"invalid-event-number":4}"#,
+        );
+        assert!(matches!(
+            partial,
+            Outcome::Transient {
+                accepted: Some(4),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -232,14 +267,20 @@ mod tests {
 
     #[test]
     fn transport_failures_say_what_to_check() {
-        assert!(transport_failure("Connection refused (os error 111)")
-            .advice
-            .contains("could not connect"));
-        assert!(transport_failure("invalid peer certificate: UnknownIssuer")
-            .advice
-            .contains("TLS"));
-        assert!(transport_failure("Timeout while waiting for response")
-            .advice
-            .contains("in time"));
+        let refused =
+            classify_transport(Transport::Connection, "Connection refused (os error 111)");
+        assert!(
+            matches!(&refused, Outcome::Transient { failure, .. } if failure.advice.contains("could not connect"))
+        );
+        let tls = classify_transport(Transport::Tls, "invalid peer certificate: UnknownIssuer");
+        assert!(matches!(&tls, Outcome::Config(f) if f.advice.contains("ca_pem")));
+        assert!(matches!(
+            classify_transport(Transport::Dns, "no such host"),
+            Outcome::Config(_)
+        ));
+        assert!(matches!(
+            classify_transport(Transport::Timeout, "t"),
+            Outcome::Transient { .. }
+        ));
     }
 }

@@ -6,8 +6,12 @@ use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
 use crate::actors::messages::{Observe, Remove, State, SyncNow, Upsert};
+use crate::config::Config;
+use crate::hec::check::{check_connection, ConnectionReport};
+use crate::hec::client::HecClient;
 use crate::model::fields::parse_object;
 use crate::model::{AccountId, Integration, IntegrationChange, Source};
+use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
@@ -38,10 +42,36 @@ fn lookup(
         .ok_or_else(|| ApiError::not_found("integration"))
 }
 
-/// Stores an integration and tells the Supervisor, so its actor (re)starts without a process restart.
-async fn save(state: &AppState, it: &Integration) -> Result<(), ApiError> {
+/// Stores an integration and tells the Supervisor, so its actor (re)starts without a
+/// process restart. A new destination or token is tested at once, in the background.
+async fn save(
+    state: &AppState,
+    it: &Integration,
+    old: Option<&Integration>,
+) -> Result<(), ApiError> {
     state.store.put_integration(it)?;
     state.store.flush().await?;
+    let destination_changed = old.is_none_or(|o| {
+        (
+            &o.hec_uri,
+            &o.hec_token,
+            o.tls_verify,
+            &o.ca_pem,
+            o.indexer_ack,
+        ) != (
+            &it.hec_uri,
+            &it.hec_token,
+            it.tls_verify,
+            &it.ca_pem,
+            it.indexer_ack,
+        )
+    });
+    if destination_changed {
+        let (it, store, config) = (it.clone(), state.store.clone(), state.config.clone());
+        actix_web::rt::spawn(async move {
+            let _ = test_and_keep(&store, &config, &it).await;
+        });
+    }
     let active = it.enabled && feature_on(state, &it.account)?;
     state
         .supervisor
@@ -91,7 +121,7 @@ pub async fn create(
     let it = change_body(&state, body)
         .await?
         .create(account, Utc::now(), state.policy())?;
-    save(&state, &it).await?;
+    save(&state, &it, None).await?;
     log::info!("integration {} created for account {}", it.id, it.account);
     Ok(HttpResponse::Created().json(it.to_view()))
 }
@@ -114,7 +144,7 @@ pub async fn replace(
     let it = change_body(&state, body)
         .await?
         .replace(&old, Utc::now(), state.policy())?;
-    save(&state, &it).await?;
+    save(&state, &it, Some(&old)).await?;
     Ok(HttpResponse::Ok().json(it.to_view()))
 }
 
@@ -128,7 +158,7 @@ pub async fn patch(
     let it = change_body(&state, body)
         .await?
         .apply(&old, Utc::now(), state.policy())?;
-    save(&state, &it).await?;
+    save(&state, &it, Some(&old)).await?;
     Ok(HttpResponse::Ok().json(it.to_view()))
 }
 
@@ -160,6 +190,57 @@ pub async fn sync_now(
             "the integration is not running: turn on its Enable toggle (and the account's SIEM feature) first",
         ))
     }
+}
+
+/// Runs a connection test and keeps its report for the status.
+async fn test_and_keep(
+    store: &Store,
+    config: &Config,
+    it: &Integration,
+) -> Result<ConnectionReport, ApiError> {
+    let report = match HecClient::new(it, config.timeouts()) {
+        Ok(client) => check_connection(&client, it, &config.host).await,
+        Err(e) => ConnectionReport {
+            ok: false,
+            checked_at: Utc::now(),
+            summary: format!("The integration's TLS settings cannot be used: {e}"),
+            steps: Vec::new(),
+        },
+    };
+    match store.put_connection_report(&it.account, &it.id, &report) {
+        Ok(()) | Err(StoreError::Gone) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(report)
+}
+
+/// `POST …/test`: checks the HEC URI and token now and says what works and what does not.
+pub async fn test(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+) -> Result<HttpResponse, ApiError> {
+    let it = lookup(&state, &caller, &path)?;
+    let report = test_and_keep(&state.store, &state.config, &it).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+#[derive(serde::Deserialize)]
+pub struct DeadLetterQuery {
+    limit: Option<usize>,
+}
+
+/// `GET …/dead-letters`: events Splunk refused as bad data, newest first, with the reason.
+pub async fn dead_letters(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+    query: web::Query<DeadLetterQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let it = lookup(&state, &caller, &path)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let (total, letters) = state.store.dead_letters(&it.id, limit)?;
+    Ok(HttpResponse::Ok().json(json!({"total": total, "dead_letters": letters})))
 }
 
 pub async fn status(
@@ -212,5 +293,7 @@ pub async fn status(
             "oldest_age_secs": oldest.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
         },
         "next_sync": obs.as_ref().and_then(|o| o.next_sync),
+        "dead_letters": state.store.dead_letters(&it.id, 0)?.0,
+        "connection_test": state.store.connection_report(&it.id)?,
     })))
 }

@@ -73,8 +73,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
     let path_errors = web::PathConfig::default()
         .error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
+    let query_errors = web::QueryConfig::default()
+        .error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
     cfg.app_data(json_errors)
         .app_data(path_errors)
+        .app_data(query_errors)
         .route("/healthz", web::get().to(healthz))
         .service(
             web::scope("/api/v1/accounts/{account}")

@@ -43,8 +43,15 @@ pub struct Integration {
     pub tls_verify: bool,
     pub ca_pem: Option<String>,
     pub indexer_ack: bool,
+    /// Gzip request bodies (`Content-Encoding: gzip`); on unless a proxy in between cannot take it.
+    #[serde(default = "yes")]
+    pub gzip: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What the operator's config allows integrations to ask for.
@@ -65,6 +72,7 @@ pub struct IntegrationChange {
     tls_verify: Option<bool>,
     ca_pem: Option<Option<String>>,
     indexer_ack: Option<bool>,
+    gzip: Option<bool>,
 }
 
 impl IntegrationChange {
@@ -150,6 +158,7 @@ impl IntegrationChange {
             None => explicit_null(&f, "ca_pem"),
         };
         let indexer_ack = f.bool("indexer_ack")?;
+        let gzip = f.bool("gzip")?;
         for read_only in ["id", "created_at", "updated_at", "account"] {
             // Echoing back a GET response is fine; changing these is not possible.
             f.get(read_only);
@@ -165,6 +174,7 @@ impl IntegrationChange {
             tls_verify,
             ca_pem,
             indexer_ack,
+            gzip,
         })
     }
 
@@ -192,6 +202,7 @@ impl IntegrationChange {
             tls_verify: self.tls_verify.unwrap_or(true),
             ca_pem: self.ca_pem.flatten(),
             indexer_ack: self.indexer_ack.unwrap_or(false),
+            gzip: self.gzip.unwrap_or(true),
             created_at: now,
             updated_at: now,
         };
@@ -256,6 +267,9 @@ impl IntegrationChange {
         if let Some(v) = self.indexer_ack {
             it.indexer_ack = v;
         }
+        if let Some(v) = self.gzip {
+            it.gzip = v;
+        }
         it.updated_at = now;
         it.check(policy)?;
         Ok(it)
@@ -274,12 +288,6 @@ impl Integration {
             return Err(field(
                 "tls_verify",
                 "cannot be false on this service: the operator does not allow unverified TLS; give your CA certificate in ca_pem instead",
-            ));
-        }
-        if self.indexer_ack {
-            return Err(field(
-                "indexer_ack",
-                "is not available yet: turn indexer acknowledgement off for this token in Splunk and leave this false",
             ));
         }
         Ok(())
@@ -319,6 +327,7 @@ impl Integration {
             "tls_verify": self.tls_verify,
             "ca_pem": self.ca_pem,
             "indexer_ack": self.indexer_ack,
+            "gzip": self.gzip,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         })
@@ -378,7 +387,7 @@ mod tests {
     fn an_integration_is_created_from_the_product_page_fields() {
         let it = create(good()).unwrap();
         assert_eq!(it.sources, vec![Source::Audit, Source::Jobs]);
-        assert!(it.tls_verify && it.enabled && !it.indexer_ack);
+        assert!(it.tls_verify && it.enabled && !it.indexer_ack && it.gzip);
         let view = it.to_view();
         assert_eq!(view["hec_token"], "****6789");
         assert!(!view.to_string().contains("11111111-2222"));

@@ -64,3 +64,17 @@ pub fn account_integrations(account: &AccountId) -> Vec<u8> {
 pub fn checkpoint(id: &Uuid) -> Vec<u8> {
     format!("cp/{id}").into_bytes()
 }
+
+pub fn dead_letters(integration: &Uuid) -> Vec<u8> {
+    format!("dl/{integration}/").into_bytes()
+}
+
+pub fn dead_letter(integration: &Uuid, id: u64) -> Vec<u8> {
+    let mut k = dead_letters(integration);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn connection_report(integration: &Uuid) -> Vec<u8> {
+    format!("test/{integration}").into_bytes()
+}

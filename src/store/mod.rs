@@ -8,7 +8,7 @@ mod keys;
 mod registry;
 
 pub use events::{Heads, IngestOutcome, StoredJob};
-pub use registry::{Account, Checkpoint};
+pub use registry::{Account, Checkpoint, DeadLetter};
 
 use flusher::Flusher;
 use std::path::Path;

@@ -1,7 +1,9 @@
 //! Accounts, integrations and checkpoints.
 
 use super::{decode, encode, keys, Store, StoreError};
-use crate::model::{AccountId, Integration};
+use crate::hec::check::ConnectionReport;
+use crate::hec::response::Failure;
+use crate::model::{AccountId, Integration, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError as Abort;
@@ -24,6 +26,20 @@ pub struct Checkpoint {
     pub delivered_audit: u64,
     pub delivered_jobs: u64,
     pub last_success: Option<DateTime<Utc>>,
+}
+
+/// An event Splunk refused as bad data: kept, with the reason, instead of blocking
+/// the events behind it or being dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub at: DateTime<Utc>,
+    pub source: Source,
+    /// The event's audit sequence or job change sequence.
+    pub seq: u64,
+    pub reason: Failure,
+    /// The event exactly as it was posted to HEC.
+    pub event: serde_json::Value,
 }
 
 impl Store {
@@ -79,7 +95,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes an integration and its checkpoint together.
+    /// Removes an integration with its checkpoint, then its dead letters.
     pub fn delete_integration(&self, account: &AccountId, id: &Uuid) -> Result<bool, StoreError> {
         let ikey = keys::integration(account, id);
         let ckey = keys::checkpoint(id);
@@ -88,6 +104,17 @@ impl Store {
             tx.remove(ckey.as_slice())?;
             Ok::<_, Abort<StoreError>>(existed)
         })?;
+        let mut batch = sled::Batch::default();
+        batch.remove(keys::connection_report(id));
+        for k in self
+            .inner
+            .registry
+            .scan_prefix(keys::dead_letters(id))
+            .keys()
+        {
+            batch.remove(k?);
+        }
+        self.inner.registry.apply_batch(batch)?;
         Ok(existed)
     }
 
@@ -99,24 +126,89 @@ impl Store {
         }
     }
 
-    /// Stores a checkpoint only while its integration still exists, so an actor
-    /// finishing a post after a delete cannot leave an orphan behind.
-    pub fn put_checkpoint(
+    /// A fresh id for a dead letter, increasing over time.
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.generate_id()?)
+    }
+
+    /// Moves a checkpoint and stores the dead letters it skips, together, and only
+    /// while the integration still exists: an actor finishing a post after a delete
+    /// cannot leave an orphan behind, and an event is never skipped without being kept.
+    pub fn commit(
         &self,
         account: &AccountId,
         id: &Uuid,
         cp: &Checkpoint,
+        dead: &[DeadLetter],
     ) -> Result<(), StoreError> {
         let ikey = keys::integration(account, id);
         let ckey = keys::checkpoint(id);
         let bytes = encode(cp);
+        let dead: Vec<(Vec<u8>, Vec<u8>)> = dead
+            .iter()
+            .map(|d| (keys::dead_letter(id, d.id), encode(d)))
+            .collect();
         self.inner.registry.transaction(|tx| {
             if tx.get(ikey.as_slice())?.is_none() {
                 return Err(Abort::Abort(StoreError::Gone));
             }
             tx.insert(ckey.as_slice(), bytes.as_slice())?;
+            for (k, v) in &dead {
+                tx.insert(k.as_slice(), v.as_slice())?;
+            }
             Ok(())
         })?;
         Ok(())
+    }
+
+    /// Keeps the outcome of the latest connection test, for the status.
+    pub fn put_connection_report(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        report: &ConnectionReport,
+    ) -> Result<(), StoreError> {
+        let ikey = keys::integration(account, id);
+        let rkey = keys::connection_report(id);
+        let bytes = encode(report);
+        self.inner.registry.transaction(|tx| {
+            if tx.get(ikey.as_slice())?.is_none() {
+                return Err(Abort::Abort(StoreError::Gone));
+            }
+            tx.insert(rkey.as_slice(), bytes.as_slice())?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub fn connection_report(&self, id: &Uuid) -> Result<Option<ConnectionReport>, StoreError> {
+        let key = keys::connection_report(id);
+        match self.inner.registry.get(&key)? {
+            Some(v) => Ok(Some(decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// How many dead letters an integration has, and the newest `limit` of them, newest first.
+    pub fn dead_letters(
+        &self,
+        id: &Uuid,
+        limit: usize,
+    ) -> Result<(usize, Vec<DeadLetter>), StoreError> {
+        let mut total = 0;
+        let mut newest = Vec::new();
+        for kv in self
+            .inner
+            .registry
+            .scan_prefix(keys::dead_letters(id))
+            .rev()
+        {
+            let (k, v) = kv?;
+            total += 1;
+            if newest.len() < limit {
+                newest.push(decode(&k, &v)?);
+            }
+        }
+        Ok((total, newest))
     }
 }

@@ -28,6 +28,20 @@ pub enum Behaviour {
     Hang,
     /// Answer normally after a delay.
     Slow(Duration),
+    /// Take the first `n` events of each post, then answer 503 "Server is busy"
+    /// with `invalid-event-number` n, as Splunk does when its queue fills mid-post.
+    BusyAfter(usize),
+}
+
+/// How the server answers indexer-acknowledgement polls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AckMode {
+    /// Indexed by the first poll.
+    Immediate,
+    /// Indexed once this many polls asked about it.
+    AfterPolls(u32),
+    /// Never confirmed (a lost ack): the client must re-send.
+    Never,
 }
 
 /// The Splunk-side settings of the test server.
@@ -41,6 +55,15 @@ pub struct HecServerConfig {
     pub indexes: Option<Vec<String>>,
     /// `max_content_length`: larger bodies get 413.
     pub max_content_length: usize,
+    /// Tokens with indexer acknowledgement (`useACK`) on: they need a channel.
+    pub ack_tokens: Vec<String>,
+    pub ack_mode: AckMode,
+    /// An event whose JSON contains one of these strings is refused as invalid data
+    /// (code 6), as Splunk refuses an event it cannot index.
+    pub reject_events_containing: Vec<String>,
+    /// Whether a refusal names the bad event (`invalid-event-number`), as Splunk does.
+    /// Without it nothing of the post is taken.
+    pub name_invalid_event: bool,
 }
 
 impl HecServerConfig {
@@ -50,6 +73,10 @@ impl HecServerConfig {
             disabled_tokens: Vec::new(),
             indexes: None,
             max_content_length: 800 * 1024 * 1024,
+            ack_tokens: Vec::new(),
+            ack_mode: AckMode::Immediate,
+            reject_events_containing: Vec::new(),
+            name_invalid_event: true,
         }
     }
 }
@@ -62,12 +89,18 @@ pub struct Post {
     pub bytes: usize,
     /// Events accepted from this post.
     pub accepted: usize,
+    /// Whether the body came gzip-encoded.
+    pub gzip: bool,
 }
 
 #[derive(Default)]
 struct Recorded {
     events: Vec<Value>,
     posts: Vec<Post>,
+    /// Per channel: the next ack id, and ack id → polls so far (removed once confirmed).
+    channels: std::collections::HashMap<String, (u64, std::collections::HashMap<u64, u32>)>,
+    acks_confirmed: usize,
+    ack_polls: usize,
 }
 
 struct Shared {
@@ -160,6 +193,12 @@ impl HecServer {
     pub fn posts(&self) -> Vec<Post> {
         lock(&self.shared.recorded).posts.clone()
     }
+
+    /// Acknowledgements confirmed to the client, and polls answered.
+    pub fn acks(&self) -> (usize, usize) {
+        let r = lock(&self.shared.recorded);
+        (r.acks_confirmed, r.ack_polls)
+    }
 }
 
 impl Drop for HecServer {
@@ -193,6 +232,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                 _ => hec(200, 17, "HEC is healthy"),
             }
         }
+        ("POST", "/services/collector/ack") => return answer_ack(&req, &body, &shared),
         (
             "POST",
             "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0",
@@ -205,46 +245,146 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         }
         Behaviour::Slow(d) => actix_rt::time::sleep(d).await,
         Behaviour::Fail { status, code, text } => {
-            record(&shared, status, body.len(), Vec::new());
+            record(&shared, status, body.len(), false, Vec::new());
             return hec(status, code, &text);
         }
-        Behaviour::Normal => {}
+        Behaviour::Normal | Behaviour::BusyAfter(_) => {}
     }
-    let (status, resp, accepted) = check_post(&req, &body, &lock(&shared.config));
-    record(&shared, status, body.len(), accepted);
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    let config = lock(&shared.config).clone();
+    let (status, resp, mut accepted) = match check_post(&req, &body, &config) {
+        Ok(()) => check_events(&req, &body, gzip, &config),
+        Err(rejected) => rejected,
+    };
+    let (status, resp) = match behaviour {
+        Behaviour::BusyAfter(n) if status == 200 && accepted.len() > n => {
+            accepted.truncate(n);
+            (503, hec_at(503, 9, "Server is busy", n))
+        }
+        _ => (status, resp),
+    };
+    let resp = if status == 200 {
+        with_ack(&req, &shared, resp)
+    } else {
+        resp
+    };
+    record(&shared, status, body.len(), gzip, accepted);
     resp
 }
 
-fn record(shared: &Shared, status: u16, bytes: usize, accepted: Vec<Value>) {
+fn token_of(req: &HttpRequest) -> Result<&str, (u16, HttpResponse, Vec<Value>)> {
+    let reject = |status: u16, code: i64, text: &str| (status, hec(status, code, text), Vec::new());
+    match req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => Err(reject(401, 2, "Token is required")),
+        Some(a) => a
+            .strip_prefix("Splunk ")
+            .ok_or_else(|| reject(401, 3, "Invalid authorization")),
+    }
+}
+
+fn channel_of(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("x-splunk-request-channel")
+        .and_then(|v| v.to_str().ok())
+}
+
+/// With acknowledgement on for the token, a success carries the channel's next ack id.
+fn with_ack(req: &HttpRequest, shared: &Shared, resp: HttpResponse) -> HttpResponse {
+    let config = lock(&shared.config);
+    let Ok(token) = token_of(req) else {
+        return resp;
+    };
+    if !config.ack_tokens.iter().any(|t| t == token) {
+        return resp;
+    }
+    let channel = channel_of(req).unwrap_or_default().to_owned();
+    let mut r = lock(&shared.recorded);
+    let (next, pending) = r.channels.entry(channel).or_default();
+    let id = *next;
+    *next += 1;
+    pending.insert(id, 0);
+    HttpResponse::Ok().json(json!({"text": "Success", "code": 0, "ackId": id}))
+}
+
+fn answer_ack(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpResponse {
+    let config = lock(&shared.config).clone();
+    let token = match token_of(req) {
+        Ok(t) => t,
+        Err((_, resp, _)) => return resp,
+    };
+    if !config.tokens.iter().any(|t| t == token) {
+        return hec(403, 4, "Invalid token");
+    }
+    if !config.ack_tokens.iter().any(|t| t == token) {
+        return hec(400, 14, "ACK is disabled");
+    }
+    let Some(channel) = channel_of(req) else {
+        return hec(400, 10, "Data channel is missing");
+    };
+    #[derive(serde::Deserialize)]
+    struct Query {
+        acks: Vec<u64>,
+    }
+    let Ok(q) = serde_json::from_slice::<Query>(body) else {
+        return hec(400, 6, "Invalid data format");
+    };
+    let mut r = lock(&shared.recorded);
+    r.ack_polls += 1;
+    let mut confirmed = 0;
+    let mut out = serde_json::Map::new();
+    if let Some((_, pending)) = r.channels.get_mut(channel) {
+        for id in q.acks {
+            let done = match pending.get_mut(&id) {
+                None => false,
+                Some(polls) => {
+                    *polls += 1;
+                    match config.ack_mode {
+                        AckMode::Immediate => true,
+                        AckMode::AfterPolls(n) => *polls >= n,
+                        AckMode::Never => false,
+                    }
+                }
+            };
+            if done {
+                // Splunk forgets an ack id once it has reported it true.
+                pending.remove(&id);
+                confirmed += 1;
+            }
+            out.insert(id.to_string(), Value::Bool(done));
+        }
+    }
+    r.acks_confirmed += confirmed;
+    HttpResponse::Ok().json(json!({ "acks": out }))
+}
+
+fn record(shared: &Shared, status: u16, bytes: usize, gzip: bool, accepted: Vec<Value>) {
     let mut r = lock(&shared.recorded);
     r.posts.push(Post {
         at: Instant::now(),
         status,
         bytes,
         accepted: accepted.len(),
+        gzip,
     });
     r.events.extend(accepted);
 }
 
-/// Splunk's checks, in Splunk's order: auth, size, then each event. Events before
-/// the first bad one are accepted, as Splunk indexes them.
+/// Splunk's checks before it reads any event: the token, then the size and channel.
 fn check_post(
     req: &HttpRequest,
     body: &[u8],
     config: &HecServerConfig,
-) -> (u16, HttpResponse, Vec<Value>) {
-    let reject = |status: u16, code: i64, text: &str| (status, hec(status, code, text), Vec::new());
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    let token = match auth {
-        None => return reject(401, 2, "Token is required"),
-        Some(a) => match a.strip_prefix("Splunk ") {
-            Some(t) => t,
-            None => return reject(401, 3, "Invalid authorization"),
-        },
-    };
+) -> Result<(), (u16, HttpResponse, Vec<Value>)> {
+    let reject =
+        |status: u16, code: i64, text: &str| Err((status, hec(status, code, text), Vec::new()));
+    let token = token_of(req)?;
     if config.disabled_tokens.iter().any(|t| t == token) {
         return reject(403, 1, "Token disabled");
     }
@@ -252,18 +392,56 @@ fn check_post(
         return reject(403, 4, "Invalid token");
     }
     if body.len() > config.max_content_length {
-        return (
+        return Err((
             413,
             HttpResponse::PayloadTooLarge()
                 .body("Content-Length of request exceeds max_content_length"),
             Vec::new(),
-        );
+        ));
     }
-    if let Some(enc) = req.headers().get("content-encoding") {
-        if enc.as_bytes() != b"identity" {
-            return reject(400, 6, "Invalid data format");
+    if config.ack_tokens.iter().any(|t| t == token) {
+        match channel_of(req) {
+            None => return reject(400, 10, "Data channel is missing"),
+            Some(c) if uuid::Uuid::parse_str(c).is_err() => {
+                return reject(400, 11, "Invalid data channel")
+            }
+            Some(_) => {}
         }
     }
+    Ok(())
+}
+
+/// Splunk's checks of each event. Events before the first bad one are accepted, as
+/// Splunk indexes them.
+fn check_events(
+    req: &HttpRequest,
+    body: &[u8],
+    gzip: bool,
+    config: &HecServerConfig,
+) -> (u16, HttpResponse, Vec<Value>) {
+    let reject = |status: u16, code: i64, text: &str| (status, hec(status, code, text), Vec::new());
+    let decoded;
+    let body = if gzip {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let limit = config.max_content_length as u64 * 4;
+        if flate2::read::GzDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return reject(400, 6, "Invalid data format");
+        }
+        decoded = out;
+        &decoded[..]
+    } else {
+        match req.headers().get("content-encoding") {
+            Some(enc) if enc.as_bytes() != b"identity" => {
+                return reject(400, 6, "Invalid data format")
+            }
+            _ => body,
+        }
+    };
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return reject(400, 5, "No data");
     }
@@ -273,7 +451,11 @@ fn check_post(
         .enumerate()
     {
         let bad = |code: i64, text: &str, accepted: Vec<Value>| {
-            (400, hec_at(400, code, text, i), accepted)
+            if config.name_invalid_event {
+                (400, hec_at(400, code, text, i), accepted)
+            } else {
+                (400, hec(400, code, text), Vec::new())
+            }
         };
         let Ok(Value::Object(obj)) = item else {
             return bad(6, "Invalid data format", accepted);
@@ -313,6 +495,16 @@ fn check_post(
         if let (Some(allowed), Some(Value::String(index))) = (&config.indexes, obj.get("index")) {
             if !allowed.contains(index) {
                 return bad(7, "Incorrect index", accepted);
+            }
+        }
+        if !config.reject_events_containing.is_empty() {
+            let text = Value::Object(obj.clone()).to_string();
+            if config
+                .reject_events_containing
+                .iter()
+                .any(|m| text.contains(m.as_str()))
+            {
+                return bad(6, "Invalid data format", accepted);
             }
         }
         accepted.push(Value::Object(obj));

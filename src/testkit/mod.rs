@@ -3,4 +3,4 @@
 
 pub mod hec_server;
 
-pub use hec_server::{Behaviour, HecServer, HecServerConfig};
+pub use hec_server::{AckMode, Behaviour, HecServer, HecServerConfig};
