@@ -220,7 +220,7 @@ async fn catch_up_delivers_everything_after_outage_once_and_in_order() {
 
     hec.set_behaviour(Behaviour::Fail {
         status: 503,
-        code: 9,
+        code: Some(9),
         text: "Server is busy".into(),
     });
     let failed_posts = |h: &HecServer| h.posts().iter().filter(|p| p.status == 503).count();

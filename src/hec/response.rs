@@ -250,6 +250,39 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_code_has_its_class() {
+        for code in [6, 12, 13, 15] {
+            assert!(
+                matches!(classify(400, &body(code, "x")), Outcome::Data { .. }),
+                "{code}"
+            );
+        }
+        for code in [1, 2, 3, 4, 7, 10, 14, 16] {
+            assert!(
+                matches!(classify(400, &body(code, "x")), Outcome::Config(_)),
+                "{code}"
+            );
+        }
+        // Codes nobody listed: by HTTP status, with Splunk's text shown.
+        let Outcome::Config(f) = classify(400, &body(99, "Something new")) else {
+            panic!()
+        };
+        assert_eq!(f.text, "Something new");
+        assert!(matches!(
+            classify(503, &body(99, "x")),
+            Outcome::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(201, &body(99, "x")),
+            Outcome::Delivered { .. }
+        ));
+        let Outcome::Config(f) = classify(400, &body(11, "Invalid data channel")) else {
+            panic!()
+        };
+        assert!(f.advice.contains("siemsync fault"));
+    }
+
+    #[test]
     fn data_errors_point_at_the_bad_event() {
         let o = classify(
             400,

@@ -98,6 +98,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/integrations/{id}/sync",
                     web::post().to(integrations::sync_now),
+                )
+                .route(
+                    "/integrations/{id}/test",
+                    web::post().to(integrations::test),
+                )
+                .route(
+                    "/integrations/{id}/dead-letters",
+                    web::get().to(integrations::dead_letters),
                 ),
         )
         .default_service(web::to(no_route));

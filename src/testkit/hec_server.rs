@@ -21,7 +21,7 @@ pub enum Behaviour {
     /// Answer every post with this status and HEC code (nothing is accepted).
     Fail {
         status: u16,
-        code: i64,
+        code: Option<i64>,
         text: String,
     },
     /// Accept the connection and never answer.
@@ -116,6 +116,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A running test server on 127.0.0.1; stops when dropped.
 pub struct HecServer {
     pub addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     system: actix_rt::System,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -128,6 +129,30 @@ impl HecServer {
     }
 
     pub fn start_with(config: HecServerConfig) -> HecServer {
+        Self::start_inner(config, None)
+    }
+
+    /// A server that speaks HTTPS with this certificate chain and key (PEM).
+    pub fn start_tls(config: HecServerConfig, cert_chain_pem: &str, key_pem: &str) -> HecServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("test certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("test key PEM");
+        let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("test certificate and key");
+        Self::start_inner(config, Some(tls))
+    }
+
+    fn start_inner(config: HecServerConfig, tls: Option<rustls::ServerConfig>) -> HecServer {
+        let is_tls = tls.is_some();
         let shared = Arc::new(Shared {
             config: Mutex::new(config),
             behaviour: Mutex::new(Behaviour::Normal),
@@ -146,8 +171,11 @@ impl HecServer {
                 })
                 .workers(1)
                 .disable_signals()
-                .shutdown_timeout(0)
-                .bind(("127.0.0.1", 0))?;
+                .shutdown_timeout(0);
+                let server = match tls {
+                    Some(tls) => server.bind_rustls_0_23(("127.0.0.1", 0), tls)?,
+                    None => server.bind(("127.0.0.1", 0))?,
+                };
                 let addr = server.addrs()[0];
                 actix_rt::spawn(server.run());
                 Ok::<_, std::io::Error>(addr)
@@ -161,15 +189,17 @@ impl HecServer {
             .expect("test HEC server could not bind 127.0.0.1");
         HecServer {
             addr,
+            tls: is_tls,
             shared,
             system,
             thread: Some(thread),
         }
     }
 
-    /// `http://127.0.0.1:port`: what an integration's `hec_uri` is set to.
+    /// `http(s)://127.0.0.1:port`: what an integration's `hec_uri` is set to.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn set_behaviour(&self, b: Behaviour) {
@@ -246,7 +276,13 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         Behaviour::Slow(d) => actix_rt::time::sleep(d).await,
         Behaviour::Fail { status, code, text } => {
             record(&shared, status, body.len(), false, Vec::new());
-            return hec(status, code, &text);
+            return match code {
+                Some(code) => hec(status, code, &text),
+                None => HttpResponse::build(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                )
+                .body(text),
+            };
         }
         Behaviour::Normal | Behaviour::BusyAfter(_) => {}
     }
@@ -255,10 +291,11 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes() == b"gzip");
     let config = lock(&shared.config).clone();
-    let (status, resp, mut accepted) = match check_post(&req, &body, &config) {
+    let (resp, mut accepted) = match check_post(&req, &body, &config) {
         Ok(()) => check_events(&req, &body, gzip, &config),
-        Err(rejected) => rejected,
+        Err(refusal) => (refusal.response(), Vec::new()),
     };
+    let status = resp.status().as_u16();
     let (status, resp) = match behaviour {
         Behaviour::BusyAfter(n) if status == 200 && accepted.len() > n => {
             accepted.truncate(n);
@@ -275,17 +312,31 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     resp
 }
 
-fn token_of(req: &HttpRequest) -> Result<&str, (u16, HttpResponse, Vec<Value>)> {
-    let reject = |status: u16, code: i64, text: &str| (status, hec(status, code, text), Vec::new());
+/// A refusal before any event is read: HTTP status, and HEC's code (none for a bare 413) and text.
+struct Refusal(u16, Option<i64>, &'static str);
+
+impl Refusal {
+    fn response(&self) -> HttpResponse {
+        match self.1 {
+            Some(code) => hec(self.0, code, self.2),
+            None => {
+                HttpResponse::build(StatusCode::from_u16(self.0).unwrap_or(StatusCode::BAD_REQUEST))
+                    .body(self.2)
+            }
+        }
+    }
+}
+
+fn token_of(req: &HttpRequest) -> Result<&str, Refusal> {
     match req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
     {
-        None => Err(reject(401, 2, "Token is required")),
+        None => Err(Refusal(401, Some(2), "Token is required")),
         Some(a) => a
             .strip_prefix("Splunk ")
-            .ok_or_else(|| reject(401, 3, "Invalid authorization")),
+            .ok_or(Refusal(401, Some(3), "Invalid authorization")),
     }
 }
 
@@ -317,7 +368,7 @@ fn answer_ack(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpResponse {
     let config = lock(&shared.config).clone();
     let token = match token_of(req) {
         Ok(t) => t,
-        Err((_, resp, _)) => return resp,
+        Err(refusal) => return refusal.response(),
     };
     if !config.tokens.iter().any(|t| t == token) {
         return hec(403, 4, "Invalid token");
@@ -377,13 +428,9 @@ fn record(shared: &Shared, status: u16, bytes: usize, gzip: bool, accepted: Vec<
 }
 
 /// Splunk's checks before it reads any event: the token, then the size and channel.
-fn check_post(
-    req: &HttpRequest,
-    body: &[u8],
-    config: &HecServerConfig,
-) -> Result<(), (u16, HttpResponse, Vec<Value>)> {
+fn check_post(req: &HttpRequest, body: &[u8], config: &HecServerConfig) -> Result<(), Refusal> {
     let reject =
-        |status: u16, code: i64, text: &str| Err((status, hec(status, code, text), Vec::new()));
+        |status: u16, code: i64, text: &'static str| Err(Refusal(status, Some(code), text));
     let token = token_of(req)?;
     if config.disabled_tokens.iter().any(|t| t == token) {
         return reject(403, 1, "Token disabled");
@@ -392,11 +439,10 @@ fn check_post(
         return reject(403, 4, "Invalid token");
     }
     if body.len() > config.max_content_length {
-        return Err((
+        return Err(Refusal(
             413,
-            HttpResponse::PayloadTooLarge()
-                .body("Content-Length of request exceeds max_content_length"),
-            Vec::new(),
+            None,
+            "Content-Length of request exceeds max_content_length",
         ));
     }
     if config.ack_tokens.iter().any(|t| t == token) {
@@ -418,8 +464,8 @@ fn check_events(
     body: &[u8],
     gzip: bool,
     config: &HecServerConfig,
-) -> (u16, HttpResponse, Vec<Value>) {
-    let reject = |status: u16, code: i64, text: &str| (status, hec(status, code, text), Vec::new());
+) -> (HttpResponse, Vec<Value>) {
+    let reject = |status: u16, code: i64, text: &str| (hec(status, code, text), Vec::new());
     let decoded;
     let body = if gzip {
         use std::io::Read;
@@ -452,9 +498,9 @@ fn check_events(
     {
         let bad = |code: i64, text: &str, accepted: Vec<Value>| {
             if config.name_invalid_event {
-                (400, hec_at(400, code, text, i), accepted)
+                (hec_at(400, code, text, i), accepted)
             } else {
-                (400, hec(400, code, text), Vec::new())
+                (hec(400, code, text), Vec::new())
             }
         };
         let Ok(Value::Object(obj)) = item else {
@@ -509,5 +555,5 @@ fn check_events(
         }
         accepted.push(Value::Object(obj));
     }
-    (200, hec(200, 0, "Success"), accepted)
+    (hec(200, 0, "Success"), accepted)
 }

@@ -277,3 +277,48 @@ pub fn audit_ids(events: &[Value]) -> Vec<String> {
         .map(|e| e["event"]["id"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
+
+/// Polls an integration's status until `pred` holds; returns it, or panics with the last one seen.
+pub async fn status_until(
+    api: &Api,
+    account: &str,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let st = api.status(account, id).await;
+        if pred(&st) {
+            return st;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            panic!("timed out waiting for {what}; last status: {st:#}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates an integration from `body` (name and sources filled in when missing); returns its id.
+pub async fn create_integration(api: &Api, account: &str, mut body: Value) -> String {
+    let o = body.as_object_mut().expect("object");
+    o.entry("name")
+        .or_insert(serde_json::json!(format!("{account} splunk")));
+    o.entry("sources")
+        .or_insert(serde_json::json!(["audit", "jobs"]));
+    o.entry("enabled").or_insert(serde_json::json!(true));
+    let v = api
+        .ok(
+            "POST",
+            &format!("/api/v1/accounts/{account}/integrations"),
+            Some(body),
+        )
+        .await;
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// A port on 127.0.0.1 where nothing listens.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
