@@ -55,6 +55,11 @@ pub struct Config {
     /// How long an acknowledgement may take before the batch is re-sent (`SIEMSYNC_ACK_TIMEOUT_SECS`).
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_secs: u64,
+    /// Whether HEC URIs may lead to loopback, private, link-local or cloud-metadata
+    /// addresses (`SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS`). Off: tenants cannot make
+    /// siemsync post into the operator's own network.
+    #[serde(default)]
+    pub allow_private_destinations: bool,
     /// Whether integrations may set `tls_verify = false` (`SIEMSYNC_ALLOW_INSECURE_TLS`).
     #[serde(default)]
     pub allow_insecure_tls: bool,
@@ -153,6 +158,9 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_ACK_TIMEOUT_SECS") {
             self.ack_timeout_secs = parse("SIEMSYNC_ACK_TIMEOUT_SECS", &v)?;
         }
+        if let Some(v) = env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS") {
+            self.allow_private_destinations = parse("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", &v)?;
+        }
         if let Some(v) = env("SIEMSYNC_ALLOW_INSECURE_TLS") {
             self.allow_insecure_tls = parse("SIEMSYNC_ALLOW_INSECURE_TLS", &v)?;
         }
@@ -217,12 +225,13 @@ impl Config {
         Duration::from_secs(self.sync_interval_secs)
     }
 
-    pub fn timeouts(&self) -> crate::hec::client::Timeouts {
-        crate::hec::client::Timeouts {
+    pub fn client_settings(&self) -> crate::hec::client::ClientSettings {
+        crate::hec::client::ClientSettings {
             connect: Duration::from_secs(self.connect_timeout_secs),
             request: Duration::from_secs(self.request_timeout_secs),
             ack_poll: Duration::from_secs(self.ack_poll_interval_secs),
             ack_timeout: Duration::from_secs(self.ack_timeout_secs),
+            allow_internal: self.allow_private_destinations,
         }
     }
 }
@@ -250,6 +259,7 @@ mod tests {
         assert_eq!(c.sync_interval_secs, 300);
         assert_eq!(c.max_batch_bytes, 1024 * 1024);
         assert!(!c.allow_insecure_tls);
+        assert!(!c.allow_private_destinations);
     }
 
     #[test]

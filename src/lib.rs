@@ -58,7 +58,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         host: config.host.clone(),
         max_batch_bytes: config.max_batch_bytes,
         interval: config.sync_interval(),
-        timeouts: config.timeouts(),
+        client: config.client_settings(),
     };
     let supervisor = Supervisor::new(store.clone(), audit, jobs, settings).start();
     let mut all = Vec::new();

@@ -5,7 +5,7 @@
 use super::audit_collector::AuditCollector;
 use super::job_collector::JobCollector;
 use super::messages::*;
-use crate::hec::client::{AckAnswer, HecClient, Timeouts};
+use crate::hec::client::{AckAnswer, ClientSettings, HecClient};
 use crate::hec::encode::Envelope;
 use crate::hec::response::{Failure, Outcome};
 use crate::model::{Integration, Source};
@@ -22,7 +22,7 @@ pub struct DeliverySettings {
     pub host: String,
     pub max_batch_bytes: usize,
     pub interval: Duration,
-    pub timeouts: Timeouts,
+    pub client: ClientSettings,
 }
 
 /// Handles a sync cycle needs; shared by the actor and the cycle future.
@@ -31,7 +31,7 @@ struct Deps {
     store: Store,
     audit: Addr<AuditCollector>,
     jobs: Addr<JobCollector>,
-    client: Result<HecClient, String>,
+    client: Result<HecClient, Failure>,
     settings: DeliverySettings,
 }
 
@@ -45,6 +45,15 @@ struct Shared {
     /// Set when Splunk takes events but says something needs fixing (no ack id
     /// although acknowledgement is on): delivery goes on, the status shows it.
     warning: Option<Failure>,
+    /// The largest post Splunk accepted since the actor started.
+    largest_accepted: usize,
+    /// Events refused one by one with nothing accepted in between; past a few, the
+    /// cause is not the events (a proxy, a token's settings) and delivery stops
+    /// instead of filling the dead letters.
+    refused_in_a_row: u32,
+    /// Running-job snapshots already dead-lettered: the running pass moves no cursor,
+    /// so the same refused snapshot comes back every tick.
+    dead_running: std::collections::HashSet<u64>,
     obs: Observation,
 }
 
@@ -79,7 +88,7 @@ impl IntegrationActor {
         settings: DeliverySettings,
         supervisor: Recipient<Stopped>,
     ) -> IntegrationActor {
-        let client = HecClient::new(&it, settings.timeouts);
+        let client = HecClient::new(&it, settings.client);
         let seed = it.id.as_u128() as u64 ^ (it.id.as_u128() >> 64) as u64 ^ generation;
         IntegrationActor {
             shared: Rc::new(RefCell::new(Shared {
@@ -87,6 +96,9 @@ impl IntegrationActor {
                 pending: None,
                 max_post_bytes: settings.max_batch_bytes,
                 warning: None,
+                largest_accepted: 0,
+                refused_in_a_row: 0,
+                dead_running: Default::default(),
                 obs: Observation {
                     state: State::Pending,
                     started_at: Utc::now(),
@@ -294,6 +306,10 @@ impl From<MailboxError> for CycleError {
     }
 }
 
+/// Events refused one by one, with nothing accepted between, before delivery stops
+/// and says the cause is elsewhere.
+const MAX_REFUSED_IN_A_ROW: u32 = 5;
+
 /// One sync: the failed batch first, then the audit log, jobs changed since the
 /// checkpoint, and last every job still in progress — each batch delivered, and the
 /// checkpoint moved, before the next is read.
@@ -312,8 +328,11 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
         upload_time: Utc::now(),
         max_bytes: shared.borrow().max_post_bytes,
     };
+    shared.borrow_mut().warning = None;
+    // A leftover batch of running jobs is not re-sent: this cycle's running pass
+    // sends the same jobs with their current progress.
     let pending = shared.borrow_mut().pending.take();
-    if let Some(batch) = pending {
+    if let Some(batch) = pending.filter(|b| b.kind != BatchKind::JobsRunning) {
         deliver(&deps, &shared, batch, &mut sent).await?;
     }
     if deps.it.wants(Source::Audit) {
@@ -394,14 +413,9 @@ async fn deliver(
 ) -> Result<(), CycleError> {
     let client = match &deps.client {
         Ok(c) => c,
-        Err(e) => {
+        Err(failure) => {
             shared.borrow_mut().pending = Some(batch);
-            return Err(CycleError::Config(Failure {
-                http_status: None,
-                code: None,
-                text: e.clone(),
-                advice: "The integration's TLS settings cannot be used: check ca_pem.".into(),
-            }));
+            return Err(CycleError::Config(failure.clone()));
         }
     };
     let mut rest = batch;
@@ -418,7 +432,7 @@ async fn deliver(
         }
         let outcome = match client.post_events(part.body.clone()).await {
             Outcome::Delivered { ack_id: Some(id) } if client.acknowledges() => {
-                wait_for_ack(client, id, deps.settings.timeouts).await
+                wait_for_ack(client, id, deps.settings.client).await
             }
             Outcome::Delivered { ack_id: None } if client.acknowledges() => {
                 shared.borrow_mut().warning = Some(Failure {
@@ -431,10 +445,47 @@ async fn deliver(
             }
             other => other,
         };
+        let outcome = match outcome {
+            // A lone event refused as too large although Splunk took a post at least as
+            // large before: the limit is not about this event.
+            Outcome::TooLarge(f) if n == 1 && part.body.len() <= shared.borrow().largest_accepted => {
+                Outcome::Config(Failure {
+                    advice: format!(
+                        "Splunk refused a {}-byte post although it accepted {} bytes before: its max_content_length was lowered, or a proxy in between limits request bodies.",
+                        part.body.len(),
+                        shared.borrow().largest_accepted
+                    ),
+                    ..f
+                })
+            }
+            o => o,
+        };
+        let refuses_one_alone = match &outcome {
+            Outcome::TooLarge(_) => n == 1,
+            Outcome::Data {
+                invalid_event: Some(i),
+                ..
+            } if *i < n => *i == 0,
+            Outcome::Data { .. } => n == 1,
+            _ => false,
+        };
+        if refuses_one_alone && shared.borrow().refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+            let f = outcome.failure().cloned().unwrap_or_default();
+            shared.borrow_mut().pending = Some(rest);
+            return Err(CycleError::Config(Failure {
+                advice: format!(
+                    "Splunk refuses every event it is sent, one after another ({}); this is not about the events: check that the token's source type is _json and that no proxy alters the posts. The events are kept and sent once Splunk takes them.",
+                    f.text
+                ),
+                ..f
+            }));
+        }
         let done = match outcome {
             Outcome::Delivered { .. } => {
                 probe = None;
                 commit(deps, shared, &part, n, None).await?;
+                let mut s = shared.borrow_mut();
+                s.largest_accepted = s.largest_accepted.max(part.body.len());
                 n
             }
             Outcome::TooLarge(failure) if n == 1 => {
@@ -502,7 +553,7 @@ async fn deliver(
 
 /// Polls Splunk until it confirms batch `id` is indexed; an ack that does not come
 /// in time makes the batch be re-sent (at-least-once, as the log shippers do).
-async fn wait_for_ack(client: &HecClient, id: u64, t: Timeouts) -> Outcome {
+async fn wait_for_ack(client: &HecClient, id: u64, t: ClientSettings) -> Outcome {
     let start = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
@@ -558,6 +609,9 @@ async fn commit(
         cp.last_success = Some(Utc::now());
     }
     let mut letters = Vec::new();
+    let already_kept =
+        part.kind == BatchKind::JobsRunning && shared.borrow().dead_running.contains(&last.seq);
+    let dead = dead.filter(|_| !already_kept);
     if let Some(reason) = dead {
         let bytes = part.event(upto - 1);
         let event = serde_json::from_slice(&bytes)
@@ -580,11 +634,21 @@ async fn commit(
             event,
         });
     }
-    deps.store
+    let cp = deps
+        .store
         .commit(&deps.it.account, &deps.it.id, &cp, &letters)?;
     deps.store.flush().await?;
     let mut s = shared.borrow_mut();
     s.checkpoint = cp;
+    if delivered > 0 {
+        s.refused_in_a_row = 0;
+    }
+    if let Some(letter) = letters.first() {
+        s.refused_in_a_row += 1;
+        if part.kind == BatchKind::JobsRunning {
+            s.dead_running.insert(letter.seq);
+        }
+    }
     if s.warning.is_none() {
         s.obs.state = State::Healthy;
         s.obs.last_error = None;

@@ -17,6 +17,7 @@ struct Running {
     config: Integration,
     addr: Addr<IntegrationActor>,
     generation: u64,
+    started: std::time::Instant,
 }
 
 pub struct Supervisor {
@@ -27,6 +28,8 @@ pub struct Supervisor {
     running: HashMap<Uuid, Running>,
     /// Unexpected stops per integration, for the restart back-off.
     crashes: HashMap<Uuid, u32>,
+    /// Deleted integrations: a restart timer still pending must not bring them back.
+    removed: std::collections::HashSet<Uuid>,
     generation: u64,
 }
 
@@ -44,6 +47,7 @@ impl Supervisor {
             settings,
             running: HashMap::new(),
             crashes: HashMap::new(),
+            removed: Default::default(),
             generation: 0,
         }
     }
@@ -66,6 +70,7 @@ impl Supervisor {
                 config: it,
                 addr,
                 generation: self.generation,
+                started: std::time::Instant::now(),
             },
         );
     }
@@ -108,6 +113,7 @@ impl Handler<Remove> for Supervisor {
     fn handle(&mut self, msg: Remove, _: &mut Context<Self>) {
         self.stop(&msg.id);
         self.crashes.remove(&msg.id);
+        self.removed.insert(msg.id);
     }
 }
 
@@ -170,6 +176,10 @@ impl Handler<Stopped> for Supervisor {
             return;
         };
         let crashes = self.crashes.entry(msg.id).or_insert(0);
+        // An actor that ran a good while before it ended starts its back-off afresh.
+        if r.started.elapsed() > Duration::from_secs(600) {
+            *crashes = 0;
+        }
         *crashes += 1;
         let delay = Duration::from_secs(1u64 << (*crashes - 1).min(6));
         log::warn!(
@@ -180,7 +190,7 @@ impl Handler<Stopped> for Supervisor {
         let account = r.config.account.clone();
         ctx.run_later(delay, move |act, ctx| {
             // Reload from sled: the integration may have changed or gone meanwhile.
-            if act.running.contains_key(&id) {
+            if act.running.contains_key(&id) || act.removed.contains(&id) {
                 return;
             }
             if let Ok(Some(it)) = act.store.integration(&account, &id) {

@@ -2,6 +2,7 @@
 //! own connection pool), TLS settings and timeouts. Every post is classified
 //! by `response::classify`, the one place that decides what an answer means.
 
+use super::destination;
 use super::response::{classify, classify_transport, Failure, Outcome, Transport};
 use super::uri::HecUri;
 use crate::model::Integration;
@@ -17,13 +18,15 @@ use std::time::Duration;
 
 /// Connect, request and acknowledgement limits, from the operator's config.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct ClientSettings {
     pub connect: Duration,
     pub request: Duration,
     /// Longest wait between two ack polls.
     pub ack_poll: Duration,
     /// When an ack that has not come makes the batch be re-sent.
     pub ack_timeout: Duration,
+    /// Whether internal addresses may be reached (the SSRF guard is off).
+    pub allow_internal: bool,
 }
 
 /// Largest HEC answer we read; real ones are a few dozen bytes.
@@ -130,9 +133,40 @@ fn tls_config(it: &Integration) -> Result<Arc<ClientConfig>, String> {
 }
 
 impl HecClient {
-    pub fn new(it: &Integration, timeouts: Timeouts) -> Result<HecClient, String> {
+    /// A client for one integration; the error says what in its settings cannot be used.
+    pub fn new(it: &Integration, timeouts: ClientSettings) -> Result<HecClient, Failure> {
+        let unusable = |text: String, advice: &str| Failure {
+            http_status: None,
+            code: None,
+            text,
+            advice: advice.to_owned(),
+        };
+        let uri = it.hec_uri();
+        // IP literals skip the resolver, so the guard checks them here.
+        if let Ok(ip) = uri
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+        {
+            destination::check(&[std::net::SocketAddr::new(ip, 0)], timeouts.allow_internal).map_err(|e| {
+                unusable(
+                    e.to_string(),
+                    "The HEC URI leads to an internal network address, which this service does not send to: use your Splunk's public address.",
+                )
+            })?;
+        }
+        let resolver = actix_tls::connect::Resolver::custom(destination::GuardedResolver {
+            allow_internal: timeouts.allow_internal,
+        });
         let connector = awc::Connector::new()
-            .rustls_0_23(tls_config(it)?)
+            .connector(actix_tls::connect::Connector::new(resolver).service())
+            .rustls_0_23(tls_config(it).map_err(|e| {
+                unusable(
+                    e,
+                    "The integration's TLS settings cannot be used: check ca_pem.",
+                )
+            })?)
             .timeout(timeouts.connect)
             .handshake_timeout(timeouts.connect)
             // A few connections per integration: Splunk's maxSockets is shared by everyone.
@@ -144,7 +178,7 @@ impl HecClient {
             .finish();
         Ok(HecClient {
             client,
-            uri: it.hec_uri(),
+            uri,
             authorization: format!("Splunk {}", it.hec_token),
             gzip: it.gzip,
             channel: it.indexer_ack.then(|| uuid::Uuid::new_v4().to_string()),
@@ -280,6 +314,16 @@ fn transport_outcome(e: &awc::error::SendRequestError) -> Outcome {
     use awc::error::{ConnectError, SendRequestError};
     let text = describe(e);
     let kind = match e {
+        SendRequestError::Connect(ConnectError::Resolver(inner))
+            if inner.downcast_ref::<destination::Refused>().is_some() =>
+        {
+            return Outcome::Config(Failure {
+                http_status: None,
+                code: None,
+                text: inner.to_string(),
+                advice: "The HEC URI leads to an internal network address, which this service does not send to: use your Splunk's public address.".into(),
+            });
+        }
         SendRequestError::Connect(
             ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved,
         ) => Transport::Dns,

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod client;
+pub mod destination;
 pub mod encode;
 pub mod response;
 pub mod uri;

@@ -108,7 +108,15 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
     };
     match (status, answer.code) {
         // Codes 24/25 (capacity warnings) also come with 200: delivered.
-        (200..=299, _) => Outcome::Delivered { ack_id: answer.ack_id },
+        (200..=299, Some(_)) => Outcome::Delivered { ack_id: answer.ack_id },
+        // A 2xx that is not a HEC answer (a login page, a proxy's placeholder) is no
+        // proof of delivery: counting it would lose the events.
+        (200..=299, None) if answer.text.as_deref() == Some("Success") => {
+            Outcome::Delivered { ack_id: answer.ack_id }
+        }
+        (200..=299, None) => Outcome::Config(failure(
+            "The HEC URI answered, but not like Splunk's HTTP Event Collector: check the host, port (usually 8088) and path.".into(),
+        )),
         (_, Some(1..=4)) => Outcome::Config(failure(advice(""))),
         (_, Some(7 | 10 | 14 | 16)) => Outcome::Config(failure(advice(""))),
         (_, Some(6 | 12 | 13 | 15)) => Outcome::Data {
@@ -276,6 +284,10 @@ mod tests {
             classify(201, &body(99, "x")),
             Outcome::Delivered { .. }
         ));
+        let Outcome::Config(f) = classify(200, b"<html>Welcome to nginx</html>") else {
+            panic!()
+        };
+        assert!(f.advice.contains("not like Splunk"));
         let Outcome::Config(f) = classify(400, &body(11, "Invalid data channel")) else {
             panic!()
         };

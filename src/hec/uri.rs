@@ -101,6 +101,10 @@ impl HecUri {
         &self.host
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn is_https(&self) -> bool {
         self.scheme == "https"
     }

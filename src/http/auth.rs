@@ -1,9 +1,10 @@
-//! Who is calling: `Authorization: Bearer <token>` mapped to a role. Account-scoped
-//! tokens will slot in as `Caller::Account`.
+//! Who is calling: `Authorization: Bearer <token>` mapped to a role: the admin and
+//! ingest tokens of the config, or an account token made through the API.
 
 use super::errors::ApiError;
 use super::AppState;
 use crate::model::AccountId;
+use crate::store::AccountToken;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -16,7 +17,7 @@ pub enum Caller {
     /// May only post events.
     Ingest,
     /// May read and manage one account's integrations.
-    Account(AccountId),
+    Account(AccountToken),
 }
 
 /// Compares without stopping at the first difference, so timing says nothing about the token.
@@ -63,12 +64,29 @@ impl FromRequest for Caller {
         } else if same(token, &config.ingest_token) {
             Ok(Caller::Ingest)
         } else {
-            unauthorized("the bearer token is not valid")
+            // Account tokens are looked up by hash, so comparing timing reveals nothing.
+            match state.store.token_for_secret(token) {
+                Ok(Some(t)) => Ok(Caller::Account(t)),
+                Ok(None) => unauthorized("the bearer token is not valid"),
+                Err(e) => Err(e.into()),
+            }
         })
     }
 }
 
 impl Caller {
+    /// Who did it, for the account's audit log.
+    pub fn owner(&self) -> String {
+        match self {
+            Caller::Admin => "siemsync admin".into(),
+            Caller::Ingest => "siemsync ingest".into(),
+            Caller::Account(t) => match &t.name {
+                Some(n) => format!("account token {n:?} ({})", t.id),
+                None => format!("account token {}", t.id),
+            },
+        }
+    }
+
     fn forbidden() -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "this token may not do that")
     }
@@ -93,7 +111,7 @@ impl Caller {
     pub fn require_account(&self, account: &AccountId) -> Result<(), ApiError> {
         match self {
             Caller::Admin => Ok(()),
-            Caller::Account(a) if a == account => Ok(()),
+            Caller::Account(t) if &t.account == account => Ok(()),
             Caller::Account(_) => Err(ApiError::not_found("account")),
             Caller::Ingest => Err(Self::forbidden()),
         }

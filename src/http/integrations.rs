@@ -7,13 +7,14 @@ use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
 use crate::actors::messages::{Observe, Remove, State, SyncNow, Upsert};
 use crate::config::Config;
-use crate::hec::check::{check_connection, ConnectionReport};
+use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
+use crate::hec::destination;
 use crate::model::fields::parse_object;
-use crate::model::{AccountId, Integration, IntegrationChange, Source};
+use crate::model::{AccountId, AuditEvent, Integration, IntegrationChange, Source};
 use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
@@ -42,6 +43,73 @@ fn lookup(
         .ok_or_else(|| ApiError::not_found("integration"))
 }
 
+/// What changed from `old` to `new`, in the words the account's audit log uses.
+fn changes(old: Option<&Integration>, new: &Integration) -> Vec<&'static str> {
+    let Some(old) = old else {
+        return vec!["SIEM integration created"];
+    };
+    let mut out = Vec::new();
+    if old.hec_token != new.hec_token {
+        out.push("SIEM integration token changed");
+    }
+    if old.enabled != new.enabled {
+        out.push(if new.enabled {
+            "SIEM integration enabled"
+        } else {
+            "SIEM integration disabled"
+        });
+    }
+    let rest = |i: &Integration| Integration {
+        hec_token: String::new(),
+        enabled: false,
+        updated_at: i.created_at,
+        ..i.clone()
+    };
+    if rest(old) != rest(new) {
+        out.push("SIEM integration updated");
+    }
+    out
+}
+
+/// Writes the service's own changes to the account's audit log, so they reach
+/// Splunk like every other audit event (who: the token's owner; from: the peer address).
+pub async fn audit_change(
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    it: &Integration,
+    what: &[&str],
+) -> Result<(), ApiError> {
+    if what.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let events = what
+        .iter()
+        .map(|event| AuditEvent {
+            id: Uuid::new_v4().to_string(),
+            time: now,
+            connector: None,
+            acl: Some("siem-integration:manage".into()),
+            method: Some(req.method().as_str().to_owned()),
+            user: Some(caller.owner()),
+            ip_address: req.peer_addr().map(|a| a.ip()),
+            metadata: Some(
+                json!({"integration": it.id, "name": it.name, "hec_uri": it.hec_uri, "path": req.path()})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            event: json!(event),
+            ingested_at: now,
+        })
+        .collect();
+    let (store, account) = (state.store.clone(), it.account.clone());
+    web::block(move || store.append_audit(&account, events)).await??;
+    state.store.flush().await?;
+    Ok(())
+}
+
 /// Stores an integration and tells the Supervisor, so its actor (re)starts without a
 /// process restart. A new destination or token is tested at once, in the background.
 async fn save(
@@ -49,6 +117,14 @@ async fn save(
     it: &Integration,
     old: Option<&Integration>,
 ) -> Result<(), ApiError> {
+    let uri = it.hec_uri();
+    destination::check_host(
+        uri.host(),
+        uri.port(),
+        state.config.allow_private_destinations,
+    )
+    .await
+    .map_err(|e| ApiError::bad_request(format!("`hec_uri` is refused: {e}")))?;
     state.store.put_integration(it)?;
     state.store.flush().await?;
     let destination_changed = old.is_none_or(|o| {
@@ -107,6 +183,7 @@ pub async fn list(
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -122,6 +199,7 @@ pub async fn create(
         .await?
         .create(account, Utc::now(), state.policy())?;
     save(&state, &it, None).await?;
+    audit_change(&state, &caller, &req, &it, &changes(None, &it)).await?;
     log::info!("integration {} created for account {}", it.id, it.account);
     Ok(HttpResponse::Created().json(it.to_view()))
 }
@@ -137,6 +215,7 @@ pub async fn get(
 pub async fn replace(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     path: IdPath,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -145,12 +224,14 @@ pub async fn replace(
         .await?
         .replace(&old, Utc::now(), state.policy())?;
     save(&state, &it, Some(&old)).await?;
+    audit_change(&state, &caller, &req, &it, &changes(Some(&old), &it)).await?;
     Ok(HttpResponse::Ok().json(it.to_view()))
 }
 
 pub async fn patch(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     path: IdPath,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -159,18 +240,21 @@ pub async fn patch(
         .await?
         .apply(&old, Utc::now(), state.policy())?;
     save(&state, &it, Some(&old)).await?;
+    audit_change(&state, &caller, &req, &it, &changes(Some(&old), &it)).await?;
     Ok(HttpResponse::Ok().json(it.to_view()))
 }
 
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     path: IdPath,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
     // Stop first, so no post is in flight when its checkpoint goes.
     state.supervisor.send(Remove { id: it.id }).await?;
     state.store.delete_integration(&it.account, &it.id)?;
+    audit_change(&state, &caller, &req, &it, &["SIEM integration deleted"]).await?;
     state.store.flush().await?;
     log::info!("integration {} deleted from account {}", it.id, it.account);
     Ok(HttpResponse::NoContent().finish())
@@ -198,13 +282,17 @@ async fn test_and_keep(
     config: &Config,
     it: &Integration,
 ) -> Result<ConnectionReport, ApiError> {
-    let report = match HecClient::new(it, config.timeouts()) {
+    let report = match HecClient::new(it, config.client_settings()) {
         Ok(client) => check_connection(&client, it, &config.host).await,
-        Err(e) => ConnectionReport {
+        Err(f) => ConnectionReport {
             ok: false,
             checked_at: Utc::now(),
-            summary: format!("The integration's TLS settings cannot be used: {e}"),
-            steps: Vec::new(),
+            summary: f.advice.clone(),
+            steps: vec![Step {
+                check: "connection".into(),
+                ok: false,
+                message: format!("{} ({})", f.advice, f.text),
+            }],
         },
     };
     match store.put_connection_report(&it.account, &it.id, &report) {

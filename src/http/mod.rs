@@ -5,6 +5,7 @@ pub mod auth;
 pub mod errors;
 pub mod ingest;
 pub mod integrations;
+pub mod tokens;
 
 use crate::actors::Supervisor;
 use crate::config::Config;
@@ -83,6 +84,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1/accounts/{account}")
                 .route("", web::put().to(accounts::put))
                 .route("", web::get().to(accounts::get))
+                .route("/tokens", web::post().to(tokens::create))
+                .route("/tokens", web::get().to(tokens::list))
+                .route("/tokens/{id}", web::delete().to(tokens::delete))
                 .route("/audit", web::post().to(ingest::audit))
                 .route("/jobs", web::post().to(ingest::jobs))
                 .route("/integrations", web::get().to(integrations::list))

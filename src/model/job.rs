@@ -37,6 +37,11 @@ pub struct JobSnapshot {
 
 impl JobSnapshot {
     /// Still running: such a job is sent again on every tick so its progress can be followed.
+    /// Ended: successful, cancelled, incomplete or unsuccessful.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.status.as_str(), "in progress" | "scheduled")
+    }
+
     pub fn in_progress(&self) -> bool {
         self.status == "in progress"
     }

@@ -129,7 +129,10 @@ impl Store {
                     ingested_at: old.snapshot.ingested_at,
                     ..snap.clone()
                 } == old.snapshot;
-                if same {
+                // A late retry of an older snapshot must not reopen a finished job
+                // (it would then be re-sent as running on every tick).
+                let reopens = old.snapshot.is_finished() && !snap.is_finished();
+                if same || reopens {
                     continue;
                 }
                 batch.remove(keys::with_seq(keys::JOB_CHANGE, account, old.change_seq));
@@ -203,7 +206,14 @@ impl Store {
             let Some(v) = self.inner.events.get(&job_key)? else {
                 continue;
             };
-            if visit(decode(&job_key, &v)?).is_break() {
+            let job: StoredJob = decode(&job_key, &v)?;
+            // The job changed again while we read: its newer change key comes later
+            // in this scan (or the next), so this stale key must not carry it now,
+            // or the cursor would jump past jobs between the two keys.
+            if job.change_seq != keys::seq_of(&k) {
+                continue;
+            }
+            if visit(job).is_break() {
                 break;
             }
         }
@@ -356,8 +366,9 @@ mod tests {
         )
         .unwrap();
         s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).unwrap();
-        // A retry of the same snapshot is not a change.
+        // A retry of the same snapshot is not a change, nor is a late older one.
         s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).unwrap();
+        s.put_jobs(&a, vec![job("j1", "in progress", 0.5)]).unwrap();
         let mut changed = Vec::new();
         s.jobs_changed_after(&a, 0, |j| {
             changed.push((j.change_seq, j.snapshot.job, j.snapshot.status));

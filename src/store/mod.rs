@@ -6,9 +6,11 @@ mod events;
 mod flusher;
 mod keys;
 mod registry;
+mod tokens;
 
 pub use events::{Heads, IngestOutcome, StoredJob};
 pub use registry::{Account, Checkpoint, DeadLetter};
+pub use tokens::AccountToken;
 
 use flusher::Flusher;
 use std::path::Path;

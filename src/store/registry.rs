@@ -140,25 +140,37 @@ impl Store {
         id: &Uuid,
         cp: &Checkpoint,
         dead: &[DeadLetter],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Checkpoint, StoreError> {
         let ikey = keys::integration(account, id);
         let ckey = keys::checkpoint(id);
-        let bytes = encode(cp);
         let dead: Vec<(Vec<u8>, Vec<u8>)> = dead
             .iter()
             .map(|d| (keys::dead_letter(id, d.id), encode(d)))
             .collect();
-        self.inner.registry.transaction(|tx| {
+        let merged = self.inner.registry.transaction(|tx| {
             if tx.get(ikey.as_slice())?.is_none() {
                 return Err(Abort::Abort(StoreError::Gone));
             }
-            tx.insert(ckey.as_slice(), bytes.as_slice())?;
+            // While a restarted actor's predecessor finishes its last post, both may
+            // commit: neither may move a cursor or a count backwards.
+            let stored: Checkpoint = match tx.get(ckey.as_slice())? {
+                Some(v) => decode(&ckey, &v).map_err(Abort::Abort)?,
+                None => Checkpoint::default(),
+            };
+            let merged = Checkpoint {
+                audit_seq: cp.audit_seq.max(stored.audit_seq),
+                job_seq: cp.job_seq.max(stored.job_seq),
+                delivered_audit: cp.delivered_audit.max(stored.delivered_audit),
+                delivered_jobs: cp.delivered_jobs.max(stored.delivered_jobs),
+                last_success: cp.last_success.max(stored.last_success),
+            };
+            tx.insert(ckey.as_slice(), encode(&merged))?;
             for (k, v) in &dead {
                 tx.insert(k.as_slice(), v.as_slice())?;
             }
-            Ok(())
+            Ok(merged)
         })?;
-        Ok(())
+        Ok(merged)
     }
 
     /// Keeps the outcome of the latest connection test, for the status.
