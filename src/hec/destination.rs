@@ -61,6 +61,9 @@ pub fn check(addrs: &[SocketAddr], allow_internal: bool) -> Result<(), Refused> 
 /// Resolves `host` now and checks where it leads. A name that does not resolve is
 /// not refused here (DNS may be briefly down); the connect-time check still applies.
 pub async fn check_host(host: &str, port: u16, allow_internal: bool) -> Result<(), Refused> {
+    if allow_internal {
+        return Ok(());
+    }
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<IpAddr>() {
         return check(&[SocketAddr::new(ip, port)], allow_internal);
