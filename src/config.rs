@@ -60,6 +60,10 @@ pub struct Config {
     /// siemsync post into the operator's own network.
     #[serde(default)]
     pub allow_private_destinations: bool,
+    /// Seals HEC tokens at rest (AES-256-GCM) when set (`SIEMSYNC_SECRET_KEY`); at
+    /// least 32 characters. Better given through the environment than in this file.
+    #[serde(default)]
+    pub secret_key: Option<String>,
     /// Whether integrations may set `tls_verify = false` (`SIEMSYNC_ALLOW_INSECURE_TLS`).
     #[serde(default)]
     pub allow_insecure_tls: bool,
@@ -161,6 +165,9 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS") {
             self.allow_private_destinations = parse("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", &v)?;
         }
+        if let Some(v) = env("SIEMSYNC_SECRET_KEY") {
+            self.secret_key = Some(v).filter(|v| !v.is_empty());
+        }
         if let Some(v) = env("SIEMSYNC_ALLOW_INSECURE_TLS") {
             self.allow_insecure_tls = parse("SIEMSYNC_ALLOW_INSECURE_TLS", &v)?;
         }
@@ -208,6 +215,16 @@ impl Config {
         }
         if self.connect_timeout_secs == 0 || self.request_timeout_secs == 0 {
             return bad("request_timeout_secs", "timeouts must be at least 1 second");
+        }
+        if self
+            .secret_key
+            .as_ref()
+            .is_some_and(|k| k.chars().count() < 32)
+        {
+            return bad(
+                "secret_key",
+                "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+            );
         }
         if self.ack_poll_interval_secs == 0 {
             return bad("ack_poll_interval_secs", "must be at least 1 second");

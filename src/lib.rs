@@ -46,10 +46,25 @@ pub struct Service {
 pub fn start(config: Config) -> Result<Service, StartError> {
     // One process-wide TLS provider; ours is the only one compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = Store::open(&config.data_dir).map_err(|source| StartError::Store {
+    let store_error = |source| StartError::Store {
         dir: config.data_dir.display().to_string(),
         source,
-    })?;
+    };
+    let store =
+        Store::open_sealed(&config.data_dir, config.secret_key.as_deref()).map_err(store_error)?;
+    if config.secret_key.is_some() {
+        // Seal tokens stored before the key was set; then every token must open.
+        for it in store.unsealed_integrations().map_err(store_error)? {
+            store.put_integration(&it).map_err(store_error)?;
+        }
+        store.flush_now().map_err(store_error)?;
+    } else {
+        log::warn!(
+            "SIEMSYNC_SECRET_KEY is not set: customers' HEC tokens are stored in clear in {}",
+            config.data_dir.display()
+        );
+    }
+    store.all_integrations().map_err(store_error)?;
     let s = store.clone();
     let audit = SyncArbiter::start(2, move || AuditCollector::new(s.clone()));
     let s = store.clone();

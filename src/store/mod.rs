@@ -6,6 +6,7 @@ mod events;
 mod flusher;
 mod keys;
 mod registry;
+pub mod secrets;
 mod tokens;
 
 pub use events::{Heads, IngestOutcome, StoredJob};
@@ -26,6 +27,8 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the integration no longer exists")]
     Gone,
+    #[error("{0}")]
+    Secret(String),
 }
 
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
@@ -52,9 +55,21 @@ struct Inner {
     /// One writer at a time for sequence assignment; readers never wait on it.
     ingest_lock: Mutex<()>,
     flusher: Flusher,
+    /// Seals HEC tokens at rest when the operator set a secret key.
+    cipher: Option<secrets::TokenCipher>,
 }
 
 impl Store {
+    /// Opens the store; with `secret_key`, HEC tokens are sealed at rest.
+    pub fn open_sealed(dir: &Path, secret_key: Option<&str>) -> Result<Store, StoreError> {
+        let mut store = Self::open(dir)?;
+        if let Some(k) = secret_key {
+            Arc::get_mut(&mut store.inner).expect("just opened").cipher =
+                Some(secrets::TokenCipher::new(k));
+        }
+        Ok(store)
+    }
+
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).open()?;
         Ok(Store {
@@ -63,6 +78,7 @@ impl Store {
                 registry: db.open_tree("registry")?,
                 ingest_lock: Mutex::new(()),
                 flusher: Flusher::start(db.clone()),
+                cipher: None,
                 db,
             }),
         })

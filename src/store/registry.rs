@@ -1,6 +1,6 @@
 //! Accounts, integrations and checkpoints.
 
-use super::{decode, encode, keys, Store, StoreError};
+use super::{decode, encode, keys, secrets, Store, StoreError};
 use crate::hec::check::ConnectionReport;
 use crate::hec::response::Failure;
 use crate::model::{AccountId, Integration, Source};
@@ -59,10 +59,46 @@ impl Store {
     }
 
     pub fn put_integration(&self, it: &Integration) -> Result<(), StoreError> {
+        let stored = match &self.inner.cipher {
+            Some(c) => Integration {
+                hec_token: c
+                    .seal(&it.hec_token, it.id.as_bytes())
+                    .map_err(StoreError::Secret)?,
+                ..it.clone()
+            },
+            None => it.clone(),
+        };
         self.inner
             .registry
-            .insert(keys::integration(&it.account, &it.id), encode(it))?;
+            .insert(keys::integration(&it.account, &it.id), encode(&stored))?;
         Ok(())
+    }
+
+    /// Decodes a stored integration, opening its sealed token.
+    fn read_integration(&self, key: &[u8], bytes: &[u8]) -> Result<Integration, StoreError> {
+        let mut it: Integration = decode(key, bytes)?;
+        if secrets::is_sealed(&it.hec_token) {
+            let c = self.inner.cipher.as_ref().ok_or_else(|| {
+                StoreError::Secret("the HEC tokens in the data directory are encrypted: set SIEMSYNC_SECRET_KEY (or secret_key) to the key they were stored with".into())
+            })?;
+            it.hec_token = c
+                .open(&it.hec_token, it.id.as_bytes())
+                .map_err(StoreError::Secret)?;
+        }
+        Ok(it)
+    }
+
+    /// Integrations whose token is stored in clear (to seal them once a key is set).
+    pub fn unsealed_integrations(&self) -> Result<Vec<Integration>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.registry.scan_prefix(keys::INTEGRATIONS) {
+            let (k, v) = kv?;
+            let it: Integration = decode(&k, &v)?;
+            if !secrets::is_sealed(&it.hec_token) {
+                out.push(it);
+            }
+        }
+        Ok(out)
     }
 
     pub fn integration(
@@ -72,7 +108,7 @@ impl Store {
     ) -> Result<Option<Integration>, StoreError> {
         let key = keys::integration(account, id);
         match self.inner.registry.get(&key)? {
-            Some(v) => Ok(Some(decode(&key, &v)?)),
+            Some(v) => Ok(Some(self.read_integration(&key, &v)?)),
             None => Ok(None),
         }
     }
@@ -89,7 +125,7 @@ impl Store {
         let mut out: Vec<Integration> = Vec::new();
         for kv in self.inner.registry.scan_prefix(prefix) {
             let (k, v) = kv?;
-            out.push(decode(&k, &v)?);
+            out.push(self.read_integration(&k, &v)?);
         }
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(out)

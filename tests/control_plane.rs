@@ -1,0 +1,483 @@
+//! The tenant-safe control plane: account tokens and the authorization matrix,
+//! secrets at rest, the SSRF guard, siemsync's own audit events, and deletion.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use siemsync::testkit::HecServer;
+use std::time::Duration;
+
+const TOK: &str = "abcdef01-2345-6789-abcd-ef0123456789";
+
+async fn account_token(api: &Api, account: &str) -> String {
+    let v = api
+        .ok(
+            "POST",
+            &format!("/api/v1/accounts/{account}/tokens"),
+            Some(json!({"name": "ci"})),
+        )
+        .await;
+    assert!(v["note"].as_str().unwrap().contains("only time"));
+    v["token"].as_str().unwrap().to_owned()
+}
+
+#[actix_rt::test]
+async fn every_endpoint_allows_exactly_the_right_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &[]);
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    for a in ["acct-a", "acct-b"] {
+        api.enable_account(a).await;
+    }
+    let token_a = account_token(&api, "acct-a").await;
+    let token_b = account_token(&api, "acct-b").await;
+    let id = create_integration(
+        &api,
+        "acct-a",
+        json!({"hec_token": TOK, "hec_uri": hec.base_url()}),
+    )
+    .await;
+    let spare_token = api.ok("POST", "/api/v1/accounts/acct-a/tokens", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let integration = format!("/api/v1/accounts/acct-a/integrations/{id}");
+    let missing = "/api/v1/accounts/acct-a/integrations/00000000-0000-4000-8000-000000000000";
+    let new_integration =
+        json!({"name": "n", "hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]});
+
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Who {
+        Nobody,
+        Wrong,
+        Ingest,
+        A,
+        B,
+        Admin,
+    }
+    use Who::*;
+    let callers = [Nobody, Wrong, Ingest, A, B, Admin];
+    let token = |w: Who| match w {
+        Nobody => None,
+        Wrong => Some("not-a-real-token-at-all".to_string()),
+        Ingest => Some(INGEST.to_string()),
+        A => Some(token_a.clone()),
+        B => Some(token_b.clone()),
+        Admin => Some(ADMIN.to_string()),
+    };
+    // (method, path, body, who may)
+    let endpoints: Vec<(&str, String, Option<Value>, Vec<Who>)> = vec![
+        (
+            "PUT",
+            "/api/v1/accounts/acct-a".into(),
+            Some(json!({"siem_enabled": true})),
+            vec![Admin],
+        ),
+        (
+            "GET",
+            "/api/v1/accounts/acct-a".into(),
+            None,
+            vec![A, Admin],
+        ),
+        (
+            "POST",
+            "/api/v1/accounts/acct-a/audit".into(),
+            Some(audit_events("m", 0, 1)),
+            vec![Ingest, Admin],
+        ),
+        (
+            "POST",
+            "/api/v1/accounts/acct-a/jobs".into(),
+            Some(json!([{"job": "j", "type": "backup", "status": "scheduled"}])),
+            vec![Ingest, Admin],
+        ),
+        (
+            "GET",
+            "/api/v1/accounts/acct-a/integrations".into(),
+            None,
+            vec![A, Admin],
+        ),
+        (
+            "POST",
+            "/api/v1/accounts/acct-a/integrations".into(),
+            Some(new_integration.clone()),
+            vec![A, Admin],
+        ),
+        ("GET", integration.clone(), None, vec![A, Admin]),
+        (
+            "PUT",
+            integration.clone(),
+            Some(
+                json!({"name": "m", "hec_uri": hec.base_url(), "sources": ["audit", "jobs"], "enabled": true}),
+            ),
+            vec![A, Admin],
+        ),
+        (
+            "PATCH",
+            integration.clone(),
+            Some(json!({"name": "renamed"})),
+            vec![A, Admin],
+        ),
+        ("GET", format!("{integration}/status"), None, vec![A, Admin]),
+        ("POST", format!("{integration}/test"), None, vec![A, Admin]),
+        ("POST", format!("{integration}/sync"), None, vec![A, Admin]),
+        (
+            "GET",
+            format!("{integration}/dead-letters"),
+            None,
+            vec![A, Admin],
+        ),
+        (
+            "GET",
+            "/api/v1/accounts/acct-a/tokens".into(),
+            None,
+            vec![Admin],
+        ),
+        (
+            "POST",
+            "/api/v1/accounts/acct-a/tokens".into(),
+            None,
+            vec![Admin],
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/accounts/acct-a/tokens/{spare_token}"),
+            None,
+            vec![Admin],
+        ),
+    ];
+    for (method, path, body, allowed) in &endpoints {
+        for who in callers {
+            let (status, v) = api
+                .call(method, path, token(who).as_deref(), body.clone())
+                .await;
+            let want_ok = allowed.contains(&who);
+            if want_ok {
+                assert!(
+                    (200..300).contains(&status),
+                    "{who:?} {method} {path}: {status} {v}"
+                );
+                continue;
+            }
+            let want = match who {
+                Nobody | Wrong => 401,
+                B if !allowed.contains(&A) => 403,
+                B => 404,
+                _ => 403,
+            };
+            // An account-scoped refusal for another account looks like "not found",
+            // for admin-only paths every non-admin gets 403: nothing tells whether it exists.
+            let want = if who == B && path.contains("/tokens") {
+                403
+            } else {
+                want
+            };
+            assert_eq!(status, want, "{who:?} {method} {path}: {v}");
+            assert!(v["error"].is_string(), "{who:?} {method} {path}: {v}");
+        }
+    }
+    // Deleting, last: only A and the admin; B cannot tell an existing id from a missing one.
+    let (s1, v1) = api.call("DELETE", &integration, Some(&token_b), None).await;
+    let (s2, v2) = api.call("DELETE", missing, Some(&token_b), None).await;
+    assert_eq!(
+        (s1, &v1),
+        (s2, &v2),
+        "account B learns nothing about A's integrations"
+    );
+    assert_eq!(s1, 404);
+    assert_eq!(
+        api.call("DELETE", &integration, Some(INGEST), None).await.0,
+        403
+    );
+    assert_eq!(
+        api.call("DELETE", &integration, Some(&token_a), None)
+            .await
+            .0,
+        204
+    );
+    // A revoked token stops working at once.
+    let listed = api.ok("GET", "/api/v1/accounts/acct-b/tokens", None).await;
+    assert!(
+        !listed.to_string().contains(&token_b),
+        "secrets are never listed"
+    );
+    let b_id = listed[0]["id"].as_str().unwrap();
+    api.ok(
+        "DELETE",
+        &format!("/api/v1/accounts/acct-b/tokens/{b_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        api.call(
+            "GET",
+            "/api/v1/accounts/acct-b/integrations",
+            Some(&token_b),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+}
+
+#[actix_rt::test]
+async fn hec_tokens_never_appear_in_responses_logs_or_sealed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = [(
+        "SIEMSYNC_SECRET_KEY",
+        "0123456789abcdef0123456789abcdef-test-key",
+    )];
+    let mut svc = Siemsync::start(dir.path(), &key);
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    api.enable_account("acme").await;
+    let id = create_integration(
+        &api,
+        "acme",
+        json!({"hec_token": TOK, "hec_uri": hec.base_url()}),
+    )
+    .await;
+    api.post_audit("acme", &audit_events("e", 0, 5)).await;
+    status_until(&api, "acme", &id, "delivery", |s| {
+        s["delivered"]["audit"] == 6
+    })
+    .await;
+    let path = format!("/api/v1/accounts/acme/integrations/{id}");
+    let mut seen = String::new();
+    for (m, p) in [
+        ("GET", path.clone()),
+        ("GET", format!("{path}/status")),
+        ("POST", format!("{path}/test")),
+        ("GET", "/api/v1/accounts/acme/integrations".into()),
+    ] {
+        seen.push_str(&api.ok(m, &p, None).await.to_string());
+    }
+    seen.push_str(
+        &api.ok("PATCH", &path, Some(json!({"name": "x"})))
+            .await
+            .to_string(),
+    );
+    assert!(
+        !seen.contains(TOK) && !seen.contains("abcdef01-2345"),
+        "{seen}"
+    );
+    assert!(seen.contains("****6789"));
+    svc.terminate();
+    let log = svc.log_text();
+    assert!(!log.contains(TOK), "token in the log");
+    assert!(!log.contains("stored in clear"), "a key was set");
+    let mut files = vec![dir.path().to_owned()];
+    let mut scanned = 0;
+    while let Some(p) = files.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            if e.path().is_dir() {
+                files.push(e.path());
+            } else {
+                let bytes = std::fs::read(e.path()).unwrap();
+                scanned += bytes.len();
+                assert!(
+                    !bytes.windows(TOK.len()).any(|w| w == TOK.as_bytes()),
+                    "token in clear in {:?}",
+                    e.path()
+                );
+            }
+        }
+    }
+    assert!(scanned > 0);
+    // Same key: everything works after a restart; no key: the service refuses to start blind.
+    let svc = Siemsync::start(dir.path(), &key);
+    api_after_restart(&svc, &id).await;
+    drop(svc);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siemsync"))
+        .args([
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/siemsync.toml"),
+        ])
+        .env("SIEMSYNC_LISTEN", "127.0.0.1:0")
+        .env("SIEMSYNC_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SIEMSYNC_SECRET_KEY"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn api_after_restart(svc: &Siemsync, id: &str) {
+    let api = svc.api();
+    api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    status_until(&api, "acme", id, "delivery after restart", |s| {
+        s["delivered"]["audit"].as_u64() >= Some(12)
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn internal_destinations_are_refused_unless_the_operator_allows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(
+        dir.path(),
+        &[("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "false")],
+    );
+    let api = svc.api();
+    api.enable_account("acme").await;
+    for uri in [
+        "https://127.0.0.1:8088",
+        "https://10.1.2.3:8088",
+        "https://169.254.169.254",
+        "https://[::1]:8088",
+        "https://localhost:8088",
+        "https://[::ffff:192.168.0.1]:8088",
+    ] {
+        let (s, v) = api
+            .admin(
+                "POST",
+                "/api/v1/accounts/acme/integrations",
+                Some(json!({"name": "x", "hec_token": TOK, "hec_uri": uri, "sources": ["audit"]})),
+            )
+            .await;
+        assert_eq!(s, 400, "{uri}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("`hec_uri` is refused"),
+            "{uri}: {v}"
+        );
+    }
+    assert_eq!(
+        api.ok("GET", "/api/v1/accounts/acme/integrations", None)
+            .await,
+        json!([])
+    );
+    drop(svc);
+    // Allowed by the operator: the same URI is taken.
+    let svc = Siemsync::start(dir.path(), &[]);
+    let hec = HecServer::start(TOK);
+    let id = create_integration(
+        &svc.api(),
+        "acme",
+        json!({"hec_token": TOK, "hec_uri": hec.base_url()}),
+    )
+    .await;
+    drop(svc);
+    // Stored while allowed, then the operator turns the guard on: delivery stops at
+    // connect time with the reason, nothing is posted.
+    let svc = Siemsync::start(
+        dir.path(),
+        &[("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "false")],
+    );
+    let api = svc.api();
+    api.post_audit("acme", &audit_events("e", 0, 3)).await;
+    let st = status_until(&api, "acme", &id, "the guard at connect time", |s| {
+        s["state"] == "failing"
+    })
+    .await;
+    assert!(
+        st["last_error"]["advice"]
+            .as_str()
+            .unwrap()
+            .contains("internal network address"),
+        "{st:#}"
+    );
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    assert!(audit_ids(&hec.events()).is_empty());
+}
+
+#[actix_rt::test]
+async fn integration_changes_reach_splunk_as_audit_events_and_deletion_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &[]);
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    hec.configure(|c| c.tokens.push("ffffffff-0000-0000-0000-000000000001".into()));
+    api.enable_account("acme").await;
+    let token_a = account_token(&api, "acme").await;
+    let id = create_integration(
+        &api,
+        "acme",
+        json!({"hec_token": TOK, "hec_uri": hec.base_url()}),
+    )
+    .await;
+    let path = format!("/api/v1/accounts/acme/integrations/{id}");
+    let (s, _) = api
+        .call(
+            "PATCH",
+            &path,
+            Some(&token_a),
+            Some(json!({"hec_token": "ffffffff-0000-0000-0000-000000000001"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    api.ok("PATCH", &path, Some(json!({"index": "main"}))).await;
+    let own = |h: &HecServer| -> Vec<Value> {
+        h.events()
+            .into_iter()
+            .filter(|e| e["event"]["acl"] == "siem-integration:manage")
+            .map(|e| e["event"].clone())
+            .collect()
+    };
+    eventually(Duration::from_secs(30), "three own audit events", || {
+        own(&hec).len() >= 3
+    })
+    .await;
+    let events = own(&hec);
+    let what: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        what,
+        vec![
+            "SIEM integration created",
+            "SIEM integration token changed",
+            "SIEM integration updated"
+        ]
+    );
+    assert_eq!(events[0]["user"], "siemsync admin");
+    assert_eq!(events[0]["method"], "POST");
+    assert_eq!(events[0]["ip_address"], "127.0.0.1");
+    assert!(
+        events[1]["user"]
+            .as_str()
+            .unwrap()
+            .starts_with("account token \"ci\""),
+        "{}",
+        events[1]
+    );
+    assert_eq!(events[1]["metadata"]["integration"], id.as_str());
+    assert!(
+        !hec.events().iter().any(|e| e.to_string().contains(TOK)),
+        "the token itself is never in an event"
+    );
+
+    // Deleting removes the checkpoint, dead letters and token with it: a new
+    // integration never inherits anything, and the id is gone everywhere.
+    let (s, _) = api.admin("DELETE", &path, None).await;
+    assert_eq!(s, 204);
+    for sub in ["", "/status", "/dead-letters"] {
+        assert_eq!(
+            api.admin("GET", &format!("{path}{sub}"), None).await.0,
+            404,
+            "{sub}"
+        );
+    }
+    drop(svc);
+    let db = sled::open(dir.path()).unwrap();
+    let registry = db.open_tree("registry").unwrap();
+    for kv in registry.iter() {
+        let (k, v) = kv.unwrap();
+        let k = String::from_utf8_lossy(&k).into_owned();
+        assert!(!k.contains(&id), "left behind: {k}");
+        assert!(
+            !String::from_utf8_lossy(&v).contains("ffffffff-0000-0000-0000-000000000001"),
+            "token left behind in {k}"
+        );
+    }
+}
