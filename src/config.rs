@@ -1,6 +1,7 @@
 //! The service's configuration: one typed struct, read once from the TOML file,
 //! then overridden by `SIEMSYNC_*` environment variables.
 
+use crate::model::{AccountId, Integration, IntegrationChange, IntegrationPolicy};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,10 @@ pub struct Config {
     /// Whether integrations may set `tls_verify = false` (`SIEMSYNC_ALLOW_INSECURE_TLS`).
     #[serde(default)]
     pub allow_insecure_tls: bool,
+    /// Integrations declared by the operator (`[[integrations]]`): read-only in the
+    /// API, reloaded on SIGHUP or when the file changes.
+    #[serde(default)]
+    pub integrations: Vec<serde_json::Value>,
 }
 
 fn default_max_batch_bytes() -> usize {
@@ -235,7 +240,48 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
         }
+        self.file_integrations()?;
         Ok(())
+    }
+
+    /// The `[[integrations]]` of the file, validated like API bodies. Each gets an id
+    /// made from its account and name, so a reload recognises it.
+    pub fn file_integrations(&self) -> Result<Vec<Integration>, ConfigError> {
+        let policy = IntegrationPolicy {
+            allow_insecure_tls: self.allow_insecure_tls,
+        };
+        let mut out: Vec<Integration> = Vec::new();
+        for (i, entry) in self.integrations.iter().enumerate() {
+            let invalid = |message: String| ConfigError::Invalid {
+                key: "integrations",
+                message: format!("[{i}]: {message}"),
+            };
+            let mut body = entry.clone();
+            let account = match body.as_object_mut().and_then(|o| o.remove("account")) {
+                Some(serde_json::Value::String(a)) => AccountId::parse(&a)
+                    .map_err(|e| invalid(format!("`account` is not a valid identifier: {e}")))?,
+                _ => {
+                    return Err(invalid(
+                        "`account` is required (the account whose events it forwards)".into(),
+                    ))
+                }
+            };
+            let now = chrono::Utc::now();
+            let mut it = IntegrationChange::from_json(&body)
+                .and_then(|c| c.create(account, now, policy))
+                .map_err(|e| invalid(e.to_string()))?;
+            it.id = file_integration_id(&it.account, &it.name);
+            it.file_managed = true;
+            if out.iter().any(|o| o.id == it.id) {
+                return Err(invalid(format!(
+                    "account {:?} already has an integration named {:?}",
+                    it.account.as_str(),
+                    it.name
+                )));
+            }
+            out.push(it);
+        }
+        Ok(out)
     }
 
     pub fn sync_interval(&self) -> Duration {
@@ -251,6 +297,17 @@ impl Config {
             allow_internal: self.allow_private_destinations,
         }
     }
+}
+
+/// A file integration's id: the same account and name give the same id on every load.
+fn file_integration_id(account: &AccountId, name: &str) -> uuid::Uuid {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("siemsync-file\0{account}\0{name}").as_bytes(),
+    );
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_ref()[..16]);
+    uuid::Uuid::new_v8(bytes)
 }
 
 #[cfg(test)]
@@ -297,6 +354,39 @@ mod tests {
         assert_eq!(c.host, "eu-1");
         assert_eq!(c.max_batch_bytes, 4096);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn integrations_declared_in_the_file_are_validated_and_keep_their_id() {
+        let entry = |name: &str, uri: &str| {
+            format!("\n[[integrations]]\naccount = \"acme\"\nname = \"{name}\"\nhec_token = \"12345678-1234-1234-1234-123456789012\"\nhec_uri = \"{uri}\"\nsources = [\"audit\"]\nenabled = true\n")
+        };
+        let text = format!(
+            "{SHIPPED}{}{}",
+            entry("Main", "https://splunk.example.com:8088"),
+            entry("Backup", "https://b.example.com")
+        );
+        let a = load(&text, &[]).unwrap().file_integrations().unwrap();
+        let b = load(&text, &[]).unwrap().file_integrations().unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].id, b[0].id);
+        assert_ne!(a[0].id, a[1].id);
+        assert!(a.iter().all(|i| i.file_managed && i.enabled));
+        let e = load(&format!("{SHIPPED}{}", entry("Main", "ftp://x")), &[]).unwrap_err();
+        assert!(
+            e.contains("integrations") && e.contains("[0]") && e.contains("`hec_uri`"),
+            "{e}"
+        );
+        let e = load(
+            &format!(
+                "{SHIPPED}{}{}",
+                entry("Main", "https://a.example.com"),
+                entry("Main", "https://b.example.com")
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("already has an integration named"), "{e}");
     }
 
     #[test]

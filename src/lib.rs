@@ -8,6 +8,7 @@ pub mod config;
 pub mod hec;
 pub mod http;
 pub mod model;
+pub mod reload;
 pub mod store;
 pub mod testkit;
 
@@ -26,6 +27,8 @@ pub enum StartError {
         dir: String,
         source: store::StoreError,
     },
+    #[error(transparent)]
+    Config(config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -65,6 +68,8 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         );
     }
     store.all_integrations().map_err(store_error)?;
+    let declared = config.file_integrations().map_err(StartError::Config)?;
+    reload::store_file_integrations(&store, &declared).map_err(store_error)?;
     let s = store.clone();
     let audit = SyncArbiter::start(2, move || AuditCollector::new(s.clone()));
     let s = store.clone();
@@ -76,21 +81,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         client: config.client_settings(),
     };
     let supervisor = Supervisor::new(store.clone(), audit, jobs, settings).start();
-    let mut all = Vec::new();
-    match store.all_integrations() {
-        Ok(list) => {
-            for it in list {
-                let feature = store
-                    .account(&it.account)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|a| a.siem_enabled);
-                let active = it.enabled && feature;
-                all.push((it, active));
-            }
-        }
-        Err(e) => log::error!("cannot read the stored integrations: {e}"),
-    }
+    let all = reload::running_set(&store).map_err(store_error)?;
     log::info!(
         "{} integrations stored, {} active",
         all.len(),

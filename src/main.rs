@@ -39,15 +39,16 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", path.display());
             Ok(())
         }
-        Command::Run { config } => {
-            let config = Config::load(&config)?;
-            actix_web::rt::System::new().block_on(run(config))
+        Command::Run { config: path } => {
+            let config = Config::load(&path)?;
+            actix_web::rt::System::new().block_on(run(config, path))
         }
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let service = siemsync::start(config).context("siemsync could not start")?;
+    siemsync::reload::watch(path, service.store.clone(), service.supervisor.clone());
     println!("siemsync listening on http://{}", service.addr);
     let _ = std::io::stdout().flush();
     // Returns on SIGTERM / SIGINT once in-flight requests finished (actix-web's graceful stop).

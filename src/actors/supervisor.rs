@@ -194,13 +194,7 @@ impl Handler<Stopped> for Supervisor {
                 return;
             }
             if let Ok(Some(it)) = act.store.integration(&account, &id) {
-                let active = it.enabled
-                    && act
-                        .store
-                        .account(&account)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|a| a.siem_enabled);
+                let active = act.store.is_active(&it);
                 act.upsert(it, active, ctx);
             }
         });

@@ -32,7 +32,7 @@ pub async fn put(
     state.store.flush().await?;
     // Turning the feature off stops the account's integrations; on starts the enabled ones.
     for it in state.store.integrations_of(&id)? {
-        let active = it.enabled && enabled;
+        let active = state.store.is_active(&it);
         state
             .supervisor
             .send(crate::actors::messages::Upsert {

@@ -110,6 +110,17 @@ pub async fn audit_change(
     Ok(())
 }
 
+/// Integrations the operator declared in the config file change only there.
+fn api_managed(it: &Integration) -> Result<(), ApiError> {
+    if it.file_managed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this integration is declared in the service's config file and is read-only here: the operator changes it there",
+        ));
+    }
+    Ok(())
+}
+
 /// Stores an integration and tells the Supervisor, so its actor (re)starts without a
 /// process restart. A new destination or token is tested at once, in the background.
 async fn save(
@@ -148,7 +159,7 @@ async fn save(
             let _ = test_and_keep(&store, &config, &it).await;
         });
     }
-    let active = it.enabled && feature_on(state, &it.account)?;
+    let active = state.store.is_active(it);
     state
         .supervisor
         .send(Upsert {
@@ -220,6 +231,7 @@ pub async fn replace(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let old = lookup(&state, &caller, &path)?;
+    api_managed(&old)?;
     let it = change_body(&state, body)
         .await?
         .replace(&old, Utc::now(), state.policy())?;
@@ -236,6 +248,7 @@ pub async fn patch(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let old = lookup(&state, &caller, &path)?;
+    api_managed(&old)?;
     let it = change_body(&state, body)
         .await?
         .apply(&old, Utc::now(), state.policy())?;
@@ -251,6 +264,7 @@ pub async fn delete(
     path: IdPath,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
+    api_managed(&it)?;
     // Stop first, so no post is in flight when its checkpoint goes.
     state.supervisor.send(Remove { id: it.id }).await?;
     state.store.delete_integration(&it.account, &it.id)?;
@@ -351,7 +365,7 @@ pub async fn status(
     let oldest = audit_oldest.into_iter().chain(jobs_oldest).min();
     let obs = state.supervisor.send(Observe { id: it.id }).await?;
     let feature = feature_on(&state, &it.account)?;
-    let state_name = if !(it.enabled && feature) {
+    let state_name = if !state.store.is_active(&it) {
         "disabled"
     } else {
         match obs.as_ref().map(|o| &o.state) {

@@ -46,6 +46,9 @@ pub struct Integration {
     /// Gzip request bodies (`Content-Encoding: gzip`); on unless a proxy in between cannot take it.
     #[serde(default = "yes")]
     pub gzip: bool,
+    /// Declared in the service's config file: changed there (and by reload), not through the API.
+    #[serde(default)]
+    pub file_managed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -159,7 +162,7 @@ impl IntegrationChange {
         };
         let indexer_ack = f.bool("indexer_ack")?;
         let gzip = f.bool("gzip")?;
-        for read_only in ["id", "created_at", "updated_at", "account"] {
+        for read_only in ["id", "created_at", "updated_at", "account", "managed_by"] {
             // Echoing back a GET response is fine; changing these is not possible.
             f.get(read_only);
         }
@@ -203,6 +206,7 @@ impl IntegrationChange {
             ca_pem: self.ca_pem.flatten(),
             indexer_ack: self.indexer_ack.unwrap_or(false),
             gzip: self.gzip.unwrap_or(true),
+            file_managed: false,
             created_at: now,
             updated_at: now,
         };
@@ -328,6 +332,7 @@ impl Integration {
             "ca_pem": self.ca_pem,
             "indexer_ack": self.indexer_ack,
             "gzip": self.gzip,
+            "managed_by": if self.file_managed { "config file" } else { "api" },
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         })

@@ -74,6 +74,18 @@ impl Store {
         Ok(())
     }
 
+    /// Whether an integration should be delivering: enabled, and either declared by
+    /// the operator in the config file or on an account with the feature turned on.
+    pub fn is_active(&self, it: &Integration) -> bool {
+        it.enabled
+            && (it.file_managed
+                || self
+                    .account(&it.account)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|a| a.siem_enabled))
+    }
+
     /// Decodes a stored integration, opening its sealed token.
     fn read_integration(&self, key: &[u8], bytes: &[u8]) -> Result<Integration, StoreError> {
         let mut it: Integration = decode(key, bytes)?;

@@ -23,6 +23,15 @@ pub struct Siemsync {
 impl Siemsync {
     /// Starts the binary on a free port with a 1 s interval; `env` adds or overrides variables.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Siemsync {
+        Self::start_with(
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/siemsync.toml")),
+            data_dir,
+            env,
+        )
+    }
+
+    /// Like `start`, with another config file.
+    pub fn start_with(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Siemsync {
         let log = data_dir.with_extension(format!("log{}", std::process::id()));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -30,21 +39,19 @@ impl Siemsync {
             .open(&log)
             .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_siemsync"));
-        cmd.args([
-            "run",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/siemsync.toml"),
-        ])
-        .env("SIEMSYNC_LISTEN", "127.0.0.1:0")
-        .env("SIEMSYNC_DATA_DIR", data_dir)
-        .env("SIEMSYNC_SYNC_INTERVAL_SECS", "1")
-        .env("SIEMSYNC_HOST", HOST)
-        .env("SIEMSYNC_ADMIN_TOKEN", ADMIN)
-        .env("SIEMSYNC_INGEST_TOKEN", INGEST)
-        .env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "true")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log_file);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("SIEMSYNC_LISTEN", "127.0.0.1:0")
+            .env("SIEMSYNC_DATA_DIR", data_dir)
+            .env("SIEMSYNC_SYNC_INTERVAL_SECS", "1")
+            .env("SIEMSYNC_HOST", HOST)
+            .env("SIEMSYNC_ADMIN_TOKEN", ADMIN)
+            .env("SIEMSYNC_INGEST_TOKEN", INGEST)
+            .env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "true")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log_file);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -78,6 +85,16 @@ impl Siemsync {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`...).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
     }
 
     /// SIGKILL: no chance to flush anything.

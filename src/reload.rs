@@ -1,0 +1,143 @@
+//! Hot reload: the integrations declared in the config file (`[[integrations]]`)
+//! follow the file. SIGHUP, or a change of the file, re-reads it; a valid file is
+//! written to the store and one `Reconcile` goes to the Supervisor, which restarts
+//! only what changed; an invalid file is rejected whole and the running set goes on.
+
+use crate::actors::messages::Reconcile;
+use crate::actors::Supervisor;
+use crate::config::Config;
+use crate::model::Integration;
+use crate::store::{Store, StoreError};
+use actix::Addr;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How often the file's modification time is checked.
+const POLL: Duration = Duration::from_secs(2);
+
+/// What one reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub written: usize,
+    pub removed: usize,
+}
+
+fn same(a: &Integration, b: &Integration) -> bool {
+    let plain = |i: &Integration| Integration {
+        created_at: i.created_at,
+        updated_at: i.created_at,
+        ..i.clone()
+    };
+    plain(a)
+        == Integration {
+            created_at: a.created_at,
+            ..plain(b)
+        }
+}
+
+/// Makes the store's file-managed integrations exactly `desired`.
+pub fn store_file_integrations(
+    store: &Store,
+    desired: &[Integration],
+) -> Result<Changes, StoreError> {
+    let mut changes = Changes::default();
+    for it in desired {
+        let mut it = it.clone();
+        match store.integration(&it.account, &it.id)? {
+            Some(old) if same(&old, &it) => continue,
+            Some(old) => it.created_at = old.created_at,
+            None => {}
+        }
+        store.put_integration(&it)?;
+        changes.written += 1;
+    }
+    let wanted: HashSet<_> = desired.iter().map(|i| i.id).collect();
+    for it in store.all_integrations()? {
+        if it.file_managed && !wanted.contains(&it.id) {
+            store.delete_integration(&it.account, &it.id)?;
+            changes.removed += 1;
+        }
+    }
+    store.flush_now()?;
+    Ok(changes)
+}
+
+/// Every stored integration with whether it should run: what `Reconcile` carries.
+pub fn running_set(store: &Store) -> Result<Vec<(Integration, bool)>, StoreError> {
+    Ok(store
+        .all_integrations()?
+        .into_iter()
+        .map(|it| {
+            let active = store.is_active(&it);
+            (it, active)
+        })
+        .collect())
+}
+
+/// Re-reads the file and applies it, or says why it was rejected.
+pub fn reload(path: &Path, store: &Store, supervisor: &Addr<Supervisor>, why: &str) {
+    let desired = match Config::load(path).and_then(|c| c.file_integrations()) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("config reload ({why}) rejected, nothing changed: {e}");
+            return;
+        }
+    };
+    match store_file_integrations(store, &desired)
+        .and_then(|changes| Ok((changes, running_set(store)?)))
+    {
+        Ok((changes, set)) => {
+            log::info!(
+                "config reload ({why}): {} file integrations, {} written, {} removed",
+                desired.len(),
+                changes.written,
+                changes.removed
+            );
+            supervisor.do_send(Reconcile(set));
+        }
+        Err(e) => log::error!("config reload ({why}) could not be stored: {e}"),
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Watches for SIGHUP and for changes of the file; runs on the current actix system.
+pub fn watch(path: PathBuf, store: Store, supervisor: Addr<Supervisor>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let on_signal = tx.clone();
+    actix_rt::spawn(async move {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    let _ = on_signal.send("SIGHUP");
+                }
+            }
+            Err(e) => log::warn!(
+                "cannot listen for SIGHUP, the config is reloaded on file changes only: {e}"
+            ),
+        }
+    });
+    let file = path.clone();
+    actix_rt::spawn(async move {
+        let mut last = stamp(&file);
+        loop {
+            actix_rt::time::sleep(POLL).await;
+            let now = stamp(&file);
+            if now != last {
+                last = now;
+                if tx.send("file changed").is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    actix_rt::spawn(async move {
+        while let Some(why) = rx.recv().await {
+            reload(&path, &store, &supervisor, why);
+        }
+    });
+}
