@@ -61,6 +61,11 @@ pub struct Config {
     /// siemsync post into the operator's own network.
     #[serde(default)]
     pub allow_private_destinations: bool,
+    /// Days events are kept at most, delivered or not (`SIEMSYNC_RETENTION_DAYS`);
+    /// fractions allowed. Delivered events go sooner: once every integration that
+    /// wants them has them.
+    #[serde(default = "default_retention")]
+    pub retention_days: f64,
     /// Seals HEC tokens at rest (AES-256-GCM) when set (`SIEMSYNC_SECRET_KEY`); at
     /// least 32 characters. Better given through the environment than in this file.
     #[serde(default)]
@@ -85,6 +90,9 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_request_timeout() -> u64 {
     60
+}
+fn default_retention() -> f64 {
+    30.0
 }
 fn default_ack_poll() -> u64 {
     10
@@ -170,6 +178,9 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS") {
             self.allow_private_destinations = parse("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", &v)?;
         }
+        if let Some(v) = env("SIEMSYNC_RETENTION_DAYS") {
+            self.retention_days = parse("SIEMSYNC_RETENTION_DAYS", &v)?;
+        }
         if let Some(v) = env("SIEMSYNC_SECRET_KEY") {
             self.secret_key = Some(v).filter(|v| !v.is_empty());
         }
@@ -231,6 +242,9 @@ impl Config {
                 "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
             );
         }
+        if !(self.retention_days > 0.0 && self.retention_days <= 3650.0) {
+            return bad("retention_days", "must be more than 0 and at most 3650");
+        }
         if self.ack_poll_interval_secs == 0 {
             return bad("ack_poll_interval_secs", "must be at least 1 second");
         }
@@ -282,6 +296,10 @@ impl Config {
             out.push(it);
         }
         Ok(out)
+    }
+
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs_f64(self.retention_days * 86_400.0)
     }
 
     pub fn sync_interval(&self) -> Duration {

@@ -9,6 +9,7 @@ pub mod hec;
 pub mod http;
 pub mod model;
 pub mod reload;
+pub mod retention;
 pub mod store;
 pub mod testkit;
 
@@ -105,6 +106,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         addr: config.listen,
         source,
     })?;
+    retention::spawn(store.clone(), config.retention());
     let addr = server.addrs()[0];
     let server = server.run();
     Ok(Service {

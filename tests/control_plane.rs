@@ -481,3 +481,66 @@ async fn integration_changes_reach_splunk_as_audit_events_and_deletion_leaves_no
         );
     }
 }
+
+#[actix_rt::test]
+async fn an_integration_disabled_past_retention_shows_the_gap_with_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 3.5 s of retention, swept every second.
+    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_RETENTION_DAYS", "0.00004")]);
+    let api = svc.api();
+    let hec_a = HecServer::start(TOK);
+    let hec_b = HecServer::start(TOK);
+    api.enable_account("acme").await;
+    let a = create_integration(
+        &api,
+        "acme",
+        json!({"hec_token": TOK, "hec_uri": hec_a.base_url(), "sources": ["audit"]}),
+    )
+    .await;
+    let b = create_integration(&api, "acme", json!({"hec_token": TOK, "hec_uri": hec_b.base_url(), "sources": ["audit"], "enabled": false})).await;
+    api.post_audit("acme", &audit_events("old", 0, 20)).await;
+    // 20 events and the two "created" events.
+    status_until(&api, "acme", &a, "A delivered", |s| {
+        s["delivered"]["audit"] == 22
+    })
+    .await;
+    let st = api.status("acme", &b).await;
+    assert_eq!(
+        st["backlog"]["audit"], 22,
+        "kept for B, which has not delivered them: {st:#}"
+    );
+    assert_eq!(st["gaps"], json!([]));
+
+    let st = status_until(&api, "acme", &b, "the gap", |s| {
+        !s["gaps"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let gap = &st["gaps"][0];
+    assert_eq!(gap["source"], "audit");
+    assert_eq!(gap["count"], 22, "{st:#}");
+    assert!(gap["from"].as_str().unwrap() <= gap["to"].as_str().unwrap());
+    assert_eq!(st["backlog"]["audit"], 0, "{st:#}");
+    assert_eq!(
+        api.status("acme", &a).await["gaps"],
+        json!([]),
+        "A lost nothing"
+    );
+
+    // Re-enabled, B gets what came after, and the gap stays on record.
+    api.ok(
+        "PATCH",
+        &format!("/api/v1/accounts/acme/integrations/{b}"),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    api.post_audit("acme", &audit_events("new", 0, 5)).await;
+    eventually(Duration::from_secs(30), "B's new events", || {
+        audit_ids(&hec_b.events()).len() == 5
+    })
+    .await;
+    assert_eq!(
+        audit_ids(&hec_b.events()),
+        (0..5).map(|i| format!("new-{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(api.status("acme", &b).await["gaps"][0]["count"], 22);
+}

@@ -396,6 +396,7 @@ pub async fn status(
         },
         "next_sync": obs.as_ref().and_then(|o| o.next_sync),
         "dead_letters": state.store.dead_letters(&it.id, 0)?.0,
+        "gaps": state.store.gaps(&it.id)?,
         "connection_test": state.store.connection_report(&it.id)?,
     })))
 }

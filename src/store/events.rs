@@ -259,12 +259,17 @@ impl Store {
         after: u64,
     ) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
         let heads = self.heads(account)?;
-        let mut oldest = None;
-        self.audit_after(account, after, |_, ev| {
-            oldest = Some(ev.ingested_at);
+        let mut first = None;
+        self.audit_after(account, after, |seq, ev| {
+            first = Some((seq, ev.ingested_at));
             ControlFlow::Break(())
         })?;
-        Ok((heads.audit.saturating_sub(after), oldest))
+        // Sequences are contiguous from the oldest event still kept (older ones may
+        // have gone to retention), so the count needs no scan.
+        Ok(match first {
+            Some((seq, at)) => (heads.audit + 1 - seq, Some(at)),
+            None => (0, None),
+        })
     }
 
     /// Job snapshots changed after `after`: how many, and when the oldest of them arrived.

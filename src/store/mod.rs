@@ -6,11 +6,13 @@ mod events;
 mod flusher;
 mod keys;
 mod registry;
+mod retention;
 pub mod secrets;
 mod tokens;
 
 pub use events::{Heads, IngestOutcome, StoredJob};
 pub use registry::{Account, Checkpoint, DeadLetter};
+pub use retention::{Gap, Reader};
 pub use tokens::AccountToken;
 
 use flusher::Flusher;

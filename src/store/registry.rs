@@ -157,6 +157,14 @@ impl Store {
         for k in self
             .inner
             .registry
+            .scan_prefix(super::retention::gaps_prefix(id))
+            .keys()
+        {
+            batch.remove(k?);
+        }
+        for k in self
+            .inner
+            .registry
             .scan_prefix(keys::dead_letters(id))
             .keys()
         {

@@ -1,0 +1,55 @@
+//! The retention sweep: a periodic task that asks the store to drop what every
+//! reader has delivered, or what outlived `retention_days`.
+
+use crate::model::Source;
+use crate::store::{Reader, Store, StoreError};
+use chrono::Utc;
+use std::time::Duration;
+
+/// One pass over every account; returns (audit events, jobs) deleted.
+pub fn sweep(store: &Store, retention: Duration) -> Result<(u64, u64), StoreError> {
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let (mut audit, mut jobs) = (0, 0);
+    for account in store.accounts_with_events()? {
+        let integrations = store.integrations_of(&account)?;
+        let readers = |source: Source| -> Result<Vec<Reader>, StoreError> {
+            integrations
+                .iter()
+                .filter(|i| i.wants(source))
+                .map(|i| {
+                    let cp = store.checkpoint(&i.id)?;
+                    Ok(Reader {
+                        integration: i.id,
+                        delivered_up_to: match source {
+                            Source::Audit => cp.audit_seq,
+                            Source::Jobs => cp.job_seq,
+                        },
+                    })
+                })
+                .collect()
+        };
+        audit += store.sweep_audit(&account, cutoff, &readers(Source::Audit)?)?;
+        jobs += store.sweep_jobs(&account, cutoff, &readers(Source::Jobs)?)?;
+    }
+    Ok((audit, jobs))
+}
+
+/// Runs the sweep every twentieth of the retention (between 1 s and 1 h).
+pub fn spawn(store: Store, retention: Duration) {
+    let every = (retention / 20).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    actix_rt::spawn(async move {
+        loop {
+            actix_rt::time::sleep(every).await;
+            let s = store.clone();
+            match actix_web::rt::task::spawn_blocking(move || sweep(&s, retention)).await {
+                Ok(Ok((0, 0))) => {}
+                Ok(Ok((audit, jobs))) => {
+                    log::info!("retention: {audit} audit events and {jobs} jobs removed")
+                }
+                Ok(Err(e)) => log::error!("retention sweep failed: {e}"),
+                Err(e) => log::error!("retention sweep stopped: {e}"),
+            }
+        }
+    });
+}
