@@ -2,7 +2,7 @@
 //! (a `SyncArbiter`), so reading and encoding never stall the delivery actors.
 
 use super::batch::Batcher;
-use super::messages::{Batch, BatchKind, CollectAudit};
+use super::messages::{Batch, BatchKind, CollectAudit, CountWindow};
 use crate::hec::encode;
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
@@ -28,10 +28,26 @@ impl Handler<CollectAudit> for AuditCollector {
         let r = &msg.request;
         let mut batch = Batcher::new(BatchKind::Audit, r.max_bytes);
         self.store.audit_after(&r.account, msg.after, |seq, ev| {
+            if msg.window.is_some_and(|w| !w.contains(&ev.time)) {
+                return std::ops::ControlFlow::Continue(());
+            }
             batch.push(seq, None, |out| {
                 encode::audit(out, &r.envelope, &r.account, &ev, &r.upload_time)
             })
         })?;
         Ok(batch.finish())
+    }
+}
+
+impl Handler<CountWindow> for AuditCollector {
+    type Result = Result<u64, StoreError>;
+
+    fn handle(&mut self, msg: CountWindow, _: &mut Self::Context) -> Self::Result {
+        let mut n = 0;
+        self.store.audit_after(&msg.account, 0, |_, ev| {
+            n += u64::from(msg.window.contains(&ev.time));
+            std::ops::ControlFlow::Continue(())
+        })?;
+        Ok(n)
     }
 }

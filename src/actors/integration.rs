@@ -343,6 +343,7 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
                 .send(CollectAudit {
                     request: request(),
                     after,
+                    window: None,
                 })
                 .await??;
             if batch.is_empty() {
@@ -359,6 +360,7 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
                 .send(CollectChangedJobs {
                     request: request(),
                     after,
+                    window: None,
                 })
                 .await??;
             if batch.is_empty() {

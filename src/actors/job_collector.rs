@@ -1,7 +1,7 @@
 //! JobCollector: the only reader of job snapshots, on its own threads like the AuditCollector.
 
 use super::batch::Batcher;
-use super::messages::{Batch, BatchKind, CollectChangedJobs, CollectRunningJobs};
+use super::messages::{Batch, BatchKind, CollectChangedJobs, CollectRunningJobs, CountWindow};
 use crate::hec::encode;
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
@@ -28,6 +28,12 @@ impl Handler<CollectChangedJobs> for JobCollector {
         let r = &msg.request;
         let mut batch = Batcher::new(BatchKind::JobsChanged, r.max_bytes);
         self.store.jobs_changed_after(&r.account, msg.after, |j| {
+            if msg
+                .window
+                .is_some_and(|w| !w.contains(&j.snapshot.ingested_at))
+            {
+                return ControlFlow::Continue(());
+            }
             batch.push(j.change_seq, None, |out| {
                 encode::job(out, &r.envelope, &r.account, &j.snapshot, &r.upload_time)
             })
@@ -53,5 +59,18 @@ impl Handler<CollectRunningJobs> for JobCollector {
                 })
             })?;
         Ok(batch.finish())
+    }
+}
+
+impl Handler<CountWindow> for JobCollector {
+    type Result = Result<u64, StoreError>;
+
+    fn handle(&mut self, msg: CountWindow, _: &mut Self::Context) -> Self::Result {
+        let mut n = 0;
+        self.store.jobs_changed_after(&msg.account, 0, |j| {
+            n += u64::from(msg.window.contains(&j.snapshot.ingested_at));
+            ControlFlow::Continue(())
+        })?;
+        Ok(n)
     }
 }

@@ -47,6 +47,30 @@ pub struct Observe {
     pub id: Uuid,
 }
 
+/// API → Supervisor: re-send the retained events of `sources` in `window` for this
+/// integration, beside its live delivery. Refused while another replay of it runs.
+#[derive(Message)]
+#[rtype(result = "Result<super::replay::ReplayProgress, String>")]
+pub struct StartReplay {
+    pub integration: Integration,
+    pub window: Window,
+    pub sources: Vec<crate::model::Source>,
+}
+
+/// API → Supervisor: stop the integration's running replay; answers its last progress.
+#[derive(Message)]
+#[rtype(result = "Option<super::replay::ReplayProgress>")]
+pub struct CancelReplay {
+    pub id: Uuid,
+}
+
+/// API → Supervisor: the integration's latest replay, running or ended.
+#[derive(Message)]
+#[rtype(result = "Option<super::replay::ReplayProgress>")]
+pub struct ObserveReplay {
+    pub id: Uuid,
+}
+
 /// Supervisor → IntegrationActor: stop now; a post in flight is abandoned without moving the checkpoint.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -95,20 +119,45 @@ pub struct BatchRequest {
     pub max_bytes: usize,
 }
 
-/// IntegrationActor → AuditCollector: audit events after sequence `after`.
+/// A replay's window: events whose time (audit) or snapshot time (jobs) is in it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Window {
+    pub fn contains(&self, t: &DateTime<Utc>) -> bool {
+        self.from <= *t && *t <= self.to
+    }
+}
+
+/// IntegrationActor / ReplayActor → AuditCollector: audit events after sequence
+/// `after`, only those in `window` when one is given.
 #[derive(Message)]
 #[rtype(result = "Result<Batch, StoreError>")]
 pub struct CollectAudit {
     pub request: BatchRequest,
     pub after: u64,
+    pub window: Option<Window>,
 }
 
-/// IntegrationActor → JobCollector: jobs changed after change sequence `after`.
+/// ReplayActor → a collector: how many retained events of `source` are in the window.
+#[derive(Message)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct CountWindow {
+    pub account: AccountId,
+    pub window: Window,
+}
+
+/// IntegrationActor / ReplayActor → JobCollector: jobs changed after change sequence
+/// `after`, only those whose snapshot time is in `window` when one is given.
 #[derive(Message)]
 #[rtype(result = "Result<Batch, StoreError>")]
 pub struct CollectChangedJobs {
     pub request: BatchRequest,
     pub after: u64,
+    pub window: Option<Window>,
 }
 
 /// IntegrationActor → JobCollector: jobs in progress whose snapshot is at or before

@@ -6,10 +6,12 @@ use super::audit_collector::AuditCollector;
 use super::integration::{DeliverySettings, IntegrationActor};
 use super::job_collector::JobCollector;
 use super::messages::*;
+use super::replay::{ReplayActor, ReplayProgress, ReplayState, SharedProgress};
 use crate::model::Integration;
 use crate::store::Store;
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -21,6 +23,8 @@ struct Running {
 }
 
 pub struct Supervisor {
+    /// The latest replay of each integration, running or ended.
+    replays: HashMap<Uuid, (Addr<ReplayActor>, SharedProgress)>,
     store: Store,
     audit: Addr<AuditCollector>,
     jobs: Addr<JobCollector>,
@@ -41,6 +45,7 @@ impl Supervisor {
         settings: DeliverySettings,
     ) -> Self {
         Supervisor {
+            replays: HashMap::new(),
             store,
             audit,
             jobs,
@@ -76,6 +81,9 @@ impl Supervisor {
     }
 
     fn stop(&mut self, id: &Uuid) {
+        if let Some((replay, _)) = self.replays.get(id) {
+            replay.do_send(Stop);
+        }
         if let Some(r) = self.running.remove(id) {
             r.addr.do_send(Stop);
             log::info!("integration {id} stopped");
@@ -159,6 +167,73 @@ impl Handler<Observe> for Supervisor {
                 None => None,
             }
         })
+    }
+}
+
+fn snapshot(p: &SharedProgress) -> ReplayProgress {
+    p.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+impl Handler<StartReplay> for Supervisor {
+    type Result = Result<ReplayProgress, String>;
+    fn handle(&mut self, msg: StartReplay, _: &mut Context<Self>) -> Self::Result {
+        if let Some((_, p)) = self.replays.get(&msg.integration.id) {
+            if snapshot(p).state == ReplayState::Running {
+                return Err("a replay of this integration is running: cancel it first, or wait for it to end".into());
+            }
+        }
+        if !self.running.contains_key(&msg.integration.id) {
+            return Err("the integration is not running: turn on its Enable toggle (and the account's SIEM feature) first".into());
+        }
+        let progress = Arc::new(Mutex::new(ReplayProgress {
+            id: Uuid::new_v4(),
+            from: msg.window.from,
+            to: msg.window.to,
+            sources: msg.sources.clone(),
+            state: ReplayState::Running,
+            total: 0,
+            sent: 0,
+            skipped: 0,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            error: None,
+        }));
+        let id = msg.integration.id;
+        let addr = ReplayActor {
+            it: msg.integration,
+            window: msg.window,
+            sources: msg.sources,
+            audit: self.audit.clone(),
+            jobs: self.jobs.clone(),
+            settings: self.settings.clone(),
+            progress: progress.clone(),
+        }
+        .start();
+        let first = snapshot(&progress);
+        self.replays.insert(id, (addr, progress));
+        log::info!("replay {} started for integration {id}", first.id);
+        Ok(first)
+    }
+}
+
+impl Handler<CancelReplay> for Supervisor {
+    type Result = Option<ReplayProgress>;
+    fn handle(&mut self, msg: CancelReplay, _: &mut Context<Self>) -> Self::Result {
+        let (addr, p) = self.replays.get(&msg.id)?;
+        if snapshot(p).state != ReplayState::Running {
+            return None;
+        }
+        addr.do_send(Stop);
+        let mut cancelled = snapshot(p);
+        cancelled.state = ReplayState::Cancelled;
+        Some(cancelled)
+    }
+}
+
+impl Handler<ObserveReplay> for Supervisor {
+    type Result = Option<ReplayProgress>;
+    fn handle(&mut self, msg: ObserveReplay, _: &mut Context<Self>) -> Self::Result {
+        self.replays.get(&msg.id).map(|(_, p)| snapshot(p))
     }
 }
 

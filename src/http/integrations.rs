@@ -5,12 +5,15 @@
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
-use crate::actors::messages::{Observe, Remove, State, SyncNow, Upsert};
+use crate::actors::messages::{
+    CancelReplay, Observe, ObserveReplay, Remove, StartReplay, State, SyncNow, Upsert, Window,
+};
 use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
 use crate::hec::destination;
 use crate::model::fields::parse_object;
+use crate::model::fields::Fields;
 use crate::model::{AccountId, AuditEvent, Integration, IntegrationChange, Source};
 use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
@@ -327,6 +330,92 @@ pub async fn test(
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// `POST …/replay`: `{"from", "to", "sources"?}` re-sends a retained window beside
+/// live delivery, without touching the live checkpoint.
+pub async fn replay(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: IdPath,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let it = lookup(&state, &caller, &path)?;
+    let body = read_body(body, state.config.max_body_bytes).await?;
+    let v = parse_object(&body)?;
+    let mut f = Fields::new(&v, None)?;
+    let from = f.required("from", Fields::time)?;
+    let to = f.required("to", Fields::time)?;
+    let sources = match f.string_list("sources")? {
+        None => it.sources.clone(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for s in list {
+                let src = Source::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == s)
+                    .ok_or_else(|| {
+                        f.error(
+                            "sources",
+                            format!("may hold only \"audit\" and \"jobs\", found {s:?}"),
+                        )
+                    })?;
+                if !it.wants(src) {
+                    return Err(f
+                        .error(
+                            "sources",
+                            format!("names {s:?}, which this integration does not send"),
+                        )
+                        .into());
+                }
+                if !out.contains(&src) {
+                    out.push(src);
+                }
+            }
+            if out.is_empty() {
+                return Err(f
+                    .error("sources", "must name at least one data source")
+                    .into());
+            }
+            out
+        }
+    };
+    if from > to {
+        return Err(f.error("from", "must not be after `to`").into());
+    }
+    f.finish()?;
+    let started = state
+        .supervisor
+        .send(StartReplay {
+            integration: it.clone(),
+            window: Window { from, to },
+            sources,
+        })
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+    audit_change(
+        &state,
+        &caller,
+        &req,
+        &it,
+        &["SIEM integration replay requested"],
+    )
+    .await?;
+    Ok(HttpResponse::Accepted().json(started))
+}
+
+/// `DELETE …/replay`: cancels the running replay.
+pub async fn cancel_replay(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+) -> Result<HttpResponse, ApiError> {
+    let it = lookup(&state, &caller, &path)?;
+    match state.supervisor.send(CancelReplay { id: it.id }).await? {
+        Some(p) => Ok(HttpResponse::Ok().json(p)),
+        None => Err(ApiError::not_found("running replay")),
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub struct DeadLetterQuery {
     limit: Option<usize>,
@@ -397,6 +486,7 @@ pub async fn status(
         "next_sync": obs.as_ref().and_then(|o| o.next_sync),
         "dead_letters": state.store.dead_letters(&it.id, 0)?.0,
         "gaps": state.store.gaps(&it.id)?,
+        "replay": state.supervisor.send(ObserveReplay { id: it.id }).await?,
         "connection_test": state.store.connection_report(&it.id)?,
     })))
 }

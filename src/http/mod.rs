@@ -108,6 +108,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(integrations::test),
                 )
                 .route(
+                    "/integrations/{id}/replay",
+                    web::post().to(integrations::replay),
+                )
+                .route(
+                    "/integrations/{id}/replay",
+                    web::delete().to(integrations::cancel_replay),
+                )
+                .route(
                     "/integrations/{id}/dead-letters",
                     web::get().to(integrations::dead_letters),
                 ),

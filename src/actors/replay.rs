@@ -1,0 +1,250 @@
+//! ReplayActor: re-sends a window of retained events for one integration, beside
+//! its live delivery — its own HEC client and cursor, never the live checkpoint —
+//! reporting sent/total, and stoppable at any time.
+
+use super::audit_collector::AuditCollector;
+use super::integration::DeliverySettings;
+use super::job_collector::JobCollector;
+use super::messages::{
+    Batch, BatchRequest, CollectAudit, CollectChangedJobs, CountWindow, Stop, Window,
+};
+use crate::hec::client::HecClient;
+use crate::hec::encode::Envelope;
+use crate::hec::response::{Failure, Outcome};
+use crate::model::{Integration, Source};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayState {
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// A replay's progress, as the status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayProgress {
+    pub id: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub sources: Vec<Source>,
+    pub state: ReplayState,
+    /// Events in the window when the replay started.
+    pub total: u64,
+    pub sent: u64,
+    /// Events Splunk refused as bad data (they are in the dead letters already, or were delivered live).
+    pub skipped: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<Failure>,
+}
+
+pub type SharedProgress = Arc<Mutex<ReplayProgress>>;
+
+pub struct ReplayActor {
+    pub it: Integration,
+    pub window: Window,
+    pub sources: Vec<Source>,
+    pub audit: Addr<AuditCollector>,
+    pub jobs: Addr<JobCollector>,
+    pub settings: DeliverySettings,
+    pub progress: SharedProgress,
+}
+
+fn update(p: &SharedProgress, f: impl FnOnce(&mut ReplayProgress)) {
+    f(&mut p.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+impl Actor for ReplayActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let run = replay(
+            self.it.clone(),
+            self.window,
+            self.sources.clone(),
+            self.audit.clone(),
+            self.jobs.clone(),
+            self.settings.clone(),
+            self.progress.clone(),
+        );
+        ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
+            update(&act.progress, |p| {
+                p.finished_at = Some(Utc::now());
+                match result {
+                    Ok(()) => p.state = ReplayState::Done,
+                    Err(f) => {
+                        p.state = ReplayState::Failed;
+                        p.error = Some(f);
+                    }
+                }
+            });
+            log::info!("replay for integration {} ended", act.it.id);
+            ctx.stop();
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        update(&self.progress, |p| {
+            if p.state == ReplayState::Running {
+                p.state = ReplayState::Cancelled;
+                p.finished_at = Some(Utc::now());
+            }
+        });
+    }
+}
+
+impl Handler<Stop> for ReplayActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        http_status: None,
+        code: None,
+        text: e.to_string(),
+        advice: "siemsync could not read its store for the replay; start it again.".into(),
+    }
+}
+
+async fn replay(
+    it: Integration,
+    window: Window,
+    sources: Vec<Source>,
+    audit: Addr<AuditCollector>,
+    jobs: Addr<JobCollector>,
+    settings: DeliverySettings,
+    progress: SharedProgress,
+) -> Result<(), Failure> {
+    let client = HecClient::new(&it, settings.client)?;
+    let mut total = 0;
+    for s in &sources {
+        let count = CountWindow {
+            account: it.account.clone(),
+            window,
+        };
+        total += match s {
+            Source::Audit => audit.send(count).await,
+            Source::Jobs => jobs.send(count).await,
+        }
+        .map_err(internal)?
+        .map_err(internal)?;
+    }
+    update(&progress, |p| p.total = total);
+    let mut max_bytes = settings.max_batch_bytes;
+    for source in sources {
+        let mut after = 0;
+        loop {
+            let request = BatchRequest {
+                account: it.account.clone(),
+                envelope: Envelope {
+                    host: settings.host.clone(),
+                    index: it.index.clone(),
+                },
+                upload_time: Utc::now(),
+                max_bytes,
+            };
+            let window = Some(window);
+            let batch = match source {
+                Source::Audit => {
+                    audit
+                        .send(CollectAudit {
+                            request,
+                            after,
+                            window,
+                        })
+                        .await
+                }
+                Source::Jobs => {
+                    jobs.send(CollectChangedJobs {
+                        request,
+                        after,
+                        window,
+                    })
+                    .await
+                }
+            }
+            .map_err(internal)?
+            .map_err(internal)?;
+            if batch.is_empty() {
+                break;
+            }
+            after = batch.items.last().map_or(after, |i| i.seq);
+            post_all(&client, batch, &mut max_bytes, &settings, &progress).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Posts a batch until Splunk has all of it; transient failures wait and retry,
+/// a configuration error ends the replay.
+async fn post_all(
+    client: &HecClient,
+    batch: Batch,
+    max_bytes: &mut usize,
+    settings: &DeliverySettings,
+    progress: &SharedProgress,
+) -> Result<(), Failure> {
+    let mut rest = batch;
+    let mut wait = Duration::from_secs(1);
+    while !rest.is_empty() {
+        let n = rest.fitting(*max_bytes);
+        let part = rest.slice(0..n);
+        let done = match client.post_events(part.body.clone()).await {
+            Outcome::Delivered { .. } => {
+                update(progress, |p| p.sent += n as u64);
+                n
+            }
+            Outcome::TooLarge(_) if n > 1 => {
+                *max_bytes = (part.body.len() / 2).max(1);
+                0
+            }
+            Outcome::TooLarge(_) => {
+                update(progress, |p| p.skipped += 1);
+                1
+            }
+            Outcome::Data {
+                invalid_event: Some(i),
+                ..
+            } if i < n => {
+                update(progress, |p| {
+                    p.sent += i as u64;
+                    p.skipped += 1;
+                });
+                i + 1
+            }
+            Outcome::Data { .. } if n > 1 => {
+                // Splunk did not say which event: post smaller until it is alone.
+                *max_bytes = (part.body.len() / 2).max(1);
+                0
+            }
+            Outcome::Data { .. } => {
+                update(progress, |p| p.skipped += 1);
+                1
+            }
+            Outcome::Transient { failure, accepted } => {
+                let taken = accepted.filter(|&i| i < n).unwrap_or(0);
+                update(progress, |p| {
+                    p.sent += taken as u64;
+                    p.error = Some(failure);
+                });
+                actix_rt::time::sleep(wait).await;
+                wait = (wait * 2).min(settings.interval);
+                taken
+            }
+            Outcome::Config(failure) => return Err(failure),
+        };
+        rest = rest.slice(done..rest.len());
+    }
+    Ok(())
+}
