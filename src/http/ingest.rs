@@ -5,10 +5,37 @@ use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
 use crate::model::fields::parse_array;
-use crate::model::{AuditEvent, JobSnapshot};
+use crate::model::{AccountId, AuditEvent, FieldError, JobSnapshot};
+use crate::store::{Store, StoreError};
 use actix_web::{web, HttpResponse};
-use chrono::Utc;
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+/// The one ingest path: check the caller, read and validate every item (the first
+/// bad one names its index and field, and nothing is stored), store them all in
+/// one atomic write off the async workers, and answer only once they are on disk.
+async fn ingest<T: Send + 'static, R: Send + 'static>(
+    state: &AppState,
+    caller: &Caller,
+    account: &str,
+    body: web::Payload,
+    read: fn(&Value, usize, DateTime<Utc>) -> Result<T, FieldError>,
+    write: fn(&Store, &AccountId, Vec<T>) -> Result<R, StoreError>,
+) -> Result<R, ApiError> {
+    caller.require_ingest()?;
+    let account = account_of(account)?;
+    let body = read_body(body, state.config.max_body_bytes).await?;
+    let now = Utc::now();
+    let items = parse_array(&body)?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| read(v, i, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = state.store.clone();
+    let out = web::block(move || write(&store, &account, items)).await??;
+    state.store.flush().await?;
+    Ok(out)
+}
 
 pub async fn audit(
     state: web::Data<AppState>,
@@ -16,18 +43,15 @@ pub async fn audit(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_ingest()?;
-    let account = account_of(&path)?;
-    let body = read_body(body, state.config.max_body_bytes).await?;
-    let now = Utc::now();
-    let events = parse_array(&body)?
-        .iter()
-        .enumerate()
-        .map(|(i, v)| AuditEvent::from_json(v, i, now))
-        .collect::<Result<Vec<_>, _>>()?;
-    let store = state.store.clone();
-    let out = web::block(move || store.append_audit(&account, events)).await??;
-    state.store.flush().await?;
+    let out = ingest(
+        &state,
+        &caller,
+        &path,
+        body,
+        AuditEvent::from_json,
+        Store::append_audit,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({"accepted": out.accepted, "duplicates": out.duplicates})))
 }
 
@@ -37,17 +61,14 @@ pub async fn jobs(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_ingest()?;
-    let account = account_of(&path)?;
-    let body = read_body(body, state.config.max_body_bytes).await?;
-    let now = Utc::now();
-    let jobs = parse_array(&body)?
-        .iter()
-        .enumerate()
-        .map(|(i, v)| JobSnapshot::from_json(v, i, now))
-        .collect::<Result<Vec<_>, _>>()?;
-    let store = state.store.clone();
-    let accepted = web::block(move || store.put_jobs(&account, jobs)).await??;
-    state.store.flush().await?;
+    let accepted = ingest(
+        &state,
+        &caller,
+        &path,
+        body,
+        JobSnapshot::from_json,
+        Store::put_jobs,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({"accepted": accepted})))
 }

@@ -14,11 +14,13 @@ use crate::hec::client::HecClient;
 use crate::hec::destination;
 use crate::model::fields::parse_object;
 use crate::model::fields::Fields;
-use crate::model::{AccountId, AuditEvent, Integration, IntegrationChange, Source};
+use crate::model::{
+    AccountId, AuditEvent, FieldError, Integration, IntegrationChange, IntegrationPolicy, Source,
+};
 use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -226,6 +228,35 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(lookup(&state, &caller, &path)?.to_view()))
 }
 
+/// A replace or change: the same checks, storage, restart and audit; only how the
+/// body combines with the stored integration differs.
+async fn update(
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    path: &(String, String),
+    body: web::Payload,
+    combine: fn(
+        IntegrationChange,
+        &Integration,
+        DateTime<Utc>,
+        IntegrationPolicy,
+    ) -> Result<Integration, FieldError>,
+) -> Result<HttpResponse, ApiError> {
+    let old = lookup(state, caller, path)?;
+    api_managed(&old)?;
+    let it = combine(
+        change_body(state, body).await?,
+        &old,
+        Utc::now(),
+        state.policy(),
+    )?;
+    save(state, &it, Some(&old)).await?;
+    audit_change(state, caller, req, &it, &changes(Some(&old), &it)).await?;
+    Ok(HttpResponse::Ok().json(it.to_view()))
+}
+
+/// `PUT`: a whole new integration in place of the old (the token may be left out).
 pub async fn replace(
     state: web::Data<AppState>,
     caller: Caller,
@@ -233,16 +264,18 @@ pub async fn replace(
     path: IdPath,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let old = lookup(&state, &caller, &path)?;
-    api_managed(&old)?;
-    let it = change_body(&state, body)
-        .await?
-        .replace(&old, Utc::now(), state.policy())?;
-    save(&state, &it, Some(&old)).await?;
-    audit_change(&state, &caller, &req, &it, &changes(Some(&old), &it)).await?;
-    Ok(HttpResponse::Ok().json(it.to_view()))
+    update(
+        &state,
+        &caller,
+        &req,
+        &path,
+        body,
+        IntegrationChange::replace,
+    )
+    .await
 }
 
+/// `PATCH`: only the fields given change.
 pub async fn patch(
     state: web::Data<AppState>,
     caller: Caller,
@@ -250,14 +283,7 @@ pub async fn patch(
     path: IdPath,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let old = lookup(&state, &caller, &path)?;
-    api_managed(&old)?;
-    let it = change_body(&state, body)
-        .await?
-        .apply(&old, Utc::now(), state.policy())?;
-    save(&state, &it, Some(&old)).await?;
-    audit_change(&state, &caller, &req, &it, &changes(Some(&old), &it)).await?;
-    Ok(HttpResponse::Ok().json(it.to_view()))
+    update(&state, &caller, &req, &path, body, IntegrationChange::apply).await
 }
 
 pub async fn delete(

@@ -38,6 +38,22 @@ pub fn gaps_prefix(id: &Uuid) -> Vec<u8> {
 
 const CHUNK: usize = 10_000;
 
+/// Per reader: the first and last storage time and the number of events it lost.
+#[derive(Default)]
+struct Losses(HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>, u64)>);
+
+impl Losses {
+    /// An event at `seq`, stored at `at`, is going: every reader not yet past it loses it.
+    fn note(&mut self, readers: &[Reader], seq: u64, at: DateTime<Utc>) {
+        for r in readers.iter().filter(|r| r.delivered_up_to < seq) {
+            let g = self.0.entry(r.integration).or_insert((at, at, 0));
+            g.0 = g.0.min(at);
+            g.1 = g.1.max(at);
+            g.2 += 1;
+        }
+    }
+}
+
 impl Store {
     /// Accounts that have events stored.
     pub fn accounts_with_events(&self) -> Result<Vec<AccountId>, StoreError> {
@@ -64,7 +80,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
         let mut deleted = 0u64;
-        let mut gaps: HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>, u64)> = HashMap::new();
+        let mut gaps = Losses::default();
         loop {
             let mut batch = sled::Batch::default();
             let mut n = 0;
@@ -74,14 +90,7 @@ impl Store {
                 if !delivered_by_all && ev.ingested_at >= cutoff {
                     return std::ops::ControlFlow::Break(());
                 }
-                for r in readers.iter().filter(|r| r.delivered_up_to < seq) {
-                    let g =
-                        gaps.entry(r.integration)
-                            .or_insert((ev.ingested_at, ev.ingested_at, 0));
-                    g.0 = g.0.min(ev.ingested_at);
-                    g.1 = g.1.max(ev.ingested_at);
-                    g.2 += 1;
-                }
+                gaps.note(readers, seq, ev.ingested_at);
                 batch.remove(keys::with_seq(keys::AUDIT, account, seq));
                 batch.remove(keys::with_name(keys::AUDIT_ID, account, &ev.id));
                 n += 1;
@@ -112,7 +121,7 @@ impl Store {
         readers: &[Reader],
     ) -> Result<u64, StoreError> {
         let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
-        let mut gaps: HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>, u64)> = HashMap::new();
+        let mut gaps = Losses::default();
         let mut batch = sled::Batch::default();
         let mut deleted = 0;
         let prefix = keys::account_prefix(keys::JOB, account);
@@ -124,15 +133,7 @@ impl Store {
             if !job.snapshot.is_finished() || !(delivered_by_all || at < cutoff) {
                 continue;
             }
-            for r in readers
-                .iter()
-                .filter(|r| r.delivered_up_to < job.change_seq)
-            {
-                let g = gaps.entry(r.integration).or_insert((at, at, 0));
-                g.0 = g.0.min(at);
-                g.1 = g.1.max(at);
-                g.2 += 1;
-            }
+            gaps.note(readers, job.change_seq, at);
             batch.remove(k);
             batch.remove(keys::with_seq(keys::JOB_CHANGE, account, job.change_seq));
             deleted += 1;
@@ -144,12 +145,8 @@ impl Store {
         Ok(deleted)
     }
 
-    fn record_gaps(
-        &self,
-        source: Source,
-        gaps: HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>, u64)>,
-    ) -> Result<(), StoreError> {
-        for (id, (from, to, count)) in gaps {
+    fn record_gaps(&self, source: Source, gaps: Losses) -> Result<(), StoreError> {
+        for (id, (from, to, count)) in gaps.0 {
             let key = gap_key(&id, source);
             let merged = match self.inner.registry.get(&key)? {
                 Some(v) => {
