@@ -6,6 +6,7 @@ pub mod errors;
 pub mod ingest;
 pub mod integrations;
 pub mod tokens;
+pub mod ui;
 
 use crate::actors::Supervisor;
 use crate::config::Config;
@@ -80,6 +81,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(path_errors)
         .app_data(query_errors)
         .route("/healthz", web::get().to(healthz))
+        .configure(ui::routes)
         .service(
             web::scope("/api/v1/accounts/{account}")
                 .route("", web::put().to(accounts::put))
