@@ -4,9 +4,11 @@
 //! `start` wires config → store → actors → HTTP; the binary and the tests both use it.
 
 pub mod actors;
+pub mod cli;
 pub mod config;
 pub mod hec;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod reload;
 pub mod retention;
@@ -75,7 +77,9 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     let audit = SyncArbiter::start(2, move || AuditCollector::new(s.clone()));
     let s = store.clone();
     let jobs = SyncArbiter::start(2, move || JobCollector::new(s.clone()));
+    let metrics = Arc::new(metrics::Metrics::new());
     let settings = DeliverySettings {
+        metrics: metrics.clone(),
         host: config.host.clone(),
         max_batch_bytes: config.max_batch_bytes,
         interval: config.sync_interval(),
@@ -94,6 +98,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         store: store.clone(),
         supervisor: supervisor.clone(),
         config: Arc::new(config.clone()),
+        metrics,
     });
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()

@@ -24,6 +24,13 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Print a table of every integration of a running service: account, name, state,
+    /// backlog, last success, last error. Authenticates with SIEMSYNC_ADMIN_TOKEN.
+    Status {
+        /// The service's base URL.
+        #[arg(long, env = "SIEMSYNC_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
     /// Check a config file (with the environment applied) and say what is wrong.
     CheckConfig {
         #[arg(default_value = DEFAULT_PATH)]
@@ -34,6 +41,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
+        Command::Status { url } => actix_web::rt::System::new().block_on(status(url)),
         Command::CheckConfig { path } => {
             Config::load(&path)?;
             println!("{}: ok", path.display());
@@ -44,6 +52,34 @@ fn main() -> anyhow::Result<()> {
             actix_web::rt::System::new().block_on(run(config, path))
         }
     }
+}
+
+async fn status(url: String) -> anyhow::Result<()> {
+    let token = std::env::var("SIEMSYNC_ADMIN_TOKEN")
+        .context("set SIEMSYNC_ADMIN_TOKEN to the service's admin token")?;
+    let endpoint = format!("{}/api/v1/integrations", url.trim_end_matches('/'));
+    let mut resp = awc::Client::default()
+        .get(&endpoint)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {endpoint}: {e}"))?;
+    let body = resp
+        .body()
+        .limit(64 << 20)
+        .await
+        .context("reading the answer")?;
+    if !resp.status().is_success() {
+        anyhow::bail!(
+            "{endpoint} answered {}: {}",
+            resp.status(),
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let list: Vec<serde_json::Value> =
+        serde_json::from_slice(&body).context("the answer is not a list of integrations")?;
+    print!("{}", siemsync::cli::status_table(&list, chrono::Utc::now()));
+    Ok(())
 }
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {

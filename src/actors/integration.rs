@@ -8,6 +8,7 @@ use super::messages::*;
 use crate::hec::client::{AckAnswer, ClientSettings, HecClient};
 use crate::hec::encode::Envelope;
 use crate::hec::response::{Failure, Outcome};
+use crate::metrics::{FailureLabels, IntegrationLabels, Metrics};
 use crate::model::{Integration, Source};
 use crate::store::{Checkpoint, DeadLetter, Store, StoreError};
 use actix::prelude::*;
@@ -23,6 +24,7 @@ pub struct DeliverySettings {
     pub max_batch_bytes: usize,
     pub interval: Duration,
     pub client: ClientSettings,
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 /// Handles a sync cycle needs; shared by the actor and the cycle future.
@@ -51,6 +53,10 @@ struct Shared {
     /// cause is not the events (a proxy, a token's settings) and delivery stops
     /// instead of filling the dead letters.
     refused_in_a_row: u32,
+    /// Events and bytes delivered in the current cycle, for its log line.
+    cycle: (usize, usize),
+    /// When catch-up progress was last logged (at most every 10 s).
+    progress_logged: Instant,
     /// Running-job snapshots already dead-lettered: the running pass moves no cursor,
     /// so the same refused snapshot comes back every tick.
     dead_running: std::collections::HashSet<u64>,
@@ -97,6 +103,8 @@ impl IntegrationActor {
                 max_post_bytes: settings.max_batch_bytes,
                 warning: None,
                 largest_accepted: 0,
+                cycle: (0, 0),
+                progress_logged: Instant::now(),
                 refused_in_a_row: 0,
                 dead_running: Default::default(),
                 obs: Observation {
@@ -107,6 +115,7 @@ impl IntegrationActor {
                     retries: 0,
                     syncing: false,
                     next_sync: None,
+                    progress: None,
                 },
             })),
             deps: Rc::new(Deps {
@@ -161,6 +170,7 @@ impl IntegrationActor {
         let delay = {
             let mut s = shared.borrow_mut();
             s.obs.syncing = false;
+            s.obs.progress = None;
             match result {
                 Ok(()) => {
                     s.obs.retries = 0;
@@ -176,12 +186,12 @@ impl IntegrationActor {
                     return;
                 }
                 Err(CycleError::Transient(failure)) => {
-                    self.failed(&mut s, failure);
+                    self.failed(&mut s, failure, started);
                     self.backoff(s.obs.retries, interval)
                 }
                 Err(CycleError::Config(failure)) => {
                     // Retrying sooner cannot help until the customer fixes it.
-                    self.failed(&mut s, failure);
+                    self.failed(&mut s, failure, started);
                     interval
                 }
             }
@@ -192,16 +202,36 @@ impl IntegrationActor {
         self.next = Some(ctx.run_later(delay, |act, ctx| act.sync(ctx)));
     }
 
-    fn failed(&self, s: &mut Shared, failure: Failure) {
+    fn failed(&self, s: &mut Shared, failure: Failure, started: Instant) {
         log::warn!(
-            "integration {} (account {}): delivery failed: HTTP {:?} code {:?}: {} — {}",
+            "sync integration={} account={} events={} bytes={} duration_ms={} result=failed http_status={:?} code={:?} error={:?} advice={:?}",
             self.deps.it.id,
             self.deps.it.account,
+            s.cycle.0,
+            s.cycle.1,
+            started.elapsed().as_millis(),
             failure.http_status,
             failure.code,
             failure.text,
             failure.advice
         );
+        let m = &self.deps.settings.metrics;
+        let labels = IntegrationLabels::of(&self.deps.it);
+        let code = match (failure.code, failure.http_status) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(s)) => format!("http_{s}"),
+            (None, None) => "transport".into(),
+        };
+        m.failures
+            .get_or_create(&FailureLabels {
+                account: labels.account.clone(),
+                integration: labels.integration.clone(),
+                code,
+            })
+            .inc();
+        if s.obs.retries > 0 {
+            m.retries.get_or_create(&labels).inc();
+        }
         s.obs.state = State::Failing;
         s.obs.last_error = Some(failure);
         s.obs.retries += 1;
@@ -306,6 +336,30 @@ impl From<MailboxError> for CycleError {
     }
 }
 
+/// Counts the backlog at the start of a cycle, so a catch-up reports done/total.
+fn start_progress(deps: &Deps, shared: &RefCell<Shared>) -> Result<(), CycleError> {
+    let cp = shared.borrow().checkpoint.clone();
+    let mut total = 0;
+    if deps.it.wants(Source::Audit) {
+        total += deps.store.audit_backlog(&deps.it.account, cp.audit_seq)?.0;
+    }
+    if deps.it.wants(Source::Jobs) {
+        total += deps.store.job_backlog(&deps.it.account, cp.job_seq)?.0;
+    }
+    let mut s = shared.borrow_mut();
+    s.cycle = (0, 0);
+    // The first batch of a catch-up is logged at once, then every 10 s.
+    s.progress_logged = Instant::now()
+        .checked_sub(Duration::from_secs(10))
+        .unwrap_or_else(Instant::now);
+    s.obs.progress = (total > 0).then(|| Progress {
+        done: 0,
+        total,
+        started_at: Utc::now(),
+    });
+    Ok(())
+}
+
 /// Events refused one by one, with nothing accepted between, before delivery stops
 /// and says the cause is elsewhere.
 const MAX_REFUSED_IN_A_ROW: u32 = 5;
@@ -315,7 +369,7 @@ const MAX_REFUSED_IN_A_ROW: u32 = 5;
 /// checkpoint moved, before the next is read.
 async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), CycleError> {
     let started = Instant::now();
-    let mut sent = (0usize, 0usize);
+    start_progress(&deps, &shared)?;
     // Jobs changed after this point are sent as changed in this cycle (or the next),
     // so the running-jobs pass skips them instead of sending them twice.
     let jobs_at_start = shared.borrow().checkpoint.job_seq;
@@ -333,7 +387,7 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
     // sends the same jobs with their current progress.
     let pending = shared.borrow_mut().pending.take();
     if let Some(batch) = pending.filter(|b| b.kind != BatchKind::JobsRunning) {
-        deliver(&deps, &shared, batch, &mut sent).await?;
+        deliver(&deps, &shared, batch).await?;
     }
     if deps.it.wants(Source::Audit) {
         loop {
@@ -349,7 +403,7 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
             if batch.is_empty() {
                 break;
             }
-            deliver(&deps, &shared, batch, &mut sent).await?;
+            deliver(&deps, &shared, batch).await?;
         }
     }
     if deps.it.wants(Source::Jobs) {
@@ -366,7 +420,7 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
             if batch.is_empty() {
                 break;
             }
-            deliver(&deps, &shared, batch, &mut sent).await?;
+            deliver(&deps, &shared, batch).await?;
         }
         let mut after_job = None;
         loop {
@@ -383,7 +437,7 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
             }
             let more = batch.more;
             after_job = batch.last_job.clone();
-            deliver(&deps, &shared, batch, &mut sent).await?;
+            deliver(&deps, &shared, batch).await?;
             if !more {
                 break;
             }
@@ -393,8 +447,8 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
         "sync integration={} account={} events={} bytes={} duration_ms={} result=ok",
         deps.it.id,
         deps.it.account,
-        sent.0,
-        sent.1,
+        shared.borrow().cycle.0,
+        shared.borrow().cycle.1,
         started.elapsed().as_millis()
     );
     if let Some(w) = shared.borrow().warning.clone() {
@@ -407,12 +461,7 @@ async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), Cy
 /// a 413 halves the post size (remembered), an event Splunk refuses as bad data
 /// goes to the dead letters while the others go on, and whatever is left when
 /// Splunk stops answering stays pending, to be re-sent first.
-async fn deliver(
-    deps: &Deps,
-    shared: &RefCell<Shared>,
-    batch: Batch,
-    sent: &mut (usize, usize),
-) -> Result<(), CycleError> {
+async fn deliver(deps: &Deps, shared: &RefCell<Shared>, batch: Batch) -> Result<(), CycleError> {
     let client = match &deps.client {
         Ok(c) => c,
         Err(failure) => {
@@ -432,6 +481,7 @@ async fn deliver(
             s.pending = Some(rest.clone());
             s.obs.last_attempt = Some(Utc::now());
         }
+        let posted = Instant::now();
         let outcome = match client.post_events(part.body.clone()).await {
             Outcome::Delivered { ack_id: Some(id) } if client.acknowledges() => {
                 wait_for_ack(client, id, deps.settings.client).await
@@ -447,6 +497,11 @@ async fn deliver(
             }
             other => other,
         };
+        deps.settings
+            .metrics
+            .post_seconds
+            .get_or_create(&IntegrationLabels::of(&deps.it))
+            .observe(posted.elapsed().as_secs_f64());
         let outcome = match outcome {
             // A lone event refused as too large although Splunk took a post at least as
             // large before: the limit is not about this event.
@@ -544,8 +599,6 @@ async fn deliver(
             }
         };
         if done > 0 {
-            sent.0 += done;
-            sent.1 += rest.slice(0..done).body.len();
             rest = rest.slice(done..rest.len());
         }
     }
@@ -640,8 +693,39 @@ async fn commit(
         .store
         .commit(&deps.it.account, &deps.it.id, &cp, &letters)?;
     deps.store.flush().await?;
+    let m = &deps.settings.metrics;
+    let labels = IntegrationLabels::of(&deps.it);
+    let bytes = part.slice(0..upto).body.len();
+    m.events_delivered
+        .get_or_create(&labels.with_source(part.source()))
+        .inc_by(delivered);
+    m.bytes_delivered
+        .get_or_create(&labels.with_source(part.source()))
+        .inc_by(bytes as u64);
+    m.dead_lettered
+        .get_or_create(&labels)
+        .inc_by(letters.len() as u64);
     let mut s = shared.borrow_mut();
     s.checkpoint = cp;
+    s.cycle.0 += upto;
+    s.cycle.1 += bytes;
+    let logged = s.progress_logged;
+    if let Some(p) = &mut s.obs.progress {
+        p.done = (p.done + upto as u64).min(p.total);
+        if logged.elapsed() >= Duration::from_secs(10) {
+            let (rate, eta) = p.rate_and_eta();
+            log::info!(
+                "catch-up integration={} account={} done={} total={} rate={:.0}/s eta_secs={}",
+                deps.it.id,
+                deps.it.account,
+                p.done,
+                p.total,
+                rate,
+                eta.map_or("unknown".into(), |e| format!("{e:.0}"))
+            );
+            s.progress_logged = Instant::now();
+        }
+    }
     if delivered > 0 {
         s.refused_in_a_row = 0;
     }

@@ -108,6 +108,38 @@ pub struct Observation {
     pub retries: u32,
     pub syncing: bool,
     pub next_sync: Option<DateTime<Utc>>,
+    /// While a sync drains a backlog: how far it is.
+    pub progress: Option<Progress>,
+}
+
+/// Progress of long work (a catch-up or a replay): done of total since `started_at`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Progress {
+    /// Events per second so far, and the seconds left at that rate (when there is one).
+    pub fn rate_and_eta(&self) -> (f64, Option<f64>) {
+        let secs = (Utc::now() - self.started_at).num_milliseconds().max(1) as f64 / 1000.0;
+        let rate = self.done as f64 / secs;
+        let eta = (rate > 0.0).then(|| self.total.saturating_sub(self.done) as f64 / rate);
+        (rate, eta)
+    }
+
+    /// The status API's view, with rate and time left.
+    pub fn to_view(&self) -> serde_json::Value {
+        let (rate, eta) = self.rate_and_eta();
+        serde_json::json!({
+            "done": self.done,
+            "total": self.total,
+            "started_at": self.started_at,
+            "rate_per_sec": (rate * 10.0).round() / 10.0,
+            "eta_secs": eta.map(|e| e.round()),
+        })
+    }
 }
 
 /// What a batch request asks for; the collectors fill at most `max_bytes`.

@@ -257,6 +257,11 @@ impl Handler<Stopped> for Supervisor {
         }
         *crashes += 1;
         let delay = Duration::from_secs(1u64 << (*crashes - 1).min(6));
+        self.settings
+            .metrics
+            .actor_restarts
+            .get_or_create(&crate::metrics::IntegrationLabels::of(&r.config))
+            .inc();
         log::warn!(
             "integration {} ended unexpectedly; restarting in {delay:?}",
             msg.id

@@ -4,6 +4,7 @@
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
+use crate::metrics::{IngestLabels, RejectLabels};
 use crate::model::fields::parse_array;
 use crate::model::{AccountId, AuditEvent, FieldError, JobSnapshot};
 use crate::store::{Store, StoreError};
@@ -19,22 +20,47 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
     caller: &Caller,
     account: &str,
     body: web::Payload,
+    source: &str,
     read: fn(&Value, usize, DateTime<Utc>) -> Result<T, FieldError>,
     write: fn(&Store, &AccountId, Vec<T>) -> Result<R, StoreError>,
 ) -> Result<R, ApiError> {
-    caller.require_ingest()?;
-    let account = account_of(account)?;
-    let body = read_body(body, state.config.max_body_bytes).await?;
-    let now = Utc::now();
-    let items = parse_array(&body)?
-        .iter()
-        .enumerate()
-        .map(|(i, v)| read(v, i, now))
-        .collect::<Result<Vec<_>, _>>()?;
-    let store = state.store.clone();
-    let out = web::block(move || write(&store, &account, items)).await??;
-    state.store.flush().await?;
-    Ok(out)
+    let labels = IngestLabels {
+        source: source.into(),
+    };
+    state.metrics.ingest_requests.get_or_create(&labels).inc();
+    let result = async {
+        caller.require_ingest()?;
+        let account = account_of(account)?;
+        let body = read_body(body, state.config.max_body_bytes).await?;
+        let now = Utc::now();
+        let items = parse_array(&body)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| read(v, i, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = state.store.clone();
+        let out = web::block(move || write(&store, &account, items)).await??;
+        state.store.flush().await?;
+        Ok::<_, ApiError>(out)
+    }
+    .await;
+    if let Err(e) = &result {
+        let reason = match e.status.as_u16() {
+            413 => "too_large",
+            401 | 403 => "unauthorized",
+            400..=499 => "invalid",
+            _ => "unavailable",
+        };
+        state
+            .metrics
+            .ingest_rejections
+            .get_or_create(&RejectLabels {
+                source: source.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+    result
 }
 
 pub async fn audit(
@@ -43,15 +69,25 @@ pub async fn audit(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let read = AuditEvent::from_json;
     let out = ingest(
         &state,
         &caller,
         &path,
         body,
-        AuditEvent::from_json,
+        "audit",
+        read,
         Store::append_audit,
     )
     .await?;
+    let labels = IngestLabels {
+        source: "audit".into(),
+    };
+    state
+        .metrics
+        .ingest_events
+        .get_or_create(&labels)
+        .inc_by(out.accepted as u64);
     Ok(HttpResponse::Ok().json(json!({"accepted": out.accepted, "duplicates": out.duplicates})))
 }
 
@@ -61,14 +97,15 @@ pub async fn jobs(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let accepted = ingest(
-        &state,
-        &caller,
-        &path,
-        body,
-        JobSnapshot::from_json,
-        Store::put_jobs,
-    )
-    .await?;
+    let read = JobSnapshot::from_json;
+    let accepted = ingest(&state, &caller, &path, body, "jobs", read, Store::put_jobs).await?;
+    let labels = IngestLabels {
+        source: "jobs".into(),
+    };
+    state
+        .metrics
+        .ingest_events
+        .get_or_create(&labels)
+        .inc_by(accepted as u64);
     Ok(HttpResponse::Ok().json(json!({"accepted": accepted})))
 }

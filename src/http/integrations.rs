@@ -6,8 +6,10 @@ use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
 use crate::actors::messages::{
-    CancelReplay, Observe, ObserveReplay, Remove, StartReplay, State, SyncNow, Upsert, Window,
+    CancelReplay, Observe, ObserveReplay, Progress, Remove, StartReplay, State, SyncNow, Upsert,
+    Window,
 };
+use crate::actors::replay::ReplayState;
 use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
@@ -466,6 +468,11 @@ pub async fn status(
     path: IdPath,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
+    Ok(HttpResponse::Ok().json(status_of(&state, &it).await?))
+}
+
+/// An integration's status: the actor's observation joined with what the store knows.
+pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json::Value, ApiError> {
     let cp = state.store.checkpoint(&it.id)?;
     let (audit_backlog, audit_oldest) = if it.wants(Source::Audit) {
         state.store.audit_backlog(&it.account, cp.audit_seq)?
@@ -479,8 +486,8 @@ pub async fn status(
     };
     let oldest = audit_oldest.into_iter().chain(jobs_oldest).min();
     let obs = state.supervisor.send(Observe { id: it.id }).await?;
-    let feature = feature_on(&state, &it.account)?;
-    let state_name = if !state.store.is_active(&it) {
+    let feature = feature_on(state, &it.account)?;
+    let state_name = if !state.store.is_active(it) {
         "disabled"
     } else {
         match obs.as_ref().map(|o| &o.state) {
@@ -489,15 +496,33 @@ pub async fn status(
             Some(State::Healthy) => "healthy",
         }
     };
+    let replay = state
+        .supervisor
+        .send(ObserveReplay { id: it.id })
+        .await?
+        .map(|r| {
+            let mut v = json!(r);
+            let p = Progress {
+                done: r.sent + r.skipped,
+                total: r.total,
+                started_at: r.started_at,
+            };
+            if r.state == ReplayState::Running {
+                v["progress"] = p.to_view();
+            }
+            v
+        });
     let now = Utc::now();
-    Ok(HttpResponse::Ok().json(json!({
+    Ok(json!({
         "id": it.id,
+        "account": it.account,
         "name": it.name,
         "state": state_name,
         "enabled": it.enabled,
         "account_feature_enabled": feature,
         "started_at": obs.as_ref().map(|o| o.started_at),
         "syncing": obs.as_ref().is_some_and(|o| o.syncing),
+        "progress": obs.as_ref().and_then(|o| o.progress.as_ref()).map(Progress::to_view),
         "last_attempt": obs.as_ref().and_then(|o| o.last_attempt),
         "last_success": cp.last_success,
         "last_error": obs.as_ref().and_then(|o| o.last_error.clone()),
@@ -512,7 +537,20 @@ pub async fn status(
         "next_sync": obs.as_ref().and_then(|o| o.next_sync),
         "dead_letters": state.store.dead_letters(&it.id, 0)?.0,
         "gaps": state.store.gaps(&it.id)?,
-        "replay": state.supervisor.send(ObserveReplay { id: it.id }).await?,
+        "replay": replay,
         "connection_test": state.store.connection_report(&it.id)?,
-    })))
+    }))
+}
+
+/// `GET /api/v1/integrations` (admin): every integration of every account with its status.
+pub async fn list_all(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let mut out = Vec::new();
+    for it in state.store.all_integrations()? {
+        out.push(status_of(&state, &it).await?);
+    }
+    Ok(HttpResponse::Ok().json(out))
 }

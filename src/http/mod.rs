@@ -5,6 +5,7 @@ pub mod auth;
 pub mod errors;
 pub mod ingest;
 pub mod integrations;
+pub mod metrics;
 pub mod tokens;
 pub mod ui;
 
@@ -25,6 +26,7 @@ pub struct AppState {
     pub store: Store,
     pub supervisor: Addr<Supervisor>,
     pub config: Arc<Config>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -82,6 +84,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(query_errors)
         .route("/healthz", web::get().to(healthz))
         .configure(ui::routes)
+        .route("/metrics", web::get().to(metrics::metrics))
+        .route(
+            "/api/v1/integrations",
+            web::get().to(integrations::list_all),
+        )
         .service(
             web::scope("/api/v1/accounts/{account}")
                 .route("", web::put().to(accounts::put))

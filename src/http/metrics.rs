@@ -1,0 +1,56 @@
+//! `GET /metrics` (admin): the Prometheus text format. Gauges about stored state are
+//! refreshed from the store at each scrape, off the async workers.
+
+use super::auth::Caller;
+use super::errors::ApiError;
+use super::AppState;
+use crate::metrics::{IntegrationLabels, Metrics};
+use crate::model::Source;
+use crate::store::{Store, StoreError};
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use std::sync::Arc;
+
+fn refresh(store: &Store, m: &Metrics) -> Result<(), StoreError> {
+    m.backlog_events.clear();
+    m.backlog_oldest_seconds.clear();
+    m.last_success.clear();
+    m.dead_letters.clear();
+    let now = Utc::now();
+    for it in store.all_integrations()? {
+        let labels = IntegrationLabels::of(&it);
+        let cp = store.checkpoint(&it.id)?;
+        let mut oldest = None;
+        for source in Source::ALL.into_iter().filter(|s| it.wants(*s)) {
+            let (n, first) = match source {
+                Source::Audit => store.audit_backlog(&it.account, cp.audit_seq)?,
+                Source::Jobs => store.job_backlog(&it.account, cp.job_seq)?,
+            };
+            m.backlog_events
+                .get_or_create(&labels.with_source(source))
+                .set(n as i64);
+            oldest = oldest.into_iter().chain(first).min();
+        }
+        let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        m.backlog_oldest_seconds.get_or_create(&labels).set(age);
+        if let Some(t) = cp.last_success {
+            m.last_success
+                .get_or_create(&labels)
+                .set(t.timestamp_millis() as f64 / 1000.0);
+        }
+        m.dead_letters
+            .get_or_create(&labels)
+            .set(store.dead_letters(&it.id, 0)?.0 as i64);
+    }
+    m.store_bytes.set(store.size_on_disk() as i64);
+    Ok(())
+}
+
+pub async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let (store, m): (Store, Arc<Metrics>) = (state.store.clone(), state.metrics.clone());
+    let text = web::block(move || refresh(&store, &m).map(|()| m.encode())).await??;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text))
+}
