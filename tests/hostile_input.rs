@@ -115,7 +115,12 @@ async fn random_bodies_over_http_get_a_4xx_and_store_nothing() {
     let bodies = prop::collection::vec(any_json(), 1..4);
     for case in 0..150 {
         let items = bodies.new_tree(&mut runner).unwrap().current();
-        let counts = |st: Value| (st["backlog"]["audit"].clone(), st["backlog"]["jobs"].clone());
+        let counts = |st: Value| {
+            (
+                st["backlog"]["audit"].clone(),
+                st["backlog"]["jobs"].clone(),
+            )
+        };
         let before = counts(api.status("acme", &id).await);
         let path = match case % 4 {
             0 => "/api/v1/accounts/acme/audit",

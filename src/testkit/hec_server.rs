@@ -96,6 +96,8 @@ pub struct Post {
 #[derive(Default)]
 struct Recorded {
     events: Vec<Value>,
+    /// When each accepted event arrived (same order as `events`).
+    received: Vec<Instant>,
     posts: Vec<Post>,
     /// Per channel: the next ack id, and ack id → polls so far (removed once confirmed).
     channels: std::collections::HashMap<String, (u64, std::collections::HashMap<u64, u32>)>,
@@ -214,6 +216,16 @@ impl HecServer {
     /// Every event accepted so far, in arrival order.
     pub fn events(&self) -> Vec<Value> {
         lock(&self.shared.recorded).events.clone()
+    }
+
+    /// Every accepted event with the moment it arrived.
+    pub fn events_with_arrival(&self) -> Vec<(Value, Instant)> {
+        let r = lock(&self.shared.recorded);
+        r.events
+            .iter()
+            .cloned()
+            .zip(r.received.iter().copied())
+            .collect()
     }
 
     pub fn event_count(&self) -> usize {
@@ -424,6 +436,8 @@ fn record(shared: &Shared, status: u16, bytes: usize, gzip: bool, accepted: Vec<
         accepted: accepted.len(),
         gzip,
     });
+    let now = Instant::now();
+    r.received.extend(std::iter::repeat_n(now, accepted.len()));
     r.events.extend(accepted);
 }
 
