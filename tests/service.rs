@@ -718,3 +718,31 @@ async fn patching_one_integrations_token_restarts_only_that_integration() {
         "B's posts paused: {gaps:?}"
     );
 }
+
+#[actix_rt::test]
+async fn ctrl_c_stops_cleanly_and_the_restart_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Siemsync::start(dir.path(), &[]);
+    let api = svc.api();
+    let hec = HecServer::start(TOKEN_A);
+    api.enable_account("acme").await;
+    api.add_integration("acme", TOKEN_A, &hec.base_url()).await;
+    api.post_audit("acme", &audit_events("e", 0, 20)).await;
+    eventually(T, "delivery", || audit_ids(&hec.events()).len() == 20).await;
+    svc.signal("INT");
+    let status = svc.terminate_wait();
+    assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
+    assert!(svc.log_text().contains("flushing the store"));
+    let svc = Siemsync::start(dir.path(), &[]);
+    svc.api()
+        .post_audit("acme", &audit_events("e", 20, 5))
+        .await;
+    eventually(T, "delivery after the restart", || {
+        audit_ids(&hec.events()).len() == 25
+    })
+    .await;
+    assert_eq!(
+        audit_ids(&hec.events()),
+        (0..25).map(|i| format!("e-{i}")).collect::<Vec<_>>()
+    );
+}

@@ -305,6 +305,23 @@ impl Handler<Observe> for IntegrationActor {
     }
 }
 
+/// Test builds only: panic inside the actor, as a bug would.
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Panic;
+
+#[cfg(feature = "test-hooks")]
+impl Handler<Panic> for IntegrationActor {
+    type Result = ();
+    fn handle(&mut self, _: Panic, _: &mut Context<Self>) {
+        panic!(
+            "forced panic in integration {} (test hook)",
+            self.deps.it.id
+        );
+    }
+}
+
 impl Handler<Stop> for IntegrationActor {
     type Result = ();
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {

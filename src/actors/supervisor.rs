@@ -107,6 +107,43 @@ impl Supervisor {
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // An actor that panicked never runs `stopped()`: its mailbox closing is the only sign.
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            let dead: Vec<(Uuid, u64)> = act
+                .running
+                .iter()
+                .filter(|(_, r)| !r.addr.connected())
+                .map(|(id, r)| (*id, r.generation))
+                .collect();
+            for (id, generation) in dead {
+                act.ended(id, generation, ctx);
+            }
+        });
+    }
+}
+
+/// Test builds only: makes an integration's actor panic, to prove the restart.
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct ForcePanic {
+    pub id: Uuid,
+}
+
+#[cfg(feature = "test-hooks")]
+impl Handler<ForcePanic> for Supervisor {
+    type Result = bool;
+    fn handle(&mut self, msg: ForcePanic, _: &mut Context<Self>) -> bool {
+        match self.running.get(&msg.id) {
+            Some(r) => {
+                r.addr.do_send(super::integration::Panic);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl Handler<Upsert> for Supervisor {
@@ -240,6 +277,14 @@ impl Handler<ObserveReplay> for Supervisor {
 impl Handler<Stopped> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: Stopped, ctx: &mut Context<Self>) {
+        self.ended(msg.id, msg.generation, ctx);
+    }
+}
+
+impl Supervisor {
+    /// An actor ended: if it was not stopped on purpose, restart it from sled, with back-off.
+    fn ended(&mut self, id: Uuid, generation: u64, ctx: &mut Context<Self>) {
+        let msg = Stopped { id, generation };
         let unexpected = self
             .running
             .get(&msg.id)

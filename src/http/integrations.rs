@@ -347,6 +347,22 @@ async fn test_and_keep(
     Ok(report)
 }
 
+/// Test builds only: `POST …/_panic` makes the integration's actor panic (admin).
+#[cfg(feature = "test-hooks")]
+pub async fn force_panic(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let it = lookup(&state, &caller, &path)?;
+    let sent = state
+        .supervisor
+        .send(crate::actors::supervisor::ForcePanic { id: it.id })
+        .await?;
+    Ok(HttpResponse::Accepted().json(json!({ "panic": sent })))
+}
+
 /// `POST …/test`: checks the HEC URI and token now and says what works and what does not.
 pub async fn test(
     state: web::Data<AppState>,

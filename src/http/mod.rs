@@ -71,6 +71,15 @@ async fn no_route() -> Result<HttpResponse, ApiError> {
     ))
 }
 
+/// Routes only test builds have.
+fn test_hooks(_cfg: &mut web::ServiceConfig) {
+    #[cfg(feature = "test-hooks")]
+    _cfg.route(
+        "/integrations/{id}/_panic",
+        web::post().to(integrations::force_panic),
+    );
+}
+
 /// Registers every route; the binary and the tests build the same app with it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let json_errors = web::JsonConfig::default()
@@ -127,7 +136,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/integrations/{id}/dead-letters",
                     web::get().to(integrations::dead_letters),
-                ),
+                )
+                .configure(test_hooks),
         )
         .default_service(web::to(no_route));
 }

@@ -105,6 +105,12 @@ impl Siemsync {
         }
     }
 
+    /// Waits for the process to exit by itself (after a signal sent with `signal`).
+    pub fn terminate_wait(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        c.wait().expect("wait")
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
