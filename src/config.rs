@@ -61,6 +61,10 @@ pub struct Config {
     /// siemsync post into the operator's own network.
     #[serde(default)]
     pub allow_private_destinations: bool,
+    /// Megabytes of sled's page cache (`SIEMSYNC_CACHE_MB`): bounds memory however
+    /// large the backlog grows.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
     /// Days events are kept at most, delivered or not (`SIEMSYNC_RETENTION_DAYS`);
     /// fractions allowed. Delivered events go sooner: once every integration that
     /// wants them has them.
@@ -90,6 +94,9 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_request_timeout() -> u64 {
     60
+}
+fn default_cache_mb() -> u64 {
+    256
 }
 fn default_retention() -> f64 {
     30.0
@@ -178,6 +185,9 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS") {
             self.allow_private_destinations = parse("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", &v)?;
         }
+        if let Some(v) = env("SIEMSYNC_CACHE_MB") {
+            self.cache_mb = parse("SIEMSYNC_CACHE_MB", &v)?;
+        }
         if let Some(v) = env("SIEMSYNC_RETENTION_DAYS") {
             self.retention_days = parse("SIEMSYNC_RETENTION_DAYS", &v)?;
         }
@@ -241,6 +251,9 @@ impl Config {
                 "secret_key",
                 "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
             );
+        }
+        if !(8..=1_048_576).contains(&self.cache_mb) {
+            return bad("cache_mb", "must be between 8 and 1048576");
         }
         if !(self.retention_days > 0.0 && self.retention_days <= 3650.0) {
             return bad("retention_days", "must be more than 0 and at most 3650");

@@ -56,8 +56,12 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         dir: config.data_dir.display().to_string(),
         source,
     };
-    let store =
-        Store::open_sealed(&config.data_dir, config.secret_key.as_deref()).map_err(store_error)?;
+    let store = Store::open_sealed(
+        &config.data_dir,
+        config.secret_key.as_deref(),
+        config.cache_mb << 20,
+    )
+    .map_err(store_error)?;
     if config.secret_key.is_some() {
         // Seal tokens stored before the key was set; then every token must open.
         for it in store.unsealed_integrations().map_err(store_error)? {

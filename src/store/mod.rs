@@ -63,8 +63,12 @@ struct Inner {
 
 impl Store {
     /// Opens the store; with `secret_key`, HEC tokens are sealed at rest.
-    pub fn open_sealed(dir: &Path, secret_key: Option<&str>) -> Result<Store, StoreError> {
-        let mut store = Self::open(dir)?;
+    pub fn open_sealed(
+        dir: &Path,
+        secret_key: Option<&str>,
+        cache_bytes: u64,
+    ) -> Result<Store, StoreError> {
+        let mut store = Self::open_with(sled::Config::new().path(dir).cache_capacity(cache_bytes))?;
         if let Some(k) = secret_key {
             Arc::get_mut(&mut store.inner).expect("just opened").cipher =
                 Some(secrets::TokenCipher::new(k));
@@ -73,7 +77,11 @@ impl Store {
     }
 
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        Self::open_with(sled::Config::new().path(dir))
+    }
+
+    fn open_with(config: sled::Config) -> Result<Store, StoreError> {
+        let db = config.open()?;
         Ok(Store {
             inner: Arc::new(Inner {
                 events: db.open_tree("events")?,
