@@ -210,17 +210,9 @@ impl HecClient {
         } else {
             body
         };
-        let outcome = match req.send_body(body).await {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let answer = resp
-                    .body()
-                    .limit(MAX_ANSWER_BYTES)
-                    .await
-                    .unwrap_or_default();
-                classify(status, &answer)
-            }
-            Err(e) => transport_outcome(&e),
+        let outcome = match answer(req.send_body(body)).await {
+            Ok((status, body)) => classify(status, &body),
+            Err(unanswered) => unanswered,
         };
         match outcome {
             // Splunk Cloud answers 404 for a moment during maintenance; if the health
@@ -242,14 +234,8 @@ impl HecClient {
     /// Asks which of `ids` are indexed (indexer acknowledgement).
     pub async fn poll_acks(&self, ids: &[u64]) -> AckAnswer {
         let body = serde_json::json!({ "acks": ids }).to_string();
-        match self.request(self.uri.ack_url()).send_body(body).await {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let answer = resp
-                    .body()
-                    .limit(MAX_ANSWER_BYTES)
-                    .await
-                    .unwrap_or_default();
+        match answer(self.request(self.uri.ack_url()).send_body(body)).await {
+            Ok((status, answer)) => {
                 if status == 200 {
                     #[derive(serde::Deserialize)]
                     struct Acks {
@@ -266,20 +252,14 @@ impl HecClient {
                 }
                 AckAnswer::Failed(classify(status.max(400), &answer))
             }
-            Err(e) => AckAnswer::Failed(transport_outcome(&e)),
+            Err(unanswered) => AckAnswer::Failed(unanswered),
         }
     }
 
     /// HEC's health endpoint: is the collector up (it says nothing about the token).
     pub async fn health(&self) -> Health {
-        match self.client.get(self.uri.health_url()).send().await {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let answer = resp
-                    .body()
-                    .limit(MAX_ANSWER_BYTES)
-                    .await
-                    .unwrap_or_default();
+        match answer(self.client.get(self.uri.health_url()).send()).await {
+            Ok((status, answer)) => {
                 #[derive(serde::Deserialize, Default)]
                 struct A {
                     code: Option<i64>,
@@ -292,8 +272,24 @@ impl HecClient {
                     text: a.text.unwrap_or_else(|| format!("HTTP {status}")),
                 }
             }
-            Err(e) => Health::Unreachable(transport_outcome(&e)),
+            Err(unanswered) => Health::Unreachable(unanswered),
         }
+    }
+}
+
+/// Waits for an answer and reads its (short) body; no answer at all is classified here.
+async fn answer(sent: awc::SendClientRequest) -> Result<(u16, Bytes), Outcome> {
+    match sent.await {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .body()
+                .limit(MAX_ANSWER_BYTES)
+                .await
+                .unwrap_or_default();
+            Ok((status, body))
+        }
+        Err(e) => Err(transport_outcome(&e)),
     }
 }
 
