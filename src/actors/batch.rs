@@ -91,12 +91,6 @@ impl Batch {
         }
     }
 
-    /// Halves of a batch of two or more events.
-    pub fn split(&self) -> (Batch, Batch) {
-        let mid = self.len() / 2;
-        (self.slice(0..mid), self.slice(mid..self.len()))
-    }
-
     /// How many leading events fit in `max_bytes` (at least one).
     pub fn fitting(&self, max_bytes: usize) -> usize {
         self.items
@@ -203,7 +197,7 @@ mod tests {
         );
         assert_eq!(&s.event(1)[..], b"c");
         assert!(b.slice(4..4).is_empty());
-        let (l, r) = b.split();
+        let (l, r) = (b.slice(0..2), b.slice(2..4));
         assert_eq!((&l.body[..], &r.body[..]), (&b"aabbb"[..], &b"cdddd"[..]));
         assert_eq!(&r.event(1)[..], b"dddd");
         assert_eq!(

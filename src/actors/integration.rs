@@ -356,13 +356,7 @@ impl From<MailboxError> for CycleError {
 /// Counts the backlog at the start of a cycle, so a catch-up reports done/total.
 fn start_progress(deps: &Deps, shared: &RefCell<Shared>) -> Result<(), CycleError> {
     let cp = shared.borrow().checkpoint.clone();
-    let mut total = 0;
-    if deps.it.wants(Source::Audit) {
-        total += deps.store.audit_backlog(&deps.it.account, cp.audit_seq)?.0;
-    }
-    if deps.it.wants(Source::Jobs) {
-        total += deps.store.job_backlog(&deps.it.account, cp.job_seq)?.0;
-    }
+    let total = deps.store.backlog(&deps.it, &cp)?.events();
     let mut s = shared.borrow_mut();
     s.cycle = (0, 0);
     // The first batch of a catch-up is logged at once, then every 10 s.

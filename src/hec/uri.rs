@@ -105,10 +105,6 @@ impl HecUri {
         self.port
     }
 
-    pub fn is_https(&self) -> bool {
-        self.scheme == "https"
-    }
-
     fn endpoint(&self, path: &str) -> String {
         format!(
             "{}://{}:{}{}{}",

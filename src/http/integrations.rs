@@ -16,8 +16,9 @@ use crate::hec::client::HecClient;
 use crate::hec::destination;
 use crate::model::fields::parse_object;
 use crate::model::fields::Fields;
+use crate::model::integration::read_sources;
 use crate::model::{
-    AccountId, AuditEvent, FieldError, Integration, IntegrationChange, IntegrationPolicy, Source,
+    AccountId, AuditEvent, FieldError, Integration, IntegrationChange, IntegrationPolicy,
 };
 use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
@@ -389,38 +390,21 @@ pub async fn replay(
     let mut f = Fields::new(&v, None)?;
     let from = f.required("from", Fields::time)?;
     let to = f.required("to", Fields::time)?;
-    let sources = match f.string_list("sources")? {
+    let sources = match read_sources(&mut f)? {
         None => it.sources.clone(),
         Some(list) => {
-            let mut out = Vec::new();
-            for s in list {
-                let src = Source::ALL
-                    .into_iter()
-                    .find(|x| x.as_str() == s)
-                    .ok_or_else(|| {
-                        f.error(
-                            "sources",
-                            format!("may hold only \"audit\" and \"jobs\", found {s:?}"),
-                        )
-                    })?;
-                if !it.wants(src) {
-                    return Err(f
-                        .error(
-                            "sources",
-                            format!("names {s:?}, which this integration does not send"),
-                        )
-                        .into());
-                }
-                if !out.contains(&src) {
-                    out.push(src);
-                }
-            }
-            if out.is_empty() {
+            if let Some(s) = list.iter().find(|s| !it.wants(**s)) {
                 return Err(f
-                    .error("sources", "must name at least one data source")
+                    .error(
+                        "sources",
+                        format!(
+                            "names {:?}, which this integration does not send",
+                            s.as_str()
+                        ),
+                    )
                     .into());
             }
-            out
+            list
         }
     };
     if from > to {
@@ -490,17 +474,7 @@ pub async fn status(
 /// An integration's status: the actor's observation joined with what the store knows.
 pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json::Value, ApiError> {
     let cp = state.store.checkpoint(&it.id)?;
-    let (audit_backlog, audit_oldest) = if it.wants(Source::Audit) {
-        state.store.audit_backlog(&it.account, cp.audit_seq)?
-    } else {
-        (0, None)
-    };
-    let (jobs_backlog, jobs_oldest) = if it.wants(Source::Jobs) {
-        state.store.job_backlog(&it.account, cp.job_seq)?
-    } else {
-        (0, None)
-    };
-    let oldest = audit_oldest.into_iter().chain(jobs_oldest).min();
+    let backlog = state.store.backlog(it, &cp)?;
     let obs = state.supervisor.send(Observe { id: it.id }).await?;
     let feature = feature_on(state, &it.account)?;
     let state_name = if !state.store.is_active(it) {
@@ -545,10 +519,10 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
         "retries": obs.as_ref().map_or(0, |o| o.retries),
         "delivered": {"audit": cp.delivered_audit, "jobs": cp.delivered_jobs},
         "backlog": {
-            "events": audit_backlog + jobs_backlog,
-            "audit": audit_backlog,
-            "jobs": jobs_backlog,
-            "oldest_age_secs": oldest.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+            "events": backlog.events(),
+            "audit": backlog.audit,
+            "jobs": backlog.jobs,
+            "oldest_age_secs": backlog.oldest.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
         },
         "next_sync": obs.as_ref().and_then(|o| o.next_sync),
         "dead_letters": state.store.dead_letters(&it.id, 0)?.0,

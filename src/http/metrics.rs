@@ -20,18 +20,15 @@ fn refresh(store: &Store, m: &Metrics) -> Result<(), StoreError> {
     for it in store.all_integrations()? {
         let labels = IntegrationLabels::of(&it);
         let cp = store.checkpoint(&it.id)?;
-        let mut oldest = None;
+        let backlog = store.backlog(&it, &cp)?;
         for source in Source::ALL.into_iter().filter(|s| it.wants(*s)) {
-            let (n, first) = match source {
-                Source::Audit => store.audit_backlog(&it.account, cp.audit_seq)?,
-                Source::Jobs => store.job_backlog(&it.account, cp.job_seq)?,
-            };
             m.backlog_events
                 .get_or_create(&labels.with_source(source))
-                .set(n as i64);
-            oldest = oldest.into_iter().chain(first).min();
+                .set(backlog.of(source) as i64);
         }
-        let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        let age = backlog
+            .oldest
+            .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
         m.backlog_oldest_seconds.get_or_create(&labels).set(age);
         if let Some(t) = cp.last_success {
             m.last_success

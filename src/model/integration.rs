@@ -105,35 +105,10 @@ impl IntegrationChange {
             }
             None => None,
         };
-        let sources = match f.string_list("sources")? {
-            None => None,
-            Some(list) => {
-                let mut out = Vec::new();
-                for s in &list {
-                    let src = match s.as_str() {
-                        "audit" => Source::Audit,
-                        "jobs" => Source::Jobs,
-                        other => {
-                            return Err(f.error(
-                                "sources",
-                                format!("may hold only \"audit\" and \"jobs\", found {other:?}"),
-                            ))
-                        }
-                    };
-                    if !out.contains(&src) {
-                        out.push(src);
-                    }
-                }
-                if out.is_empty() {
-                    return Err(f.error(
-                        "sources",
-                        "must name at least one data source: \"audit\", \"jobs\"",
-                    ));
-                }
-                out.sort();
-                Some(out)
-            }
-        };
+        let sources = read_sources(&mut f)?.map(|mut list| {
+            list.sort();
+            list
+        });
         let enabled = f.bool("enabled")?;
         let explicit_null = |f: &Fields, k: &str| f.has(k).then_some(None);
         let index = match f.string("index")? {
@@ -337,6 +312,35 @@ impl Integration {
             "updated_at": self.updated_at,
         })
     }
+}
+
+/// Reads a `sources` list: known names only, each once, in the order given, at least one.
+pub fn read_sources(f: &mut Fields) -> Result<Option<Vec<Source>>, FieldError> {
+    let Some(list) = f.string_list("sources")? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for s in &list {
+        let src = Source::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                f.error(
+                    "sources",
+                    format!("may hold only \"audit\" and \"jobs\", found {s:?}"),
+                )
+            })?;
+        if !out.contains(&src) {
+            out.push(src);
+        }
+    }
+    if out.is_empty() {
+        return Err(f.error(
+            "sources",
+            "must name at least one data source: \"audit\", \"jobs\"",
+        ));
+    }
+    Ok(Some(out))
 }
 
 /// `****abcd`: enough for a person to recognise their token, never enough to use it.

@@ -1,11 +1,34 @@
 //! The two data sources: the append-only audit log and the latest job snapshots.
 
+use super::Checkpoint;
 use super::{decode, encode, keys, Store, StoreError};
-use crate::model::{AccountId, AuditEvent, JobSnapshot};
+use crate::model::{AccountId, AuditEvent, Integration, JobSnapshot, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
+
+/// Undelivered events of one integration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub audit: u64,
+    pub jobs: u64,
+    /// When the oldest undelivered event was stored.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+impl Backlog {
+    pub fn events(&self) -> u64 {
+        self.audit + self.jobs
+    }
+
+    pub fn of(&self, source: Source) -> u64 {
+        match source {
+            Source::Audit => self.audit,
+            Source::Jobs => self.jobs,
+        }
+    }
+}
 
 /// What one audit ingest did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -250,6 +273,23 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// What an integration has not delivered yet, per source it wants: the one place
+    /// the status, the metrics and catch-up progress read a backlog from.
+    pub fn backlog(&self, it: &Integration, cp: &Checkpoint) -> Result<Backlog, StoreError> {
+        let mut b = Backlog::default();
+        if it.wants(Source::Audit) {
+            let (n, oldest) = self.audit_backlog(&it.account, cp.audit_seq)?;
+            b.audit = n;
+            b.oldest = oldest;
+        }
+        if it.wants(Source::Jobs) {
+            let (n, oldest) = self.job_backlog(&it.account, cp.job_seq)?;
+            b.jobs = n;
+            b.oldest = b.oldest.into_iter().chain(oldest).min();
+        }
+        Ok(b)
     }
 
     /// Audit events after `after` not yet delivered: how many, and when the oldest arrived.

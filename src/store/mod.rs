@@ -10,7 +10,7 @@ mod retention;
 pub mod secrets;
 mod tokens;
 
-pub use events::{Heads, IngestOutcome, StoredJob};
+pub use events::{Backlog, Heads, IngestOutcome, StoredJob};
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use retention::{Gap, Reader};
 pub use tokens::AccountToken;
