@@ -4,85 +4,17 @@
 //! awc, checkpoints made durable after every post.
 //! Run: `cargo bench --bench catch_up` (N from SIEMSYNC_BENCH_EVENTS, default 1,000,000).
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+mod support;
+
 use chrono::Utc;
 use serde_json::json;
 use siemsync::config::Config;
 use siemsync::model::{AccountId, AuditEvent, IntegrationChange, IntegrationPolicy};
 use siemsync::store::{Account, Store};
-use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Default)]
-struct Counts {
-    events: AtomicU64,
-    bytes: AtomicU64,
-}
-
-async fn receive(req: HttpRequest, body: web::Bytes, counts: web::Data<Counts>) -> HttpResponse {
-    let mut plain = Vec::new();
-    let events = if req
-        .headers()
-        .get("content-encoding")
-        .is_some_and(|v| v == "gzip")
-    {
-        let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain);
-        plain.iter().filter(|b| **b == b'\n').count()
-    } else {
-        body.iter().filter(|b| **b == b'\n').count()
-    };
-    counts.events.fetch_add(events as u64, Ordering::Relaxed);
-    counts
-        .bytes
-        .fetch_add(plain.len().max(body.len()) as u64, Ordering::Relaxed);
-    HttpResponse::Ok().json(json!({"text": "Success", "code": 0}))
-}
-
-fn receiver(counts: Arc<Counts>) -> u16 {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let sys = actix_rt::System::new();
-        sys.block_on(async move {
-            let data = web::Data::from(counts);
-            let srv = HttpServer::new(move || {
-                App::new()
-                    .app_data(data.clone())
-                    .app_data(web::PayloadConfig::new(64 << 20))
-                    .default_service(web::to(receive))
-            })
-            .workers(1)
-            .disable_signals()
-            .bind(("127.0.0.1", 0))
-            .expect("bind");
-            tx.send(srv.addrs()[0].port()).expect("port");
-            actix_rt::spawn(srv.run());
-        });
-        sys.run().ok();
-    });
-    rx.recv().expect("receiver port")
-}
-
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
-}
+use support::Counts;
 
 fn main() {
     let n: usize = std::env::var("SIEMSYNC_BENCH_EVENTS")
@@ -95,17 +27,9 @@ fn main() {
     let start = Instant::now();
     for from in (0..n).step_by(5000) {
         let events: Vec<AuditEvent> = (from..(from + 5000).min(n))
-            .map(|i| {
-                AuditEvent::from_json(
-                    &json!({"id": format!("evt-{i}"), "time": "2026-11-25T10:00:00.123Z", "connector": "m365-1",
-                            "acl": "admin", "method": "POST", "user": "ann@example.com", "ip": "192.0.2.7",
-                            "metadata": {"target": "mailbox", "n": i}, "event": "Restore started"}),
-                    i,
-                    Utc::now(),
-                )
-                .expect("valid")
-            })
-            .collect();
+            .map(|i| AuditEvent::from_json(&support::audit_event(i), i, Utc::now()))
+            .collect::<Result<_, _>>()
+            .expect("valid");
         store.append_audit(&account, events).expect("append");
     }
     store.flush_now().expect("flush");
@@ -115,7 +39,7 @@ fn main() {
         n as f64 / start.elapsed().as_secs_f64()
     );
     let counts = Arc::new(Counts::default());
-    let port = receiver(counts.clone());
+    let port = support::receiver(counts.clone());
     store
         .put_account(
             &account,
@@ -148,17 +72,17 @@ fn main() {
         _ => None,
     })
     .expect("config");
-    let cpu0 = cpu_secs();
+    let cpu0 = support::cpu_secs("self");
     let t0 = Instant::now();
     actix_rt::System::new().block_on(async move {
         let _svc = siemsync::start(config).expect("start");
-        while counts.events.load(Ordering::Relaxed) < n as u64 {
+        while counts.events() < n as u64 {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
             assert!(t0.elapsed() < Duration::from_secs(1800), "catch-up did not finish");
         }
         let secs = t0.elapsed().as_secs_f64();
-        let cpu = cpu_secs() - cpu0;
-        let mb = counts.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+        let cpu = support::cpu_secs("self") - cpu0;
+        let mb = counts.bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
         println!(
             "catch-up: {n} events in {secs:.2} s = {:.0} events/s, {:.1} MB/s of HEC JSON, {:.2} CPU s per million events (receiver included)",
             n as f64 / secs,

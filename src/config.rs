@@ -70,6 +70,11 @@ pub struct Config {
     /// wants them has them.
     #[serde(default = "default_retention")]
     pub retention_days: f64,
+    /// How many of an account's latest audit events a repeated `id` is recognised
+    /// among (`SIEMSYNC_DEDUP_WINDOW`): the platform's retries fall well inside it;
+    /// an id repeated after that many newer events is stored and delivered again.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: usize,
     /// Seals HEC tokens at rest (AES-256-GCM) when set (`SIEMSYNC_SECRET_KEY`); at
     /// least 32 characters. Better given through the environment than in this file.
     #[serde(default)]
@@ -97,6 +102,9 @@ fn default_request_timeout() -> u64 {
 }
 fn default_cache_mb() -> u64 {
     256
+}
+fn default_dedup_window() -> usize {
+    crate::store::DEFAULT_DEDUP_WINDOW
 }
 fn default_retention() -> f64 {
     30.0
@@ -191,6 +199,9 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_RETENTION_DAYS") {
             self.retention_days = parse("SIEMSYNC_RETENTION_DAYS", &v)?;
         }
+        if let Some(v) = env("SIEMSYNC_DEDUP_WINDOW") {
+            self.dedup_window = parse("SIEMSYNC_DEDUP_WINDOW", &v)?;
+        }
         if let Some(v) = env("SIEMSYNC_SECRET_KEY") {
             self.secret_key = Some(v).filter(|v| !v.is_empty());
         }
@@ -257,6 +268,9 @@ impl Config {
         }
         if !(self.retention_days > 0.0 && self.retention_days <= 3650.0) {
             return bad("retention_days", "must be more than 0 and at most 3650");
+        }
+        if !(1..=10_000_000).contains(&self.dedup_window) {
+            return bad("dedup_window", "must be between 1 and 10000000 events");
         }
         if self.ack_poll_interval_secs == 0 {
             return bad("ack_poll_interval_secs", "must be at least 1 second");

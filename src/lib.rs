@@ -21,7 +21,7 @@ use actors::{AuditCollector, DeliverySettings, JobCollector, Supervisor};
 use config::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use store::Store;
+use store::{Store, StoreOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -56,10 +56,13 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         dir: config.data_dir.display().to_string(),
         source,
     };
-    let store = Store::open_sealed(
+    let store = Store::open_with_options(
         &config.data_dir,
-        config.secret_key.as_deref(),
-        config.cache_mb << 20,
+        &StoreOptions {
+            secret_key: config.secret_key.clone(),
+            cache_bytes: config.cache_mb << 20,
+            dedup_window: config.dedup_window,
+        },
     )
     .map_err(store_error)?;
     if config.secret_key.is_some() {

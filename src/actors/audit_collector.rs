@@ -27,12 +27,13 @@ impl Handler<CollectAudit> for AuditCollector {
     fn handle(&mut self, msg: CollectAudit, _: &mut Self::Context) -> Self::Result {
         let r = &msg.request;
         let mut batch = Batcher::new(BatchKind::Audit, r.max_bytes);
-        self.store.audit_after(&r.account, msg.after, |seq, ev| {
-            if msg.window.is_some_and(|w| !w.contains(&ev.time)) {
+        let frame = encode::AuditFrame::new(&r.envelope, &r.upload_time);
+        self.store.audit_after(&r.account, msg.after, |ev| {
+            if msg.window.is_some_and(|w| !w.contains(&ev.time())) {
                 return std::ops::ControlFlow::Continue(());
             }
-            batch.push(seq, None, |out| {
-                encode::audit(out, &r.envelope, &r.account, &ev, &r.upload_time)
+            batch.push(ev.seq, None, |out| {
+                frame.write(out, ev.time_ms, ev.head, ev.tail)
             })
         })?;
         Ok(batch.finish())
@@ -44,8 +45,8 @@ impl Handler<CountWindow> for AuditCollector {
 
     fn handle(&mut self, msg: CountWindow, _: &mut Self::Context) -> Self::Result {
         let mut n = 0;
-        self.store.audit_after(&msg.account, 0, |_, ev| {
-            n += u64::from(msg.window.contains(&ev.time));
+        self.store.audit_after(&msg.account, 0, |ev| {
+            n += u64::from(msg.window.contains(&ev.time()));
             std::ops::ControlFlow::Continue(())
         })?;
         Ok(n)

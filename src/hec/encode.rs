@@ -23,12 +23,16 @@ pub const JOBS_SOURCE: &str = "siemsync:jobs";
 /// The source of the one event a connection test posts, so it is easy to find and to filter out.
 pub const TEST_SOURCE: &str = "siemsync:test";
 
+/// The audit event object's fields before `host` and `upload_time`.
 #[derive(Serialize)]
-struct AuditOut<'a> {
+struct AuditHead<'a> {
     id: &'a str,
     time: &'a DateTime<Utc>,
-    host: &'a str,
-    upload_time: &'a DateTime<Utc>,
+}
+
+/// The audit event object's fields after `upload_time`.
+#[derive(Serialize)]
+struct AuditTail<'a> {
     account: &'a AccountId,
     connector: &'a Option<String>,
     acl: &'a Option<String>,
@@ -63,8 +67,11 @@ struct JobOut<'a> {
 /// HEC's `time`: epoch seconds with a millisecond fraction (never milliseconds,
 /// which Splunk would file in the far future).
 fn write_epoch(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    write_epoch_ms(out, t.timestamp_millis());
+}
+
+fn write_epoch_ms(out: &mut Vec<u8>, ms: i64) {
     use std::io::Write;
-    let ms = t.timestamp_millis();
     let _ = write!(out, "{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
 }
 
@@ -96,7 +103,88 @@ fn json_into(out: &mut Vec<u8>, v: &(impl Serialize + ?Sized)) {
     serde_json::to_writer(&mut *out, v).expect("serialising an event");
 }
 
-/// Appends one audit event's envelope; its HEC time is when the event happened.
+/// Writes the JSON object `v` without its braces: a run of fields to splice.
+fn fields_into(out: &mut Vec<u8>, v: &impl Serialize) {
+    let start = out.len();
+    json_into(out, v);
+    debug_assert!(out[start] == b'{' && out.last() == Some(&b'}'));
+    out.pop();
+    out.remove(start);
+}
+
+/// An audit event's stored form: the parts of its HEC bytes that depend neither on
+/// the integration nor on the moment of delivery, encoded once when it is ingested,
+/// so that delivering it is copying bytes ([`AuditFrame::write`]).
+/// `head` receives `"id":…,"time":…` and `tail` `"account":…,…,"event":…`.
+pub fn audit_parts(head: &mut Vec<u8>, tail: &mut Vec<u8>, account: &AccountId, ev: &AuditEvent) {
+    fields_into(
+        head,
+        &AuditHead {
+            id: &ev.id,
+            time: &ev.time,
+        },
+    );
+    fields_into(
+        tail,
+        &AuditTail {
+            account,
+            connector: &ev.connector,
+            acl: &ev.acl,
+            method: &ev.method,
+            user: &ev.user,
+            ip_address: &ev.ip_address,
+            metadata: &ev.metadata,
+            event: &ev.event,
+        },
+    );
+}
+
+/// The bytes every audit event of one post shares: the envelope of one integration
+/// and the post's upload time. Built once per batch.
+pub struct AuditFrame {
+    /// From after the envelope's `time` up to the opening of the event object.
+    envelope: Vec<u8>,
+    /// Between the stored head and tail: `host` and `upload_time`.
+    middle: Vec<u8>,
+}
+
+impl AuditFrame {
+    pub fn new(env: &Envelope, upload_time: &DateTime<Utc>) -> AuditFrame {
+        let mut envelope = Vec::with_capacity(128);
+        envelope.extend_from_slice(b",\"host\":");
+        json_into(&mut envelope, &env.host);
+        envelope.extend_from_slice(b",\"source\":");
+        json_into(&mut envelope, AUDIT_SOURCE);
+        envelope.extend_from_slice(b",\"sourcetype\":\"_json\"");
+        if let Some(index) = &env.index {
+            envelope.extend_from_slice(b",\"index\":");
+            json_into(&mut envelope, index);
+        }
+        envelope.extend_from_slice(b",\"event\":{");
+        let mut middle = Vec::with_capacity(96);
+        middle.extend_from_slice(b",\"host\":");
+        json_into(&mut middle, &env.host);
+        middle.extend_from_slice(b",\"upload_time\":");
+        json_into(&mut middle, upload_time);
+        middle.push(b',');
+        AuditFrame { envelope, middle }
+    }
+
+    /// Appends one stored audit event's envelope; its HEC time is when the event happened.
+    pub fn write(&self, out: &mut Vec<u8>, time_ms: i64, head: &[u8], tail: &[u8]) {
+        out.reserve(40 + self.envelope.len() + head.len() + self.middle.len() + tail.len());
+        out.extend_from_slice(b"{\"time\":");
+        write_epoch_ms(out, time_ms);
+        out.extend_from_slice(&self.envelope);
+        out.extend_from_slice(head);
+        out.extend_from_slice(&self.middle);
+        out.extend_from_slice(tail);
+        out.extend_from_slice(b"}}\n");
+    }
+}
+
+/// Appends one audit event's envelope: its stored parts in a frame (the one encoding
+/// delivery uses, here for an event not read from the store).
 pub fn audit(
     out: &mut Vec<u8>,
     env: &Envelope,
@@ -104,21 +192,9 @@ pub fn audit(
     ev: &AuditEvent,
     upload_time: &DateTime<Utc>,
 ) {
-    let body = AuditOut {
-        id: &ev.id,
-        time: &ev.time,
-        host: &env.host,
-        upload_time,
-        account,
-        connector: &ev.connector,
-        acl: &ev.acl,
-        method: &ev.method,
-        user: &ev.user,
-        ip_address: &ev.ip_address,
-        metadata: &ev.metadata,
-        event: &ev.event,
-    };
-    write_envelope(out, env, AUDIT_SOURCE, &ev.time, &body);
+    let (mut head, mut tail) = (Vec::new(), Vec::new());
+    audit_parts(&mut head, &mut tail, account, ev);
+    AuditFrame::new(env, upload_time).write(out, ev.time.timestamp_millis(), &head, &tail);
 }
 
 /// Appends one job snapshot's envelope; its time is the upload time, as the product page says.

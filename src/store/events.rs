@@ -67,6 +67,188 @@ impl Heads {
     }
 }
 
+/// How many events at most, and how many bytes about, one audit record holds: large
+/// enough that sled keeps few keys and reads stream, small enough to stay a plain
+/// value in sled's pages.
+const CHUNK_EVENTS: usize = 64;
+const CHUNK_BYTES: usize = 24 * 1024;
+/// The first byte of an audit chunk: its format.
+const CHUNK_FORMAT: u8 = 1;
+
+/// An audit event's id as the dedup window keeps it: FNV-1a, 128 bits, so that
+/// distinct ids colliding is out of the question.
+fn id_hash(id: &str) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    id.bytes()
+        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+/// One stored audit event, borrowed from its chunk: the parts of its HEC bytes that
+/// [`crate::hec::encode::AuditFrame`] completes.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredAudit<'a> {
+    pub seq: u64,
+    /// When it happened (milliseconds since the epoch).
+    pub time_ms: i64,
+    /// When siemsync stored it.
+    pub ingested_at: DateTime<Utc>,
+    pub head: &'a [u8],
+    pub tail: &'a [u8],
+}
+
+impl StoredAudit<'_> {
+    pub fn time(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.time_ms).unwrap_or_default()
+    }
+
+    /// The event object as Splunk receives it, minus the per-post `host` and
+    /// `upload_time` (for tests and inspection).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut text = b"{".to_vec();
+        text.extend_from_slice(self.head);
+        text.push(b',');
+        text.extend_from_slice(self.tail);
+        text.push(b'}');
+        serde_json::from_slice(&text).unwrap_or_default()
+    }
+}
+
+/// A record of consecutive audit events, stored together in one ingest:
+/// `format u8 | ingested_at ms i64 | count u32 | count × (time ms i64 | head len u32 |
+/// tail len u32 | head | tail)`, integers big-endian.
+pub(super) struct Chunk<'a> {
+    pub first: u64,
+    pub count: u64,
+    pub ingested_at: DateTime<Utc>,
+    key: &'a [u8],
+    body: &'a [u8],
+}
+
+impl<'a> Chunk<'a> {
+    fn parse(key: &'a [u8], v: &'a [u8]) -> Result<Chunk<'a>, StoreError> {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).replace('\0', "/"),
+            reason: reason.into(),
+        };
+        if v.len() < 13 || v[0] != CHUNK_FORMAT {
+            return Err(corrupt("not an audit chunk of a known format"));
+        }
+        let ms = i64::from_be_bytes(v[1..9].try_into().expect("8 bytes"));
+        Ok(Chunk {
+            first: keys::seq_of(key),
+            count: u64::from(u32::from_be_bytes(v[9..13].try_into().expect("4 bytes"))),
+            ingested_at: DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| corrupt("storage time out of range"))?,
+            key,
+            body: &v[13..],
+        })
+    }
+
+    /// The sequence of its last event.
+    pub fn last(&self) -> u64 {
+        self.first + self.count.saturating_sub(1)
+    }
+
+    pub fn events(&self) -> Result<Vec<StoredAudit<'a>>, StoreError> {
+        let corrupt = || StoreError::Corrupt {
+            key: String::from_utf8_lossy(self.key).replace('\0', "/"),
+            reason: "audit chunk is truncated".into(),
+        };
+        let mut out = Vec::with_capacity(self.count as usize);
+        let mut rest = self.body;
+        for seq in self.first..self.first + self.count {
+            if rest.len() < 16 {
+                return Err(corrupt());
+            }
+            let time_ms = i64::from_be_bytes(rest[0..8].try_into().expect("8 bytes"));
+            let head_len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+            let tail_len = u32::from_be_bytes(rest[12..16].try_into().expect("4 bytes")) as usize;
+            rest = &rest[16..];
+            if rest.len() < head_len + tail_len {
+                return Err(corrupt());
+            }
+            let (head, after) = rest.split_at(head_len);
+            let (tail, after) = after.split_at(tail_len);
+            rest = after;
+            out.push(StoredAudit {
+                seq,
+                time_ms,
+                ingested_at: self.ingested_at,
+                head,
+                tail,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Builds audit chunks, and beside each the ids of its events for the dedup window.
+#[derive(Default)]
+struct ChunkWriter {
+    first: u64,
+    count: u32,
+    ingested_at: i64,
+    body: Vec<u8>,
+    ids: Vec<u8>,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// Adds an event; a chunk holds events of one storage time, up to its size.
+    fn push(
+        &mut self,
+        batch: &mut sled::Batch,
+        seq: u64,
+        account: &AccountId,
+        ev: &AuditEvent,
+        hash: u128,
+    ) {
+        if self.count > 0 && self.ingested_at != ev.ingested_at.timestamp_millis() {
+            self.finish_into(batch, account);
+        }
+        if self.count == 0 {
+            self.first = seq;
+            self.ingested_at = ev.ingested_at.timestamp_millis();
+        }
+        self.head.clear();
+        self.tail.clear();
+        crate::hec::encode::audit_parts(&mut self.head, &mut self.tail, account, ev);
+        self.body
+            .extend_from_slice(&ev.time.timestamp_millis().to_be_bytes());
+        self.body
+            .extend_from_slice(&(self.head.len() as u32).to_be_bytes());
+        self.body
+            .extend_from_slice(&(self.tail.len() as u32).to_be_bytes());
+        self.body.extend_from_slice(&self.head);
+        self.body.extend_from_slice(&self.tail);
+        self.ids.extend_from_slice(&hash.to_be_bytes());
+        self.count += 1;
+        if self.count as usize >= CHUNK_EVENTS || self.body.len() >= CHUNK_BYTES {
+            self.finish_into(batch, account);
+        }
+    }
+
+    fn finish_into(&mut self, batch: &mut sled::Batch, account: &AccountId) {
+        if self.count == 0 {
+            return;
+        }
+        let mut v = Vec::with_capacity(13 + self.body.len());
+        v.push(CHUNK_FORMAT);
+        v.extend_from_slice(&self.ingested_at.to_be_bytes());
+        v.extend_from_slice(&self.count.to_be_bytes());
+        v.extend_from_slice(&self.body);
+        batch.insert(keys::with_seq(keys::AUDIT, account, self.first), v);
+        batch.insert(
+            keys::with_seq(keys::AUDIT_ID, account, self.first),
+            std::mem::take(&mut self.ids),
+        );
+        self.body.clear();
+        self.count = 0;
+    }
+}
+
 impl Store {
     pub fn heads(&self, account: &AccountId) -> Result<Heads, StoreError> {
         Ok(self
@@ -77,47 +259,73 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// Appends audit events in order, all or nothing; repeated ids are skipped.
-    /// Not durable until `flush` resolves.
+    /// Appends audit events in order, all or nothing. An id the account already had
+    /// among its last `dedup_window` events (or earlier in the same call) is a platform
+    /// retry and is skipped. Events are stored already encoded the way HEC receives
+    /// them, a chunk of them per record. Not durable until `flush` resolves.
     pub fn append_audit(
         &self,
         account: &AccountId,
         events: Vec<AuditEvent>,
     ) -> Result<IngestOutcome, StoreError> {
-        let tree = &self.inner.events;
         let _writer = self
             .inner
             .ingest_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let mut heads = self.heads(account)?;
-        let mut batch = sled::Batch::default();
-        let mut seen = HashSet::new();
+        let hashes: Vec<u128> = events.iter().map(|e| id_hash(&e.id)).collect();
+        let mut fresh: HashSet<u128> = HashSet::with_capacity(hashes.len());
+        let mut keep: Vec<bool> = hashes.iter().map(|h| fresh.insert(*h)).collect();
+        let repeated = self.recent_ids_among(account, &fresh)?;
         let mut out = IngestOutcome::default();
-        for ev in events {
-            let id_key = keys::with_name(keys::AUDIT_ID, account, &ev.id);
-            if !seen.insert(ev.id.clone()) || tree.contains_key(&id_key)? {
+        let mut batch = sled::Batch::default();
+        let mut chunk = ChunkWriter::default();
+        for ((ev, hash), keep) in events.iter().zip(&hashes).zip(keep.iter_mut()) {
+            *keep &= !repeated.contains(hash);
+            if !*keep {
                 out.duplicates += 1;
                 continue;
             }
             heads.audit += 1;
-            batch.insert(
-                keys::with_seq(keys::AUDIT, account, heads.audit),
-                encode(&ev),
-            );
-            batch.insert(id_key, &heads.audit.to_be_bytes());
+            chunk.push(&mut batch, heads.audit, account, ev, *hash);
             out.accepted += 1;
         }
+        chunk.finish_into(&mut batch, account);
         if out.accepted > 0 {
             batch.insert(
                 keys::account_prefix(keys::HEADS, account),
                 &heads.to_bytes(),
             );
-            tree.apply_batch(batch)?;
+            self.inner.events.apply_batch(batch)?;
         }
         Ok(out)
     }
 
+    /// Which of `ids` are among the account's last `dedup_window` stored event ids.
+    fn recent_ids_among(
+        &self,
+        account: &AccountId,
+        ids: &HashSet<u128>,
+    ) -> Result<HashSet<u128>, StoreError> {
+        let mut found = HashSet::new();
+        let mut seen = 0;
+        let prefix = keys::account_prefix(keys::AUDIT_ID, account);
+        for kv in self.inner.events.scan_prefix(&prefix).rev() {
+            if seen >= self.inner.dedup_window {
+                break;
+            }
+            let (_, v) = kv?;
+            for h in v.chunks_exact(16) {
+                let h = u128::from_be_bytes(h.try_into().expect("16 bytes"));
+                if ids.contains(&h) {
+                    found.insert(h);
+                }
+            }
+            seen += v.len() / 16;
+        }
+        Ok(found)
+    }
     /// Stores job snapshots, each replacing the job's previous one, all or nothing.
     /// A snapshot identical to the stored one (a platform retry) changes nothing.
     pub fn put_jobs(
@@ -195,22 +403,43 @@ impl Store {
         &self,
         account: &AccountId,
         after: u64,
-        mut visit: impl FnMut(u64, AuditEvent) -> ControlFlow<()>,
+        mut visit: impl FnMut(&StoredAudit<'_>) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        let start = keys::with_seq(keys::AUDIT, account, after.saturating_add(1));
+        self.audit_chunks(account, after.saturating_add(1), |chunk| {
+            for ev in chunk.events()? {
+                if ev.seq > after && visit(&ev).is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+
+    /// Visits the audit chunks from the one holding sequence `from`, in order.
+    pub(super) fn audit_chunks(
+        &self,
+        account: &AccountId,
+        from: u64,
+        mut visit: impl FnMut(&Chunk<'_>) -> Result<ControlFlow<()>, StoreError>,
+    ) -> Result<(), StoreError> {
         let prefix = keys::account_prefix(keys::AUDIT, account);
+        let at = keys::with_seq(keys::AUDIT, account, from);
+        // The chunk holding `from` starts at or before it.
+        let start = match self.inner.events.range(prefix.clone()..=at.clone()).next_back() {
+            Some(kv) => kv?.0.to_vec(),
+            None => at,
+        };
         for kv in self.inner.events.range(start..) {
             let (k, v) = kv?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            if visit(keys::seq_of(&k), decode(&k, &v)?).is_break() {
+            if visit(&Chunk::parse(&k, &v)?)?.is_break() {
                 break;
             }
         }
         Ok(())
     }
-
     /// Visits jobs whose snapshot changed after change sequence `after`, in change order.
     pub fn jobs_changed_after(
         &self,
@@ -300,8 +529,8 @@ impl Store {
     ) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
         let heads = self.heads(account)?;
         let mut first = None;
-        self.audit_after(account, after, |seq, ev| {
-            first = Some((seq, ev.ingested_at));
+        self.audit_after(account, after, |ev| {
+            first = Some((ev.seq, ev.ingested_at));
             ControlFlow::Break(())
         })?;
         // Sequences are contiguous from the oldest event still kept (older ones may
@@ -360,8 +589,8 @@ mod tests {
 
     fn audit_ids(s: &Store, a: &AccountId, after: u64) -> Vec<(u64, String)> {
         let mut v = Vec::new();
-        s.audit_after(a, after, |seq, e| {
-            v.push((seq, e.id));
+        s.audit_after(a, after, |e| {
+            v.push((e.seq, e.to_json()["id"].as_str().unwrap().to_owned()));
             ControlFlow::Continue(())
         })
         .unwrap();

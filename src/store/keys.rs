@@ -5,9 +5,10 @@
 use crate::model::AccountId;
 use uuid::Uuid;
 
-/// `events` tree: an audit event by sequence.
+/// `events` tree: a chunk of consecutive audit events, by its first sequence.
 pub const AUDIT: u8 = b'a';
-/// `events` tree: audit event id → sequence, to ignore repeats.
+/// `events` tree: the id hashes of a chunk's events, by the chunk's first sequence,
+/// for the dedup window.
 pub const AUDIT_ID: u8 = b'i';
 /// `events` tree: a job's latest snapshot.
 pub const JOB: u8 = b'j';

@@ -10,7 +10,7 @@ mod retention;
 pub mod secrets;
 mod tokens;
 
-pub use events::{Backlog, Heads, IngestOutcome, StoredJob};
+pub use events::{Backlog, Heads, IngestOutcome, StoredAudit, StoredJob};
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use retention::{Gap, Reader};
 pub use tokens::AccountToken;
@@ -42,6 +42,18 @@ impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
     }
 }
 
+/// The default of the `dedup_window` setting.
+pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
+
+/// How the service opens its store (from the config).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub secret_key: Option<String>,
+    pub cache_bytes: u64,
+    /// Among how many of an account's latest audit events a repeated id is ignored.
+    pub dedup_window: usize,
+}
+
 /// Cheap to clone: every clone is the same database.
 #[derive(Clone)]
 pub struct Store {
@@ -56,23 +68,22 @@ struct Inner {
     registry: sled::Tree,
     /// One writer at a time for sequence assignment; readers never wait on it.
     ingest_lock: Mutex<()>,
+    /// How many of an account's latest audit event ids a repeated id is looked for in.
+    dedup_window: usize,
     flusher: Flusher,
     /// Seals HEC tokens at rest when the operator set a secret key.
     cipher: Option<secrets::TokenCipher>,
 }
 
 impl Store {
-    /// Opens the store; with `secret_key`, HEC tokens are sealed at rest.
-    pub fn open_sealed(
-        dir: &Path,
-        secret_key: Option<&str>,
-        cache_bytes: u64,
-    ) -> Result<Store, StoreError> {
-        let mut store = Self::open_with(sled::Config::new().path(dir).cache_capacity(cache_bytes))?;
-        if let Some(k) = secret_key {
-            Arc::get_mut(&mut store.inner).expect("just opened").cipher =
-                Some(secrets::TokenCipher::new(k));
-        }
+    /// Opens the store as the service runs it: with a secret key, HEC tokens are
+    /// sealed at rest.
+    pub fn open_with_options(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let mut store =
+            Self::open_with(sled::Config::new().path(dir).cache_capacity(options.cache_bytes))?;
+        let inner = Arc::get_mut(&mut store.inner).expect("just opened");
+        inner.cipher = options.secret_key.as_deref().map(secrets::TokenCipher::new);
+        inner.dedup_window = options.dedup_window;
         Ok(store)
     }
 
@@ -87,6 +98,7 @@ impl Store {
                 events: db.open_tree("events")?,
                 registry: db.open_tree("registry")?,
                 ingest_lock: Mutex::new(()),
+                dedup_window: DEFAULT_DEDUP_WINDOW,
                 flusher: Flusher::start(db.clone()),
                 cipher: None,
                 db,

@@ -4,7 +4,7 @@
 
 use super::events::StoredJob;
 use super::{decode, encode, keys, Store, StoreError};
-use crate::model::{AccountId, AuditEvent, Source};
+use crate::model::{AccountId, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -36,7 +36,8 @@ pub fn gaps_prefix(id: &Uuid) -> Vec<u8> {
     format!("gap/{id}/").into_bytes()
 }
 
-const CHUNK: usize = 10_000;
+/// Events deleted per write.
+const CHUNK: u64 = 10_000;
 
 /// Per reader: the first and last storage time and the number of events it lost.
 #[derive(Default)]
@@ -85,25 +86,28 @@ impl Store {
             let mut batch = sled::Batch::default();
             let mut n = 0;
             let mut more = false;
-            self.audit_after(account, 0, |seq, ev: AuditEvent| {
-                let delivered_by_all = min_delivered.is_some_and(|m| seq <= m);
-                if !delivered_by_all && ev.ingested_at >= cutoff {
-                    return std::ops::ControlFlow::Break(());
+            // A chunk's events share one storage time, so it goes whole or stays.
+            self.audit_chunks(account, 0, |chunk| {
+                let delivered_by_all = min_delivered.is_some_and(|m| chunk.last() <= m);
+                if !delivered_by_all && chunk.ingested_at >= cutoff {
+                    return Ok(std::ops::ControlFlow::Break(()));
                 }
-                gaps.note(readers, seq, ev.ingested_at);
-                batch.remove(keys::with_seq(keys::AUDIT, account, seq));
-                batch.remove(keys::with_name(keys::AUDIT_ID, account, &ev.id));
-                n += 1;
-                if n == CHUNK {
+                for seq in chunk.first..=chunk.last() {
+                    gaps.note(readers, seq, chunk.ingested_at);
+                }
+                batch.remove(keys::with_seq(keys::AUDIT, account, chunk.first));
+                batch.remove(keys::with_seq(keys::AUDIT_ID, account, chunk.first));
+                n += chunk.count;
+                if n >= CHUNK {
                     more = true;
-                    return std::ops::ControlFlow::Break(());
+                    return Ok(std::ops::ControlFlow::Break(()));
                 }
-                std::ops::ControlFlow::Continue(())
+                Ok(std::ops::ControlFlow::Continue(()))
             })?;
             if n > 0 {
                 self.inner.events.apply_batch(batch)?;
             }
-            deleted += n as u64;
+            deleted += n;
             if !more {
                 break;
             }

@@ -1,0 +1,245 @@
+//! What the end-to-end benchmarks share: a loopback HEC receiver that only reads,
+//! un-gzips and counts (so it is never the bottleneck), the release binary run as
+//! the service, and readings of a process's CPU time and memory from `/proc`.
+#![allow(dead_code)] // each benchmark uses its own part of this
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const ADMIN: &str = "bench-admin-token-0123456789abcdef";
+pub const INGEST: &str = "bench-ingest-token-0123456789abcdef";
+
+#[derive(Default)]
+pub struct Counts {
+    pub events: AtomicU64,
+    pub bytes: AtomicU64,
+    pub posts: AtomicU64,
+}
+
+impl Counts {
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` events have arrived; panics after `limit`.
+    pub fn wait_for(&self, n: u64, limit: Duration) -> Duration {
+        let t0 = Instant::now();
+        while self.events() < n {
+            assert!(
+                t0.elapsed() < limit,
+                "only {} of {n} events arrived in {limit:?}",
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        t0.elapsed()
+    }
+}
+
+async fn receive(req: HttpRequest, body: web::Bytes, counts: web::Data<Counts>) -> HttpResponse {
+    let mut plain = Vec::new();
+    let text: &[u8] = if req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v == "gzip")
+    {
+        let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain);
+        &plain
+    } else {
+        &body
+    };
+    let events = text.iter().filter(|b| **b == b'\n').count();
+    counts.events.fetch_add(events as u64, Ordering::Relaxed);
+    counts.bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
+    counts.posts.fetch_add(1, Ordering::Relaxed);
+    HttpResponse::Ok().json(json!({"text": "Success", "code": 0}))
+}
+
+/// Starts the counting receiver on its own thread; returns its port.
+pub fn receiver(counts: Arc<Counts>) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let sys = actix_rt::System::new();
+        sys.block_on(async move {
+            let data = web::Data::from(counts);
+            let srv = HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .app_data(web::PayloadConfig::new(64 << 20))
+                    .default_service(web::to(receive))
+            })
+            .workers(1)
+            .backlog(16_384)
+            .max_connections(100_000)
+            .disable_signals()
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            tx.send(srv.addrs()[0].port()).expect("port");
+            actix_rt::spawn(srv.run());
+        });
+        sys.run().ok();
+    });
+    rx.recv().expect("receiver port")
+}
+
+/// One audit event as the platform sends it, every field set.
+pub fn audit_event(i: usize) -> Value {
+    json!({"id": format!("evt-{i}"), "time": "2026-11-25T10:00:00.123Z", "connector": "m365-1",
+           "acl": "admin", "method": "POST", "user": "ann@example.com", "ip": "192.0.2.7",
+           "metadata": {"target": "mailbox", "n": i}, "event": "Restore started"})
+}
+
+pub fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/siemsync.toml")
+}
+
+/// The release binary, run as an operator would, on `data_dir`.
+pub struct Service {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Service {
+    pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Service {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_siemsync"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(shipped_config())
+            .env("SIEMSYNC_LISTEN", "127.0.0.1:0")
+            .env("SIEMSYNC_DATA_DIR", data_dir)
+            .env("SIEMSYNC_ADMIN_TOKEN", ADMIN)
+            .env("SIEMSYNC_INGEST_TOKEN", INGEST)
+            .env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "true")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning siemsync");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("siemsync listening on ") {
+                        break url.to_owned();
+                    }
+                }
+                _ => panic!("siemsync exited before listening"),
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Service { child, url }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `host:port` of the API.
+    pub fn authority(&self) -> &str {
+        self.url.trim_start_matches("http://").trim_end_matches('/')
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// User plus system CPU seconds of process `pid` ("self" for this one).
+pub fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A memory figure of process `pid` in MiB: `VmRSS` (now) or `VmHWM` (peak).
+pub fn mem_mib(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .trim_end_matches(" kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// A minimal HTTP/1.1 client on one keep-alive connection, so the benchmark's own
+/// cost stays small beside the service's.
+pub struct Http {
+    stream: BufReader<std::net::TcpStream>,
+}
+
+impl Http {
+    pub fn connect(authority: &str) -> Http {
+        let stream = std::net::TcpStream::connect(authority).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Http {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// Sends one request and returns the status and body of the answer.
+    pub fn request(&mut self, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        use std::io::Write;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes()).expect("write");
+        s.write_all(body).expect("write");
+        let mut status_line = String::new();
+        self.stream.read_line(&mut status_line).expect("read");
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).expect("read");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().expect("length");
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).expect("body");
+        (status, body)
+    }
+}
