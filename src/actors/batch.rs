@@ -117,7 +117,9 @@ impl Batcher {
         Batcher {
             kind,
             max_bytes,
-            body: Vec::with_capacity(max_bytes.min(1 << 20)),
+            // Small to start: most ticks carry a few events, and thousands of
+            // integrations may hold a batch at once.
+            body: Vec::with_capacity(max_bytes.min(16 << 10)),
             items: Vec::new(),
             last_job: None,
             more: false,

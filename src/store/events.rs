@@ -75,6 +75,26 @@ const CHUNK_BYTES: usize = 24 * 1024;
 /// The first byte of an audit chunk: its format.
 const CHUNK_FORMAT: u8 = 1;
 
+/// Id hashes are already uniformly spread: a set of them needs no hashing again.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type IdSet = HashSet<u128, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// An audit event's id as the dedup window keeps it: FNV-1a, 128 bits, so that
 /// distinct ids colliding is out of the question.
 fn id_hash(id: &str) -> u128 {
@@ -275,7 +295,7 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner());
         let mut heads = self.heads(account)?;
         let hashes: Vec<u128> = events.iter().map(|e| id_hash(&e.id)).collect();
-        let mut fresh: HashSet<u128> = HashSet::with_capacity(hashes.len());
+        let mut fresh = IdSet::with_capacity_and_hasher(hashes.len(), Default::default());
         let mut keep: Vec<bool> = hashes.iter().map(|h| fresh.insert(*h)).collect();
         let repeated = self.recent_ids_among(account, &fresh)?;
         let mut out = IngestOutcome::default();
@@ -306,9 +326,9 @@ impl Store {
     fn recent_ids_among(
         &self,
         account: &AccountId,
-        ids: &HashSet<u128>,
-    ) -> Result<HashSet<u128>, StoreError> {
-        let mut found = HashSet::new();
+        ids: &IdSet,
+    ) -> Result<IdSet, StoreError> {
+        let mut found = IdSet::default();
         let mut seen = 0;
         let prefix = keys::account_prefix(keys::AUDIT_ID, account);
         for kv in self.inner.events.scan_prefix(&prefix).rev() {
