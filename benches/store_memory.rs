@@ -7,7 +7,7 @@
 use chrono::Utc;
 use serde_json::json;
 use siemsync::model::{AccountId, AuditEvent};
-use siemsync::store::Store;
+use siemsync::store::{Store, StoreOptions};
 fn rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
@@ -25,7 +25,15 @@ fn rss() -> u64 {
 fn main() {
     // One line per 8,000 events: how RSS grows with what the store holds.
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sealed(dir.path(), None, 32 << 20).unwrap();
+    let store = Store::open_with_options(
+        dir.path(),
+        &StoreOptions {
+            secret_key: None,
+            cache_bytes: 32 << 20,
+            dedup_window: siemsync::store::DEFAULT_DEDUP_WINDOW,
+        },
+    )
+    .unwrap();
     let a = AccountId::parse("acme").unwrap();
     for round in 0..20 {
         let evs: Vec<AuditEvent> = (0..8000).map(|i| AuditEvent::from_json(&json!({"id": format!("e-{round}-{i}"), "time": "2026-11-25T10:00:00Z", "event": format!("event number {i}"), "user": "u@example.com", "metadata": {"n": i}}), i, Utc::now()).unwrap()).collect();

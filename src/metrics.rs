@@ -63,6 +63,7 @@ pub struct Metrics {
     pub ingest_events: Family<IngestLabels, Counter>,
     pub ingest_rejections: Family<RejectLabels, Counter>,
     pub store_bytes: Gauge,
+    pub store_writable: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,6 +99,7 @@ impl Metrics {
             ingest_events: Family::default(),
             ingest_rejections: Family::default(),
             store_bytes: Gauge::default(),
+            store_writable: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -174,6 +176,11 @@ impl Metrics {
             "store_size_bytes",
             "Size of the sled store on disk",
             m.store_bytes.clone(),
+        );
+        registry.register(
+            "store_writable",
+            "1 while the store takes writes; 0 while its disk is full or read-only (ingest answers 503)",
+            m.store_writable.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -208,7 +208,13 @@ impl Http {
     }
 
     /// Sends one request and returns the status and body of the answer.
-    pub fn request(&mut self, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &[u8],
+    ) -> (u16, Vec<u8>) {
         use std::io::Write;
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

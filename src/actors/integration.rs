@@ -380,6 +380,10 @@ const MAX_REFUSED_IN_A_ROW: u32 = 5;
 /// checkpoint moved, before the next is read.
 async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), CycleError> {
     let started = Instant::now();
+    if let Some(reason) = deps.store.fault() {
+        // A delivery now could not move its checkpoint: it would only be sent again.
+        return Err(StoreError::Unavailable(reason).into());
+    }
     start_progress(&deps, &shared)?;
     // Jobs changed after this point are sent as changed in this cycle (or the next),
     // so the running-jobs pass skips them instead of sending them twice.

@@ -31,6 +31,10 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
     let result = async {
         caller.require_ingest()?;
         let account = account_of(account)?;
+        if let Some(reason) = state.store.fault() {
+            // Before reading the body: nothing can be stored until the fault goes.
+            return Err(StoreError::Unavailable(reason).into());
+        }
         let body = read_body(body, state.config.max_body_bytes).await?;
         let now = Utc::now();
         let items = parse_array(&body)?
@@ -39,7 +43,7 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             .map(|(i, v)| read(v, i, now))
             .collect::<Result<Vec<_>, _>>()?;
         let store = state.store.clone();
-        let out = web::block(move || write(&store, &account, items)).await??;
+        let out = web::block(move || store.noted(write(&store, &account, items))).await??;
         state.store.flush().await?;
         Ok::<_, ApiError>(out)
     }

@@ -40,6 +40,7 @@ fn refresh(store: &Store, m: &Metrics) -> Result<(), StoreError> {
             .set(store.dead_letters(&it.id, 0)?.0 as i64);
     }
     m.store_bytes.set(store.size_on_disk() as i64);
+    m.store_writable.set(i64::from(store.fault().is_none()));
     Ok(())
 }
 

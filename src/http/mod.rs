@@ -60,8 +60,15 @@ pub fn account_of(raw: &str) -> Result<AccountId, ApiError> {
     })
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// Up, and able to store: 503 with the reason while the store cannot take writes.
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.fault() {
+        None => HttpResponse::Ok().json(json!({"status": "ok"})),
+        Some(reason) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "degraded",
+            "storage": format!("siemsync cannot write to its store: {reason}"),
+        })),
+    }
 }
 
 async fn no_route() -> Result<HttpResponse, ApiError> {

@@ -272,8 +272,7 @@ impl ChunkWriter {
 impl Store {
     pub fn heads(&self, account: &AccountId) -> Result<Heads, StoreError> {
         Ok(self
-            .inner
-            .events
+            .events()?
             .get(keys::account_prefix(keys::HEADS, account))?
             .map(|b| Heads::from_bytes(&b))
             .unwrap_or_default())
@@ -317,21 +316,17 @@ impl Store {
                 keys::account_prefix(keys::HEADS, account),
                 &heads.to_bytes(),
             );
-            self.inner.events.apply_batch(batch)?;
+            self.events()?.apply_batch(batch)?;
         }
         Ok(out)
     }
 
     /// Which of `ids` are among the account's last `dedup_window` stored event ids.
-    fn recent_ids_among(
-        &self,
-        account: &AccountId,
-        ids: &IdSet,
-    ) -> Result<IdSet, StoreError> {
+    fn recent_ids_among(&self, account: &AccountId, ids: &IdSet) -> Result<IdSet, StoreError> {
         let mut found = IdSet::default();
         let mut seen = 0;
         let prefix = keys::account_prefix(keys::AUDIT_ID, account);
-        for kv in self.inner.events.scan_prefix(&prefix).rev() {
+        for kv in self.events()?.scan_prefix(&prefix).rev() {
             if seen >= self.inner.dedup_window {
                 break;
             }
@@ -353,7 +348,7 @@ impl Store {
         account: &AccountId,
         jobs: Vec<JobSnapshot>,
     ) -> Result<usize, StoreError> {
-        let tree = &self.inner.events;
+        let tree = &self.events()?;
         let _writer = self
             .inner
             .ingest_lock
@@ -445,11 +440,15 @@ impl Store {
         let prefix = keys::account_prefix(keys::AUDIT, account);
         let at = keys::with_seq(keys::AUDIT, account, from);
         // The chunk holding `from` starts at or before it.
-        let start = match self.inner.events.range(prefix.clone()..=at.clone()).next_back() {
+        let start = match self
+            .events()?
+            .range(prefix.clone()..=at.clone())
+            .next_back()
+        {
             Some(kv) => kv?.0.to_vec(),
             None => at,
         };
-        for kv in self.inner.events.range(start..) {
+        for kv in self.events()?.range(start..) {
             let (k, v) = kv?;
             if !k.starts_with(&prefix) {
                 break;
@@ -469,13 +468,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let prefix = keys::account_prefix(keys::JOB_CHANGE, account);
         let start = keys::with_seq(keys::JOB_CHANGE, account, after.saturating_add(1));
-        for kv in self.inner.events.range(start..) {
+        for kv in self.events()?.range(start..) {
             let (k, job) = kv?;
             if !k.starts_with(&prefix) {
                 break;
             }
             let job_key = keys::with_name(keys::JOB, account, &String::from_utf8_lossy(&job));
-            let Some(v) = self.inner.events.get(&job_key)? else {
+            let Some(v) = self.events()?.get(&job_key)? else {
                 continue;
             };
             let job: StoredJob = decode(&job_key, &v)?;
@@ -507,14 +506,14 @@ impl Store {
         if after_job.is_some() {
             start.push(0);
         }
-        for kv in self.inner.events.range(start..) {
+        for kv in self.events()?.range(start..) {
             let (k, _) = kv?;
             if !k.starts_with(&prefix) {
                 break;
             }
             let job = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
             let job_key = keys::with_name(keys::JOB, account, &job);
-            let Some(v) = self.inner.events.get(&job_key)? else {
+            let Some(v) = self.events()?.get(&job_key)? else {
                 continue;
             };
             if visit(decode(&job_key, &v)?).is_break() {

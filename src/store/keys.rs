@@ -54,6 +54,9 @@ pub fn account(id: &AccountId) -> Vec<u8> {
 
 pub const INTEGRATIONS: &[u8] = b"int/";
 
+/// `registry` tree: the write the store watcher makes to check the disk.
+pub const PROBE: &[u8] = b"probe";
+
 pub fn integration(account: &AccountId, id: &Uuid) -> Vec<u8> {
     format!("int/{account}\0{id}").into_bytes()
 }

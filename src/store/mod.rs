@@ -16,8 +16,8 @@ pub use retention::{Gap, Reader};
 pub use tokens::AccountToken;
 
 use flusher::Flusher;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,6 +31,8 @@ pub enum StoreError {
     Gone,
     #[error("{0}")]
     Secret(String),
+    #[error("storage is failing: {0}")]
+    Unavailable(String),
 }
 
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
@@ -60,66 +62,248 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// The open sled database. Swapped for a fresh one when sled has failed (it refuses
+/// every write after an I/O error such as a full disk, until it is opened again).
+struct Engine {
     db: sled::Db,
     /// Audit log, job snapshots and their indexes (see `keys`).
     events: sled::Tree,
     /// Accounts, integrations, checkpoints.
     registry: sled::Tree,
+    flusher: Flusher,
+}
+
+impl Engine {
+    fn open(dir: &Path, cache_bytes: Option<u64>) -> Result<Engine, StoreError> {
+        let mut config = sled::Config::new().path(dir);
+        if let Some(bytes) = cache_bytes {
+            config = config.cache_capacity(bytes);
+        }
+        let db = config.open()?;
+        Ok(Engine {
+            events: db.open_tree("events")?,
+            registry: db.open_tree("registry")?,
+            flusher: Flusher::start(db.clone()),
+            db,
+        })
+    }
+
+    /// Writes and syncs a small record: fails when the disk is full or read-only.
+    fn probe(&self) -> Result<(), StoreError> {
+        self.registry.insert(
+            keys::PROBE,
+            &chrono::Utc::now().timestamp_millis().to_be_bytes(),
+        )?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    cache_bytes: Option<u64>,
+    /// `None` only for the moment a failed database is being reopened.
+    engine: RwLock<Option<Arc<Engine>>>,
+    /// Why the store cannot take writes, while it cannot.
+    fault: Mutex<Option<String>>,
     /// One writer at a time for sequence assignment; readers never wait on it.
     ingest_lock: Mutex<()>,
     /// How many of an account's latest audit event ids a repeated id is looked for in.
     dedup_window: usize,
-    flusher: Flusher,
     /// Seals HEC tokens at rest when the operator set a secret key.
     cipher: Option<secrets::TokenCipher>,
 }
 
 impl Store {
     /// Opens the store as the service runs it: with a secret key, HEC tokens are
-    /// sealed at rest.
+    /// sealed at rest. A watcher notices a failing disk and reopens sled once the
+    /// fault is gone.
     pub fn open_with_options(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-        let mut store =
-            Self::open_with(sled::Config::new().path(dir).cache_capacity(options.cache_bytes))?;
+        let mut store = Self::open_with(dir, Some(options.cache_bytes))?;
         let inner = Arc::get_mut(&mut store.inner).expect("just opened");
         inner.cipher = options.secret_key.as_deref().map(secrets::TokenCipher::new);
         inner.dedup_window = options.dedup_window;
+        store.watch();
         Ok(store)
     }
 
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Self::open_with(sled::Config::new().path(dir))
+        Self::open_with(dir, None)
     }
 
-    fn open_with(config: sled::Config) -> Result<Store, StoreError> {
-        let db = config.open()?;
+    fn open_with(dir: &Path, cache_bytes: Option<u64>) -> Result<Store, StoreError> {
+        let engine = Engine::open(dir, cache_bytes)?;
         Ok(Store {
             inner: Arc::new(Inner {
-                events: db.open_tree("events")?,
-                registry: db.open_tree("registry")?,
+                dir: dir.to_owned(),
+                cache_bytes,
+                engine: RwLock::new(Some(Arc::new(engine))),
+                fault: Mutex::new(None),
                 ingest_lock: Mutex::new(()),
                 dedup_window: DEFAULT_DEDUP_WINDOW,
-                flusher: Flusher::start(db.clone()),
                 cipher: None,
-                db,
             }),
         })
     }
 
+    fn engine(&self) -> Result<Arc<Engine>, StoreError> {
+        self.inner
+            .engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Unavailable(self.fault().unwrap_or_else(|| "reopening".into()))
+            })
+    }
+
+    fn events(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.engine()?.events.clone())
+    }
+
+    fn registry(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.engine()?.registry.clone())
+    }
+
+    /// Why the store cannot take writes right now (a full or read-only disk), if so.
+    pub fn fault(&self) -> Option<String> {
+        self.inner
+            .fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_fault(&self, reason: Option<String>) {
+        let mut fault = self.inner.fault.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*fault, &reason) {
+            (None, Some(r)) => log::error!(
+                "store: cannot write to {}: {r}; ingest answers 503 and delivery pauses until it can",
+                self.inner.dir.display()
+            ),
+            (Some(_), None) => log::warn!(
+                "store: {} takes writes again; ingest and delivery resume",
+                self.inner.dir.display()
+            ),
+            _ => {}
+        }
+        *fault = reason;
+    }
+
+    /// Passes `result` through, noting an I/O failure as the store's fault at once
+    /// (the watcher then works on recovering).
+    pub fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e @ (StoreError::Sled(sled::Error::Io(_)) | StoreError::Flush(_))) = &result {
+            self.set_fault(Some(e.to_string()));
+        }
+        result
+    }
+
+    /// The watcher: every second while the store is failing (every 10 s otherwise),
+    /// checks whether the disk takes writes; once it does again, reopens sled, since
+    /// sled refuses writes for good after an I/O error.
+    fn watch(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("siemsync-store-watch".into())
+            .spawn(move || {
+                let mut since_probe = 0;
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let Some(inner) = weak.upgrade() else { return };
+                    let store = Store { inner };
+                    since_probe += 1;
+                    if store.fault().is_some() {
+                        store.recover();
+                    } else if since_probe >= 10 {
+                        since_probe = 0;
+                        let probed = store.engine().and_then(|e| e.probe());
+                        let _ = store.noted(probed);
+                    }
+                }
+            })
+            .expect("spawning the store watcher");
+    }
+
+    /// One recovery attempt: if the data dir takes a write again, swap the failed
+    /// sled for a freshly opened one. Everything flushed before the fault is kept.
+    fn recover(&self) {
+        if let Err(e) = disk_takes_writes(&self.inner.dir) {
+            self.set_fault(Some(format!(
+                "the data directory does not take writes: {e}"
+            )));
+            return;
+        }
+        let old = self
+            .inner
+            .engine
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(old) = old {
+            // Wait for operations in flight to let go, so that sled's file lock goes too.
+            let t0 = std::time::Instant::now();
+            while Arc::strong_count(&old) > 1 && t0.elapsed().as_secs() < 5 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            drop(old);
+        }
+        // The flush thread lets go of the old database a moment after it is dropped.
+        let mut opened = Engine::open(&self.inner.dir, self.inner.cache_bytes);
+        for _ in 0..20 {
+            if opened.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            opened = Engine::open(&self.inner.dir, self.inner.cache_bytes);
+        }
+        match opened {
+            Ok(engine) => {
+                let healthy = engine.probe();
+                *self.inner.engine.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Arc::new(engine));
+                match healthy {
+                    Ok(()) => self.set_fault(None),
+                    Err(e) => self.set_fault(Some(e.to_string())),
+                }
+            }
+            Err(e) => self.set_fault(Some(format!("reopening the store failed: {e}"))),
+        }
+    }
+
     /// Waits until every write made before the call is on disk (shared with concurrent callers).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flusher.flush().await.map_err(StoreError::Flush)
+        let engine = self.engine()?;
+        let result = engine.flusher.flush().await.map_err(StoreError::Flush);
+        self.noted(result)
     }
 
     /// Synchronous flush, for shutdown.
     pub fn flush_now(&self) -> Result<(), StoreError> {
-        self.inner.db.flush()?;
+        self.engine()?.db.flush()?;
         Ok(())
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.engine()
+            .ok()
+            .and_then(|e| e.db.size_on_disk().ok())
+            .unwrap_or(0)
     }
+}
+
+/// Writes, syncs and removes a small file in `dir`: whether the disk has room and
+/// takes writes.
+fn disk_takes_writes(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".siemsync-write-check");
+    let result = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&[0u8; 64 * 1024])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

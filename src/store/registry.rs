@@ -44,15 +44,14 @@ pub struct DeadLetter {
 
 impl Store {
     pub fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), StoreError> {
-        self.inner
-            .registry
+        self.registry()?
             .insert(keys::account(id), encode(account))?;
         Ok(())
     }
 
     pub fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         let key = keys::account(id);
-        match self.inner.registry.get(&key)? {
+        match self.registry()?.get(&key)? {
             Some(v) => Ok(Some(decode(&key, &v)?)),
             None => Ok(None),
         }
@@ -68,8 +67,7 @@ impl Store {
             },
             None => it.clone(),
         };
-        self.inner
-            .registry
+        self.registry()?
             .insert(keys::integration(&it.account, &it.id), encode(&stored))?;
         Ok(())
     }
@@ -103,7 +101,7 @@ impl Store {
     /// Integrations whose token is stored in clear (to seal them once a key is set).
     pub fn unsealed_integrations(&self) -> Result<Vec<Integration>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.inner.registry.scan_prefix(keys::INTEGRATIONS) {
+        for kv in self.registry()?.scan_prefix(keys::INTEGRATIONS) {
             let (k, v) = kv?;
             let it: Integration = decode(&k, &v)?;
             if !secrets::is_sealed(&it.hec_token) {
@@ -119,7 +117,7 @@ impl Store {
         id: &Uuid,
     ) -> Result<Option<Integration>, StoreError> {
         let key = keys::integration(account, id);
-        match self.inner.registry.get(&key)? {
+        match self.registry()?.get(&key)? {
             Some(v) => Ok(Some(self.read_integration(&key, &v)?)),
             None => Ok(None),
         }
@@ -135,7 +133,7 @@ impl Store {
 
     fn scan_integrations(&self, prefix: &[u8]) -> Result<Vec<Integration>, StoreError> {
         let mut out: Vec<Integration> = Vec::new();
-        for kv in self.inner.registry.scan_prefix(prefix) {
+        for kv in self.registry()?.scan_prefix(prefix) {
             let (k, v) = kv?;
             out.push(self.read_integration(&k, &v)?);
         }
@@ -147,7 +145,7 @@ impl Store {
     pub fn delete_integration(&self, account: &AccountId, id: &Uuid) -> Result<bool, StoreError> {
         let ikey = keys::integration(account, id);
         let ckey = keys::checkpoint(id);
-        let existed = self.inner.registry.transaction(|tx| {
+        let existed = self.registry()?.transaction(|tx| {
             let existed = tx.remove(ikey.as_slice())?.is_some();
             tx.remove(ckey.as_slice())?;
             Ok::<_, Abort<StoreError>>(existed)
@@ -155,28 +153,22 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.remove(keys::connection_report(id));
         for k in self
-            .inner
-            .registry
+            .registry()?
             .scan_prefix(super::retention::gaps_prefix(id))
             .keys()
         {
             batch.remove(k?);
         }
-        for k in self
-            .inner
-            .registry
-            .scan_prefix(keys::dead_letters(id))
-            .keys()
-        {
+        for k in self.registry()?.scan_prefix(keys::dead_letters(id)).keys() {
             batch.remove(k?);
         }
-        self.inner.registry.apply_batch(batch)?;
+        self.registry()?.apply_batch(batch)?;
         Ok(existed)
     }
 
     pub fn checkpoint(&self, id: &Uuid) -> Result<Checkpoint, StoreError> {
         let key = keys::checkpoint(id);
-        match self.inner.registry.get(&key)? {
+        match self.registry()?.get(&key)? {
             Some(v) => decode(&key, &v),
             None => Ok(Checkpoint::default()),
         }
@@ -184,7 +176,7 @@ impl Store {
 
     /// A fresh id for a dead letter, increasing over time.
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.generate_id()?)
+        Ok(self.engine()?.db.generate_id()?)
     }
 
     /// Moves a checkpoint and stores the dead letters it skips, together, and only
@@ -203,7 +195,7 @@ impl Store {
             .iter()
             .map(|d| (keys::dead_letter(id, d.id), encode(d)))
             .collect();
-        let merged = self.inner.registry.transaction(|tx| {
+        let merged = self.registry()?.transaction(|tx| {
             if tx.get(ikey.as_slice())?.is_none() {
                 return Err(Abort::Abort(StoreError::Gone));
             }
@@ -239,7 +231,7 @@ impl Store {
         let ikey = keys::integration(account, id);
         let rkey = keys::connection_report(id);
         let bytes = encode(report);
-        self.inner.registry.transaction(|tx| {
+        self.registry()?.transaction(|tx| {
             if tx.get(ikey.as_slice())?.is_none() {
                 return Err(Abort::Abort(StoreError::Gone));
             }
@@ -251,7 +243,7 @@ impl Store {
 
     pub fn connection_report(&self, id: &Uuid) -> Result<Option<ConnectionReport>, StoreError> {
         let key = keys::connection_report(id);
-        match self.inner.registry.get(&key)? {
+        match self.registry()?.get(&key)? {
             Some(v) => Ok(Some(decode(&key, &v)?)),
             None => Ok(None),
         }
@@ -265,12 +257,7 @@ impl Store {
     ) -> Result<(usize, Vec<DeadLetter>), StoreError> {
         let mut total = 0;
         let mut newest = Vec::new();
-        for kv in self
-            .inner
-            .registry
-            .scan_prefix(keys::dead_letters(id))
-            .rev()
-        {
+        for kv in self.registry()?.scan_prefix(keys::dead_letters(id)).rev() {
             let (k, v) = kv?;
             total += 1;
             if newest.len() < limit {

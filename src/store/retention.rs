@@ -59,7 +59,7 @@ impl Store {
     /// Accounts that have events stored.
     pub fn accounts_with_events(&self) -> Result<Vec<AccountId>, StoreError> {
         let mut out = Vec::new();
-        for k in self.inner.events.scan_prefix([keys::HEADS]).keys() {
+        for k in self.events()?.scan_prefix([keys::HEADS]).keys() {
             let k = k?;
             let name = String::from_utf8_lossy(&k[1..k.len().saturating_sub(1)]).into_owned();
             if let Ok(a) = AccountId::parse(&name) {
@@ -105,7 +105,7 @@ impl Store {
                 Ok(std::ops::ControlFlow::Continue(()))
             })?;
             if n > 0 {
-                self.inner.events.apply_batch(batch)?;
+                self.events()?.apply_batch(batch)?;
             }
             deleted += n;
             if !more {
@@ -129,7 +129,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut deleted = 0;
         let prefix = keys::account_prefix(keys::JOB, account);
-        for kv in self.inner.events.scan_prefix(&prefix) {
+        for kv in self.events()?.scan_prefix(&prefix) {
             let (k, v) = kv?;
             let job: StoredJob = decode(&k, &v)?;
             let at = job.snapshot.ingested_at;
@@ -143,7 +143,7 @@ impl Store {
             deleted += 1;
         }
         if deleted > 0 {
-            self.inner.events.apply_batch(batch)?;
+            self.events()?.apply_batch(batch)?;
         }
         self.record_gaps(Source::Jobs, gaps)?;
         Ok(deleted)
@@ -152,7 +152,7 @@ impl Store {
     fn record_gaps(&self, source: Source, gaps: Losses) -> Result<(), StoreError> {
         for (id, (from, to, count)) in gaps.0 {
             let key = gap_key(&id, source);
-            let merged = match self.inner.registry.get(&key)? {
+            let merged = match self.registry()?.get(&key)? {
                 Some(v) => {
                     let old: Gap = decode(&key, &v)?;
                     Gap {
@@ -175,7 +175,7 @@ impl Store {
                 "integration {id}: {count} {} events outlived the retention before it delivered them (gap recorded)",
                 source.as_str()
             );
-            self.inner.registry.insert(key, encode(&merged))?;
+            self.registry()?.insert(key, encode(&merged))?;
         }
         Ok(())
     }
@@ -183,7 +183,7 @@ impl Store {
     /// The gaps retention left in an integration's delivery.
     pub fn gaps(&self, id: &Uuid) -> Result<Vec<Gap>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.inner.registry.scan_prefix(gaps_prefix(id)) {
+        for kv in self.registry()?.scan_prefix(gaps_prefix(id)) {
             let (k, v) = kv?;
             out.push(decode(&k, &v)?);
         }

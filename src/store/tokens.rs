@@ -58,14 +58,14 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(by_hash(&hash), encode(&token));
         batch.insert(by_id(&token.id), hash.as_bytes());
-        self.inner.registry.apply_batch(batch)?;
+        self.registry()?.apply_batch(batch)?;
         Ok((token, secret))
     }
 
     /// The account token a bearer secret stands for, if any.
     pub fn token_for_secret(&self, secret: &str) -> Result<Option<AccountToken>, StoreError> {
         let key = by_hash(&hash_hex(secret));
-        match self.inner.registry.get(&key)? {
+        match self.registry()?.get(&key)? {
             Some(v) => Ok(Some(decode(&key, &v)?)),
             None => Ok(None),
         }
@@ -73,7 +73,7 @@ impl Store {
 
     pub fn tokens_of(&self, account: &AccountId) -> Result<Vec<AccountToken>, StoreError> {
         let mut out: Vec<AccountToken> = Vec::new();
-        for kv in self.inner.registry.scan_prefix(b"tok/") {
+        for kv in self.registry()?.scan_prefix(b"tok/") {
             let (k, v) = kv?;
             let t: AccountToken = decode(&k, &v)?;
             if &t.account == account {
@@ -86,11 +86,11 @@ impl Store {
 
     /// Revokes a token of `account`; false when it has no such token.
     pub fn delete_token(&self, account: &AccountId, id: &Uuid) -> Result<bool, StoreError> {
-        let Some(hash) = self.inner.registry.get(by_id(id))? else {
+        let Some(hash) = self.registry()?.get(by_id(id))? else {
             return Ok(false);
         };
         let key = by_hash(&String::from_utf8_lossy(&hash));
-        let Some(v) = self.inner.registry.get(&key)? else {
+        let Some(v) = self.registry()?.get(&key)? else {
             return Ok(false);
         };
         let t: AccountToken = decode(&key, &v)?;
@@ -100,7 +100,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.remove(key);
         batch.remove(by_id(id));
-        self.inner.registry.apply_batch(batch)?;
+        self.registry()?.apply_batch(batch)?;
         Ok(true)
     }
 }
