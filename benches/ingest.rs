@@ -1,5 +1,6 @@
 //! End-to-end ingest: the release binary, and 1,000,000 audit events (every field
-//! set, every id new) posted in batches of 1,000 over 4 keep-alive connections, as
+//! set, every id new) posted in batches of 1,000 over 4 keep-alive connections
+//! (SIEMSYNC_BENCH_CONNECTIONS), as
 //! the platform would. Each answer means the batch was validated, stored and made
 //! durable. Prints events/s, the service's CPU seconds per million events and its
 //! peak RSS. Run: `cargo bench --bench ingest` (N from SIEMSYNC_BENCH_EVENTS).
@@ -12,9 +13,12 @@ use std::time::Instant;
 use support::{Http, Service, INGEST};
 
 const PER_REQUEST: usize = 1_000;
-const CONNECTIONS: usize = 4;
 
 fn main() {
+    let connections: usize = std::env::var("SIEMSYNC_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let n: usize = std::env::var("SIEMSYNC_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -38,7 +42,7 @@ fn main() {
     let cpu0 = support::cpu_secs(&pid);
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
-    let clients: Vec<_> = (0..CONNECTIONS)
+    let clients: Vec<_> = (0..connections)
         .map(|_| {
             let (bodies, next) = (bodies.clone(), next.clone());
             let authority = svc.authority().to_owned();
@@ -63,7 +67,7 @@ fn main() {
     let cpu = support::cpu_secs(&pid) - cpu0;
     assert_eq!(accepted, n as u64, "every event is accepted once");
     println!(
-        "ingest: {n} events in {secs:.2} s = {:.0} events/s ({:.1} MB/s of request JSON), {:.2} service CPU s per million events, peak RSS {:.0} MiB",
+        "ingest: {n} events over {connections} connections in {secs:.2} s = {:.0} events/s ({:.1} MB/s of request JSON), {:.2} service CPU s per million events, peak RSS {:.0} MiB",
         n as f64 / secs,
         mb / secs,
         cpu / (n as f64 / 1e6),

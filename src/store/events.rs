@@ -1,11 +1,12 @@
 //! The two data sources: the append-only audit log and the latest job snapshots.
 
+use super::dedup::{id_hash, IdSet};
 use super::Checkpoint;
 use super::{decode, encode, keys, Store, StoreError};
 use crate::model::{AccountId, AuditEvent, Integration, JobSnapshot, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 /// Undelivered events of one integration.
@@ -74,35 +75,6 @@ const CHUNK_EVENTS: usize = 64;
 const CHUNK_BYTES: usize = 24 * 1024;
 /// The first byte of an audit chunk: its format.
 const CHUNK_FORMAT: u8 = 1;
-
-/// Id hashes are already uniformly spread: a set of them needs no hashing again.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(*b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
-    }
-}
-
-type IdSet = HashSet<u128, std::hash::BuildHasherDefault<IdHasher>>;
-
-/// An audit event's id as the dedup window keeps it: FNV-1a, 128 bits, so that
-/// distinct ids colliding is out of the question.
-fn id_hash(id: &str) -> u128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-    id.bytes()
-        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME))
-}
 
 /// One stored audit event, borrowed from its chunk: the parts of its HEC bytes that
 /// [`crate::hec::encode::AuditFrame`] completes.
@@ -294,36 +266,50 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner());
         let mut heads = self.heads(account)?;
         let hashes: Vec<u128> = events.iter().map(|e| id_hash(&e.id)).collect();
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let window = recent.window(account, heads.audit, || self.recent_ids(account))?;
         let mut fresh = IdSet::with_capacity_and_hasher(hashes.len(), Default::default());
-        let mut keep: Vec<bool> = hashes.iter().map(|h| fresh.insert(*h)).collect();
-        let repeated = self.recent_ids_among(account, &fresh)?;
         let mut out = IngestOutcome::default();
+        let mut accepted = Vec::with_capacity(hashes.len());
         let mut batch = sled::Batch::default();
         let mut chunk = ChunkWriter::default();
-        for ((ev, hash), keep) in events.iter().zip(&hashes).zip(keep.iter_mut()) {
-            *keep &= !repeated.contains(hash);
-            if !*keep {
+        for (ev, hash) in events.iter().zip(&hashes) {
+            if window.contains(hash) || !fresh.insert(*hash) {
                 out.duplicates += 1;
                 continue;
             }
             heads.audit += 1;
             chunk.push(&mut batch, heads.audit, account, ev, *hash);
-            out.accepted += 1;
+            accepted.push(*hash);
         }
+        out.accepted = accepted.len();
         chunk.finish_into(&mut batch, account);
         if out.accepted > 0 {
             batch.insert(
                 keys::account_prefix(keys::HEADS, account),
                 &heads.to_bytes(),
             );
-            self.events()?.apply_batch(batch)?;
+            if let Err(e) = self.events().and_then(|t| Ok(t.apply_batch(batch)?)) {
+                recent.forget(account);
+                return Err(e);
+            }
+            recent.stored(account, &accepted, heads.audit);
         }
         Ok(out)
     }
 
-    /// Which of `ids` are among the account's last `dedup_window` stored event ids.
-    fn recent_ids_among(&self, account: &AccountId, ids: &IdSet) -> Result<IdSet, StoreError> {
-        let mut found = IdSet::default();
+    /// Drops the account's in-memory dedup window (its oldest events went).
+    pub(super) fn forget_recent(&self, account: &AccountId) {
+        self.inner
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(account);
+    }
+
+    /// The account's last `dedup_window` stored event ids, oldest first.
+    fn recent_ids(&self, account: &AccountId) -> Result<Vec<u128>, StoreError> {
+        let mut records = Vec::new();
         let mut seen = 0;
         let prefix = keys::account_prefix(keys::AUDIT_ID, account);
         for kv in self.events()?.scan_prefix(&prefix).rev() {
@@ -331,16 +317,20 @@ impl Store {
                 break;
             }
             let (_, v) = kv?;
-            for h in v.chunks_exact(16) {
-                let h = u128::from_be_bytes(h.try_into().expect("16 bytes"));
-                if ids.contains(&h) {
-                    found.insert(h);
-                }
-            }
             seen += v.len() / 16;
+            records.push(v);
         }
-        Ok(found)
+        let mut ids: Vec<u128> = records
+            .iter()
+            .rev()
+            .flat_map(|v| v.chunks_exact(16))
+            .map(|h| u128::from_be_bytes(h.try_into().expect("16 bytes")))
+            .collect();
+        let extra = ids.len().saturating_sub(self.inner.dedup_window);
+        ids.drain(..extra);
+        Ok(ids)
     }
+
     /// Stores job snapshots, each replacing the job's previous one, all or nothing.
     /// A snapshot identical to the stored one (a platform retry) changes nothing.
     pub fn put_jobs(
@@ -647,6 +637,47 @@ mod tests {
         assert_eq!(audit_ids(&s, &a, 2), vec![(3, "3".into())]);
         assert_eq!(audit_ids(&s, &b, 0), vec![(1, "x".into())]);
         assert_eq!(s.audit_backlog(&a, 1).unwrap().0, 2);
+    }
+
+    #[test]
+    fn a_repeated_id_is_ignored_within_the_window_also_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::store::StoreOptions {
+            secret_key: None,
+            cache_bytes: 8 << 20,
+            dedup_window: 3,
+        };
+        let a = AccountId::parse("acme").unwrap();
+        let outcome = |accepted, duplicates| IngestOutcome {
+            accepted,
+            duplicates,
+        };
+        {
+            let s = Store::open_with_options(dir.path(), &options).unwrap();
+            s.append_audit(&a, vec![audit("1"), audit("2")]).unwrap();
+            s.append_audit(&a, vec![audit("3"), audit("4")]).unwrap();
+            // "1" left the window of the last 3 events; "3" is in it.
+            assert_eq!(
+                s.append_audit(&a, vec![audit("3"), audit("1")]).unwrap(),
+                outcome(1, 1)
+            );
+            s.flush_now().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        // Read back from sled, not from memory: the last 3 are 3, 4 and the second 1.
+        let s = Store::open_with_options(dir.path(), &options).unwrap();
+        assert_eq!(
+            s.append_audit(&a, vec![audit("4"), audit("1"), audit("2")])
+                .unwrap(),
+            outcome(1, 2)
+        );
+        assert_eq!(
+            audit_ids(&s, &a, 0)
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect::<Vec<_>>(),
+            ["1", "2", "3", "4", "1", "2"]
+        );
     }
 
     #[test]

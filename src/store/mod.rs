@@ -2,6 +2,7 @@
 //! checkpoints. Everything else reaches the data through this module, so the
 //! engine can change without touching delivery.
 
+mod dedup;
 mod events;
 mod flusher;
 mod keys;
@@ -110,6 +111,8 @@ struct Inner {
     ingest_lock: Mutex<()>,
     /// How many of an account's latest audit event ids a repeated id is looked for in.
     dedup_window: usize,
+    /// Recently active accounts' dedup windows, in memory.
+    recent: Mutex<dedup::RecentIds>,
     /// Seals HEC tokens at rest when the operator set a secret key.
     cipher: Option<secrets::TokenCipher>,
 }
@@ -123,6 +126,7 @@ impl Store {
         let inner = Arc::get_mut(&mut store.inner).expect("just opened");
         inner.cipher = options.secret_key.as_deref().map(secrets::TokenCipher::new);
         inner.dedup_window = options.dedup_window;
+        inner.recent = Mutex::new(dedup::RecentIds::new(options.dedup_window));
         store.watch();
         Ok(store)
     }
@@ -141,6 +145,7 @@ impl Store {
                 fault: Mutex::new(None),
                 ingest_lock: Mutex::new(()),
                 dedup_window: DEFAULT_DEDUP_WINDOW,
+                recent: Mutex::new(dedup::RecentIds::new(DEFAULT_DEDUP_WINDOW)),
                 cipher: None,
             }),
         })
@@ -175,6 +180,15 @@ impl Store {
     }
 
     fn set_fault(&self, reason: Option<String>) {
+        if reason.is_some() {
+            // Writes answered with an error may or may not be on disk: the in-memory
+            // dedup windows are read again from what the store really holds.
+            self.inner
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         let mut fault = self.inner.fault.lock().unwrap_or_else(|p| p.into_inner());
         match (&*fault, &reason) {
             (None, Some(r)) => log::error!(
@@ -259,6 +273,11 @@ impl Store {
         }
         match opened {
             Ok(engine) => {
+                self.inner
+                    .recent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
                 let healthy = engine.probe();
                 *self.inner.engine.write().unwrap_or_else(|p| p.into_inner()) =
                     Some(Arc::new(engine));

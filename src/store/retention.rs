@@ -106,6 +106,7 @@ impl Store {
             })?;
             if n > 0 {
                 self.events()?.apply_batch(batch)?;
+                self.forget_recent(account);
             }
             deleted += n;
             if !more {

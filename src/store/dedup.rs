@@ -1,0 +1,181 @@
+//! The dedup window: an audit id the account sent among its last `dedup_window`
+//! events is a platform retry. The ids live in sled as 16-byte hashes beside each
+//! chunk; the windows of recently active accounts are also kept in memory, so an
+//! ingest does not read the window back from sled every time.
+
+use crate::model::AccountId;
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Id hashes are already uniformly spread: a set of them needs no hashing again.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+pub type IdSet = HashSet<u128, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// An audit event's id as the dedup window keeps it: FNV-1a, 128 bits, so that
+/// distinct ids colliding is out of the question.
+pub fn id_hash(id: &str) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    id.bytes()
+        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+/// How many ids, over all accounts, the in-memory windows hold at most (about 40
+/// bytes each); the least recently used accounts' windows go first.
+const CACHED_IDS: usize = 1_000_000;
+
+struct Window {
+    /// The audit head the window reflects: anything else means it is stale.
+    head: u64,
+    ids: IdSet,
+    order: VecDeque<u128>,
+    last_used: u64,
+}
+
+/// The in-memory windows. Only the ingest writer uses it (under the ingest lock).
+pub struct RecentIds {
+    size: usize,
+    windows: HashMap<AccountId, Window>,
+    cached: usize,
+    clock: u64,
+}
+
+impl RecentIds {
+    pub fn new(size: usize) -> RecentIds {
+        RecentIds {
+            size,
+            windows: HashMap::new(),
+            cached: 0,
+            clock: 0,
+        }
+    }
+
+    /// The account's window as of audit head `head`, read with `load` (oldest id
+    /// first) unless the cached one is current.
+    pub fn window<E>(
+        &mut self,
+        account: &AccountId,
+        head: u64,
+        load: impl FnOnce() -> Result<Vec<u128>, E>,
+    ) -> Result<&IdSet, E> {
+        self.clock += 1;
+        if self.windows.get(account).is_none_or(|w| w.head != head) {
+            self.forget(account);
+            let order: VecDeque<u128> = load()?.into();
+            self.cached += order.len();
+            self.windows.insert(
+                account.clone(),
+                Window {
+                    head,
+                    ids: order.iter().copied().collect(),
+                    order,
+                    last_used: 0,
+                },
+            );
+            self.evict(account);
+        }
+        let w = self.windows.get_mut(account).expect("present");
+        w.last_used = self.clock;
+        Ok(&w.ids)
+    }
+
+    /// Ids just stored (in order), the account's head now `head`.
+    pub fn stored(&mut self, account: &AccountId, ids: &[u128], head: u64) {
+        let Some(w) = self.windows.get_mut(account) else {
+            return;
+        };
+        for id in ids {
+            w.ids.insert(*id);
+            w.order.push_back(*id);
+        }
+        self.cached += ids.len();
+        while w.order.len() > self.size {
+            let old = w.order.pop_front().expect("non-empty");
+            // The same id can be in the window only once: a repeat is refused.
+            w.ids.remove(&old);
+            self.cached -= 1;
+        }
+        w.head = head;
+        self.evict(account);
+    }
+
+    /// Drops the account's window (after a failed write, or a retention sweep).
+    pub fn forget(&mut self, account: &AccountId) {
+        if let Some(w) = self.windows.remove(account) {
+            self.cached -= w.order.len();
+        }
+    }
+
+    /// Drops every window: after a storage fault, what reached the disk is unknown.
+    pub fn clear(&mut self) {
+        self.windows.clear();
+        self.cached = 0;
+    }
+
+    /// Keeps the cache within its bound, least recently used accounts first (never `keep`).
+    fn evict(&mut self, keep: &AccountId) {
+        while self.cached > CACHED_IDS {
+            let Some(oldest) = self
+                .windows
+                .iter()
+                .filter(|(a, _)| *a != keep)
+                .min_by_key(|(_, w)| w.last_used)
+                .map(|(a, _)| a.clone())
+            else {
+                return;
+            };
+            self.forget(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_keeps_the_latest_ids_and_reloads_when_stale() {
+        let a = AccountId::parse("acme").unwrap();
+        let mut r = RecentIds::new(3);
+        let mut loads = 0;
+        let w = r
+            .window(&a, 2, || {
+                loads += 1;
+                Ok::<_, ()>(vec![1, 2])
+            })
+            .unwrap();
+        assert!(w.contains(&1) && w.contains(&2));
+        r.stored(&a, &[3, 4], 4);
+        let w = r.window(&a, 4, || Err(())).unwrap();
+        assert!(!w.contains(&1), "the oldest id left the window of 3");
+        assert!(w.contains(&2) && w.contains(&4));
+        // Another writer (or a lost write) moved the head: the window is read again.
+        let w = r.window(&a, 9, || Ok::<_, ()>(vec![7])).unwrap();
+        assert!(w.contains(&7) && !w.contains(&4));
+        assert_eq!(loads, 1);
+        r.clear();
+        assert_eq!(r.cached, 0);
+    }
+
+    #[test]
+    fn id_hashes_are_stable_across_builds() {
+        // Stored on disk: the function must never change.
+        assert_eq!(id_hash(""), 0x6c62272e07bb014262b821756295c58d);
+        assert_ne!(id_hash("evt-1"), id_hash("evt-2"));
+    }
+}
