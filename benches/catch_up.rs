@@ -6,6 +6,10 @@
 
 mod support;
 
+/// The service's allocator, so the figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use chrono::Utc;
 use serde_json::json;
 use siemsync::config::Config;

@@ -5,12 +5,15 @@ use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
 use crate::metrics::{IngestLabels, RejectLabels};
-use crate::model::fields::parse_array;
+use crate::model::fields::read_array;
 use crate::model::{AccountId, AuditEvent, FieldError, JobSnapshot};
 use crate::store::{Store, StoreError};
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
+
+/// Reads a whole ingest body into validated items, the first bad one named.
+type BodyReader<T> = fn(&[u8], DateTime<Utc>) -> Result<Vec<T>, FieldError>;
 
 /// The one ingest path: check the caller, read and validate every item (the first
 /// bad one names its index and field, and nothing is stored), store them all in
@@ -21,7 +24,7 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
     account: &str,
     body: web::Payload,
     source: &str,
-    read: fn(&Value, usize, DateTime<Utc>) -> Result<T, FieldError>,
+    read: BodyReader<T>,
     write: fn(&Store, &AccountId, Vec<T>) -> Result<R, StoreError>,
 ) -> Result<R, ApiError> {
     let labels = IngestLabels {
@@ -36,12 +39,7 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             return Err(StoreError::Unavailable(reason).into());
         }
         let body = read_body(body, state.config.max_body_bytes).await?;
-        let now = Utc::now();
-        let items = parse_array(&body)?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| read(v, i, now))
-            .collect::<Result<Vec<_>, _>>()?;
+        let items = read(&body, Utc::now())?;
         let store = state.store.clone();
         let out = web::block(move || store.noted(write(&store, &account, items))).await??;
         state.store.flush().await?;
@@ -73,7 +71,7 @@ pub async fn audit(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let read = AuditEvent::from_json;
+    let read = AuditEvent::read_body;
     let out = ingest(
         &state,
         &caller,
@@ -101,7 +99,7 @@ pub async fn jobs(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let read = JobSnapshot::from_json;
+    let read = |body: &[u8], now| read_array(body, now, JobSnapshot::from_json);
     let accepted = ingest(&state, &caller, &path, body, "jobs", read, Store::put_jobs).await?;
     let labels = IngestLabels {
         source: "jobs".into(),

@@ -1,9 +1,11 @@
 //! An audit-log event: who did what, from where.
 
-use super::fields::{FieldError, Fields};
+use super::fields::{self, FieldError, Fields};
+use super::ids::check_identifier;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// An audit event as stored: validated, with every optional field explicit.
@@ -24,7 +26,45 @@ pub struct AuditEvent {
     pub ingested_at: DateTime<Utc>,
 }
 
+/// An audit event's fields as read, before the rules: what the body reader and the
+/// field reader both produce, so the rules live in one place ([`AuditEvent::checked`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    time: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    connector: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    acl: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ip: Option<Cow<'a, str>>,
+    metadata: Option<Map<String, Value>>,
+    event: Option<Value>,
+}
+
 impl AuditEvent {
+    /// Reads an ingest body: a JSON array of audit events. Read straight into the
+    /// event's fields (no JSON tree in between); a body that does not read that way
+    /// (a wrong type, an unknown field, not an array) is read again field by field,
+    /// which names the first problem exactly.
+    pub fn read_body(body: &[u8], now: DateTime<Utc>) -> Result<Vec<AuditEvent>, FieldError> {
+        match serde_json::from_slice::<Vec<Raw<'_>>>(body) {
+            Ok(raws) => raws
+                .into_iter()
+                .enumerate()
+                .map(|(i, raw)| Self::checked(raw, i, now))
+                .collect(),
+            Err(_) => fields::read_array(body, now, Self::from_json),
+        }
+    }
+
     /// Validates one item of an ingest body (`index` is its position, for messages).
     /// Without an `id` the service makes one, so the event still carries one to Splunk.
     pub fn from_json(
@@ -33,65 +73,97 @@ impl AuditEvent {
         now: DateTime<Utc>,
     ) -> Result<AuditEvent, FieldError> {
         let mut f = Fields::new(value, Some(index))?;
-        let id = match f.string("id")? {
+        let raw = Raw {
+            id: f.string("id")?.map(Cow::Owned),
+            time: f.string("time")?.map(Cow::Owned),
+            connector: f.string("connector")?.map(Cow::Owned),
+            acl: f.string("acl")?.map(Cow::Owned),
+            method: f.string("method")?.map(Cow::Owned),
+            user: f.string("user")?.map(Cow::Owned),
+            ip: f.string("ip")?.map(Cow::Owned),
+            metadata: f.object("metadata")?,
+            event: f.get("event").cloned(),
+        };
+        f.finish()?;
+        Self::checked(raw, index, now)
+    }
+
+    /// The rules every audit event must meet, whichever reader read it.
+    fn checked(raw: Raw<'_>, index: usize, now: DateTime<Utc>) -> Result<AuditEvent, FieldError> {
+        let error = |field: &str, problem: String| FieldError {
+            index: Some(index),
+            field: Some(field.to_owned()),
+            problem,
+        };
+        let id = match raw.id {
             None => uuid::Uuid::new_v4().to_string(),
             Some(s) if s.is_empty() || s.len() > 128 => {
-                return Err(f.error("id", "must be 1 to 128 characters"))
+                return Err(error("id", "must be 1 to 128 characters".into()))
             }
-            Some(s) => s,
+            Some(s) => s.into_owned(),
         };
-        let time = f.required("time", Fields::time)?;
-        let connector = f.identifier("connector")?;
-        let acl = f.string("acl")?;
-        let method = match f.string("method")? {
+        let time = match raw.time {
+            None => return Err(error("time", "is required".into())),
+            Some(s) => fields::parse_time(&s).map_err(|problem| error("time", problem))?,
+        };
+        let connector = match raw.connector {
+            None => None,
+            Some(s) => match check_identifier(&s) {
+                Ok(()) => Some(s.into_owned()),
+                Err(e) => {
+                    return Err(error(
+                        "connector",
+                        format!("is not a valid identifier: {e}"),
+                    ))
+                }
+            },
+        };
+        let method = match raw.method {
             Some(m)
                 if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_alphabetic()) =>
             {
-                return Err(f.error(
+                return Err(error(
                     "method",
                     format!("must be an HTTP method such as GET or POST, got {m:?}"),
                 ))
             }
-            m => m,
+            m => m.map(Cow::into_owned),
         };
-        let user = f.string("user")?;
-        let ip_address = match f.string("ip")? {
+        let ip_address = match raw.ip {
             None => None,
             Some(s) => Some(
                 s.parse::<IpAddr>()
-                    .map_err(|_| f.error("ip", format!("is not an IPv4 or IPv6 address: {s:?}")))?,
+                    .map_err(|_| error("ip", format!("is not an IPv4 or IPv6 address: {s:?}")))?,
             ),
         };
-        let metadata = f.object("metadata")?;
-        let event = match f.get("event") {
-            None => return Err(f.error("event", "is required")),
+        let event = match raw.event {
+            None | Some(Value::Null) => return Err(error("event", "is required".into())),
             Some(Value::String(s)) if s.trim().is_empty() => {
-                return Err(f.error("event", "must not be empty"))
+                return Err(error("event", "must not be empty".into()))
             }
             Some(Value::Object(m)) if m.is_empty() => {
-                return Err(f.error("event", "must not be an empty object"))
+                return Err(error("event", "must not be an empty object".into()))
             }
-            Some(v @ (Value::String(_) | Value::Object(_))) => v.clone(),
+            Some(v @ (Value::String(_) | Value::Object(_))) => v,
             Some(other) => {
-                return Err(f.error(
+                return Err(error(
                     "event",
                     format!(
                         "must be a string or an object, got {}",
-                        super::fields::kind(other)
+                        fields::kind(&other)
                     ),
                 ))
             }
         };
-        f.finish()?;
         Ok(AuditEvent {
             id,
             time,
             connector,
-            acl,
+            acl: raw.acl.map(Cow::into_owned),
             method,
-            user,
+            user: raw.user.map(Cow::into_owned),
             ip_address,
-            metadata,
+            metadata: raw.metadata,
             event,
             ingested_at: now,
         })

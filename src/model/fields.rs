@@ -108,14 +108,9 @@ impl<'a> Fields<'a> {
     pub fn time(&mut self, field: &'static str) -> Result<Option<DateTime<Utc>>, FieldError> {
         match self.string(field)? {
             None => Ok(None),
-            Some(s) => DateTime::parse_from_rfc3339(&s)
-                .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(|e| {
-                    self.error(
-                        field,
-                        format!("is not an RFC 3339 timestamp ({e}): {s:?}, expected e.g. \"2026-11-25T10:00:00Z\""),
-                    )
-                }),
+            Some(s) => parse_time(&s)
+                .map(Some)
+                .map_err(|problem| self.error(field, problem)),
         }
     }
 
@@ -188,6 +183,30 @@ impl<'a> Fields<'a> {
             }),
         }
     }
+}
+
+/// Reads a body that must be a JSON array, each item with `read` (given its index).
+pub fn read_array<T>(
+    body: &[u8],
+    now: DateTime<Utc>,
+    read: fn(&Value, usize, DateTime<Utc>) -> Result<T, FieldError>,
+) -> Result<Vec<T>, FieldError> {
+    parse_array(body)?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| read(v, i, now))
+        .collect()
+}
+
+/// An RFC 3339 timestamp, or what is wrong with it.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!(
+                "is not an RFC 3339 timestamp ({e}): {s:?}, expected e.g. \"2026-11-25T10:00:00Z\""
+            )
+        })
 }
 
 /// A JSON value's kind in words, for error messages.
