@@ -3,7 +3,7 @@
 //! prints RSS every 40,000. Run: `cargo bench --bench store_memory`
 //! (N from SIEMSYNC_BENCH_EVENTS, default 400,000).
 //! Measured (2026-11-26, 2 cores, release): RSS rises while sled's cache fills, then
-//! stays flat — 129 MiB from 520,000 to 1,200,000 events.
+//! stays flat — between 150 and 175 MiB from 240,000 to 1,200,000 events.
 
 /// The service's allocator, so the figures are the service's.
 #[global_allocator]

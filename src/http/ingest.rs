@@ -41,8 +41,10 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
         let body = read_body(body, state.config.max_body_bytes).await?;
         let items = read(&body, Utc::now())?;
         let store = state.store.clone();
+        // A write that lands in a database reopened after a fault is not acknowledged.
+        let generation = store.generation()?;
         let out = web::block(move || store.noted(write(&store, &account, items))).await??;
-        state.store.flush().await?;
+        state.store.flush_since(generation).await?;
         Ok::<_, ApiError>(out)
     }
     .await;

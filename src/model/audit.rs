@@ -49,17 +49,38 @@ struct Raw<'a> {
     event: Option<Value>,
 }
 
+/// A struct read only from a JSON object: serde's derived readers also take an
+/// array of the fields in order, which the field reader rightly refuses.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
 impl AuditEvent {
     /// Reads an ingest body: a JSON array of audit events. Read straight into the
     /// event's fields (no JSON tree in between); a body that does not read that way
     /// (a wrong type, an unknown field, not an array) is read again field by field,
     /// which names the first problem exactly.
     pub fn read_body(body: &[u8], now: DateTime<Utc>) -> Result<Vec<AuditEvent>, FieldError> {
-        match serde_json::from_slice::<Vec<Raw<'_>>>(body) {
+        match serde_json::from_slice::<Vec<ObjectOnly<Raw<'_>>>>(body) {
             Ok(raws) => raws
                 .into_iter()
                 .enumerate()
-                .map(|(i, raw)| Self::checked(raw, i, now))
+                .map(|(i, raw)| Self::checked(raw.0, i, now))
                 .collect(),
             Err(_) => fields::read_array(body, now, Self::from_json),
         }

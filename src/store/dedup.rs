@@ -26,6 +26,10 @@ impl std::hash::Hasher for IdHasher {
 
 pub type IdSet = HashSet<u128, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// Ids in a window, with how often each is in it (an id can be there twice when it
+/// came back after leaving a smaller window).
+pub type IdCounts = HashMap<u128, u32, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// An audit event's id as the dedup window keeps it: FNV-1a, 128 bits, so that
 /// distinct ids colliding is out of the question.
 pub fn id_hash(id: &str) -> u128 {
@@ -42,7 +46,7 @@ const CACHED_IDS: usize = 1_000_000;
 struct Window {
     /// The audit head the window reflects: anything else means it is stale.
     head: u64,
-    ids: IdSet,
+    ids: IdCounts,
     order: VecDeque<u128>,
     last_used: u64,
 }
@@ -72,17 +76,21 @@ impl RecentIds {
         account: &AccountId,
         head: u64,
         load: impl FnOnce() -> Result<Vec<u128>, E>,
-    ) -> Result<&IdSet, E> {
+    ) -> Result<&IdCounts, E> {
         self.clock += 1;
         if self.windows.get(account).is_none_or(|w| w.head != head) {
             self.forget(account);
             let order: VecDeque<u128> = load()?.into();
             self.cached += order.len();
+            let mut ids = IdCounts::default();
+            for id in &order {
+                *ids.entry(*id).or_default() += 1;
+            }
             self.windows.insert(
                 account.clone(),
                 Window {
                     head,
-                    ids: order.iter().copied().collect(),
+                    ids,
                     order,
                     last_used: 0,
                 },
@@ -100,14 +108,18 @@ impl RecentIds {
             return;
         };
         for id in ids {
-            w.ids.insert(*id);
+            *w.ids.entry(*id).or_default() += 1;
             w.order.push_back(*id);
         }
         self.cached += ids.len();
         while w.order.len() > self.size {
             let old = w.order.pop_front().expect("non-empty");
-            // The same id can be in the window only once: a repeat is refused.
-            w.ids.remove(&old);
+            if let Some(n) = w.ids.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    w.ids.remove(&old);
+                }
+            }
             self.cached -= 1;
         }
         w.head = head;
@@ -159,14 +171,14 @@ mod tests {
                 Ok::<_, ()>(vec![1, 2])
             })
             .unwrap();
-        assert!(w.contains(&1) && w.contains(&2));
+        assert!(w.contains_key(&1) && w.contains_key(&2));
         r.stored(&a, &[3, 4], 4);
         let w = r.window(&a, 4, || Err(())).unwrap();
-        assert!(!w.contains(&1), "the oldest id left the window of 3");
-        assert!(w.contains(&2) && w.contains(&4));
+        assert!(!w.contains_key(&1), "the oldest id left the window of 3");
+        assert!(w.contains_key(&2) && w.contains_key(&4));
         // Another writer (or a lost write) moved the head: the window is read again.
         let w = r.window(&a, 9, || Ok::<_, ()>(vec![7])).unwrap();
-        assert!(w.contains(&7) && !w.contains(&4));
+        assert!(w.contains_key(&7) && !w.contains_key(&4));
         assert_eq!(loads, 1);
         r.clear();
         assert_eq!(r.cached, 0);

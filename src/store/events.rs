@@ -77,7 +77,7 @@ impl Heads {
 const CHUNK_EVENTS: usize = 64;
 const CHUNK_BYTES: usize = 7 * 1024;
 /// The first byte of an audit chunk: its format.
-const CHUNK_FORMAT: u8 = 1;
+pub(super) const CHUNK_FORMAT: u8 = 1;
 
 /// One stored audit event, borrowed from its chunk: the parts of its HEC bytes that
 /// [`crate::hec::encode::AuditFrame`] completes.
@@ -180,7 +180,7 @@ impl<'a> Chunk<'a> {
 
 /// Builds audit chunks, and beside each the ids of its events for the dedup window.
 #[derive(Default)]
-struct ChunkWriter {
+pub(super) struct ChunkWriter {
     first: u64,
     count: u32,
     ingested_at: i64,
@@ -192,7 +192,7 @@ struct ChunkWriter {
 
 impl ChunkWriter {
     /// Adds an event; a chunk holds events of one storage time, up to its size.
-    fn push(
+    pub(super) fn push(
         &mut self,
         batch: &mut sled::Batch,
         seq: u64,
@@ -200,7 +200,10 @@ impl ChunkWriter {
         ev: &AuditEvent,
         hash: u128,
     ) {
-        if self.count > 0 && self.ingested_at != ev.ingested_at.timestamp_millis() {
+        if self.count > 0
+            && (self.ingested_at != ev.ingested_at.timestamp_millis()
+                || seq != self.first + u64::from(self.count))
+        {
             self.finish_into(batch, account);
         }
         if self.count == 0 {
@@ -225,7 +228,7 @@ impl ChunkWriter {
         }
     }
 
-    fn finish_into(&mut self, batch: &mut sled::Batch, account: &AccountId) {
+    pub(super) fn finish_into(&mut self, batch: &mut sled::Batch, account: &AccountId) {
         if self.count == 0 {
             return;
         }
@@ -244,13 +247,16 @@ impl ChunkWriter {
     }
 }
 
+fn heads_in(tree: &sled::Tree, account: &AccountId) -> Result<Heads, StoreError> {
+    Ok(tree
+        .get(keys::account_prefix(keys::HEADS, account))?
+        .map(|b| Heads::from_bytes(&b))
+        .unwrap_or_default())
+}
+
 impl Store {
     pub fn heads(&self, account: &AccountId) -> Result<Heads, StoreError> {
-        Ok(self
-            .events()?
-            .get(keys::account_prefix(keys::HEADS, account))?
-            .map(|b| Heads::from_bytes(&b))
-            .unwrap_or_default())
+        heads_in(&*self.events()?, account)
     }
 
     /// Appends audit events in order, all or nothing. An id the account already had
@@ -267,17 +273,19 @@ impl Store {
             .ingest_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let mut heads = self.heads(account)?;
+        // One database for the whole write, even if the store is reopened meanwhile.
+        let tree = self.events()?;
+        let mut heads = heads_in(&tree, account)?;
         let hashes: Vec<u128> = events.iter().map(|e| id_hash(&e.id)).collect();
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let window = recent.window(account, heads.audit, || self.recent_ids(account))?;
+        let window = recent.window(account, heads.audit, || self.recent_ids(&tree, account))?;
         let mut fresh = IdSet::with_capacity_and_hasher(hashes.len(), Default::default());
         let mut out = IngestOutcome::default();
         let mut accepted = Vec::with_capacity(hashes.len());
         let mut batch = sled::Batch::default();
         let mut chunk = ChunkWriter::default();
         for (ev, hash) in events.iter().zip(&hashes) {
-            if window.contains(hash) || !fresh.insert(*hash) {
+            if window.contains_key(hash) || !fresh.insert(*hash) {
                 out.duplicates += 1;
                 continue;
             }
@@ -292,9 +300,9 @@ impl Store {
                 keys::account_prefix(keys::HEADS, account),
                 &heads.to_bytes(),
             );
-            if let Err(e) = self.events().and_then(|t| Ok(t.apply_batch(batch)?)) {
+            if let Err(e) = tree.apply_batch(batch) {
                 recent.forget(account);
-                return Err(e);
+                return Err(e.into());
             }
             recent.stored(account, &accepted, heads.audit);
         }
@@ -311,11 +319,11 @@ impl Store {
     }
 
     /// The account's last `dedup_window` stored event ids, oldest first.
-    fn recent_ids(&self, account: &AccountId) -> Result<Vec<u128>, StoreError> {
+    fn recent_ids(&self, tree: &sled::Tree, account: &AccountId) -> Result<Vec<u128>, StoreError> {
         let mut records = Vec::new();
         let mut seen = 0;
         let prefix = keys::account_prefix(keys::AUDIT_ID, account);
-        for kv in self.events()?.scan_prefix(&prefix).rev() {
+        for kv in tree.scan_prefix(&prefix).rev() {
             if seen >= self.inner.dedup_window {
                 break;
             }
@@ -341,13 +349,14 @@ impl Store {
         account: &AccountId,
         jobs: Vec<JobSnapshot>,
     ) -> Result<usize, StoreError> {
-        let tree = &self.events()?;
         let _writer = self
             .inner
             .ingest_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let mut heads = self.heads(account)?;
+        // One database for the whole write, even if the store is reopened meanwhile.
+        let tree = &self.events()?;
+        let mut heads = heads_in(tree, account)?;
         let count = jobs.len();
         // Within one request the last snapshot of a job wins.
         let mut latest: HashMap<String, JobSnapshot> = HashMap::new();
@@ -548,7 +557,7 @@ impl Store {
         // Sequences are contiguous from the oldest event still kept (older ones may
         // have gone to retention), so the count needs no scan.
         Ok(match first {
-            Some((seq, at)) => (heads.audit + 1 - seq, Some(at)),
+            Some((seq, at)) => ((heads.audit + 1).saturating_sub(seq), Some(at)),
             None => (0, None),
         })
     }

@@ -18,6 +18,8 @@ pub const JOB_CHANGE: u8 = b'c';
 pub const JOB_RUNNING: u8 = b'r';
 /// `events` tree: per-account heads (last audit sequence, last job change).
 pub const HEADS: u8 = b'h';
+/// `events` tree: the version of the audit record layout the data is in.
+pub const FORMAT: &[u8] = b"format";
 
 pub fn account_prefix(kind: u8, account: &AccountId) -> Vec<u8> {
     let mut k = Vec::with_capacity(account.as_str().len() + 2 + 16);

@@ -6,6 +6,7 @@ mod dedup;
 mod events;
 mod flusher;
 mod keys;
+mod migrate;
 mod registry;
 mod retention;
 pub mod secrets;
@@ -72,10 +73,13 @@ struct Engine {
     /// Accounts, integrations, checkpoints.
     registry: sled::Tree,
     flusher: Flusher,
+    /// Counts the reopenings: a write made in one engine is not made durable by
+    /// flushing another.
+    generation: u64,
 }
 
 impl Engine {
-    fn open(dir: &Path, cache_bytes: Option<u64>) -> Result<Engine, StoreError> {
+    fn open(dir: &Path, cache_bytes: Option<u64>, generation: u64) -> Result<Engine, StoreError> {
         let mut config = sled::Config::new().path(dir);
         if let Some(bytes) = cache_bytes {
             config = config.cache_capacity(bytes);
@@ -86,6 +90,7 @@ impl Engine {
             registry: db.open_tree("registry")?,
             flusher: Flusher::start(db.clone()),
             db,
+            generation,
         })
     }
 
@@ -97,6 +102,20 @@ impl Engine {
         )?;
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// A tree of the engine, holding the engine while in use: a reopen waits until no
+/// operation holds the old one (sled's file lock goes with its last handle).
+struct TreeRef {
+    tree: sled::Tree,
+    _engine: Arc<Engine>,
+}
+
+impl std::ops::Deref for TreeRef {
+    type Target = sled::Tree;
+    fn deref(&self) -> &sled::Tree {
+        &self.tree
     }
 }
 
@@ -136,8 +155,8 @@ impl Store {
     }
 
     fn open_with(dir: &Path, cache_bytes: Option<u64>) -> Result<Store, StoreError> {
-        let engine = Engine::open(dir, cache_bytes)?;
-        Ok(Store {
+        let engine = Engine::open(dir, cache_bytes, 0)?;
+        let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 cache_bytes,
@@ -148,7 +167,9 @@ impl Store {
                 recent: Mutex::new(dedup::RecentIds::new(DEFAULT_DEDUP_WINDOW)),
                 cipher: None,
             }),
-        })
+        };
+        migrate::audit_chunks(&store)?;
+        Ok(store)
     }
 
     fn engine(&self) -> Result<Arc<Engine>, StoreError> {
@@ -162,12 +183,20 @@ impl Store {
             })
     }
 
-    fn events(&self) -> Result<sled::Tree, StoreError> {
-        Ok(self.engine()?.events.clone())
+    fn events(&self) -> Result<TreeRef, StoreError> {
+        let engine = self.engine()?;
+        Ok(TreeRef {
+            tree: engine.events.clone(),
+            _engine: engine,
+        })
     }
 
-    fn registry(&self) -> Result<sled::Tree, StoreError> {
-        Ok(self.engine()?.registry.clone())
+    fn registry(&self) -> Result<TreeRef, StoreError> {
+        let engine = self.engine()?;
+        Ok(TreeRef {
+            tree: engine.registry.clone(),
+            _engine: engine,
+        })
     }
 
     /// Why the store cannot take writes right now (a full or read-only disk), if so.
@@ -254,6 +283,7 @@ impl Store {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        let generation = old.as_ref().map_or(0, |e| e.generation) + 1;
         if let Some(old) = old {
             // Wait for operations in flight to let go, so that sled's file lock goes too.
             let t0 = std::time::Instant::now();
@@ -263,13 +293,13 @@ impl Store {
             drop(old);
         }
         // The flush thread lets go of the old database a moment after it is dropped.
-        let mut opened = Engine::open(&self.inner.dir, self.inner.cache_bytes);
+        let mut opened = Engine::open(&self.inner.dir, self.inner.cache_bytes, generation);
         for _ in 0..20 {
             if opened.is_ok() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
-            opened = Engine::open(&self.inner.dir, self.inner.cache_bytes);
+            opened = Engine::open(&self.inner.dir, self.inner.cache_bytes, generation);
         }
         match opened {
             Ok(engine) => {
@@ -292,7 +322,24 @@ impl Store {
 
     /// Waits until every write made before the call is on disk (shared with concurrent callers).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.flush_since(self.generation()?).await
+    }
+
+    /// Which opening of the database writes go to now: take it before a write that
+    /// must be acknowledged, and flush with [`Store::flush_since`].
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        Ok(self.engine()?.generation)
+    }
+
+    /// Like `flush`, but fails when the database was reopened since `generation`:
+    /// the writes made before may have been lost with the failed one.
+    pub async fn flush_since(&self, generation: u64) -> Result<(), StoreError> {
         let engine = self.engine()?;
+        if engine.generation != generation {
+            return Err(StoreError::Unavailable(
+                "the store was reopened after a fault while this request was written; retry".into(),
+            ));
+        }
         let result = engine.flusher.flush().await.map_err(StoreError::Flush);
         self.noted(result)
     }
