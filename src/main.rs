@@ -62,8 +62,22 @@ fn main() -> anyhow::Result<()> {
 async fn status(url: String) -> anyhow::Result<()> {
     let token = std::env::var("SIEMSYNC_ADMIN_TOKEN")
         .context("set SIEMSYNC_ADMIN_TOKEN to the service's admin token")?;
+    let client = awc::Client::default();
+    // A store that cannot write is the first thing an operator must know.
+    let health = format!("{}/healthz", url.trim_end_matches('/'));
+    if let Ok(mut resp) = client.get(&health).send().await {
+        if !resp.status().is_success() {
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            println!(
+                "DEGRADED: {}",
+                body["storage"]
+                    .as_str()
+                    .unwrap_or("the service is not healthy")
+            );
+        }
+    }
     let endpoint = format!("{}/api/v1/integrations", url.trim_end_matches('/'));
-    let mut resp = awc::Client::default()
+    let mut resp = client
         .get(&endpoint)
         .insert_header(("Authorization", format!("Bearer {token}")))
         .send()

@@ -120,6 +120,17 @@ async fn a_full_disk_answers_503_says_why_loses_nothing_and_recovers_without_res
             .contains("cannot write"),
         "{health}"
     );
+    // The operator's `siemsync status` leads with it.
+    let cli = Command::new(env!("CARGO_BIN_EXE_siemsync"))
+        .args(["status", "--url", &svc.url])
+        .env("SIEMSYNC_ADMIN_TOKEN", ADMIN)
+        .output()
+        .expect("siemsync status");
+    let printed = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        printed.starts_with("DEGRADED: siemsync cannot write to its store"),
+        "{printed}"
+    );
     // Until the disk has room, every ingest is refused, not half-stored.
     let (status, _) = api
         .call(
