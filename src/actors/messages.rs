@@ -7,7 +7,7 @@ use crate::model::{AccountId, Integration};
 use crate::store::StoreError;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// API / reload → Supervisor: this integration is new or changed. `active` is false when
@@ -152,7 +152,7 @@ pub struct BatchRequest {
 }
 
 /// A replay's window: events whose time (audit) or snapshot time (jobs) is in it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,

@@ -12,14 +12,15 @@ use crate::hec::client::HecClient;
 use crate::hec::encode::Envelope;
 use crate::hec::response::{Failure, Outcome};
 use crate::model::{Integration, Source};
+use crate::store::Store;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplayState {
     Running,
@@ -29,7 +30,7 @@ pub enum ReplayState {
 }
 
 /// A replay's progress, as the status shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplayProgress {
     pub id: Uuid,
     pub from: DateTime<Utc>,
@@ -48,10 +49,34 @@ pub struct ReplayProgress {
 
 pub type SharedProgress = Arc<Mutex<ReplayProgress>>;
 
+/// A replay as kept in the store: a running one resumes from its cursor when its
+/// integration starts again (after a restart, or after the integration was
+/// restarted), instead of being lost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredReplay {
+    pub progress: ReplayProgress,
+    pub window: Window,
+    /// The source being replayed (index into `progress.sources`), and the sequence
+    /// in it up to which every event was posted.
+    pub source: usize,
+    pub after: u64,
+}
+
+/// Records the replay's state; a replay that cannot be recorded still runs (it
+/// would only start over after a restart).
+pub fn record(store: &Store, it: &Uuid, replay: &StoredReplay) {
+    if let Err(e) = store.put_replay(it, replay) {
+        log::warn!("replay for integration {it}: cannot record its progress: {e}");
+    }
+}
+
 pub struct ReplayActor {
     pub it: Integration,
     pub window: Window,
     pub sources: Vec<Source>,
+    /// Where to start: `(source index, sequence after)`; `(0, 0)` for a new replay.
+    pub from: (usize, u64),
+    pub store: Store,
     pub audit: Addr<AuditCollector>,
     pub jobs: Addr<JobCollector>,
     pub settings: DeliverySettings,
@@ -66,15 +91,17 @@ impl Actor for ReplayActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let run = replay(
-            self.it.clone(),
-            self.window,
-            self.sources.clone(),
-            self.audit.clone(),
-            self.jobs.clone(),
-            self.settings.clone(),
-            self.progress.clone(),
-        );
+        let run = replay(Run {
+            it: self.it.clone(),
+            window: self.window,
+            sources: self.sources.clone(),
+            from: self.from,
+            store: self.store.clone(),
+            audit: self.audit.clone(),
+            jobs: self.jobs.clone(),
+            settings: self.settings.clone(),
+            progress: self.progress.clone(),
+        });
         ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
             update(&act.progress, |p| {
                 p.finished_at = Some(Utc::now());
@@ -86,12 +113,30 @@ impl Actor for ReplayActor {
                     }
                 }
             });
+            let progress = act
+                .progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            record(
+                &act.store,
+                &act.it.id,
+                &StoredReplay {
+                    progress,
+                    window: act.window,
+                    source: act.sources.len(),
+                    after: 0,
+                },
+            );
             log::info!("replay for integration {} ended", act.it.id);
             ctx.stop();
         }));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        // Stopped without finishing: cancelled by the customer (recorded as such by
+        // the Supervisor), or with its integration or the service — then the record
+        // stays running and the replay resumes when the integration runs again.
         update(&self.progress, |p| {
             if p.state == ReplayState::Running {
                 p.state = ReplayState::Cancelled;
@@ -117,33 +162,51 @@ fn internal(e: impl std::fmt::Display) -> Failure {
     }
 }
 
-async fn replay(
+/// What one replay run needs.
+struct Run {
     it: Integration,
     window: Window,
     sources: Vec<Source>,
+    from: (usize, u64),
+    store: Store,
     audit: Addr<AuditCollector>,
     jobs: Addr<JobCollector>,
     settings: DeliverySettings,
     progress: SharedProgress,
-) -> Result<(), Failure> {
+}
+
+async fn replay(run: Run) -> Result<(), Failure> {
+    let Run {
+        it,
+        window,
+        sources,
+        from,
+        store,
+        audit,
+        jobs,
+        settings,
+        progress,
+    } = run;
     let client = HecClient::new(&it, settings.client)?;
-    let mut total = 0;
-    for s in &sources {
-        let count = CountWindow {
-            account: it.account.clone(),
-            window,
-        };
-        total += match s {
-            Source::Audit => audit.send(count).await,
-            Source::Jobs => jobs.send(count).await,
+    if from == (0, 0) {
+        let mut total = 0;
+        for s in &sources {
+            let count = CountWindow {
+                account: it.account.clone(),
+                window,
+            };
+            total += match s {
+                Source::Audit => audit.send(count).await,
+                Source::Jobs => jobs.send(count).await,
+            }
+            .map_err(internal)?
+            .map_err(internal)?;
         }
-        .map_err(internal)?
-        .map_err(internal)?;
+        update(&progress, |p| p.total = total);
     }
-    update(&progress, |p| p.total = total);
     let mut max_bytes = settings.max_batch_bytes;
-    for source in sources {
-        let mut after = 0;
+    for (index, source) in sources.iter().copied().enumerate().skip(from.0) {
+        let mut after = if index == from.0 { from.1 } else { 0 };
         loop {
             let request = BatchRequest {
                 account: it.account.clone(),
@@ -154,14 +217,13 @@ async fn replay(
                 upload_time: Utc::now(),
                 max_bytes,
             };
-            let window = Some(window);
             let batch = match source {
                 Source::Audit => {
                     audit
                         .send(CollectAudit {
                             request,
                             after,
-                            window,
+                            window: Some(window),
                         })
                         .await
                 }
@@ -169,7 +231,7 @@ async fn replay(
                     jobs.send(CollectChangedJobs {
                         request,
                         after,
-                        window,
+                        window: Some(window),
                     })
                     .await
                 }
@@ -181,6 +243,20 @@ async fn replay(
             }
             after = batch.items.last().map_or(after, |i| i.seq);
             post_all(&client, batch, &mut max_bytes, &settings, &progress).await?;
+            // A restart from here re-sends at most the next batch.
+            let snapshot = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if snapshot.state == ReplayState::Running {
+                record(
+                    &store,
+                    &it.id,
+                    &StoredReplay {
+                        progress: snapshot,
+                        window,
+                        source: index,
+                        after,
+                    },
+                );
+            }
         }
     }
     Ok(())

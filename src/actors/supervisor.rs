@@ -6,7 +6,9 @@ use super::audit_collector::AuditCollector;
 use super::integration::{DeliverySettings, IntegrationActor};
 use super::job_collector::JobCollector;
 use super::messages::*;
-use super::replay::{ReplayActor, ReplayProgress, ReplayState, SharedProgress};
+use super::replay::{
+    record, ReplayActor, ReplayProgress, ReplayState, SharedProgress, StoredReplay,
+};
 use crate::model::Integration;
 use crate::store::Store;
 use actix::prelude::*;
@@ -69,6 +71,7 @@ impl Supervisor {
             ctx.address().recipient(),
         )
         .start();
+        self.resume_replay(&it);
         self.running.insert(
             it.id,
             Running {
@@ -81,7 +84,9 @@ impl Supervisor {
     }
 
     fn stop(&mut self, id: &Uuid) {
-        if let Some((replay, _)) = self.replays.get(id) {
+        // A running replay stops with its integration; its record stays running, so
+        // it resumes when the integration starts again.
+        if let Some((replay, _)) = self.replays.remove(id) {
             replay.do_send(Stop);
         }
         if let Some(r) = self.running.remove(id) {
@@ -207,6 +212,52 @@ impl Handler<Observe> for Supervisor {
     }
 }
 
+impl Supervisor {
+    fn start_replay(&mut self, it: Integration, stored: StoredReplay, progress: SharedProgress) {
+        let id = it.id;
+        let addr = ReplayActor {
+            it,
+            window: stored.window,
+            sources: stored.progress.sources.clone(),
+            from: (stored.source, stored.after),
+            store: self.store.clone(),
+            audit: self.audit.clone(),
+            jobs: self.jobs.clone(),
+            settings: self.settings.clone(),
+            progress: progress.clone(),
+        }
+        .start();
+        self.replays.insert(id, (addr, progress));
+    }
+
+    /// A replay recorded as running when its integration (re)starts: it goes on from
+    /// where it was.
+    fn resume_replay(&mut self, it: &Integration) {
+        if self
+            .replays
+            .get(&it.id)
+            .is_some_and(|(_, p)| snapshot(p).state == ReplayState::Running)
+        {
+            return;
+        }
+        match self.store.replay::<StoredReplay>(&it.id) {
+            Ok(Some(stored)) if stored.progress.state == ReplayState::Running => {
+                log::info!(
+                    "replay {} for integration {} resumes ({} of {} sent)",
+                    stored.progress.id,
+                    it.id,
+                    stored.progress.sent,
+                    stored.progress.total
+                );
+                let progress = Arc::new(Mutex::new(stored.progress.clone()));
+                self.start_replay(it.clone(), stored, progress);
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("integration {}: cannot read its replay: {e}", it.id),
+        }
+    }
+}
+
 fn snapshot(p: &SharedProgress) -> ReplayProgress {
     p.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
@@ -235,20 +286,20 @@ impl Handler<StartReplay> for Supervisor {
             finished_at: None,
             error: None,
         }));
-        let id = msg.integration.id;
-        let addr = ReplayActor {
-            it: msg.integration,
-            window: msg.window,
-            sources: msg.sources,
-            audit: self.audit.clone(),
-            jobs: self.jobs.clone(),
-            settings: self.settings.clone(),
-            progress: progress.clone(),
-        }
-        .start();
         let first = snapshot(&progress);
-        self.replays.insert(id, (addr, progress));
-        log::info!("replay {} started for integration {id}", first.id);
+        let stored = StoredReplay {
+            progress: first.clone(),
+            window: msg.window,
+            source: 0,
+            after: 0,
+        };
+        record(&self.store, &msg.integration.id, &stored);
+        log::info!(
+            "replay {} started for integration {}",
+            first.id,
+            msg.integration.id
+        );
+        self.start_replay(msg.integration, stored, progress);
         Ok(first)
     }
 }
@@ -261,8 +312,28 @@ impl Handler<CancelReplay> for Supervisor {
             return None;
         }
         addr.do_send(Stop);
-        let mut cancelled = snapshot(p);
-        cancelled.state = ReplayState::Cancelled;
+        // Marked at once, so that the replay, which may be between two posts, records
+        // no more progress over the cancellation.
+        let cancelled = {
+            let mut shared = p.lock().unwrap_or_else(|e| e.into_inner());
+            shared.state = ReplayState::Cancelled;
+            shared.finished_at = Some(chrono::Utc::now());
+            shared.clone()
+        };
+        // Cancelled for good: the record says so, so no restart resumes it.
+        record(
+            &self.store,
+            &msg.id,
+            &StoredReplay {
+                progress: cancelled.clone(),
+                window: Window {
+                    from: cancelled.from,
+                    to: cancelled.to,
+                },
+                source: cancelled.sources.len(),
+                after: 0,
+            },
+        );
         Some(cancelled)
     }
 }

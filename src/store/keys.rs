@@ -81,6 +81,11 @@ pub fn dead_letter(integration: &Uuid, id: u64) -> Vec<u8> {
     k
 }
 
+/// An integration's replay: its window, progress and cursor, so it resumes after a restart.
+pub fn replay(integration: &Uuid) -> Vec<u8> {
+    format!("replay/{integration}").into_bytes()
+}
+
 pub fn connection_report(integration: &Uuid) -> Vec<u8> {
     format!("test/{integration}").into_bytes()
 }

@@ -152,6 +152,7 @@ impl Store {
         })?;
         let mut batch = sled::Batch::default();
         batch.remove(keys::connection_report(id));
+        batch.remove(keys::replay(id));
         for k in self
             .registry()?
             .scan_prefix(super::retention::gaps_prefix(id))
@@ -164,6 +165,24 @@ impl Store {
         }
         self.registry()?.apply_batch(batch)?;
         Ok(existed)
+    }
+
+    /// Records an integration's replay (what the replay actor makes of it is its own).
+    pub fn put_replay(&self, id: &Uuid, replay: &impl Serialize) -> Result<(), StoreError> {
+        self.registry()?.insert(keys::replay(id), encode(replay))?;
+        Ok(())
+    }
+
+    /// The integration's last recorded replay, if any.
+    pub fn replay<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &Uuid,
+    ) -> Result<Option<T>, StoreError> {
+        let key = keys::replay(id);
+        self.registry()?
+            .get(&key)?
+            .map(|v| decode(&key, &v))
+            .transpose()
     }
 
     pub fn checkpoint(&self, id: &Uuid) -> Result<Checkpoint, StoreError> {
