@@ -683,7 +683,7 @@ async fn a_replay_interrupted_by_a_restart_resumes_where_it_was() {
     let path = format!("/api/v1/accounts/acme/integrations/{id}");
     let window = json!({"from": "2026-11-25T09:00:00Z", "to": "2026-11-25T11:00:00Z"});
     let started = api
-        .ok("POST", &format!("{path}/replay"), Some(window))
+        .ok("POST", &format!("{path}/replay"), Some(window.clone()))
         .await;
     let before = status_until(&api, "acme", &id, "the replay under way", |s| {
         s["replay"]["sent"].as_u64().unwrap_or(0) >= 400
@@ -691,7 +691,7 @@ async fn a_replay_interrupted_by_a_restart_resumes_where_it_was() {
     .await;
     assert!(svc.terminate().success());
 
-    let svc = Siemsync::start(dir.path(), &env);
+    let mut svc = Siemsync::start(dir.path(), &env);
     let api = svc.api();
     hec.set_behaviour(siemsync::testkit::Behaviour::Normal);
     let after = status_until(&api, "acme", &id, "the replay resumed and done", |s| {
@@ -728,5 +728,28 @@ async fn a_replay_interrupted_by_a_restart_resumes_where_it_was() {
     assert!(
         past < 6000 + 200,
         "{past} copies: the replay started over instead of resuming after {sent_before}"
+    );
+
+    // A cancelled replay stays cancelled across a restart, and still shows.
+    hec.set_behaviour(siemsync::testkit::Behaviour::Slow(Duration::from_millis(
+        100,
+    )));
+    api.ok("POST", &format!("{path}/replay"), Some(window))
+        .await;
+    let cancelled = api.ok("DELETE", &format!("{path}/replay"), None).await;
+    assert_eq!(cancelled["state"], "cancelled");
+    assert!(svc.terminate().success());
+    hec.set_behaviour(siemsync::testkit::Behaviour::Normal);
+    let svc = Siemsync::start(dir.path(), &env);
+    let st = status_until(&svc.api(), "acme", &id, "the integration running", |s| {
+        s["state"] == "healthy"
+    })
+    .await;
+    assert_eq!(st["replay"]["state"], "cancelled", "{:#}", st["replay"]);
+    assert_eq!(st["replay"]["id"], cancelled["id"]);
+    assert_eq!(
+        svc.log_text().matches("resumes").count(),
+        1,
+        "only the interrupted replay resumed"
     );
 }

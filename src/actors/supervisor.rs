@@ -161,7 +161,7 @@ impl Handler<Upsert> for Supervisor {
 impl Handler<Remove> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: Remove, _: &mut Context<Self>) {
-        self.stop(&msg.id);
+        self.forget(&msg.id);
         self.crashes.remove(&msg.id);
         self.removed.insert(msg.id);
     }
@@ -178,7 +178,7 @@ impl Handler<Reconcile> for Supervisor {
             .copied()
             .collect();
         for id in gone {
-            self.stop(&id);
+            self.forget(&id);
         }
         for (it, active) in msg.0 {
             self.upsert(it, active, ctx);
@@ -228,6 +228,25 @@ impl Supervisor {
         }
         .start();
         self.replays.insert(id, (addr, progress));
+    }
+
+    fn stored_replay(&self, id: &Uuid) -> Option<ReplayProgress> {
+        match self.store.replay::<StoredReplay>(id) {
+            Ok(stored) => stored.map(|s| s.progress),
+            Err(e) => {
+                log::warn!("integration {id}: cannot read its replay: {e}");
+                None
+            }
+        }
+    }
+
+    /// Stops an integration for good (deleted): its replay record goes too, after the
+    /// replay stopped, so that nothing records it again.
+    fn forget(&mut self, id: &Uuid) {
+        self.stop(id);
+        if let Err(e) = self.store.delete_replay(id) {
+            log::warn!("integration {id}: cannot delete its replay record: {e}");
+        }
     }
 
     /// A replay recorded as running when its integration (re)starts: it goes on from
@@ -307,18 +326,30 @@ impl Handler<StartReplay> for Supervisor {
 impl Handler<CancelReplay> for Supervisor {
     type Result = Option<ReplayProgress>;
     fn handle(&mut self, msg: CancelReplay, _: &mut Context<Self>) -> Self::Result {
-        let (addr, p) = self.replays.get(&msg.id)?;
-        if snapshot(p).state != ReplayState::Running {
-            return None;
-        }
-        addr.do_send(Stop);
-        // Marked at once, so that the replay, which may be between two posts, records
-        // no more progress over the cancellation.
-        let cancelled = {
-            let mut shared = p.lock().unwrap_or_else(|e| e.into_inner());
-            shared.state = ReplayState::Cancelled;
-            shared.finished_at = Some(chrono::Utc::now());
-            shared.clone()
+        let cancelled = match self.replays.get(&msg.id) {
+            Some((addr, p)) => {
+                if snapshot(p).state != ReplayState::Running {
+                    return None;
+                }
+                addr.do_send(Stop);
+                // Marked at once, so that the replay, which may be between two posts,
+                // records no more progress over the cancellation.
+                let mut shared = p.lock().unwrap_or_else(|e| e.into_inner());
+                shared.state = ReplayState::Cancelled;
+                shared.finished_at = Some(chrono::Utc::now());
+                shared.clone()
+            }
+            // Not in memory: a replay of an integration that is not running (disabled)
+            // is cancelled in its record, so that it does not resume when enabled.
+            None => {
+                let mut stored = self.stored_replay(&msg.id)?;
+                if stored.state != ReplayState::Running {
+                    return None;
+                }
+                stored.state = ReplayState::Cancelled;
+                stored.finished_at = Some(chrono::Utc::now());
+                stored
+            }
         };
         // Cancelled for good: the record says so, so no restart resumes it.
         record(
@@ -341,7 +372,12 @@ impl Handler<CancelReplay> for Supervisor {
 impl Handler<ObserveReplay> for Supervisor {
     type Result = Option<ReplayProgress>;
     fn handle(&mut self, msg: ObserveReplay, _: &mut Context<Self>) -> Self::Result {
-        self.replays.get(&msg.id).map(|(_, p)| snapshot(p))
+        // The record answers for a replay not in memory: one that ended before a
+        // restart, or one waiting for its integration to run again.
+        match self.replays.get(&msg.id) {
+            Some((_, p)) => Some(snapshot(p)),
+            None => self.stored_replay(&msg.id),
+        }
     }
 }
 

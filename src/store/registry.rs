@@ -173,6 +173,11 @@ impl Store {
         Ok(())
     }
 
+    pub fn delete_replay(&self, id: &Uuid) -> Result<(), StoreError> {
+        self.registry()?.remove(keys::replay(id))?;
+        Ok(())
+    }
+
     /// The integration's last recorded replay, if any.
     pub fn replay<T: serde::de::DeserializeOwned>(
         &self,
