@@ -277,7 +277,7 @@ impl Store {
         let tree = self.events()?;
         let mut heads = heads_in(&tree, account)?;
         let hashes: Vec<u128> = events.iter().map(|e| id_hash(&e.id)).collect();
-        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = self.recent();
         let window = recent.window(account, heads.audit, || self.recent_ids(&tree, account))?;
         let mut fresh = IdSet::with_capacity_and_hasher(hashes.len(), Default::default());
         let mut out = IngestOutcome::default();
@@ -311,11 +311,7 @@ impl Store {
 
     /// Drops the account's in-memory dedup window (its oldest events went).
     pub(super) fn forget_recent(&self, account: &AccountId) {
-        self.inner
-            .recent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .forget(account);
+        self.recent().forget(account);
     }
 
     /// The account's last `dedup_window` stored event ids, oldest first.
@@ -439,18 +435,15 @@ impl Store {
         from: u64,
         mut visit: impl FnMut(&Chunk<'_>) -> Result<ControlFlow<()>, StoreError>,
     ) -> Result<(), StoreError> {
+        let tree = self.events()?;
         let prefix = keys::account_prefix(keys::AUDIT, account);
         let at = keys::with_seq(keys::AUDIT, account, from);
         // The chunk holding `from` starts at or before it.
-        let start = match self
-            .events()?
-            .range(prefix.clone()..=at.clone())
-            .next_back()
-        {
+        let start = match tree.range(prefix.clone()..=at.clone()).next_back() {
             Some(kv) => kv?.0.to_vec(),
             None => at,
         };
-        for kv in self.events()?.range(start..) {
+        for kv in tree.range(start..) {
             let (k, v) = kv?;
             if !k.starts_with(&prefix) {
                 break;
@@ -461,6 +454,7 @@ impl Store {
         }
         Ok(())
     }
+
     /// Visits jobs whose snapshot changed after change sequence `after`, in change order.
     pub fn jobs_changed_after(
         &self,
@@ -470,13 +464,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let prefix = keys::account_prefix(keys::JOB_CHANGE, account);
         let start = keys::with_seq(keys::JOB_CHANGE, account, after.saturating_add(1));
-        for kv in self.events()?.range(start..) {
+        let tree = self.events()?;
+        for kv in tree.range(start..) {
             let (k, job) = kv?;
             if !k.starts_with(&prefix) {
                 break;
             }
             let job_key = keys::with_name(keys::JOB, account, &String::from_utf8_lossy(&job));
-            let Some(v) = self.events()?.get(&job_key)? else {
+            let Some(v) = tree.get(&job_key)? else {
                 continue;
             };
             let job: StoredJob = decode(&job_key, &v)?;
@@ -508,14 +503,15 @@ impl Store {
         if after_job.is_some() {
             start.push(0);
         }
-        for kv in self.events()?.range(start..) {
+        let tree = self.events()?;
+        for kv in tree.range(start..) {
             let (k, _) = kv?;
             if !k.starts_with(&prefix) {
                 break;
             }
             let job = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
             let job_key = keys::with_name(keys::JOB, account, &job);
-            let Some(v) = self.events()?.get(&job_key)? else {
+            let Some(v) = tree.get(&job_key)? else {
                 continue;
             };
             if visit(decode(&job_key, &v)?).is_break() {

@@ -199,6 +199,10 @@ impl Store {
         })
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, dedup::RecentIds> {
+        self.inner.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Why the store cannot take writes right now (a full or read-only disk), if so.
     pub fn fault(&self) -> Option<String> {
         self.inner
@@ -212,11 +216,7 @@ impl Store {
         if reason.is_some() {
             // Writes answered with an error may or may not be on disk: the in-memory
             // dedup windows are read again from what the store really holds.
-            self.inner
-                .recent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
+            self.recent().clear();
         }
         let mut fault = self.inner.fault.lock().unwrap_or_else(|p| p.into_inner());
         match (&*fault, &reason) {
@@ -303,11 +303,7 @@ impl Store {
         }
         match opened {
             Ok(engine) => {
-                self.inner
-                    .recent
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
+                self.recent().clear();
                 let healthy = engine.probe();
                 *self.inner.engine.write().unwrap_or_else(|p| p.into_inner()) =
                     Some(Arc::new(engine));

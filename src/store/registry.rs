@@ -145,7 +145,8 @@ impl Store {
     pub fn delete_integration(&self, account: &AccountId, id: &Uuid) -> Result<bool, StoreError> {
         let ikey = keys::integration(account, id);
         let ckey = keys::checkpoint(id);
-        let existed = self.registry()?.transaction(|tx| {
+        let registry = self.registry()?;
+        let existed = registry.transaction(|tx| {
             let existed = tx.remove(ikey.as_slice())?.is_some();
             tx.remove(ckey.as_slice())?;
             Ok::<_, Abort<StoreError>>(existed)
@@ -153,17 +154,16 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.remove(keys::connection_report(id));
         batch.remove(keys::replay(id));
-        for k in self
-            .registry()?
+        for k in registry
             .scan_prefix(super::retention::gaps_prefix(id))
             .keys()
         {
             batch.remove(k?);
         }
-        for k in self.registry()?.scan_prefix(keys::dead_letters(id)).keys() {
+        for k in registry.scan_prefix(keys::dead_letters(id)).keys() {
             batch.remove(k?);
         }
-        self.registry()?.apply_batch(batch)?;
+        registry.apply_batch(batch)?;
         Ok(existed)
     }
 
