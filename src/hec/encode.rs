@@ -84,6 +84,13 @@ fn write_envelope(
 ) {
     out.extend_from_slice(b"{\"time\":");
     write_epoch(out, time);
+    envelope_fields(out, env, source);
+    json_into(out, event);
+    out.extend_from_slice(b"}\n");
+}
+
+/// The envelope's fields after `time`, up to the value of `event`.
+fn envelope_fields(out: &mut Vec<u8>, env: &Envelope, source: &str) {
     out.extend_from_slice(b",\"host\":");
     json_into(out, &env.host);
     out.extend_from_slice(b",\"source\":");
@@ -94,8 +101,6 @@ fn write_envelope(
         json_into(out, index);
     }
     out.extend_from_slice(b",\"event\":");
-    json_into(out, event);
-    out.extend_from_slice(b"}\n");
 }
 
 fn json_into(out: &mut Vec<u8>, v: &(impl Serialize + ?Sized)) {
@@ -151,16 +156,8 @@ pub struct AuditFrame {
 impl AuditFrame {
     pub fn new(env: &Envelope, upload_time: &DateTime<Utc>) -> AuditFrame {
         let mut envelope = Vec::with_capacity(128);
-        envelope.extend_from_slice(b",\"host\":");
-        json_into(&mut envelope, &env.host);
-        envelope.extend_from_slice(b",\"source\":");
-        json_into(&mut envelope, AUDIT_SOURCE);
-        envelope.extend_from_slice(b",\"sourcetype\":\"_json\"");
-        if let Some(index) = &env.index {
-            envelope.extend_from_slice(b",\"index\":");
-            json_into(&mut envelope, index);
-        }
-        envelope.extend_from_slice(b",\"event\":{");
+        envelope_fields(&mut envelope, env, AUDIT_SOURCE);
+        envelope.push(b'{');
         let mut middle = Vec::with_capacity(96);
         middle.extend_from_slice(b",\"host\":");
         json_into(&mut middle, &env.host);

@@ -1,7 +1,6 @@
 //! An audit-log event: who did what, from where.
 
 use super::fields::{self, FieldError, Fields};
-use super::ids::check_identifier;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -129,14 +128,9 @@ impl AuditEvent {
         };
         let connector = match raw.connector {
             None => None,
-            Some(s) => match check_identifier(&s) {
+            Some(s) => match fields::identifier(&s) {
                 Ok(()) => Some(s.into_owned()),
-                Err(e) => {
-                    return Err(error(
-                        "connector",
-                        format!("is not a valid identifier: {e}"),
-                    ))
-                }
+                Err(problem) => return Err(error("connector", problem)),
             },
         };
         let method = match raw.method {

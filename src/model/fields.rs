@@ -98,9 +98,9 @@ impl<'a> Fields<'a> {
     pub fn identifier(&mut self, field: &'static str) -> Result<Option<String>, FieldError> {
         match self.string(field)? {
             None => Ok(None),
-            Some(s) => match check_identifier(&s) {
+            Some(s) => match identifier(&s) {
                 Ok(()) => Ok(Some(s)),
-                Err(e) => Err(self.error(field, format!("is not a valid identifier: {e}"))),
+                Err(problem) => Err(self.error(field, problem)),
             },
         }
     }
@@ -196,6 +196,11 @@ pub fn read_array<T>(
         .enumerate()
         .map(|(i, v)| read(v, i, now))
         .collect()
+}
+
+/// Whether `s` is a valid identifier, or what is wrong with it.
+pub fn identifier(s: &str) -> Result<(), String> {
+    check_identifier(s).map_err(|e| format!("is not a valid identifier: {e}"))
 }
 
 /// An RFC 3339 timestamp, or what is wrong with it.
