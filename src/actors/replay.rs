@@ -55,11 +55,30 @@ pub type SharedProgress = Arc<Mutex<ReplayProgress>>;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredReplay {
     pub progress: ReplayProgress,
-    pub window: Window,
     /// The source being replayed (index into `progress.sources`), and the sequence
     /// in it up to which every event was posted.
     pub source: usize,
     pub after: u64,
+}
+
+impl ReplayProgress {
+    pub fn window(&self) -> Window {
+        Window {
+            from: self.from,
+            to: self.to,
+        }
+    }
+}
+
+impl StoredReplay {
+    /// A replay that has ended (done, failed or cancelled): nothing left to resume.
+    pub fn ended(progress: ReplayProgress) -> StoredReplay {
+        StoredReplay {
+            source: progress.sources.len(),
+            after: 0,
+            progress,
+        }
+    }
 }
 
 /// Records the replay's state; a replay that cannot be recorded still runs (it
@@ -118,16 +137,7 @@ impl Actor for ReplayActor {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            record(
-                &act.store,
-                &act.it.id,
-                &StoredReplay {
-                    progress,
-                    window: act.window,
-                    source: act.sources.len(),
-                    after: 0,
-                },
-            );
+            record(&act.store, &act.it.id, &StoredReplay::ended(progress));
             log::info!("replay for integration {} ended", act.it.id);
             ctx.stop();
         }));
@@ -251,7 +261,6 @@ async fn replay(run: Run) -> Result<(), Failure> {
                     &it.id,
                     &StoredReplay {
                         progress: snapshot,
-                        window,
                         source: index,
                         after,
                     },

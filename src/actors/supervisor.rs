@@ -217,7 +217,7 @@ impl Supervisor {
         let id = it.id;
         let addr = ReplayActor {
             it,
-            window: stored.window,
+            window: stored.progress.window(),
             sources: stored.progress.sources.clone(),
             from: (stored.source, stored.after),
             store: self.store.clone(),
@@ -230,9 +230,9 @@ impl Supervisor {
         self.replays.insert(id, (addr, progress));
     }
 
-    fn stored_replay(&self, id: &Uuid) -> Option<ReplayProgress> {
+    fn stored_replay(&self, id: &Uuid) -> Option<StoredReplay> {
         match self.store.replay::<StoredReplay>(id) {
-            Ok(stored) => stored.map(|s| s.progress),
+            Ok(stored) => stored,
             Err(e) => {
                 log::warn!("integration {id}: cannot read its replay: {e}");
                 None
@@ -259,8 +259,8 @@ impl Supervisor {
         {
             return;
         }
-        match self.store.replay::<StoredReplay>(&it.id) {
-            Ok(Some(stored)) if stored.progress.state == ReplayState::Running => {
+        match self.stored_replay(&it.id) {
+            Some(stored) if stored.progress.state == ReplayState::Running => {
                 log::info!(
                     "replay {} for integration {} resumes ({} of {} sent)",
                     stored.progress.id,
@@ -271,8 +271,7 @@ impl Supervisor {
                 let progress = Arc::new(Mutex::new(stored.progress.clone()));
                 self.start_replay(it.clone(), stored, progress);
             }
-            Ok(_) => {}
-            Err(e) => log::warn!("integration {}: cannot read its replay: {e}", it.id),
+            _ => {}
         }
     }
 }
@@ -308,7 +307,6 @@ impl Handler<StartReplay> for Supervisor {
         let first = snapshot(&progress);
         let stored = StoredReplay {
             progress: first.clone(),
-            window: msg.window,
             source: 0,
             after: 0,
         };
@@ -342,7 +340,7 @@ impl Handler<CancelReplay> for Supervisor {
             // Not in memory: a replay of an integration that is not running (disabled)
             // is cancelled in its record, so that it does not resume when enabled.
             None => {
-                let mut stored = self.stored_replay(&msg.id)?;
+                let mut stored = self.stored_replay(&msg.id)?.progress;
                 if stored.state != ReplayState::Running {
                     return None;
                 }
@@ -355,15 +353,7 @@ impl Handler<CancelReplay> for Supervisor {
         record(
             &self.store,
             &msg.id,
-            &StoredReplay {
-                progress: cancelled.clone(),
-                window: Window {
-                    from: cancelled.from,
-                    to: cancelled.to,
-                },
-                source: cancelled.sources.len(),
-                after: 0,
-            },
+            &StoredReplay::ended(cancelled.clone()),
         );
         Some(cancelled)
     }
@@ -376,7 +366,7 @@ impl Handler<ObserveReplay> for Supervisor {
         // restart, or one waiting for its integration to run again.
         match self.replays.get(&msg.id) {
             Some((_, p)) => Some(snapshot(p)),
-            None => self.stored_replay(&msg.id),
+            None => self.stored_replay(&msg.id).map(|s| s.progress),
         }
     }
 }
