@@ -287,6 +287,9 @@ async fn a_security_team_and_an_administrator_use_the_page() {
         "return document.activeElement.matches('.integration') && document.activeElement.textContent.includes('Main Splunk')",
     )
     .await;
+    let saved = integrations(&api).await;
+    assert_eq!(saved.len(), 1, "one integration after a double-click");
+    assert_eq!(saved[0]["hec_token"], "****beef", "the token was trimmed");
     let result = text(&c, ".integration [data-f=result]").await;
     assert!(result.contains("The connection works"), "{result}");
     assert_eq!(
@@ -298,9 +301,6 @@ async fn a_security_team_and_an_administrator_use_the_page() {
         3,
         "{result}"
     );
-    let saved = integrations(&api).await;
-    assert_eq!(saved.len(), 1, "one integration after a double-click");
-    assert_eq!(saved[0]["hec_token"], "****beef", "the token was trimmed");
 
     // Events arrive; the status is in UTC with the relative time beside it.
     api.post_audit("acme", &audit_events("e", 0, 25)).await;

@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 2000;
+const REQUEST_MS = 15000;
 const TOKEN_AGAIN = "Enter the HEC token again: it is only sent to the host it was entered for.";
 const session = {
   token: sessionStorage.getItem("siemsync.token"),
@@ -10,6 +11,7 @@ const session = {
   role: sessionStorage.getItem("siemsync.role"),
 };
 let timer = null;
+let view = 0; // counts view changes: an answer for an earlier view is dropped
 let lastFresh = null; // when the data on screen was last loaded
 let trouble = null; // why it cannot be refreshed: {kind: "refused" | "unreachable" | "error", since, message}
 
@@ -19,7 +21,9 @@ async function api(method, path, body) {
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let resp, text;
   try {
-    resp = await fetch(path, { method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body) });
+    // A service that accepts connections but never answers counts as unreachable too.
+    resp = await fetch(path, { method, headers, cache: "no-store", signal: AbortSignal.timeout(REQUEST_MS),
+      body: body === undefined ? undefined : JSON.stringify(body) });
     text = await resp.text();
   } catch (_) {
     return { status: 0, ok: false, unreachable: true,
@@ -104,12 +108,21 @@ function notice(text) {
   if (text) noticeTimer = setTimeout(() => { $("notice").textContent = ""; }, 15000);
 }
 
+/** Runs `fn` every few seconds, never two at once (a slow answer delays the next). */
 function startTimer(fn) {
   stopTimer();
-  timer = setInterval(async () => {
-    await fn();
-    drawTrouble();
-  }, REFRESH_MS);
+  let busy = false;
+  const tick = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      await fn();
+      drawTrouble();
+    } finally {
+      busy = false;
+    }
+  };
+  timer = setInterval(tick, REFRESH_MS);
 }
 
 function stopTimer() {
@@ -189,6 +202,7 @@ async function signIn(event) {
 }
 
 function signOut() {
+  view++;
   sessionStorage.clear();
   session.token = session.account = session.role = null;
   stopTimer();
@@ -223,6 +237,7 @@ function goToOverview() {
 
 async function openAccount(id) {
   stopTimer();
+  const mine = ++view;
   clearCards();
   notice("");
   session.account = id;
@@ -230,6 +245,7 @@ async function openAccount(id) {
   $("who-text").textContent = "Account " + id + (isAdmin() ? " (administrator)" : "");
   $("to-overview").hidden = !isAdmin();
   const account = await api("GET", base());
+  if (mine !== view) return;
   if (account.status === 401 && !lastFresh) return signOut();
   if (account.status === 404) return showMissing(id);
   if (!account.ok) {
@@ -270,6 +286,8 @@ async function setFeature(id, on) {
 // ---- the administrator's overview: every account ----
 async function openOverview() {
   stopTimer();
+  view++;
+  states.at = 0;
   clearCards();
   session.account = null;
   sessionStorage.removeItem("siemsync.account");
@@ -280,16 +298,27 @@ async function openOverview() {
   startTimer(refreshOverview);
 }
 
+// Every integration's status costs the service a read per integration: the
+// overview asks for them at most this often, the account list every refresh.
+const STATES_MS = 30000;
+let states = { at: 0, byAccount: new Map() };
+
 async function refreshOverview() {
-  const [accounts, all] = await Promise.all([api("GET", "/api/v1/accounts"), api("GET", "/api/v1/integrations")]);
+  const mine = view;
+  const due = Date.now() - states.at >= STATES_MS;
+  const [accounts, all] = await Promise.all([api("GET", "/api/v1/accounts"), due ? api("GET", "/api/v1/integrations") : null]);
+  if (mine !== view) return;
   if (!accounts.ok) return stale(accounts);
-  if (!all.ok) return stale(all);
-  const states = new Map();
-  for (const st of all.data) {
-    const counts = states.get(st.account) || {};
-    const label = display(st).label;
-    counts[label] = (counts[label] || 0) + 1;
-    states.set(st.account, counts);
+  if (all && !all.ok) return stale(all);
+  if (all) {
+    const byAccount = new Map();
+    for (const st of all.data) {
+      const counts = byAccount.get(st.account) || {};
+      const label = display(st).label;
+      counts[label] = (counts[label] || 0) + 1;
+      byAccount.set(st.account, counts);
+    }
+    states = { at: Date.now(), byAccount };
   }
   drawPicker(accounts.data.map((a) => a.account));
   const body = $("accounts").tBodies[0];
@@ -302,7 +331,7 @@ async function refreshOverview() {
     sw.setAttribute("aria-checked", String(a.siem_enabled));
     sw.querySelector(".state").textContent = a.siem_enabled ? "On" : "Off";
     row.cells[2].textContent = String(a.integrations);
-    const counts = states.get(a.account) || {};
+    const counts = states.byAccount.get(a.account) || {};
     row.cells[3].textContent = Object.keys(counts).sort().map((k) => counts[k] + " " + k).join(" · ") || "—";
   }
   for (const row of [...body.rows]) if (!keep.has(row.dataset.account)) row.remove();
@@ -332,7 +361,10 @@ function accountRow(id, body) {
     const on = sw.getAttribute("aria-checked") !== "true";
     const n = Number(row.cells[2].textContent) || 0;
     if (!on && n > 0 && !window.confirm("Turn SIEM integration off for " + id + "? Its " + plural(n, "integration") + " stop delivering until it is turned on again.")) return;
-    if (await setFeature(id, on)) await refreshOverview();
+    if (await setFeature(id, on)) {
+      states.at = 0; // its integrations just started or stopped
+      await refreshOverview();
+    }
   });
   cell.append(sw);
   row.insertCell();
@@ -379,16 +411,24 @@ function clearCards() {
 // older than them, so it neither removes nor brings them back.
 const deleted = new Set();
 let running = null;
+/** One load at a time; callers meanwhile share it (one begun for an earlier view does not count). */
 function refresh() {
-  if (!running) running = load().finally(() => { running = null; });
+  if (!running || running.view !== view) {
+    const p = load().finally(() => { if (running === p) running = null; });
+    p.view = view;
+    running = p;
+  }
   return running;
 }
 
 async function load() {
   const started = Date.now();
+  const mine = view;
   const list = await api("GET", base() + "/integrations");
+  if (mine !== view) return;
   if (!list.ok) return stale(list);
   const statuses = await Promise.all(list.data.map((it) => api("GET", base() + "/integrations/" + it.id + "/status")));
+  if (mine !== view) return;
   // An integration deleted meanwhile answers 404: it goes at the next refresh.
   const failed = statuses.find((s) => !s.ok && s.status !== 404);
   if (failed) return stale(failed);
@@ -572,7 +612,8 @@ function checkSync(li, st) {
   if (!s || Date.parse(s.started_at) < Date.parse(li.syncAsked)) return;
   li.syncAsked = null;
   const at = " at " + utc(new Date(s.finished_at));
-  const text = !s.ok ? "Sync failed" + at + ": see what needs action above."
+  const busy = st.last_error && st.last_error.kind === "transient";
+  const text = !s.ok ? "Sync failed" + at + (busy ? ": Splunk is busy or unreachable; siemsync retries by itself." : ": see what needs action above.")
     : s.events === 0 ? "Sync finished" + at + ": nothing new to send, everything was delivered."
       : "Sync finished" + at + ": " + plural(s.events, "event") + " delivered.";
   field(li, "result").replaceChildren(el("p", text));
