@@ -259,9 +259,22 @@ async fn settings_are_tested_before_they_are_saved_and_nothing_is_stored() {
         .unwrap()
         .to_owned();
     assert_eq!(
-        api.call("POST", &test, Some(&other), Some(body)).await.0,
+        api.call("POST", &test, Some(&other), Some(body.clone()))
+            .await
+            .0,
         404
     );
+    // Without the feature, new settings are not tested either.
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("{}/test", integrations("other")),
+            Some(&other),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("support"), "{v}");
 }
 
 #[actix_rt::test]

@@ -5,13 +5,12 @@
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::integrations::{
-    api_managed, check_destination, feature_on, lookup, replay_request, run_test,
+    api_managed, check_destination, lookup, replay_request, require_feature, run_test,
 };
 use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::CountReplay;
 use crate::model::fields::parse_object;
 use crate::model::{AccountId, Integration, IntegrationChange};
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde_json::{json, Map, Value};
@@ -23,12 +22,7 @@ use uuid::Uuid;
 fn described(state: &AppState, account: &AccountId, v: &Value) -> Result<Integration, ApiError> {
     let change = IntegrationChange::from_json(v)?;
     let Some(id) = v.get("id").filter(|id| !id.is_null()) else {
-        if !feature_on(state, account)? {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "SIEM integration is not enabled for this account: please contact our support team to have it activated",
-            ));
-        }
+        require_feature(state, account)?;
         return Ok(change.create(account.clone(), Utc::now(), state.policy())?);
     };
     let id = id

@@ -29,11 +29,22 @@ use uuid::Uuid;
 
 type IdPath = web::Path<(String, String)>;
 
-pub(super) fn feature_on(state: &AppState, account: &AccountId) -> Result<bool, ApiError> {
+fn feature_on(state: &AppState, account: &AccountId) -> Result<bool, ApiError> {
     Ok(state
         .store
         .account(account)?
         .is_some_and(|a| a.siem_enabled))
+}
+
+/// New integrations only on an account whose feature is on: 403 "contact support" otherwise.
+pub(super) fn require_feature(state: &AppState, account: &AccountId) -> Result<(), ApiError> {
+    if feature_on(state, account)? {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "SIEM integration is not enabled for this account: please contact our support team to have it activated",
+    ))
 }
 
 /// The integration named by the path, if the caller may see it.
@@ -209,12 +220,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let account = account_of(&path)?;
     caller.require_account(&account)?;
-    if !feature_on(&state, &account)? {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "SIEM integration is not enabled for this account: please contact our support team to have it activated",
-        ));
-    }
+    require_feature(&state, &account)?;
     let it = change_body(&state, body)
         .await?
         .create(account, Utc::now(), state.policy())?;
