@@ -551,20 +551,8 @@ async fn a_security_team_and_an_administrator_use_the_page() {
 
     // Readable at 400 px; every control labelled; names per card; contrast ≥ 3:1.
     c.set_window_size(400, 900).await.unwrap();
-    let overflow = js(&c, "return document.documentElement.scrollWidth").await;
-    let inner = js(&c, "return window.innerWidth").await;
-    assert!(
-        overflow.as_f64().unwrap() <= inner.as_f64().unwrap(),
-        "page wider than 400 px: {overflow} > {inner}"
-    );
+    fits_and_labelled(&c, "the list").await;
     screenshot(&c, "ui-narrow.png").await;
-    let unlabeled = js(
-        &c,
-        "return [...document.querySelectorAll('input, button, select, textarea')].filter(e => e.offsetParent !== null && \
-         !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim()).map(e => e.outerHTML)",
-    )
-    .await;
-    assert_eq!(unlabeled, json!([]));
     let names = js(
         &c,
         "return [...document.querySelectorAll('.integration .actions button')].map(b => b.getAttribute('aria-label') || b.textContent)",
@@ -573,8 +561,10 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     for n in names.as_array().unwrap() {
         assert!(n.as_str().unwrap().contains("Main Splunk"), "{n}");
     }
-    c.set_window_size(1100, 1300).await.unwrap();
     click(&c, ".integration [data-a=edit]").await;
+    click(&c, "#advanced summary").await;
+    fits_and_labelled(&c, "the form").await;
+    c.set_window_size(1100, 1300).await.unwrap();
     let contrast = js(&c, CONTRAST).await;
     for (what, ratio) in contrast.as_object().unwrap() {
         assert!(ratio.as_f64().unwrap() >= 3.0, "{what}: {ratio}");
@@ -649,6 +639,9 @@ async fn a_security_team_and_an_administrator_use_the_page() {
         "false"
     );
     screenshot(&c, "ui-admin.png").await;
+    c.set_window_size(400, 900).await.unwrap();
+    fits_and_labelled(&c, "the accounts").await;
+    c.set_window_size(1100, 1300).await.unwrap();
     js(
         &c,
         "const p = document.getElementById('account-picker'); p.value = 'newco'; return true",
@@ -690,6 +683,23 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     assert!(banner.contains("UTC"), "{banner}");
     screenshot(&c, "ui-stale.png").await;
     c.close().await.unwrap();
+}
+
+/// Nothing wider than the window, and every visible control has a label.
+async fn fits_and_labelled(c: &Client, what: &str) {
+    let overflow = js(c, "return document.documentElement.scrollWidth").await;
+    let inner = js(c, "return window.innerWidth").await;
+    assert!(
+        overflow.as_f64().unwrap() <= inner.as_f64().unwrap(),
+        "{what}: page wider than the window: {overflow} > {inner}"
+    );
+    let unlabeled = js(
+        c,
+        "return [...document.querySelectorAll('input, button, select, textarea')].filter(e => e.offsetParent !== null && \
+         !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim()).map(e => e.outerHTML)",
+    )
+    .await;
+    assert_eq!(unlabeled, json!([]), "{what}");
 }
 
 /// Contrast against the background of the focus ring and an input's border (WCAG 1.4.11).
