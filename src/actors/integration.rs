@@ -7,7 +7,7 @@ use super::job_collector::JobCollector;
 use super::messages::*;
 use crate::hec::client::{AckAnswer, ClientSettings, HecClient};
 use crate::hec::encode::Envelope;
-use crate::hec::response::{Failure, Outcome};
+use crate::hec::response::{Failure, FailureKind, Outcome};
 use crate::metrics::{FailureLabels, IntegrationLabels, Metrics};
 use crate::model::{Integration, Source};
 use crate::store::{Checkpoint, DeadLetter, Store, StoreError};
@@ -116,6 +116,9 @@ impl IntegrationActor {
                     syncing: false,
                     next_sync: None,
                     progress: None,
+                    error_kind: None,
+                    sync_started_at: None,
+                    last_sync: None,
                 },
             })),
             deps: Rc::new(Deps {
@@ -148,6 +151,8 @@ impl IntegrationActor {
             let mut s = self.shared.borrow_mut();
             s.obs.syncing = true;
             s.obs.next_sync = None;
+            s.obs.sync_started_at = Some(Utc::now());
+            s.cycle = (0, 0);
         }
         let started = Instant::now();
         let cycle = run_cycle(self.deps.clone(), self.shared.clone());
@@ -171,6 +176,13 @@ impl IntegrationActor {
             let mut s = shared.borrow_mut();
             s.obs.syncing = false;
             s.obs.progress = None;
+            let finished_at = Utc::now();
+            s.obs.last_sync = Some(SyncReport {
+                started_at: s.obs.sync_started_at.take().unwrap_or(finished_at),
+                finished_at,
+                events: s.cycle.0 as u64,
+                ok: result.is_ok(),
+            });
             match result {
                 Ok(()) => {
                     s.obs.retries = 0;
@@ -187,11 +199,13 @@ impl IntegrationActor {
                 }
                 Err(CycleError::Transient(failure)) => {
                     self.failed(&mut s, failure, started);
+                    s.obs.error_kind = Some(FailureKind::Transient);
                     self.backoff(s.obs.retries, interval)
                 }
                 Err(CycleError::Config(failure)) => {
                     // Retrying sooner cannot help until the customer fixes it.
                     self.failed(&mut s, failure, started);
+                    s.obs.error_kind = Some(FailureKind::Configuration);
                     interval
                 }
             }

@@ -57,6 +57,16 @@ pub struct StartReplay {
     pub sources: Vec<crate::model::Source>,
 }
 
+/// API → Supervisor: how many retained events of each source a replay window holds,
+/// before anything is started. The Supervisor asks the collectors, as a replay does.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<(crate::model::Source, u64)>, StoreError>")]
+pub struct CountReplay {
+    pub account: AccountId,
+    pub window: Window,
+    pub sources: Vec<crate::model::Source>,
+}
+
 /// API → Supervisor: stop the integration's running replay; answers its last progress.
 #[derive(Message)]
 #[rtype(result = "Option<super::replay::ReplayProgress>")]
@@ -110,6 +120,22 @@ pub struct Observation {
     pub next_sync: Option<DateTime<Utc>>,
     /// While a sync drains a backlog: how far it is.
     pub progress: Option<Progress>,
+    /// Whether `last_error` clears by itself or needs the customer.
+    pub error_kind: Option<crate::hec::response::FailureKind>,
+    /// When the sync now running started.
+    pub sync_started_at: Option<DateTime<Utc>>,
+    /// How the latest sync that ended went, so that "sync now" can show its result.
+    pub last_sync: Option<SyncReport>,
+}
+
+/// One sync that ended: when, how many events it delivered, and whether it succeeded
+/// (the status's `last_error` says why not).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncReport {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub events: u64,
+    pub ok: bool,
 }
 
 /// Progress of long work (a catch-up or a replay): done of total since `started_at`.

@@ -359,6 +359,32 @@ impl Handler<CancelReplay> for Supervisor {
     }
 }
 
+impl Handler<CountReplay> for Supervisor {
+    type Result =
+        ResponseFuture<Result<Vec<(crate::model::Source, u64)>, crate::store::StoreError>>;
+    fn handle(&mut self, msg: CountReplay, _: &mut Context<Self>) -> Self::Result {
+        let (audit, jobs) = (self.audit.clone(), self.jobs.clone());
+        Box::pin(async move {
+            let mut counts = Vec::new();
+            for source in msg.sources {
+                let count = CountWindow {
+                    account: msg.account.clone(),
+                    window: msg.window,
+                };
+                let n = match source {
+                    crate::model::Source::Audit => audit.send(count).await,
+                    crate::model::Source::Jobs => jobs.send(count).await,
+                }
+                .map_err(|e| {
+                    crate::store::StoreError::Unavailable(format!("the event readers: {e}"))
+                })??;
+                counts.push((source, n));
+            }
+            Ok(counts)
+        })
+    }
+}
+
 impl Handler<ObserveReplay> for Supervisor {
     type Result = Option<ReplayProgress>;
     fn handle(&mut self, msg: ObserveReplay, _: &mut Context<Self>) -> Self::Result {

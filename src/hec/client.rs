@@ -326,12 +326,22 @@ fn transport_outcome(e: &awc::error::SendRequestError) -> Outcome {
         SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
             Transport::Timeout
         }
-        SendRequestError::Connect(ConnectError::Io(io))
-            if io
+        SendRequestError::Connect(ConnectError::Io(io)) => {
+            match io
                 .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
-        {
-            Transport::Tls
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                // The first bytes back were no TLS record: a plain-HTTP server's
+                // answer ("HTTP/1.1 400 …") to our handshake.
+                Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+                    Transport::NotTls
+                }
+                Some(_) => Transport::Tls,
+                None if text.contains("certificate") || text.contains("handshake") => {
+                    Transport::Tls
+                }
+                None => Transport::Connection,
+            }
         }
         _ if text.contains("certificate") || text.contains("handshake") => Transport::Tls,
         _ => Transport::Connection,

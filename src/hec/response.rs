@@ -144,6 +144,18 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
     }
 }
 
+/// Whether a failure clears by itself or needs the customer: the status says
+/// "retrying" (Splunk busy or unreachable, nothing to do) or "needs action" (token,
+/// URI, index, acknowledgement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// Retried with back-off; nothing for the customer to do.
+    Transient,
+    /// The customer must change something in Splunk or in the integration.
+    Configuration,
+}
+
 /// Why a request got no HTTP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -151,6 +163,9 @@ pub enum Transport {
     Dns,
     /// The TLS handshake failed (certificate, protocol).
     Tls,
+    /// An https:// URI, but the server answered the TLS handshake in plain HTTP:
+    /// the scheme is wrong, not the certificate.
+    NotTls,
     /// Connecting or answering took longer than the configured timeout.
     Timeout,
     /// Refused, reset, or closed before answering.
@@ -171,7 +186,10 @@ pub fn classify_transport(kind: Transport, error: &str) -> Outcome {
             "The host name of the HEC URI does not resolve: check the HEC URI.",
         )),
         Transport::Tls => Outcome::Config(failure(
-            "The TLS connection to Splunk failed: the HEC endpoint's certificate is not trusted or not valid for its host name. Use a certificate from a public CA, or give your private CA certificate in ca_pem.",
+            "The TLS connection to Splunk failed: the HEC endpoint's certificate is not trusted or not valid for its host name. Use a certificate from a public CA, or give your private CA's certificate in the integration's CA certificate (ca_pem, under Advanced on the page).",
+        )),
+        Transport::NotTls => Outcome::Config(failure(
+            "The HEC URI starts with https://, but the server at that address speaks plain HTTP: change the HEC URI to start with http://, or turn on SSL for HEC in Splunk (Settings > Data inputs > HTTP Event Collector > Global Settings).",
         )),
         Transport::Timeout => Outcome::Transient {
             failure: failure("Splunk did not answer in time; siemsync retries. Check that the HEC endpoint is reachable and not overloaded."),
@@ -319,6 +337,10 @@ mod tests {
         );
         let tls = classify_transport(Transport::Tls, "invalid peer certificate: UnknownIssuer");
         assert!(matches!(&tls, Outcome::Config(f) if f.advice.contains("ca_pem")));
+        let plain = classify_transport(Transport::NotTls, "corrupt message");
+        assert!(
+            matches!(&plain, Outcome::Config(f) if f.advice.contains("http://") && !f.advice.contains("ca_pem"))
+        );
         assert!(matches!(
             classify_transport(Transport::Dns, "no such host"),
             Outcome::Config(_)

@@ -105,6 +105,20 @@ impl HecUri {
         self.port
     }
 
+    /// Same scheme, host and port: the same server, so the same party receives the
+    /// token (a stored token may go only where it was entered for).
+    pub fn same_server(&self, other: &HecUri) -> bool {
+        self.scheme == other.scheme
+            && self.host.eq_ignore_ascii_case(&other.host)
+            && self.port == other.port
+    }
+
+    /// The same collector however it was written (`…:8088` and
+    /// `…:8088/services/collector/event` are one).
+    pub fn same_collector(&self, other: &HecUri) -> bool {
+        self.same_server(other) && self.prefix == other.prefix
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!(
             "{}://{}:{}{}{}",
@@ -180,6 +194,23 @@ mod tests {
             event_url("http://[::1]:9000/proxy/services/collector"),
             "http://[::1]:9000/proxy/services/collector/event"
         );
+    }
+
+    #[test]
+    fn the_same_server_and_collector_are_recognised_however_written() {
+        let a = HecUri::parse("https://Splunk.example.com:8088").unwrap();
+        let b = HecUri::parse("https://splunk.example.com:8088/services/collector/event").unwrap();
+        assert!(a.same_server(&b) && a.same_collector(&b));
+        let proxied =
+            HecUri::parse("https://splunk.example.com:8088/hec/services/collector").unwrap();
+        assert!(a.same_server(&proxied) && !a.same_collector(&proxied));
+        for other in [
+            "http://splunk.example.com:8088",
+            "https://splunk.example.com:443",
+            "https://splunk.example.org:8088",
+        ] {
+            assert!(!a.same_server(&HecUri::parse(other).unwrap()), "{other}");
+        }
     }
 
     #[test]

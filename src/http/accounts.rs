@@ -1,4 +1,5 @@
-//! `PUT/GET /api/v1/accounts/{account}`: the per-account feature switch.
+//! `PUT/GET /api/v1/accounts/{account}`: the per-account feature switch, and
+//! `GET /api/v1/accounts`: every account siemsync knows, for the administrator.
 
 use super::auth::Caller;
 use super::errors::ApiError;
@@ -53,6 +54,34 @@ pub async fn get(
     caller.require_account(&id)?;
     match state.store.account(&id)? {
         Some(a) => Ok(HttpResponse::Ok().json(view(id.as_str(), &a))),
-        None => Err(ApiError::not_found("account")),
+        // Known (a token, an integration, events) but never switched: the feature is
+        // off. Only an account siemsync never heard of is "not found", so that an
+        // administrator's typo does not read as "feature off".
+        None if state.store.knows_account(&id)? => Ok(HttpResponse::Ok()
+            .json(json!({"account": id, "siem_enabled": false, "updated_at": null}))),
+        None => Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            format!("no account {:?} is known to siemsync: it has no integrations, tokens or events, and its SIEM feature was never switched; check the name", id.as_str()),
+        )),
     }
+}
+
+/// `GET /api/v1/accounts` (admin): every known account with its feature switch and
+/// how many integrations it has, sorted by name.
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let accounts: Vec<_> = state
+        .store
+        .known_accounts()?
+        .into_iter()
+        .map(|a| {
+            json!({
+                "account": a.id,
+                "siem_enabled": a.record.as_ref().is_some_and(|r| r.siem_enabled),
+                "updated_at": a.record.map(|r| r.updated_at),
+                "integrations": a.integrations,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(accounts))
 }

@@ -4,7 +4,7 @@
 
 use super::auth::Caller;
 use super::errors::ApiError;
-use super::{account_of, read_body, AppState};
+use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::{
     CancelReplay, Observe, ObserveReplay, Progress, Remove, StartReplay, State, SyncNow, Upsert,
     Window,
@@ -18,7 +18,7 @@ use crate::model::fields::parse_object;
 use crate::model::fields::Fields;
 use crate::model::integration::read_sources;
 use crate::model::{
-    AccountId, AuditEvent, FieldError, Integration, IntegrationChange, IntegrationPolicy,
+    AccountId, AuditEvent, FieldError, Integration, IntegrationChange, IntegrationPolicy, Source,
 };
 use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
@@ -36,8 +36,19 @@ fn feature_on(state: &AppState, account: &AccountId) -> Result<bool, ApiError> {
         .is_some_and(|a| a.siem_enabled))
 }
 
+/// New integrations only on an account whose feature is on: 403 "contact support" otherwise.
+pub(super) fn require_feature(state: &AppState, account: &AccountId) -> Result<(), ApiError> {
+    if feature_on(state, account)? {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "SIEM integration is not enabled for this account: please contact our support team to have it activated",
+    ))
+}
+
 /// The integration named by the path, if the caller may see it.
-fn lookup(
+pub(super) fn lookup(
     state: &AppState,
     caller: &Caller,
     path: &(String, String),
@@ -119,7 +130,7 @@ pub async fn audit_change(
 }
 
 /// Integrations the operator declared in the config file change only there.
-fn api_managed(it: &Integration) -> Result<(), ApiError> {
+pub(super) fn api_managed(it: &Integration) -> Result<(), ApiError> {
     if it.file_managed {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -129,13 +140,8 @@ fn api_managed(it: &Integration) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Stores an integration and tells the Supervisor, so its actor (re)starts without a
-/// process restart. A new destination or token is tested at once, in the background.
-async fn save(
-    state: &AppState,
-    it: &Integration,
-    old: Option<&Integration>,
-) -> Result<(), ApiError> {
+/// Refuses a HEC URI that leads to an internal address (unless the operator allows them).
+pub(super) async fn check_destination(state: &AppState, it: &Integration) -> Result<(), ApiError> {
     let uri = it.hec_uri();
     destination::check_host(
         uri.host(),
@@ -143,7 +149,17 @@ async fn save(
         state.config.allow_private_destinations,
     )
     .await
-    .map_err(|e| ApiError::bad_request(format!("`hec_uri` is refused: {e}")))?;
+    .map_err(|e| ApiError::bad_request(format!("`hec_uri` is refused: {e}")))
+}
+
+/// Stores an integration and tells the Supervisor, so its actor (re)starts without a
+/// process restart. A new destination or token is tested at once, in the background.
+async fn save(
+    state: &AppState,
+    it: &Integration,
+    old: Option<&Integration>,
+) -> Result<(), ApiError> {
+    check_destination(state, it).await?;
     state.store.put_integration(it)?;
     state.store.flush().await?;
     let destination_changed = old.is_none_or(|o| {
@@ -190,12 +206,8 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let account = account_of(&path)?;
     caller.require_account(&account)?;
-    let list: Vec<_> = state
-        .store
-        .integrations_of(&account)?
-        .iter()
-        .map(Integration::to_view)
-        .collect();
+    let all = state.store.integrations_of(&account)?;
+    let list: Vec<_> = all.iter().map(|it| duplicates::view(&all, it)).collect();
     Ok(HttpResponse::Ok().json(list))
 }
 
@@ -208,19 +220,15 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let account = account_of(&path)?;
     caller.require_account(&account)?;
-    if !feature_on(&state, &account)? {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "SIEM integration is not enabled for this account: please contact our support team to have it activated",
-        ));
-    }
+    require_feature(&state, &account)?;
     let it = change_body(&state, body)
         .await?
         .create(account, Utc::now(), state.policy())?;
     save(&state, &it, None).await?;
     audit_change(&state, &caller, &req, &it, &changes(None, &it)).await?;
     log::info!("integration {} created for account {}", it.id, it.account);
-    Ok(HttpResponse::Created().json(it.to_view()))
+    let all = state.store.integrations_of(&it.account)?;
+    Ok(HttpResponse::Created().json(duplicates::view(&all, &it)))
 }
 
 pub async fn get(
@@ -228,7 +236,9 @@ pub async fn get(
     caller: Caller,
     path: IdPath,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(lookup(&state, &caller, &path)?.to_view()))
+    let it = lookup(&state, &caller, &path)?;
+    let all = state.store.integrations_of(&it.account)?;
+    Ok(HttpResponse::Ok().json(duplicates::view(&all, &it)))
 }
 
 /// A replace or change: the same checks, storage, restart and audit; only how the
@@ -256,7 +266,8 @@ async fn update(
     )?;
     save(state, &it, Some(&old)).await?;
     audit_change(state, caller, req, &it, &changes(Some(&old), &it)).await?;
-    Ok(HttpResponse::Ok().json(it.to_view()))
+    let all = state.store.integrations_of(&it.account)?;
+    Ok(HttpResponse::Ok().json(duplicates::view(&all, &it)))
 }
 
 /// `PUT`: a whole new integration in place of the old (the token may be left out).
@@ -312,8 +323,10 @@ pub async fn sync_now(
     path: IdPath,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
+    // The status's `last_sync` whose `started_at` is at or after this is the one asked for.
+    let requested_at = Utc::now();
     if state.supervisor.send(SyncNow { id: it.id }).await? {
-        Ok(HttpResponse::Accepted().json(json!({"sync": "started"})))
+        Ok(HttpResponse::Accepted().json(json!({"sync": "started", "requested_at": requested_at})))
     } else {
         Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -328,7 +341,17 @@ async fn test_and_keep(
     config: &Config,
     it: &Integration,
 ) -> Result<ConnectionReport, ApiError> {
-    let report = match HecClient::new(it, config.client_settings()) {
+    let report = run_test(config, it).await;
+    match store.put_connection_report(&it.account, &it.id, &report) {
+        Ok(()) | Err(StoreError::Gone) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(report)
+}
+
+/// Tests an integration's settings against its Splunk now.
+pub(super) async fn run_test(config: &Config, it: &Integration) -> ConnectionReport {
+    match HecClient::new(it, config.client_settings()) {
         Ok(client) => check_connection(&client, it, &config.host).await,
         Err(f) => ConnectionReport {
             ok: false,
@@ -340,12 +363,7 @@ async fn test_and_keep(
                 message: format!("{} ({})", f.advice, f.text),
             }],
         },
-    };
-    match store.put_connection_report(&it.account, &it.id, &report) {
-        Ok(()) | Err(StoreError::Gone) => {}
-        Err(e) => return Err(e.into()),
     }
-    Ok(report)
 }
 
 /// Test builds only: `POST …/_panic` makes the integration's actor panic (admin).
@@ -375,6 +393,37 @@ pub async fn test(
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// Reads a replay's `{"from", "to", "sources"?}`: the window, and the sources (the
+/// integration's own when not given; only sources it sends).
+pub fn replay_request(
+    it: &Integration,
+    v: &serde_json::Value,
+) -> Result<(Window, Vec<Source>), FieldError> {
+    let mut f = Fields::new(v, None)?;
+    let from = f.required("from", Fields::time)?;
+    let to = f.required("to", Fields::time)?;
+    let sources = match read_sources(&mut f)? {
+        None => it.sources.clone(),
+        Some(list) => {
+            if let Some(s) = list.iter().find(|s| !it.wants(**s)) {
+                return Err(f.error(
+                    "sources",
+                    format!(
+                        "names {:?}, which this integration does not send",
+                        s.as_str()
+                    ),
+                ));
+            }
+            list
+        }
+    };
+    if from > to {
+        return Err(f.error("from", "must not be after `to`"));
+    }
+    f.finish()?;
+    Ok((Window { from, to }, sources))
+}
+
 /// `POST …/replay`: `{"from", "to", "sources"?}` re-sends a retained window beside
 /// live delivery, without touching the live checkpoint.
 pub async fn replay(
@@ -386,36 +435,12 @@ pub async fn replay(
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
     let body = read_body(body, state.config.max_body_bytes).await?;
-    let v = parse_object(&body)?;
-    let mut f = Fields::new(&v, None)?;
-    let from = f.required("from", Fields::time)?;
-    let to = f.required("to", Fields::time)?;
-    let sources = match read_sources(&mut f)? {
-        None => it.sources.clone(),
-        Some(list) => {
-            if let Some(s) = list.iter().find(|s| !it.wants(**s)) {
-                return Err(f
-                    .error(
-                        "sources",
-                        format!(
-                            "names {:?}, which this integration does not send",
-                            s.as_str()
-                        ),
-                    )
-                    .into());
-            }
-            list
-        }
-    };
-    if from > to {
-        return Err(f.error("from", "must not be after `to`").into());
-    }
-    f.finish()?;
+    let (window, sources) = replay_request(&it, &parse_object(&body)?)?;
     let started = state
         .supervisor
         .send(StartReplay {
             integration: it.clone(),
-            window: Window { from, to },
+            window,
             sources,
         })
         .await?
@@ -515,7 +540,12 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
         "progress": obs.as_ref().and_then(|o| o.progress.as_ref()).map(Progress::to_view),
         "last_attempt": obs.as_ref().and_then(|o| o.last_attempt),
         "last_success": cp.last_success,
-        "last_error": obs.as_ref().and_then(|o| o.last_error.clone()),
+        "last_error": obs.as_ref().and_then(|o| {
+            let mut e = json!(o.last_error.as_ref()?);
+            e["kind"] = json!(o.error_kind);
+            Some(e)
+        }),
+        "last_sync": obs.as_ref().and_then(|o| o.last_sync.clone()),
         "retries": obs.as_ref().map_or(0, |o| o.retries),
         "delivered": {"audit": cp.delivered_audit, "jobs": cp.delivered_jobs},
         "backlog": {

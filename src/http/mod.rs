@@ -2,6 +2,8 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod checks;
+pub mod duplicates;
 pub mod errors;
 pub mod ingest;
 pub mod integrations;
@@ -105,6 +107,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/v1/integrations",
             web::get().to(integrations::list_all),
         )
+        .route("/api/v1/accounts", web::get().to(accounts::list))
         .service(
             web::scope("/api/v1/accounts/{account}")
                 .route("", web::put().to(accounts::put))
@@ -116,6 +119,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/jobs", web::post().to(ingest::jobs))
                 .route("/integrations", web::get().to(integrations::list))
                 .route("/integrations", web::post().to(integrations::create))
+                .route("/integrations/test", web::post().to(checks::test_settings))
                 .route("/integrations/{id}", web::get().to(integrations::get))
                 .route("/integrations/{id}", web::put().to(integrations::replace))
                 .route("/integrations/{id}", web::patch().to(integrations::patch))
@@ -139,6 +143,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/integrations/{id}/replay",
                     web::delete().to(integrations::cancel_replay),
+                )
+                .route(
+                    "/integrations/{id}/replay/preview",
+                    web::get().to(checks::replay_preview),
                 )
                 .route(
                     "/integrations/{id}/dead-letters",

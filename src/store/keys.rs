@@ -54,6 +54,12 @@ pub fn account(id: &AccountId) -> Vec<u8> {
     format!("acct/{id}").into_bytes()
 }
 
+/// `registry` tree: every account's feature switch (`account`).
+pub const ACCOUNTS: &[u8] = b"acct/";
+
+/// `registry` tree: account tokens by the hash of their secret.
+pub const TOKENS: &[u8] = b"tok/";
+
 pub const INTEGRATIONS: &[u8] = b"int/";
 
 /// `registry` tree: the write the store watcher makes to check the disk.

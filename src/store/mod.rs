@@ -2,6 +2,7 @@
 //! checkpoints. Everything else reaches the data through this module, so the
 //! engine can change without touching delivery.
 
+mod accounts;
 mod dedup;
 mod events;
 mod flusher;
@@ -12,6 +13,7 @@ mod retention;
 pub mod secrets;
 mod tokens;
 
+pub use accounts::KnownAccount;
 pub use events::{Backlog, Heads, IngestOutcome, StoredAudit, StoredJob};
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use retention::{Gap, Reader};

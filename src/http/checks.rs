@@ -1,0 +1,114 @@
+//! Answers a caller needs before committing to anything: settings tested before they
+//! are saved (`POST …/integrations/test`), and how many events a replay window holds
+//! before it is started (`GET …/integrations/{id}/replay/preview`).
+
+use super::auth::Caller;
+use super::errors::ApiError;
+use super::integrations::{
+    api_managed, check_destination, lookup, replay_request, require_feature, run_test,
+};
+use super::{account_of, duplicates, read_body, AppState};
+use crate::actors::messages::CountReplay;
+use crate::model::fields::parse_object;
+use crate::model::{AccountId, Integration, IntegrationChange};
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+/// The integration a test body describes: a new one, or (with `"id"`) a saved one
+/// with the body's changes, PATCH-style. A saved token is used only on the server it
+/// was entered for: a new scheme, host or port needs `hec_token` in the same body.
+fn described(state: &AppState, account: &AccountId, v: &Value) -> Result<Integration, ApiError> {
+    let change = IntegrationChange::from_json(v)?;
+    let Some(id) = v.get("id").filter(|id| !id.is_null()) else {
+        require_feature(state, account)?;
+        return Ok(change.create(account.clone(), Utc::now(), state.policy())?);
+    };
+    let id = id
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("`id` must be the id of one of the account's integrations")
+        })?;
+    let old = state
+        .store
+        .integration(account, &id)?
+        .ok_or_else(|| ApiError::not_found("integration"))?;
+    api_managed(&old)?;
+    let new = change.apply(&old, Utc::now(), state.policy())?;
+    let token_given = v.get("hec_token").is_some_and(|t| !t.is_null());
+    if !token_given && !old.hec_uri().same_server(&new.hec_uri()) {
+        return Err(ApiError::bad_request(
+            "`hec_token` is required when the HEC URI's scheme, host or port changes: the stored token is only sent to the server it was entered for, so enter it again",
+        ));
+    }
+    Ok(new)
+}
+
+/// `POST …/integrations/test`: tests settings without storing them. The body is a
+/// create body, or `{"id", …changes}` for a saved integration. Answers the connection
+/// test report with `warnings` (another integration already sends there).
+pub async fn test_settings(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let account = account_of(&path)?;
+    caller.require_account(&account)?;
+    let body = read_body(body, state.config.max_body_bytes).await?;
+    let it = described(&state, &account, &parse_object(&body)?)?;
+    check_destination(&state, &it).await?;
+    let report = run_test(&state.config, &it).await;
+    let all = state.store.integrations_of(&account)?;
+    let mut answer = json!(report);
+    answer["warnings"] = Value::Array(duplicates::warnings(&all, &it));
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// `GET …/integrations/{id}/replay/preview?from=…&to=…&sources=audit,jobs`: the
+/// retained events a replay of that window would re-send, per source, before any is.
+pub async fn replay_preview(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let it = lookup(&state, &caller, &path)?;
+    // The same reading as a replay's body, so both refuse the same mistakes.
+    let mut body = Map::new();
+    for (key, value) in query.into_inner() {
+        let value = match key.as_str() {
+            "sources" => json!(value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()),
+            _ => json!(value),
+        };
+        if body.insert(key.clone(), value).is_some() {
+            return Err(ApiError::bad_request(format!("`{key}` is given twice")));
+        }
+    }
+    let (window, sources) = replay_request(&it, &Value::Object(body))?;
+    let counts = state
+        .supervisor
+        .send(CountReplay {
+            account: it.account.clone(),
+            window,
+            sources,
+        })
+        .await??;
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let counts: Map<String, Value> = counts
+        .into_iter()
+        .map(|(source, n)| (source.as_str().to_owned(), json!(n)))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "from": window.from,
+        "to": window.to,
+        "counts": counts,
+        "total": total,
+    })))
+}
