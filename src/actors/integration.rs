@@ -10,7 +10,7 @@ use crate::hec::encode::Envelope;
 use crate::hec::response::{Failure, Outcome};
 use crate::metrics::{FailureLabels, IntegrationLabels, Metrics};
 use crate::model::{Integration, Source};
-use crate::store::{Checkpoint, DeadLetter, Store, StoreError};
+use crate::store::{Checkpoint, DeadLetter, PostClaim, Store, StoreError};
 use actix::prelude::*;
 use chrono::Utc;
 use std::cell::RefCell;
@@ -491,6 +491,14 @@ async fn deliver(deps: &Deps, shared: &RefCell<Shared>, batch: Batch) -> Result<
         let max = shared.borrow().max_post_bytes;
         let n = rest.fitting(max).min(probe.unwrap_or(usize::MAX));
         let part = rest.slice(0..n);
+        // Held until the checkpoint moved past the part (or the post failed).
+        let _claim = match claim(deps, &part)? {
+            Claimed::Held(claim) => claim,
+            Claimed::Gone(gone) => {
+                rest = rest.without(&gone);
+                continue;
+            }
+        };
         {
             let mut s = shared.borrow_mut();
             s.pending = Some(rest.clone());
@@ -619,6 +627,40 @@ async fn deliver(deps: &Deps, shared: &RefCell<Shared>, batch: Batch) -> Result<
     }
     shared.borrow_mut().pending = None;
     Ok(())
+}
+
+enum Claimed {
+    /// Every event of the part is still stored; retention leaves them while this lives.
+    Held(Option<PostClaim>),
+    /// Which events of the part are no longer stored.
+    Gone(Vec<bool>),
+}
+
+/// Claims a part's events before it is posted. A batch held through failures can
+/// outlive the retention: what the sweep removed meanwhile was counted in this
+/// integration's gap, so it is dropped from the batch, never sent — the gap in the
+/// status stays exactly what Splunk never received. (A job snapshot replaced by a
+/// newer one is dropped too: the newer one is sent.) Running jobs need no claim:
+/// retention keeps them.
+fn claim(deps: &Deps, part: &Batch) -> Result<Claimed, CycleError> {
+    if part.kind == BatchKind::JobsRunning {
+        return Ok(Claimed::Held(None));
+    }
+    let seqs: Vec<u64> = part.items.iter().map(|i| i.seq).collect();
+    let (gone, claim) = deps
+        .store
+        .claim_for_post(&deps.it.account, part.source(), &seqs)?;
+    let dropped = gone.iter().filter(|g| **g).count();
+    if dropped == 0 {
+        return Ok(Claimed::Held(Some(claim)));
+    }
+    log::info!(
+        "integration {} (account {}): {dropped} {} events of the batch held for re-sending are no longer stored (retention removed them and counted them in the gap, or a newer job snapshot replaced them); not sent",
+        deps.it.id,
+        deps.it.account,
+        part.source().as_str()
+    );
+    Ok(Claimed::Gone(gone))
 }
 
 /// Polls Splunk until it confirms batch `id` is indexed; an ack that does not come
