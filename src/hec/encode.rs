@@ -312,7 +312,13 @@ mod tests {
             index: None,
         };
         let mut out = Vec::new();
-        audit(&mut out, &env, &AccountId::parse("a").unwrap(), &ev, &Utc::now());
+        audit(
+            &mut out,
+            &env,
+            &AccountId::parse("a").unwrap(),
+            &ev,
+            &Utc::now(),
+        );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["time"].as_f64().unwrap(), -0.5);
         assert_eq!(v["event"]["time"], "1969-12-31T23:59:59.500Z");

@@ -302,7 +302,11 @@ mod tests {
         ] {
             let t = parse_time(good).unwrap_or_else(|e| panic!("{good}: {e}"));
             let text = serde_json::to_value(t).unwrap();
-            assert_eq!(parse_time(text.as_str().unwrap()), Ok(t), "{good} round trip");
+            assert_eq!(
+                parse_time(text.as_str().unwrap()),
+                Ok(t),
+                "{good} round trip"
+            );
         }
         let body = serde_json::json!({"time": "9999-12-31T23:30:00-01:00"});
         let mut f = Fields::new(&body, Some(3)).unwrap();
