@@ -72,7 +72,18 @@ enum CycleError {
     Gone,
 }
 
+/// Counts a live actor in `siemsync_integration_actors` from its creation until it is
+/// dropped, however it ends (a panic too).
+struct Alive(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct IntegrationActor {
+    _alive: Alive,
     deps: Rc<Deps>,
     shared: Rc<RefCell<Shared>>,
     generation: u64,
@@ -96,7 +107,10 @@ impl IntegrationActor {
     ) -> IntegrationActor {
         let client = HecClient::new(&it, settings.client);
         let seed = it.id.as_u128() as u64 ^ (it.id.as_u128() >> 64) as u64 ^ generation;
+        let alive = settings.metrics.integration_actors.clone();
+        alive.inc();
         IntegrationActor {
+            _alive: Alive(alive),
             shared: Rc::new(RefCell::new(Shared {
                 checkpoint: Checkpoint::default(),
                 pending: None,
@@ -110,6 +124,7 @@ impl IntegrationActor {
                 obs: Observation {
                     state: State::Pending,
                     started_at: Utc::now(),
+                    config_version: it.version,
                     last_attempt: None,
                     last_error: None,
                     retries: 0,
@@ -295,6 +310,15 @@ impl Handler<SyncNow> for IntegrationActor {
     fn handle(&mut self, _: SyncNow, ctx: &mut Context<Self>) -> bool {
         self.sync(ctx);
         true
+    }
+}
+
+impl Handler<Adopt> for IntegrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) {
+        // Only what delivery does not use changed (the Supervisor restarts the actor
+        // otherwise): the version is all the actor needs to take on.
+        self.shared.borrow_mut().obs.config_version = msg.integration.version;
     }
 }
 

@@ -31,6 +31,8 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the integration no longer exists")]
     Gone,
+    #[error("the integration was changed by another request meanwhile")]
+    Changed,
     #[error("{0}")]
     Secret(String),
     #[error("storage is failing: {0}")]
