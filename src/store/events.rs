@@ -835,7 +835,17 @@ mod tests {
         let s = Store::open_with_options(dir.path(), &options).unwrap();
         assert_eq!(s.append_audit(&a, vec![audit("2")]).unwrap(), outcome(0, 1));
         // Once they left the window of 3, their records go with the next sweep.
-        s.append_audit(&a, vec![audit("3"), audit("4")]).unwrap();
+        let now = Utc::now();
+        let together = ["3", "4"].map(|id| {
+            AuditEvent::from_json(
+                &json!({"id": id, "time": "2026-11-25T10:00:00Z", "event": "x"}),
+                0,
+                now,
+            )
+            .unwrap()
+        });
+        // Stored at one moment: one chunk, one id record.
+        s.append_audit(&a, together.to_vec()).unwrap();
         s.append_audit(&a, vec![audit("5")]).unwrap();
         s.sweep_audit(&a, retention, &|| Ok(vec![reader(5)]))
             .unwrap();
