@@ -321,14 +321,13 @@ pub async fn delete(
     // post still in flight cannot move the deleted checkpoint back (`Store::commit`
     // finds the integration gone), and no change racing this one can store the
     // integration again (`Store::put_integration` finds it gone).
-    let it = state
-        .store
-        .delete_integration(&it.account, &it.id)?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
+    let removed = state.store.delete_integration(&it.account, &it.id);
+    // Also when the removal failed part-way: the Supervisor follows whatever is stored.
     state.supervisor.do_send(Refresh {
         account: it.account.clone(),
         id: it.id,
     });
+    let it = removed?.ok_or_else(|| ApiError::not_found("integration"))?;
     audit_change(&state, &caller, &req, &it, &["SIEM integration deleted"]).await?;
     state.store.flush().await?;
     log::info!("integration {} deleted from account {}", it.id, it.account);

@@ -350,20 +350,18 @@ impl Store {
         cutoff: DateTime<Utc>,
         readers: Readers,
     ) -> Result<u64, StoreError> {
-        let flight = self.in_flight();
-        let readers = readers()?;
-        let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
         let events = self.events()?;
-        let mut doomed = Vec::new();
+        // Candidates, read without locks: finished jobs old enough, or delivered by
+        // every reader as far as the checkpoints read now say (they only move on).
+        let earliest = readers()?.iter().map(|r| r.delivered_up_to).min();
+        let mut candidates = Vec::new();
         for kv in events.scan_prefix(keys::account_prefix(keys::JOB, account)) {
             let (k, v) = kv?;
             let job: StoredJob = decode(&k, &v)?;
-            let seq = job.change_seq;
-            let delivered_by_all = min_delivered.is_some_and(|m| seq <= m);
-            let aged =
-                job.snapshot.ingested_at < cutoff && !flight.holds(account, Source::Jobs, seq, seq);
-            if job.snapshot.is_finished() && (delivered_by_all || aged) {
-                doomed.push((k.to_vec(), job));
+            let due =
+                job.snapshot.ingested_at < cutoff || earliest.is_some_and(|m| job.change_seq <= m);
+            if job.snapshot.is_finished() && due {
+                candidates.push(k.to_vec());
             }
         }
         let mut expired = Vec::new();
@@ -373,21 +371,29 @@ impl Store {
                 expired.push(k.to_vec());
             }
         }
-        // No ingest meanwhile: a job that got a newer snapshot since it was read stays.
+        // Decided with no ingest meanwhile (a job that got a newer snapshot stays) and,
+        // as in `sweep_audit`, no post committing unseen.
         let _writer = self
             .inner
             .ingest_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let flight = self.in_flight();
+        let readers = readers()?;
+        let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
         let mut gaps = Losses::default();
         let mut gone = Vec::new();
-        for (k, job) in doomed {
-            let current = match events.get(&k)? {
-                Some(v) => decode::<StoredJob>(&k, &v)?.change_seq,
-                None => continue,
+        for k in candidates {
+            let Some(v) = events.get(&k)? else {
+                continue;
             };
-            if current == job.change_seq {
-                gaps.note(&readers, job.change_seq, job.snapshot.ingested_at);
+            let job: StoredJob = decode(&k, &v)?;
+            let seq = job.change_seq;
+            let delivered_by_all = min_delivered.is_some_and(|m| seq <= m);
+            let aged =
+                job.snapshot.ingested_at < cutoff && !flight.holds(account, Source::Jobs, seq, seq);
+            if job.snapshot.is_finished() && (delivered_by_all || aged) {
+                gaps.note(&readers, seq, job.snapshot.ingested_at);
                 gone.push((k, job));
             }
         }
@@ -423,5 +429,73 @@ impl Store {
             out.push(decode(&k, &v)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AuditEvent, Integration, IntegrationChange, IntegrationPolicy};
+    use crate::store::Checkpoint;
+    use serde_json::json;
+
+    fn audit(n: usize) -> Vec<AuditEvent> {
+        let now = Utc::now();
+        (0..n)
+            .map(|i| {
+                AuditEvent::from_json(
+                    &json!({"id": format!("e{i}-{now}"), "time": "2026-11-25T10:00:00Z", "event": "x"}),
+                    0,
+                    now,
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn integration(s: &Store, account: &AccountId) -> Integration {
+        let it =
+            IntegrationChange::from_json(&json!({"name": "n", "hec_token": "t-0123456789abcdef",
+            "hec_uri": "https://splunk.example.com", "sources": ["audit"]}))
+            .and_then(|c| c.create(account.clone(), Utc::now(), IntegrationPolicy::default()))
+            .unwrap();
+        s.put_integration(&it, None).unwrap()
+    }
+
+    #[test]
+    fn an_event_is_either_posted_or_counted_in_the_gap_never_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        let it = integration(&s, &a);
+        s.append_audit(&a, audit(3)).unwrap();
+        s.append_audit(&a, audit(2)).unwrap();
+        let seqs = [1, 2, 3];
+        let readers = || {
+            Ok(vec![Reader {
+                integration: it.id,
+                delivered_up_to: s.checkpoint(&it.id)?.audit_seq,
+            }])
+        };
+        let all_aged = Utc::now() + chrono::Duration::seconds(1);
+        // A post of 1..=3 in flight: the sweep leaves them (and what follows) alone.
+        let (gone, claim) = s.claim_for_post(&a, Source::Audit, &seqs).unwrap();
+        assert_eq!(gone, vec![false; 3]);
+        assert_eq!(s.sweep_audit(&a, all_aged, &readers).unwrap(), 0);
+        assert_eq!(s.gaps(&it.id).unwrap(), vec![]);
+        // Delivered: the checkpoint moves before the claim goes; nothing was lost.
+        let cp = Checkpoint {
+            audit_seq: 3,
+            ..Default::default()
+        };
+        s.commit(&a, &it.id, &cp, &[]).unwrap();
+        drop(claim);
+        assert_eq!(s.sweep_audit(&a, all_aged, &readers).unwrap(), 5);
+        let gaps = s.gaps(&it.id).unwrap();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].count, 2, "only 4 and 5 were never delivered");
+        // A batch still holding 4 and 5 finds them gone: counted, so never posted.
+        let (gone, _claim) = s.claim_for_post(&a, Source::Audit, &[4, 5]).unwrap();
+        assert_eq!(gone, vec![true, true]);
     }
 }
