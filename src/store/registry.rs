@@ -214,14 +214,24 @@ impl Store {
         id: &Uuid,
         replay: &impl Serialize,
     ) -> Result<(), StoreError> {
+        self.put_while_exists(account, id, keys::replay(id), encode(replay))
+    }
+
+    /// Writes a record that belongs to an integration, only while the integration
+    /// exists (`Gone` otherwise), so that nothing outlives its deletion.
+    fn put_while_exists(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
         let ikey = keys::integration(account, id);
-        let rkey = keys::replay(id);
-        let bytes = encode(replay);
         self.registry()?.transaction(|tx| {
             if tx.get(ikey.as_slice())?.is_none() {
                 return Err(Abort::Abort(StoreError::Gone));
             }
-            tx.insert(rkey.as_slice(), bytes.as_slice())?;
+            tx.insert(key.as_slice(), value.as_slice())?;
             Ok(())
         })?;
         Ok(())
@@ -306,17 +316,7 @@ impl Store {
         id: &Uuid,
         report: &ConnectionReport,
     ) -> Result<(), StoreError> {
-        let ikey = keys::integration(account, id);
-        let rkey = keys::connection_report(id);
-        let bytes = encode(report);
-        self.registry()?.transaction(|tx| {
-            if tx.get(ikey.as_slice())?.is_none() {
-                return Err(Abort::Abort(StoreError::Gone));
-            }
-            tx.insert(rkey.as_slice(), bytes.as_slice())?;
-            Ok(())
-        })?;
-        Ok(())
+        self.put_while_exists(account, id, keys::connection_report(id), encode(report))
     }
 
     pub fn connection_report(&self, id: &Uuid) -> Result<Option<ConnectionReport>, StoreError> {
