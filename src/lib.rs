@@ -68,7 +68,9 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     if config.secret_key.is_some() {
         // Seal tokens stored before the key was set; then every token must open.
         for it in store.unsealed_integrations().map_err(store_error)? {
-            store.put_integration(&it).map_err(store_error)?;
+            store
+                .put_integration(&it, Some(it.version))
+                .map_err(store_error)?;
         }
         store.flush_now().map_err(store_error)?;
     } else {
@@ -93,13 +95,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         client: config.client_settings(),
     };
     let supervisor = Supervisor::new(store.clone(), audit, jobs, settings).start();
-    let all = reload::running_set(&store).map_err(store_error)?;
-    log::info!(
-        "{} integrations stored, {} active",
-        all.len(),
-        all.iter().filter(|(_, a)| *a).count()
-    );
-    supervisor.do_send(Reconcile(all));
+    supervisor.do_send(Reconcile);
 
     let state = actix_web::web::Data::new(http::AppState {
         store: store.clone(),

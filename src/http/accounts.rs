@@ -30,18 +30,20 @@ pub async fn put(
         updated_at: Utc::now(),
     };
     state.store.put_account(&id, &account)?;
-    state.store.flush().await?;
-    // Turning the feature off stops the account's integrations; on starts the enabled ones.
-    for it in state.store.integrations_of(&id)? {
-        let active = state.store.is_active(&it);
-        state
-            .supervisor
-            .send(crate::actors::messages::Upsert {
-                integration: it,
-                active,
-            })
-            .await?;
+    // Turning the feature off stops the account's integrations; on starts the enabled
+    // ones. Each is read again by the Supervisor, after this write.
+    let integrations = state.store.integrations_of(&id).inspect_err(|_| {
+        // Written, but the list to tell the Supervisor about is unreadable: it reads
+        // everything again (and keeps trying while the store fails).
+        state.supervisor.do_send(crate::actors::messages::Reconcile);
+    })?;
+    for it in integrations {
+        state.supervisor.do_send(crate::actors::messages::Refresh {
+            account: it.account,
+            id: it.id,
+        });
     }
+    state.store.flush().await?;
     Ok(HttpResponse::Ok().json(view(id.as_str(), &account)))
 }
 

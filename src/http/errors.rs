@@ -51,6 +51,14 @@ impl From<FieldError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Gone => return ApiError::not_found("integration"),
+            StoreError::Changed => return ApiError::new(
+                StatusCode::CONFLICT,
+                "the integration was changed by another request meanwhile: read it again and retry",
+            ),
+            _ => {}
+        }
         log::error!("store: {e}");
         // The platform retries on 503; nothing was half-written (writes are atomic).
         ApiError::new(

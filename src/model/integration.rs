@@ -51,6 +51,10 @@ pub struct Integration {
     pub file_managed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Counts the stored changes: each write is made only over the version it was
+    /// based on (see `Store::put_integration`). Records from before versions read as 0.
+    #[serde(default)]
+    pub version: u64,
 }
 
 fn yes() -> bool {
@@ -64,7 +68,7 @@ pub struct IntegrationPolicy {
 }
 
 /// The fields of a create, replace or change body; `None` means "not given".
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct IntegrationChange {
     name: Option<String>,
     hec_token: Option<String>,
@@ -137,7 +141,14 @@ impl IntegrationChange {
         };
         let indexer_ack = f.bool("indexer_ack")?;
         let gzip = f.bool("gzip")?;
-        for read_only in ["id", "created_at", "updated_at", "account", "managed_by"] {
+        for read_only in [
+            "id",
+            "created_at",
+            "updated_at",
+            "account",
+            "managed_by",
+            "version",
+        ] {
             // Echoing back a GET response is fine; changing these is not possible.
             f.get(read_only);
         }
@@ -184,6 +195,7 @@ impl IntegrationChange {
             file_managed: false,
             created_at: now,
             updated_at: now,
+            version: 0,
         };
         it.check(policy)?;
         Ok(it)
@@ -208,6 +220,7 @@ impl IntegrationChange {
         .create(old.account.clone(), now, policy)?;
         fresh.id = old.id;
         fresh.created_at = old.created_at;
+        fresh.version = old.version;
         Ok(fresh)
     }
 
@@ -287,6 +300,7 @@ impl Integration {
         let strip = |i: &Integration| Integration {
             name: String::new(),
             updated_at: i.created_at,
+            version: 0,
             ..i.clone()
         };
         strip(self) != strip(new)
@@ -310,6 +324,7 @@ impl Integration {
             "managed_by": if self.file_managed { "config file" } else { "api" },
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "version": self.version,
         })
     }
 }

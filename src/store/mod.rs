@@ -16,7 +16,7 @@ mod tokens;
 pub use accounts::KnownAccount;
 pub use events::{Backlog, Heads, IngestOutcome, StoredAudit, StoredJob};
 pub use registry::{Account, Checkpoint, DeadLetter};
-pub use retention::{Gap, Reader};
+pub use retention::{Gap, PostClaim, Reader, Readers};
 pub use tokens::AccountToken;
 
 use flusher::Flusher;
@@ -33,6 +33,8 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the integration no longer exists")]
     Gone,
+    #[error("the integration was changed by another request meanwhile")]
+    Changed,
     #[error("{0}")]
     Secret(String),
     #[error("storage is failing: {0}")]
@@ -136,6 +138,8 @@ struct Inner {
     recent: Mutex<dedup::RecentIds>,
     /// Seals HEC tokens at rest when the operator set a secret key.
     cipher: Option<secrets::TokenCipher>,
+    /// Posts in flight, which retention leaves alone (see `retention`).
+    in_flight: Mutex<retention::InFlight>,
 }
 
 impl Store {
@@ -168,6 +172,7 @@ impl Store {
                 dedup_window: DEFAULT_DEDUP_WINDOW,
                 recent: Mutex::new(dedup::RecentIds::new(DEFAULT_DEDUP_WINDOW)),
                 cipher: None,
+                in_flight: Default::default(),
             }),
         };
         migrate::audit_chunks(&store)?;
