@@ -7,6 +7,7 @@ mod events;
 mod flusher;
 mod keys;
 mod migrate;
+pub mod postgres;
 mod registry;
 mod retention;
 pub mod secrets;
