@@ -9,7 +9,7 @@
 //!
 //! Settings: `synchronous_commit` stays on (a commit returns once its WAL is written
 //! and, with a standby, once the standby has it: that is the promise under test).
-//! `fsync` and `full_page_writes` are off unless [`PgOptions::durable`] asks for them:
+//! `fsync` and `full_page_writes` are off unless [`ClusterOptions::durable`] asks for them:
 //! tests kill PostgreSQL processes, never the machine, and a write that reached the
 //! kernel survives a killed process, so commit semantics hold while tests run several
 //! times faster. Benchmarks turn both on, to measure what production pays.
@@ -34,7 +34,7 @@ pub enum HarnessError {
 
 /// How to start the cluster.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PgOptions {
+pub struct ClusterOptions {
     /// Also start a streaming standby (synchronous: a commit waits for it).
     pub standby: bool,
     /// `fsync` and `full_page_writes` on, as in production (benchmarks).
@@ -115,7 +115,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 impl PgCluster {
     /// Starts a cluster, or returns `None` (after saying why) when the PostgreSQL
     /// binaries are not installed — except in CI (`CI` set), where that is a failure.
-    pub fn start_or_skip(options: PgOptions) -> Option<PgCluster> {
+    pub fn start_or_skip(options: ClusterOptions) -> Option<PgCluster> {
         let Some(bin) = find_bindir().filter(|b| b.join("initdb").exists()) else {
             let why = "PostgreSQL server binaries not found (install Debian's `postgresql` package, or set SIEMSYNC_PG_BINDIR)";
             if std::env::var_os("CI").is_some() {
@@ -130,7 +130,7 @@ impl PgCluster {
         }
     }
 
-    fn start(bin: &Path, options: PgOptions) -> Result<PgCluster, HarnessError> {
+    fn start(bin: &Path, options: ClusterOptions) -> Result<PgCluster, HarnessError> {
         let as_postgres = is_root();
         let root = std::env::temp_dir().join(format!(
             "siemsync-pg-{}-{}",
@@ -191,7 +191,7 @@ impl PgCluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn initdb(&self, options: PgOptions) -> Result<(), HarnessError> {
+    fn initdb(&self, options: ClusterOptions) -> Result<(), HarnessError> {
         self.run(
             "initdb",
             self.command("initdb")
@@ -378,15 +378,10 @@ impl PgCluster {
             Command::new("kill").args(["-KILL", &pid]),
         )?;
         let port = self.primary.port;
+        // Its backends exit as soon as they notice it is gone: a client of one sees
+        // its connection closed, as after a crash.
         self.wait_for("the killed primary's port to close", || {
             Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_err())
-        })?;
-        // Orphaned backends exit when they notice the postmaster is gone.
-        self.wait_for("the killed primary's backends to exit", || {
-            let out = Command::new("pgrep")
-                .args(["-f", &self.primary.data.display().to_string()])
-                .output()?;
-            Ok(out.stdout.is_empty())
         })
     }
 

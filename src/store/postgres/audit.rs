@@ -62,11 +62,6 @@ impl ChunkSink for Rows {
     }
 }
 
-/// How far behind the database's clock an ingest's storage time may be when its
-/// chunks are inserted: a node paused in between (SIGSTOP, a long GC) must not
-/// insert into a time range that retention may already have closed.
-const STALE_AFTER: &str = "2 minutes";
-
 /// The heads row of an account, locked for the rest of the transaction (made when
 /// missing), and the database's clock read after the lock was granted.
 pub(super) struct LockedHeads {
@@ -288,11 +283,11 @@ impl Shared {
         new_head: u64,
     ) -> Result<bool, PgError> {
         let chunks = tx
-            .prepare_cached(&format!(
+            .prepare_cached(
                 "INSERT INTO audit_chunks (account, first_seq, last_seq, stored_at, body)
                  SELECT $1, f, l, $2, b FROM unnest($3::int8[], $4::int8[], $5::bytea[]) AS u (f, l, b)
-                 WHERE clock_timestamp() < $2::timestamptz + interval '{STALE_AFTER}'"
-            ))
+                 WHERE clock_timestamp() < $2::timestamptz + make_interval(secs => $6)",
+            )
             .await?;
         let ids = tx
             .prepare_cached(
@@ -307,26 +302,32 @@ impl Shared {
             .await?;
         let a = account.as_str();
         let new_head = to_i64(new_head);
-        let chunk_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-            [&a, &stored_at, &rows.first, &rows.last, &rows.records];
+        // How far behind the database's clock the storage time may be when the
+        // chunks are inserted: a node paused in between (SIGSTOP, a long GC) must
+        // not write into a time span that retention may have closed meanwhile.
+        let stale_after = self.options.partition_grace.as_secs_f64() / 2.0;
+        let chunk_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&a, &stored_at, &rows.first, &rows.last, &rows.records, &stale_after];
         let id_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&a, &rows.first, &rows.ids];
         let head_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&a, &new_head, &stored_at];
-        let written = tokio::try_join!(
+        // All three run; the first statement's error is the cause (the others then
+        // only report the aborted transaction), whichever answer is looked at first.
+        let (chunks, ids, head) = tokio::join!(
             tx.execute(&chunks, &chunk_params),
             tx.execute(&ids, &id_params),
             tx.execute(&head, &head_params),
         );
-        match written {
-            Err(e) if no_partition(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-            Ok((inserted, _, _)) if inserted != rows.first.len() as u64 => {
+        match (chunks, ids, head) {
+            (Err(e), _, _) if no_partition(&e) => Ok(false),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e.into()),
+            (Ok(inserted), _, _) if inserted != rows.first.len() as u64 => {
                 // The node stalled between reading the clock and writing: this
                 // transaction is given up (rolled back on drop); the platform retries.
                 Err(PgError::Unavailable(format!(
-                    "this node stalled for more than {STALE_AFTER} in the middle of an ingest; retry"
+                    "this node stalled for more than {stale_after} s in the middle of an ingest; retry"
                 )))
             }
-            Ok(_) => Ok(true),
+            _ => Ok(true),
         }
     }
 }

@@ -57,6 +57,10 @@ pub struct PgOptions {
     pub partition_width: Duration,
     /// How many partitions beyond the current one exist ahead of time.
     pub partitions_ahead: u32,
+    /// How long after its time span ended a partition may be dropped. An ingest
+    /// that stalls for half of this between reading the clock and writing (a
+    /// paused node) gives up instead of writing into a closed span.
+    pub partition_grace: Duration,
     /// How long a shard lease lasts unless renewed.
     pub lease: Duration,
 }
@@ -74,6 +78,7 @@ impl PgOptions {
             op_timeout: Duration::from_secs(30),
             partition_width: Duration::from_secs(86_400),
             partitions_ahead: 2,
+            partition_grace: Duration::from_secs(300),
             lease: Duration::from_secs(15),
         }
     }

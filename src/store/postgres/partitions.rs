@@ -29,9 +29,6 @@ pub struct SweepOutcome {
 
 /// Only one node sweeps at a time (a session advisory lock, "siemsync-sweep").
 const SWEEP_LOCK: i64 = 0x7369_656d_7377_6570;
-/// A partition is closed this long after its span ended: no ingest can still
-/// write into it (an ingest that stalled longer gives up, see `audit`).
-const CLOSED_AFTER_SECS: i64 = 5 * 60;
 
 /// Partition names carry their span: `audit_chunks_<start>_<end>`, seconds since the epoch.
 fn partition_name(start: i64, end: i64) -> String {
@@ -193,7 +190,9 @@ impl Shared {
             .collect();
         spans.sort();
         for (_, end, name) in spans {
-            if end > now.timestamp() - CLOSED_AFTER_SECS {
+            // Closed: no ingest can still write into it (one that stalled longer
+            // gives up, see `audit`).
+            if end > now.timestamp() - self.options.partition_grace.as_secs() as i64 {
                 break;
             }
             let expired = end <= cutoff.timestamp();

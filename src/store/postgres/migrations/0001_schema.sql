@@ -20,7 +20,7 @@ CREATE TABLE account_heads (
     account         text COLLATE "C" PRIMARY KEY,
     audit_seq       bigint NOT NULL DEFAULT 0,
     job_seq         bigint NOT NULL DEFAULT 0,
-    audit_stored_at timestamptz NOT NULL DEFAULT '-infinity'
+    audit_stored_at timestamptz
 );
 
 -- Account-scoped API tokens: only a SHA-256 hash of the secret is kept.
