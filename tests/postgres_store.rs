@@ -96,9 +96,18 @@ async fn migrations_run_once_when_three_nodes_start_at_once() {
         tokio::spawn(conn);
         clients.push(client);
     }
-    let runs = clients.into_iter().map(|mut c| {
-        tokio::spawn(async move { schema::migrate(&mut c, schema::MIGRATIONS).await.map(|v| (v, c)) })
-    });
+    // All three begin together, so their transactions overlap.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+    let runs: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                schema::migrate(&mut c, schema::MIGRATIONS).await.map(|v| (v, c))
+            })
+        })
+        .collect();
     let mut applied = Vec::new();
     let mut client = None;
     for r in runs {
