@@ -38,7 +38,10 @@ async fn writes_are_unavailable_while_the_primary_is_down_and_resume_on_the_prom
     let a = AccountId::parse("acme").unwrap();
     let mut acknowledged = 0u64;
     for i in 0..20 {
-        let out = store.append_audit(&a, vec![audit(&format!("before-{i}"))]).await.unwrap();
+        let out = store
+            .append_audit(&a, vec![audit(&format!("before-{i}"))])
+            .await
+            .unwrap();
         acknowledged += out.accepted as u64;
     }
 
@@ -47,8 +50,14 @@ async fn writes_are_unavailable_while_the_primary_is_down_and_resume_on_the_prom
         .append_audit(&a, vec![audit("during")])
         .await
         .expect_err("no writable PostgreSQL: the write must fail");
-    assert!(e.is_unavailable(), "an outage is `Unavailable` (503), not {e:?}");
-    assert!(store.fault().is_some(), "the store reports the fault for /healthz");
+    assert!(
+        e.is_unavailable(),
+        "an outage is `Unavailable` (503), not {e:?}"
+    );
+    assert!(
+        store.fault().is_some(),
+        "the store reports the fault for /healthz"
+    );
 
     pg.promote_standby().unwrap();
     // The same store finds the promoted standby by itself.
@@ -65,7 +74,10 @@ async fn writes_are_unavailable_while_the_primary_is_down_and_resume_on_the_prom
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(store.fault().is_none(), "the fault clears once a write succeeds");
+    assert!(
+        store.fault().is_none(),
+        "the fault clears once a write succeeds"
+    );
     // Every acknowledged event survived the failover (the standby was synchronous).
     assert_eq!(store.heads(&a).await.unwrap().audit, acknowledged);
     let mut ids = Vec::new();

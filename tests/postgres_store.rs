@@ -6,7 +6,9 @@
 
 use chrono::Utc;
 use serde_json::json;
-use siemsync::model::{AccountId, AuditEvent, Integration, IntegrationChange, IntegrationPolicy, JobSnapshot};
+use siemsync::model::{
+    AccountId, AuditEvent, Integration, IntegrationChange, IntegrationPolicy, JobSnapshot,
+};
 use siemsync::store::postgres::{
     schema, ControlAction, ControlSignal, Expected, PgError, PgOptions, PgStore,
 };
@@ -37,7 +39,9 @@ async fn node(url: &str, name: &str, tune: impl FnOnce(&mut PgOptions)) -> PgSto
     let mut options = PgOptions::new(url, name);
     options.op_timeout = Duration::from_secs(10);
     tune(&mut options);
-    PgStore::connect(options).await.expect("connecting to PostgreSQL")
+    PgStore::connect(options)
+        .await
+        .expect("connecting to PostgreSQL")
 }
 
 fn audit(id: &str) -> AuditEvent {
@@ -92,7 +96,9 @@ async fn migrations_run_once_when_three_nodes_start_at_once() {
     let Some(url) = fresh_database() else { return };
     let mut clients = Vec::new();
     for _ in 0..3 {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(conn);
         clients.push(client);
     }
@@ -104,7 +110,9 @@ async fn migrations_run_once_when_three_nodes_start_at_once() {
             let start = start.clone();
             tokio::spawn(async move {
                 start.wait().await;
-                schema::migrate(&mut c, schema::MIGRATIONS).await.map(|v| (v, c))
+                schema::migrate(&mut c, schema::MIGRATIONS)
+                    .await
+                    .map(|v| (v, c))
             })
         })
         .collect();
@@ -116,7 +124,11 @@ async fn migrations_run_once_when_three_nodes_start_at_once() {
         client = Some(c);
     }
     applied.sort();
-    assert_eq!(applied, vec![vec![], vec![], vec![1]], "exactly one node migrated");
+    assert_eq!(
+        applied,
+        vec![vec![], vec![], vec![1]],
+        "exactly one node migrated"
+    );
     let mut client = client.unwrap();
     let rows: i64 = client
         .query_one("SELECT count(*) FROM siemsync_migrations", &[])
@@ -125,7 +137,11 @@ async fn migrations_run_once_when_three_nodes_start_at_once() {
         .get(0);
     assert_eq!(rows, 1);
     // A released migration that changed, or a schema newer than the build, stops the start.
-    let changed = [schema::Migration { version: 1, name: "schema", sql: "SELECT 1" }];
+    let changed = [schema::Migration {
+        version: 1,
+        name: "schema",
+        sql: "SELECT 1",
+    }];
     let e = schema::migrate(&mut client, &changed).await.unwrap_err();
     assert!(e.to_string().contains("must never change"), "{e}");
     let e = schema::migrate(&mut client, &[]).await.unwrap_err();
@@ -134,7 +150,11 @@ async fn migrations_run_once_when_three_nodes_start_at_once() {
     let Some(url) = fresh_database() else { return };
     let starts = (0..3).map(|i| {
         let url = url.clone();
-        tokio::spawn(async move { PgStore::connect(PgOptions::new(url, format!("n{i}"))).await.map(|_| ()) })
+        tokio::spawn(async move {
+            PgStore::connect(PgOptions::new(url, format!("n{i}")))
+                .await
+                .map(|_| ())
+        })
     });
     for s in starts {
         s.await.unwrap().expect("every node starts");
@@ -150,7 +170,12 @@ async fn stored_audit_events_are_the_embedded_stores_bytes() {
     let a = AccountId::parse("acme").unwrap();
     let events: Vec<AuditEvent> = (0..150)
         .map(|i| AuditEvent {
-            metadata: Some(json!({"k": i, "text": "x".repeat(i * 13)}).as_object().unwrap().clone()),
+            metadata: Some(
+                json!({"k": i, "text": "x".repeat(i * 13)})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
             ..audit(&format!("e-{i}"))
         })
         .collect();
@@ -172,7 +197,12 @@ async fn stored_audit_events_are_the_embedded_stores_bytes() {
     assert_eq!(from_pg.len(), 150);
     assert_eq!(from_pg, from_sled);
     // Several chunks: a reader can start inside one.
-    let after_77: Vec<u64> = audit_ids(&pg, &a).await.into_iter().map(|(s, _)| s).filter(|s| *s > 77).collect();
+    let after_77: Vec<u64> = audit_ids(&pg, &a)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .filter(|s| *s > 77)
+        .collect();
     let mut seen = Vec::new();
     pg.audit_after(&a, 77, |e| {
         seen.push(e.seq);
@@ -189,29 +219,51 @@ async fn stored_audit_events_are_the_embedded_stores_bytes() {
 async fn a_repeated_id_is_ignored_within_the_window_also_on_a_fresh_node() {
     let Some(url) = fresh_database() else { return };
     let a = AccountId::parse("acme").unwrap();
-    let outcome = |accepted, duplicates| IngestOutcome { accepted, duplicates };
+    let outcome = |accepted, duplicates| IngestOutcome {
+        accepted,
+        duplicates,
+    };
     let window = |o: &mut PgOptions| o.dedup_window = 3;
     let first = node(&url, "n1", window).await;
-    first.append_audit(&a, vec![audit("1"), audit("2")]).await.unwrap();
-    first.append_audit(&a, vec![audit("3"), audit("4")]).await.unwrap();
+    first
+        .append_audit(&a, vec![audit("1"), audit("2")])
+        .await
+        .unwrap();
+    first
+        .append_audit(&a, vec![audit("3"), audit("4")])
+        .await
+        .unwrap();
     // "1" left the window of the last 3 events; "3" is in it.
     assert_eq!(
-        first.append_audit(&a, vec![audit("3"), audit("1")]).await.unwrap(),
+        first
+            .append_audit(&a, vec![audit("3"), audit("1")])
+            .await
+            .unwrap(),
         outcome(1, 1)
     );
     // Another node with nothing cached reads the window from PostgreSQL:
     // the last 3 are 3, 4 and the second 1.
     let second = node(&url, "n2", window).await;
     assert_eq!(
-        second.append_audit(&a, vec![audit("4"), audit("1"), audit("2")]).await.unwrap(),
+        second
+            .append_audit(&a, vec![audit("4"), audit("1"), audit("2")])
+            .await
+            .unwrap(),
         outcome(1, 2)
     );
     // The first node's cache is behind by what the second stored: it catches up.
     assert_eq!(
-        first.append_audit(&a, vec![audit("2"), audit("9")]).await.unwrap(),
+        first
+            .append_audit(&a, vec![audit("2"), audit("9")])
+            .await
+            .unwrap(),
         outcome(1, 1)
     );
-    let ids: Vec<String> = audit_ids(&first, &a).await.into_iter().map(|(_, id)| id).collect();
+    let ids: Vec<String> = audit_ids(&first, &a)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
     assert_eq!(ids, ["1", "2", "3", "4", "1", "2", "9"]);
 }
 
@@ -250,20 +302,33 @@ async fn three_nodes_ingesting_one_account_at_once_keep_its_order_and_dedup() {
         requests.extend(t.await.unwrap());
     }
     let log = audit_ids(&nodes[0], &a).await;
-    let unique: HashSet<&str> = requests.iter().flat_map(|(ids, _)| ids.iter().map(String::as_str)).collect();
+    let unique: HashSet<&str> = requests
+        .iter()
+        .flat_map(|(ids, _)| ids.iter().map(String::as_str))
+        .collect();
     assert_eq!(unique.len(), 3 * REQUESTS * 50);
     // Every id exactly once, sequences 1..=n without a hole.
     assert_eq!(log.len(), unique.len());
-    assert!(log.iter().enumerate().all(|(i, (seq, _))| *seq == i as u64 + 1));
+    assert!(log
+        .iter()
+        .enumerate()
+        .all(|(i, (seq, _))| *seq == i as u64 + 1));
     let stored: HashSet<&str> = log.iter().map(|(_, id)| id.as_str()).collect();
     assert_eq!(stored, unique);
     let accepted: usize = requests.iter().map(|(_, o)| o.accepted).sum();
-    assert_eq!(accepted, unique.len(), "each id accepted by exactly one request");
+    assert_eq!(
+        accepted,
+        unique.len(),
+        "each id accepted by exactly one request"
+    );
     // A request's events are stored together and in the order it sent them.
     let position: BTreeMap<&str, u64> = log.iter().map(|(s, id)| (id.as_str(), *s)).collect();
     for (ids, out) in &requests {
         let own: Vec<u64> = ids[..50].iter().map(|id| position[id.as_str()]).collect();
-        assert!(own.windows(2).all(|w| w[1] > w[0]), "a request's events keep its order");
+        assert!(
+            own.windows(2).all(|w| w[1] > w[0]),
+            "a request's events keep its order"
+        );
         assert_eq!(out.accepted + out.duplicates, 60);
     }
     assert_eq!(nodes[2].heads(&a).await.unwrap().audit, unique.len() as u64);
@@ -282,12 +347,21 @@ async fn a_newer_job_snapshot_replaces_the_older_and_a_late_retry_does_not_reope
         )
         .unwrap()
     };
-    s.put_jobs(&a, vec![job("j1", "in progress", 0.1), job("j2", "in progress", 0.2)])
+    s.put_jobs(
+        &a,
+        vec![job("j1", "in progress", 0.1), job("j2", "in progress", 0.2)],
+    )
+    .await
+    .unwrap();
+    s.put_jobs(&a, vec![job("j1", "successful", 1.0)])
         .await
         .unwrap();
-    s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).await.unwrap();
-    s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).await.unwrap();
-    s.put_jobs(&a, vec![job("j1", "in progress", 0.5)]).await.unwrap();
+    s.put_jobs(&a, vec![job("j1", "successful", 1.0)])
+        .await
+        .unwrap();
+    s.put_jobs(&a, vec![job("j1", "in progress", 0.5)])
+        .await
+        .unwrap();
     let mut changed = Vec::new();
     s.jobs_changed_after(&a, 0, |j| {
         changed.push((j.change_seq, j.snapshot.job, j.snapshot.status));
@@ -297,7 +371,10 @@ async fn a_newer_job_snapshot_replaces_the_older_and_a_late_retry_does_not_reope
     .unwrap();
     assert_eq!(
         changed,
-        vec![(2, "j2".into(), "in progress".into()), (3, "j1".into(), "successful".into())]
+        vec![
+            (2, "j2".into(), "in progress".into()),
+            (3, "j1".into(), "successful".into())
+        ]
     );
     let running: Vec<String> = s
         .running_jobs(&a, None, 100)
@@ -314,33 +391,62 @@ async fn a_newer_job_snapshot_replaces_the_older_and_a_late_retry_does_not_reope
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_integration_changes_only_from_the_version_it_was_read_at_and_its_token_is_sealed() {
     let Some(url) = fresh_database() else { return };
-    let s = node(&url, "n1", |o| o.secret_key = Some("a long secret key for the test".into())).await;
+    let s = node(&url, "n1", |o| {
+        o.secret_key = Some("a long secret key for the test".into())
+    })
+    .await;
     let it = integration("acme");
     assert_eq!(s.put_integration(&it, Expected::New).await.unwrap(), 1);
     assert!(matches!(
         s.put_integration(&it, Expected::New).await,
-        Err(PgError::VersionConflict { actual: Some(1), .. })
+        Err(PgError::VersionConflict {
+            actual: Some(1),
+            ..
+        })
     ));
-    let renamed = Integration { name: "Other".into(), ..it.clone() };
-    assert_eq!(s.put_integration(&renamed, Expected::Version(1)).await.unwrap(), 2);
+    let renamed = Integration {
+        name: "Other".into(),
+        ..it.clone()
+    };
+    assert_eq!(
+        s.put_integration(&renamed, Expected::Version(1))
+            .await
+            .unwrap(),
+        2
+    );
     // A writer that read version 1 lost the race.
-    let stale = Integration { enabled: false, ..it.clone() };
+    let stale = Integration {
+        enabled: false,
+        ..it.clone()
+    };
     assert!(matches!(
         s.put_integration(&stale, Expected::Version(1)).await,
-        Err(PgError::VersionConflict { expected: Some(1), actual: Some(2), .. })
+        Err(PgError::VersionConflict {
+            expected: Some(1),
+            actual: Some(2),
+            ..
+        })
     ));
     let read = s.integration(&it.account, &it.id).await.unwrap().unwrap();
-    assert_eq!((read.version, read.value.name.as_str(), read.value.enabled), (2, "Other", true));
+    assert_eq!(
+        (read.version, read.value.name.as_str(), read.value.enabled),
+        (2, "Other", true)
+    );
     assert_eq!(read.value.hec_token, it.hec_token, "opened for the caller");
     // At rest the token is sealed.
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let raw: String = client
         .query_one("SELECT doc::text FROM integrations", &[])
         .await
         .unwrap()
         .get(0);
-    assert!(!raw.contains("11111111-2222") && raw.contains("enc:v1:"), "{raw}");
+    assert!(
+        !raw.contains("11111111-2222") && raw.contains("enc:v1:"),
+        "{raw}"
+    );
     assert!(s.delete_integration(&it.account, &it.id).await.unwrap());
     assert!(matches!(
         s.put_integration(&it, Expected::Version(2)).await,
@@ -360,8 +466,13 @@ async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
     let held = a.balance().await.unwrap();
     assert_eq!(held.held.len(), 256, "alone, node A holds every shard");
     let fence_a = held.fence("node-a", shard).unwrap();
-    let cp = |seq| Checkpoint { audit_seq: seq, ..Checkpoint::default() };
-    a.commit(&it.account, &it.id, &cp(10), &[], &fence_a).await.unwrap();
+    let cp = |seq| Checkpoint {
+        audit_seq: seq,
+        ..Checkpoint::default()
+    };
+    a.commit(&it.account, &it.id, &cp(10), &[], &fence_a)
+        .await
+        .unwrap();
     // Node A stops renewing (paused); its lease expires and node B claims the shard.
     let deadline = Instant::now() + Duration::from_secs(10);
     let fence_b = loop {
@@ -373,19 +484,33 @@ async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
     };
     assert!(fence_b.epoch > fence_a.epoch);
     // A wakes up and tries to commit what it posted meanwhile: refused.
-    let e = a.commit(&it.account, &it.id, &cp(20), &[], &fence_a).await.unwrap_err();
+    let e = a
+        .commit(&it.account, &it.id, &cp(20), &[], &fence_a)
+        .await
+        .unwrap_err();
     assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
     assert_eq!(a.checkpoint(&it.id).await.unwrap().audit_seq, 10);
-    b.commit(&it.account, &it.id, &cp(30), &[], &fence_b).await.unwrap();
+    b.commit(&it.account, &it.id, &cp(30), &[], &fence_b)
+        .await
+        .unwrap();
     // Even when A's balance claims the shard back later, its old fence stays dead.
-    let e = a.commit(&it.account, &it.id, &cp(40), &[], &fence_a).await.unwrap_err();
+    let e = a
+        .commit(&it.account, &it.id, &cp(40), &[], &fence_a)
+        .await
+        .unwrap_err();
     assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
     // The commit log: one owner per epoch, epochs only grow.
     let log = a.commit_log(&it.id).await.unwrap();
-    let owners: Vec<(String, i64, i64)> = log.iter().map(|r| (r.node.clone(), r.epoch, r.audit_seq)).collect();
+    let owners: Vec<(String, i64, i64)> = log
+        .iter()
+        .map(|r| (r.node.clone(), r.epoch, r.audit_seq))
+        .collect();
     assert_eq!(
         owners,
-        vec![("node-a".into(), fence_a.epoch, 10), ("node-b".into(), fence_b.epoch, 30)]
+        vec![
+            ("node-a".into(), fence_a.epoch, 10),
+            ("node-b".into(), fence_b.epoch, 30)
+        ]
     );
     assert_eq!(a.checkpoint(&it.id).await.unwrap().audit_seq, 30);
 }
@@ -396,24 +521,55 @@ async fn a_lease_that_expired_unclaimed_fences_too() {
     let a = node(&url, "node-a", |o| o.lease = Duration::from_secs(1)).await;
     let it = integration("acme");
     a.put_integration(&it, Expected::New).await.unwrap();
-    let fence = a.balance().await.unwrap().fence("node-a", a.shard_of(&it.id)).unwrap();
+    let fence = a
+        .balance()
+        .await
+        .unwrap()
+        .fence("node-a", a.shard_of(&it.id))
+        .unwrap();
     wait_until("node A's leases to expire", 10, || async {
         a.nodes().await.unwrap().iter().all(|n| n.shards == 0)
     })
     .await;
     let e = a
-        .commit(&it.account, &it.id, &Checkpoint { audit_seq: 5, ..Default::default() }, &[], &fence)
+        .commit(
+            &it.account,
+            &it.id,
+            &Checkpoint {
+                audit_seq: 5,
+                ..Default::default()
+            },
+            &[],
+            &fence,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
     // Renewing again takes a new epoch: the old fence stays refused.
-    let again = a.balance().await.unwrap().fence("node-a", a.shard_of(&it.id)).unwrap();
-    assert!(again.epoch > fence.epoch);
-    let e = a.commit(&it.account, &it.id, &Checkpoint::default(), &[], &fence).await.unwrap_err();
-    assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
-    a.commit(&it.account, &it.id, &Checkpoint { audit_seq: 5, ..Default::default() }, &[], &again)
+    let again = a
+        .balance()
         .await
+        .unwrap()
+        .fence("node-a", a.shard_of(&it.id))
         .unwrap();
+    assert!(again.epoch > fence.epoch);
+    let e = a
+        .commit(&it.account, &it.id, &Checkpoint::default(), &[], &fence)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
+    a.commit(
+        &it.account,
+        &it.id,
+        &Checkpoint {
+            audit_seq: 5,
+            ..Default::default()
+        },
+        &[],
+        &again,
+    )
+    .await
+    .unwrap();
 }
 
 /// The listener's next signal, within a second.
@@ -442,7 +598,10 @@ async fn settle(nodes: &[&PgStore]) -> Vec<usize> {
         if stable {
             return shares;
         }
-        assert!(Instant::now() < deadline, "shares did not settle: {shares:?}");
+        assert!(
+            Instant::now() < deadline,
+            "shares did not settle: {shares:?}"
+        );
     }
 }
 
@@ -459,12 +618,18 @@ async fn shards_spread_evenly_over_the_live_nodes_and_a_leaving_node_hands_them_
     shares.sort();
     assert_eq!(shares, vec![85, 85, 86]);
     let nodes = n1.nodes().await.unwrap();
-    assert_eq!(nodes.iter().map(|n| n.shards).sum::<i64>(), 256, "no shard held twice or lost");
+    assert_eq!(
+        nodes.iter().map(|n| n.shards).sum::<i64>(),
+        256,
+        "no shard held twice or lost"
+    );
     // A clean stop hands its shards back at once, long before its 30 s lease ends.
     n3.leave().await.unwrap();
     assert_eq!(settle(&[&n1, &n2]).await, vec![128, 128]);
     let nodes = n1.nodes().await.unwrap();
-    assert!(nodes.iter().any(|n| n.name == "n3" && n.stopping && n.shards == 0));
+    assert!(nodes
+        .iter()
+        .any(|n| n.name == "n3" && n.stopping && n.shards == 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,16 +641,26 @@ async fn a_control_change_on_one_node_reaches_a_listening_node_within_a_second()
     assert_eq!(next(&mut listener).await, ControlSignal::Listening);
     let it = integration("acme");
     a.put_integration(&it, Expected::New).await.unwrap();
-    let ControlSignal::Event(e) = next(&mut listener).await else { panic!("an event") };
-    assert_eq!((e.integration, e.action.clone()), (it.id, ControlAction::Changed { version: 1 }));
+    let ControlSignal::Event(e) = next(&mut listener).await else {
+        panic!("an event")
+    };
+    assert_eq!(
+        (e.integration, e.action.clone()),
+        (it.id, ControlAction::Changed { version: 1 })
+    );
     assert_eq!(e.shard, b.shard_of(&it.id));
-    let sync_now = siemsync::store::postgres::ControlEvent { action: ControlAction::SyncNow, ..e };
+    let sync_now = siemsync::store::postgres::ControlEvent {
+        action: ControlAction::SyncNow,
+        ..e
+    };
     a.notify(&sync_now).await.unwrap();
     assert_eq!(next(&mut listener).await, ControlSignal::Event(sync_now));
     // A change that does not commit announces nothing.
     assert!(a.put_integration(&it, Expected::New).await.is_err());
     a.delete_integration(&it.account, &it.id).await.unwrap();
-    let ControlSignal::Event(e) = next(&mut listener).await else { panic!("an event") };
+    let ControlSignal::Event(e) = next(&mut listener).await else {
+        panic!("an event")
+    };
     assert_eq!(e.action, ControlAction::Deleted);
 }
 
@@ -499,17 +674,38 @@ async fn retention_drops_delivered_partitions_records_exact_gaps_and_keeps_the_d
         o.lease = Duration::from_secs(30);
     };
     let s = node(&url, "n1", tune).await;
-    let (acme, other) = (AccountId::parse("acme").unwrap(), AccountId::parse("other").unwrap());
+    let (acme, other) = (
+        AccountId::parse("acme").unwrap(),
+        AccountId::parse("other").unwrap(),
+    );
     let reader = integration("acme");
     s.put_integration(&reader, Expected::New).await.unwrap();
-    let fence = s.balance().await.unwrap().fence("n1", s.shard_of(&reader.id)).unwrap();
-    let ids = |from: usize, n: usize| (from..from + n).map(|i| audit(&format!("e{i}"))).collect::<Vec<_>>();
+    let fence = s
+        .balance()
+        .await
+        .unwrap()
+        .fence("n1", s.shard_of(&reader.id))
+        .unwrap();
+    let ids = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| audit(&format!("e{i}")))
+            .collect::<Vec<_>>()
+    };
     s.append_audit(&acme, ids(0, 100)).await.unwrap();
     s.append_audit(&other, ids(0, 10)).await.unwrap();
     // The reader delivered 40 of acme's 100.
-    s.commit(&acme, &reader.id, &Checkpoint { audit_seq: 40, ..Default::default() }, &[], &fence)
-        .await
-        .unwrap();
+    s.commit(
+        &acme,
+        &reader.id,
+        &Checkpoint {
+            audit_seq: 40,
+            ..Default::default()
+        },
+        &[],
+        &fence,
+    )
+    .await
+    .unwrap();
     // Once the partitions closed, a long retention drops nothing undelivered: acme's
     // reader is behind, and `other` has no reader at all.
     let long = Duration::from_secs(3600);
@@ -524,8 +720,15 @@ async fn retention_drops_delivered_partitions_records_exact_gaps_and_keeps_the_d
     let mut dropped = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(audit_ids(&s, &acme).await.is_empty() && audit_ids(&s, &other).await.is_empty()) {
-        assert!(Instant::now() < deadline, "retention did not drop the old partitions");
-        dropped += s.sweep(Duration::from_millis(1)).await.unwrap().audit_events;
+        assert!(
+            Instant::now() < deadline,
+            "retention did not drop the old partitions"
+        );
+        dropped += s
+            .sweep(Duration::from_millis(1))
+            .await
+            .unwrap()
+            .audit_events;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(dropped, 110);
@@ -549,15 +752,34 @@ async fn a_fully_delivered_partition_goes_before_the_retention() {
     let acme = AccountId::parse("acme").unwrap();
     let reader = integration("acme");
     s.put_integration(&reader, Expected::New).await.unwrap();
-    let fence = s.balance().await.unwrap().fence("n1", s.shard_of(&reader.id)).unwrap();
-    s.append_audit(&acme, (0..20).map(|i| audit(&format!("e{i}"))).collect()).await.unwrap();
-    s.commit(&acme, &reader.id, &Checkpoint { audit_seq: 20, ..Default::default() }, &[], &fence)
+    let fence = s
+        .balance()
+        .await
+        .unwrap()
+        .fence("n1", s.shard_of(&reader.id))
+        .unwrap();
+    s.append_audit(&acme, (0..20).map(|i| audit(&format!("e{i}"))).collect())
         .await
         .unwrap();
+    s.commit(
+        &acme,
+        &reader.id,
+        &Checkpoint {
+            audit_seq: 20,
+            ..Default::default()
+        },
+        &[],
+        &fence,
+    )
+    .await
+    .unwrap();
     wait_until("the delivered partition to go", 10, || async {
         s.sweep(Duration::from_secs(3600)).await.unwrap();
         audit_ids(&s, &acme).await.is_empty()
     })
     .await;
-    assert!(s.gaps(&reader.id).await.unwrap().is_empty(), "nothing undelivered was lost");
+    assert!(
+        s.gaps(&reader.id).await.unwrap().is_empty(),
+        "nothing undelivered was lost"
+    );
 }

@@ -126,7 +126,10 @@ impl PgCluster {
         };
         match PgCluster::start(&bin, options) {
             Ok(c) => Some(c),
-            Err(e) => panic!("starting a throwaway PostgreSQL from {}: {e}", bin.display()),
+            Err(e) => panic!(
+                "starting a throwaway PostgreSQL from {}: {e}",
+                bin.display()
+            ),
         }
     }
 
@@ -274,7 +277,11 @@ impl PgCluster {
         self.pg_ctl_start(&standby)?;
         self.wait_for("the standby to stream", || {
             Ok(self
-                .psql(self.primary.port, "postgres", "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")?
+                .psql(
+                    self.primary.port,
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                )?
                 .trim()
                 == "1")
         })?;
@@ -286,7 +293,11 @@ impl PgCluster {
         self.psql(self.primary.port, "postgres", "SELECT pg_reload_conf()")?;
         self.wait_for("the standby to be synchronous", || {
             Ok(self
-                .psql(self.primary.port, "postgres", "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")?
+                .psql(
+                    self.primary.port,
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+                )?
                 .trim()
                 == "1")
         })?;
@@ -320,7 +331,16 @@ impl PgCluster {
             "psql",
             Command::new(self.bin.join("psql"))
                 .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-                .args(["-p", &port.to_string(), "-U", "postgres", "-d", db, "-c", sql]),
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    db,
+                    "-c",
+                    sql,
+                ]),
         )
     }
 
@@ -338,6 +358,17 @@ impl PgCluster {
             &format!("CREATE DATABASE {name}"),
         )?;
         Ok(name)
+    }
+
+    /// The process id of the primary's postmaster (its backends are its children).
+    pub fn primary_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.primary.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The primary's port.
@@ -372,11 +403,13 @@ impl PgCluster {
     /// crashed machine would; returns once its port refuses connections.
     pub fn kill_primary(&self) -> Result<(), HarnessError> {
         let pid_file = std::fs::read_to_string(self.primary.data.join("postmaster.pid"))?;
-        let pid = pid_file.lines().next().unwrap_or_default().trim().to_owned();
-        self.run(
-            "kill -KILL",
-            Command::new("kill").args(["-KILL", &pid]),
-        )?;
+        let pid = pid_file
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        self.run("kill -KILL", Command::new("kill").args(["-KILL", &pid]))?;
         let port = self.primary.port;
         // Its backends exit as soon as they notice it is gone: a client of one sees
         // its connection closed, as after a crash.

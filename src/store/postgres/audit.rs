@@ -117,7 +117,9 @@ impl Shared {
                  WHERE account = $1 AND first_seq > $2 ORDER BY first_seq",
             )
             .await?;
-        let rows = tx.query(&stmt, &[&account.as_str(), &to_i64(after)]).await?;
+        let rows = tx
+            .query(&stmt, &[&account.as_str(), &to_i64(after)])
+            .await?;
         let mut out = Vec::new();
         for row in rows {
             let first = to_u64(row.get(0));
@@ -145,7 +147,12 @@ impl Shared {
             return Ok(());
         }
         if let Some(h) = cached.filter(|&h| h < head && head - h < window) {
-            let delta: Vec<u128> = self.ids_after(tx, account, h).await?.into_iter().map(|(_, id)| id).collect();
+            let delta: Vec<u128> = self
+                .ids_after(tx, account, h)
+                .await?
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
             let mut recent = self.recent();
             if recent.head(account) == Some(h) {
                 recent.stored(account, &delta, head);
@@ -306,10 +313,18 @@ impl Shared {
         // chunks are inserted: a node paused in between (SIGSTOP, a long GC) must
         // not write into a time span that retention may have closed meanwhile.
         let stale_after = self.options.partition_grace.as_secs_f64() / 2.0;
-        let chunk_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-            [&a, &stored_at, &rows.first, &rows.last, &rows.records, &stale_after];
-        let id_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&a, &rows.first, &rows.ids];
-        let head_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&a, &new_head, &stored_at];
+        let chunk_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &a,
+            &stored_at,
+            &rows.first,
+            &rows.last,
+            &rows.records,
+            &stale_after,
+        ];
+        let id_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&a, &rows.first, &rows.ids];
+        let head_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&a, &new_head, &stored_at];
         // All three run; the first statement's error is the cause (the others then
         // only report the aborted transaction), whichever answer is looked at first.
         let (chunks, ids, head) = tokio::join!(
@@ -384,10 +399,7 @@ impl PgStore {
                 )
                 .await?;
             let rows = client
-                .query(
-                    &stmt,
-                    &[&account.as_str(), &to_i64(after), &(limit as i64)],
-                )
+                .query(&stmt, &[&account.as_str(), &to_i64(after), &(limit as i64)])
                 .await?;
             Ok(rows
                 .into_iter()
@@ -452,6 +464,45 @@ impl PgStore {
                 .get(0);
             let from = to_u64(first.get(0)).max(after + 1);
             Ok(((to_u64(head) + 1).saturating_sub(from), Some(first.get(1))))
+        })
+        .await
+    }
+}
+
+impl PgStore {
+    /// What an integration has not delivered yet, per source it wants: the one place
+    /// the status, the metrics and catch-up progress read a backlog from.
+    pub async fn backlog(
+        &self,
+        it: &crate::model::Integration,
+        cp: &crate::store::Checkpoint,
+    ) -> Result<crate::store::Backlog, PgError> {
+        use crate::model::Source;
+        let mut b = crate::store::Backlog::default();
+        if it.wants(Source::Audit) {
+            let (n, oldest) = self.audit_backlog(&it.account, cp.audit_seq).await?;
+            b.audit = n;
+            b.oldest = oldest;
+        }
+        if it.wants(Source::Jobs) {
+            let (n, oldest) = self.job_backlog(&it.account, cp.job_seq).await?;
+            b.jobs = n;
+            b.oldest = b.oldest.into_iter().chain(oldest).min();
+        }
+        Ok(b)
+    }
+
+    /// The database's size on disk, in bytes (for the metrics).
+    pub async fn size_on_disk(&self) -> Result<u64, PgError> {
+        self.run(|s| async move {
+            let bytes: i64 = s
+                .pool
+                .get()
+                .await?
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await?
+                .get(0);
+            Ok(to_u64(bytes))
         })
         .await
     }

@@ -30,7 +30,11 @@ pub enum PgError {
     /// A fenced write was refused: this node no longer holds the shard's lease
     /// (it expired, or another node claimed it with a newer epoch).
     #[error("this node ({node}) no longer holds the lease on shard {shard} (epoch {epoch}); another node delivers its integrations now")]
-    LeaseLost { node: String, shard: i32, epoch: i64 },
+    LeaseLost {
+        node: String,
+        shard: i32,
+        epoch: i64,
+    },
     #[error("database schema: {0}")]
     Schema(String),
     #[error("invalid postgres_url: {0}")]
@@ -105,5 +109,22 @@ pub(super) fn corrupt(key: impl std::fmt::Display, e: impl std::fmt::Display) ->
     PgError::Corrupt {
         key: key.to_string(),
         reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_states_of_a_missing_or_read_only_server_count_as_unavailable() {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "25006", "53100", "53300", "58030",
+        ] {
+            assert!(unavailable_state(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22P02", "23514", "40001"] {
+            assert!(!unavailable_state(code), "{code}");
+        }
     }
 }

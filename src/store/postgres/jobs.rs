@@ -21,7 +21,11 @@ fn stored_job(row: &tokio_postgres::Row) -> Result<StoredJob, PgError> {
 }
 
 impl Shared {
-    async fn put_jobs(&self, account: &AccountId, jobs: Vec<JobSnapshot>) -> Result<usize, PgError> {
+    async fn put_jobs(
+        &self,
+        account: &AccountId,
+        jobs: Vec<JobSnapshot>,
+    ) -> Result<usize, PgError> {
         let count = jobs.len();
         // Within one request the last snapshot of a job wins.
         let mut latest: HashMap<String, JobSnapshot> = HashMap::new();
@@ -72,8 +76,8 @@ impl Shared {
             });
             // A late retry of an older snapshot must not reopen a finished job, nor
             // one whose finished snapshot retention removed.
-            let was_finished = old.get(&job).is_some_and(JobSnapshot::is_finished)
-                || swept.contains(&job);
+            let was_finished =
+                old.get(&job).is_some_and(JobSnapshot::is_finished) || swept.contains(&job);
             if same || (was_finished && !snap.is_finished()) {
                 continue;
             }
@@ -173,11 +177,8 @@ impl Shared {
             );
             record_gap(&tx, id, Source::Jobs, from, to, count).await?;
         }
-        tx.execute(
-            "DELETE FROM job_tombstones WHERE swept_at < $1",
-            &[&cutoff],
-        )
-        .await?;
+        tx.execute("DELETE FROM job_tombstones WHERE swept_at < $1", &[&cutoff])
+            .await?;
         tx.commit().await?;
         Ok(removed)
     }

@@ -127,7 +127,11 @@ impl Shared {
                     &[me, &lease, &((target - held.len()) as i64)],
                 )
                 .await?;
-            held.extend(claimed.iter().map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1))));
+            held.extend(
+                claimed
+                    .iter()
+                    .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1))),
+            );
         }
         tx.execute(
             "DELETE FROM nodes WHERE expires_at < clock_timestamp() - interval '1 day'",

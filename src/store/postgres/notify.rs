@@ -34,7 +34,9 @@ pub struct ControlEvent {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ControlAction {
     /// Created or changed: the stored integration is now at `version`.
-    Changed { version: u64 },
+    Changed {
+        version: u64,
+    },
     Deleted,
     /// Deliver now instead of at the next tick.
     SyncNow,
@@ -120,10 +122,15 @@ async fn listen_once(
                 }
                 // A newer node's action this build does not know: the periodic
                 // re-read covers it.
-                Err(e) => log::warn!("postgres: ignoring a control notification ({e}): {}", n.payload()),
+                Err(e) => log::warn!(
+                    "postgres: ignoring a control notification ({e}): {}",
+                    n.payload()
+                ),
             }
         }
-        Err(PgError::Unavailable("the control listener's connection closed".into()))
+        Err(PgError::Unavailable(
+            "the control listener's connection closed".into(),
+        ))
     }
     .await;
     driver.abort();

@@ -53,7 +53,10 @@ fn to_doc<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("serialising a stored record")
 }
 
-fn from_doc<T: DeserializeOwned>(key: impl std::fmt::Display, doc: serde_json::Value) -> Result<T, PgError> {
+fn from_doc<T: DeserializeOwned>(
+    key: impl std::fmt::Display,
+    doc: serde_json::Value,
+) -> Result<T, PgError> {
     serde_json::from_value(doc).map_err(|e| corrupt(key, e))
 }
 
@@ -70,7 +73,11 @@ impl Shared {
         })
     }
 
-    fn open(&self, doc: serde_json::Value, version: i64) -> Result<Versioned<Integration>, PgError> {
+    fn open(
+        &self,
+        doc: serde_json::Value,
+        version: i64,
+    ) -> Result<Versioned<Integration>, PgError> {
         let mut it: Integration = from_doc("an integration", doc)?;
         if secrets::is_sealed(&it.hec_token) {
             let c = self.cipher.as_ref().ok_or_else(|| {
@@ -115,7 +122,13 @@ impl Shared {
                     .execute(
                         "INSERT INTO integrations (id, account, shard, version, created_at, doc)
                          VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (id) DO NOTHING",
-                        &[&it.id, &it.account.as_str(), &self.shard_of(&it.id), &it.created_at, &doc],
+                        &[
+                            &it.id,
+                            &it.account.as_str(),
+                            &self.shard_of(&it.id),
+                            &it.created_at,
+                            &doc,
+                        ],
                     )
                     .await?;
                 if n == 0 {
@@ -293,7 +306,11 @@ impl PgStore {
     /// Stores an integration if the stored one is what `expected` says (sealing its
     /// token), and tells every node (NOTIFY, sent when the write commits). Returns
     /// the new version; `VersionConflict` when someone changed it meanwhile.
-    pub async fn put_integration(&self, it: &Integration, expected: Expected) -> Result<u64, PgError> {
+    pub async fn put_integration(
+        &self,
+        it: &Integration,
+        expected: Expected,
+    ) -> Result<u64, PgError> {
         let it = it.clone();
         self.run(move |s| async move { s.put_integration(&it, expected).await })
             .await
@@ -308,7 +325,10 @@ impl PgStore {
         if it.file_managed {
             return Ok(true);
         }
-        Ok(self.account(&it.account).await?.is_some_and(|a| a.siem_enabled))
+        Ok(self
+            .account(&it.account)
+            .await?
+            .is_some_and(|a| a.siem_enabled))
     }
 
     pub async fn integration(
@@ -332,7 +352,10 @@ impl PgStore {
         .await
     }
 
-    async fn integrations_where(&self, which: Which) -> Result<Vec<Versioned<Integration>>, PgError> {
+    async fn integrations_where(
+        &self,
+        which: Which,
+    ) -> Result<Vec<Versioned<Integration>>, PgError> {
         self.run(move |s| async move {
             let client = s.pool.get().await?;
             const COLUMNS: &str = "SELECT doc, version FROM integrations";
@@ -350,7 +373,9 @@ impl PgStore {
                         .await?
                 }
             };
-            rows.into_iter().map(|r| s.open(r.get(0), r.get(1))).collect()
+            rows.into_iter()
+                .map(|r| s.open(r.get(0), r.get(1)))
+                .collect()
         })
         .await
     }
@@ -368,8 +393,12 @@ impl PgStore {
     }
 
     /// The integrations of the given shards: what a node delivers.
-    pub async fn integrations_in(&self, shards: &[i32]) -> Result<Vec<Versioned<Integration>>, PgError> {
-        self.integrations_where(Which::Shards(shards.to_vec())).await
+    pub async fn integrations_in(
+        &self,
+        shards: &[i32],
+    ) -> Result<Vec<Versioned<Integration>>, PgError> {
+        self.integrations_where(Which::Shards(shards.to_vec()))
+            .await
     }
 
     /// Integrations whose token is stored in clear (to seal them once a key is set).
@@ -397,7 +426,11 @@ impl PgStore {
     }
 
     /// Removes an integration with everything that belongs to it, and tells every node.
-    pub async fn delete_integration(&self, account: &AccountId, id: &Uuid) -> Result<bool, PgError> {
+    pub async fn delete_integration(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+    ) -> Result<bool, PgError> {
         let (account, id) = (account.clone(), *id);
         self.run(move |s| async move {
             let mut client = s.pool.get().await?;
@@ -472,19 +505,31 @@ impl PgStore {
         dead: &[DeadLetter],
         fence: &Fence,
     ) -> Result<Checkpoint, PgError> {
-        let (account, id, cp, dead, fence) =
-            (account.clone(), *id, cp.clone(), dead.to_vec(), fence.clone());
+        let (account, id, cp, dead, fence) = (
+            account.clone(),
+            *id,
+            cp.clone(),
+            dead.to_vec(),
+            fence.clone(),
+        );
         self.run(move |s| async move { s.commit(&account, id, &cp, &dead, &fence).await })
             .await
     }
 
     /// How many dead letters an integration has, and the newest `limit` of them, newest first.
-    pub async fn dead_letters(&self, id: &Uuid, limit: usize) -> Result<(usize, Vec<DeadLetter>), PgError> {
+    pub async fn dead_letters(
+        &self,
+        id: &Uuid,
+        limit: usize,
+    ) -> Result<(usize, Vec<DeadLetter>), PgError> {
         let id = *id;
         self.run(move |s| async move {
             let client = s.pool.get().await?;
             let total: i64 = client
-                .query_one("SELECT count(*) FROM dead_letters WHERE integration = $1", &[&id])
+                .query_one(
+                    "SELECT count(*) FROM dead_letters WHERE integration = $1",
+                    &[&id],
+                )
                 .await?
                 .get(0);
             let rows = client
@@ -521,7 +566,10 @@ impl PgStore {
     }
 
     /// The integration's last recorded replay, if any.
-    pub async fn replay<T: DeserializeOwned + Send + 'static>(&self, id: &Uuid) -> Result<Option<T>, PgError> {
+    pub async fn replay<T: DeserializeOwned + Send + 'static>(
+        &self,
+        id: &Uuid,
+    ) -> Result<Option<T>, PgError> {
         self.get_doc("replays", *id)
             .await?
             .map(|d| from_doc("a replay", d))
@@ -534,7 +582,8 @@ impl PgStore {
         id: &Uuid,
         report: &ConnectionReport,
     ) -> Result<(), PgError> {
-        self.put_doc("connection_reports", *id, to_doc(report)).await
+        self.put_doc("connection_reports", *id, to_doc(report))
+            .await
     }
 
     pub async fn connection_report(&self, id: &Uuid) -> Result<Option<ConnectionReport>, PgError> {
@@ -611,7 +660,12 @@ impl PgStore {
     }
 
     /// Upserts a per-integration document in `table`; `Gone` when the integration is not there.
-    async fn put_doc(&self, table: &'static str, id: Uuid, doc: serde_json::Value) -> Result<(), PgError> {
+    async fn put_doc(
+        &self,
+        table: &'static str,
+        id: Uuid,
+        doc: serde_json::Value,
+    ) -> Result<(), PgError> {
         self.run(move |s| async move {
             let n = s
                 .pool
@@ -634,12 +688,19 @@ impl PgStore {
         .await
     }
 
-    async fn get_doc(&self, table: &'static str, id: Uuid) -> Result<Option<serde_json::Value>, PgError> {
+    async fn get_doc(
+        &self,
+        table: &'static str,
+        id: Uuid,
+    ) -> Result<Option<serde_json::Value>, PgError> {
         self.run(move |s| async move {
             Ok(s.pool
                 .get()
                 .await?
-                .query_opt(&format!("SELECT doc FROM {table} WHERE integration = $1"), &[&id])
+                .query_opt(
+                    &format!("SELECT doc FROM {table} WHERE integration = $1"),
+                    &[&id],
+                )
                 .await?
                 .map(|r| r.get(0)))
         })
