@@ -78,6 +78,14 @@ fn integration(account: &str) -> Integration {
     .unwrap()
 }
 
+/// A checkpoint that delivered the audit log up to `seq`.
+fn audit_cp(seq: u64) -> Checkpoint {
+    Checkpoint {
+        audit_seq: seq,
+        ..Checkpoint::default()
+    }
+}
+
 /// Waits for `done` with a deadline, never a fixed sleep.
 async fn wait_until<F, Fut>(what: &str, secs: u64, mut done: F)
 where
@@ -466,11 +474,7 @@ async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
     let held = a.balance().await.unwrap();
     assert_eq!(held.held.len(), 256, "alone, node A holds every shard");
     let fence_a = held.fence("node-a", shard).unwrap();
-    let cp = |seq| Checkpoint {
-        audit_seq: seq,
-        ..Checkpoint::default()
-    };
-    a.commit(&it.account, &it.id, &cp(10), &[], &fence_a)
+    a.commit(&it.account, &it.id, &audit_cp(10), &[], &fence_a)
         .await
         .unwrap();
     // Node A stops renewing (paused); its lease expires and node B claims the shard.
@@ -485,17 +489,17 @@ async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
     assert!(fence_b.epoch > fence_a.epoch);
     // A wakes up and tries to commit what it posted meanwhile: refused.
     let e = a
-        .commit(&it.account, &it.id, &cp(20), &[], &fence_a)
+        .commit(&it.account, &it.id, &audit_cp(20), &[], &fence_a)
         .await
         .unwrap_err();
     assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
     assert_eq!(a.checkpoint(&it.id).await.unwrap().audit_seq, 10);
-    b.commit(&it.account, &it.id, &cp(30), &[], &fence_b)
+    b.commit(&it.account, &it.id, &audit_cp(30), &[], &fence_b)
         .await
         .unwrap();
     // Even when A's balance claims the shard back later, its old fence stays dead.
     let e = a
-        .commit(&it.account, &it.id, &cp(40), &[], &fence_a)
+        .commit(&it.account, &it.id, &audit_cp(40), &[], &fence_a)
         .await
         .unwrap_err();
     assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
@@ -532,16 +536,7 @@ async fn a_lease_that_expired_unclaimed_fences_too() {
     })
     .await;
     let e = a
-        .commit(
-            &it.account,
-            &it.id,
-            &Checkpoint {
-                audit_seq: 5,
-                ..Default::default()
-            },
-            &[],
-            &fence,
-        )
+        .commit(&it.account, &it.id, &audit_cp(5), &[], &fence)
         .await
         .unwrap_err();
     assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
@@ -558,18 +553,9 @@ async fn a_lease_that_expired_unclaimed_fences_too() {
         .await
         .unwrap_err();
     assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
-    a.commit(
-        &it.account,
-        &it.id,
-        &Checkpoint {
-            audit_seq: 5,
-            ..Default::default()
-        },
-        &[],
-        &again,
-    )
-    .await
-    .unwrap();
+    a.commit(&it.account, &it.id, &audit_cp(5), &[], &again)
+        .await
+        .unwrap();
 }
 
 /// The listener's next signal, within a second.
@@ -694,18 +680,9 @@ async fn retention_drops_delivered_partitions_records_exact_gaps_and_keeps_the_d
     s.append_audit(&acme, ids(0, 100)).await.unwrap();
     s.append_audit(&other, ids(0, 10)).await.unwrap();
     // The reader delivered 40 of acme's 100.
-    s.commit(
-        &acme,
-        &reader.id,
-        &Checkpoint {
-            audit_seq: 40,
-            ..Default::default()
-        },
-        &[],
-        &fence,
-    )
-    .await
-    .unwrap();
+    s.commit(&acme, &reader.id, &audit_cp(40), &[], &fence)
+        .await
+        .unwrap();
     // Once the partitions closed, a long retention drops nothing undelivered: acme's
     // reader is behind, and `other` has no reader at all.
     let long = Duration::from_secs(3600);
@@ -761,18 +738,9 @@ async fn a_fully_delivered_partition_goes_before_the_retention() {
     s.append_audit(&acme, (0..20).map(|i| audit(&format!("e{i}"))).collect())
         .await
         .unwrap();
-    s.commit(
-        &acme,
-        &reader.id,
-        &Checkpoint {
-            audit_seq: 20,
-            ..Default::default()
-        },
-        &[],
-        &fence,
-    )
-    .await
-    .unwrap();
+    s.commit(&acme, &reader.id, &audit_cp(20), &[], &fence)
+        .await
+        .unwrap();
     wait_until("the delivered partition to go", 10, || async {
         s.sweep(Duration::from_secs(3600)).await.unwrap();
         audit_ids(&s, &acme).await.is_empty()
@@ -782,4 +750,177 @@ async fn a_fully_delivered_partition_goes_before_the_retention() {
         s.gaps(&reader.id).await.unwrap().is_empty(),
         "nothing undelivered was lost"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integrations_records_are_kept_while_it_exists_and_go_with_it() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let it = integration("acme");
+    s.put_integration(&it, Expected::New).await.unwrap();
+    let fence = s
+        .balance()
+        .await
+        .unwrap()
+        .fence("n1", s.shard_of(&it.id))
+        .unwrap();
+    let dead = siemsync::store::DeadLetter {
+        id: s.next_id().await.unwrap(),
+        at: Utc::now(),
+        source: siemsync::model::Source::Audit,
+        seq: 7,
+        reason: Default::default(),
+        event: json!({"event": "refused"}),
+    };
+    s.commit(
+        &it.account,
+        &it.id,
+        &audit_cp(7),
+        std::slice::from_ref(&dead),
+        &fence,
+    )
+    .await
+    .unwrap();
+    assert!(s.next_id().await.unwrap() > dead.id, "dead letter ids grow");
+    assert_eq!(s.dead_letters(&it.id, 10).await.unwrap(), (1, vec![dead]));
+    let report = siemsync::hec::check::ConnectionReport {
+        ok: true,
+        checked_at: Utc::now(),
+        summary: "works".into(),
+        steps: vec![],
+    };
+    s.put_connection_report(&it.id, &report).await.unwrap();
+    assert_eq!(
+        s.connection_report(&it.id).await.unwrap(),
+        Some(report.clone())
+    );
+    s.put_replay(&it.id, &json!({"state": "running"}))
+        .await
+        .unwrap();
+    let replay: Option<serde_json::Value> = s.replay(&it.id).await.unwrap();
+    assert_eq!(replay, Some(json!({"state": "running"})));
+    s.publish_status(&it.id, &json!({"state": "delivering", "backlog": 3}))
+        .await
+        .unwrap();
+    // Any node answers with what the delivering node published.
+    let other = node(&url, "n2", |_| {}).await;
+    let published = other.delivery_status(&it.id).await.unwrap().unwrap();
+    assert_eq!(published.node, "n1");
+    assert_eq!(published.status["backlog"], 3);
+    assert!(s.delete_integration(&it.account, &it.id).await.unwrap());
+    assert_eq!(s.dead_letters(&it.id, 10).await.unwrap().0, 0);
+    assert_eq!(s.connection_report(&it.id).await.unwrap(), None);
+    assert_eq!(s.replay::<serde_json::Value>(&it.id).await.unwrap(), None);
+    assert_eq!(s.delivery_status(&it.id).await.unwrap(), None);
+    assert_eq!(s.checkpoint(&it.id).await.unwrap(), Checkpoint::default());
+    // Nothing can be recorded for an integration that is gone.
+    assert!(matches!(
+        s.put_connection_report(&it.id, &report).await,
+        Err(PgError::Gone)
+    ));
+    assert!(matches!(
+        s.publish_status(&it.id, &json!({})).await,
+        Err(PgError::Gone)
+    ));
+    assert!(matches!(
+        s.commit(&it.account, &it.id, &audit_cp(9), &[], &fence)
+            .await,
+        Err(PgError::Gone)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_token_is_found_by_its_secret_and_revoked_by_its_id() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let a = AccountId::parse("acme").unwrap();
+    let (t, secret) = s.create_token(&a, Some("ci".into())).await.unwrap();
+    assert!(secret.starts_with("ssa_") && secret.len() == 68);
+    assert_eq!(s.token_for_secret(&secret).await.unwrap(), Some(t.clone()));
+    assert_eq!(s.token_for_secret("ssa_nope").await.unwrap(), None);
+    assert_eq!(s.tokens_of(&a).await.unwrap(), vec![t.clone()]);
+    let other = AccountId::parse("other").unwrap();
+    assert!(!s.delete_token(&other, &t.id).await.unwrap());
+    assert!(s.delete_token(&a, &t.id).await.unwrap());
+    assert_eq!(s.token_for_secret(&secret).await.unwrap(), None);
+    // Only the hash is kept.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    s.create_token(&a, None).await.unwrap();
+    let stored: String = client
+        .query_one("SELECT row_to_json(t)::text FROM account_tokens t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!stored.contains("ssa_"), "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_finished_job_is_swept_and_a_late_retry_does_not_bring_it_back() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let a = AccountId::parse("acme").unwrap();
+    let it = integration("acme");
+    s.put_integration(&it, Expected::New).await.unwrap();
+    let fence = s
+        .balance()
+        .await
+        .unwrap()
+        .fence("n1", s.shard_of(&it.id))
+        .unwrap();
+    let job = |id: &str, status: &str| {
+        JobSnapshot::from_json(
+            &json!({"job": id, "type": "backup", "status": status}),
+            0,
+            Utc::now(),
+        )
+        .unwrap()
+    };
+    s.put_jobs(
+        &a,
+        vec![job("done", "successful"), job("busy", "in progress")],
+    )
+    .await
+    .unwrap();
+    let cp = Checkpoint {
+        job_seq: 2,
+        ..Checkpoint::default()
+    };
+    s.commit(&a, &it.id, &cp, &[], &fence).await.unwrap();
+    let out = s.sweep(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(
+        out.jobs, 1,
+        "the finished, delivered job goes; the running one stays"
+    );
+    s.put_jobs(&a, vec![job("done", "in progress")])
+        .await
+        .unwrap();
+    assert!(s.jobs_changed(&a, 2, 10).await.unwrap().is_empty());
+    let running: Vec<String> = s
+        .running_jobs(&a, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.snapshot.job)
+        .collect();
+    assert_eq!(running, vec!["busy".to_string()]);
+    assert!(s.gaps(&it.id).await.unwrap().is_empty());
+}
+
+#[test]
+fn a_thread_outside_any_runtime_uses_the_store_through_block_on() {
+    let Some(url) = fresh_database() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(node(&url, "n1", |_| {}));
+    let a = AccountId::parse("acme").unwrap();
+    // As a sync collector thread would: no runtime of its own.
+    let heads = std::thread::spawn(move || {
+        s.block_on(s.append_audit(&a, vec![audit("1")])).unwrap();
+        s.block_on(s.heads(&a)).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(heads.audit, 1);
 }

@@ -3,7 +3,7 @@
 
 use super::audit::lock_heads;
 use super::error::{corrupt, PgError};
-use super::partitions::record_gap;
+use super::partitions::{readers, record_gap};
 use super::{to_i64, to_u64, PgStore, Shared};
 use crate::model::{AccountId, JobSnapshot, Source};
 use crate::store::StoredJob;
@@ -120,19 +120,11 @@ impl Shared {
         client: &Client,
         cutoff: DateTime<Utc>,
     ) -> Result<u64, PgError> {
-        let readers = client
-            .query(
-                "SELECT i.account, i.id, coalesce(c.job_seq, 0)
-                 FROM integrations i LEFT JOIN checkpoints c ON c.integration = i.id
-                 WHERE i.doc -> 'sources' ? 'jobs'",
-                &[],
-            )
-            .await?;
-        let (mut accounts, mut ids, mut delivered) = (Vec::<String>::new(), vec![], vec![]);
-        for r in &readers {
-            accounts.push(r.get(0));
-            ids.push(r.get::<_, uuid::Uuid>(1));
-            delivered.push(r.get::<_, i64>(2));
+        let (mut accounts, mut ids, mut delivered) = (vec![], vec![], vec![]);
+        for (account, id, seq) in readers(client, Source::Jobs).await? {
+            accounts.push(account);
+            ids.push(id);
+            delivered.push(seq);
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;

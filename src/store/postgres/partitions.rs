@@ -215,19 +215,11 @@ impl Shared {
         &self,
         client: &Client,
     ) -> Result<HashMap<String, Vec<AuditReader>>, PgError> {
-        let rows = client
-            .query(
-                "SELECT i.account, i.id, coalesce(c.audit_seq, 0)
-                 FROM integrations i LEFT JOIN checkpoints c ON c.integration = i.id
-                 WHERE i.doc -> 'sources' ? 'audit'",
-                &[],
-            )
-            .await?;
         let mut out: HashMap<String, Vec<AuditReader>> = HashMap::new();
-        for r in rows {
-            out.entry(r.get(0)).or_default().push(AuditReader {
-                integration: r.get(1),
-                delivered: to_u64(r.get(2)),
+        for (account, integration, delivered) in readers(client, Source::Audit).await? {
+            out.entry(account).or_default().push(AuditReader {
+                integration,
+                delivered: to_u64(delivered),
             });
         }
         Ok(out)
@@ -335,6 +327,31 @@ impl Shared {
             }
         }
     }
+}
+
+/// Every integration that wants `source`: its account, id and how far it delivered.
+pub(super) async fn readers(
+    client: &Client,
+    source: Source,
+) -> Result<Vec<(String, Uuid, i64)>, PgError> {
+    let column = match source {
+        Source::Audit => "audit_seq",
+        Source::Jobs => "job_seq",
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT i.account, i.id, coalesce(c.{column}, 0)
+                 FROM integrations i LEFT JOIN checkpoints c ON c.integration = i.id
+                 WHERE i.doc -> 'sources' ? $1"
+            ),
+            &[&source.as_str()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 /// Adds lost events to an integration's gap for `source` (made when missing), unless

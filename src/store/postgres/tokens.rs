@@ -5,7 +5,7 @@ use super::super::AccountToken;
 use super::error::PgError;
 use super::PgStore;
 use crate::model::AccountId;
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
 fn token_of(r: &tokio_postgres::Row) -> Result<AccountToken, PgError> {
@@ -32,7 +32,8 @@ impl PgStore {
             id: Uuid::new_v4(),
             account: account.clone(),
             name,
-            created_at: Utc::now(),
+            // PostgreSQL keeps microseconds: what is returned is what is stored.
+            created_at: Utc::now().trunc_subsecs(6),
         };
         let (t, hash) = (token.clone(), hash_hex(&secret));
         self.run(move |s| async move {
