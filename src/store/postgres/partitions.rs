@@ -25,6 +25,8 @@ pub struct SweepOutcome {
     pub partitions_dropped: u64,
     pub jobs: u64,
     pub ids_trimmed: u64,
+    /// Commit log rows older than a day, removed.
+    pub commits_pruned: u64,
 }
 
 /// Only one node sweeps at a time (a session advisory lock, "siemsync-sweep").
@@ -207,6 +209,7 @@ impl Shared {
         }
         out.jobs = self.sweep_jobs(client, cutoff).await?;
         out.ids_trimmed = self.trim_ids(client).await?;
+        out.commits_pruned = prune_commit_log(client).await?;
         Ok(out)
     }
 
@@ -325,6 +328,26 @@ impl Shared {
             if n < 10_000 {
                 return Ok(total);
             }
+        }
+    }
+}
+
+/// Removes commit log rows older than a day, in batches: the log is there to check
+/// recent ownership (and for tests), and one row per commit adds up.
+async fn prune_commit_log(client: &Client) -> Result<u64, PgError> {
+    let mut total = 0;
+    loop {
+        let n = client
+            .execute(
+                "DELETE FROM checkpoint_commits WHERE id = ANY (ARRAY(
+                   SELECT id FROM checkpoint_commits
+                   WHERE committed_at < now() - interval '1 day' LIMIT 10000))",
+                &[],
+            )
+            .await?;
+        total += n;
+        if n < 10_000 {
+            return Ok(total);
         }
     }
 }

@@ -1,8 +1,8 @@
--- Key columns use the "C" collation: byte order, as in the embedded store, and
--- cheaper comparisons than a language collation.
---
 -- siemsync's shared state on PostgreSQL: everything a node needs that another node
 -- wrote. Nodes keep nothing of their own that another node needs.
+--
+-- Key columns of the event tables use the "C" collation: byte order, as in the
+-- embedded store, and cheaper comparisons than a language collation.
 
 -- Accounts as far as siemsync knows them: whether the feature is turned on.
 CREATE TABLE accounts (
