@@ -86,7 +86,7 @@ impl Heads {
 /// under the 128 KiB above which sled writes it as a blob file of its own — created
 /// and fsynced on every change, which made ingest spend a third of its time in the
 /// kernel with 24 KiB records.
-const CHUNK_EVENTS: usize = 64;
+pub(super) const CHUNK_EVENTS: usize = 64;
 const CHUNK_BYTES: usize = 7 * 1024;
 /// The first byte of an audit chunk: its format.
 pub(super) const CHUNK_FORMAT: u8 = 1;
@@ -133,7 +133,7 @@ pub(super) struct Chunk<'a> {
 }
 
 impl<'a> Chunk<'a> {
-    fn parse(key: &'a [u8], v: &'a [u8]) -> Result<Chunk<'a>, StoreError> {
+    pub(super) fn parse(key: &'a [u8], v: &'a [u8]) -> Result<Chunk<'a>, StoreError> {
         let corrupt = |reason: &str| StoreError::Corrupt {
             key: String::from_utf8_lossy(key).replace('\0', "/"),
             reason: reason.into(),
@@ -190,6 +190,19 @@ impl<'a> Chunk<'a> {
     }
 }
 
+/// Where finished audit chunks go: a sled batch, or the rows of a PostgreSQL insert.
+pub(super) trait ChunkSink {
+    /// A finished chunk: its first sequence, its record, and its events' id hashes.
+    fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, ids: Vec<u8>);
+}
+
+impl ChunkSink for sled::Batch {
+    fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, ids: Vec<u8>) {
+        self.insert(keys::with_seq(keys::AUDIT, account, first), record);
+        self.insert(keys::with_seq(keys::AUDIT_ID, account, first), ids);
+    }
+}
+
 /// Builds audit chunks, and beside each the ids of its events for the dedup window.
 #[derive(Default)]
 pub(super) struct ChunkWriter {
@@ -206,7 +219,7 @@ impl ChunkWriter {
     /// Adds an event; a chunk holds events of one storage time, up to its size.
     pub(super) fn push(
         &mut self,
-        batch: &mut sled::Batch,
+        batch: &mut impl ChunkSink,
         seq: u64,
         account: &AccountId,
         ev: &AuditEvent,
@@ -240,7 +253,7 @@ impl ChunkWriter {
         }
     }
 
-    pub(super) fn finish_into(&mut self, batch: &mut sled::Batch, account: &AccountId) {
+    pub(super) fn finish_into(&mut self, batch: &mut impl ChunkSink, account: &AccountId) {
         if self.count == 0 {
             return;
         }
@@ -249,11 +262,7 @@ impl ChunkWriter {
         v.extend_from_slice(&self.ingested_at.to_be_bytes());
         v.extend_from_slice(&self.count.to_be_bytes());
         v.extend_from_slice(&self.body);
-        batch.insert(keys::with_seq(keys::AUDIT, account, self.first), v);
-        batch.insert(
-            keys::with_seq(keys::AUDIT_ID, account, self.first),
-            std::mem::take(&mut self.ids),
-        );
+        batch.chunk(account, self.first, v, std::mem::take(&mut self.ids));
         self.body.clear();
         self.count = 0;
     }

@@ -8,6 +8,7 @@ mod events;
 mod flusher;
 mod keys;
 mod migrate;
+pub mod postgres;
 mod registry;
 mod retention;
 pub mod secrets;
