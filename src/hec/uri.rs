@@ -105,6 +105,22 @@ impl HecUri {
         self.port
     }
 
+    /// Whether both lead to the same server: scheme, host and port (the path may
+    /// differ). Host names compare without case, addresses as addresses, so
+    /// `[::1]` and `[0::1]` are the same host.
+    pub fn same_destination(&self, other: &HecUri) -> bool {
+        fn host(h: &str) -> String {
+            let bare = crate::hec::destination::bare_host(h);
+            match bare.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => bare.to_ascii_lowercase(),
+            }
+        }
+        self.scheme == other.scheme
+            && self.port == other.port
+            && host(&self.host) == host(&other.host)
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!(
             "{}://{}:{}{}{}",
@@ -205,5 +221,45 @@ mod tests {
             .unwrap_err()
             .contains("user name"));
         assert!(HecUri::parse("").is_err());
+    }
+
+    #[test]
+    fn the_destination_is_scheme_host_and_port_whatever_the_path() {
+        let same = |a: &str, b: &str| {
+            HecUri::parse(a)
+                .unwrap()
+                .same_destination(&HecUri::parse(b).unwrap())
+        };
+        assert!(same(
+            "https://splunk.example.com:8088",
+            "HTTPS://Splunk.Example.com:8088/services/collector/event"
+        ));
+        assert!(same(
+            "https://[::1]:8088",
+            "https://[0:0::1]:8088/proxy/services/collector"
+        ));
+        assert!(same(
+            "https://splunk.example.com",
+            "https://splunk.example.com:8088"
+        ));
+        assert!(!same(
+            "https://splunk.example.com:8088",
+            "http://splunk.example.com:8088"
+        ));
+        assert!(!same(
+            "https://splunk.example.com:8088",
+            "https://splunk.example.com:8089"
+        ));
+        assert!(!same(
+            "https://splunk.example.com:8088",
+            "https://splunk.example.net:8088"
+        ));
+        assert!(
+            !same(
+                "https://splunk.example.com",
+                "https://splunk.example.com/services/collector"
+            ),
+            "the bare host means 8088, the collector path 443"
+        );
     }
 }

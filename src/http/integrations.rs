@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
 use crate::hec::destination;
+use crate::logsafe::clean;
 use crate::model::fields::parse_object;
 use crate::model::fields::Fields;
 use crate::model::integration::read_sources;
@@ -137,13 +138,28 @@ async fn save(
     old: Option<&Integration>,
 ) -> Result<(), ApiError> {
     let uri = it.hec_uri();
-    destination::check_host(
+    let guard = destination::check_host(
         uri.host(),
         uri.port(),
         state.config.allow_private_destinations,
     )
-    .await
-    .map_err(|e| ApiError::bad_request(format!("`hec_uri` is refused: {e}")))?;
+    .await;
+    if let Err(refused) = guard {
+        // The tenant learns nothing about the operator's network; the operator does.
+        log::warn!(
+            "SSRF guard: hec_uri of integration {} (account {}) refused: {} {}",
+            it.id,
+            it.account,
+            clean(uri.host()),
+            refused.address.map_or_else(
+                || "does not resolve".to_owned(),
+                |a| format!("leads to the internal address {a}")
+            )
+        );
+        return Err(ApiError::bad_request(
+            "`hec_uri` is refused: this service sends only to public addresses, and this host is not one or does not resolve to one. Check the host name, and use your Splunk's public address.",
+        ));
+    }
     state.store.put_integration(it)?;
     state.store.flush().await?;
     let destination_changed = old.is_none_or(|o| {
@@ -179,7 +195,7 @@ async fn save(
 }
 
 async fn change_body(state: &AppState, body: web::Payload) -> Result<IntegrationChange, ApiError> {
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let body = read_body(body, &state.config).await?;
     Ok(IntegrationChange::from_json(&parse_object(&body)?)?)
 }
 
@@ -219,7 +235,12 @@ pub async fn create(
         .create(account, Utc::now(), state.policy())?;
     save(&state, &it, None).await?;
     audit_change(&state, &caller, &req, &it, &changes(None, &it)).await?;
-    log::info!("integration {} created for account {}", it.id, it.account);
+    log::info!(
+        "integration {} ({:?}) created for account {}",
+        it.id,
+        clean(&it.name),
+        it.account
+    );
     Ok(HttpResponse::Created().json(it.to_view()))
 }
 
@@ -385,7 +406,7 @@ pub async fn replay(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let body = read_body(body, &state.config).await?;
     let v = parse_object(&body)?;
     let mut f = Fields::new(&v, None)?;
     let from = f.required("from", Fields::time)?;
