@@ -468,6 +468,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.sync_interval_secs, 300);
         assert_eq!(c.max_batch_bytes, 1024 * 1024);
+        assert_eq!(c.body_timeout_secs, default_body_timeout());
         assert!(!c.allow_insecure_tls);
         assert!(!c.allow_private_destinations);
     }

@@ -604,11 +604,15 @@ async fn integration_changes_reach_splunk_as_audit_events_and_deletion_leaves_no
         .await;
     assert_eq!(s, 200);
     api.ok("PATCH", &path, Some(json!({"index": "main"}))).await;
+    // Delivery is at-least-once: the token change restarts the integration, which
+    // may post the batch in flight again; a repeat has the same id.
     let own = |h: &HecServer| -> Vec<Value> {
+        let mut seen = std::collections::HashSet::new();
         h.events()
             .into_iter()
             .filter(|e| e["event"]["acl"] == "siem-integration:manage")
             .map(|e| e["event"].clone())
+            .filter(|e| seen.insert(e["id"].to_string()))
             .collect()
     };
     eventually(Duration::from_secs(30), "three own audit events", || {
