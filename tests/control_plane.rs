@@ -22,12 +22,13 @@ async fn account_token(api: &Api, account: &str) -> String {
     v["token"].as_str().unwrap().to_owned()
 }
 
-/// Who calls: no token, a wrong one, the ingest token, account A's and account
-/// B's tokens, the admin token.
+/// Who calls: no token, a wrong one, a revoked account token, the ingest token,
+/// account A's and account B's tokens, the admin token.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Who {
     Nobody,
     Wrong,
+    Revoked,
     Ingest,
     A,
     B,
@@ -81,7 +82,7 @@ fn expected(route: &Route, who: Who, target: Target) -> u16 {
     use Who::*;
     let allowed = match (route.rule, who) {
         (Rule::Anyone, _) => true,
-        (_, Nobody | Wrong) => return 401,
+        (_, Nobody | Wrong | Revoked) => return 401,
         (Rule::AnyToken, _) => true,
         (Rule::Admin, Admin) => true,
         (Rule::Admin, _) => return 403,
@@ -281,9 +282,24 @@ async fn every_route_answers_every_caller_on_every_target_exactly() {
     for (a, id) in accounts.iter().zip(&ids) {
         status_until(&api, a, id, "running", |s| !s["started_at"].is_null()).await;
     }
+    let revoked = account_token(&api, "acct-a").await;
+    let revoked_id = api
+        .call("GET", "/api/v1/whoami", Some(&revoked), None)
+        .await
+        .1["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.ok(
+        "DELETE",
+        &format!("/api/v1/accounts/acct-a/tokens/{revoked_id}"),
+        None,
+    )
+    .await;
     let token = |w: Who| match w {
         Nobody => None,
         Wrong => Some("not-a-real-token-at-all".to_string()),
+        Revoked => Some(revoked.clone()),
         Ingest => Some(INGEST.to_string()),
         A => Some(tokens[0].clone()),
         B => Some(tokens[1].clone()),
@@ -296,7 +312,7 @@ async fn every_route_answers_every_caller_on_every_target_exactly() {
             Res::Account => &[Target::OfA, Target::OfB],
             _ => &[Target::OfA, Target::OfB, Target::Crossed],
         };
-        for who in [Nobody, Wrong, Ingest, A, B, Admin] {
+        for who in [Nobody, Wrong, Revoked, Ingest, A, B, Admin] {
             for &target in targets {
                 let (in_path, owner) = match target {
                     Target::OfA => (0, 0),
