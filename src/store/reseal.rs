@@ -20,6 +20,10 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
+/// sled's page cache while copying: the copy reads each record once, so a small
+/// cache bounds memory however large the store is.
+const COPY_CACHE_BYTES: u64 = 64 << 20;
+
 const STAGING: &str = ".reseal";
 const ASIDE: &str = ".reseal-old";
 const READY: &str = "READY";
@@ -158,7 +162,10 @@ fn holds_clear_token(value: &[u8]) -> bool {
 /// Copies every tree of `old` into a new database at `to`, sealing tokens, and
 /// carries the id generator over (see [`keys::ID_FLOOR`]). Returns the records copied.
 fn copy(old: &sled::Db, to: &Path, cipher: &TokenCipher) -> Result<u64, StoreError> {
-    let new = sled::Config::new().path(to).open()?;
+    let new = sled::Config::new()
+        .path(to)
+        .cache_capacity(COPY_CACHE_BYTES)
+        .open()?;
     let mut copied = 0u64;
     for name in old.tree_names() {
         let (src, dst) = (old.open_tree(&name)?, new.open_tree(&name)?);
@@ -194,7 +201,10 @@ pub fn seal_tokens_at_rest(dir: &Path, cipher: &TokenCipher) -> Result<usize, St
     if !dir.join("db").exists() {
         return Ok(0);
     }
-    let old = sled::Config::new().path(dir).open()?;
+    let old = sled::Config::new()
+        .path(dir)
+        .cache_capacity(COPY_CACHE_BYTES)
+        .open()?;
     let mut clear = 0;
     for kv in old.open_tree("registry")?.scan_prefix(keys::INTEGRATIONS) {
         let (_, v) = kv?;
