@@ -99,8 +99,12 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 pub fn watch(path: PathBuf, store: Store, supervisor: Addr<Supervisor>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
     let on_signal = tx.clone();
+    // Both taken before this returns (and the service says it is listening): a
+    // SIGHUP or an edit right after start is not missed.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let mut last = stamp(&path);
     actix_rt::spawn(async move {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        match hangup {
             Ok(mut hup) => {
                 while hup.recv().await.is_some() {
                     let _ = on_signal.send("SIGHUP");
@@ -113,7 +117,6 @@ pub fn watch(path: PathBuf, store: Store, supervisor: Addr<Supervisor>) {
     });
     let file = path.clone();
     actix_rt::spawn(async move {
-        let mut last = stamp(&file);
         loop {
             actix_rt::time::sleep(POLL).await;
             let now = stamp(&file);

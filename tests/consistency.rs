@@ -213,14 +213,17 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let destination = (any::<bool>(), 0..2usize, 0..2usize);
     let patch = prop_oneof![
-        (0..2usize).prop_map(|h| json!({"hec_uri": h})),
+        // A new destination needs its token in the same request (the token goes only
+        // where it was entered for).
+        (0..2usize, 0..2usize).prop_map(|(h, t)| json!({"hec_uri": h, "hec_token": t})),
         (0..2usize).prop_map(|t| json!({"hec_token": t})),
         Just(json!({"sources": ["audit"]})),
         Just(json!({"sources": ["jobs", "audit"]})),
         (0..5u8).prop_map(|n| json!({"name": format!("name {n}")})),
         Just(json!({"index": "main"})),
         Just(json!({"index": null})),
-        (0..2usize, any::<bool>()).prop_map(|(h, e)| json!({"hec_uri": h, "enabled": e})),
+        (0..2usize, 0..2usize, any::<bool>())
+            .prop_map(|(h, t, e)| json!({"hec_uri": h, "hec_token": t, "enabled": e})),
     ];
     prop_oneof![
         1 => destination.clone().prop_map(|(enabled, hec, token)| Op::Create { enabled, hec, token }),

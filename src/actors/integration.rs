@@ -8,6 +8,7 @@ use super::messages::*;
 use crate::hec::client::{AckAnswer, ClientSettings, HecClient};
 use crate::hec::encode::Envelope;
 use crate::hec::response::{Failure, FailureKind, Outcome};
+use crate::logsafe::clean;
 use crate::metrics::{FailureLabels, IntegrationLabels, Metrics};
 use crate::model::{Integration, Source};
 use crate::store::{Checkpoint, DeadLetter, PostClaim, Store, StoreError};
@@ -241,8 +242,8 @@ impl IntegrationActor {
             started.elapsed().as_millis(),
             failure.http_status,
             failure.code,
-            failure.text,
-            failure.advice
+            clean(&failure.text),
+            clean(&failure.advice)
         );
         let m = &self.deps.settings.metrics;
         let labels = IntegrationLabels::of(&self.deps.it);
@@ -305,7 +306,7 @@ impl Actor for IntegrationActor {
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join("+"),
-            self.deps.it.hec_uri()
+            clean(&self.deps.it.hec_uri().to_string())
         );
         // A new or re-enabled integration syncs at once.
         self.sync(ctx);
@@ -773,7 +774,7 @@ async fn commit(
             part.source().as_str(),
             reason.http_status,
             reason.code,
-            reason.text
+            clean(&reason.text)
         );
         letters.push(DeadLetter {
             id: deps.store.next_id()?,

@@ -23,7 +23,7 @@ pub async fn put(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let id = account_of(&path)?;
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let body = read_body(body, &state.config).await?;
     let enabled = account_settings(&parse_object(&body)?)?;
     let account = Account {
         siem_enabled: enabled,

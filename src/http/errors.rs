@@ -39,7 +39,12 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({ "error": self.message }))
+        let mut answer = HttpResponse::build(self.status);
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a stalled body may never come: do not wait for it.
+            answer.force_close();
+        }
+        answer.json(json!({ "error": self.message }))
     }
 }
 

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
 use crate::hec::destination;
+use crate::logsafe::clean;
 use crate::model::fields::parse_object;
 use crate::model::fields::Fields;
 use crate::model::integration::read_sources;
@@ -143,13 +144,29 @@ pub(super) fn api_managed(it: &Integration) -> Result<(), ApiError> {
 /// Refuses a HEC URI that leads to an internal address (unless the operator allows them).
 pub(super) async fn check_destination(state: &AppState, it: &Integration) -> Result<(), ApiError> {
     let uri = it.hec_uri();
-    destination::check_host(
+    let guard = destination::check_host(
         uri.host(),
         uri.port(),
         state.config.allow_private_destinations,
     )
-    .await
-    .map_err(|e| ApiError::bad_request(format!("`hec_uri` is refused: {e}")))
+    .await;
+    if let Err(refused) = guard {
+        // The tenant learns nothing about the operator's network; the operator does.
+        log::warn!(
+            "SSRF guard: hec_uri of integration {} (account {}) refused: {} {}",
+            it.id,
+            it.account,
+            clean(uri.host()),
+            refused.address.map_or_else(
+                || "does not resolve".to_owned(),
+                |a| format!("leads to the internal address {a}")
+            )
+        );
+        return Err(ApiError::bad_request(
+            "`hec_uri` is refused: this service sends only to public addresses, and this host is not one or does not resolve to one. Check the host name, and use your Splunk's public address.",
+        ));
+    }
+    Ok(())
 }
 
 /// Stores an integration as the next version after `expected` (`None`: a new one) and
@@ -200,7 +217,7 @@ async fn save(
 }
 
 async fn change_body(state: &AppState, body: web::Payload) -> Result<IntegrationChange, ApiError> {
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let body = read_body(body, &state.config).await?;
     Ok(IntegrationChange::from_json(&parse_object(&body)?)?)
 }
 
@@ -234,7 +251,12 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, CHANGED_MEANWHILE))?;
     audit_change(&state, &caller, &req, &it, &changes(None, &it)).await?;
-    log::info!("integration {} created for account {}", it.id, it.account);
+    log::info!(
+        "integration {} ({:?}) created for account {}",
+        it.id,
+        clean(&it.name),
+        it.account
+    );
     let all = state.store.integrations_of(&it.account)?;
     Ok(HttpResponse::Created().json(duplicates::view(&all, &it)))
 }
@@ -462,7 +484,7 @@ pub async fn replay(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let body = read_body(body, &state.config).await?;
     let (window, sources) = replay_request(&it, &parse_object(&body)?)?;
     let started = state
         .supervisor

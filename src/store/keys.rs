@@ -65,6 +65,11 @@ pub const TOKENS: &[u8] = b"tok/";
 
 pub const INTEGRATIONS: &[u8] = b"int/";
 
+/// `registry` tree: a number added to every id sled generates (`Store::next_id`),
+/// so that ids go on above the old ones after the store was rewritten into a
+/// fresh database (whose generator starts again at 0).
+pub const ID_FLOOR: &[u8] = b"idfloor";
+
 /// `registry` tree: the write the store watcher makes to check the disk.
 pub const PROBE: &[u8] = b"probe";
 

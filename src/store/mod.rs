@@ -10,6 +10,7 @@ mod keys;
 mod migrate;
 pub mod postgres;
 mod registry;
+mod reseal;
 mod retention;
 pub mod secrets;
 mod tokens;
@@ -17,6 +18,7 @@ mod tokens;
 pub use accounts::KnownAccount;
 pub use events::{Backlog, Heads, IngestOutcome, StoredAudit, StoredJob};
 pub use registry::{Account, Checkpoint, DeadLetter};
+pub use reseal::seal_tokens_at_rest;
 pub use retention::{Gap, PostClaim, Reader, Readers};
 pub use tokens::AccountToken;
 
@@ -40,6 +42,8 @@ pub enum StoreError {
     Secret(String),
     #[error("storage is failing: {0}")]
     Unavailable(String),
+    #[error("rewriting the store to seal its HEC tokens failed: {0}")]
+    Rewrite(String),
 }
 
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
@@ -141,6 +145,8 @@ struct Inner {
     cipher: Option<secrets::TokenCipher>,
     /// Posts in flight, which retention leaves alone (see `retention`).
     in_flight: Mutex<retention::InFlight>,
+    /// Added to sled's id generator, which a rewrite of the store starts again.
+    id_floor: u64,
 }
 
 impl Store {
@@ -162,7 +168,9 @@ impl Store {
     }
 
     fn open_with(dir: &Path, cache_bytes: Option<u64>) -> Result<Store, StoreError> {
+        reseal::finish_interrupted(dir)?;
         let engine = Engine::open(dir, cache_bytes, 0)?;
+        let id_floor = id_floor(&engine.registry)?;
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
@@ -174,6 +182,7 @@ impl Store {
                 recent: Mutex::new(dedup::RecentIds::new(DEFAULT_DEDUP_WINDOW)),
                 cipher: None,
                 in_flight: Default::default(),
+                id_floor,
             }),
         };
         migrate::audit_chunks(&store)?;
@@ -360,6 +369,14 @@ impl Store {
             .and_then(|e| e.db.size_on_disk().ok())
             .unwrap_or(0)
     }
+}
+
+/// Where ids start in this database (see [`keys::ID_FLOOR`]).
+fn id_floor(registry: &sled::Tree) -> Result<u64, StoreError> {
+    Ok(registry
+        .get(keys::ID_FLOOR)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 /// Writes, syncs and removes a small file in `dir`: whether the disk has room and

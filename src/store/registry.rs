@@ -129,19 +129,6 @@ impl Store {
         Ok(it)
     }
 
-    /// Integrations whose token is stored in clear (to seal them once a key is set).
-    pub fn unsealed_integrations(&self) -> Result<Vec<Integration>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.registry()?.scan_prefix(keys::INTEGRATIONS) {
-            let (k, v) = kv?;
-            let it: Integration = decode(&k, &v)?;
-            if !secrets::is_sealed(&it.hec_token) {
-                out.push(it);
-            }
-        }
-        Ok(out)
-    }
-
     pub fn integration(
         &self,
         account: &AccountId,
@@ -264,7 +251,10 @@ impl Store {
 
     /// A fresh id for a dead letter, increasing over time.
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.engine()?.db.generate_id()?)
+        Ok(self
+            .inner
+            .id_floor
+            .saturating_add(self.engine()?.db.generate_id()?))
     }
 
     /// Moves a checkpoint and stores the dead letters it skips, together, and only
