@@ -60,7 +60,12 @@ fn ingest_and_encode(c: &mut Criterion) {
         b.iter(|| {
             head.clear();
             tail.clear();
-            encode::audit_parts(&mut head, &mut tail, &account, black_box(&ev));
+            siemsync::model::audit_parts::audit_parts(
+                &mut head,
+                &mut tail,
+                &account,
+                black_box(&ev),
+            );
         })
     });
     let frame = AuditFrame::new(&envelope(), &now);

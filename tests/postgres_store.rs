@@ -809,7 +809,12 @@ async fn an_integrations_records_are_kept_while_it_exists_and_go_with_it() {
     assert_eq!(published.status["backlog"], 3);
     assert!(s.delete_integration(&it.account, &it.id).await.unwrap());
     assert_eq!(s.dead_letters(&it.id, 10).await.unwrap().0, 0);
-    assert_eq!(s.connection_report(&it.id).await.unwrap(), None);
+    assert_eq!(
+        s.connection_report::<siemsync::hec::check::ConnectionReport>(&it.id)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(s.replay::<serde_json::Value>(&it.id).await.unwrap(), None);
     assert_eq!(s.delivery_status(&it.id).await.unwrap(), None);
     assert_eq!(s.checkpoint(&it.id).await.unwrap(), Checkpoint::default());

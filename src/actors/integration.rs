@@ -306,7 +306,7 @@ impl Actor for IntegrationActor {
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join("+"),
-            clean(&self.deps.it.hec_uri().to_string())
+            clean(&self.deps.it.hec_uri.to_string())
         );
         // A new or re-enabled integration syncs at once.
         self.sync(ctx);

@@ -4,11 +4,10 @@
 //! names in DESIGN.md, with `null` for an unknown value (never absent), so
 //! Splunk searches can rely on the field existing.
 
+use crate::model::audit_parts::audit_parts;
 use crate::model::{AccountId, AuditEvent, JobSnapshot};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
-use std::net::IpAddr;
 
 /// The envelope fields shared by every event of one integration.
 #[derive(Debug, Clone)]
@@ -22,26 +21,6 @@ pub const AUDIT_SOURCE: &str = "siemsync:audit";
 pub const JOBS_SOURCE: &str = "siemsync:jobs";
 /// The source of the one event a connection test posts, so it is easy to find and to filter out.
 pub const TEST_SOURCE: &str = "siemsync:test";
-
-/// The audit event object's fields before `host` and `upload_time`.
-#[derive(Serialize)]
-struct AuditHead<'a> {
-    id: &'a str,
-    time: &'a DateTime<Utc>,
-}
-
-/// The audit event object's fields after `upload_time`.
-#[derive(Serialize)]
-struct AuditTail<'a> {
-    account: &'a AccountId,
-    connector: &'a Option<String>,
-    acl: &'a Option<String>,
-    method: &'a Option<String>,
-    user: &'a Option<String>,
-    ip_address: &'a Option<IpAddr>,
-    metadata: &'a Option<Map<String, Value>>,
-    event: &'a Value,
-}
 
 #[derive(Serialize)]
 struct JobOut<'a> {
@@ -109,42 +88,6 @@ fn envelope_fields(out: &mut Vec<u8>, env: &Envelope, source: &str) {
 fn json_into(out: &mut Vec<u8>, v: &(impl Serialize + ?Sized)) {
     // Serialising borrowed plain data into a Vec cannot fail.
     serde_json::to_writer(&mut *out, v).expect("serialising an event");
-}
-
-/// Writes the JSON object `v` without its braces: a run of fields to splice.
-fn fields_into(out: &mut Vec<u8>, v: &impl Serialize) {
-    let start = out.len();
-    json_into(out, v);
-    debug_assert!(out[start] == b'{' && out.last() == Some(&b'}'));
-    out.pop();
-    out.remove(start);
-}
-
-/// An audit event's stored form: the parts of its HEC bytes that depend neither on
-/// the integration nor on the moment of delivery, encoded once when it is ingested,
-/// so that delivering it is copying bytes ([`AuditFrame::write`]).
-/// `head` receives `"id":…,"time":…` and `tail` `"account":…,…,"event":…`.
-pub fn audit_parts(head: &mut Vec<u8>, tail: &mut Vec<u8>, account: &AccountId, ev: &AuditEvent) {
-    fields_into(
-        head,
-        &AuditHead {
-            id: &ev.id,
-            time: &ev.time,
-        },
-    );
-    fields_into(
-        tail,
-        &AuditTail {
-            account,
-            connector: &ev.connector,
-            acl: &ev.acl,
-            method: &ev.method,
-            user: &ev.user,
-            ip_address: &ev.ip_address,
-            metadata: &ev.metadata,
-            event: &ev.event,
-        },
-    );
 }
 
 /// The bytes every audit event of one post shares: the envelope of one integration
@@ -249,7 +192,7 @@ pub fn test_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn an_audit_event_carries_every_field_with_nulls_for_unknowns() {

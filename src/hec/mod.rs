@@ -6,4 +6,5 @@ pub mod client;
 pub mod destination;
 pub mod encode;
 pub mod response;
+pub mod tls;
 pub mod uri;

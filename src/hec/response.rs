@@ -2,20 +2,9 @@
 //! (HTTP status, body) to what delivery must do, with the advice a customer
 //! needs in their own words.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// Why a post did not deliver, as the status API shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    /// HTTP status, when Splunk answered at all.
-    pub http_status: Option<u16>,
-    /// HEC's `code`, when the body carried one.
-    pub code: Option<i64>,
-    /// Splunk's own `text`, or the transport error.
-    pub text: String,
-    /// What to do about it, in the customer's words.
-    pub advice: String,
-}
+pub use crate::model::{Failure, FailureKind};
 
 /// What delivery does with an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,18 +131,6 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
             "Splunk refused the post; check the integration's HEC URI and token.",
         ))),
     }
-}
-
-/// Whether a failure clears by itself or needs the customer: the status says
-/// "retrying" (Splunk busy or unreachable, nothing to do) or "needs action" (token,
-/// URI, index, acknowledgement).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailureKind {
-    /// Retried with back-off; nothing for the customer to do.
-    Transient,
-    /// The customer must change something in Splunk or in the integration.
-    Configuration,
 }
 
 /// Why a request got no HTTP answer.

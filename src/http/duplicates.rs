@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 /// The warnings about `it` among the account's integrations (`all` may include `it`).
 pub fn warnings(all: &[Integration], it: &Integration) -> Vec<Value> {
-    let uri = it.hec_uri();
+    let uri = &it.hec_uri;
     let same: Vec<&Integration> = all
         .iter()
         .filter(|o| {
@@ -15,7 +15,7 @@ pub fn warnings(all: &[Integration], it: &Integration) -> Vec<Value> {
                 && o.account == it.account
                 && o.hec_token == it.hec_token
                 && o.sources.iter().any(|s| it.wants(*s))
-                && o.hec_uri().same_collector(&uri)
+                && o.hec_uri.same_collector(uri)
         })
         .collect();
     if same.is_empty() {

@@ -143,7 +143,7 @@ pub(super) fn api_managed(it: &Integration) -> Result<(), ApiError> {
 
 /// Refuses a HEC URI that leads to an internal address (unless the operator allows them).
 pub(super) async fn check_destination(state: &AppState, it: &Integration) -> Result<(), ApiError> {
-    let uri = it.hec_uri();
+    let uri = &it.hec_uri;
     let guard = destination::check_host(
         uri.host(),
         uri.port(),
@@ -614,7 +614,7 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
         "dead_letters": state.store.dead_letters(&it.id, 0)?.0,
         "gaps": state.store.gaps(&it.id)?,
         "replay": replay,
-        "connection_test": state.store.connection_report(&it.id)?,
+        "connection_test": state.store.connection_report::<ConnectionReport>(&it.id)?,
     }))
 }
 

@@ -1,8 +1,9 @@
 //! A SIEM integration: where one account's events go, and which of them.
 
+use super::ca::parse_ca_pem;
 use super::fields::{kind, FieldError, Fields};
+use super::hec_uri::HecUri;
 use super::ids::AccountId;
-use crate::hec::uri::HecUri;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -36,7 +37,8 @@ pub struct Integration {
     pub account: AccountId,
     pub name: String,
     pub hec_token: String,
-    pub hec_uri: String,
+    /// Parsed when saved; stored and shown as the customer entered it.
+    pub hec_uri: HecUri,
     pub sources: Vec<Source>,
     pub enabled: bool,
     pub index: Option<String>,
@@ -72,7 +74,7 @@ pub struct IntegrationPolicy {
 pub struct IntegrationChange {
     name: Option<String>,
     hec_token: Option<String>,
-    hec_uri: Option<String>,
+    hec_uri: Option<HecUri>,
     sources: Option<Vec<Source>>,
     enabled: Option<bool>,
     index: Option<Option<String>>,
@@ -103,10 +105,7 @@ impl IntegrationChange {
             t => t,
         };
         let hec_uri = match f.string("hec_uri")? {
-            Some(u) => {
-                HecUri::parse(&u).map_err(|e| f.error("hec_uri", e))?;
-                Some(u.trim().to_owned())
-            }
+            Some(u) => Some(HecUri::parse(&u).map_err(|e| f.error("hec_uri", e.to_string()))?),
             None => None,
         };
         let sources = read_sources(&mut f)?.map(|mut list| {
@@ -134,7 +133,7 @@ impl IntegrationChange {
         let tls_verify = f.bool("tls_verify")?;
         let ca_pem = match f.string("ca_pem")? {
             Some(p) => {
-                crate::hec::client::parse_ca_pem(&p).map_err(|e| f.error("ca_pem", e))?;
+                parse_ca_pem(&p).map_err(|e| f.error("ca_pem", e.to_string()))?;
                 Some(Some(p))
             }
             None => explicit_null(&f, "ca_pem"),
@@ -209,13 +208,14 @@ impl IntegrationChange {
         let (Some(uri), None) = (&self.hec_uri, &self.hec_token) else {
             return Ok(());
         };
-        match HecUri::parse(uri) {
-            Ok(new) if new.same_destination(&old.hec_uri()) => Ok(()),
-            _ => Err(FieldError {
+        if uri.same_destination(&old.hec_uri) {
+            Ok(())
+        } else {
+            Err(FieldError {
                 index: None,
                 field: Some("hec_token".into()),
                 problem: "is required when the HEC URI's scheme, host or port changes: the stored token is sent only to the server it was entered for, so enter it again (or a new one)".into(),
-            }),
+            })
         }
     }
 
@@ -306,10 +306,9 @@ impl Integration {
         Ok(())
     }
 
-    pub fn hec_uri(&self) -> HecUri {
-        // Validated on every write, so a stored URI always parses.
-        HecUri::parse(&self.hec_uri)
-            .unwrap_or_else(|_| HecUri::parse("https://invalid.invalid").expect("literal"))
+    /// The HEC URI (also the field): kept for callers written before it was typed.
+    pub fn hec_uri(&self) -> &HecUri {
+        &self.hec_uri
     }
 
     pub fn wants(&self, source: Source) -> bool {
@@ -520,7 +519,7 @@ mod tests {
             }
             let moved =
                 patch(json!({"hec_uri": uri, "hec_token": "new-token-value-1234"})).unwrap();
-            assert_eq!(moved.hec_uri, uri);
+            assert_eq!(moved.hec_uri.as_str(), uri);
             assert_eq!(moved.hec_token, "new-token-value-1234");
         }
         for uri in [

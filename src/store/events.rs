@@ -92,7 +92,7 @@ const CHUNK_BYTES: usize = 7 * 1024;
 pub(super) const CHUNK_FORMAT: u8 = 1;
 
 /// One stored audit event, borrowed from its chunk: the parts of its HEC bytes that
-/// [`crate::hec::encode::AuditFrame`] completes.
+/// the HEC encoder completes per post (see [`crate::model::audit_parts`]).
 #[derive(Debug, Clone, Copy)]
 pub struct StoredAudit<'a> {
     pub seq: u64,
@@ -237,7 +237,7 @@ impl ChunkWriter {
         }
         self.head.clear();
         self.tail.clear();
-        crate::hec::encode::audit_parts(&mut self.head, &mut self.tail, account, ev);
+        crate::model::audit_parts::audit_parts(&mut self.head, &mut self.tail, account, ev);
         self.body
             .extend_from_slice(&ev.time.timestamp_millis().to_be_bytes());
         self.body

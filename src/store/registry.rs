@@ -1,9 +1,7 @@
 //! Accounts, integrations and checkpoints.
 
 use super::{decode, encode, keys, secrets, Store, StoreError};
-use crate::hec::check::ConnectionReport;
-use crate::hec::response::Failure;
-use crate::model::{AccountId, Integration, Source};
+use crate::model::{AccountId, Failure, Integration, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError as Abort;
@@ -299,17 +297,23 @@ impl Store {
         Ok(merged)
     }
 
-    /// Keeps the outcome of the latest connection test, for the status.
+    /// Keeps the outcome of the latest connection test, for the status. The report is
+    /// the connection check's own record (the store keeps it as it is given, like a
+    /// replay's), only while the integration exists.
     pub fn put_connection_report(
         &self,
         account: &AccountId,
         id: &Uuid,
-        report: &ConnectionReport,
+        report: &impl Serialize,
     ) -> Result<(), StoreError> {
         self.put_while_exists(account, id, keys::connection_report(id), encode(report))
     }
 
-    pub fn connection_report(&self, id: &Uuid) -> Result<Option<ConnectionReport>, StoreError> {
+    /// The latest connection test's report, as `put_connection_report` kept it.
+    pub fn connection_report<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &Uuid,
+    ) -> Result<Option<T>, StoreError> {
         let key = keys::connection_report(id);
         match self.registry()?.get(&key)? {
             Some(v) => Ok(Some(decode(&key, &v)?)),

@@ -8,7 +8,6 @@ use super::leases::Fence;
 use super::notify::{notify_in, ControlAction, ControlEvent};
 use super::partitions::gap_of;
 use super::{to_i64, to_u64, PgStore, Shared};
-use crate::hec::check::ConnectionReport;
 use crate::model::{AccountId, Integration};
 use crate::store::{Account, Checkpoint, DeadLetter, Gap};
 use chrono::{DateTime, Utc};
@@ -580,13 +579,16 @@ impl PgStore {
     pub async fn put_connection_report(
         &self,
         id: &Uuid,
-        report: &ConnectionReport,
+        report: &impl Serialize,
     ) -> Result<(), PgError> {
         self.put_doc("connection_reports", *id, to_doc(report))
             .await
     }
 
-    pub async fn connection_report(&self, id: &Uuid) -> Result<Option<ConnectionReport>, PgError> {
+    pub async fn connection_report<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &Uuid,
+    ) -> Result<Option<T>, PgError> {
         self.get_doc("connection_reports", *id)
             .await?
             .map(|d| from_doc("a connection report", d))
