@@ -40,6 +40,7 @@ fn main() {
             secret_key: None,
             cache_bytes: 32 << 20,
             dedup_window: siemsync::store::DEFAULT_DEDUP_WINDOW,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -76,6 +76,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
             secret_key: config.secret_key.clone(),
             cache_bytes: config.cache_mb << 20,
             dedup_window: config.dedup_window,
+            ..Default::default()
         },
     )
     .map_err(store_error)?;

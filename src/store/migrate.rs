@@ -5,7 +5,7 @@
 //! The conversion is idempotent, so a crash part-way is finished at the next start.
 
 use super::dedup::id_hash;
-use super::events::{ChunkWriter, CHUNK_FORMAT};
+use super::chunk::{ChunkWriter, CHUNK_FORMAT};
 use super::{decode, keys, Store, StoreError};
 use crate::model::AuditEvent;
 

@@ -3,9 +3,14 @@
 //! engine can change without touching delivery.
 
 mod accounts;
+mod audit;
+mod backlog;
+mod chunk;
 mod dedup;
-mod events;
+mod fault;
 mod flusher;
+mod heads;
+mod jobs;
 mod keys;
 mod migrate;
 pub mod postgres;
@@ -13,10 +18,16 @@ mod registry;
 mod reseal;
 mod retention;
 pub mod secrets;
+#[cfg(test)]
+mod testing;
 mod tokens;
 
 pub use accounts::KnownAccount;
-pub use events::{Backlog, Heads, IngestOutcome, StoredAudit, StoredJob};
+pub use audit::IngestOutcome;
+pub use backlog::Backlog;
+pub use chunk::StoredAudit;
+pub use heads::Heads;
+pub use jobs::StoredJob;
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use reseal::seal_tokens_at_rest;
 pub use retention::{Gap, PostClaim, Reader, Readers};
@@ -25,6 +36,7 @@ pub use tokens::AccountToken;
 use flusher::Flusher;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,7 +77,31 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Among how many of an account's latest audit events a repeated id is ignored.
     pub dedup_window: usize,
+    /// How often the fault watcher checks a failing disk (a healthy one every tenth time).
+    pub watch_every: Duration,
 }
+
+impl StoreOptions {
+    /// How the store is opened for tools and tests: no key, sled's default cache, and
+    /// the defaults of the service's settings.
+    pub fn new() -> StoreOptions {
+        StoreOptions {
+            secret_key: None,
+            cache_bytes: 256 << 20,
+            dedup_window: DEFAULT_DEDUP_WINDOW,
+            watch_every: DEFAULT_WATCH_EVERY,
+        }
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The default period of the fault watcher.
+pub const DEFAULT_WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Cheap to clone: every clone is the same database.
 #[derive(Clone)]
@@ -159,7 +195,7 @@ impl Store {
         inner.cipher = options.secret_key.as_deref().map(secrets::TokenCipher::new);
         inner.dedup_window = options.dedup_window;
         inner.recent = Mutex::new(dedup::RecentIds::new(options.dedup_window));
-        store.watch();
+        store.watch(options.watch_every)?;
         Ok(store)
     }
 
@@ -220,119 +256,6 @@ impl Store {
         self.inner.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Why the store cannot take writes right now (a full or read-only disk), if so.
-    pub fn fault(&self) -> Option<String> {
-        self.inner
-            .fault
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_fault(&self, reason: Option<String>) {
-        if reason.is_some() {
-            // Writes answered with an error may or may not be on disk: the in-memory
-            // dedup windows are read again from what the store really holds.
-            self.recent().clear();
-        }
-        let mut fault = self.inner.fault.lock().unwrap_or_else(|p| p.into_inner());
-        match (&*fault, &reason) {
-            (None, Some(r)) => log::error!(
-                "store: cannot write to {}: {r}; ingest answers 503 and delivery pauses until it can",
-                self.inner.dir.display()
-            ),
-            (Some(_), None) => log::warn!(
-                "store: {} takes writes again; ingest and delivery resume",
-                self.inner.dir.display()
-            ),
-            _ => {}
-        }
-        *fault = reason;
-    }
-
-    /// Passes `result` through, noting an I/O failure as the store's fault at once
-    /// (the watcher then works on recovering).
-    pub fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(e @ (StoreError::Sled(sled::Error::Io(_)) | StoreError::Flush(_))) = &result {
-            self.set_fault(Some(e.to_string()));
-        }
-        result
-    }
-
-    /// The watcher: every second while the store is failing (every 10 s otherwise),
-    /// checks whether the disk takes writes; once it does again, reopens sled, since
-    /// sled refuses writes for good after an I/O error.
-    fn watch(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        std::thread::Builder::new()
-            .name("siemsync-store-watch".into())
-            .spawn(move || {
-                let mut since_probe = 0;
-                loop {
-                    std::thread::sleep(std::time::Duration::from_secs(1));
-                    let Some(inner) = weak.upgrade() else { return };
-                    let store = Store { inner };
-                    since_probe += 1;
-                    if store.fault().is_some() {
-                        store.recover();
-                    } else if since_probe >= 10 {
-                        since_probe = 0;
-                        let probed = store.engine().and_then(|e| e.probe());
-                        let _ = store.noted(probed);
-                    }
-                }
-            })
-            .expect("spawning the store watcher");
-    }
-
-    /// One recovery attempt: if the data dir takes a write again, swap the failed
-    /// sled for a freshly opened one. Everything flushed before the fault is kept.
-    fn recover(&self) {
-        if let Err(e) = disk_takes_writes(&self.inner.dir) {
-            self.set_fault(Some(format!(
-                "the data directory does not take writes: {e}"
-            )));
-            return;
-        }
-        let old = self
-            .inner
-            .engine
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let generation = old.as_ref().map_or(0, |e| e.generation) + 1;
-        if let Some(old) = old {
-            // Wait for operations in flight to let go, so that sled's file lock goes too.
-            let t0 = std::time::Instant::now();
-            while Arc::strong_count(&old) > 1 && t0.elapsed().as_secs() < 5 {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            drop(old);
-        }
-        // The flush thread lets go of the old database a moment after it is dropped.
-        let mut opened = Engine::open(&self.inner.dir, self.inner.cache_bytes, generation);
-        for _ in 0..20 {
-            if opened.is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            opened = Engine::open(&self.inner.dir, self.inner.cache_bytes, generation);
-        }
-        match opened {
-            Ok(engine) => {
-                self.recent().clear();
-                let healthy = engine.probe();
-                *self.inner.engine.write().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Arc::new(engine));
-                match healthy {
-                    Ok(()) => self.set_fault(None),
-                    Err(e) => self.set_fault(Some(e.to_string())),
-                }
-            }
-            Err(e) => self.set_fault(Some(format!("reopening the store failed: {e}"))),
-        }
-    }
-
     /// Waits until every write made before the call is on disk (shared with concurrent callers).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.flush_since(self.generation()?).await
@@ -377,20 +300,6 @@ fn id_floor(registry: &sled::Tree) -> Result<u64, StoreError> {
         .get(keys::ID_FLOOR)?
         .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
         .map_or(0, u64::from_be_bytes))
-}
-
-/// Writes, syncs and removes a small file in `dir`: whether the disk has room and
-/// takes writes.
-fn disk_takes_writes(dir: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = dir.join(".siemsync-write-check");
-    let result = (|| {
-        let mut f = std::fs::File::create(&path)?;
-        f.write_all(&[0u8; 64 * 1024])?;
-        f.sync_all()
-    })();
-    let _ = std::fs::remove_file(&path);
-    result
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

@@ -325,6 +325,7 @@ mod tests {
                 secret_key: Some(KEY.into()),
                 cache_bytes: 8 << 20,
                 dedup_window: 1000,
+                ..Default::default()
             },
         )
         .unwrap()

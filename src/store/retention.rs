@@ -2,7 +2,7 @@
 //! them has delivered them, but no longer than the configured retention. What an
 //! integration loses to retention is recorded as a gap, never skipped silently.
 
-use super::events::StoredJob;
+use super::jobs::StoredJob;
 use super::{decode, encode, keys, Store, StoreError};
 use crate::model::{AccountId, Source};
 use chrono::{DateTime, Utc};
@@ -325,7 +325,7 @@ impl Store {
         kept_from: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let tree = self.events()?;
-        let head = super::events::heads_in(&tree, account)?.audit;
+        let head = super::heads::heads_in(&tree, account)?.audit;
         let window_starts = head.saturating_sub(self.inner.dedup_window as u64);
         let mut out = Vec::new();
         for kv in tree.scan_prefix(keys::account_prefix(keys::AUDIT_ID, account)) {
@@ -408,7 +408,7 @@ impl Store {
                 e.remove(keys::with_seq(keys::JOB_CHANGE, account, job.change_seq))?;
                 e.insert(
                     keys::with_name(keys::JOB_DONE, account, &job.snapshot.job),
-                    job_done_marker(now, super::events::final_hash(&job.snapshot)),
+                    job_done_marker(now, super::jobs::final_hash(&job.snapshot)),
                 )?;
             }
             for k in &expired {

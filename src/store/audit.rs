@@ -1,0 +1,284 @@
+//! The audit log: per account, an append-only sequence of events, each id kept
+//! once within the account's dedup window.
+
+use super::chunk::{Chunk, ChunkWriter, StoredAudit};
+use super::dedup::{id_hash, IdSet};
+use super::heads::heads_in;
+use super::{keys, Store, StoreError};
+use crate::model::{AccountId, AuditEvent};
+use std::ops::ControlFlow;
+
+/// What one audit ingest did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IngestOutcome {
+    pub accepted: usize,
+    /// Events whose id the account already had (a platform retry): ignored.
+    pub duplicates: usize,
+}
+
+impl Store {
+    /// Appends audit events in order, all or nothing. An id the account already had
+    /// among its last `dedup_window` events (or earlier in the same call) is a platform
+    /// retry and is skipped. Events are stored already encoded the way HEC receives
+    /// them, a chunk of them per record. Not durable until `flush` resolves.
+    pub fn append_audit(
+        &self,
+        account: &AccountId,
+        events: Vec<AuditEvent>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let _writer = self
+            .inner
+            .ingest_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // One database for the whole write, even if the store is reopened meanwhile.
+        let tree = self.events()?;
+        let mut heads = heads_in(&tree, account)?;
+        let hashes: Vec<u128> = events.iter().map(|e| id_hash(&e.id)).collect();
+        let mut recent = self.recent();
+        let window = recent.window(account, heads.audit, || self.recent_ids(&tree, account))?;
+        let mut fresh = IdSet::with_capacity_and_hasher(hashes.len(), Default::default());
+        let mut out = IngestOutcome::default();
+        let mut accepted = Vec::with_capacity(hashes.len());
+        let mut batch = sled::Batch::default();
+        let mut chunk = ChunkWriter::default();
+        for (ev, hash) in events.iter().zip(&hashes) {
+            if window.contains_key(hash) || !fresh.insert(*hash) {
+                out.duplicates += 1;
+                continue;
+            }
+            heads.audit += 1;
+            chunk.push(&mut batch, heads.audit, account, ev, *hash);
+            accepted.push(*hash);
+        }
+        out.accepted = accepted.len();
+        chunk.finish_into(&mut batch, account);
+        if out.accepted > 0 {
+            batch.insert(
+                keys::account_prefix(keys::HEADS, account),
+                &heads.to_bytes(),
+            );
+            if let Err(e) = tree.apply_batch(batch) {
+                recent.forget(account);
+                return Err(e.into());
+            }
+            recent.stored(account, &accepted, heads.audit);
+        }
+        Ok(out)
+    }
+
+    /// The account's last `dedup_window` stored event ids, oldest first.
+    fn recent_ids(&self, tree: &sled::Tree, account: &AccountId) -> Result<Vec<u128>, StoreError> {
+        let mut records = Vec::new();
+        let mut seen = 0;
+        let prefix = keys::account_prefix(keys::AUDIT_ID, account);
+        for kv in tree.scan_prefix(&prefix).rev() {
+            if seen >= self.inner.dedup_window {
+                break;
+            }
+            let (_, v) = kv?;
+            seen += v.len() / 16;
+            records.push(v);
+        }
+        let mut ids: Vec<u128> = records
+            .iter()
+            .rev()
+            .flat_map(|v| v.chunks_exact(16))
+            .map(|h| u128::from_be_bytes(h.try_into().expect("16 bytes")))
+            .collect();
+        let extra = ids.len().saturating_sub(self.inner.dedup_window);
+        ids.drain(..extra);
+        Ok(ids)
+    }
+
+    /// Visits the stored audit events after sequence `after`, in order, until `visit` breaks.
+    pub fn audit_after(
+        &self,
+        account: &AccountId,
+        after: u64,
+        mut visit: impl FnMut(&StoredAudit<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.audit_chunks(account, after.saturating_add(1), |chunk| {
+            for ev in chunk.events()? {
+                if ev.seq > after && visit(&ev).is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+
+    /// Visits the audit chunks from the one holding sequence `from`, in order.
+    pub(super) fn audit_chunks(
+        &self,
+        account: &AccountId,
+        from: u64,
+        mut visit: impl FnMut(&Chunk<'_>) -> Result<ControlFlow<()>, StoreError>,
+    ) -> Result<(), StoreError> {
+        let tree = self.events()?;
+        let prefix = keys::account_prefix(keys::AUDIT, account);
+        let at = keys::with_seq(keys::AUDIT, account, from);
+        // The chunk holding `from` starts at or before it.
+        let start = match tree.range(prefix.clone()..=at.clone()).next_back() {
+            Some(kv) => kv?.0.to_vec(),
+            None => at,
+        };
+        for kv in tree.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if visit(&Chunk::parse(&k, &v)?)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{self, audit, audit_ids, store};
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+
+    #[test]
+    fn audit_log_is_sequenced_per_account_and_ignores_repeated_ids() {
+        let (_d, s) = store();
+        let a = AccountId::parse("a").unwrap();
+        let b = AccountId::parse("a-b").unwrap();
+        let out = s
+            .append_audit(&a, vec![audit("1"), audit("2"), audit("1")])
+            .unwrap();
+        assert_eq!(
+            out,
+            IngestOutcome {
+                accepted: 2,
+                duplicates: 1
+            }
+        );
+        let out = s.append_audit(&a, vec![audit("2"), audit("3")]).unwrap();
+        assert_eq!(
+            out,
+            IngestOutcome {
+                accepted: 1,
+                duplicates: 1
+            }
+        );
+        s.append_audit(&b, vec![audit("x")]).unwrap();
+        assert_eq!(
+            audit_ids(&s, &a, 0),
+            vec![(1, "1".into()), (2, "2".into()), (3, "3".into())]
+        );
+        assert_eq!(audit_ids(&s, &a, 2), vec![(3, "3".into())]);
+        assert_eq!(audit_ids(&s, &b, 0), vec![(1, "x".into())]);
+        assert_eq!(s.audit_backlog(&a, 1).unwrap().0, 2);
+    }
+
+    #[test]
+    fn a_repeated_id_is_ignored_within_the_window_also_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::store::StoreOptions {
+            secret_key: None,
+            cache_bytes: 8 << 20,
+            dedup_window: 3,
+            ..Default::default()
+        };
+        let a = AccountId::parse("acme").unwrap();
+        let outcome = |accepted, duplicates| IngestOutcome {
+            accepted,
+            duplicates,
+        };
+        {
+            let s = Store::open_with_options(dir.path(), &options).unwrap();
+            s.append_audit(&a, vec![audit("1"), audit("2")]).unwrap();
+            s.append_audit(&a, vec![audit("3"), audit("4")]).unwrap();
+            // "1" left the window of the last 3 events; "3" is in it.
+            assert_eq!(
+                s.append_audit(&a, vec![audit("3"), audit("1")]).unwrap(),
+                outcome(1, 1)
+            );
+            s.flush_now().unwrap();
+        }
+        // Read back from sled, not from memory: the last 3 are 3, 4 and the second 1.
+        let s = testing::reopen(dir.path(), &options);
+        assert_eq!(
+            s.append_audit(&a, vec![audit("4"), audit("1"), audit("2")])
+                .unwrap(),
+            outcome(1, 2)
+        );
+        assert_eq!(
+            audit_ids(&s, &a, 0)
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect::<Vec<_>>(),
+            ["1", "2", "3", "4", "1", "2"]
+        );
+    }
+
+    #[test]
+    fn a_retry_after_its_event_was_swept_is_still_a_duplicate_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::store::StoreOptions {
+            secret_key: None,
+            cache_bytes: 8 << 20,
+            dedup_window: 3,
+            ..Default::default()
+        };
+        let a = AccountId::parse("acme").unwrap();
+        let reader = |seq| crate::store::Reader {
+            integration: uuid::Uuid::nil(),
+            delivered_up_to: seq,
+        };
+        let retention = Utc::now() - chrono::Duration::days(30);
+        let outcome = |accepted, duplicates| IngestOutcome {
+            accepted,
+            duplicates,
+        };
+        let id_records = |s: &Store| {
+            s.events()
+                .unwrap()
+                .scan_prefix(keys::account_prefix(keys::AUDIT_ID, &a))
+                .count()
+        };
+        {
+            let s = Store::open_with_options(dir.path(), &options).unwrap();
+            s.append_audit(&a, vec![audit("1")]).unwrap();
+            s.append_audit(&a, vec![audit("2")]).unwrap();
+            // Delivered: the next sweep removes the events.
+            assert_eq!(
+                s.sweep_audit(&a, retention, &|| Ok(vec![reader(2)]))
+                    .unwrap(),
+                2
+            );
+            assert_eq!(audit_ids(&s, &a, 0), vec![]);
+            assert_eq!(s.append_audit(&a, vec![audit("1")]).unwrap(), outcome(0, 1));
+            s.flush_now().unwrap();
+        }
+        // Read back from sled, not from memory.
+        let s = testing::reopen(dir.path(), &options);
+        assert_eq!(s.append_audit(&a, vec![audit("2")]).unwrap(), outcome(0, 1));
+        // Once they left the window of 3, their records go with the next sweep.
+        let now = Utc::now();
+        let together = ["3", "4"].map(|id| {
+            AuditEvent::from_json(
+                &json!({"id": id, "time": "2026-11-25T10:00:00Z", "event": "x"}),
+                0,
+                now,
+            )
+            .unwrap()
+        });
+        // Stored at one moment: one chunk, one id record.
+        s.append_audit(&a, together.to_vec()).unwrap();
+        s.append_audit(&a, vec![audit("5")]).unwrap();
+        s.sweep_audit(&a, retention, &|| Ok(vec![reader(5)]))
+            .unwrap();
+        assert_eq!(id_records(&s), 2, "the records of 3+4 and 5 remain");
+        assert_eq!(
+            s.append_audit(&a, vec![audit("1"), audit("4")]).unwrap(),
+            outcome(1, 1)
+        );
+    }
+}

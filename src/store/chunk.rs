@@ -1,0 +1,195 @@
+//! The audit log's record format: consecutive events of one ingest, stored
+//! together in their pre-encoded form, and the writer that builds such records.
+
+use super::{keys, StoreError};
+use crate::model::{AccountId, AuditEvent};
+use chrono::{DateTime, Utc};
+
+/// How many events at most, and how many bytes about, one audit record holds: large
+/// enough that sled keeps few keys (one key per event cost sled ~800 bytes of memory
+/// each) and reads stream, small enough that a sled leaf (up to 16 records) stays
+/// under the 128 KiB above which sled writes it as a blob file of its own — created
+/// and fsynced on every change, which made ingest spend a third of its time in the
+/// kernel with 24 KiB records.
+pub(super) const CHUNK_EVENTS: usize = 64;
+const CHUNK_BYTES: usize = 7 * 1024;
+/// The first byte of an audit chunk: its format.
+pub(super) const CHUNK_FORMAT: u8 = 1;
+
+/// One stored audit event, borrowed from its chunk: the parts of its HEC bytes that
+/// the HEC encoder completes per post (see [`crate::model::audit_parts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredAudit<'a> {
+    pub seq: u64,
+    /// When it happened (milliseconds since the epoch).
+    pub time_ms: i64,
+    /// When siemsync stored it.
+    pub ingested_at: DateTime<Utc>,
+    pub head: &'a [u8],
+    pub tail: &'a [u8],
+}
+
+impl StoredAudit<'_> {
+    pub fn time(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.time_ms).unwrap_or_default()
+    }
+
+    /// The event object as Splunk receives it, minus the per-post `host` and
+    /// `upload_time` (for tests and inspection).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut text = b"{".to_vec();
+        text.extend_from_slice(self.head);
+        text.push(b',');
+        text.extend_from_slice(self.tail);
+        text.push(b'}');
+        serde_json::from_slice(&text).unwrap_or_default()
+    }
+}
+
+/// A record of consecutive audit events, stored together in one ingest:
+/// `format u8 | ingested_at ms i64 | count u32 | count × (time ms i64 | head len u32 |
+/// tail len u32 | head | tail)`, integers big-endian.
+pub(super) struct Chunk<'a> {
+    pub first: u64,
+    pub count: u64,
+    pub ingested_at: DateTime<Utc>,
+    key: &'a [u8],
+    body: &'a [u8],
+}
+
+impl<'a> Chunk<'a> {
+    pub(super) fn parse(key: &'a [u8], v: &'a [u8]) -> Result<Chunk<'a>, StoreError> {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).replace('\0', "/"),
+            reason: reason.into(),
+        };
+        if v.len() < 13 || v[0] != CHUNK_FORMAT {
+            return Err(corrupt("not an audit chunk of a known format"));
+        }
+        let ms = i64::from_be_bytes(v[1..9].try_into().expect("8 bytes"));
+        Ok(Chunk {
+            first: keys::seq_of(key),
+            count: u64::from(u32::from_be_bytes(v[9..13].try_into().expect("4 bytes"))),
+            ingested_at: DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| corrupt("storage time out of range"))?,
+            key,
+            body: &v[13..],
+        })
+    }
+
+    /// The sequence of its last event.
+    pub fn last(&self) -> u64 {
+        self.first + self.count.saturating_sub(1)
+    }
+
+    pub fn events(&self) -> Result<Vec<StoredAudit<'a>>, StoreError> {
+        let corrupt = || StoreError::Corrupt {
+            key: String::from_utf8_lossy(self.key).replace('\0', "/"),
+            reason: "audit chunk is truncated".into(),
+        };
+        let mut out = Vec::with_capacity(self.count as usize);
+        let mut rest = self.body;
+        for seq in self.first..self.first + self.count {
+            if rest.len() < 16 {
+                return Err(corrupt());
+            }
+            let time_ms = i64::from_be_bytes(rest[0..8].try_into().expect("8 bytes"));
+            let head_len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+            let tail_len = u32::from_be_bytes(rest[12..16].try_into().expect("4 bytes")) as usize;
+            rest = &rest[16..];
+            if rest.len() < head_len + tail_len {
+                return Err(corrupt());
+            }
+            let (head, after) = rest.split_at(head_len);
+            let (tail, after) = after.split_at(tail_len);
+            rest = after;
+            out.push(StoredAudit {
+                seq,
+                time_ms,
+                ingested_at: self.ingested_at,
+                head,
+                tail,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Where finished audit chunks go: a sled batch, or the rows of a PostgreSQL insert.
+pub(super) trait ChunkSink {
+    /// A finished chunk: its first sequence, its record, and its events' id hashes.
+    fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, ids: Vec<u8>);
+}
+
+impl ChunkSink for sled::Batch {
+    fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, ids: Vec<u8>) {
+        self.insert(keys::with_seq(keys::AUDIT, account, first), record);
+        self.insert(keys::with_seq(keys::AUDIT_ID, account, first), ids);
+    }
+}
+
+/// Builds audit chunks, and beside each the ids of its events for the dedup window.
+#[derive(Default)]
+pub(super) struct ChunkWriter {
+    first: u64,
+    count: u32,
+    ingested_at: i64,
+    body: Vec<u8>,
+    ids: Vec<u8>,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// Adds an event; a chunk holds events of one storage time, up to its size.
+    pub(super) fn push(
+        &mut self,
+        batch: &mut impl ChunkSink,
+        seq: u64,
+        account: &AccountId,
+        ev: &AuditEvent,
+        hash: u128,
+    ) {
+        if self.count > 0
+            && (self.ingested_at != ev.ingested_at.timestamp_millis()
+                || seq != self.first + u64::from(self.count))
+        {
+            self.finish_into(batch, account);
+        }
+        if self.count == 0 {
+            self.first = seq;
+            self.ingested_at = ev.ingested_at.timestamp_millis();
+        }
+        self.head.clear();
+        self.tail.clear();
+        crate::model::audit_parts::audit_parts(&mut self.head, &mut self.tail, account, ev);
+        self.body
+            .extend_from_slice(&ev.time.timestamp_millis().to_be_bytes());
+        self.body
+            .extend_from_slice(&(self.head.len() as u32).to_be_bytes());
+        self.body
+            .extend_from_slice(&(self.tail.len() as u32).to_be_bytes());
+        self.body.extend_from_slice(&self.head);
+        self.body.extend_from_slice(&self.tail);
+        self.ids.extend_from_slice(&hash.to_be_bytes());
+        self.count += 1;
+        if self.count as usize >= CHUNK_EVENTS || self.body.len() >= CHUNK_BYTES {
+            self.finish_into(batch, account);
+        }
+    }
+
+    pub(super) fn finish_into(&mut self, batch: &mut impl ChunkSink, account: &AccountId) {
+        if self.count == 0 {
+            return;
+        }
+        let mut v = Vec::with_capacity(13 + self.body.len());
+        v.push(CHUNK_FORMAT);
+        v.extend_from_slice(&self.ingested_at.to_be_bytes());
+        v.extend_from_slice(&self.count.to_be_bytes());
+        v.extend_from_slice(&self.body);
+        batch.chunk(account, self.first, v, std::mem::take(&mut self.ids));
+        self.body.clear();
+        self.count = 0;
+    }
+}
+
