@@ -5,6 +5,7 @@
 use super::audit_collector::AuditCollector;
 use super::job_collector::JobCollector;
 use super::messages::*;
+use super::observation::*;
 use crate::hec::client::{AckAnswer, ClientSettings, HecClient};
 use crate::hec::encode::Envelope;
 use crate::hec::response::{Failure, FailureKind, Outcome};

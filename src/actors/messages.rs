@@ -1,8 +1,8 @@
 //! Every message exchanged between the actors, each with who sends it and when.
 
 pub use super::batch::{Batch, BatchKind};
+use super::observation::Observation;
 use crate::hec::encode::Envelope;
-use crate::hec::response::Failure;
 use crate::model::{AccountId, Integration};
 use crate::store::StoreError;
 use actix::prelude::*;
@@ -99,81 +99,6 @@ pub struct Stop;
 pub struct Stopped {
     pub id: Uuid,
     pub generation: u64,
-}
-
-/// The state an integration actor publishes; the status API reads it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Running, nothing attempted yet.
-    Pending,
-    /// The last post was accepted.
-    Healthy,
-    /// The last post failed; `last_error` says why.
-    Failing,
-}
-
-/// One actor's observable state (quickwit-style): tests and the status API assert on it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Observation {
-    pub state: State,
-    pub started_at: DateTime<Utc>,
-    /// The version of the integration the actor runs (see `Integration::version`).
-    pub config_version: u64,
-    pub last_attempt: Option<DateTime<Utc>>,
-    pub last_error: Option<Failure>,
-    /// Failed attempts since the last success.
-    pub retries: u32,
-    pub syncing: bool,
-    pub next_sync: Option<DateTime<Utc>>,
-    /// While a sync drains a backlog: how far it is.
-    pub progress: Option<Progress>,
-    /// Whether `last_error` clears by itself or needs the customer.
-    pub error_kind: Option<crate::hec::response::FailureKind>,
-    /// When the sync now running started.
-    pub sync_started_at: Option<DateTime<Utc>>,
-    /// How the latest sync that ended went, so that "sync now" can show its result.
-    pub last_sync: Option<SyncReport>,
-}
-
-/// One sync that ended: when, how many events it delivered, and whether it succeeded
-/// (the status's `last_error` says why not).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SyncReport {
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub events: u64,
-    pub ok: bool,
-}
-
-/// Progress of long work (a catch-up or a replay): done of total since `started_at`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Progress {
-    pub done: u64,
-    pub total: u64,
-    pub started_at: DateTime<Utc>,
-}
-
-impl Progress {
-    /// Events per second so far, and the seconds left at that rate (when there is one).
-    pub fn rate_and_eta(&self) -> (f64, Option<f64>) {
-        let secs = (Utc::now() - self.started_at).num_milliseconds().max(1) as f64 / 1000.0;
-        let rate = self.done as f64 / secs;
-        let eta = (rate > 0.0).then(|| self.total.saturating_sub(self.done) as f64 / rate);
-        (rate, eta)
-    }
-
-    /// The status API's view, with rate and time left.
-    pub fn to_view(&self) -> serde_json::Value {
-        let (rate, eta) = self.rate_and_eta();
-        serde_json::json!({
-            "done": self.done,
-            "total": self.total,
-            "started_at": self.started_at,
-            "rate_per_sec": (rate * 10.0).round() / 10.0,
-            "eta_secs": eta.map(|e| e.round()),
-        })
-    }
 }
 
 /// What a batch request asks for; the collectors fill at most `max_bytes`.

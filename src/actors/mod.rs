@@ -6,6 +6,7 @@ pub mod batch;
 pub mod integration;
 pub mod job_collector;
 pub mod messages;
+pub mod observation;
 pub mod replay;
 pub mod supervisor;
 

@@ -6,6 +6,7 @@ use super::audit_collector::AuditCollector;
 use super::integration::{DeliverySettings, IntegrationActor};
 use super::job_collector::JobCollector;
 use super::messages::*;
+use super::observation::Observation;
 use super::replay::{
     record, ReplayActor, ReplayProgress, ReplayState, SharedProgress, StoredReplay,
 };

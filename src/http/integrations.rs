@@ -6,8 +6,9 @@ use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::{
-    CancelReplay, Observe, ObserveReplay, Progress, Refresh, StartReplay, State, SyncNow, Window,
+    CancelReplay, Observe, ObserveReplay, Refresh, StartReplay, SyncNow, Window,
 };
+use crate::actors::observation::{Progress, State};
 use crate::actors::replay::ReplayState;
 use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
@@ -565,6 +566,7 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
             Some(State::Healthy) => "healthy",
         }
     };
+    let now = Utc::now();
     let replay = state
         .supervisor
         .send(ObserveReplay { id: it.id })
@@ -577,11 +579,10 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
                 started_at: r.started_at,
             };
             if r.state == ReplayState::Running {
-                v["progress"] = p.to_view();
+                v["progress"] = json!(p.view(now));
             }
             v
         });
-    let now = Utc::now();
     Ok(json!({
         "id": it.id,
         "account": it.account,
@@ -593,7 +594,7 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
         "config_version": obs.as_ref().map(|o| o.config_version),
         "started_at": obs.as_ref().map(|o| o.started_at),
         "syncing": obs.as_ref().is_some_and(|o| o.syncing),
-        "progress": obs.as_ref().and_then(|o| o.progress.as_ref()).map(Progress::to_view),
+        "progress": obs.as_ref().and_then(|o| o.progress.as_ref()).map(|p| p.view(now)),
         "last_attempt": obs.as_ref().and_then(|o| o.last_attempt),
         "last_success": cp.last_success,
         "last_error": obs.as_ref().and_then(|o| {
