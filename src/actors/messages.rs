@@ -2,6 +2,8 @@
 
 pub use super::batch::{Batch, BatchKind};
 use super::observation::Observation;
+use super::replay::ReplayProgress;
+use super::replays::ReplayRefused;
 use crate::hec::encode::Envelope;
 use crate::model::{AccountId, Integration};
 use crate::store::StoreError;
@@ -54,7 +56,7 @@ pub struct Observe {
 /// API → Supervisor: re-send the retained events of `sources` in `window` for this
 /// integration, beside its live delivery. Refused while another replay of it runs.
 #[derive(Message)]
-#[rtype(result = "Result<super::replay::ReplayProgress, String>")]
+#[rtype(result = "Result<ReplayProgress, ReplayRefused>")]
 pub struct StartReplay {
     /// The integration: the replay uses the configuration its running actor has.
     pub id: Uuid,
@@ -72,19 +74,30 @@ pub struct CountReplay {
     pub sources: Vec<crate::model::Source>,
 }
 
-/// API → Supervisor: stop the integration's running replay; answers its last progress.
+/// API → Supervisor → ReplayActor: stop the integration's running replay; answers
+/// its last progress (`None`: no replay of it is running).
 #[derive(Message)]
-#[rtype(result = "Option<super::replay::ReplayProgress>")]
+#[rtype(result = "Option<ReplayProgress>")]
 pub struct CancelReplay {
     pub account: AccountId,
     pub id: Uuid,
 }
 
-/// API → Supervisor: the integration's latest replay, running or ended.
+/// API → Supervisor → ReplayActor: the integration's latest replay, running or ended.
 #[derive(Message)]
-#[rtype(result = "Option<super::replay::ReplayProgress>")]
+#[rtype(result = "Option<ReplayProgress>")]
 pub struct ObserveReplay {
     pub id: Uuid,
+}
+
+/// ReplayActor → Supervisor: replay `replay` of integration `id` ended by itself
+/// (done or failed), so another may start. The actor stays, to answer `ObserveReplay`
+/// with how it ended, until its integration stops or another replay replaces it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReplayEnded {
+    pub id: Uuid,
+    pub replay: Uuid,
 }
 
 /// Supervisor → IntegrationActor: stop now; a post in flight is abandoned without moving the checkpoint.

@@ -8,6 +8,7 @@ pub mod job_collector;
 pub mod messages;
 pub mod observation;
 pub mod replay;
+pub mod replays;
 pub mod supervisor;
 
 pub use audit_collector::AuditCollector;

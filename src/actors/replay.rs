@@ -6,7 +6,8 @@ use super::audit_collector::AuditCollector;
 use super::integration::DeliverySettings;
 use super::job_collector::JobCollector;
 use super::messages::{
-    Batch, BatchRequest, CollectAudit, CollectChangedJobs, CountWindow, Stop, Window,
+    Batch, BatchRequest, CancelReplay, CollectAudit, CollectChangedJobs, CountWindow,
+    ObserveReplay, ReplayEnded, Stop, Window,
 };
 use crate::hec::client::HecClient;
 use crate::hec::encode::Envelope;
@@ -91,17 +92,61 @@ pub fn record(store: &Store, account: &AccountId, it: &Uuid, replay: &StoredRepl
     }
 }
 
+/// Re-sends one replay window. Started by the Supervisor, which talks to it only by
+/// messages: `ObserveReplay`, `CancelReplay`, `Stop`; it tells the Supervisor
+/// `ReplayEnded` when it ends by itself, and stays to say how it ended.
 pub struct ReplayActor {
-    pub it: Integration,
-    pub window: Window,
-    pub sources: Vec<Source>,
+    it: Integration,
+    window: Window,
+    sources: Vec<Source>,
     /// Where to start: `(source index, sequence after)`; `(0, 0)` for a new replay.
-    pub from: (usize, u64),
+    from: (usize, u64),
+    store: Store,
+    audit: Addr<AuditCollector>,
+    jobs: Addr<JobCollector>,
+    settings: DeliverySettings,
+    /// Shared only between this actor and its own run, on the actor's thread: the
+    /// run counts what it sent, the actor answers questions about it.
+    progress: SharedProgress,
+    /// The run while it goes on: cancelling it stops it between two awaits.
+    run: Option<SpawnHandle>,
+    /// Told when the replay ends by itself.
+    ended: Recipient<ReplayEnded>,
+}
+
+/// What a replay actor needs from the Supervisor that starts it.
+pub struct ReplayDeps {
     pub store: Store,
     pub audit: Addr<AuditCollector>,
     pub jobs: Addr<JobCollector>,
     pub settings: DeliverySettings,
-    pub progress: SharedProgress,
+    pub ended: Recipient<ReplayEnded>,
+}
+
+impl ReplayActor {
+    /// A replay of `it` that goes on from `stored` (from its start for a new one).
+    pub fn new(it: Integration, stored: StoredReplay, deps: ReplayDeps) -> Self {
+        ReplayActor {
+            it,
+            window: stored.progress.window(),
+            sources: stored.progress.sources.clone(),
+            from: (stored.source, stored.after),
+            store: deps.store,
+            audit: deps.audit,
+            jobs: deps.jobs,
+            settings: deps.settings,
+            progress: Arc::new(Mutex::new(stored.progress)),
+            run: None,
+            ended: deps.ended,
+        }
+    }
+
+    fn snapshot(&self) -> ReplayProgress {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 fn update(p: &SharedProgress, f: impl FnOnce(&mut ReplayProgress)) {
@@ -123,7 +168,8 @@ impl Actor for ReplayActor {
             settings: self.settings.clone(),
             progress: self.progress.clone(),
         });
-        ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
+        let handle = ctx.spawn(run.into_actor(self).map(|result, act, _| {
+            act.run = None;
             update(&act.progress, |p| {
                 p.finished_at = Some(Utc::now());
                 match result {
@@ -134,26 +180,25 @@ impl Actor for ReplayActor {
                     }
                 }
             });
-            let progress = act
-                .progress
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let progress = act.snapshot();
             record(
                 &act.store,
                 &act.it.account,
                 &act.it.id,
-                &StoredReplay::ended(progress),
+                &StoredReplay::ended(progress.clone()),
             );
             log::info!("replay for integration {} ended", act.it.id);
-            ctx.stop();
+            act.ended.do_send(ReplayEnded {
+                id: act.it.id,
+                replay: progress.id,
+            });
         }));
+        self.run = Some(handle);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        // Stopped without finishing: cancelled by the customer (recorded as such by
-        // the Supervisor), or with its integration or the service — then the record
-        // stays running and the replay resumes when the integration runs again.
+        // Stopped without finishing: with its integration or the service — then the
+        // record stays running and the replay resumes when the integration runs again.
         update(&self.progress, |p| {
             if p.state == ReplayState::Running {
                 p.state = ReplayState::Cancelled;
@@ -167,6 +212,36 @@ impl Handler<Stop> for ReplayActor {
     type Result = ();
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+impl Handler<ObserveReplay> for ReplayActor {
+    type Result = Option<ReplayProgress>;
+    fn handle(&mut self, _: ObserveReplay, _: &mut Context<Self>) -> Option<ReplayProgress> {
+        Some(self.snapshot())
+    }
+}
+
+impl Handler<CancelReplay> for ReplayActor {
+    type Result = Option<ReplayProgress>;
+    fn handle(&mut self, _: CancelReplay, ctx: &mut Context<Self>) -> Option<ReplayProgress> {
+        let run = self.run.take()?;
+        // The run is dropped here, between two of its awaits: it records nothing more
+        // over the cancellation.
+        ctx.cancel_future(run);
+        update(&self.progress, |p| {
+            p.state = ReplayState::Cancelled;
+            p.finished_at = Some(Utc::now());
+        });
+        let cancelled = self.snapshot();
+        // Cancelled for good: the record says so, so no restart resumes it.
+        record(
+            &self.store,
+            &self.it.account,
+            &self.it.id,
+            &StoredReplay::ended(cancelled.clone()),
+        );
+        Some(cancelled)
     }
 }
 

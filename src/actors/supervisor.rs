@@ -7,32 +7,29 @@ use super::integration::{DeliverySettings, IntegrationActor};
 use super::job_collector::JobCollector;
 use super::messages::*;
 use super::observation::Observation;
-use super::replay::{
-    record, ReplayActor, ReplayProgress, ReplayState, SharedProgress, StoredReplay,
-};
+use super::replays::Replays;
 use crate::model::{AccountId, Integration};
 use crate::store::Store;
 use actix::prelude::*;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
-struct Running {
-    config: Integration,
+pub(super) struct Running {
+    pub(super) config: Integration,
     addr: Addr<IntegrationActor>,
     generation: u64,
     started: std::time::Instant,
 }
 
 pub struct Supervisor {
-    /// The latest replay of each integration, running or ended.
-    replays: HashMap<Uuid, (Addr<ReplayActor>, SharedProgress)>,
-    store: Store,
-    audit: Addr<AuditCollector>,
-    jobs: Addr<JobCollector>,
-    settings: DeliverySettings,
-    running: HashMap<Uuid, Running>,
+    /// The running replay of each integration.
+    pub(super) replays: Replays,
+    pub(super) store: Store,
+    pub(super) audit: Addr<AuditCollector>,
+    pub(super) jobs: Addr<JobCollector>,
+    pub(super) settings: DeliverySettings,
+    pub(super) running: HashMap<Uuid, Running>,
     /// Unexpected stops per integration, for the restart back-off.
     crashes: HashMap<Uuid, u32>,
     /// Integrations whose stored state could not be read (a store fault): read again
@@ -51,7 +48,7 @@ impl Supervisor {
         settings: DeliverySettings,
     ) -> Self {
         Supervisor {
-            replays: HashMap::new(),
+            replays: Replays::default(),
             store,
             audit,
             jobs,
@@ -76,7 +73,7 @@ impl Supervisor {
             ctx.address().recipient(),
         )
         .start();
-        self.resume_replay(&it);
+        self.resume_replay(&it, ctx);
         self.running.insert(
             it.id,
             Running {
@@ -91,9 +88,7 @@ impl Supervisor {
     fn stop(&mut self, id: &Uuid) {
         // A running replay stops with its integration; its record stays running, so
         // it resumes when the integration starts again.
-        if let Some((replay, _)) = self.replays.remove(id) {
-            replay.do_send(Stop);
-        }
+        self.replays.stop(id);
         if let Some(r) = self.running.remove(id) {
             r.addr.do_send(Stop);
             log::info!("integration {id} stopped");
@@ -286,187 +281,12 @@ impl Handler<Observe> for Supervisor {
 }
 
 impl Supervisor {
-    fn start_replay(&mut self, it: Integration, stored: StoredReplay, progress: SharedProgress) {
-        let id = it.id;
-        let addr = ReplayActor {
-            it,
-            window: stored.progress.window(),
-            sources: stored.progress.sources.clone(),
-            from: (stored.source, stored.after),
-            store: self.store.clone(),
-            audit: self.audit.clone(),
-            jobs: self.jobs.clone(),
-            settings: self.settings.clone(),
-            progress: progress.clone(),
-        }
-        .start();
-        self.replays.insert(id, (addr, progress));
-    }
-
-    fn stored_replay(&self, id: &Uuid) -> Option<StoredReplay> {
-        match self.store.replay::<StoredReplay>(id) {
-            Ok(stored) => stored,
-            Err(e) => {
-                log::warn!("integration {id}: cannot read its replay: {e}");
-                None
-            }
-        }
-    }
-
     /// Stops an integration for good (deleted): its replay record goes too, after the
     /// replay stopped, so that nothing records it again.
     fn forget(&mut self, id: &Uuid) {
         self.stop(id);
         if let Err(e) = self.store.delete_replay(id) {
             log::warn!("integration {id}: cannot delete its replay record: {e}");
-        }
-    }
-
-    /// A replay recorded as running when its integration (re)starts: it goes on from
-    /// where it was.
-    fn resume_replay(&mut self, it: &Integration) {
-        if self
-            .replays
-            .get(&it.id)
-            .is_some_and(|(_, p)| snapshot(p).state == ReplayState::Running)
-        {
-            return;
-        }
-        match self.stored_replay(&it.id) {
-            Some(stored) if stored.progress.state == ReplayState::Running => {
-                log::info!(
-                    "replay {} for integration {} resumes ({} of {} sent)",
-                    stored.progress.id,
-                    it.id,
-                    stored.progress.sent,
-                    stored.progress.total
-                );
-                let progress = Arc::new(Mutex::new(stored.progress.clone()));
-                self.start_replay(it.clone(), stored, progress);
-            }
-            _ => {}
-        }
-    }
-}
-
-fn snapshot(p: &SharedProgress) -> ReplayProgress {
-    p.lock().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
-impl Handler<StartReplay> for Supervisor {
-    type Result = Result<ReplayProgress, String>;
-    fn handle(&mut self, msg: StartReplay, _: &mut Context<Self>) -> Self::Result {
-        if let Some((_, p)) = self.replays.get(&msg.id) {
-            if snapshot(p).state == ReplayState::Running {
-                return Err("a replay of this integration is running: cancel it first, or wait for it to end".into());
-            }
-        }
-        let Some(integration) = self.running.get(&msg.id).map(|r| r.config.clone()) else {
-            return Err("the integration is not running: turn on its Enable toggle (and the account's SIEM feature) first".into());
-        };
-        let progress = Arc::new(Mutex::new(ReplayProgress {
-            id: Uuid::new_v4(),
-            from: msg.window.from,
-            to: msg.window.to,
-            sources: msg.sources.clone(),
-            state: ReplayState::Running,
-            total: 0,
-            sent: 0,
-            skipped: 0,
-            started_at: chrono::Utc::now(),
-            finished_at: None,
-            error: None,
-        }));
-        let first = snapshot(&progress);
-        let stored = StoredReplay {
-            progress: first.clone(),
-            source: 0,
-            after: 0,
-        };
-        record(&self.store, &integration.account, &integration.id, &stored);
-        log::info!(
-            "replay {} started for integration {}",
-            first.id,
-            integration.id
-        );
-        self.start_replay(integration, stored, progress);
-        Ok(first)
-    }
-}
-
-impl Handler<CancelReplay> for Supervisor {
-    type Result = Option<ReplayProgress>;
-    fn handle(&mut self, msg: CancelReplay, _: &mut Context<Self>) -> Self::Result {
-        let cancelled = match self.replays.get(&msg.id) {
-            Some((addr, p)) => {
-                if snapshot(p).state != ReplayState::Running {
-                    return None;
-                }
-                addr.do_send(Stop);
-                // Marked at once, so that the replay, which may be between two posts,
-                // records no more progress over the cancellation.
-                let mut shared = p.lock().unwrap_or_else(|e| e.into_inner());
-                shared.state = ReplayState::Cancelled;
-                shared.finished_at = Some(chrono::Utc::now());
-                shared.clone()
-            }
-            // Not in memory: a replay of an integration that is not running (disabled)
-            // is cancelled in its record, so that it does not resume when enabled.
-            None => {
-                let mut stored = self.stored_replay(&msg.id)?.progress;
-                if stored.state != ReplayState::Running {
-                    return None;
-                }
-                stored.state = ReplayState::Cancelled;
-                stored.finished_at = Some(chrono::Utc::now());
-                stored
-            }
-        };
-        // Cancelled for good: the record says so, so no restart resumes it.
-        record(
-            &self.store,
-            &msg.account,
-            &msg.id,
-            &StoredReplay::ended(cancelled.clone()),
-        );
-        Some(cancelled)
-    }
-}
-
-impl Handler<CountReplay> for Supervisor {
-    type Result =
-        ResponseFuture<Result<Vec<(crate::model::Source, u64)>, crate::store::StoreError>>;
-    fn handle(&mut self, msg: CountReplay, _: &mut Context<Self>) -> Self::Result {
-        let (audit, jobs) = (self.audit.clone(), self.jobs.clone());
-        Box::pin(async move {
-            let mut counts = Vec::new();
-            for source in msg.sources {
-                let count = CountWindow {
-                    account: msg.account.clone(),
-                    window: msg.window,
-                };
-                let n = match source {
-                    crate::model::Source::Audit => audit.send(count).await,
-                    crate::model::Source::Jobs => jobs.send(count).await,
-                }
-                .map_err(|e| {
-                    crate::store::StoreError::Unavailable(format!("the event readers: {e}"))
-                })??;
-                counts.push((source, n));
-            }
-            Ok(counts)
-        })
-    }
-}
-
-impl Handler<ObserveReplay> for Supervisor {
-    type Result = Option<ReplayProgress>;
-    fn handle(&mut self, msg: ObserveReplay, _: &mut Context<Self>) -> Self::Result {
-        // The record answers for a replay not in memory: one that ended before a
-        // restart, or one waiting for its integration to run again.
-        match self.replays.get(&msg.id) {
-            Some((_, p)) => Some(snapshot(p)),
-            None => self.stored_replay(&msg.id).map(|s| s.progress),
         }
     }
 }

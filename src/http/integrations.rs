@@ -495,7 +495,7 @@ pub async fn replay(
             sources,
         })
         .await?
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
     audit_change(
         &state,
         &caller,

@@ -1,0 +1,260 @@
+//! The Supervisor's replay management: it starts one ReplayActor per integration,
+//! resumes a replay recorded as running when its integration starts again, and
+//! forwards questions and cancellations to the actor as messages. The progress
+//! itself lives in the replay actor; the Supervisor keeps only its address and
+//! whether it still runs.
+
+use super::messages::*;
+use super::replay::{record, ReplayActor, ReplayDeps, ReplayProgress, ReplayState, StoredReplay};
+use super::supervisor::Supervisor;
+use crate::model::{AccountId, Integration, Source};
+use crate::store::{Store, StoreError};
+use actix::prelude::*;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Why a replay was not started: each says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayRefused {
+    /// Another replay of the integration has not ended.
+    #[error("a replay of this integration is running: cancel it first, or wait for it to end")]
+    Running,
+    /// A replay uses the running actor's configuration; there is none.
+    #[error("the integration is not running: turn on its Enable toggle (and the account's SIEM feature) first")]
+    NotRunning,
+}
+
+/// The latest replay actor of one integration.
+struct Handle {
+    addr: Addr<ReplayActor>,
+    /// The replay it runs (`ReplayProgress::id`).
+    replay: Uuid,
+    /// False once it ended by itself or was cancelled.
+    running: bool,
+}
+
+/// The latest replay of each integration whose actor runs, running or ended.
+#[derive(Default)]
+pub(super) struct Replays {
+    latest: HashMap<Uuid, Handle>,
+}
+
+impl Replays {
+    /// Whether integration `id` has a replay going on. An actor that died (a panic)
+    /// runs nothing, whatever its last word was.
+    fn running(&self, id: &Uuid) -> bool {
+        self.latest
+            .get(id)
+            .is_some_and(|h| h.running && h.addr.connected())
+    }
+
+    fn insert(&mut self, id: Uuid, replay: Uuid, addr: Addr<ReplayActor>) {
+        let old = self.latest.insert(
+            id,
+            Handle {
+                addr,
+                replay,
+                running: true,
+            },
+        );
+        // An ended replay's actor only stayed to say how it ended.
+        if let Some(old) = old {
+            old.addr.do_send(Stop);
+        }
+    }
+
+    /// Replay `replay` of integration `id` runs no more.
+    fn ended(&mut self, id: &Uuid, replay: Uuid) {
+        if let Some(h) = self.latest.get_mut(id) {
+            if h.replay == replay {
+                h.running = false;
+            }
+        }
+    }
+
+    /// Stops the replay of integration `id`, if any. A running one keeps its record
+    /// running, so it resumes when the integration starts again.
+    pub(super) fn stop(&mut self, id: &Uuid) {
+        if let Some(h) = self.latest.remove(id) {
+            h.addr.do_send(Stop);
+        }
+    }
+}
+
+/// The replay recorded for integration `id`; one that cannot be read counts as none.
+fn stored_replay(store: &Store, id: &Uuid) -> Option<StoredReplay> {
+    match store.replay::<StoredReplay>(id) {
+        Ok(stored) => stored,
+        Err(e) => {
+            log::warn!("integration {id}: cannot read its replay: {e}");
+            None
+        }
+    }
+}
+
+/// Cancels, in its record, a replay that runs in no actor (its integration is
+/// disabled), so that it does not resume when the integration is enabled.
+fn cancel_stored(store: &Store, account: &AccountId, id: &Uuid) -> Option<ReplayProgress> {
+    let mut stored = stored_replay(store, id)?.progress;
+    if stored.state != ReplayState::Running {
+        return None;
+    }
+    stored.state = ReplayState::Cancelled;
+    stored.finished_at = Some(chrono::Utc::now());
+    record(store, account, id, &StoredReplay::ended(stored.clone()));
+    Some(stored)
+}
+
+impl Supervisor {
+    fn start_replay(&mut self, it: Integration, stored: StoredReplay, ctx: &mut Context<Self>) {
+        let (id, replay) = (it.id, stored.progress.id);
+        let deps = ReplayDeps {
+            store: self.store.clone(),
+            audit: self.audit.clone(),
+            jobs: self.jobs.clone(),
+            settings: self.settings.clone(),
+            ended: ctx.address().recipient(),
+        };
+        let addr = ReplayActor::new(it, stored, deps).start();
+        self.replays.insert(id, replay, addr);
+    }
+
+    /// A replay recorded as running when its integration (re)starts: it goes on from
+    /// where it was.
+    pub(super) fn resume_replay(&mut self, it: &Integration, ctx: &mut Context<Self>) {
+        if self.replays.running(&it.id) {
+            return;
+        }
+        match stored_replay(&self.store, &it.id) {
+            Some(stored) if stored.progress.state == ReplayState::Running => {
+                log::info!(
+                    "replay {} for integration {} resumes ({} of {} sent)",
+                    stored.progress.id,
+                    it.id,
+                    stored.progress.sent,
+                    stored.progress.total
+                );
+                self.start_replay(it.clone(), stored, ctx);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Handler<StartReplay> for Supervisor {
+    type Result = Result<ReplayProgress, ReplayRefused>;
+    fn handle(&mut self, msg: StartReplay, ctx: &mut Context<Self>) -> Self::Result {
+        if self.replays.running(&msg.id) {
+            return Err(ReplayRefused::Running);
+        }
+        let Some(integration) = self.running.get(&msg.id).map(|r| r.config.clone()) else {
+            return Err(ReplayRefused::NotRunning);
+        };
+        let first = ReplayProgress {
+            id: Uuid::new_v4(),
+            from: msg.window.from,
+            to: msg.window.to,
+            sources: msg.sources,
+            state: ReplayState::Running,
+            total: 0,
+            sent: 0,
+            skipped: 0,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            error: None,
+        };
+        let stored = StoredReplay {
+            progress: first.clone(),
+            source: 0,
+            after: 0,
+        };
+        record(&self.store, &integration.account, &integration.id, &stored);
+        log::info!(
+            "replay {} started for integration {}",
+            first.id,
+            integration.id
+        );
+        self.start_replay(integration, stored, ctx);
+        Ok(first)
+    }
+}
+
+impl Handler<CancelReplay> for Supervisor {
+    type Result = ResponseActFuture<Self, Option<ReplayProgress>>;
+    fn handle(&mut self, msg: CancelReplay, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.id;
+        let latest = self.replays.latest.get(&id).map(|h| (h.addr.clone(), h.running));
+        let (store, account) = (self.store.clone(), msg.account.clone());
+        Box::pin(
+            async move {
+                match latest {
+                    // Its actor cancels it and records that.
+                    Some((addr, true)) => match addr.send(msg).await {
+                        Ok(cancelled) => cancelled,
+                        // The actor died (a panic): its record still says running.
+                        Err(_) => cancel_stored(&store, &account, &id),
+                    },
+                    // Ended: nothing to cancel.
+                    Some((_, false)) => None,
+                    None => cancel_stored(&store, &account, &id),
+                }
+            }
+            .into_actor(self)
+            .map(move |cancelled, act, _| {
+                if let Some(p) = &cancelled {
+                    act.replays.ended(&id, p.id);
+                }
+                cancelled
+            }),
+        )
+    }
+}
+
+impl Handler<ObserveReplay> for Supervisor {
+    type Result = ResponseFuture<Option<ReplayProgress>>;
+    fn handle(&mut self, msg: ObserveReplay, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.replays.latest.get(&msg.id).map(|h| h.addr.clone());
+        let store = self.store.clone();
+        Box::pin(async move {
+            let id = msg.id;
+            if let Some(addr) = addr {
+                if let Ok(progress) = addr.send(msg).await {
+                    return progress;
+                }
+            }
+            // The record answers for a replay not in memory: one that ended before a
+            // restart, or one waiting for its integration to run again.
+            stored_replay(&store, &id).map(|s| s.progress)
+        })
+    }
+}
+
+impl Handler<ReplayEnded> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ReplayEnded, _: &mut Context<Self>) {
+        self.replays.ended(&msg.id, msg.replay);
+    }
+}
+
+impl Handler<CountReplay> for Supervisor {
+    type Result = ResponseFuture<Result<Vec<(Source, u64)>, StoreError>>;
+    fn handle(&mut self, msg: CountReplay, _: &mut Context<Self>) -> Self::Result {
+        let (audit, jobs) = (self.audit.clone(), self.jobs.clone());
+        Box::pin(async move {
+            let mut counts = Vec::new();
+            for source in msg.sources {
+                let count = CountWindow {
+                    account: msg.account.clone(),
+                    window: msg.window,
+                };
+                let n = match source {
+                    Source::Audit => audit.send(count).await,
+                    Source::Jobs => jobs.send(count).await,
+                }
+                .map_err(|e| StoreError::Unavailable(format!("the event readers: {e}")))??;
+                counts.push((source, n));
+            }
+            Ok(counts)
+        })
+    }
+}
