@@ -4,12 +4,11 @@
 
 use super::auth::Caller;
 use super::errors::ApiError;
+use super::status::status_of;
 use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::{
-    CancelReplay, Observe, ObserveReplay, Refresh, StartReplay, SyncNow, Window,
+    CancelReplay, Refresh, StartReplay, SyncNow, Window,
 };
-use crate::actors::observation::{Progress, State};
-use crate::actors::replay::ReplayState;
 use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
@@ -25,6 +24,7 @@ use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -551,73 +551,8 @@ pub async fn status(
     Ok(HttpResponse::Ok().json(status_of(&state, &it).await?))
 }
 
-/// An integration's status: the actor's observation joined with what the store knows.
-pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json::Value, ApiError> {
-    let cp = state.store.checkpoint(&it.id)?;
-    let backlog = state.store.backlog(it, &cp)?;
-    let obs = state.supervisor.send(Observe { id: it.id }).await?;
-    let feature = feature_on(state, &it.account)?;
-    let state_name = if !state.store.is_active(it)? {
-        "disabled"
-    } else {
-        match obs.as_ref().map(|o| &o.state) {
-            None | Some(State::Pending) => "pending",
-            Some(State::Failing) => "failing",
-            Some(State::Healthy) => "healthy",
-        }
-    };
-    let now = Utc::now();
-    let replay = state
-        .supervisor
-        .send(ObserveReplay { id: it.id })
-        .await?
-        .map(|r| {
-            let mut v = json!(r);
-            let p = Progress {
-                done: r.sent + r.skipped,
-                total: r.total,
-                started_at: r.started_at,
-            };
-            if r.state == ReplayState::Running {
-                v["progress"] = json!(p.view(now));
-            }
-            v
-        });
-    Ok(json!({
-        "id": it.id,
-        "account": it.account,
-        "name": it.name,
-        "state": state_name,
-        "enabled": it.enabled,
-        "account_feature_enabled": feature,
-        "version": it.version,
-        "config_version": obs.as_ref().map(|o| o.config_version),
-        "started_at": obs.as_ref().map(|o| o.started_at),
-        "syncing": obs.as_ref().is_some_and(|o| o.syncing),
-        "progress": obs.as_ref().and_then(|o| o.progress.as_ref()).map(|p| p.view(now)),
-        "last_attempt": obs.as_ref().and_then(|o| o.last_attempt),
-        "last_success": cp.last_success,
-        "last_error": obs.as_ref().and_then(|o| {
-            let mut e = json!(o.last_error.as_ref()?);
-            e["kind"] = json!(o.error_kind);
-            Some(e)
-        }),
-        "last_sync": obs.as_ref().and_then(|o| o.last_sync.clone()),
-        "retries": obs.as_ref().map_or(0, |o| o.retries),
-        "delivered": {"audit": cp.delivered_audit, "jobs": cp.delivered_jobs},
-        "backlog": {
-            "events": backlog.events(),
-            "audit": backlog.audit,
-            "jobs": backlog.jobs,
-            "oldest_age_secs": backlog.oldest.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
-        },
-        "next_sync": obs.as_ref().and_then(|o| o.next_sync),
-        "dead_letters": state.store.dead_letters(&it.id, 0)?.0,
-        "gaps": state.store.gaps(&it.id)?,
-        "replay": replay,
-        "connection_test": state.store.connection_report::<ConnectionReport>(&it.id)?,
-    }))
-}
+/// How many integrations' actors `list_all` asks at the same time.
+const STATUS_CONCURRENCY: usize = 16;
 
 /// `GET /api/v1/integrations` (admin): every integration of every account with its status.
 pub async fn list_all(
@@ -625,9 +560,14 @@ pub async fn list_all(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let mut out = Vec::new();
-    for it in state.store.all_integrations()? {
-        out.push(status_of(&state, &it).await?);
-    }
+    // The actors are asked at once, a bounded number at a time, in the stored order.
+    let out: Vec<_> = stream::iter(state.store.all_integrations()?)
+        .map(|it| {
+            let state = &state;
+            async move { status_of(state, &it).await }
+        })
+        .buffered(STATUS_CONCURRENCY)
+        .try_collect()
+        .await?;
     Ok(HttpResponse::Ok().json(out))
 }

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod ingest;
 pub mod integrations;
 pub mod metrics;
+pub mod status;
 pub mod tokens;
 pub mod ui;
 
