@@ -83,7 +83,7 @@ async fn writes_are_unavailable_while_the_primary_is_down_and_resume_on_the_prom
     let mut ids = Vec::new();
     store
         .audit_after(&a, 0, |e| {
-            ids.push(e.to_json()["id"].as_str().unwrap().to_owned());
+            ids.push(e.to_json().unwrap()["id"].as_str().unwrap().to_owned());
             std::ops::ControlFlow::Continue(())
         })
         .await

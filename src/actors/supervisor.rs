@@ -273,6 +273,8 @@ impl Handler<Observe> for Supervisor {
         let addr = self.running.get(&msg.id).map(|r| r.addr.clone());
         Box::pin(async move {
             match addr {
+                // An actor that just died has nothing to say: the status shows it
+                // pending until the restart, which the liveness check makes.
                 Some(a) => a.send(msg).await.ok().flatten(),
                 None => None,
             }

@@ -211,7 +211,12 @@ async fn save(
     if destination_changed {
         let (it, store, config) = (it.clone(), state.store.clone(), state.config.clone());
         actix_web::rt::spawn(async move {
-            let _ = test_and_keep(&store, &config, &it).await;
+            if let Err(e) = test_and_keep(&store, &config, &it).await {
+                log::warn!(
+                    "integration {}: cannot keep the report of its connection test: {e}",
+                    it.id
+                );
+            }
         });
     }
     Ok(Some(it))

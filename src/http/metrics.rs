@@ -39,7 +39,14 @@ fn refresh(store: &Store, m: &Metrics) -> Result<(), StoreError> {
             .get_or_create(&labels)
             .set(store.dead_letters(&it.id, 0)?.0 as i64);
     }
-    m.store_bytes.set(store.size_on_disk() as i64);
+    // A store that cannot say its size (failing, being reopened) keeps the last
+    // figure; `store_writable` says why.
+    match store.size_on_disk() {
+        Ok(bytes) => {
+            m.store_bytes.set(bytes as i64);
+        }
+        Err(e) => log::warn!("metrics: cannot read the store's size on disk: {e}"),
+    }
     m.store_writable.set(i64::from(store.fault().is_none()));
     Ok(())
 }

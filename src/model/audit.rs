@@ -124,13 +124,13 @@ impl AuditEvent {
         };
         let time = match raw.time {
             None => return Err(error("time", "is required".into())),
-            Some(s) => fields::parse_time(&s).map_err(|problem| error("time", problem))?,
+            Some(s) => fields::parse_time(&s).map_err(|problem| error("time", problem.to_string()))?,
         };
         let connector = match raw.connector {
             None => None,
             Some(s) => match fields::identifier(&s) {
                 Ok(()) => Some(s.into_owned()),
-                Err(problem) => return Err(error("connector", problem)),
+                Err(problem) => return Err(error("connector", problem.to_string())),
             },
         };
         let method = match raw.method {

@@ -1,7 +1,7 @@
 //! Reading one JSON object of an ingest or API body field by field, so that every
 //! refusal names the array index and the field the caller has to fix.
 
-use super::ids::check_identifier;
+use super::ids::{check_identifier, IdError};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -100,7 +100,7 @@ impl<'a> Fields<'a> {
             None => Ok(None),
             Some(s) => match identifier(&s) {
                 Ok(()) => Ok(Some(s)),
-                Err(problem) => Err(self.error(field, problem)),
+                Err(problem) => Err(self.error(field, problem.to_string())),
             },
         }
     }
@@ -110,7 +110,7 @@ impl<'a> Fields<'a> {
             None => Ok(None),
             Some(s) => parse_time(&s)
                 .map(Some)
-                .map_err(|problem| self.error(field, problem)),
+                .map_err(|problem| self.error(field, problem.to_string())),
         }
     }
 
@@ -198,35 +198,57 @@ pub fn read_array<T>(
         .collect()
 }
 
+/// A string that is not an identifier; the caller adds which field it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("is not a valid identifier: {0}")]
+pub struct NotIdentifier(pub IdError);
+
 /// Whether `s` is a valid identifier, or what is wrong with it.
-pub fn identifier(s: &str) -> Result<(), String> {
-    check_identifier(s).map_err(|e| format!("is not a valid identifier: {e}"))
+pub fn identifier(s: &str) -> Result<(), NotIdentifier> {
+    check_identifier(s).map_err(NotIdentifier)
+}
+
+/// Why a timestamp was refused; the caller adds which field it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Not RFC 3339 at all.
+    #[error("is not an RFC 3339 timestamp ({reason}): {text:?}, expected e.g. \"2026-11-25T10:00:00Z\"")]
+    NotRfc3339 {
+        reason: chrono::ParseError,
+        text: String,
+    },
+    /// In UTC it falls after year 9999, which RFC 3339 cannot write.
+    #[error("is after 9999-12-31T23:59:59Z in UTC: {0:?}")]
+    AfterYear9999(String),
+    /// In UTC it falls before year 0, which RFC 3339 cannot write.
+    #[error("is before 0000-01-01T00:00:00Z in UTC: {0:?}")]
+    BeforeYear0(String),
+    /// A leap second that is not the last second of a UTC day.
+    #[error("has a leap second (:60) that is not at 23:59:60 UTC: {0:?}")]
+    MisplacedLeapSecond(String),
 }
 
 /// An RFC 3339 timestamp that RFC 3339 can also write in UTC (the form it is stored
 /// and sent in), or what is wrong with it.
-pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, TimeError> {
     use chrono::{Datelike, Timelike};
     let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            format!(
-                "is not an RFC 3339 timestamp ({e}): {s:?}, expected e.g. \"2026-11-25T10:00:00Z\""
-            )
+        .map_err(|reason| TimeError::NotRfc3339 {
+            reason,
+            text: s.to_owned(),
         })?;
     // RFC 3339 has four-digit years: converted to UTC, a time at either end of year
     // 0000..=9999 would be sent as `+10000-…` or `-0001-…`, which Splunk cannot read.
     if t.year() > 9999 {
-        return Err(format!("is after 9999-12-31T23:59:59Z in UTC: {s:?}"));
+        return Err(TimeError::AfterYear9999(s.to_owned()));
     }
     if t.year() < 0 {
-        return Err(format!("is before 0000-01-01T00:00:00Z in UTC: {s:?}"));
+        return Err(TimeError::BeforeYear0(s.to_owned()));
     }
     // A leap second exists only as the last second of a UTC day (RFC 3339, 5.7).
     if t.nanosecond() >= 1_000_000_000 && (t.hour(), t.minute()) != (23, 59) {
-        return Err(format!(
-            "has a leap second (:60) that is not at 23:59:60 UTC: {s:?}"
-        ));
+        return Err(TimeError::MisplacedLeapSecond(s.to_owned()));
     }
     Ok(t)
 }
@@ -289,7 +311,7 @@ mod tests {
             ("2026-11-25T10:00:60Z", "leap second"),
             ("2016-12-31T23:59:60+01:00", "leap second"),
         ] {
-            let e = parse_time(bad).unwrap_err();
+            let e = parse_time(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
         for good in [

@@ -30,19 +30,22 @@ pub struct StoredAudit<'a> {
 }
 
 impl StoredAudit<'_> {
+    /// The event's own time. Ingest accepts only times RFC 3339 can write (years
+    /// 0 to 9999), all within chrono's range, so the fallback is never taken.
     pub fn time(&self) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(self.time_ms).unwrap_or_default()
     }
 
     /// The event object as Splunk receives it, minus the per-post `host` and
-    /// `upload_time` (for tests and inspection).
-    pub fn to_json(&self) -> serde_json::Value {
+    /// `upload_time` (for tests and inspection); an error if the stored parts are
+    /// damaged.
+    pub fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
         let mut text = b"{".to_vec();
         text.extend_from_slice(self.head);
         text.push(b',');
         text.extend_from_slice(self.tail);
         text.push(b'}');
-        serde_json::from_slice(&text).unwrap_or_default()
+        serde_json::from_slice(&text)
     }
 }
 

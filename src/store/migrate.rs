@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(audit_chunks(&s).unwrap(), 0, "done once");
         let mut seen = Vec::new();
         s.audit_after(&a, 150, |ev| {
-            seen.push((ev.seq, ev.to_json()["id"].as_str().unwrap().to_owned()));
+            seen.push((ev.seq, ev.to_json().unwrap()["id"].as_str().unwrap().to_owned()));
             ControlFlow::Continue(())
         })
         .unwrap();

@@ -43,7 +43,7 @@ pub enum StoreError {
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
     #[error("storage could not make the data durable: {0}")]
-    Flush(String),
+    Flush(#[from] flusher::FlushError),
     #[error("stored record {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("the integration no longer exists")]
@@ -51,7 +51,7 @@ pub enum StoreError {
     #[error("the integration was changed by another request meanwhile")]
     Changed,
     #[error("{0}")]
-    Secret(String),
+    Secret(#[from] secrets::SecretError),
     #[error("storage is failing: {0}")]
     Unavailable(String),
     #[error("rewriting the store to seal its HEC tokens failed: {0}")]
@@ -133,7 +133,9 @@ impl Engine {
         Ok(Engine {
             events: db.open_tree("events")?,
             registry: db.open_tree("registry")?,
-            flusher: Flusher::start(db.clone()),
+            flusher: Flusher::start(db.clone()).map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the flush thread: {e}"))
+            })?,
             db,
             generation,
         })
@@ -286,20 +288,22 @@ impl Store {
         Ok(())
     }
 
-    pub fn size_on_disk(&self) -> u64 {
-        self.engine()
-            .ok()
-            .and_then(|e| e.db.size_on_disk().ok())
-            .unwrap_or(0)
+    /// The bytes sled's files take on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.engine()?.db.size_on_disk()?)
     }
 }
 
 /// Where ids start in this database (see [`keys::ID_FLOOR`]).
 fn id_floor(registry: &sled::Tree) -> Result<u64, StoreError> {
-    Ok(registry
-        .get(keys::ID_FLOOR)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes))
+    let Some(v) = registry.get(keys::ID_FLOOR)? else {
+        return Ok(0);
+    };
+    let floor = <[u8; 8]>::try_from(v.as_ref()).map_err(|_| StoreError::Corrupt {
+        key: String::from_utf8_lossy(keys::ID_FLOOR).into_owned(),
+        reason: format!("{} bytes where 8 were expected", v.len()),
+    })?;
+    Ok(u64::from_be_bytes(floor))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
@@ -312,4 +316,36 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Our own types serialise infallibly (no maps with non-string keys).
     serde_json::to_vec(v).expect("serialising a stored record")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_damaged_id_floor_refuses_to_open_instead_of_reading_as_zero() {
+        let (dir, s) = testing::store();
+        s.registry()
+            .unwrap()
+            .insert(keys::ID_FLOOR, &[1u8, 2, 3][..])
+            .unwrap();
+        s.flush_now().unwrap();
+        drop(s);
+        // sled lets go of its file lock a moment after the store is dropped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Store::open(dir.path()) {
+                Err(StoreError::Corrupt { key, .. }) => {
+                    assert_eq!(key, "idfloor");
+                    return;
+                }
+                Err(e) if Instant::now() < deadline && e.to_string().contains("lock") => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("opening: {e}"),
+                Ok(_) => panic!("a damaged id floor was read as 0"),
+            }
+        }
+    }
 }

@@ -80,8 +80,7 @@ impl Store {
         let sealed = match &self.inner.cipher {
             Some(c) => Integration {
                 hec_token: c
-                    .seal(&it.hec_token, it.id.as_bytes())
-                    .map_err(StoreError::Secret)?,
+                    .seal(&it.hec_token, it.id.as_bytes())?,
                 ..next.clone()
             },
             None => next.clone(),
@@ -118,11 +117,10 @@ impl Store {
         let mut it: Integration = decode(key, bytes)?;
         if secrets::is_sealed(&it.hec_token) {
             let c = self.inner.cipher.as_ref().ok_or_else(|| {
-                StoreError::Secret("the HEC tokens in the data directory are encrypted: set SIEMSYNC_SECRET_KEY (or secret_key) to the key they were stored with".into())
+                StoreError::Secret(secrets::SecretError::NoKey("the data directory"))
             })?;
             it.hec_token = c
-                .open(&it.hec_token, it.id.as_bytes())
-                .map_err(StoreError::Secret)?;
+                .open(&it.hec_token, it.id.as_bytes())?;
         }
         Ok(it)
     }

@@ -7,6 +7,23 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 const PREFIX: &str = "enc:v1:";
 
+/// Why a token could not be sealed or opened (or a secret made); each says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// The operating system gave no random bytes for a nonce or a secret.
+    #[error("the system's random source failed")]
+    Random,
+    /// ring refused to seal (it does only for inputs far larger than a token).
+    #[error("sealing the token failed")]
+    Seal,
+    /// The stored token is not one this key sealed for this integration.
+    #[error("the HEC token cannot be decrypted: SIEMSYNC_SECRET_KEY differs from the key it was stored with")]
+    WrongKey,
+    /// Sealed tokens are stored (in the place named), and no key is configured.
+    #[error("the HEC tokens in {0} are encrypted: set SIEMSYNC_SECRET_KEY (or secret_key) to the key they were stored with")]
+    NoKey(&'static str),
+}
+
 /// The key that seals HEC tokens; made from the operator's secret.
 pub struct TokenCipher {
     key: LessSafeKey,
@@ -44,11 +61,13 @@ impl TokenCipher {
         }
     }
 
-    pub fn seal(&self, token: &str, bound_to: &[u8]) -> Result<String, String> {
+    /// Seals `token` under a fresh nonce, bound to `bound_to` (the integration's id),
+    /// so a sealed token copied onto another integration does not open.
+    pub fn seal(&self, token: &str, bound_to: &[u8]) -> Result<String, SecretError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
             .fill(&mut nonce)
-            .map_err(|_| "the system's random source failed".to_string())?;
+            .map_err(|_| SecretError::Random)?;
         let mut data = token.as_bytes().to_vec();
         self.key
             .seal_in_place_append_tag(
@@ -56,29 +75,29 @@ impl TokenCipher {
                 Aad::from(bound_to),
                 &mut data,
             )
-            .map_err(|_| "sealing the token failed".to_string())?;
+            .map_err(|_| SecretError::Seal)?;
         Ok(format!("{PREFIX}{}{}", hex(&nonce), hex(&data)))
     }
 
-    pub fn open(&self, stored: &str, bound_to: &[u8]) -> Result<String, String> {
-        let wrong = || {
-            "the HEC token cannot be decrypted: SIEMSYNC_SECRET_KEY differs from the key it was stored with".to_string()
-        };
+    /// Opens a token `seal` made for `bound_to`. Any damage, another key or another
+    /// integration reads as the wrong key: that is what the operator can act on.
+    pub fn open(&self, stored: &str, bound_to: &[u8]) -> Result<String, SecretError> {
+        let wrong = SecretError::WrongKey;
         let raw = stored
             .strip_prefix(PREFIX)
             .and_then(unhex)
-            .ok_or_else(wrong)?;
+            .ok_or(wrong.clone())?;
         if raw.len() < NONCE_LEN {
-            return Err(wrong());
+            return Err(wrong);
         }
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| wrong())?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| wrong.clone())?;
         let mut sealed = sealed.to_vec();
         let plain = self
             .key
             .open_in_place(nonce, Aad::from(bound_to), &mut sealed)
-            .map_err(|_| wrong())?;
-        String::from_utf8(plain.to_vec()).map_err(|_| wrong())
+            .map_err(|_| wrong.clone())?;
+        String::from_utf8(plain.to_vec()).map_err(|_| wrong)
     }
 }
 
@@ -107,6 +126,7 @@ mod tests {
         assert!(TokenCipher::new("another key entirely, also long")
             .open(&sealed, b"id-1")
             .unwrap_err()
+            .to_string()
             .contains("SIEMSYNC_SECRET_KEY"));
     }
 }

@@ -1,5 +1,6 @@
 //! Account-scoped API tokens: shown once when made, stored only as a SHA-256 hash.
 
+use super::secrets::SecretError;
 use super::{decode, encode, Store, StoreError};
 use crate::model::AccountId;
 use chrono::{DateTime, Utc};
@@ -25,11 +26,11 @@ pub(super) fn hash_hex(secret: &str) -> String {
 }
 
 /// A new bearer secret: `ssa_` and 32 random bytes in hex.
-pub(super) fn new_secret() -> Result<String, String> {
+pub(super) fn new_secret() -> Result<String, SecretError> {
     let mut raw = [0u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut raw)
-        .map_err(|_| "the system's random source failed".to_string())?;
+        .map_err(|_| SecretError::Random)?;
     Ok(format!(
         "ssa_{}",
         raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -52,7 +53,7 @@ impl Store {
         account: &AccountId,
         name: Option<String>,
     ) -> Result<(AccountToken, String), StoreError> {
-        let secret = new_secret().map_err(StoreError::Flush)?;
+        let secret = new_secret()?;
         let token = AccountToken {
             id: Uuid::new_v4(),
             account: account.clone(),

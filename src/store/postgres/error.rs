@@ -19,7 +19,7 @@ pub enum PgError {
     #[error("the integration no longer exists")]
     Gone,
     #[error("{0}")]
-    Secret(String),
+    Secret(#[from] crate::store::secrets::SecretError),
     /// Compare-and-set on an integration failed: someone changed it meanwhile.
     #[error("integration {id} was changed meanwhile (stored version {actual:?}, expected {expected:?}): read it again and retry")]
     VersionConflict {

@@ -64,8 +64,7 @@ impl Shared {
         Ok(match &self.cipher {
             Some(c) => Integration {
                 hec_token: c
-                    .seal(&it.hec_token, it.id.as_bytes())
-                    .map_err(PgError::Secret)?,
+                    .seal(&it.hec_token, it.id.as_bytes())?,
                 ..it.clone()
             },
             None => it.clone(),
@@ -80,11 +79,10 @@ impl Shared {
         let mut it: Integration = from_doc("an integration", doc)?;
         if secrets::is_sealed(&it.hec_token) {
             let c = self.cipher.as_ref().ok_or_else(|| {
-                PgError::Secret("the HEC tokens in PostgreSQL are encrypted: set SIEMSYNC_SECRET_KEY (or secret_key) to the key they were stored with".into())
+                PgError::Secret(secrets::SecretError::NoKey("PostgreSQL"))
             })?;
             it.hec_token = c
-                .open(&it.hec_token, it.id.as_bytes())
-                .map_err(PgError::Secret)?;
+                .open(&it.hec_token, it.id.as_bytes())?;
         }
         Ok(Versioned {
             value: it,
