@@ -225,7 +225,10 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// The settings that say who may call and what the service calls itself: the
+    /// sync interval, the host, and the two tokens (never the shipped ones on a
+    /// reachable address).
+    fn validate_access(&self) -> Result<(), ConfigError> {
         let bad = |key, message: &str| {
             Err(ConfigError::Invalid {
                 key,
@@ -271,6 +274,17 @@ impl Config {
                 });
             }
         }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        self.validate_access()?;
         if self.max_batch_bytes < 1024 {
             return bad("max_batch_bytes", "must be at least 1024");
         }

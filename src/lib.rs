@@ -48,18 +48,9 @@ pub struct Service {
     pub supervisor: Addr<Supervisor>,
 }
 
-/// Opens the store, starts the collectors, the Supervisor (which starts one actor per
-/// active integration) and the HTTP server. Must run inside an actix System.
-pub fn start(config: Config) -> Result<Service, StartError> {
-    for key in config.development_tokens() {
-        log::warn!(
-            "`{key}` is the development token shipped in config/siemsync.toml: anyone who has read that file can use it. Set SIEMSYNC_{} before anyone but you can reach {}",
-            key.to_ascii_uppercase(),
-            config.listen
-        );
-    }
-    // One process-wide TLS provider; ours is the only one compiled in.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// Opens the store (sealing tokens stored in clear first when a key is set) and
+/// stores the integrations the config file declares.
+fn open_store(config: &Config) -> Result<Store, StartError> {
     let store_error = |source| StartError::Store {
         dir: config.data_dir.display().to_string(),
         source,
@@ -89,6 +80,22 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     store.all_integrations().map_err(store_error)?;
     let declared = config.file_integrations().map_err(StartError::Config)?;
     reload::store_file_integrations(&store, &declared).map_err(store_error)?;
+    Ok(store)
+}
+
+/// Opens the store, starts the collectors, the Supervisor (which starts one actor per
+/// active integration) and the HTTP server. Must run inside an actix System.
+pub fn start(config: Config) -> Result<Service, StartError> {
+    for key in config.development_tokens() {
+        log::warn!(
+            "`{key}` is the development token shipped in config/siemsync.toml: anyone who has read that file can use it. Set SIEMSYNC_{} before anyone but you can reach {}",
+            key.to_ascii_uppercase(),
+            config.listen
+        );
+    }
+    // One process-wide TLS provider; ours is the only one compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = open_store(&config)?;
     let s = store.clone();
     let audit = SyncArbiter::start(2, move || AuditCollector::new(s.clone()));
     let s = store.clone();

@@ -106,92 +106,112 @@ impl Metrics {
             integration_actors: Gauge::default(),
             registry: Registry::default(),
         };
+        m.register_delivery(&mut registry);
+        m.register_stored(&mut registry);
+        m.register_ingest(&mut registry);
+        m.register_process(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// What the actors count as they deliver.
+    fn register_delivery(&self, registry: &mut Registry) {
         registry.register(
             "events_delivered",
             "Events Splunk accepted, per integration and source",
-            m.events_delivered.clone(),
+            self.events_delivered.clone(),
         );
         registry.register(
             "bytes_delivered",
             "Uncompressed bytes of accepted posts, per integration and source",
-            m.bytes_delivered.clone(),
+            self.bytes_delivered.clone(),
         );
         registry.register(
             "delivery_failures",
             "Failed delivery attempts, by HEC code (or HTTP status, or transport)",
-            m.failures.clone(),
+            self.failures.clone(),
         );
         registry.register(
             "retries",
             "Delivery retries after a failure",
-            m.retries.clone(),
+            self.retries.clone(),
         );
         registry.register(
             "post_duration_seconds",
             "Time of one HEC post, including indexer acknowledgement",
-            m.post_seconds.clone(),
+            self.post_seconds.clone(),
         );
         registry.register(
             "dead_lettered",
             "Events Splunk refused as bad data, moved to dead letters",
-            m.dead_lettered.clone(),
+            self.dead_lettered.clone(),
         );
         registry.register(
             "actor_restarts",
             "Integration actors restarted after ending unexpectedly",
-            m.actor_restarts.clone(),
+            self.actor_restarts.clone(),
         );
+    }
+
+    /// Per-integration gauges of stored state, read from the store when scraped.
+    fn register_stored(&self, registry: &mut Registry) {
         registry.register(
             "backlog_events",
             "Events stored and not yet delivered, per integration and source",
-            m.backlog_events.clone(),
+            self.backlog_events.clone(),
         );
         registry.register(
             "backlog_oldest_age_seconds",
             "Age of the oldest undelivered event",
-            m.backlog_oldest_seconds.clone(),
+            self.backlog_oldest_seconds.clone(),
         );
         registry.register(
             "last_success_timestamp_seconds",
             "Unix time of the integration's last accepted post",
-            m.last_success.clone(),
+            self.last_success.clone(),
         );
         registry.register(
             "dead_letters",
             "Events in the integration's dead letters",
-            m.dead_letters.clone(),
+            self.dead_letters.clone(),
         );
+    }
+
+    /// What ingest counts.
+    fn register_ingest(&self, registry: &mut Registry) {
         registry.register(
             "ingest_requests",
             "Ingest requests received, per source",
-            m.ingest_requests.clone(),
+            self.ingest_requests.clone(),
         );
         registry.register(
             "ingest_events",
             "Events accepted by ingest (repeats of known ids not counted)",
-            m.ingest_events.clone(),
+            self.ingest_events.clone(),
         );
         registry.register(
             "ingest_rejections",
             "Ingest requests refused, by reason",
-            m.ingest_rejections.clone(),
+            self.ingest_rejections.clone(),
         );
+    }
+
+    /// The store and the actors of this process.
+    fn register_process(&self, registry: &mut Registry) {
         registry.register(
             "store_size_bytes",
             "Size of the sled store on disk",
-            m.store_bytes.clone(),
+            self.store_bytes.clone(),
         );
         registry.register(
             "store_writable",
             "1 while the store takes writes; 0 while its disk is full or read-only (ingest answers 503)",
-            m.store_writable.clone(),
+            self.store_writable.clone(),
         );
         registry.register(
             "integration_actors",
             "Integration actors alive: one per integration that is enabled (on an account with the feature on)",
-            m.integration_actors.clone(),
+            self.integration_actors.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// The Prometheus text exposition.

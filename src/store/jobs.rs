@@ -148,12 +148,11 @@ impl Store {
         }
         Ok(())
     }
-
 }
 
 /// The snapshots of one request, the last of each job only, in the order the jobs
 /// first appear (within one request the last snapshot of a job wins).
-fn latest_per_job(jobs: Vec<JobSnapshot>) -> Vec<JobSnapshot> {
+pub(in crate::store) fn latest_per_job(jobs: Vec<JobSnapshot>) -> Vec<JobSnapshot> {
     let mut latest: HashMap<String, usize> = HashMap::new();
     let mut out: Vec<JobSnapshot> = Vec::new();
     for j in jobs {

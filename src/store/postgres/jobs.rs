@@ -6,6 +6,7 @@ use super::error::{corrupt, PgError};
 use super::partitions::{readers, record_gap};
 use super::{to_i64, to_u64, PgStore, Shared};
 use crate::model::{AccountId, JobSnapshot, Source};
+use crate::store::jobs::latest_per_job;
 use crate::store::StoredJob;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -20,6 +21,41 @@ fn stored_job(row: &tokio_postgres::Row) -> Result<StoredJob, PgError> {
     })
 }
 
+/// The stored snapshots of `jobs`, and those of them whose finished record the
+/// sweep removed (their tombstone).
+async fn stored_jobs(
+    tx: &tokio_postgres::Transaction<'_>,
+    account: &AccountId,
+    jobs: &[String],
+) -> Result<(HashMap<String, JobSnapshot>, Vec<String>), PgError> {
+    let a = account.as_str();
+    let stored = tx
+        .query(
+            "SELECT job, change_seq, snapshot FROM jobs WHERE account = $1 AND job = ANY($2)",
+            &[&a, &jobs],
+        )
+        .await?;
+    let mut old: HashMap<String, JobSnapshot> = HashMap::new();
+    for row in &stored {
+        let job: String = row.get(0);
+        let doc: serde_json::Value = row.get(2);
+        old.insert(
+            job,
+            serde_json::from_value(doc).map_err(|e| corrupt("a job snapshot", e))?,
+        );
+    }
+    let swept: Vec<String> = tx
+        .query(
+            "SELECT job FROM job_tombstones WHERE account = $1 AND job = ANY($2)",
+            &[&a, &jobs],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok((old, swept))
+}
+
 impl Shared {
     async fn put_jobs(
         &self,
@@ -27,47 +63,17 @@ impl Shared {
         jobs: Vec<JobSnapshot>,
     ) -> Result<usize, PgError> {
         let count = jobs.len();
-        // Within one request the last snapshot of a job wins.
-        let mut latest: HashMap<String, JobSnapshot> = HashMap::new();
-        let mut order = Vec::new();
-        for j in jobs {
-            if !latest.contains_key(&j.job) {
-                order.push(j.job.clone());
-            }
-            latest.insert(j.job.clone(), j);
-        }
+        let latest = latest_per_job(jobs);
+        let order: Vec<String> = latest.iter().map(|j| j.job.clone()).collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let mut head = lock_heads(&tx, account).await?.heads.jobs;
         let a = account.as_str();
-        let stored = tx
-            .query(
-                "SELECT job, change_seq, snapshot FROM jobs WHERE account = $1 AND job = ANY($2)",
-                &[&a, &order],
-            )
-            .await?;
-        let mut old: HashMap<String, JobSnapshot> = HashMap::new();
-        for row in &stored {
-            let job: String = row.get(0);
-            let doc: serde_json::Value = row.get(2);
-            old.insert(
-                job,
-                serde_json::from_value(doc).map_err(|e| corrupt("a job snapshot", e))?,
-            );
-        }
-        let swept: Vec<String> = tx
-            .query(
-                "SELECT job FROM job_tombstones WHERE account = $1 AND job = ANY($2)",
-                &[&a, &order],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let (old, swept) = stored_jobs(&tx, account, &order).await?;
         let (mut names, mut seqs, mut running, mut finished, mut times, mut docs) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for job in order {
-            let snap = latest.remove(&job).expect("collected above");
+        for snap in latest {
+            let job = snap.job.clone();
             let same = old.get(&job).is_some_and(|o| {
                 JobSnapshot {
                     ingested_at: o.ingested_at,

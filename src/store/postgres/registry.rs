@@ -63,8 +63,7 @@ impl Shared {
     fn seal(&self, it: &Integration) -> Result<Integration, PgError> {
         Ok(match &self.cipher {
             Some(c) => Integration {
-                hec_token: c
-                    .seal(&it.hec_token, it.id.as_bytes())?,
+                hec_token: c.seal(&it.hec_token, it.id.as_bytes())?,
                 ..it.clone()
             },
             None => it.clone(),
@@ -78,11 +77,11 @@ impl Shared {
     ) -> Result<Versioned<Integration>, PgError> {
         let mut it: Integration = from_doc("an integration", doc)?;
         if secrets::is_sealed(&it.hec_token) {
-            let c = self.cipher.as_ref().ok_or_else(|| {
-                PgError::Secret(secrets::SecretError::NoKey("PostgreSQL"))
-            })?;
-            it.hec_token = c
-                .open(&it.hec_token, it.id.as_bytes())?;
+            let c = self
+                .cipher
+                .as_ref()
+                .ok_or_else(|| PgError::Secret(secrets::SecretError::NoKey("PostgreSQL")))?;
+            it.hec_token = c.open(&it.hec_token, it.id.as_bytes())?;
         }
         Ok(Versioned {
             value: it,
@@ -167,41 +166,7 @@ impl Shared {
     ) -> Result<Checkpoint, PgError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // The lease row is share-locked until the commit: a node claiming the shard
-        // waits for this commit to end, and a commit after a claim sees the new
-        // epoch. Either way no two owners ever commit for one shard at once.
-        let held = tx
-            .query_opt(
-                "SELECT 1 FROM shard_leases
-                 WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
-                 FOR SHARE",
-                &[&fence.shard, &fence.node, &fence.epoch],
-            )
-            .await?;
-        if held.is_none() {
-            return Err(PgError::LeaseLost {
-                node: fence.node.clone(),
-                shard: fence.shard,
-                epoch: fence.epoch,
-            });
-        }
-        let shard: Option<i32> = tx
-            .query_opt(
-                "SELECT shard FROM integrations WHERE id = $1 AND account = $2 FOR SHARE",
-                &[&id, &account.as_str()],
-            )
-            .await?
-            .map(|r| r.get(0));
-        match shard {
-            None => return Err(PgError::Gone),
-            Some(s) if s != fence.shard => {
-                return Err(PgError::Db(format!(
-                    "integration {id} is in shard {s}, not in the fencing shard {}",
-                    fence.shard
-                )))
-            }
-            Some(_) => {}
-        }
+        fenced(&tx, account, id, fence).await?;
         // While a restarted actor's predecessor finishes its last post, both may
         // commit under the same lease: neither may move a cursor or a count backwards.
         let row = tx
@@ -250,6 +215,53 @@ impl Shared {
         tx.commit().await?;
         Ok(merged)
     }
+}
+
+/// Whether this node may commit for integration `id` of `account` under `fence`: it
+/// still holds the lease on the integration's shard, and the integration (still
+/// stored) is in that shard. Locks both rows until the transaction ends.
+async fn fenced(
+    tx: &tokio_postgres::Transaction<'_>,
+    account: &AccountId,
+    id: Uuid,
+    fence: &Fence,
+) -> Result<(), PgError> {
+    // The lease row is share-locked until the commit: a node claiming the shard
+    // waits for this commit to end, and a commit after a claim sees the new
+    // epoch. Either way no two owners ever commit for one shard at once.
+    let held = tx
+        .query_opt(
+            "SELECT 1 FROM shard_leases
+                 WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
+                 FOR SHARE",
+            &[&fence.shard, &fence.node, &fence.epoch],
+        )
+        .await?;
+    if held.is_none() {
+        return Err(PgError::LeaseLost {
+            node: fence.node.clone(),
+            shard: fence.shard,
+            epoch: fence.epoch,
+        });
+    }
+    let shard: Option<i32> = tx
+        .query_opt(
+            "SELECT shard FROM integrations WHERE id = $1 AND account = $2 FOR SHARE",
+            &[&id, &account.as_str()],
+        )
+        .await?
+        .map(|r| r.get(0));
+    match shard {
+        None => return Err(PgError::Gone),
+        Some(s) if s != fence.shard => {
+            return Err(PgError::Db(format!(
+                "integration {id} is in shard {s}, not in the fencing shard {}",
+                fence.shard
+            )))
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 fn checkpoint_of(row: &tokio_postgres::Row) -> Checkpoint {
