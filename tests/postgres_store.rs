@@ -56,7 +56,10 @@ fn audit(id: &str) -> AuditEvent {
 async fn audit_ids(s: &PgStore, a: &AccountId) -> Vec<(u64, String)> {
     let mut v = Vec::new();
     s.audit_after(a, 0, |e| {
-        v.push((e.seq, e.to_json().unwrap()["id"].as_str().unwrap().to_owned()));
+        v.push((
+            e.seq,
+            e.to_json().unwrap()["id"].as_str().unwrap().to_owned(),
+        ));
         ControlFlow::Continue(())
     })
     .await

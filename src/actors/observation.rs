@@ -97,4 +97,3 @@ pub struct ProgressView {
     /// Seconds left at that rate; `null` before anything was done.
     pub eta_secs: Option<f64>,
 }
-

@@ -183,7 +183,11 @@ impl Handler<CancelReplay> for Supervisor {
     type Result = ResponseActFuture<Self, Option<ReplayProgress>>;
     fn handle(&mut self, msg: CancelReplay, _: &mut Context<Self>) -> Self::Result {
         let id = msg.id;
-        let latest = self.replays.latest.get(&id).map(|h| (h.addr.clone(), h.running));
+        let latest = self
+            .replays
+            .latest
+            .get(&id)
+            .map(|h| (h.addr.clone(), h.running));
         let (store, account) = (self.store.clone(), msg.account.clone());
         Box::pin(
             async move {

@@ -6,9 +6,7 @@ use super::auth::Caller;
 use super::errors::ApiError;
 use super::status::status_of;
 use super::{account_of, duplicates, read_body, AppState};
-use crate::actors::messages::{
-    CancelReplay, Refresh, StartReplay, SyncNow, Window,
-};
+use crate::actors::messages::{CancelReplay, Refresh, StartReplay, SyncNow, Window};
 use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;

@@ -124,7 +124,9 @@ impl AuditEvent {
         };
         let time = match raw.time {
             None => return Err(error("time", "is required".into())),
-            Some(s) => fields::parse_time(&s).map_err(|problem| error("time", problem.to_string()))?,
+            Some(s) => {
+                fields::parse_time(&s).map_err(|problem| error("time", problem.to_string()))?
+            }
         };
         let connector = match raw.connector {
             None => None,

@@ -212,7 +212,9 @@ pub fn identifier(s: &str) -> Result<(), NotIdentifier> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TimeError {
     /// Not RFC 3339 at all.
-    #[error("is not an RFC 3339 timestamp ({reason}): {text:?}, expected e.g. \"2026-11-25T10:00:00Z\"")]
+    #[error(
+        "is not an RFC 3339 timestamp ({reason}): {text:?}, expected e.g. \"2026-11-25T10:00:00Z\""
+    )]
     NotRfc3339 {
         reason: chrono::ParseError,
         text: String,

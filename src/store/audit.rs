@@ -134,7 +134,6 @@ impl Store {
         }
         Ok(())
     }
-
 }
 
 #[cfg(test)]

@@ -195,4 +195,3 @@ impl ChunkWriter {
         self.count = 0;
     }
 }
-

@@ -38,5 +38,4 @@ impl Store {
     pub fn heads(&self, account: &AccountId) -> Result<Heads, StoreError> {
         heads_in(&*self.events()?, account)
     }
-
 }

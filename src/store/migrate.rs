@@ -4,8 +4,8 @@
 //! chunks already encoded (see `events`), with their id hashes beside each chunk.
 //! The conversion is idempotent, so a crash part-way is finished at the next start.
 
-use super::dedup::id_hash;
 use super::chunk::{ChunkWriter, CHUNK_FORMAT};
+use super::dedup::id_hash;
 use super::{decode, keys, Store, StoreError};
 use crate::model::AuditEvent;
 
@@ -105,7 +105,10 @@ mod tests {
         assert_eq!(audit_chunks(&s).unwrap(), 0, "done once");
         let mut seen = Vec::new();
         s.audit_after(&a, 150, |ev| {
-            seen.push((ev.seq, ev.to_json().unwrap()["id"].as_str().unwrap().to_owned()));
+            seen.push((
+                ev.seq,
+                ev.to_json().unwrap()["id"].as_str().unwrap().to_owned(),
+            ));
             ControlFlow::Continue(())
         })
         .unwrap();

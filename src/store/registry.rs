@@ -79,8 +79,7 @@ impl Store {
         };
         let sealed = match &self.inner.cipher {
             Some(c) => Integration {
-                hec_token: c
-                    .seal(&it.hec_token, it.id.as_bytes())?,
+                hec_token: c.seal(&it.hec_token, it.id.as_bytes())?,
                 ..next.clone()
             },
             None => next.clone(),
@@ -119,8 +118,7 @@ impl Store {
             let c = self.inner.cipher.as_ref().ok_or_else(|| {
                 StoreError::Secret(secrets::SecretError::NoKey("the data directory"))
             })?;
-            it.hec_token = c
-                .open(&it.hec_token, it.id.as_bytes())?;
+            it.hec_token = c.open(&it.hec_token, it.id.as_bytes())?;
         }
         Ok(it)
     }

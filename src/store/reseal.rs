@@ -144,9 +144,7 @@ fn sealed_record(key: &[u8], value: &[u8], cipher: &TokenCipher) -> Result<Vec<u
         .as_str()
         .ok_or_else(|| corrupt("no hec_token"))?;
     if !is_sealed(token) {
-        it["hec_token"] = cipher
-            .seal(token, id.as_bytes())?
-            .into();
+        it["hec_token"] = cipher.seal(token, id.as_bytes())?.into();
     }
     Ok(super::encode(&it))
 }

@@ -65,9 +65,7 @@ impl TokenCipher {
     /// so a sealed token copied onto another integration does not open.
     pub fn seal(&self, token: &str, bound_to: &[u8]) -> Result<String, SecretError> {
         let mut nonce = [0u8; NONCE_LEN];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| SecretError::Random)?;
+        self.rng.fill(&mut nonce).map_err(|_| SecretError::Random)?;
         let mut data = token.as_bytes().to_vec();
         self.key
             .seal_in_place_append_tag(

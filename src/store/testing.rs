@@ -50,7 +50,10 @@ pub fn job(id: &str, status: &str, progress: f64) -> JobSnapshot {
 pub fn audit_ids(s: &Store, a: &AccountId, after: u64) -> Vec<(u64, String)> {
     let mut v = Vec::new();
     s.audit_after(a, after, |e| {
-        v.push((e.seq, e.to_json().unwrap()["id"].as_str().unwrap().to_owned()));
+        v.push((
+            e.seq,
+            e.to_json().unwrap()["id"].as_str().unwrap().to_owned(),
+        ));
         ControlFlow::Continue(())
     })
     .unwrap();

@@ -2,8 +2,8 @@
 //! exact record bytes), appended under the account's row lock so that several nodes
 //! ingesting for one account keep its order and its dedup window.
 
-use super::super::dedup::id_hash;
 use super::super::chunk::{Chunk, ChunkSink, ChunkWriter, CHUNK_EVENTS};
+use super::super::dedup::id_hash;
 use super::super::{keys, IngestOutcome, StoredAudit};
 use super::error::{corrupt, PgError};
 use super::{to_i64, to_u64, PgStore, Shared};
