@@ -1,7 +1,12 @@
 //! siemsync: forwards a backup platform's audit-log events and job updates to each
-//! customer's Splunk HTTP Event Collector. See DESIGN.md for the picture this code follows.
+//! customer's Splunk HTTP Event Collector (README.md explains the product and its
+//! HTTP contract).
 //!
-//! `start` wires config → store → actors → HTTP; the binary and the tests both use it.
+//! `start` wires config → store → actors → HTTP. The binary (`main.rs`) calls it
+//! inside an actix System. The end-to-end tests do not call it directly: they run
+//! the real binary as a child process on port 0 with a temporary data directory
+//! (`tests/common/mod.rs`), as the end-to-end benchmarks do (`benches/support`);
+//! the unit tests next to the code open a store in a temporary directory.
 
 pub mod actors;
 pub mod cli;
@@ -24,27 +29,39 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use store::{Store, StoreOptions};
 
+/// Why the service did not start; each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The data directory could not be opened (or its tokens sealed).
     #[error("cannot open the data directory {dir}: {source}")]
     Store {
+        /// The data directory.
         dir: String,
+        /// What the store said.
         source: store::StoreError,
     },
+    /// The config file's integrations are invalid.
     #[error(transparent)]
     Config(config::ConfigError),
+    /// The API's address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The `listen` address.
         addr: SocketAddr,
+        /// Why it could not be bound.
         source: std::io::Error,
     },
 }
 
 /// A started service: the API's address, and the handles to stop it.
 pub struct Service {
+    /// Where the API listens (the real port when `listen` asked for port 0).
     pub addr: SocketAddr,
+    /// The running HTTP server: awaiting it runs the service until it stops.
     pub server: actix_web::dev::Server,
+    /// The store, to flush at shutdown.
     pub store: Store,
+    /// The Supervisor of the delivery actors.
     pub supervisor: Addr<Supervisor>,
 }
 

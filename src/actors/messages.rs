@@ -19,7 +19,9 @@ use uuid::Uuid;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Refresh {
+    /// The integration's account: its key in the store.
     pub account: AccountId,
+    /// The integration that changed.
     pub id: Uuid,
 }
 
@@ -35,6 +37,7 @@ pub struct Reconcile;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Adopt {
+    /// The stored version, to run from now on.
     pub integration: Integration,
 }
 
@@ -43,6 +46,7 @@ pub struct Adopt {
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct SyncNow {
+    /// The integration to sync.
     pub id: Uuid,
 }
 
@@ -50,6 +54,7 @@ pub struct SyncNow {
 #[derive(Message)]
 #[rtype(result = "Option<Observation>")]
 pub struct Observe {
+    /// The integration whose actor is asked.
     pub id: Uuid,
 }
 
@@ -60,7 +65,9 @@ pub struct Observe {
 pub struct StartReplay {
     /// The integration: the replay uses the configuration its running actor has.
     pub id: Uuid,
+    /// The events to re-send: those whose time is in it.
     pub window: Window,
+    /// The sources to re-send, in this order.
     pub sources: Vec<crate::model::Source>,
 }
 
@@ -69,8 +76,11 @@ pub struct StartReplay {
 #[derive(Message)]
 #[rtype(result = "Result<Vec<(crate::model::Source, u64)>, StoreError>")]
 pub struct CountReplay {
+    /// The account whose retained events are counted.
     pub account: AccountId,
+    /// The window a replay would re-send.
     pub window: Window,
+    /// The sources a replay would re-send.
     pub sources: Vec<crate::model::Source>,
 }
 
@@ -79,7 +89,9 @@ pub struct CountReplay {
 #[derive(Message)]
 #[rtype(result = "Option<ReplayProgress>")]
 pub struct CancelReplay {
+    /// The integration's account, to record the cancellation under.
     pub account: AccountId,
+    /// The integration whose replay is cancelled.
     pub id: Uuid,
 }
 
@@ -87,6 +99,7 @@ pub struct CancelReplay {
 #[derive(Message)]
 #[rtype(result = "Option<ReplayProgress>")]
 pub struct ObserveReplay {
+    /// The integration whose latest replay is asked for.
     pub id: Uuid,
 }
 
@@ -96,7 +109,9 @@ pub struct ObserveReplay {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReplayEnded {
+    /// The integration the replay belonged to.
     pub id: Uuid,
+    /// Which replay ended (`ReplayProgress::id`): a late word from an older one changes nothing.
     pub replay: Uuid,
 }
 
@@ -110,27 +125,36 @@ pub struct Stop;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stopped {
+    /// The integration whose actor ended.
     pub id: Uuid,
+    /// Which start of it ended: an actor replaced meanwhile is not restarted.
     pub generation: u64,
 }
 
 /// What a batch request asks for; the collectors fill at most `max_bytes`.
 #[derive(Debug, Clone)]
 pub struct BatchRequest {
+    /// The account whose events are read.
     pub account: AccountId,
+    /// The HEC envelope fields every event of the batch carries.
     pub envelope: Envelope,
+    /// The `upload_time` stamped on every event of the batch.
     pub upload_time: DateTime<Utc>,
+    /// The most bytes the batch's body may hold.
     pub max_bytes: usize,
 }
 
 /// A replay's window: events whose time (audit) or snapshot time (jobs) is in it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Window {
+    /// The first instant in the window.
     pub from: DateTime<Utc>,
+    /// The last instant in the window (included).
     pub to: DateTime<Utc>,
 }
 
 impl Window {
+    /// Whether `t` is in the window, both ends included.
     pub fn contains(&self, t: &DateTime<Utc>) -> bool {
         self.from <= *t && *t <= self.to
     }
@@ -141,8 +165,11 @@ impl Window {
 #[derive(Message)]
 #[rtype(result = "Result<Batch, StoreError>")]
 pub struct CollectAudit {
+    /// What the batch is for and how large it may be.
     pub request: BatchRequest,
+    /// The audit sequence already delivered: the batch starts after it.
     pub after: u64,
+    /// A replay's window; `None` for live delivery.
     pub window: Option<Window>,
 }
 
@@ -150,7 +177,9 @@ pub struct CollectAudit {
 #[derive(Message)]
 #[rtype(result = "Result<u64, StoreError>")]
 pub struct CountWindow {
+    /// The account whose retained events are counted.
     pub account: AccountId,
+    /// The window to count.
     pub window: Window,
 }
 
@@ -159,8 +188,11 @@ pub struct CountWindow {
 #[derive(Message)]
 #[rtype(result = "Result<Batch, StoreError>")]
 pub struct CollectChangedJobs {
+    /// What the batch is for and how large it may be.
     pub request: BatchRequest,
+    /// The job change sequence already delivered: the batch starts after it.
     pub after: u64,
+    /// A replay's window; `None` for live delivery.
     pub window: Option<Window>,
 }
 
@@ -169,7 +201,10 @@ pub struct CollectChangedJobs {
 #[derive(Message)]
 #[rtype(result = "Result<Batch, StoreError>")]
 pub struct CollectRunningJobs {
+    /// What the batch is for and how large it may be.
     pub request: BatchRequest,
+    /// The change sequence the batch runs up to: newer snapshots were just sent as changed.
     pub up_to: u64,
+    /// The job the previous batch ended with; `None` to start from the first.
     pub after_job: Option<String>,
 }

@@ -1,5 +1,6 @@
-//! The actors of DESIGN.md: Supervisor, one IntegrationActor per integration,
-//! and the two collectors that are the only readers of event data.
+//! The actors (README.md, "How delivery behaves"): Supervisor, one IntegrationActor
+//! per integration, a ReplayActor per replay, and the two collectors that are the
+//! only readers of event data.
 
 pub mod audit_collector;
 pub mod batch;

@@ -21,15 +21,21 @@ pub enum State {
 /// One actor's observable state (quickwit-style): tests and the status API assert on it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Observation {
+    /// In one word: nothing tried yet, last post accepted, or last post failed.
     pub state: State,
+    /// When this actor started: a restart shows as a newer time.
     pub started_at: DateTime<Utc>,
     /// The version of the integration the actor runs (see `Integration::version`).
     pub config_version: u64,
+    /// When the actor last posted to Splunk.
     pub last_attempt: Option<DateTime<Utc>>,
+    /// Why the last post failed; cleared by the next success.
     pub last_error: Option<Failure>,
     /// Failed attempts since the last success.
     pub retries: u32,
+    /// Whether a sync is running now.
     pub syncing: bool,
+    /// When the next tick starts a sync.
     pub next_sync: Option<DateTime<Utc>>,
     /// While a sync drains a backlog: how far it is.
     pub progress: Option<Progress>,
@@ -45,17 +51,24 @@ pub struct Observation {
 /// (the status's `last_error` says why not).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyncReport {
+    /// When the sync started.
     pub started_at: DateTime<Utc>,
+    /// When it ended.
     pub finished_at: DateTime<Utc>,
+    /// Events it delivered.
     pub events: u64,
+    /// Whether it ended without a failure.
     pub ok: bool,
 }
 
 /// Progress of long work (a catch-up or a replay): done of total since `started_at`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Progress {
+    /// Events done so far.
     pub done: u64,
+    /// Events to do in all, as counted when the work started.
     pub total: u64,
+    /// When the work started: the rate is counted from then.
     pub started_at: DateTime<Utc>,
 }
 
@@ -89,8 +102,11 @@ impl Progress {
 /// Progress as the status API shows it: how far, how fast, how long still.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProgressView {
+    /// Events done so far.
     pub done: u64,
+    /// Events to do in all.
     pub total: u64,
+    /// When the work started.
     pub started_at: DateTime<Utc>,
     /// Events per second so far, to one decimal.
     pub rate_per_sec: f64,

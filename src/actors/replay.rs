@@ -21,33 +21,49 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Where a replay is: running, or how it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplayState {
+    /// Posting (or waiting to resume with its integration).
     Running,
+    /// Every event of the window was posted.
     Done,
+    /// Stopped by a failure the customer must fix (`error` says which).
     Failed,
+    /// Cancelled by the customer.
     Cancelled,
 }
 
 /// A replay's progress, as the status shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplayProgress {
+    /// This replay (a new one gets a new id; a resumed one keeps its own).
     pub id: Uuid,
+    /// The window's first instant.
     pub from: DateTime<Utc>,
+    /// The window's last instant.
     pub to: DateTime<Utc>,
+    /// The sources re-sent, in this order.
     pub sources: Vec<Source>,
+    /// Running, or how it ended.
     pub state: ReplayState,
     /// Events in the window when the replay started.
     pub total: u64,
+    /// Events Splunk accepted so far.
     pub sent: u64,
     /// Events Splunk refused as bad data (they are in the dead letters already, or were delivered live).
     pub skipped: u64,
+    /// When it was started.
     pub started_at: DateTime<Utc>,
+    /// When it ended (`null` while it runs).
     pub finished_at: Option<DateTime<Utc>>,
+    /// The last failure: a transient one while it retries, or why it failed.
     pub error: Option<Failure>,
 }
 
+/// A replay's progress, shared between its actor and the actor's own run (one
+/// thread): the run counts, the actor answers. The Supervisor never holds it.
 pub type SharedProgress = Arc<Mutex<ReplayProgress>>;
 
 /// A replay as kept in the store: a running one resumes from its cursor when its
@@ -55,14 +71,17 @@ pub type SharedProgress = Arc<Mutex<ReplayProgress>>;
 /// restarted), instead of being lost.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredReplay {
+    /// Its progress, as shown.
     pub progress: ReplayProgress,
     /// The source being replayed (index into `progress.sources`), and the sequence
     /// in it up to which every event was posted.
     pub source: usize,
+    /// The sequence in that source up to which every event was posted.
     pub after: u64,
 }
 
 impl ReplayProgress {
+    /// The window this replay re-sends.
     pub fn window(&self) -> Window {
         Window {
             from: self.from,
@@ -116,10 +135,15 @@ pub struct ReplayActor {
 
 /// What a replay actor needs from the Supervisor that starts it.
 pub struct ReplayDeps {
+    /// Where it records its progress.
     pub store: Store,
+    /// The audit log's reader.
     pub audit: Addr<AuditCollector>,
+    /// The job snapshots' reader.
     pub jobs: Addr<JobCollector>,
+    /// How to post: the same settings as live delivery.
     pub settings: DeliverySettings,
+    /// Told when the replay ends by itself.
     pub ended: Recipient<ReplayEnded>,
 }
 

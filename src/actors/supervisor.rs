@@ -22,6 +22,7 @@ pub(super) struct Running {
     started: std::time::Instant,
 }
 
+/// One per process: starts, restarts and stops the integration actors and their replays so that they match the store.
 pub struct Supervisor {
     /// The running replay of each integration.
     pub(super) replays: Replays,
@@ -41,6 +42,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// A Supervisor over `store` and the two collectors; integrations start on the first `Reconcile`.
     pub fn new(
         store: Store,
         audit: Addr<AuditCollector>,
@@ -223,6 +225,7 @@ impl Actor for Supervisor {
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct ForcePanic {
+    /// The integration whose actor panics.
     pub id: Uuid,
 }
 

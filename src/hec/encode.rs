@@ -1,8 +1,8 @@
 //! Events → the bytes HEC receives: one JSON envelope per event, concatenated.
 //!
 //! The `event` object carries every field the product page lists, under the
-//! names in DESIGN.md, with `null` for an unknown value (never absent), so
-//! Splunk searches can rely on the field existing.
+//! names README.md's "What Splunk receives" gives, with `null` for an unknown
+//! value (never absent), so Splunk searches can rely on the field existing.
 
 use crate::model::audit_parts::audit_parts;
 use crate::model::{AccountId, AuditEvent, JobSnapshot};

@@ -1,4 +1,8 @@
 //! The Control and Ingest API (actix-web), in the same process as the actors.
+//!
+//! `configure` mounts every route; `siemsync::start` builds the server around it.
+//! Tests reach it over HTTP only: the end-to-end tests start the real binary on
+//! port 0 (`tests/common/mod.rs`) and call this API as the platform and the page do.
 
 pub mod accounts;
 pub mod auth;

@@ -31,30 +31,51 @@ pub enum StatusState {
 /// `GET …/status`: one integration's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct IntegrationStatus {
+    /// The integration.
     pub id: Uuid,
+    /// Its account.
     pub account: AccountId,
+    /// Its name, as the customer gave it.
     pub name: String,
+    /// What it is doing, in one word.
     pub state: StatusState,
+    /// Its own Enable toggle (the account's feature is beside it).
     pub enabled: bool,
+    /// Whether the account's SIEM feature is on: off, nothing is sent whatever `enabled` says.
     pub account_feature_enabled: bool,
+    /// The stored version of its settings.
     pub version: u64,
     /// The version the running actor delivers with (`null`: no actor runs).
     pub config_version: Option<u64>,
+    /// When the running actor started (`null`: none runs).
     pub started_at: Option<DateTime<Utc>>,
+    /// Whether a sync is running now.
     pub syncing: bool,
+    /// While a sync drains a backlog: how far, how fast, how long still.
     pub progress: Option<ProgressView>,
+    /// When it last posted to Splunk.
     pub last_attempt: Option<DateTime<Utc>>,
+    /// When Splunk last accepted a post (kept across restarts).
     pub last_success: Option<DateTime<Utc>>,
+    /// Why the last post failed, and what to do.
     pub last_error: Option<ErrorView>,
+    /// How the latest sync that ended went.
     pub last_sync: Option<SyncReport>,
+    /// Failed attempts since the last success.
     pub retries: u32,
+    /// Events delivered since it was created.
     pub delivered: Delivered,
+    /// Events not delivered yet.
     pub backlog: BacklogView,
+    /// When the next tick starts a sync.
     pub next_sync: Option<DateTime<Utc>>,
     /// How many events are in the dead letters.
     pub dead_letters: usize,
+    /// Events it never received because they outlived the retention.
     pub gaps: Vec<Gap>,
+    /// Its latest replay, running or ended.
     pub replay: Option<ReplayView>,
+    /// The latest connection test of its settings.
     pub connection_test: Option<ConnectionReport>,
 }
 
@@ -62,23 +83,31 @@ pub struct IntegrationStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorView {
     #[serde(flatten)]
+    /// Splunk's answer (or the transport error) and the advice.
     pub failure: Failure,
+    /// Whether it clears by itself (`retrying`) or needs the customer.
     pub kind: Option<FailureKind>,
 }
 
 /// Events delivered since the integration was created, per source.
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivered {
+    /// Audit events delivered.
     pub audit: u64,
+    /// Job snapshots delivered.
     pub jobs: u64,
 }
 
 /// Events not delivered yet, and how long the oldest has waited.
 #[derive(Debug, Clone, Serialize)]
 pub struct BacklogView {
+    /// All undelivered events.
     pub events: u64,
+    /// Undelivered audit events.
     pub audit: u64,
+    /// Undelivered job snapshots.
     pub jobs: u64,
+    /// Seconds since the oldest undelivered event was stored (`null`: none).
     pub oldest_age_secs: Option<f64>,
 }
 
@@ -86,8 +115,10 @@ pub struct BacklogView {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayView {
     #[serde(flatten)]
+    /// The replay as recorded.
     pub replay: ReplayProgress,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Only while it runs: how far, how fast, how long still.
     pub progress: Option<ProgressView>,
 }
 

@@ -11,6 +11,7 @@ use std::ops::ControlFlow;
 /// What one audit ingest did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IngestOutcome {
+    /// Events stored (new ids).
     pub accepted: usize,
     /// Events whose id the account already had (a platform retry): ignored.
     pub duplicates: usize,

@@ -9,17 +9,21 @@ use std::ops::ControlFlow;
 /// Undelivered events of one integration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Backlog {
+    /// Undelivered audit events (0 when the integration does not send them).
     pub audit: u64,
+    /// Undelivered job snapshots (0 when the integration does not send them).
     pub jobs: u64,
     /// When the oldest undelivered event was stored.
     pub oldest: Option<DateTime<Utc>>,
 }
 
 impl Backlog {
+    /// All undelivered events.
     pub fn events(&self) -> u64 {
         self.audit + self.jobs
     }
 
+    /// Undelivered events of `source`.
     pub fn of(&self, source: Source) -> u64 {
         match source {
             Source::Audit => self.audit,

@@ -20,12 +20,15 @@ pub(super) const CHUNK_FORMAT: u8 = 1;
 /// the HEC encoder completes per post (see [`crate::model::audit_parts`]).
 #[derive(Debug, Clone, Copy)]
 pub struct StoredAudit<'a> {
+    /// Its sequence in the account's audit log: what checkpoints count.
     pub seq: u64,
     /// When it happened (milliseconds since the epoch).
     pub time_ms: i64,
     /// When siemsync stored it.
     pub ingested_at: DateTime<Utc>,
+    /// The JSON members before the per-post `host` and `upload_time`.
     pub head: &'a [u8],
+    /// The JSON members after them.
     pub tail: &'a [u8],
 }
 

@@ -7,7 +7,9 @@ use crate::model::AccountId;
 /// The newest sequence numbers of an account: checkpoints are compared with these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Heads {
+    /// The newest audit sequence (0: none yet).
     pub audit: u64,
+    /// The newest job change sequence (0: none yet).
     pub jobs: u64,
 }
 

@@ -13,7 +13,9 @@ use std::ops::ControlFlow;
 /// A job snapshot with the change sequence it was stored under.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredJob {
+    /// The change sequence of its latest snapshot: the job cursor moves along these.
     pub change_seq: u64,
+    /// The latest snapshot.
     pub snapshot: JobSnapshot,
 }
 

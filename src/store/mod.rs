@@ -38,22 +38,37 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+/// What can go wrong with the store, sorted the way callers act on it: `Gone` and
+/// `Changed` are answers about the data; the rest mean the store cannot serve now.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// sled failed (an I/O error marks the store faulty until the disk recovers).
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    /// A write could not be made durable.
     #[error("storage could not make the data durable: {0}")]
     Flush(#[from] flusher::FlushError),
+    /// A stored record does not decode: named, so it can be found and repaired.
     #[error("stored record {key} is unreadable: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The record's key, readable.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The integration was deleted meanwhile: nothing was written for it.
     #[error("the integration no longer exists")]
     Gone,
+    /// Another write of the integration came first: read it again.
     #[error("the integration was changed by another request meanwhile")]
     Changed,
+    /// A HEC token could not be sealed or opened.
     #[error("{0}")]
     Secret(#[from] secrets::SecretError),
+    /// The store is failing or being reopened after a fault: retry later.
     #[error("storage is failing: {0}")]
     Unavailable(String),
+    /// The rewrite that seals tokens at rest failed (the old store is kept).
     #[error("rewriting the store to seal its HEC tokens failed: {0}")]
     Rewrite(String),
 }
@@ -73,7 +88,9 @@ pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
 /// How the service opens its store (from the config).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// The key sealing HEC tokens at rest; `None` stores them in clear.
     pub secret_key: Option<String>,
+    /// sled's page cache, in bytes: bounds the store's memory.
     pub cache_bytes: u64,
     /// Among how many of an account's latest audit events a repeated id is ignored.
     pub dedup_window: usize,
@@ -201,6 +218,8 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store in `dir` with sled's defaults and no fault watcher: for tools
+    /// and tests that need no service settings.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Self::open_with(dir, None)
     }
