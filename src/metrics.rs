@@ -11,34 +11,48 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+/// The labels of a per-integration metric: account and integration id, never the token.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IntegrationLabels {
+    /// The integration's account.
     pub account: String,
+    /// The integration's id.
     pub integration: String,
 }
 
+/// The labels of a per-integration, per-source metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
+    /// The integration's account.
     pub account: String,
+    /// The integration's id.
     pub integration: String,
+    /// `audit` or `jobs`.
     pub source: String,
 }
 
+/// The labels of a delivery failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
+    /// The integration's account.
     pub account: String,
+    /// The integration's id.
     pub integration: String,
     /// HEC's code, else `http_<status>`, else `transport`.
     pub code: String,
 }
 
+/// The labels of an ingest metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngestLabels {
+    /// `audit` or `jobs`.
     pub source: String,
 }
 
+/// The labels of a refused ingest request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
+    /// `audit` or `jobs`.
     pub source: String,
     /// `invalid`, `too_large`, `unauthorized` or `unavailable`.
     pub reason: String,
@@ -46,23 +60,40 @@ pub struct RejectLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// Every metric of the process, and the registry `/metrics` encodes.
 pub struct Metrics {
     registry: Registry,
+    /// Events Splunk accepted.
     pub events_delivered: Family<SourceLabels, Counter>,
+    /// Uncompressed bytes of accepted posts.
     pub bytes_delivered: Family<SourceLabels, Counter>,
+    /// Failed delivery attempts, by cause.
     pub failures: Family<FailureLabels, Counter>,
+    /// Retries after a failure.
     pub retries: Family<IntegrationLabels, Counter>,
+    /// Time of one post, acknowledgement included.
     pub post_seconds: Family<IntegrationLabels, Histogram>,
+    /// Events moved to the dead letters.
     pub dead_lettered: Family<IntegrationLabels, Counter>,
+    /// Integration actors restarted after ending unexpectedly.
     pub actor_restarts: Family<IntegrationLabels, Counter>,
+    /// Undelivered events (set when scraped).
     pub backlog_events: Family<SourceLabels, Gauge>,
+    /// Age of the oldest undelivered event (set when scraped).
     pub backlog_oldest_seconds: Family<IntegrationLabels, FloatGauge>,
+    /// Time of the last accepted post (set when scraped).
     pub last_success: Family<IntegrationLabels, FloatGauge>,
+    /// Events in the dead letters (set when scraped).
     pub dead_letters: Family<IntegrationLabels, Gauge>,
+    /// Ingest requests received.
     pub ingest_requests: Family<IngestLabels, Counter>,
+    /// Events ingest accepted.
     pub ingest_events: Family<IngestLabels, Counter>,
+    /// Ingest requests refused.
     pub ingest_rejections: Family<RejectLabels, Counter>,
+    /// The store's size on disk (set when scraped).
     pub store_bytes: Gauge,
+    /// 1 while the store takes writes.
     pub store_writable: Gauge,
     /// Integration actors alive: counted by the actors themselves, so it shows what
     /// runs, not what the Supervisor meant to run.
@@ -82,6 +113,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero, registered under the `siemsync` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("siemsync");
         let m = Metrics {
@@ -224,6 +256,7 @@ impl Metrics {
 }
 
 impl IntegrationLabels {
+    /// The labels of integration `it`.
     pub fn of(it: &crate::model::Integration) -> IntegrationLabels {
         IntegrationLabels {
             account: it.account.to_string(),
@@ -231,6 +264,7 @@ impl IntegrationLabels {
         }
     }
 
+    /// These labels with `source` added.
     pub fn with_source(&self, source: crate::model::Source) -> SourceLabels {
         SourceLabels {
             account: self.account.clone(),

@@ -19,7 +19,9 @@ const POLL: Duration = Duration::from_secs(2);
 /// What one reload changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// Integrations of the file stored (new or changed).
     pub written: usize,
+    /// Integrations no longer in the file, removed.
     pub removed: usize,
 }
 

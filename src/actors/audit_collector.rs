@@ -7,11 +7,14 @@ use crate::hec::encode;
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 
+/// Reads the audit log for the integration and replay actors: the only reader of
+/// audit events, on its own threads, so a slow store never blocks an actor.
 pub struct AuditCollector {
     store: Store,
 }
 
 impl AuditCollector {
+    /// A collector over `store`.
     pub fn new(store: Store) -> Self {
         AuditCollector { store }
     }

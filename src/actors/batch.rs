@@ -20,15 +20,20 @@ pub enum BatchKind {
 /// and where its bytes end in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Item {
+    /// Its audit sequence or job change sequence: what the checkpoint moves to.
     pub seq: u64,
+    /// Where its bytes end in the body, so a batch can be cut between events.
     pub end: usize,
 }
 
 /// Encoded events ready to post, concatenated as HEC wants them.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Which source and cursor it came from.
     pub kind: BatchKind,
+    /// The HEC body: the events' JSON, concatenated.
     pub body: Bytes,
+    /// The events, in body order.
     pub items: Vec<Item>,
     /// For running jobs: the last job id, to continue after it.
     pub last_job: Option<String>,
@@ -37,10 +42,12 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// How many events it holds.
     pub fn len(&self) -> usize {
         self.items.len()
     }
 
+    /// Whether it holds no event.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -137,6 +144,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
+    /// A batcher for `kind` that takes events until `max_bytes`.
     pub fn new(kind: BatchKind, max_bytes: usize) -> Batcher {
         Batcher {
             kind,
@@ -172,6 +180,7 @@ impl Batcher {
         ControlFlow::Continue(())
     }
 
+    /// The batch built so far.
     pub fn finish(self) -> Batch {
         Batch {
             kind: self.kind,

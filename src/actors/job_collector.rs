@@ -7,11 +7,14 @@ use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use std::ops::ControlFlow;
 
+/// Reads job snapshots for the integration and replay actors: the only reader of
+/// job data, on its own threads, so a slow store never blocks an actor.
 pub struct JobCollector {
     store: Store,
 }
 
 impl JobCollector {
+    /// A collector over `store`.
     pub fn new(store: Store) -> Self {
         JobCollector { store }
     }

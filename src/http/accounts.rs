@@ -15,6 +15,8 @@ fn view(id: &str, a: &Account) -> serde_json::Value {
     json!({"account": id, "siem_enabled": a.siem_enabled, "updated_at": a.updated_at})
 }
 
+/// `PUT /api/v1/accounts/{account}` (admin): turns the account's SIEM feature on
+/// or off; the Supervisor starts or stops its integrations.
 pub async fn put(
     state: web::Data<AppState>,
     caller: Caller,
@@ -47,6 +49,7 @@ pub async fn put(
     Ok(HttpResponse::Ok().json(view(id.as_str(), &account)))
 }
 
+/// `GET /api/v1/accounts/{account}`: the account's feature switch.
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,

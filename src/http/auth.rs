@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
 use std::future::{ready, Ready};
 
+/// Who is calling, from the bearer token: the admin, the platform's ingest, or an account's token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// May do everything.
@@ -95,6 +96,7 @@ impl Caller {
         ApiError::new(StatusCode::FORBIDDEN, "this token may not do that")
     }
 
+    /// Refuses (403) anyone but the admin.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Caller::Admin => Ok(()),

@@ -7,22 +7,28 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 use std::fmt;
 
+/// An API error answer: a status and a message that names the problem, as `{"error": …}`.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// What was wrong, and what to do.
     pub message: String,
 }
 
 impl ApiError {
+    /// An answer with `status` and `message`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
         }
     }
+    /// A 400 with `message`.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
+    /// A 404 saying `what` was not found.
     pub fn not_found(what: &str) -> ApiError {
         Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
     }

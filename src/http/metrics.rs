@@ -51,6 +51,7 @@ fn refresh(store: &Store, m: &Metrics) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `GET /metrics` (admin): the OpenMetrics text, with the stored gauges read now.
 pub async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let (store, m): (Store, Arc<Metrics>) = (state.store.clone(), state.metrics.clone());

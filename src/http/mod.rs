@@ -30,13 +30,18 @@ use std::sync::Arc;
 
 /// What every handler can reach.
 pub struct AppState {
+    /// The store every answer is read from and every change written to.
     pub store: Store,
+    /// The Supervisor, told of every change and asked about the actors.
     pub supervisor: Addr<Supervisor>,
+    /// The service's settings.
     pub config: Arc<Config>,
+    /// The metrics `/metrics` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
+    /// What the operator's config allows integrations to ask for.
     pub fn policy(&self) -> IntegrationPolicy {
         IntegrationPolicy {
             allow_insecure_tls: self.config.allow_insecure_tls,

@@ -22,14 +22,17 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
+/// `GET /`: the page.
 pub async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX)
 }
 
+/// `GET /ui/app.js`: the page's script.
 pub async fn app_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
 
+/// `GET /ui/app.css`: the page's style sheet.
 pub async fn app_css() -> HttpResponse {
     asset("text/css; charset=utf-8", APP_CSS)
 }
@@ -45,6 +48,7 @@ pub async fn whoami(caller: Caller) -> HttpResponse {
     })
 }
 
+/// Mounts the page and its files.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", super::get_or_head().to(index))
         .route("/ui/app.js", super::get_or_head().to(app_js))

@@ -12,12 +12,19 @@ use std::net::IpAddr;
 pub struct AuditEvent {
     /// Unique within the account; the platform's retries are recognised by it.
     pub id: String,
+    /// When it happened on the platform: the HEC event's time.
     pub time: DateTime<Utc>,
+    /// The connector (backup source) it concerns, when one.
     pub connector: Option<String>,
+    /// The permission the action needed, when one.
     pub acl: Option<String>,
+    /// The HTTP method of the platform's request, when one.
     pub method: Option<String>,
+    /// Who did it, when known.
     pub user: Option<String>,
+    /// From where, when known.
     pub ip_address: Option<IpAddr>,
+    /// Anything else the platform recorded, as given.
     pub metadata: Option<Map<String, Value>>,
     /// What happened: a non-empty string or object.
     pub event: Value,

@@ -9,12 +9,15 @@ use rustls::RootCertStore;
 /// Why a `ca_pem` cannot be used; the caller adds the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CaPemError {
+    /// The text is not PEM at all.
     #[error("is not a PEM certificate bundle: {0}")]
     NotPem(String),
+    /// PEM, but no certificate in it.
     #[error(
         "holds no certificate; paste the CA certificate(s) as PEM (-----BEGIN CERTIFICATE-----)"
     )]
     Empty,
+    /// A certificate rustls cannot use as a trust anchor.
     #[error("holds a certificate that cannot be used as a CA: {0}")]
     NotACa(String),
 }

@@ -13,6 +13,7 @@ pub struct FieldError {
     pub index: Option<usize>,
     /// The field at fault, when one is.
     pub field: Option<String>,
+    /// What is wrong with it, as a phrase that follows the field's name.
     pub problem: String,
 }
 
@@ -38,6 +39,7 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// Reads the object `value` (an error if it is not one); `index` is its position in a posted array.
     pub fn new(value: &'a Value, index: Option<usize>) -> Result<Self, FieldError> {
         match value {
             Value::Object(map) => Ok(Self {
@@ -53,6 +55,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An error about `field` of this object.
     pub fn error(&self, field: &str, problem: impl Into<String>) -> FieldError {
         FieldError {
             index: self.index,
@@ -67,10 +70,12 @@ impl<'a> Fields<'a> {
         self.map.get(field).filter(|v| !v.is_null())
     }
 
+    /// Whether the object has `field` (even `null`).
     pub fn has(&self, field: &str) -> bool {
         self.map.contains_key(field)
     }
 
+    /// The value `read` gets from `field`, which must be given.
     pub fn required<T>(
         &mut self,
         field: &'static str,
@@ -79,6 +84,7 @@ impl<'a> Fields<'a> {
         read(self, field)?.ok_or_else(|| self.error(field, "is required"))
     }
 
+    /// A string field; `null` or absent is `None`.
     pub fn string(&mut self, field: &'static str) -> Result<Option<String>, FieldError> {
         match self.get(field) {
             None => Ok(None),
@@ -95,6 +101,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A field that must follow the identifier rule.
     pub fn identifier(&mut self, field: &'static str) -> Result<Option<String>, FieldError> {
         match self.string(field)? {
             None => Ok(None),
@@ -105,6 +112,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An RFC 3339 timestamp field, in UTC.
     pub fn time(&mut self, field: &'static str) -> Result<Option<DateTime<Utc>>, FieldError> {
         match self.string(field)? {
             None => Ok(None),
@@ -114,6 +122,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A boolean field.
     pub fn bool(&mut self, field: &'static str) -> Result<Option<bool>, FieldError> {
         match self.get(field) {
             None => Ok(None),
@@ -124,6 +133,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A number field.
     pub fn number(&mut self, field: &'static str) -> Result<Option<f64>, FieldError> {
         match self.get(field) {
             None => Ok(None),
@@ -132,6 +142,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An object field.
     pub fn object(
         &mut self,
         field: &'static str,
@@ -145,6 +156,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A field that is a list of strings.
     pub fn string_list(&mut self, field: &'static str) -> Result<Option<Vec<String>>, FieldError> {
         match self.get(field) {
             None => Ok(None),
@@ -216,7 +228,9 @@ pub enum TimeError {
         "is not an RFC 3339 timestamp ({reason}): {text:?}, expected e.g. \"2026-11-25T10:00:00Z\""
     )]
     NotRfc3339 {
+        /// What chrono found wrong.
         reason: chrono::ParseError,
+        /// The text given.
         text: String,
     },
     /// In UTC it falls after year 9999, which RFC 3339 cannot write.

@@ -27,22 +27,31 @@ pub const DEFAULT_HEC_PORT: u16 = 8088;
 /// Why a HEC URI was refused; each message says what to change (the caller adds the field).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HecUriError {
+    /// Nothing was given.
     #[error("must not be empty")]
     Empty,
+    /// The text does not parse as a URL.
     #[error("is not a valid URL: {0:?}; expected e.g. https://splunk.example.com:8088")]
     NotAUrl(String),
+    /// A scheme other than http(s).
     #[error("must use https:// (or http://), not {0}://; HEC is served over HTTP(S)")]
     Scheme(String),
+    /// A host without `https://`.
     #[error("must start with https://, e.g. https://{0}")]
     NoScheme(String),
+    /// A URL without a host.
     #[error("must name a host")]
     NoHost,
+    /// A user name or password in the URL, where a token would leak.
     #[error("must not contain a user name or password; put the HEC token in the token field")]
     UserInfo,
+    /// A query string, which HEC does not take.
     #[error("must not have a query string (?…); the token goes in the token field")]
     Query,
+    /// The raw endpoint, which takes plain text, not events.
     #[error("points at the /raw endpoint, which takes plain text; use the server's base URL or /services/collector/event")]
     Raw,
+    /// A path that is not a HEC endpoint.
     #[error("has the path {0:?}; use the Splunk server's base URL (https://host:8088) or a path ending in /services/collector or /services/collector/event")]
     Path(String),
 }

@@ -6,10 +6,13 @@ use std::fmt;
 /// Why an identifier was refused; the caller adds which field it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// Nothing was given.
     #[error("must not be empty")]
     Empty,
+    /// More than 64 characters (how many).
     #[error("must be at most 64 characters, got {0}")]
     TooLong(usize),
+    /// A character outside the rule (the first one).
     #[error("may contain only letters, digits, '.', '_' and '-', found {0:?}")]
     BadChar(char),
 }
@@ -40,10 +43,12 @@ macro_rules! identifier {
         pub struct $name(String);
 
         impl $name {
+            /// The identifier `s`, if it follows the contract's rule.
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 check_identifier(s)?;
                 Ok(Self(s.to_owned()))
             }
+            /// The identifier as text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }

@@ -20,8 +20,10 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, in the order they are delivered.
     pub const ALL: [Source; 2] = [Source::Audit, Source::Jobs];
 
+    /// The source's name in the API and in Splunk's `source` (`siemsync:<name>`).
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Audit => "audit",
@@ -33,17 +35,27 @@ impl Source {
 /// One customer's integration as stored (the HEC token in full: never serialise this to a caller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Integration {
+    /// Its id, given by siemsync (or made from account and name for the config file's).
     pub id: Uuid,
+    /// The account whose events it sends.
     pub account: AccountId,
+    /// The customer's name for it.
     pub name: String,
+    /// The HEC token, in full: kept from callers, sealed at rest when a key is set.
     pub hec_token: String,
     /// Parsed when saved; stored and shown as the customer entered it.
     pub hec_uri: HecUri,
+    /// What it sends.
     pub sources: Vec<Source>,
+    /// The customer's Enable toggle.
     pub enabled: bool,
+    /// The Splunk index to write to; `None`: the token's default.
     pub index: Option<String>,
+    /// Whether Splunk's certificate is checked (off only where the operator allows it).
     pub tls_verify: bool,
+    /// A CA bundle to trust for this Splunk beside the public roots.
     pub ca_pem: Option<String>,
+    /// Whether a post counts as delivered only once the indexers acknowledge it.
     pub indexer_ack: bool,
     /// Gzip request bodies (`Content-Encoding: gzip`); on unless a proxy in between cannot take it.
     #[serde(default = "yes")]
@@ -51,7 +63,9 @@ pub struct Integration {
     /// Declared in the service's config file: changed there (and by reload), not through the API.
     #[serde(default)]
     pub file_managed: bool,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it was last changed.
     pub updated_at: DateTime<Utc>,
     /// Counts the stored changes: each write is made only over the version it was
     /// based on (see `Store::put_integration`). Records from before versions read as 0.
@@ -66,6 +80,7 @@ fn yes() -> bool {
 /// What the operator's config allows integrations to ask for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IntegrationPolicy {
+    /// Whether an integration may turn certificate checks off.
     pub allow_insecure_tls: bool,
 }
 
@@ -311,6 +326,7 @@ impl Integration {
         &self.hec_uri
     }
 
+    /// Whether it sends `source`.
     pub fn wants(&self, source: Source) -> bool {
         self.sources.contains(&source)
     }

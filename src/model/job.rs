@@ -18,18 +18,30 @@ pub const JOB_STATUSES: [&str; 6] = [
 /// A job snapshot as stored; a newer snapshot of the same job replaces it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSnapshot {
+    /// The job's id: a newer snapshot with it replaces this one.
     pub job: String,
+    /// The connector (backup source) the job runs for, when one.
     pub connector: Option<String>,
+    /// When it was scheduled.
     pub scheduled: Option<DateTime<Utc>>,
+    /// When it was planned to start.
     pub planned_start: Option<DateTime<Utc>>,
+    /// When it started.
     pub start_time: Option<DateTime<Utc>>,
+    /// When it was paused, if it is.
     pub paused: Option<DateTime<Utc>>,
+    /// When it ended.
     pub end_time: Option<DateTime<Utc>>,
+    /// The platform's description of it.
     pub description: Option<String>,
+    /// How far it is, 0 to 100.
     pub progress: Option<f64>,
+    /// Its status, one of the contract's words ("in progress", "successful", …).
     pub status: String,
     #[serde(rename = "type")]
+    /// What kind of job (`type` in JSON).
     pub job_type: String,
+    /// Who started it, when known.
     pub user: Option<String>,
     /// When siemsync stored this snapshot.
     pub ingested_at: DateTime<Utc>,
@@ -42,10 +54,12 @@ impl JobSnapshot {
         !matches!(self.status.as_str(), "in progress" | "scheduled")
     }
 
+    /// Running now: sent again on every tick so its progress can be followed.
     pub fn in_progress(&self) -> bool {
         self.status == "in progress"
     }
 
+    /// Reads and validates one snapshot of a posted body (`index`: its position), stored at `now`.
     pub fn from_json(
         value: &Value,
         index: usize,

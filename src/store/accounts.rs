@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 /// many integrations it has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnownAccount {
+    /// The account.
     pub id: AccountId,
+    /// Its feature switch, if it was ever set.
     pub record: Option<Account>,
+    /// How many integrations it has.
     pub integrations: usize,
 }
 

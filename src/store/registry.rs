@@ -17,7 +17,9 @@ struct Versioned {
 /// An account as far as siemsync knows it: whether the feature is turned on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
+    /// The platform's switch: off, no integration of the account sends anything.
     pub siem_enabled: bool,
+    /// When the switch was last set.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -28,8 +30,11 @@ pub struct Checkpoint {
     pub audit_seq: u64,
     /// Last job change sequence delivered.
     pub job_seq: u64,
+    /// Audit events delivered in all (the status's count).
     pub delivered_audit: u64,
+    /// Job snapshots delivered in all.
     pub delivered_jobs: u64,
+    /// When Splunk last accepted a post.
     pub last_success: Option<DateTime<Utc>>,
 }
 
@@ -37,23 +42,29 @@ pub struct Checkpoint {
 /// the events behind it or being dropped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
+    /// Its number among the integration's dead letters (newest highest).
     pub id: u64,
+    /// When Splunk refused it.
     pub at: DateTime<Utc>,
+    /// Where the event came from.
     pub source: Source,
     /// The event's audit sequence or job change sequence.
     pub seq: u64,
+    /// Splunk's answer and the advice.
     pub reason: Failure,
     /// The event exactly as it was posted to HEC.
     pub event: serde_json::Value,
 }
 
 impl Store {
+    /// Sets an account's feature switch (the platform's call).
     pub fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), StoreError> {
         self.registry()?
             .insert(keys::account(id), encode(account))?;
         Ok(())
     }
 
+    /// An account's feature switch, if it was ever set.
     pub fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         let key = keys::account(id);
         match self.registry()?.get(&key)? {
@@ -123,6 +134,7 @@ impl Store {
         Ok(it)
     }
 
+    /// Integration `id` of `account`, with its token opened.
     pub fn integration(
         &self,
         account: &AccountId,
@@ -135,10 +147,12 @@ impl Store {
         }
     }
 
+    /// Every integration of `account`.
     pub fn integrations_of(&self, account: &AccountId) -> Result<Vec<Integration>, StoreError> {
         self.scan_integrations(&keys::account_integrations(account))
     }
 
+    /// Every stored integration of every account (start-up, reload, the admin list).
     pub fn all_integrations(&self) -> Result<Vec<Integration>, StoreError> {
         self.scan_integrations(keys::INTEGRATIONS)
     }
@@ -218,6 +232,7 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets integration `id`'s replay record.
     pub fn delete_replay(&self, id: &Uuid) -> Result<(), StoreError> {
         self.registry()?.remove(keys::replay(id))?;
         Ok(())
@@ -235,6 +250,7 @@ impl Store {
             .transpose()
     }
 
+    /// How far integration `id` has delivered (nothing yet: the default).
     pub fn checkpoint(&self, id: &Uuid) -> Result<Checkpoint, StoreError> {
         let key = keys::checkpoint(id);
         match self.registry()?.get(&key)? {

@@ -15,18 +15,24 @@ use uuid::Uuid;
 /// Events an integration never received because they outlived the retention.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gap {
+    /// The source the events were lost from.
     pub source: Source,
-    /// When the first and the last of the lost events were stored.
+    /// When the first of the lost events was stored.
     pub from: DateTime<Utc>,
+    /// When the last of them was stored.
     pub to: DateTime<Utc>,
+    /// How many events were lost.
     pub count: u64,
+    /// When the sweep recorded the loss.
     pub recorded_at: DateTime<Utc>,
 }
 
 /// An integration's position in one source, for the sweep.
 #[derive(Debug, Clone, Copy)]
 pub struct Reader {
+    /// The integration.
     pub integration: Uuid,
+    /// The sequence up to which it delivered: the sweep keeps what follows.
     pub delivered_up_to: u64,
 }
 

@@ -11,9 +11,13 @@ use uuid::Uuid;
 /// What siemsync keeps of an account token (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountToken {
+    /// Its id, to revoke it by.
     pub id: Uuid,
+    /// The one account it may act for.
     pub account: AccountId,
+    /// The name it was given, to tell tokens apart.
     pub name: Option<String>,
+    /// When it was made.
     pub created_at: DateTime<Utc>,
 }
 
@@ -77,6 +81,7 @@ impl Store {
         }
     }
 
+    /// The tokens of `account` (never their secrets).
     pub fn tokens_of(&self, account: &AccountId) -> Result<Vec<AccountToken>, StoreError> {
         let mut out: Vec<AccountToken> = Vec::new();
         for kv in self.registry()?.scan_prefix(b"tok/") {
