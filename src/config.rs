@@ -7,19 +7,41 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Why the configuration was refused; each names the file, variable or key to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file is not valid TOML for the settings.
     #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The TOML parser's words, with the line.
+        message: String,
+    },
+    /// An environment override does not parse.
     #[error("environment variable {var}: {message}")]
-    Env { var: &'static str, message: String },
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with its value.
+        message: String,
+    },
+    /// A setting is out of its range or contradicts another.
     #[error("config key `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong, and what to set instead.
+        message: String,
+    },
 }
 
 /// Everything the operator can set. Every key has an environment override.
@@ -125,6 +147,7 @@ fn default_ack_timeout() -> u64 {
 
 /// The tokens config/siemsync.toml ships with, for local development only.
 pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
+/// The ingest token config/siemsync.toml ships with (see `DEV_ADMIN_TOKEN`).
 pub const DEV_INGEST_TOKEN: &str = "dev-ingest-token-change-me";
 
 /// The default config file, relative to the working directory.
