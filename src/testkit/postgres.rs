@@ -24,12 +24,25 @@ use std::time::{Duration, Instant};
 /// Why the harness could not give a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
+    /// A PostgreSQL tool (initdb, pg_ctl, psql) failed.
     #[error("{what} failed: {detail}")]
-    Command { what: String, detail: String },
+    Command {
+        /// The command.
+        what: String,
+        /// What it printed.
+        detail: String,
+    },
+    /// Files or processes could not be handled.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// A server did not get ready in time.
     #[error("timed out after {secs} s waiting for {what}")]
-    Timeout { what: String, secs: u64 },
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        secs: u64,
+    },
 }
 
 /// How to start the cluster.

@@ -4,6 +4,7 @@
 
 use uuid::Uuid;
 
+/// What went wrong with PostgreSQL (see the module's note on how callers act on it).
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// No writable PostgreSQL: connection refused or lost, a read-only standby, an
@@ -14,29 +15,45 @@ pub enum PgError {
     /// does not match this build).
     #[error("PostgreSQL error: {0}")]
     Db(String),
+    /// A stored record does not decode: named, so it can be found and repaired.
     #[error("stored record {key} is unreadable: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The record, readable.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The integration was deleted meanwhile: nothing was written for it.
     #[error("the integration no longer exists")]
     Gone,
+    /// A HEC token could not be sealed or opened.
     #[error("{0}")]
     Secret(#[from] crate::store::secrets::SecretError),
     /// Compare-and-set on an integration failed: someone changed it meanwhile.
     #[error("integration {id} was changed meanwhile (stored version {actual:?}, expected {expected:?}): read it again and retry")]
     VersionConflict {
+        /// The integration.
         id: Uuid,
+        /// The version the write was based on (`None`: a new integration).
         expected: Option<u64>,
+        /// The version stored (`None`: none is).
         actual: Option<u64>,
     },
     /// A fenced write was refused: this node no longer holds the shard's lease
     /// (it expired, or another node claimed it with a newer epoch).
     #[error("this node ({node}) no longer holds the lease on shard {shard} (epoch {epoch}); another node delivers its integrations now")]
     LeaseLost {
+        /// This node.
         node: String,
+        /// The shard.
         shard: i32,
+        /// The epoch it held.
         epoch: i64,
     },
+    /// The schema could not be brought to this build's version.
     #[error("database schema: {0}")]
     Schema(String),
+    /// `postgres_url` does not parse.
     #[error("invalid postgres_url: {0}")]
     Config(String),
 }

@@ -19,8 +19,11 @@ use uuid::Uuid;
 /// integration in that shard is fenced by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
+    /// The node holding the lease.
     pub node: String,
+    /// The shard.
     pub shard: i32,
+    /// The lease's epoch: a newer claim has a higher one.
     pub epoch: i64,
 }
 
@@ -52,11 +55,17 @@ impl Holdings {
 /// A node as the operator view shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NodeInfo {
+    /// The node's name.
     pub name: String,
+    /// When it started.
     pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
     pub heartbeat_at: DateTime<Utc>,
+    /// When its leases lapse without another heartbeat.
     pub expires_at: DateTime<Utc>,
+    /// Whether its heartbeat is current.
     pub alive: bool,
+    /// Whether it is shutting down and handing its shards over.
     pub stopping: bool,
     /// Shards whose lease it holds now.
     pub shards: i64,
@@ -65,12 +74,19 @@ pub struct NodeInfo {
 /// One row of the append-only commit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitRecord {
+    /// The record's number, in commit order.
     pub id: i64,
+    /// The integration whose checkpoint moved.
     pub integration: Uuid,
+    /// The node that committed.
     pub node: String,
+    /// The shard it was fenced by.
     pub shard: i32,
+    /// The lease epoch it held.
     pub epoch: i64,
+    /// The audit cursor after the commit.
     pub audit_seq: i64,
+    /// The job cursor after the commit.
     pub job_seq: i64,
 }
 

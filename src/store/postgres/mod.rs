@@ -44,6 +44,7 @@ pub struct PgOptions {
     pub url: String,
     /// This node's name in leases, heartbeats and the commit log (unique per node).
     pub node_name: String,
+    /// The key sealing HEC tokens at rest; `None` stores them in clear.
     pub secret_key: Option<String>,
     /// Among how many of an account's latest audit events a repeated id is ignored.
     pub dedup_window: usize,

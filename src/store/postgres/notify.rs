@@ -21,11 +21,14 @@ pub const CONTROL_CHANNEL: &str = "siemsync_control";
 /// A control change of one integration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlEvent {
+    /// The integration that changed.
     pub integration: Uuid,
+    /// Its account.
     pub account: AccountId,
     /// The integration's shard: only the node holding it needs to act.
     pub shard: i32,
     #[serde(flatten)]
+    /// What happened to it.
     pub action: ControlAction,
 }
 
@@ -35,8 +38,10 @@ pub struct ControlEvent {
 pub enum ControlAction {
     /// Created or changed: the stored integration is now at `version`.
     Changed {
+        /// The version now stored.
         version: u64,
     },
+    /// Deleted: its actor stops for good.
     Deleted,
     /// Deliver now instead of at the next tick.
     SyncNow,
@@ -50,6 +55,7 @@ pub enum ControlSignal {
     /// The listener is (again) listening: notifications sent before may have been
     /// missed, so re-read the integrations.
     Listening,
+    /// A change of one integration.
     Event(ControlEvent),
 }
 

@@ -21,9 +21,13 @@ use uuid::Uuid;
 /// What one retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepOutcome {
+    /// Audit events removed.
     pub audit_events: u64,
+    /// Audit partitions dropped whole.
     pub partitions_dropped: u64,
+    /// Finished jobs removed.
     pub jobs: u64,
+    /// Dedup ids removed past the window.
     pub ids_trimmed: u64,
     /// Commit log rows older than a day, removed.
     pub commits_pruned: u64,

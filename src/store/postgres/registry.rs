@@ -17,7 +17,9 @@ use uuid::Uuid;
 /// A stored value with its version (integrations: grows by one on every change).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned<T> {
+    /// The value.
     pub value: T,
+    /// Its version: the next write is made only over it.
     pub version: u64,
 }
 
@@ -42,8 +44,11 @@ enum Which {
 /// What the node delivering an integration last published about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublishedStatus {
+    /// The node that published it.
     pub node: String,
+    /// When.
     pub observed_at: DateTime<Utc>,
+    /// The status it published, as the API shows it.
     pub status: serde_json::Value,
 }
 
@@ -275,6 +280,7 @@ fn checkpoint_of(row: &tokio_postgres::Row) -> Checkpoint {
 }
 
 impl PgStore {
+    /// Sets an account's feature switch (the platform's call).
     pub async fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), PgError> {
         let (id, account) = (id.clone(), account.clone());
         self.run(move |s| async move {
@@ -293,6 +299,7 @@ impl PgStore {
         .await
     }
 
+    /// An account's feature switch, if it was ever set.
     pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, PgError> {
         let id = id.clone();
         self.run(move |s| async move {
@@ -340,6 +347,7 @@ impl PgStore {
             .is_some_and(|a| a.siem_enabled))
     }
 
+    /// Integration `id` of `account`, with its token opened, and its version.
     pub async fn integration(
         &self,
         account: &AccountId,
@@ -389,6 +397,7 @@ impl PgStore {
         .await
     }
 
+    /// Every integration of `account`.
     pub async fn integrations_of(
         &self,
         account: &AccountId,
@@ -397,6 +406,7 @@ impl PgStore {
             .await
     }
 
+    /// Every stored integration of every account.
     pub async fn all_integrations(&self) -> Result<Vec<Versioned<Integration>>, PgError> {
         self.integrations_where(Which::All).await
     }
@@ -468,6 +478,7 @@ impl PgStore {
         .await
     }
 
+    /// How far integration `id` has delivered (nothing yet: the default).
     pub async fn checkpoint(&self, id: &Uuid) -> Result<Checkpoint, PgError> {
         let id = *id;
         self.run(move |s| async move {
@@ -561,6 +572,7 @@ impl PgStore {
         self.put_doc("replays", *id, to_doc(replay)).await
     }
 
+    /// Forgets integration `id`'s replay record.
     pub async fn delete_replay(&self, id: &Uuid) -> Result<(), PgError> {
         let id = *id;
         self.run(move |s| async move {
@@ -595,6 +607,7 @@ impl PgStore {
             .await
     }
 
+    /// Integration `id`'s latest connection test, if one was kept.
     pub async fn connection_report<T: serde::de::DeserializeOwned>(
         &self,
         id: &Uuid,

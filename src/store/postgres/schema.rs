@@ -13,8 +13,11 @@ use tokio_postgres::Client;
 /// One migration: its version, name and SQL. Append new ones; never edit one that
 /// was released.
 pub struct Migration {
+    /// Its number: applied in order, each once.
     pub version: i32,
+    /// What it does, for the schema table and the log.
     pub name: &'static str,
+    /// The statements.
     pub sql: &'static str,
 }
 

@@ -70,6 +70,7 @@ impl PgStore {
         .await
     }
 
+    /// The tokens of `account` (never their secrets).
     pub async fn tokens_of(&self, account: &AccountId) -> Result<Vec<AccountToken>, PgError> {
         let account = account.clone();
         self.run(move |s| async move {
