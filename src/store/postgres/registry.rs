@@ -85,7 +85,7 @@ impl Shared {
             let c = self
                 .cipher
                 .as_ref()
-                .ok_or_else(|| PgError::Secret(secrets::SecretError::NoKey("PostgreSQL")))?;
+                .ok_or(PgError::Secret(secrets::SecretError::NoKey("PostgreSQL")))?;
             it.hec_token = c.open(&it.hec_token, it.id.as_bytes())?;
         }
         Ok(Versioned {
