@@ -141,6 +141,14 @@ fn default_retention() -> f64 {
 fn default_ack_poll() -> u64 {
     10
 }
+/// A refusal of setting `key`, saying what is wrong with it.
+fn bad(key: &'static str, message: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        message: message.to_owned(),
+    })
+}
+
 fn default_ack_timeout() -> u64 {
     300
 }
@@ -252,12 +260,6 @@ impl Config {
     /// sync interval, the host, and the two tokens (never the shipped ones on a
     /// reachable address).
     fn validate_access(&self) -> Result<(), ConfigError> {
-        let bad = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_owned(),
-            })
-        };
         if self.sync_interval_secs == 0 {
             return bad("sync_interval_secs", "must be at least 1 second");
         }
@@ -301,12 +303,6 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_owned(),
-            })
-        };
         self.validate_access()?;
         if self.max_batch_bytes < 1024 {
             return bad("max_batch_bytes", "must be at least 1024");
