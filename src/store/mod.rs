@@ -99,8 +99,9 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
-    /// How the store is opened for tools and tests: no key, sled's default cache, and
-    /// the defaults of the service's settings.
+    /// How the store is opened for tools and tests: no key, and the defaults of the
+    /// service's settings (`cache_mb = 256`, the default dedup window, the watcher
+    /// every second).
     pub fn new() -> StoreOptions {
         StoreOptions {
             secret_key: None,
