@@ -6,6 +6,7 @@ mod accounts;
 mod dedup;
 mod events;
 mod flusher;
+mod history;
 mod keys;
 mod migrate;
 mod registry;
@@ -15,6 +16,10 @@ mod tokens;
 
 pub use accounts::KnownAccount;
 pub use events::{Backlog, Heads, IngestOutcome, StoredAudit, StoredJob};
+pub use history::{
+    OverviewRow, PerSource, SyncError, SyncRecord, SyncResult, SyncSummary, HISTORY_MAX_AGE_DAYS,
+    HISTORY_MAX_RECORDS,
+};
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use retention::{Gap, Reader};
 pub use tokens::AccountToken;

@@ -141,7 +141,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes an integration with its checkpoint, then its dead letters.
+    /// Removes an integration with its checkpoint, then its dead letters and sync history.
     pub fn delete_integration(&self, account: &AccountId, id: &Uuid) -> Result<bool, StoreError> {
         let ikey = keys::integration(account, id);
         let ckey = keys::checkpoint(id);
@@ -164,6 +164,7 @@ impl Store {
             batch.remove(k?);
         }
         registry.apply_batch(batch)?;
+        self.delete_history(id)?;
         Ok(existed)
     }
 

@@ -1,0 +1,525 @@
+//! Sync history: one record per sync of each integration, kept for the web page's
+//! chart and table and for the operator's overview.
+//!
+//! A **sync** is one run of the integration's delivery cycle (`run_cycle`): the
+//! failed batch first, then everything due. A retry is a sync of its own. Each is
+//! recorded when it ends, beside a per-integration summary (the latest record, the
+//! last sync without error) that the overview sorts without asking any actor or
+//! counting any backlog. Records are pruned on write — older than
+//! [`HISTORY_MAX_AGE_DAYS`] or beyond [`HISTORY_MAX_RECORDS`] — and deleted with
+//! their integration.
+//!
+//! Writing one is a small sled transaction and is never flushed by itself: it
+//! becomes durable with the next checkpoint flush or sled's own periodic flush
+//! (every 500 ms), so a crash loses at most the last few records.
+
+use super::{decode, encode, keys, Store, StoreError};
+use crate::hec::response::{Failure, FailureKind};
+use crate::model::AccountId;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError as Abort;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Syncs older than this are removed when the next one is recorded.
+pub const HISTORY_MAX_AGE_DAYS: i64 = 7;
+/// At most this many syncs are kept per integration (7 days at the default 5 minutes
+/// is 2,016).
+pub const HISTORY_MAX_RECORDS: u64 = 2_000;
+
+/// A count per data source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerSource {
+    pub audit: u64,
+    pub jobs: u64,
+}
+
+impl PerSource {
+    pub fn total(&self) -> u64 {
+        self.audit + self.jobs
+    }
+}
+
+/// How a sync ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncResult {
+    /// Ended without an error after sending events (events Splunk refused as bad
+    /// data went to the dead letters: `dead_lettered` counts them).
+    Delivered,
+    /// Sent some events, then failed: the rest is retried.
+    Partial,
+    /// Failed before Splunk took any event.
+    Failed,
+    /// Ended without an error with nothing to send.
+    Skipped,
+}
+
+impl SyncResult {
+    /// The result of a sync that handled (delivered or dead-lettered) `handled` events
+    /// and ended with an error or not.
+    pub fn of(handled: u64, failed: bool) -> SyncResult {
+        match (failed, handled > 0) {
+            (true, true) => SyncResult::Partial,
+            (true, false) => SyncResult::Failed,
+            (false, true) => SyncResult::Delivered,
+            (false, false) => SyncResult::Skipped,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            SyncResult::Delivered => 0,
+            SyncResult::Partial => 1,
+            SyncResult::Failed => 2,
+            SyncResult::Skipped => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<SyncResult> {
+        Some(match code {
+            0 => SyncResult::Delivered,
+            1 => SyncResult::Partial,
+            2 => SyncResult::Failed,
+            3 => SyncResult::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a sync failed: Splunk's answer (or the transport error), the advice, and
+/// whether it clears by itself (`transient`) or needs the customer (`configuration`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncError {
+    #[serde(flatten)]
+    pub failure: Failure,
+    pub kind: FailureKind,
+}
+
+/// One sync of one integration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    /// Kept to the microsecond.
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub result: SyncResult,
+    /// Events Splunk accepted, per source.
+    pub events: PerSource,
+    /// Uncompressed bytes of the accepted posts, per source.
+    pub bytes: PerSource,
+    /// Events Splunk refused as bad data, moved to the dead letters.
+    pub dead_lettered: u64,
+    /// Events still to deliver when the sync ended; `None` when they could not be counted.
+    pub backlog_after: Option<u64>,
+    pub error: Option<SyncError>,
+}
+
+impl SyncRecord {
+    pub fn finished_at(&self) -> DateTime<Utc> {
+        self.started_at + Duration::milliseconds(self.duration_ms.min(i64::MAX as u64) as i64)
+    }
+}
+
+/// The stored form of a record: a JSON array (about 50 bytes), since every
+/// integration writes one per interval and keeps up to 2,000.
+#[derive(Serialize, Deserialize)]
+struct Stored(
+    i64,
+    u64,
+    u8,
+    [u64; 2],
+    [u64; 2],
+    u64,
+    Option<u64>,
+    Option<SyncError>,
+);
+
+impl Stored {
+    fn of(r: &SyncRecord) -> Stored {
+        Stored(
+            r.started_at.timestamp_micros(),
+            r.duration_ms,
+            r.result.code(),
+            [r.events.audit, r.events.jobs],
+            [r.bytes.audit, r.bytes.jobs],
+            r.dead_lettered,
+            r.backlog_after,
+            r.error.clone(),
+        )
+    }
+
+    fn record(self, key: &[u8]) -> Result<SyncRecord, StoreError> {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: reason.into(),
+        };
+        Ok(SyncRecord {
+            started_at: Utc
+                .timestamp_micros(self.0)
+                .single()
+                .ok_or_else(|| corrupt("start time out of range"))?,
+            duration_ms: self.1,
+            result: SyncResult::from_code(self.2).ok_or_else(|| corrupt("unknown result"))?,
+            events: PerSource {
+                audit: self.3[0],
+                jobs: self.3[1],
+            },
+            bytes: PerSource {
+                audit: self.4[0],
+                jobs: self.4[1],
+            },
+            dead_lettered: self.5,
+            backlog_after: self.6,
+            error: self.7,
+        })
+    }
+}
+
+/// What the overview needs of an integration's syncs, kept beside its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncSummary {
+    /// Sequence numbers of the oldest record kept and of the next one: the records
+    /// in between are contiguous, so counting them needs no scan.
+    first: u64,
+    next: u64,
+    /// The latest sync.
+    pub last: SyncRecord,
+    /// When the latest sync that ended without an error ended.
+    pub last_success: Option<DateTime<Utc>>,
+}
+
+/// One integration as the overview lists it, read without opening its HEC token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverviewRow {
+    pub id: Uuid,
+    pub account: AccountId,
+    pub name: String,
+    pub enabled: bool,
+    /// Enabled, and declared in the config file or on an account with the feature on.
+    pub active: bool,
+    pub summary: Option<SyncSummary>,
+}
+
+/// The fields of a stored integration the overview shows (the rest is skipped unread).
+#[derive(Deserialize)]
+struct Head {
+    id: Uuid,
+    account: AccountId,
+    name: String,
+    enabled: bool,
+    #[serde(default)]
+    file_managed: bool,
+}
+
+fn history_prefix(id: &Uuid) -> Vec<u8> {
+    format!("hist/{id}/").into_bytes()
+}
+
+fn history_key(id: &Uuid, seq: u64) -> Vec<u8> {
+    let mut k = history_prefix(id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+const SUMMARIES: &[u8] = b"lastsync/";
+
+fn summary_key(id: &Uuid) -> Vec<u8> {
+    format!("lastsync/{id}").into_bytes()
+}
+
+impl Store {
+    /// Records a sync that ended, pruning what is too old or too many, only while the
+    /// integration exists (an actor ending after a delete leaves nothing behind).
+    pub fn record_sync(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        record: &SyncRecord,
+    ) -> Result<(), StoreError> {
+        let ikey = keys::integration(account, id);
+        let skey = summary_key(id);
+        let bytes = encode(&Stored::of(record));
+        let cutoff = (Utc::now() - Duration::days(HISTORY_MAX_AGE_DAYS)).timestamp_micros();
+        self.registry()?.transaction(|tx| {
+            if tx.get(ikey.as_slice())?.is_none() {
+                return Err(Abort::Abort(StoreError::Gone));
+            }
+            let before: Option<SyncSummary> = match tx.get(skey.as_slice())? {
+                Some(v) => Some(decode(&skey, &v).map_err(Abort::Abort)?),
+                None => None,
+            };
+            let (mut first, seq) = before.as_ref().map_or((0, 0), |s| (s.first, s.next));
+            tx.insert(history_key(id, seq), bytes.as_slice())?;
+            let next = seq + 1;
+            // The oldest go first: beyond the count, older than the age limit, or unreadable.
+            while first < seq {
+                let key = history_key(id, first);
+                let expired = next - first > HISTORY_MAX_RECORDS
+                    || match tx.get(key.as_slice())? {
+                        Some(v) => decode::<Stored>(&key, &v).map_or(true, |s| s.0 < cutoff),
+                        None => true,
+                    };
+                if !expired {
+                    break;
+                }
+                tx.remove(key)?;
+                first += 1;
+            }
+            let last_success = match record.error {
+                None => Some(record.finished_at()),
+                Some(_) => before.and_then(|s| s.last_success),
+            };
+            let summary = SyncSummary {
+                first,
+                next,
+                last: record.clone(),
+                last_success,
+            };
+            tx.insert(skey.as_slice(), encode(&summary))?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// An integration's syncs that started at or after `since`, newest first, at most `limit`.
+    pub fn history(
+        &self,
+        id: &Uuid,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SyncRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.registry()?.scan_prefix(history_prefix(id)).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            let record = decode::<Stored>(&k, &v)?.record(&k)?;
+            // Filtered rather than cut at the first older one: a clock set back must
+            // not hide the syncs recorded before it.
+            if record.started_at >= since {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The integration's summary: its latest sync and last sync without an error.
+    pub fn sync_summary(&self, id: &Uuid) -> Result<Option<SyncSummary>, StoreError> {
+        let key = summary_key(id);
+        self.registry()?
+            .get(&key)?
+            .map(|v| decode(&key, &v))
+            .transpose()
+    }
+
+    /// Every integration of every account with its summary, for the overview: three
+    /// prefix scans, no actor asked, no backlog counted, no token opened.
+    pub fn overview_rows(&self) -> Result<Vec<OverviewRow>, StoreError> {
+        let registry = self.registry()?;
+        let mut feature: HashMap<AccountId, bool> = HashMap::new();
+        for kv in registry.scan_prefix(keys::ACCOUNTS) {
+            let (k, v) = kv?;
+            let account: super::Account = decode(&k, &v)?;
+            if let Some(id) = std::str::from_utf8(&k[keys::ACCOUNTS.len()..])
+                .ok()
+                .and_then(|s| AccountId::parse(s).ok())
+            {
+                feature.insert(id, account.siem_enabled);
+            }
+        }
+        let mut summaries: HashMap<Uuid, SyncSummary> = HashMap::new();
+        for kv in registry.scan_prefix(SUMMARIES) {
+            let (k, v) = kv?;
+            let s: SyncSummary = decode(&k, &v)?;
+            if let Some(id) = std::str::from_utf8(&k[SUMMARIES.len()..])
+                .ok()
+                .and_then(|s| Uuid::parse_str(s).ok())
+            {
+                summaries.insert(id, s);
+            }
+        }
+        let mut rows = Vec::new();
+        for kv in registry.scan_prefix(keys::INTEGRATIONS) {
+            let (k, v) = kv?;
+            let h: Head = decode(&k, &v)?;
+            let active =
+                h.enabled && (h.file_managed || feature.get(&h.account).copied().unwrap_or(false));
+            rows.push(OverviewRow {
+                summary: summaries.remove(&h.id),
+                id: h.id,
+                account: h.account,
+                name: h.name,
+                enabled: h.enabled,
+                active,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Removes an integration's history and summary (with the integration).
+    pub(super) fn delete_history(&self, id: &Uuid) -> Result<(), StoreError> {
+        let registry = self.registry()?;
+        let mut batch = sled::Batch::default();
+        batch.remove(summary_key(id));
+        for k in registry.scan_prefix(history_prefix(id)).keys() {
+            batch.remove(k?);
+        }
+        registry.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Integration, IntegrationChange, IntegrationPolicy};
+    use serde_json::json;
+
+    fn store_with_integration() -> (tempfile::TempDir, Store, Integration) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let it = IntegrationChange::from_json(&json!({
+            "name": "Main Splunk", "hec_token": "00000000-0000-4000-8000-000000000000",
+            "hec_uri": "https://splunk.example.com:8088", "sources": ["audit", "jobs"], "enabled": true}))
+        .and_then(|c| {
+            c.create(
+                AccountId::parse("acme").unwrap(),
+                Utc::now(),
+                IntegrationPolicy::default(),
+            )
+        })
+        .unwrap();
+        store.put_integration(&it).unwrap();
+        (dir, store, it)
+    }
+
+    /// Times are kept to the microsecond.
+    fn record(started_at: DateTime<Utc>, events: u64) -> SyncRecord {
+        SyncRecord {
+            started_at: chrono::SubsecRound::trunc_subsecs(started_at, 6),
+            duration_ms: 12,
+            result: SyncResult::of(events, false),
+            events: PerSource {
+                audit: events,
+                jobs: 1,
+            },
+            bytes: PerSource {
+                audit: events * 300,
+                jobs: 250,
+            },
+            dead_lettered: 0,
+            backlog_after: Some(0),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written_newest_first() {
+        let (_d, store, it) = store_with_integration();
+        let t0 = chrono::SubsecRound::trunc_subsecs(Utc::now() - Duration::minutes(10), 6);
+        let failed = SyncRecord {
+            result: SyncResult::Failed,
+            error: Some(SyncError {
+                failure: Failure {
+                    http_status: Some(403),
+                    code: Some(4),
+                    text: "Invalid token".into(),
+                    advice: "Check the token.".into(),
+                },
+                kind: FailureKind::Configuration,
+            }),
+            backlog_after: Some(7),
+            ..record(t0 + Duration::minutes(5), 0)
+        };
+        store
+            .record_sync(&it.account, &it.id, &record(t0, 3))
+            .unwrap();
+        store.record_sync(&it.account, &it.id, &failed).unwrap();
+        let got = store.history(&it.id, t0, 100).unwrap();
+        assert_eq!(got, vec![failed.clone(), record(t0, 3)]);
+        assert_eq!(
+            store
+                .history(&it.id, t0 + Duration::minutes(1), 100)
+                .unwrap(),
+            vec![failed.clone()]
+        );
+        assert_eq!(store.history(&it.id, t0, 1).unwrap(), vec![failed.clone()]);
+        let s = store.sync_summary(&it.id).unwrap().unwrap();
+        assert_eq!(s.last, failed);
+        assert_eq!(s.last_success, Some(record(t0, 3).finished_at()));
+    }
+
+    #[test]
+    fn at_most_2000_syncs_are_kept_per_integration() {
+        let (_d, store, it) = store_with_integration();
+        let t0 = Utc::now() - Duration::hours(1);
+        for i in 0..HISTORY_MAX_RECORDS + 25 {
+            let r = record(t0 + Duration::milliseconds(i as i64), i);
+            store.record_sync(&it.account, &it.id, &r).unwrap();
+        }
+        let kept = store.history(&it.id, t0, usize::MAX).unwrap();
+        assert_eq!(kept.len() as u64, HISTORY_MAX_RECORDS);
+        assert_eq!(kept[0].events.audit, HISTORY_MAX_RECORDS + 24, "the newest");
+        assert_eq!(kept.last().unwrap().events.audit, 25, "the oldest 25 went");
+    }
+
+    #[test]
+    fn syncs_older_than_7_days_go_when_the_next_is_recorded() {
+        let (_d, store, it) = store_with_integration();
+        let old = Utc::now() - Duration::days(8);
+        for i in 0..5 {
+            let r = record(old + Duration::minutes(i), 1);
+            store.record_sync(&it.account, &it.id, &r).unwrap();
+        }
+        let recent = record(Utc::now() - Duration::days(6), 2);
+        store.record_sync(&it.account, &it.id, &recent).unwrap();
+        let epoch = Utc.timestamp_millis_opt(0).unwrap();
+        assert_eq!(store.history(&it.id, epoch, 100).unwrap(), vec![recent]);
+    }
+
+    #[test]
+    fn history_goes_with_its_integration_and_is_not_recorded_after() {
+        let (_d, store, it) = store_with_integration();
+        store
+            .record_sync(&it.account, &it.id, &record(Utc::now(), 1))
+            .unwrap();
+        assert!(store.delete_integration(&it.account, &it.id).unwrap());
+        let epoch = Utc.timestamp_millis_opt(0).unwrap();
+        assert!(store.history(&it.id, epoch, 100).unwrap().is_empty());
+        assert_eq!(store.sync_summary(&it.id).unwrap(), None);
+        // An actor that ends its sync after the delete leaves nothing behind.
+        assert!(matches!(
+            store.record_sync(&it.account, &it.id, &record(Utc::now(), 1)),
+            Err(StoreError::Gone)
+        ));
+        assert!(store.history(&it.id, epoch, 100).unwrap().is_empty());
+        assert!(store.overview_rows().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_overview_reads_every_integration_with_its_summary() {
+        let (_d, store, it) = store_with_integration();
+        let rows = store.overview_rows().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].summary, None);
+        assert!(!rows[0].active, "the account's feature is off");
+        store
+            .put_account(
+                &it.account,
+                &super::super::Account {
+                    siem_enabled: true,
+                    updated_at: Utc::now(),
+                },
+            )
+            .unwrap();
+        store
+            .record_sync(&it.account, &it.id, &record(Utc::now(), 4))
+            .unwrap();
+        let rows = store.overview_rows().unwrap();
+        assert!(rows[0].active);
+        assert_eq!(rows[0].name, "Main Splunk");
+        assert_eq!(rows[0].summary.as_ref().unwrap().last.events.audit, 4);
+    }
+}
