@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{Behaviour, HecServer};
-use std::time::{Duration, Instant};
 
 const TOK: &str = "abcdef01-2345-6789-abcd-ef0123456789";
 const OTHER_TOK: &str = "99999999-2345-6789-abcd-ef0123456789";
@@ -19,58 +18,6 @@ const QUIET: [(&str, &str); 1] = [("SIEMSYNC_SYNC_INTERVAL_SECS", "3600")];
 
 fn path(account: &str, id: &str) -> String {
     format!("/api/v1/accounts/{account}/integrations/{id}")
-}
-
-fn time(v: &Value) -> DateTime<Utc> {
-    v.as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| panic!("not a time: {v}"))
-}
-
-async fn history(api: &Api, account: &str, id: &str) -> Vec<Value> {
-    let v = api
-        .ok("GET", &format!("{}/history", path(account, id)), None)
-        .await;
-    v["syncs"].as_array().expect("syncs").clone()
-}
-
-/// Polls the history until `pred` holds; returns it, newest first.
-async fn history_until(
-    api: &Api,
-    account: &str,
-    id: &str,
-    what: &str,
-    pred: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let h = history(api, account, id).await;
-        if pred(&h) {
-            return h;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "waiting for {what}; history: {h:#?}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// "Sync now", and the record of that sync once it ended.
-async fn sync_now(api: &Api, account: &str, id: &str) -> Value {
-    let asked = api
-        .ok("POST", &format!("{}/sync", path(account, id)), None)
-        .await;
-    let asked = time(&asked["requested_at"]);
-    let h = history_until(api, account, id, "the sync asked for", |h| {
-        h.iter().any(|r| time(&r["started_at"]) >= asked)
-    })
-    .await;
-    h.into_iter()
-        .rev()
-        .find(|r| time(&r["started_at"]) >= asked)
-        .unwrap()
 }
 
 #[actix_rt::test]
@@ -209,6 +156,38 @@ async fn every_sync_is_recorded_with_its_result_events_bytes_and_backlog() {
 }
 
 #[actix_rt::test]
+async fn after_a_restart_an_idle_integration_that_delivered_before_is_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Siemsync::start(dir.path(), &QUIET);
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    api.enable_account("acme").await;
+    let id = create_integration(
+        &api,
+        "acme",
+        json!({"hec_token": TOK, "hec_uri": hec.base_url()}),
+    )
+    .await;
+    history_until(&api, "acme", &id, "the first sync", |h| !h.is_empty()).await;
+    let delivered = sync_now(&api, "acme", &id).await;
+    assert_eq!(delivered["backlog_after"], 0, "{delivered}");
+    svc.terminate();
+
+    // Its first sync after the restart has nothing to send.
+    let svc = Siemsync::start(dir.path(), &QUIET);
+    let api = svc.api();
+    let h = history_until(&api, "acme", &id, "the sync after the restart", |h| {
+        h[0]["result"] == "skipped" && time(&h[0]["started_at"]) > time(&delivered["started_at"])
+    })
+    .await;
+    assert!(h.iter().any(|r| r["result"] == "delivered"));
+    let st = api.status("acme", &id).await;
+    assert_eq!(st["state"], "healthy", "{st}");
+    let v = api.ok("GET", "/api/v1/overview", None).await;
+    assert_eq!(v["integrations"][0]["state"], "healthy", "{v}");
+}
+
+#[actix_rt::test]
 async fn an_account_sees_only_its_own_history_and_it_goes_with_the_integration() {
     let dir = tempfile::tempdir().unwrap();
     let svc = Siemsync::start(dir.path(), &QUIET);
@@ -309,6 +288,10 @@ async fn the_overview_counts_states_and_sorts_and_pages_every_integration() {
             ids.push((account, id));
         }
     }
+    // Nothing to send yet (siemsync's own events are audit events): pending.
+    api.enable_account("p1").await;
+    let quiet = json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["jobs"]});
+    ids.push(("p1", create_integration(&api, "p1", quiet).await));
     // A sync after siemsync's own "created" event was stored: the backlogs are known.
     for (account, id) in &ids {
         sync_now(&api, account, id).await;
@@ -316,10 +299,10 @@ async fn the_overview_counts_states_and_sorts_and_pages_every_integration() {
     let all = api.ok("GET", "/api/v1/overview?per_page=100", None).await;
     assert_eq!(
         all["counts"],
-        json!({"needs_action": 2, "retrying": 1, "pending": 0, "healthy": 3, "disabled": 1}),
+        json!({"needs_action": 2, "retrying": 1, "pending": 1, "healthy": 3, "disabled": 1}),
         "{all:#}"
     );
-    assert_eq!(all["total"], 7);
+    assert_eq!(all["total"], 8);
     // Each row's state is the status API's, in the page's words.
     for r in all["integrations"].as_array().unwrap() {
         let st = api
@@ -349,6 +332,7 @@ async fn the_overview_counts_states_and_sorts_and_pages_every_integration() {
             "needs_action",
             "needs_action",
             "retrying",
+            "pending",
             "healthy",
             "healthy",
             "healthy",
@@ -377,7 +361,10 @@ async fn the_overview_counts_states_and_sorts_and_pages_every_integration() {
         .await;
     assert_eq!(
         rows(&last),
-        [("d1".into(), "disabled".into(), None)],
+        [
+            ("p1".into(), "pending".into(), Some(0)),
+            ("d1".into(), "disabled".into(), None)
+        ],
         "never synced: no backlog known, last when the largest come first"
     );
     let asc = api

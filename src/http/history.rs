@@ -103,13 +103,13 @@ pub async fn history(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OverviewState {
-    /// The latest sync failed on something the customer must fix.
+    /// The latest sync that posted failed on something the customer must fix.
     NeedsAction,
-    /// The latest sync failed on a busy or unreachable Splunk: retried by itself.
+    /// The latest sync that posted failed on a busy or unreachable Splunk: retried by itself.
     Retrying,
-    /// Active, no sync recorded yet.
+    /// Active, and no sync has posted anything yet.
     Pending,
-    /// The latest sync ended without an error.
+    /// The latest sync that posted ended without an error.
     Healthy,
     /// Turned off, or its account's feature is.
     Disabled,
@@ -128,11 +128,13 @@ impl OverviewState {
         if !row.active {
             return OverviewState::Disabled;
         }
-        match row.summary.as_ref().map(|s| s.last.error.as_ref()) {
+        match row.summary.as_ref().and_then(|s| s.last_attempt.as_ref()) {
             None => OverviewState::Pending,
-            Some(None) => OverviewState::Healthy,
-            Some(Some(e)) if e.kind == FailureKind::Transient => OverviewState::Retrying,
-            Some(Some(_)) => OverviewState::NeedsAction,
+            Some(a) => match &a.error {
+                None => OverviewState::Healthy,
+                Some(e) if e.kind == FailureKind::Transient => OverviewState::Retrying,
+                Some(_) => OverviewState::NeedsAction,
+            },
         }
     }
 

@@ -155,10 +155,7 @@ impl Stored {
             reason: reason.into(),
         };
         Ok(SyncRecord {
-            started_at: Utc
-                .timestamp_micros(self.0)
-                .single()
-                .ok_or_else(|| corrupt("start time out of range"))?,
+            started_at: time_of(key, self.0)?,
             duration_ms: self.1,
             result: SyncResult::from_code(self.2).ok_or_else(|| corrupt("unknown result"))?,
             events: PerSource {
@@ -177,7 +174,7 @@ impl Stored {
 }
 
 /// What the overview needs of an integration's syncs, kept beside its history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyncSummary {
     /// Sequence numbers of the oldest record kept and of the next one: the records
     /// in between are contiguous, so counting them needs no scan.
@@ -187,6 +184,71 @@ pub struct SyncSummary {
     pub last: SyncRecord,
     /// When the latest sync that ended without an error ended.
     pub last_success: Option<DateTime<Utc>>,
+    /// How the latest sync that posted to Splunk ended (a skipped one proves nothing
+    /// about the connection); `None` while every sync had nothing to send.
+    pub last_attempt: Option<Attempt>,
+}
+
+/// A sync that posted to Splunk: when it ended, and its error if it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    pub error: Option<SyncError>,
+}
+
+/// The stored form of a summary, compact like a record's: the overview reads one per
+/// integration on every request.
+#[derive(Serialize, Deserialize)]
+struct StoredSummary(
+    u64,
+    u64,
+    Stored,
+    Option<i64>,
+    Option<(i64, Option<SyncError>)>,
+);
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn time_of(key: &[u8], micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    Utc.timestamp_micros(micros)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: "a time out of range".into(),
+        })
+}
+
+impl SyncSummary {
+    fn encode(&self) -> Vec<u8> {
+        encode(&StoredSummary(
+            self.first,
+            self.next,
+            Stored::of(&self.last),
+            self.last_success.map(micros),
+            self.last_attempt
+                .as_ref()
+                .map(|a| (micros(a.at), a.error.clone())),
+        ))
+    }
+
+    fn decode(key: &[u8], bytes: &[u8]) -> Result<SyncSummary, StoreError> {
+        let StoredSummary(first, next, last, success, attempt) = decode(key, bytes)?;
+        Ok(SyncSummary {
+            first,
+            next,
+            last: last.record(key)?,
+            last_success: success.map(|t| time_of(key, t)).transpose()?,
+            last_attempt: match attempt {
+                Some((at, error)) => Some(Attempt {
+                    at: time_of(key, at)?,
+                    error,
+                }),
+                None => None,
+            },
+        })
+    }
 }
 
 /// One integration as the overview lists it, read without opening its HEC token.
@@ -199,6 +261,12 @@ pub struct OverviewRow {
     /// Enabled, and declared in the config file or on an account with the feature on.
     pub active: bool,
     pub summary: Option<SyncSummary>,
+}
+
+/// An account's feature switch (its time is skipped unread).
+#[derive(Deserialize)]
+struct Switch {
+    siem_enabled: bool,
 }
 
 /// The fields of a stored integration the overview shows (the rest is skipped unread).
@@ -228,6 +296,40 @@ fn summary_key(id: &Uuid) -> Vec<u8> {
     format!("lastsync/{id}").into_bytes()
 }
 
+/// Every integration's summary, by integration.
+fn summaries_in(registry: &sled::Tree) -> Result<HashMap<Uuid, SyncSummary>, StoreError> {
+    let mut out = HashMap::new();
+    for kv in registry.scan_prefix(SUMMARIES) {
+        let (k, v) = kv?;
+        let s = SyncSummary::decode(&k, &v)?;
+        if let Some(id) = std::str::from_utf8(&k[SUMMARIES.len()..])
+            .ok()
+            .and_then(|s| Uuid::parse_str(s).ok())
+        {
+            out.insert(id, s);
+        }
+    }
+    Ok(out)
+}
+
+/// Every account's feature switch (by the name in its key), and every integration's head.
+type Heads = (HashMap<Vec<u8>, bool>, Vec<Head>);
+
+fn heads_in(registry: &sled::Tree) -> Result<Heads, StoreError> {
+    let mut feature = HashMap::new();
+    for kv in registry.scan_prefix(keys::ACCOUNTS) {
+        let (k, v) = kv?;
+        let switch: Switch = decode(&k, &v)?;
+        feature.insert(k[keys::ACCOUNTS.len()..].to_vec(), switch.siem_enabled);
+    }
+    let mut heads = Vec::new();
+    for kv in registry.scan_prefix(keys::INTEGRATIONS) {
+        let (k, v) = kv?;
+        heads.push(decode(&k, &v)?);
+    }
+    Ok((feature, heads))
+}
+
 impl Store {
     /// Records a sync that ended, pruning what is too old or too many, only while the
     /// integration exists (an actor ending after a delete leaves nothing behind).
@@ -245,8 +347,8 @@ impl Store {
             if tx.get(ikey.as_slice())?.is_none() {
                 return Err(Abort::Abort(StoreError::Gone));
             }
-            let before: Option<SyncSummary> = match tx.get(skey.as_slice())? {
-                Some(v) => Some(decode(&skey, &v).map_err(Abort::Abort)?),
+            let before = match tx.get(skey.as_slice())? {
+                Some(v) => Some(SyncSummary::decode(&skey, &v).map_err(Abort::Abort)?),
                 None => None,
             };
             let (mut first, seq) = before.as_ref().map_or((0, 0), |s| (s.first, s.next));
@@ -268,15 +370,23 @@ impl Store {
             }
             let last_success = match record.error {
                 None => Some(record.finished_at()),
-                Some(_) => before.and_then(|s| s.last_success),
+                Some(_) => before.as_ref().and_then(|s| s.last_success),
+            };
+            let last_attempt = match record.result {
+                SyncResult::Skipped => before.and_then(|s| s.last_attempt),
+                _ => Some(Attempt {
+                    at: record.finished_at(),
+                    error: record.error.clone(),
+                }),
             };
             let summary = SyncSummary {
                 first,
                 next,
                 last: record.clone(),
                 last_success,
+                last_attempt,
             };
-            tx.insert(skey.as_slice(), encode(&summary))?;
+            tx.insert(skey.as_slice(), summary.encode())?;
             Ok(())
         })?;
         Ok(())
@@ -310,7 +420,7 @@ impl Store {
         let key = summary_key(id);
         self.registry()?
             .get(&key)?
-            .map(|v| decode(&key, &v))
+            .map(|v| SyncSummary::decode(&key, &v))
             .transpose()
     }
 
@@ -318,44 +428,33 @@ impl Store {
     /// prefix scans, no actor asked, no backlog counted, no token opened.
     pub fn overview_rows(&self) -> Result<Vec<OverviewRow>, StoreError> {
         let registry = self.registry()?;
-        let mut feature: HashMap<AccountId, bool> = HashMap::new();
-        for kv in registry.scan_prefix(keys::ACCOUNTS) {
-            let (k, v) = kv?;
-            let account: super::Account = decode(&k, &v)?;
-            if let Some(id) = std::str::from_utf8(&k[keys::ACCOUNTS.len()..])
-                .ok()
-                .and_then(|s| AccountId::parse(s).ok())
-            {
-                feature.insert(id, account.siem_enabled);
-            }
-        }
-        let mut summaries: HashMap<Uuid, SyncSummary> = HashMap::new();
-        for kv in registry.scan_prefix(SUMMARIES) {
-            let (k, v) = kv?;
-            let s: SyncSummary = decode(&k, &v)?;
-            if let Some(id) = std::str::from_utf8(&k[SUMMARIES.len()..])
-                .ok()
-                .and_then(|s| Uuid::parse_str(s).ok())
-            {
-                summaries.insert(id, s);
-            }
-        }
-        let mut rows = Vec::new();
-        for kv in registry.scan_prefix(keys::INTEGRATIONS) {
-            let (k, v) = kv?;
-            let h: Head = decode(&k, &v)?;
-            let active =
-                h.enabled && (h.file_managed || feature.get(&h.account).copied().unwrap_or(false));
-            rows.push(OverviewRow {
-                summary: summaries.remove(&h.id),
-                id: h.id,
-                account: h.account,
-                name: h.name,
-                enabled: h.enabled,
-                active,
+        // The summaries are read beside the accounts and integrations, on another
+        // thread: sled's iterators, not decoding, are most of the time.
+        let (summaries, heads) = std::thread::scope(|scope| {
+            let summaries = scope.spawn(|| summaries_in(&registry));
+            let heads = heads_in(&registry);
+            let summaries = summaries.join().unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "reading the sync summaries failed".into(),
+                ))
             });
-        }
-        Ok(rows)
+            (summaries, heads)
+        });
+        let (mut summaries, (feature, heads)) = (summaries?, heads?);
+        Ok(heads
+            .into_iter()
+            .map(|h| {
+                let on = feature.get(h.account.as_str().as_bytes()).copied();
+                OverviewRow {
+                    summary: summaries.remove(&h.id),
+                    active: h.enabled && (h.file_managed || on.unwrap_or(false)),
+                    id: h.id,
+                    account: h.account,
+                    name: h.name,
+                    enabled: h.enabled,
+                }
+            })
+            .collect())
     }
 
     /// Removes an integration's history and summary (with the integration).
@@ -449,6 +548,21 @@ mod tests {
         let s = store.sync_summary(&it.id).unwrap().unwrap();
         assert_eq!(s.last, failed);
         assert_eq!(s.last_success, Some(record(t0, 3).finished_at()));
+        let attempt = Some(Attempt {
+            at: failed.finished_at(),
+            error: failed.error.clone(),
+        });
+        assert_eq!(s.last_attempt, attempt);
+        // Nothing to send proves nothing about the connection: the failed post still counts.
+        let skipped = SyncRecord {
+            events: PerSource::default(),
+            ..record(t0 + Duration::minutes(6), 0)
+        };
+        assert_eq!(skipped.result, SyncResult::Skipped);
+        store.record_sync(&it.account, &it.id, &skipped).unwrap();
+        let s = store.sync_summary(&it.id).unwrap().unwrap();
+        assert_eq!((s.last, s.last_attempt), (skipped.clone(), attempt));
+        assert_eq!(s.last_success, Some(skipped.finished_at()));
     }
 
     #[test]

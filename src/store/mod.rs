@@ -17,8 +17,8 @@ mod tokens;
 pub use accounts::KnownAccount;
 pub use events::{Backlog, Heads, IngestOutcome, StoredAudit, StoredJob};
 pub use history::{
-    OverviewRow, PerSource, SyncError, SyncRecord, SyncResult, SyncSummary, HISTORY_MAX_AGE_DAYS,
-    HISTORY_MAX_RECORDS,
+    Attempt, OverviewRow, PerSource, SyncError, SyncRecord, SyncResult, SyncSummary,
+    HISTORY_MAX_AGE_DAYS, HISTORY_MAX_RECORDS,
 };
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use retention::{Gap, Reader};
