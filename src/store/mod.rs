@@ -141,6 +141,8 @@ struct Inner {
     recent: Mutex<dedup::RecentIds>,
     /// Seals HEC tokens at rest when the operator set a secret key.
     cipher: Option<secrets::TokenCipher>,
+    /// The overview's records as last decoded, so that only changed ones are decoded again.
+    overview: Mutex<history::OverviewMemo>,
 }
 
 impl Store {
@@ -173,6 +175,7 @@ impl Store {
                 dedup_window: DEFAULT_DEDUP_WINDOW,
                 recent: Mutex::new(dedup::RecentIds::new(DEFAULT_DEDUP_WINDOW)),
                 cipher: None,
+                overview: Mutex::default(),
             }),
         };
         migrate::audit_chunks(&store)?;
