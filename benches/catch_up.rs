@@ -59,7 +59,7 @@ fn main() {
     )
     .and_then(|c| c.create(account.clone(), Utc::now(), IntegrationPolicy::default()))
     .expect("integration");
-    store.put_integration(&it).expect("put");
+    store.put_integration(&it, None).expect("put");
     store.flush_now().expect("flush");
     drop(store);
     // The store's flush thread lets go of the database a moment after the last handle.

@@ -41,7 +41,7 @@ fn run(m: usize) {
                 "hec_uri": format!("http://127.0.0.1:{port}"), "sources": ["audit"], "enabled": true}))
             .and_then(|c| c.create(account.clone(), now, IntegrationPolicy::default()))
             .expect("integration");
-            store.put_integration(&it).expect("put");
+            store.put_integration(&it, None).expect("put");
             let events = (0..EVENTS_PER_ACCOUNT)
                 .map(|i| AuditEvent::from_json(&support::audit_event(a * 100 + i), i, now))
                 .collect::<Result<Vec<_>, _>>()

@@ -57,7 +57,7 @@ fn prepare(dir: &std::path::Path, m: usize, syncs: usize, port: u16) -> Duration
             "enabled": a % 20 != 7}))
         .and_then(|c| c.create(account.clone(), now, IntegrationPolicy::default()))
         .expect("integration");
-        store.put_integration(&it).expect("put");
+        store.put_integration(&it, None).expect("put");
         let error = match a {
             _ if a % 10 == 3 => Some((config.clone(), FailureKind::Configuration)),
             _ if a % 20 == 5 => Some((busy.clone(), FailureKind::Transient)),

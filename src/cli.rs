@@ -1,5 +1,6 @@
 //! `siemsync status`: the table of every integration, from a running service.
 
+use crate::logsafe::clean;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -39,13 +40,14 @@ pub fn status_table(list: &[Value], now: DateTime<Utc>) -> String {
                 .unwrap_or_default();
             format!(
                 "{}{code}: {}",
-                err["text"].as_str().unwrap_or(""),
-                err["advice"].as_str().unwrap_or("")
+                clean(err["text"].as_str().unwrap_or("")),
+                clean(err["advice"].as_str().unwrap_or(""))
             )
         };
         rows.push(vec![
             st["account"].as_str().unwrap_or("?").to_owned(),
-            st["name"].as_str().unwrap_or("?").to_owned(),
+            // Names and Splunk's text come from outside: one row each, no escape sequences.
+            clean(st["name"].as_str().unwrap_or("?")).to_string(),
             st["state"].as_str().unwrap_or("?").to_owned(),
             st["backlog"]["events"].as_u64().unwrap_or(0).to_string(),
             ago(st["last_success"].as_str(), now),
@@ -97,5 +99,17 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn outside_text_keeps_to_its_row() {
+        let list = vec![
+            json!({"account": "acme", "name": "Main\nFORGED row", "state": "failing",
+            "backlog": {"events": 0}, "last_success": null,
+            "last_error": {"text": "bad\r\n\u{1b}[2Jx", "advice": "fix"}}),
+        ];
+        let t = status_table(&list, Utc::now());
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(!t.contains('\u{1b}') && !t.contains('\r'), "{t}");
     }
 }

@@ -44,6 +44,10 @@ pub struct Config {
     /// Largest accepted API request body, in bytes (`SIEMSYNC_MAX_BODY_BYTES`).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Seconds a request body may take to arrive (`SIEMSYNC_BODY_TIMEOUT_SECS`); a
+    /// client that stalls gets 408 and its connection is closed.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
     /// Seconds to wait for a TCP+TLS connection to Splunk (`SIEMSYNC_CONNECT_TIMEOUT_SECS`).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
@@ -94,6 +98,9 @@ fn default_max_batch_bytes() -> usize {
 fn default_max_body_bytes() -> usize {
     16 * 1024 * 1024
 }
+fn default_body_timeout() -> u64 {
+    60
+}
 fn default_connect_timeout() -> u64 {
     10
 }
@@ -116,6 +123,10 @@ fn default_ack_timeout() -> u64 {
     300
 }
 
+/// The tokens config/siemsync.toml ships with, for local development only.
+pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
+pub const DEV_INGEST_TOKEN: &str = "dev-ingest-token-change-me";
+
 /// The default config file, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/siemsync.toml";
 
@@ -137,7 +148,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: describe_toml_error(text, &e),
         })?;
         c.apply_env(env)?;
         c.validate()?;
@@ -177,6 +188,9 @@ impl Config {
         }
         if let Some(v) = env("SIEMSYNC_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("SIEMSYNC_MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_BODY_TIMEOUT_SECS") {
+            self.body_timeout_secs = parse("SIEMSYNC_BODY_TIMEOUT_SECS", &v)?;
         }
         if let Some(v) = env("SIEMSYNC_CONNECT_TIMEOUT_SECS") {
             self.connect_timeout_secs = parse("SIEMSYNC_CONNECT_TIMEOUT_SECS", &v)?;
@@ -244,11 +258,27 @@ impl Config {
         if self.admin_token == self.ingest_token {
             return bad("ingest_token", "must differ from admin_token");
         }
+        // Anyone can read the shipped tokens in config/siemsync.toml.
+        if !self.listen.ip().is_loopback() {
+            if let Some(key) = self.development_tokens().first() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "is the development token shipped in config/siemsync.toml, which works only while `listen` is a loopback address (127.0.0.1 or ::1), not {}: set SIEMSYNC_{} to a secret of your own (e.g. `openssl rand -hex 32`)",
+                        self.listen.ip(),
+                        key.to_ascii_uppercase()
+                    ),
+                });
+            }
+        }
         if self.max_batch_bytes < 1024 {
             return bad("max_batch_bytes", "must be at least 1024");
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
+        }
+        if !(1..=3600).contains(&self.body_timeout_secs) {
+            return bad("body_timeout_secs", "must be between 1 and 3600 seconds");
         }
         if self.connect_timeout_secs == 0 || self.request_timeout_secs == 0 {
             return bad("request_timeout_secs", "timeouts must be at least 1 second");
@@ -325,6 +355,19 @@ impl Config {
         Ok(out)
     }
 
+    /// The token settings still holding the development values shipped in
+    /// config/siemsync.toml: refused off loopback, warned about on it.
+    pub fn development_tokens(&self) -> Vec<&'static str> {
+        [
+            ("admin_token", &self.admin_token, DEV_ADMIN_TOKEN),
+            ("ingest_token", &self.ingest_token, DEV_INGEST_TOKEN),
+        ]
+        .into_iter()
+        .filter(|(_, token, dev)| token.as_str() == *dev)
+        .map(|(key, ..)| key)
+        .collect()
+    }
+
     pub fn retention(&self) -> Duration {
         Duration::from_secs_f64(self.retention_days * 86_400.0)
     }
@@ -342,6 +385,54 @@ impl Config {
             allow_internal: self.allow_private_destinations,
         }
     }
+}
+
+/// A TOML error as the operator reads it at start, on reload and from
+/// `check-config`: the line, the key and what is wrong. Never the line itself
+/// (the parser's own message quotes it, and it may be `admin_token = "…"` or a
+/// `hec_token`), nor a value the parser quoted in its message.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = e.message().trim().replace('\n', " ");
+    // serde's "invalid type: string \"…\", expected u64": keep the kind, drop the value.
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let (Some(rest), Some(end)) = (message.strip_prefix(lead), message.find(", expected")) {
+            let kind = rest.split([' ', ',']).next().unwrap_or("value");
+            message = format!("{lead}{kind}{}", &message[end..]);
+        }
+    }
+    let Some(start) = e.span().map(|s| s.start) else {
+        return message;
+    };
+    let before = text.get(..start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let mut place = format!("line {line_no}");
+    if let Some((key, value)) = line.split_once('=') {
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        if !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            place.push_str(&format!(", key `{key}`"));
+            let table = before
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['));
+            if let Some(table) = table {
+                place.push_str(&format!(" in {table}"));
+            }
+        }
+        // Whatever else the parser quoted from the value goes too.
+        let value = value.trim();
+        for v in [value, value.trim_matches(|c| c == '"' || c == '\'')] {
+            if v.chars().count() >= 4 {
+                message = message.replace(v, "…");
+            }
+        }
+    }
+    format!("{place}: {message}")
 }
 
 /// A file integration's id: the same account and name give the same id on every load.
@@ -377,6 +468,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.sync_interval_secs, 300);
         assert_eq!(c.max_batch_bytes, 1024 * 1024);
+        assert_eq!(c.body_timeout_secs, default_body_timeout());
         assert!(!c.allow_insecure_tls);
         assert!(!c.allow_private_destinations);
     }
@@ -458,5 +550,89 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn a_toml_error_names_the_line_and_key_but_never_the_value() {
+        let secret = "Sup3rSecret-value-0123456789";
+        for (text, key, line) in [
+            (
+                SHIPPED.replace(
+                    "admin_token = \"dev-admin-token-change-me\"",
+                    &format!("admin_token = \"{secret}"),
+                ),
+                "admin_token",
+                SHIPPED
+                    .lines()
+                    .position(|l| l.starts_with("admin_token"))
+                    .unwrap()
+                    + 1,
+            ),
+            (
+                format!("{SHIPPED}\n[[integrations]]\nhec_token = '{secret}' x\n"),
+                "hec_token",
+                SHIPPED.lines().count() + 3,
+            ),
+            (
+                SHIPPED.replace("host = \"localhost\"", &format!("host = {secret}")),
+                "host",
+                SHIPPED
+                    .lines()
+                    .position(|l| l.starts_with("host ="))
+                    .unwrap()
+                    + 1,
+            ),
+            (
+                SHIPPED.replace(
+                    "sync_interval_secs = 300",
+                    &format!("sync_interval_secs = \"{secret}\""),
+                ),
+                "sync_interval_secs",
+                SHIPPED
+                    .lines()
+                    .position(|l| l.starts_with("sync_interval_secs"))
+                    .unwrap()
+                    + 1,
+            ),
+        ] {
+            let e = load(&text, &[]).unwrap_err();
+            assert!(!e.contains("Sup3rSecret"), "{e}");
+            assert!(e.contains(&format!("line {line}")), "{e}");
+            assert!(e.contains(&format!("`{key}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_tokens_are_refused_off_loopback() {
+        for listen in ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:8080"] {
+            let e = load(SHIPPED, &[("SIEMSYNC_LISTEN", listen)]).unwrap_err();
+            assert!(e.starts_with("config key `admin_token`"), "{e}");
+            assert!(
+                e.contains("loopback") && e.contains("SIEMSYNC_ADMIN_TOKEN"),
+                "{e}"
+            );
+            let e = load(
+                SHIPPED,
+                &[
+                    ("SIEMSYNC_LISTEN", listen),
+                    ("SIEMSYNC_ADMIN_TOKEN", "own-admin-token-0123"),
+                ],
+            )
+            .unwrap_err();
+            assert!(e.starts_with("config key `ingest_token`"), "{e}");
+            load(
+                SHIPPED,
+                &[
+                    ("SIEMSYNC_LISTEN", listen),
+                    ("SIEMSYNC_ADMIN_TOKEN", "own-admin-token-0123"),
+                    ("SIEMSYNC_INGEST_TOKEN", "own-ingest-token-0123"),
+                ],
+            )
+            .unwrap();
+        }
+        for listen in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:0"] {
+            let c = load(SHIPPED, &[("SIEMSYNC_LISTEN", listen)]).unwrap();
+            assert_eq!(c.development_tokens(), vec!["admin_token", "ingest_token"]);
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod hec;
 pub mod http;
+pub mod logsafe;
 pub mod metrics;
 pub mod model;
 pub mod reload;
@@ -50,12 +51,25 @@ pub struct Service {
 /// Opens the store, starts the collectors, the Supervisor (which starts one actor per
 /// active integration) and the HTTP server. Must run inside an actix System.
 pub fn start(config: Config) -> Result<Service, StartError> {
+    for key in config.development_tokens() {
+        log::warn!(
+            "`{key}` is the development token shipped in config/siemsync.toml: anyone who has read that file can use it. Set SIEMSYNC_{} before anyone but you can reach {}",
+            key.to_ascii_uppercase(),
+            config.listen
+        );
+    }
     // One process-wide TLS provider; ours is the only one compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store_error = |source| StartError::Store {
         dir: config.data_dir.display().to_string(),
         source,
     };
+    if let Some(key) = &config.secret_key {
+        // Tokens stored before the key was set are sealed by rewriting the whole
+        // store, so that no clear copy stays behind in sled's files.
+        store::seal_tokens_at_rest(&config.data_dir, &store::secrets::TokenCipher::new(key))
+            .map_err(store_error)?;
+    }
     let store = Store::open_with_options(
         &config.data_dir,
         &StoreOptions {
@@ -65,13 +79,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         },
     )
     .map_err(store_error)?;
-    if config.secret_key.is_some() {
-        // Seal tokens stored before the key was set; then every token must open.
-        for it in store.unsealed_integrations().map_err(store_error)? {
-            store.put_integration(&it).map_err(store_error)?;
-        }
-        store.flush_now().map_err(store_error)?;
-    } else {
+    if config.secret_key.is_none() {
         log::warn!(
             "SIEMSYNC_SECRET_KEY is not set: customers' HEC tokens are stored in clear in {}",
             config.data_dir.display()
@@ -93,13 +101,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         client: config.client_settings(),
     };
     let supervisor = Supervisor::new(store.clone(), audit, jobs, settings).start();
-    let all = reload::running_set(&store).map_err(store_error)?;
-    log::info!(
-        "{} integrations stored, {} active",
-        all.len(),
-        all.iter().filter(|(_, a)| *a).count()
-    );
-    supervisor.do_send(Reconcile(all));
+    supervisor.do_send(Reconcile);
 
     let state = actix_web::web::Data::new(http::AppState {
         store: store.clone(),
@@ -109,6 +111,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     });
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
+            .wrap(http::security_headers())
             .app_data(state.clone())
             .configure(http::configure)
     })

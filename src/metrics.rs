@@ -64,6 +64,9 @@ pub struct Metrics {
     pub ingest_rejections: Family<RejectLabels, Counter>,
     pub store_bytes: Gauge,
     pub store_writable: Gauge,
+    /// Integration actors alive: counted by the actors themselves, so it shows what
+    /// runs, not what the Supervisor meant to run.
+    pub integration_actors: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +103,7 @@ impl Metrics {
             ingest_rejections: Family::default(),
             store_bytes: Gauge::default(),
             store_writable: Gauge::default(),
+            integration_actors: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -181,6 +185,11 @@ impl Metrics {
             "store_writable",
             "1 while the store takes writes; 0 while its disk is full or read-only (ingest answers 503)",
             m.store_writable.clone(),
+        );
+        registry.register(
+            "integration_actors",
+            "Integration actors alive: one per integration that is enabled (on an account with the feature on)",
+            m.integration_actors.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -1,7 +1,7 @@
 //! Hot reload: the integrations declared in the config file (`[[integrations]]`)
 //! follow the file. SIGHUP, or a change of the file, re-reads it; a valid file is
-//! written to the store and one `Reconcile` goes to the Supervisor, which restarts
-//! only what changed; an invalid file is rejected whole and the running set goes on.
+//! written to the store and one `Reconcile` goes to the Supervisor, which reads the
+//! store and restarts only what changed; an invalid file is rejected whole and the running set goes on.
 
 use crate::actors::messages::Reconcile;
 use crate::actors::Supervisor;
@@ -27,6 +27,7 @@ fn same(a: &Integration, b: &Integration) -> bool {
     let plain = |i: &Integration| Integration {
         created_at: i.created_at,
         updated_at: i.created_at,
+        version: 0,
         ..i.clone()
     };
     plain(a)
@@ -36,7 +37,10 @@ fn same(a: &Integration, b: &Integration) -> bool {
         }
 }
 
-/// Makes the store's file-managed integrations exactly `desired`.
+/// Makes the store's file-managed integrations exactly `desired`. Each is written
+/// over the version it was read at, like an API change (only reloads, one at a time,
+/// write these, so a conflict means the store changed under us: the reload fails and
+/// the next one tries again).
 pub fn store_file_integrations(
     store: &Store,
     desired: &[Integration],
@@ -44,12 +48,13 @@ pub fn store_file_integrations(
     let mut changes = Changes::default();
     for it in desired {
         let mut it = it.clone();
-        match store.integration(&it.account, &it.id)? {
-            Some(old) if same(&old, &it) => continue,
+        let old = store.integration(&it.account, &it.id)?;
+        match &old {
+            Some(old) if same(old, &it) => continue,
             Some(old) => it.created_at = old.created_at,
             None => {}
         }
-        store.put_integration(&it)?;
+        store.put_integration(&it, old.map(|o| o.version))?;
         changes.written += 1;
     }
     let wanted: HashSet<_> = desired.iter().map(|i| i.id).collect();
@@ -63,18 +68,6 @@ pub fn store_file_integrations(
     Ok(changes)
 }
 
-/// Every stored integration with whether it should run: what `Reconcile` carries.
-pub fn running_set(store: &Store) -> Result<Vec<(Integration, bool)>, StoreError> {
-    Ok(store
-        .all_integrations()?
-        .into_iter()
-        .map(|it| {
-            let active = store.is_active(&it);
-            (it, active)
-        })
-        .collect())
-}
-
 /// Re-reads the file and applies it, or says why it was rejected.
 pub fn reload(path: &Path, store: &Store, supervisor: &Addr<Supervisor>, why: &str) {
     let desired = match Config::load(path).and_then(|c| c.file_integrations()) {
@@ -84,20 +77,17 @@ pub fn reload(path: &Path, store: &Store, supervisor: &Addr<Supervisor>, why: &s
             return;
         }
     };
-    match store_file_integrations(store, &desired)
-        .and_then(|changes| Ok((changes, running_set(store)?)))
-    {
-        Ok((changes, set)) => {
-            log::info!(
-                "config reload ({why}): {} file integrations, {} written, {} removed",
-                desired.len(),
-                changes.written,
-                changes.removed
-            );
-            supervisor.do_send(Reconcile(set));
-        }
+    match store_file_integrations(store, &desired) {
+        Ok(changes) => log::info!(
+            "config reload ({why}): {} file integrations, {} written, {} removed",
+            desired.len(),
+            changes.written,
+            changes.removed
+        ),
         Err(e) => log::error!("config reload ({why}) could not be stored: {e}"),
     }
+    // Also after a failure part-way: the actors follow whatever was stored.
+    supervisor.do_send(Reconcile);
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -109,8 +99,12 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 pub fn watch(path: PathBuf, store: Store, supervisor: Addr<Supervisor>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
     let on_signal = tx.clone();
+    // Both taken before this returns (and the service says it is listening): a
+    // SIGHUP or an edit right after start is not missed.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let mut last = stamp(&path);
     actix_rt::spawn(async move {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        match hangup {
             Ok(mut hup) => {
                 while hup.recv().await.is_some() {
                     let _ = on_signal.send("SIGHUP");
@@ -123,7 +117,6 @@ pub fn watch(path: PathBuf, store: Store, supervisor: Addr<Supervisor>) {
     });
     let file = path.clone();
     actix_rt::spawn(async move {
-        let mut last = stamp(&file);
         loop {
             actix_rt::time::sleep(POLL).await;
             let now = stamp(&file);

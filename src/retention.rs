@@ -12,9 +12,11 @@ pub fn sweep(store: &Store, retention: Duration) -> Result<(u64, u64), StoreErro
         Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     let (mut audit, mut jobs) = (0, 0);
     for account in store.accounts_with_events()? {
-        let integrations = store.integrations_of(&account)?;
+        // Read by the sweep at the moment it decides: an integration created or a
+        // checkpoint moved a moment before counts.
         let readers = |source: Source| -> Result<Vec<Reader>, StoreError> {
-            integrations
+            store
+                .integrations_of(&account)?
                 .iter()
                 .filter(|i| i.wants(source))
                 .map(|i| {
@@ -29,8 +31,8 @@ pub fn sweep(store: &Store, retention: Duration) -> Result<(u64, u64), StoreErro
                 })
                 .collect()
         };
-        audit += store.sweep_audit(&account, cutoff, &readers(Source::Audit)?)?;
-        jobs += store.sweep_jobs(&account, cutoff, &readers(Source::Jobs)?)?;
+        audit += store.sweep_audit(&account, cutoff, &|| readers(Source::Audit))?;
+        jobs += store.sweep_jobs(&account, cutoff, &|| readers(Source::Jobs))?;
     }
     Ok((audit, jobs))
 }

@@ -229,8 +229,13 @@ async fn every_hec_answer_sets_state_and_advice_and_nothing_is_lost_after_recove
         });
         if c.name == "wrong path" || c.name == "connection refused" {
             let path = format!("/api/v1/accounts/{account}/integrations/{id}");
-            api.ok("PATCH", &path, Some(json!({"hec_uri": c.hec.base_url()})))
-                .await;
+            // Another port is another destination: the token must come along.
+            api.ok(
+                "PATCH",
+                &path,
+                Some(json!({"hec_uri": c.hec.base_url(), "hec_token": TOK})),
+            )
+            .await;
         }
     }
     for (c, (account, id)) in cases.iter().zip(&ids) {
@@ -515,24 +520,9 @@ async fn indexer_acknowledgement_moves_the_checkpoint_only_for_confirmed_batches
     assert_once_in_order(&disabled, "e", 100, "ack disabled");
 }
 
-fn test_pki() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "siemsync test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[actix_rt::test]
 async fn tls_with_a_private_ca_works_and_an_untrusted_certificate_is_explained() {
-    let (ca, cert, key) = test_pki();
+    let (ca, cert, key) = test_pki(&["127.0.0.1", "localhost"]);
     let hec = HecServer::start_tls(HecServerConfig::token(TOK), &cert, &key);
     let dir = tempfile::tempdir().unwrap();
     let svc = Siemsync::start(dir.path(), &[]);
@@ -643,7 +633,7 @@ async fn a_hanging_splunk_does_not_delay_another_integration() {
 
 #[actix_rt::test]
 async fn test_connection_tells_each_problem_apart() {
-    let (_, cert, key) = test_pki();
+    let (_, cert, key) = test_pki(&["127.0.0.1", "localhost"]);
     let tls = HecServer::start_tls(HecServerConfig::token(TOK), &cert, &key);
     let good = HecServer::start(TOK);
     let disabled = HecServer::start(TOK);

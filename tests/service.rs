@@ -397,6 +397,18 @@ async fn bad_input_is_refused_by_name_and_changes_nothing() {
             "item 0: `time` is not an RFC 3339 timestamp",
         ),
         (
+            json!([good(1), with("time", json!("9999-12-31T23:30:00-01:00"))]),
+            "item 1: `time` is after 9999-12-31T23:59:59Z in UTC",
+        ),
+        (
+            json!([with("time", json!("0000-01-01T00:30:00+01:00"))]),
+            "item 0: `time` is before 0000-01-01T00:00:00Z in UTC",
+        ),
+        (
+            json!([with("time", json!("2026-11-25T10:00:60Z"))]),
+            "item 0: `time` has a leap second (:60) that is not at 23:59:60 UTC",
+        ),
+        (
             json!([with("ip", json!("300.1.2.3"))]),
             "item 0: `ip` is not an IPv4 or IPv6 address",
         ),
@@ -442,6 +454,10 @@ async fn bad_input_is_refused_by_name_and_changes_nothing() {
         (
             job_with("end_time", json!("tomorrow")),
             "item 1: `end_time` is not an RFC 3339 timestamp",
+        ),
+        (
+            job_with("start_time", json!("9999-12-31T23:30:00-01:00")),
+            "item 1: `start_time` is after 9999-12-31T23:59:59Z in UTC",
         ),
         (
             json!([{"job": "j3", "status": "successful"}]),

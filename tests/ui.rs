@@ -1054,7 +1054,7 @@ fn seed_a_day(data: &std::path::Path, hec_uri: &str) {
         )
     })
     .unwrap();
-    store.put_integration(&it).unwrap();
+    store.put_integration(&it, None).unwrap();
     let busy = classify(503, br#"{"text":"Server is busy","code":9}"#)
         .failure()
         .cloned()

@@ -84,6 +84,30 @@ impl Batch {
         }
     }
 
+    /// The batch without the events `drop` marks (indexes past its end are kept),
+    /// their bytes copied.
+    pub fn without(&self, drop: &[bool]) -> Batch {
+        let mut body = Vec::with_capacity(self.body.len());
+        let mut items = Vec::with_capacity(self.len());
+        for (i, item) in self.items.iter().enumerate() {
+            if drop.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            body.extend_from_slice(&self.event(i));
+            items.push(Item {
+                seq: item.seq,
+                end: body.len(),
+            });
+        }
+        Batch {
+            kind: self.kind,
+            body: body.into(),
+            items,
+            last_job: self.last_job.clone(),
+            more: self.more,
+        }
+    }
+
     pub fn source(&self) -> crate::model::Source {
         match self.kind {
             BatchKind::Audit => crate::model::Source::Audit,
@@ -206,5 +230,12 @@ mod tests {
             (b.fitting(6), b.fitting(5), b.fitting(1), b.fitting(100)),
             (3, 2, 1, 4)
         );
+        let w = b.without(&[true, false, true]);
+        assert_eq!(&w.body[..], b"bbbdddd");
+        assert_eq!(
+            w.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![11, 13]
+        );
+        assert_eq!(&w.event(1)[..], b"dddd");
     }
 }

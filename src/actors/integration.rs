@@ -8,9 +8,10 @@ use super::messages::*;
 use crate::hec::client::{AckAnswer, ClientSettings, HecClient};
 use crate::hec::encode::Envelope;
 use crate::hec::response::{Failure, FailureKind, Outcome};
+use crate::logsafe::clean;
 use crate::metrics::{FailureLabels, IntegrationLabels, Metrics};
 use crate::model::{Integration, Source};
-use crate::store::{Checkpoint, DeadLetter, Store, StoreError};
+use crate::store::{Checkpoint, DeadLetter, PostClaim, Store, StoreError};
 use actix::prelude::*;
 use chrono::Utc;
 use std::cell::RefCell;
@@ -74,7 +75,18 @@ enum CycleError {
     Gone,
 }
 
+/// Counts a live actor in `siemsync_integration_actors` from its creation until it is
+/// dropped, however it ends (a panic too).
+struct Alive(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct IntegrationActor {
+    _alive: Alive,
     deps: Rc<Deps>,
     shared: Rc<RefCell<Shared>>,
     generation: u64,
@@ -98,7 +110,10 @@ impl IntegrationActor {
     ) -> IntegrationActor {
         let client = HecClient::new(&it, settings.client);
         let seed = it.id.as_u128() as u64 ^ (it.id.as_u128() >> 64) as u64 ^ generation;
+        let alive = settings.metrics.integration_actors.clone();
+        alive.inc();
         IntegrationActor {
+            _alive: Alive(alive),
             shared: Rc::new(RefCell::new(Shared {
                 checkpoint: Checkpoint::default(),
                 pending: None,
@@ -113,6 +128,7 @@ impl IntegrationActor {
                 obs: Observation {
                     state: State::Pending,
                     started_at: Utc::now(),
+                    config_version: it.version,
                     last_attempt: None,
                     last_error: None,
                     retries: 0,
@@ -249,8 +265,8 @@ impl IntegrationActor {
             started.elapsed().as_millis(),
             failure.http_status,
             failure.code,
-            failure.text,
-            failure.advice
+            clean(&failure.text),
+            clean(&failure.advice)
         );
         let m = &self.deps.settings.metrics;
         let labels = IntegrationLabels::of(&self.deps.it);
@@ -313,7 +329,7 @@ impl Actor for IntegrationActor {
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join("+"),
-            self.deps.it.hec_uri()
+            clean(&self.deps.it.hec_uri().to_string())
         );
         // A new or re-enabled integration syncs at once.
         self.sync(ctx);
@@ -332,6 +348,15 @@ impl Handler<SyncNow> for IntegrationActor {
     fn handle(&mut self, _: SyncNow, ctx: &mut Context<Self>) -> bool {
         self.sync(ctx);
         true
+    }
+}
+
+impl Handler<Adopt> for IntegrationActor {
+    type Result = ();
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) {
+        // Only what delivery does not use changed (the Supervisor restarts the actor
+        // otherwise): the version is all the actor needs to take on.
+        self.shared.borrow_mut().obs.config_version = msg.integration.version;
     }
 }
 
@@ -528,6 +553,14 @@ async fn deliver(deps: &Deps, shared: &RefCell<Shared>, batch: Batch) -> Result<
         let max = shared.borrow().max_post_bytes;
         let n = rest.fitting(max).min(probe.unwrap_or(usize::MAX));
         let part = rest.slice(0..n);
+        // Held until the checkpoint moved past the part (or the post failed).
+        let _claim = match claim(deps, &part)? {
+            Claimed::Held(claim) => claim,
+            Claimed::Gone(gone) => {
+                rest = rest.without(&gone);
+                continue;
+            }
+        };
         {
             let mut s = shared.borrow_mut();
             s.pending = Some(rest.clone());
@@ -658,6 +691,40 @@ async fn deliver(deps: &Deps, shared: &RefCell<Shared>, batch: Batch) -> Result<
     Ok(())
 }
 
+enum Claimed {
+    /// Every event of the part is still stored; retention leaves them while this lives.
+    Held(Option<PostClaim>),
+    /// Which events of the part are no longer stored.
+    Gone(Vec<bool>),
+}
+
+/// Claims a part's events before it is posted. A batch held through failures can
+/// outlive the retention: what the sweep removed meanwhile was counted in this
+/// integration's gap, so it is dropped from the batch, never sent — the gap in the
+/// status stays exactly what Splunk never received. (A job snapshot replaced by a
+/// newer one is dropped too: the newer one is sent.) Running jobs need no claim:
+/// retention keeps them.
+fn claim(deps: &Deps, part: &Batch) -> Result<Claimed, CycleError> {
+    if part.kind == BatchKind::JobsRunning {
+        return Ok(Claimed::Held(None));
+    }
+    let seqs: Vec<u64> = part.items.iter().map(|i| i.seq).collect();
+    let (gone, claim) = deps
+        .store
+        .claim_for_post(&deps.it.account, part.source(), &seqs)?;
+    let dropped = gone.iter().filter(|g| **g).count();
+    if dropped == 0 {
+        return Ok(Claimed::Held(Some(claim)));
+    }
+    log::info!(
+        "integration {} (account {}): {dropped} {} events of the batch held for re-sending are no longer stored (retention removed them and counted them in the gap, or a newer job snapshot replaced them); not sent",
+        deps.it.id,
+        deps.it.account,
+        part.source().as_str()
+    );
+    Ok(Claimed::Gone(gone))
+}
+
 /// Polls Splunk until it confirms batch `id` is indexed; an ack that does not come
 /// in time makes the batch be re-sent (at-least-once, as the log shippers do).
 async fn wait_for_ack(client: &HecClient, id: u64, t: ClientSettings) -> Outcome {
@@ -730,7 +797,7 @@ async fn commit(
             part.source().as_str(),
             reason.http_status,
             reason.code,
-            reason.text
+            clean(&reason.text)
         );
         letters.push(DeadLetter {
             id: deps.store.next_id()?,

@@ -10,27 +10,31 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// API / reload → Supervisor: this integration is new or changed. `active` is false when
-/// the integration or its account's feature is turned off; its actor is then stopped.
+/// API → Supervisor, right after a write: integration `id` (or its account's feature
+/// switch) changed in the store, or the integration was deleted. The Supervisor reads
+/// it back and makes its actor match what is stored now — it never applies a copy
+/// carried by a message, since two changes' messages can arrive in either order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Upsert {
-    pub integration: Integration,
-    pub active: bool,
-}
-
-/// API → Supervisor: the integration was deleted; stop its actor.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Remove {
+pub struct Refresh {
+    pub account: AccountId,
     pub id: Uuid,
 }
 
-/// Start-up / config reload → Supervisor: the full set of integrations and whether each is
-/// active. Only actors whose config changed are started, restarted or stopped.
+/// Start-up / config reload → Supervisor: read every stored integration; only actors
+/// whose config changed are started, restarted or stopped, and those of integrations
+/// no longer stored are stopped.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Reconcile(pub Vec<(Integration, bool)>);
+pub struct Reconcile;
+
+/// Supervisor → IntegrationActor: the stored integration changed in nothing delivery
+/// uses (its name): the actor now runs this version of it, without a restart.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Adopt {
+    pub integration: Integration,
+}
 
 /// API → Supervisor → IntegrationActor: sync now instead of waiting for the next tick.
 /// Answers false when the integration has no running actor (disabled or unknown).
@@ -52,7 +56,8 @@ pub struct Observe {
 #[derive(Message)]
 #[rtype(result = "Result<super::replay::ReplayProgress, String>")]
 pub struct StartReplay {
-    pub integration: Integration,
+    /// The integration: the replay uses the configuration its running actor has.
+    pub id: Uuid,
     pub window: Window,
     pub sources: Vec<crate::model::Source>,
 }
@@ -71,6 +76,7 @@ pub struct CountReplay {
 #[derive(Message)]
 #[rtype(result = "Option<super::replay::ReplayProgress>")]
 pub struct CancelReplay {
+    pub account: AccountId,
     pub id: Uuid,
 }
 
@@ -112,6 +118,8 @@ pub enum State {
 pub struct Observation {
     pub state: State,
     pub started_at: DateTime<Utc>,
+    /// The version of the integration the actor runs (see `Integration::version`).
+    pub config_version: u64,
     pub last_attempt: Option<DateTime<Utc>>,
     pub last_error: Option<Failure>,
     /// Failed attempts since the last success.

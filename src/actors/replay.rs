@@ -11,8 +11,8 @@ use super::messages::{
 use crate::hec::client::HecClient;
 use crate::hec::encode::Envelope;
 use crate::hec::response::{Failure, Outcome};
-use crate::model::{Integration, Source};
-use crate::store::Store;
+use crate::model::{AccountId, Integration, Source};
+use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -83,9 +83,11 @@ impl StoredReplay {
 
 /// Records the replay's state; a replay that cannot be recorded still runs (it
 /// would only start over after a restart).
-pub fn record(store: &Store, it: &Uuid, replay: &StoredReplay) {
-    if let Err(e) = store.put_replay(it, replay) {
-        log::warn!("replay for integration {it}: cannot record its progress: {e}");
+pub fn record(store: &Store, account: &AccountId, it: &Uuid, replay: &StoredReplay) {
+    match store.put_replay(account, it, replay) {
+        // Deleted: its replay goes with it.
+        Ok(()) | Err(StoreError::Gone) => {}
+        Err(e) => log::warn!("replay for integration {it}: cannot record its progress: {e}"),
     }
 }
 
@@ -137,7 +139,12 @@ impl Actor for ReplayActor {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            record(&act.store, &act.it.id, &StoredReplay::ended(progress));
+            record(
+                &act.store,
+                &act.it.account,
+                &act.it.id,
+                &StoredReplay::ended(progress),
+            );
             log::info!("replay for integration {} ended", act.it.id);
             ctx.stop();
         }));
@@ -258,6 +265,7 @@ async fn replay(run: Run) -> Result<(), Failure> {
             if snapshot.state == ReplayState::Running {
                 record(
                     &store,
+                    &it.account,
                     &it.id,
                     &StoredReplay {
                         progress: snapshot,

@@ -9,7 +9,7 @@ use super::messages::*;
 use super::replay::{
     record, ReplayActor, ReplayProgress, ReplayState, SharedProgress, StoredReplay,
 };
-use crate::model::Integration;
+use crate::model::{AccountId, Integration};
 use crate::store::Store;
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -34,8 +34,11 @@ pub struct Supervisor {
     running: HashMap<Uuid, Running>,
     /// Unexpected stops per integration, for the restart back-off.
     crashes: HashMap<Uuid, u32>,
-    /// Deleted integrations: a restart timer still pending must not bring them back.
-    removed: std::collections::HashSet<Uuid>,
+    /// Integrations whose stored state could not be read (a store fault): read again
+    /// every second until their actors match it.
+    unsettled: HashMap<Uuid, AccountId>,
+    /// A full reconcile that could not read the store: tried again every second.
+    reconcile_pending: bool,
     generation: u64,
 }
 
@@ -54,7 +57,8 @@ impl Supervisor {
             settings,
             running: HashMap::new(),
             crashes: HashMap::new(),
-            removed: Default::default(),
+            unsettled: HashMap::new(),
+            reconcile_pending: false,
             generation: 0,
         }
     }
@@ -95,18 +99,96 @@ impl Supervisor {
         }
     }
 
-    fn upsert(&mut self, it: Integration, active: bool, ctx: &mut Context<Self>) {
+    /// Makes the actor of `it` (as stored now, `active` or not) match it: started,
+    /// restarted, told of a version that changes nothing it does, or stopped.
+    fn apply(&mut self, it: Integration, active: bool, ctx: &mut Context<Self>) {
         if !active {
             self.stop(&it.id);
             return;
         }
         match self.running.get_mut(&it.id) {
-            Some(r) if !r.config.delivery_differs(&it) => r.config = it,
+            Some(r) if !r.config.delivery_differs(&it) => {
+                if r.config.version != it.version {
+                    r.addr.do_send(Adopt {
+                        integration: it.clone(),
+                    });
+                }
+                r.config = it;
+            }
             _ => {
                 self.stop(&it.id);
                 self.start(it, ctx);
             }
         }
+    }
+
+    /// Reads integration `id` from the store and makes its actor match: the one way
+    /// a change reaches the actors. Every write is followed by a `Refresh`, handled in
+    /// arrival order by this one actor, so the last one handled has read the last
+    /// write — whatever order concurrent requests' messages came in, and whether the
+    /// integration or its account's feature switch changed. Deleted: stopped for good.
+    fn refresh(&mut self, account: &AccountId, id: Uuid, ctx: &mut Context<Self>) {
+        let stored = self.store.integration(account, &id).and_then(|found| {
+            found
+                .map(|it| self.store.is_active(&it).map(|active| (it, active)))
+                .transpose()
+        });
+        match stored {
+            Ok(Some((it, active))) => {
+                self.unsettled.remove(&id);
+                self.apply(it, active, ctx);
+            }
+            Ok(None) => {
+                self.unsettled.remove(&id);
+                self.forget(&id);
+                self.crashes.remove(&id);
+            }
+            Err(e) => {
+                if self.unsettled.insert(id, account.clone()).is_none() {
+                    log::warn!("integration {id}: cannot read it to apply a change ({e}); trying again every second");
+                }
+            }
+        }
+    }
+
+    /// Reads every stored integration and makes the actors match: start-up and reload.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let all = match self.store.all_integrations() {
+            Ok(all) => all,
+            Err(e) => {
+                if !self.reconcile_pending {
+                    log::error!(
+                        "cannot read the integrations to start them ({e}); trying again every second"
+                    );
+                }
+                self.reconcile_pending = true;
+                return;
+            }
+        };
+        self.reconcile_pending = false;
+        let stored: std::collections::HashSet<Uuid> = all.iter().map(|it| it.id).collect();
+        let gone: Vec<Uuid> = self
+            .running
+            .keys()
+            .filter(|id| !stored.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.forget(&id);
+        }
+        for it in all.iter().cloned() {
+            match self.store.is_active(&it) {
+                Ok(active) => self.apply(it, active, ctx),
+                Err(_) => {
+                    self.unsettled.insert(it.id, it.account.clone());
+                }
+            }
+        }
+        log::info!(
+            "{} integrations stored, {} running",
+            all.len(),
+            self.running.len()
+        );
     }
 }
 
@@ -114,8 +196,8 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // An actor that panicked never runs `stopped()`: its mailbox closing is the only sign.
         ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            // An actor that panicked never runs `stopped()`: its mailbox closing is the only sign.
             let dead: Vec<(Uuid, u64)> = act
                 .running
                 .iter()
@@ -124,6 +206,17 @@ impl Actor for Supervisor {
                 .collect();
             for (id, generation) in dead {
                 act.ended(id, generation, ctx);
+            }
+            if act.reconcile_pending {
+                act.reconcile(ctx);
+            }
+            let unsettled: Vec<(Uuid, AccountId)> = act
+                .unsettled
+                .iter()
+                .map(|(id, account)| (*id, account.clone()))
+                .collect();
+            for (id, account) in unsettled {
+                act.refresh(&account, id, ctx);
             }
         });
     }
@@ -151,38 +244,17 @@ impl Handler<ForcePanic> for Supervisor {
     }
 }
 
-impl Handler<Upsert> for Supervisor {
+impl Handler<Refresh> for Supervisor {
     type Result = ();
-    fn handle(&mut self, msg: Upsert, ctx: &mut Context<Self>) {
-        self.upsert(msg.integration, msg.active, ctx);
-    }
-}
-
-impl Handler<Remove> for Supervisor {
-    type Result = ();
-    fn handle(&mut self, msg: Remove, _: &mut Context<Self>) {
-        self.forget(&msg.id);
-        self.crashes.remove(&msg.id);
-        self.removed.insert(msg.id);
+    fn handle(&mut self, msg: Refresh, ctx: &mut Context<Self>) {
+        self.refresh(&msg.account, msg.id, ctx);
     }
 }
 
 impl Handler<Reconcile> for Supervisor {
     type Result = ();
-    fn handle(&mut self, msg: Reconcile, ctx: &mut Context<Self>) {
-        let wanted: HashMap<Uuid, ()> = msg.0.iter().map(|(it, _)| (it.id, ())).collect();
-        let gone: Vec<Uuid> = self
-            .running
-            .keys()
-            .filter(|id| !wanted.contains_key(id))
-            .copied()
-            .collect();
-        for id in gone {
-            self.forget(&id);
-        }
-        for (it, active) in msg.0 {
-            self.upsert(it, active, ctx);
-        }
+    fn handle(&mut self, _: Reconcile, ctx: &mut Context<Self>) {
+        self.reconcile(ctx);
     }
 }
 
@@ -283,14 +355,14 @@ fn snapshot(p: &SharedProgress) -> ReplayProgress {
 impl Handler<StartReplay> for Supervisor {
     type Result = Result<ReplayProgress, String>;
     fn handle(&mut self, msg: StartReplay, _: &mut Context<Self>) -> Self::Result {
-        if let Some((_, p)) = self.replays.get(&msg.integration.id) {
+        if let Some((_, p)) = self.replays.get(&msg.id) {
             if snapshot(p).state == ReplayState::Running {
                 return Err("a replay of this integration is running: cancel it first, or wait for it to end".into());
             }
         }
-        if !self.running.contains_key(&msg.integration.id) {
+        let Some(integration) = self.running.get(&msg.id).map(|r| r.config.clone()) else {
             return Err("the integration is not running: turn on its Enable toggle (and the account's SIEM feature) first".into());
-        }
+        };
         let progress = Arc::new(Mutex::new(ReplayProgress {
             id: Uuid::new_v4(),
             from: msg.window.from,
@@ -310,13 +382,13 @@ impl Handler<StartReplay> for Supervisor {
             source: 0,
             after: 0,
         };
-        record(&self.store, &msg.integration.id, &stored);
+        record(&self.store, &integration.account, &integration.id, &stored);
         log::info!(
             "replay {} started for integration {}",
             first.id,
-            msg.integration.id
+            integration.id
         );
-        self.start_replay(msg.integration, stored, progress);
+        self.start_replay(integration, stored, progress);
         Ok(first)
     }
 }
@@ -352,6 +424,7 @@ impl Handler<CancelReplay> for Supervisor {
         // Cancelled for good: the record says so, so no restart resumes it.
         record(
             &self.store,
+            &msg.account,
             &msg.id,
             &StoredReplay::ended(cancelled.clone()),
         );
@@ -437,13 +510,10 @@ impl Supervisor {
         let id = r.config.id;
         let account = r.config.account.clone();
         ctx.run_later(delay, move |act, ctx| {
-            // Reload from sled: the integration may have changed or gone meanwhile.
-            if act.running.contains_key(&id) || act.removed.contains(&id) {
-                return;
-            }
-            if let Ok(Some(it)) = act.store.integration(&account, &id) {
-                let active = act.store.is_active(&it);
-                act.upsert(it, active, ctx);
+            // Started again meanwhile by a change; otherwise as stored now (it may have
+            // changed, been disabled or deleted meanwhile).
+            if !act.running.contains_key(&id) {
+                act.refresh(&account, id, ctx);
             }
         });
     }

@@ -6,13 +6,20 @@ use super::destination;
 use super::response::{classify, classify_transport, Failure, Outcome, Transport};
 use super::uri::HecUri;
 use crate::model::Integration;
+use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
+use actix_web::dev::Service;
 use actix_web::web::Bytes;
 use awc::http::header;
+use awc::http::Uri;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::future::Future;
+use std::net::Ipv6Addr;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -99,6 +106,9 @@ fn public_roots() -> RootCertStore {
 /// config, so thousands of them do not each hold a copy of the public roots.
 fn tls_config(it: &Integration) -> Result<Arc<ClientConfig>, String> {
     static SHARED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    if let Some(ip) = ipv6_literal(it.hec_uri().host()) {
+        return ipv6_literal_tls_config(it, ip);
+    }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
@@ -132,6 +142,140 @@ fn tls_config(it: &Integration) -> Result<Arc<ClientConfig>, String> {
     }
 }
 
+/// A server reached by an IPv6 literal: certificates are checked against the
+/// address (an IP address SAN), and no SNI is sent, as for any address (RFC 6066).
+fn ipv6_literal_tls_config(it: &Integration, ip: Ipv6Addr) -> Result<Arc<ClientConfig>, String> {
+    let inner: Arc<dyn ServerCertVerifier> = if it.tls_verify {
+        let mut roots = public_roots();
+        for cert in it
+            .ca_pem
+            .as_deref()
+            .map(parse_ca_pem)
+            .transpose()?
+            .unwrap_or_default()
+        {
+            roots.add(cert).map_err(|e| e.to_string())?;
+        }
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| e.to_string())?
+    } else {
+        Arc::new(NoVerification(provider()))
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Ipv6LiteralVerifier { ip, inner }))
+        .with_no_client_auth();
+    config.enable_sni = false;
+    Ok(finish(config))
+}
+
+/// The address of a URI host that is an IPv6 literal (`[2001:db8::10]`).
+fn ipv6_literal(host: &str) -> Option<Ipv6Addr> {
+    host.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
+/// actix-tls names the TLS server after `Uri::host()`, which keeps an IPv6
+/// literal's brackets (`[::1]`); rustls cannot read that as an address and refuses
+/// to connect. So once the TCP connection stands, a connection to an IPv6 literal
+/// carries this stand-in DNS name instead, which [`Ipv6LiteralVerifier`] turns
+/// back into the address. (The HTTP request keeps the real URI and `Host`.)
+fn stand_in_name(ip: Ipv6Addr) -> String {
+    format!("ipv6-{:032x}.siemsync.invalid", u128::from(ip))
+}
+
+/// Puts the stand-in name in place of an IPv6 literal on a new connection.
+#[derive(Clone)]
+struct Ipv6LiteralConnector<S> {
+    tcp: S,
+}
+
+type TcpConnection = Connection<Uri, actix_rt::net::TcpStream>;
+
+impl<S> Service<ConnectInfo<Uri>> for Ipv6LiteralConnector<S>
+where
+    S: Service<ConnectInfo<Uri>, Response = TcpConnection, Error = ConnectError>,
+    S::Future: 'static,
+{
+    type Response = TcpConnection;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<TcpConnection, ConnectError>>>>;
+
+    actix_web::dev::forward_ready!(tcp);
+
+    fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
+        let connecting = self.tcp.call(req);
+        Box::pin(async move {
+            let (io, uri) = connecting.await?.into_parts();
+            let uri = match ipv6_literal(uri.host().unwrap_or_default()) {
+                Some(ip) => format!("https://{}/", stand_in_name(ip))
+                    .parse()
+                    .unwrap_or(uri),
+                None => uri,
+            };
+            Ok(Connection::new(uri, io))
+        })
+    }
+}
+
+/// Checks the certificate of a server reached by an IPv6 literal against its
+/// address, whatever name the connection carried.
+#[derive(Debug)]
+struct Ipv6LiteralVerifier {
+    ip: Ipv6Addr,
+    inner: Arc<dyn ServerCertVerifier>,
+}
+
+impl ServerCertVerifier for Ipv6LiteralVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let expected = ServerName::DnsName(
+            stand_in_name(self.ip)
+                .try_into()
+                .map_err(|_| rustls::Error::General("bad stand-in name".into()))?,
+        );
+        if *server_name != expected {
+            return Err(rustls::Error::General(format!(
+                "connection for {server_name:?} reached the verifier of [{}]",
+                self.ip
+            )));
+        }
+        let address = ServerName::IpAddress(std::net::IpAddr::V6(self.ip).into());
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &address, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 impl HecClient {
     /// A client for one integration; the error says what in its settings cannot be used.
     pub fn new(it: &Integration, timeouts: ClientSettings) -> Result<HecClient, Failure> {
@@ -142,13 +286,8 @@ impl HecClient {
             advice: advice.to_owned(),
         };
         let uri = it.hec_uri();
-        // IP literals skip the resolver, so the guard checks them here.
-        if let Ok(ip) = uri
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-        {
+        // IPv4 literals skip the resolver, so the guard checks them here.
+        if let Ok(ip) = destination::bare_host(uri.host()).parse() {
             destination::check(&[std::net::SocketAddr::new(ip, 0)], timeouts.allow_internal).map_err(|e| {
                 unusable(
                     e.to_string(),
@@ -160,7 +299,9 @@ impl HecClient {
             allow_internal: timeouts.allow_internal,
         });
         let connector = awc::Connector::new()
-            .connector(actix_tls::connect::Connector::new(resolver).service())
+            .connector(Ipv6LiteralConnector {
+                tcp: actix_tls::connect::Connector::new(resolver).service(),
+            })
             .rustls_0_23(tls_config(it).map_err(|e| {
                 unusable(
                     e,

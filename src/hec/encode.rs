@@ -72,7 +72,10 @@ fn write_epoch(out: &mut Vec<u8>, t: &DateTime<Utc>) {
 
 fn write_epoch_ms(out: &mut Vec<u8>, ms: i64) {
     use std::io::Write;
-    let _ = write!(out, "{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+    // Sign and magnitude: -500 ms is -0.500 s (floored parts would print -1.500).
+    let sign = if ms < 0 { "-" } else { "" };
+    let abs = ms.unsigned_abs();
+    let _ = write!(out, "{sign}{}.{:03}", abs / 1000, abs % 1000);
 }
 
 fn write_envelope(
@@ -282,6 +285,43 @@ mod tests {
                    "acl": null, "method": null, "user": null, "ip_address": "10.0.0.1",
                    "metadata": null, "event": "login"})
         );
+    }
+
+    #[test]
+    fn epoch_times_before_1970_keep_their_fraction() {
+        let epoch = |ms| {
+            let mut out = Vec::new();
+            write_epoch_ms(&mut out, ms);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(epoch(-500), "-0.500");
+        assert_eq!(epoch(-315_619_199_750), "-315619199.750");
+        assert_eq!(epoch(-1000), "-1.000");
+        assert_eq!(epoch(-1), "-0.001");
+        assert_eq!(epoch(0), "0.000");
+        assert_eq!(epoch(1500), "1.500");
+        assert_eq!(epoch(i64::MIN), "-9223372036854775.808");
+        let ev = AuditEvent::from_json(
+            &json!({"id": "e", "time": "1969-12-31T23:59:59.500Z", "event": "x"}),
+            0,
+            Utc::now(),
+        )
+        .unwrap();
+        let env = Envelope {
+            host: "h".into(),
+            index: None,
+        };
+        let mut out = Vec::new();
+        audit(
+            &mut out,
+            &env,
+            &AccountId::parse("a").unwrap(),
+            &ev,
+            &Utc::now(),
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time"].as_f64().unwrap(), -0.5);
+        assert_eq!(v["event"]["time"], "1969-12-31T23:59:59.500Z");
     }
 
     #[test]

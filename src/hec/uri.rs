@@ -105,18 +105,26 @@ impl HecUri {
         self.port
     }
 
-    /// Same scheme, host and port: the same server, so the same party receives the
-    /// token (a stored token may go only where it was entered for).
-    pub fn same_server(&self, other: &HecUri) -> bool {
+    /// Whether both lead to the same server: scheme, host and port (the path may
+    /// differ). Host names compare without case, addresses as addresses, so
+    /// `[::1]` and `[0::1]` are the same host.
+    pub fn same_destination(&self, other: &HecUri) -> bool {
+        fn host(h: &str) -> String {
+            let bare = crate::hec::destination::bare_host(h);
+            match bare.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => bare.to_ascii_lowercase(),
+            }
+        }
         self.scheme == other.scheme
-            && self.host.eq_ignore_ascii_case(&other.host)
             && self.port == other.port
+            && host(&self.host) == host(&other.host)
     }
 
     /// The same collector however it was written (`…:8088` and
     /// `…:8088/services/collector/event` are one).
     pub fn same_collector(&self, other: &HecUri) -> bool {
-        self.same_server(other) && self.prefix == other.prefix
+        self.same_destination(other) && self.prefix == other.prefix
     }
 
     fn endpoint(&self, path: &str) -> String {
@@ -200,16 +208,19 @@ mod tests {
     fn the_same_server_and_collector_are_recognised_however_written() {
         let a = HecUri::parse("https://Splunk.example.com:8088").unwrap();
         let b = HecUri::parse("https://splunk.example.com:8088/services/collector/event").unwrap();
-        assert!(a.same_server(&b) && a.same_collector(&b));
+        assert!(a.same_destination(&b) && a.same_collector(&b));
         let proxied =
             HecUri::parse("https://splunk.example.com:8088/hec/services/collector").unwrap();
-        assert!(a.same_server(&proxied) && !a.same_collector(&proxied));
+        assert!(a.same_destination(&proxied) && !a.same_collector(&proxied));
         for other in [
             "http://splunk.example.com:8088",
             "https://splunk.example.com:443",
             "https://splunk.example.org:8088",
         ] {
-            assert!(!a.same_server(&HecUri::parse(other).unwrap()), "{other}");
+            assert!(
+                !a.same_destination(&HecUri::parse(other).unwrap()),
+                "{other}"
+            );
         }
     }
 
@@ -236,5 +247,45 @@ mod tests {
             .unwrap_err()
             .contains("user name"));
         assert!(HecUri::parse("").is_err());
+    }
+
+    #[test]
+    fn the_destination_is_scheme_host_and_port_whatever_the_path() {
+        let same = |a: &str, b: &str| {
+            HecUri::parse(a)
+                .unwrap()
+                .same_destination(&HecUri::parse(b).unwrap())
+        };
+        assert!(same(
+            "https://splunk.example.com:8088",
+            "HTTPS://Splunk.Example.com:8088/services/collector/event"
+        ));
+        assert!(same(
+            "https://[::1]:8088",
+            "https://[0:0::1]:8088/proxy/services/collector"
+        ));
+        assert!(same(
+            "https://splunk.example.com",
+            "https://splunk.example.com:8088"
+        ));
+        assert!(!same(
+            "https://splunk.example.com:8088",
+            "http://splunk.example.com:8088"
+        ));
+        assert!(!same(
+            "https://splunk.example.com:8088",
+            "https://splunk.example.com:8089"
+        ));
+        assert!(!same(
+            "https://splunk.example.com:8088",
+            "https://splunk.example.net:8088"
+        ));
+        assert!(
+            !same(
+                "https://splunk.example.com",
+                "https://splunk.example.com/services/collector"
+            ),
+            "the bare host means 8088, the collector path 443"
+        );
     }
 }

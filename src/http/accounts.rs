@@ -23,25 +23,27 @@ pub async fn put(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let id = account_of(&path)?;
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let body = read_body(body, &state.config).await?;
     let enabled = account_settings(&parse_object(&body)?)?;
     let account = Account {
         siem_enabled: enabled,
         updated_at: Utc::now(),
     };
     state.store.put_account(&id, &account)?;
-    state.store.flush().await?;
-    // Turning the feature off stops the account's integrations; on starts the enabled ones.
-    for it in state.store.integrations_of(&id)? {
-        let active = state.store.is_active(&it);
-        state
-            .supervisor
-            .send(crate::actors::messages::Upsert {
-                integration: it,
-                active,
-            })
-            .await?;
+    // Turning the feature off stops the account's integrations; on starts the enabled
+    // ones. Each is read again by the Supervisor, after this write.
+    let integrations = state.store.integrations_of(&id).inspect_err(|_| {
+        // Written, but the list to tell the Supervisor about is unreadable: it reads
+        // everything again (and keeps trying while the store fails).
+        state.supervisor.do_send(crate::actors::messages::Reconcile);
+    })?;
+    for it in integrations {
+        state.supervisor.do_send(crate::actors::messages::Refresh {
+            account: it.account,
+            id: it.id,
+        });
     }
+    state.store.flush().await?;
     Ok(HttpResponse::Ok().json(view(id.as_str(), &account)))
 }
 

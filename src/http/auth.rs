@@ -20,13 +20,12 @@ pub enum Caller {
     Account(AccountToken),
 }
 
-/// Compares without stopping at the first difference, so timing says nothing about the token.
+/// Compares SHA-256 digests of both sides in constant time: neither where a guess
+/// first differs nor its length shows in how long the comparison takes.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    digest(a).as_ref().ct_eq(digest(b).as_ref()).into()
 }
 
 impl FromRequest for Caller {
@@ -59,9 +58,14 @@ impl FromRequest for Caller {
             }
         };
         let config = &state.config;
-        ready(if same(token, &config.admin_token) {
+        // Both compared every time, so the time taken does not say which one matched.
+        let (admin, ingest) = (
+            same(token, &config.admin_token),
+            same(token, &config.ingest_token),
+        );
+        ready(if admin {
             Ok(Caller::Admin)
-        } else if same(token, &config.ingest_token) {
+        } else if ingest {
             Ok(Caller::Ingest)
         } else {
             // Account tokens are looked up by hash, so comparing timing reveals nothing.
@@ -114,6 +118,26 @@ impl Caller {
             Caller::Account(t) if &t.account == account => Ok(()),
             Caller::Account(_) => Err(ApiError::not_found("account")),
             Caller::Ingest => Err(Self::forbidden()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn tokens_match_only_exactly_whatever_their_length() {
+        let t = "test-admin-token-0123456789";
+        assert!(same(t, t));
+        for other in [
+            "",
+            "test-admin-token-012345678",
+            "test-admin-token-01234567890",
+            "Test-admin-token-0123456789",
+            "test-admin-token-0123456788",
+        ] {
+            assert!(!same(other, t), "{other:?}");
         }
     }
 }

@@ -39,7 +39,12 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({ "error": self.message }))
+        let mut answer = HttpResponse::build(self.status);
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a stalled body may never come: do not wait for it.
+            answer.force_close();
+        }
+        answer.json(json!({ "error": self.message }))
     }
 }
 
@@ -51,6 +56,14 @@ impl From<FieldError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Gone => return ApiError::not_found("integration"),
+            StoreError::Changed => return ApiError::new(
+                StatusCode::CONFLICT,
+                "the integration was changed by another request meanwhile: read it again and retry",
+            ),
+            _ => {}
+        }
         log::error!("store: {e}");
         // The platform retries on 503; nothing was half-written (writes are atomic).
         ApiError::new(

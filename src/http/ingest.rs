@@ -38,7 +38,7 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             // Before reading the body: nothing can be stored until the fault goes.
             return Err(StoreError::Unavailable(reason).into());
         }
-        let body = read_body(body, state.config.max_body_bytes).await?;
+        let body = read_body(body, &state.config).await?;
         let items = read(&body, Utc::now())?;
         let store = state.store.clone();
         // A write that lands in a database reopened after a fault is not acknowledged.

@@ -6,14 +6,14 @@ use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::{
-    CancelReplay, Observe, ObserveReplay, Progress, Remove, StartReplay, State, SyncNow, Upsert,
-    Window,
+    CancelReplay, Observe, ObserveReplay, Progress, Refresh, StartReplay, State, SyncNow, Window,
 };
 use crate::actors::replay::ReplayState;
 use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
 use crate::hec::destination;
+use crate::logsafe::clean;
 use crate::model::fields::parse_object;
 use crate::model::fields::Fields;
 use crate::model::integration::read_sources;
@@ -82,6 +82,7 @@ fn changes(old: Option<&Integration>, new: &Integration) -> Vec<&'static str> {
         hec_token: String::new(),
         enabled: false,
         updated_at: i.created_at,
+        version: 0,
         ..i.clone()
     };
     if rest(old) != rest(new) {
@@ -143,24 +144,53 @@ pub(super) fn api_managed(it: &Integration) -> Result<(), ApiError> {
 /// Refuses a HEC URI that leads to an internal address (unless the operator allows them).
 pub(super) async fn check_destination(state: &AppState, it: &Integration) -> Result<(), ApiError> {
     let uri = it.hec_uri();
-    destination::check_host(
+    let guard = destination::check_host(
         uri.host(),
         uri.port(),
         state.config.allow_private_destinations,
     )
-    .await
-    .map_err(|e| ApiError::bad_request(format!("`hec_uri` is refused: {e}")))
+    .await;
+    if let Err(refused) = guard {
+        // The tenant learns nothing about the operator's network; the operator does.
+        log::warn!(
+            "SSRF guard: hec_uri of integration {} (account {}) refused: {} {}",
+            it.id,
+            it.account,
+            clean(uri.host()),
+            refused.address.map_or_else(
+                || "does not resolve".to_owned(),
+                |a| format!("leads to the internal address {a}")
+            )
+        );
+        return Err(ApiError::bad_request(
+            "`hec_uri` is refused: this service sends only to public addresses, and this host is not one or does not resolve to one. Check the host name, and use your Splunk's public address.",
+        ));
+    }
+    Ok(())
 }
 
-/// Stores an integration and tells the Supervisor, so its actor (re)starts without a
-/// process restart. A new destination or token is tested at once, in the background.
+/// Stores an integration as the next version after `expected` (`None`: a new one) and
+/// tells the Supervisor, so its actor (re)starts without a process restart. A new
+/// destination or token is tested at once, in the background. Answers what was
+/// stored, or `None` when another change was stored first (the caller reads it again).
 async fn save(
     state: &AppState,
     it: &Integration,
     old: Option<&Integration>,
-) -> Result<(), ApiError> {
+) -> Result<Option<Integration>, ApiError> {
     check_destination(state, it).await?;
-    state.store.put_integration(it)?;
+    let it = match state.store.put_integration(it, old.map(|o| o.version)) {
+        Ok(stored) => stored,
+        Err(StoreError::Changed) => return Ok(None),
+        Err(StoreError::Gone) => return Err(ApiError::not_found("integration")),
+        Err(e) => return Err(e.into()),
+    };
+    // Told at once, with no await since the write: a request abandoned from here on
+    // cannot leave the actor behind the store.
+    state.supervisor.do_send(Refresh {
+        account: it.account.clone(),
+        id: it.id,
+    });
     state.store.flush().await?;
     let destination_changed = old.is_none_or(|o| {
         (
@@ -183,19 +213,11 @@ async fn save(
             let _ = test_and_keep(&store, &config, &it).await;
         });
     }
-    let active = state.store.is_active(it);
-    state
-        .supervisor
-        .send(Upsert {
-            integration: it.clone(),
-            active,
-        })
-        .await?;
-    Ok(())
+    Ok(Some(it))
 }
 
 async fn change_body(state: &AppState, body: web::Payload) -> Result<IntegrationChange, ApiError> {
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let body = read_body(body, &state.config).await?;
     Ok(IntegrationChange::from_json(&parse_object(&body)?)?)
 }
 
@@ -224,9 +246,17 @@ pub async fn create(
     let it = change_body(&state, body)
         .await?
         .create(account, Utc::now(), state.policy())?;
-    save(&state, &it, None).await?;
+    // A fresh id: no other write can have come first.
+    let it = save(&state, &it, None)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, CHANGED_MEANWHILE))?;
     audit_change(&state, &caller, &req, &it, &changes(None, &it)).await?;
-    log::info!("integration {} created for account {}", it.id, it.account);
+    log::info!(
+        "integration {} ({:?}) created for account {}",
+        it.id,
+        clean(&it.name),
+        it.account
+    );
     let all = state.store.integrations_of(&it.account)?;
     Ok(HttpResponse::Created().json(duplicates::view(&all, &it)))
 }
@@ -241,8 +271,18 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(duplicates::view(&all, &it)))
 }
 
+/// How often a change is combined again with a version stored meanwhile before the
+/// request gives up with 409.
+const SAVE_ATTEMPTS: usize = 8;
+
+const CHANGED_MEANWHILE: &str = "the integration was changed by other requests while this one was applied, again and again; read it again and retry";
+
 /// A replace or change: the same checks, storage, restart and audit; only how the
-/// body combines with the stored integration differs.
+/// body combines with the stored integration differs. The body is combined with the
+/// stored version and stored only over that version: when another change was stored
+/// first, it is combined again with that one (a PATCH changes only its fields of the
+/// latest version; a PUT replaces the latest), so no change is lost or applied to a
+/// deleted integration.
 async fn update(
     state: &AppState,
     caller: &Caller,
@@ -256,18 +296,20 @@ async fn update(
         IntegrationPolicy,
     ) -> Result<Integration, FieldError>,
 ) -> Result<HttpResponse, ApiError> {
-    let old = lookup(state, caller, path)?;
+    let mut old = lookup(state, caller, path)?;
     api_managed(&old)?;
-    let it = combine(
-        change_body(state, body).await?,
-        &old,
-        Utc::now(),
-        state.policy(),
-    )?;
-    save(state, &it, Some(&old)).await?;
-    audit_change(state, caller, req, &it, &changes(Some(&old), &it)).await?;
-    let all = state.store.integrations_of(&it.account)?;
-    Ok(HttpResponse::Ok().json(duplicates::view(&all, &it)))
+    let change = change_body(state, body).await?;
+    for _ in 0..SAVE_ATTEMPTS {
+        let it = combine(change.clone(), &old, Utc::now(), state.policy())?;
+        if let Some(it) = save(state, &it, Some(&old)).await? {
+            audit_change(state, caller, req, &it, &changes(Some(&old), &it)).await?;
+            let all = state.store.integrations_of(&it.account)?;
+            return Ok(HttpResponse::Ok().json(duplicates::view(&all, &it)));
+        }
+        old = lookup(state, caller, path)?;
+        api_managed(&old)?;
+    }
+    Err(ApiError::new(StatusCode::CONFLICT, CHANGED_MEANWHILE))
 }
 
 /// `PUT`: a whole new integration in place of the old (the token may be left out).
@@ -308,9 +350,17 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
     api_managed(&it)?;
-    // Stop first, so no post is in flight when its checkpoint goes.
-    state.supervisor.send(Remove { id: it.id }).await?;
-    state.store.delete_integration(&it.account, &it.id)?;
+    // Deleted first, then the actor stopped: the store is what the actor follows. A
+    // post still in flight cannot move the deleted checkpoint back (`Store::commit`
+    // finds the integration gone), and no change racing this one can store the
+    // integration again (`Store::put_integration` finds it gone).
+    let removed = state.store.delete_integration(&it.account, &it.id);
+    // Also when the removal failed part-way: the Supervisor follows whatever is stored.
+    state.supervisor.do_send(Refresh {
+        account: it.account.clone(),
+        id: it.id,
+    });
+    let it = removed?.ok_or_else(|| ApiError::not_found("integration"))?;
     audit_change(&state, &caller, &req, &it, &["SIEM integration deleted"]).await?;
     state.store.flush().await?;
     log::info!("integration {} deleted from account {}", it.id, it.account);
@@ -434,12 +484,12 @@ pub async fn replay(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let body = read_body(body, &state.config).await?;
     let (window, sources) = replay_request(&it, &parse_object(&body)?)?;
     let started = state
         .supervisor
         .send(StartReplay {
-            integration: it.clone(),
+            id: it.id,
             window,
             sources,
         })
@@ -463,7 +513,11 @@ pub async fn cancel_replay(
     path: IdPath,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
-    match state.supervisor.send(CancelReplay { id: it.id }).await? {
+    let cancel = CancelReplay {
+        account: it.account.clone(),
+        id: it.id,
+    };
+    match state.supervisor.send(cancel).await? {
         Some(p) => Ok(HttpResponse::Ok().json(p)),
         None => Err(ApiError::not_found("running replay")),
     }
@@ -502,7 +556,7 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
     let backlog = state.store.backlog(it, &cp)?;
     let obs = state.supervisor.send(Observe { id: it.id }).await?;
     let feature = feature_on(state, &it.account)?;
-    let state_name = if !state.store.is_active(it) {
+    let state_name = if !state.store.is_active(it)? {
         "disabled"
     } else {
         match obs.as_ref().map(|o| &o.state) {
@@ -537,6 +591,8 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
         "state": state_name,
         "enabled": it.enabled,
         "account_feature_enabled": feature,
+        "version": it.version,
+        "config_version": obs.as_ref().map(|o| o.config_version),
         "started_at": obs.as_ref().map(|o| o.started_at),
         "syncing": obs.as_ref().is_some_and(|o| o.syncing),
         "progress": obs.as_ref().and_then(|o| o.progress.as_ref()).map(Progress::to_view),

@@ -40,18 +40,44 @@ impl AppState {
     }
 }
 
-/// Reads a request body up to the configured limit; larger ones get 413.
-pub async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+/// Reads a request body up to the configured size, within the configured time:
+/// larger ones get 413, and a client that stalls gets 408 and loses its connection,
+/// so that stuck clients cannot hold connections for ever.
+pub async fn read_body(payload: web::Payload, config: &Config) -> Result<Bytes, ApiError> {
+    let limit = config.max_body_bytes;
+    let timeout = std::time::Duration::from_secs(config.body_timeout_secs);
+    match actix_web::rt::time::timeout(timeout, payload.to_bytes_limited(limit)).await {
+        Ok(Ok(Ok(b))) => Ok(b),
+        Ok(Ok(Err(e))) => Err(ApiError::bad_request(format!(
             "could not read the request body: {e}"
         ))),
-        Err(_) => Err(ApiError::new(
+        Ok(Err(_)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than {limit} bytes; send fewer events per request"),
         )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} seconds (body_timeout_secs); send it at once",
+                config.body_timeout_secs
+            ),
+        )),
     }
+}
+
+/// Headers on every answer: nothing the API says (a new account token above all)
+/// may be kept by a cache or a browser, nor read as anything but its content type.
+/// The page's own files set their `Cache-Control`, which this leaves alone.
+pub fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+}
+
+/// A route for GET that answers HEAD too (actix-web sends HEAD the headers alone).
+pub fn get_or_head() -> actix_web::Route {
+    use actix_web::guard;
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// The `{account}` path segment, validated.
@@ -101,34 +127,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_errors)
         .app_data(path_errors)
         .app_data(query_errors)
-        .route("/healthz", web::get().to(healthz))
+        .route("/healthz", get_or_head().to(healthz))
         .configure(ui::routes)
-        .route("/metrics", web::get().to(metrics::metrics))
+        .route("/metrics", get_or_head().to(metrics::metrics))
         .route(
             "/api/v1/integrations",
-            web::get().to(integrations::list_all),
+            get_or_head().to(integrations::list_all),
         )
         .route("/api/v1/accounts", web::get().to(accounts::list))
         .route("/api/v1/overview", web::get().to(history::overview))
         .service(
             web::scope("/api/v1/accounts/{account}")
                 .route("", web::put().to(accounts::put))
-                .route("", web::get().to(accounts::get))
+                .route("", get_or_head().to(accounts::get))
                 .route("/tokens", web::post().to(tokens::create))
-                .route("/tokens", web::get().to(tokens::list))
+                .route("/tokens", get_or_head().to(tokens::list))
                 .route("/tokens/{id}", web::delete().to(tokens::delete))
                 .route("/audit", web::post().to(ingest::audit))
                 .route("/jobs", web::post().to(ingest::jobs))
-                .route("/integrations", web::get().to(integrations::list))
+                .route("/integrations", get_or_head().to(integrations::list))
                 .route("/integrations", web::post().to(integrations::create))
                 .route("/integrations/test", web::post().to(checks::test_settings))
-                .route("/integrations/{id}", web::get().to(integrations::get))
+                .route("/integrations/{id}", get_or_head().to(integrations::get))
                 .route("/integrations/{id}", web::put().to(integrations::replace))
                 .route("/integrations/{id}", web::patch().to(integrations::patch))
                 .route("/integrations/{id}", web::delete().to(integrations::delete))
                 .route(
                     "/integrations/{id}/status",
-                    web::get().to(integrations::status),
+                    get_or_head().to(integrations::status),
                 )
                 .route(
                     "/integrations/{id}/sync",
@@ -156,7 +182,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .route(
                     "/integrations/{id}/dead-letters",
-                    web::get().to(integrations::dead_letters),
+                    get_or_head().to(integrations::dead_letters),
                 )
                 .configure(test_hooks),
         )

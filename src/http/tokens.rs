@@ -17,7 +17,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let account = account_of(&path)?;
-    let body = read_body(body, state.config.max_body_bytes).await?;
+    let body = read_body(body, &state.config).await?;
     let name = if body.iter().all(|b| b.is_ascii_whitespace()) {
         None
     } else {

@@ -46,8 +46,8 @@ pub async fn whoami(caller: Caller) -> HttpResponse {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index))
-        .route("/ui/app.js", web::get().to(app_js))
-        .route("/ui/app.css", web::get().to(app_css))
-        .route("/api/v1/whoami", web::get().to(whoami));
+    cfg.route("/", super::get_or_head().to(index))
+        .route("/ui/app.js", super::get_or_head().to(app_js))
+        .route("/ui/app.css", super::get_or_head().to(app_css))
+        .route("/api/v1/whoami", super::get_or_head().to(whoami));
 }

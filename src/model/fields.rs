@@ -203,15 +203,32 @@ pub fn identifier(s: &str) -> Result<(), String> {
     check_identifier(s).map_err(|e| format!("is not a valid identifier: {e}"))
 }
 
-/// An RFC 3339 timestamp, or what is wrong with it.
+/// An RFC 3339 timestamp that RFC 3339 can also write in UTC (the form it is stored
+/// and sent in), or what is wrong with it.
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
+    use chrono::{Datelike, Timelike};
+    let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
             format!(
                 "is not an RFC 3339 timestamp ({e}): {s:?}, expected e.g. \"2026-11-25T10:00:00Z\""
             )
-        })
+        })?;
+    // RFC 3339 has four-digit years: converted to UTC, a time at either end of year
+    // 0000..=9999 would be sent as `+10000-…` or `-0001-…`, which Splunk cannot read.
+    if t.year() > 9999 {
+        return Err(format!("is after 9999-12-31T23:59:59Z in UTC: {s:?}"));
+    }
+    if t.year() < 0 {
+        return Err(format!("is before 0000-01-01T00:00:00Z in UTC: {s:?}"));
+    }
+    // A leap second exists only as the last second of a UTC day (RFC 3339, 5.7).
+    if t.nanosecond() >= 1_000_000_000 && (t.hour(), t.minute()) != (23, 59) {
+        return Err(format!(
+            "has a leap second (:60) that is not at 23:59:60 UTC: {s:?}"
+        ));
+    }
+    Ok(t)
 }
 
 /// A JSON value's kind in words, for error messages.
@@ -257,5 +274,43 @@ pub fn parse_object(body: &[u8]) -> Result<Value, FieldError> {
             kind(&other)
         ))),
         Err(e) => Err(whole(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_that_rfc_3339_utc_cannot_write_are_refused() {
+        for (bad, why) in [
+            ("9999-12-31T23:30:00-01:00", "after 9999-12-31T23:59:59Z"),
+            ("0000-01-01T00:30:00+01:00", "before 0000-01-01T00:00:00Z"),
+            ("2026-11-25T10:00:60Z", "leap second"),
+            ("2016-12-31T23:59:60+01:00", "leap second"),
+        ] {
+            let e = parse_time(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        for good in [
+            "9999-12-31T23:59:59.999Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T22:30:00-01:00",
+            "2016-12-31T23:59:60Z",
+            "2017-01-01T00:59:60+01:00",
+            "1960-01-01T00:00:00.250Z",
+        ] {
+            let t = parse_time(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            let text = serde_json::to_value(t).unwrap();
+            assert_eq!(
+                parse_time(text.as_str().unwrap()),
+                Ok(t),
+                "{good} round trip"
+            );
+        }
+        let body = serde_json::json!({"time": "9999-12-31T23:30:00-01:00"});
+        let mut f = Fields::new(&body, Some(3)).unwrap();
+        let e = f.time("time").unwrap_err().to_string();
+        assert!(e.starts_with("item 3: `time` "), "{e}");
     }
 }

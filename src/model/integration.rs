@@ -51,6 +51,10 @@ pub struct Integration {
     pub file_managed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Counts the stored changes: each write is made only over the version it was
+    /// based on (see `Store::put_integration`). Records from before versions read as 0.
+    #[serde(default)]
+    pub version: u64,
 }
 
 fn yes() -> bool {
@@ -64,7 +68,7 @@ pub struct IntegrationPolicy {
 }
 
 /// The fields of a create, replace or change body; `None` means "not given".
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct IntegrationChange {
     name: Option<String>,
     hec_token: Option<String>,
@@ -137,7 +141,14 @@ impl IntegrationChange {
         };
         let indexer_ack = f.bool("indexer_ack")?;
         let gzip = f.bool("gzip")?;
-        for read_only in ["id", "created_at", "updated_at", "account", "managed_by"] {
+        for read_only in [
+            "id",
+            "created_at",
+            "updated_at",
+            "account",
+            "managed_by",
+            "version",
+        ] {
             // Echoing back a GET response is fine; changing these is not possible.
             f.get(read_only);
         }
@@ -184,19 +195,39 @@ impl IntegrationChange {
             file_managed: false,
             created_at: now,
             updated_at: now,
+            version: 0,
         };
         it.check(policy)?;
         Ok(it)
     }
 
+    /// The stored token goes only to the server it was entered for: a change of
+    /// the HEC URI's scheme, host or port must give it again (a path may change
+    /// without). Otherwise whoever may edit an integration could point it at their
+    /// own server and read the token there.
+    fn keeps_token_with_its_destination(&self, old: &Integration) -> Result<(), FieldError> {
+        let (Some(uri), None) = (&self.hec_uri, &self.hec_token) else {
+            return Ok(());
+        };
+        match HecUri::parse(uri) {
+            Ok(new) if new.same_destination(&old.hec_uri()) => Ok(()),
+            _ => Err(FieldError {
+                index: None,
+                field: Some("hec_token".into()),
+                problem: "is required when the HEC URI's scheme, host or port changes: the stored token is sent only to the server it was entered for, so enter it again (or a new one)".into(),
+            }),
+        }
+    }
+
     /// A full replacement (PUT). The token may be left out to keep the stored one,
-    /// since a client can never read it back.
+    /// since a client can never read it back, unless the destination changes.
     pub fn replace(
         self,
         old: &Integration,
         now: DateTime<Utc>,
         policy: IntegrationPolicy,
     ) -> Result<Integration, FieldError> {
+        self.keeps_token_with_its_destination(old)?;
         let mut fresh = IntegrationChange {
             hec_token: Some(
                 self.hec_token
@@ -208,16 +239,19 @@ impl IntegrationChange {
         .create(old.account.clone(), now, policy)?;
         fresh.id = old.id;
         fresh.created_at = old.created_at;
+        fresh.version = old.version;
         Ok(fresh)
     }
 
-    /// A partial change (PATCH): only the given fields change; `null` clears `index` and `ca_pem`.
+    /// A partial change (PATCH): only the given fields change; `null` clears `index`
+    /// and `ca_pem`. A new destination needs the token too.
     pub fn apply(
         self,
         old: &Integration,
         now: DateTime<Utc>,
         policy: IntegrationPolicy,
     ) -> Result<Integration, FieldError> {
+        self.keeps_token_with_its_destination(old)?;
         let mut it = old.clone();
         if let Some(v) = self.name {
             it.name = v;
@@ -287,6 +321,7 @@ impl Integration {
         let strip = |i: &Integration| Integration {
             name: String::new(),
             updated_at: i.created_at,
+            version: 0,
             ..i.clone()
         };
         strip(self) != strip(new)
@@ -310,6 +345,7 @@ impl Integration {
             "managed_by": if self.file_managed { "config file" } else { "api" },
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "version": self.version,
         })
     }
 }
@@ -448,6 +484,60 @@ mod tests {
             .apply(&old, Utc::now(), IntegrationPolicy::default())
             .unwrap();
         assert!(!old.delivery_differs(&renamed));
+    }
+
+    #[test]
+    fn a_new_destination_needs_the_token_again_but_a_new_path_does_not() {
+        let old = create(good()).unwrap();
+        let policy = IntegrationPolicy::default();
+        let patch = |v: Value| {
+            IntegrationChange::from_json(&v)
+                .unwrap()
+                .apply(&old, Utc::now(), policy)
+                .map_err(|e| e.to_string())
+        };
+        let put = |v: Value| {
+            let mut body = good();
+            body.as_object_mut().unwrap().remove("hec_token");
+            body.as_object_mut()
+                .unwrap()
+                .extend(v.as_object().unwrap().clone());
+            IntegrationChange::from_json(&body)
+                .unwrap()
+                .replace(&old, Utc::now(), policy)
+                .map_err(|e| e.to_string())
+        };
+        for uri in [
+            "https://attacker.example.net:8088",
+            "https://splunk.example.com:9999",
+            "http://splunk.example.com:8088",
+            // Another path that also changes the port implied (443 instead of 8088).
+            "https://splunk.example.com/services/collector",
+        ] {
+            for result in [patch(json!({"hec_uri": uri})), put(json!({"hec_uri": uri}))] {
+                let e = result.unwrap_err();
+                assert!(e.starts_with("`hec_token` is required"), "{uri}: {e}");
+            }
+            let moved =
+                patch(json!({"hec_uri": uri, "hec_token": "new-token-value-1234"})).unwrap();
+            assert_eq!(moved.hec_uri, uri);
+            assert_eq!(moved.hec_token, "new-token-value-1234");
+        }
+        for uri in [
+            "https://splunk.example.com:8088/services/collector/event",
+            "HTTPS://Splunk.Example.COM:8088",
+            "https://splunk.example.com",
+            "https://splunk.example.com:8088/proxy/services/collector",
+        ] {
+            assert_eq!(
+                patch(json!({"hec_uri": uri})).unwrap().hec_token,
+                old.hec_token
+            );
+            assert_eq!(
+                put(json!({"hec_uri": uri})).unwrap().hec_token,
+                old.hec_token
+            );
+        }
     }
 
     #[test]

@@ -102,6 +102,11 @@ impl RecentIds {
         Ok(&w.ids)
     }
 
+    /// The audit head the account's cached window reflects, when one is cached.
+    pub fn head(&self, account: &AccountId) -> Option<u64> {
+        self.windows.get(account).map(|w| w.head)
+    }
+
     /// Ids just stored (in order), the account's head now `head`.
     pub fn stored(&mut self, account: &AccountId, ids: &[u128], head: u64) {
         let Some(w) = self.windows.get_mut(account) else {

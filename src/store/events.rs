@@ -46,6 +46,18 @@ pub struct StoredJob {
     pub snapshot: JobSnapshot,
 }
 
+/// A job snapshot's hash, its storage time aside: what is kept of a finished job after
+/// retention removed its record, to recognise a retry of its final snapshot. (A
+/// change of `JobSnapshot`'s fields changes the hash: such a retry is then sent once
+/// more, never lost.)
+pub(super) fn final_hash(snap: &JobSnapshot) -> u128 {
+    let plain = JobSnapshot {
+        ingested_at: DateTime::UNIX_EPOCH,
+        ..snap.clone()
+    };
+    id_hash(&serde_json::to_string(&plain).expect("serialising a job snapshot"))
+}
+
 /// The newest sequence numbers of an account: checkpoints are compared with these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Heads {
@@ -74,7 +86,7 @@ impl Heads {
 /// under the 128 KiB above which sled writes it as a blob file of its own — created
 /// and fsynced on every change, which made ingest spend a third of its time in the
 /// kernel with 24 KiB records.
-const CHUNK_EVENTS: usize = 64;
+pub(super) const CHUNK_EVENTS: usize = 64;
 const CHUNK_BYTES: usize = 7 * 1024;
 /// The first byte of an audit chunk: its format.
 pub(super) const CHUNK_FORMAT: u8 = 1;
@@ -121,7 +133,7 @@ pub(super) struct Chunk<'a> {
 }
 
 impl<'a> Chunk<'a> {
-    fn parse(key: &'a [u8], v: &'a [u8]) -> Result<Chunk<'a>, StoreError> {
+    pub(super) fn parse(key: &'a [u8], v: &'a [u8]) -> Result<Chunk<'a>, StoreError> {
         let corrupt = |reason: &str| StoreError::Corrupt {
             key: String::from_utf8_lossy(key).replace('\0', "/"),
             reason: reason.into(),
@@ -178,6 +190,19 @@ impl<'a> Chunk<'a> {
     }
 }
 
+/// Where finished audit chunks go: a sled batch, or the rows of a PostgreSQL insert.
+pub(super) trait ChunkSink {
+    /// A finished chunk: its first sequence, its record, and its events' id hashes.
+    fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, ids: Vec<u8>);
+}
+
+impl ChunkSink for sled::Batch {
+    fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, ids: Vec<u8>) {
+        self.insert(keys::with_seq(keys::AUDIT, account, first), record);
+        self.insert(keys::with_seq(keys::AUDIT_ID, account, first), ids);
+    }
+}
+
 /// Builds audit chunks, and beside each the ids of its events for the dedup window.
 #[derive(Default)]
 pub(super) struct ChunkWriter {
@@ -194,7 +219,7 @@ impl ChunkWriter {
     /// Adds an event; a chunk holds events of one storage time, up to its size.
     pub(super) fn push(
         &mut self,
-        batch: &mut sled::Batch,
+        batch: &mut impl ChunkSink,
         seq: u64,
         account: &AccountId,
         ev: &AuditEvent,
@@ -228,7 +253,7 @@ impl ChunkWriter {
         }
     }
 
-    pub(super) fn finish_into(&mut self, batch: &mut sled::Batch, account: &AccountId) {
+    pub(super) fn finish_into(&mut self, batch: &mut impl ChunkSink, account: &AccountId) {
         if self.count == 0 {
             return;
         }
@@ -237,17 +262,13 @@ impl ChunkWriter {
         v.extend_from_slice(&self.ingested_at.to_be_bytes());
         v.extend_from_slice(&self.count.to_be_bytes());
         v.extend_from_slice(&self.body);
-        batch.insert(keys::with_seq(keys::AUDIT, account, self.first), v);
-        batch.insert(
-            keys::with_seq(keys::AUDIT_ID, account, self.first),
-            std::mem::take(&mut self.ids),
-        );
+        batch.chunk(account, self.first, v, std::mem::take(&mut self.ids));
         self.body.clear();
         self.count = 0;
     }
 }
 
-fn heads_in(tree: &sled::Tree, account: &AccountId) -> Result<Heads, StoreError> {
+pub(super) fn heads_in(tree: &sled::Tree, account: &AccountId) -> Result<Heads, StoreError> {
     Ok(tree
         .get(keys::account_prefix(keys::HEADS, account))?
         .map(|b| Heads::from_bytes(&b))
@@ -307,11 +328,6 @@ impl Store {
             recent.stored(account, &accepted, heads.audit);
         }
         Ok(out)
-    }
-
-    /// Drops the account's in-memory dedup window (its oldest events went).
-    pub(super) fn forget_recent(&self, account: &AccountId) {
-        self.recent().forget(account);
     }
 
     /// The account's last `dedup_window` stored event ids, oldest first.
@@ -380,6 +396,17 @@ impl Store {
                     continue;
                 }
                 batch.remove(keys::with_seq(keys::JOB_CHANGE, account, old.change_seq));
+            } else {
+                // The job ended and retention removed its record: the same guards,
+                // from what the sweep kept of it.
+                let done_key = keys::with_name(keys::JOB_DONE, account, &job);
+                if let Some(v) = tree.get(&done_key)? {
+                    let (_, hash) = super::retention::read_job_done_marker(&done_key, &v)?;
+                    if !snap.is_finished() || final_hash(&snap) == hash {
+                        continue;
+                    }
+                    batch.remove(done_key);
+                }
             }
             heads.jobs += 1;
             let running_key = keys::with_name(keys::JOB_RUNNING, account, &job);
@@ -685,6 +712,156 @@ mod tests {
                 .map(|(_, id)| id)
                 .collect::<Vec<_>>(),
             ["1", "2", "3", "4", "1", "2"]
+        );
+    }
+
+    fn running(s: &Store, a: &AccountId) -> Vec<String> {
+        let mut v = Vec::new();
+        s.running_jobs(a, None, |j| {
+            v.push(j.snapshot.job);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        v
+    }
+
+    fn changed_after(s: &Store, a: &AccountId, after: u64) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        s.jobs_changed_after(a, after, |j| {
+            v.push((j.snapshot.job, j.snapshot.status));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn a_finished_job_stays_finished_after_its_record_is_swept() {
+        let (_d, s) = store();
+        let a = AccountId::parse("acc").unwrap();
+        let reader = |seq| crate::store::Reader {
+            integration: uuid::Uuid::nil(),
+            delivered_up_to: seq,
+        };
+        let retention = Utc::now() - chrono::Duration::days(30);
+        s.put_jobs(&a, vec![job("j1", "in progress", 0.5)]).unwrap();
+        s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).unwrap();
+        // Delivered by the account's only reader: the sweep removes the record.
+        assert_eq!(
+            s.sweep_jobs(&a, retention, &|| Ok(vec![reader(2)]))
+                .unwrap(),
+            1
+        );
+        assert_eq!(changed_after(&s, &a, 0), vec![]);
+        // The platform's late retries, of the running and of the final snapshot.
+        s.put_jobs(&a, vec![job("j1", "in progress", 0.5)]).unwrap();
+        assert_eq!(running(&s, &a), Vec::<String>::new(), "the job reopened");
+        s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).unwrap();
+        assert_eq!(changed_after(&s, &a, 2), vec![], "a retry was taken as new");
+        // Later sweeps within the retention keep what the guard needs.
+        s.sweep_jobs(&a, retention, &|| Ok(vec![reader(2)]))
+            .unwrap();
+        s.put_jobs(&a, vec![job("j1", "in progress", 0.7)]).unwrap();
+        assert_eq!(running(&s, &a), Vec::<String>::new(), "the job reopened");
+        // A different final state is news, and is sent.
+        s.put_jobs(&a, vec![job("j1", "unsuccessful", 1.0)])
+            .unwrap();
+        assert_eq!(
+            changed_after(&s, &a, 2),
+            vec![("j1".to_string(), "unsuccessful".to_string())]
+        );
+    }
+
+    #[test]
+    fn what_stops_a_finished_job_reopening_goes_after_the_retention() {
+        let (_d, s) = store();
+        let a = AccountId::parse("acc").unwrap();
+        let reader = crate::store::Reader {
+            integration: uuid::Uuid::nil(),
+            delivered_up_to: 1,
+        };
+        s.put_jobs(&a, vec![job("j1", "successful", 1.0)]).unwrap();
+        let retention = Utc::now() - chrono::Duration::days(30);
+        assert_eq!(
+            s.sweep_jobs(&a, retention, &|| Ok(vec![reader])).unwrap(),
+            1
+        );
+        let guards = |s: &Store| {
+            s.events()
+                .unwrap()
+                .scan_prefix(keys::account_prefix(keys::JOB_DONE, &a))
+                .count()
+        };
+        assert_eq!(guards(&s), 1);
+        // A sweep with everything older than its cutoff: the guard has outlived it.
+        s.sweep_jobs(&a, Utc::now() + chrono::Duration::seconds(1), &|| {
+            Ok(vec![reader])
+        })
+        .unwrap();
+        assert_eq!(guards(&s), 0);
+    }
+
+    #[test]
+    fn a_retry_after_its_event_was_swept_is_still_a_duplicate_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::store::StoreOptions {
+            secret_key: None,
+            cache_bytes: 8 << 20,
+            dedup_window: 3,
+        };
+        let a = AccountId::parse("acme").unwrap();
+        let reader = |seq| crate::store::Reader {
+            integration: uuid::Uuid::nil(),
+            delivered_up_to: seq,
+        };
+        let retention = Utc::now() - chrono::Duration::days(30);
+        let outcome = |accepted, duplicates| IngestOutcome {
+            accepted,
+            duplicates,
+        };
+        let id_records = |s: &Store| {
+            s.events()
+                .unwrap()
+                .scan_prefix(keys::account_prefix(keys::AUDIT_ID, &a))
+                .count()
+        };
+        {
+            let s = Store::open_with_options(dir.path(), &options).unwrap();
+            s.append_audit(&a, vec![audit("1")]).unwrap();
+            s.append_audit(&a, vec![audit("2")]).unwrap();
+            // Delivered: the next sweep removes the events.
+            assert_eq!(
+                s.sweep_audit(&a, retention, &|| Ok(vec![reader(2)]))
+                    .unwrap(),
+                2
+            );
+            assert_eq!(audit_ids(&s, &a, 0), vec![]);
+            assert_eq!(s.append_audit(&a, vec![audit("1")]).unwrap(), outcome(0, 1));
+            s.flush_now().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        // Read back from sled, not from memory.
+        let s = Store::open_with_options(dir.path(), &options).unwrap();
+        assert_eq!(s.append_audit(&a, vec![audit("2")]).unwrap(), outcome(0, 1));
+        // Once they left the window of 3, their records go with the next sweep.
+        let now = Utc::now();
+        let together = ["3", "4"].map(|id| {
+            AuditEvent::from_json(
+                &json!({"id": id, "time": "2026-11-25T10:00:00Z", "event": "x"}),
+                0,
+                now,
+            )
+            .unwrap()
+        });
+        // Stored at one moment: one chunk, one id record.
+        s.append_audit(&a, together.to_vec()).unwrap();
+        s.append_audit(&a, vec![audit("5")]).unwrap();
+        s.sweep_audit(&a, retention, &|| Ok(vec![reader(5)]))
+            .unwrap();
+        assert_eq!(id_records(&s), 2, "the records of 3+4 and 5 remain");
+        assert_eq!(
+            s.append_audit(&a, vec![audit("1"), audit("4")]).unwrap(),
+            outcome(1, 1)
         );
     }
 

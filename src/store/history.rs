@@ -537,7 +537,7 @@ mod tests {
             )
         })
         .unwrap();
-        store.put_integration(&it).unwrap();
+        let it = store.put_integration(&it, None).unwrap();
         (dir, store, it)
     }
 
@@ -646,7 +646,10 @@ mod tests {
         store
             .record_sync(&it.account, &it.id, &record(Utc::now(), 1))
             .unwrap();
-        assert!(store.delete_integration(&it.account, &it.id).unwrap());
+        assert!(store
+            .delete_integration(&it.account, &it.id)
+            .unwrap()
+            .is_some());
         let epoch = Utc.timestamp_millis_opt(0).unwrap();
         assert!(store.history(&it.id, epoch, 100).unwrap().is_empty());
         assert_eq!(store.sync_summary(&it.id).unwrap(), None);
@@ -688,7 +691,7 @@ mod tests {
             enabled: false,
             ..it.clone()
         };
-        store.put_integration(&renamed).unwrap();
+        store.put_integration(&renamed, Some(it.version)).unwrap();
         store
             .record_sync(&it.account, &it.id, &record(Utc::now(), 9))
             .unwrap();

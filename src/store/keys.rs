@@ -16,6 +16,9 @@ pub const JOB: u8 = b'j';
 pub const JOB_CHANGE: u8 = b'c';
 /// `events` tree: jobs currently in progress.
 pub const JOB_RUNNING: u8 = b'r';
+/// `events` tree: a finished job whose record retention removed: when, and a hash of
+/// its final snapshot, so a late retry neither reopens it nor is sent again.
+pub const JOB_DONE: u8 = b'd';
 /// `events` tree: per-account heads (last audit sequence, last job change).
 pub const HEADS: u8 = b'h';
 /// `events` tree: the version of the audit record layout the data is in.
@@ -61,6 +64,11 @@ pub const ACCOUNTS: &[u8] = b"acct/";
 pub const TOKENS: &[u8] = b"tok/";
 
 pub const INTEGRATIONS: &[u8] = b"int/";
+
+/// `registry` tree: a number added to every id sled generates (`Store::next_id`),
+/// so that ids go on above the old ones after the store was rewritten into a
+/// fresh database (whose generator starts again at 0).
+pub const ID_FLOOR: &[u8] = b"idfloor";
 
 /// `registry` tree: the write the store watcher makes to check the disk.
 pub const PROBE: &[u8] = b"probe";

@@ -9,7 +9,9 @@ mod flusher;
 mod history;
 mod keys;
 mod migrate;
+pub mod postgres;
 mod registry;
+mod reseal;
 mod retention;
 pub mod secrets;
 mod tokens;
@@ -21,7 +23,8 @@ pub use history::{
     HISTORY_MAX_AGE_DAYS, HISTORY_MAX_RECORDS,
 };
 pub use registry::{Account, Checkpoint, DeadLetter};
-pub use retention::{Gap, Reader};
+pub use reseal::seal_tokens_at_rest;
+pub use retention::{Gap, PostClaim, Reader, Readers};
 pub use tokens::AccountToken;
 
 use flusher::Flusher;
@@ -38,10 +41,14 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the integration no longer exists")]
     Gone,
+    #[error("the integration was changed by another request meanwhile")]
+    Changed,
     #[error("{0}")]
     Secret(String),
     #[error("storage is failing: {0}")]
     Unavailable(String),
+    #[error("rewriting the store to seal its HEC tokens failed: {0}")]
+    Rewrite(String),
 }
 
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
@@ -143,6 +150,10 @@ struct Inner {
     cipher: Option<secrets::TokenCipher>,
     /// The overview's records as last decoded, so that only changed ones are decoded again.
     overview: Mutex<history::OverviewMemo>,
+    /// Posts in flight, which retention leaves alone (see `retention`).
+    in_flight: Mutex<retention::InFlight>,
+    /// Added to sled's id generator, which a rewrite of the store starts again.
+    id_floor: u64,
 }
 
 impl Store {
@@ -164,7 +175,9 @@ impl Store {
     }
 
     fn open_with(dir: &Path, cache_bytes: Option<u64>) -> Result<Store, StoreError> {
+        reseal::finish_interrupted(dir)?;
         let engine = Engine::open(dir, cache_bytes, 0)?;
+        let id_floor = id_floor(&engine.registry)?;
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
@@ -176,6 +189,8 @@ impl Store {
                 recent: Mutex::new(dedup::RecentIds::new(DEFAULT_DEDUP_WINDOW)),
                 cipher: None,
                 overview: Mutex::default(),
+                in_flight: Default::default(),
+                id_floor,
             }),
         };
         migrate::audit_chunks(&store)?;
@@ -362,6 +377,14 @@ impl Store {
             .and_then(|e| e.db.size_on_disk().ok())
             .unwrap_or(0)
     }
+}
+
+/// Where ids start in this database (see [`keys::ID_FLOOR`]).
+fn id_floor(registry: &sled::Tree) -> Result<u64, StoreError> {
+    Ok(registry
+        .get(keys::ID_FLOOR)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 /// Writes, syncs and removes a small file in `dir`: whether the disk has room and

@@ -9,6 +9,13 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError as Abort;
 use uuid::Uuid;
 
+/// The version of a stored integration, read without the rest.
+#[derive(Deserialize)]
+struct Versioned {
+    #[serde(default)]
+    version: u64,
+}
+
 /// An account as far as siemsync knows it: whether the feature is turned on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
@@ -57,31 +64,55 @@ impl Store {
         }
     }
 
-    pub fn put_integration(&self, it: &Integration) -> Result<(), StoreError> {
-        let stored = match &self.inner.cipher {
+    /// Stores `it` as the integration's next version, only if the stored one is still
+    /// version `expected` (`None`: there is none yet) — a compare-and-set, so that two
+    /// changes made at once cannot both be based on the same version, and a change
+    /// cannot bring back an integration deleted since it was read. Answers what was
+    /// stored, with its new version; `Changed` when another write came first, `Gone`
+    /// when the integration was deleted meanwhile.
+    pub fn put_integration(
+        &self,
+        it: &Integration,
+        expected: Option<u64>,
+    ) -> Result<Integration, StoreError> {
+        let next = Integration {
+            version: expected.map_or(1, |v| v + 1),
+            ..it.clone()
+        };
+        let sealed = match &self.inner.cipher {
             Some(c) => Integration {
                 hec_token: c
                     .seal(&it.hec_token, it.id.as_bytes())
                     .map_err(StoreError::Secret)?,
-                ..it.clone()
+                ..next.clone()
             },
-            None => it.clone(),
+            None => next.clone(),
         };
-        self.registry()?
-            .insert(keys::integration(&it.account, &it.id), encode(&stored))?;
-        Ok(())
+        let key = keys::integration(&it.account, &it.id);
+        let bytes = encode(&sealed);
+        self.registry()?.transaction(|tx| {
+            let current = match tx.get(key.as_slice())? {
+                Some(v) => Some(decode::<Versioned>(&key, &v).map_err(Abort::Abort)?.version),
+                None => None,
+            };
+            match (current, expected) {
+                (None, Some(_)) => return Err(Abort::Abort(StoreError::Gone)),
+                (current, expected) if current != expected => {
+                    return Err(Abort::Abort(StoreError::Changed))
+                }
+                _ => {}
+            }
+            tx.insert(key.as_slice(), bytes.as_slice())?;
+            Ok(())
+        })?;
+        Ok(next)
     }
 
     /// Whether an integration should be delivering: enabled, and either declared by
     /// the operator in the config file or on an account with the feature turned on.
-    pub fn is_active(&self, it: &Integration) -> bool {
-        it.enabled
-            && (it.file_managed
-                || self
-                    .account(&it.account)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|a| a.siem_enabled))
+    pub fn is_active(&self, it: &Integration) -> Result<bool, StoreError> {
+        Ok(it.enabled
+            && (it.file_managed || self.account(&it.account)?.is_some_and(|a| a.siem_enabled)))
     }
 
     /// Decodes a stored integration, opening its sealed token.
@@ -96,19 +127,6 @@ impl Store {
                 .map_err(StoreError::Secret)?;
         }
         Ok(it)
-    }
-
-    /// Integrations whose token is stored in clear (to seal them once a key is set).
-    pub fn unsealed_integrations(&self) -> Result<Vec<Integration>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.registry()?.scan_prefix(keys::INTEGRATIONS) {
-            let (k, v) = kv?;
-            let it: Integration = decode(&k, &v)?;
-            if !secrets::is_sealed(&it.hec_token) {
-                out.push(it);
-            }
-        }
-        Ok(out)
     }
 
     pub fn integration(
@@ -141,15 +159,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes an integration with its checkpoint, then its dead letters and sync history.
-    pub fn delete_integration(&self, account: &AccountId, id: &Uuid) -> Result<bool, StoreError> {
+    /// Removes an integration with its checkpoint, then its dead letters and sync history;
+    /// answers what was removed (`None`: there was nothing to remove).
+    pub fn delete_integration(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+    ) -> Result<Option<Integration>, StoreError> {
         let ikey = keys::integration(account, id);
         let ckey = keys::checkpoint(id);
         let registry = self.registry()?;
-        let existed = registry.transaction(|tx| {
-            let existed = tx.remove(ikey.as_slice())?.is_some();
+        let removed = registry.transaction(|tx| {
+            let removed = tx.remove(ikey.as_slice())?;
             tx.remove(ckey.as_slice())?;
-            Ok::<_, Abort<StoreError>>(existed)
+            Ok::<_, Abort<StoreError>>(removed)
         })?;
         let mut batch = sled::Batch::default();
         batch.remove(keys::connection_report(id));
@@ -165,12 +188,40 @@ impl Store {
         }
         registry.apply_batch(batch)?;
         self.delete_history(id)?;
-        Ok(existed)
+        removed
+            .map(|v| self.read_integration(&ikey, &v))
+            .transpose()
     }
 
-    /// Records an integration's replay (what the replay actor makes of it is its own).
-    pub fn put_replay(&self, id: &Uuid, replay: &impl Serialize) -> Result<(), StoreError> {
-        self.registry()?.insert(keys::replay(id), encode(replay))?;
+    /// Records an integration's replay (what the replay actor makes of it is its own),
+    /// only while the integration exists: a replay stopping just after its integration
+    /// was deleted must not leave a record behind.
+    pub fn put_replay(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        replay: &impl Serialize,
+    ) -> Result<(), StoreError> {
+        self.put_while_exists(account, id, keys::replay(id), encode(replay))
+    }
+
+    /// Writes a record that belongs to an integration, only while the integration
+    /// exists (`Gone` otherwise), so that nothing outlives its deletion.
+    fn put_while_exists(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let ikey = keys::integration(account, id);
+        self.registry()?.transaction(|tx| {
+            if tx.get(ikey.as_slice())?.is_none() {
+                return Err(Abort::Abort(StoreError::Gone));
+            }
+            tx.insert(key.as_slice(), value.as_slice())?;
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -201,7 +252,10 @@ impl Store {
 
     /// A fresh id for a dead letter, increasing over time.
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.engine()?.db.generate_id()?)
+        Ok(self
+            .inner
+            .id_floor
+            .saturating_add(self.engine()?.db.generate_id()?))
     }
 
     /// Moves a checkpoint and stores the dead letters it skips, together, and only
@@ -253,17 +307,7 @@ impl Store {
         id: &Uuid,
         report: &ConnectionReport,
     ) -> Result<(), StoreError> {
-        let ikey = keys::integration(account, id);
-        let rkey = keys::connection_report(id);
-        let bytes = encode(report);
-        self.registry()?.transaction(|tx| {
-            if tx.get(ikey.as_slice())?.is_none() {
-                return Err(Abort::Abort(StoreError::Gone));
-            }
-            tx.insert(rkey.as_slice(), bytes.as_slice())?;
-            Ok(())
-        })?;
-        Ok(())
+        self.put_while_exists(account, id, keys::connection_report(id), encode(report))
     }
 
     pub fn connection_report(&self, id: &Uuid) -> Result<Option<ConnectionReport>, StoreError> {
@@ -290,5 +334,81 @@ impl Store {
             }
         }
         Ok((total, newest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IntegrationChange, IntegrationPolicy};
+    use serde_json::json;
+
+    fn integration() -> Integration {
+        IntegrationChange::from_json(&json!({"name": "n", "hec_token": "t-0123456789abcdef",
+            "hec_uri": "https://splunk.example.com", "sources": ["audit"], "enabled": true}))
+        .and_then(|c| {
+            c.create(
+                AccountId::parse("acme").unwrap(),
+                Utc::now(),
+                IntegrationPolicy::default(),
+            )
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_change_is_stored_only_over_the_version_it_was_made_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let it = integration();
+        let v1 = s.put_integration(&it, None).unwrap();
+        assert_eq!(v1.version, 1);
+        assert!(matches!(
+            s.put_integration(&it, None),
+            Err(StoreError::Changed)
+        ));
+        let renamed = Integration {
+            name: "m".into(),
+            ..v1.clone()
+        };
+        assert_eq!(s.put_integration(&renamed, Some(1)).unwrap().version, 2);
+        // A second change made from version 1 came too late.
+        assert!(matches!(
+            s.put_integration(&v1, Some(1)),
+            Err(StoreError::Changed)
+        ));
+        let stored = s.integration(&it.account, &it.id).unwrap().unwrap();
+        assert_eq!((stored.name.as_str(), stored.version), ("m", 2));
+        // Deleted: a change made before cannot bring it back.
+        assert_eq!(
+            s.delete_integration(&it.account, &it.id)
+                .unwrap()
+                .map(|i| i.version),
+            Some(2)
+        );
+        assert!(matches!(
+            s.put_integration(&stored, Some(2)),
+            Err(StoreError::Gone)
+        ));
+        assert_eq!(s.integration(&it.account, &it.id).unwrap(), None);
+        assert_eq!(s.delete_integration(&it.account, &it.id).unwrap(), None);
+    }
+
+    #[test]
+    fn an_integration_stored_before_versions_reads_as_version_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let it = integration();
+        let mut old = serde_json::to_value(&it).unwrap();
+        old.as_object_mut().unwrap().remove("version");
+        let key = keys::integration(&it.account, &it.id);
+        s.registry()
+            .unwrap()
+            .insert(&key, serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        let read = s.integration(&it.account, &it.id).unwrap().unwrap();
+        assert_eq!(read, it);
+        assert_eq!(read.version, 0);
+        assert_eq!(s.put_integration(&read, Some(0)).unwrap().version, 1);
     }
 }

@@ -7,6 +7,8 @@ use super::{decode, encode, keys, Store, StoreError};
 use crate::model::{AccountId, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError as Abort, TransactionalTree};
+use sled::Transactional;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -53,9 +55,184 @@ impl Losses {
             g.2 += 1;
         }
     }
+
+    /// Adds these losses to the integrations' gap records, in the transaction that
+    /// removes the events: a crash between the two would lose or invent a gap.
+    fn record(
+        &self,
+        registry: &TransactionalTree,
+        account: &AccountId,
+        source: Source,
+        now: DateTime<Utc>,
+    ) -> Result<(), Abort<StoreError>> {
+        for (id, (from, to, count)) in &self.0 {
+            // An integration deleted since the readers were listed keeps no record.
+            if registry.get(keys::integration(account, id))?.is_none() {
+                continue;
+            }
+            let key = gap_key(id, source);
+            let merged = match registry.get(&key)? {
+                Some(v) => {
+                    let old: Gap = decode(&key, &v).map_err(Abort::Abort)?;
+                    Gap {
+                        source,
+                        from: old.from.min(*from),
+                        to: old.to.max(*to),
+                        count: old.count + count,
+                        recorded_at: now,
+                    }
+                }
+                None => Gap {
+                    source,
+                    from: *from,
+                    to: *to,
+                    count: *count,
+                    recorded_at: now,
+                },
+            };
+            registry.insert(key, encode(&merged))?;
+        }
+        Ok(())
+    }
+
+    fn log(&self, source: Source) {
+        for (id, (_, _, count)) in &self.0 {
+            log::warn!(
+                "integration {id}: {count} {} events outlived the retention before it delivered them (gap recorded)",
+                source.as_str()
+            );
+        }
+    }
 }
 
+/// The posts integrations have in flight. Retention does not remove for age what is
+/// being posted at that moment, and a post does not start with what retention has
+/// removed: so an event is either delivered or counted in a gap, never both.
+#[derive(Default)]
+pub(super) struct InFlight {
+    next: u64,
+    claims: HashMap<u64, Claim>,
+}
+
+struct Claim {
+    account: AccountId,
+    source: Source,
+    first: u64,
+    last: u64,
+}
+
+impl InFlight {
+    /// Whether a post in flight carries one of `account`'s `source` events numbered
+    /// `first..=last` (audit sequences, or job change sequences).
+    fn holds(&self, account: &AccountId, source: Source, first: u64, last: u64) -> bool {
+        self.claims.values().any(|c| {
+            c.source == source && c.account == *account && c.first <= last && first <= c.last
+        })
+    }
+}
+
+/// A post's claim on its events; dropping it (after the checkpoint moved, or the
+/// post failed) lets retention remove them again.
+pub struct PostClaim {
+    store: Store,
+    id: u64,
+}
+
+impl Drop for PostClaim {
+    fn drop(&mut self) {
+        self.store.in_flight().claims.remove(&self.id);
+    }
+}
+
+/// What stops a swept finished job from reopening: when it was swept, and a hash of
+/// its final snapshot (`swept_at ms i64 | hash u128`, big-endian).
+pub(super) fn job_done_marker(swept_at: DateTime<Utc>, hash: u128) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(&swept_at.timestamp_millis().to_be_bytes());
+    v.extend_from_slice(&hash.to_be_bytes());
+    v
+}
+
+/// Reads a [`job_done_marker`]: (when it was swept, in ms, and the final snapshot's hash).
+pub(super) fn read_job_done_marker(key: &[u8], v: &[u8]) -> Result<(i64, u128), StoreError> {
+    match (v.get(..8), v.get(8..24)) {
+        (Some(at), Some(hash)) if v.len() == 24 => Ok((
+            i64::from_be_bytes(at.try_into().expect("8 bytes")),
+            u128::from_be_bytes(hash.try_into().expect("16 bytes")),
+        )),
+        _ => Err(StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).replace('\0', "/"),
+            reason: "not a finished-job record".into(),
+        }),
+    }
+}
+
+/// Lists an account's readers of one source (its integrations that want it, with
+/// their checkpoints). Called by the sweep while no post can commit unseen.
+pub type Readers<'a> = &'a dyn Fn() -> Result<Vec<Reader>, StoreError>;
+
 impl Store {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Before a post of `account`'s `source` events numbered `seqs` (audit sequences
+    /// or job change sequences, ascending): which of them are no longer stored — the
+    /// sweep removed them, and counted them in this integration's gap, or (jobs) a
+    /// newer snapshot replaced them — and a claim that keeps retention from removing
+    /// the others until it is dropped.
+    pub fn claim_for_post(
+        &self,
+        account: &AccountId,
+        source: Source,
+        seqs: &[u64],
+    ) -> Result<(Vec<bool>, PostClaim), StoreError> {
+        let mut flight = self.in_flight();
+        let tree = self.events()?;
+        let gone = match source {
+            Source::Audit => {
+                // The sweep removes audit chunks oldest first: what is before the
+                // first chunk left is gone.
+                let first = match tree
+                    .scan_prefix(keys::account_prefix(keys::AUDIT, account))
+                    .next()
+                {
+                    Some(kv) => keys::seq_of(&kv?.0),
+                    None => u64::MAX,
+                };
+                seqs.iter().map(|s| *s < first).collect()
+            }
+            Source::Jobs => seqs
+                .iter()
+                .map(|s| {
+                    let key = keys::with_seq(keys::JOB_CHANGE, account, *s);
+                    Ok(!tree.contains_key(key)?)
+                })
+                .collect::<Result<Vec<bool>, StoreError>>()?,
+        };
+        flight.next += 1;
+        let id = flight.next;
+        flight.claims.insert(
+            id,
+            Claim {
+                account: account.clone(),
+                source,
+                first: seqs.first().copied().unwrap_or(0),
+                last: seqs.last().copied().unwrap_or(0),
+            },
+        );
+        Ok((
+            gone,
+            PostClaim {
+                store: self.clone(),
+                id,
+            },
+        ))
+    }
+
     /// Accounts that have events stored.
     pub fn accounts_with_events(&self) -> Result<Vec<AccountId>, StoreError> {
         let mut out = Vec::new();
@@ -70,33 +247,45 @@ impl Store {
     }
 
     /// Deletes the account's oldest audit events that every reader has delivered, or
-    /// that were stored before `cutoff`; records a gap for each reader that had not
-    /// delivered an event deleted for age. With no reader, only age counts. Returns
-    /// how many events went.
+    /// that were stored before `cutoff` (unless a post carries them right now);
+    /// records a gap for each reader that had not delivered an event deleted for age.
+    /// With no reader, only age counts. The id records of deleted events stay while
+    /// they are among the account's last `dedup_window`, so a retry is still known.
+    /// Returns how many events went.
     pub fn sweep_audit(
         &self,
         account: &AccountId,
         cutoff: DateTime<Utc>,
-        readers: &[Reader],
+        readers: Readers,
     ) -> Result<u64, StoreError> {
-        let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
         let mut deleted = 0u64;
-        let mut gaps = Losses::default();
         loop {
-            let mut batch = sled::Batch::default();
+            // Held from reading the checkpoints to the write: a post that commits
+            // meanwhile either committed before (its checkpoint is read) or still
+            // holds its claim (its events stay).
+            let flight = self.in_flight();
+            let readers = readers()?;
+            let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
+            let mut gaps = Losses::default();
+            let mut chunks = Vec::new();
             let mut n = 0;
             let mut more = false;
+            // Id records before this sequence have lost their chunk.
+            let mut kept_from = u64::MAX;
             // A chunk's events share one storage time, so it goes whole or stays.
             self.audit_chunks(account, 0, |chunk| {
                 let delivered_by_all = min_delivered.is_some_and(|m| chunk.last() <= m);
-                if !delivered_by_all && chunk.ingested_at >= cutoff {
+                let aged = chunk.ingested_at < cutoff
+                    && !flight.holds(account, Source::Audit, chunk.first, chunk.last());
+                if !delivered_by_all && !aged {
+                    kept_from = chunk.first;
                     return Ok(std::ops::ControlFlow::Break(()));
                 }
                 for seq in chunk.first..=chunk.last() {
-                    gaps.note(readers, seq, chunk.ingested_at);
+                    gaps.note(&readers, seq, chunk.ingested_at);
                 }
-                batch.remove(keys::with_seq(keys::AUDIT, account, chunk.first));
-                batch.remove(keys::with_seq(keys::AUDIT_ID, account, chunk.first));
+                chunks.push(chunk.first);
+                kept_from = chunk.first + 1;
                 n += chunk.count;
                 if n >= CHUNK {
                     more = true;
@@ -104,81 +293,132 @@ impl Store {
                 }
                 Ok(std::ops::ControlFlow::Continue(()))
             })?;
-            if n > 0 {
-                self.events()?.apply_batch(batch)?;
-                self.forget_recent(account);
+            let ids = self.expired_id_records(account, kept_from)?;
+            if !chunks.is_empty() || !ids.is_empty() {
+                let (events, registry) = (self.events()?, self.registry()?);
+                let now = Utc::now();
+                (&*events, &*registry).transaction(|(e, r)| {
+                    for first in &chunks {
+                        e.remove(keys::with_seq(keys::AUDIT, account, *first))?;
+                    }
+                    for k in &ids {
+                        e.remove(k.as_slice())?;
+                    }
+                    gaps.record(r, account, Source::Audit, now)
+                })?;
             }
+            drop(flight);
+            gaps.log(Source::Audit);
             deleted += n;
             if !more {
                 break;
             }
         }
-        self.record_gaps(Source::Audit, gaps)?;
         Ok(deleted)
     }
 
+    /// The id records of the account that have lost their chunk (they start before
+    /// `kept_from`) and left the dedup window.
+    fn expired_id_records(
+        &self,
+        account: &AccountId,
+        kept_from: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tree = self.events()?;
+        let head = super::events::heads_in(&tree, account)?.audit;
+        let window_starts = head.saturating_sub(self.inner.dedup_window as u64);
+        let mut out = Vec::new();
+        for kv in tree.scan_prefix(keys::account_prefix(keys::AUDIT_ID, account)) {
+            let (k, v) = kv?;
+            let first = keys::seq_of(&k);
+            let last = first + (v.len() / 16).saturating_sub(1) as u64;
+            if first >= kept_from || last > window_starts {
+                break;
+            }
+            out.push(k.to_vec());
+        }
+        Ok(out)
+    }
+
     /// Deletes finished jobs whose latest snapshot every reader has delivered, or that
-    /// were stored before `cutoff` (recording gaps); jobs still running are kept.
+    /// were stored before `cutoff` (unless a post carries them right now), recording
+    /// gaps; jobs still running are kept. Each deleted job leaves a small record of its
+    /// end for one more retention period, so a late retry does not reopen it.
     pub fn sweep_jobs(
         &self,
         account: &AccountId,
         cutoff: DateTime<Utc>,
-        readers: &[Reader],
+        readers: Readers,
     ) -> Result<u64, StoreError> {
-        let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
-        let mut gaps = Losses::default();
-        let mut batch = sled::Batch::default();
-        let mut deleted = 0;
-        let prefix = keys::account_prefix(keys::JOB, account);
-        for kv in self.events()?.scan_prefix(&prefix) {
+        let events = self.events()?;
+        // Candidates, read without locks: finished jobs old enough, or delivered by
+        // every reader as far as the checkpoints read now say (they only move on).
+        let earliest = readers()?.iter().map(|r| r.delivered_up_to).min();
+        let mut candidates = Vec::new();
+        for kv in events.scan_prefix(keys::account_prefix(keys::JOB, account)) {
             let (k, v) = kv?;
             let job: StoredJob = decode(&k, &v)?;
-            let at = job.snapshot.ingested_at;
-            let delivered_by_all = min_delivered.is_some_and(|m| job.change_seq <= m);
-            if !job.snapshot.is_finished() || !(delivered_by_all || at < cutoff) {
-                continue;
+            let due =
+                job.snapshot.ingested_at < cutoff || earliest.is_some_and(|m| job.change_seq <= m);
+            if job.snapshot.is_finished() && due {
+                candidates.push(k.to_vec());
             }
-            gaps.note(readers, job.change_seq, at);
-            batch.remove(k);
-            batch.remove(keys::with_seq(keys::JOB_CHANGE, account, job.change_seq));
-            deleted += 1;
         }
-        if deleted > 0 {
-            self.events()?.apply_batch(batch)?;
+        let mut expired = Vec::new();
+        for kv in events.scan_prefix(keys::account_prefix(keys::JOB_DONE, account)) {
+            let (k, v) = kv?;
+            if read_job_done_marker(&k, &v)?.0 < cutoff.timestamp_millis() {
+                expired.push(k.to_vec());
+            }
         }
-        self.record_gaps(Source::Jobs, gaps)?;
-        Ok(deleted)
-    }
-
-    fn record_gaps(&self, source: Source, gaps: Losses) -> Result<(), StoreError> {
-        for (id, (from, to, count)) in gaps.0 {
-            let key = gap_key(&id, source);
-            let merged = match self.registry()?.get(&key)? {
-                Some(v) => {
-                    let old: Gap = decode(&key, &v)?;
-                    Gap {
-                        source,
-                        from: old.from.min(from),
-                        to: old.to.max(to),
-                        count: old.count + count,
-                        recorded_at: Utc::now(),
-                    }
-                }
-                None => Gap {
-                    source,
-                    from,
-                    to,
-                    count,
-                    recorded_at: Utc::now(),
-                },
+        // Decided with no ingest meanwhile (a job that got a newer snapshot stays) and,
+        // as in `sweep_audit`, no post committing unseen.
+        let _writer = self
+            .inner
+            .ingest_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let flight = self.in_flight();
+        let readers = readers()?;
+        let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
+        let mut gaps = Losses::default();
+        let mut gone = Vec::new();
+        for k in candidates {
+            let Some(v) = events.get(&k)? else {
+                continue;
             };
-            log::warn!(
-                "integration {id}: {count} {} events outlived the retention before it delivered them (gap recorded)",
-                source.as_str()
-            );
-            self.registry()?.insert(key, encode(&merged))?;
+            let job: StoredJob = decode(&k, &v)?;
+            let seq = job.change_seq;
+            let delivered_by_all = min_delivered.is_some_and(|m| seq <= m);
+            let aged =
+                job.snapshot.ingested_at < cutoff && !flight.holds(account, Source::Jobs, seq, seq);
+            if job.snapshot.is_finished() && (delivered_by_all || aged) {
+                gaps.note(&readers, seq, job.snapshot.ingested_at);
+                gone.push((k, job));
+            }
         }
-        Ok(())
+        if gone.is_empty() && expired.is_empty() {
+            return Ok(0);
+        }
+        let registry = self.registry()?;
+        let now = Utc::now();
+        (&*events, &*registry).transaction(|(e, r)| {
+            for (k, job) in &gone {
+                e.remove(k.as_slice())?;
+                e.remove(keys::with_seq(keys::JOB_CHANGE, account, job.change_seq))?;
+                e.insert(
+                    keys::with_name(keys::JOB_DONE, account, &job.snapshot.job),
+                    job_done_marker(now, super::events::final_hash(&job.snapshot)),
+                )?;
+            }
+            for k in &expired {
+                e.remove(k.as_slice())?;
+            }
+            gaps.record(r, account, Source::Jobs, now)
+        })?;
+        drop(flight);
+        gaps.log(Source::Jobs);
+        Ok(gone.len() as u64)
     }
 
     /// The gaps retention left in an integration's delivery.
@@ -189,5 +429,73 @@ impl Store {
             out.push(decode(&k, &v)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AuditEvent, Integration, IntegrationChange, IntegrationPolicy};
+    use crate::store::Checkpoint;
+    use serde_json::json;
+
+    fn audit(n: usize) -> Vec<AuditEvent> {
+        let now = Utc::now();
+        (0..n)
+            .map(|i| {
+                AuditEvent::from_json(
+                    &json!({"id": format!("e{i}-{now}"), "time": "2026-11-25T10:00:00Z", "event": "x"}),
+                    0,
+                    now,
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn integration(s: &Store, account: &AccountId) -> Integration {
+        let it =
+            IntegrationChange::from_json(&json!({"name": "n", "hec_token": "t-0123456789abcdef",
+            "hec_uri": "https://splunk.example.com", "sources": ["audit"]}))
+            .and_then(|c| c.create(account.clone(), Utc::now(), IntegrationPolicy::default()))
+            .unwrap();
+        s.put_integration(&it, None).unwrap()
+    }
+
+    #[test]
+    fn an_event_is_either_posted_or_counted_in_the_gap_never_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        let it = integration(&s, &a);
+        s.append_audit(&a, audit(3)).unwrap();
+        s.append_audit(&a, audit(2)).unwrap();
+        let seqs = [1, 2, 3];
+        let readers = || {
+            Ok(vec![Reader {
+                integration: it.id,
+                delivered_up_to: s.checkpoint(&it.id)?.audit_seq,
+            }])
+        };
+        let all_aged = Utc::now() + chrono::Duration::seconds(1);
+        // A post of 1..=3 in flight: the sweep leaves them (and what follows) alone.
+        let (gone, claim) = s.claim_for_post(&a, Source::Audit, &seqs).unwrap();
+        assert_eq!(gone, vec![false; 3]);
+        assert_eq!(s.sweep_audit(&a, all_aged, &readers).unwrap(), 0);
+        assert_eq!(s.gaps(&it.id).unwrap(), vec![]);
+        // Delivered: the checkpoint moves before the claim goes; nothing was lost.
+        let cp = Checkpoint {
+            audit_seq: 3,
+            ..Default::default()
+        };
+        s.commit(&a, &it.id, &cp, &[]).unwrap();
+        drop(claim);
+        assert_eq!(s.sweep_audit(&a, all_aged, &readers).unwrap(), 5);
+        let gaps = s.gaps(&it.id).unwrap();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].count, 2, "only 4 and 5 were never delivered");
+        // A batch still holding 4 and 5 finds them gone: counted, so never posted.
+        let (gone, _claim) = s.claim_for_post(&a, Source::Audit, &[4, 5]).unwrap();
+        assert_eq!(gone, vec![true, true]);
     }
 }

@@ -16,12 +16,24 @@ pub struct AccountToken {
     pub created_at: DateTime<Utc>,
 }
 
-fn hash_hex(secret: &str) -> String {
+pub(super) fn hash_hex(secret: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A new bearer secret: `ssa_` and 32 random bytes in hex.
+pub(super) fn new_secret() -> Result<String, String> {
+    let mut raw = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| "the system's random source failed".to_string())?;
+    Ok(format!(
+        "ssa_{}",
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }
 
 fn by_hash(hash: &str) -> Vec<u8> {
@@ -40,14 +52,7 @@ impl Store {
         account: &AccountId,
         name: Option<String>,
     ) -> Result<(AccountToken, String), StoreError> {
-        let mut raw = [0u8; 32];
-        ring::rand::SystemRandom::new()
-            .fill(&mut raw)
-            .map_err(|_| StoreError::Flush("the system's random source failed".into()))?;
-        let secret = format!(
-            "ssa_{}",
-            raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        let secret = new_secret().map_err(StoreError::Flush)?;
         let token = AccountToken {
             id: Uuid::new_v4(),
             account: account.clone(),

@@ -28,6 +28,8 @@ pub enum Behaviour {
     Hang,
     /// Answer normally after a delay.
     Slow(Duration),
+    /// Answer every post with `307 Temporary Redirect` to this URL.
+    Redirect(String),
     /// Take the first `n` events of each post, then answer 503 "Server is busy"
     /// with `invalid-event-number` n, as Splunk does when its queue fills mid-post.
     BusyAfter(usize),
@@ -115,7 +117,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A running test server on 127.0.0.1; stops when dropped.
+/// A running test server on a loopback address (127.0.0.1 unless asked); stops when dropped.
 pub struct HecServer {
     pub addr: SocketAddr,
     tls: bool,
@@ -131,29 +133,33 @@ impl HecServer {
     }
 
     pub fn start_with(config: HecServerConfig) -> HecServer {
-        Self::start_inner(config, None)
+        Self::start_inner(config, None, LOOPBACK_V4)
+    }
+
+    /// A server on another loopback address, e.g. `::1` to test IPv6 literals;
+    /// with `tls` (certificate chain and key, PEM) it speaks HTTPS.
+    pub fn start_on(
+        ip: std::net::IpAddr,
+        config: HecServerConfig,
+        tls: Option<(&str, &str)>,
+    ) -> HecServer {
+        Self::start_inner(config, tls.map(|(c, k)| server_tls(c, k)), ip)
     }
 
     /// A server that speaks HTTPS with this certificate chain and key (PEM).
     pub fn start_tls(config: HecServerConfig, cert_chain_pem: &str, key_pem: &str) -> HecServer {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let certs = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .expect("test certificate PEM");
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("test key PEM");
-        let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("test certificate and key");
-        Self::start_inner(config, Some(tls))
+        Self::start_inner(
+            config,
+            Some(server_tls(cert_chain_pem, key_pem)),
+            LOOPBACK_V4,
+        )
     }
 
-    fn start_inner(config: HecServerConfig, tls: Option<rustls::ServerConfig>) -> HecServer {
+    fn start_inner(
+        config: HecServerConfig,
+        tls: Option<rustls::ServerConfig>,
+        ip: std::net::IpAddr,
+    ) -> HecServer {
         let is_tls = tls.is_some();
         let shared = Arc::new(Shared {
             config: Mutex::new(config),
@@ -175,8 +181,8 @@ impl HecServer {
                 .disable_signals()
                 .shutdown_timeout(0);
                 let server = match tls {
-                    Some(tls) => server.bind_rustls_0_23(("127.0.0.1", 0), tls)?,
-                    None => server.bind(("127.0.0.1", 0))?,
+                    Some(tls) => server.bind_rustls_0_23((ip, 0), tls)?,
+                    None => server.bind((ip, 0))?,
                 };
                 let addr = server.addrs()[0];
                 actix_rt::spawn(server.run());
@@ -188,7 +194,7 @@ impl HecServer {
         let (addr, system) = rx
             .recv()
             .expect("test HEC server thread")
-            .expect("test HEC server could not bind 127.0.0.1");
+            .expect("test HEC server could not bind its loopback address");
         HecServer {
             addr,
             tls: is_tls,
@@ -243,6 +249,26 @@ impl HecServer {
     }
 }
 
+const LOOPBACK_V4: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// The server side of TLS, from a certificate chain and key in PEM.
+fn server_tls(cert_chain_pem: &str, key_pem: &str) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("test certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("test key PEM");
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("test certificate and key")
+}
+
 impl Drop for HecServer {
     fn drop(&mut self) {
         self.system.stop();
@@ -295,6 +321,12 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                 )
                 .body(text),
             };
+        }
+        Behaviour::Redirect(to) => {
+            record(&shared, 307, body.len(), false, Vec::new());
+            return HttpResponse::TemporaryRedirect()
+                .insert_header(("Location", to))
+                .finish();
         }
         Behaviour::Normal | Behaviour::BusyAfter(_) => {}
     }

@@ -1,0 +1,130 @@
+//! What can go wrong talking to PostgreSQL, sorted the way callers act on it:
+//! `Unavailable` (no writable PostgreSQL right now: answer 503, pause delivery,
+//! retry) apart from everything else (a bug or bad data: log it, do not retry).
+
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// No writable PostgreSQL: connection refused or lost, a read-only standby, an
+    /// administrator shutdown, a full disk. Callers answer 503 and retry later.
+    #[error("PostgreSQL is unavailable: {0}")]
+    Unavailable(String),
+    /// PostgreSQL refused a statement for another reason (a bug, or a schema that
+    /// does not match this build).
+    #[error("PostgreSQL error: {0}")]
+    Db(String),
+    #[error("stored record {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the integration no longer exists")]
+    Gone,
+    #[error("{0}")]
+    Secret(String),
+    /// Compare-and-set on an integration failed: someone changed it meanwhile.
+    #[error("integration {id} was changed meanwhile (stored version {actual:?}, expected {expected:?}): read it again and retry")]
+    VersionConflict {
+        id: Uuid,
+        expected: Option<u64>,
+        actual: Option<u64>,
+    },
+    /// A fenced write was refused: this node no longer holds the shard's lease
+    /// (it expired, or another node claimed it with a newer epoch).
+    #[error("this node ({node}) no longer holds the lease on shard {shard} (epoch {epoch}); another node delivers its integrations now")]
+    LeaseLost {
+        node: String,
+        shard: i32,
+        epoch: i64,
+    },
+    #[error("database schema: {0}")]
+    Schema(String),
+    #[error("invalid postgres_url: {0}")]
+    Config(String),
+}
+
+impl PgError {
+    /// Whether the caller should answer 503 / pause and retry (nothing is wrong
+    /// with the request, PostgreSQL cannot take it right now).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, PgError::Unavailable(_))
+    }
+}
+
+/// SQLSTATEs that mean "no writable PostgreSQL here right now".
+fn unavailable_state(code: &str) -> bool {
+    // 08: connection exception; 53: insufficient resources (disk full, out of
+    // memory, too many connections); 57P01-03: administrator / crash shutdown,
+    // cannot connect now; 25006: read-only transaction (a standby); 58030: I/O error;
+    // 40001 / 40P01 would be retryable too, but our transactions take their locks
+    // in one order and run at READ COMMITTED, so they do not arise.
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "25006" | "58030")
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> PgError {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            let text = format!("{} (SQLSTATE {code})", db.message());
+            return if unavailable_state(code) {
+                PgError::Unavailable(text)
+            } else {
+                PgError::Db(text)
+            };
+        }
+        // Without a SQLSTATE: the connection closed, an I/O error, a timeout or a
+        // failed connect — all of them "cannot reach a working server".
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        let text = e.to_string();
+        if e.is_closed() || io || text.contains("connect") || text.contains("does not allow writes")
+        {
+            PgError::Unavailable(text)
+        } else {
+            PgError::Db(text)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for PgError {
+    fn from(e: deadpool_postgres::PoolError) -> PgError {
+        use deadpool_postgres::PoolError;
+        match e {
+            // Making a connection failed: every configured host refused, or only a
+            // read-only standby answered.
+            PoolError::Backend(e) => match PgError::from(e) {
+                PgError::Db(text) => PgError::Unavailable(text),
+                other => other,
+            },
+            PoolError::Timeout(kind) => {
+                PgError::Unavailable(format!("no connection within the timeout ({kind:?})"))
+            }
+            PoolError::Closed => PgError::Unavailable("the connection pool is closed".into()),
+            other => PgError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A stored JSON document that does not read back: names the record.
+pub(super) fn corrupt(key: impl std::fmt::Display, e: impl std::fmt::Display) -> PgError {
+    PgError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_states_of_a_missing_or_read_only_server_count_as_unavailable() {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "25006", "53100", "53300", "58030",
+        ] {
+            assert!(unavailable_state(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22P02", "23514", "40001"] {
+            assert!(!unavailable_state(code), "{code}");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Who delivers what: nodes with heartbeats, and time-limited leases on the fixed
+//! set of shards that integrations hash into. Times are the database's clock, so
+//! nodes' clocks never need to agree.
+//!
+//! Each node calls [`PgStore::balance`] every lease/3 or so: it renews its leases,
+//! claims free or expired shards up to its fair share of the live nodes, and is told
+//! which shards it holds beyond its share. It stops those integrations and then
+//! [`PgStore::release`]s them, and the node short of shards claims them on its next
+//! round. Shares are deterministic (live nodes by name), so they sum to the shard
+//! count and the spread settles instead of oscillating.
+
+use super::error::PgError;
+use super::{PgStore, Shared};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// A node's lease on a shard at one epoch: what every checkpoint commit of an
+/// integration in that shard is fenced by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub node: String,
+    pub shard: i32,
+    pub epoch: i64,
+}
+
+/// What a node holds after one balancing round.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// The shards this node holds now, each with its lease's epoch.
+    pub held: BTreeMap<i32, i64>,
+    /// Held shards beyond this node's fair share: stop their integrations, then
+    /// `release` them for the node that is short.
+    pub surplus: Vec<i32>,
+    /// The live nodes (heartbeat not expired, not stopping), by name.
+    pub live_nodes: Vec<String>,
+    /// This node's fair share.
+    pub target: usize,
+}
+
+impl Holdings {
+    /// The fence for an integration in `shard`, if this node holds that shard.
+    pub fn fence(&self, node: &str, shard: i32) -> Option<Fence> {
+        self.held.get(&shard).map(|&epoch| Fence {
+            node: node.to_owned(),
+            shard,
+            epoch,
+        })
+    }
+}
+
+/// A node as the operator view shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub alive: bool,
+    pub stopping: bool,
+    /// Shards whose lease it holds now.
+    pub shards: i64,
+}
+
+/// One row of the append-only commit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    pub id: i64,
+    pub integration: Uuid,
+    pub node: String,
+    pub shard: i32,
+    pub epoch: i64,
+    pub audit_seq: i64,
+    pub job_seq: i64,
+}
+
+impl Shared {
+    async fn balance(&self) -> Result<Holdings, PgError> {
+        let me = &self.options.node_name;
+        let lease = self.options.lease.as_secs_f64();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO nodes (name, started_at, heartbeat_at, expires_at)
+             VALUES ($1, clock_timestamp(), clock_timestamp(), clock_timestamp() + make_interval(secs => $2))
+             ON CONFLICT (name) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+               expires_at = excluded.expires_at, stopping = false,
+               started_at = CASE WHEN nodes.stopping OR nodes.expires_at < clock_timestamp()
+                                 THEN excluded.started_at ELSE nodes.started_at END",
+            &[me, &lease],
+        )
+        .await?;
+        // An expired lease is not renewed: another node may have claimed it. It is
+        // claimed again below, with a new epoch, if it is still free.
+        let mut held: BTreeMap<i32, i64> = tx
+            .query(
+                "UPDATE shard_leases SET expires_at = clock_timestamp() + make_interval(secs => $2)
+                 WHERE owner = $1 AND expires_at > clock_timestamp() RETURNING shard, epoch",
+                &[me, &lease],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let live_nodes: Vec<String> = tx
+            .query(
+                "SELECT name FROM nodes WHERE expires_at > clock_timestamp() AND NOT stopping ORDER BY name",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let shards = self.shards as usize;
+        let n = live_nodes.len().max(1);
+        let rank = live_nodes.iter().position(|x| x == me).unwrap_or(0);
+        let target = shards / n + usize::from(rank < shards % n);
+        if held.len() < target {
+            let claimed = tx
+                .query(
+                    "UPDATE shard_leases SET owner = $1, epoch = epoch + 1,
+                       expires_at = clock_timestamp() + make_interval(secs => $2)
+                     WHERE shard IN (SELECT shard FROM shard_leases
+                                     WHERE owner IS NULL OR expires_at <= clock_timestamp()
+                                     ORDER BY shard LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     RETURNING shard, epoch",
+                    &[me, &lease, &((target - held.len()) as i64)],
+                )
+                .await?;
+            held.extend(
+                claimed
+                    .iter()
+                    .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1))),
+            );
+        }
+        tx.execute(
+            "DELETE FROM nodes WHERE expires_at < clock_timestamp() - interval '1 day'",
+            &[],
+        )
+        .await?;
+        tx.commit().await?;
+        let surplus = held
+            .keys()
+            .rev()
+            .take(held.len().saturating_sub(target))
+            .copied()
+            .collect();
+        Ok(Holdings {
+            held,
+            surplus,
+            live_nodes,
+            target,
+        })
+    }
+}
+
+impl PgStore {
+    /// One round of ownership: heartbeat, renew this node's leases, claim free or
+    /// expired shards up to its fair share. Shards missing from the result that
+    /// the node held before were lost (expired): stop their integrations.
+    pub async fn balance(&self) -> Result<Holdings, PgError> {
+        self.run(|s| async move { s.balance().await }).await
+    }
+
+    /// Hands shards back (after their integrations were stopped).
+    pub async fn release(&self, shards: &[i32]) -> Result<(), PgError> {
+        let shards = shards.to_vec();
+        self.run(move |s| async move {
+            s.pool
+                .get()
+                .await?
+                .execute(
+                    "UPDATE shard_leases SET owner = NULL, expires_at = NULL
+                     WHERE owner = $1 AND shard = ANY($2)",
+                    &[&s.options.node_name, &shards],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A clean stop: hands every shard back at once and leaves the live nodes, so
+    /// the others take over without waiting for the leases to expire.
+    pub async fn leave(&self) -> Result<(), PgError> {
+        self.run(|s| async move {
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            let me = &s.options.node_name;
+            tx.execute(
+                "UPDATE shard_leases SET owner = NULL, expires_at = NULL WHERE owner = $1",
+                &[me],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE nodes SET stopping = true, expires_at = clock_timestamp() WHERE name = $1",
+                &[me],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every known node, by name, with how many shards it holds.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, PgError> {
+        self.run(|s| async move {
+            let rows = s
+                .pool
+                .get()
+                .await?
+                .query(
+                    "SELECT n.name, n.started_at, n.heartbeat_at, n.expires_at,
+                            n.expires_at > clock_timestamp(), n.stopping,
+                            (SELECT count(*) FROM shard_leases l
+                             WHERE l.owner = n.name AND l.expires_at > clock_timestamp())
+                     FROM nodes n ORDER BY n.name",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| NodeInfo {
+                    name: r.get(0),
+                    started_at: r.get(1),
+                    heartbeat_at: r.get(2),
+                    expires_at: r.get(3),
+                    alive: r.get(4),
+                    stopping: r.get(5),
+                    shards: r.get(6),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// The commit log of an integration, oldest first.
+    pub async fn commit_log(&self, integration: &Uuid) -> Result<Vec<CommitRecord>, PgError> {
+        let id = *integration;
+        self.run(move |s| async move {
+            let rows = s
+                .pool
+                .get()
+                .await?
+                .query(
+                    "SELECT id, integration, node, shard, epoch, audit_seq, job_seq
+                     FROM checkpoint_commits WHERE integration = $1 ORDER BY id",
+                    &[&id],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| CommitRecord {
+                    id: r.get(0),
+                    integration: r.get(1),
+                    node: r.get(2),
+                    shard: r.get(3),
+                    epoch: r.get(4),
+                    audit_seq: r.get(5),
+                    job_seq: r.get(6),
+                })
+                .collect())
+        })
+        .await
+    }
+}

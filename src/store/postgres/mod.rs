@@ -1,0 +1,321 @@
+//! The PostgreSQL store: everything siemsync nodes share, so that several nodes can
+//! run on one PostgreSQL (see docs/scale-out.md, "Storage on PostgreSQL").
+//!
+//! Same types and the same promises as the embedded store (`super::Store`), with
+//! async methods, plus what several nodes need: integration versions with
+//! compare-and-set, published delivery status, nodes with heartbeats, shard leases
+//! and checkpoint commits fenced by them, and control notifications.
+//!
+//! Every operation runs on the store's own tokio runtime, whatever the caller's
+//! (an actix arbiter, a test's runtime, or a plain thread through [`PgStore::block_on`]):
+//! the connection pool spawns each connection's driver task where the connection is
+//! made, and a driver must not die with the arbiter that happened to make it.
+
+mod audit;
+mod error;
+mod jobs;
+mod leases;
+mod notify;
+mod partitions;
+mod registry;
+pub mod schema;
+mod tokens;
+
+pub use audit::AuditChunk;
+pub use error::PgError;
+pub use leases::{CommitRecord, Fence, Holdings, NodeInfo};
+pub use notify::{ControlAction, ControlEvent, ControlListener, ControlSignal, CONTROL_CHANNEL};
+pub use partitions::SweepOutcome;
+pub use registry::{Expected, PublishedStatus, Versioned};
+
+use super::dedup::RecentIds;
+use super::secrets::TokenCipher;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How a node opens the PostgreSQL store (from the config).
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// A libpq URL; several hosts with `target_session_attrs=read-write` find the
+    /// primary, also after a standby was promoted.
+    pub url: String,
+    /// This node's name in leases, heartbeats and the commit log (unique per node).
+    pub node_name: String,
+    pub secret_key: Option<String>,
+    /// Among how many of an account's latest audit events a repeated id is ignored.
+    pub dedup_window: usize,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Threads of the store's runtime (they mostly wait on PostgreSQL).
+    pub threads: usize,
+    /// How long one operation may take before it counts as "PostgreSQL unavailable".
+    pub op_timeout: Duration,
+    /// The time span of one audit partition: retention drops whole partitions.
+    pub partition_width: Duration,
+    /// How many partitions beyond the current one exist ahead of time.
+    pub partitions_ahead: u32,
+    /// How long after its time span ended a partition may be dropped. An ingest
+    /// that stalls for half of this between reading the clock and writing (a
+    /// paused node) gives up instead of writing into a closed span.
+    pub partition_grace: Duration,
+    /// How long a shard lease lasts unless renewed.
+    pub lease: Duration,
+}
+
+impl PgOptions {
+    /// The defaults for everything but what has none.
+    pub fn new(url: impl Into<String>, node_name: impl Into<String>) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            node_name: node_name.into(),
+            secret_key: None,
+            dedup_window: super::DEFAULT_DEDUP_WINDOW,
+            pool_size: 16,
+            threads: 2,
+            op_timeout: Duration::from_secs(30),
+            partition_width: Duration::from_secs(86_400),
+            partitions_ahead: 2,
+            partition_grace: Duration::from_secs(300),
+            lease: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Cheap to clone: every clone is the same pool and runtime.
+#[derive(Clone)]
+pub struct PgStore {
+    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+}
+
+/// What the store's tasks use (never the runtime itself, which must not be dropped
+/// from one of its own tasks).
+struct Shared {
+    pool: Pool,
+    /// The parsed URL, for the control listener's own connection.
+    config: tokio_postgres::Config,
+    options: PgOptions,
+    cipher: Option<TokenCipher>,
+    /// Recently active accounts' dedup windows, brought up to date under the
+    /// account's row lock with only what other nodes stored since.
+    recent: Mutex<RecentIds>,
+    /// Audit partitions known to exist (their start, in seconds since the epoch).
+    partitions: Mutex<std::collections::BTreeSet<i64>>,
+    /// How many shards integrations hash into (the rows of `shard_leases`).
+    shards: i32,
+    /// Why PostgreSQL cannot take writes right now, while it cannot.
+    fault: Mutex<Option<String>>,
+}
+
+/// The store's runtime, shut down without waiting when the last handle goes
+/// (also from inside another runtime, where a plain drop would panic).
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects, runs the schema migrations (safe when several nodes start at
+    /// once) and makes sure the current audit partitions exist. Fails with
+    /// `Unavailable` when no writable PostgreSQL answers.
+    pub async fn connect(options: PgOptions) -> Result<PgStore, PgError> {
+        let mut config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e| PgError::Config(format!("{e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(format!("siemsync {}", options.node_name));
+        }
+        // A silently vanished server (a partition, a dead VM) is noticed by the
+        // kernel instead of hanging a query until the operation timeout.
+        config.keepalives_idle(Duration::from_secs(10));
+        config.tcp_user_timeout(Duration::from_secs(10));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.threads.max(1))
+            .thread_name("siemsync-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| PgError::Config(format!("cannot start the store's threads: {e}")))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                // A connection that lost its server is closed; that is all a pooled
+                // connection needs to be checked for (a read-only server never
+                // keeps a connection made to a writable one).
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let timeout = Some(options.op_timeout);
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(timeout)
+            .create_timeout(timeout)
+            .recycle_timeout(timeout)
+            .build()
+            .map_err(|e| PgError::Config(e.to_string()))?;
+        let cipher = options.secret_key.as_deref().map(TokenCipher::new);
+        let recent = Mutex::new(RecentIds::new(options.dedup_window));
+        let runtime = Runtime(Some(runtime));
+        let handle = runtime.0.as_ref().expect("just built").handle().clone();
+        let shared = handle
+            .spawn(async move {
+                let mut client = pool.get().await?;
+                schema::migrate(&mut client, schema::MIGRATIONS).await?;
+                let shards: i64 = client
+                    .query_one("SELECT count(*) FROM shard_leases", &[])
+                    .await?
+                    .get(0);
+                drop(client);
+                let shared = Shared {
+                    pool,
+                    config,
+                    options,
+                    cipher,
+                    recent,
+                    partitions: Mutex::new(Default::default()),
+                    shards: i32::try_from(shards).unwrap_or(i32::MAX).max(1),
+                    fault: Mutex::new(None),
+                };
+                shared.ensure_partitions(chrono::Utc::now()).await?;
+                Ok::<_, PgError>(shared)
+            })
+            .await
+            .map_err(|e| PgError::Db(format!("connecting failed: {e}")))??;
+        Ok(PgStore {
+            shared: Arc::new(shared),
+            runtime: Arc::new(runtime),
+        })
+    }
+
+    /// Runs `op` on the store's runtime with the operation timeout; an
+    /// `Unavailable` outcome is noted as the store's fault (cleared by the next
+    /// success) and drops the idle connections, so the next operation connects
+    /// afresh and finds the writable server.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, PgError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let handle = self.handle();
+        let task = handle.spawn(async move {
+            let limit = shared.options.op_timeout;
+            let result = match tokio::time::timeout(limit, op(shared.clone())).await {
+                Ok(r) => r,
+                Err(_) => Err(PgError::Unavailable(format!(
+                    "PostgreSQL did not answer within {} s",
+                    limit.as_secs_f64()
+                ))),
+            };
+            shared.note(&result);
+            result
+        });
+        task.await
+            .map_err(|e| PgError::Db(format!("a store task failed: {e}")))?
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+            .handle()
+            .clone()
+    }
+
+    /// Runs a future of this store to completion from a thread outside any async
+    /// runtime (the sync collectors). Panics when called from inside a runtime.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.handle().block_on(f)
+    }
+
+    /// Why PostgreSQL cannot take writes right now, if so (for `/healthz` and ingest).
+    pub fn fault(&self) -> Option<String> {
+        self.shared.fault()
+    }
+
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        &self.shared.options.node_name
+    }
+
+    /// The shard an integration belongs to: fixed by its id.
+    pub fn shard_of(&self, id: &Uuid) -> i32 {
+        self.shared.shard_of(id)
+    }
+
+    /// How many shards there are.
+    pub fn shards(&self) -> i32 {
+        self.shared.shards
+    }
+
+    /// Writes and commits a small record: whether a writable PostgreSQL answers now.
+    pub async fn probe(&self) -> Result<(), PgError> {
+        self.run(|s| async move {
+            let client = s.pool.get().await?;
+            client
+                .execute("SELECT pg_notify('siemsync_probe', '')", &[])
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Shared {
+    fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn note<T>(&self, result: &Result<T, PgError>) {
+        let reason = match result {
+            Err(PgError::Unavailable(why)) => Some(why.clone()),
+            Err(_) => return,
+            Ok(_) => None,
+        };
+        if reason.is_some() {
+            // Idle connections may point at a server that is gone or read-only now.
+            self.pool.retain(|_, _| false);
+        }
+        let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*fault, &reason) {
+            (None, Some(r)) => log::error!(
+                "postgres: no writable PostgreSQL: {r}; ingest answers 503 and delivery pauses until one answers"
+            ),
+            (Some(_), None) => log::warn!("postgres: writable again; ingest and delivery resume"),
+            _ => {}
+        }
+        *fault = reason;
+    }
+
+    fn shard_of(&self, id: &Uuid) -> i32 {
+        (u128::from_be_bytes(*id.as_bytes()) % self.shards as u128) as i32
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentIds> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Database sequences are `bigint`; ours are `u64` far below its limit.
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

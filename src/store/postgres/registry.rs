@@ -1,0 +1,709 @@
+//! Accounts, integrations (versioned, compare-and-set, tokens sealed), checkpoints
+//! with their fenced commit, dead letters, replays, gaps, connection reports and
+//! the delivery status a node publishes for the integrations it runs.
+
+use super::super::secrets;
+use super::error::{corrupt, PgError};
+use super::leases::Fence;
+use super::notify::{notify_in, ControlAction, ControlEvent};
+use super::partitions::gap_of;
+use super::{to_i64, to_u64, PgStore, Shared};
+use crate::hec::check::ConnectionReport;
+use crate::model::{AccountId, Integration};
+use crate::store::{Account, Checkpoint, DeadLetter, Gap};
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Serialize};
+use uuid::Uuid;
+
+/// A stored value with its version (integrations: grows by one on every change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: u64,
+}
+
+/// What a write of an integration expects to find: the compare of compare-and-set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// A new integration: no integration with its id exists.
+    New,
+    /// The integration as read at this version.
+    Version(u64),
+    /// Whatever is stored (the config file's integrations, which it owns).
+    Any,
+}
+
+/// Which integrations a listing reads.
+enum Which {
+    All,
+    Account(String),
+    Shards(Vec<i32>),
+}
+
+/// What the node delivering an integration last published about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedStatus {
+    pub node: String,
+    pub observed_at: DateTime<Utc>,
+    pub status: serde_json::Value,
+}
+
+fn to_doc<T: Serialize>(v: &T) -> serde_json::Value {
+    // Our own types serialise infallibly (no maps with non-string keys).
+    serde_json::to_value(v).expect("serialising a stored record")
+}
+
+fn from_doc<T: DeserializeOwned>(
+    key: impl std::fmt::Display,
+    doc: serde_json::Value,
+) -> Result<T, PgError> {
+    serde_json::from_value(doc).map_err(|e| corrupt(key, e))
+}
+
+impl Shared {
+    fn seal(&self, it: &Integration) -> Result<Integration, PgError> {
+        Ok(match &self.cipher {
+            Some(c) => Integration {
+                hec_token: c
+                    .seal(&it.hec_token, it.id.as_bytes())
+                    .map_err(PgError::Secret)?,
+                ..it.clone()
+            },
+            None => it.clone(),
+        })
+    }
+
+    fn open(
+        &self,
+        doc: serde_json::Value,
+        version: i64,
+    ) -> Result<Versioned<Integration>, PgError> {
+        let mut it: Integration = from_doc("an integration", doc)?;
+        if secrets::is_sealed(&it.hec_token) {
+            let c = self.cipher.as_ref().ok_or_else(|| {
+                PgError::Secret("the HEC tokens in PostgreSQL are encrypted: set SIEMSYNC_SECRET_KEY (or secret_key) to the key they were stored with".into())
+            })?;
+            it.hec_token = c
+                .open(&it.hec_token, it.id.as_bytes())
+                .map_err(PgError::Secret)?;
+        }
+        Ok(Versioned {
+            value: it,
+            version: to_u64(version),
+        })
+    }
+
+    async fn put_integration(&self, it: &Integration, expected: Expected) -> Result<u64, PgError> {
+        let doc = to_doc(&self.seal(it)?);
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let current: Option<i64> = tx
+            .query_opt(
+                "SELECT version FROM integrations WHERE id = $1 FOR UPDATE",
+                &[&it.id],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let conflict = || PgError::VersionConflict {
+            id: it.id,
+            expected: match expected {
+                Expected::Version(v) => Some(v),
+                _ => None,
+            },
+            actual: current.map(to_u64),
+        };
+        let version = match (expected, current) {
+            (Expected::New, Some(_)) => return Err(conflict()),
+            (Expected::Version(_), None) => return Err(PgError::Gone),
+            (Expected::Version(v), Some(c)) if to_i64(v) != c => return Err(conflict()),
+            (_, None) => {
+                // An insert racing another insert of the same id: the primary key decides.
+                let n = tx
+                    .execute(
+                        "INSERT INTO integrations (id, account, shard, version, created_at, doc)
+                         VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (id) DO NOTHING",
+                        &[
+                            &it.id,
+                            &it.account.as_str(),
+                            &self.shard_of(&it.id),
+                            &it.created_at,
+                            &doc,
+                        ],
+                    )
+                    .await?;
+                if n == 0 {
+                    return Err(conflict());
+                }
+                1
+            }
+            (_, Some(c)) => {
+                tx.execute(
+                    "UPDATE integrations SET version = $2, doc = $3 WHERE id = $1",
+                    &[&it.id, &(c + 1), &doc],
+                )
+                .await?;
+                c + 1
+            }
+        };
+        let version = to_u64(version);
+        notify_in(
+            &tx,
+            &ControlEvent {
+                integration: it.id,
+                account: it.account.clone(),
+                shard: self.shard_of(&it.id),
+                action: ControlAction::Changed { version },
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn commit(
+        &self,
+        account: &AccountId,
+        id: Uuid,
+        cp: &Checkpoint,
+        dead: &[DeadLetter],
+        fence: &Fence,
+    ) -> Result<Checkpoint, PgError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The lease row is share-locked until the commit: a node claiming the shard
+        // waits for this commit to end, and a commit after a claim sees the new
+        // epoch. Either way no two owners ever commit for one shard at once.
+        let held = tx
+            .query_opt(
+                "SELECT 1 FROM shard_leases
+                 WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
+                 FOR SHARE",
+                &[&fence.shard, &fence.node, &fence.epoch],
+            )
+            .await?;
+        if held.is_none() {
+            return Err(PgError::LeaseLost {
+                node: fence.node.clone(),
+                shard: fence.shard,
+                epoch: fence.epoch,
+            });
+        }
+        let shard: Option<i32> = tx
+            .query_opt(
+                "SELECT shard FROM integrations WHERE id = $1 AND account = $2 FOR SHARE",
+                &[&id, &account.as_str()],
+            )
+            .await?
+            .map(|r| r.get(0));
+        match shard {
+            None => return Err(PgError::Gone),
+            Some(s) if s != fence.shard => {
+                return Err(PgError::Db(format!(
+                    "integration {id} is in shard {s}, not in the fencing shard {}",
+                    fence.shard
+                )))
+            }
+            Some(_) => {}
+        }
+        // While a restarted actor's predecessor finishes its last post, both may
+        // commit under the same lease: neither may move a cursor or a count backwards.
+        let row = tx
+            .query_one(
+                "INSERT INTO checkpoints AS c (integration, audit_seq, job_seq, delivered_audit, delivered_jobs, last_success)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (integration) DO UPDATE SET
+                   audit_seq = greatest(c.audit_seq, excluded.audit_seq),
+                   job_seq = greatest(c.job_seq, excluded.job_seq),
+                   delivered_audit = greatest(c.delivered_audit, excluded.delivered_audit),
+                   delivered_jobs = greatest(c.delivered_jobs, excluded.delivered_jobs),
+                   last_success = greatest(c.last_success, excluded.last_success)
+                 RETURNING audit_seq, job_seq, delivered_audit, delivered_jobs, last_success",
+                &[
+                    &id,
+                    &to_i64(cp.audit_seq),
+                    &to_i64(cp.job_seq),
+                    &to_i64(cp.delivered_audit),
+                    &to_i64(cp.delivered_jobs),
+                    &cp.last_success,
+                ],
+            )
+            .await?;
+        for d in dead {
+            tx.execute(
+                "INSERT INTO dead_letters (integration, id, doc) VALUES ($1, $2, $3)
+                 ON CONFLICT (integration, id) DO NOTHING",
+                &[&id, &to_i64(d.id), &to_doc(d)],
+            )
+            .await?;
+        }
+        let merged = checkpoint_of(&row);
+        tx.execute(
+            "INSERT INTO checkpoint_commits (integration, node, shard, epoch, audit_seq, job_seq)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &id,
+                &fence.node,
+                &fence.shard,
+                &fence.epoch,
+                &to_i64(merged.audit_seq),
+                &to_i64(merged.job_seq),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(merged)
+    }
+}
+
+fn checkpoint_of(row: &tokio_postgres::Row) -> Checkpoint {
+    Checkpoint {
+        audit_seq: to_u64(row.get(0)),
+        job_seq: to_u64(row.get(1)),
+        delivered_audit: to_u64(row.get(2)),
+        delivered_jobs: to_u64(row.get(3)),
+        last_success: row.get(4),
+    }
+}
+
+impl PgStore {
+    pub async fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), PgError> {
+        let (id, account) = (id.clone(), account.clone());
+        self.run(move |s| async move {
+            s.pool
+                .get()
+                .await?
+                .execute(
+                    "INSERT INTO accounts (account, siem_enabled, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (account) DO UPDATE SET siem_enabled = excluded.siem_enabled,
+                       updated_at = excluded.updated_at",
+                    &[&id.as_str(), &account.siem_enabled, &account.updated_at],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, PgError> {
+        let id = id.clone();
+        self.run(move |s| async move {
+            Ok(s.pool
+                .get()
+                .await?
+                .query_opt(
+                    "SELECT siem_enabled, updated_at FROM accounts WHERE account = $1",
+                    &[&id.as_str()],
+                )
+                .await?
+                .map(|r| Account {
+                    siem_enabled: r.get(0),
+                    updated_at: r.get(1),
+                }))
+        })
+        .await
+    }
+
+    /// Stores an integration if the stored one is what `expected` says (sealing its
+    /// token), and tells every node (NOTIFY, sent when the write commits). Returns
+    /// the new version; `VersionConflict` when someone changed it meanwhile.
+    pub async fn put_integration(
+        &self,
+        it: &Integration,
+        expected: Expected,
+    ) -> Result<u64, PgError> {
+        let it = it.clone();
+        self.run(move |s| async move { s.put_integration(&it, expected).await })
+            .await
+    }
+
+    /// Whether an integration should be delivering: enabled, and either declared by
+    /// the operator in the config file or on an account with the feature turned on.
+    pub async fn is_active(&self, it: &Integration) -> Result<bool, PgError> {
+        if !it.enabled {
+            return Ok(false);
+        }
+        if it.file_managed {
+            return Ok(true);
+        }
+        Ok(self
+            .account(&it.account)
+            .await?
+            .is_some_and(|a| a.siem_enabled))
+    }
+
+    pub async fn integration(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+    ) -> Result<Option<Versioned<Integration>>, PgError> {
+        let (account, id) = (account.clone(), *id);
+        self.run(move |s| async move {
+            let row = s
+                .pool
+                .get()
+                .await?
+                .query_opt(
+                    "SELECT doc, version FROM integrations WHERE id = $1 AND account = $2",
+                    &[&id, &account.as_str()],
+                )
+                .await?;
+            row.map(|r| s.open(r.get(0), r.get(1))).transpose()
+        })
+        .await
+    }
+
+    async fn integrations_where(
+        &self,
+        which: Which,
+    ) -> Result<Vec<Versioned<Integration>>, PgError> {
+        self.run(move |s| async move {
+            let client = s.pool.get().await?;
+            const COLUMNS: &str = "SELECT doc, version FROM integrations";
+            const ORDER: &str = "ORDER BY created_at, id";
+            let rows = match &which {
+                Which::All => client.query(&format!("{COLUMNS} {ORDER}"), &[]).await?,
+                Which::Account(a) => {
+                    client
+                        .query(&format!("{COLUMNS} WHERE account = $1 {ORDER}"), &[a])
+                        .await?
+                }
+                Which::Shards(list) => {
+                    client
+                        .query(&format!("{COLUMNS} WHERE shard = ANY($1) {ORDER}"), &[list])
+                        .await?
+                }
+            };
+            rows.into_iter()
+                .map(|r| s.open(r.get(0), r.get(1)))
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn integrations_of(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<Versioned<Integration>>, PgError> {
+        self.integrations_where(Which::Account(account.to_string()))
+            .await
+    }
+
+    pub async fn all_integrations(&self) -> Result<Vec<Versioned<Integration>>, PgError> {
+        self.integrations_where(Which::All).await
+    }
+
+    /// The integrations of the given shards: what a node delivers.
+    pub async fn integrations_in(
+        &self,
+        shards: &[i32],
+    ) -> Result<Vec<Versioned<Integration>>, PgError> {
+        self.integrations_where(Which::Shards(shards.to_vec()))
+            .await
+    }
+
+    /// Integrations whose token is stored in clear (to seal them once a key is set).
+    pub async fn unsealed_integrations(&self) -> Result<Vec<Versioned<Integration>>, PgError> {
+        self.run(|s| async move {
+            let rows = s
+                .pool
+                .get()
+                .await?
+                .query(
+                    "SELECT doc, version FROM integrations WHERE doc ->> 'hec_token' NOT LIKE 'enc:v1:%'",
+                    &[],
+                )
+                .await?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(Versioned {
+                        value: from_doc("an integration", r.get(0))?,
+                        version: to_u64(r.get(1)),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Removes an integration with everything that belongs to it, and tells every node.
+    pub async fn delete_integration(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+    ) -> Result<bool, PgError> {
+        let (account, id) = (account.clone(), *id);
+        self.run(move |s| async move {
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            let n = tx
+                .execute(
+                    "DELETE FROM integrations WHERE id = $1 AND account = $2",
+                    &[&id, &account.as_str()],
+                )
+                .await?;
+            if n > 0 {
+                notify_in(
+                    &tx,
+                    &ControlEvent {
+                        integration: id,
+                        account,
+                        shard: s.shard_of(&id),
+                        action: ControlAction::Deleted,
+                    },
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub async fn checkpoint(&self, id: &Uuid) -> Result<Checkpoint, PgError> {
+        let id = *id;
+        self.run(move |s| async move {
+            Ok(s.pool
+                .get()
+                .await?
+                .query_opt(
+                    "SELECT audit_seq, job_seq, delivered_audit, delivered_jobs, last_success
+                     FROM checkpoints WHERE integration = $1",
+                    &[&id],
+                )
+                .await?
+                .map(|r| checkpoint_of(&r))
+                .unwrap_or_default())
+        })
+        .await
+    }
+
+    /// A fresh id for a dead letter, increasing over time, unique in the cluster.
+    pub async fn next_id(&self) -> Result<u64, PgError> {
+        self.run(|s| async move {
+            let v: i64 = s
+                .pool
+                .get()
+                .await?
+                .query_one("SELECT nextval('dead_letter_ids')", &[])
+                .await?
+                .get(0);
+            Ok(to_u64(v))
+        })
+        .await
+    }
+
+    /// Moves a checkpoint and stores the dead letters it skips, together, only while
+    /// the integration exists and only while `fence` (this node's lease on the
+    /// integration's shard, at that epoch) still holds: a node that lost its lease
+    /// can never move a checkpoint again (`LeaseLost`). Every commit is logged in
+    /// `checkpoint_commits` with its lease. Durable when it returns.
+    pub async fn commit(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        cp: &Checkpoint,
+        dead: &[DeadLetter],
+        fence: &Fence,
+    ) -> Result<Checkpoint, PgError> {
+        let (account, id, cp, dead, fence) = (
+            account.clone(),
+            *id,
+            cp.clone(),
+            dead.to_vec(),
+            fence.clone(),
+        );
+        self.run(move |s| async move { s.commit(&account, id, &cp, &dead, &fence).await })
+            .await
+    }
+
+    /// How many dead letters an integration has, and the newest `limit` of them, newest first.
+    pub async fn dead_letters(
+        &self,
+        id: &Uuid,
+        limit: usize,
+    ) -> Result<(usize, Vec<DeadLetter>), PgError> {
+        let id = *id;
+        self.run(move |s| async move {
+            let client = s.pool.get().await?;
+            let total: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM dead_letters WHERE integration = $1",
+                    &[&id],
+                )
+                .await?
+                .get(0);
+            let rows = client
+                .query(
+                    "SELECT doc FROM dead_letters WHERE integration = $1 ORDER BY id DESC LIMIT $2",
+                    &[&id, &(limit as i64)],
+                )
+                .await?;
+            let newest = rows
+                .into_iter()
+                .map(|r| from_doc("a dead letter", r.get(0)))
+                .collect::<Result<_, _>>()?;
+            Ok((usize::try_from(total).unwrap_or(0), newest))
+        })
+        .await
+    }
+
+    /// Records an integration's replay (what the replay actor makes of it is its own).
+    pub async fn put_replay(&self, id: &Uuid, replay: &impl Serialize) -> Result<(), PgError> {
+        self.put_doc("replays", *id, to_doc(replay)).await
+    }
+
+    pub async fn delete_replay(&self, id: &Uuid) -> Result<(), PgError> {
+        let id = *id;
+        self.run(move |s| async move {
+            s.pool
+                .get()
+                .await?
+                .execute("DELETE FROM replays WHERE integration = $1", &[&id])
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The integration's last recorded replay, if any.
+    pub async fn replay<T: DeserializeOwned + Send + 'static>(
+        &self,
+        id: &Uuid,
+    ) -> Result<Option<T>, PgError> {
+        self.get_doc("replays", *id)
+            .await?
+            .map(|d| from_doc("a replay", d))
+            .transpose()
+    }
+
+    /// Keeps the outcome of the latest connection test, while the integration exists.
+    pub async fn put_connection_report(
+        &self,
+        id: &Uuid,
+        report: &ConnectionReport,
+    ) -> Result<(), PgError> {
+        self.put_doc("connection_reports", *id, to_doc(report))
+            .await
+    }
+
+    pub async fn connection_report(&self, id: &Uuid) -> Result<Option<ConnectionReport>, PgError> {
+        self.get_doc("connection_reports", *id)
+            .await?
+            .map(|d| from_doc("a connection report", d))
+            .transpose()
+    }
+
+    /// Publishes what this node observes of an integration it delivers, so that any
+    /// node can answer for it. `Gone` when the integration was deleted.
+    pub async fn publish_status(&self, id: &Uuid, status: &impl Serialize) -> Result<(), PgError> {
+        let (id, doc) = (*id, to_doc(status));
+        self.run(move |s| async move {
+            let n = s
+                .pool
+                .get()
+                .await?
+                .execute(
+                    "INSERT INTO delivery_status (integration, node, observed_at, doc)
+                     SELECT $1, $2, now(), $3 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1)
+                     ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
+                       observed_at = excluded.observed_at, doc = excluded.doc",
+                    &[&id, &s.options.node_name, &doc],
+                )
+                .await?;
+            if n == 0 {
+                return Err(PgError::Gone);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// What the node delivering the integration last published, if any.
+    pub async fn delivery_status(&self, id: &Uuid) -> Result<Option<PublishedStatus>, PgError> {
+        let id = *id;
+        self.run(move |s| async move {
+            Ok(s.pool
+                .get()
+                .await?
+                .query_opt(
+                    "SELECT node, observed_at, doc FROM delivery_status WHERE integration = $1",
+                    &[&id],
+                )
+                .await?
+                .map(|r| PublishedStatus {
+                    node: r.get(0),
+                    observed_at: r.get(1),
+                    status: r.get(2),
+                }))
+        })
+        .await
+    }
+
+    /// The gaps retention left in an integration's delivery.
+    pub async fn gaps(&self, id: &Uuid) -> Result<Vec<Gap>, PgError> {
+        let id = *id;
+        self.run(move |s| async move {
+            s.pool
+                .get()
+                .await?
+                .query(
+                    "SELECT source, first_at, last_at, count, recorded_at FROM gaps
+                     WHERE integration = $1 ORDER BY source",
+                    &[&id],
+                )
+                .await?
+                .iter()
+                .map(gap_of)
+                .collect()
+        })
+        .await
+    }
+
+    /// Upserts a per-integration document in `table`; `Gone` when the integration is not there.
+    async fn put_doc(
+        &self,
+        table: &'static str,
+        id: Uuid,
+        doc: serde_json::Value,
+    ) -> Result<(), PgError> {
+        self.run(move |s| async move {
+            let n = s
+                .pool
+                .get()
+                .await?
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} (integration, doc)
+                         SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1)
+                         ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc"
+                    ),
+                    &[&id, &doc],
+                )
+                .await?;
+            if n == 0 {
+                return Err(PgError::Gone);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_doc(
+        &self,
+        table: &'static str,
+        id: Uuid,
+    ) -> Result<Option<serde_json::Value>, PgError> {
+        self.run(move |s| async move {
+            Ok(s.pool
+                .get()
+                .await?
+                .query_opt(
+                    &format!("SELECT doc FROM {table} WHERE integration = $1"),
+                    &[&id],
+                )
+                .await?
+                .map(|r| r.get(0)))
+        })
+        .await
+    }
+}

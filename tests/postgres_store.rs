@@ -1,0 +1,926 @@
+//! The PostgreSQL store against a real PostgreSQL (Debian's server, started by the
+//! test harness on loopback): ingest order and dedup with several nodes at once,
+//! fenced checkpoint commits, shard leases, control notifications, concurrent
+//! migrations, and a primary failover. One cluster per test binary, a fresh
+//! database per test; the failover test has a cluster of its own.
+
+use chrono::Utc;
+use serde_json::json;
+use siemsync::model::{
+    AccountId, AuditEvent, Integration, IntegrationChange, IntegrationPolicy, JobSnapshot,
+};
+use siemsync::store::postgres::{
+    schema, ControlAction, ControlSignal, Expected, PgError, PgOptions, PgStore,
+};
+use siemsync::store::{Checkpoint, IngestOutcome};
+use siemsync::testkit::postgres::{ClusterOptions, PgCluster};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The cluster this test binary shares; `None` (the test is skipped) only where
+/// PostgreSQL is not installed and `CI` is not set.
+fn cluster() -> Option<&'static PgCluster> {
+    static CLUSTER: OnceLock<Option<PgCluster>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| PgCluster::start_or_skip(ClusterOptions::default()))
+        .as_ref()
+}
+
+/// A fresh database on the shared cluster, as a URL.
+fn fresh_database() -> Option<String> {
+    let c = cluster()?;
+    let db = c.create_database().expect("creating a test database");
+    Some(c.url(&db))
+}
+
+async fn node(url: &str, name: &str, tune: impl FnOnce(&mut PgOptions)) -> PgStore {
+    let mut options = PgOptions::new(url, name);
+    options.op_timeout = Duration::from_secs(10);
+    tune(&mut options);
+    PgStore::connect(options)
+        .await
+        .expect("connecting to PostgreSQL")
+}
+
+fn audit(id: &str) -> AuditEvent {
+    AuditEvent::from_json(
+        &json!({"id": id, "time": "2026-11-25T10:00:00Z", "event": "x", "user": "ann"}),
+        0,
+        Utc::now(),
+    )
+    .unwrap()
+}
+
+async fn audit_ids(s: &PgStore, a: &AccountId) -> Vec<(u64, String)> {
+    let mut v = Vec::new();
+    s.audit_after(a, 0, |e| {
+        v.push((e.seq, e.to_json()["id"].as_str().unwrap().to_owned()));
+        ControlFlow::Continue(())
+    })
+    .await
+    .unwrap();
+    v
+}
+
+fn integration(account: &str) -> Integration {
+    IntegrationChange::from_json(&json!({
+        "name": "Main Splunk", "hec_token": "11111111-2222-3333-4444-555555556789",
+        "hec_uri": "https://splunk.example.com:8088", "sources": ["audit", "jobs"], "enabled": true
+    }))
+    .unwrap()
+    .create(
+        AccountId::parse(account).unwrap(),
+        Utc::now(),
+        IntegrationPolicy::default(),
+    )
+    .unwrap()
+}
+
+/// A checkpoint that delivered the audit log up to `seq`.
+fn audit_cp(seq: u64) -> Checkpoint {
+    Checkpoint {
+        audit_seq: seq,
+        ..Checkpoint::default()
+    }
+}
+
+/// Waits for `done` with a deadline, never a fixed sleep.
+async fn wait_until<F, Fut>(what: &str, secs: u64, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_when_three_nodes_start_at_once() {
+    let Some(url) = fresh_database() else { return };
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        clients.push(client);
+    }
+    // All three begin together, so their transactions overlap.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+    let runs: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                schema::migrate(&mut c, schema::MIGRATIONS)
+                    .await
+                    .map(|v| (v, c))
+            })
+        })
+        .collect();
+    let mut applied = Vec::new();
+    let mut client = None;
+    for r in runs {
+        let (versions, c) = r.await.unwrap().expect("every migrator succeeds");
+        applied.push(versions);
+        client = Some(c);
+    }
+    applied.sort();
+    assert_eq!(
+        applied,
+        vec![vec![], vec![], vec![1]],
+        "exactly one node migrated"
+    );
+    let mut client = client.unwrap();
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM siemsync_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+    // A released migration that changed, or a schema newer than the build, stops the start.
+    let changed = [schema::Migration {
+        version: 1,
+        name: "schema",
+        sql: "SELECT 1",
+    }];
+    let e = schema::migrate(&mut client, &changed).await.unwrap_err();
+    assert!(e.to_string().contains("must never change"), "{e}");
+    let e = schema::migrate(&mut client, &[]).await.unwrap_err();
+    assert!(e.to_string().contains("newer than this siemsync"), "{e}");
+    // And whole stores starting at once on a fresh database.
+    let Some(url) = fresh_database() else { return };
+    let starts = (0..3).map(|i| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            PgStore::connect(PgOptions::new(url, format!("n{i}")))
+                .await
+                .map(|_| ())
+        })
+    });
+    for s in starts {
+        s.await.unwrap().expect("every node starts");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_audit_events_are_the_embedded_stores_bytes() {
+    let Some(url) = fresh_database() else { return };
+    let pg = node(&url, "n1", |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sled = siemsync::store::Store::open(dir.path()).unwrap();
+    let a = AccountId::parse("acme").unwrap();
+    let events: Vec<AuditEvent> = (0..150)
+        .map(|i| AuditEvent {
+            metadata: Some(
+                json!({"k": i, "text": "x".repeat(i * 13)})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+            ..audit(&format!("e-{i}"))
+        })
+        .collect();
+    pg.append_audit(&a, events.clone()).await.unwrap();
+    sled.append_audit(&a, events).unwrap();
+    let mut from_sled = Vec::new();
+    sled.audit_after(&a, 0, |e| {
+        from_sled.push((e.seq, e.time_ms, e.head.to_vec(), e.tail.to_vec()));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let mut from_pg = Vec::new();
+    pg.audit_after(&a, 0, |e| {
+        from_pg.push((e.seq, e.time_ms, e.head.to_vec(), e.tail.to_vec()));
+        ControlFlow::Continue(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(from_pg.len(), 150);
+    assert_eq!(from_pg, from_sled);
+    // Several chunks: a reader can start inside one.
+    let after_77: Vec<u64> = audit_ids(&pg, &a)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .filter(|s| *s > 77)
+        .collect();
+    let mut seen = Vec::new();
+    pg.audit_after(&a, 77, |e| {
+        seen.push(e.seq);
+        ControlFlow::Continue(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, after_77);
+    assert_eq!(pg.audit_backlog(&a, 77).await.unwrap().0, 73);
+    assert_eq!(pg.heads(&a).await.unwrap().audit, 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_id_is_ignored_within_the_window_also_on_a_fresh_node() {
+    let Some(url) = fresh_database() else { return };
+    let a = AccountId::parse("acme").unwrap();
+    let outcome = |accepted, duplicates| IngestOutcome {
+        accepted,
+        duplicates,
+    };
+    let window = |o: &mut PgOptions| o.dedup_window = 3;
+    let first = node(&url, "n1", window).await;
+    first
+        .append_audit(&a, vec![audit("1"), audit("2")])
+        .await
+        .unwrap();
+    first
+        .append_audit(&a, vec![audit("3"), audit("4")])
+        .await
+        .unwrap();
+    // "1" left the window of the last 3 events; "3" is in it.
+    assert_eq!(
+        first
+            .append_audit(&a, vec![audit("3"), audit("1")])
+            .await
+            .unwrap(),
+        outcome(1, 1)
+    );
+    // Another node with nothing cached reads the window from PostgreSQL:
+    // the last 3 are 3, 4 and the second 1.
+    let second = node(&url, "n2", window).await;
+    assert_eq!(
+        second
+            .append_audit(&a, vec![audit("4"), audit("1"), audit("2")])
+            .await
+            .unwrap(),
+        outcome(1, 2)
+    );
+    // The first node's cache is behind by what the second stored: it catches up.
+    assert_eq!(
+        first
+            .append_audit(&a, vec![audit("2"), audit("9")])
+            .await
+            .unwrap(),
+        outcome(1, 1)
+    );
+    let ids: Vec<String> = audit_ids(&first, &a)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "1", "2", "9"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_ingesting_one_account_at_once_keep_its_order_and_dedup() {
+    let Some(url) = fresh_database() else { return };
+    let a = AccountId::parse("acme").unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(node(&url, &format!("n{i}"), |o| o.dedup_window = 100_000).await);
+    }
+    // 3 nodes × 40 requests × 50 events; every request repeats 10 ids of another
+    // node's requests (a platform retry that reached another node).
+    const REQUESTS: usize = 40;
+    let tasks: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, store)| {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                for r in 0..REQUESTS {
+                    let mut ids: Vec<String> = (0..50).map(|i| format!("n{n}-r{r}-e{i}")).collect();
+                    let other = (n + 1) % 3;
+                    ids.extend((0..10).map(|i| format!("n{other}-r{r}-e{i}")));
+                    let events = ids.iter().map(|id| audit(id)).collect();
+                    let out = store.append_audit(&a, events).await.unwrap();
+                    sent.push((ids, out));
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut requests = Vec::new();
+    for t in tasks {
+        requests.extend(t.await.unwrap());
+    }
+    let log = audit_ids(&nodes[0], &a).await;
+    let unique: HashSet<&str> = requests
+        .iter()
+        .flat_map(|(ids, _)| ids.iter().map(String::as_str))
+        .collect();
+    assert_eq!(unique.len(), 3 * REQUESTS * 50);
+    // Every id exactly once, sequences 1..=n without a hole.
+    assert_eq!(log.len(), unique.len());
+    assert!(log
+        .iter()
+        .enumerate()
+        .all(|(i, (seq, _))| *seq == i as u64 + 1));
+    let stored: HashSet<&str> = log.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(stored, unique);
+    let accepted: usize = requests.iter().map(|(_, o)| o.accepted).sum();
+    assert_eq!(
+        accepted,
+        unique.len(),
+        "each id accepted by exactly one request"
+    );
+    // A request's events are stored together and in the order it sent them.
+    let position: BTreeMap<&str, u64> = log.iter().map(|(s, id)| (id.as_str(), *s)).collect();
+    for (ids, out) in &requests {
+        let own: Vec<u64> = ids[..50].iter().map(|id| position[id.as_str()]).collect();
+        assert!(
+            own.windows(2).all(|w| w[1] > w[0]),
+            "a request's events keep its order"
+        );
+        assert_eq!(out.accepted + out.duplicates, 60);
+    }
+    assert_eq!(nodes[2].heads(&a).await.unwrap().audit, unique.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_job_snapshot_replaces_the_older_and_a_late_retry_does_not_reopen_it() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let a = AccountId::parse("acc").unwrap();
+    let job = |id: &str, status: &str, progress: f64| {
+        JobSnapshot::from_json(
+            &json!({"job": id, "type": "backup", "status": status, "progress": progress}),
+            0,
+            Utc::now(),
+        )
+        .unwrap()
+    };
+    s.put_jobs(
+        &a,
+        vec![job("j1", "in progress", 0.1), job("j2", "in progress", 0.2)],
+    )
+    .await
+    .unwrap();
+    s.put_jobs(&a, vec![job("j1", "successful", 1.0)])
+        .await
+        .unwrap();
+    s.put_jobs(&a, vec![job("j1", "successful", 1.0)])
+        .await
+        .unwrap();
+    s.put_jobs(&a, vec![job("j1", "in progress", 0.5)])
+        .await
+        .unwrap();
+    let mut changed = Vec::new();
+    s.jobs_changed_after(&a, 0, |j| {
+        changed.push((j.change_seq, j.snapshot.job, j.snapshot.status));
+        ControlFlow::Continue(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        changed,
+        vec![
+            (2, "j2".into(), "in progress".into()),
+            (3, "j1".into(), "successful".into())
+        ]
+    );
+    let running: Vec<String> = s
+        .running_jobs(&a, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.snapshot.job)
+        .collect();
+    assert_eq!(running, vec!["j2".to_string()]);
+    assert_eq!(s.heads(&a).await.unwrap().jobs, 3);
+    assert_eq!(s.job_backlog(&a, 2).await.unwrap().0, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integration_changes_only_from_the_version_it_was_read_at_and_its_token_is_sealed() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |o| {
+        o.secret_key = Some("a long secret key for the test".into())
+    })
+    .await;
+    let it = integration("acme");
+    assert_eq!(s.put_integration(&it, Expected::New).await.unwrap(), 1);
+    assert!(matches!(
+        s.put_integration(&it, Expected::New).await,
+        Err(PgError::VersionConflict {
+            actual: Some(1),
+            ..
+        })
+    ));
+    let renamed = Integration {
+        name: "Other".into(),
+        ..it.clone()
+    };
+    assert_eq!(
+        s.put_integration(&renamed, Expected::Version(1))
+            .await
+            .unwrap(),
+        2
+    );
+    // A writer that read version 1 lost the race.
+    let stale = Integration {
+        enabled: false,
+        ..it.clone()
+    };
+    assert!(matches!(
+        s.put_integration(&stale, Expected::Version(1)).await,
+        Err(PgError::VersionConflict {
+            expected: Some(1),
+            actual: Some(2),
+            ..
+        })
+    ));
+    let read = s.integration(&it.account, &it.id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.version, read.value.name.as_str(), read.value.enabled),
+        (2, "Other", true)
+    );
+    assert_eq!(read.value.hec_token, it.hec_token, "opened for the caller");
+    // At rest the token is sealed.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let raw: String = client
+        .query_one("SELECT doc::text FROM integrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !raw.contains("11111111-2222") && raw.contains("enc:v1:"),
+        "{raw}"
+    );
+    assert!(s.delete_integration(&it.account, &it.id).await.unwrap());
+    assert!(matches!(
+        s.put_integration(&it, Expected::Version(2)).await,
+        Err(PgError::Gone)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
+    let Some(url) = fresh_database() else { return };
+    let short = |o: &mut PgOptions| o.lease = Duration::from_secs(1);
+    let a = node(&url, "node-a", short).await;
+    let b = node(&url, "node-b", short).await;
+    let it = integration("acme");
+    a.put_integration(&it, Expected::New).await.unwrap();
+    let shard = a.shard_of(&it.id);
+    let held = a.balance().await.unwrap();
+    assert_eq!(held.held.len(), 256, "alone, node A holds every shard");
+    let fence_a = held.fence("node-a", shard).unwrap();
+    a.commit(&it.account, &it.id, &audit_cp(10), &[], &fence_a)
+        .await
+        .unwrap();
+    // Node A stops renewing (paused); its lease expires and node B claims the shard.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fence_b = loop {
+        if let Some(f) = b.balance().await.unwrap().fence("node-b", shard) {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "node B never claimed the shard");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(fence_b.epoch > fence_a.epoch);
+    // A wakes up and tries to commit what it posted meanwhile: refused.
+    let e = a
+        .commit(&it.account, &it.id, &audit_cp(20), &[], &fence_a)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
+    assert_eq!(a.checkpoint(&it.id).await.unwrap().audit_seq, 10);
+    b.commit(&it.account, &it.id, &audit_cp(30), &[], &fence_b)
+        .await
+        .unwrap();
+    // Even when A's balance claims the shard back later, its old fence stays dead.
+    let e = a
+        .commit(&it.account, &it.id, &audit_cp(40), &[], &fence_a)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
+    // The commit log: one owner per epoch, epochs only grow.
+    let log = a.commit_log(&it.id).await.unwrap();
+    let owners: Vec<(String, i64, i64)> = log
+        .iter()
+        .map(|r| (r.node.clone(), r.epoch, r.audit_seq))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![
+            ("node-a".into(), fence_a.epoch, 10),
+            ("node-b".into(), fence_b.epoch, 30)
+        ]
+    );
+    assert_eq!(a.checkpoint(&it.id).await.unwrap().audit_seq, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_expired_unclaimed_fences_too() {
+    let Some(url) = fresh_database() else { return };
+    let a = node(&url, "node-a", |o| o.lease = Duration::from_secs(1)).await;
+    let it = integration("acme");
+    a.put_integration(&it, Expected::New).await.unwrap();
+    let fence = a
+        .balance()
+        .await
+        .unwrap()
+        .fence("node-a", a.shard_of(&it.id))
+        .unwrap();
+    wait_until("node A's leases to expire", 10, || async {
+        a.nodes().await.unwrap().iter().all(|n| n.shards == 0)
+    })
+    .await;
+    let e = a
+        .commit(&it.account, &it.id, &audit_cp(5), &[], &fence)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
+    // Renewing again takes a new epoch: the old fence stays refused.
+    let again = a
+        .balance()
+        .await
+        .unwrap()
+        .fence("node-a", a.shard_of(&it.id))
+        .unwrap();
+    assert!(again.epoch > fence.epoch);
+    let e = a
+        .commit(&it.account, &it.id, &Checkpoint::default(), &[], &fence)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
+    a.commit(&it.account, &it.id, &audit_cp(5), &[], &again)
+        .await
+        .unwrap();
+}
+
+/// The listener's next signal, within a second.
+async fn next(l: &mut siemsync::store::postgres::ControlListener) -> ControlSignal {
+    tokio::time::timeout(Duration::from_secs(1), l.recv())
+        .await
+        .expect("a signal within a second")
+        .expect("listening")
+}
+
+/// Runs balancing rounds (releasing surplus as a node would after stopping its
+/// actors) until every node holds its share; returns the shares.
+async fn settle(nodes: &[&PgStore]) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut shares = Vec::new();
+        let mut stable = true;
+        for n in nodes {
+            let h = n.balance().await.unwrap();
+            if !h.surplus.is_empty() {
+                n.release(&h.surplus).await.unwrap();
+            }
+            stable &= h.held.len() == h.target && h.surplus.is_empty();
+            shares.push(h.held.len());
+        }
+        if stable {
+            return shares;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shares did not settle: {shares:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_spread_evenly_over_the_live_nodes_and_a_leaving_node_hands_them_back_at_once() {
+    let Some(url) = fresh_database() else { return };
+    let lease = |o: &mut PgOptions| o.lease = Duration::from_secs(30);
+    let n1 = node(&url, "n1", lease).await;
+    let n2 = node(&url, "n2", lease).await;
+    let n3 = node(&url, "n3", lease).await;
+    assert_eq!(settle(&[&n1]).await, vec![256]);
+    assert_eq!(settle(&[&n1, &n2]).await, vec![128, 128]);
+    let mut shares = settle(&[&n1, &n2, &n3]).await;
+    shares.sort();
+    assert_eq!(shares, vec![85, 85, 86]);
+    let nodes = n1.nodes().await.unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| n.shards).sum::<i64>(),
+        256,
+        "no shard held twice or lost"
+    );
+    // A clean stop hands its shards back at once, long before its 30 s lease ends.
+    n3.leave().await.unwrap();
+    assert_eq!(settle(&[&n1, &n2]).await, vec![128, 128]);
+    let nodes = n1.nodes().await.unwrap();
+    assert!(nodes
+        .iter()
+        .any(|n| n.name == "n3" && n.stopping && n.shards == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_change_on_one_node_reaches_a_listening_node_within_a_second() {
+    let Some(url) = fresh_database() else { return };
+    let a = node(&url, "n1", |_| {}).await;
+    let b = node(&url, "n2", |_| {}).await;
+    let mut listener = b.listen();
+    assert_eq!(next(&mut listener).await, ControlSignal::Listening);
+    let it = integration("acme");
+    a.put_integration(&it, Expected::New).await.unwrap();
+    let ControlSignal::Event(e) = next(&mut listener).await else {
+        panic!("an event")
+    };
+    assert_eq!(
+        (e.integration, e.action.clone()),
+        (it.id, ControlAction::Changed { version: 1 })
+    );
+    assert_eq!(e.shard, b.shard_of(&it.id));
+    let sync_now = siemsync::store::postgres::ControlEvent {
+        action: ControlAction::SyncNow,
+        ..e
+    };
+    a.notify(&sync_now).await.unwrap();
+    assert_eq!(next(&mut listener).await, ControlSignal::Event(sync_now));
+    // A change that does not commit announces nothing.
+    assert!(a.put_integration(&it, Expected::New).await.is_err());
+    a.delete_integration(&it.account, &it.id).await.unwrap();
+    let ControlSignal::Event(e) = next(&mut listener).await else {
+        panic!("an event")
+    };
+    assert_eq!(e.action, ControlAction::Deleted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_delivered_partitions_records_exact_gaps_and_keeps_the_dedup_ids() {
+    let Some(url) = fresh_database() else { return };
+    let tune = |o: &mut PgOptions| {
+        o.partition_width = Duration::from_secs(1);
+        o.partition_grace = Duration::from_secs(1);
+        o.dedup_window = 1000;
+        o.lease = Duration::from_secs(30);
+    };
+    let s = node(&url, "n1", tune).await;
+    let (acme, other) = (
+        AccountId::parse("acme").unwrap(),
+        AccountId::parse("other").unwrap(),
+    );
+    let reader = integration("acme");
+    s.put_integration(&reader, Expected::New).await.unwrap();
+    let fence = s
+        .balance()
+        .await
+        .unwrap()
+        .fence("n1", s.shard_of(&reader.id))
+        .unwrap();
+    let ids = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| audit(&format!("e{i}")))
+            .collect::<Vec<_>>()
+    };
+    s.append_audit(&acme, ids(0, 100)).await.unwrap();
+    s.append_audit(&other, ids(0, 10)).await.unwrap();
+    // The reader delivered 40 of acme's 100.
+    s.commit(&acme, &reader.id, &audit_cp(40), &[], &fence)
+        .await
+        .unwrap();
+    // Once the partitions closed, a long retention drops nothing undelivered: acme's
+    // reader is behind, and `other` has no reader at all.
+    let long = Duration::from_secs(3600);
+    wait_until("the first partitions to close", 10, || async {
+        s.sweep(long).await.unwrap();
+        s.audit_backlog(&acme, 0).await.unwrap().0 == 100
+    })
+    .await;
+    assert_eq!(audit_ids(&s, &other).await.len(), 10);
+    // Past the retention everything goes, and the reader's gap is exactly the 60
+    // events it had not delivered.
+    let mut dropped = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(audit_ids(&s, &acme).await.is_empty() && audit_ids(&s, &other).await.is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "retention did not drop the old partitions"
+        );
+        dropped += s
+            .sweep(Duration::from_millis(1))
+            .await
+            .unwrap()
+            .audit_events;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(dropped, 110);
+    let gaps = s.gaps(&reader.id).await.unwrap();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(gaps[0].count, 60);
+    // The ids stay checkable for the whole window after their events went.
+    let out = s.append_audit(&acme, ids(95, 10)).await.unwrap();
+    assert_eq!((out.accepted, out.duplicates), (5, 5));
+    assert_eq!(s.heads(&acme).await.unwrap().audit, 105);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fully_delivered_partition_goes_before_the_retention() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |o| {
+        o.partition_width = Duration::from_secs(1);
+        o.partition_grace = Duration::from_secs(1);
+    })
+    .await;
+    let acme = AccountId::parse("acme").unwrap();
+    let reader = integration("acme");
+    s.put_integration(&reader, Expected::New).await.unwrap();
+    let fence = s
+        .balance()
+        .await
+        .unwrap()
+        .fence("n1", s.shard_of(&reader.id))
+        .unwrap();
+    s.append_audit(&acme, (0..20).map(|i| audit(&format!("e{i}"))).collect())
+        .await
+        .unwrap();
+    s.commit(&acme, &reader.id, &audit_cp(20), &[], &fence)
+        .await
+        .unwrap();
+    wait_until("the delivered partition to go", 10, || async {
+        s.sweep(Duration::from_secs(3600)).await.unwrap();
+        audit_ids(&s, &acme).await.is_empty()
+    })
+    .await;
+    assert!(
+        s.gaps(&reader.id).await.unwrap().is_empty(),
+        "nothing undelivered was lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integrations_records_are_kept_while_it_exists_and_go_with_it() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let it = integration("acme");
+    s.put_integration(&it, Expected::New).await.unwrap();
+    let fence = s
+        .balance()
+        .await
+        .unwrap()
+        .fence("n1", s.shard_of(&it.id))
+        .unwrap();
+    let dead = siemsync::store::DeadLetter {
+        id: s.next_id().await.unwrap(),
+        at: Utc::now(),
+        source: siemsync::model::Source::Audit,
+        seq: 7,
+        reason: Default::default(),
+        event: json!({"event": "refused"}),
+    };
+    s.commit(
+        &it.account,
+        &it.id,
+        &audit_cp(7),
+        std::slice::from_ref(&dead),
+        &fence,
+    )
+    .await
+    .unwrap();
+    assert!(s.next_id().await.unwrap() > dead.id, "dead letter ids grow");
+    assert_eq!(s.dead_letters(&it.id, 10).await.unwrap(), (1, vec![dead]));
+    let report = siemsync::hec::check::ConnectionReport {
+        ok: true,
+        checked_at: Utc::now(),
+        summary: "works".into(),
+        steps: vec![],
+    };
+    s.put_connection_report(&it.id, &report).await.unwrap();
+    assert_eq!(
+        s.connection_report(&it.id).await.unwrap(),
+        Some(report.clone())
+    );
+    s.put_replay(&it.id, &json!({"state": "running"}))
+        .await
+        .unwrap();
+    let replay: Option<serde_json::Value> = s.replay(&it.id).await.unwrap();
+    assert_eq!(replay, Some(json!({"state": "running"})));
+    s.publish_status(&it.id, &json!({"state": "delivering", "backlog": 3}))
+        .await
+        .unwrap();
+    // Any node answers with what the delivering node published.
+    let other = node(&url, "n2", |_| {}).await;
+    let published = other.delivery_status(&it.id).await.unwrap().unwrap();
+    assert_eq!(published.node, "n1");
+    assert_eq!(published.status["backlog"], 3);
+    assert!(s.delete_integration(&it.account, &it.id).await.unwrap());
+    assert_eq!(s.dead_letters(&it.id, 10).await.unwrap().0, 0);
+    assert_eq!(s.connection_report(&it.id).await.unwrap(), None);
+    assert_eq!(s.replay::<serde_json::Value>(&it.id).await.unwrap(), None);
+    assert_eq!(s.delivery_status(&it.id).await.unwrap(), None);
+    assert_eq!(s.checkpoint(&it.id).await.unwrap(), Checkpoint::default());
+    // Nothing can be recorded for an integration that is gone.
+    assert!(matches!(
+        s.put_connection_report(&it.id, &report).await,
+        Err(PgError::Gone)
+    ));
+    assert!(matches!(
+        s.publish_status(&it.id, &json!({})).await,
+        Err(PgError::Gone)
+    ));
+    assert!(matches!(
+        s.commit(&it.account, &it.id, &audit_cp(9), &[], &fence)
+            .await,
+        Err(PgError::Gone)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_token_is_found_by_its_secret_and_revoked_by_its_id() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let a = AccountId::parse("acme").unwrap();
+    let (t, secret) = s.create_token(&a, Some("ci".into())).await.unwrap();
+    assert!(secret.starts_with("ssa_") && secret.len() == 68);
+    assert_eq!(s.token_for_secret(&secret).await.unwrap(), Some(t.clone()));
+    assert_eq!(s.token_for_secret("ssa_nope").await.unwrap(), None);
+    assert_eq!(s.tokens_of(&a).await.unwrap(), vec![t.clone()]);
+    let other = AccountId::parse("other").unwrap();
+    assert!(!s.delete_token(&other, &t.id).await.unwrap());
+    assert!(s.delete_token(&a, &t.id).await.unwrap());
+    assert_eq!(s.token_for_secret(&secret).await.unwrap(), None);
+    // Only the hash is kept.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    s.create_token(&a, None).await.unwrap();
+    let stored: String = client
+        .query_one("SELECT row_to_json(t)::text FROM account_tokens t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!stored.contains("ssa_"), "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_finished_job_is_swept_and_a_late_retry_does_not_bring_it_back() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let a = AccountId::parse("acme").unwrap();
+    let it = integration("acme");
+    s.put_integration(&it, Expected::New).await.unwrap();
+    let fence = s
+        .balance()
+        .await
+        .unwrap()
+        .fence("n1", s.shard_of(&it.id))
+        .unwrap();
+    let job = |id: &str, status: &str| {
+        JobSnapshot::from_json(
+            &json!({"job": id, "type": "backup", "status": status}),
+            0,
+            Utc::now(),
+        )
+        .unwrap()
+    };
+    s.put_jobs(
+        &a,
+        vec![job("done", "successful"), job("busy", "in progress")],
+    )
+    .await
+    .unwrap();
+    let cp = Checkpoint {
+        job_seq: 2,
+        ..Checkpoint::default()
+    };
+    s.commit(&a, &it.id, &cp, &[], &fence).await.unwrap();
+    let out = s.sweep(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(
+        out.jobs, 1,
+        "the finished, delivered job goes; the running one stays"
+    );
+    s.put_jobs(&a, vec![job("done", "in progress")])
+        .await
+        .unwrap();
+    assert!(s.jobs_changed(&a, 2, 10).await.unwrap().is_empty());
+    let running: Vec<String> = s
+        .running_jobs(&a, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.snapshot.job)
+        .collect();
+    assert_eq!(running, vec!["busy".to_string()]);
+    assert!(s.gaps(&it.id).await.unwrap().is_empty());
+}
+
+#[test]
+fn a_thread_outside_any_runtime_uses_the_store_through_block_on() {
+    let Some(url) = fresh_database() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(node(&url, "n1", |_| {}));
+    let a = AccountId::parse("acme").unwrap();
+    // As a sync collector thread would: no runtime of its own.
+    let heads = std::thread::spawn(move || {
+        s.block_on(s.append_audit(&a, vec![audit("1")])).unwrap();
+        s.block_on(s.heads(&a)).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(heads.audit, 1);
+}
