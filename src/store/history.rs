@@ -222,6 +222,56 @@ fn time_of(key: &[u8], micros: i64) -> Result<DateTime<Utc>, StoreError> {
 }
 
 impl SyncSummary {
+    /// The summary once `record` was recorded after `before`, with records `first` to
+    /// `next` (exclusive) kept: both backends keep it the same way.
+    pub(super) fn following(
+        before: Option<SyncSummary>,
+        record: &SyncRecord,
+        first: u64,
+        next: u64,
+    ) -> SyncSummary {
+        let last_success = match record.error {
+            None => Some(record.finished_at()),
+            Some(_) => before.as_ref().and_then(|s| s.last_success),
+        };
+        let last_attempt = match record.result {
+            SyncResult::Skipped => before.and_then(|s| s.last_attempt),
+            _ => Some(Attempt {
+                at: record.finished_at(),
+                error: record.error.clone(),
+            }),
+        };
+        SyncSummary {
+            first,
+            next,
+            last: record.clone(),
+            last_success,
+            last_attempt,
+        }
+    }
+
+    /// A summary as stored by another backend.
+    pub(super) fn stored(
+        first: u64,
+        next: u64,
+        last: SyncRecord,
+        last_success: Option<DateTime<Utc>>,
+        last_attempt: Option<Attempt>,
+    ) -> SyncSummary {
+        SyncSummary {
+            first,
+            next,
+            last,
+            last_success,
+            last_attempt,
+        }
+    }
+
+    /// The sequence numbers of the oldest record kept and of the next one.
+    pub(super) fn seqs(&self) -> (u64, u64) {
+        (self.first, self.next)
+    }
+
     fn encode(&self) -> Vec<u8> {
         encode(&StoredSummary(
             self.first,
@@ -279,6 +329,11 @@ struct Head {
     enabled: bool,
     #[serde(default)]
     file_managed: bool,
+}
+
+/// Syncs that started before this are removed when the next one is recorded.
+pub(super) fn history_cutoff() -> DateTime<Utc> {
+    Utc::now() - Duration::days(HISTORY_MAX_AGE_DAYS)
 }
 
 fn history_prefix(id: &Uuid) -> Vec<u8> {
@@ -373,7 +428,7 @@ impl Store {
         registry.insert(history_key(id, seq), encode(&Stored::of(record)))?;
         let next = seq + 1;
         // The oldest go first: beyond the count, older than the age limit, or unreadable.
-        let cutoff = (Utc::now() - Duration::days(HISTORY_MAX_AGE_DAYS)).timestamp_micros();
+        let cutoff = history_cutoff().timestamp_micros();
         while first < seq {
             let key = history_key(id, first);
             let expired = next - first > HISTORY_MAX_RECORDS
@@ -387,24 +442,7 @@ impl Store {
             registry.remove(key)?;
             first += 1;
         }
-        let last_success = match record.error {
-            None => Some(record.finished_at()),
-            Some(_) => before.as_ref().and_then(|s| s.last_success),
-        };
-        let last_attempt = match record.result {
-            SyncResult::Skipped => before.and_then(|s| s.last_attempt),
-            _ => Some(Attempt {
-                at: record.finished_at(),
-                error: record.error.clone(),
-            }),
-        };
-        let summary = SyncSummary {
-            first,
-            next,
-            last: record.clone(),
-            last_success,
-            last_attempt,
-        };
+        let summary = SyncSummary::following(before, record, first, next);
         registry.insert(skey, summary.encode())?;
         // Deleted meanwhile: the delete may have removed the history before these writes.
         if registry.get(&ikey)?.is_none() {
