@@ -5,13 +5,15 @@
 //! when it fails ("save anyway"); a new destination asking for the token again; the
 //! duplicate warning; status in UTC with "retrying" told from "needs action"; sync now
 //! with its result; dead letters with the event's id; a replay window in UTC with its
-//! event count; delete; 400 px and contrast; a revoked token and a stopped service
+//! event count; delete from the keyboard, its dialog cancelled then confirmed; 400 px
+//! and contrast; a revoked token and a stopped service
 //! shown as a banner over stale data; the feature-off page; and the administrator's
 //! account picker, feature switch and "no such account". Then, on a service whose
 //! interval never comes: the administrator's overview of every integration (counts per
 //! state, sorting and paging by the service), and an integration added and synced with
 //! the keyboard alone, whose chart has one point per sync and its failure marked with
-//! the advice. axe-core checks every view for serious and critical problems.
+//! the advice; the feature switch from the keyboard, its dialog cancelled then
+//! confirmed. axe-core checks every view for serious and critical problems.
 //! `.ci/run` installs chromium, chromium-driver and axe-core (`npm ci` in tests/ui).
 
 mod common;
@@ -636,12 +638,29 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     )
     .await;
 
-    // Delete, after confirming.
-    click(&c, ".integration [data-a=delete]").await;
+    // Delete, after confirming, from the keyboard: cancelling the dialog keeps the
+    // integration and the focus on its Delete button; confirming it deletes, and the
+    // focus goes to "Add integration".
+    key_on(&c, ".integration [data-a=delete]", Key::Enter).await;
+    c.dismiss_alert().await.unwrap();
+    assert_eq!(integrations(&api).await.len(), 1, "cancelled: still there");
+    until_js(
+        &c,
+        "the focus back on Delete",
+        "return document.activeElement.dataset.a === 'delete' && document.activeElement.closest('.integration') !== null",
+    )
+    .await;
+    press(&c, &[Key::Enter]).await;
     c.accept_alert().await.unwrap();
     until_text(&c, "#empty", "the list empty again", |t| {
         t.contains("No SIEM integration yet")
     })
+    .await;
+    until_js(
+        &c,
+        "the focus on Add integration",
+        "return document.activeElement.id === 'add'",
+    )
     .await;
     assert!(integrations(&api).await.is_empty());
 
@@ -1020,6 +1039,36 @@ async fn overview_and_chart(c: &Client, dir: &std::path::Path) {
     .await;
     screenshot(c, "ui-history.png").await;
     axe(c, "a day of syncs").await;
+
+    // Back on the overview, the feature switch from the keyboard: turning off an
+    // account with an integration asks first; cancelling keeps it on.
+    key_on(c, "#to-overview", Key::Enter).await;
+    let switch = "#accounts tr[data-account=t07] [role=switch]";
+    until_js(
+        c,
+        "t07's switch on",
+        &format!("const s = document.querySelector('{switch}'); return s !== null && s.getAttribute('aria-checked') === 'true'"),
+    )
+    .await;
+    key_on(c, switch, Key::Space).await;
+    c.dismiss_alert().await.unwrap();
+    assert_eq!(
+        api.ok("GET", "/api/v1/accounts/t07", None).await["siem_enabled"],
+        true,
+        "cancelled: still on"
+    );
+    key_on(c, switch, Key::Space).await;
+    c.accept_alert().await.unwrap();
+    until_js(
+        c,
+        "t07's switch off and its integration counted as disabled",
+        &format!("return document.querySelector('{switch}').getAttribute('aria-checked') === 'false' && document.getElementById('state-counts').textContent.includes('2 disabled')"),
+    )
+    .await;
+    assert_eq!(
+        api.ok("GET", "/api/v1/accounts/t07", None).await["siem_enabled"],
+        false
+    );
 }
 
 /// acme's integration with a day of syncs every 5 minutes, written to the store before
