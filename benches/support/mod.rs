@@ -249,3 +249,21 @@ impl Http {
         (status, body)
     }
 }
+
+/// The size of the files under `dir`, in MiB.
+pub fn dir_mib(dir: &Path) -> f64 {
+    fn walk(p: &Path) -> u64 {
+        match std::fs::read_dir(p) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum(),
+            Err(_) => 0,
+        }
+    }
+    walk(dir) as f64 / 1_048_576.0
+}

@@ -56,6 +56,8 @@ struct Shared {
     refused_in_a_row: u32,
     /// Events and bytes delivered in the current cycle, for its log line.
     cycle: (usize, usize),
+    /// The current cycle's events and bytes per source, for its history record.
+    tally: super::history::Tally,
     /// When catch-up progress was last logged (at most every 10 s).
     progress_logged: Instant,
     /// Running-job snapshots already dead-lettered: the running pass moves no cursor,
@@ -119,6 +121,7 @@ impl IntegrationActor {
                 warning: None,
                 largest_accepted: 0,
                 cycle: (0, 0),
+                tally: Default::default(),
                 progress_logged: Instant::now(),
                 refused_in_a_row: 0,
                 dead_running: Default::default(),
@@ -169,6 +172,7 @@ impl IntegrationActor {
             s.obs.next_sync = None;
             s.obs.sync_started_at = Some(Utc::now());
             s.cycle = (0, 0);
+            s.tally = Default::default();
         }
         let started = Instant::now();
         let cycle = run_cycle(self.deps.clone(), self.shared.clone());
@@ -193,12 +197,31 @@ impl IntegrationActor {
             s.obs.syncing = false;
             s.obs.progress = None;
             let finished_at = Utc::now();
+            let started_at = s.obs.sync_started_at.take().unwrap_or(finished_at);
             s.obs.last_sync = Some(SyncReport {
-                started_at: s.obs.sync_started_at.take().unwrap_or(finished_at),
+                started_at,
                 finished_at,
                 events: s.cycle.0 as u64,
                 ok: result.is_ok(),
             });
+            let error = match &result {
+                Ok(()) | Err(CycleError::Gone) => None,
+                Err(CycleError::Transient(f)) => Some((f, FailureKind::Transient)),
+                Err(CycleError::Config(f)) => Some((f, FailureKind::Configuration)),
+            };
+            if !matches!(result, Err(CycleError::Gone)) {
+                let d = &self.deps;
+                let (cp, tally) = (&s.checkpoint, &s.tally);
+                super::history::record(
+                    &d.store,
+                    &d.it,
+                    cp,
+                    tally,
+                    started_at,
+                    started.elapsed(),
+                    error,
+                );
+            }
             match result {
                 Ok(()) => {
                     s.obs.retries = 0;
@@ -805,6 +828,8 @@ async fn commit(
     s.checkpoint = cp;
     s.cycle.0 += upto;
     s.cycle.1 += bytes;
+    let dead = letters.len() as u64;
+    s.tally.add(part.source(), delivered, bytes as u64, dead);
     let logged = s.progress_logged;
     if let Some(p) = &mut s.obs.progress {
         p.done = (p.done + upto as u64).min(p.total);

@@ -3,6 +3,7 @@
 
 pub mod audit_collector;
 pub mod batch;
+pub mod history;
 pub mod integration;
 pub mod job_collector;
 pub mod messages;

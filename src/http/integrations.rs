@@ -560,6 +560,8 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
         "disabled"
     } else {
         match obs.as_ref().map(|o| &o.state) {
+            // Nothing posted since the actor started: its latest post before says more.
+            Some(State::Pending) if last_post_ok(state, it)? => "healthy",
             None | Some(State::Pending) => "pending",
             Some(State::Failing) => "failing",
             Some(State::Healthy) => "healthy",
@@ -616,6 +618,15 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
         "replay": replay,
         "connection_test": state.store.connection_report(&it.id)?,
     }))
+}
+
+/// Whether the integration's latest sync that posted to Splunk (before a restart, say) succeeded.
+fn last_post_ok(state: &AppState, it: &Integration) -> Result<bool, ApiError> {
+    Ok(state
+        .store
+        .sync_summary(&it.id)?
+        .and_then(|s| s.last_attempt)
+        .is_some_and(|a| a.error.is_none()))
 }
 
 /// `GET /api/v1/integrations` (admin): every integration of every account with its status.

@@ -6,6 +6,7 @@ mod accounts;
 mod dedup;
 mod events;
 mod flusher;
+mod history;
 mod keys;
 mod migrate;
 pub mod postgres;
@@ -17,6 +18,10 @@ mod tokens;
 
 pub use accounts::KnownAccount;
 pub use events::{Backlog, Heads, IngestOutcome, StoredAudit, StoredJob};
+pub use history::{
+    Attempt, OverviewRow, PerSource, SyncError, SyncRecord, SyncResult, SyncSummary,
+    HISTORY_MAX_AGE_DAYS, HISTORY_MAX_RECORDS,
+};
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use reseal::seal_tokens_at_rest;
 pub use retention::{Gap, PostClaim, Reader, Readers};
@@ -143,6 +148,8 @@ struct Inner {
     recent: Mutex<dedup::RecentIds>,
     /// Seals HEC tokens at rest when the operator set a secret key.
     cipher: Option<secrets::TokenCipher>,
+    /// The overview's records as last decoded, so that only changed ones are decoded again.
+    overview: Mutex<history::OverviewMemo>,
     /// Posts in flight, which retention leaves alone (see `retention`).
     in_flight: Mutex<retention::InFlight>,
     /// Added to sled's id generator, which a rewrite of the store starts again.
@@ -181,6 +188,7 @@ impl Store {
                 dedup_window: DEFAULT_DEDUP_WINDOW,
                 recent: Mutex::new(dedup::RecentIds::new(DEFAULT_DEDUP_WINDOW)),
                 cipher: None,
+                overview: Mutex::default(),
                 in_flight: Default::default(),
                 id_floor,
             }),

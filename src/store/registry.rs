@@ -159,8 +159,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes an integration with its checkpoint, then its dead letters; answers what
-    /// was removed (`None`: there was nothing to remove).
+    /// Removes an integration with its checkpoint, then its dead letters and sync history;
+    /// answers what was removed (`None`: there was nothing to remove).
     pub fn delete_integration(
         &self,
         account: &AccountId,
@@ -187,6 +187,7 @@ impl Store {
             batch.remove(k?);
         }
         registry.apply_batch(batch)?;
+        self.delete_history(id)?;
         removed
             .map(|v| self.read_integration(&ikey, &v))
             .transpose()
