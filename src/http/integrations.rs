@@ -599,8 +599,10 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
         "last_error": obs.as_ref().and_then(|o| {
             let mut e = json!(o.last_error.as_ref()?);
             e["kind"] = json!(o.error_kind);
+            e["retry_after_secs"] = json!(o.retry_after_secs);
             Some(e)
         }),
+        "slow_down": obs.as_ref().and_then(|o| o.slow_down.clone()),
         "last_sync": obs.as_ref().and_then(|o| o.last_sync.clone()),
         "retries": obs.as_ref().map_or(0, |o| o.retries),
         "delivered": {"audit": cp.delivered_audit, "jobs": cp.delivered_jobs},
