@@ -362,12 +362,12 @@ impl<'a> Run<'a> {
             let part = slot.part;
             match decision {
                 Decision::Commit { slow_down, warning } => {
+                    if let Some(w) = warning {
+                        ledger.warn(w);
+                    }
                     if let Err(e) = ledger.commit(&part, part.len(), None).await {
                         self.requeue_front(part);
                         return Err(e);
-                    }
-                    if let Some(w) = warning {
-                        ledger.warn(w);
                     }
                     ledger.slowed(slow_down.as_ref());
                     self.pace_until = slow_down.map(|s| now + s.pause);
