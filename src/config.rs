@@ -683,7 +683,11 @@ mod tests {
     #[test]
     fn delivery_limits_are_checked_against_each_other() {
         let c = load(SHIPPED, &[("SIEMSYNC_MAX_BATCH_BYTES", "65536")]).unwrap();
-        assert_eq!(c.max_event_bytes(), 65536, "unset, it follows a smaller post size");
+        assert_eq!(
+            c.max_event_bytes(),
+            65536,
+            "unset, it follows a smaller post size"
+        );
         let e = load(
             SHIPPED,
             &[
@@ -700,9 +704,21 @@ mod tests {
         assert_eq!(c.max_event_bytes(), 4096);
         for (var, value, key) in [
             ("SIEMSYNC_POSTS_IN_FLIGHT", "0", "`posts_in_flight`"),
-            ("SIEMSYNC_MAX_RETRY_AFTER_SECS", "0", "`max_retry_after_secs`"),
-            ("SIEMSYNC_MAX_RETRY_AFTER_SECS", "86401", "`max_retry_after_secs`"),
-            ("SIEMSYNC_POST_SIZE_REGROW_SECS", "0", "`post_size_regrow_secs`"),
+            (
+                "SIEMSYNC_MAX_RETRY_AFTER_SECS",
+                "0",
+                "`max_retry_after_secs`",
+            ),
+            (
+                "SIEMSYNC_MAX_RETRY_AFTER_SECS",
+                "86401",
+                "`max_retry_after_secs`",
+            ),
+            (
+                "SIEMSYNC_POST_SIZE_REGROW_SECS",
+                "0",
+                "`post_size_regrow_secs`",
+            ),
         ] {
             let e = load(SHIPPED, &[(var, value)]).unwrap_err();
             assert!(e.contains(key), "{var}={value}: {e}");

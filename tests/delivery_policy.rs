@@ -49,9 +49,13 @@ async fn create_quiet(api: &Api, account: &str, body: Value) -> String {
     let mut body = body;
     body["enabled"] = json!(false);
     let id = create_integration(api, account, body).await;
-    status_until(api, account, &id, "the connection test made on create", |s| {
-        !s["connection_test"].is_null()
-    })
+    status_until(
+        api,
+        account,
+        &id,
+        "the connection test made on create",
+        |s| !s["connection_test"].is_null(),
+    )
     .await;
     id
 }
@@ -179,7 +183,12 @@ async fn ingest_refuses_an_event_larger_than_max_event_bytes_naming_it_and_stori
     let job = json!([{"job": "j-1", "type": "backup", "status": "in progress",
         "description": "d".repeat(5000)}]);
     let (s, v) = api
-        .call("POST", "/api/v1/accounts/acme/jobs", Some(INGEST), Some(job))
+        .call(
+            "POST",
+            "/api/v1/accounts/acme/jobs",
+            Some(INGEST),
+            Some(job),
+        )
         .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("item 0"), "{v}");
@@ -306,7 +315,9 @@ async fn capacity_warnings_deliver_and_slow_down_without_stopping() {
     .await;
     assert_eq!(st["state"], "healthy", "{st:#}");
     assert_once(&hec, 60);
-    let slowed = slowed.into_inner().expect("the status showed the slow-down");
+    let slowed = slowed
+        .into_inner()
+        .expect("the status showed the slow-down");
     assert_eq!(slowed["code"], 24, "{slowed:#}");
     let posts = &hec.posts()[before..];
     assert!(posts.len() >= 3, "{posts:?}");
@@ -507,17 +518,23 @@ async fn a_replay_waits_for_acknowledgement_and_resends_after_an_ack_timeout() {
     let before = hec.posts().len();
     let path = format!("/api/v1/accounts/acme/integrations/{id}");
     let window = json!({"from": "2026-11-25T09:00:00Z", "to": "2026-11-25T11:00:00Z"});
-    let (s, v) = api.admin("POST", &format!("{path}/replay"), Some(window)).await;
+    let (s, v) = api
+        .admin("POST", &format!("{path}/replay"), Some(window))
+        .await;
     assert_eq!(s, 202, "{v}");
     // Splunk took the posts but confirms none: the replay counts nothing as sent
     // and posts the same events again after each ack timeout.
-    eventually(Duration::from_secs(20), "the replay's batch posted again", || {
-        hec.posts()[before..]
-            .iter()
-            .filter(|p| p.status == 200 && p.accepted == 50)
-            .count()
-            >= 2
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the replay's batch posted again",
+        || {
+            hec.posts()[before..]
+                .iter()
+                .filter(|p| p.status == 200 && p.accepted == 50)
+                .count()
+                >= 2
+        },
+    )
     .await;
     let st = api.status("acme", &id).await;
     assert_eq!(st["replay"]["state"], "running", "{:#}", st["replay"]);
@@ -562,7 +579,11 @@ async fn the_post_size_learnt_from_a_413_grows_back_after_a_quiet_period() {
             s["delivered"]["audit"] == want as u64 + CREATED
         })
         .await;
-        if hec.posts().iter().any(|p| p.status == 200 && p.bytes > 4096) {
+        if hec
+            .posts()
+            .iter()
+            .any(|p| p.status == 200 && p.bytes > 4096)
+        {
             assert_once(&hec, want);
             return;
         }

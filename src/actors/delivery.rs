@@ -372,10 +372,7 @@ impl<'a> Run<'a> {
                     ledger.slowed(slow_down.as_ref());
                     self.pace_until = slow_down.map(|s| now + s.pause);
                 }
-                Decision::DeadLetter {
-                    delivered,
-                    failure,
-                } => {
+                Decision::DeadLetter { delivered, failure } => {
                     match ledger.commit(&part, delivered + 1, Some(failure)).await {
                         Ok(kept) => {
                             if kept {
@@ -535,8 +532,9 @@ impl<'a> Run<'a> {
         let id = self.next_id;
         let client = self.client;
         let body = part.body.clone();
-        self.posts
-            .push(Box::pin(async move { (id, client.post_events(body).await) }));
+        self.posts.push(Box::pin(
+            async move { (id, client.post_events(body).await) },
+        ));
         self.queue[k] = Entry::Posted(Slot {
             id,
             part,

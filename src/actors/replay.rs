@@ -264,7 +264,11 @@ async fn replay(run: Run) -> Result<(), Failure> {
                         },
                     ..
                 }) => {
-                    failures = if ledger.after == after { failures + 1 } else { 1 };
+                    failures = if ledger.after == after {
+                        failures + 1
+                    } else {
+                        1
+                    };
                     update(&progress, |p| p.error = Some(failure));
                     let wait = policy.borrow_mut().back_off(failures, retry_after);
                     actix_rt::time::sleep(wait).await;

@@ -39,7 +39,9 @@ impl CookieJar {
             {
                 continue;
             }
-            let expired = c.max_age().is_some_and(|age| age.is_zero() || age.is_negative())
+            let expired = c
+                .max_age()
+                .is_some_and(|age| age.is_zero() || age.is_negative())
                 || c.expires_datetime()
                     .is_some_and(|at| at <= cookie::time::OffsetDateTime::now_utc());
             let known = jar.iter().position(|(name, _)| name == c.name());
@@ -93,12 +95,17 @@ mod tests {
     fn a_load_balancer_cookie_is_kept_replaced_and_expired() {
         let jar = CookieJar::default();
         assert_eq!(jar.header(), None);
-        jar.take(&answer(&["AWSELB=ABC123; PATH=/; MAX-AGE=3600", "other=1; HttpOnly"]));
+        jar.take(&answer(&[
+            "AWSELB=ABC123; PATH=/; MAX-AGE=3600",
+            "other=1; HttpOnly",
+        ]));
         assert_eq!(jar.header().as_deref(), Some("AWSELB=ABC123; other=1"));
         jar.take(&answer(&["AWSELB=DEF456; Path=/"]));
         assert_eq!(jar.header().as_deref(), Some("AWSELB=DEF456; other=1"));
         jar.take(&answer(&["other=; Max-Age=0"]));
-        jar.take(&answer(&["AWSELB=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]));
+        jar.take(&answer(&[
+            "AWSELB=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+        ]));
         assert_eq!(jar.header(), None);
         assert!(jar.is_empty());
     }
@@ -107,7 +114,9 @@ mod tests {
     fn absurdly_many_or_large_cookies_are_bounded() {
         let jar = CookieJar::default();
         let many: Vec<String> = (0..100).map(|i| format!("c{i}=v")).collect();
-        jar.take(&answer(&many.iter().map(String::as_str).collect::<Vec<_>>()));
+        jar.take(&answer(
+            &many.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
         let huge = format!("big={}", "x".repeat(MAX_COOKIE_BYTES));
         jar.take(&answer(&[&huge, "not a cookie", "=novalue"]));
         let header = jar.header().unwrap();

@@ -269,8 +269,7 @@ impl<'a> EventSize<'a> {
             },
             account,
             // Nine fraction digits: the longest time chrono writes.
-            upload_time: DateTime::from_timestamp(4_102_444_799, 999_999_999)
-                .unwrap_or_default(),
+            upload_time: DateTime::from_timestamp(4_102_444_799, 999_999_999).unwrap_or_default(),
             scratch: Vec::new(),
         }
     }

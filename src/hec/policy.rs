@@ -333,11 +333,12 @@ impl Policy {
         let slow_down = match slow_down {
             Some(reason) => {
                 self.slow_downs_in_a_row = self.slow_downs_in_a_row.saturating_add(1);
-                let doubling = FIRST_SLOW_DOWN.saturating_mul(
-                    1u32 << (self.slow_downs_in_a_row - 1).min(16),
-                );
+                let doubling =
+                    FIRST_SLOW_DOWN.saturating_mul(1u32 << (self.slow_downs_in_a_row - 1).min(16));
                 Some(SlowDown {
-                    pause: doubling.min(MAX_SLOW_DOWN).min(self.settings.max_retry_after),
+                    pause: doubling
+                        .min(MAX_SLOW_DOWN)
+                        .min(self.settings.max_retry_after),
                     reason,
                 })
             }
@@ -353,7 +354,12 @@ impl Policy {
     }
 
     /// Splunk confirmed the post indexed.
-    pub fn on_acked(&mut self, ends: &[usize], slow_down: Option<Failure>, now: Instant) -> Decision {
+    pub fn on_acked(
+        &mut self,
+        ends: &[usize],
+        slow_down: Option<Failure>,
+        now: Instant,
+    ) -> Decision {
         self.delivered(ends.last().copied().unwrap_or(0), slow_down, now)
     }
 
@@ -495,7 +501,12 @@ mod tests {
     #[test]
     fn a_delivery_without_ack_id_is_committed_with_a_warning() {
         let w = failure(14);
-        let d = policy().on_answer(&ends(2, 10), Outcome::Unconfirmed(w.clone()), true, Instant::now());
+        let d = policy().on_answer(
+            &ends(2, 10),
+            Outcome::Unconfirmed(w.clone()),
+            true,
+            Instant::now(),
+        );
         assert_eq!(
             d,
             Decision::Commit {
@@ -568,7 +579,11 @@ mod tests {
         );
         p.dead_lettered();
         assert_eq!(p.on_answer(&ends(8, 100), ok(), false, now), commit());
-        assert_eq!(p.max_post_bytes(), 1000, "a bad event teaches nothing about size");
+        assert_eq!(
+            p.max_post_bytes(),
+            1000,
+            "a bad event teaches nothing about size"
+        );
         assert_eq!(p.plan(&ends(20, 100), now), Plan::Post(10));
     }
 
@@ -625,8 +640,10 @@ mod tests {
             Decision::Resend { delivered: 0 }
         );
         assert_eq!(p.max_post_bytes(), 500);
-        let Decision::DeadLetter { delivered: 0, failure } =
-            p.on_answer(&[900], too_large(), false, now)
+        let Decision::DeadLetter {
+            delivered: 0,
+            failure,
+        } = p.on_answer(&[900], too_large(), false, now)
         else {
             panic!()
         };
@@ -643,8 +660,18 @@ mod tests {
     fn a_learnt_post_size_grows_back_after_a_quiet_period() {
         let mut p = policy();
         let t0 = Instant::now();
-        p.on_answer(&ends(10, 100), Outcome::TooLarge(Failure::default()), false, t0);
-        p.on_answer(&ends(5, 100), Outcome::TooLarge(Failure::default()), false, t0);
+        p.on_answer(
+            &ends(10, 100),
+            Outcome::TooLarge(Failure::default()),
+            false,
+            t0,
+        );
+        p.on_answer(
+            &ends(5, 100),
+            Outcome::TooLarge(Failure::default()),
+            false,
+            t0,
+        );
         assert_eq!(p.max_post_bytes(), 250);
         let hour = Duration::from_secs(3600);
         assert_eq!(p.plan(&ends(20, 50), t0 + hour / 2), Plan::Post(5));
@@ -709,7 +736,12 @@ mod tests {
             }
         );
         assert!(matches!(
-            p.on_answer(&ends(1, 10), Outcome::Config(failure(4)), false, Instant::now()),
+            p.on_answer(
+                &ends(1, 10),
+                Outcome::Config(failure(4)),
+                false,
+                Instant::now()
+            ),
             Decision::Stop(_)
         ));
     }
@@ -718,7 +750,8 @@ mod tests {
     fn back_off_grows_with_jitter_up_to_the_interval_and_never_undercuts_retry_after() {
         let mut p = policy();
         for failures in 1..=20 {
-            let base = Duration::from_secs(1 << (failures - 1).min(16)).min(Duration::from_secs(300));
+            let base =
+                Duration::from_secs(1 << (failures - 1).min(16)).min(Duration::from_secs(300));
             let d = p.back_off(failures, None);
             assert!(d >= base / 2 && d <= base, "{failures}: {d:?}");
         }
@@ -732,7 +765,10 @@ mod tests {
             "bounded by max_retry_after"
         );
         let zero = p.back_off(1, Some(Duration::ZERO));
-        assert!(zero >= Duration::from_millis(500), "Retry-After: 0 is no busy loop");
+        assert!(
+            zero >= Duration::from_millis(500),
+            "Retry-After: 0 is no busy loop"
+        );
     }
 
     #[test]
@@ -749,14 +785,26 @@ mod tests {
             } => s.pause,
             other => panic!("{other:?}"),
         };
-        assert_eq!(pause(p.on_answer(&[10], warned(), false, now)), Duration::from_millis(200));
-        assert_eq!(pause(p.on_answer(&[10], warned(), false, now)), Duration::from_millis(400));
+        assert_eq!(
+            pause(p.on_answer(&[10], warned(), false, now)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            pause(p.on_answer(&[10], warned(), false, now)),
+            Duration::from_millis(400)
+        );
         for _ in 0..40 {
             p.on_answer(&[10], warned(), false, now);
         }
-        assert_eq!(pause(p.on_answer(&[10], warned(), false, now)), MAX_SLOW_DOWN);
+        assert_eq!(
+            pause(p.on_answer(&[10], warned(), false, now)),
+            MAX_SLOW_DOWN
+        );
         assert_eq!(p.on_answer(&[10], ok(), false, now), commit());
-        assert_eq!(pause(p.on_answer(&[10], warned(), false, now)), Duration::from_millis(200));
+        assert_eq!(
+            pause(p.on_answer(&[10], warned(), false, now)),
+            Duration::from_millis(200)
+        );
     }
 
     #[test]
@@ -776,7 +824,13 @@ mod tests {
     fn ack_polls_come_soon_then_ever_less_often() {
         let p = policy();
         assert_eq!(p.ack_poll_delay(Duration::ZERO), MIN_ACK_POLL);
-        assert_eq!(p.ack_poll_delay(Duration::from_secs(2)), Duration::from_millis(500));
-        assert_eq!(p.ack_poll_delay(Duration::from_secs(600)), Duration::from_secs(10));
+        assert_eq!(
+            p.ack_poll_delay(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            p.ack_poll_delay(Duration::from_secs(600)),
+            Duration::from_secs(10)
+        );
     }
 }

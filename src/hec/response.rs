@@ -161,7 +161,8 @@ pub fn classify_post(a: &HecAnswer<'_>, acknowledges: bool, now: SystemTime) -> 
             .unwrap_or(fallback)
             .to_owned()
     };
-    let delivered = || match (answer.ack_id, acknowledges) {
+    let delivered = || {
+        match (answer.ack_id, acknowledges) {
         (None, true) => Outcome::Unconfirmed(Failure {
             http_status: Some(status),
             code: Some(14),
@@ -172,6 +173,7 @@ pub fn classify_post(a: &HecAnswer<'_>, acknowledges: bool, now: SystemTime) -> 
             ack_id,
             slow_down: matches!(answer.code, Some(24 | 25)).then(|| failure(advice(""))),
         },
+    }
     };
     match (status, answer.code) {
         // Codes 24/25 (capacity warnings) also come with 200: delivered, slow down.
@@ -268,7 +270,9 @@ pub fn classify_unreadable(status: u16, too_large: bool, error: &str, limit: usi
         http_status: Some(status),
         code: None,
         text: format!("HTTP {status}, but its answer could not be read: {error}"),
-        advice: "The connection to Splunk broke while it answered; siemsync sends the events again.".into(),
+        advice:
+            "The connection to Splunk broke while it answered; siemsync sends the events again."
+                .into(),
     })
 }
 
@@ -447,7 +451,9 @@ pub fn classify_send_error(e: &awc::error::SendRequestError) -> Outcome {
     let text = describe(e);
     let kind = match e {
         SendRequestError::Connect(ConnectError::Resolver(inner))
-            if inner.downcast_ref::<super::destination::Refused>().is_some() =>
+            if inner
+                .downcast_ref::<super::destination::Refused>()
+                .is_some() =>
         {
             return Outcome::Config(Failure {
                 http_status: None,
@@ -709,10 +715,7 @@ mod tests {
         }
         for code in [0, 17, 24, 25] {
             assert!(
-                matches!(
-                    classify(200, &body(code, "x")),
-                    Outcome::Delivered { .. }
-                ),
+                matches!(classify(200, &body(code, "x")), Outcome::Delivered { .. }),
                 "{code}"
             );
         }
@@ -814,7 +817,8 @@ mod tests {
 
     #[test]
     fn ack_answers_count_only_as_status_when_they_read_as_one() {
-        let AckAnswer::Status(mut v) = classify_acks(200, br#"{"acks":{"0":true,"7":false,"x":true}}"#)
+        let AckAnswer::Status(mut v) =
+            classify_acks(200, br#"{"acks":{"0":true,"7":false,"x":true}}"#)
         else {
             panic!()
         };

@@ -410,7 +410,14 @@ async fn answer_post(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let refused = |status: u16, resp: HttpResponse| {
-        record(shared, status, body.len(), false, cookie.clone(), Vec::new());
+        record(
+            shared,
+            status,
+            body.len(),
+            false,
+            cookie.clone(),
+            Vec::new(),
+        );
         resp
     };
     let behaviour = next_behaviour(shared);
@@ -457,9 +464,13 @@ async fn answer_post(
         _ => (status, resp),
     };
     let resp = match (status, behaviour) {
-        (200, Behaviour::NearCapacity(code)) => {
-            success(req, shared, indexer, code, "HEC queue is approaching its capacity limit")
-        }
+        (200, Behaviour::NearCapacity(code)) => success(
+            req,
+            shared,
+            indexer,
+            code,
+            "HEC queue is approaching its capacity limit",
+        ),
         (200, _) => success(req, shared, indexer, 0, "Success"),
         _ => resp,
     };
@@ -468,7 +479,12 @@ async fn answer_post(
 }
 
 /// A failure answer: with HEC's code as JSON, or a bare status; with `Retry-After` when given.
-fn failure(status: u16, code: Option<i64>, text: &str, retry_after: Option<String>) -> HttpResponse {
+fn failure(
+    status: u16,
+    code: Option<i64>,
+    text: &str,
+    retry_after: Option<String>,
+) -> HttpResponse {
     let mut resp = match code {
         Some(code) => hec(status, code, text),
         None => HttpResponse::build(
@@ -494,7 +510,12 @@ fn route(req: &HttpRequest, shared: &Shared) -> (usize, Option<String>) {
         .get_all("cookie")
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("AWSELB=indexer-")?.parse::<usize>().ok())
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix("AWSELB=indexer-")?
+                .parse::<usize>()
+                .ok()
+        })
         .filter(|k| *k < n);
     let indexer = sticky.unwrap_or_else(|| {
         let mut r = lock(&shared.recorded);
@@ -536,9 +557,10 @@ fn token_of(req: &HttpRequest) -> Result<&str, Refusal> {
         .and_then(|v| v.to_str().ok())
     {
         None => Err(Refusal(401, Some(2), "Token is required", None)),
-        Some(a) => a
-            .strip_prefix("Splunk ")
-            .ok_or(Refusal(401, Some(3), "Invalid authorization", None)),
+        Some(a) => {
+            a.strip_prefix("Splunk ")
+                .ok_or(Refusal(401, Some(3), "Invalid authorization", None))
+        }
     }
 }
 
@@ -550,7 +572,13 @@ fn channel_of(req: &HttpRequest) -> Option<&str> {
 
 /// A success (HEC `code`, usually 0); with acknowledgement on for the token, it
 /// carries the next ack id of the channel on the indexer that took the post.
-fn success(req: &HttpRequest, shared: &Shared, indexer: usize, code: i64, text: &str) -> HttpResponse {
+fn success(
+    req: &HttpRequest,
+    shared: &Shared,
+    indexer: usize,
+    code: i64,
+    text: &str,
+) -> HttpResponse {
     let config = lock(&shared.config);
     let acknowledged = token_of(req).is_ok_and(|t| config.ack_tokens.iter().any(|a| a == t));
     if !acknowledged {
@@ -598,9 +626,9 @@ fn answer_ack(req: &HttpRequest, body: &[u8], shared: &Shared, indexer: usize) -
     let mut r = lock(&shared.recorded);
     r.ack_polls += 1;
     let elsewhere = q.acks.iter().any(|id| {
-        r.channels.iter().any(|((k, c), ch)| {
-            *k != indexer && c == channel && ch.pending.contains_key(id)
-        })
+        r.channels
+            .iter()
+            .any(|((k, c), ch)| *k != indexer && c == channel && ch.pending.contains_key(id))
     });
     let here_unknown = q.acks.iter().any(|id| {
         !r.channels
