@@ -19,6 +19,13 @@ type BodyReader<T> = fn(&[u8], DateTime<Utc>) -> Result<Vec<T>, FieldError>;
 /// An item's size as a HEC event, measured exactly when above the limit given.
 type Weigh<T> = fn(&mut EventSize<'_>, &T, usize) -> usize;
 
+/// How one source's ingest body becomes items: read and validated, then each
+/// weighed as the HEC event it will be.
+struct Items<T> {
+    read: BodyReader<T>,
+    weigh: Weigh<T>,
+}
+
 /// Refuses the first item larger than `max_event_bytes` as a HEC event: no Splunk
 /// would take it (Splunk's own limit is about 5 MB), so it would only wait in the
 /// store and then in the dead letters.
@@ -54,10 +61,10 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
     account: &str,
     body: web::Payload,
     source: &str,
-    read: BodyReader<T>,
-    weigh: Weigh<T>,
+    items: Items<T>,
     write: fn(&Store, &AccountId, Vec<T>) -> Result<R, StoreError>,
 ) -> Result<R, ApiError> {
+    let Items { read, weigh } = items;
     let labels = IngestLabels {
         source: source.into(),
     };
@@ -112,8 +119,10 @@ pub async fn audit(
         &path,
         body,
         "audit",
-        read,
-        |size, ev, max| size.audit(ev, max),
+        Items {
+            read,
+            weigh: |size, ev, max| size.audit(ev, max),
+        },
         Store::append_audit,
     )
     .await?;
@@ -141,8 +150,10 @@ pub async fn jobs(
         &path,
         body,
         "jobs",
-        read,
-        |size, job, max| size.job(job, max),
+        Items {
+            read,
+            weigh: |size, job, max| size.job(job, max),
+        },
         Store::put_jobs,
     )
     .await?;
