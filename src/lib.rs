@@ -99,6 +99,9 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         max_batch_bytes: config.max_batch_bytes,
         interval: config.sync_interval(),
         client: config.client_settings(),
+        posts_in_flight: config.posts_in_flight,
+        max_retry_after: std::time::Duration::from_secs(config.max_retry_after_secs),
+        post_size_regrow: std::time::Duration::from_secs(config.post_size_regrow_secs),
     };
     let supervisor = Supervisor::new(store.clone(), audit, jobs, settings).start();
     supervisor.do_send(Reconcile);

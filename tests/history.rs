@@ -185,6 +185,22 @@ async fn after_a_restart_an_idle_integration_that_delivered_before_is_healthy() 
     assert_eq!(st["state"], "healthy", "{st}");
     let v = api.ok("GET", "/api/v1/overview", None).await;
     assert_eq!(v["integrations"][0]["state"], "healthy", "{v}");
+
+    // Changed since that post (another token): the old post proves nothing now.
+    let changed = api
+        .ok(
+            "PATCH",
+            &format!("/api/v1/accounts/acme/integrations/{id}"),
+            Some(json!({"hec_token": "11111111-0000-4000-8000-000000000000"})),
+        )
+        .await;
+    let at = time(&changed["updated_at"]);
+    history_until(&api, "acme", &id, "the sync after the change", |h| {
+        time(&h[0]["started_at"]) >= at
+    })
+    .await;
+    let st = api.status("acme", &id).await;
+    assert_eq!(st["state"], "pending", "{st}");
 }
 
 #[actix_rt::test]

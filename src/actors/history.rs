@@ -8,7 +8,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use std::time::Duration;
 
 /// Events and bytes one sync handled, per source.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Tally {
     pub events: PerSource,
     pub bytes: PerSource,
@@ -25,6 +25,16 @@ impl Tally {
         *events += delivered;
         *size += bytes;
         self.dead_lettered += dead;
+    }
+
+    /// Events delivered, all sources.
+    pub fn events(&self) -> u64 {
+        self.events.total()
+    }
+
+    /// Bytes delivered, all sources.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.total()
     }
 }
 

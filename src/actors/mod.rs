@@ -1,8 +1,10 @@
 //! The actors of DESIGN.md: Supervisor, one IntegrationActor per integration,
-//! and the two collectors that are the only readers of event data.
+//! and the two collectors that are the only readers of event data; `delivery` is
+//! the posting loop live delivery and replays share.
 
 pub mod audit_collector;
 pub mod batch;
+pub mod delivery;
 pub mod history;
 pub mod integration;
 pub mod job_collector;

@@ -4,6 +4,7 @@
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
+use crate::hec::encode::EventSize;
 use crate::metrics::{IngestLabels, RejectLabels};
 use crate::model::fields::read_array;
 use crate::model::{AccountId, AuditEvent, FieldError, JobSnapshot};
@@ -15,6 +16,42 @@ use serde_json::json;
 /// Reads a whole ingest body into validated items, the first bad one named.
 type BodyReader<T> = fn(&[u8], DateTime<Utc>) -> Result<Vec<T>, FieldError>;
 
+/// An item's size as a HEC event, measured exactly when above the limit given.
+type Weigh<T> = fn(&mut EventSize<'_>, &T, usize) -> usize;
+
+/// How one source's ingest body becomes items: read and validated, then each
+/// weighed as the HEC event it will be.
+struct Items<T> {
+    read: BodyReader<T>,
+    weigh: Weigh<T>,
+}
+
+/// Refuses the first item larger than `max_event_bytes` as a HEC event: no Splunk
+/// would take it (Splunk's own limit is about 5 MB), so it would only wait in the
+/// store and then in the dead letters.
+fn within_event_limit<T>(
+    items: &[T],
+    state: &AppState,
+    account: &AccountId,
+    weigh: Weigh<T>,
+) -> Result<(), FieldError> {
+    let max = state.config.max_event_bytes();
+    let mut size = EventSize::new(&state.config.host, account);
+    for (index, item) in items.iter().enumerate() {
+        let bytes = weigh(&mut size, item, max);
+        if bytes > max {
+            return Err(FieldError {
+                index: Some(index),
+                field: None,
+                problem: format!(
+                    "is {bytes} bytes as a Splunk event, more than max_event_bytes ({max}): Splunk refuses events this large; send it smaller"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The one ingest path: check the caller, read and validate every item (the first
 /// bad one names its index and field, and nothing is stored), store them all in
 /// one atomic write off the async workers, and answer only once they are on disk.
@@ -24,9 +61,10 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
     account: &str,
     body: web::Payload,
     source: &str,
-    read: BodyReader<T>,
+    items: Items<T>,
     write: fn(&Store, &AccountId, Vec<T>) -> Result<R, StoreError>,
 ) -> Result<R, ApiError> {
+    let Items { read, weigh } = items;
     let labels = IngestLabels {
         source: source.into(),
     };
@@ -40,6 +78,7 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
         }
         let body = read_body(body, &state.config).await?;
         let items = read(&body, Utc::now())?;
+        within_event_limit(&items, state, &account, weigh)?;
         let store = state.store.clone();
         // A write that lands in a database reopened after a fault is not acknowledged.
         let generation = store.generation()?;
@@ -80,7 +119,10 @@ pub async fn audit(
         &path,
         body,
         "audit",
-        read,
+        Items {
+            read,
+            weigh: |size, ev, max| size.audit(ev, max),
+        },
         Store::append_audit,
     )
     .await?;
@@ -102,7 +144,19 @@ pub async fn jobs(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let read = |body: &[u8], now| read_array(body, now, JobSnapshot::from_json);
-    let accepted = ingest(&state, &caller, &path, body, "jobs", read, Store::put_jobs).await?;
+    let accepted = ingest(
+        &state,
+        &caller,
+        &path,
+        body,
+        "jobs",
+        Items {
+            read,
+            weigh: |size, job, max| size.job(job, max),
+        },
+        Store::put_jobs,
+    )
+    .await?;
     let labels = IngestLabels {
         source: "jobs".into(),
     };

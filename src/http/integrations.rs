@@ -601,8 +601,10 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
         "last_error": obs.as_ref().and_then(|o| {
             let mut e = json!(o.last_error.as_ref()?);
             e["kind"] = json!(o.error_kind);
+            e["retry_after_secs"] = json!(o.retry_after_secs);
             Some(e)
         }),
+        "slow_down": obs.as_ref().and_then(|o| o.slow_down.clone()),
         "last_sync": obs.as_ref().and_then(|o| o.last_sync.clone()),
         "retries": obs.as_ref().map_or(0, |o| o.retries),
         "delivered": {"audit": cp.delivered_audit, "jobs": cp.delivered_jobs},
@@ -620,13 +622,15 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<serde_json:
     }))
 }
 
-/// Whether the integration's latest sync that posted to Splunk (before a restart, say) succeeded.
+/// Whether the integration's latest sync that posted to Splunk (before a restart, say)
+/// succeeded — with its current settings: a post made before the integration was
+/// last changed (another token, another URI) proves nothing about it now.
 fn last_post_ok(state: &AppState, it: &Integration) -> Result<bool, ApiError> {
     Ok(state
         .store
         .sync_summary(&it.id)?
         .and_then(|s| s.last_attempt)
-        .is_some_and(|a| a.error.is_none()))
+        .is_some_and(|a| a.error.is_none() && a.at >= it.updated_at))
 }
 
 /// `GET /api/v1/integrations` (admin): every integration of every account with its status.

@@ -29,6 +29,9 @@ impl Source {
     }
 }
 
+/// The longest Splunk index name an integration may set.
+pub const MAX_INDEX_LEN: usize = 80;
+
 /// One customer's integration as stored (the HEC token in full: never serialise this to a caller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Integration {
@@ -117,7 +120,7 @@ impl IntegrationChange {
         let explicit_null = |f: &Fields, k: &str| f.has(k).then_some(None);
         let index = match f.string("index")? {
             Some(i) => {
-                let ok = i.len() <= 80
+                let ok = i.len() <= MAX_INDEX_LEN
                     && i.bytes()
                         .next()
                         .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
