@@ -37,8 +37,8 @@ pub struct DeliverySettings {
 }
 
 impl DeliverySettings {
-    /// What the delivery policy follows.
-    pub fn policy(&self) -> PolicySettings {
+    /// What the delivery policy follows for integration `it`.
+    pub fn policy(&self, it: &Integration) -> PolicySettings {
         PolicySettings {
             max_post_bytes: self.max_batch_bytes,
             posts_in_flight: self.posts_in_flight,
@@ -47,6 +47,7 @@ impl DeliverySettings {
             regrow_after: self.post_size_regrow,
             ack_poll: self.client.ack_poll,
             ack_timeout: self.client.ack_timeout,
+            compressed: it.gzip,
         }
     }
 }
@@ -152,7 +153,7 @@ impl IntegrationActor {
         alive.inc();
         IntegrationActor {
             _alive: Alive(alive),
-            policy: Rc::new(RefCell::new(Policy::new(settings.policy(), seed))),
+            policy: Rc::new(RefCell::new(Policy::new(settings.policy(&it), seed))),
             shared: Rc::new(RefCell::new(Shared {
                 checkpoint: Checkpoint::default(),
                 pending: None,
