@@ -6,6 +6,7 @@
 pub mod actors;
 pub mod cli;
 pub mod config;
+pub mod fd_limit;
 pub mod hec;
 pub mod http;
 pub mod logsafe;
@@ -57,6 +58,13 @@ pub fn start(config: Config) -> Result<Service, StartError> {
             key.to_ascii_uppercase(),
             config.listen
         );
+    }
+    match fd_limit::raise() {
+        Ok((before, after)) if after > before => {
+            log::info!("open files limit raised from {before} to {after} (the hard limit)")
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("the open files limit could not be raised: {e}"),
     }
     // One process-wide TLS provider; ours is the only one compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();

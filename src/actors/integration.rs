@@ -6,7 +6,7 @@ use super::audit_collector::AuditCollector;
 use super::delivery::{self, Claimed, CollectorFeed, Halt, Ledger};
 use super::job_collector::JobCollector;
 use super::messages::*;
-use crate::hec::client::{ClientSettings, HecClient};
+use crate::hec::client::{ClientSettings, HecClient, CONNECTION_KEEP_ALIVE};
 use crate::hec::encode::Envelope;
 use crate::hec::policy::{Policy, PolicySettings, SlowDown};
 use crate::hec::response::{Failure, FailureKind};
@@ -269,6 +269,13 @@ impl IntegrationActor {
             }
         };
         self.again = false;
+        if delay >= CONNECTION_KEEP_ALIVE {
+            // The connection would not be reused after so long: close it now rather
+            // than hold a socket Splunk has closed (CLOSE-WAIT) until the next sync.
+            if let Ok(client) = &self.deps.client {
+                client.close_idle();
+            }
+        }
         self.shared.borrow_mut().obs.next_sync =
             Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
         self.next = Some(ctx.run_later(delay, |act, ctx| act.sync(ctx)));
