@@ -9,6 +9,7 @@ pub mod config;
 pub mod fd_limit;
 pub mod hec;
 pub mod http;
+pub mod ingest_limit;
 pub mod logsafe;
 pub mod metrics;
 pub mod model;
@@ -119,6 +120,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         supervisor: supervisor.clone(),
         config: Arc::new(config.clone()),
         metrics,
+        ingest_limits: Arc::default(),
     });
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
