@@ -60,6 +60,17 @@ pub struct Config {
     /// (`SIEMSYNC_POST_SIZE_REGROW_SECS`).
     #[serde(default = "default_post_size_regrow")]
     pub post_size_regrow_secs: u64,
+    /// Events (audit events and job snapshots) one account may post per second,
+    /// sustained (`SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC`); over it, that account's
+    /// ingest answers 429 with `Retry-After` and stores nothing of the request.
+    /// Per account: `ingest_events_per_sec` in `PUT /api/v1/accounts/{account}`.
+    #[serde(default = "default_account_ingest_rate")]
+    pub account_ingest_events_per_sec: u64,
+    /// Events one account may post at once after a quiet period
+    /// (`SIEMSYNC_ACCOUNT_INGEST_BURST`); a request of more is refused outright.
+    /// Per account: `ingest_burst`.
+    #[serde(default = "default_account_ingest_burst")]
+    pub account_ingest_burst: u64,
     /// Largest accepted API request body, in bytes (`SIEMSYNC_MAX_BODY_BYTES`).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -125,6 +136,15 @@ fn default_max_retry_after() -> u64 {
 }
 fn default_post_size_regrow() -> u64 {
     3600
+}
+/// Far above what one account's platform side posts in normal running (the ingest
+/// bench posts about 170,000 events/s for all accounts together): only a flood meets it.
+fn default_account_ingest_rate() -> u64 {
+    100_000
+}
+/// Twenty seconds at the default rate: a backfill of a million events goes at once.
+fn default_account_ingest_burst() -> u64 {
+    2_000_000
 }
 fn default_max_body_bytes() -> usize {
     16 * 1024 * 1024
@@ -228,6 +248,13 @@ impl Config {
         }
         if let Some(v) = env("SIEMSYNC_POST_SIZE_REGROW_SECS") {
             self.post_size_regrow_secs = parse("SIEMSYNC_POST_SIZE_REGROW_SECS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC") {
+            self.account_ingest_events_per_sec =
+                parse("SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_ACCOUNT_INGEST_BURST") {
+            self.account_ingest_burst = parse("SIEMSYNC_ACCOUNT_INGEST_BURST", &v)?;
         }
         if let Some(v) = env("SIEMSYNC_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("SIEMSYNC_MAX_BODY_BYTES", &v)?;
@@ -339,6 +366,20 @@ impl Config {
             return bad(
                 "post_size_regrow_secs",
                 "must be between 1 and 604800 seconds (one week)",
+            );
+        }
+        if !(1..=crate::model::account::MAX_INGEST_RATE)
+            .contains(&self.account_ingest_events_per_sec)
+        {
+            return bad(
+                "account_ingest_events_per_sec",
+                "must be between 1 and 1000000000 events per second",
+            );
+        }
+        if !(1..=crate::model::account::MAX_INGEST_BURST).contains(&self.account_ingest_burst) {
+            return bad(
+                "account_ingest_burst",
+                "must be between 1 and 1000000000000 events",
             );
         }
         if self.max_body_bytes < 1024 {
@@ -547,6 +588,8 @@ mod tests {
         assert_eq!(c.max_retry_after_secs, 300);
         assert_eq!(c.post_size_regrow_secs, 3600);
         assert_eq!(c.body_timeout_secs, default_body_timeout());
+        assert_eq!(c.account_ingest_events_per_sec, 100_000);
+        assert_eq!(c.account_ingest_burst, 2_000_000);
         assert!(!c.allow_insecure_tls);
         assert!(!c.allow_private_destinations);
     }
@@ -718,6 +761,16 @@ mod tests {
                 "SIEMSYNC_POST_SIZE_REGROW_SECS",
                 "0",
                 "`post_size_regrow_secs`",
+            ),
+            (
+                "SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC",
+                "0",
+                "`account_ingest_events_per_sec`",
+            ),
+            (
+                "SIEMSYNC_ACCOUNT_INGEST_BURST",
+                "0",
+                "`account_ingest_burst`",
             ),
         ] {
             let e = load(SHIPPED, &[(var, value)]).unwrap_err();

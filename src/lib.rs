@@ -6,8 +6,10 @@
 pub mod actors;
 pub mod cli;
 pub mod config;
+pub mod fd_limit;
 pub mod hec;
 pub mod http;
+pub mod ingest_limit;
 pub mod logsafe;
 pub mod metrics;
 pub mod model;
@@ -57,6 +59,13 @@ pub fn start(config: Config) -> Result<Service, StartError> {
             key.to_ascii_uppercase(),
             config.listen
         );
+    }
+    match fd_limit::raise() {
+        Ok((before, after)) if after > before => {
+            log::info!("open files limit raised from {before} to {after} (the hard limit)")
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("the open files limit could not be raised: {e}"),
     }
     // One process-wide TLS provider; ours is the only one compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -111,6 +120,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         supervisor: supervisor.clone(),
         config: Arc::new(config.clone()),
         metrics,
+        ingest_limits: Arc::default(),
     });
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()

@@ -548,11 +548,24 @@ impl<'a> Run<'a> {
     fn arrived(&mut self, id: u64, outcome: Outcome) {
         let acknowledges = self.client.acknowledges();
         let awaited: Vec<u64> = self.awaiting().map(|(ack, _)| ack).collect();
+        let reused = Policy::awaits_ack(&outcome, acknowledges).filter(|a| awaited.contains(a));
+        if let Some(ack) = reused {
+            // Two posts hold the same ack id (indexers behind a balancer that is not
+            // sticky each count from 0): a `true` for it could be either indexer's, so
+            // neither post can be confirmed by it. Both are sent again.
+            for entry in &mut self.queue {
+                if let Entry::Posted(slot) = entry {
+                    if matches!(slot.state, State::Awaiting { id, .. } if id == ack) {
+                        slot.state = State::Answered(response::ack_id_reused(ack));
+                    }
+                }
+            }
+        }
         let Some(slot) = self.slot_mut(id) else {
             return;
         };
         slot.state = match Policy::awaits_ack(&outcome, acknowledges) {
-            Some(ack) if awaited.contains(&ack) => State::Answered(response::ack_id_reused(ack)),
+            Some(ack) if reused.is_some() => State::Answered(response::ack_id_reused(ack)),
             Some(ack) => State::Awaiting {
                 id: ack,
                 since: Instant::now(),
@@ -666,5 +679,117 @@ async fn poll(p: &mut Option<LocalBoxFuture<'_, AckAnswer>>) -> AckAnswer {
     match p {
         Some(f) => f.await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::batch::{BatchKind, Item};
+    use crate::hec::client::ClientSettings;
+    use crate::hec::policy::PolicySettings;
+    use crate::model::{IntegrationChange, IntegrationPolicy};
+    use actix_web::web::Bytes;
+    use serde_json::json;
+
+    fn client() -> HecClient {
+        let it = IntegrationChange::from_json(&json!({"name": "n",
+            "hec_token": "t-0123456789abcdef", "hec_uri": "https://splunk.example.com",
+            "sources": ["audit"], "enabled": true, "indexer_ack": true}))
+        .and_then(|c| {
+            c.create(
+                AccountId::parse("acme").unwrap(),
+                Utc::now(),
+                IntegrationPolicy::default(),
+            )
+        })
+        .unwrap();
+        let settings = ClientSettings {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(1),
+            ack_poll: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(300),
+            allow_internal: true,
+        };
+        HecClient::new(&it, settings).unwrap()
+    }
+
+    fn policy() -> RefCell<Policy> {
+        RefCell::new(Policy::new(
+            PolicySettings {
+                max_post_bytes: 1000,
+                posts_in_flight: 4,
+                interval: Duration::from_secs(300),
+                max_retry_after: Duration::from_secs(60),
+                regrow_after: Duration::from_secs(3600),
+                ack_poll: Duration::from_secs(1),
+                ack_timeout: Duration::from_secs(300),
+                compressed: false,
+            },
+            7,
+        ))
+    }
+
+    fn posted(id: u64, seq: u64) -> Entry {
+        Entry::Posted(Slot {
+            id,
+            part: Batch {
+                kind: BatchKind::Audit,
+                body: Bytes::from_static(b"{}"),
+                items: vec![Item { seq, end: 2 }],
+                last_job: None,
+                more: false,
+            },
+            _claim: None,
+            started: Instant::now(),
+            state: State::Posting,
+        })
+    }
+
+    fn delivered(ack: u64) -> Outcome {
+        Outcome::Delivered {
+            ack_id: Some(ack),
+            slow_down: None,
+        }
+    }
+
+    /// Behind a balancer that is not sticky, two indexers each count ack ids from 0:
+    /// a `true` for id 0 could be either's, so neither post may be committed on it.
+    #[actix_rt::test]
+    async fn an_ack_id_given_to_two_posts_confirms_neither() {
+        let client = client();
+        let policy = policy();
+        let mut run = Run {
+            client: &client,
+            policy: &policy,
+            queue: VecDeque::from([posted(1, 1), posted(2, 2), posted(3, 3)]),
+            posts: FuturesUnordered::new(),
+            poll: None,
+            polled_at: None,
+            pace_until: None,
+            feed_done: true,
+            next_id: 3,
+        };
+        run.arrived(1, delivered(0));
+        run.arrived(2, delivered(0));
+        run.arrived(3, delivered(1));
+        run.acks(AckAnswer::Status(vec![(0, true), (1, true)]))
+            .unwrap();
+        let states: Vec<&str> = run
+            .queue
+            .iter()
+            .map(|e| match e {
+                Entry::Posted(Slot {
+                    state: State::Answered(Outcome::Transient { .. }),
+                    ..
+                }) => "refused",
+                Entry::Posted(Slot {
+                    state: State::Acked { .. },
+                    ..
+                }) => "acked",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(states, ["refused", "refused", "acked"]);
     }
 }

@@ -7,7 +7,7 @@ use super::delivery::{self, Claimed, CollectorFeed, Halt, Ledger};
 use super::history::Tally;
 use super::job_collector::JobCollector;
 use super::messages::*;
-use crate::hec::client::{ClientSettings, HecClient};
+use crate::hec::client::{ClientSettings, HecClient, CONNECTION_KEEP_ALIVE};
 use crate::hec::encode::Envelope;
 use crate::hec::policy::{Policy, PolicySettings, SlowDown};
 use crate::hec::response::{Failure, FailureKind};
@@ -38,8 +38,8 @@ pub struct DeliverySettings {
 }
 
 impl DeliverySettings {
-    /// What the delivery policy follows.
-    pub fn policy(&self) -> PolicySettings {
+    /// What the delivery policy follows for integration `it`.
+    pub fn policy(&self, it: &Integration) -> PolicySettings {
         PolicySettings {
             max_post_bytes: self.max_batch_bytes,
             posts_in_flight: self.posts_in_flight,
@@ -48,6 +48,7 @@ impl DeliverySettings {
             regrow_after: self.post_size_regrow,
             ack_poll: self.client.ack_poll,
             ack_timeout: self.client.ack_timeout,
+            compressed: it.gzip,
         }
     }
 }
@@ -121,7 +122,7 @@ impl IntegrationActor {
         alive.inc();
         IntegrationActor {
             _alive: Alive(alive),
-            policy: Rc::new(RefCell::new(Policy::new(settings.policy(), seed))),
+            policy: Rc::new(RefCell::new(Policy::new(settings.policy(&it), seed))),
             shared: Rc::new(RefCell::new(Shared {
                 checkpoint: Checkpoint::default(),
                 pending: None,
@@ -256,6 +257,13 @@ impl IntegrationActor {
             }
         };
         self.again = false;
+        if delay >= CONNECTION_KEEP_ALIVE {
+            // The connection would not be reused after so long: close it now rather
+            // than hold a socket Splunk has closed (CLOSE-WAIT) until the next sync.
+            if let Ok(client) = &self.deps.client {
+                client.close_idle();
+            }
+        }
         self.shared.borrow_mut().obs.next_sync =
             Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
         self.next = Some(ctx.run_later(delay, |act, ctx| act.sync(ctx)));

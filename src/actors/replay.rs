@@ -223,7 +223,7 @@ async fn replay(run: Run) -> Result<(), Failure> {
     }
     // Its own policy: what the replay learns (a post size) is not the live delivery's.
     let policy = RefCell::new(Policy::new(
-        settings.policy(),
+        settings.policy(&it),
         it.id.as_u128() as u64 ^ 0x7265_706c_6179,
     ));
     let envelope = Envelope {
@@ -333,7 +333,15 @@ impl Ledger for Replayed<'_> {
                 },
             );
         }
-        // Each refusal counts for the refusal breaker, as live delivery's do.
-        Ok(refused.is_some())
+        // A replay keeps no dead letter (the events stay in the store), so its
+        // refusals do not trip the refusal breaker: a window may well hold a run of
+        // events live delivery dead-lettered already. They show as `skipped`.
+        Ok(false)
+    }
+
+    fn warn(&mut self, warning: Failure) {
+        // Delivered but not confirmed (indexer acknowledgement on the integration,
+        // off on the token): the replay goes on, and says so.
+        update(self.progress, |p| p.error = Some(warning));
     }
 }

@@ -23,6 +23,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::Ipv6Addr;
 use std::pin::Pin;
@@ -46,7 +47,11 @@ pub struct ClientSettings {
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 pub struct HecClient {
-    client: awc::Client,
+    /// The connection pool: built on first use, dropped by [`HecClient::close_idle`]
+    /// when the integration goes idle, so no socket waits out the interval.
+    pool: RefCell<Option<awc::Client>>,
+    tls: Arc<ClientConfig>,
+    timeouts: ClientSettings,
     uri: HecUri,
     authorization: String,
     gzip: bool,
@@ -141,6 +146,32 @@ fn tls_config(it: &Integration) -> Result<Arc<ClientConfig>, String> {
             ))
         }
     }
+}
+
+/// How long a pooled connection stays reusable after its last use (awc's default,
+/// made explicit: [`HecClient::close_idle`] relies on it).
+pub const CONNECTION_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A connection pool to one Splunk, through the SSRF guard's resolver.
+fn connect(tls: Arc<ClientConfig>, timeouts: ClientSettings) -> awc::Client {
+    let resolver = actix_tls::connect::Resolver::custom(destination::GuardedResolver {
+        allow_internal: timeouts.allow_internal,
+    });
+    let connector = awc::Connector::new()
+        .connector(Ipv6LiteralConnector {
+            tcp: actix_tls::connect::Connector::new(resolver).service(),
+        })
+        .rustls_0_23(tls)
+        .timeout(timeouts.connect)
+        .handshake_timeout(timeouts.connect)
+        .conn_keep_alive(CONNECTION_KEEP_ALIVE)
+        // A few connections per integration: Splunk's maxSockets is shared by everyone.
+        .limit(4);
+    awc::Client::builder()
+        .connector(connector)
+        .timeout(timeouts.request)
+        .disable_redirects()
+        .finish()
 }
 
 /// A server reached by an IPv6 literal: certificates are checked against the
@@ -296,30 +327,16 @@ impl HecClient {
                 )
             })?;
         }
-        let resolver = actix_tls::connect::Resolver::custom(destination::GuardedResolver {
-            allow_internal: timeouts.allow_internal,
-        });
-        let connector = awc::Connector::new()
-            .connector(Ipv6LiteralConnector {
-                tcp: actix_tls::connect::Connector::new(resolver).service(),
-            })
-            .rustls_0_23(tls_config(it).map_err(|e| {
-                unusable(
-                    e,
-                    "The integration's TLS settings cannot be used: check ca_pem.",
-                )
-            })?)
-            .timeout(timeouts.connect)
-            .handshake_timeout(timeouts.connect)
-            // A few connections per integration: Splunk's maxSockets is shared by everyone.
-            .limit(4);
-        let client = awc::Client::builder()
-            .connector(connector)
-            .timeout(timeouts.request)
-            .disable_redirects()
-            .finish();
+        let tls = tls_config(it).map_err(|e| {
+            unusable(
+                e,
+                "The integration's TLS settings cannot be used: check ca_pem.",
+            )
+        })?;
         Ok(HecClient {
-            client,
+            pool: RefCell::new(None),
+            tls,
+            timeouts,
             uri,
             authorization: format!("Splunk {}", it.hec_token),
             gzip: it.gzip,
@@ -327,6 +344,24 @@ impl HecClient {
             cookies: CookieJar::default(),
             answered: Default::default(),
         })
+    }
+
+    /// The connection pool, built when there is none (first use, or after
+    /// [`HecClient::close_idle`]). Requests in flight keep the pool they started on.
+    fn client(&self) -> awc::Client {
+        self.pool
+            .borrow_mut()
+            .get_or_insert_with(|| connect(self.tls.clone(), self.timeouts))
+            .clone()
+    }
+
+    /// Closes the connections kept for reuse. Called when the next use is further
+    /// away than a connection stays reusable: awc would not reuse it then anyway
+    /// (its keep-alive is 15 s), and Splunk closes its end long before — each such
+    /// socket would sit in CLOSE-WAIT for the whole interval, one per integration,
+    /// until the process runs out of file descriptors.
+    pub fn close_idle(&self) {
+        self.pool.borrow_mut().take();
     }
 
     pub fn acknowledges(&self) -> bool {
@@ -346,7 +381,7 @@ impl HecClient {
 
     fn request(&self, url: String) -> awc::ClientRequest {
         let mut req = self
-            .client
+            .client()
             .post(url)
             .insert_header((header::AUTHORIZATION, self.authorization.as_str()))
             .insert_header((header::CONTENT_TYPE, "application/json"));
@@ -431,7 +466,7 @@ impl HecClient {
 
     /// HEC's health endpoint: is the collector up (it says nothing about the token).
     pub async fn health(&self) -> Health {
-        let mut resp = match self.client.get(self.uri.health_url()).send().await {
+        let mut resp = match self.client().get(self.uri.health_url()).send().await {
             Ok(resp) => resp,
             Err(e) => return Health::Unreachable(classify_send_error(&e)),
         };

@@ -39,6 +39,10 @@ pub struct PolicySettings {
     pub ack_poll: Duration,
     /// When an acknowledgement that has not come makes the post be re-sent.
     pub ack_timeout: Duration,
+    /// Posts go gzipped: Splunk's body limit then counts compressed bytes, which the
+    /// events' sizes do not tell, so a post size accepted before proves nothing
+    /// about the next post (it may compress worse).
+    pub compressed: bool,
 }
 
 /// Events refused alone, one after another with nothing accepted between, before
@@ -224,7 +228,7 @@ impl Policy {
                 other => other,
             },
             Outcome::TooLarge(f) if n == 1 => {
-                match response::too_large_alone(f, bytes, self.largest_accepted) {
+                match response::too_large_alone(f, bytes, self.size_known_to_pass()) {
                     Outcome::TooLarge(f) => self.dead_letter(0, f),
                     other => Decision::Stop(other.failure().cloned().unwrap_or_default()),
                 }
@@ -267,7 +271,7 @@ impl Policy {
     ) -> Decision {
         let n = ends.len();
         let bytes = ends.last().copied().unwrap_or(0);
-        let size_possible = maybe_size && n > 1 && bytes > self.largest_accepted;
+        let size_possible = maybe_size && n > 1 && bytes > self.size_known_to_pass();
         match invalid.filter(|&i| i < n) {
             Some(i) if !size_possible => {
                 if i > 0 {
@@ -312,6 +316,17 @@ impl Policy {
     /// refusal already kept, such as a running job's unchanged snapshot, does not count).
     pub fn dead_lettered(&mut self) {
         self.refused_in_a_row += 1;
+    }
+
+    /// The largest post (in event bytes) that Splunk is known to take whatever it
+    /// holds: the largest accepted, or nothing when posts are compressed (a post
+    /// no larger may compress worse and exceed a limit on the compressed body).
+    fn size_known_to_pass(&self) -> usize {
+        if self.settings.compressed {
+            0
+        } else {
+            self.largest_accepted
+        }
     }
 
     /// Splunk took the events before a refusal: their size is one it accepts.
@@ -420,6 +435,7 @@ mod tests {
             regrow_after: Duration::from_secs(3600),
             ack_poll: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(300),
+            compressed: false,
         }
     }
 
@@ -600,6 +616,36 @@ mod tests {
         // is judged at once.
         assert_eq!(
             p.on_answer(&ends(4, 100), data(6, Some(0)), false, now),
+            Decision::DeadLetter {
+                delivered: 0,
+                failure: failure(6)
+            }
+        );
+    }
+
+    #[test]
+    fn with_gzip_a_size_accepted_before_does_not_make_a_code_6_at_object_0_a_bad_event() {
+        // Splunk Cloud caps the body on the wire: a post of fewer event bytes than
+        // one accepted before may compress worse and exceed it.
+        let mut p = Policy::new(
+            PolicySettings {
+                compressed: true,
+                ..settings()
+            },
+            42,
+        );
+        let now = Instant::now();
+        assert_eq!(p.on_answer(&ends(10, 100), ok(), false, now), commit());
+        assert_eq!(
+            p.on_answer(&ends(8, 100), data(6, Some(0)), false, now),
+            Decision::Resend { delivered: 0 },
+            "split, not dead-lettered"
+        );
+        // Without gzip the same answer names a bad event: the size passed before.
+        let mut plain = policy();
+        assert_eq!(plain.on_answer(&ends(10, 100), ok(), false, now), commit());
+        assert_eq!(
+            plain.on_answer(&ends(8, 100), data(6, Some(0)), false, now),
             Decision::DeadLetter {
                 delivered: 0,
                 failure: failure(6)

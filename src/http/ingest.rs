@@ -1,17 +1,21 @@
 //! Ingest API: the platform posts audit events and job snapshots. A request is
 //! validated whole, stored atomically, and flushed to disk before it is answered.
 
+use super::accounts::ingest_limit;
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
 use crate::hec::encode::EventSize;
+use crate::ingest_limit::{Limit, Take};
 use crate::metrics::{IngestLabels, RejectLabels};
 use crate::model::fields::read_array;
 use crate::model::{AccountId, AuditEvent, FieldError, JobSnapshot};
 use crate::store::{Store, StoreError};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 /// Reads a whole ingest body into validated items, the first bad one named.
 type BodyReader<T> = fn(&[u8], DateTime<Utc>) -> Result<Vec<T>, FieldError>;
@@ -76,20 +80,50 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             // Before reading the body: nothing can be stored until the fault goes.
             return Err(StoreError::Unavailable(reason).into());
         }
+        let limit = ingest_limit(state, state.store.account(&account)?.as_ref());
+        if let Some(wait) = state.ingest_limits.dry(&account, limit, Instant::now()) {
+            // Before reading the body: a flood costs little to refuse.
+            return Err(over_rate(&account, limit, None, wait));
+        }
         let body = read_body(body, &state.config).await?;
         let items = read(&body, Utc::now())?;
         within_event_limit(&items, state, &account, weigh)?;
-        let store = state.store.clone();
-        // A write that lands in a database reopened after a fault is not acknowledged.
-        let generation = store.generation()?;
-        let out = web::block(move || store.noted(write(&store, &account, items))).await??;
-        state.store.flush_since(generation).await?;
-        Ok::<_, ApiError>(out)
+        let n = items.len() as u64;
+        match state.ingest_limits.take(&account, limit, n, Instant::now()) {
+            Take::Granted => {}
+            Take::Wait(wait) => return Err(over_rate(&account, limit, Some(n), wait)),
+            Take::LargerThanBurst => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "a request of {n} events is more than account {}'s ingest burst ({} events): nothing was stored; send them in smaller requests",
+                        account.as_str(),
+                        limit.burst
+                    ),
+                ))
+            }
+        }
+        let stored = async {
+            let store = state.store.clone();
+            // A write that lands in a database reopened after a fault is not acknowledged.
+            let generation = store.generation()?;
+            let account = account.clone();
+            let out = web::block(move || store.noted(write(&store, &account, items))).await??;
+            state.store.flush_since(generation).await?;
+            Ok::<_, ApiError>(out)
+        }
+        .await;
+        if stored.is_err() {
+            // Nothing was acknowledged: the platform sends it again, uncharged.
+            state.ingest_limits.refund(&account, n);
+        }
+        stored
     }
     .await;
     if let Err(e) = &result {
         let reason = match e.status.as_u16() {
             413 => "too_large",
+            429 => "rate_limited",
             401 | 403 => "unauthorized",
             400..=499 => "invalid",
             _ => "unavailable",
@@ -104,6 +138,25 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             .inc();
     }
     result
+}
+
+/// 429 for an account over its ingest rate; `Retry-After` in whole seconds, at
+/// least one.
+fn over_rate(account: &AccountId, limit: Limit, n: Option<u64>, wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0 || wait.is_zero());
+    let request = n.map_or_else(
+        || "this request".to_owned(),
+        |n| format!("this request of {n} events"),
+    );
+    ApiError::too_many_requests(
+        format!(
+            "account {} is over its ingest rate ({} events/s, burst {}): nothing of {request} was stored; retry after {secs} s",
+            account.as_str(),
+            limit.per_sec,
+            limit.burst
+        ),
+        secs,
+    )
 }
 
 pub async fn audit(

@@ -30,6 +30,8 @@ pub struct AppState {
     pub supervisor: Addr<Supervisor>,
     pub config: Arc<Config>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Each account's ingest rate bucket.
+    pub ingest_limits: Arc<crate::ingest_limit::IngestLimits>,
 }
 
 impl AppState {

@@ -1,6 +1,6 @@
 //! A SIEM integration: where one account's events go, and which of them.
 
-use super::fields::{kind, FieldError, Fields};
+use super::fields::{FieldError, Fields};
 use super::ids::AccountId;
 use crate::hec::uri::HecUri;
 use chrono::{DateTime, Utc};
@@ -391,23 +391,6 @@ pub fn mask_token(token: &str) -> String {
     } else {
         "****".to_owned()
     }
-}
-
-/// Reads the body of `PUT /accounts/{account}`.
-pub fn account_settings(body: &Value) -> Result<bool, FieldError> {
-    let mut f = Fields::new(body, None)?;
-    let enabled = match f.get("siem_enabled") {
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(f.error(
-                "siem_enabled",
-                format!("must be true or false, got {}", kind(other)),
-            ))
-        }
-        None => return Err(f.error("siem_enabled", "is required")),
-    };
-    f.finish()?;
-    Ok(enabled)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The product's nouns, validated at the edge: once built, a value is known good.
 
+pub mod account;
 pub mod audit;
 pub mod fields;
 pub mod ids;

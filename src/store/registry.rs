@@ -16,11 +16,28 @@ struct Versioned {
     version: u64,
 }
 
-/// An account as far as siemsync knows it: whether the feature is turned on.
+/// An account as far as siemsync knows it: whether the feature is turned on, and
+/// its own ingest allowance where the operator set one (`None`: the config's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     pub siem_enabled: bool,
     pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_events_per_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_burst: Option<u64>,
+}
+
+impl Account {
+    /// An account with the feature on and the operator's ingest defaults.
+    pub fn enabled(updated_at: DateTime<Utc>) -> Account {
+        Account {
+            siem_enabled: true,
+            updated_at,
+            ingest_events_per_sec: None,
+            ingest_burst: None,
+        }
+    }
 }
 
 /// How far one integration has delivered, per source; moves only after HEC accepted.

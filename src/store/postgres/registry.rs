@@ -298,6 +298,9 @@ impl PgStore {
                 .map(|r| Account {
                     siem_enabled: r.get(0),
                     updated_at: r.get(1),
+                    // Not yet in the PostgreSQL schema: the operator's defaults apply.
+                    ingest_events_per_sec: None,
+                    ingest_burst: None,
                 }))
         })
         .await
