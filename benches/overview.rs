@@ -45,10 +45,7 @@ fn prepare(dir: &std::path::Path, m: usize, syncs: usize, port: u16) -> Duration
         store
             .put_account(
                 &account,
-                &Account {
-                    siem_enabled: true,
-                    updated_at: now,
-                },
+                &Account::enabled(now),
             )
             .expect("account");
         let it = IntegrationChange::from_json(&serde_json::json!({

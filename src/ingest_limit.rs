@@ -6,6 +6,7 @@
 
 use crate::model::AccountId;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,30 +37,56 @@ struct Bucket {
     limit: Limit,
 }
 
+impl Bucket {
+    /// The tokens the bucket holds at `now`.
+    fn refilled(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * self.limit.per_sec as f64).min(self.limit.burst as f64)
+    }
+}
+
+/// Buckets kept before full ones are dropped: a full bucket behaves exactly like
+/// none, so the map holds only the accounts that posted lately.
+const PRUNE_ABOVE: usize = 4096;
+
+fn prune(buckets: &mut HashMap<AccountId, Bucket>, now: Instant) {
+    buckets.retain(|_, b| b.refilled(now) < b.limit.burst as f64);
+}
+
 /// The buckets of every account that has posted, and how often each was refused.
 #[derive(Debug, Default)]
 pub struct IngestLimits {
     buckets: Mutex<HashMap<AccountId, Bucket>>,
+    /// The number of buckets at which full ones are next dropped.
+    prune_at: AtomicUsize,
     refused: Mutex<HashMap<AccountId, u64>>,
 }
 
 impl IngestLimits {
     /// Takes `n` events from `account`'s bucket under `limit`, if they fit now.
     pub fn take(&self, account: &AccountId, limit: Limit, n: u64, now: Instant) -> Take {
+        // An empty request costs a store round trip too: it is charged as one event.
+        let n = n.max(1);
         if n > limit.burst {
-            self.count_refusal(account);
             return Take::LargerThanBurst;
         }
         let mut buckets = lock(&self.buckets);
+        let prune_at = self.prune_at.load(Ordering::Relaxed).max(PRUNE_ABOVE);
+        if buckets.len() >= prune_at {
+            prune(&mut buckets, now);
+            // Many accounts posting at once: prune again only once they have doubled,
+            // so the cost per request stays constant.
+            self.prune_at.store(buckets.len() * 2, Ordering::Relaxed);
+        }
         let b = buckets.entry(account.clone()).or_insert(Bucket {
             tokens: limit.burst as f64,
             at: now,
             limit,
         });
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        // A changed limit applies from now: the bucket never holds more than its burst.
+        // The time since the last request refills at the limit then in force; a
+        // changed limit applies from now, and the bucket never holds more than its burst.
+        b.tokens = b.refilled(now).min(limit.burst as f64);
         b.limit = limit;
-        b.tokens = (b.tokens + elapsed * limit.per_sec as f64).min(limit.burst as f64);
         b.at = now;
         let n = n as f64;
         if b.tokens >= n {
@@ -72,14 +99,14 @@ impl IngestLimits {
         Take::Wait(wait)
     }
 
-    /// When `account` has not even one event left: how long until it has. Checked
-    /// before a request's body is read, so a flood costs little to refuse.
+    /// When `account` has not even one event left: how long until it has (at least:
+    /// a request of n events waits for n). Checked before a request's body is read,
+    /// so a flood costs little to refuse.
     pub fn dry(&self, account: &AccountId, limit: Limit, now: Instant) -> Option<Duration> {
         let wait = {
             let buckets = lock(&self.buckets);
             let b = buckets.get(account)?;
-            let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-            let tokens = (b.tokens + elapsed * limit.per_sec as f64).min(limit.burst as f64);
+            let tokens = b.refilled(now).min(limit.burst as f64);
             (tokens < 1.0)
                 .then(|| Duration::from_secs_f64((1.0 - tokens) / limit.per_sec.max(1) as f64))?
         };
@@ -148,6 +175,7 @@ mod tests {
         let l = IngestLimits::default();
         let t0 = Instant::now();
         assert_eq!(l.take(&acme(), LIMIT, 201, t0), Take::LargerThanBurst);
+        assert_eq!(l.refused(&acme()), 0, "not a refusal for the rate");
         let other = AccountId::parse("other").unwrap();
         assert_eq!(l.take(&acme(), LIMIT, 200, t0), Take::Granted);
         assert_eq!(l.take(&other, LIMIT, 200, t0), Take::Granted);
@@ -163,6 +191,41 @@ mod tests {
         assert_eq!(l.dry(&acme(), LIMIT, t0), Some(Duration::from_millis(10)));
         assert_eq!(l.dry(&acme(), LIMIT, t0 + Duration::from_millis(10)), None);
         assert_eq!(l.refused(&acme()), 1);
+    }
+
+    #[test]
+    fn an_empty_request_costs_one_event_and_full_buckets_are_forgotten() {
+        let l = IngestLimits::default();
+        let t0 = Instant::now();
+        let tiny = Limit {
+            per_sec: 1,
+            burst: 1,
+        };
+        assert_eq!(l.take(&acme(), tiny, 0, t0), Take::Granted);
+        assert!(matches!(l.take(&acme(), tiny, 0, t0), Take::Wait(_)));
+        for i in 0..PRUNE_ABOVE {
+            let a = AccountId::parse(&format!("a{i}")).unwrap();
+            assert_eq!(l.take(&a, LIMIT, 1, t0), Take::Granted);
+        }
+        // Once refilled, the buckets of accounts that stopped posting go.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(l.take(&acme(), tiny, 1, later), Take::Granted);
+        assert_eq!(lock(&l.buckets).len(), 1);
+    }
+
+    #[test]
+    fn a_raised_rate_applies_from_now_not_to_the_time_before() {
+        let l = IngestLimits::default();
+        let t0 = Instant::now();
+        assert_eq!(l.take(&acme(), LIMIT, 200, t0), Take::Granted);
+        let faster = Limit {
+            per_sec: 10_000,
+            burst: 200,
+        };
+        // One second at the old 100/s: 100 tokens, not 200.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(matches!(l.take(&acme(), faster, 150, t1), Take::Wait(_)));
+        assert_eq!(l.take(&acme(), faster, 100, t1), Take::Granted);
     }
 
     #[test]

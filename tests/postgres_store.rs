@@ -868,10 +868,7 @@ async fn an_integrations_sync_history_moves_between_nodes_is_bounded_and_goes_wi
     s.put_integration(&it, Expected::New).await.unwrap();
     s.put_account(
         &it.account,
-        &Account {
-            siem_enabled: true,
-            updated_at: Utc::now(),
-        },
+        &Account::enabled(Utc::now()),
     )
     .await
     .unwrap();

@@ -1087,10 +1087,7 @@ fn seed_a_day(data: &std::path::Path, hec_uri: &str) {
     store
         .put_account(
             &account,
-            &Account {
-                siem_enabled: true,
-                updated_at: now,
-            },
+            &Account::enabled(now),
         )
         .unwrap();
     let it = IntegrationChange::from_json(&json!({"name": "Main Splunk", "hec_token": TOK,

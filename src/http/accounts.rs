@@ -48,6 +48,9 @@ fn view(
     })
 }
 
+/// Serialises account changes (read, then write) in this process.
+static ACCOUNT_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub async fn put(
     state: web::Data<AppState>,
     caller: Caller,
@@ -58,18 +61,26 @@ pub async fn put(
     let id = account_of(&path)?;
     let body = read_body(body, &state.config).await?;
     let change = AccountChange::from_json(&parse_object(&body)?)?;
-    let old = state.store.account(&id)?;
-    let account = Account {
-        siem_enabled: change.siem_enabled,
-        updated_at: Utc::now(),
-        ingest_events_per_sec: change
-            .ingest_events_per_sec
-            .apply(old.as_ref().and_then(|a| a.ingest_events_per_sec)),
-        ingest_burst: change
-            .ingest_burst
-            .apply(old.as_ref().and_then(|a| a.ingest_burst)),
+    // One account change at a time: a change keeps the fields it leaves out, so two
+    // at once must not both start from the same stored record.
+    // Held only for these two store calls, never across an await (a worker thread
+    // would block on it while the holder waits on that thread).
+    let account = {
+        let _one_at_a_time = ACCOUNT_CHANGES.lock().unwrap_or_else(|p| p.into_inner());
+        let old = state.store.account(&id)?;
+        let account = Account {
+            siem_enabled: change.siem_enabled,
+            updated_at: Utc::now(),
+            ingest_events_per_sec: change
+                .ingest_events_per_sec
+                .apply(old.as_ref().and_then(|a| a.ingest_events_per_sec)),
+            ingest_burst: change
+                .ingest_burst
+                .apply(old.as_ref().and_then(|a| a.ingest_burst)),
+        };
+        state.store.put_account(&id, &account)?;
+        account
     };
-    state.store.put_account(&id, &account)?;
     // Turning the feature off stops the account's integrations; on starts the enabled
     // ones. Each is read again by the Supervisor, after this write.
     let integrations = state.store.integrations_of(&id).inspect_err(|_| {

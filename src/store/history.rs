@@ -710,10 +710,7 @@ mod tests {
         store
             .put_account(
                 &it.account,
-                &super::super::Account {
-                    siem_enabled: true,
-                    updated_at: Utc::now(),
-                },
+                &super::super::Account::enabled(Utc::now()),
             )
             .unwrap();
         store
