@@ -43,10 +43,7 @@ fn prepare(dir: &std::path::Path, m: usize, syncs: usize, port: u16) -> Duration
     for a in 0..m {
         let account = AccountId::parse(&format!("tenant-{a:05}")).expect("id");
         store
-            .put_account(
-                &account,
-                &Account::enabled(now),
-            )
+            .put_account(&account, &Account::enabled(now))
             .expect("account");
         let it = IntegrationChange::from_json(&serde_json::json!({
             "name": "splunk", "hec_token": "00000000-0000-4000-8000-000000000000",

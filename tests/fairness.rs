@@ -79,7 +79,7 @@ async fn an_account_over_its_ingest_rate_gets_429_with_retry_after_and_nothing_i
 
     let flood = api.ok("GET", "/api/v1/accounts/flood", None).await;
     assert!(
-        flood["rate_limited_requests"].as_u64().unwrap() >= 2,
+        flood["rate_limited_requests"].as_u64().unwrap() >= 1,
         "{flood}"
     );
     let calm = api.ok("GET", "/api/v1/accounts/calm", None).await;

@@ -866,12 +866,9 @@ async fn an_integrations_sync_history_moves_between_nodes_is_bounded_and_goes_wi
     let s = node(&url, "n1", |_| {}).await;
     let it = integration("acme");
     s.put_integration(&it, Expected::New).await.unwrap();
-    s.put_account(
-        &it.account,
-        &Account::enabled(Utc::now()),
-    )
-    .await
-    .unwrap();
+    s.put_account(&it.account, &Account::enabled(Utc::now()))
+        .await
+        .unwrap();
     let t0 = chrono::SubsecRound::trunc_subsecs(Utc::now() - chrono::Duration::hours(1), 6);
     let failed = SyncRecord {
         result: SyncResult::Failed,

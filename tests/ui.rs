@@ -1084,12 +1084,7 @@ fn seed_a_day(data: &std::path::Path, hec_uri: &str) {
     let store = Store::open(data).unwrap();
     let account = AccountId::parse("acme").unwrap();
     let now = Utc::now();
-    store
-        .put_account(
-            &account,
-            &Account::enabled(now),
-        )
-        .unwrap();
+    store.put_account(&account, &Account::enabled(now)).unwrap();
     let it = IntegrationChange::from_json(&json!({"name": "Main Splunk", "hec_token": TOK,
         "hec_uri": hec_uri, "sources": ["audit", "jobs"], "enabled": true}))
     .and_then(|c| {

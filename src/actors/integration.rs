@@ -650,12 +650,8 @@ async fn commit(
         .inc_by(letters.len() as u64);
     let mut s = shared.borrow_mut();
     s.checkpoint = cp;
-    s.cycle.add(
-        part.source(),
-        delivered,
-        bytes as u64,
-        letters.len() as u64,
-    );
+    s.cycle
+        .add(part.source(), delivered, bytes as u64, letters.len() as u64);
     let logged = s.progress_logged;
     if let Some(p) = &mut s.obs.progress {
         p.done = (p.done + upto as u64).min(p.total);

@@ -708,10 +708,7 @@ mod tests {
         assert_eq!(rows[0].summary, None);
         assert!(!rows[0].active, "the account's feature is off");
         store
-            .put_account(
-                &it.account,
-                &super::super::Account::enabled(Utc::now()),
-            )
+            .put_account(&it.account, &super::super::Account::enabled(Utc::now()))
             .unwrap();
         store
             .record_sync(&it.account, &it.id, &record(Utc::now(), 4))
