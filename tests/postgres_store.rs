@@ -1026,6 +1026,27 @@ async fn an_account_token_is_found_by_its_secret_and_revoked_by_its_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_own_ingest_limits_are_kept_and_read_on_another_node() {
+    let Some(url) = fresh_database() else { return };
+    let (n1, n2) = (
+        node(&url, "n1", |_| {}).await,
+        node(&url, "n2", |_| {}).await,
+    );
+    let a = AccountId::parse("acme").unwrap();
+    let mut account = Account::enabled(Utc::now());
+    n1.put_account(&a, &account).await.unwrap();
+    assert_eq!(n2.account(&a).await.unwrap().unwrap().ingest_burst, None);
+    account.ingest_events_per_sec = Some(10);
+    account.ingest_burst = Some(300);
+    n1.put_account(&a, &account).await.unwrap();
+    let read = n2.account(&a).await.unwrap().unwrap();
+    assert_eq!(
+        (read.ingest_events_per_sec, read.ingest_burst),
+        (Some(10), Some(300))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivered_finished_job_is_swept_and_a_late_retry_does_not_bring_it_back() {
     let Some(url) = fresh_database() else { return };
     let s = node(&url, "n1", |_| {}).await;

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sync_history",
         sql: include_str!("migrations/0002_sync_history.sql"),
     },
+    Migration {
+        version: 3,
+        name: "account_ingest_limits",
+        sql: include_str!("migrations/0003_account_ingest_limits.sql"),
+    },
 ];
 
 /// The advisory lock every migrator takes (an arbitrary constant: "siemsync").
