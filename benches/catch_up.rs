@@ -45,13 +45,7 @@ fn main() {
     let counts = Arc::new(Counts::default());
     let port = support::receiver(counts.clone());
     store
-        .put_account(
-            &account,
-            &Account {
-                siem_enabled: true,
-                updated_at: Utc::now(),
-            },
-        )
+        .put_account(&account, &Account::enabled(Utc::now()))
         .expect("account");
     let it = IntegrationChange::from_json(
         &json!({"name": "bench", "hec_token": "00000000-0000-4000-8000-000000000000",

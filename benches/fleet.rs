@@ -28,13 +28,7 @@ fn run(m: usize) {
         for a in 0..m {
             let account = AccountId::parse(&format!("tenant-{a}")).expect("id");
             store
-                .put_account(
-                    &account,
-                    &Account {
-                        siem_enabled: true,
-                        updated_at: now,
-                    },
-                )
+                .put_account(&account, &Account::enabled(now))
                 .expect("account");
             let it = IntegrationChange::from_json(&serde_json::json!({
                 "name": "splunk", "hec_token": "00000000-0000-4000-8000-000000000000",

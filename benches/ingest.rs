@@ -37,7 +37,11 @@ fn main() {
     );
     let mb = bodies.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;
     let dir = tempfile::tempdir().expect("temp dir");
-    let svc = Service::spawn(dir.path(), &[]);
+    // One account posts everything: its ingest burst (2,000,000 by default) must
+    // hold the whole run, or a larger N would meet the account's rate limit instead
+    // of measuring the ingest path.
+    let burst = n.max(2_000_000).to_string();
+    let svc = Service::spawn(dir.path(), &[("SIEMSYNC_ACCOUNT_INGEST_BURST", &burst)]);
     let pid = svc.pid().to_string();
     let cpu0 = support::cpu_secs(&pid);
     let next = Arc::new(AtomicUsize::new(0));

@@ -63,6 +63,36 @@ pub struct Config {
     /// Largest HEC post, in bytes (`SIEMSYNC_MAX_BATCH_BYTES`).
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
+    /// Largest event, as Splunk would receive it, in bytes (`SIEMSYNC_MAX_EVENT_BYTES`):
+    /// ingest refuses a larger one, since no Splunk would take it. At most
+    /// `max_batch_bytes`; unset, 1 MiB or `max_batch_bytes` if that is smaller
+    /// (see [`Config::max_event_bytes`]).
+    #[serde(default)]
+    pub max_event_bytes: Option<usize>,
+    /// Posts of one integration that may wait for indexer acknowledgement at once
+    /// (`SIEMSYNC_POSTS_IN_FLIGHT`); the checkpoint still moves strictly in order.
+    #[serde(default = "default_posts_in_flight")]
+    pub posts_in_flight: usize,
+    /// The longest a HEC `Retry-After` (429, 503) may delay an integration's next
+    /// attempt, in seconds (`SIEMSYNC_MAX_RETRY_AFTER_SECS`).
+    #[serde(default = "default_max_retry_after")]
+    pub max_retry_after_secs: u64,
+    /// Seconds a post size learnt from Splunk's refusals (413, or Splunk Cloud's
+    /// oversized-body answer) holds before larger posts are tried again
+    /// (`SIEMSYNC_POST_SIZE_REGROW_SECS`).
+    #[serde(default = "default_post_size_regrow")]
+    pub post_size_regrow_secs: u64,
+    /// Events (audit events and job snapshots) one account may post per second,
+    /// sustained (`SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC`); over it, that account's
+    /// ingest answers 429 with `Retry-After` and stores nothing of the request.
+    /// Per account: `ingest_events_per_sec` in `PUT /api/v1/accounts/{account}`.
+    #[serde(default = "default_account_ingest_rate")]
+    pub account_ingest_events_per_sec: u64,
+    /// Events one account may post at once after a quiet period
+    /// (`SIEMSYNC_ACCOUNT_INGEST_BURST`); a request of more is refused outright.
+    /// Per account: `ingest_burst`.
+    #[serde(default = "default_account_ingest_burst")]
+    pub account_ingest_burst: u64,
     /// Largest accepted API request body, in bytes (`SIEMSYNC_MAX_BODY_BYTES`).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -116,6 +146,27 @@ pub struct Config {
 
 fn default_max_batch_bytes() -> usize {
     1024 * 1024
+}
+/// The per-event limit when unset: below Splunk's own (about 5 MB), and within the
+/// default post size.
+const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+fn default_posts_in_flight() -> usize {
+    4
+}
+fn default_max_retry_after() -> u64 {
+    300
+}
+fn default_post_size_regrow() -> u64 {
+    3600
+}
+/// Far above what one account's platform side posts in normal running (the ingest
+/// bench posts about 170,000 events/s for all accounts together): only a flood meets it.
+fn default_account_ingest_rate() -> u64 {
+    100_000
+}
+/// Twenty seconds at the default rate: a backfill of a million events goes at once.
+fn default_account_ingest_burst() -> u64 {
+    2_000_000
 }
 fn default_max_body_bytes() -> usize {
     16 * 1024 * 1024
@@ -217,6 +268,25 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_MAX_BATCH_BYTES") {
             self.max_batch_bytes = parse("SIEMSYNC_MAX_BATCH_BYTES", &v)?;
         }
+        if let Some(v) = env("SIEMSYNC_MAX_EVENT_BYTES") {
+            self.max_event_bytes = Some(parse("SIEMSYNC_MAX_EVENT_BYTES", &v)?);
+        }
+        if let Some(v) = env("SIEMSYNC_POSTS_IN_FLIGHT") {
+            self.posts_in_flight = parse("SIEMSYNC_POSTS_IN_FLIGHT", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_MAX_RETRY_AFTER_SECS") {
+            self.max_retry_after_secs = parse("SIEMSYNC_MAX_RETRY_AFTER_SECS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_POST_SIZE_REGROW_SECS") {
+            self.post_size_regrow_secs = parse("SIEMSYNC_POST_SIZE_REGROW_SECS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC") {
+            self.account_ingest_events_per_sec =
+                parse("SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_ACCOUNT_INGEST_BURST") {
+            self.account_ingest_burst = parse("SIEMSYNC_ACCOUNT_INGEST_BURST", &v)?;
+        }
         if let Some(v) = env("SIEMSYNC_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("SIEMSYNC_MAX_BODY_BYTES", &v)?;
         }
@@ -306,6 +376,44 @@ impl Config {
         self.validate_access()?;
         if self.max_batch_bytes < 1024 {
             return bad("max_batch_bytes", "must be at least 1024");
+        }
+        if self
+            .max_event_bytes
+            .is_some_and(|m| !(1024..=self.max_batch_bytes).contains(&m))
+        {
+            return bad(
+                "max_event_bytes",
+                "must be at least 1024 and at most max_batch_bytes (an event larger than a post could never be sent)",
+            );
+        }
+        if !(1..=64).contains(&self.posts_in_flight) {
+            return bad("posts_in_flight", "must be between 1 and 64");
+        }
+        if !(1..=86_400).contains(&self.max_retry_after_secs) {
+            return bad(
+                "max_retry_after_secs",
+                "must be between 1 and 86400 seconds (one day)",
+            );
+        }
+        if !(1..=604_800).contains(&self.post_size_regrow_secs) {
+            return bad(
+                "post_size_regrow_secs",
+                "must be between 1 and 604800 seconds (one week)",
+            );
+        }
+        if !(1..=crate::model::account::MAX_INGEST_RATE)
+            .contains(&self.account_ingest_events_per_sec)
+        {
+            return bad(
+                "account_ingest_events_per_sec",
+                "must be between 1 and 1000000000 events per second",
+            );
+        }
+        if !(1..=crate::model::account::MAX_INGEST_BURST).contains(&self.account_ingest_burst) {
+            return bad(
+                "account_ingest_burst",
+                "must be between 1 and 1000000000000 events",
+            );
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
@@ -399,6 +507,13 @@ impl Config {
         .filter(|(_, token, dev)| token.as_str() == *dev)
         .map(|(key, ..)| key)
         .collect()
+    }
+
+    /// The largest event ingest takes: `max_event_bytes`, or when unset 1 MiB or
+    /// `max_batch_bytes` if that is smaller — an event must fit in a post.
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+            .unwrap_or(DEFAULT_MAX_EVENT_BYTES.min(self.max_batch_bytes))
     }
 
     pub fn retention(&self) -> Duration {
@@ -501,7 +616,13 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.sync_interval_secs, 300);
         assert_eq!(c.max_batch_bytes, 1024 * 1024);
+        assert_eq!(c.max_event_bytes(), 1024 * 1024);
+        assert_eq!(c.posts_in_flight, 4);
+        assert_eq!(c.max_retry_after_secs, 300);
+        assert_eq!(c.post_size_regrow_secs, 3600);
         assert_eq!(c.body_timeout_secs, default_body_timeout());
+        assert_eq!(c.account_ingest_events_per_sec, 100_000);
+        assert_eq!(c.account_ingest_burst, 2_000_000);
         assert!(!c.allow_insecure_tls);
         assert!(!c.allow_private_destinations);
     }
@@ -632,6 +753,61 @@ mod tests {
             assert!(!e.contains("Sup3rSecret"), "{e}");
             assert!(e.contains(&format!("line {line}")), "{e}");
             assert!(e.contains(&format!("`{key}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn delivery_limits_are_checked_against_each_other() {
+        let c = load(SHIPPED, &[("SIEMSYNC_MAX_BATCH_BYTES", "65536")]).unwrap();
+        assert_eq!(
+            c.max_event_bytes(),
+            65536,
+            "unset, it follows a smaller post size"
+        );
+        let e = load(
+            SHIPPED,
+            &[
+                ("SIEMSYNC_MAX_BATCH_BYTES", "65536"),
+                ("SIEMSYNC_MAX_EVENT_BYTES", "65537"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("`max_event_bytes`") && e.contains("at most max_batch_bytes"),
+            "{e}"
+        );
+        let c = load(SHIPPED, &[("SIEMSYNC_MAX_EVENT_BYTES", "4096")]).unwrap();
+        assert_eq!(c.max_event_bytes(), 4096);
+        for (var, value, key) in [
+            ("SIEMSYNC_POSTS_IN_FLIGHT", "0", "`posts_in_flight`"),
+            (
+                "SIEMSYNC_MAX_RETRY_AFTER_SECS",
+                "0",
+                "`max_retry_after_secs`",
+            ),
+            (
+                "SIEMSYNC_MAX_RETRY_AFTER_SECS",
+                "86401",
+                "`max_retry_after_secs`",
+            ),
+            (
+                "SIEMSYNC_POST_SIZE_REGROW_SECS",
+                "0",
+                "`post_size_regrow_secs`",
+            ),
+            (
+                "SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC",
+                "0",
+                "`account_ingest_events_per_sec`",
+            ),
+            (
+                "SIEMSYNC_ACCOUNT_INGEST_BURST",
+                "0",
+                "`account_ingest_burst`",
+            ),
+        ] {
+            let e = load(SHIPPED, &[(var, value)]).unwrap_err();
+            assert!(e.contains(key), "{var}={value}: {e}");
         }
     }
 

@@ -11,8 +11,10 @@
 pub mod actors;
 pub mod cli;
 pub mod config;
+pub mod fd_limit;
 pub mod hec;
 pub mod http;
+pub mod ingest_limit;
 pub mod logsafe;
 pub mod metrics;
 pub mod model;
@@ -110,6 +112,13 @@ pub fn start(config: Config) -> Result<Service, StartError> {
             config.listen
         );
     }
+    match fd_limit::raise() {
+        Ok((before, after)) if after > before => {
+            log::info!("open files limit raised from {before} to {after} (the hard limit)")
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("the open files limit could not be raised: {e}"),
+    }
     // One process-wide TLS provider; ours is the only one compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store = open_store(&config)?;
@@ -124,6 +133,9 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         max_batch_bytes: config.max_batch_bytes,
         interval: config.sync_interval(),
         client: config.client_settings(),
+        posts_in_flight: config.posts_in_flight,
+        max_retry_after: std::time::Duration::from_secs(config.max_retry_after_secs),
+        post_size_regrow: std::time::Duration::from_secs(config.post_size_regrow_secs),
     };
     let supervisor = Supervisor::new(store.clone(), audit, jobs, settings).start();
     supervisor.do_send(Reconcile);
@@ -133,6 +145,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         supervisor: supervisor.clone(),
         config: Arc::new(config.clone()),
         metrics,
+        ingest_limits: Arc::default(),
     });
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     /// 1 while the store takes writes.
     pub store_writable: Gauge,
+    pub open_fds: Gauge,
+    pub max_fds: Gauge,
     /// Integration actors alive: counted by the actors themselves, so it shows what
     /// runs, not what the Supervisor meant to run.
     pub integration_actors: Gauge,
@@ -135,6 +137,8 @@ impl Metrics {
             ingest_rejections: Family::default(),
             store_bytes: Gauge::default(),
             store_writable: Gauge::default(),
+            open_fds: Gauge::default(),
+            max_fds: Gauge::default(),
             integration_actors: Gauge::default(),
             registry: Registry::default(),
         };
@@ -238,6 +242,16 @@ impl Metrics {
             "store_writable",
             "1 while the store takes writes; 0 while its disk is full or read-only (ingest answers 503)",
             self.store_writable.clone(),
+        );
+        registry.register(
+            "open_fds",
+            "File descriptors the process holds (about one connection per integration syncing)",
+            self.open_fds.clone(),
+        );
+        registry.register(
+            "max_fds",
+            "The process's limit of open files (RLIMIT_NOFILE, raised to the hard limit at start)",
+            self.max_fds.clone(),
         );
         registry.register(
             "integration_actors",

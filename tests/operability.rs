@@ -262,3 +262,68 @@ async fn a_long_catch_up_reports_its_progress() {
         "progress is logged too"
     );
 }
+
+/// The TCP connections process `pid` holds to `port` on loopback, in any state
+/// (an idle kept-alive one, or one Splunk closed and we did not: CLOSE-WAIT).
+fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let port = format!(":{port:04X}");
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| f.len() > 9 && f[2].ends_with(&port) && inodes.contains(&f[9]))
+        .count()
+}
+
+#[actix_rt::test]
+async fn an_integration_holds_no_connection_to_its_splunk_between_syncs_minutes_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_SYNC_INTERVAL_SECS", "300")]);
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    let port: u16 = hec.base_url().rsplit(':').next().unwrap().parse().unwrap();
+    api.enable_account("acme").await;
+    api.post_audit("acme", &audit_events("e", 0, 5)).await;
+    let id = create_integration(
+        &api,
+        "acme",
+        json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]}),
+    )
+    .await;
+    status_until(&api, "acme", &id, "the first sync", |s| {
+        s["delivered"]["audit"] == 6 && s["syncing"] == false
+    })
+    .await;
+    // With the next sync five minutes away, the connection is closed at once: kept,
+    // it would sit in CLOSE-WAIT once Splunk closes its end — one file descriptor
+    // per integration, for the whole interval.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while connections_to(svc.pid(), port) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "siemsync still holds {} connection(s) to the HEC after the sync",
+            connections_to(svc.pid(), port)
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, body) = api.admin("GET", "/metrics", None).await;
+    assert_eq!(s, 200);
+    let text = body.as_str().unwrap().to_owned();
+    let open = series(&text, "siemsync_open_fds", &[]).expect("siemsync_open_fds");
+    let max = series(&text, "siemsync_max_fds", &[]).expect("siemsync_max_fds");
+    assert!(open >= 3.0 && max >= open, "open {open}, max {max}");
+}

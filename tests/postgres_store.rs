@@ -6,13 +6,17 @@
 
 use chrono::Utc;
 use serde_json::json;
+use siemsync::hec::response::{classify, FailureKind};
 use siemsync::model::{
     AccountId, AuditEvent, Integration, IntegrationChange, IntegrationPolicy, JobSnapshot,
 };
 use siemsync::store::postgres::{
     schema, ControlAction, ControlSignal, Expected, PgError, PgOptions, PgStore,
 };
-use siemsync::store::{Checkpoint, IngestOutcome};
+use siemsync::store::{
+    Account, Attempt, Checkpoint, IngestOutcome, PerSource, SyncError, SyncRecord, SyncResult,
+    HISTORY_MAX_RECORDS,
+};
 use siemsync::testkit::postgres::{ClusterOptions, PgCluster};
 use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
@@ -137,7 +141,11 @@ async fn migrations_run_once_when_three_nodes_start_at_once() {
     applied.sort();
     assert_eq!(
         applied,
-        vec![vec![], vec![], vec![1]],
+        vec![
+            vec![],
+            vec![],
+            schema::MIGRATIONS.iter().map(|m| m.version).collect()
+        ],
         "exactly one node migrated"
     );
     let mut client = client.unwrap();
@@ -146,13 +154,16 @@ async fn migrations_run_once_when_three_nodes_start_at_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(rows, 1);
+    assert_eq!(rows, schema::MIGRATIONS.len() as i64);
     // A released migration that changed, or a schema newer than the build, stops the start.
-    let changed = [schema::Migration {
-        version: 1,
-        name: "schema",
-        sql: "SELECT 1",
-    }];
+    let changed: Vec<_> = schema::MIGRATIONS
+        .iter()
+        .map(|m| schema::Migration {
+            version: m.version,
+            name: m.name,
+            sql: if m.version == 1 { "SELECT 1" } else { m.sql },
+        })
+        .collect();
     let e = schema::migrate(&mut client, &changed).await.unwrap_err();
     assert!(e.to_string().contains("must never change"), "{e}");
     let e = schema::migrate(&mut client, &[]).await.unwrap_err();
@@ -837,6 +848,163 @@ async fn an_integrations_records_are_kept_while_it_exists_and_go_with_it() {
     ));
 }
 
+/// A sync record as the integration actor writes one (times to the microsecond, as stored).
+fn sync(started_at: chrono::DateTime<Utc>, events: u64) -> SyncRecord {
+    SyncRecord {
+        started_at: chrono::SubsecRound::trunc_subsecs(started_at, 6),
+        duration_ms: 40,
+        result: SyncResult::of(events, false),
+        events: PerSource {
+            audit: events,
+            jobs: 2,
+        },
+        bytes: PerSource {
+            audit: events * 500,
+            jobs: 900,
+        },
+        dead_lettered: 0,
+        backlog_after: Some(0),
+        error: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integrations_sync_history_moves_between_nodes_is_bounded_and_goes_with_it() {
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let it = integration("acme");
+    s.put_integration(&it, Expected::New).await.unwrap();
+    s.put_account(&it.account, &Account::enabled(Utc::now()))
+        .await
+        .unwrap();
+    let t0 = chrono::SubsecRound::trunc_subsecs(Utc::now() - chrono::Duration::hours(1), 6);
+    let failed = SyncRecord {
+        result: SyncResult::Failed,
+        events: PerSource::default(),
+        bytes: PerSource::default(),
+        backlog_after: Some(12),
+        error: Some(SyncError {
+            failure: classify(403, br#"{"text":"Invalid token","code":4}"#)
+                .failure()
+                .cloned()
+                .unwrap(),
+            kind: FailureKind::Configuration,
+        }),
+        ..sync(t0 + chrono::Duration::minutes(5), 0)
+    };
+    s.record_sync(&it.account, &it.id, &sync(t0, 3))
+        .await
+        .unwrap();
+    s.record_sync(&it.account, &it.id, &failed).await.unwrap();
+    // Another node (the one the integration's shard moves to) reads the same history.
+    let other = node(&url, "n2", |_| {}).await;
+    assert_eq!(
+        other.history(&it.id, t0, 100).await.unwrap(),
+        vec![failed.clone(), sync(t0, 3)],
+        "newest first, as written"
+    );
+    assert_eq!(
+        other
+            .history(&it.id, t0 + chrono::Duration::minutes(1), 100)
+            .await
+            .unwrap(),
+        vec![failed.clone()]
+    );
+    assert_eq!(
+        other.history(&it.id, t0, 1).await.unwrap(),
+        vec![failed.clone()]
+    );
+    let summary = other.sync_summary(&it.id).await.unwrap().unwrap();
+    assert_eq!(summary.last, failed);
+    assert_eq!(summary.last_success, Some(sync(t0, 3).finished_at()));
+    let attempt = Some(Attempt {
+        at: failed.finished_at(),
+        error: failed.error.clone(),
+    });
+    assert_eq!(summary.last_attempt, attempt);
+    // Nothing to send proves nothing about the connection: the failed post still counts.
+    let skipped = SyncRecord {
+        events: PerSource::default(),
+        ..sync(t0 + chrono::Duration::minutes(10), 0)
+    };
+    assert_eq!(skipped.result, SyncResult::Skipped);
+    other
+        .record_sync(&it.account, &it.id, &skipped)
+        .await
+        .unwrap();
+    let summary = s.sync_summary(&it.id).await.unwrap().unwrap();
+    assert_eq!((&summary.last, &summary.last_attempt), (&skipped, &attempt));
+    assert_eq!(summary.last_success, Some(skipped.finished_at()));
+    let rows = other.overview_rows().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].id,
+            rows[0].name.as_str(),
+            rows[0].enabled,
+            rows[0].active
+        ),
+        (it.id, "Main Splunk", true, true)
+    );
+    assert_eq!(rows[0].summary.as_deref(), Some(&summary));
+
+    // Bounded: older than 7 days goes when the next is recorded, and at most 2,000 stay.
+    let epoch = chrono::DateTime::<Utc>::UNIX_EPOCH;
+    let recent = sync(Utc::now() - chrono::Duration::days(6), 4);
+    s.record_sync(
+        &it.account,
+        &it.id,
+        &sync(Utc::now() - chrono::Duration::days(8), 1),
+    )
+    .await
+    .unwrap();
+    s.record_sync(&it.account, &it.id, &recent).await.unwrap();
+    let kept = s.history(&it.id, epoch, usize::MAX).await.unwrap();
+    assert_eq!(kept.len(), 4, "the 8-day-old sync went: {kept:#?}");
+    assert_eq!(kept[0], recent);
+    let start = Utc::now() - chrono::Duration::minutes(30);
+    for i in 0..HISTORY_MAX_RECORDS + 5 {
+        let r = sync(start + chrono::Duration::milliseconds(i as i64), i);
+        s.record_sync(&it.account, &it.id, &r).await.unwrap();
+    }
+    let kept = s.history(&it.id, epoch, usize::MAX).await.unwrap();
+    assert_eq!(kept.len() as u64, HISTORY_MAX_RECORDS);
+    assert_eq!(kept[0].events.audit, HISTORY_MAX_RECORDS + 4, "the newest");
+    assert_eq!(
+        kept.last().unwrap().events.audit,
+        5,
+        "the oldest went first"
+    );
+
+    // Deleting the integration deletes its history, and nothing is recorded after.
+    assert!(s.delete_integration(&it.account, &it.id).await.unwrap());
+    assert!(s.history(&it.id, epoch, 100).await.unwrap().is_empty());
+    assert_eq!(s.sync_summary(&it.id).await.unwrap(), None);
+    assert!(matches!(
+        other
+            .record_sync(&it.account, &it.id, &sync(Utc::now(), 1))
+            .await,
+        Err(PgError::Gone)
+    ));
+    assert!(other.history(&it.id, epoch, 100).await.unwrap().is_empty());
+    assert!(other.overview_rows().await.unwrap().is_empty());
+    let client = {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c
+    };
+    for table in ["sync_history", "sync_summaries"] {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table} is empty after the delete");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_token_is_found_by_its_secret_and_revoked_by_its_id() {
     let Some(url) = fresh_database() else { return };
@@ -863,6 +1031,27 @@ async fn an_account_token_is_found_by_its_secret_and_revoked_by_its_id() {
         .unwrap()
         .get(0);
     assert!(!stored.contains("ssa_"), "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_own_ingest_limits_are_kept_and_read_on_another_node() {
+    let Some(url) = fresh_database() else { return };
+    let (n1, n2) = (
+        node(&url, "n1", |_| {}).await,
+        node(&url, "n2", |_| {}).await,
+    );
+    let a = AccountId::parse("acme").unwrap();
+    let mut account = Account::enabled(Utc::now());
+    n1.put_account(&a, &account).await.unwrap();
+    assert_eq!(n2.account(&a).await.unwrap().unwrap().ingest_burst, None);
+    account.ingest_events_per_sec = Some(10);
+    account.ingest_burst = Some(300);
+    n1.put_account(&a, &account).await.unwrap();
+    let read = n2.account(&a).await.unwrap().unwrap();
+    assert_eq!(
+        (read.ingest_events_per_sec, read.ingest_burst),
+        (Some(10), Some(300))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,14 +5,22 @@
 //! when it fails ("save anyway"); a new destination asking for the token again; the
 //! duplicate warning; status in UTC with "retrying" told from "needs action"; sync now
 //! with its result; dead letters with the event's id; a replay window in UTC with its
-//! event count; delete; 400 px and contrast; a revoked token and a stopped service
+//! event count; delete from the keyboard, its dialog cancelled then confirmed; 400 px
+//! and contrast; a revoked token and a stopped service
 //! shown as a banner over stale data; the feature-off page; and the administrator's
-//! account picker, feature switch and "no such account".
-//! `.ci/run` installs chromium and chromium-driver.
+//! account picker, feature switch and "no such account". Then, on a service whose
+//! interval never comes: the administrator's overview of every integration (counts per
+//! state, sorting and paging by the service), and an integration added and synced with
+//! the keyboard alone, whose chart has one point per sync and its failure marked with
+//! the advice; the feature switch from the keyboard, its dialog cancelled then
+//! confirmed. axe-core checks every view for serious and critical problems.
+//! `.ci/run` installs chromium, chromium-driver and axe-core (`npm ci` in tests/ui).
 
 mod common;
 
 use common::*;
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use siemsync::testkit::{Behaviour, HecServer, HecServerConfig};
@@ -208,6 +216,7 @@ async fn a_security_team_and_an_administrator_use_the_page() {
         t.contains("No SIEM integration yet")
     })
     .await;
+    axe(&c, "the empty list").await;
 
     // A bad form: every mistake at once, in plain words, before anything is sent.
     click(&c, "#add").await;
@@ -246,6 +255,7 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     );
     assert!(integrations(&api).await.is_empty(), "nothing was sent");
     screenshot(&c, "ui-form.png").await;
+    axe(&c, "the form with its mistakes").await;
 
     // Fix it: a token pasted with spaces around it is trimmed (and can be seen).
     type_into(&c, "f-name", "Main Splunk").await;
@@ -332,6 +342,21 @@ async fn a_security_team_and_an_administrator_use_the_page() {
         assert!(utc_with_relative(&t), "{f}: {t:?}");
     }
     assert!(text(&c, "#fresh").await.contains("UTC"));
+    // The card draws its syncs, and lists them below the chart.
+    until_js(
+        &c,
+        "the delivery chart",
+        "return document.querySelectorAll('.integration .chart svg [data-point]').length",
+    )
+    .await;
+    let caption = text(&c, ".integration .chart figcaption").await;
+    assert!(caption.contains("Last 24 hours"), "{caption}");
+    until_js(
+        &c,
+        "the table of syncs",
+        "return document.querySelectorAll('.integration table.syncs tbody tr').length",
+    )
+    .await;
     screenshot(&c, "ui-list.png").await;
 
     // The same URI and token again: warned before anything is saved.
@@ -418,7 +443,21 @@ async fn a_security_team_and_an_administrator_use_the_page() {
         1,
         "each distinct message once per card"
     );
+    // The failed sync is marked on the chart, with the advice for a screen reader.
+    let mark = until_js(
+        &c,
+        "the failure on the chart",
+        "const m = document.querySelector('.integration .chart .fail'); return m && m.getAttribute('aria-label')",
+    )
+    .await;
+    assert!(
+        mark.as_str()
+            .unwrap()
+            .contains("does not know this HEC token"),
+        "{mark}"
+    );
     screenshot(&c, "ui-needs-action.png").await;
+    axe(&c, "an integration that needs action, with its chart").await;
 
     // Back to the right Splunk (the token again, since the host changes back), with
     // an index from the Advanced settings.
@@ -537,6 +576,7 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     assert!(preview.contains("duplicates"), "{preview}");
     assert!(text(&c, ".integration .replay").await.contains("UTC"));
     screenshot(&c, "ui-replay.png").await;
+    axe(&c, "dead letters and the replay form").await;
     click(&c, ".integration .replay button[type=submit]").await;
     until_text(&c, ".integration [data-f=result]", "replay started", |t| {
         t.contains("Replay started")
@@ -545,6 +585,21 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     let replay = status_until(&api, "acme", &id, "the replay counted", |s| {
         s["replay"]["total"] == 4
     })
+    .await;
+    // The replay form opens and closes from the keyboard, focus going back to its button.
+    key_on(&c, ".integration [data-a=replay]", Key::Enter).await;
+    until_js(
+        &c,
+        "focus in the replay form",
+        "return document.activeElement.dataset.preset === 'hour'",
+    )
+    .await;
+    press(&c, &[Key::Escape]).await;
+    until_js(
+        &c,
+        "the replay form closed",
+        "return document.querySelector('.integration .replay').hidden && document.activeElement.dataset.a === 'replay'",
+    )
     .await;
     assert_eq!(replay["replay"]["from"], "2026-11-25T10:00:02Z");
     assert_eq!(replay["replay"]["to"], "2026-11-25T10:00:06Z");
@@ -583,12 +638,29 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     )
     .await;
 
-    // Delete, after confirming.
-    click(&c, ".integration [data-a=delete]").await;
+    // Delete, after confirming, from the keyboard: cancelling the dialog keeps the
+    // integration and the focus on its Delete button; confirming it deletes, and the
+    // focus goes to "Add integration".
+    key_on(&c, ".integration [data-a=delete]", Key::Enter).await;
+    c.dismiss_alert().await.unwrap();
+    assert_eq!(integrations(&api).await.len(), 1, "cancelled: still there");
+    until_js(
+        &c,
+        "the focus back on Delete",
+        "return document.activeElement.dataset.a === 'delete' && document.activeElement.closest('.integration') !== null",
+    )
+    .await;
+    press(&c, &[Key::Enter]).await;
     c.accept_alert().await.unwrap();
     until_text(&c, "#empty", "the list empty again", |t| {
         t.contains("No SIEM integration yet")
     })
+    .await;
+    until_js(
+        &c,
+        "the focus on Add integration",
+        "return document.activeElement.id === 'add'",
+    )
     .await;
     assert!(integrations(&api).await.is_empty());
 
@@ -634,6 +706,7 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     )
     .await;
     assert_eq!(picker, json!(["acme", "newco"]));
+    axe(&c, "the administrator's overview").await;
     assert_eq!(
         js(&c, "return document.querySelector('#accounts tr[data-account=newco] [role=switch]').getAttribute('aria-checked')").await,
         "false"
@@ -682,7 +755,530 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     .await;
     assert!(banner.contains("UTC"), "{banner}");
     screenshot(&c, "ui-stale.png").await;
+    axe(&c, "the unreachable banner").await;
+
+    overview_and_chart(&c, dir.path()).await;
     c.close().await.unwrap();
+}
+
+/// On a service whose interval never comes (every sync is asked for): the overview of
+/// twelve integrations, sorted and paged by the service; then an integration added and
+/// synced with the keyboard alone, whose chart has one point per sync.
+async fn overview_and_chart(c: &Client, dir: &std::path::Path) {
+    let hec = HecServer::start(TOK);
+    seed_a_day(&dir.join("quiet"), &hec.base_url());
+    let svc = Siemsync::start(
+        &dir.join("quiet"),
+        &[("SIEMSYNC_SYNC_INTERVAL_SECS", "3600")],
+    );
+    let api = svc.api();
+    // Besides acme's day: t03, t06, t09 and t12 use a token Splunk does not know, with
+    // 3, 6, 9 and 12 events waiting; t04 is turned off; the others are healthy.
+    let mut active = Vec::new();
+    for i in 1..=12 {
+        let account = format!("t{i:02}");
+        api.enable_account(&account).await;
+        let needs_action = i % 3 == 0;
+        if needs_action {
+            api.post_audit(&account, &audit_events(&account, 0, i))
+                .await;
+        }
+        let token = if needs_action { WRONG_TOK } else { TOK };
+        let id = create_integration(
+            &api,
+            &account,
+            json!({"hec_token": token, "hec_uri": hec.base_url(), "enabled": i != 4}),
+        )
+        .await;
+        if i != 4 {
+            active.push((account, id));
+        }
+    }
+    // A sync after siemsync's own "created" event: each backlog is known.
+    for (account, id) in &active {
+        sync_now(&api, account, id).await;
+    }
+    api.enable_account("chart").await;
+
+    // The administrator lands on the overview: every integration, worst first.
+    c.goto(&svc.url).await.unwrap();
+    type_into(c, "signin-token", ADMIN).await;
+    click(c, "#signin-form button[type=submit]").await;
+    let counts = until_text(c, "#state-counts", "the counts per state", |t| {
+        t.contains("4 needs action")
+    })
+    .await;
+    assert!(
+        counts.contains("8 healthy") && counts.contains("1 disabled"),
+        "{counts}"
+    );
+    until_text(c, "#fleet-page", "one page", |t| {
+        t.contains("13 integrations")
+    })
+    .await;
+    assert_eq!(fleet_rows(c).await.len(), 13);
+    assert_eq!(fleet_column(c, 2).await[..4], ["needs action"; 4]);
+    // Ten a page: the service sends ten.
+    c.find(Locator::Id("fleet-per-page"))
+        .await
+        .unwrap()
+        .select_by_value("10")
+        .await
+        .unwrap();
+    until_text(c, "#fleet-page", "two pages", |t| t.contains("Page 1 of 2")).await;
+    assert_eq!(fleet_rows(c).await.len(), 10);
+    // Sorted by backlog from the keyboard: the largest first, then the smallest.
+    key_on(c, "#fleet [data-sort=backlog]", Key::Enter).await;
+    until_js(
+        c,
+        "sorted by backlog, largest first",
+        "return document.querySelector('#fleet th[data-key=backlog]').getAttribute('aria-sort') === 'descending' && document.querySelector('#fleet tbody tr').dataset.account === 't12'",
+    )
+    .await;
+    assert_eq!(fleet_column(c, 0).await[..4], ["t12", "t09", "t06", "t03"]);
+    assert_eq!(fleet_column(c, 3).await[0], "13 events");
+    screenshot(c, "ui-overview.png").await;
+    axe(c, "the overview, sorted").await;
+    key_on(c, "#fleet [data-sort=backlog]", Key::Enter).await;
+    until_js(
+        c,
+        "sorted by backlog, smallest first",
+        "return document.querySelector('#fleet th[data-key=backlog]').getAttribute('aria-sort') === 'ascending' && document.querySelector('#fleet tbody tr').dataset.account === 't04'",
+    )
+    .await;
+    // The second page is the service's second page.
+    key_on(c, "#fleet-next", Key::Enter).await;
+    until_text(c, "#fleet-page", "page two", |t| t.contains("Page 2 of 2")).await;
+    until_js(
+        c,
+        "page two's rows",
+        "return [...document.querySelectorAll('#fleet tbody tr')].map(r => r.dataset.account).join() === 't06,t09,t12'",
+    )
+    .await;
+    // Never a success first.
+    click(c, "#fleet [data-sort=last_success]").await;
+    until_js(
+        c,
+        "sorted by last success",
+        "return document.querySelector('#fleet th[data-key=last_success]').getAttribute('aria-sort') === 'ascending' && document.querySelector('#fleet tbody tr').dataset.account === 't03'",
+    )
+    .await;
+    assert!(text(c, "#fleet-page").await.contains("Page 1 of 2"));
+    // One state only.
+    click(c, "#state-counts [data-state=needs_action]").await;
+    until_text(c, "#fleet-page", "needs action only", |t| {
+        t.contains("4 of 13 integrations")
+    })
+    .await;
+    assert_eq!(fleet_column(c, 2).await, ["needs action"; 4]);
+    click(c, "#state-counts [data-state=needs_action]").await;
+    until_text(c, "#fleet-page", "all again", |t| t.contains("Page 1 of 2")).await;
+    c.set_window_size(400, 900).await.unwrap();
+    fits_and_labelled(c, "the overview").await;
+    c.set_window_size(1100, 1300).await.unwrap();
+
+    // The keyboard alone: open the account, add an integration with its Enable toggle on.
+    js(
+        c,
+        "const p = document.getElementById('account-picker'); p.value = 'chart'; return true",
+    )
+    .await;
+    key_on(c, "#picker-open", Key::Enter).await;
+    until_text(c, "#empty", "chart's empty list", |t| {
+        t.contains("No SIEM integration yet")
+    })
+    .await;
+    key_on(c, "#add", Key::Enter).await;
+    until_js(
+        c,
+        "the form",
+        "return document.activeElement.id === 'f-name'",
+    )
+    .await;
+    typing(c, "Chart Splunk").await;
+    press(c, &[Key::Tab]).await;
+    typing(c, TOK).await;
+    press(c, &[Key::Tab]).await;
+    press(c, &[Key::Tab]).await;
+    typing(c, &hec.base_url()).await;
+    for _ in 0..3 {
+        press(c, &[Key::Tab]).await;
+    }
+    assert_eq!(js(c, "return document.activeElement.id").await, "f-enabled");
+    press(c, &[Key::Space]).await;
+    press(c, &[Key::Tab]).await;
+    press(c, &[Key::Tab]).await;
+    assert_eq!(js(c, "return document.activeElement.id").await, "save");
+    press(c, &[Key::Enter]).await;
+    until_text(c, "#notice", "saved from the keyboard", |t| {
+        t.contains("Saved")
+    })
+    .await;
+    let saved = api
+        .ok("GET", "/api/v1/accounts/chart/integrations", None)
+        .await;
+    let id = saved[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(saved[0]["enabled"], true);
+
+    // Four syncs: the first at once, then three asked for, the second of them refused.
+    history_until(&api, "chart", &id, "the first sync", |h| h.len() == 1).await;
+    api.post_audit("chart", &audit_events("c", 0, 5)).await;
+    sync_from_card(c, "Sync finished").await;
+    hec.set_behaviour(Behaviour::Fail {
+        status: 403,
+        code: Some(4),
+        text: "Invalid token".into(),
+    });
+    api.post_audit("chart", &audit_events("c", 5, 3)).await;
+    sync_from_card(c, "Sync failed").await;
+    hec.set_behaviour(Behaviour::Normal);
+    sync_from_card(c, "Sync finished").await;
+    let syncs = history(&api, "chart", &id).await;
+    assert_eq!(syncs.len(), 4, "{syncs:#?}");
+    until_js(
+        c,
+        "four points and one failure on the chart",
+        "return document.querySelectorAll('.integration .chart svg [data-point]').length === 4 && document.querySelectorAll('.integration .chart .fail').length === 1",
+    )
+    .await;
+    // The table says the same in words, newest first.
+    let rows = js(
+        c,
+        "return [...document.querySelectorAll('.integration table.syncs tbody tr')].map(r => r.textContent)",
+    )
+    .await;
+    let rows: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(
+        rows[0].contains("delivered") && rows[0].contains("3 events"),
+        "{rows:?}"
+    );
+    assert!(
+        rows[1].contains("failed") && rows[1].contains("HEC token"),
+        "{rows:?}"
+    );
+    assert!(rows[2].contains("delivered"), "{rows:?}");
+    // The range switch, then the failure mark, from the keyboard; Escape hides its advice.
+    key_on(c, ".integration [data-range='7d']", Key::Enter).await;
+    until_text(c, ".integration .chart figcaption", "seven days", |t| {
+        t.contains("Last 7 days")
+    })
+    .await;
+    assert_eq!(
+        js(c, "return document.querySelector(\".integration [data-range='7d']\").getAttribute('aria-pressed')").await,
+        "true"
+    );
+    press(c, &[Key::Tab]).await;
+    let tip = until_js(
+        c,
+        "the failure's advice on focus",
+        "const t = document.querySelector('.integration .chart .tip'); return document.activeElement.classList.contains('fail') && !t.hidden && t.textContent",
+    )
+    .await;
+    assert!(tip.as_str().unwrap().contains("HEC token"), "{tip}");
+    screenshot(c, "ui-chart-keyboard.png").await;
+    axe(c, "the chart with a failure's advice shown").await;
+    press(c, &[Key::Escape]).await;
+    until_js(
+        c,
+        "the advice hidden",
+        "return document.querySelector('.integration .chart .tip').hidden",
+    )
+    .await;
+    c.set_window_size(400, 900).await.unwrap();
+    fits_and_labelled(c, "the chart").await;
+    until_js(
+        c,
+        "the chart drawn for the narrow window",
+        "const p = document.querySelector('.integration .chart .plot'); return Number(p.querySelector('svg').getAttribute('width')) <= p.clientWidth",
+    )
+    .await;
+    js(
+        c,
+        "document.querySelector('.integration .history').scrollIntoView(); return true",
+    )
+    .await;
+    screenshot(c, "ui-chart-narrow.png").await;
+    c.set_window_size(1100, 1300).await.unwrap();
+
+    // A day of acme's syncs, with last night's hour of a busy Splunk: the arrow keys go
+    // from the latest failure to the one before.
+    c.goto(&format!("{}/#/accounts/acme", svc.url))
+        .await
+        .unwrap();
+    until_js(
+        c,
+        "a day of syncs",
+        "return document.querySelectorAll('.integration .chart svg [data-point]').length > 288",
+    )
+    .await;
+    key_on(c, ".integration [data-range='24h']", Key::Enter).await;
+    press(c, &[Key::Tab]).await;
+    press(c, &[Key::Tab]).await;
+    press(c, &[Key::Left]).await;
+    press(c, &[Key::Left]).await;
+    let tip = until_js(
+        c,
+        "a failure's advice",
+        "const t = document.querySelector('.integration .chart .tip'); return document.activeElement.classList.contains('fail') && !t.hidden && t.textContent",
+    )
+    .await;
+    assert!(
+        tip.as_str().unwrap().contains("Retrying by itself"),
+        "{tip}"
+    );
+    js(
+        c,
+        "document.querySelector('.integration .history').scrollIntoView(); return true",
+    )
+    .await;
+    screenshot(c, "ui-history.png").await;
+    axe(c, "a day of syncs").await;
+
+    // Back on the overview, the feature switch from the keyboard: turning off an
+    // account with an integration asks first; cancelling keeps it on.
+    key_on(c, "#to-overview", Key::Enter).await;
+    let switch = "#accounts tr[data-account=t07] [role=switch]";
+    until_js(
+        c,
+        "t07's switch on",
+        &format!("const s = document.querySelector('{switch}'); return s !== null && s.getAttribute('aria-checked') === 'true'"),
+    )
+    .await;
+    key_on(c, switch, Key::Space).await;
+    c.dismiss_alert().await.unwrap();
+    assert_eq!(
+        api.ok("GET", "/api/v1/accounts/t07", None).await["siem_enabled"],
+        true,
+        "cancelled: still on"
+    );
+    key_on(c, switch, Key::Space).await;
+    c.accept_alert().await.unwrap();
+    until_js(
+        c,
+        "t07's switch off and its integration counted as disabled",
+        &format!("return document.querySelector('{switch}').getAttribute('aria-checked') === 'false' && document.getElementById('state-counts').textContent.includes('2 disabled')"),
+    )
+    .await;
+    assert_eq!(
+        api.ok("GET", "/api/v1/accounts/t07", None).await["siem_enabled"],
+        false
+    );
+}
+
+/// acme's integration with a day of syncs every 5 minutes, written to the store before
+/// the service starts (for the screenshot): events through the day, an hour of a busy
+/// Splunk in the night with the backlog growing, a partial sync, and the catch-up.
+fn seed_a_day(data: &std::path::Path, hec_uri: &str) {
+    use chrono::{Duration as Span, Utc};
+    use siemsync::hec::response::{classify, FailureKind};
+    use siemsync::model::{AccountId, IntegrationChange, IntegrationPolicy};
+    use siemsync::store::{
+        Account, Checkpoint, PerSource, Store, SyncError, SyncRecord, SyncResult,
+    };
+    let store = Store::open(data).unwrap();
+    let account = AccountId::parse("acme").unwrap();
+    let now = Utc::now();
+    store.put_account(&account, &Account::enabled(now)).unwrap();
+    let it = IntegrationChange::from_json(&json!({"name": "Main Splunk", "hec_token": TOK,
+        "hec_uri": hec_uri, "sources": ["audit", "jobs"], "enabled": true}))
+    .and_then(|c| {
+        c.create(
+            account.clone(),
+            now - Span::days(2),
+            IntegrationPolicy::default(),
+        )
+    })
+    .unwrap();
+    store.put_integration(&it, None).unwrap();
+    let busy = classify(503, br#"{"text":"Server is busy","code":9}"#)
+        .failure()
+        .cloned()
+        .unwrap();
+    let (mut backlog, start) = (0u64, now - Span::hours(24) + Span::minutes(3));
+    for i in 0..288u64 {
+        let day = (i as f64 / 288.0 * std::f64::consts::TAU).sin();
+        let audit = (14.0 + 10.0 * day).round() as u64 + i * 7 % 5;
+        let jobs = 2 + i % 3;
+        backlog += audit + jobs;
+        let outage = (150..162).contains(&i);
+        let (result, sent) = match i {
+            _ if outage => (SyncResult::Failed, 0),
+            162 => (SyncResult::Partial, 140),
+            _ => (SyncResult::Delivered, backlog),
+        };
+        backlog -= sent;
+        let audit_sent = sent * audit / (audit + jobs);
+        store
+            .record_sync(
+                &account,
+                &it.id,
+                &SyncRecord {
+                    started_at: start + Span::minutes(5 * i as i64),
+                    duration_ms: 40 + sent * 3 + if outage { 900 } else { 0 },
+                    result,
+                    events: PerSource {
+                        audit: audit_sent,
+                        jobs: sent - audit_sent,
+                    },
+                    bytes: PerSource {
+                        audit: audit_sent * 610,
+                        jobs: (sent - audit_sent) * 480,
+                    },
+                    dead_lettered: 0,
+                    backlog_after: Some(backlog),
+                    error: (result != SyncResult::Delivered).then(|| SyncError {
+                        failure: busy.clone(),
+                        kind: FailureKind::Transient,
+                    }),
+                },
+            )
+            .unwrap();
+    }
+    // What the checkpoint says after such a day, for the card's figures.
+    let day = store.history(&it.id, now - Span::days(2), 1000).unwrap();
+    let checkpoint = Checkpoint {
+        delivered_audit: day.iter().map(|r| r.events.audit).sum(),
+        delivered_jobs: day.iter().map(|r| r.events.jobs).sum(),
+        last_success: Some(start + Span::minutes(5 * 287)),
+        ..Checkpoint::default()
+    };
+    store.commit(&account, &it.id, &checkpoint, &[]).unwrap();
+    store.flush_now().unwrap();
+    drop(store);
+    // The store's flush thread lets go of the database a moment after the last handle.
+    let start = Instant::now();
+    while sled::Config::new().path(data).open().is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the seeded store stays locked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Presses "Sync now" from the keyboard and waits for the card to say how it ended.
+async fn sync_from_card(c: &Client, ended: &str) {
+    key_on(c, ".integration [data-a=sync]", Key::Enter).await;
+    until_text(c, ".integration [data-f=result]", ended, |t| {
+        t.contains(ended)
+    })
+    .await;
+}
+
+/// The overview table's rows.
+async fn fleet_rows(c: &Client) -> Vec<Value> {
+    js(
+        c,
+        "return [...document.querySelectorAll('#fleet tbody tr')].map(r => r.dataset.account)",
+    )
+    .await
+    .as_array()
+    .unwrap()
+    .clone()
+}
+
+/// The text of one column of the overview table, top to bottom.
+async fn fleet_column(c: &Client, i: usize) -> Vec<String> {
+    js(
+        c,
+        &format!("return [...document.querySelectorAll('#fleet tbody tr')].map(r => r.cells[{i}].textContent.trim())"),
+    )
+    .await
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|v| v.as_str().unwrap().to_owned())
+    .collect()
+}
+
+/// Presses keys together (the first ones held, as Shift) on whatever has the focus.
+async fn press(c: &Client, keys: &[Key]) {
+    let mut seq = KeyActions::new("keyboard".into());
+    for k in keys {
+        seq = seq.then(KeyAction::Down {
+            value: char::from(*k),
+        });
+    }
+    for k in keys.iter().rev() {
+        seq = seq.then(KeyAction::Up {
+            value: char::from(*k),
+        });
+    }
+    c.perform_actions(seq).await.unwrap();
+}
+
+/// Types text into whatever has the focus.
+async fn typing(c: &Client, text: &str) {
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Gives the element the focus and presses a key on it, as a keyboard user would.
+async fn key_on(c: &Client, css: &str, key: Key) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|_| panic!("no {css}"))
+        .send_keys(&key.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("{key:?} on {css}: {e}"));
+}
+
+/// axe-core, from `npm ci` in tests/ui; `None` (with a note) where it is not installed,
+/// except under CI, where its absence is a failure.
+fn axe_source() -> Option<&'static str> {
+    static SOURCE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SOURCE
+        .get_or_init(|| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/ui/node_modules/axe-core/axe.min.js");
+            match std::fs::read_to_string(&path) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    assert!(
+                        std::env::var_os("CI").is_none(),
+                        "axe-core is missing ({}: {e}): .ci/run installs it with `npm ci --prefix tests/ui`",
+                        path.display()
+                    );
+                    eprintln!("SKIPPED the accessibility checks: axe-core is not installed (npm ci --prefix tests/ui)");
+                    None
+                }
+            }
+        })
+        .as_deref()
+}
+
+/// Runs axe-core on the page as it is: no violation of serious or critical impact.
+async fn axe(c: &Client, what: &str) {
+    let Some(source) = axe_source() else { return };
+    let loaded = js(c, "return typeof window.axe !== 'undefined'").await;
+    if loaded != json!(true) {
+        c.execute(&format!("{source}\n;return true"), vec![])
+            .await
+            .unwrap_or_else(|e| panic!("injecting axe-core: {e}"));
+    }
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']})
+               .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+                 .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                             nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)}))))
+               .catch(e => done([{id: 'axe failed', help: String(e)}]));",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("running axe-core on {what}: {e}"));
+    assert_eq!(found, json!([]), "axe-core on {what}: {found:#}");
 }
 
 /// Nothing wider than the window, and every visible control has a label.

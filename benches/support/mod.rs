@@ -249,3 +249,117 @@ impl Http {
         (status, body)
     }
 }
+
+/// The size of the files under `dir`, in MiB.
+pub fn dir_mib(dir: &Path) -> f64 {
+    fn walk(p: &Path) -> u64 {
+        match std::fs::read_dir(p) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum(),
+            Err(_) => 0,
+        }
+    }
+    walk(dir) as f64 / 1_048_576.0
+}
+
+/// Per channel: the next ack id, and when each unconfirmed id was issued.
+type AckChannels = std::sync::Mutex<
+    std::collections::HashMap<String, (u64, std::collections::HashMap<u64, Instant>)>,
+>;
+
+struct AckReceiver {
+    counts: Arc<Counts>,
+    channels: AckChannels,
+    delay: Duration,
+}
+
+async fn receive_with_ack(
+    req: HttpRequest,
+    body: web::Bytes,
+    r: web::Data<AckReceiver>,
+) -> HttpResponse {
+    let channel = req
+        .headers()
+        .get("x-splunk-request-channel")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut channels = r.channels.lock().unwrap_or_else(|p| p.into_inner());
+    let (next, pending) = channels.entry(channel).or_default();
+    if req.path().ends_with("/ack") {
+        #[derive(serde::Deserialize)]
+        struct Query {
+            acks: Vec<u64>,
+        }
+        let q: Query = serde_json::from_slice(&body).expect("ack query");
+        let mut out = serde_json::Map::new();
+        for id in q.acks {
+            // Splunk forgets an id once it answered true.
+            let done = pending.get(&id).is_some_and(|at| at.elapsed() >= r.delay);
+            if done {
+                pending.remove(&id);
+            }
+            out.insert(id.to_string(), Value::Bool(done));
+        }
+        return HttpResponse::Ok().json(json!({ "acks": out }));
+    }
+    let id = *next;
+    *next += 1;
+    pending.insert(id, Instant::now());
+    drop(channels);
+    let mut plain = Vec::new();
+    let text: &[u8] = if req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v == "gzip")
+    {
+        let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain);
+        &plain
+    } else {
+        &body
+    };
+    let events = text.iter().filter(|b| **b == b'\n').count();
+    r.counts.events.fetch_add(events as u64, Ordering::Relaxed);
+    r.counts
+        .bytes
+        .fetch_add(text.len() as u64, Ordering::Relaxed);
+    r.counts.posts.fetch_add(1, Ordering::Relaxed);
+    HttpResponse::Ok().json(json!({"text": "Success", "code": 0, "ackId": id}))
+}
+
+/// A counting receiver with indexer acknowledgement: every post gets an ack id, and
+/// an ack poll answers `true` for an id once `delay` has passed since its post (as a
+/// Splunk whose indexers confirm slowly). Returns its port.
+pub fn ack_receiver(counts: Arc<Counts>, delay: Duration) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let sys = actix_rt::System::new();
+        sys.block_on(async move {
+            let data = web::Data::new(AckReceiver {
+                counts,
+                channels: Default::default(),
+                delay,
+            });
+            let srv = HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .app_data(web::PayloadConfig::new(64 << 20))
+                    .default_service(web::to(receive_with_ack))
+            })
+            .workers(1)
+            .disable_signals()
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+            tx.send(srv.addrs()[0].port()).expect("port");
+            actix_rt::spawn(srv.run());
+        });
+        sys.run().ok();
+    });
+    rx.recv().expect("receiver port")
+}

@@ -115,6 +115,29 @@ impl Batch {
         }
     }
 
+    /// Consecutive parts of one source as one batch (their bytes copied); `None`
+    /// when they hold no event.
+    pub fn concat(parts: &[Batch]) -> Option<Batch> {
+        let last = parts.iter().rev().find(|p| !p.is_empty())?;
+        let mut body = Vec::with_capacity(parts.iter().map(|p| p.body.len()).sum());
+        let mut items = Vec::with_capacity(parts.iter().map(Batch::len).sum());
+        for p in parts {
+            let start = body.len();
+            body.extend_from_slice(&p.body);
+            items.extend(p.items.iter().map(|i| Item {
+                seq: i.seq,
+                end: start + i.end,
+            }));
+        }
+        Some(Batch {
+            kind: last.kind,
+            body: body.into(),
+            items,
+            last_job: last.last_job.clone(),
+            more: last.more,
+        })
+    }
+
     pub fn source(&self) -> crate::model::Source {
         match self.kind {
             BatchKind::Audit => crate::model::Source::Audit,
@@ -246,5 +269,13 @@ mod tests {
             vec![11, 13]
         );
         assert_eq!(&w.event(1)[..], b"dddd");
+        let c = Batch::concat(&[b.slice(3..4), b.slice(0..0), b.slice(0..2)]).unwrap();
+        assert_eq!(&c.body[..], b"ddddaabbb");
+        assert_eq!(
+            c.items.iter().map(|i| (i.seq, i.end)).collect::<Vec<_>>(),
+            vec![(13, 4), (10, 6), (11, 9)]
+        );
+        assert_eq!(&c.event(2)[..], b"bbb");
+        assert!(Batch::concat(&[b.slice(1..1)]).is_none());
     }
 }

@@ -3,16 +3,19 @@
 //! Splunk only ever delays that customer's own posts.
 
 use super::audit_collector::AuditCollector;
+use super::delivery::{self, Claimed, CollectorFeed, Halt, Ledger};
+use super::history::Tally;
 use super::job_collector::JobCollector;
 use super::messages::*;
 use super::observation::*;
-use crate::hec::client::{AckAnswer, ClientSettings, HecClient};
+use crate::hec::client::{ClientSettings, HecClient, CONNECTION_KEEP_ALIVE};
 use crate::hec::encode::Envelope;
-use crate::hec::response::{Failure, FailureKind, Outcome};
+use crate::hec::policy::{Policy, PolicySettings, SlowDown};
+use crate::hec::response::{Failure, FailureKind};
 use crate::logsafe::clean;
 use crate::metrics::{FailureLabels, IntegrationLabels, Metrics};
 use crate::model::{Integration, Source};
-use crate::store::{Checkpoint, DeadLetter, PostClaim, Store, StoreError};
+use crate::store::{Checkpoint, DeadLetter, Store, StoreError};
 use actix::prelude::*;
 use chrono::Utc;
 use std::cell::RefCell;
@@ -27,6 +30,28 @@ pub struct DeliverySettings {
     pub interval: Duration,
     pub client: ClientSettings,
     pub metrics: std::sync::Arc<Metrics>,
+    /// Posts that may wait for indexer acknowledgement at once.
+    pub posts_in_flight: usize,
+    /// The longest wait a HEC `Retry-After` can impose.
+    pub max_retry_after: Duration,
+    /// How long a post size learnt from a refusal holds before larger posts are tried.
+    pub post_size_regrow: Duration,
+}
+
+impl DeliverySettings {
+    /// What the delivery policy follows for integration `it`.
+    pub fn policy(&self, it: &Integration) -> PolicySettings {
+        PolicySettings {
+            max_post_bytes: self.max_batch_bytes,
+            posts_in_flight: self.posts_in_flight,
+            interval: self.interval,
+            max_retry_after: self.max_retry_after,
+            regrow_after: self.post_size_regrow,
+            ack_poll: self.client.ack_poll,
+            ack_timeout: self.client.ack_timeout,
+            compressed: it.gzip,
+        }
+    }
 }
 
 /// Handles a sync cycle needs; shared by the actor and the cycle future.
@@ -44,34 +69,18 @@ struct Shared {
     checkpoint: Checkpoint,
     /// The batch that failed: re-sent, unchanged, before anything newer.
     pending: Option<Batch>,
-    /// The largest post this Splunk accepts, learnt from 413 answers.
-    max_post_bytes: usize,
     /// Set when Splunk takes events but says something needs fixing (no ack id
     /// although acknowledgement is on): delivery goes on, the status shows it.
     warning: Option<Failure>,
-    /// The largest post Splunk accepted since the actor started.
-    largest_accepted: usize,
-    /// Events refused one by one with nothing accepted in between; past a few, the
-    /// cause is not the events (a proxy, a token's settings) and delivery stops
-    /// instead of filling the dead letters.
-    refused_in_a_row: u32,
-    /// Events and bytes delivered in the current cycle, for its log line.
-    cycle: (usize, usize),
+    /// Events and bytes delivered (and events dead-lettered) in the current cycle,
+    /// per source: its log line and its history record.
+    cycle: Tally,
     /// When catch-up progress was last logged (at most every 10 s).
     progress_logged: Instant,
     /// Running-job snapshots already dead-lettered: the running pass moves no cursor,
     /// so the same refused snapshot comes back every tick.
     dead_running: std::collections::HashSet<u64>,
     obs: Observation,
-}
-
-enum CycleError {
-    /// Splunk or the network is briefly unable: retry with back-off.
-    Transient(Failure),
-    /// The customer must fix something: retry once per interval.
-    Config(Failure),
-    /// The integration was deleted while a post was in flight.
-    Gone,
 }
 
 /// Counts a live actor in `siemsync_integration_actors` from its creation until it is
@@ -88,13 +97,14 @@ pub struct IntegrationActor {
     _alive: Alive,
     deps: Rc<Deps>,
     shared: Rc<RefCell<Shared>>,
+    /// What delivery has learnt about this Splunk (post size, refusals, back-off).
+    policy: Rc<RefCell<Policy>>,
     generation: u64,
     supervisor: Recipient<Stopped>,
     next: Option<SpawnHandle>,
     syncing: bool,
     /// A sync was asked for while one ran: run again right after.
     again: bool,
-    rng: u64,
 }
 
 impl IntegrationActor {
@@ -113,15 +123,13 @@ impl IntegrationActor {
         alive.inc();
         IntegrationActor {
             _alive: Alive(alive),
+            policy: Rc::new(RefCell::new(Policy::new(settings.policy(&it), seed))),
             shared: Rc::new(RefCell::new(Shared {
                 checkpoint: Checkpoint::default(),
                 pending: None,
-                max_post_bytes: settings.max_batch_bytes,
                 warning: None,
-                largest_accepted: 0,
-                cycle: (0, 0),
+                cycle: Tally::default(),
                 progress_logged: Instant::now(),
-                refused_in_a_row: 0,
                 dead_running: Default::default(),
                 obs: Observation {
                     state: State::Pending,
@@ -134,6 +142,8 @@ impl IntegrationActor {
                     next_sync: None,
                     progress: None,
                     error_kind: None,
+                    retry_after_secs: None,
+                    slow_down: None,
                     sync_started_at: None,
                     last_sync: None,
                 },
@@ -151,7 +161,6 @@ impl IntegrationActor {
             next: None,
             syncing: false,
             again: false,
-            rng: seed | 1,
         }
     }
 
@@ -169,10 +178,10 @@ impl IntegrationActor {
             s.obs.syncing = true;
             s.obs.next_sync = None;
             s.obs.sync_started_at = Some(Utc::now());
-            s.cycle = (0, 0);
+            s.cycle = Tally::default();
         }
         let started = Instant::now();
-        let cycle = run_cycle(self.deps.clone(), self.shared.clone());
+        let cycle = run_cycle(self.deps.clone(), self.shared.clone(), self.policy.clone());
         ctx.spawn(
             cycle
                 .into_actor(self)
@@ -180,12 +189,7 @@ impl IntegrationActor {
         );
     }
 
-    fn finished(
-        &mut self,
-        result: Result<(), CycleError>,
-        started: Instant,
-        ctx: &mut Context<Self>,
-    ) {
+    fn finished(&mut self, result: Result<(), Halt>, started: Instant, ctx: &mut Context<Self>) {
         self.syncing = false;
         let interval = self.deps.settings.interval;
         let shared = self.shared.clone();
@@ -194,12 +198,32 @@ impl IntegrationActor {
             s.obs.syncing = false;
             s.obs.progress = None;
             let finished_at = Utc::now();
+            let started_at = s.obs.sync_started_at.take().unwrap_or(finished_at);
             s.obs.last_sync = Some(SyncReport {
-                started_at: s.obs.sync_started_at.take().unwrap_or(finished_at),
+                started_at,
                 finished_at,
-                events: s.cycle.0 as u64,
+                events: s.cycle.events(),
                 ok: result.is_ok(),
             });
+            s.obs.retry_after_secs = None;
+            let error = match &result {
+                Ok(()) | Err(Halt::Gone) => None,
+                Err(Halt::Transient { failure, .. }) => Some((failure, FailureKind::Transient)),
+                Err(Halt::Config(f)) => Some((f, FailureKind::Configuration)),
+            };
+            if !matches!(result, Err(Halt::Gone)) {
+                let d = &self.deps;
+                let (cp, tally) = (&s.checkpoint, &s.cycle);
+                super::history::record(
+                    &d.store,
+                    &d.it,
+                    cp,
+                    tally,
+                    started_at,
+                    started.elapsed(),
+                    error,
+                );
+            }
             match result {
                 Ok(()) => {
                     s.obs.retries = 0;
@@ -209,17 +233,23 @@ impl IntegrationActor {
                         interval.saturating_sub(started.elapsed())
                     }
                 }
-                Err(CycleError::Gone) => {
+                Err(Halt::Gone) => {
                     drop(s);
                     ctx.stop();
                     return;
                 }
-                Err(CycleError::Transient(failure)) => {
+                Err(Halt::Transient {
+                    failure,
+                    retry_after,
+                }) => {
                     self.failed(&mut s, failure, started);
                     s.obs.error_kind = Some(FailureKind::Transient);
-                    self.backoff(s.obs.retries, interval)
+                    let mut policy = self.policy.borrow_mut();
+                    s.obs.retry_after_secs =
+                        retry_after.map(|d| policy.bounded_retry_after(d).as_secs());
+                    policy.back_off(s.obs.retries, retry_after)
                 }
-                Err(CycleError::Config(failure)) => {
+                Err(Halt::Config(failure)) => {
                     // Retrying sooner cannot help until the customer fixes it.
                     self.failed(&mut s, failure, started);
                     s.obs.error_kind = Some(FailureKind::Configuration);
@@ -228,6 +258,13 @@ impl IntegrationActor {
             }
         };
         self.again = false;
+        if delay >= CONNECTION_KEEP_ALIVE {
+            // The connection would not be reused after so long: close it now rather
+            // than hold a socket Splunk has closed (CLOSE-WAIT) until the next sync.
+            if let Ok(client) = &self.deps.client {
+                client.close_idle();
+            }
+        }
         self.shared.borrow_mut().obs.next_sync =
             Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
         self.next = Some(ctx.run_later(delay, |act, ctx| act.sync(ctx)));
@@ -238,8 +275,8 @@ impl IntegrationActor {
             "sync integration={} account={} events={} bytes={} duration_ms={} result=failed http_status={:?} code={:?} error={:?} advice={:?}",
             self.deps.it.id,
             self.deps.it.account,
-            s.cycle.0,
-            s.cycle.1,
+            s.cycle.events(),
+            s.cycle.bytes(),
             started.elapsed().as_millis(),
             failure.http_status,
             failure.code,
@@ -266,18 +303,6 @@ impl IntegrationActor {
         s.obs.state = State::Failing;
         s.obs.last_error = Some(failure);
         s.obs.retries += 1;
-    }
-
-    /// Exponential back-off from one second, capped by the interval, with jitter so
-    /// that many integrations failing together do not retry together.
-    fn backoff(&mut self, retries: u32, interval: Duration) -> Duration {
-        let base = Duration::from_secs(1u64 << retries.saturating_sub(1).min(16)).min(interval);
-        // xorshift64: deterministic per integration, no shared RNG.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let fraction = 0.5 + (self.rng % 1000) as f64 / 2000.0;
-        base.mul_f64(fraction)
     }
 }
 
@@ -369,36 +394,12 @@ impl Handler<Stop> for IntegrationActor {
     }
 }
 
-fn internal(text: String) -> CycleError {
-    CycleError::Transient(Failure {
-        http_status: None,
-        code: None,
-        text,
-        advice: "siemsync could not read or write its own store; it retries. Tell the operator if this persists.".into(),
-    })
-}
-
-impl From<StoreError> for CycleError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Gone => CycleError::Gone,
-            other => internal(other.to_string()),
-        }
-    }
-}
-
-impl From<MailboxError> for CycleError {
-    fn from(e: MailboxError) -> Self {
-        internal(format!("collector unavailable: {e}"))
-    }
-}
-
 /// Counts the backlog at the start of a cycle, so a catch-up reports done/total.
-fn start_progress(deps: &Deps, shared: &RefCell<Shared>) -> Result<(), CycleError> {
+fn start_progress(deps: &Deps, shared: &RefCell<Shared>) -> Result<(), Halt> {
     let cp = shared.borrow().checkpoint.clone();
     let total = deps.store.backlog(&deps.it, &cp)?.events();
     let mut s = shared.borrow_mut();
-    s.cycle = (0, 0);
+    s.cycle = Tally::default();
     // The first batch of a catch-up is logged at once, then every 10 s.
     s.progress_logged = Instant::now()
         .checked_sub(Duration::from_secs(10))
@@ -411,269 +412,143 @@ fn start_progress(deps: &Deps, shared: &RefCell<Shared>) -> Result<(), CycleErro
     Ok(())
 }
 
-/// Events refused one by one, with nothing accepted between, before delivery stops
-/// and says the cause is elsewhere.
-const MAX_REFUSED_IN_A_ROW: u32 = 5;
-
 /// One sync: the failed batch first, then the audit log, jobs changed since the
-/// checkpoint, and last every job still in progress — each batch delivered, and the
-/// checkpoint moved, before the next is read.
-async fn run_cycle(deps: Rc<Deps>, shared: Rc<RefCell<Shared>>) -> Result<(), CycleError> {
+/// checkpoint, and last every job still in progress — each delivered by the one
+/// delivery loop, which moves the checkpoint in order as Splunk takes them.
+async fn run_cycle(
+    deps: Rc<Deps>,
+    shared: Rc<RefCell<Shared>>,
+    policy: Rc<RefCell<Policy>>,
+) -> Result<(), Halt> {
     let started = Instant::now();
     if let Some(reason) = deps.store.fault() {
         // A delivery now could not move its checkpoint: it would only be sent again.
         return Err(StoreError::Unavailable(reason).into());
     }
+    // Without a usable client the failed batch stays pending, untouched.
+    let client = deps.client.as_ref().map_err(|f| Halt::Config(f.clone()))?;
     start_progress(&deps, &shared)?;
+    let pass = |source| pass(&deps, client, &shared, &policy, source);
     // Jobs changed after this point are sent as changed in this cycle (or the next),
     // so the running-jobs pass skips them instead of sending them twice.
     let jobs_at_start = shared.borrow().checkpoint.job_seq;
-    let request = || BatchRequest {
-        account: deps.it.account.clone(),
-        envelope: Envelope {
-            host: deps.settings.host.clone(),
-            index: deps.it.index.clone(),
-        },
-        upload_time: Utc::now(),
-        max_bytes: shared.borrow().max_post_bytes,
-    };
     shared.borrow_mut().warning = None;
     // A leftover batch of running jobs is not re-sent: this cycle's running pass
     // sends the same jobs with their current progress.
     let pending = shared.borrow_mut().pending.take();
     if let Some(batch) = pending.filter(|b| b.kind != BatchKind::JobsRunning) {
-        deliver(&deps, &shared, batch).await?;
+        pass(delivery::Source::Once(Some(batch))).await?;
     }
     if deps.it.wants(Source::Audit) {
-        loop {
-            let after = shared.borrow().checkpoint.audit_seq;
-            let batch = deps
-                .audit
-                .send(CollectAudit {
-                    request: request(),
-                    after,
-                    window: None,
-                })
-                .await??;
-            if batch.is_empty() {
-                break;
-            }
-            deliver(&deps, &shared, batch).await?;
-        }
+        let after = shared.borrow().checkpoint.audit_seq;
+        pass(delivery::Source::Audit { after }).await?;
     }
     if deps.it.wants(Source::Jobs) {
-        loop {
-            let after = shared.borrow().checkpoint.job_seq;
-            let batch = deps
-                .jobs
-                .send(CollectChangedJobs {
-                    request: request(),
-                    after,
-                    window: None,
-                })
-                .await??;
-            if batch.is_empty() {
-                break;
-            }
-            deliver(&deps, &shared, batch).await?;
-        }
-        let mut after_job = None;
-        loop {
-            let batch = deps
-                .jobs
-                .send(CollectRunningJobs {
-                    request: request(),
-                    up_to: jobs_at_start,
-                    after_job: after_job.clone(),
-                })
-                .await??;
-            if batch.is_empty() {
-                break;
-            }
-            let more = batch.more;
-            after_job = batch.last_job.clone();
-            deliver(&deps, &shared, batch).await?;
-            if !more {
-                break;
-            }
-        }
+        let after = shared.borrow().checkpoint.job_seq;
+        pass(delivery::Source::ChangedJobs { after }).await?;
+        pass(delivery::Source::RunningJobs {
+            up_to: jobs_at_start,
+            after_job: None,
+            done: false,
+        })
+        .await?;
     }
+    let cycle = shared.borrow().cycle;
     log::info!(
         "sync integration={} account={} events={} bytes={} duration_ms={} result=ok",
         deps.it.id,
         deps.it.account,
-        shared.borrow().cycle.0,
-        shared.borrow().cycle.1,
+        cycle.events(),
+        cycle.bytes(),
         started.elapsed().as_millis()
     );
     if let Some(w) = shared.borrow().warning.clone() {
-        return Err(CycleError::Config(w));
+        return Err(Halt::Config(w));
     }
     Ok(())
 }
 
-/// Delivers a batch in as many posts as Splunk needs, never losing an event:
-/// a 413 halves the post size (remembered), an event Splunk refuses as bad data
-/// goes to the dead letters while the others go on, and whatever is left when
-/// Splunk stops answering stays pending, to be re-sent first.
-async fn deliver(deps: &Deps, shared: &RefCell<Shared>, batch: Batch) -> Result<(), CycleError> {
-    let client = match &deps.client {
-        Ok(c) => c,
-        Err(failure) => {
-            shared.borrow_mut().pending = Some(batch);
-            return Err(CycleError::Config(failure.clone()));
-        }
+/// Delivers everything one source has after `source`'s cursor; what was not
+/// committed when delivery stopped stays pending, to be re-sent first.
+async fn pass(
+    deps: &Deps,
+    client: &HecClient,
+    shared: &RefCell<Shared>,
+    policy: &RefCell<Policy>,
+    source: delivery::Source,
+) -> Result<(), Halt> {
+    let envelope = Envelope {
+        host: deps.settings.host.clone(),
+        index: deps.it.index.clone(),
     };
-    let mut rest = batch;
-    // While isolating a bad event that Splunk did not point at: post at most this many.
-    let mut probe: Option<usize> = None;
-    while !rest.is_empty() {
-        let max = shared.borrow().max_post_bytes;
-        let n = rest.fitting(max).min(probe.unwrap_or(usize::MAX));
-        let part = rest.slice(0..n);
-        // Held until the checkpoint moved past the part (or the post failed).
-        let _claim = match claim(deps, &part)? {
-            Claimed::Held(claim) => claim,
-            Claimed::Gone(gone) => {
-                rest = rest.without(&gone);
-                continue;
-            }
-        };
-        {
-            let mut s = shared.borrow_mut();
-            s.pending = Some(rest.clone());
-            s.obs.last_attempt = Some(Utc::now());
-        }
-        let posted = Instant::now();
-        let outcome = match client.post_events(part.body.clone()).await {
-            Outcome::Delivered { ack_id: Some(id) } if client.acknowledges() => {
-                wait_for_ack(client, id, deps.settings.client).await
-            }
-            Outcome::Delivered { ack_id: None } if client.acknowledges() => {
-                shared.borrow_mut().warning = Some(Failure {
-                    http_status: Some(200),
-                    code: Some(14),
-                    text: "Splunk returned no ackId".into(),
-                    advice: "Indexer acknowledgement is off on this token: turn it on in Splunk or turn it off here. Events are delivered without confirmation meanwhile.".into(),
-                });
-                Outcome::Delivered { ack_id: None }
-            }
-            other => other,
-        };
-        deps.settings
+    let mut feed = CollectorFeed {
+        audit: &deps.audit,
+        jobs: &deps.jobs,
+        account: &deps.it.account,
+        envelope: &envelope,
+        window: None,
+        source,
+    };
+    let mut ledger = Live { deps, shared };
+    delivery::deliver(client, policy, &mut feed, &mut ledger)
+        .await
+        .map_err(|stopped| {
+            shared.borrow_mut().pending = stopped.pending;
+            stopped.halt
+        })
+}
+
+/// Live delivery's side of a post: claims against retention, the checkpoint and
+/// dead letters, metrics, and what the status shows.
+struct Live<'a> {
+    deps: &'a Deps,
+    shared: &'a RefCell<Shared>,
+}
+
+impl Ledger for Live<'_> {
+    fn claim(&mut self, part: &Batch) -> Result<Claimed, Halt> {
+        claim(self.deps, part)
+    }
+
+    async fn commit(
+        &mut self,
+        part: &Batch,
+        upto: usize,
+        refused: Option<Failure>,
+    ) -> Result<bool, Halt> {
+        commit(self.deps, self.shared, part, upto, refused).await
+    }
+
+    fn posting(&mut self) {
+        self.shared.borrow_mut().obs.last_attempt = Some(Utc::now());
+    }
+
+    fn posted(&mut self, took: Duration) {
+        self.deps
+            .settings
             .metrics
             .post_seconds
-            .get_or_create(&IntegrationLabels::of(&deps.it))
-            .observe(posted.elapsed().as_secs_f64());
-        let outcome = match outcome {
-            // A lone event refused as too large although Splunk took a post at least as
-            // large before: the limit is not about this event.
-            Outcome::TooLarge(f) if n == 1 && part.body.len() <= shared.borrow().largest_accepted => {
-                Outcome::Config(Failure {
-                    advice: format!(
-                        "Splunk refused a {}-byte post although it accepted {} bytes before: its max_content_length was lowered, or a proxy in between limits request bodies.",
-                        part.body.len(),
-                        shared.borrow().largest_accepted
-                    ),
-                    ..f
-                })
-            }
-            o => o,
-        };
-        let refuses_one_alone = match &outcome {
-            Outcome::TooLarge(_) => n == 1,
-            Outcome::Data {
-                invalid_event: Some(i),
-                ..
-            } if *i < n => *i == 0,
-            Outcome::Data { .. } => n == 1,
-            _ => false,
-        };
-        if refuses_one_alone && shared.borrow().refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
-            let f = outcome.failure().cloned().unwrap_or_default();
-            shared.borrow_mut().pending = Some(rest);
-            return Err(CycleError::Config(Failure {
-                advice: format!(
-                    "Splunk refuses every event it is sent, one after another ({}); this is not about the events: check that the token's source type is _json and that no proxy alters the posts. The events are kept and sent once Splunk takes them.",
-                    f.text
-                ),
-                ..f
-            }));
-        }
-        let done = match outcome {
-            Outcome::Delivered { .. } => {
-                probe = None;
-                commit(deps, shared, &part, n, None).await?;
-                let mut s = shared.borrow_mut();
-                s.largest_accepted = s.largest_accepted.max(part.body.len());
-                n
-            }
-            Outcome::TooLarge(failure) if n == 1 => {
-                let failure = Failure {
-                    advice: format!(
-                        "This event alone ({} bytes) is larger than Splunk accepts (max_content_length); it is kept in the dead letters.",
-                        part.body.len()
-                    ),
-                    ..failure
-                };
-                commit(deps, shared, &part, 1, Some(failure)).await?;
-                1
-            }
-            Outcome::TooLarge(_) => {
-                let smaller = (part.body.len() / 2).max(1);
-                log::info!(
-                    "integration {}: Splunk took no {}-byte post; trying {} bytes",
-                    deps.it.id,
-                    part.body.len(),
-                    smaller
-                );
-                shared.borrow_mut().max_post_bytes = smaller;
-                0
-            }
-            Outcome::Data {
-                failure,
-                invalid_event: Some(i),
-            } if i < n => {
-                // Splunk indexed the events before i; event i is bad; resend after it.
-                probe = None;
-                commit(deps, shared, &part, i + 1, Some(failure)).await?;
-                i + 1
-            }
-            Outcome::Data { failure, .. } if n == 1 => {
-                commit(deps, shared, &part, 1, Some(failure)).await?;
-                1
-            }
-            Outcome::Data { .. } => {
-                probe = Some(n / 2);
-                0
-            }
-            Outcome::Transient { failure, accepted } => {
-                let taken = accepted.filter(|&i| i > 0 && i < n).unwrap_or(0);
-                if taken > 0 {
-                    commit(deps, shared, &part, taken, None).await?;
-                    rest = rest.slice(taken..rest.len());
-                }
-                shared.borrow_mut().pending = Some(rest);
-                return Err(CycleError::Transient(failure));
-            }
-            Outcome::Config(failure) => {
-                shared.borrow_mut().pending = Some(rest);
-                return Err(CycleError::Config(failure));
-            }
-        };
-        if done > 0 {
-            rest = rest.slice(done..rest.len());
-        }
+            .get_or_create(&IntegrationLabels::of(&self.deps.it))
+            .observe(took.as_secs_f64());
     }
-    shared.borrow_mut().pending = None;
-    Ok(())
-}
 
-enum Claimed {
-    /// Every event of the part is still stored; retention leaves them while this lives.
-    Held(Option<PostClaim>),
-    /// Which events of the part are no longer stored.
-    Gone(Vec<bool>),
+    fn warn(&mut self, warning: Failure) {
+        self.shared.borrow_mut().warning = Some(warning);
+    }
+
+    fn slowed(&mut self, slow_down: Option<&SlowDown>) {
+        let mut s = self.shared.borrow_mut();
+        s.obs.slow_down = match (slow_down, s.obs.slow_down.take()) {
+            (None, _) => None,
+            (Some(sd), before) => Some(SlowDownView {
+                code: sd.reason.code,
+                text: sd.reason.text.clone(),
+                advice: sd.reason.advice.clone(),
+                pause_ms: sd.pause.as_millis() as u64,
+                since: before.map_or_else(Utc::now, |b| b.since),
+            }),
+        };
+    }
 }
 
 /// Claims a part's events before it is posted. A batch held through failures can
@@ -682,7 +557,7 @@ enum Claimed {
 /// status stays exactly what Splunk never received. (A job snapshot replaced by a
 /// newer one is dropped too: the newer one is sent.) Running jobs need no claim:
 /// retention keeps them.
-fn claim(deps: &Deps, part: &Batch) -> Result<Claimed, CycleError> {
+fn claim(deps: &Deps, part: &Batch) -> Result<Claimed, Halt> {
     if part.kind == BatchKind::JobsRunning {
         return Ok(Claimed::Held(None));
     }
@@ -703,46 +578,17 @@ fn claim(deps: &Deps, part: &Batch) -> Result<Claimed, CycleError> {
     Ok(Claimed::Gone(gone))
 }
 
-/// Polls Splunk until it confirms batch `id` is indexed; an ack that does not come
-/// in time makes the batch be re-sent (at-least-once, as the log shippers do).
-async fn wait_for_ack(client: &HecClient, id: u64, t: ClientSettings) -> Outcome {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(100);
-    loop {
-        actix_rt::time::sleep(delay.min(t.ack_timeout.saturating_sub(start.elapsed()))).await;
-        delay = (delay * 2).min(t.ack_poll);
-        match client.poll_acks(&[id]).await {
-            AckAnswer::Status(acks) if acks.contains(&(id, true)) => {
-                return Outcome::Delivered { ack_id: Some(id) }
-            }
-            AckAnswer::Status(_) => {}
-            AckAnswer::Failed(config @ Outcome::Config(_)) => return config,
-            AckAnswer::Failed(_) => {}
-        }
-        if start.elapsed() >= t.ack_timeout {
-            return Outcome::Transient {
-                failure: Failure {
-                    http_status: None,
-                    code: None,
-                    text: format!("no indexer acknowledgement within {} s", t.ack_timeout.as_secs()),
-                    advice: "Splunk took the events but did not confirm they were indexed in time; siemsync sends them again. Behind a load balancer, make sure it keeps each channel on one indexer.".into(),
-                },
-                accepted: None,
-            };
-        }
-    }
-}
-
 /// Records that the first `upto` events of `part` are done — delivered, or the last one
 /// dead-lettered with `dead` — moving the checkpoint (the one place that does) and
-/// making it durable before the next post, so a crash repeats at most one post.
+/// making it durable before the next commit, so a crash repeats at most the posts in
+/// flight. Answers whether a new dead letter was kept.
 async fn commit(
     deps: &Deps,
     shared: &RefCell<Shared>,
     part: &Batch,
     upto: usize,
     dead: Option<Failure>,
-) -> Result<(), CycleError> {
+) -> Result<bool, Halt> {
     let last = part.items[upto - 1];
     let delivered = (upto - usize::from(dead.is_some())) as u64;
     let mut cp = shared.borrow().checkpoint.clone();
@@ -792,7 +638,8 @@ async fn commit(
     deps.store.flush().await?;
     let m = &deps.settings.metrics;
     let labels = IntegrationLabels::of(&deps.it);
-    let bytes = part.slice(0..upto).body.len();
+    // The refused event's bytes are not delivered ones.
+    let bytes = part.slice(0..delivered as usize).body.len();
     m.events_delivered
         .get_or_create(&labels.with_source(part.source()))
         .inc_by(delivered);
@@ -804,8 +651,8 @@ async fn commit(
         .inc_by(letters.len() as u64);
     let mut s = shared.borrow_mut();
     s.checkpoint = cp;
-    s.cycle.0 += upto;
-    s.cycle.1 += bytes;
+    s.cycle
+        .add(part.source(), delivered, bytes as u64, letters.len() as u64);
     let logged = s.progress_logged;
     if let Some(p) = &mut s.obs.progress {
         p.done = (p.done + upto as u64).min(p.total);
@@ -823,11 +670,7 @@ async fn commit(
             s.progress_logged = Instant::now();
         }
     }
-    if delivered > 0 {
-        s.refused_in_a_row = 0;
-    }
     if let Some(letter) = letters.first() {
-        s.refused_in_a_row += 1;
         if part.kind == BatchKind::JobsRunning {
             s.dead_running.insert(letter.seq);
         }
@@ -836,6 +679,7 @@ async fn commit(
         s.obs.state = State::Healthy;
         s.obs.last_error = None;
         s.obs.retries = 0;
+        s.obs.retry_after_secs = None;
     }
-    Ok(())
+    Ok(!letters.is_empty())
 }

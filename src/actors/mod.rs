@@ -1,9 +1,12 @@
 //! The actors (README.md, "How delivery behaves"): Supervisor, one IntegrationActor
 //! per integration, a ReplayActor per replay, and the two collectors that are the
-//! only readers of event data.
+//! only readers of event data; `delivery` is the posting loop live delivery and
+//! replays share.
 
 pub mod audit_collector;
 pub mod batch;
+pub mod delivery;
+pub mod history;
 pub mod integration;
 pub mod job_collector;
 pub mod messages;

@@ -41,10 +41,31 @@ pub struct Observation {
     pub progress: Option<Progress>,
     /// Whether `last_error` clears by itself or needs the customer.
     pub error_kind: Option<FailureKind>,
+    /// How long Splunk asked to wait before the next attempt (`Retry-After` on 429
+    /// or 503, bounded by `max_retry_after_secs`), when it did.
+    pub retry_after_secs: Option<u64>,
+    /// Splunk warned that a queue approaches its capacity (codes 24, 25): delivery
+    /// goes on, pausing between posts.
+    pub slow_down: Option<SlowDownView>,
     /// When the sync now running started.
     pub sync_started_at: Option<DateTime<Utc>>,
     /// How the latest sync that ended went, so that "sync now" can show its result.
     pub last_sync: Option<SyncReport>,
+}
+
+/// Splunk asked to slow down, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlowDownView {
+    /// HEC's code (24: HEC queue, 25: acknowledgement queue).
+    pub code: Option<i64>,
+    /// Splunk's own text.
+    pub text: String,
+    /// What it means and what to do, in the customer's words.
+    pub advice: String,
+    /// The pause before each post now.
+    pub pause_ms: u64,
+    /// Since when Splunk has been warning.
+    pub since: DateTime<Utc>,
 }
 
 /// One sync that ended: when, how many events it delivered, and whether it succeeded

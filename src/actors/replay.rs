@@ -3,22 +3,21 @@
 //! reporting sent/total, and stoppable at any time.
 
 use super::audit_collector::AuditCollector;
+use super::delivery::{self, Claimed, CollectorFeed, Halt, Ledger, Stopped};
 use super::integration::DeliverySettings;
 use super::job_collector::JobCollector;
-use super::messages::{
-    Batch, BatchRequest, CancelReplay, CollectAudit, CollectChangedJobs, CountWindow,
-    ObserveReplay, ReplayEnded, Stop, Window,
-};
+use super::messages::{Batch, CancelReplay, CountWindow, ObserveReplay, ReplayEnded, Stop, Window};
 use crate::hec::client::HecClient;
 use crate::hec::encode::Envelope;
-use crate::hec::response::{Failure, Outcome};
+use crate::hec::policy::Policy;
+use crate::hec::response::Failure;
 use crate::model::{AccountId, Integration, Source};
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use uuid::Uuid;
 
 /// Where a replay is: running, or how it ended.
@@ -320,123 +319,127 @@ async fn replay(run: Run) -> Result<(), Failure> {
         }
         update(&progress, |p| p.total = total);
     }
-    let mut max_bytes = settings.max_batch_bytes;
+    // Its own policy: what the replay learns (a post size) is not the live delivery's.
+    let policy = RefCell::new(Policy::new(
+        settings.policy(&it),
+        it.id.as_u128() as u64 ^ 0x7265_706c_6179,
+    ));
+    let envelope = Envelope {
+        host: settings.host.clone(),
+        index: it.index.clone(),
+    };
     for (index, source) in sources.iter().copied().enumerate().skip(from.0) {
-        let mut after = if index == from.0 { from.1 } else { 0 };
+        let mut ledger = Replayed {
+            store: &store,
+            it: &it,
+            progress: &progress,
+            source: index,
+            after: if index == from.0 { from.1 } else { 0 },
+        };
+        let mut failures = 0;
         loop {
-            let request = BatchRequest {
-                account: it.account.clone(),
-                envelope: Envelope {
-                    host: settings.host.clone(),
-                    index: it.index.clone(),
+            let after = ledger.after;
+            let mut feed = CollectorFeed {
+                audit: &audit,
+                jobs: &jobs,
+                account: &it.account,
+                envelope: &envelope,
+                window: Some(window),
+                source: match source {
+                    Source::Audit => delivery::Source::Audit { after },
+                    Source::Jobs => delivery::Source::ChangedJobs { after },
                 },
-                upload_time: Utc::now(),
-                max_bytes,
             };
-            let batch = match source {
-                Source::Audit => {
-                    audit
-                        .send(CollectAudit {
-                            request,
-                            after,
-                            window: Some(window),
-                        })
-                        .await
+            // What was not committed is read again from the cursor: the window's
+            // events are retained.
+            match delivery::deliver(&client, &policy, &mut feed, &mut ledger).await {
+                Ok(()) => break,
+                Err(Stopped {
+                    halt:
+                        Halt::Transient {
+                            failure,
+                            retry_after,
+                        },
+                    ..
+                }) => {
+                    failures = if ledger.after == after {
+                        failures + 1
+                    } else {
+                        1
+                    };
+                    update(&progress, |p| p.error = Some(failure));
+                    let wait = policy.borrow_mut().back_off(failures, retry_after);
+                    actix_rt::time::sleep(wait).await;
                 }
-                Source::Jobs => {
-                    jobs.send(CollectChangedJobs {
-                        request,
-                        after,
-                        window: Some(window),
-                    })
-                    .await
-                }
-            }
-            .map_err(internal)?
-            .map_err(internal)?;
-            if batch.is_empty() {
-                break;
-            }
-            after = batch.items.last().map_or(after, |i| i.seq);
-            post_all(&client, batch, &mut max_bytes, &settings, &progress).await?;
-            // A restart from here re-sends at most the next batch.
-            let snapshot = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if snapshot.state == ReplayState::Running {
-                record(
-                    &store,
-                    &it.account,
-                    &it.id,
-                    &StoredReplay {
-                        progress: snapshot,
-                        source: index,
-                        after,
-                    },
-                );
+                Err(Stopped {
+                    halt: Halt::Config(failure),
+                    ..
+                }) => return Err(failure),
+                Err(Stopped {
+                    halt: Halt::Gone, ..
+                }) => return Err(internal("the integration was deleted")),
             }
         }
     }
     Ok(())
 }
 
-/// Posts a batch until Splunk has all of it; transient failures wait and retry,
-/// a configuration error ends the replay.
-async fn post_all(
-    client: &HecClient,
-    batch: Batch,
-    max_bytes: &mut usize,
-    settings: &DeliverySettings,
-    progress: &SharedProgress,
-) -> Result<(), Failure> {
-    let mut rest = batch;
-    let mut wait = Duration::from_secs(1);
-    while !rest.is_empty() {
-        let n = rest.fitting(*max_bytes);
-        let part = rest.slice(0..n);
-        let done = match client.post_events(part.body.clone()).await {
-            Outcome::Delivered { .. } => {
-                update(progress, |p| p.sent += n as u64);
-                n
-            }
-            Outcome::TooLarge(_) if n > 1 => {
-                *max_bytes = (part.body.len() / 2).max(1);
-                0
-            }
-            Outcome::TooLarge(_) => {
-                update(progress, |p| p.skipped += 1);
-                1
-            }
-            Outcome::Data {
-                invalid_event: Some(i),
-                ..
-            } if i < n => {
-                update(progress, |p| {
-                    p.sent += i as u64;
-                    p.skipped += 1;
-                });
-                i + 1
-            }
-            Outcome::Data { .. } if n > 1 => {
-                // Splunk did not say which event: post smaller until it is alone.
-                *max_bytes = (part.body.len() / 2).max(1);
-                0
-            }
-            Outcome::Data { .. } => {
-                update(progress, |p| p.skipped += 1);
-                1
-            }
-            Outcome::Transient { failure, accepted } => {
-                let taken = accepted.filter(|&i| i < n).unwrap_or(0);
-                update(progress, |p| {
-                    p.sent += taken as u64;
-                    p.error = Some(failure);
-                });
-                actix_rt::time::sleep(wait).await;
-                wait = (wait * 2).min(settings.interval);
-                taken
-            }
-            Outcome::Config(failure) => return Err(failure),
-        };
-        rest = rest.slice(done..rest.len());
+/// A replay's side of a post: its progress, and its cursor kept in the store so a
+/// restart re-sends at most the posts in flight. Refused events are counted as
+/// skipped, not kept: they are in the dead letters already, or were delivered live.
+struct Replayed<'a> {
+    store: &'a Store,
+    it: &'a Integration,
+    progress: &'a SharedProgress,
+    /// The source being replayed (index into the progress's sources).
+    source: usize,
+    /// The sequence up to which every event is committed.
+    after: u64,
+}
+
+impl Ledger for Replayed<'_> {
+    fn claim(&mut self, _: &Batch) -> Result<Claimed, Halt> {
+        Ok(Claimed::Held(None))
     }
-    Ok(())
+
+    async fn commit(
+        &mut self,
+        part: &Batch,
+        upto: usize,
+        refused: Option<Failure>,
+    ) -> Result<bool, Halt> {
+        let skipped = u64::from(refused.is_some());
+        update(self.progress, |p| {
+            p.sent += upto as u64 - skipped;
+            p.skipped += skipped;
+        });
+        self.after = part.items[upto - 1].seq;
+        let snapshot = self
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if snapshot.state == ReplayState::Running {
+            record(
+                self.store,
+                &self.it.account,
+                &self.it.id,
+                &StoredReplay {
+                    progress: snapshot,
+                    source: self.source,
+                    after: self.after,
+                },
+            );
+        }
+        // A replay keeps no dead letter (the events stay in the store), so its
+        // refusals do not trip the refusal breaker: a window may well hold a run of
+        // events live delivery dead-lettered already. They show as `skipped`.
+        Ok(false)
+    }
+
+    fn warn(&mut self, warning: Failure) {
+        // Delivered but not confirmed (indexer acknowledgement on the integration,
+        // off on the token): the replay goes on, and says so.
+        update(self.progress, |p| p.error = Some(warning));
+    }
 }

@@ -89,7 +89,8 @@ pub async fn check_connection(
         &Utc::now(),
     );
     steps.push(match client.post_events(body.into()).await {
-        Outcome::Delivered { ack_id: None } if client.acknowledges() => step(
+        // The classifier says so when acknowledgement is asked for and no ack id came.
+        Outcome::Unconfirmed(_) => step(
             "token",
             false,
             "Splunk accepted the test event but did not return an acknowledgement id: indexer acknowledgement is off on this token. Turn it on in Splunk, or turn it off here.",

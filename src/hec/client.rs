@@ -1,13 +1,22 @@
 //! One integration's connection to its Splunk: its own awc client (and so its
-//! own connection pool), TLS settings and timeouts. Every post is classified
-//! by `response::classify`, the one place that decides what an answer means.
+//! own connection pool), TLS settings, timeouts, channel and load-balancer
+//! cookies. Every answer is classified by `response`, the one place that decides
+//! what an answer means; the client only gathers what it needs to read.
 
+use super::cookies::CookieJar;
 use super::destination;
-use super::response::{classify, classify_transport, Failure, Outcome, Transport};
+pub use super::response::AckAnswer;
+use super::response::{
+    after_health_probe, classify_acks, classify_post, classify_send_error, classify_unreadable,
+    needs_health_probe, unsendable, Failure, HecAnswer, Outcome,
+};
 use super::tls::{tls_config, Ipv6LiteralConnector};
 use crate::model::{HecUri, Integration};
 use actix_web::web::Bytes;
 use awc::http::header;
+use rustls::ClientConfig;
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Connect, request and acknowledgement limits, from the operator's config.
@@ -27,21 +36,20 @@ pub struct ClientSettings {
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 pub struct HecClient {
-    client: awc::Client,
+    /// The connection pool: built on first use, dropped by [`HecClient::close_idle`]
+    /// when the integration goes idle, so no socket waits out the interval.
+    pool: RefCell<Option<awc::Client>>,
+    tls: Arc<ClientConfig>,
+    timeouts: ClientSettings,
     uri: HecUri,
     authorization: String,
     gzip: bool,
     /// `X-Splunk-Request-Channel`, when indexer acknowledgement is on.
     channel: Option<String>,
-}
-
-/// What polling for acknowledgements found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AckAnswer {
-    /// Per ack id: indexed or not yet.
-    Status(Vec<(u64, bool)>),
-    /// The poll itself failed (ack disabled on the token, Splunk unreachable...).
-    Failed(Outcome),
+    /// A load balancer's cookies, sent back so the channel stays on one indexer.
+    cookies: CookieJar,
+    /// Whether Splunk has answered a post or poll yet (so its cookies are known).
+    answered: std::sync::atomic::AtomicBool,
 }
 
 /// What `GET /services/collector/health` said.
@@ -55,6 +63,32 @@ pub enum Health {
     },
     /// No HTTP answer.
     Unreachable(Outcome),
+}
+
+/// How long a pooled connection stays reusable after its last use (awc's default,
+/// made explicit: [`HecClient::close_idle`] relies on it).
+pub const CONNECTION_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A connection pool to one Splunk, through the SSRF guard's resolver.
+fn connect(tls: Arc<ClientConfig>, timeouts: ClientSettings) -> awc::Client {
+    let resolver = actix_tls::connect::Resolver::custom(destination::GuardedResolver {
+        allow_internal: timeouts.allow_internal,
+    });
+    let connector = awc::Connector::new()
+        .connector(Ipv6LiteralConnector {
+            tcp: actix_tls::connect::Connector::new(resolver).service(),
+        })
+        .rustls_0_23(tls)
+        .timeout(timeouts.connect)
+        .handshake_timeout(timeouts.connect)
+        .conn_keep_alive(CONNECTION_KEEP_ALIVE)
+        // A few connections per integration: Splunk's maxSockets is shared by everyone.
+        .limit(4);
+    awc::Client::builder()
+        .connector(connector)
+        .timeout(timeouts.request)
+        .disable_redirects()
+        .finish()
 }
 
 impl HecClient {
@@ -76,51 +110,98 @@ impl HecClient {
                 )
             })?;
         }
-        let resolver = actix_tls::connect::Resolver::custom(destination::GuardedResolver {
-            allow_internal: timeouts.allow_internal,
-        });
-        let connector = awc::Connector::new()
-            .connector(Ipv6LiteralConnector {
-                tcp: actix_tls::connect::Connector::new(resolver).service(),
-            })
-            .rustls_0_23(tls_config(it).map_err(|e| {
-                unusable(
-                    e.to_string(),
-                    "The integration's TLS settings cannot be used: check ca_pem.",
-                )
-            })?)
-            .timeout(timeouts.connect)
-            .handshake_timeout(timeouts.connect)
-            // A few connections per integration: Splunk's maxSockets is shared by everyone.
-            .limit(4);
-        let client = awc::Client::builder()
-            .connector(connector)
-            .timeout(timeouts.request)
-            .disable_redirects()
-            .finish();
+        let tls = tls_config(it).map_err(|e| {
+            unusable(
+                e.to_string(),
+                "The integration's TLS settings cannot be used: check ca_pem.",
+            )
+        })?;
         Ok(HecClient {
-            client,
+            pool: RefCell::new(None),
+            tls,
+            timeouts,
             uri,
             authorization: format!("Splunk {}", it.hec_token),
             gzip: it.gzip,
             channel: it.indexer_ack.then(|| uuid::Uuid::new_v4().to_string()),
+            cookies: CookieJar::default(),
+            answered: Default::default(),
         })
+    }
+
+    /// The connection pool, built when there is none (first use, or after
+    /// [`HecClient::close_idle`]). Requests in flight keep the pool they started on.
+    fn client(&self) -> awc::Client {
+        self.pool
+            .borrow_mut()
+            .get_or_insert_with(|| connect(self.tls.clone(), self.timeouts))
+            .clone()
+    }
+
+    /// Closes the connections kept for reuse. Called when the next use is further
+    /// away than a connection stays reusable: awc would not reuse it then anyway
+    /// (its keep-alive is 15 s), and Splunk closes its end long before — each such
+    /// socket would sit in CLOSE-WAIT for the whole interval, one per integration,
+    /// until the process runs out of file descriptors.
+    pub fn close_idle(&self) {
+        self.pool.borrow_mut().take();
     }
 
     pub fn acknowledges(&self) -> bool {
         self.channel.is_some()
     }
 
+    /// Whether Splunk (or a load balancer in front) has answered this client yet:
+    /// before that, a second request in flight would not carry its cookies.
+    pub fn has_answered(&self) -> bool {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a load balancer set a cookie that this client sends back.
+    pub fn has_cookies(&self) -> bool {
+        !self.cookies.is_empty()
+    }
+
     fn request(&self, url: String) -> awc::ClientRequest {
         let mut req = self
-            .client
+            .client()
             .post(url)
             .insert_header((header::AUTHORIZATION, self.authorization.as_str()))
             .insert_header((header::CONTENT_TYPE, "application/json"));
         if let Some(ch) = &self.channel {
             req = req.insert_header(("X-Splunk-Request-Channel", ch.as_str()));
         }
+        if let Some(cookies) = self.cookies.header() {
+            req = req.insert_header((header::COOKIE, cookies));
+        }
         req
+    }
+
+    /// Waits for an answer, keeps the cookies it sets, and reads its (short) body.
+    async fn answer(&self, sent: awc::SendClientRequest) -> Result<Answered, Outcome> {
+        let mut resp = sent.await.map_err(|e| classify_send_error(&e))?;
+        self.answered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.cookies.take(resp.headers());
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match resp.body().limit(MAX_ANSWER_BYTES).await {
+            Ok(body) => Ok(Answered {
+                status,
+                retry_after,
+                body,
+            }),
+            Err(e) => Err(classify_unreadable(
+                status,
+                matches!(e, awc::error::PayloadError::Overflow),
+                &e.to_string(),
+                MAX_ANSWER_BYTES,
+            )),
+        }
     }
 
     /// Posts one batch of concatenated event envelopes and classifies the answer.
@@ -128,160 +209,83 @@ impl HecClient {
         let mut req = self.request(self.uri.event_url());
         let body = if self.gzip {
             req = req.insert_header((header::CONTENT_ENCODING, "gzip"));
-            gzip(&body)
+            match gzip(&body) {
+                Ok(zipped) => zipped,
+                Err(e) => return unsendable(&e.to_string()),
+            }
         } else {
             body
         };
-        let outcome = match answer(req.send_body(body)).await {
-            Ok((status, body)) => classify(status, &body),
+        let outcome = match self.answer(req.send_body(body)).await {
+            Ok(a) => classify_post(
+                &HecAnswer {
+                    status: a.status,
+                    body: &a.body,
+                    retry_after: a.retry_after.as_deref(),
+                },
+                self.acknowledges(),
+                std::time::SystemTime::now(),
+            ),
             Err(unanswered) => unanswered,
         };
-        match outcome {
-            // Splunk Cloud answers 404 for a moment during maintenance; if the health
-            // endpoint still answers, this is that moment, not a wrong path.
-            Outcome::Config(f) if f.http_status == Some(404) && f.code.is_none() => match self.health().await {
-                Health::Answered { status: 200, .. } => Outcome::Transient {
-                    failure: Failure {
-                        advice: "Splunk answered 404 while its health endpoint is up (Splunk Cloud maintenance); siemsync retries.".into(),
-                        ..f
-                    },
-                    accepted: None,
-                },
-                _ => Outcome::Config(f),
-            },
-            other => other,
+        if needs_health_probe(&outcome) {
+            let healthy = matches!(self.health().await, Health::Answered { status: 200, .. });
+            return after_health_probe(outcome, healthy);
         }
+        outcome
     }
 
     /// Asks which of `ids` are indexed (indexer acknowledgement).
     pub async fn poll_acks(&self, ids: &[u64]) -> AckAnswer {
         let body = serde_json::json!({ "acks": ids }).to_string();
-        match answer(self.request(self.uri.ack_url()).send_body(body)).await {
-            Ok((status, answer)) => {
-                if status == 200 {
-                    #[derive(serde::Deserialize)]
-                    struct Acks {
-                        acks: std::collections::HashMap<String, bool>,
-                    }
-                    if let Ok(a) = serde_json::from_slice::<Acks>(&answer) {
-                        return AckAnswer::Status(
-                            a.acks
-                                .iter()
-                                .filter_map(|(k, v)| Some((k.parse().ok()?, *v)))
-                                .collect(),
-                        );
-                    }
-                }
-                AckAnswer::Failed(classify(status.max(400), &answer))
-            }
+        match self
+            .answer(self.request(self.uri.ack_url()).send_body(body))
+            .await
+        {
+            Ok(a) => classify_acks(a.status, &a.body),
             Err(unanswered) => AckAnswer::Failed(unanswered),
         }
     }
 
     /// HEC's health endpoint: is the collector up (it says nothing about the token).
     pub async fn health(&self) -> Health {
-        match answer(self.client.get(self.uri.health_url()).send()).await {
-            Ok((status, answer)) => {
-                #[derive(serde::Deserialize, Default)]
-                struct A {
-                    code: Option<i64>,
-                    text: Option<String>,
-                }
-                let a: A = serde_json::from_slice(&answer).unwrap_or_default();
-                Health::Answered {
-                    status,
-                    code: a.code,
-                    text: a.text.unwrap_or_else(|| format!("HTTP {status}")),
-                }
-            }
-            Err(unanswered) => Health::Unreachable(unanswered),
+        let mut resp = match self.client().get(self.uri.health_url()).send().await {
+            Ok(resp) => resp,
+            Err(e) => return Health::Unreachable(classify_send_error(&e)),
+        };
+        let status = resp.status().as_u16();
+        #[derive(serde::Deserialize, Default)]
+        struct A {
+            code: Option<i64>,
+            text: Option<String>,
+        }
+        // Only the status matters here; a body that cannot be read just says less.
+        let a: A = match resp.body().limit(MAX_ANSWER_BYTES).await {
+            Ok(body) => serde_json::from_slice(&body).unwrap_or_default(),
+            Err(_) => A::default(),
+        };
+        Health::Answered {
+            status,
+            code: a.code,
+            text: a.text.unwrap_or_else(|| format!("HTTP {status}")),
         }
     }
 }
 
-/// Waits for an answer and reads its (short) body; no answer at all is classified here.
-async fn answer(sent: awc::SendClientRequest) -> Result<(u16, Bytes), Outcome> {
-    match sent.await {
-        Ok(mut resp) => {
-            let status = resp.status().as_u16();
-            let body = resp
-                .body()
-                .limit(MAX_ANSWER_BYTES)
-                .await
-                .unwrap_or_default();
-            Ok((status, body))
-        }
-        Err(e) => Err(transport_outcome(&e)),
-    }
+/// What the client read of an answer.
+struct Answered {
+    status: u16,
+    retry_after: Option<String>,
+    body: Bytes,
 }
 
-fn gzip(body: &[u8]) -> Bytes {
+fn gzip(body: &[u8]) -> std::io::Result<Bytes> {
     use flate2::write::GzEncoder;
     use std::io::Write;
     let mut enc = GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
         flate2::Compression::fast(),
     );
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(body);
-    enc.finish().unwrap_or_default().into()
-}
-
-/// Sorts an awc error into DNS, TLS, timeout or connection trouble.
-fn transport_outcome(e: &awc::error::SendRequestError) -> Outcome {
-    use awc::error::{ConnectError, SendRequestError};
-    let text = describe(e);
-    let kind = match e {
-        SendRequestError::Connect(ConnectError::Resolver(inner))
-            if inner.downcast_ref::<destination::Refused>().is_some() =>
-        {
-            return Outcome::Config(Failure {
-                http_status: None,
-                code: None,
-                text: inner.to_string(),
-                advice: "The HEC URI leads to an internal network address, which this service does not send to: use your Splunk's public address.".into(),
-            });
-        }
-        SendRequestError::Connect(
-            ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved,
-        ) => Transport::Dns,
-        SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
-            Transport::Timeout
-        }
-        SendRequestError::Connect(ConnectError::Io(io)) => {
-            match io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                // The first bytes back were no TLS record: a plain-HTTP server's
-                // answer ("HTTP/1.1 400 …") to our handshake.
-                Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
-                    Transport::NotTls
-                }
-                Some(_) => Transport::Tls,
-                None if text.contains("certificate") || text.contains("handshake") => {
-                    Transport::Tls
-                }
-                None => Transport::Connection,
-            }
-        }
-        _ if text.contains("certificate") || text.contains("handshake") => Transport::Tls,
-        _ => Transport::Connection,
-    };
-    classify_transport(kind, &text)
-}
-
-/// awc's error with its causes, which is where "certificate" or "refused" appear.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let c_s = c.to_string();
-        if !s.contains(&c_s) {
-            s.push_str(": ");
-            s.push_str(&c_s);
-        }
-        cause = c.source();
-    }
-    s
+    enc.write_all(body)?;
+    Ok(enc.finish()?.into())
 }

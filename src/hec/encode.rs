@@ -8,6 +8,7 @@ use crate::model::audit_parts::audit_parts;
 use crate::model::{AccountId, AuditEvent, JobSnapshot};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// The envelope fields shared by every event of one integration.
 #[derive(Debug, Clone)]
@@ -189,6 +190,114 @@ pub fn test_event(
     write_envelope(out, env, TEST_SOURCE, now, &body);
 }
 
+/// What a stored event can weigh, at most, as the HEC event of any integration
+/// on this host: written with the longest index name and the longest upload time
+/// it could be sent with. Ingest refuses events above `max_event_bytes` by it.
+pub struct EventSize<'a> {
+    envelope: Envelope,
+    account: &'a AccountId,
+    upload_time: DateTime<Utc>,
+    scratch: Vec<u8>,
+}
+
+/// Everything of an event's HEC bytes but its variable fields: field names, the
+/// envelope's constants, three times, an IP address, the longest index name.
+const FIXED_BOUND: usize = 1024;
+
+impl<'a> EventSize<'a> {
+    pub fn new(host: &str, account: &'a AccountId) -> EventSize<'a> {
+        EventSize {
+            envelope: Envelope {
+                host: host.to_owned(),
+                index: Some("x".repeat(crate::model::integration::MAX_INDEX_LEN)),
+            },
+            account,
+            // Nine fraction digits: the longest time chrono writes.
+            upload_time: DateTime::from_timestamp(4_102_444_799, 999_999_999).unwrap_or_default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn fixed(&self) -> usize {
+        FIXED_BOUND + 2 * text_bound(&self.envelope.host) + text_bound(self.account.as_str())
+    }
+
+    /// An audit event's size: a cheap upper bound first, written out only when
+    /// the bound is above `limit`.
+    pub fn audit(&mut self, ev: &AuditEvent, limit: usize) -> usize {
+        let opt = |s: &Option<String>| s.as_deref().map_or(4, text_bound);
+        let bound = self.fixed()
+            + text_bound(&ev.id)
+            + opt(&ev.connector)
+            + opt(&ev.acl)
+            + opt(&ev.method)
+            + opt(&ev.user)
+            + ev.metadata.as_ref().map_or(4, map_bound)
+            + json_size_bound(&ev.event);
+        if bound <= limit {
+            return bound;
+        }
+        self.scratch.clear();
+        audit(
+            &mut self.scratch,
+            &self.envelope,
+            self.account,
+            ev,
+            &self.upload_time,
+        );
+        self.scratch.len()
+    }
+
+    /// A job snapshot's size, the same way.
+    pub fn job(&mut self, j: &JobSnapshot, limit: usize) -> usize {
+        let opt = |s: &Option<String>| s.as_deref().map_or(4, text_bound);
+        let bound = self.fixed()
+            + 5 * 40
+            + text_bound(&j.job)
+            + opt(&j.connector)
+            + opt(&j.description)
+            + text_bound(&j.status)
+            + text_bound(&j.job_type)
+            + opt(&j.user);
+        if bound <= limit {
+            return bound;
+        }
+        self.scratch.clear();
+        job(
+            &mut self.scratch,
+            &self.envelope,
+            self.account,
+            j,
+            &self.upload_time,
+        );
+        self.scratch.len()
+    }
+}
+
+/// A string's JSON size at most: every character a six-byte escape, and quotes.
+fn text_bound(s: &str) -> usize {
+    6 * s.len() + 2
+}
+
+fn map_bound(m: &Map<String, Value>) -> usize {
+    2 + m
+        .iter()
+        .map(|(k, v)| text_bound(k) + 2 + json_size_bound(v))
+        .sum::<usize>()
+}
+
+/// An upper bound of a value's compact JSON size, without writing it.
+fn json_size_bound(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        // The longest f64, i64 or u64 serde_json writes is 24 characters.
+        Value::Number(_) => 24,
+        Value::String(s) => text_bound(s),
+        Value::Array(a) => 2 + a.iter().map(|v| json_size_bound(v) + 1).sum::<usize>(),
+        Value::Object(m) => map_bound(m),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +407,46 @@ mod tests {
         assert_eq!(v["event"]["end_time"], Value::Null);
         assert_eq!(v["event"]["type"], "backup");
         assert_eq!(v["event"]["time"], "2026-11-25T10:05:00.500Z");
+    }
+
+    #[test]
+    fn an_events_size_bound_is_never_below_what_it_weighs_in_any_integration() {
+        let account = AccountId::parse("acme").unwrap();
+        let host = "eu-1.backup.example.com";
+        let mut size = EventSize::new(host, &account);
+        let events = [
+            json!({"time": "2026-11-25T10:00:00Z", "event": "x"}),
+            json!({"id": "e\u{1}\"\\", "time": "2026-11-25T10:00:00.123456789+05:30",
+                "connector": "c-1", "acl": "\u{7f}é", "method": "DELETE", "user": "\u{2028}",
+                "ip": "2001:db8::ffff:ffff:ffff", "metadata": {"n": 1e300, "m": -1.2345678901234567e-300,
+                "list": [1, true, null, "\u{1f}"], "deep": {"a": {"b": [u64::MAX]}}},
+                "event": {"k": "v"}}),
+        ];
+        let env = Envelope {
+            host: host.into(),
+            index: Some("x".repeat(80)),
+        };
+        let latest = DateTime::from_timestamp(4_102_444_799, 999_999_999).unwrap();
+        for (i, raw) in events.iter().enumerate() {
+            let ev = AuditEvent::from_json(raw, i, Utc::now()).unwrap();
+            let mut out = Vec::new();
+            audit(&mut out, &env, &account, &ev, &latest);
+            let bound = size.audit(&ev, usize::MAX);
+            assert!(bound >= out.len(), "{i}: bound {bound} < {}", out.len());
+            // Past the limit, it is measured exactly.
+            assert_eq!(size.audit(&ev, 0), out.len(), "{i}");
+        }
+        let snapshot = JobSnapshot::from_json(
+            &json!({"job": "j-1", "type": "backup", "status": "in progress",
+                "description": "d\u{0}".repeat(100), "progress": 0.123456789, "user": "u",
+                "scheduled": "2026-11-25T10:00:00.5Z", "end_time": "2026-11-25T10:00:00.123456789Z"}),
+            0,
+            Utc::now(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        job(&mut out, &env, &account, &snapshot, &latest);
+        assert!(size.job(&snapshot, usize::MAX) >= out.len());
+        assert_eq!(size.job(&snapshot, 0), out.len());
     }
 }

@@ -1,22 +1,59 @@
-//! `PUT/GET /api/v1/accounts/{account}`: the per-account feature switch, and
+//! `PUT/GET /api/v1/accounts/{account}`: the per-account feature switch and ingest
+//! allowance, and
 //! `GET /api/v1/accounts`: every account siemsync knows, for the administrator.
 
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
+use crate::ingest_limit::Limit;
+use crate::model::account::AccountChange;
 use crate::model::fields::parse_object;
-use crate::model::integration::account_settings;
+use crate::model::AccountId;
 use crate::store::Account;
 use actix_web::{web, HttpResponse};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
-fn view(id: &str, a: &Account) -> serde_json::Value {
-    json!({"account": id, "siem_enabled": a.siem_enabled, "updated_at": a.updated_at})
+/// The ingest allowance in effect for `account`: its own where set, else the config's.
+pub fn ingest_limit(state: &AppState, account: Option<&Account>) -> Limit {
+    Limit {
+        per_sec: account
+            .and_then(|a| a.ingest_events_per_sec)
+            .unwrap_or(state.config.account_ingest_events_per_sec),
+        burst: account
+            .and_then(|a| a.ingest_burst)
+            .unwrap_or(state.config.account_ingest_burst),
+    }
 }
 
+/// The account as the API shows it: the switch, the per-account overrides (`null`:
+/// the operator's default, as in a `PUT`), the allowance in effect, and how many
+/// ingest requests were refused for it since siemsync started.
+fn view(
+    state: &AppState,
+    id: &AccountId,
+    siem_enabled: bool,
+    updated_at: Option<DateTime<Utc>>,
+    account: Option<&Account>,
+) -> serde_json::Value {
+    let limit = ingest_limit(state, account);
+    json!({
+        "account": id,
+        "siem_enabled": siem_enabled,
+        "updated_at": updated_at,
+        "ingest_events_per_sec": account.and_then(|a| a.ingest_events_per_sec),
+        "ingest_burst": account.and_then(|a| a.ingest_burst),
+        "ingest_limit": {"events_per_sec": limit.per_sec, "burst": limit.burst},
+        "rate_limited_requests": state.ingest_limits.refused(id),
+    })
+}
+
+/// Serialises account changes (read, then write) in this process.
+static ACCOUNT_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `PUT /api/v1/accounts/{account}` (admin): turns the account's SIEM feature on
-/// or off; the Supervisor starts or stops its integrations.
+/// or off and sets its own ingest rate; the Supervisor starts or stops its
+/// integrations.
 pub async fn put(
     state: web::Data<AppState>,
     caller: Caller,
@@ -26,12 +63,27 @@ pub async fn put(
     caller.require_admin()?;
     let id = account_of(&path)?;
     let body = read_body(body, &state.config).await?;
-    let enabled = account_settings(&parse_object(&body)?)?;
-    let account = Account {
-        siem_enabled: enabled,
-        updated_at: Utc::now(),
+    let change = AccountChange::from_json(&parse_object(&body)?)?;
+    // One account change at a time: a change keeps the fields it leaves out, so two
+    // at once must not both start from the same stored record.
+    // Held only for these two store calls, never across an await (a worker thread
+    // would block on it while the holder waits on that thread).
+    let account = {
+        let _one_at_a_time = ACCOUNT_CHANGES.lock().unwrap_or_else(|p| p.into_inner());
+        let old = state.store.account(&id)?;
+        let account = Account {
+            siem_enabled: change.siem_enabled,
+            updated_at: Utc::now(),
+            ingest_events_per_sec: change
+                .ingest_events_per_sec
+                .apply(old.as_ref().and_then(|a| a.ingest_events_per_sec)),
+            ingest_burst: change
+                .ingest_burst
+                .apply(old.as_ref().and_then(|a| a.ingest_burst)),
+        };
+        state.store.put_account(&id, &account)?;
+        account
     };
-    state.store.put_account(&id, &account)?;
     // Turning the feature off stops the account's integrations; on starts the enabled
     // ones. Each is read again by the Supervisor, after this write.
     let integrations = state.store.integrations_of(&id).inspect_err(|_| {
@@ -46,7 +98,13 @@ pub async fn put(
         });
     }
     state.store.flush().await?;
-    Ok(HttpResponse::Ok().json(view(id.as_str(), &account)))
+    Ok(HttpResponse::Ok().json(view(
+        &state,
+        &id,
+        account.siem_enabled,
+        Some(account.updated_at),
+        Some(&account),
+    )))
 }
 
 /// `GET /api/v1/accounts/{account}`: the account's feature switch.
@@ -58,12 +116,19 @@ pub async fn get(
     let id = account_of(&path)?;
     caller.require_account(&id)?;
     match state.store.account(&id)? {
-        Some(a) => Ok(HttpResponse::Ok().json(view(id.as_str(), &a))),
+        Some(a) => Ok(HttpResponse::Ok().json(view(
+            &state,
+            &id,
+            a.siem_enabled,
+            Some(a.updated_at),
+            Some(&a),
+        ))),
         // Known (a token, an integration, events) but never switched: the feature is
         // off. Only an account siemsync never heard of is "not found", so that an
         // administrator's typo does not read as "feature off".
-        None if state.store.knows_account(&id)? => Ok(HttpResponse::Ok()
-            .json(json!({"account": id, "siem_enabled": false, "updated_at": null}))),
+        None if state.store.knows_account(&id)? => {
+            Ok(HttpResponse::Ok().json(view(&state, &id, false, None, None)))
+        }
         None => Err(ApiError::new(
             actix_web::http::StatusCode::NOT_FOUND,
             format!("no account {:?} is known to siemsync: it has no integrations, tokens or events, and its SIEM feature was never switched; check the name", id.as_str()),

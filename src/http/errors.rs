@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What was wrong, and what to do.
     pub message: String,
+    /// Seconds to send as `Retry-After` (a 429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,14 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// 429: the caller is over its rate; it may try again after `secs` seconds.
+    pub fn too_many_requests(message: impl Into<String>, secs: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
         }
     }
     /// A 400 with `message`.
@@ -49,6 +59,9 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::REQUEST_TIMEOUT {
             // The rest of a stalled body may never come: do not wait for it.
             answer.force_close();
+        }
+        if let Some(secs) = self.retry_after {
+            answer.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
         answer.json(json!({ "error": self.message }))
     }

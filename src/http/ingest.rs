@@ -1,19 +1,60 @@
 //! Ingest API: the platform posts audit events and job snapshots. A request is
 //! validated whole, stored atomically, and flushed to disk before it is answered.
 
+use super::accounts::ingest_limit;
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::{account_of, read_body, AppState};
+use crate::hec::encode::EventSize;
+use crate::ingest_limit::{Limit, Take};
 use crate::metrics::{IngestLabels, RejectLabels};
 use crate::model::fields::read_array;
 use crate::model::{AccountId, AuditEvent, FieldError, JobSnapshot};
 use crate::store::{Store, StoreError};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 /// Reads a whole ingest body into validated items, the first bad one named.
 type BodyReader<T> = fn(&[u8], DateTime<Utc>) -> Result<Vec<T>, FieldError>;
+
+/// An item's size as a HEC event, measured exactly when above the limit given.
+type Weigh<T> = fn(&mut EventSize<'_>, &T, usize) -> usize;
+
+/// How one source's ingest body becomes items: read and validated, then each
+/// weighed as the HEC event it will be.
+struct Items<T> {
+    read: BodyReader<T>,
+    weigh: Weigh<T>,
+}
+
+/// Refuses the first item larger than `max_event_bytes` as a HEC event: no Splunk
+/// would take it (Splunk's own limit is about 5 MB), so it would only wait in the
+/// store and then in the dead letters.
+fn within_event_limit<T>(
+    items: &[T],
+    state: &AppState,
+    account: &AccountId,
+    weigh: Weigh<T>,
+) -> Result<(), FieldError> {
+    let max = state.config.max_event_bytes();
+    let mut size = EventSize::new(&state.config.host, account);
+    for (index, item) in items.iter().enumerate() {
+        let bytes = weigh(&mut size, item, max);
+        if bytes > max {
+            return Err(FieldError {
+                index: Some(index),
+                field: None,
+                problem: format!(
+                    "is {bytes} bytes as a Splunk event, more than max_event_bytes ({max}): Splunk refuses events this large; send it smaller"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// The one ingest path: check the caller, read and validate every item (the first
 /// bad one names its index and field, and nothing is stored), store them all in
@@ -24,9 +65,10 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
     account: &str,
     body: web::Payload,
     source: &str,
-    read: BodyReader<T>,
+    items: Items<T>,
     write: fn(&Store, &AccountId, Vec<T>) -> Result<R, StoreError>,
 ) -> Result<R, ApiError> {
+    let Items { read, weigh } = items;
     let labels = IngestLabels {
         source: source.into(),
     };
@@ -38,19 +80,50 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             // Before reading the body: nothing can be stored until the fault goes.
             return Err(StoreError::Unavailable(reason).into());
         }
+        let limit = ingest_limit(state, state.store.account(&account)?.as_ref());
+        if let Some(wait) = state.ingest_limits.dry(&account, limit, Instant::now()) {
+            // Before reading the body: a flood costs little to refuse.
+            return Err(over_rate(&account, limit, None, wait));
+        }
         let body = read_body(body, &state.config).await?;
         let items = read(&body, Utc::now())?;
-        let store = state.store.clone();
-        // A write that lands in a database reopened after a fault is not acknowledged.
-        let generation = store.generation()?;
-        let out = web::block(move || store.noted(write(&store, &account, items))).await??;
-        state.store.flush_since(generation).await?;
-        Ok::<_, ApiError>(out)
+        within_event_limit(&items, state, &account, weigh)?;
+        let n = items.len() as u64;
+        match state.ingest_limits.take(&account, limit, n, Instant::now()) {
+            Take::Granted => {}
+            Take::Wait(wait) => return Err(over_rate(&account, limit, Some(n), wait)),
+            Take::LargerThanBurst => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "a request of {n} events is more than account {}'s ingest burst ({} events): nothing was stored; send them in smaller requests",
+                        account.as_str(),
+                        limit.burst
+                    ),
+                ))
+            }
+        }
+        let stored = async {
+            let store = state.store.clone();
+            // A write that lands in a database reopened after a fault is not acknowledged.
+            let generation = store.generation()?;
+            let account = account.clone();
+            let out = web::block(move || store.noted(write(&store, &account, items))).await??;
+            state.store.flush_since(generation).await?;
+            Ok::<_, ApiError>(out)
+        }
+        .await;
+        if stored.is_err() {
+            // Nothing was acknowledged: the platform sends it again, uncharged.
+            state.ingest_limits.refund(&account, n);
+        }
+        stored
     }
     .await;
     if let Err(e) = &result {
         let reason = match e.status.as_u16() {
             413 => "too_large",
+            429 => "rate_limited",
             401 | 403 => "unauthorized",
             400..=499 => "invalid",
             _ => "unavailable",
@@ -67,6 +140,25 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
     result
 }
 
+/// 429 for an account over its ingest rate; `Retry-After` in whole seconds, at
+/// least one.
+fn over_rate(account: &AccountId, limit: Limit, n: Option<u64>, wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0 || wait.is_zero());
+    let request = n.map_or_else(
+        || "this request".to_owned(),
+        |n| format!("this request of {n} events"),
+    );
+    ApiError::too_many_requests(
+        format!(
+            "account {} is over its ingest rate ({} events/s, burst {}): nothing of {request} was stored; retry after {secs} s",
+            account.as_str(),
+            limit.per_sec,
+            limit.burst
+        ),
+        secs,
+    )
+}
+
 pub async fn audit(
     state: web::Data<AppState>,
     caller: Caller,
@@ -80,7 +172,10 @@ pub async fn audit(
         &path,
         body,
         "audit",
-        read,
+        Items {
+            read,
+            weigh: |size, ev, max| size.audit(ev, max),
+        },
         Store::append_audit,
     )
     .await?;
@@ -102,7 +197,19 @@ pub async fn jobs(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let read = |body: &[u8], now| read_array(body, now, JobSnapshot::from_json);
-    let accepted = ingest(&state, &caller, &path, body, "jobs", read, Store::put_jobs).await?;
+    let accepted = ingest(
+        &state,
+        &caller,
+        &path,
+        body,
+        "jobs",
+        Items {
+            read,
+            weigh: |size, job, max| size.job(job, max),
+        },
+        Store::put_jobs,
+    )
+    .await?;
     let labels = IngestLabels {
         source: "jobs".into(),
     };

@@ -48,6 +48,11 @@ fn refresh(store: &Store, m: &Metrics) -> Result<(), StoreError> {
         Err(e) => log::warn!("metrics: cannot read the store's size on disk: {e}"),
     }
     m.store_writable.set(i64::from(store.fault().is_none()));
+    // Reported as -1 where /proc or the limit cannot be read, rather than as 0.
+    m.open_fds
+        .set(crate::fd_limit::open().map_or(-1, |n| n as i64));
+    m.max_fds
+        .set(crate::fd_limit::max().map_or(-1, |n| n.min(i64::MAX as u64) as i64));
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod checks;
 pub mod duplicates;
 pub mod errors;
+pub mod history;
 pub mod ingest;
 pub mod integrations;
 pub mod metrics;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The metrics `/metrics` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Each account's ingest rate bucket.
+    pub ingest_limits: Arc<crate::ingest_limit::IngestLimits>,
 }
 
 impl AppState {
@@ -144,6 +147,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             get_or_head().to(integrations::list_all),
         )
         .route("/api/v1/accounts", web::get().to(accounts::list))
+        .route("/api/v1/overview", web::get().to(history::overview))
         .service(
             web::scope("/api/v1/accounts/{account}")
                 .route("", web::put().to(accounts::put))
@@ -183,6 +187,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/integrations/{id}/replay/preview",
                     web::get().to(checks::replay_preview),
+                )
+                .route(
+                    "/integrations/{id}/history",
+                    web::get().to(history::history),
                 )
                 .route(
                     "/integrations/{id}/dead-letters",

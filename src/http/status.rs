@@ -5,7 +5,9 @@
 use super::errors::ApiError;
 use super::AppState;
 use crate::actors::messages::{Observe, ObserveReplay};
-use crate::actors::observation::{Observation, Progress, ProgressView, State, SyncReport};
+use crate::actors::observation::{
+    Observation, Progress, ProgressView, SlowDownView, State, SyncReport,
+};
 use crate::actors::replay::{ReplayProgress, ReplayState};
 use crate::hec::check::ConnectionReport;
 use crate::model::{AccountId, Failure, FailureKind, Integration};
@@ -59,6 +61,9 @@ pub struct IntegrationStatus {
     pub last_success: Option<DateTime<Utc>>,
     /// Why the last post failed, and what to do.
     pub last_error: Option<ErrorView>,
+    /// Splunk warned that a queue approaches its capacity (codes 24, 25): delivery
+    /// goes on, pausing between posts.
+    pub slow_down: Option<SlowDownView>,
     /// How the latest sync that ended went.
     pub last_sync: Option<SyncReport>,
     /// Failed attempts since the last success.
@@ -87,6 +92,9 @@ pub struct ErrorView {
     pub failure: Failure,
     /// Whether it clears by itself (`retrying`) or needs the customer.
     pub kind: Option<FailureKind>,
+    /// How long Splunk asked to wait before the next attempt (`Retry-After` on 429
+    /// or 503, bounded by `max_retry_after_secs`), when it did.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// Events delivered since the integration was created, per source.
@@ -149,15 +157,30 @@ impl ReplayView {
     }
 }
 
-fn state_of(active: bool, obs: Option<&Observation>) -> StatusState {
+/// What an integration is doing, in one word. `last_post_ok`: whether its latest
+/// post before the running actor started succeeded (see [`last_post_ok`]).
+fn state_of(active: bool, obs: Option<&Observation>, last_post_ok: bool) -> StatusState {
     if !active {
         return StatusState::Disabled;
     }
     match obs.map(|o| &o.state) {
+        // Nothing posted since the actor started: its latest post before says more.
+        Some(State::Pending) if last_post_ok => StatusState::Healthy,
         None | Some(State::Pending) => StatusState::Pending,
         Some(State::Failing) => StatusState::Failing,
         Some(State::Healthy) => StatusState::Healthy,
     }
+}
+
+/// Whether the integration's latest sync that posted to Splunk (before a restart, say)
+/// succeeded — with its current settings: a post made before the integration was
+/// last changed (another token, another URI) proves nothing about it now.
+fn last_post_ok(state: &AppState, it: &Integration) -> Result<bool, ApiError> {
+    Ok(state
+        .store
+        .sync_summary(&it.id)?
+        .and_then(|s| s.last_attempt)
+        .is_some_and(|a| a.error.is_none() && a.at >= it.updated_at))
 }
 
 /// An integration's status: the actor's observation joined with what the store knows.
@@ -177,11 +200,14 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<Integration
         .await?
         .map(|r| ReplayView::at(r, now));
     let obs = obs.as_ref();
+    // Read only where it decides the state: a pending actor of an active integration.
+    let earlier_post_ok =
+        active && matches!(obs.map(|o| &o.state), Some(State::Pending)) && last_post_ok(state, it)?;
     Ok(IntegrationStatus {
         id: it.id,
         account: it.account.clone(),
         name: it.name.clone(),
-        state: state_of(active, obs),
+        state: state_of(active, obs, earlier_post_ok),
         enabled: it.enabled,
         account_feature_enabled: feature,
         version: it.version,
@@ -195,8 +221,10 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<Integration
             Some(ErrorView {
                 failure: o.last_error.clone()?,
                 kind: o.error_kind,
+                retry_after_secs: o.retry_after_secs,
             })
         }),
+        slow_down: obs.and_then(|o| o.slow_down.clone()),
         last_sync: obs.and_then(|o| o.last_sync.clone()),
         retries: obs.map_or(0, |o| o.retries),
         delivered: Delivered {

@@ -20,7 +20,7 @@ pub struct Failure {
 /// Whether a failure clears by itself or needs the customer: the status says
 /// "retrying" (Splunk busy or unreachable, nothing to do) or "needs action" (token,
 /// URI, index, acknowledgement).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureKind {
     /// Retried with back-off; nothing for the customer to do.

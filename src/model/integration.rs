@@ -1,7 +1,7 @@
 //! A SIEM integration: where one account's events go, and which of them.
 
 use super::ca::parse_ca_pem;
-use super::fields::{kind, FieldError, Fields};
+use super::fields::{FieldError, Fields};
 use super::hec_uri::HecUri;
 use super::ids::AccountId;
 use chrono::{DateTime, Utc};
@@ -31,6 +31,9 @@ impl Source {
         }
     }
 }
+
+/// The longest Splunk index name an integration may set.
+pub const MAX_INDEX_LEN: usize = 80;
 
 /// One customer's integration as stored (the HEC token in full: never serialise this to a caller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,7 +134,7 @@ impl IntegrationChange {
         let explicit_null = |f: &Fields, k: &str| f.has(k).then_some(None);
         let index = match f.string("index")? {
             Some(i) => {
-                let ok = i.len() <= 80
+                let ok = i.len() <= MAX_INDEX_LEN
                     && i.bytes()
                         .next()
                         .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -403,23 +406,6 @@ pub fn mask_token(token: &str) -> String {
     } else {
         "****".to_owned()
     }
-}
-
-/// Reads the body of `PUT /accounts/{account}`.
-pub fn account_settings(body: &Value) -> Result<bool, FieldError> {
-    let mut f = Fields::new(body, None)?;
-    let enabled = match f.get("siem_enabled") {
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(f.error(
-                "siem_enabled",
-                format!("must be true or false, got {}", kind(other)),
-            ))
-        }
-        None => return Err(f.error("siem_enabled", "is required")),
-    };
-    f.finish()?;
-    Ok(enabled)
 }
 
 #[cfg(test)]

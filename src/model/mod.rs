@@ -1,6 +1,7 @@
 //! The product's nouns, validated at the edge: once built, a value is known good.
 //! This module imports nothing else of siemsync's, so every other layer can use it.
 
+pub mod account;
 pub mod audit;
 pub mod audit_parts;
 pub mod ca;

@@ -10,6 +10,7 @@ mod dedup;
 mod fault;
 mod flusher;
 mod heads;
+mod history;
 mod jobs;
 mod keys;
 mod migrate;
@@ -27,6 +28,10 @@ pub use audit::IngestOutcome;
 pub use backlog::Backlog;
 pub use chunk::StoredAudit;
 pub use heads::Heads;
+pub use history::{
+    Attempt, OverviewRow, PerSource, SyncError, SyncRecord, SyncResult, SyncSummary,
+    HISTORY_MAX_AGE_DAYS, HISTORY_MAX_RECORDS,
+};
 pub use jobs::StoredJob;
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use reseal::seal_tokens_at_rest;
@@ -199,6 +204,8 @@ struct Inner {
     recent: Mutex<dedup::RecentIds>,
     /// Seals HEC tokens at rest when the operator set a secret key.
     cipher: Option<secrets::TokenCipher>,
+    /// The overview's records as last decoded, so that only changed ones are decoded again.
+    overview: Mutex<history::OverviewMemo>,
     /// Posts in flight, which retention leaves alone (see `retention`).
     in_flight: Mutex<retention::InFlight>,
     /// Added to sled's id generator, which a rewrite of the store starts again.
@@ -239,6 +246,7 @@ impl Store {
                 dedup_window: DEFAULT_DEDUP_WINDOW,
                 recent: Mutex::new(dedup::RecentIds::new(DEFAULT_DEDUP_WINDOW)),
                 cipher: None,
+                overview: Mutex::default(),
                 in_flight: Default::default(),
                 id_floor,
             }),

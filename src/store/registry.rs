@@ -14,13 +14,30 @@ struct Versioned {
     version: u64,
 }
 
-/// An account as far as siemsync knows it: whether the feature is turned on.
+/// An account as far as siemsync knows it: whether the feature is turned on, and
+/// its own ingest allowance where the operator set one (`None`: the config's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     /// The platform's switch: off, no integration of the account sends anything.
     pub siem_enabled: bool,
     /// When the switch was last set.
     pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_events_per_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_burst: Option<u64>,
+}
+
+impl Account {
+    /// An account with the feature on and the operator's ingest defaults.
+    pub fn enabled(updated_at: DateTime<Utc>) -> Account {
+        Account {
+            siem_enabled: true,
+            updated_at,
+            ingest_events_per_sec: None,
+            ingest_burst: None,
+        }
+    }
 }
 
 /// How far one integration has delivered, per source; moves only after HEC accepted.
@@ -167,8 +184,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes an integration with its checkpoint, then its dead letters; answers what
-    /// was removed (`None`: there was nothing to remove).
+    /// Removes an integration with its checkpoint, then its dead letters and sync history;
+    /// answers what was removed (`None`: there was nothing to remove).
     pub fn delete_integration(
         &self,
         account: &AccountId,
@@ -195,6 +212,7 @@ impl Store {
             batch.remove(k?);
         }
         registry.apply_batch(batch)?;
+        self.delete_history(id)?;
         removed
             .map(|v| self.read_integration(&ikey, &v))
             .transpose()

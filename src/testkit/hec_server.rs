@@ -1,6 +1,9 @@
 //! A strict HEC test server: it checks the authorization header and the body the
 //! way Splunk does (shared/HEC.md), records what it accepted, and can be told to
-//! fail with a given status and code, to hang, or to be slow.
+//! fail with a given status and code, to hang, or to be slow. It also plays the
+//! Splunks that differ: Splunk Cloud (an oversized body refused as bad event 0,
+//! code 28 for a missing channel), a per-event size limit, a sticky-session load
+//! balancer in front of several indexers, and indexers that acknowledge slowly.
 //!
 //! It rejects what Splunk rejects — and one thing Splunk only mis-files: a `time`
 //! in milliseconds, which would land events in the far future — so it cannot make
@@ -33,6 +36,18 @@ pub enum Behaviour {
     /// Take the first `n` events of each post, then answer 503 "Server is busy"
     /// with `invalid-event-number` n, as Splunk does when its queue fills mid-post.
     BusyAfter(usize),
+    /// Answer the next `times` posts with this status, HEC code and `Retry-After`
+    /// header (nothing is accepted), then behave normally.
+    FailTimes {
+        status: u16,
+        code: Option<i64>,
+        text: String,
+        retry_after: Option<String>,
+        times: u32,
+    },
+    /// Accept like Splunk, but answer with this HEC code (24 or 25: a queue is
+    /// approaching its capacity) instead of 0, as Splunk 10 does under load.
+    NearCapacity(i64),
 }
 
 /// How the server answers indexer-acknowledgement polls.
@@ -44,6 +59,18 @@ pub enum AckMode {
     AfterPolls(u32),
     /// Never confirmed (a lost ack): the client must re-send.
     Never,
+    /// Indexed once this long has passed since the post was answered (slow indexers).
+    AfterDelay(Duration),
+}
+
+/// A load balancer in front of `indexers` Splunk indexers. Each indexer keeps its
+/// own ack ids per channel (counting from 0, as real ones do), so an ack poll must
+/// reach the indexer that took the post. A request with the balancer's `AWSELB`
+/// cookie goes to that indexer; one without goes to the next indexer in turn, and
+/// the answer sets the cookie (as a classic AWS ELB with stickiness does).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadBalancer {
+    pub indexers: usize,
 }
 
 /// The Splunk-side settings of the test server.
@@ -66,6 +93,14 @@ pub struct HecServerConfig {
     /// Whether a refusal names the bad event (`invalid-event-number`), as Splunk does.
     /// Without it nothing of the post is taken.
     pub name_invalid_event: bool,
+    /// Splunk Cloud's answers: a body over `max_content_length` gets 400 code 6 with
+    /// `invalid-event-number` 0 (not 413), and a missing channel code 28 (not 10).
+    pub cloud: bool,
+    /// The per-event size limit: a larger event (its JSON text) is refused with
+    /// code 6 pointing at it; the events before it are kept.
+    pub max_event_bytes: Option<usize>,
+    /// A sticky-session load balancer in front of several indexers.
+    pub load_balancer: Option<LoadBalancer>,
 }
 
 impl HecServerConfig {
@@ -79,6 +114,9 @@ impl HecServerConfig {
             ack_mode: AckMode::Immediate,
             reject_events_containing: Vec::new(),
             name_invalid_event: true,
+            cloud: false,
+            max_event_bytes: None,
+            load_balancer: None,
         }
     }
 }
@@ -93,6 +131,22 @@ pub struct Post {
     pub accepted: usize,
     /// Whether the body came gzip-encoded.
     pub gzip: bool,
+    /// The `Cookie` header the post carried.
+    pub cookie: Option<String>,
+}
+
+/// One ack id an indexer issued and has not yet reported indexed.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    polls: u32,
+    issued: Instant,
+}
+
+/// One indexer's state of one channel: the next ack id and the ids not yet confirmed.
+#[derive(Default)]
+struct Channel {
+    next: u64,
+    pending: std::collections::HashMap<u64, Pending>,
 }
 
 #[derive(Default)]
@@ -101,10 +155,16 @@ struct Recorded {
     /// When each accepted event arrived (same order as `events`).
     received: Vec<Instant>,
     posts: Vec<Post>,
-    /// Per channel: the next ack id, and ack id → polls so far (removed once confirmed).
-    channels: std::collections::HashMap<String, (u64, std::collections::HashMap<u64, u32>)>,
+    /// Per (indexer, channel): ack ids issued and not yet confirmed.
+    channels: std::collections::HashMap<(usize, String), Channel>,
     acks_confirmed: usize,
     ack_polls: usize,
+    /// The most ack ids of one channel issued and not yet confirmed at one moment.
+    max_unconfirmed: usize,
+    /// Ack polls that reached an indexer other than the one holding the ids asked about.
+    misrouted_polls: usize,
+    /// Requests so far without the load balancer's cookie (they are spread in turn).
+    unrouted: usize,
 }
 
 struct Shared {
@@ -247,6 +307,17 @@ impl HecServer {
         let r = lock(&self.shared.recorded);
         (r.acks_confirmed, r.ack_polls)
     }
+
+    /// The most posts of one channel that were waiting for their acknowledgement at
+    /// one moment (issued an ack id, not yet reported indexed).
+    pub fn max_unconfirmed(&self) -> usize {
+        lock(&self.shared.recorded).max_unconfirmed
+    }
+
+    /// Ack polls the load balancer sent to an indexer that did not hold the ids asked about.
+    pub fn misrouted_polls(&self) -> usize {
+        lock(&self.shared.recorded).misrouted_polls
+    }
 }
 
 const LOOPBACK_V4: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -300,43 +371,88 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                 _ => hec(200, 17, "HEC is healthy"),
             }
         }
-        ("POST", "/services/collector/ack") => return answer_ack(&req, &body, &shared),
+        ("POST", "/services/collector/ack") => {
+            let (indexer, cookie) = route(&req, &shared);
+            return with_cookie(answer_ack(&req, &body, &shared, indexer), cookie);
+        }
         (
             "POST",
             "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0",
         ) => {}
         _ => return HttpResponse::NotFound().body("Not Found"),
     }
+    let (indexer, cookie) = route(&req, &shared);
+    with_cookie(answer_post(&req, &body, &shared, indexer).await, cookie)
+}
+
+/// The behaviour for this post; a `FailTimes` counts down and then turns normal.
+fn next_behaviour(shared: &Shared) -> Behaviour {
+    let mut b = lock(&shared.behaviour);
+    if let Behaviour::FailTimes { times, .. } = &mut *b {
+        if *times == 0 {
+            *b = Behaviour::Normal;
+        } else {
+            *times -= 1;
+        }
+    }
+    b.clone()
+}
+
+async fn answer_post(
+    req: &HttpRequest,
+    body: &web::Bytes,
+    shared: &Shared,
+    indexer: usize,
+) -> HttpResponse {
+    let cookie = req
+        .headers()
+        .get("cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let refused = |status: u16, resp: HttpResponse| {
+        record(
+            shared,
+            status,
+            body.len(),
+            false,
+            cookie.clone(),
+            Vec::new(),
+        );
+        resp
+    };
+    let behaviour = next_behaviour(shared);
     match behaviour {
         Behaviour::Hang => {
             actix_rt::time::sleep(Duration::from_secs(24 * 3600)).await;
         }
         Behaviour::Slow(d) => actix_rt::time::sleep(d).await,
         Behaviour::Fail { status, code, text } => {
-            record(&shared, status, body.len(), false, Vec::new());
-            return match code {
-                Some(code) => hec(status, code, &text),
-                None => HttpResponse::build(
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                )
-                .body(text),
-            };
+            return refused(status, failure(status, code, &text, None));
         }
+        Behaviour::FailTimes {
+            status,
+            code,
+            text,
+            retry_after,
+            times: _,
+        } => return refused(status, failure(status, code, &text, retry_after)),
         Behaviour::Redirect(to) => {
-            record(&shared, 307, body.len(), false, Vec::new());
-            return HttpResponse::TemporaryRedirect()
-                .insert_header(("Location", to))
-                .finish();
+            return refused(
+                307,
+                HttpResponse::TemporaryRedirect()
+                    .insert_header(("Location", to))
+                    .finish(),
+            );
         }
-        Behaviour::Normal | Behaviour::BusyAfter(_) => {}
+        Behaviour::Normal | Behaviour::BusyAfter(_) | Behaviour::NearCapacity(_) => {}
     }
     let gzip = req
         .headers()
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes() == b"gzip");
     let config = lock(&shared.config).clone();
-    let (resp, mut accepted) = match check_post(&req, &body, &config) {
-        Ok(()) => check_events(&req, &body, gzip, &config),
+    let (resp, mut accepted) = match check_post(req, body, &config) {
+        Ok(()) => check_events(req, body, gzip, &config),
         Err(refusal) => (refusal.response(), Vec::new()),
     };
     let status = resp.status().as_u16();
@@ -347,23 +463,86 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         }
         _ => (status, resp),
     };
-    let resp = if status == 200 {
-        with_ack(&req, &shared, resp)
-    } else {
-        resp
+    let resp = match (status, behaviour) {
+        (200, Behaviour::NearCapacity(code)) => success(
+            req,
+            shared,
+            indexer,
+            code,
+            "HEC queue is approaching its capacity limit",
+        ),
+        (200, _) => success(req, shared, indexer, 0, "Success"),
+        _ => resp,
     };
-    record(&shared, status, body.len(), gzip, accepted);
+    record(shared, status, body.len(), gzip, cookie, accepted);
     resp
 }
 
-/// A refusal before any event is read: HTTP status, and HEC's code (none for a bare 413) and text.
-struct Refusal(u16, Option<i64>, &'static str);
+/// A failure answer: with HEC's code as JSON, or a bare status; with `Retry-After` when given.
+fn failure(
+    status: u16,
+    code: Option<i64>,
+    text: &str,
+    retry_after: Option<String>,
+) -> HttpResponse {
+    let mut resp = match code {
+        Some(code) => hec(status, code, text),
+        None => HttpResponse::build(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        )
+        .body(text.to_owned()),
+    };
+    if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
+        resp.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, value);
+    }
+    resp
+}
+
+/// Which indexer a request reaches, and the cookie the load balancer sets for it.
+fn route(req: &HttpRequest, shared: &Shared) -> (usize, Option<String>) {
+    let Some(lb) = lock(&shared.config).load_balancer else {
+        return (0, None);
+    };
+    let n = lb.indexers.max(1);
+    let sticky = req
+        .headers()
+        .get_all("cookie")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix("AWSELB=indexer-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .filter(|k| *k < n);
+    let indexer = sticky.unwrap_or_else(|| {
+        let mut r = lock(&shared.recorded);
+        r.unrouted += 1;
+        (r.unrouted - 1) % n
+    });
+    (indexer, Some(format!("AWSELB=indexer-{indexer}; Path=/")))
+}
+
+fn with_cookie(mut resp: HttpResponse, cookie: Option<String>) -> HttpResponse {
+    if let Some(value) = cookie.and_then(|c| c.parse().ok()) {
+        resp.headers_mut()
+            .append(actix_web::http::header::SET_COOKIE, value);
+    }
+    resp
+}
+
+/// A refusal before any event is read: HTTP status, HEC's code (none for a bare
+/// 413) and text, and the event it names (Splunk Cloud's oversized body).
+struct Refusal(u16, Option<i64>, &'static str, Option<usize>);
 
 impl Refusal {
     fn response(&self) -> HttpResponse {
-        match self.1 {
-            Some(code) => hec(self.0, code, self.2),
-            None => {
+        match (self.1, self.3) {
+            (Some(code), Some(i)) => hec_at(self.0, code, self.2, i),
+            (Some(code), None) => hec(self.0, code, self.2),
+            (None, _) => {
                 HttpResponse::build(StatusCode::from_u16(self.0).unwrap_or(StatusCode::BAD_REQUEST))
                     .body(self.2)
             }
@@ -377,10 +556,11 @@ fn token_of(req: &HttpRequest) -> Result<&str, Refusal> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
     {
-        None => Err(Refusal(401, Some(2), "Token is required")),
-        Some(a) => a
-            .strip_prefix("Splunk ")
-            .ok_or(Refusal(401, Some(3), "Invalid authorization")),
+        None => Err(Refusal(401, Some(2), "Token is required", None)),
+        Some(a) => {
+            a.strip_prefix("Splunk ")
+                .ok_or(Refusal(401, Some(3), "Invalid authorization", None))
+        }
     }
 }
 
@@ -390,25 +570,38 @@ fn channel_of(req: &HttpRequest) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// With acknowledgement on for the token, a success carries the channel's next ack id.
-fn with_ack(req: &HttpRequest, shared: &Shared, resp: HttpResponse) -> HttpResponse {
+/// A success (HEC `code`, usually 0); with acknowledgement on for the token, it
+/// carries the next ack id of the channel on the indexer that took the post.
+fn success(
+    req: &HttpRequest,
+    shared: &Shared,
+    indexer: usize,
+    code: i64,
+    text: &str,
+) -> HttpResponse {
     let config = lock(&shared.config);
-    let Ok(token) = token_of(req) else {
-        return resp;
-    };
-    if !config.ack_tokens.iter().any(|t| t == token) {
-        return resp;
+    let acknowledged = token_of(req).is_ok_and(|t| config.ack_tokens.iter().any(|a| a == t));
+    if !acknowledged {
+        return hec(200, code, text);
     }
     let channel = channel_of(req).unwrap_or_default().to_owned();
     let mut r = lock(&shared.recorded);
-    let (next, pending) = r.channels.entry(channel).or_default();
-    let id = *next;
-    *next += 1;
-    pending.insert(id, 0);
-    HttpResponse::Ok().json(json!({"text": "Success", "code": 0, "ackId": id}))
+    let ch = r.channels.entry((indexer, channel)).or_default();
+    let id = ch.next;
+    ch.next += 1;
+    ch.pending.insert(
+        id,
+        Pending {
+            polls: 0,
+            issued: Instant::now(),
+        },
+    );
+    let waiting = ch.pending.len();
+    r.max_unconfirmed = r.max_unconfirmed.max(waiting);
+    HttpResponse::Ok().json(json!({"text": text, "code": code, "ackId": id}))
 }
 
-fn answer_ack(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpResponse {
+fn answer_ack(req: &HttpRequest, body: &[u8], shared: &Shared, indexer: usize) -> HttpResponse {
     let config = lock(&shared.config).clone();
     let token = match token_of(req) {
         Ok(t) => t,
@@ -421,7 +614,7 @@ fn answer_ack(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpResponse {
         return hec(400, 14, "ACK is disabled");
     }
     let Some(channel) = channel_of(req) else {
-        return hec(400, 10, "Data channel is missing");
+        return channel_refusal(&config).response();
     };
     #[derive(serde::Deserialize)]
     struct Query {
@@ -432,34 +625,75 @@ fn answer_ack(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpResponse {
     };
     let mut r = lock(&shared.recorded);
     r.ack_polls += 1;
+    let elsewhere = q.acks.iter().any(|id| {
+        r.channels
+            .iter()
+            .any(|((k, c), ch)| *k != indexer && c == channel && ch.pending.contains_key(id))
+    });
+    let here_unknown = q.acks.iter().any(|id| {
+        !r.channels
+            .get(&(indexer, channel.to_owned()))
+            .is_some_and(|ch| ch.pending.contains_key(id))
+    });
+    if elsewhere && here_unknown {
+        r.misrouted_polls += 1;
+    }
     let mut confirmed = 0;
     let mut out = serde_json::Map::new();
-    if let Some((_, pending)) = r.channels.get_mut(channel) {
+    // Ids this indexer never issued (or already confirmed) are answered false, as Splunk does.
+    if let Some(ch) = r.channels.get_mut(&(indexer, channel.to_owned())) {
         for id in q.acks {
-            let done = match pending.get_mut(&id) {
+            let done = match ch.pending.get_mut(&id) {
                 None => false,
-                Some(polls) => {
-                    *polls += 1;
+                Some(p) => {
+                    p.polls += 1;
                     match config.ack_mode {
                         AckMode::Immediate => true,
-                        AckMode::AfterPolls(n) => *polls >= n,
+                        AckMode::AfterPolls(n) => p.polls >= n,
                         AckMode::Never => false,
+                        AckMode::AfterDelay(d) => p.issued.elapsed() >= d,
                     }
                 }
             };
             if done {
                 // Splunk forgets an ack id once it has reported it true.
-                pending.remove(&id);
+                ch.pending.remove(&id);
                 confirmed += 1;
             }
             out.insert(id.to_string(), Value::Bool(done));
+        }
+    } else {
+        for id in q.acks {
+            out.insert(id.to_string(), Value::Bool(false));
         }
     }
     r.acks_confirmed += confirmed;
     HttpResponse::Ok().json(json!({ "acks": out }))
 }
 
-fn record(shared: &Shared, status: u16, bytes: usize, gzip: bool, accepted: Vec<Value>) {
+/// No channel although the token has acknowledgement on: code 10 on Splunk
+/// Enterprise, 28 on Splunk Cloud.
+fn channel_refusal(config: &HecServerConfig) -> Refusal {
+    if config.cloud {
+        Refusal(
+            400,
+            Some(28),
+            "Data channel is missing. Sticky-session load balancers must be provisioned",
+            None,
+        )
+    } else {
+        Refusal(400, Some(10), "Data channel is missing", None)
+    }
+}
+
+fn record(
+    shared: &Shared,
+    status: u16,
+    bytes: usize,
+    gzip: bool,
+    cookie: Option<String>,
+    accepted: Vec<Value>,
+) {
     let mut r = lock(&shared.recorded);
     r.posts.push(Post {
         at: Instant::now(),
@@ -467,6 +701,7 @@ fn record(shared: &Shared, status: u16, bytes: usize, gzip: bool, accepted: Vec<
         bytes,
         accepted: accepted.len(),
         gzip,
+        cookie,
     });
     let now = Instant::now();
     r.received.extend(std::iter::repeat_n(now, accepted.len()));
@@ -476,7 +711,7 @@ fn record(shared: &Shared, status: u16, bytes: usize, gzip: bool, accepted: Vec<
 /// Splunk's checks before it reads any event: the token, then the size and channel.
 fn check_post(req: &HttpRequest, body: &[u8], config: &HecServerConfig) -> Result<(), Refusal> {
     let reject =
-        |status: u16, code: i64, text: &'static str| Err(Refusal(status, Some(code), text));
+        |status: u16, code: i64, text: &'static str| Err(Refusal(status, Some(code), text, None));
     let token = token_of(req)?;
     if config.disabled_tokens.iter().any(|t| t == token) {
         return reject(403, 1, "Token disabled");
@@ -485,15 +720,21 @@ fn check_post(req: &HttpRequest, body: &[u8], config: &HecServerConfig) -> Resul
         return reject(403, 4, "Invalid token");
     }
     if body.len() > config.max_content_length {
-        return Err(Refusal(
-            413,
-            None,
-            "Content-Length of request exceeds max_content_length",
-        ));
+        // Splunk Cloud names the first event of an oversized body as the bad one.
+        return Err(if config.cloud {
+            Refusal(400, Some(6), "Invalid data format", Some(0))
+        } else {
+            Refusal(
+                413,
+                None,
+                "Content-Length of request exceeds max_content_length",
+                None,
+            )
+        });
     }
     if config.ack_tokens.iter().any(|t| t == token) {
         match channel_of(req) {
-            None => return reject(400, 10, "Data channel is missing"),
+            None => return Err(channel_refusal(config)),
             Some(c) if uuid::Uuid::parse_str(c).is_err() => {
                 return reject(400, 11, "Invalid data channel")
             }
@@ -538,10 +779,11 @@ fn check_events(
         return reject(400, 5, "No data");
     }
     let mut accepted = Vec::new();
-    for (i, item) in serde_json::Deserializer::from_slice(body)
-        .into_iter::<Value>()
-        .enumerate()
-    {
+    let mut items = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    for i in 0.. {
+        let start = items.byte_offset();
+        let Some(item) = items.next() else { break };
+        let size = items.byte_offset() - start;
         let bad = |code: i64, text: &str, accepted: Vec<Value>| {
             if config.name_invalid_event {
                 (hec_at(400, code, text, i), accepted)
@@ -552,6 +794,9 @@ fn check_events(
         let Ok(Value::Object(obj)) = item else {
             return bad(6, "Invalid data format", accepted);
         };
+        if config.max_event_bytes.is_some_and(|max| size > max) {
+            return bad(6, "Invalid data format", accepted);
+        }
         match obj.get("event") {
             None => return bad(12, "Event field is required", accepted),
             Some(Value::Null) => return bad(13, "Event field cannot be blank", accepted),

@@ -350,6 +350,68 @@ pub fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// A time in an API answer.
+pub fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+}
+
+/// An integration's recorded syncs, newest first.
+pub async fn history(api: &Api, account: &str, id: &str) -> Vec<Value> {
+    let v = api
+        .ok(
+            "GET",
+            &format!("/api/v1/accounts/{account}/integrations/{id}/history"),
+            None,
+        )
+        .await;
+    v["syncs"].as_array().expect("syncs").clone()
+}
+
+/// Polls the history until `pred` holds; returns it, newest first.
+pub async fn history_until(
+    api: &Api,
+    account: &str,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let h = history(api, account, id).await;
+        if pred(&h) {
+            return h;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "waiting for {what}; history: {h:#?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// "Sync now", and the record of that sync once it ended.
+pub async fn sync_now(api: &Api, account: &str, id: &str) -> Value {
+    let asked = api
+        .ok(
+            "POST",
+            &format!("/api/v1/accounts/{account}/integrations/{id}/sync"),
+            None,
+        )
+        .await;
+    let asked = time(&asked["requested_at"]);
+    let h = history_until(api, account, id, "the sync asked for", |h| {
+        h.iter().any(|r| time(&r["started_at"]) >= asked)
+    })
+    .await;
+    h.into_iter()
+        .rev()
+        .find(|r| time(&r["started_at"]) >= asked)
+        .expect("the sync asked for")
+}
+
 /// Every file under `dir` holding `needle` (a byte search of the data directory).
 pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut found = Vec::new();

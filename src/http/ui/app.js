@@ -283,11 +283,10 @@ async function setFeature(id, on) {
   return r.ok;
 }
 
-// ---- the administrator's overview: every account ----
+// ---- the administrator's overview: every integration, and every account ----
 async function openOverview() {
   stopTimer();
   view++;
-  states.at = 0;
   clearCards();
   session.account = null;
   sessionStorage.removeItem("siemsync.account");
@@ -298,28 +297,12 @@ async function openOverview() {
   startTimer(refreshOverview);
 }
 
-// Every integration's status costs the service a read per integration: the
-// overview asks for them at most this often, the account list every refresh.
-const STATES_MS = 30000;
-let states = { at: 0, byAccount: new Map() };
-
 async function refreshOverview() {
   const mine = view;
-  const due = Date.now() - states.at >= STATES_MS;
-  const [accounts, all] = await Promise.all([api("GET", "/api/v1/accounts"), due ? api("GET", "/api/v1/integrations") : null]);
+  const [accounts, drawn] = await Promise.all([api("GET", "/api/v1/accounts"), refreshFleet()]);
   if (mine !== view) return;
   if (!accounts.ok) return stale(accounts);
-  if (all && !all.ok) return stale(all);
-  if (all) {
-    const byAccount = new Map();
-    for (const st of all.data) {
-      const counts = byAccount.get(st.account) || {};
-      const label = display(st).label;
-      counts[label] = (counts[label] || 0) + 1;
-      byAccount.set(st.account, counts);
-    }
-    states = { at: Date.now(), byAccount };
-  }
+  if (!drawn) return;
   drawPicker(accounts.data.map((a) => a.account));
   const body = $("accounts").tBodies[0];
   const keep = new Set();
@@ -331,12 +314,121 @@ async function refreshOverview() {
     sw.setAttribute("aria-checked", String(a.siem_enabled));
     sw.querySelector(".state").textContent = a.siem_enabled ? "On" : "Off";
     row.cells[2].textContent = String(a.integrations);
-    const counts = states.byAccount.get(a.account) || {};
-    row.cells[3].textContent = Object.keys(counts).sort().map((k) => counts[k] + " " + k).join(" · ") || "—";
   }
   for (const row of [...body.rows]) if (!keep.has(row.dataset.account)) row.remove();
   $("accounts-empty").hidden = accounts.data.length > 0;
+  $("accounts").hidden = accounts.data.length === 0;
   fresh();
+}
+
+// The overview's table is one page of the service's sorted list: thousands of
+// integrations never come to the page at once.
+const FLEET_STATES = [["needs_action", "needs action", "needs-action"], ["retrying", "retrying", "retrying"],
+  ["pending", "pending", "pending"], ["healthy", "healthy", "healthy"], ["disabled", "disabled", "disabled"]];
+const fleet = { sort: "state", order: null, page: 1, per_page: 25, state: null, seq: 0, drawn: "" };
+
+/** Loads the page of the overview the table shows (a newer request's answer wins);
+ * false when the service did not answer it. */
+async function refreshFleet() {
+  const mine = view;
+  const seq = ++fleet.seq;
+  const q = new URLSearchParams({ sort: fleet.sort, page: fleet.page, per_page: fleet.per_page });
+  if (fleet.order) q.set("order", fleet.order);
+  if (fleet.state) q.set("state", fleet.state);
+  const r = await api("GET", "/api/v1/overview?" + q);
+  if (mine !== view || seq !== fleet.seq) return true;
+  if (!r.ok) {
+    stale(r);
+    return false;
+  }
+  if (r.data.pages > 0 && fleet.page > r.data.pages) {
+    fleet.page = r.data.pages; // fewer integrations than before: the last page there is
+    return refreshFleet();
+  }
+  drawFleet(r.data);
+  return true;
+}
+
+function drawFleet(d) {
+  fleet.order = d.order;
+  const list = $("state-counts");
+  for (const [key, words, cls] of FLEET_STATES) {
+    let b = list.querySelector('[data-state="' + key + '"]');
+    if (!b) {
+      b = el("button", null, "badge " + cls);
+      b.type = "button";
+      b.dataset.state = key;
+      b.addEventListener("click", () => setFleet({ state: fleet.state === key ? null : key, page: 1 }));
+      const li = el("li");
+      li.append(b);
+      list.append(li);
+    }
+    b.textContent = d.counts[key].toLocaleString("en-US") + " " + words;
+    b.setAttribute("aria-pressed", String(fleet.state === key));
+  }
+  for (const th of $("fleet").tHead.rows[0].cells) {
+    const key = th.dataset.key;
+    if (!key) continue;
+    const arrow = th.querySelector(".arrow");
+    if (key === d.sort) {
+      th.setAttribute("aria-sort", d.order === "asc" ? "ascending" : "descending");
+      arrow.textContent = d.order === "asc" ? " ▲" : " ▼";
+    } else {
+      th.removeAttribute("aria-sort");
+      arrow.textContent = "";
+    }
+  }
+  const all = FLEET_STATES.reduce((n, [k]) => n + d.counts[k], 0);
+  $("fleet-page").textContent = d.total === 0 ? (fleet.state ? "No integration in this state." : "")
+    : "Page " + d.page + " of " + d.pages + " · " + (fleet.state ? d.total.toLocaleString("en-US") + " of " : "") + plural(all, "integration");
+  $("fleet-prev").setAttribute("aria-disabled", String(d.page <= 1));
+  $("fleet-next").setAttribute("aria-disabled", String(d.page >= d.pages));
+  $("fleet-per-page").value = String(d.per_page);
+  $("fleet-empty").hidden = all > 0;
+  $("fleet-pager").hidden = all === 0;
+  $("fleet").hidden = d.total === 0;
+  // Rows are redrawn only when they change, so that a refresh never takes the focus away.
+  const drawn = JSON.stringify(d.integrations);
+  if (drawn === fleet.drawn) return;
+  fleet.drawn = drawn;
+  $("fleet").tBodies[0].replaceChildren(...d.integrations.map(fleetRow));
+}
+
+function fleetRow(r) {
+  const row = el("tr");
+  row.dataset.account = r.account;
+  row.dataset.id = r.id;
+  const account = el("th");
+  account.scope = "row";
+  const open = el("button", r.account, "link");
+  open.type = "button";
+  open.setAttribute("aria-label", "Open account " + r.account);
+  open.addEventListener("click", () => goToAccount(r.account));
+  account.append(open);
+  const [, words, cls] = FLEET_STATES.find(([k]) => k === r.state);
+  const state = el("td");
+  state.append(el("span", words, "badge " + cls));
+  const last = r.last_sync;
+  let latest = "none yet";
+  if (last) {
+    latest = RESULT_WORDS[last.result] + " " + relative(new Date(last.finished_at));
+    if (last.error) latest += ": " + last.error.text;
+  }
+  row.append(account, el("td", r.name), state,
+    el("td", r.backlog == null ? "—" : r.backlog === 0 ? "none" : plural(r.backlog, "event"), "num"),
+    el("td", when(r.last_success)), el("td", latest));
+  return row;
+}
+
+function setFleet(change) {
+  Object.assign(fleet, change);
+  return refreshFleet();
+}
+
+function sortFleet(key) {
+  // The same column again turns the order round; another starts with its most alarming end.
+  if (fleet.sort === key) setFleet({ order: fleet.order === "asc" ? "desc" : "asc", page: 1 });
+  else setFleet({ sort: key, order: null, page: 1 });
 }
 
 function accountRow(id, body) {
@@ -361,13 +453,9 @@ function accountRow(id, body) {
     const on = sw.getAttribute("aria-checked") !== "true";
     const n = Number(row.cells[2].textContent) || 0;
     if (!on && n > 0 && !window.confirm("Turn SIEM integration off for " + id + "? Its " + plural(n, "integration") + " stop delivering until it is turned on again.")) return;
-    if (await setFeature(id, on)) {
-      states.at = 0; // its integrations just started or stopped
-      await refreshOverview();
-    }
+    if (await setFeature(id, on)) await refreshOverview();
   });
   cell.append(sw);
-  row.insertCell();
   row.insertCell();
   return row;
 }
@@ -463,6 +551,8 @@ function newCard(it) {
   form.addEventListener("submit", (e) => startReplay(e, li));
   form.addEventListener("input", () => schedulePreview(li));
   form.querySelectorAll("[data-preset]").forEach((b) => b.addEventListener("click", () => preset(li, b.dataset.preset)));
+  form.addEventListener("keydown", (e) => { if (e.key === "Escape") act("replay-close", li); });
+  wireHistory(li);
   cards.set(it.id, li);
   $("integrations").append(li);
   return li;
@@ -490,6 +580,8 @@ function render(it, st) {
     if (names[b.dataset.a]) b.setAttribute("aria-label", names[b.dataset.a] + " " + it.name);
   }
   li.querySelector("[data-a=replay-close]").setAttribute("aria-label", "Close the replay form of " + it.name);
+  field(li, "range").setAttribute("aria-label", "Period of the delivery chart of " + it.name);
+  field(li, "syncs-wrap").setAttribute("aria-label", "Syncs of " + it.name);
   const start = li.querySelector(".replay button[type=submit]");
   start.setAttribute("aria-label", start.textContent + " to " + it.name);
   const fromFile = it.managed_by === "config file";
@@ -525,6 +617,7 @@ function renderStatus(li, st, shown) {
   }
   field(li, "extra").textContent = extra.join(" · ");
   if (li.syncAsked) checkSync(li, st);
+  historyDue(li, st);
 }
 
 /** Each distinct message once per card, including what the card's result already says. */
@@ -558,6 +651,301 @@ function renderWarnings(li, warnings) {
   box.hidden = warnings.length === 0;
   box.replaceChildren(...warnings.map((w) => el("p", "Warning: " + w.message)));
 }
+
+// ---- delivery history: a chart of the syncs, and the table that says it in words ----
+const RANGES = { "24h": { ms: 86400000, label: "Last 24 hours" }, "7d": { ms: 7 * 86400000, label: "Last 7 days" } };
+const RESULT_WORDS = { delivered: "delivered", partial: "partial", failed: "failed", skipped: "nothing to send" };
+const TABLE_ROWS = 5;
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function hist(li) {
+  if (!li.hist) li.hist = { range: "24h", records: null, key: null, seq: 0, all: false };
+  return li.hist;
+}
+
+function wireHistory(li) {
+  for (const b of li.querySelectorAll("[data-range]")) {
+    b.addEventListener("click", () => {
+      const h = hist(li);
+      if (h.range === b.dataset.range) return;
+      h.range = b.dataset.range;
+      for (const o of li.querySelectorAll("[data-range]")) o.setAttribute("aria-pressed", String(o === b));
+      loadHistory(li);
+    });
+  }
+  li.querySelector("[data-a=all-syncs]").addEventListener("click", () => {
+    hist(li).all = !hist(li).all;
+    drawTable(li);
+  });
+  const plot = field(li, "plot");
+  plot.addEventListener("keydown", (e) => markKey(li, e));
+  plot.addEventListener("focusin", (e) => { const m = e.target.closest(".fail"); if (m) showTip(li, m); });
+  plot.addEventListener("focusout", () => hideTip(li));
+  plot.addEventListener("pointerover", (e) => { const m = e.target.closest(".fail"); if (m) showTip(li, m); });
+  plot.addEventListener("pointerout", (e) => {
+    if (e.target.closest(".fail") && !plot.contains(document.activeElement)) hideTip(li);
+  });
+}
+
+/** The history is loaded again only when a sync ended since it was last loaded. */
+function historyDue(li, st) {
+  const key = st.last_sync ? st.last_sync.finished_at : "none";
+  const h = hist(li);
+  if (h.key === key) return;
+  h.key = key;
+  loadHistory(li);
+}
+
+async function loadHistory(li) {
+  const h = hist(li);
+  const seq = ++h.seq;
+  const since = new Date(Date.now() - RANGES[h.range].ms).toISOString();
+  const r = await api("GET", base() + "/integrations/" + li.integration.id + "/history?since=" + encodeURIComponent(since));
+  if (seq !== h.seq || !li.isConnected) return;
+  if (!r.ok) {
+    h.key = null; // try again at the next refresh
+    field(li, "chart-caption").textContent = "The sync history cannot be loaded: " + r.data.error;
+    return;
+  }
+  h.records = r.data.syncs;
+  h.loadedAt = Date.now();
+  drawChart(li);
+  drawTable(li);
+}
+
+const failedSync = (r) => r.result === "failed" || r.result === "partial";
+
+function shortNumber(n) {
+  if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e7 ? 0 : 1).replace(/\.0$/, "") + "M";
+  if (n >= 1e4) return Math.round(n / 1e3) + "k";
+  return n.toLocaleString("en-US");
+}
+
+function bytes(n) {
+  if (n < 1024) return n + " B";
+  if (n < 1048576) return (n / 1024).toFixed(1) + " KB";
+  return (n / 1048576).toFixed(1) + " MB";
+}
+
+function took(ms) {
+  if (ms < 1000) return ms + " ms";
+  if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
+  return Math.round(ms / 60000) + " min";
+}
+
+/** 1, 2 or 5 times a power of ten, at least `v` (an axis's top). */
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v);
+}
+
+const TICK_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800]
+  .map((s) => s * 1000);
+
+function tickLabel(t, step) {
+  const d = new Date(t);
+  if (step >= 86400000) return (d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate());
+  const hm = pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes());
+  return step < 60000 ? hm + ":" + pad(d.getUTCSeconds()) : hm;
+}
+
+function node(tag, attrs, parent, text) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text != null) e.textContent = text;
+  if (parent) parent.append(e);
+  return e;
+}
+
+/** What a failure mark says, on focus, hover and to a screen reader. */
+function failureWords(r) {
+  const e = r.error || {};
+  const codes = [e.http_status != null ? "HTTP " + e.http_status : null, e.code != null ? "HEC code " + e.code : null].filter(Boolean);
+  return {
+    title: (r.result === "partial" ? "Partial sync: " + plural(r.events.audit + r.events.jobs, "event") + " delivered, then it failed" : "Failed sync") +
+      " at " + utc(new Date(r.started_at)),
+    said: e.text ? "Splunk said: " + e.text + (codes.length ? " (" + codes.join(", ") + ")" : "") : "",
+    advice: (e.kind === "transient" ? "Retrying by itself: " : "Needs action: ") + (e.advice || ""),
+  };
+}
+
+/** Events per sync above, backlog after each sync below, failures marked: inline SVG. */
+function drawChart(li) {
+  const h = hist(li);
+  const plot = field(li, "plot");
+  const focused = plot.contains(document.activeElement) ? document.activeElement.dataset.t : null;
+  const tipShown = !field(li, "tip").hidden;
+  hideTip(li);
+  const now = Date.now();
+  const from = now - RANGES[h.range].ms;
+  const syncs = (h.records || []).map((r) => Object.assign({ t: Date.parse(r.started_at) }, r))
+    .filter((r) => r.t >= from).sort((a, b) => a.t - b.t);
+  const W = Math.max(280, Math.round(plot.clientWidth || 600));
+  const m = { left: 52, right: 16, top: 22 };
+  const evH = 100, gap = 30, blH = 56, axisH = 24;
+  const H = m.top + evH + gap + blH + axisH;
+  const pw = W - m.left - m.right;
+  // The period shown: from the first sync in the range (the whole range is mostly empty
+  // for a new integration) to now.
+  const first = syncs.length ? syncs[0].t : from;
+  const padMs = Math.max((now - first) * 0.04, 2000);
+  const x0 = Math.max(from, first - padMs);
+  const x1 = now + padMs / 2;
+  const x = (t) => m.left + ((t - x0) / (x1 - x0)) * pw;
+  const evMax = niceMax(Math.max(0, ...syncs.map((r) => r.events.audit + r.events.jobs)));
+  const blMax = niceMax(Math.max(0, ...syncs.map((r) => r.backlog_after || 0)));
+  const evY = (v) => m.top + evH - (v / evMax) * evH;
+  const blTop = m.top + evH + gap;
+  const blY = (v) => blTop + blH - (v / blMax) * blH;
+
+  const svg = node("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "group",
+    "aria-label": "Chart of the syncs of " + li.integration.name + ": events delivered per sync, and the backlog after each sync" });
+  const art = node("g", { "aria-hidden": "true" }, svg);
+  for (const [top, height, max, label] of [[m.top, evH, evMax, "events per sync"], [blTop, blH, blMax, "backlog"]]) {
+    node("text", { x: m.left, y: top - 6, class: "panel" }, art, label);
+    for (const f of [0, 0.5, 1]) {
+      const y = top + height - f * height;
+      node("line", { x1: m.left, x2: W - m.right, y1: y, y2: y, class: f === 0 ? "base" : "grid" }, art);
+      // Events are whole: no label between two whole numbers.
+      if (Number.isInteger(max * f)) node("text", { x: m.left - 6, y: y + 4, "text-anchor": "end" }, art, shortNumber(max * f));
+    }
+  }
+  const step = TICK_STEPS.find((s) => (x1 - x0) / s <= Math.max(2, Math.floor(pw / 90))) || TICK_STEPS[TICK_STEPS.length - 1];
+  for (let t = Math.ceil(x0 / step) * step; t <= x1; t += step) {
+    node("line", { x1: x(t), x2: x(t), y1: blTop + blH, y2: blTop + blH + 4, class: "base" }, art);
+    node("text", { x: x(t), y: H - 6, "text-anchor": "middle" }, art, tickLabel(t, step));
+  }
+  node("text", { x: W - m.right, y: m.top - 6, "text-anchor": "end" }, art, "UTC");
+  if (!syncs.length) {
+    node("text", { x: m.left + pw / 2, y: m.top + evH / 2, "text-anchor": "middle", class: "empty" }, art, "No sync in this period yet");
+  }
+  // The backlog: an area under its line.
+  const bl = syncs.filter((r) => r.backlog_after != null);
+  if (bl.length) {
+    const line = bl.map((r, i) => (i ? "L" : "M") + x(r.t).toFixed(1) + "," + blY(r.backlog_after).toFixed(1)).join(" ");
+    node("path", { d: line + " L" + x(bl[bl.length - 1].t).toFixed(1) + "," + blY(0) + " L" + x(bl[0].t).toFixed(1) + "," + blY(0) + " Z", class: "backlog-area" }, art);
+    node("path", { d: line, class: "backlog-line" }, art);
+  }
+  // Events delivered: one point per sync.
+  if (syncs.length > 1) {
+    node("path", { d: syncs.map((r, i) => (i ? "L" : "M") + x(r.t).toFixed(1) + "," + evY(r.events.audit + r.events.jobs).toFixed(1)).join(" "), class: "events-line" }, art);
+  }
+  const r = Math.max(1.5, Math.min(3.5, pw / Math.max(1, syncs.length) / 3));
+  for (const s of syncs) {
+    node("circle", { cx: x(s.t).toFixed(1), cy: evY(s.events.audit + s.events.jobs).toFixed(1), r, class: "pt " + s.result, "data-point": "" }, art);
+  }
+  // Failures: a line through both panels, and a mark above that takes the focus. One
+  // mark is in the tab order; the arrow keys go from one to the next.
+  const failures = syncs.filter(failedSync);
+  for (const s of failures) node("line", { x1: x(s.t), x2: x(s.t), y1: m.top, y2: blTop + blH, class: "fail-line" }, art);
+  const marks = failures.map((s) => {
+    const w = failureWords(s);
+    const g = node("g", { class: "fail", role: "img", tabindex: "-1", "data-t": s.started_at,
+      "aria-label": [w.title, w.said, w.advice].filter(Boolean).join(". ") }, svg);
+    const cx = x(s.t), cy = m.top - 10;
+    node("circle", { cx, cy, r: 10, class: "ring" }, g);
+    node("path", { d: "M" + (cx - 6) + "," + (cy - 5) + " L" + (cx + 6) + "," + (cy - 5) + " L" + cx + "," + (cy + 6) + " Z" }, g);
+    g.record = s;
+    return g;
+  });
+  const current = marks.find((g) => g.dataset.t === focused) || marks[marks.length - 1];
+  if (current) current.setAttribute("tabindex", "0");
+  plot.replaceChildren(svg);
+  if (focused && current && current.dataset.t === focused) {
+    current.focus();
+    if (!tipShown) hideTip(li); // dismissed before the redraw: it stays so
+  }
+  const delivered = syncs.reduce((n, s) => n + s.events.audit + s.events.jobs, 0);
+  const nFailed = syncs.filter((s) => s.result === "failed").length;
+  const nPartial = syncs.filter((s) => s.result === "partial").length;
+  const latest = syncs[syncs.length - 1];
+  field(li, "chart-caption").textContent = RANGES[h.range].label + ": " + (syncs.length === 0 ? "no sync." :
+    plural(syncs.length, "sync") + " since " + utc(new Date(syncs[0].t)) + ", " + plural(delivered, "event") + " delivered, " +
+    plural(nFailed, "failed sync") + (nPartial ? ", " + plural(nPartial, "partial sync") : "") +
+    (latest.backlog_after != null ? "; backlog after the latest: " + plural(latest.backlog_after, "event") : "") +
+    ". The table below lists every sync" + (syncs.some(failedSync) ? "; focus or point at a red mark for a failure's advice." : "."));
+}
+
+function markKey(li, e) {
+  const marks = [...field(li, "plot").querySelectorAll(".fail")];
+  const i = marks.indexOf(e.target.closest(".fail"));
+  if (i < 0) return;
+  let to = null;
+  if (e.key === "ArrowLeft" || e.key === "ArrowUp") to = Math.max(0, i - 1);
+  else if (e.key === "ArrowRight" || e.key === "ArrowDown") to = Math.min(marks.length - 1, i + 1);
+  else if (e.key === "Home") to = 0;
+  else if (e.key === "End") to = marks.length - 1;
+  else if (e.key === "Escape") return hideTip(li);
+  if (to == null) return;
+  e.preventDefault();
+  marks.forEach((g, j) => g.setAttribute("tabindex", j === to ? "0" : "-1"));
+  marks[to].focus();
+}
+
+function showTip(li, mark) {
+  const tip = field(li, "tip");
+  const w = failureWords(mark.record);
+  tip.replaceChildren(el("p", w.title, "tip-title"), ...[w.said, w.advice].filter(Boolean).map((t) => el("p", t)));
+  tip.hidden = false;
+  // Beside the mark, on the side with more room, so that the sync below it stays in sight.
+  const box = field(li, "chart").getBoundingClientRect();
+  const at = mark.getBoundingClientRect();
+  const x = at.left - box.left;
+  const room = Math.max(0, box.width - tip.offsetWidth);
+  const left = x > box.width / 2 ? x - tip.offsetWidth - 8 : x + at.width + 8;
+  tip.style.left = Math.min(Math.max(0, left), room) + "px";
+  tip.style.top = (at.top - box.top) + "px";
+}
+
+function hideTip(li) {
+  field(li, "tip").hidden = true;
+}
+
+/** The chart's text alternative: every sync of the period in words, newest first. */
+function drawTable(li) {
+  const h = hist(li);
+  const from = Date.now() - RANGES[h.range].ms;
+  const syncs = (h.records || []).filter((r) => Date.parse(r.started_at) >= from);
+  const shown = h.all ? syncs : syncs.slice(0, TABLE_ROWS);
+  const wrap = field(li, "syncs-wrap");
+  wrap.hidden = syncs.length === 0;
+  const title = (h.all || syncs.length <= TABLE_ROWS ? "Syncs of " + li.integration.name
+    : "The latest " + TABLE_ROWS + " syncs of " + li.integration.name) + ", newest first (" + RANGES[h.range].label.toLowerCase() + ")";
+  // Above the scrolling table, so that it is read whole at any width; the caption names the table.
+  field(li, "syncs-title").textContent = syncs.length ? title : "";
+  field(li, "syncs-caption").textContent = title;
+  wrap.querySelector("tbody").replaceChildren(...shown.map(syncRow));
+  const more = li.querySelector("[data-a=all-syncs]");
+  more.hidden = syncs.length <= TABLE_ROWS;
+  more.textContent = h.all ? "Show the latest " + TABLE_ROWS + " only" : "Show all " + plural(syncs.length, "sync") + " of the period";
+}
+
+function syncRow(r) {
+  const row = el("tr");
+  const per = (n, b) => (n === 0 ? "none" : plural(n, "event") + " · " + bytes(b));
+  const details = el("td");
+  if (r.error) {
+    const e = r.error;
+    const codes = [e.http_status != null ? "HTTP " + e.http_status : null, e.code != null ? "HEC code " + e.code : null].filter(Boolean);
+    details.append(el("span", e.text + (codes.length ? " (" + codes.join(", ") + ")" : "") + (e.kind === "transient" ? " · retried by itself" : " · needs action")));
+    const more = el("details");
+    more.append(el("summary", "What to do"), el("p", e.advice));
+    details.append(more);
+  }
+  if (r.dead_lettered) details.append(el("span", " " + plural(r.dead_lettered, "event") + " refused as bad data (dead letters)"));
+  row.append(el("td", utc(new Date(r.started_at)).replace(" UTC", "")), el("td", RESULT_WORDS[r.result], "outcome " + r.result),
+    el("td", took(r.duration_ms), "num"), el("td", per(r.events.audit, r.bytes.audit), "num"),
+    el("td", per(r.events.jobs, r.bytes.jobs), "num"),
+    el("td", r.backlog_after == null ? "unknown" : r.backlog_after === 0 ? "none" : plural(r.backlog_after, "event"), "num"), details);
+  return row;
+}
+
+let resizeTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => { for (const li of cards.values()) if (li.hist && li.hist.records) drawChart(li); }, 150);
+});
 
 // ---- what the card's buttons do ----
 async function act(action, li) {
@@ -1044,6 +1432,12 @@ $("picker-form").addEventListener("submit", (e) => {
   if ($("account-picker").value) goToAccount($("account-picker").value);
 });
 $("new-account-form").addEventListener("submit", addAccount);
+for (const b of document.querySelectorAll("#fleet [data-sort]")) b.addEventListener("click", () => sortFleet(b.dataset.sort));
+$("fleet-prev").addEventListener("click", () => { if (fleet.page > 1) setFleet({ page: fleet.page - 1 }); });
+$("fleet-next").addEventListener("click", () => {
+  if ($("fleet-next").getAttribute("aria-disabled") !== "true") setFleet({ page: fleet.page + 1 });
+});
+$("fleet-per-page").addEventListener("change", () => setFleet({ per_page: Number($("fleet-per-page").value), page: 1 }));
 $("enable-feature").addEventListener("click", async () => {
   if (await setFeature(session.account, true)) openAccount(session.account);
 });

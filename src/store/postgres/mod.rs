@@ -13,6 +13,7 @@
 
 mod audit;
 mod error;
+mod history;
 mod jobs;
 mod leases;
 mod notify;

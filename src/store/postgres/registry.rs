@@ -288,10 +288,19 @@ impl PgStore {
                 .get()
                 .await?
                 .execute(
-                    "INSERT INTO accounts (account, siem_enabled, updated_at) VALUES ($1, $2, $3)
+                    "INSERT INTO accounts (account, siem_enabled, updated_at,
+                       ingest_events_per_sec, ingest_burst) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (account) DO UPDATE SET siem_enabled = excluded.siem_enabled,
-                       updated_at = excluded.updated_at",
-                    &[&id.as_str(), &account.siem_enabled, &account.updated_at],
+                       updated_at = excluded.updated_at,
+                       ingest_events_per_sec = excluded.ingest_events_per_sec,
+                       ingest_burst = excluded.ingest_burst",
+                    &[
+                        &id.as_str(),
+                        &account.siem_enabled,
+                        &account.updated_at,
+                        &account.ingest_events_per_sec.map(to_bigint),
+                        &account.ingest_burst.map(to_bigint),
+                    ],
                 )
                 .await?;
             Ok(())
@@ -307,13 +316,16 @@ impl PgStore {
                 .get()
                 .await?
                 .query_opt(
-                    "SELECT siem_enabled, updated_at FROM accounts WHERE account = $1",
+                    "SELECT siem_enabled, updated_at, ingest_events_per_sec, ingest_burst
+                     FROM accounts WHERE account = $1",
                     &[&id.as_str()],
                 )
                 .await?
                 .map(|r| Account {
                     siem_enabled: r.get(0),
                     updated_at: r.get(1),
+                    ingest_events_per_sec: r.get::<_, Option<i64>>(2).map(|v| v as u64),
+                    ingest_burst: r.get::<_, Option<i64>>(3).map(|v| v as u64),
                 }))
         })
         .await
@@ -731,4 +743,9 @@ impl PgStore {
         })
         .await
     }
+}
+
+/// A limit as PostgreSQL's `bigint`: the API bounds them far below `i64::MAX`.
+fn to_bigint(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }

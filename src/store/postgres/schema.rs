@@ -22,11 +22,23 @@ pub struct Migration {
 }
 
 /// The schema this build needs, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "schema",
-    sql: include_str!("migrations/0001_schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "schema",
+        sql: include_str!("migrations/0001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sync_history",
+        sql: include_str!("migrations/0002_sync_history.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "account_ingest_limits",
+        sql: include_str!("migrations/0003_account_ingest_limits.sql"),
+    },
+];
 
 /// The advisory lock every migrator takes (an arbitrary constant: "siemsync").
 const LOCK_KEY: i64 = 0x7369_656d_7379_6e63;
