@@ -212,6 +212,17 @@ pub const DEV_INGEST_TOKEN: &str = "dev-ingest-token-change-me";
 /// The default config file, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/siemsync.toml";
 
+/// Reads one environment variable's value, naming the variable when it does not parse.
+fn parse<T: std::str::FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+        var,
+        message: format!("{e} (got {v:?})"),
+    })
+}
+
 impl Config {
     /// Reads `path`, applies the environment, and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -237,16 +248,9 @@ impl Config {
         Ok(c)
     }
 
+    /// The environment's overrides (`SIEMSYNC_*`) of the file's settings; a value
+    /// that does not parse is refused with the variable's name.
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn parse<T: std::str::FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError>
-        where
-            T::Err: std::fmt::Display,
-        {
-            v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
-                var,
-                message: format!("{e} (got {v:?})"),
-            })
-        }
         if let Some(v) = env("SIEMSYNC_LISTEN") {
             self.listen = parse("SIEMSYNC_LISTEN", &v)?;
         }
@@ -271,6 +275,34 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_MAX_EVENT_BYTES") {
             self.max_event_bytes = Some(parse("SIEMSYNC_MAX_EVENT_BYTES", &v)?);
         }
+        self.apply_delivery_env(&env)?;
+        if let Some(v) = env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS") {
+            self.allow_private_destinations = parse("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_CACHE_MB") {
+            self.cache_mb = parse("SIEMSYNC_CACHE_MB", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_RETENTION_DAYS") {
+            self.retention_days = parse("SIEMSYNC_RETENTION_DAYS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_DEDUP_WINDOW") {
+            self.dedup_window = parse("SIEMSYNC_DEDUP_WINDOW", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_SECRET_KEY") {
+            self.secret_key = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = env("SIEMSYNC_ALLOW_INSECURE_TLS") {
+            self.allow_insecure_tls = parse("SIEMSYNC_ALLOW_INSECURE_TLS", &v)?;
+        }
+        Ok(())
+    }
+
+    /// The environment's overrides of how delivery posts and what ingest takes:
+    /// posts in flight, Splunk's waits, the account ingest rate, body and timeout limits.
+    fn apply_delivery_env(
+        &mut self,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         if let Some(v) = env("SIEMSYNC_POSTS_IN_FLIGHT") {
             self.posts_in_flight = parse("SIEMSYNC_POSTS_IN_FLIGHT", &v)?;
         }
@@ -304,24 +336,6 @@ impl Config {
         }
         if let Some(v) = env("SIEMSYNC_ACK_TIMEOUT_SECS") {
             self.ack_timeout_secs = parse("SIEMSYNC_ACK_TIMEOUT_SECS", &v)?;
-        }
-        if let Some(v) = env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS") {
-            self.allow_private_destinations = parse("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", &v)?;
-        }
-        if let Some(v) = env("SIEMSYNC_CACHE_MB") {
-            self.cache_mb = parse("SIEMSYNC_CACHE_MB", &v)?;
-        }
-        if let Some(v) = env("SIEMSYNC_RETENTION_DAYS") {
-            self.retention_days = parse("SIEMSYNC_RETENTION_DAYS", &v)?;
-        }
-        if let Some(v) = env("SIEMSYNC_DEDUP_WINDOW") {
-            self.dedup_window = parse("SIEMSYNC_DEDUP_WINDOW", &v)?;
-        }
-        if let Some(v) = env("SIEMSYNC_SECRET_KEY") {
-            self.secret_key = Some(v).filter(|v| !v.is_empty());
-        }
-        if let Some(v) = env("SIEMSYNC_ALLOW_INSECURE_TLS") {
-            self.allow_insecure_tls = parse("SIEMSYNC_ALLOW_INSECURE_TLS", &v)?;
         }
         Ok(())
     }
@@ -372,20 +386,8 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_access()?;
-        if self.max_batch_bytes < 1024 {
-            return bad("max_batch_bytes", "must be at least 1024");
-        }
-        if self
-            .max_event_bytes
-            .is_some_and(|m| !(1024..=self.max_batch_bytes).contains(&m))
-        {
-            return bad(
-                "max_event_bytes",
-                "must be at least 1024 and at most max_batch_bytes (an event larger than a post could never be sent)",
-            );
-        }
+    /// The settings of how delivery posts and how fast an account may ingest.
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
         if !(1..=64).contains(&self.posts_in_flight) {
             return bad("posts_in_flight", "must be between 1 and 64");
         }
@@ -415,6 +417,25 @@ impl Config {
                 "must be between 1 and 1000000000000 events",
             );
         }
+        Ok(())
+    }
+
+    /// Every setting's bounds, so a bad file or variable is refused before anything starts.
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_access()?;
+        if self.max_batch_bytes < 1024 {
+            return bad("max_batch_bytes", "must be at least 1024");
+        }
+        if self
+            .max_event_bytes
+            .is_some_and(|m| !(1024..=self.max_batch_bytes).contains(&m))
+        {
+            return bad(
+                "max_event_bytes",
+                "must be at least 1024 and at most max_batch_bytes (an event larger than a post could never be sent)",
+            );
+        }
+        self.validate_delivery()?;
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }

@@ -95,7 +95,9 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     /// 1 while the store takes writes.
     pub store_writable: Gauge,
+    /// File descriptors the process holds (about one connection per integration syncing).
     pub open_fds: Gauge,
+    /// The process's limit of open files (raised to the hard limit at start).
     pub max_fds: Gauge,
     /// Integration actors alive: counted by the actors themselves, so it shows what
     /// runs, not what the Supervisor meant to run.

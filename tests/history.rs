@@ -199,8 +199,12 @@ async fn after_a_restart_an_idle_integration_that_delivered_before_is_healthy() 
         time(&h[0]["started_at"]) >= at
     })
     .await;
+    // Its first sync after the change may have had nothing to send (pending) or
+    // may already have posted the change's own audit event with the unknown token
+    // (failing): the PATCH restarts the actor before it stores that event. Either
+    // way, not healthy.
     let st = api.status("acme", &id).await;
-    assert_eq!(st["state"], "pending", "{st}");
+    assert!(st["state"] == "pending" || st["state"] == "failing", "{st}");
 }
 
 #[actix_rt::test]

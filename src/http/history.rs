@@ -215,17 +215,18 @@ fn compare(a: &Keyed, b: &Keyed, key: SortKey, descending: bool) -> Ordering {
     by_key.then(tie)
 }
 
-/// `GET /api/v1/overview?sort=&order=&page=&per_page=&state=` (admin).
-pub async fn overview(
-    state: web::Data<AppState>,
-    caller: Caller,
-    req: actix_web::HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
-    let p = params(
-        req.query_string(),
-        &["sort", "order", "page", "per_page", "state"],
-    )?;
+/// What `GET /api/v1/overview` asks for: the order, the page and the state shown.
+struct OverviewQuery {
+    key: SortKey,
+    descending: bool,
+    page: u64,
+    per_page: u64,
+    only: Option<OverviewState>,
+}
+
+/// Reads the overview's query string, refusing an unknown sort, order or state.
+fn overview_query(query: &str) -> Result<OverviewQuery, ApiError> {
+    let p = params(query, &["sort", "order", "page", "per_page", "state"])?;
     let key = SortKey::parse(p.get("sort").map_or("state", String::as_str))?;
     let descending = match p.get("order").map(String::as_str) {
         None => key.default_descending(),
@@ -252,6 +253,29 @@ pub async fn overview(
                 })?,
         ),
     };
+    Ok(OverviewQuery {
+        key,
+        descending,
+        page,
+        per_page,
+        only,
+    })
+}
+
+/// `GET /api/v1/overview?sort=&order=&page=&per_page=&state=` (admin).
+pub async fn overview(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let OverviewQuery {
+        key,
+        descending,
+        page,
+        per_page,
+        only,
+    } = overview_query(req.query_string())?;
     let store = state.store.clone();
     let rows = web::block(move || store.overview_rows()).await??;
     let mut counts: Vec<(OverviewState, usize)> =

@@ -59,6 +59,78 @@ fn summary_of(
     )))
 }
 
+/// Takes the integration's record lock and reads its summary so far; `Gone` when
+/// the integration is deleted.
+async fn lock_for_record(
+    tx: &tokio_postgres::Transaction<'_>,
+    account: &AccountId,
+    id: &Uuid,
+) -> Result<Option<SyncSummary>, PgError> {
+    // While a shard changes hands two nodes may record for one integration: they
+    // take turns, so each sequence number is used once.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&LOCK_CLASS, &lock_key(id)],
+    )
+    .await?;
+    // Share-locked until the commit: a delete waits for this record and then
+    // removes it with the rest; a record after a delete finds nothing.
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM integrations WHERE id = $1 AND account = $2 FOR SHARE",
+            &[id, &account.as_str()],
+        )
+        .await?;
+    if exists.is_none() {
+        return Err(PgError::Gone);
+    }
+    let before = match tx
+        .query_opt(
+            "SELECT first_seq, next_seq, last, last_success, last_attempt
+                 FROM sync_summaries WHERE integration = $1",
+            &[id],
+        )
+        .await?
+    {
+        Some(row) => summary_of(id, &row, 0)?,
+        None => None,
+    };
+    Ok(before)
+}
+
+/// Writes the integration's summary after a record: sequence range, latest sync,
+/// latest success and latest attempt.
+async fn write_summary(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &Uuid,
+    first: i64,
+    next: u64,
+    summary: &SyncSummary,
+) -> Result<(), PgError> {
+    let attempt = summary
+        .last_attempt
+        .as_ref()
+        .map(|a| serde_json::to_value(a).map_err(|e| corrupt("a sync attempt", e)))
+        .transpose()?;
+    tx.execute(
+            "INSERT INTO sync_summaries AS s (integration, first_seq, next_seq, last, last_success, last_attempt)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (integration) DO UPDATE SET first_seq = excluded.first_seq,
+               next_seq = excluded.next_seq, last = excluded.last,
+               last_success = excluded.last_success, last_attempt = excluded.last_attempt",
+            &[
+                id,
+                &first,
+                &to_i64(next),
+                &to_doc(&summary.last)?,
+                &summary.last_success,
+                &attempt,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 impl Shared {
     async fn record_sync(
         &self,
@@ -68,35 +140,7 @@ impl Shared {
     ) -> Result<(), PgError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // While a shard changes hands two nodes may record for one integration: they
-        // take turns, so each sequence number is used once.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[&LOCK_CLASS, &lock_key(&id)],
-        )
-        .await?;
-        // Share-locked until the commit: a delete waits for this record and then
-        // removes it with the rest; a record after a delete finds nothing.
-        let exists = tx
-            .query_opt(
-                "SELECT 1 FROM integrations WHERE id = $1 AND account = $2 FOR SHARE",
-                &[&id, &account.as_str()],
-            )
-            .await?;
-        if exists.is_none() {
-            return Err(PgError::Gone);
-        }
-        let before = match tx
-            .query_opt(
-                "SELECT first_seq, next_seq, last, last_success, last_attempt
-                 FROM sync_summaries WHERE integration = $1",
-                &[&id],
-            )
-            .await?
-        {
-            Some(row) => summary_of(&id, &row, 0)?,
-            None => None,
-        };
+        let before = lock_for_record(&tx, account, &id).await?;
         let seq = before.as_ref().map_or(0, |s| s.seqs().1);
         let next = seq + 1;
         tx.execute(
@@ -125,27 +169,7 @@ impl Shared {
             .get::<_, Option<i64>>(0)
             .unwrap_or(to_i64(seq));
         let summary = SyncSummary::following(before, record, to_u64(first), next);
-        let attempt = summary
-            .last_attempt
-            .as_ref()
-            .map(|a| serde_json::to_value(a).map_err(|e| corrupt("a sync attempt", e)))
-            .transpose()?;
-        tx.execute(
-            "INSERT INTO sync_summaries AS s (integration, first_seq, next_seq, last, last_success, last_attempt)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (integration) DO UPDATE SET first_seq = excluded.first_seq,
-               next_seq = excluded.next_seq, last = excluded.last,
-               last_success = excluded.last_success, last_attempt = excluded.last_attempt",
-            &[
-                &id,
-                &first,
-                &to_i64(next),
-                &to_doc(&summary.last)?,
-                &summary.last_success,
-                &attempt,
-            ],
-        )
-        .await?;
+        write_summary(&tx, &id, first, next, &summary).await?;
         tx.commit().await?;
         Ok(())
     }
