@@ -304,8 +304,10 @@ async fn an_integration_holds_no_connection_to_its_splunk_between_syncs_minutes_
         json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]}),
     )
     .await;
+    // The 5 events (the integration's own "created" event may come a sync later:
+    // it is stored after the actor starts, and the next sync is minutes away).
     status_until(&api, "acme", &id, "the first sync", |s| {
-        s["delivered"]["audit"] == 6 && s["syncing"] == false
+        s["delivered"]["audit"].as_u64() >= Some(5) && s["syncing"] == false
     })
     .await;
     // With the next sync five minutes away, the connection is closed at once: kept,
