@@ -687,7 +687,6 @@ mod tests {
     use super::*;
     use crate::actors::batch::{BatchKind, Item};
     use crate::hec::client::ClientSettings;
-    use crate::hec::policy::PolicySettings;
     use crate::model::{IntegrationChange, IntegrationPolicy};
     use actix_web::web::Bytes;
     use serde_json::json;
@@ -715,19 +714,7 @@ mod tests {
     }
 
     fn policy() -> RefCell<Policy> {
-        RefCell::new(Policy::new(
-            PolicySettings {
-                max_post_bytes: 1000,
-                posts_in_flight: 4,
-                interval: Duration::from_secs(300),
-                max_retry_after: Duration::from_secs(60),
-                regrow_after: Duration::from_secs(3600),
-                ack_poll: Duration::from_secs(1),
-                ack_timeout: Duration::from_secs(300),
-                compressed: false,
-            },
-            7,
-        ))
+        RefCell::new(Policy::new(crate::hec::policy::tests::settings(), 7))
     }
 
     fn posted(id: u64, seq: u64) -> Entry {

@@ -423,10 +423,11 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn settings() -> PolicySettings {
+    /// Settings for tests of the policy and of the loop that follows it.
+    pub(crate) fn settings() -> PolicySettings {
         PolicySettings {
             max_post_bytes: 1000,
             posts_in_flight: 4,
