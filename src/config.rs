@@ -2,6 +2,7 @@
 //! then overridden by `SIEMSYNC_*` environment variables.
 
 use crate::model::{AccountId, Integration, IntegrationChange, IntegrationPolicy};
+use crate::timing::{Secs, Timing};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ pub struct Config {
     /// Where sled keeps its files (`SIEMSYNC_DATA_DIR`); relative to the working directory.
     pub data_dir: PathBuf,
     /// Seconds between syncs of one integration (`SIEMSYNC_SYNC_INTERVAL_SECS`).
-    pub sync_interval_secs: u64,
+    pub sync_interval_secs: Secs,
     /// The environment's host name, sent as `host` to Splunk (`SIEMSYNC_HOST`).
     pub host: String,
     /// Bearer token with every right (`SIEMSYNC_ADMIN_TOKEN`).
@@ -76,12 +77,12 @@ pub struct Config {
     /// The longest a HEC `Retry-After` (429, 503) may delay an integration's next
     /// attempt, in seconds (`SIEMSYNC_MAX_RETRY_AFTER_SECS`).
     #[serde(default = "default_max_retry_after")]
-    pub max_retry_after_secs: u64,
+    pub max_retry_after_secs: Secs,
     /// Seconds a post size learnt from Splunk's refusals (413, or Splunk Cloud's
     /// oversized-body answer) holds before larger posts are tried again
     /// (`SIEMSYNC_POST_SIZE_REGROW_SECS`).
     #[serde(default = "default_post_size_regrow")]
-    pub post_size_regrow_secs: u64,
+    pub post_size_regrow_secs: Secs,
     /// Events (audit events and job snapshots) one account may post per second,
     /// sustained (`SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC`); over it, that account's
     /// ingest answers 429 with `Retry-After` and stores nothing of the request.
@@ -99,19 +100,19 @@ pub struct Config {
     /// Seconds a request body may take to arrive (`SIEMSYNC_BODY_TIMEOUT_SECS`); a
     /// client that stalls gets 408 and its connection is closed.
     #[serde(default = "default_body_timeout")]
-    pub body_timeout_secs: u64,
+    pub body_timeout_secs: Secs,
     /// Seconds to wait for a TCP+TLS connection to Splunk (`SIEMSYNC_CONNECT_TIMEOUT_SECS`).
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_secs: u64,
+    pub connect_timeout_secs: Secs,
     /// Seconds for one whole HEC request (`SIEMSYNC_REQUEST_TIMEOUT_SECS`).
     #[serde(default = "default_request_timeout")]
-    pub request_timeout_secs: u64,
+    pub request_timeout_secs: Secs,
     /// Longest wait between two indexer-acknowledgement polls (`SIEMSYNC_ACK_POLL_INTERVAL_SECS`).
     #[serde(default = "default_ack_poll")]
-    pub ack_poll_interval_secs: u64,
+    pub ack_poll_interval_secs: Secs,
     /// How long an acknowledgement may take before the batch is re-sent (`SIEMSYNC_ACK_TIMEOUT_SECS`).
     #[serde(default = "default_ack_timeout")]
-    pub ack_timeout_secs: u64,
+    pub ack_timeout_secs: Secs,
     /// Whether HEC URIs may lead to loopback, private, link-local or cloud-metadata
     /// addresses (`SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS`). Off: tenants cannot make
     /// siemsync post into the operator's own network.
@@ -142,6 +143,10 @@ pub struct Config {
     /// API, reloaded on SIGHUP or when the file changes.
     #[serde(default)]
     pub integrations: Vec<serde_json::Value>,
+    /// The internal intervals (`[timing]`): back-off base, restart delay, progress
+    /// log, watchers. Each has a `SIEMSYNC_TIMING_*` override.
+    #[serde(default)]
+    pub timing: Timing,
 }
 
 fn default_max_batch_bytes() -> usize {
@@ -153,11 +158,11 @@ const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 fn default_posts_in_flight() -> usize {
     4
 }
-fn default_max_retry_after() -> u64 {
-    300
+fn default_max_retry_after() -> Secs {
+    Secs::from_secs(300)
 }
-fn default_post_size_regrow() -> u64 {
-    3600
+fn default_post_size_regrow() -> Secs {
+    Secs::from_secs(3600)
 }
 /// Far above what one account's platform side posts in normal running (the ingest
 /// bench posts about 170,000 events/s for all accounts together): only a flood meets it.
@@ -171,14 +176,14 @@ fn default_account_ingest_burst() -> u64 {
 fn default_max_body_bytes() -> usize {
     16 * 1024 * 1024
 }
-fn default_body_timeout() -> u64 {
-    60
+fn default_body_timeout() -> Secs {
+    Secs::from_secs(60)
 }
-fn default_connect_timeout() -> u64 {
-    10
+fn default_connect_timeout() -> Secs {
+    Secs::from_secs(10)
 }
-fn default_request_timeout() -> u64 {
-    60
+fn default_request_timeout() -> Secs {
+    Secs::from_secs(60)
 }
 fn default_cache_mb() -> u64 {
     256
@@ -189,9 +194,14 @@ fn default_dedup_window() -> usize {
 fn default_retention() -> f64 {
     30.0
 }
-fn default_ack_poll() -> u64 {
-    10
+fn default_ack_poll() -> Secs {
+    Secs::from_secs(10)
 }
+/// Whether `s` lies between `min` and `max` seconds.
+fn within(s: Secs, min: f64, max: f64) -> bool {
+    (min..=max).contains(&s.get().as_secs_f64())
+}
+
 /// A refusal of setting `key`, saying what is wrong with it.
 fn bad(key: &'static str, message: &str) -> Result<(), ConfigError> {
     Err(ConfigError::Invalid {
@@ -200,8 +210,8 @@ fn bad(key: &'static str, message: &str) -> Result<(), ConfigError> {
     })
 }
 
-fn default_ack_timeout() -> u64 {
-    300
+fn default_ack_timeout() -> Secs {
+    Secs::from_secs(300)
 }
 
 /// The tokens config/siemsync.toml ships with, for local development only.
@@ -294,6 +304,11 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_ALLOW_INSECURE_TLS") {
             self.allow_insecure_tls = parse("SIEMSYNC_ALLOW_INSECURE_TLS", &v)?;
         }
+        for (var, key) in Timing::env_keys() {
+            if let Some(v) = env(var) {
+                self.timing.set(key, parse(var, &v)?);
+            }
+        }
         Ok(())
     }
 
@@ -344,11 +359,11 @@ impl Config {
     /// sync interval, the host, and the two tokens (never the shipped ones on a
     /// reachable address).
     fn validate_access(&self) -> Result<(), ConfigError> {
-        if self.sync_interval_secs == 0 {
-            return bad("sync_interval_secs", "must be at least 1 second");
-        }
-        if self.sync_interval_secs > 86_400 {
-            return bad("sync_interval_secs", "must be at most 86400 (one day)");
+        if !within(self.sync_interval_secs, 0.01, 86_400.0) {
+            return bad(
+                "sync_interval_secs",
+                "must be between 0.01 and 86400 seconds (one day)",
+            );
         }
         if self.host.trim().is_empty() {
             return bad(
@@ -391,16 +406,16 @@ impl Config {
         if !(1..=64).contains(&self.posts_in_flight) {
             return bad("posts_in_flight", "must be between 1 and 64");
         }
-        if !(1..=86_400).contains(&self.max_retry_after_secs) {
+        if !within(self.max_retry_after_secs, 0.01, 86_400.0) {
             return bad(
                 "max_retry_after_secs",
-                "must be between 1 and 86400 seconds (one day)",
+                "must be between 0.01 and 86400 seconds (one day)",
             );
         }
-        if !(1..=604_800).contains(&self.post_size_regrow_secs) {
+        if !within(self.post_size_regrow_secs, 0.01, 604_800.0) {
             return bad(
                 "post_size_regrow_secs",
-                "must be between 1 and 604800 seconds (one week)",
+                "must be between 0.01 and 604800 seconds (one week)",
             );
         }
         if !(1..=crate::model::account::MAX_INGEST_RATE)
@@ -439,11 +454,16 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }
-        if !(1..=3600).contains(&self.body_timeout_secs) {
-            return bad("body_timeout_secs", "must be between 1 and 3600 seconds");
+        if !within(self.body_timeout_secs, 0.01, 3600.0) {
+            return bad("body_timeout_secs", "must be between 0.01 and 3600 seconds");
         }
-        if self.connect_timeout_secs == 0 || self.request_timeout_secs == 0 {
-            return bad("request_timeout_secs", "timeouts must be at least 1 second");
+        for (key, t) in [
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+        ] {
+            if !within(t, 0.01, 86_400.0) {
+                return bad(key, "must be between 0.01 and 86400 seconds");
+            }
         }
         if self
             .secret_key
@@ -464,11 +484,19 @@ impl Config {
         if !(1..=10_000_000).contains(&self.dedup_window) {
             return bad("dedup_window", "must be between 1 and 10000000 events");
         }
-        if self.ack_poll_interval_secs == 0 {
-            return bad("ack_poll_interval_secs", "must be at least 1 second");
+        for (key, t) in [
+            ("ack_poll_interval_secs", self.ack_poll_interval_secs),
+            ("ack_timeout_secs", self.ack_timeout_secs),
+        ] {
+            if !within(t, 0.01, 86_400.0) {
+                return bad(key, "must be between 0.01 and 86400 seconds");
+            }
         }
-        if self.ack_timeout_secs == 0 {
-            return bad("ack_timeout_secs", "must be at least 1 second");
+        if let Some(key) = self.timing.zero_keys() {
+            return Err(ConfigError::Invalid {
+                key,
+                message: "[timing]: must be more than 0 seconds".to_owned(),
+            });
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
@@ -541,16 +569,19 @@ impl Config {
         Duration::from_secs_f64(self.retention_days * 86_400.0)
     }
 
+    /// The time between two syncs of one integration.
     pub fn sync_interval(&self) -> Duration {
-        Duration::from_secs(self.sync_interval_secs)
+        self.sync_interval_secs.get()
     }
 
+    /// How the HEC client connects, times out and polls acknowledgements.
     pub fn client_settings(&self) -> crate::hec::client::ClientSettings {
         crate::hec::client::ClientSettings {
-            connect: Duration::from_secs(self.connect_timeout_secs),
-            request: Duration::from_secs(self.request_timeout_secs),
-            ack_poll: Duration::from_secs(self.ack_poll_interval_secs),
-            ack_timeout: Duration::from_secs(self.ack_timeout_secs),
+            connect: self.connect_timeout_secs.get(),
+            request: self.request_timeout_secs.get(),
+            ack_poll: self.ack_poll_interval_secs.get(),
+            ack_timeout: self.ack_timeout_secs.get(),
+            keep_alive: self.timing.connection_keep_alive_secs.get(),
             allow_internal: self.allow_private_destinations,
         }
     }
@@ -635,12 +666,12 @@ mod tests {
         let c = load(SHIPPED, &[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
-        assert_eq!(c.sync_interval_secs, 300);
+        assert_eq!(c.sync_interval_secs, Secs::from_secs(300));
         assert_eq!(c.max_batch_bytes, 1024 * 1024);
         assert_eq!(c.max_event_bytes(), 1024 * 1024);
         assert_eq!(c.posts_in_flight, 4);
-        assert_eq!(c.max_retry_after_secs, 300);
-        assert_eq!(c.post_size_regrow_secs, 3600);
+        assert_eq!(c.max_retry_after_secs, Secs::from_secs(300));
+        assert_eq!(c.post_size_regrow_secs, Secs::from_secs(3600));
         assert_eq!(c.body_timeout_secs, default_body_timeout());
         assert_eq!(c.account_ingest_events_per_sec, 100_000);
         assert_eq!(c.account_ingest_burst, 2_000_000);
@@ -662,7 +693,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen.port(), 0);
-        assert_eq!(c.sync_interval_secs, 1);
+        assert_eq!(c.sync_interval_secs, Secs::from_secs(1));
         assert_eq!(c.host, "eu-1");
         assert_eq!(c.max_batch_bytes, 4096);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
@@ -699,6 +730,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("already has an integration named"), "{e}");
+    }
+
+    #[test]
+    fn every_interval_is_a_setting_in_fractions_of_seconds() {
+        let c = load(
+            SHIPPED,
+            &[
+                ("SIEMSYNC_SYNC_INTERVAL_SECS", "0.05"),
+                ("SIEMSYNC_TIMING_PROGRESS_LOG_SECS", "0.2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sync_interval(), Duration::from_millis(50));
+        assert_eq!(c.timing.progress_log_secs.get(), Duration::from_millis(200));
+        assert_eq!(c.timing.restart_delay_secs, Secs::from_secs(1));
+        let e = load(SHIPPED, &[("SIEMSYNC_TIMING_STORE_WATCH_SECS", "0")]).unwrap_err();
+        assert!(e.contains("`store_watch_secs`"), "{e}");
+        let e = load(SHIPPED, &[("SIEMSYNC_TIMING_CONFIG_POLL_SECS", "later")]).unwrap_err();
+        assert!(e.contains("SIEMSYNC_TIMING_CONFIG_POLL_SECS"), "{e}");
+        let e = load(&format!("{SHIPPED}\nnap_secs = 1\n"), &[]).unwrap_err();
+        assert!(e.contains("nap_secs"), "{e}");
+        let e = load(SHIPPED, &[("SIEMSYNC_SYNC_INTERVAL_SECS", "0.001")]).unwrap_err();
+        assert!(e.contains("`sync_interval_secs`"), "{e}");
     }
 
     #[test]

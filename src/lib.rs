@@ -21,7 +21,11 @@ pub mod model;
 pub mod reload;
 pub mod retention;
 pub mod store;
+/// The Splunk stand-in, the service launcher and a throwaway PostgreSQL, shared by
+/// the tests and the benchmarks; not in a build without the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 pub mod testkit;
+pub mod timing;
 
 use actix::prelude::*;
 use actors::messages::Reconcile;
@@ -86,6 +90,7 @@ fn open_store(config: &Config) -> Result<Store, StartError> {
             secret_key: config.secret_key.clone(),
             cache_bytes: config.cache_mb << 20,
             dedup_window: config.dedup_window,
+            watch_every: config.timing.store_watch_secs.get(),
             ..Default::default()
         },
     )
@@ -134,8 +139,9 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         interval: config.sync_interval(),
         client: config.client_settings(),
         posts_in_flight: config.posts_in_flight,
-        max_retry_after: std::time::Duration::from_secs(config.max_retry_after_secs),
-        post_size_regrow: std::time::Duration::from_secs(config.post_size_regrow_secs),
+        max_retry_after: config.max_retry_after_secs.get(),
+        post_size_regrow: config.post_size_regrow_secs.get(),
+        timing: config.timing.clone(),
     };
     let supervisor = Supervisor::new(store.clone(), audit, jobs, settings).start();
     supervisor.do_send(Reconcile);
@@ -159,7 +165,11 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         addr: config.listen,
         source,
     })?;
-    retention::spawn(store.clone(), config.retention());
+    retention::spawn(
+        store.clone(),
+        config.retention(),
+        config.timing.retention_sweep(config.retention()),
+    );
     let addr = server.addrs()[0];
     let server = server.run();
     Ok(Service {

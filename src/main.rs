@@ -102,8 +102,14 @@ async fn status(url: String) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let poll = config.timing.config_poll_secs.get();
     let service = siemsync::start(config).context("siemsync could not start")?;
-    siemsync::reload::watch(path, service.store.clone(), service.supervisor.clone());
+    siemsync::reload::watch(
+        path,
+        poll,
+        service.store.clone(),
+        service.supervisor.clone(),
+    );
     println!("siemsync listening on http://{}", service.addr);
     let _ = std::io::stdout().flush();
     // Returns on SIGTERM / SIGINT once in-flight requests finished (actix-web's graceful stop).

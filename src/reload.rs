@@ -13,9 +13,6 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// How often the file's modification time is checked.
-const POLL: Duration = Duration::from_secs(2);
-
 /// What one reload changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -97,8 +94,9 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Watches for SIGHUP and for changes of the file; runs on the current actix system.
-pub fn watch(path: PathBuf, store: Store, supervisor: Addr<Supervisor>) {
+/// Watches for SIGHUP and for changes of the file, whose modification time is
+/// checked every `poll` (`[timing] config_poll_secs`); runs on the current actix system.
+pub fn watch(path: PathBuf, poll: Duration, store: Store, supervisor: Addr<Supervisor>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
     let on_signal = tx.clone();
     // Both taken before this returns (and the service says it is listening): a
@@ -120,7 +118,7 @@ pub fn watch(path: PathBuf, store: Store, supervisor: Addr<Supervisor>) {
     let file = path.clone();
     actix_rt::spawn(async move {
         loop {
-            actix_rt::time::sleep(POLL).await;
+            actix_rt::time::sleep(poll).await;
             let now = stamp(&file);
             if now != last {
                 last = now;

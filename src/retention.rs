@@ -37,9 +37,8 @@ pub fn sweep(store: &Store, retention: Duration) -> Result<(u64, u64), StoreErro
     Ok((audit, jobs))
 }
 
-/// Runs the sweep every twentieth of the retention (between 1 s and 1 h).
-pub fn spawn(store: Store, retention: Duration) {
-    let every = (retention / 20).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+/// Runs the sweep `every` (`[timing] retention_sweep_secs`).
+pub fn spawn(store: Store, retention: Duration, every: Duration) {
     actix_rt::spawn(async move {
         loop {
             actix_rt::time::sleep(every).await;

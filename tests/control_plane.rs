@@ -283,7 +283,7 @@ async fn every_route_answers_every_caller_on_every_target_exactly() {
     let dir = tempfile::tempdir().unwrap();
     // Splunk never answers posts, so that a replay stays running until cancelled;
     // the short request timeout keeps connection tests quick.
-    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_REQUEST_TIMEOUT_SECS", "2")]);
+    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_REQUEST_TIMEOUT_SECS", "0.3")]);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     hec.set_behaviour(siemsync::testkit::Behaviour::Hang);
@@ -459,7 +459,7 @@ async fn hec_tokens_never_appear_in_responses_logs_or_sealed_files() {
         "SIEMSYNC_SECRET_KEY",
         "0123456789abcdef0123456789abcdef-test-key",
     )];
-    let mut svc = Siemsync::start(dir.path(), &key);
+    let mut svc = Siemsync::spawn(dir.path(), &key);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     api.enable_account("acme").await;
@@ -505,7 +505,7 @@ async fn hec_tokens_never_appear_in_responses_logs_or_sealed_files() {
         "token in clear"
     );
     // Same key: everything works after a restart; no key: the service refuses to start blind.
-    let svc = Siemsync::start(dir.path(), &key);
+    let svc = Siemsync::spawn(dir.path(), &key);
     api_after_restart(&svc, &id).await;
     drop(svc);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_siemsync"))
@@ -887,7 +887,7 @@ async fn a_replay_resends_a_retained_window_while_live_delivery_keeps_its_pace()
 async fn a_replay_interrupted_by_a_restart_resumes_where_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("SIEMSYNC_MAX_BATCH_BYTES", "16384")];
-    let mut svc = Siemsync::start(dir.path(), &env);
+    let mut svc = Siemsync::spawn(dir.path(), &env);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     api.enable_account("acme").await;
@@ -917,7 +917,7 @@ async fn a_replay_interrupted_by_a_restart_resumes_where_it_was() {
     .await;
     assert!(svc.terminate().success());
 
-    let mut svc = Siemsync::start(dir.path(), &env);
+    let mut svc = Siemsync::spawn(dir.path(), &env);
     let api = svc.api();
     hec.set_behaviour(siemsync::testkit::Behaviour::Normal);
     let after = status_until(&api, "acme", &id, "the replay resumed and done", |s| {
@@ -966,7 +966,7 @@ async fn a_replay_interrupted_by_a_restart_resumes_where_it_was() {
     assert_eq!(cancelled["state"], "cancelled");
     assert!(svc.terminate().success());
     hec.set_behaviour(siemsync::testkit::Behaviour::Normal);
-    let svc = Siemsync::start(dir.path(), &env);
+    let svc = Siemsync::spawn(dir.path(), &env);
     // Running again (with nothing to deliver it may stay "pending"): its replay, if
     // it were to resume, would have been started with it.
     let st = status_until(&svc.api(), "acme", &id, "the integration running", |s| {

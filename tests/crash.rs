@@ -51,7 +51,7 @@ async fn sigkill_at_random_moments_loses_nothing_that_was_acknowledged() {
     let env = [("SIEMSYNC_MAX_BATCH_BYTES", "32768")];
     let hec = HecServer::start(TOK);
     hec.set_behaviour(Behaviour::Slow(Duration::from_millis(5)));
-    let mut svc = Siemsync::start(dir.path(), &env);
+    let mut svc = Siemsync::spawn(dir.path(), &env);
     let api = svc.api();
     api.enable_account("acme").await;
     // The backlog: most events before the integration exists.
@@ -87,7 +87,7 @@ async fn sigkill_at_random_moments_loses_nothing_that_was_acknowledged() {
         }
         actix_rt::time::sleep(Duration::from_millis(100 + next() % 400)).await;
         svc.kill();
-        svc = Siemsync::start(dir.path(), &env);
+        svc = Siemsync::spawn(dir.path(), &env);
         *url.borrow_mut() = svc.url.clone();
     }
     assert_eq!(posted, events);

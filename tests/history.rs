@@ -63,15 +63,17 @@ async fn every_sync_is_recorded_with_its_result_events_bytes_and_backlog() {
     assert!(time(&delivered["finished_at"]) >= time(&delivered["started_at"]));
 
     // Splunk takes two events and then is busy: partial, with HEC's code and advice.
-    hec.set_behaviour(Behaviour::BusyAfter(2));
+    // Its retries follow by themselves, and find the token refused.
+    hec.set_behaviour(Behaviour::Once(
+        Box::new(Behaviour::BusyAfter(2)),
+        Box::new(Behaviour::Fail {
+            status: 403,
+            code: Some(4),
+            text: "Invalid token".into(),
+        }),
+    ));
     api.post_audit("acme", &audit_events("e", 5, 5)).await;
     let partial = sync_now(&api, "acme", &id).await;
-    // Retries follow by themselves (1 s on): from now on, the token is refused.
-    hec.set_behaviour(Behaviour::Fail {
-        status: 403,
-        code: Some(4),
-        text: "Invalid token".into(),
-    });
     assert_eq!(partial["result"], "partial", "{partial}");
     assert_eq!(partial["events"], json!({"audit": 2, "jobs": 0}));
     assert_eq!(partial["backlog_after"], 3, "{partial}");
@@ -145,7 +147,7 @@ async fn every_sync_is_recorded_with_its_result_events_bytes_and_backlog() {
     }
 
     // Kept across a restart.
-    svc.terminate();
+    svc.stop();
     let svc = Siemsync::start(&dir.path().join("data"), &QUIET);
     let api = svc.api();
     let after = history_until(&api, "acme", &id, "the restart's first sync", |a| {
@@ -171,7 +173,7 @@ async fn after_a_restart_an_idle_integration_that_delivered_before_is_healthy() 
     history_until(&api, "acme", &id, "the first sync", |h| !h.is_empty()).await;
     let delivered = sync_now(&api, "acme", &id).await;
     assert_eq!(delivered["backlog_after"], 0, "{delivered}");
-    svc.terminate();
+    svc.stop();
 
     // Its first sync after the restart has nothing to send.
     let svc = Siemsync::start(dir.path(), &QUIET);

@@ -224,7 +224,7 @@ fn check_config_names_the_bad_key() {
 #[actix_rt::test]
 async fn a_long_catch_up_reports_its_progress() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_MAX_BATCH_BYTES", "4096")]);
+    let svc = Siemsync::spawn(dir.path(), &[("SIEMSYNC_MAX_BATCH_BYTES", "4096")]);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     hec.set_behaviour(Behaviour::Slow(Duration::from_millis(50)));
@@ -292,7 +292,7 @@ fn connections_to(pid: u32, port: u16) -> usize {
 #[actix_rt::test]
 async fn an_integration_holds_no_connection_to_its_splunk_between_syncs_minutes_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_SYNC_INTERVAL_SECS", "300")]);
+    let svc = Siemsync::spawn(dir.path(), &[("SIEMSYNC_SYNC_INTERVAL_SECS", "300")]);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     let port: u16 = hec.base_url().rsplit(':').next().unwrap().parse().unwrap();

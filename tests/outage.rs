@@ -38,7 +38,7 @@ async fn a_long_outage_delivers_everything_in_order_once_splunk_is_back() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4000);
     let dir = tempfile::tempdir().unwrap();
-    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_CACHE_MB", "32")]);
+    let svc = Siemsync::spawn(dir.path(), &[("SIEMSYNC_CACHE_MB", "32")]);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     hec.set_behaviour(Behaviour::Fail {

@@ -14,7 +14,7 @@ const TOK: &str = "dead0000-0000-4000-8000-000000000001";
 #[actix_rt::test]
 async fn a_panicking_integration_actor_is_restarted_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Siemsync::start(dir.path(), &[]);
+    let svc = Siemsync::spawn(dir.path(), &[]);
     let api = svc.api();
     let (hec, other_hec) = (HecServer::start(TOK), HecServer::start(TOK));
     api.enable_account("acme").await;

@@ -70,7 +70,7 @@ async fn editing_the_config_file_restarts_only_what_changed_and_a_broken_file_ch
     let config = dir.path().join("siemsync.toml");
     let mut gens = HashMap::new();
     write_config(&config, &hec.base_url(), &gens, None);
-    let svc = Siemsync::start_with(&config, &dir.path().join("data"), &[]);
+    let svc = Siemsync::spawn_with(&config, &dir.path().join("data"), &[]);
     let api = svc.api();
 
     post_round(&api, 0, |_| true).await;

@@ -113,7 +113,7 @@ async fn moving_an_integration_to_another_destination_needs_its_token_again() {
 #[actix_rt::test]
 async fn a_refused_destination_reveals_neither_its_address_nor_whether_it_resolves() {
     let dir = tempfile::tempdir().unwrap();
-    let mut svc = Siemsync::start(
+    let mut svc = Siemsync::spawn(
         dir.path(),
         &[("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "false")],
     );
@@ -277,7 +277,7 @@ async fn a_hot_reload_of_a_broken_file_does_not_log_its_secrets() {
     let config = dir.path().join("siemsync.toml");
     let shipped = std::fs::read_to_string(SHIPPED_CONFIG).unwrap();
     std::fs::write(&config, &shipped).unwrap();
-    let svc = Siemsync::start_with(&config, &dir.path().join("data"), &[]);
+    let svc = Siemsync::spawn_with(&config, &dir.path().join("data"), &[]);
     std::fs::write(
         &config,
         format!("{shipped}\n[[integrations]]\naccount = \"acme\"\nhec_token = \"Sup3rSecretHecToken-0123456789\n"),
@@ -304,7 +304,7 @@ async fn sealing_an_existing_store_leaves_no_clear_copy_of_any_token() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let hec = HecServer::start(TOK);
-    let mut svc = Siemsync::start(&data, &[]);
+    let mut svc = Siemsync::spawn(&data, &[]);
     let api = svc.api();
     api.enable_account("acme").await;
     let id = create_integration(
@@ -342,7 +342,7 @@ async fn sealing_an_existing_store_leaves_no_clear_copy_of_any_token() {
         "SIEMSYNC_SECRET_KEY",
         "9f8e7d6c5b4a39281706f5e4d3c2b1a0-sealing-test",
     )];
-    let mut svc = Siemsync::start(&data, &key);
+    let mut svc = Siemsync::spawn(&data, &key);
     let api = svc.api();
     status_until(&api, "acme", &id, "running again", |s| {
         !s["started_at"].is_null()
@@ -356,7 +356,7 @@ async fn sealing_an_existing_store_leaves_no_clear_copy_of_any_token() {
     );
 
     // Everything else came across: the checkpoint, the events, the integration.
-    let svc = Siemsync::start(&data, &key);
+    let svc = Siemsync::spawn(&data, &key);
     let api = svc.api();
     let st = api.status("acme", &id).await;
     assert_eq!(st["delivered"]["audit"], 24, "{st:#}");
@@ -430,7 +430,7 @@ fn the_shipped_tokens_work_only_on_a_loopback_address() {
 #[actix_rt::test]
 async fn text_from_a_hostile_hec_endpoint_cannot_forge_log_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let mut svc = Siemsync::start(dir.path(), &[]);
+    let mut svc = Siemsync::spawn(dir.path(), &[]);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     hec.set_behaviour(Behaviour::Fail {

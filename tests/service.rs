@@ -278,7 +278,7 @@ async fn catch_up_delivers_everything_after_outage_once_and_in_order() {
 async fn restart_mid_backlog(hard: bool) {
     let dir = tempfile::tempdir().unwrap();
     let env = [("SIEMSYNC_MAX_BATCH_BYTES", "8192")];
-    let mut svc = Siemsync::start(dir.path(), &env);
+    let mut svc = Siemsync::spawn(dir.path(), &env);
     let api = svc.api();
     let hec = HecServer::start(TOKEN_A);
     hec.set_behaviour(Behaviour::Slow(Duration::from_millis(100)));
@@ -306,7 +306,7 @@ async fn restart_mid_backlog(hard: bool) {
         "stopped in the middle of the backlog"
     );
 
-    let svc = Siemsync::start(dir.path(), &env);
+    let svc = Siemsync::spawn(dir.path(), &env);
     eventually(T, "everything after restart", || {
         let ids: std::collections::HashSet<String> = audit_ids(&hec.events()).into_iter().collect();
         ids.len() == 1550
@@ -528,7 +528,7 @@ async fn bad_input_is_refused_by_name_and_changes_nothing() {
 #[actix_rt::test]
 async fn bad_integrations_are_refused_with_a_message_and_tokens_never_shown() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Siemsync::start(dir.path(), &[]);
+    let svc = Siemsync::spawn(dir.path(), &[]);
     let api = svc.api();
     api.enable_account("acme").await;
     let base = json!({"name": "Main", "hec_token": TOKEN_A, "hec_uri": "https://splunk.example.com:8088",
@@ -738,7 +738,7 @@ async fn patching_one_integrations_token_restarts_only_that_integration() {
 #[actix_rt::test]
 async fn ctrl_c_stops_cleanly_and_the_restart_continues() {
     let dir = tempfile::tempdir().unwrap();
-    let mut svc = Siemsync::start(dir.path(), &[]);
+    let mut svc = Siemsync::spawn(dir.path(), &[]);
     let api = svc.api();
     let hec = HecServer::start(TOKEN_A);
     api.enable_account("acme").await;
@@ -749,7 +749,7 @@ async fn ctrl_c_stops_cleanly_and_the_restart_continues() {
     let status = svc.terminate_wait();
     assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
     assert!(svc.log_text().contains("flushing the store"));
-    let svc = Siemsync::start(dir.path(), &[]);
+    let svc = Siemsync::spawn(dir.path(), &[]);
     svc.api()
         .post_audit("acme", &audit_events("e", 20, 5))
         .await;

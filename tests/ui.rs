@@ -748,7 +748,7 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     .await;
 
     // The service stops: the page says it cannot reach it, and since when.
-    svc.kill();
+    svc.stop();
     let banner = until_text(&c, "#banner", "the unreachable banner", |t| {
         t.contains("cannot be reached")
     })

@@ -7,7 +7,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,10 +96,11 @@ pub fn audit_event(i: usize) -> Value {
 }
 
 pub fn shipped_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/siemsync.toml")
+    siemsync::testkit::service::shipped_config()
 }
 
-/// The release binary, run as an operator would, on `data_dir`.
+/// The release binary, run as an operator would, on `data_dir`, through the
+/// launcher the tests use.
 pub struct Service {
     pub child: Child,
     pub url: String,
@@ -107,34 +108,24 @@ pub struct Service {
 
 impl Service {
     pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Service {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_siemsync"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(shipped_config())
-            .env("SIEMSYNC_LISTEN", "127.0.0.1:0")
-            .env("SIEMSYNC_DATA_DIR", data_dir)
-            .env("SIEMSYNC_ADMIN_TOKEN", ADMIN)
-            .env("SIEMSYNC_INGEST_TOKEN", INGEST)
-            .env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "true")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawning siemsync");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("siemsync listening on ") {
-                        break url.to_owned();
-                    }
-                }
-                _ => panic!("siemsync exited before listening"),
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let mut all: Vec<(String, String)> = [
+            ("SIEMSYNC_LISTEN", "127.0.0.1:0"),
+            ("SIEMSYNC_ADMIN_TOKEN", ADMIN),
+            ("SIEMSYNC_INGEST_TOKEN", INGEST),
+            ("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        all.push(("SIEMSYNC_DATA_DIR".into(), data_dir.display().to_string()));
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (child, url) = siemsync::testkit::service::spawn_process(
+            Path::new(env!("CARGO_BIN_EXE_siemsync")),
+            &shipped_config(),
+            &all,
+            None,
+        )
+        .expect("spawning siemsync");
         Service { child, url }
     }
 

@@ -708,6 +708,7 @@ mod tests {
             request: Duration::from_secs(1),
             ack_poll: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(300),
+            keep_alive: Duration::from_secs(15),
             allow_internal: true,
         };
         HecClient::new(&it, settings).unwrap()

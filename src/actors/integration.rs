@@ -8,7 +8,7 @@ use super::history::Tally;
 use super::job_collector::JobCollector;
 use super::messages::*;
 use super::observation::*;
-use crate::hec::client::{ClientSettings, HecClient, CONNECTION_KEEP_ALIVE};
+use crate::hec::client::{ClientSettings, HecClient};
 use crate::hec::encode::Envelope;
 use crate::hec::policy::{Policy, PolicySettings, SlowDown};
 use crate::hec::response::{Failure, FailureKind};
@@ -36,6 +36,8 @@ pub struct DeliverySettings {
     pub max_retry_after: Duration,
     /// How long a post size learnt from a refusal holds before larger posts are tried.
     pub post_size_regrow: Duration,
+    /// The internal intervals: back-off base, restart delay, progress log.
+    pub timing: crate::timing::Timing,
 }
 
 impl DeliverySettings {
@@ -45,6 +47,7 @@ impl DeliverySettings {
             max_post_bytes: self.max_batch_bytes,
             posts_in_flight: self.posts_in_flight,
             interval: self.interval,
+            backoff_base: self.timing.retry_backoff_base_secs.get(),
             max_retry_after: self.max_retry_after,
             regrow_after: self.post_size_regrow,
             ack_poll: self.client.ack_poll,
@@ -258,7 +261,7 @@ impl IntegrationActor {
             }
         };
         self.again = false;
-        if delay >= CONNECTION_KEEP_ALIVE {
+        if delay >= self.deps.settings.client.keep_alive {
             // The connection would not be reused after so long: close it now rather
             // than hold a socket Splunk has closed (CLOSE-WAIT) until the next sync.
             if let Ok(client) = &self.deps.client {
@@ -400,9 +403,9 @@ fn start_progress(deps: &Deps, shared: &RefCell<Shared>) -> Result<(), Halt> {
     let total = deps.store.backlog(&deps.it, &cp)?.events();
     let mut s = shared.borrow_mut();
     s.cycle = Tally::default();
-    // The first batch of a catch-up is logged at once, then every 10 s.
+    // The first batch of a catch-up is logged at once, then every `progress_log_secs`.
     s.progress_logged = Instant::now()
-        .checked_sub(Duration::from_secs(10))
+        .checked_sub(deps.settings.timing.progress_log_secs.get())
         .unwrap_or_else(Instant::now);
     s.obs.progress = (total > 0).then(|| Progress {
         done: 0,
@@ -656,7 +659,7 @@ async fn commit(
     let logged = s.progress_logged;
     if let Some(p) = &mut s.obs.progress {
         p.done = (p.done + upto as u64).min(p.total);
-        if logged.elapsed() >= Duration::from_secs(10) {
+        if logged.elapsed() >= deps.settings.timing.progress_log_secs.get() {
             let (rate, eta) = p.rate_and_eta();
             log::info!(
                 "catch-up integration={} account={} done={} total={} rate={:.0}/s eta_secs={}",

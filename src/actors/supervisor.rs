@@ -12,7 +12,6 @@ use crate::model::{AccountId, Integration};
 use crate::store::Store;
 use actix::prelude::*;
 use std::collections::HashMap;
-use std::time::Duration;
 use uuid::Uuid;
 
 pub(super) struct Running {
@@ -194,7 +193,8 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+        let every = self.settings.timing.supervisor_retry_secs.get();
+        ctx.run_interval(every, |act, ctx| {
             // An actor that panicked never runs `stopped()`: its mailbox closing is the only sign.
             let dead: Vec<(Uuid, u64)> = act
                 .running
@@ -319,11 +319,12 @@ impl Supervisor {
         };
         let crashes = self.crashes.entry(msg.id).or_insert(0);
         // An actor that ran a good while before it ended starts its back-off afresh.
-        if r.started.elapsed() > Duration::from_secs(600) {
+        let timing = &self.settings.timing;
+        if r.started.elapsed() > timing.restart_forgiven_after_secs.get() {
             *crashes = 0;
         }
         *crashes += 1;
-        let delay = Duration::from_secs(1u64 << (*crashes - 1).min(6));
+        let delay = timing.restart_delay_secs.get() * (1u32 << (*crashes - 1).min(6));
         self.settings
             .metrics
             .actor_restarts

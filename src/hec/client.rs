@@ -28,6 +28,10 @@ pub struct ClientSettings {
     pub ack_poll: Duration,
     /// When an ack that has not come makes the batch be re-sent.
     pub ack_timeout: Duration,
+    /// How long a pooled connection stays reusable after its last use: an
+    /// integration whose next sync is further away closes it at once
+    /// ([`HecClient::close_idle`]).
+    pub keep_alive: Duration,
     /// Whether internal addresses may be reached (the SSRF guard is off).
     pub allow_internal: bool,
 }
@@ -65,10 +69,6 @@ pub enum Health {
     Unreachable(Outcome),
 }
 
-/// How long a pooled connection stays reusable after its last use (awc's default,
-/// made explicit: [`HecClient::close_idle`] relies on it).
-pub const CONNECTION_KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// A connection pool to one Splunk, through the SSRF guard's resolver.
 fn connect(tls: Arc<ClientConfig>, timeouts: ClientSettings) -> awc::Client {
     let resolver = actix_tls::connect::Resolver::custom(destination::GuardedResolver {
@@ -81,7 +81,7 @@ fn connect(tls: Arc<ClientConfig>, timeouts: ClientSettings) -> awc::Client {
         .rustls_0_23(tls)
         .timeout(timeouts.connect)
         .handshake_timeout(timeouts.connect)
-        .conn_keep_alive(CONNECTION_KEEP_ALIVE)
+        .conn_keep_alive(timeouts.keep_alive)
         // A few connections per integration: Splunk's maxSockets is shared by everyone.
         .limit(4);
     awc::Client::builder()

@@ -31,6 +31,8 @@ pub struct PolicySettings {
     pub posts_in_flight: usize,
     /// The sync interval: the longest exponential back-off.
     pub interval: Duration,
+    /// The first retry's wait after a failure; it doubles with each further one.
+    pub backoff_base: Duration,
     /// The longest wait a `Retry-After` can impose (`max_retry_after_secs`).
     pub max_retry_after: Duration,
     /// How long a post size learnt from a refusal holds before larger posts are tried.
@@ -405,11 +407,11 @@ impl Policy {
     }
 
     /// The wait before attempt `failures + 1` (`failures` ≥ 1 failed in a row):
-    /// exponential from one second, capped by the interval, with jitter so that many
+    /// exponential from `backoff_base` (a second), capped by the interval, with jitter so that many
     /// integrations failing together do not retry together — and never shorter than
     /// what Splunk asked (`retry_after`, bounded).
     pub fn back_off(&mut self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(16))
+        let base = (self.settings.backoff_base * (1u32 << failures.saturating_sub(1).min(16)))
             .min(self.settings.interval);
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -432,6 +434,7 @@ pub(crate) mod tests {
             max_post_bytes: 1000,
             posts_in_flight: 4,
             interval: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(1),
             max_retry_after: Duration::from_secs(60),
             regrow_after: Duration::from_secs(3600),
             ack_poll: Duration::from_secs(10),

@@ -57,7 +57,7 @@ impl AppState {
 /// so that stuck clients cannot hold connections for ever.
 pub async fn read_body(payload: web::Payload, config: &Config) -> Result<Bytes, ApiError> {
     let limit = config.max_body_bytes;
-    let timeout = std::time::Duration::from_secs(config.body_timeout_secs);
+    let timeout = config.body_timeout_secs.get();
     match actix_web::rt::time::timeout(timeout, payload.to_bytes_limited(limit)).await {
         Ok(Ok(Ok(b))) => Ok(b),
         Ok(Ok(Err(e))) => Err(ApiError::bad_request(format!(

@@ -48,6 +48,9 @@ pub enum Behaviour {
     /// Accept like Splunk, but answer with this HEC code (24 or 25: a queue is
     /// approaching its capacity) instead of 0, as Splunk 10 does under load.
     NearCapacity(i64),
+    /// Answer the next post as the first, then behave as the second: a change
+    /// of behaviour at an exact post, whatever the retry's timing.
+    Once(Box<Behaviour>, Box<Behaviour>),
 }
 
 /// How the server answers indexer-acknowledgement polls.
@@ -388,6 +391,11 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
 /// The behaviour for this post; a `FailTimes` counts down and then turns normal.
 fn next_behaviour(shared: &Shared) -> Behaviour {
     let mut b = lock(&shared.behaviour);
+    if let Behaviour::Once(first, then) = &*b {
+        let first = (**first).clone();
+        *b = (**then).clone();
+        return first;
+    }
     if let Behaviour::FailTimes { times, .. } = &mut *b {
         if *times == 0 {
             *b = Behaviour::Normal;
@@ -444,7 +452,10 @@ async fn answer_post(
                     .finish(),
             );
         }
-        Behaviour::Normal | Behaviour::BusyAfter(_) | Behaviour::NearCapacity(_) => {}
+        Behaviour::Normal
+        | Behaviour::BusyAfter(_)
+        | Behaviour::NearCapacity(_)
+        | Behaviour::Once(..) => {}
     }
     let gzip = req
         .headers()

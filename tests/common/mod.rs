@@ -1,97 +1,173 @@
-//! Test support: run the real `siemsync` binary against a temp data dir, talk to
-//! its API, and wait for conditions without fixed sleeps.
+//! Test support: run siemsync against a temp data dir (in this process through
+//! `siemsync::testkit::service`, or the real binary where a process is the point),
+//! talk to its API, and wait for conditions without fixed sleeps.
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use siemsync::testkit::service::{self, InProcess};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const INGEST: &str = "test-ingest-token-0123456789";
 pub const HOST: &str = "eu-1.backup.example.com";
 
-/// The real service, as a child process.
+/// The settings every test service starts with (a test's own come after and win):
+/// a sync every tenth of a second and short internal intervals, so that what the
+/// product does every five minutes, or after a second's back-off, shows in
+/// milliseconds.
+fn test_env(data_dir: &Path) -> Vec<(String, String)> {
+    [
+        ("SIEMSYNC_LISTEN", "127.0.0.1:0"),
+        ("SIEMSYNC_DATA_DIR", &data_dir.display().to_string()),
+        ("SIEMSYNC_SYNC_INTERVAL_SECS", "0.1"),
+        ("SIEMSYNC_HOST", HOST),
+        ("SIEMSYNC_ADMIN_TOKEN", ADMIN),
+        ("SIEMSYNC_INGEST_TOKEN", INGEST),
+        ("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "true"),
+        ("SIEMSYNC_TIMING_RETRY_BACKOFF_BASE_SECS", "0.05"),
+        ("SIEMSYNC_TIMING_RESTART_DELAY_SECS", "0.05"),
+        ("SIEMSYNC_TIMING_SUPERVISOR_RETRY_SECS", "0.05"),
+        ("SIEMSYNC_TIMING_STORE_WATCH_SECS", "0.05"),
+        ("SIEMSYNC_TIMING_CONFIG_POLL_SECS", "0.1"),
+        ("RUST_LOG", "info"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn with_overrides(data_dir: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all = test_env(data_dir);
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    all
+}
+
+enum Running {
+    /// `siemsync::start` on a thread of this test process.
+    InProcess(InProcess),
+    /// The binary, as a child process.
+    Process(Option<Child>),
+    Stopped,
+}
+
+/// A siemsync under test: in this process (`start`), or the real binary as a
+/// child process (`spawn`) where a signal, SIGKILL, the log or the process's own
+/// resources are the point.
 pub struct Siemsync {
-    child: Option<Child>,
+    running: Running,
     pub url: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+fn shipped() -> PathBuf {
+    siemsync::testkit::service::shipped_config()
 }
 
 impl Siemsync {
-    /// Starts the binary on a free port with a 1 s interval; `env` adds or overrides variables.
+    /// Starts the service in this process on a free port with the test settings;
+    /// `env` adds or overrides `SIEMSYNC_*` settings.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Siemsync {
-        Self::start_with(
-            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/siemsync.toml")),
-            data_dir,
-            env,
-        )
+        Self::start_with(&shipped(), data_dir, env)
     }
 
     /// Like `start`, with another config file.
     pub fn start_with(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Siemsync {
-        let log = data_dir.with_extension(format!("log{}", std::process::id()));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_siemsync"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("SIEMSYNC_LISTEN", "127.0.0.1:0")
-            .env("SIEMSYNC_DATA_DIR", data_dir)
-            .env("SIEMSYNC_SYNC_INTERVAL_SECS", "1")
-            .env("SIEMSYNC_HOST", HOST)
-            .env("SIEMSYNC_ADMIN_TOKEN", ADMIN)
-            .env("SIEMSYNC_INGEST_TOKEN", INGEST)
-            .env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", "true")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log_file);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawning siemsync");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("siemsync listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "siemsync did not start; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-        };
+        let env = with_overrides(data_dir, env);
+        let running = Self::launch(config, &env);
+        let url = running.url();
         Siemsync {
-            child: Some(child),
+            running: Running::InProcess(running),
+            url,
+            data_dir: data_dir.to_owned(),
+            log: PathBuf::new(),
+            config: config.to_owned(),
+            env,
+        }
+    }
+
+    fn launch(config: &Path, env: &[(String, String)]) -> InProcess {
+        let c = service::config(config, env).expect("test config");
+        InProcess::start(c).unwrap_or_else(|e| panic!("siemsync did not start: {e}"))
+    }
+
+    /// Runs the real binary as a child process, with the test settings and `env`.
+    pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Siemsync {
+        Self::spawn_with(&shipped(), data_dir, env)
+    }
+
+    /// Like `spawn`, with another config file.
+    pub fn spawn_with(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Siemsync {
+        let log = data_dir.with_extension(format!("log{}", std::process::id()));
+        let env = with_overrides(data_dir, env);
+        let (child, url) = service::spawn_process(
+            Path::new(env!("CARGO_BIN_EXE_siemsync")),
+            config,
+            &env,
+            Some(&log),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        Siemsync {
+            running: Running::Process(Some(child)),
             url,
             data_dir: data_dir.to_owned(),
             log,
+            config: config.to_owned(),
+            env,
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    /// Stops an in-process service (HTTP server, actors, store flushed) and starts
+    /// it again on the same data directory and settings; its URL changes.
+    pub fn restart(&mut self) {
+        self.stop();
+        let running = Self::launch(&self.config, &self.env);
+        self.url = running.url();
+        self.running = Running::InProcess(running);
     }
 
-    /// Sends a signal by name (`HUP`, `TERM`...).
+    /// Stops an in-process service and waits until it ended.
+    pub fn stop(&mut self) {
+        match std::mem::replace(&mut self.running, Running::Stopped) {
+            Running::InProcess(mut s) => s.stop(),
+            Running::Process(_) => panic!("stop() is for in-process services: use terminate()"),
+            Running::Stopped => {}
+        }
+    }
+
+    fn child(&mut self) -> &mut Option<Child> {
+        match &mut self.running {
+            Running::Process(c) => c,
+            _ => panic!("only a service started with Siemsync::spawn is a process"),
+        }
+    }
+
+    /// The process id: the child's, or this test process's for an in-process service.
+    pub fn pid(&self) -> u32 {
+        match &self.running {
+            Running::Process(c) => c.as_ref().map(|c| c.id()).unwrap_or(0),
+            _ => std::process::id(),
+        }
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`...) to the child process.
     pub fn signal(&self, name: &str) {
+        let Running::Process(Some(c)) = &self.running else {
+            panic!("only a running service started with Siemsync::spawn takes signals");
+        };
+        let pid = c.id();
         let ok = Command::new("kill")
             .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
+            .arg(pid.to_string())
             .status()
             .expect("kill");
         assert!(ok.success());
@@ -99,7 +175,7 @@ impl Siemsync {
 
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(mut c) = self.child().take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -107,13 +183,13 @@ impl Siemsync {
 
     /// Waits for the process to exit by itself (after a signal sent with `signal`).
     pub fn terminate_wait(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
+        let mut c = self.child().take().expect("running");
         c.wait().expect("wait")
     }
 
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
+        let mut c = self.child().take().expect("running");
         Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
             .status()
@@ -121,7 +197,12 @@ impl Siemsync {
         c.wait().expect("wait")
     }
 
+    /// The child process's log (an in-process service's log is not captured).
     pub fn log_text(&self) -> String {
+        assert!(
+            matches!(self.running, Running::Process(_)) || self.log != PathBuf::new(),
+            "only a service started with Siemsync::spawn has a log of its own"
+        );
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -132,8 +213,17 @@ impl Siemsync {
 
 impl Drop for Siemsync {
     fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_file(&self.log);
+        match std::mem::replace(&mut self.running, Running::Stopped) {
+            Running::InProcess(mut s) => s.stop(),
+            Running::Process(Some(mut c)) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            _ => {}
+        }
+        if self.log != PathBuf::new() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 

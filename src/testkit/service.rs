@@ -1,0 +1,219 @@
+//! The one launcher of siemsync for tests and benchmarks, two ways:
+//! - [`InProcess`]: `siemsync::start` on a thread of its own with its own actix
+//!   System, as `main.rs` runs it, configured from a config file and a list of
+//!   `SIEMSYNC_*` overrides (never the process environment, so tests running at
+//!   once do not see each other's settings). Most tests use it: no process to
+//!   spawn, and every interval can be set in fractions of a second.
+//! - [`spawn_process`]: the real binary as a child process, for what only a
+//!   process shows: signals, SIGKILL, its log, its CPU and memory.
+
+use crate::config::Config;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The config file the service ships with.
+pub fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/siemsync.toml")
+}
+
+/// The service running in this process, on a thread of its own; stopped (HTTP
+/// server, actors, store flushed) when dropped.
+pub struct InProcess {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    data_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Why an in-process service did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The config file or an override was refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// `siemsync::start` refused.
+    #[error("{0}")]
+    Start(String),
+    /// The previous service on the same data directory did not release it.
+    #[error("the data directory {0} is still locked by a service that was stopped")]
+    StillLocked(PathBuf),
+}
+
+/// The config of `config_file` with `env`'s overrides applied, as `siemsync run` reads it.
+pub fn config(config_file: &Path, env: &[(String, String)]) -> Result<Config, LaunchError> {
+    let text = std::fs::read_to_string(config_file).map_err(|source| {
+        crate::config::ConfigError::Read {
+            path: config_file.to_owned(),
+            source,
+        }
+    })?;
+    Ok(Config::from_toml(&text, config_file, |k| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    })?)
+}
+
+impl InProcess {
+    /// Starts the service with `config`; returns once it listens.
+    pub fn start(config: Config) -> Result<InProcess, LaunchError> {
+        if std::env::var_os("SIEMSYNC_TEST_LOG").is_some() {
+            let _ = env_logger::builder().is_test(true).try_init();
+        }
+        wait_unlocked(&config.data_dir)?;
+        let data_dir = config.data_dir.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("siemsync-under-test".into())
+            .spawn(move || run(config, ready_tx, stop_rx))
+            .map_err(|e| LaunchError::Start(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(addr)) => Ok(InProcess {
+                addr,
+                data_dir,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(LaunchError::Start(e))
+            }
+            Err(_) => Err(LaunchError::Start(
+                "the service's thread ended before it listened (it panicked)".into(),
+            )),
+        }
+    }
+
+    /// `http://addr` of the API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the service and waits until its thread ended and its store is closed
+    /// (another service, or a test, may then open the data directory).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+            if let Err(e) = wait_unlocked(&self.data_dir) {
+                log::error!("{e}");
+            }
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The service's thread: starts it, reports where it listens, runs until told to stop.
+fn run(
+    config: Config,
+    ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    actix_rt::System::new().block_on(async move {
+        let service = match crate::start(config) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(service.addr));
+        let handle = service.server.handle();
+        let server = actix_rt::spawn(service.server);
+        // A dropped sender (the test panicked) stops the service too.
+        let _ = stop.await;
+        handle.stop(true).await;
+        let _ = server.await;
+        if let Err(e) = service.store.flush_now() {
+            log::error!("flushing the store at the end of a test: {e}");
+        }
+    });
+}
+
+/// Waits (up to 10 s) until no stopped service holds `data_dir`'s lock: the
+/// collectors' threads drop their store handles a moment after the System ends,
+/// and sled refuses a second open while they hold it.
+fn wait_unlocked(data_dir: &Path) -> Result<(), LaunchError> {
+    use std::os::fd::AsRawFd;
+    let db = data_dir.join("db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let Ok(file) = std::fs::File::open(&db) else {
+            return Ok(()); // a new data directory
+        };
+        // SAFETY: flock on a descriptor this function owns; released when `file` closes.
+        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        drop(file);
+        if free {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(LaunchError::StillLocked(data_dir.to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The real binary (`binary`: a test's `env!("CARGO_BIN_EXE_siemsync")`) run with
+/// `siemsync run --config config_file` and `env` added to its environment; its
+/// stderr goes to `log` (None: discarded). Returns it once it listens, with its URL.
+pub fn spawn_process(
+    binary: &Path,
+    config_file: &Path,
+    env: &[(String, String)],
+    log: Option<&Path>,
+) -> Result<(Child, String), LaunchError> {
+    let stderr = match log {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Stdio::from)
+            .map_err(|e| LaunchError::Start(format!("log file {}: {e}", path.display())))?,
+        None => Stdio::null(),
+    };
+    let mut cmd = Command::new(binary);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config_file)
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| LaunchError::Start(format!("spawning {}: {e}", binary.display())))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("siemsync listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(url) => Ok((child, url)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(LaunchError::Start(
+                "siemsync did not say it listens within 30 s".into(),
+            ))
+        }
+    }
+}
