@@ -6,9 +6,7 @@
 //! The disk is a small tmpfs mounted for the test (root only); where mounting is
 //! not allowed the test says so and passes without running.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::HecServer;
 use std::path::{Path, PathBuf};

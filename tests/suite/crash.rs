@@ -6,9 +6,7 @@
 //! The suite runs the short form; the full size is
 //! `SIEMSYNC_CRASH_EVENTS=200000 SIEMSYNC_CRASH_KILLS=20 cargo test --release --test crash -- --nocapture`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use siemsync::testkit::{Behaviour, HecServer};
 use std::collections::HashMap;

@@ -5,9 +5,7 @@
 //! log lines, API answers are not cached, IPv6 literals work, and a stalled body
 //! does not hold a connection for ever.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{Behaviour, HecServer, HecServerConfig};
 use std::io::{Read, Write};

@@ -1,9 +1,7 @@
 //! The tenant-safe control plane: account tokens and the authorization matrix,
 //! secrets at rest, the SSRF guard, siemsync's own audit events, and deletion.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{Behaviour, HecServer};
 use std::time::Duration;

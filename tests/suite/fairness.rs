@@ -1,9 +1,7 @@
 //! Fair shares between accounts: one account flooding ingest is held to its rate,
 //! and the others are not slowed.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Posts audit events as the platform does, answering the status, `Retry-After`

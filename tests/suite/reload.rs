@@ -1,8 +1,6 @@
 //! Hot reload of integrations declared in the config file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{HecServer, HecServerConfig};
 use std::collections::HashMap;

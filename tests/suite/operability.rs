@@ -1,9 +1,7 @@
 //! What an operator sees: /metrics, `siemsync status`, `check-config`, and the
 //! progress of a long catch-up.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use siemsync::testkit::{Behaviour, HecServer};
 use std::process::Command;

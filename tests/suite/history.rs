@@ -3,10 +3,8 @@
 //! restarts and seen only by its account; and the administrator's overview of every
 //! integration, counted per state, sorted and paged by the service.
 
-mod common;
-
+use crate::common::*;
 use chrono::{DateTime, Utc};
-use common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{Behaviour, HecServer};
 

@@ -16,9 +16,7 @@
 //! confirmed. axe-core checks every view for serious and critical problems.
 //! `.ci/run` installs chromium, chromium-driver and axe-core (`npm ci` in tests/ui).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};

@@ -1,8 +1,6 @@
 //! End-to-end tests: the real binary, real sled, real HTTP, and the strict HEC test server.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{Behaviour, HecServer};
 use std::collections::HashMap;

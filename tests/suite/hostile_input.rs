@@ -2,9 +2,7 @@
 //! HEC client parses. No panic; bad input gets a 4xx naming the problem; nothing
 //! of a refused request is stored.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use serde_json::{json, Value};
