@@ -259,15 +259,21 @@ impl HecClient {
             code: Option<i64>,
             text: Option<String>,
         }
-        // Only the status matters here; a body that cannot be read just says less.
-        let a: A = match resp.body().limit(MAX_ANSWER_BYTES).await {
-            Ok(body) => serde_json::from_slice(&body).unwrap_or_default(),
-            Err(_) => A::default(),
+        // The status decides; a body that is not HEC's JSON (a proxy's HTML page) says
+        // no more than the status, and one that cannot be read says so.
+        let (a, unreadable): (A, _) = match resp.body().limit(MAX_ANSWER_BYTES).await {
+            Ok(body) => (serde_json::from_slice(&body).unwrap_or_default(), None),
+            Err(e) => (A::default(), Some(e)),
+        };
+        let text = match (a.text, unreadable) {
+            (Some(text), _) => text,
+            (None, Some(e)) => format!("HTTP {status} (its body could not be read: {e})"),
+            (None, None) => format!("HTTP {status}"),
         };
         Health::Answered {
             status,
             code: a.code,
-            text: a.text.unwrap_or_else(|| format!("HTTP {status}")),
+            text,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! integration and a replay both follow it; it reads no clock and does no I/O, so
 //! every rule below is a unit test.
 //!
-//! Its rules, from shared/HEC.md:
+//! Its rules, from docs/hec.md:
 //! - `invalid-event-number` i: the objects before i were indexed and are never sent
 //!   again; object i is refused, the rest is re-sent.
 //! - An event is bad only when Splunk refuses it *alone* — or names it in a post no

@@ -1,5 +1,5 @@
 //! A strict HEC test server: it checks the authorization header and the body the
-//! way Splunk does (shared/HEC.md), records what it accepted, and can be told to
+//! way Splunk does (docs/hec.md), records what it accepted, and can be told to
 //! fail with a given status and code, to hang, or to be slow. It also plays the
 //! Splunks that differ: Splunk Cloud (an oversized body refused as bad event 0,
 //! code 28 for a missing channel), a per-event size limit, a sticky-session load
