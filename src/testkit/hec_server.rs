@@ -406,6 +406,41 @@ fn next_behaviour(shared: &Shared) -> Behaviour {
     b.clone()
 }
 
+/// What `behaviour` does before the post is read: a refusal (status, answer), or
+/// `None` once the delay it asks for has passed.
+async fn before_reading(behaviour: &Behaviour) -> Option<(u16, HttpResponse)> {
+    match behaviour {
+        Behaviour::Hang => {
+            actix_rt::time::sleep(Duration::from_secs(24 * 3600)).await;
+            None
+        }
+        Behaviour::Slow(d) => {
+            actix_rt::time::sleep(*d).await;
+            None
+        }
+        Behaviour::Fail { status, code, text } => {
+            Some((*status, failure(*status, *code, text, None)))
+        }
+        Behaviour::FailTimes {
+            status,
+            code,
+            text,
+            retry_after,
+            times: _,
+        } => Some((*status, failure(*status, *code, text, retry_after.clone()))),
+        Behaviour::Redirect(to) => Some((
+            307,
+            HttpResponse::TemporaryRedirect()
+                .insert_header(("Location", to.as_str()))
+                .finish(),
+        )),
+        Behaviour::Normal
+        | Behaviour::BusyAfter(_)
+        | Behaviour::NearCapacity(_)
+        | Behaviour::Once(..) => None,
+    }
+}
+
 async fn answer_post(
     req: &HttpRequest,
     body: &web::Bytes,
@@ -417,45 +452,10 @@ async fn answer_post(
         .get("cookie")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let refused = |status: u16, resp: HttpResponse| {
-        record(
-            shared,
-            status,
-            body.len(),
-            false,
-            cookie.clone(),
-            Vec::new(),
-        );
-        resp
-    };
     let behaviour = next_behaviour(shared);
-    match behaviour {
-        Behaviour::Hang => {
-            actix_rt::time::sleep(Duration::from_secs(24 * 3600)).await;
-        }
-        Behaviour::Slow(d) => actix_rt::time::sleep(d).await,
-        Behaviour::Fail { status, code, text } => {
-            return refused(status, failure(status, code, &text, None));
-        }
-        Behaviour::FailTimes {
-            status,
-            code,
-            text,
-            retry_after,
-            times: _,
-        } => return refused(status, failure(status, code, &text, retry_after)),
-        Behaviour::Redirect(to) => {
-            return refused(
-                307,
-                HttpResponse::TemporaryRedirect()
-                    .insert_header(("Location", to))
-                    .finish(),
-            );
-        }
-        Behaviour::Normal
-        | Behaviour::BusyAfter(_)
-        | Behaviour::NearCapacity(_)
-        | Behaviour::Once(..) => {}
+    if let Some((status, resp)) = before_reading(&behaviour).await {
+        record(shared, status, body.len(), false, cookie, Vec::new());
+        return resp;
     }
     let gzip = req
         .headers()
@@ -805,57 +805,70 @@ fn check_events(
         let Ok(Value::Object(obj)) = item else {
             return bad(6, "Invalid data format", accepted);
         };
-        if config.max_event_bytes.is_some_and(|max| size > max) {
-            return bad(6, "Invalid data format", accepted);
-        }
-        match obj.get("event") {
-            None => return bad(12, "Event field is required", accepted),
-            Some(Value::Null) => return bad(13, "Event field cannot be blank", accepted),
-            Some(Value::String(s)) if s.is_empty() => {
-                return bad(13, "Event field cannot be blank", accepted)
-            }
-            Some(_) => {}
-        }
-        if let Some(t) = obj.get("time") {
-            let secs = match t {
-                Value::Number(n) => n.as_f64(),
-                Value::String(s) => s.parse::<f64>().ok(),
-                _ => None,
-            };
-            // Stricter than Splunk: epoch milliseconds are a client bug Splunk files in the year 57000.
-            if !secs.is_some_and(|s| (0.0..1e11).contains(&s)) {
-                return bad(6, "Invalid data format", accepted);
-            }
-        }
-        if let Some(fields) = obj.get("fields") {
-            let flat = fields
-                .as_object()
-                .is_some_and(|m| m.values().all(|v| !v.is_object()));
-            if !flat {
-                return bad(15, "Error in handling indexed fields", accepted);
-            }
-        }
-        for key in ["host", "source", "sourcetype", "index"] {
-            if obj.get(key).is_some_and(|v| !v.is_string()) {
-                return bad(6, "Invalid data format", accepted);
-            }
-        }
-        if let (Some(allowed), Some(Value::String(index))) = (&config.indexes, obj.get("index")) {
-            if !allowed.contains(index) {
-                return bad(7, "Incorrect index", accepted);
-            }
-        }
-        if !config.reject_events_containing.is_empty() {
-            let text = Value::Object(obj.clone()).to_string();
-            if config
-                .reject_events_containing
-                .iter()
-                .any(|m| text.contains(m.as_str()))
-            {
-                return bad(6, "Invalid data format", accepted);
-            }
+        if let Some((code, text)) = event_refusal(&obj, size, config) {
+            return bad(code, text, accepted);
         }
         accepted.push(Value::Object(obj));
     }
     (hec(200, 0, "Success"), accepted)
+}
+
+/// Why Splunk would refuse this one event object of `size` bytes (HEC code and
+/// text), or `None` when it would take it.
+fn event_refusal(
+    obj: &serde_json::Map<String, Value>,
+    size: usize,
+    config: &HecServerConfig,
+) -> Option<(i64, &'static str)> {
+    const FORMAT: Option<(i64, &str)> = Some((6, "Invalid data format"));
+    if config.max_event_bytes.is_some_and(|max| size > max) {
+        return FORMAT;
+    }
+    match obj.get("event") {
+        None => return Some((12, "Event field is required")),
+        Some(Value::Null) => return Some((13, "Event field cannot be blank")),
+        Some(Value::String(s)) if s.is_empty() => return Some((13, "Event field cannot be blank")),
+        Some(_) => {}
+    }
+    if let Some(t) = obj.get("time") {
+        let secs = match t {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.parse::<f64>().ok(),
+            _ => None,
+        };
+        // Stricter than Splunk: epoch milliseconds are a client bug Splunk files in the year 57000.
+        if !secs.is_some_and(|s| (0.0..1e11).contains(&s)) {
+            return FORMAT;
+        }
+    }
+    if let Some(fields) = obj.get("fields") {
+        let flat = fields
+            .as_object()
+            .is_some_and(|m| m.values().all(|v| !v.is_object()));
+        if !flat {
+            return Some((15, "Error in handling indexed fields"));
+        }
+    }
+    if ["host", "source", "sourcetype", "index"]
+        .iter()
+        .any(|key| obj.get(*key).is_some_and(|v| !v.is_string()))
+    {
+        return FORMAT;
+    }
+    if let (Some(allowed), Some(Value::String(index))) = (&config.indexes, obj.get("index")) {
+        if !allowed.contains(index) {
+            return Some((7, "Incorrect index"));
+        }
+    }
+    if !config.reject_events_containing.is_empty() {
+        let text = Value::Object(obj.clone()).to_string();
+        if config
+            .reject_events_containing
+            .iter()
+            .any(|m| text.contains(m.as_str()))
+        {
+            return FORMAT;
+        }
+    }
+    None
 }
