@@ -138,10 +138,39 @@ pub struct Config {
     /// Whether integrations may set `tls_verify = false` (`SIEMSYNC_ALLOW_INSECURE_TLS`).
     #[serde(default)]
     pub allow_insecure_tls: bool,
+    /// Milliseconds the posts in flight get to finish at shutdown (SIGTERM, Ctrl-C)
+    /// before they are abandoned (`SIEMSYNC_SHUTDOWN_GRACE_MS`); an abandoned post's
+    /// events are sent again after the restart.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// Milliseconds between two checks of every actor's heartbeat
+    /// (`SIEMSYNC_HEARTBEAT_CHECK_MS`).
+    #[serde(default = "default_heartbeat_check_ms")]
+    pub heartbeat_check_ms: u64,
+    /// Milliseconds an actor may be past the longest a post may take (twice
+    /// `request_timeout_secs`: the post and the health probe after its failure)
+    /// without progress before it counts as stuck and is restarted
+    /// (`SIEMSYNC_STUCK_MARGIN_MS`).
+    #[serde(default = "default_stuck_margin_ms")]
+    pub stuck_margin_ms: u64,
     /// Integrations declared by the operator (`[[integrations]]`): read-only in the
     /// API, reloaded on SIGHUP or when the file changes.
     #[serde(default)]
     pub integrations: Vec<serde_json::Value>,
+}
+
+/// A few seconds: a post to a responsive Splunk takes well under one, and a
+/// service manager waits longer before it kills (systemd: 90 s).
+fn default_shutdown_grace_ms() -> u64 {
+    5_000
+}
+fn default_heartbeat_check_ms() -> u64 {
+    1_000
+}
+/// Half a minute beyond the posts' own timeouts: a busy store or event reader is
+/// slow, not stuck.
+fn default_stuck_margin_ms() -> u64 {
+    30_000
 }
 
 fn default_max_batch_bytes() -> usize {
@@ -276,6 +305,7 @@ impl Config {
             self.max_event_bytes = Some(parse("SIEMSYNC_MAX_EVENT_BYTES", &v)?);
         }
         self.apply_delivery_env(&env)?;
+        self.apply_supervision_env(&env)?;
         if let Some(v) = env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS") {
             self.allow_private_destinations = parse("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", &v)?;
         }
@@ -336,6 +366,47 @@ impl Config {
         }
         if let Some(v) = env("SIEMSYNC_ACK_TIMEOUT_SECS") {
             self.ack_timeout_secs = parse("SIEMSYNC_ACK_TIMEOUT_SECS", &v)?;
+        }
+        Ok(())
+    }
+
+    /// The environment's overrides of how actors are watched and stopped.
+    fn apply_supervision_env(
+        &mut self,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = env("SIEMSYNC_SHUTDOWN_GRACE_MS") {
+            self.shutdown_grace_ms = parse("SIEMSYNC_SHUTDOWN_GRACE_MS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_HEARTBEAT_CHECK_MS") {
+            self.heartbeat_check_ms = parse("SIEMSYNC_HEARTBEAT_CHECK_MS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_STUCK_MARGIN_MS") {
+            self.stuck_margin_ms = parse("SIEMSYNC_STUCK_MARGIN_MS", &v)?;
+        }
+        Ok(())
+    }
+
+    /// How actors are watched and stopped: the bounds of the shutdown grace, the
+    /// heartbeat check and the stuck margin.
+    fn validate_supervision(&self) -> Result<(), ConfigError> {
+        if self.shutdown_grace_ms > 600_000 {
+            return bad(
+                "shutdown_grace_ms",
+                "must be at most 600000 (ten minutes); keep it below your service manager's stop timeout",
+            );
+        }
+        if !(10..=60_000).contains(&self.heartbeat_check_ms) {
+            return bad(
+                "heartbeat_check_ms",
+                "must be between 10 and 60000 milliseconds",
+            );
+        }
+        if self.stuck_margin_ms > 86_400_000 {
+            return bad(
+                "stuck_margin_ms",
+                "must be at most 86400000 milliseconds (one day)",
+            );
         }
         Ok(())
     }
@@ -436,6 +507,7 @@ impl Config {
             );
         }
         self.validate_delivery()?;
+        self.validate_supervision()?;
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }
@@ -545,6 +617,19 @@ impl Config {
         Duration::from_secs(self.sync_interval_secs)
     }
 
+    /// How long the posts in flight get to finish at shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// How the Supervisor watches its actors.
+    pub fn supervision(&self) -> crate::actors::Supervision {
+        crate::actors::Supervision {
+            heartbeat_check: Duration::from_millis(self.heartbeat_check_ms),
+            stuck_margin: Duration::from_millis(self.stuck_margin_ms),
+        }
+    }
+
     pub fn client_settings(&self) -> crate::hec::client::ClientSettings {
         crate::hec::client::ClientSettings {
             connect: Duration::from_secs(self.connect_timeout_secs),
@@ -646,6 +731,44 @@ mod tests {
         assert_eq!(c.account_ingest_burst, 2_000_000);
         assert!(!c.allow_insecure_tls);
         assert!(!c.allow_private_destinations);
+        assert_eq!(c.shutdown_grace_ms, default_shutdown_grace_ms());
+        assert_eq!(c.heartbeat_check_ms, default_heartbeat_check_ms());
+        assert_eq!(c.stuck_margin_ms, default_stuck_margin_ms());
+    }
+
+    #[test]
+    fn supervision_settings_are_read_from_the_environment_and_checked() {
+        let c = load(
+            SHIPPED,
+            &[
+                ("SIEMSYNC_SHUTDOWN_GRACE_MS", "250"),
+                ("SIEMSYNC_HEARTBEAT_CHECK_MS", "50"),
+                ("SIEMSYNC_STUCK_MARGIN_MS", "0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace(), Duration::from_millis(250));
+        assert_eq!(c.supervision().heartbeat_check, Duration::from_millis(50));
+        assert_eq!(c.supervision().stuck_margin, Duration::ZERO);
+        for (var, value, key) in [
+            (
+                "SIEMSYNC_SHUTDOWN_GRACE_MS",
+                "600001",
+                "`shutdown_grace_ms`",
+            ),
+            ("SIEMSYNC_HEARTBEAT_CHECK_MS", "0", "`heartbeat_check_ms`"),
+            (
+                "SIEMSYNC_HEARTBEAT_CHECK_MS",
+                "60001",
+                "`heartbeat_check_ms`",
+            ),
+            ("SIEMSYNC_STUCK_MARGIN_MS", "86400001", "`stuck_margin_ms`"),
+        ] {
+            let e = load(SHIPPED, &[(var, value)]).unwrap_err();
+            assert!(e.contains(key), "{var}={value}: {e}");
+        }
+        let e = load(SHIPPED, &[("SIEMSYNC_SHUTDOWN_GRACE_MS", "soon")]).unwrap_err();
+        assert!(e.contains("SIEMSYNC_SHUTDOWN_GRACE_MS"), "{e}");
     }
 
     #[test]

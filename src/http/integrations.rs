@@ -436,6 +436,23 @@ pub async fn force_panic(
     Ok(HttpResponse::Accepted().json(json!({ "panic": sent })))
 }
 
+/// Test builds only: `POST …/_stall` makes the integration's posts from now on
+/// outlive their client's timeout (admin), to prove the heartbeat finds a stuck actor.
+#[cfg(feature = "test-hooks")]
+pub async fn force_stall(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let it = lookup(&state, &caller, &path)?;
+    let sent = state
+        .supervisor
+        .send(crate::actors::supervisor::ForceStall { id: it.id })
+        .await?;
+    Ok(HttpResponse::Accepted().json(json!({ "stall": sent })))
+}
+
 /// `POST …/test`: checks the HEC URI and token now and says what works and what does not.
 pub async fn test(
     state: web::Data<AppState>,
