@@ -148,6 +148,63 @@ async fn sigterm_during_a_post_longer_than_the_grace_abandons_it_and_the_restart
     );
 }
 
+#[actix_rt::test]
+async fn sigterm_during_a_replay_lets_its_post_finish_and_the_replay_resumes_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("SIEMSYNC_SHUTDOWN_GRACE_MS", "10000"),
+        ("SIEMSYNC_MAX_BATCH_BYTES", "4096"),
+    ];
+    let mut svc = Siemsync::start(dir.path(), &env);
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    let id = delivering(&api, &hec).await;
+    api.post_audit("acme", &audit_events("past", 0, 40)).await;
+    status_until(&api, "acme", &id, "the past delivered live", |s| {
+        s["delivered"]["audit"] == 41
+    })
+    .await;
+    hec.set_behaviour(Behaviour::Slow(Duration::from_millis(1000)));
+    let path = format!("/api/v1/accounts/acme/integrations/{id}/replay");
+    let window = json!({"from": "2026-11-25T09:00:00Z", "to": "2026-11-25T11:00:00Z"});
+    let (s, v) = api.admin("POST", &path, Some(window)).await;
+    assert_eq!(s, 202, "{v}");
+    // Its first post (of several: 4 KiB each) is under way, answered in a second.
+    status_until(&api, "acme", &id, "the replay counted", |s| {
+        s["replay"]["total"] == 40
+    })
+    .await;
+    svc.signal("TERM");
+    let status = svc.terminate_wait();
+    let log = svc.log_text();
+    assert!(status.success(), "exits 0: {status:?}; log:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "shutdown: the replay of integration {id} (account acme) finished its post in flight"
+        )),
+        "the log says the replay's post finished; log:\n{log}"
+    );
+    let replayed = audit_ids(&hec.events()).len() - 40;
+    assert!((1..40).contains(&replayed), "stopped part-way: {replayed}");
+
+    hec.set_behaviour(Behaviour::Normal);
+    let svc = Siemsync::start(dir.path(), &env);
+    let api = svc.api();
+    let st = status_until(&api, "acme", &id, "the replay resumed and done", |s| {
+        s["replay"]["state"] == "done"
+    })
+    .await;
+    assert_eq!(st["replay"]["sent"], 40, "{:#}", st["replay"]);
+    let ids = audit_ids(&hec.events());
+    for i in 0..40 {
+        let past = format!("past-{i}");
+        assert!(
+            ids.iter().filter(|x| **x == past).count() >= 2,
+            "{past}: delivered live and replayed"
+        );
+    }
+}
+
 /// The `_stall` hook makes the actor's posts outlive their client's timeout (as a
 /// hung connection the timeout misses would); only the heartbeat can find that.
 #[cfg(feature = "test-hooks")]
