@@ -160,7 +160,7 @@ pub struct Config {
 }
 
 /// A few seconds: a post to a responsive Splunk takes well under one, and a
-/// service manager waits longer before it kills (systemd: 90 s).
+/// service manager waits longer before it kills (the shipped unit: 30 s).
 fn default_shutdown_grace_ms() -> u64 {
     5_000
 }

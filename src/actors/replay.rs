@@ -205,6 +205,8 @@ impl Actor for ReplayActor {
         });
         let handle = ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
             act.run = None;
+            // It stays only to say how it ended: nothing more to watch.
+            act.pulse.idle();
             if let Ok(RunEnd::Drained) = result {
                 // Its record stays running, its cursor after the last post Splunk
                 // took: the replay goes on after the restart.
@@ -288,6 +290,7 @@ impl Handler<CancelReplay> for ReplayActor {
         // The run is dropped here, between two of its awaits: it records nothing more
         // over the cancellation.
         ctx.cancel_future(run);
+        self.pulse.idle();
         update(&self.progress, |p| {
             p.state = ReplayState::Cancelled;
             p.finished_at = Some(Utc::now());

@@ -1,6 +1,8 @@
 //! Supervisor: one per process. Knows every integration's config and the address
 //! of each running IntegrationActor; starts, restarts or stops only the actors
-//! whose config changed, and restarts one that ends unexpectedly.
+//! whose config changed, and restarts one that ends unexpectedly or stops making
+//! progress (its heartbeat, `heartbeat.rs`); winds them all down at shutdown
+//! (`shutdown.rs`).
 
 use super::audit_collector::AuditCollector;
 use super::heartbeat::{self, Heartbeat};
@@ -226,11 +228,15 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.supervision.heartbeat_check, |act, ctx| {
+            if !act.shutting_down {
+                act.check_heartbeats(ctx);
+                act.check_replays(ctx);
+            }
+        });
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
             if act.shutting_down {
                 return;
             }
-            act.check_heartbeats(ctx);
-            act.check_replays(ctx);
             if act.reconcile_pending {
                 act.reconcile(ctx);
             }
