@@ -40,6 +40,17 @@ async fn post_in_flight(api: &Api, id: &str, n: usize) {
     .await;
 }
 
+/// SIGTERM, and the wait for the exit: how long it took, and the log. The exit is clean.
+fn sigterm(svc: &mut Siemsync) -> (Duration, String) {
+    let t0 = Instant::now();
+    svc.signal("TERM");
+    let status = svc.terminate_wait();
+    let took = t0.elapsed();
+    let log = svc.log_text();
+    assert!(status.success(), "exits 0: {status:?}; log:\n{log}");
+    (took, log)
+}
+
 /// The line of a Prometheus text `metrics` answer naming every one of `parts`.
 fn metric(metrics: &Value, parts: &[&str]) -> Option<String> {
     metrics
@@ -59,12 +70,7 @@ async fn sigterm_during_a_slow_post_lets_it_finish_within_the_grace_and_loses_no
     let id = delivering(&api, &hec).await;
     hec.set_behaviour(Behaviour::Slow(Duration::from_millis(1500)));
     post_in_flight(&api, &id, 5).await;
-    let t0 = Instant::now();
-    svc.signal("TERM");
-    let status = svc.terminate_wait();
-    let took = t0.elapsed();
-    let log = svc.log_text();
-    assert!(status.success(), "exits 0: {status:?}; log:\n{log}");
+    let (took, log) = sigterm(&mut svc);
     assert!(took < Duration::from_secs(10), "within the grace: {took:?}");
     assert!(
         log.contains(&format!(
@@ -107,12 +113,7 @@ async fn sigterm_during_a_post_longer_than_the_grace_abandons_it_and_the_restart
     let id = delivering(&api, &hec).await;
     hec.set_behaviour(Behaviour::Hang);
     post_in_flight(&api, &id, 5).await;
-    let t0 = Instant::now();
-    svc.signal("TERM");
-    let status = svc.terminate_wait();
-    let took = t0.elapsed();
-    let log = svc.log_text();
-    assert!(status.success(), "exits 0: {status:?}; log:\n{log}");
+    let (took, log) = sigterm(&mut svc);
     // The grace, the API's stop and the store's flush; never the post's own 60 s.
     assert!(
         took < Duration::from_secs(5),
@@ -174,10 +175,7 @@ async fn sigterm_during_a_replay_lets_its_post_finish_and_the_replay_resumes_aft
         s["replay"]["total"] == 40
     })
     .await;
-    svc.signal("TERM");
-    let status = svc.terminate_wait();
-    let log = svc.log_text();
-    assert!(status.success(), "exits 0: {status:?}; log:\n{log}");
+    let (_, log) = sigterm(&mut svc);
     assert!(
         log.contains(&format!(
             "shutdown: the replay of integration {id} (account acme) finished its post in flight"

@@ -252,50 +252,40 @@ impl Actor for Supervisor {
     }
 }
 
-/// Test builds only: makes an integration's actor panic, to prove the restart.
+/// Test builds only: a fault forced on an integration's actor.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// It panics, as a bug would: proves the restart.
+    Panic,
+    /// Its posts outlive their client's timeout: proves the heartbeat finds it stuck.
+    Stall,
+}
+
+/// Test builds only: forces `fault` on the actor of integration `id`; answers
+/// whether one runs.
 #[cfg(feature = "test-hooks")]
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct ForcePanic {
-    /// The integration whose actor panics.
+pub struct ForceFault {
+    /// The integration whose actor gets the fault.
     pub id: Uuid,
+    /// Which fault.
+    pub fault: Fault,
 }
 
 #[cfg(feature = "test-hooks")]
-impl Handler<ForcePanic> for Supervisor {
+impl Handler<ForceFault> for Supervisor {
     type Result = bool;
-    fn handle(&mut self, msg: ForcePanic, _: &mut Context<Self>) -> bool {
-        match self.running.get(&msg.id) {
-            Some(r) => {
-                r.addr.do_send(super::integration::Panic);
-                true
-            }
-            None => false,
+    fn handle(&mut self, msg: ForceFault, _: &mut Context<Self>) -> bool {
+        let Some(r) = self.running.get(&msg.id) else {
+            return false;
+        };
+        match msg.fault {
+            Fault::Panic => r.addr.do_send(super::integration::Panic),
+            Fault::Stall => r.addr.do_send(super::integration::Stall),
         }
-    }
-}
-
-/// Test builds only: makes an integration's posts outlive their client's timeout,
-/// to prove the heartbeat finds the stuck actor.
-#[cfg(feature = "test-hooks")]
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct ForceStall {
-    /// The integration whose posts hang.
-    pub id: Uuid,
-}
-
-#[cfg(feature = "test-hooks")]
-impl Handler<ForceStall> for Supervisor {
-    type Result = bool;
-    fn handle(&mut self, msg: ForceStall, _: &mut Context<Self>) -> bool {
-        match self.running.get(&msg.id) {
-            Some(r) => {
-                r.addr.do_send(super::integration::Stall);
-                true
-            }
-            None => false,
-        }
+        true
     }
 }
 
