@@ -139,6 +139,21 @@ pub struct Config {
     /// Whether integrations may set `tls_verify = false` (`SIEMSYNC_ALLOW_INSECURE_TLS`).
     #[serde(default)]
     pub allow_insecure_tls: bool,
+    /// Seconds the posts in flight get to finish at shutdown (SIGTERM, Ctrl-C)
+    /// before they are abandoned (`SIEMSYNC_SHUTDOWN_GRACE_SECS`); an abandoned post's
+    /// events are sent again after the restart.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: Secs,
+    /// Seconds between two checks of every actor's heartbeat
+    /// (`SIEMSYNC_HEARTBEAT_CHECK_SECS`).
+    #[serde(default = "default_heartbeat_check")]
+    pub heartbeat_check_secs: Secs,
+    /// Seconds an actor may be past the longest a post may take (twice
+    /// `request_timeout_secs`: the post and the health probe after its failure)
+    /// without progress before it counts as stuck and is restarted
+    /// (`SIEMSYNC_STUCK_MARGIN_SECS`).
+    #[serde(default = "default_stuck_margin")]
+    pub stuck_margin_secs: Secs,
     /// Integrations declared by the operator (`[[integrations]]`): read-only in the
     /// API, reloaded on SIGHUP or when the file changes.
     #[serde(default)]
@@ -147,6 +162,20 @@ pub struct Config {
     /// log, watchers. Each has a `SIEMSYNC_TIMING_*` override.
     #[serde(default)]
     pub timing: Timing,
+}
+
+/// A few seconds: a post to a responsive Splunk takes well under one, and a
+/// service manager waits longer before it kills (the shipped unit: 30 s).
+fn default_shutdown_grace() -> Secs {
+    Secs::from_secs(5)
+}
+fn default_heartbeat_check() -> Secs {
+    Secs::from_secs(1)
+}
+/// Half a minute beyond the posts' own timeouts: a busy store or event reader is
+/// slow, not stuck.
+fn default_stuck_margin() -> Secs {
+    Secs::from_secs(30)
 }
 
 fn default_max_batch_bytes() -> usize {
@@ -286,6 +315,7 @@ impl Config {
             self.max_event_bytes = Some(parse("SIEMSYNC_MAX_EVENT_BYTES", &v)?);
         }
         self.apply_delivery_env(&env)?;
+        self.apply_supervision_env(&env)?;
         if let Some(v) = env("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS") {
             self.allow_private_destinations = parse("SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS", &v)?;
         }
@@ -351,6 +381,47 @@ impl Config {
         }
         if let Some(v) = env("SIEMSYNC_ACK_TIMEOUT_SECS") {
             self.ack_timeout_secs = parse("SIEMSYNC_ACK_TIMEOUT_SECS", &v)?;
+        }
+        Ok(())
+    }
+
+    /// The environment's overrides of how actors are watched and stopped.
+    fn apply_supervision_env(
+        &mut self,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = env("SIEMSYNC_SHUTDOWN_GRACE_SECS") {
+            self.shutdown_grace_secs = parse("SIEMSYNC_SHUTDOWN_GRACE_SECS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_HEARTBEAT_CHECK_SECS") {
+            self.heartbeat_check_secs = parse("SIEMSYNC_HEARTBEAT_CHECK_SECS", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_STUCK_MARGIN_SECS") {
+            self.stuck_margin_secs = parse("SIEMSYNC_STUCK_MARGIN_SECS", &v)?;
+        }
+        Ok(())
+    }
+
+    /// How actors are watched and stopped: the bounds of the shutdown grace, the
+    /// heartbeat check and the stuck margin.
+    fn validate_supervision(&self) -> Result<(), ConfigError> {
+        if !within(self.shutdown_grace_secs, 0.0, 600.0) {
+            return bad(
+                "shutdown_grace_secs",
+                "must be at most 600 seconds (ten minutes); keep it below your service manager's stop timeout",
+            );
+        }
+        if !within(self.heartbeat_check_secs, 0.01, 60.0) {
+            return bad(
+                "heartbeat_check_secs",
+                "must be between 0.01 and 60 seconds",
+            );
+        }
+        if !within(self.stuck_margin_secs, 0.0, 86_400.0) {
+            return bad(
+                "stuck_margin_secs",
+                "must be at most 86400 seconds (one day)",
+            );
         }
         Ok(())
     }
@@ -451,6 +522,7 @@ impl Config {
             );
         }
         self.validate_delivery()?;
+        self.validate_supervision()?;
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }
@@ -574,6 +646,19 @@ impl Config {
         self.sync_interval_secs.get()
     }
 
+    /// How long the posts in flight get to finish at shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace_secs.get()
+    }
+
+    /// How the Supervisor watches its actors.
+    pub fn supervision(&self) -> crate::actors::Supervision {
+        crate::actors::Supervision {
+            heartbeat_check: self.heartbeat_check_secs.get(),
+            stuck_margin: self.stuck_margin_secs.get(),
+        }
+    }
+
     /// How the HEC client connects, times out and polls acknowledgements.
     pub fn client_settings(&self) -> crate::hec::client::ClientSettings {
         crate::hec::client::ClientSettings {
@@ -677,6 +762,52 @@ mod tests {
         assert_eq!(c.account_ingest_burst, 2_000_000);
         assert!(!c.allow_insecure_tls);
         assert!(!c.allow_private_destinations);
+        assert_eq!(c.shutdown_grace_secs, default_shutdown_grace());
+        assert_eq!(c.heartbeat_check_secs, default_heartbeat_check());
+        assert_eq!(c.stuck_margin_secs, default_stuck_margin());
+    }
+
+    #[test]
+    fn supervision_settings_are_read_from_the_environment_and_checked() {
+        let c = load(
+            SHIPPED,
+            &[
+                ("SIEMSYNC_SHUTDOWN_GRACE_SECS", "0.25"),
+                ("SIEMSYNC_HEARTBEAT_CHECK_SECS", "0.05"),
+                ("SIEMSYNC_STUCK_MARGIN_SECS", "0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace(), Duration::from_millis(250));
+        assert_eq!(c.supervision().heartbeat_check, Duration::from_millis(50));
+        assert_eq!(c.supervision().stuck_margin, Duration::ZERO);
+        for (var, value, key) in [
+            (
+                "SIEMSYNC_SHUTDOWN_GRACE_SECS",
+                "600.001",
+                "`shutdown_grace_secs`",
+            ),
+            (
+                "SIEMSYNC_HEARTBEAT_CHECK_SECS",
+                "0",
+                "`heartbeat_check_secs`",
+            ),
+            (
+                "SIEMSYNC_HEARTBEAT_CHECK_SECS",
+                "60.001",
+                "`heartbeat_check_secs`",
+            ),
+            (
+                "SIEMSYNC_STUCK_MARGIN_SECS",
+                "86400.001",
+                "`stuck_margin_secs`",
+            ),
+        ] {
+            let e = load(SHIPPED, &[(var, value)]).unwrap_err();
+            assert!(e.contains(key), "{var}={value}: {e}");
+        }
+        let e = load(SHIPPED, &[("SIEMSYNC_SHUTDOWN_GRACE_SECS", "soon")]).unwrap_err();
+        assert!(e.contains("SIEMSYNC_SHUTDOWN_GRACE_SECS"), "{e}");
     }
 
     #[test]

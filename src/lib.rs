@@ -2,13 +2,15 @@
 //! customer's Splunk HTTP Event Collector (README.md explains the product and its
 //! HTTP contract).
 //!
-//! `start` wires config → store → actors → HTTP. The binary (`main.rs`) calls it
-//! inside an actix System. The end-to-end tests do not call it directly: they run
+//! `start` wires config → store → actors → HTTP, and [`Service::shutdown`] takes
+//! it all down again: the binary (`main.rs`) calls both inside an actix System, the
+//! second on SIGTERM or Ctrl-C. The end-to-end tests do not call it directly: they run
 //! the real binary as a child process on port 0 with a temporary data directory
 //! (`tests/common/mod.rs`), as the end-to-end benchmarks do (`benches/support`);
 //! the unit tests next to the code open a store in a temporary directory.
 
 pub mod actors;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod fd_limit;
@@ -28,11 +30,15 @@ pub mod testkit;
 pub mod timing;
 
 use actix::prelude::*;
-use actors::messages::Reconcile;
+use actors::messages::{Reconcile, Shutdown};
+use actors::shutdown::ShutdownReport;
 use actors::{AuditCollector, DeliverySettings, JobCollector, Supervisor};
+use background::Background;
 use config::Config;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use store::{Store, StoreOptions};
 
 /// Why the service did not start; each names what to fix.
@@ -59,16 +65,100 @@ pub enum StartError {
     },
 }
 
-/// A started service: the API's address, and the handles to stop it.
+/// Why the shutdown was not clean. Every step still ran: the actors were wound
+/// down and the store flushed as far as it could be.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// The HTTP server had failed, or its task panicked.
+    #[error("the HTTP server failed: {0}")]
+    Server(String),
+    /// The Supervisor had already stopped, so no actor could be wound down.
+    #[error("the Supervisor had already stopped: {0}")]
+    Supervisor(actix::MailboxError),
+    /// The store could not make the last writes durable.
+    #[error("flushing the store at shutdown: {0}")]
+    Store(store::StoreError),
+}
+
+/// A started service: the API's address, the handles tests and tools read, and what
+/// [`Service::shutdown`] stops.
 pub struct Service {
     /// Where the API listens (the real port when `listen` asked for port 0).
     pub addr: SocketAddr,
-    /// The running HTTP server: awaiting it runs the service until it stops.
-    pub server: actix_web::dev::Server,
-    /// The store, to flush at shutdown.
+    /// The store, flushed last at shutdown.
     pub store: Store,
     /// The Supervisor of the delivery actors.
     pub supervisor: Addr<Supervisor>,
+    /// The counters `/metrics` shows, readable without HTTP.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The HTTP server, running on the System `start` was called in.
+    server: actix_web::dev::ServerHandle,
+    /// Its task: ends when it stops, or fails.
+    serving: Option<actix_rt::task::JoinHandle<std::io::Result<()>>>,
+    /// The retention sweep's loop.
+    retention: Background,
+    /// The config file's watcher, once started (`watch_config`).
+    reload: Option<Background>,
+    /// How often the watcher checks the file (`[timing] config_poll_secs`).
+    config_poll: Duration,
+    /// How long the posts in flight get to finish at shutdown.
+    grace: Duration,
+}
+
+impl Service {
+    /// Reloads the config file's integrations on SIGHUP or when `path` changes,
+    /// until the shutdown.
+    pub fn watch_config(&mut self, path: PathBuf) {
+        self.reload = Some(reload::watch(
+            path,
+            self.config_poll,
+            self.store.clone(),
+            self.supervisor.clone(),
+        ));
+    }
+
+    /// Resolves if the HTTP server stops by itself (it failed): the service cannot
+    /// go on and should be shut down. Pending for ever after that has been seen.
+    pub async fn failed(&mut self) -> ShutdownError {
+        let Some(serving) = self.serving.as_mut() else {
+            return std::future::pending().await;
+        };
+        let ended = serving.await;
+        self.serving = None;
+        match ended {
+            Ok(Ok(())) => ShutdownError::Server("it stopped by itself".into()),
+            Ok(Err(e)) => ShutdownError::Server(e.to_string()),
+            Err(e) => ShutdownError::Server(e.to_string()),
+        }
+    }
+
+    /// Stops everything `start` started, in order: the HTTP server (requests in
+    /// flight finish), the config watcher, the actors (each finishes its posts in
+    /// flight within `shutdown_grace_secs` or abandons them, as the report and the log
+    /// say), the retention sweep; then flushes the store. Nothing of the service runs
+    /// afterwards, and the actix System it ran on goes on.
+    pub async fn shutdown(mut self) -> Result<ShutdownReport, ShutdownError> {
+        self.server.stop(true).await;
+        let server = match self.serving.take() {
+            Some(serving) => match serving.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ShutdownError::Server(e.to_string())),
+                Err(e) => Err(ShutdownError::Server(e.to_string())),
+            },
+            None => Ok(()),
+        };
+        if let Some(reload) = self.reload.take() {
+            reload.stop().await;
+        }
+        let report = self.supervisor.send(Shutdown { grace: self.grace }).await;
+        self.retention.stop().await;
+        log::info!("shutting down: flushing the store");
+        let flushed = self.store.flush_now();
+        server?;
+        let report = report.map_err(ShutdownError::Supervisor)?;
+        flushed.map_err(ShutdownError::Store)?;
+        Ok(report)
+    }
 }
 
 /// Opens the store (sealing tokens stored in clear first when a key is set) and
@@ -108,7 +198,8 @@ fn open_store(config: &Config) -> Result<Store, StartError> {
 }
 
 /// Opens the store, starts the collectors, the Supervisor (which starts one actor per
-/// active integration) and the HTTP server. Must run inside an actix System.
+/// active integration) and the HTTP server. Must run inside an actix System, which
+/// runs all of it until [`Service::shutdown`].
 pub fn start(config: Config) -> Result<Service, StartError> {
     for key in config.development_tokens() {
         log::warn!(
@@ -143,14 +234,15 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         post_size_regrow: config.post_size_regrow_secs.get(),
         timing: config.timing.clone(),
     };
-    let supervisor = Supervisor::new(store.clone(), audit, jobs, settings).start();
+    let supervisor =
+        Supervisor::new(store.clone(), audit, jobs, settings, config.supervision()).start();
     supervisor.do_send(Reconcile);
 
     let state = actix_web::web::Data::new(http::AppState {
         store: store.clone(),
         supervisor: supervisor.clone(),
         config: Arc::new(config.clone()),
-        metrics,
+        metrics: metrics.clone(),
         ingest_limits: Arc::default(),
     });
     let server = actix_web::HttpServer::new(move || {
@@ -160,22 +252,31 @@ pub fn start(config: Config) -> Result<Service, StartError> {
             .configure(http::configure)
     })
     .shutdown_timeout(5)
+    // The binary stops on SIGTERM / Ctrl-C through `Service::shutdown`; a service
+    // started in a test must not take the process's signals.
+    .disable_signals()
     .bind(config.listen)
     .map_err(|source| StartError::Listen {
         addr: config.listen,
         source,
     })?;
-    retention::spawn(
-        store.clone(),
-        config.retention(),
-        config.timing.retention_sweep(config.retention()),
-    );
     let addr = server.addrs()[0];
     let server = server.run();
+    let handle = server.handle();
     Ok(Service {
         addr,
-        server,
+        retention: retention::spawn(
+            store.clone(),
+            config.retention(),
+            config.timing.retention_sweep(config.retention()),
+        ),
+        config_poll: config.timing.config_poll_secs.get(),
         store,
         supervisor,
+        metrics,
+        server: handle,
+        serving: Some(actix_rt::spawn(server)),
+        reload: None,
+        grace: config.shutdown_grace(),
     })
 }

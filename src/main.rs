@@ -102,22 +102,23 @@ async fn status(url: String) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    let poll = config.timing.config_poll_secs.get();
-    let service = siemsync::start(config).context("siemsync could not start")?;
-    siemsync::reload::watch(
-        path,
-        poll,
-        service.store.clone(),
-        service.supervisor.clone(),
-    );
+    use tokio::signal::unix::{signal, SignalKind};
+    // Taken before the service says it listens: a signal right after is not missed.
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut service = siemsync::start(config).context("siemsync could not start")?;
+    service.watch_config(path);
     println!("siemsync listening on http://{}", service.addr);
     let _ = std::io::stdout().flush();
-    // Returns on SIGTERM / SIGINT once in-flight requests finished (actix-web's graceful stop).
-    service.server.await.context("the HTTP server failed")?;
-    log::info!("shutting down: flushing the store");
-    service
-        .store
-        .flush_now()
-        .context("flushing the store at shutdown")?;
-    Ok(())
+    let failed = tokio::select! {
+        _ = term.recv() => { log::info!("SIGTERM: shutting down"); None }
+        _ = int.recv() => { log::info!("SIGINT: shutting down"); None }
+        e = service.failed() => { log::error!("{e}; shutting down"); Some(e) }
+    };
+    // The actors finish (or abandon) their posts in flight, then the store is flushed.
+    service.shutdown().await.context("shutting down")?;
+    match failed {
+        Some(e) => Err(e).context("siemsync stopped"),
+        None => Ok(()),
+    }
 }

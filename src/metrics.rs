@@ -42,6 +42,31 @@ pub struct FailureLabels {
     pub code: String,
 }
 
+/// The labels of what the Supervisor did to an actor (a restart, a kill).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActorLabels {
+    /// The integration's account.
+    pub account: String,
+    /// The integration's id.
+    pub integration: String,
+    /// `integration` (its delivery) or `replay`.
+    pub actor: String,
+    /// Restarts: `panic`, `stuck` or `ended`; kills: `stuck` or `shutdown`.
+    pub reason: String,
+}
+
+impl ActorLabels {
+    /// The labels of `actor` (`integration` or `replay`) of integration `it`, for `reason`.
+    pub fn of(it: &crate::model::Integration, actor: &str, reason: &str) -> ActorLabels {
+        ActorLabels {
+            account: it.account.to_string(),
+            integration: it.id.to_string(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 /// The labels of an ingest metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngestLabels {
@@ -75,8 +100,10 @@ pub struct Metrics {
     pub post_seconds: Family<IntegrationLabels, Histogram>,
     /// Events moved to the dead letters.
     pub dead_lettered: Family<IntegrationLabels, Counter>,
-    /// Integration actors restarted after ending unexpectedly.
-    pub actor_restarts: Family<IntegrationLabels, Counter>,
+    /// Actors the Supervisor restarted, by why.
+    pub actor_restarts: Family<ActorLabels, Counter>,
+    /// Actors the Supervisor stopped while they were still working, by why.
+    pub actor_kills: Family<ActorLabels, Counter>,
     /// Undelivered events (set when scraped).
     pub backlog_events: Family<SourceLabels, Gauge>,
     /// Age of the oldest undelivered event (set when scraped).
@@ -130,6 +157,7 @@ impl Metrics {
             }),
             dead_lettered: Family::default(),
             actor_restarts: Family::default(),
+            actor_kills: Family::default(),
             backlog_events: Family::default(),
             backlog_oldest_seconds: Family::default(),
             last_success: Family::default(),
@@ -185,8 +213,13 @@ impl Metrics {
         );
         registry.register(
             "actor_restarts",
-            "Integration actors restarted after ending unexpectedly",
+            "Actors (integration delivery, replay) restarted by the Supervisor, by reason: panic, stuck, ended",
             self.actor_restarts.clone(),
+        );
+        registry.register(
+            "actor_kills",
+            "Actors stopped by the Supervisor while still working, by reason: stuck (no progress past the longest post), shutdown (a post still in flight when the grace ran out)",
+            self.actor_kills.clone(),
         );
     }
 

@@ -5,6 +5,7 @@
 
 use crate::actors::messages::Reconcile;
 use crate::actors::Supervisor;
+use crate::background::Background;
 use crate::config::Config;
 use crate::model::Integration;
 use crate::store::{Store, StoreError};
@@ -95,30 +96,44 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Watches for SIGHUP and for changes of the file, whose modification time is
-/// checked every `poll` (`[timing] config_poll_secs`); runs on the current actix system.
-pub fn watch(path: PathBuf, poll: Duration, store: Store, supervisor: Addr<Supervisor>) {
+/// checked every `poll` (`[timing] config_poll_secs`), on the current actix System,
+/// until the returned job is stopped.
+pub fn watch(
+    path: PathBuf,
+    poll: Duration,
+    store: Store,
+    supervisor: Addr<Supervisor>,
+) -> Background {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
     let on_signal = tx.clone();
     // Both taken before this returns (and the service says it is listening): a
     // SIGHUP or an edit right after start is not missed.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let mut last = stamp(&path);
-    actix_rt::spawn(async move {
+    let mut job = Background::new("the config watcher");
+    job.spawn(move |mut stop| async move {
         match hangup {
-            Ok(mut hup) => {
-                while hup.recv().await.is_some() {
-                    let _ = on_signal.send("SIGHUP");
+            Ok(mut hup) => loop {
+                tokio::select! {
+                    _ = stop.stopped() => return,
+                    got = hup.recv() => match got {
+                        Some(()) => { let _ = on_signal.send("SIGHUP"); }
+                        None => return,
+                    },
                 }
-            }
+            },
             Err(e) => log::warn!(
                 "cannot listen for SIGHUP, the config is reloaded on file changes only: {e}"
             ),
         }
     });
     let file = path.clone();
-    actix_rt::spawn(async move {
+    job.spawn(move |mut stop| async move {
         loop {
-            actix_rt::time::sleep(poll).await;
+            tokio::select! {
+                _ = stop.stopped() => return,
+                _ = actix_rt::time::sleep(poll) => {}
+            }
             let now = stamp(&file);
             if now != last {
                 last = now;
@@ -128,9 +143,11 @@ pub fn watch(path: PathBuf, poll: Duration, store: Store, supervisor: Addr<Super
             }
         }
     });
-    actix_rt::spawn(async move {
+    // Ends once both watchers above ended (their senders dropped).
+    job.spawn(move |_| async move {
         while let Some(why) = rx.recv().await {
             reload(&path, &store, &supervisor, why);
         }
     });
+    job
 }

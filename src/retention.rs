@@ -1,6 +1,7 @@
 //! The retention sweep: a periodic task that asks the store to drop what every
 //! reader has delivered, or what outlived `retention_days`.
 
+use crate::background::Background;
 use crate::model::Source;
 use crate::store::{Reader, Store, StoreError};
 use chrono::Utc;
@@ -37,11 +38,17 @@ pub fn sweep(store: &Store, retention: Duration) -> Result<(u64, u64), StoreErro
     Ok((audit, jobs))
 }
 
-/// Runs the sweep `every` (`[timing] retention_sweep_secs`).
-pub fn spawn(store: Store, retention: Duration, every: Duration) {
-    actix_rt::spawn(async move {
+/// Runs the sweep `every` (`[timing] retention_sweep_secs`), until stopped.
+pub fn spawn(store: Store, retention: Duration, every: Duration) -> Background {
+    let mut job = Background::new("the retention sweep");
+    job.spawn(move |mut stop| async move {
         loop {
-            actix_rt::time::sleep(every).await;
+            tokio::select! {
+                _ = stop.stopped() => return,
+                _ = actix_rt::time::sleep(every) => {}
+            }
+            // A sweep under way is waited for: its blocking thread cannot be interrupted,
+            // and the store is flushed after it.
             let s = store.clone();
             match actix_web::rt::task::spawn_blocking(move || sweep(&s, retention)).await {
                 Ok(Ok((0, 0))) => {}
@@ -53,4 +60,5 @@ pub fn spawn(store: Store, retention: Duration, every: Duration) {
             }
         }
     });
+    job
 }

@@ -14,6 +14,7 @@
 //! Splunk may already have taken included (at-least-once).
 
 use super::audit_collector::AuditCollector;
+use super::heartbeat::Pulse;
 use super::job_collector::JobCollector;
 use super::messages::{
     Batch, BatchRequest, CollectAudit, CollectChangedJobs, CollectRunningJobs, Window,
@@ -45,6 +46,9 @@ pub enum Halt {
     Config(Failure),
     /// The integration was deleted while a post was in flight.
     Gone,
+    /// The Supervisor asked to wind down (shutdown): the posts in flight were
+    /// answered and dealt with; what was not posted stays pending.
+    Drained,
 }
 
 impl Halt {
@@ -263,19 +267,23 @@ impl Entry {
 
 type Posted<'a> = FuturesUnordered<LocalBoxFuture<'a, (u64, Outcome)>>;
 
-/// One delivery run: everything the feed has, or until a post fails.
+/// One delivery run: everything the feed has, or until a post fails or `pulse` is
+/// asked to wind down. It promises progress on `pulse` as it goes.
 pub async fn deliver(
     client: &HecClient,
     policy: &RefCell<Policy>,
     feed: &mut impl Feed,
     ledger: &mut impl Ledger,
+    pulse: &Pulse,
 ) -> Result<(), Stopped> {
     let mut run = Run {
         client,
         policy,
+        pulse,
         queue: VecDeque::new(),
         posts: FuturesUnordered::new(),
         poll: None,
+        poll_started: None,
         polled_at: None,
         pace_until: None,
         feed_done: false,
@@ -293,9 +301,12 @@ pub async fn deliver(
 struct Run<'a> {
     client: &'a HecClient,
     policy: &'a RefCell<Policy>,
+    pulse: &'a Pulse,
     queue: VecDeque<Entry>,
     posts: Posted<'a>,
     poll: Option<LocalBoxFuture<'a, AckAnswer>>,
+    /// When the ack poll in flight was sent.
+    poll_started: Option<Instant>,
     /// When the last ack poll was answered.
     polled_at: Option<Instant>,
     /// Splunk asked to slow down: no new post before this.
@@ -307,25 +318,54 @@ struct Run<'a> {
 impl<'a> Run<'a> {
     async fn drive(&mut self, feed: &mut impl Feed, ledger: &mut impl Ledger) -> Result<(), Halt> {
         loop {
+            self.beat(None);
             self.expire();
             self.settle(ledger).await?;
             self.fill(feed, ledger).await?;
             if self.queue.is_empty() && self.feed_done {
                 return Ok(());
             }
+            let draining = self.pulse.draining();
+            if draining && !self.queue.iter().any(|e| matches!(e, Entry::Posted(_))) {
+                return Err(Halt::Drained);
+            }
             self.start_poll();
             let wake = self.wake();
+            self.beat(wake);
+            // Only beside something else to wait for: waiting for nothing is a fault.
+            let waits = wake.is_some() || !self.posts.is_empty() || self.poll.is_some();
             tokio::select! {
                 Some((id, outcome)) = self.posts.next(), if !self.posts.is_empty() => self.arrived(id, outcome),
                 answer = poll(&mut self.poll) => {
                     self.poll = None;
+                    self.poll_started = None;
                     self.polled_at = Some(Instant::now());
                     self.acks(answer)?;
                 }
                 _ = actix_rt::time::sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {}
+                // Wakes a wait for an ack poll or a pause, to stop posting at once.
+                _ = self.pulse.drained(), if !draining && waits => {}
                 else => return Err(Halt::internal("delivery waited for nothing (a siemsync fault)".into())),
             }
         }
+    }
+
+    /// Promises progress: within one step of the oldest request still unanswered (its
+    /// client's timeouts end it by then), else of `wake` (a wait for a known moment),
+    /// else of now.
+    fn beat(&self, wake: Option<Instant>) {
+        let posting = self.queue.iter().filter_map(|e| match e {
+            Entry::Posted(Slot {
+                state: State::Posting,
+                started,
+                ..
+            }) => Some(*started),
+            _ => None,
+        });
+        let oldest = posting.chain(self.poll_started).min();
+        let now = Instant::now();
+        self.pulse
+            .busy_since(oldest.unwrap_or_else(|| wake.map_or(now, |w| w.max(now))));
     }
 
     /// Applies the policy's decision to each answered post at the front, in order.
@@ -442,6 +482,10 @@ impl<'a> Run<'a> {
     /// whatever the window, or the posts behind it could never be committed.
     async fn fill(&mut self, feed: &mut impl Feed, ledger: &mut impl Ledger) -> Result<(), Halt> {
         loop {
+            // Winding down: the posts in flight finish, nothing new is read or posted.
+            if self.pulse.draining() {
+                return Ok(());
+            }
             if self.pace_until.is_some_and(|t| Instant::now() < t) {
                 return Ok(());
             }
@@ -610,6 +654,7 @@ impl<'a> Run<'a> {
         }
         let ids: Vec<u64> = self.awaiting().map(|(id, _)| id).collect();
         let client = self.client;
+        self.poll_started = Some(Instant::now());
         self.poll = Some(Box::pin(async move { client.poll_acks(&ids).await }));
     }
 
@@ -747,12 +792,15 @@ mod tests {
     async fn an_ack_id_given_to_two_posts_confirms_neither() {
         let client = client();
         let policy = policy();
+        let pulse = Pulse::detached(Duration::from_secs(2));
         let mut run = Run {
             client: &client,
             policy: &policy,
+            pulse: &pulse,
             queue: VecDeque::from([posted(1, 1), posted(2, 2), posted(3, 3)]),
             posts: FuturesUnordered::new(),
             poll: None,
+            poll_started: None,
             polled_at: None,
             pace_until: None,
             feed_done: true,

@@ -4,6 +4,7 @@
 
 use super::audit_collector::AuditCollector;
 use super::delivery::{self, Claimed, CollectorFeed, Halt, Ledger};
+use super::heartbeat::Pulse;
 use super::history::Tally;
 use super::job_collector::JobCollector;
 use super::messages::*;
@@ -41,6 +42,13 @@ pub struct DeliverySettings {
 }
 
 impl DeliverySettings {
+    /// The longest one step of delivery may take without progress: a post, with the
+    /// health probe that may follow its failure, each bounded by the request timeout
+    /// (connection included). Past it (and the Supervisor's margin) an actor is stuck.
+    pub fn longest_step(&self) -> Duration {
+        self.client.request * 2
+    }
+
     /// What the delivery policy follows for integration `it`.
     pub fn policy(&self, it: &Integration) -> PolicySettings {
         PolicySettings {
@@ -65,6 +73,8 @@ struct Deps {
     jobs: Addr<JobCollector>,
     client: Result<HecClient, Failure>,
     settings: DeliverySettings,
+    /// Progress promised to the Supervisor, and its request to wind down.
+    pulse: Pulse,
 }
 
 /// State the running cycle updates while the actor answers status questions.
@@ -96,6 +106,17 @@ impl Drop for Alive {
     }
 }
 
+/// What ties an integration actor to the Supervisor that started it.
+pub struct Supervised {
+    /// Which start of the integration this is: a late word from an older one is ignored.
+    pub generation: u64,
+    /// Told when the actor ends.
+    pub supervisor: Recipient<Stopped>,
+    /// The actor's side of its heartbeat.
+    pub pulse: Pulse,
+}
+
+/// Delivers one integration: its timer, checkpoint, HEC client and the batch that failed.
 pub struct IntegrationActor {
     _alive: Alive,
     deps: Rc<Deps>,
@@ -108,18 +129,25 @@ pub struct IntegrationActor {
     syncing: bool,
     /// A sync was asked for while one ran: run again right after.
     again: bool,
+    /// Winding down with a sync running: told once its posts in flight are done.
+    drained: Option<tokio::sync::oneshot::Sender<WindDown>>,
 }
 
 impl IntegrationActor {
+    /// An actor for `it`, started by the Supervisor; it syncs at once when started.
     pub fn new(
         it: Integration,
-        generation: u64,
         store: Store,
         audit: Addr<AuditCollector>,
         jobs: Addr<JobCollector>,
         settings: DeliverySettings,
-        supervisor: Recipient<Stopped>,
+        supervised: Supervised,
     ) -> IntegrationActor {
+        let Supervised {
+            generation,
+            supervisor,
+            pulse,
+        } = supervised;
         let client = HecClient::new(&it, settings.client);
         let seed = it.id.as_u128() as u64 ^ (it.id.as_u128() >> 64) as u64 ^ generation;
         let alive = settings.metrics.integration_actors.clone();
@@ -158,12 +186,14 @@ impl IntegrationActor {
                 jobs,
                 client,
                 settings,
+                pulse,
             }),
             generation,
             supervisor,
             next: None,
             syncing: false,
             again: false,
+            drained: None,
         }
     }
 
@@ -176,6 +206,7 @@ impl IntegrationActor {
             ctx.cancel_future(h);
         }
         self.syncing = true;
+        self.deps.pulse.busy_since(Instant::now());
         {
             let mut s = self.shared.borrow_mut();
             s.obs.syncing = true;
@@ -194,72 +225,21 @@ impl IntegrationActor {
 
     fn finished(&mut self, result: Result<(), Halt>, started: Instant, ctx: &mut Context<Self>) {
         self.syncing = false;
-        let interval = self.deps.settings.interval;
-        let shared = self.shared.clone();
-        let delay = {
-            let mut s = shared.borrow_mut();
-            s.obs.syncing = false;
-            s.obs.progress = None;
-            let finished_at = Utc::now();
-            let started_at = s.obs.sync_started_at.take().unwrap_or(finished_at);
-            s.obs.last_sync = Some(SyncReport {
-                started_at,
-                finished_at,
-                events: s.cycle.events(),
-                ok: result.is_ok(),
-            });
-            s.obs.retry_after_secs = None;
-            let error = match &result {
-                Ok(()) | Err(Halt::Gone) => None,
-                Err(Halt::Transient { failure, .. }) => Some((failure, FailureKind::Transient)),
-                Err(Halt::Config(f)) => Some((f, FailureKind::Configuration)),
-            };
-            if !matches!(result, Err(Halt::Gone)) {
-                let d = &self.deps;
-                let (cp, tally) = (&s.checkpoint, &s.cycle);
-                super::history::record(
-                    &d.store,
-                    &d.it,
-                    cp,
-                    tally,
-                    started_at,
-                    started.elapsed(),
-                    error,
-                );
+        let gone = matches!(result, Err(Halt::Gone));
+        let delay = self.conclude(result, started);
+        if gone {
+            ctx.stop();
+            return;
+        }
+        if self.deps.pulse.draining() {
+            // The shutdown waits for this: the posts that were in flight have been
+            // answered, and committed when Splunk took them.
+            if let Some(tx) = self.drained.take() {
+                let _ = tx.send(WindDown::Finished);
             }
-            match result {
-                Ok(()) => {
-                    s.obs.retries = 0;
-                    if self.again {
-                        Duration::ZERO
-                    } else {
-                        interval.saturating_sub(started.elapsed())
-                    }
-                }
-                Err(Halt::Gone) => {
-                    drop(s);
-                    ctx.stop();
-                    return;
-                }
-                Err(Halt::Transient {
-                    failure,
-                    retry_after,
-                }) => {
-                    self.failed(&mut s, failure, started);
-                    s.obs.error_kind = Some(FailureKind::Transient);
-                    let mut policy = self.policy.borrow_mut();
-                    s.obs.retry_after_secs =
-                        retry_after.map(|d| policy.bounded_retry_after(d).as_secs());
-                    policy.back_off(s.obs.retries, retry_after)
-                }
-                Err(Halt::Config(failure)) => {
-                    // Retrying sooner cannot help until the customer fixes it.
-                    self.failed(&mut s, failure, started);
-                    s.obs.error_kind = Some(FailureKind::Configuration);
-                    interval
-                }
-            }
-        };
+            ctx.stop();
+            return;
+        }
         self.again = false;
         if delay >= self.deps.settings.client.keep_alive {
             // The connection would not be reused after so long: close it now rather
@@ -270,7 +250,75 @@ impl IntegrationActor {
         }
         self.shared.borrow_mut().obs.next_sync =
             Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+        // Waiting for the next sync is no work in progress: nothing to watch.
+        self.deps.pulse.idle();
         self.next = Some(ctx.run_later(delay, |act, ctx| act.sync(ctx)));
+    }
+
+    /// Records how a sync ended (status, history, log and metrics) and answers how
+    /// long until the next one.
+    fn conclude(&mut self, result: Result<(), Halt>, started: Instant) -> Duration {
+        let interval = self.deps.settings.interval;
+        let shared = self.shared.clone();
+        let mut s = shared.borrow_mut();
+        s.obs.syncing = false;
+        s.obs.progress = None;
+        let finished_at = Utc::now();
+        let started_at = s.obs.sync_started_at.take().unwrap_or(finished_at);
+        s.obs.last_sync = Some(SyncReport {
+            started_at,
+            finished_at,
+            events: s.cycle.events(),
+            ok: result.is_ok(),
+        });
+        s.obs.retry_after_secs = None;
+        let error = match &result {
+            Ok(()) | Err(Halt::Gone | Halt::Drained) => None,
+            Err(Halt::Transient { failure, .. }) => Some((failure, FailureKind::Transient)),
+            Err(Halt::Config(f)) => Some((f, FailureKind::Configuration)),
+        };
+        // A sync cut short by a deletion or a shutdown is not recorded.
+        if !matches!(result, Err(Halt::Gone | Halt::Drained)) {
+            let d = &self.deps;
+            let (cp, tally) = (&s.checkpoint, &s.cycle);
+            super::history::record(
+                &d.store,
+                &d.it,
+                cp,
+                tally,
+                started_at,
+                started.elapsed(),
+                error,
+            );
+        }
+        match result {
+            Ok(()) => {
+                s.obs.retries = 0;
+                if self.again {
+                    Duration::ZERO
+                } else {
+                    interval.saturating_sub(started.elapsed())
+                }
+            }
+            Err(Halt::Gone | Halt::Drained) => Duration::ZERO,
+            Err(Halt::Transient {
+                failure,
+                retry_after,
+            }) => {
+                self.failed(&mut s, failure, started);
+                s.obs.error_kind = Some(FailureKind::Transient);
+                let mut policy = self.policy.borrow_mut();
+                s.obs.retry_after_secs =
+                    retry_after.map(|d| policy.bounded_retry_after(d).as_secs());
+                policy.back_off(s.obs.retries, retry_after)
+            }
+            Err(Halt::Config(failure)) => {
+                // Retrying sooner cannot help until the customer fixes it.
+                self.failed(&mut s, failure, started);
+                s.obs.error_kind = Some(FailureKind::Configuration);
+                interval
+            }
+        }
     }
 
     fn failed(&self, s: &mut Shared, failure: Failure, started: Instant) {
@@ -342,6 +390,7 @@ impl Actor for IntegrationActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.deps.pulse.ended();
         self.supervisor.do_send(Stopped {
             id: self.deps.it.id,
             generation: self.generation,
@@ -394,6 +443,42 @@ impl Handler<Stop> for IntegrationActor {
     type Result = ();
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+impl Handler<Drain> for IntegrationActor {
+    type Result = ResponseFuture<WindDown>;
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(h) = self.next.take() {
+            ctx.cancel_future(h);
+        }
+        if !self.syncing {
+            ctx.stop();
+            return Box::pin(std::future::ready(WindDown::Idle));
+        }
+        // The running sync sees the wind-down on its pulse and ends after the posts
+        // in flight; `finished` answers then.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.drained = Some(tx);
+        // Dropped unanswered: the actor ended another way (a panic) and its posts with it.
+        Box::pin(async move { rx.await.unwrap_or(WindDown::Abandoned) })
+    }
+}
+
+/// Test builds only: the actor's posts from now on outlive their client's timeout
+/// (as a hung connection the timeout misses would), to prove the heartbeat finds it.
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stall;
+
+#[cfg(feature = "test-hooks")]
+impl Handler<Stall> for IntegrationActor {
+    type Result = ();
+    fn handle(&mut self, _: Stall, _: &mut Context<Self>) {
+        if let Ok(client) = &self.deps.client {
+            client.ignore_timeout();
+        }
     }
 }
 
@@ -493,7 +578,7 @@ async fn pass(
         source,
     };
     let mut ledger = Live { deps, shared };
-    delivery::deliver(client, policy, &mut feed, &mut ledger)
+    delivery::deliver(client, policy, &mut feed, &mut ledger, &deps.pulse)
         .await
         .map_err(|stopped| {
             shared.borrow_mut().pending = stopped.pending;

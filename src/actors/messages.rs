@@ -58,6 +58,16 @@ pub struct Observe {
     pub id: Uuid,
 }
 
+/// API → Supervisor: what the Supervisor did to the integration's actor since the
+/// service started (restarts after a panic, a stuck post or an unexpected end), for
+/// the status API. Answered by the Supervisor itself: also while no actor runs.
+#[derive(Message)]
+#[rtype(result = "super::observation::Restarts")]
+pub struct ObserveRestarts {
+    /// The integration asked about.
+    pub id: Uuid,
+}
+
 /// API → Supervisor: re-send the retained events of `sources` in `window` for this
 /// integration, beside its live delivery. Refused while another replay of it runs.
 #[derive(Message)]
@@ -119,6 +129,35 @@ pub struct ReplayEnded {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// Supervisor → IntegrationActor / ReplayActor, at shutdown (after asking on the
+/// actor's heartbeat): finish the posts in flight, start no other, then stop.
+/// Answers whether there was a post to finish.
+#[derive(Message)]
+#[rtype(result = "WindDown")]
+pub struct Drain;
+
+/// How an actor ended at shutdown: what explains a batch sent again after the restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindDown {
+    /// Nothing was in flight: it stopped at once.
+    Idle,
+    /// Its posts in flight were answered within the grace (committed when Splunk took them).
+    Finished,
+    /// A post was still in flight when the grace ran out: it was dropped unanswered,
+    /// the checkpoint did not move, and the restart sends those events again.
+    Abandoned,
+}
+
+/// Service → Supervisor, at shutdown: wind every actor down within `grace`, then
+/// stop; answers what each actor did. Nothing is started or restarted afterwards.
+#[derive(Message)]
+#[rtype(result = "super::shutdown::ShutdownReport")]
+pub struct Shutdown {
+    /// How long the posts in flight may take to finish before they are abandoned.
+    pub grace: std::time::Duration,
+}
 
 /// IntegrationActor → Supervisor, from `stopped()`: an actor ended. The supervisor restarts
 /// it from its sled state unless it was stopped on purpose.

@@ -6,6 +6,7 @@
 pub mod audit_collector;
 pub mod batch;
 pub mod delivery;
+pub mod heartbeat;
 pub mod history;
 pub mod integration;
 pub mod job_collector;
@@ -13,9 +14,10 @@ pub mod messages;
 pub mod observation;
 pub mod replay;
 pub mod replays;
+pub mod shutdown;
 pub mod supervisor;
 
 pub use audit_collector::AuditCollector;
 pub use integration::{DeliverySettings, IntegrationActor};
 pub use job_collector::JobCollector;
-pub use supervisor::Supervisor;
+pub use supervisor::{Supervision, Supervisor};

@@ -134,3 +134,39 @@ pub struct ProgressView {
     /// Seconds left at that rate; `null` before anything was done.
     pub eta_secs: Option<f64>,
 }
+
+/// Why the Supervisor restarted an actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartReason {
+    /// It panicked (a bug): it vanished without ending.
+    Panic,
+    /// It made no progress past the longest a post may take (and the margin): stopped
+    /// by the Supervisor.
+    Stuck,
+    /// It ended by itself without being asked (it could not read its checkpoint).
+    Ended,
+}
+
+impl RestartReason {
+    /// The word the status and the metrics' `reason` label use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Panic => "panic",
+            RestartReason::Stuck => "stuck",
+            RestartReason::Ended => "ended",
+        }
+    }
+}
+
+/// What the Supervisor did to an integration's actor since the service started: the
+/// status's `restarts`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Restarts {
+    /// Restarts since the service started.
+    pub count: u64,
+    /// Why the latest one happened (`null`: none yet).
+    pub last_reason: Option<RestartReason>,
+    /// When the latest one was decided.
+    pub last_at: Option<DateTime<Utc>>,
+}

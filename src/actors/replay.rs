@@ -4,9 +4,12 @@
 
 use super::audit_collector::AuditCollector;
 use super::delivery::{self, Claimed, CollectorFeed, Halt, Ledger, Stopped};
+use super::heartbeat::Pulse;
 use super::integration::DeliverySettings;
 use super::job_collector::JobCollector;
-use super::messages::{Batch, CancelReplay, CountWindow, ObserveReplay, ReplayEnded, Stop, Window};
+use super::messages::{
+    Batch, CancelReplay, CountWindow, Drain, ObserveReplay, ReplayEnded, Stop, WindDown, Window,
+};
 use crate::hec::client::HecClient;
 use crate::hec::encode::Envelope;
 use crate::hec::policy::Policy;
@@ -130,6 +133,10 @@ pub struct ReplayActor {
     run: Option<SpawnHandle>,
     /// Told when the replay ends by itself.
     ended: Recipient<ReplayEnded>,
+    /// Progress promised to the Supervisor, and its request to wind down.
+    pulse: Pulse,
+    /// Winding down with the run going on: told once its posts in flight are done.
+    drained: Option<tokio::sync::oneshot::Sender<WindDown>>,
 }
 
 /// What a replay actor needs from the Supervisor that starts it.
@@ -144,6 +151,8 @@ pub struct ReplayDeps {
     pub settings: DeliverySettings,
     /// Told when the replay ends by itself.
     pub ended: Recipient<ReplayEnded>,
+    /// The actor's side of its heartbeat.
+    pub pulse: Pulse,
 }
 
 impl ReplayActor {
@@ -161,6 +170,8 @@ impl ReplayActor {
             progress: Arc::new(Mutex::new(stored.progress)),
             run: None,
             ended: deps.ended,
+            pulse: deps.pulse,
+            drained: None,
         }
     }
 
@@ -190,13 +201,25 @@ impl Actor for ReplayActor {
             jobs: self.jobs.clone(),
             settings: self.settings.clone(),
             progress: self.progress.clone(),
+            pulse: self.pulse.clone(),
         });
-        let handle = ctx.spawn(run.into_actor(self).map(|result, act, _| {
+        let handle = ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
             act.run = None;
+            // It stays only to say how it ended: nothing more to watch.
+            act.pulse.idle();
+            if let Ok(RunEnd::Drained) = result {
+                // Its record stays running, its cursor after the last post Splunk
+                // took: the replay goes on after the restart.
+                if let Some(tx) = act.drained.take() {
+                    let _ = tx.send(WindDown::Finished);
+                }
+                ctx.stop();
+                return;
+            }
             update(&act.progress, |p| {
                 p.finished_at = Some(Utc::now());
                 match result {
-                    Ok(()) => p.state = ReplayState::Done,
+                    Ok(_) => p.state = ReplayState::Done,
                     Err(f) => {
                         p.state = ReplayState::Failed;
                         p.error = Some(f);
@@ -220,6 +243,7 @@ impl Actor for ReplayActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.pulse.ended();
         // Stopped without finishing: with its integration or the service — then the
         // record stays running and the replay resumes when the integration runs again.
         update(&self.progress, |p| {
@@ -238,6 +262,20 @@ impl Handler<Stop> for ReplayActor {
     }
 }
 
+impl Handler<Drain> for ReplayActor {
+    type Result = ResponseFuture<WindDown>;
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        if self.run.is_none() {
+            ctx.stop();
+            return Box::pin(std::future::ready(WindDown::Idle));
+        }
+        // The run sees the wind-down on its pulse and ends after its posts in flight.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.drained = Some(tx);
+        Box::pin(async move { rx.await.unwrap_or(WindDown::Abandoned) })
+    }
+}
+
 impl Handler<ObserveReplay> for ReplayActor {
     type Result = Option<ReplayProgress>;
     fn handle(&mut self, _: ObserveReplay, _: &mut Context<Self>) -> Option<ReplayProgress> {
@@ -252,6 +290,7 @@ impl Handler<CancelReplay> for ReplayActor {
         // The run is dropped here, between two of its awaits: it records nothing more
         // over the cancellation.
         ctx.cancel_future(run);
+        self.pulse.idle();
         update(&self.progress, |p| {
             p.state = ReplayState::Cancelled;
             p.finished_at = Some(Utc::now());
@@ -288,100 +327,122 @@ struct Run {
     jobs: Addr<JobCollector>,
     settings: DeliverySettings,
     progress: SharedProgress,
+    pulse: Pulse,
 }
 
-async fn replay(run: Run) -> Result<(), Failure> {
-    let Run {
-        it,
-        window,
-        sources,
-        from,
-        store,
-        audit,
-        jobs,
-        settings,
-        progress,
-    } = run;
-    let client = HecClient::new(&it, settings.client)?;
-    if from == (0, 0) {
-        let mut total = 0;
-        for s in &sources {
-            let count = CountWindow {
-                account: it.account.clone(),
-                window,
-            };
-            total += match s {
-                Source::Audit => audit.send(count).await,
-                Source::Jobs => jobs.send(count).await,
-            }
-            .map_err(internal)?
-            .map_err(internal)?;
+/// How a replay run ended without a failure.
+enum RunEnd {
+    /// Every event of the window was posted.
+    Done,
+    /// Wound down at shutdown: it resumes from its record after the restart.
+    Drained,
+}
+
+/// Counts the events of the window, for `total`.
+async fn count_window(run: &Run) -> Result<u64, Failure> {
+    let mut total = 0;
+    for s in &run.sources {
+        let count = CountWindow {
+            account: run.it.account.clone(),
+            window: run.window,
+        };
+        total += match s {
+            Source::Audit => run.audit.send(count).await,
+            Source::Jobs => run.jobs.send(count).await,
         }
-        update(&progress, |p| p.total = total);
+        .map_err(internal)?
+        .map_err(internal)?;
+    }
+    Ok(total)
+}
+
+async fn replay(run: Run) -> Result<RunEnd, Failure> {
+    run.pulse.busy_since(std::time::Instant::now());
+    let client = HecClient::new(&run.it, run.settings.client)?;
+    if run.from == (0, 0) {
+        let total = count_window(&run).await?;
+        update(&run.progress, |p| p.total = total);
     }
     // Its own policy: what the replay learns (a post size) is not the live delivery's.
     let policy = RefCell::new(Policy::new(
-        settings.policy(&it),
-        it.id.as_u128() as u64 ^ 0x7265_706c_6179,
+        run.settings.policy(&run.it),
+        run.it.id.as_u128() as u64 ^ 0x7265_706c_6179,
     ));
-    let envelope = Envelope {
-        host: settings.host.clone(),
-        index: it.index.clone(),
-    };
-    for (index, source) in sources.iter().copied().enumerate().skip(from.0) {
-        let mut ledger = Replayed {
-            store: &store,
-            it: &it,
-            progress: &progress,
-            source: index,
-            after: if index == from.0 { from.1 } else { 0 },
-        };
-        let mut failures = 0;
-        loop {
-            let after = ledger.after;
-            let mut feed = CollectorFeed {
-                audit: &audit,
-                jobs: &jobs,
-                account: &it.account,
-                envelope: &envelope,
-                window: Some(window),
-                source: match source {
-                    Source::Audit => delivery::Source::Audit { after },
-                    Source::Jobs => delivery::Source::ChangedJobs { after },
-                },
-            };
-            // What was not committed is read again from the cursor: the window's
-            // events are retained.
-            match delivery::deliver(&client, &policy, &mut feed, &mut ledger).await {
-                Ok(()) => break,
-                Err(Stopped {
-                    halt:
-                        Halt::Transient {
-                            failure,
-                            retry_after,
-                        },
-                    ..
-                }) => {
-                    failures = if ledger.after == after {
-                        failures + 1
-                    } else {
-                        1
-                    };
-                    update(&progress, |p| p.error = Some(failure));
-                    let wait = policy.borrow_mut().back_off(failures, retry_after);
-                    actix_rt::time::sleep(wait).await;
-                }
-                Err(Stopped {
-                    halt: Halt::Config(failure),
-                    ..
-                }) => return Err(failure),
-                Err(Stopped {
-                    halt: Halt::Gone, ..
-                }) => return Err(internal("the integration was deleted")),
-            }
+    for (index, source) in run.sources.iter().copied().enumerate().skip(run.from.0) {
+        let after = if index == run.from.0 { run.from.1 } else { 0 };
+        if let RunEnd::Drained = replay_source(&run, &client, &policy, index, source, after).await?
+        {
+            return Ok(RunEnd::Drained);
         }
     }
-    Ok(())
+    Ok(RunEnd::Done)
+}
+
+/// Re-sends the window's events of one source, after sequence `after`, retrying
+/// with back-off through transient failures.
+async fn replay_source(
+    run: &Run,
+    client: &HecClient,
+    policy: &RefCell<Policy>,
+    index: usize,
+    source: Source,
+    after: u64,
+) -> Result<RunEnd, Failure> {
+    let envelope = Envelope {
+        host: run.settings.host.clone(),
+        index: run.it.index.clone(),
+    };
+    let mut ledger = Replayed {
+        store: &run.store,
+        it: &run.it,
+        progress: &run.progress,
+        source: index,
+        after,
+    };
+    let mut failures = 0;
+    loop {
+        let after = ledger.after;
+        let mut feed = CollectorFeed {
+            audit: &run.audit,
+            jobs: &run.jobs,
+            account: &run.it.account,
+            envelope: &envelope,
+            window: Some(run.window),
+            source: match source {
+                Source::Audit => delivery::Source::Audit { after },
+                Source::Jobs => delivery::Source::ChangedJobs { after },
+            },
+        };
+        // What was not committed is read again from the cursor: the window's
+        // events are retained.
+        let halt = match delivery::deliver(client, policy, &mut feed, &mut ledger, &run.pulse).await
+        {
+            Ok(()) => return Ok(RunEnd::Done),
+            Err(Stopped { halt, .. }) => halt,
+        };
+        let (failure, retry_after) = match halt {
+            Halt::Transient {
+                failure,
+                retry_after,
+            } => (failure, retry_after),
+            Halt::Config(failure) => return Err(failure),
+            Halt::Gone => return Err(internal("the integration was deleted")),
+            Halt::Drained => return Ok(RunEnd::Drained),
+        };
+        failures = if ledger.after == after {
+            failures + 1
+        } else {
+            1
+        };
+        update(&run.progress, |p| p.error = Some(failure));
+        let wait = policy.borrow_mut().back_off(failures, retry_after);
+        // A back-off is a wait by design, not a lack of progress.
+        run.pulse.idle();
+        tokio::select! {
+            _ = actix_rt::time::sleep(wait) => run.pulse.busy_since(std::time::Instant::now()),
+            _ = run.pulse.drained() => return Ok(RunEnd::Drained),
+        }
+    }
 }
 
 /// A replay's side of a post: its progress, and its cursor kept in the store so a

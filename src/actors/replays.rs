@@ -4,9 +4,12 @@
 //! itself lives in the replay actor; the Supervisor keeps only its address and
 //! whether it still runs.
 
+use super::heartbeat::{self, Heartbeat};
 use super::messages::*;
+use super::observation::RestartReason;
 use super::replay::{record, ReplayActor, ReplayDeps, ReplayProgress, ReplayState, StoredReplay};
 use super::supervisor::Supervisor;
+use crate::metrics::ActorLabels;
 use crate::model::{AccountId, Integration, Source};
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
@@ -25,12 +28,14 @@ pub enum ReplayRefused {
 }
 
 /// The latest replay actor of one integration.
-struct Handle {
-    addr: Addr<ReplayActor>,
+pub(super) struct Handle {
+    pub(super) addr: Addr<ReplayActor>,
     /// The replay it runs (`ReplayProgress::id`).
     replay: Uuid,
     /// False once it ended by itself or was cancelled.
     running: bool,
+    /// Its progress, and whether it is still there.
+    pub(super) heartbeat: Heartbeat,
 }
 
 /// The latest replay of each integration whose actor runs, running or ended.
@@ -45,16 +50,17 @@ impl Replays {
     fn running(&self, id: &Uuid) -> bool {
         self.latest
             .get(id)
-            .is_some_and(|h| h.running && h.addr.connected())
+            .is_some_and(|h| h.running && h.heartbeat.alive())
     }
 
-    fn insert(&mut self, id: Uuid, replay: Uuid, addr: Addr<ReplayActor>) {
+    fn insert(&mut self, id: Uuid, replay: Uuid, addr: Addr<ReplayActor>, heartbeat: Heartbeat) {
         let old = self.latest.insert(
             id,
             Handle {
                 addr,
                 replay,
                 running: true,
+                heartbeat,
             },
         );
         // An ended replay's actor only stayed to say how it ended.
@@ -78,6 +84,30 @@ impl Replays {
         if let Some(h) = self.latest.remove(id) {
             h.addr.do_send(Stop);
         }
+    }
+
+    /// Every replay actor, handed over to be wound down (shutdown).
+    pub(super) fn take_all(&mut self) -> Vec<(Uuid, Handle)> {
+        self.latest.drain().collect()
+    }
+
+    /// The running replays that vanished (a panic) or are stuck: past their promised
+    /// progress by more than `margin`.
+    fn failed(&self, margin: std::time::Duration) -> Vec<(Uuid, RestartReason)> {
+        let now = std::time::Instant::now();
+        self.latest
+            .iter()
+            .filter(|(_, h)| h.running)
+            .filter_map(|(id, h)| {
+                if h.heartbeat.vanished() {
+                    Some((*id, RestartReason::Panic))
+                } else if h.heartbeat.overdue(now).is_some_and(|late| late > margin) {
+                    Some((*id, RestartReason::Stuck))
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 }
 
@@ -108,21 +138,48 @@ fn cancel_stored(store: &Store, account: &AccountId, id: &Uuid) -> Option<Replay
 impl Supervisor {
     fn start_replay(&mut self, it: Integration, stored: StoredReplay, ctx: &mut Context<Self>) {
         let (id, replay) = (it.id, stored.progress.id);
+        let (heartbeat, pulse) = heartbeat::pair(self.settings.longest_step());
         let deps = ReplayDeps {
             store: self.store.clone(),
             audit: self.audit.clone(),
             jobs: self.jobs.clone(),
             settings: self.settings.clone(),
             ended: ctx.address().recipient(),
+            pulse,
         };
         let addr = ReplayActor::new(it, stored, deps).start();
-        self.replays.insert(id, replay, addr);
+        self.replays.insert(id, replay, addr, heartbeat);
+    }
+
+    /// A running replay that vanished or is stuck is stopped and resumed from its
+    /// record (its cursor moved only over what Splunk took).
+    pub(super) fn check_replays(&mut self, ctx: &mut Context<Self>) {
+        for (id, reason) in self.replays.failed(self.supervision.stuck_margin) {
+            let Some(it) = self.running.get(&id).map(|r| r.config.clone()) else {
+                self.replays.stop(&id);
+                continue;
+            };
+            let metrics = &self.settings.metrics;
+            if reason == RestartReason::Stuck {
+                log::warn!("replay of integration {id}: no progress past the longest a post may take; stopping it");
+                metrics
+                    .actor_kills
+                    .get_or_create(&ActorLabels::of(&it, "replay", "stuck"))
+                    .inc();
+            }
+            metrics
+                .actor_restarts
+                .get_or_create(&ActorLabels::of(&it, "replay", reason.as_str()))
+                .inc();
+            self.replays.stop(&id);
+            self.resume_replay(&it, ctx);
+        }
     }
 
     /// A replay recorded as running when its integration (re)starts: it goes on from
     /// where it was.
     pub(super) fn resume_replay(&mut self, it: &Integration, ctx: &mut Context<Self>) {
-        if self.replays.running(&it.id) {
+        if self.shutting_down || self.replays.running(&it.id) {
             return;
         }
         match stored_replay(&self.store, &it.id) {

@@ -1,24 +1,40 @@
 //! Supervisor: one per process. Knows every integration's config and the address
 //! of each running IntegrationActor; starts, restarts or stops only the actors
-//! whose config changed, and restarts one that ends unexpectedly.
+//! whose config changed, and restarts one that ends unexpectedly or stops making
+//! progress (its heartbeat, `heartbeat.rs`); winds them all down at shutdown
+//! (`shutdown.rs`).
 
 use super::audit_collector::AuditCollector;
-use super::integration::{DeliverySettings, IntegrationActor};
+use super::heartbeat::{self, Heartbeat};
+use super::integration::{DeliverySettings, IntegrationActor, Supervised};
 use super::job_collector::JobCollector;
 use super::messages::*;
-use super::observation::Observation;
+use super::observation::{Observation, RestartReason, Restarts};
 use super::replays::Replays;
+use crate::metrics::ActorLabels;
 use crate::model::{AccountId, Integration};
 use crate::store::Store;
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// How the Supervisor watches its actors, from the operator's config.
+#[derive(Debug, Clone, Copy)]
+pub struct Supervision {
+    /// How often every actor's heartbeat is checked.
+    pub heartbeat_check: Duration,
+    /// How far past its promised progress an actor may be before it counts as stuck
+    /// (it is then stopped and started again from the store).
+    pub stuck_margin: Duration,
+}
 
 pub(super) struct Running {
     pub(super) config: Integration,
-    addr: Addr<IntegrationActor>,
+    pub(super) addr: Addr<IntegrationActor>,
     generation: u64,
-    started: std::time::Instant,
+    started: Instant,
+    pub(super) heartbeat: Heartbeat,
 }
 
 /// One per process: starts, restarts and stops the integration actors and their replays so that they match the store.
@@ -29,9 +45,14 @@ pub struct Supervisor {
     pub(super) audit: Addr<AuditCollector>,
     pub(super) jobs: Addr<JobCollector>,
     pub(super) settings: DeliverySettings,
+    pub(super) supervision: Supervision,
     pub(super) running: HashMap<Uuid, Running>,
     /// Unexpected stops per integration, for the restart back-off.
     crashes: HashMap<Uuid, u32>,
+    /// What the Supervisor did to each integration's actor since the service started.
+    restarts: HashMap<Uuid, Restarts>,
+    /// Set by `Shutdown`: nothing is started or restarted any more.
+    pub(super) shutting_down: bool,
     /// Integrations whose stored state could not be read (a store fault): read again
     /// every second until their actors match it.
     unsettled: HashMap<Uuid, AccountId>,
@@ -47,6 +68,7 @@ impl Supervisor {
         audit: Addr<AuditCollector>,
         jobs: Addr<JobCollector>,
         settings: DeliverySettings,
+        supervision: Supervision,
     ) -> Self {
         Supervisor {
             replays: Replays::default(),
@@ -54,8 +76,11 @@ impl Supervisor {
             audit,
             jobs,
             settings,
+            supervision,
             running: HashMap::new(),
             crashes: HashMap::new(),
+            restarts: HashMap::new(),
+            shutting_down: false,
             unsettled: HashMap::new(),
             reconcile_pending: false,
             generation: 0,
@@ -63,15 +88,22 @@ impl Supervisor {
     }
 
     fn start(&mut self, it: Integration, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
         self.generation += 1;
+        let (heartbeat, pulse) = heartbeat::pair(self.settings.longest_step());
         let addr = IntegrationActor::new(
             it.clone(),
-            self.generation,
             self.store.clone(),
             self.audit.clone(),
             self.jobs.clone(),
             self.settings.clone(),
-            ctx.address().recipient(),
+            Supervised {
+                generation: self.generation,
+                supervisor: ctx.address().recipient(),
+                pulse,
+            },
         )
         .start();
         self.resume_replay(&it, ctx);
@@ -81,7 +113,8 @@ impl Supervisor {
                 config: it,
                 addr,
                 generation: self.generation,
-                started: std::time::Instant::now(),
+                started: Instant::now(),
+                heartbeat,
             },
         );
     }
@@ -139,6 +172,7 @@ impl Supervisor {
                 self.unsettled.remove(&id);
                 self.forget(&id);
                 self.crashes.remove(&id);
+                self.restarts.remove(&id);
             }
             Err(e) => {
                 if self.unsettled.insert(id, account.clone()).is_none() {
@@ -193,53 +227,68 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let every = self.settings.timing.supervisor_retry_secs.get();
-        ctx.run_interval(every, |act, ctx| {
-            // An actor that panicked never runs `stopped()`: its mailbox closing is the only sign.
-            let dead: Vec<(Uuid, u64)> = act
-                .running
-                .iter()
-                .filter(|(_, r)| !r.addr.connected())
-                .map(|(id, r)| (*id, r.generation))
-                .collect();
-            for (id, generation) in dead {
-                act.ended(id, generation, ctx);
-            }
-            if act.reconcile_pending {
-                act.reconcile(ctx);
-            }
-            let unsettled: Vec<(Uuid, AccountId)> = act
-                .unsettled
-                .iter()
-                .map(|(id, account)| (*id, account.clone()))
-                .collect();
-            for (id, account) in unsettled {
-                act.refresh(&account, id, ctx);
+        ctx.run_interval(self.supervision.heartbeat_check, |act, ctx| {
+            if !act.shutting_down {
+                act.check_heartbeats(ctx);
+                act.check_replays(ctx);
             }
         });
+        ctx.run_interval(
+            self.settings.timing.supervisor_retry_secs.get(),
+            |act, ctx| {
+                if act.shutting_down {
+                    return;
+                }
+                if act.reconcile_pending {
+                    act.reconcile(ctx);
+                }
+                let unsettled: Vec<(Uuid, AccountId)> = act
+                    .unsettled
+                    .iter()
+                    .map(|(id, account)| (*id, account.clone()))
+                    .collect();
+                for (id, account) in unsettled {
+                    act.refresh(&account, id, ctx);
+                }
+            },
+        );
     }
 }
 
-/// Test builds only: makes an integration's actor panic, to prove the restart.
+/// Test builds only: a fault forced on an integration's actor.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// It panics, as a bug would: proves the restart.
+    Panic,
+    /// Its posts outlive their client's timeout: proves the heartbeat finds it stuck.
+    Stall,
+}
+
+/// Test builds only: forces `fault` on the actor of integration `id`; answers
+/// whether one runs.
 #[cfg(feature = "test-hooks")]
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct ForcePanic {
-    /// The integration whose actor panics.
+pub struct ForceFault {
+    /// The integration whose actor gets the fault.
     pub id: Uuid,
+    /// Which fault.
+    pub fault: Fault,
 }
 
 #[cfg(feature = "test-hooks")]
-impl Handler<ForcePanic> for Supervisor {
+impl Handler<ForceFault> for Supervisor {
     type Result = bool;
-    fn handle(&mut self, msg: ForcePanic, _: &mut Context<Self>) -> bool {
-        match self.running.get(&msg.id) {
-            Some(r) => {
-                r.addr.do_send(super::integration::Panic);
-                true
-            }
-            None => false,
+    fn handle(&mut self, msg: ForceFault, _: &mut Context<Self>) -> bool {
+        let Some(r) = self.running.get(&msg.id) else {
+            return false;
+        };
+        match msg.fault {
+            Fault::Panic => r.addr.do_send(super::integration::Panic),
+            Fault::Stall => r.addr.do_send(super::integration::Stall),
         }
+        true
     }
 }
 
@@ -267,6 +316,13 @@ impl Handler<SyncNow> for Supervisor {
             }
             None => false,
         }
+    }
+}
+
+impl Handler<ObserveRestarts> for Supervisor {
+    type Result = MessageResult<ObserveRestarts>;
+    fn handle(&mut self, msg: ObserveRestarts, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.restarts.get(&msg.id).cloned().unwrap_or_default())
     }
 }
 
@@ -299,19 +355,59 @@ impl Supervisor {
 impl Handler<Stopped> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: Stopped, ctx: &mut Context<Self>) {
-        self.ended(msg.id, msg.generation, ctx);
+        self.ended(msg.id, msg.generation, RestartReason::Ended, ctx);
     }
 }
 
 impl Supervisor {
+    /// Liveness by progress: an actor that vanished (a panic never runs `stopped()`)
+    /// is started again; one past its promised progress by more than the margin —
+    /// stuck in a post its timeout did not end — is stopped and started again from
+    /// the store (its checkpoint moved only over what Splunk took: nothing is lost).
+    fn check_heartbeats(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let margin = self.supervision.stuck_margin;
+        let failed: Vec<(Uuid, u64, RestartReason)> = self
+            .running
+            .iter()
+            .filter_map(|(id, r)| {
+                let reason = if r.heartbeat.vanished() {
+                    RestartReason::Panic
+                } else if r.heartbeat.overdue(now).is_some_and(|late| late > margin) {
+                    RestartReason::Stuck
+                } else {
+                    return None;
+                };
+                Some((*id, r.generation, reason))
+            })
+            .collect();
+        for (id, generation, reason) in failed {
+            if let (RestartReason::Stuck, Some(r)) = (reason, self.running.get(&id)) {
+                log::warn!(
+                    "integration {id} (account {}): no progress for {:?} past the longest a post may take; stopping its actor",
+                    r.config.account,
+                    margin
+                );
+                self.settings
+                    .metrics
+                    .actor_kills
+                    .get_or_create(&ActorLabels::of(&r.config, "integration", "stuck"))
+                    .inc();
+                // Handled even while the stuck post is pending: stopping drops it.
+                r.addr.do_send(Stop);
+            }
+            self.ended(id, generation, reason, ctx);
+        }
+    }
+
     /// An actor ended: if it was not stopped on purpose, restart it from sled, with back-off.
-    fn ended(&mut self, id: Uuid, generation: u64, ctx: &mut Context<Self>) {
+    fn ended(&mut self, id: Uuid, generation: u64, reason: RestartReason, ctx: &mut Context<Self>) {
         let msg = Stopped { id, generation };
         let unexpected = self
             .running
             .get(&msg.id)
             .is_some_and(|r| r.generation == msg.generation);
-        if !unexpected {
+        if !unexpected || self.shutting_down {
             return;
         }
         let Some(r) = self.running.remove(&msg.id) else {
@@ -328,11 +424,16 @@ impl Supervisor {
         self.settings
             .metrics
             .actor_restarts
-            .get_or_create(&crate::metrics::IntegrationLabels::of(&r.config))
+            .get_or_create(&ActorLabels::of(&r.config, "integration", reason.as_str()))
             .inc();
+        let record = self.restarts.entry(id).or_default();
+        record.count += 1;
+        record.last_reason = Some(reason);
+        record.last_at = Some(chrono::Utc::now());
         log::warn!(
-            "integration {} ended unexpectedly; restarting in {delay:?}",
-            msg.id
+            "integration {} ended unexpectedly ({}); restarting in {delay:?}",
+            msg.id,
+            reason.as_str()
         );
         let id = r.config.id;
         let account = r.config.account.clone();

@@ -54,6 +54,9 @@ pub struct HecClient {
     cookies: CookieJar,
     /// Whether Splunk has answered a post or poll yet (so its cookies are known).
     answered: std::sync::atomic::AtomicBool,
+    /// Test builds only: requests wait a day instead of the configured timeout.
+    #[cfg(feature = "test-hooks")]
+    no_timeout: std::cell::Cell<bool>,
 }
 
 /// What `GET /services/collector/health` said.
@@ -126,6 +129,8 @@ impl HecClient {
             channel: it.indexer_ack.then(|| uuid::Uuid::new_v4().to_string()),
             cookies: CookieJar::default(),
             answered: Default::default(),
+            #[cfg(feature = "test-hooks")]
+            no_timeout: Default::default(),
         })
     }
 
@@ -174,7 +179,18 @@ impl HecClient {
         if let Some(cookies) = self.cookies.header() {
             req = req.insert_header((header::COOKIE, cookies));
         }
+        #[cfg(feature = "test-hooks")]
+        if self.no_timeout.get() {
+            req = req.timeout(Duration::from_secs(86_400));
+        }
         req
+    }
+
+    /// Test builds only: from now on requests outlive the configured timeout, as a
+    /// hung connection the timeout misses would.
+    #[cfg(feature = "test-hooks")]
+    pub fn ignore_timeout(&self) {
+        self.no_timeout.set(true);
     }
 
     /// Waits for an answer, keeps the cookies it sets, and reads its (short) body.

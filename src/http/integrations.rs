@@ -420,6 +420,25 @@ pub(super) async fn run_test(config: &Config, it: &Integration) -> ConnectionRep
     }
 }
 
+/// Test builds only: forces `fault` on the integration's actor (admin); answers
+/// `{name: true}` when an actor runs to take it.
+#[cfg(feature = "test-hooks")]
+async fn force_fault(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+    fault: crate::actors::supervisor::Fault,
+    name: &str,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let it = lookup(&state, &caller, &path)?;
+    let sent = state
+        .supervisor
+        .send(crate::actors::supervisor::ForceFault { id: it.id, fault })
+        .await?;
+    Ok(HttpResponse::Accepted().json(json!({ name: sent })))
+}
+
 /// Test builds only: `POST …/_panic` makes the integration's actor panic (admin).
 #[cfg(feature = "test-hooks")]
 pub async fn force_panic(
@@ -427,13 +446,20 @@ pub async fn force_panic(
     caller: Caller,
     path: IdPath,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
-    let it = lookup(&state, &caller, &path)?;
-    let sent = state
-        .supervisor
-        .send(crate::actors::supervisor::ForcePanic { id: it.id })
-        .await?;
-    Ok(HttpResponse::Accepted().json(json!({ "panic": sent })))
+    use crate::actors::supervisor::Fault;
+    force_fault(state, caller, path, Fault::Panic, "panic").await
+}
+
+/// Test builds only: `POST …/_stall` makes the integration's posts from now on
+/// outlive their client's timeout (admin), to prove the heartbeat finds a stuck actor.
+#[cfg(feature = "test-hooks")]
+pub async fn force_stall(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: IdPath,
+) -> Result<HttpResponse, ApiError> {
+    use crate::actors::supervisor::Fault;
+    force_fault(state, caller, path, Fault::Stall, "stall").await
 }
 
 /// `POST …/test`: checks the HEC URI and token now and says what works and what does not.

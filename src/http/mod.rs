@@ -125,6 +125,10 @@ fn test_hooks(_cfg: &mut web::ServiceConfig) {
     _cfg.route(
         "/integrations/{id}/_panic",
         web::post().to(integrations::force_panic),
+    )
+    .route(
+        "/integrations/{id}/_stall",
+        web::post().to(integrations::force_stall),
     );
 }
 

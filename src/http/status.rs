@@ -4,9 +4,9 @@
 
 use super::errors::ApiError;
 use super::AppState;
-use crate::actors::messages::{Observe, ObserveReplay};
+use crate::actors::messages::{Observe, ObserveReplay, ObserveRestarts};
 use crate::actors::observation::{
-    Observation, Progress, ProgressView, SlowDownView, State, SyncReport,
+    Observation, Progress, ProgressView, Restarts, SlowDownView, State, SyncReport,
 };
 use crate::actors::replay::{ReplayProgress, ReplayState};
 use crate::hec::check::ConnectionReport;
@@ -68,6 +68,9 @@ pub struct IntegrationStatus {
     pub last_sync: Option<SyncReport>,
     /// Failed attempts since the last success.
     pub retries: u32,
+    /// The Supervisor's restarts of its delivery since the service started: how
+    /// many, the latest one's reason (`panic`, `stuck`, `ended`) and time.
+    pub restarts: Restarts,
     /// Events delivered since it was created.
     pub delivered: Delivered,
     /// Events not delivered yet.
@@ -188,6 +191,7 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<Integration
     let cp = state.store.checkpoint(&it.id)?;
     let backlog = state.store.backlog(it, &cp)?;
     let obs = state.supervisor.send(Observe { id: it.id }).await?;
+    let restarts = state.supervisor.send(ObserveRestarts { id: it.id }).await?;
     let feature = state
         .store
         .account(&it.account)?
@@ -227,6 +231,7 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<Integration
         slow_down: obs.and_then(|o| o.slow_down.clone()),
         last_sync: obs.and_then(|o| o.last_sync.clone()),
         retries: obs.map_or(0, |o| o.retries),
+        restarts,
         delivered: Delivered {
             audit: cp.delivered_audit,
             jobs: cp.delivered_jobs,

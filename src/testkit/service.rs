@@ -19,8 +19,8 @@ pub fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/siemsync.toml")
 }
 
-/// The service running in this process, on a thread of its own; stopped (HTTP
-/// server, actors, store flushed) when dropped.
+/// The service running in this process, on a thread of its own; stopped by
+/// `Service::shutdown` (HTTP server, actors, loops, store flushed) when dropped.
 pub struct InProcess {
     /// Where the API listens.
     pub addr: SocketAddr,
@@ -131,14 +131,10 @@ fn run(
             }
         };
         let _ = ready.send(Ok(service.addr));
-        let handle = service.server.handle();
-        let server = actix_rt::spawn(service.server);
         // A dropped sender (the test panicked) stops the service too.
         let _ = stop.await;
-        handle.stop(true).await;
-        let _ = server.await;
-        if let Err(e) = service.store.flush_now() {
-            log::error!("flushing the store at the end of a test: {e}");
+        if let Err(e) = service.shutdown().await {
+            log::error!("shutting down the service at the end of a test: {e}");
         }
     });
 }

@@ -22,5 +22,6 @@ mod postgres_store;
 mod reload;
 mod security;
 mod service;
+mod shutdown;
 mod storage_fault;
 mod ui;

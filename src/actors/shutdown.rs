@@ -1,0 +1,188 @@
+//! The Supervisor's shutdown: every actor (integration delivery and replay) is asked
+//! to finish the posts it has in flight and to start no other; what has not finished
+//! when the grace runs out is abandoned. Each outcome is logged and reported, so
+//! that a batch sent again after the restart (at-least-once) is explained.
+
+use super::heartbeat::Heartbeat;
+use super::messages::{Drain, Shutdown, Stop, WindDown};
+use super::supervisor::Supervisor;
+use crate::metrics::{ActorLabels, Metrics};
+use crate::model::Integration;
+use actix::prelude::*;
+use futures_util::future::join_all;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Which kind of actor wound down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorKind {
+    /// An integration's live delivery.
+    Integration,
+    /// An integration's replay.
+    Replay,
+}
+
+impl ActorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Integration => "integration",
+            ActorKind::Replay => "replay",
+        }
+    }
+}
+
+/// How one actor ended at shutdown.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorShutdown {
+    /// The integration it delivered (or replayed) for.
+    pub integration: Uuid,
+    /// The integration's account.
+    pub account: String,
+    /// Live delivery or replay.
+    pub actor: ActorKind,
+    /// Idle, finished its posts in flight, or abandoned one.
+    pub outcome: WindDown,
+}
+
+/// What the Supervisor's shutdown did, actor by actor.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShutdownReport {
+    /// Every actor that was running, and how it ended.
+    pub actors: Vec<ActorShutdown>,
+    /// The grace the posts in flight had.
+    pub grace: Duration,
+    /// How long winding down took.
+    pub took: Duration,
+}
+
+impl ShutdownReport {
+    /// How many actors ended with `outcome`.
+    pub fn count(&self, outcome: WindDown) -> usize {
+        self.actors.iter().filter(|a| a.outcome == outcome).count()
+    }
+
+    /// The outcome of `actor` of integration `id`, if it was running.
+    pub fn outcome(&self, id: &Uuid, actor: ActorKind) -> Option<WindDown> {
+        self.actors
+            .iter()
+            .find(|a| a.integration == *id && a.actor == actor)
+            .map(|a| a.outcome)
+    }
+}
+
+/// One actor to wind down: its handles, and whose it is.
+struct Winding {
+    integration: Integration,
+    actor: ActorKind,
+    drain: Recipient<Drain>,
+    stop: Recipient<Stop>,
+    heartbeat: Heartbeat,
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseActFuture<Self, ShutdownReport>;
+    fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        let started = Instant::now();
+        let mut actors: Vec<Winding> = Vec::new();
+        for (_, r) in self.running.drain() {
+            actors.push(Winding {
+                integration: r.config,
+                actor: ActorKind::Integration,
+                drain: r.addr.clone().recipient(),
+                stop: r.addr.recipient(),
+                heartbeat: r.heartbeat,
+            });
+        }
+        for (id, h) in self.replays.take_all() {
+            // A replay without its integration has nothing to answer for.
+            let Some(it) = actors.iter().find(|a| a.integration.id == id) else {
+                h.addr.do_send(Stop);
+                continue;
+            };
+            let integration = it.integration.clone();
+            actors.push(Winding {
+                integration,
+                actor: ActorKind::Replay,
+                drain: h.addr.clone().recipient(),
+                stop: h.addr.recipient(),
+                heartbeat: h.heartbeat,
+            });
+        }
+        let metrics = self.settings.metrics.clone();
+        let grace = msg.grace;
+        let all = actors
+            .into_iter()
+            .map(move |a| wind_down(a, grace, metrics.clone()));
+        Box::pin(join_all(all).into_actor(self).map(move |actors, _, ctx| {
+            let report = ShutdownReport {
+                actors,
+                grace,
+                took: started.elapsed(),
+            };
+            log::info!(
+                "shutdown: {} actors stopped in {:?}: {} idle, {} finished their posts in flight, {} abandoned a post after the grace of {grace:?}",
+                report.actors.len(),
+                report.took,
+                report.count(WindDown::Idle),
+                report.count(WindDown::Finished),
+                report.count(WindDown::Abandoned),
+            );
+            // Its timers (the heartbeat check, the retries of unreadable integrations) go with it.
+            ctx.stop();
+            report
+        }))
+    }
+}
+
+/// Asks one actor to wind down and waits for it to be gone: within `grace` its
+/// posts in flight finish, else it is stopped and they are abandoned.
+async fn wind_down(a: Winding, grace: Duration, metrics: Arc<Metrics>) -> ActorShutdown {
+    let (id, account) = (a.integration.id, a.integration.account.to_string());
+    let kind = a.actor.as_str();
+    let who = match a.actor {
+        ActorKind::Integration => format!("integration {id} (account {account})"),
+        ActorKind::Replay => format!("the replay of integration {id} (account {account})"),
+    };
+    a.heartbeat.drain();
+    let outcome = match actix_rt::time::timeout(grace, a.drain.send(Drain)).await {
+        Ok(Ok(outcome)) => outcome,
+        // It ended before it could answer (a panic): whatever it had in flight went with it.
+        Ok(Err(_)) => WindDown::Abandoned,
+        Err(_) => {
+            // Dropping its running sync drops the post: the checkpoint has not moved.
+            a.stop.do_send(Stop);
+            metrics
+                .actor_kills
+                .get_or_create(&ActorLabels::of(&a.integration, kind, "shutdown"))
+                .inc();
+            WindDown::Abandoned
+        }
+    };
+    match outcome {
+        WindDown::Idle => log::debug!("shutdown: {who} was idle"),
+        WindDown::Finished => log::info!(
+            "shutdown: {who} finished its post in flight; the checkpoint is where Splunk's answer left it"
+        ),
+        WindDown::Abandoned => log::warn!(
+            "shutdown: {who} abandoned its post in flight after the grace of {grace:?}; the checkpoint did not move, so those events are sent again after the restart (at-least-once)"
+        ),
+    }
+    // Gone before the store is flushed and the shutdown returns. One that does not
+    // stop even when told (blocked outside any future) is left behind, and said so.
+    if actix_rt::time::timeout(grace, a.heartbeat.gone())
+        .await
+        .is_err()
+    {
+        log::error!("shutdown: {who} did not stop within {grace:?} of being told");
+    }
+    ActorShutdown {
+        integration: id,
+        account,
+        actor: a.actor,
+        outcome,
+    }
+}
