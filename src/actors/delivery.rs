@@ -399,56 +399,68 @@ impl<'a> Run<'a> {
             let Some(Entry::Posted(slot)) = self.queue.pop_front() else {
                 return Ok(());
             };
-            let part = slot.part;
-            match decision {
-                Decision::Commit { slow_down, warning } => {
-                    if let Some(w) = warning {
-                        ledger.warn(w);
+            self.apply(ledger, slot.part, decision, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Carries out the policy's `decision` on an answered post that left the queue:
+    /// commit, dead-letter, re-send or retry what Splunk did not take, or stop.
+    async fn apply(
+        &mut self,
+        ledger: &mut impl Ledger,
+        part: Batch,
+        decision: Decision,
+        now: Instant,
+    ) -> Result<(), Halt> {
+        match decision {
+            Decision::Commit { slow_down, warning } => {
+                if let Some(w) = warning {
+                    ledger.warn(w);
+                }
+                if let Err(e) = ledger.commit(&part, part.len(), None).await {
+                    self.requeue_front(part);
+                    return Err(e);
+                }
+                ledger.slowed(slow_down.as_ref());
+                self.pace_until = slow_down.map(|s| now + s.pause);
+            }
+            Decision::DeadLetter { delivered, failure } => {
+                match ledger.commit(&part, delivered + 1, Some(failure)).await {
+                    Ok(kept) => {
+                        if kept {
+                            self.policy.borrow_mut().dead_lettered();
+                        }
+                        self.requeue_front(part.slice(delivered + 1..part.len()));
                     }
-                    if let Err(e) = ledger.commit(&part, part.len(), None).await {
+                    Err(e) => {
                         self.requeue_front(part);
                         return Err(e);
                     }
-                    ledger.slowed(slow_down.as_ref());
-                    self.pace_until = slow_down.map(|s| now + s.pause);
                 }
-                Decision::DeadLetter { delivered, failure } => {
-                    match ledger.commit(&part, delivered + 1, Some(failure)).await {
-                        Ok(kept) => {
-                            if kept {
-                                self.policy.borrow_mut().dead_lettered();
-                            }
-                            self.requeue_front(part.slice(delivered + 1..part.len()));
-                        }
-                        Err(e) => {
-                            self.requeue_front(part);
-                            return Err(e);
-                        }
-                    }
-                }
-                Decision::Resend { delivered } => {
-                    self.commit_prefix(ledger, &part, delivered).await?;
-                    self.requeue_front(part.slice(delivered..part.len()));
-                }
-                Decision::Retry {
-                    delivered,
+            }
+            Decision::Resend { delivered } => {
+                self.commit_prefix(ledger, &part, delivered).await?;
+                self.requeue_front(part.slice(delivered..part.len()));
+            }
+            Decision::Retry {
+                delivered,
+                failure,
+                retry_after,
+            } => {
+                self.commit_prefix(ledger, &part, delivered).await?;
+                self.requeue_front(part.slice(delivered..part.len()));
+                return Err(Halt::Transient {
                     failure,
                     retry_after,
-                } => {
-                    self.commit_prefix(ledger, &part, delivered).await?;
-                    self.requeue_front(part.slice(delivered..part.len()));
-                    return Err(Halt::Transient {
-                        failure,
-                        retry_after,
-                    });
-                }
-                Decision::Stop(failure) => {
-                    self.requeue_front(part);
-                    return Err(Halt::Config(failure));
-                }
-                // Handled above, before the post left the queue; never dropped.
-                Decision::AwaitAck(_) => self.requeue_front(part),
+                });
             }
+            Decision::Stop(failure) => {
+                self.requeue_front(part);
+                return Err(Halt::Config(failure));
+            }
+            // Handled above, before the post left the queue; never dropped.
+            Decision::AwaitAck(_) => self.requeue_front(part),
         }
         Ok(())
     }

@@ -666,6 +666,58 @@ fn claim(deps: &Deps, part: &Batch) -> Result<Claimed, Halt> {
     Ok(Claimed::Gone(gone))
 }
 
+/// The dead letter of event `upto - 1` of `part`, which Splunk refused alone for `reason`.
+fn dead_letter(
+    deps: &Deps,
+    part: &Batch,
+    upto: usize,
+    reason: Failure,
+) -> Result<DeadLetter, Halt> {
+    let bytes = part.event(upto - 1);
+    let event = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    log::warn!(
+        "integration {} (account {}): Splunk refused a {} event (HTTP {:?} code {:?}: {}); kept in dead letters",
+        deps.it.id,
+        deps.it.account,
+        part.source().as_str(),
+        reason.http_status,
+        reason.code,
+        clean(&reason.text)
+    );
+    Ok(DeadLetter {
+        id: deps.store.next_id()?,
+        at: Utc::now(),
+        source: part.source(),
+        seq: part.items[upto - 1].seq,
+        reason,
+        event,
+    })
+}
+
+/// Counts `done` more events of a catch-up, and logs its progress every
+/// `progress_log_secs`.
+fn advance_progress(deps: &Deps, s: &mut Shared, done: u64) {
+    let logged = s.progress_logged;
+    let Some(p) = &mut s.obs.progress else {
+        return;
+    };
+    p.done = (p.done + done).min(p.total);
+    if logged.elapsed() >= deps.settings.timing.progress_log_secs.get() {
+        let (rate, eta) = p.rate_and_eta();
+        log::info!(
+            "catch-up integration={} account={} done={} total={} rate={:.0}/s eta_secs={}",
+            deps.it.id,
+            deps.it.account,
+            p.done,
+            p.total,
+            rate,
+            eta.map_or("unknown".into(), |e| format!("{e:.0}"))
+        );
+        s.progress_logged = Instant::now();
+    }
+}
+
 /// Records that the first `upto` events of `part` are done — delivered, or the last one
 /// dead-lettered with `dead` — moving the checkpoint (the one place that does) and
 /// making it durable before the next commit, so a crash repeats at most the posts in
@@ -699,26 +751,7 @@ async fn commit(
         part.kind == BatchKind::JobsRunning && shared.borrow().dead_running.contains(&last.seq);
     let dead = dead.filter(|_| !already_kept);
     if let Some(reason) = dead {
-        let bytes = part.event(upto - 1);
-        let event = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
-        log::warn!(
-            "integration {} (account {}): Splunk refused a {} event (HTTP {:?} code {:?}: {}); kept in dead letters",
-            deps.it.id,
-            deps.it.account,
-            part.source().as_str(),
-            reason.http_status,
-            reason.code,
-            clean(&reason.text)
-        );
-        letters.push(DeadLetter {
-            id: deps.store.next_id()?,
-            at: Utc::now(),
-            source: part.source(),
-            seq: last.seq,
-            reason,
-            event,
-        });
+        letters.push(dead_letter(deps, part, upto, reason)?);
     }
     let cp = deps
         .store
@@ -741,23 +774,7 @@ async fn commit(
     s.checkpoint = cp;
     s.cycle
         .add(part.source(), delivered, bytes as u64, letters.len() as u64);
-    let logged = s.progress_logged;
-    if let Some(p) = &mut s.obs.progress {
-        p.done = (p.done + upto as u64).min(p.total);
-        if logged.elapsed() >= deps.settings.timing.progress_log_secs.get() {
-            let (rate, eta) = p.rate_and_eta();
-            log::info!(
-                "catch-up integration={} account={} done={} total={} rate={:.0}/s eta_secs={}",
-                deps.it.id,
-                deps.it.account,
-                p.done,
-                p.total,
-                rate,
-                eta.map_or("unknown".into(), |e| format!("{e:.0}"))
-            );
-            s.progress_logged = Instant::now();
-        }
-    }
+    advance_progress(deps, &mut s, upto as u64);
     if let Some(letter) = letters.first() {
         if part.kind == BatchKind::JobsRunning {
             s.dead_running.insert(letter.seq);
