@@ -423,6 +423,17 @@ impl Config {
                 "must be at most 86400 seconds (one day)",
             );
         }
+        // Under one check's period, a post that ends by its own timeout a moment late
+        // (the scheduler) would be killed as stuck instead of backing off.
+        if self.stuck_margin_secs < self.heartbeat_check_secs {
+            return bad("stuck_margin_secs", "must be at least heartbeat_check_secs");
+        }
+        if self.timing.restart_forgiven_after_secs < self.timing.restart_delay_secs {
+            return bad(
+                "restart_forgiven_after_secs",
+                "[timing]: must be at least restart_delay_secs, or the restart back-off never grows",
+            );
+        }
         Ok(())
     }
 
@@ -774,13 +785,13 @@ mod tests {
             &[
                 ("SIEMSYNC_SHUTDOWN_GRACE_SECS", "0.25"),
                 ("SIEMSYNC_HEARTBEAT_CHECK_SECS", "0.05"),
-                ("SIEMSYNC_STUCK_MARGIN_SECS", "0"),
+                ("SIEMSYNC_STUCK_MARGIN_SECS", "0.05"),
             ],
         )
         .unwrap();
         assert_eq!(c.shutdown_grace(), Duration::from_millis(250));
         assert_eq!(c.supervision().heartbeat_check, Duration::from_millis(50));
-        assert_eq!(c.supervision().stuck_margin, Duration::ZERO);
+        assert_eq!(c.supervision().stuck_margin, Duration::from_millis(50));
         for (var, value, key) in [
             (
                 "SIEMSYNC_SHUTDOWN_GRACE_SECS",
@@ -801,6 +812,12 @@ mod tests {
                 "SIEMSYNC_STUCK_MARGIN_SECS",
                 "86400.001",
                 "`stuck_margin_secs`",
+            ),
+            ("SIEMSYNC_STUCK_MARGIN_SECS", "0.5", "`stuck_margin_secs`"),
+            (
+                "SIEMSYNC_TIMING_RESTART_FORGIVEN_AFTER_SECS",
+                "0.5",
+                "`restart_forgiven_after_secs`",
             ),
         ] {
             let e = load(SHIPPED, &[(var, value)]).unwrap_err();

@@ -178,6 +178,10 @@ impl Timing {
             (self.store_watch_secs, "store_watch_secs"),
             (self.config_poll_secs, "config_poll_secs"),
             (
+                self.connection_keep_alive_secs,
+                "connection_keep_alive_secs",
+            ),
+            (
                 self.retention_sweep_secs.unwrap_or(Secs::from_secs(1)),
                 "retention_sweep_secs",
             ),

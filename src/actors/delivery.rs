@@ -351,8 +351,11 @@ impl<'a> Run<'a> {
     }
 
     /// Promises progress: within one step of the oldest request still unanswered (its
-    /// client's timeouts end it by then), else of `wake` (a wait for a known moment),
-    /// else of now.
+    /// client's timeouts end it by then), else of `wake` (a wait for a known moment);
+    /// else nothing — reading events and committing wait on the collectors and the
+    /// store, which every integration shares: a restart of this actor would not speed
+    /// them up, and counting their queues against a post's budget killed healthy
+    /// actors under load.
     fn beat(&self, wake: Option<Instant>) {
         let posting = self.queue.iter().filter_map(|e| match e {
             Entry::Posted(Slot {
@@ -363,9 +366,10 @@ impl<'a> Run<'a> {
             _ => None,
         });
         let oldest = posting.chain(self.poll_started).min();
-        let now = Instant::now();
-        self.pulse
-            .busy_since(oldest.unwrap_or_else(|| wake.map_or(now, |w| w.max(now))));
+        match oldest.or_else(|| wake.map(|w| w.max(Instant::now()))) {
+            Some(since) => self.pulse.busy_since(since),
+            None => self.pulse.idle(),
+        }
     }
 
     /// Applies the policy's decision to each answered post at the front, in order.

@@ -206,7 +206,8 @@ impl IntegrationActor {
             ctx.cancel_future(h);
         }
         self.syncing = true;
-        self.deps.pulse.busy_since(Instant::now());
+        // No promise until a post leaves: the delivery loop makes one per request.
+        self.deps.pulse.idle();
         {
             let mut s = self.shared.borrow_mut();
             s.obs.syncing = true;

@@ -172,7 +172,17 @@ impl Supervisor {
                 .get_or_create(&ActorLabels::of(&it, "replay", reason.as_str()))
                 .inc();
             self.replays.stop(&id);
-            self.resume_replay(&it, ctx);
+            // Resumed after a back-off, as an actor is restarted: a replay that fails
+            // the same way every time does not restart on every check.
+            let crashes = self.replay_crashes.entry(id).or_insert(0);
+            *crashes += 1;
+            let delay =
+                self.settings.timing.restart_delay_secs.get() * (1u32 << (*crashes - 1).min(6));
+            ctx.run_later(delay, move |act, ctx| {
+                if let Some(it) = act.running.get(&id).map(|r| r.config.clone()) {
+                    act.resume_replay(&it, ctx);
+                }
+            });
         }
     }
 
@@ -294,6 +304,7 @@ impl Handler<ReplayEnded> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: ReplayEnded, _: &mut Context<Self>) {
         self.replays.ended(&msg.id, msg.replay);
+        self.replay_crashes.remove(&msg.id);
     }
 }
 

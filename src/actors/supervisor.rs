@@ -49,6 +49,9 @@ pub struct Supervisor {
     pub(super) running: HashMap<Uuid, Running>,
     /// Unexpected stops per integration, for the restart back-off.
     crashes: HashMap<Uuid, u32>,
+    /// Replays stopped as stuck or vanished since they last ended normally, per
+    /// integration: their resumption backs off like an actor's restart.
+    pub(super) replay_crashes: HashMap<Uuid, u32>,
     /// What the Supervisor did to each integration's actor since the service started.
     restarts: HashMap<Uuid, Restarts>,
     /// Set by `Shutdown`: nothing is started or restarted any more.
@@ -79,6 +82,7 @@ impl Supervisor {
             supervision,
             running: HashMap::new(),
             crashes: HashMap::new(),
+            replay_crashes: HashMap::new(),
             restarts: HashMap::new(),
             shutting_down: false,
             unsettled: HashMap::new(),

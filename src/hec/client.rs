@@ -195,7 +195,12 @@ impl HecClient {
 
     /// Waits for an answer, keeps the cookies it sets, and reads its (short) body.
     async fn answer(&self, sent: awc::SendClientRequest) -> Result<Answered, Outcome> {
-        let mut resp = sent.await.map_err(|e| classify_send_error(&e))?;
+        // awc's request timeout ends at the headers: a Splunk (or proxy) that then
+        // stalls the body is given the same time again, and fails like a timeout.
+        let mut resp = sent
+            .await
+            .map_err(|e| classify_send_error(&e))?
+            .timeout(self.timeouts.request);
         self.answered
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.cookies.take(resp.headers());
@@ -266,7 +271,7 @@ impl HecClient {
     /// HEC's health endpoint: is the collector up (it says nothing about the token).
     pub async fn health(&self) -> Health {
         let mut resp = match self.client().get(self.uri.health_url()).send().await {
-            Ok(resp) => resp,
+            Ok(resp) => resp.timeout(self.timeouts.request),
             Err(e) => return Health::Unreachable(classify_send_error(&e)),
         };
         let status = resp.status().as_u16();
