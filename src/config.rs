@@ -648,6 +648,7 @@ impl Config {
             .unwrap_or(DEFAULT_MAX_EVENT_BYTES.min(self.max_batch_bytes))
     }
 
+    /// The longest time an event is kept, delivered or not (`retention_days`).
     pub fn retention(&self) -> Duration {
         Duration::from_secs_f64(self.retention_days * 86_400.0)
     }

@@ -4,10 +4,21 @@
 //!
 //! `start` wires config → store → actors → HTTP, and [`Service::shutdown`] takes
 //! it all down again: the binary (`main.rs`) calls both inside an actix System, the
-//! second on SIGTERM or Ctrl-C. The end-to-end tests do not call it directly: they run
-//! the real binary as a child process on port 0 with a temporary data directory
-//! (`tests/common/mod.rs`), as the end-to-end benchmarks do (`benches/support`);
-//! the unit tests next to the code open a store in a temporary directory.
+//! second on SIGTERM or Ctrl-C.
+//!
+//! How tests start it: the end-to-end tests are one binary (`tests/suite/main.rs`,
+//! harness `tests/suite/common.rs`) built on the one launcher, `testkit::service`
+//! (feature `test-hooks`). Most run the service in-process — `InProcess` calls
+//! `start` on a thread of its own with its own actix System, on port 0 with a
+//! temporary data directory and sub-second intervals — and stop it through
+//! `Service::shutdown`. Only tests where a signal, SIGKILL, the log or the
+//! process's `/proc` is the point run the real binary (`spawn_process`).
+//! `tests/in_process_shutdown.rs` is a binary of its own, so the threads it counts
+//! are its own. The end-to-end benchmarks run the binary through the same launcher
+//! (`benches/support`); the unit tests next to the code open a store in a
+//! temporary directory.
+
+#![warn(missing_docs)]
 
 pub mod actors;
 pub mod background;

@@ -138,6 +138,7 @@ impl Batch {
         })
     }
 
+    /// Which of the integration's sources the batch is from (for its tally and metrics).
     pub fn source(&self) -> crate::model::Source {
         match self.kind {
             BatchKind::Audit => crate::model::Source::Audit,

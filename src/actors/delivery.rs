@@ -39,7 +39,9 @@ pub enum Halt {
     /// Splunk or the network is briefly unable: retry with back-off, waiting at
     /// least `retry_after` when Splunk asked.
     Transient {
+        /// What went wrong, as the status shows it.
         failure: Failure,
+        /// Splunk's `Retry-After`: the back-off waits at least this long.
         retry_after: Option<Duration>,
     },
     /// The customer must fix something: retry once per interval.
@@ -85,7 +87,9 @@ impl From<MailboxError> for Halt {
 /// sent first next time (live delivery keeps them; a replay reads them again).
 #[derive(Debug)]
 pub struct Stopped {
+    /// Why it stopped.
     pub halt: Halt,
+    /// The events not committed, in order; `None` when every read event was.
     pub pending: Option<Batch>,
 }
 
@@ -134,25 +138,39 @@ pub enum Source {
     /// One batch, then nothing (a batch kept from a failed delivery).
     Once(Option<Batch>),
     /// Audit events after this sequence.
-    Audit { after: u64 },
+    Audit {
+        /// The last sequence handed out; moves on with each batch.
+        after: u64,
+    },
     /// Jobs changed after this change sequence.
-    ChangedJobs { after: u64 },
+    ChangedJobs {
+        /// The last change sequence handed out; moves on with each batch.
+        after: u64,
+    },
     /// Jobs still in progress whose snapshot is at or before `up_to`, after job `after_job`.
     RunningJobs {
+        /// Newer snapshots were sent as changed jobs: not sent again here.
         up_to: u64,
+        /// The job the last batch ended with; `None` to start from the first.
         after_job: Option<String>,
+        /// The collector said there is no more.
         done: bool,
     },
 }
 
 /// Batches read from the collectors, each starting after the last handed out.
 pub struct CollectorFeed<'a> {
+    /// Reads the account's audit log.
     pub audit: &'a Addr<AuditCollector>,
+    /// Reads the account's job snapshots.
     pub jobs: &'a Addr<JobCollector>,
+    /// Whose events are read.
     pub account: &'a AccountId,
+    /// The host and index stamped on every event.
     pub envelope: &'a Envelope,
     /// A replay's window; `None` for live delivery.
     pub window: Option<Window>,
+    /// Which events, and where the reading stands.
     pub source: Source,
 }
 

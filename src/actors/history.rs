@@ -10,8 +10,11 @@ use std::time::Duration;
 /// Events and bytes one sync handled, per source.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tally {
+    /// Events Splunk accepted.
     pub events: PerSource,
+    /// Uncompressed bytes of the accepted events.
     pub bytes: PerSource,
+    /// Events Splunk refused as bad data, kept as dead letters.
     pub dead_lettered: u64,
 }
 

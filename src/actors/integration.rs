@@ -26,10 +26,15 @@ use std::time::{Duration, Instant};
 /// What every integration actor needs from the service's config.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
+    /// This environment's host name, stamped on every event (config `host`).
     pub host: String,
+    /// The largest post; smaller once Splunk refuses a size.
     pub max_batch_bytes: usize,
+    /// The sync interval: one sync per interval, and the longest back-off.
     pub interval: Duration,
+    /// The HEC client's timeouts and SSRF guard.
     pub client: ClientSettings,
+    /// Where delivery counts posts, events and failures for `/metrics`.
     pub metrics: std::sync::Arc<Metrics>,
     /// Posts that may wait for indexer acknowledgement at once.
     pub posts_in_flight: usize,

@@ -14,17 +14,22 @@ use serde::{Deserialize, Serialize};
 pub struct Step {
     /// `connection`, `health` or `token`.
     pub check: String,
+    /// Whether this step passed.
     pub ok: bool,
+    /// What it found, or what to fix, in the customer's words.
     pub message: String,
 }
 
 /// What a connection test found; also kept in the integration's status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionReport {
+    /// Every step passed: events will reach Splunk.
     pub ok: bool,
+    /// When the test ran; the status shows how old the report is.
     pub checked_at: DateTime<Utc>,
     /// The one sentence to show: what works, or what to fix first.
     pub summary: String,
+    /// The steps run, in order; none after the connection failed.
     pub steps: Vec<Step>,
 }
 

@@ -22,7 +22,9 @@ use std::time::Duration;
 /// Connect, request and acknowledgement limits, from the operator's config.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientSettings {
+    /// Longest wait to connect and finish the TLS handshake.
     pub connect: Duration,
+    /// Longest wait for a whole answer: a Splunk that hangs must not stall the integration.
     pub request: Duration,
     /// Longest wait between two ack polls.
     pub ack_poll: Duration,
@@ -39,6 +41,8 @@ pub struct ClientSettings {
 /// Largest HEC answer we read; real ones are a few dozen bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// The one way an integration talks to its Splunk: posts, ack polls and health
+/// checks, each answer classified; one per integration, owned by its actor.
 pub struct HecClient {
     /// The connection pool: built on first use, dropped by [`HecClient::close_idle`]
     /// when the integration goes idle, so no socket waits out the interval.
@@ -64,8 +68,11 @@ pub struct HecClient {
 pub enum Health {
     /// Answered; `code` is HEC's (17 healthy, 18–20 unhealthy).
     Answered {
+        /// The HTTP status.
         status: u16,
+        /// HEC's code; `None` when the body was not HEC's JSON (a proxy answered).
         code: Option<i64>,
+        /// HEC's text; else the status, and why the body could not be read.
         text: String,
     },
     /// No HTTP answer.
@@ -152,6 +159,8 @@ impl HecClient {
         self.pool.borrow_mut().take();
     }
 
+    /// Whether the integration asked for indexer acknowledgement: then posts carry
+    /// a channel and are committed only once Splunk confirms them indexed.
     pub fn acknowledges(&self) -> bool {
         self.channel.is_some()
     }

@@ -200,6 +200,7 @@ pub async fn check_host(host: &str, port: u16, allow_internal: bool) -> Result<(
 /// The connect-time guard: awc asks it to resolve every host name it connects to,
 /// and IPv6 literals too (they come with their brackets, which no resolver reads).
 pub struct GuardedResolver {
+    /// The operator allows internal addresses: resolve without refusing any.
     pub allow_internal: bool,
 }
 

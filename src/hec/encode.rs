@@ -15,10 +15,13 @@ use serde_json::{Map, Value};
 pub struct Envelope {
     /// The environment's host name (config `host`).
     pub host: String,
+    /// The integration's index; `None` leaves it to the token's default index.
     pub index: Option<String>,
 }
 
+/// The `source` of audit events, so Splunk searches can tell the two kinds apart.
 pub const AUDIT_SOURCE: &str = "siemsync:audit";
+/// The `source` of job updates.
 pub const JOBS_SOURCE: &str = "siemsync:jobs";
 /// The source of the one event a connection test posts, so it is easy to find and to filter out.
 pub const TEST_SOURCE: &str = "siemsync:test";
@@ -101,6 +104,7 @@ pub struct AuditFrame {
 }
 
 impl AuditFrame {
+    /// The frame for one post of one integration: encoded once, copied per event.
     pub fn new(env: &Envelope, upload_time: &DateTime<Utc>) -> AuditFrame {
         let mut envelope = Vec::with_capacity(128);
         envelope_fields(&mut envelope, env, AUDIT_SOURCE);
@@ -205,6 +209,7 @@ pub struct EventSize<'a> {
 const FIXED_BOUND: usize = 1024;
 
 impl<'a> EventSize<'a> {
+    /// The measure for one account's events on this host (`host` from the config).
     pub fn new(host: &str, account: &'a AccountId) -> EventSize<'a> {
         EventSize {
             envelope: Envelope {

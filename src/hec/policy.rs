@@ -70,7 +70,9 @@ pub enum Plan {
 /// Splunk asked to slow down: wait `pause` before the next post.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlowDown {
+    /// How long the next post waits.
     pub pause: Duration,
+    /// Splunk's warning (code 24 or 25), shown in the status.
     pub reason: Failure,
 }
 
@@ -82,20 +84,33 @@ pub enum Decision {
     /// Every event is delivered: commit them. `slow_down`: pause before the next
     /// post; `warning`: delivered, but something needs fixing (shown in the status).
     Commit {
+        /// Wait this before the next post.
         slow_down: Option<SlowDown>,
+        /// What the customer should fix although the events arrived.
         warning: Option<Failure>,
     },
     /// The first `delivered` events were indexed; the next one is bad on its own:
     /// commit them with it dead-lettered, and post the rest.
-    DeadLetter { delivered: usize, failure: Failure },
+    DeadLetter {
+        /// Leading events Splunk indexed.
+        delivered: usize,
+        /// Why the event after them was refused; kept with the dead letter.
+        failure: Failure,
+    },
     /// The first `delivered` events were indexed; post the rest again (the policy's
     /// limits for the next posts have changed).
-    Resend { delivered: usize },
+    Resend {
+        /// Leading events Splunk indexed (never sent again).
+        delivered: usize,
+    },
     /// Splunk is briefly unable. The first `delivered` events were indexed: commit
     /// them, keep the rest, and back off (at least `retry_after` when Splunk asked).
     Retry {
+        /// Leading events Splunk indexed (committed).
         delivered: usize,
+        /// What Splunk or the network said, for the status.
         failure: Failure,
+        /// The wait Splunk asked for, already bounded by `max_retry_after`.
         retry_after: Option<Duration>,
     },
     /// The customer must fix something: keep everything, retry at the next interval.
@@ -141,6 +156,7 @@ impl Policy {
         }
     }
 
+    /// The operator's settings it follows (delivery reads its timeouts from them).
     pub fn settings(&self) -> &PolicySettings {
         &self.settings
     }

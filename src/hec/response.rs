@@ -14,7 +14,9 @@ pub enum Outcome {
     /// when Splunk said a queue approaches its capacity (codes 24, 25): delivered,
     /// but the next post should wait a little.
     Delivered {
+        /// The id to poll the ack endpoint with; `None` without acknowledgement.
         ack_id: Option<u64>,
+        /// Splunk's warning that a queue is filling; shown, and the next post waits.
         slow_down: Option<Failure>,
     },
     /// HEC took the batch but gave no ack id although the integration asked for
@@ -24,8 +26,11 @@ pub enum Outcome {
     /// config. `accepted`: Splunk stopped part-way and took the events before this one.
     /// `retry_after`: how long Splunk asked to wait (429 and 503 `Retry-After`).
     Transient {
+        /// What Splunk or the network said, with the advice.
         failure: Failure,
+        /// How many events at the start of the post Splunk took (not sent again).
         accepted: Option<usize>,
+        /// The wait Splunk asked for, if any.
         retry_after: Option<Duration>,
     },
     /// The customer must change something in Splunk or in the integration.
@@ -35,8 +40,11 @@ pub enum Outcome {
     /// its size cap, and how any Splunk refuses an event over its per-event limit, so
     /// the event is to blame only once it is refused alone.
     Data {
+        /// Splunk's refusal, with the advice.
         failure: Failure,
+        /// The refused event's index in the post; `None` when Splunk did not say.
         invalid_event: Option<usize>,
+        /// The refusal may be about size, not this event.
         maybe_size: bool,
     },
     /// The body is larger than the server accepts.
@@ -44,6 +52,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// What went wrong, for the status and the log; `None` for a clean delivery.
     pub fn failure(&self) -> Option<&Failure> {
         match self {
             Outcome::Delivered { .. } => None,
@@ -117,7 +126,9 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
 /// One HTTP answer to a post: what the classifier reads of it.
 #[derive(Debug, Clone, Copy)]
 pub struct HecAnswer<'a> {
+    /// The HTTP status.
     pub status: u16,
+    /// The body as read (HEC's JSON, or whatever a proxy sent).
     pub body: &'a [u8],
     /// The `Retry-After` header, as sent.
     pub retry_after: Option<&'a str>,

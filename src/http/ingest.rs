@@ -159,6 +159,8 @@ fn over_rate(account: &AccountId, limit: Limit, n: Option<u64>, wait: Duration) 
     )
 }
 
+/// `POST /api/v1/accounts/{account}/audit`: stores a body of audit events whole or
+/// not at all; an `id` seen recently is counted as a duplicate, not stored again.
 pub async fn audit(
     state: web::Data<AppState>,
     caller: Caller,
@@ -190,6 +192,8 @@ pub async fn audit(
     Ok(HttpResponse::Ok().json(json!({"accepted": out.accepted, "duplicates": out.duplicates})))
 }
 
+/// `POST /api/v1/accounts/{account}/jobs`: stores a body of job snapshots whole or
+/// not at all.
 pub async fn jobs(
     state: web::Data<AppState>,
     caller: Caller,

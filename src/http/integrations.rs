@@ -225,6 +225,8 @@ async fn change_body(state: &AppState, body: web::Payload) -> Result<Integration
     Ok(IntegrationChange::from_json(&parse_object(&body)?)?)
 }
 
+/// `GET /api/v1/accounts/{account}/integrations`: the account's integrations, each
+/// with `warnings` naming others that send to the same HEC URI with the same token.
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -237,6 +239,8 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(list))
 }
 
+/// `POST …/integrations`: stores a new integration (only with the account's feature
+/// on), writes it to the audit log, and the Supervisor starts its actor.
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -265,6 +269,7 @@ pub async fn create(
     Ok(HttpResponse::Created().json(duplicates::view(&all, &it)))
 }
 
+/// `GET …/integrations/{id}`: one integration, its token masked to the last digits.
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -346,6 +351,8 @@ pub async fn patch(
     update(&state, &caller, &req, &path, body, IntegrationChange::apply).await
 }
 
+/// `DELETE …/integrations/{id}`: removes the integration with its checkpoint,
+/// history and dead letters, and stops its actor.
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -371,6 +378,8 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `POST …/sync`: a sync now instead of at the next interval; 409 when the
+/// integration is not running.
 pub async fn sync_now(
     state: web::Data<AppState>,
     caller: Caller,
@@ -553,6 +562,7 @@ pub async fn cancel_replay(
     }
 }
 
+/// `GET …/dead-letters?limit=`: how many to list (100 unless given, 1 to 1000).
 #[derive(serde::Deserialize)]
 pub struct DeadLetterQuery {
     limit: Option<usize>,
@@ -571,6 +581,7 @@ pub async fn dead_letters(
     Ok(HttpResponse::Ok().json(json!({"total": total, "dead_letters": letters})))
 }
 
+/// `GET …/status`: where the integration stands (last sync, backlog, error, replay).
 pub async fn status(
     state: web::Data<AppState>,
     caller: Caller,

@@ -1,8 +1,12 @@
 //! The Control and Ingest API (actix-web), in the same process as the actors.
 //!
 //! `configure` mounts every route; `siemsync::start` builds the server around it.
-//! Tests reach it over HTTP only: the end-to-end tests start the real binary on
-//! port 0 (`tests/common/mod.rs`) and call this API as the platform and the page do.
+//! Tests reach it over HTTP only, as the platform and the page do: the end-to-end
+//! suite (`tests/suite`, harness `tests/suite/common.rs`) starts the service on
+//! port 0, mostly in-process (`testkit::service::InProcess`: `siemsync::start` on
+//! a thread with its own actix System), and as the real binary
+//! (`testkit::service::spawn_process`) only where a signal, SIGKILL, the log or
+//! the process itself is the point.
 
 pub mod accounts;
 pub mod auth;

@@ -4,8 +4,10 @@
 use super::fields::{kind, FieldError, Fields};
 use serde_json::Value;
 
-/// The highest ingest rate and burst that can be set (config or per account).
+/// The highest ingest rate (events a second) the config or an account may set; a
+/// larger value is refused, naming the field.
 pub const MAX_INGEST_RATE: u64 = 1_000_000_000;
+/// The highest ingest burst (events at once) the config or an account may set.
 pub const MAX_INGEST_BURST: u64 = 1_000_000_000_000;
 
 /// One optional per-account setting in a `PUT`: left as it is when the field is
@@ -13,8 +15,11 @@ pub const MAX_INGEST_BURST: u64 = 1_000_000_000_000;
 /// back to the operator's default with `null`, or set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Override {
+    /// The field was absent: the stored value stays.
     Keep,
+    /// The field was `null`: back to the operator's default.
     Default,
+    /// The account's own value.
     Set(u64),
 }
 
@@ -32,12 +37,17 @@ impl Override {
 /// The body of `PUT /api/v1/accounts/{account}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountChange {
+    /// The SIEM feature switch; `false` stops the account's integrations.
     pub siem_enabled: bool,
+    /// The account's own sustained ingest rate.
     pub ingest_events_per_sec: Override,
+    /// The account's own ingest burst.
     pub ingest_burst: Override,
 }
 
 impl AccountChange {
+    /// Validates the body: `siem_enabled` required, limits in range, no unknown field;
+    /// the error names the field.
     pub fn from_json(body: &Value) -> Result<AccountChange, FieldError> {
         let mut f = Fields::new(body, None)?;
         let siem_enabled = match f.get("siem_enabled") {

@@ -32,11 +32,14 @@ pub const HISTORY_MAX_RECORDS: u64 = 2_000;
 /// A count per data source.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PerSource {
+    /// From the audit log.
     pub audit: u64,
+    /// From job updates.
     pub jobs: u64,
 }
 
 impl PerSource {
+    /// Both sources together, as the overview and the chart show them.
     pub fn total(&self) -> u64 {
         self.audit + self.jobs
     }
@@ -93,8 +96,10 @@ impl SyncResult {
 /// whether it clears by itself (`transient`) or needs the customer (`configuration`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncError {
+    /// Splunk's answer or the transport error, with the advice.
     #[serde(flatten)]
     pub failure: Failure,
+    /// Whether it clears by itself or needs the customer.
     pub kind: FailureKind,
 }
 
@@ -103,7 +108,9 @@ pub struct SyncError {
 pub struct SyncRecord {
     /// Kept to the microsecond.
     pub started_at: DateTime<Utc>,
+    /// How long the sync ran, in milliseconds.
     pub duration_ms: u64,
+    /// How it ended.
     pub result: SyncResult,
     /// Events Splunk accepted, per source.
     pub events: PerSource,
@@ -113,10 +120,12 @@ pub struct SyncRecord {
     pub dead_lettered: u64,
     /// Events still to deliver when the sync ended; `None` when they could not be counted.
     pub backlog_after: Option<u64>,
+    /// Why it failed; `None` when it ended without an error.
     pub error: Option<SyncError>,
 }
 
 impl SyncRecord {
+    /// When it ended: the start plus the duration, so it need not be stored.
     pub fn finished_at(&self) -> DateTime<Utc> {
         self.started_at + Duration::milliseconds(self.duration_ms.min(i64::MAX as u64) as i64)
     }
@@ -193,7 +202,9 @@ pub struct SyncSummary {
 /// A sync that posted to Splunk: when it ended, and its error if it failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
+    /// When the sync ended.
     pub at: DateTime<Utc>,
+    /// Why it failed; `None` when Splunk took what was posted.
     pub error: Option<SyncError>,
 }
 
@@ -305,12 +316,17 @@ impl SyncSummary {
 /// One integration as the overview lists it, read without opening its HEC token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OverviewRow {
+    /// The integration's id.
     pub id: Uuid,
+    /// The account it belongs to.
     pub account: AccountId,
+    /// Its name, as the customer gave it.
     pub name: String,
+    /// Whether the customer left it switched on.
     pub enabled: bool,
     /// Enabled, and declared in the config file or on an account with the feature on.
     pub active: bool,
+    /// Its latest syncs; `None` before its first one.
     pub summary: Option<Arc<SyncSummary>>,
 }
 

@@ -1,4 +1,5 @@
-//! Accounts, integrations and checkpoints.
+//! The registry: accounts, integrations and their checkpoints, and what hangs off an
+//! integration (dead letters, its last connection report, its replay), removed with it.
 
 use super::{decode, encode, keys, secrets, Store, StoreError};
 use crate::model::{AccountId, Failure, Integration, Source};
@@ -22,8 +23,10 @@ pub struct Account {
     pub siem_enabled: bool,
     /// When the switch was last set.
     pub updated_at: DateTime<Utc>,
+    /// The account's own sustained ingest rate; `None`: the operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_events_per_sec: Option<u64>,
+    /// The account's own ingest burst; `None`: the operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_burst: Option<u64>,
 }

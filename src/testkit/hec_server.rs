@@ -23,8 +23,11 @@ pub enum Behaviour {
     Normal,
     /// Answer every post with this status and HEC code (nothing is accepted).
     Fail {
+        /// The HTTP status.
         status: u16,
+        /// HEC's `code`; `None` answers a bare status without HEC's JSON (as a proxy would).
         code: Option<i64>,
+        /// HEC's `text`, or the whole body without a code.
         text: String,
     },
     /// Accept the connection and never answer.
@@ -39,10 +42,15 @@ pub enum Behaviour {
     /// Answer the next `times` posts with this status, HEC code and `Retry-After`
     /// header (nothing is accepted), then behave normally.
     FailTimes {
+        /// The HTTP status.
         status: u16,
+        /// HEC's `code`; `None` answers a bare status without HEC's JSON.
         code: Option<i64>,
+        /// HEC's `text`, or the whole body without a code.
         text: String,
+        /// The `Retry-After` header's value, sent as given (so a bad one can be tested).
         retry_after: Option<String>,
+        /// How many posts get this answer.
         times: u32,
     },
     /// Accept like Splunk, but answer with this HEC code (24 or 25: a queue is
@@ -73,6 +81,7 @@ pub enum AckMode {
 /// the answer sets the cookie (as a classic AWS ELB with stickiness does).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoadBalancer {
+    /// How many indexers stand behind it (0 counts as 1).
     pub indexers: usize,
 }
 
@@ -89,6 +98,7 @@ pub struct HecServerConfig {
     pub max_content_length: usize,
     /// Tokens with indexer acknowledgement (`useACK`) on: they need a channel.
     pub ack_tokens: Vec<String>,
+    /// When the indexers report an acknowledged post as indexed.
     pub ack_mode: AckMode,
     /// An event whose JSON contains one of these strings is refused as invalid data
     /// (code 6), as Splunk refuses an event it cannot index.
@@ -107,6 +117,8 @@ pub struct HecServerConfig {
 }
 
 impl HecServerConfig {
+    /// Splunk's defaults with one enabled token: any index, an 800 MB body limit, no
+    /// acknowledgement, bad events named; tests change only what they are about.
     pub fn token(token: &str) -> HecServerConfig {
         HecServerConfig {
             tokens: vec![token.to_owned()],
@@ -127,8 +139,11 @@ impl HecServerConfig {
 /// One post the server saw.
 #[derive(Debug, Clone)]
 pub struct Post {
+    /// When the server finished answering it.
     pub at: Instant,
+    /// The HTTP status it was answered with.
     pub status: u16,
+    /// The body's size as sent (compressed when gzip).
     pub bytes: usize,
     /// Events accepted from this post.
     pub accepted: usize,
@@ -182,6 +197,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A running test server on a loopback address (127.0.0.1 unless asked); stops when dropped.
 pub struct HecServer {
+    /// Where it listens (port chosen by the system).
     pub addr: SocketAddr,
     tls: bool,
     shared: Arc<Shared>,
@@ -195,6 +211,7 @@ impl HecServer {
         Self::start_with(HecServerConfig::token(token))
     }
 
+    /// A server with these Splunk-side settings, on a free port.
     pub fn start_with(config: HecServerConfig) -> HecServer {
         Self::start_inner(config, None, LOOPBACK_V4)
     }
@@ -273,6 +290,8 @@ impl HecServer {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// Changes how the next posts are answered, while running: an outage, a hang,
+    /// a recovery at the moment the test chooses.
     pub fn set_behaviour(&self, b: Behaviour) {
         *lock(&self.shared.behaviour) = b;
     }
@@ -297,10 +316,13 @@ impl HecServer {
             .collect()
     }
 
+    /// How many events were accepted so far (duplicates counted: delivery is
+    /// at-least-once).
     pub fn event_count(&self) -> usize {
         lock(&self.shared.recorded).events.len()
     }
 
+    /// Every post answered so far, refused ones included, in the order answered.
     pub fn posts(&self) -> Vec<Post> {
         lock(&self.shared.recorded).posts.clone()
     }
