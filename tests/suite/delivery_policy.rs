@@ -422,8 +422,8 @@ async fn acks_that_never_come_again_and_again_make_the_status_point_at_stickines
     let svc = Siemsync::start(
         dir.path(),
         &[
-            ("SIEMSYNC_ACK_POLL_INTERVAL_SECS", "1"),
-            ("SIEMSYNC_ACK_TIMEOUT_SECS", "1"),
+            ("SIEMSYNC_ACK_POLL_INTERVAL_SECS", "0.1"),
+            ("SIEMSYNC_ACK_TIMEOUT_SECS", "0.3"),
         ],
     );
     let api = svc.api();
@@ -458,7 +458,7 @@ async fn several_posts_wait_for_acknowledgement_at_once_and_commit_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_MAX_BATCH_BYTES", "8192")]);
     let api = svc.api();
-    let hec = ack_server(AckMode::AfterDelay(Duration::from_millis(200)));
+    let hec = ack_server(AckMode::AfterDelay(Duration::from_millis(100)));
     api.enable_account("acme").await;
     api.post_audit("acme", &audit_events("e", 0, 800)).await;
     let id = create_quiet(
@@ -495,8 +495,8 @@ async fn a_replay_waits_for_acknowledgement_and_resends_after_an_ack_timeout() {
     let svc = Siemsync::start(
         dir.path(),
         &[
-            ("SIEMSYNC_ACK_POLL_INTERVAL_SECS", "1"),
-            ("SIEMSYNC_ACK_TIMEOUT_SECS", "1"),
+            ("SIEMSYNC_ACK_POLL_INTERVAL_SECS", "0.1"),
+            ("SIEMSYNC_ACK_TIMEOUT_SECS", "0.3"),
         ],
     );
     let api = svc.api();
@@ -551,7 +551,7 @@ async fn a_replay_waits_for_acknowledgement_and_resends_after_an_ack_timeout() {
 #[actix_rt::test]
 async fn the_post_size_learnt_from_a_413_grows_back_after_a_quiet_period() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_POST_SIZE_REGROW_SECS", "1")]);
+    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_POST_SIZE_REGROW_SECS", "0.3")]);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     hec.configure(|c| c.max_content_length = 4096);
