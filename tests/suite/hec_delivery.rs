@@ -42,7 +42,7 @@ struct Case {
 #[actix_rt::test]
 async fn every_hec_answer_sets_state_and_advice_and_nothing_is_lost_after_recovery() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_REQUEST_TIMEOUT_SECS", "2")]);
+    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_REQUEST_TIMEOUT_SECS", "0.5")]);
     let api = svc.api();
     let case = |name, setup: &dyn Fn(&HecServer), http_status, code, advice| {
         let hec = HecServer::start(TOK);

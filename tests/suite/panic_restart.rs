@@ -77,6 +77,9 @@ async fn a_panicking_integration_actor_is_restarted_and_loses_nothing() {
         line.is_some_and(|l| l.ends_with(" 1")),
         "the restart is counted"
     );
-    actix_rt::time::sleep(Duration::from_millis(100)).await;
-    assert!(svc.log_text().contains("ended unexpectedly"));
+    // The log is written by another process: wait for the line, no fixed sleep.
+    eventually(Duration::from_secs(30), "the restart in the log", || {
+        svc.log_text().contains("ended unexpectedly")
+    })
+    .await;
 }
