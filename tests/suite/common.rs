@@ -538,3 +538,19 @@ pub fn test_pki(names: &[&str]) -> (String, String, String) {
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
+
+/// Waits until the integration recorded `n` more syncs than it had when called: for
+/// "nothing more happens", counted in sync intervals instead of a wall-clock guess.
+pub async fn more_syncs(api: &Api, account: &str, id: &str, n: usize) {
+    let newest = history(api, account, id)
+        .await
+        .first()
+        .map(|r| time(&r["started_at"]));
+    history_until(api, account, id, &format!("{n} more syncs"), |h| {
+        h.iter()
+            .filter(|r| newest.is_none_or(|t| time(&r["started_at"]) > t))
+            .count()
+            >= n
+    })
+    .await;
+}
