@@ -292,7 +292,7 @@ async fn restart_mid_backlog(hard: bool) {
     let hec = HecServer::start(TOKEN_A);
     hec.set_behaviour(Behaviour::Slow(Duration::from_millis(100)));
     api.enable_account("acme").await;
-    api.add_integration("acme", TOKEN_A, &hec.base_url()).await;
+    let id = api.add_integration("acme", TOKEN_A, &hec.base_url()).await;
     api.post_audit("acme", &audit_events("e", 0, 1500)).await;
     eventually(T, "part of the backlog", || {
         audit_ids(&hec.events()).len() >= 300
@@ -315,13 +315,17 @@ async fn restart_mid_backlog(hard: bool) {
         "stopped in the middle of the backlog"
     );
 
+    // Slow only until the stop (so that it comes mid-backlog, a post in flight): the
+    // rest drains at full speed.
+    hec.set_behaviour(Behaviour::Normal);
     let svc = Siemsync::spawn(dir.path(), &env);
     eventually(T, "everything after restart", || {
         let ids: std::collections::HashSet<String> = audit_ids(&hec.events()).into_iter().collect();
         ids.len() == 1550
     })
     .await;
-    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    // Syncs that would have re-sent more, had the checkpoint been left behind.
+    more_syncs(&svc.api(), "acme", &id, 3).await;
     let ids = audit_ids(&hec.events());
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), 1550, "nothing lost");
