@@ -238,7 +238,11 @@ impl Api {
     pub fn new(base: &str) -> Api {
         Api {
             base: base.to_owned(),
+            // Pooled connections are dropped after 1 s idle, well before the server's
+            // keep-alive (actix-web's 5 s) closes them: reusing one the server is just
+            // closing fails the request with `Disconnected`.
             client: awc::Client::builder()
+                .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(1)))
                 .timeout(Duration::from_secs(30))
                 .finish(),
         }
