@@ -238,7 +238,11 @@ impl Api {
     pub fn new(base: &str) -> Api {
         Api {
             base: base.to_owned(),
+            // Pooled connections are dropped after 1 s idle, well before the server's
+            // keep-alive (actix-web's 5 s) closes them: reusing one the server is just
+            // closing fails the request with `Disconnected`.
             client: awc::Client::builder()
+                .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(1)))
                 .timeout(Duration::from_secs(30))
                 .finish(),
         }
@@ -537,4 +541,20 @@ pub fn test_pki(names: &[&str]) -> (String, String, String) {
             .unwrap();
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// Waits until the integration recorded `n` more syncs than it had when called: for
+/// "nothing more happens", counted in sync intervals instead of a wall-clock guess.
+pub async fn more_syncs(api: &Api, account: &str, id: &str, n: usize) {
+    let newest = history(api, account, id)
+        .await
+        .first()
+        .map(|r| time(&r["started_at"]));
+    history_until(api, account, id, &format!("{n} more syncs"), |h| {
+        h.iter()
+            .filter(|r| newest.is_none_or(|t| time(&r["started_at"]) > t))
+            .count()
+            >= n
+    })
+    .await;
 }

@@ -612,7 +612,7 @@ async fn internal_destinations_are_refused_unless_the_operator_allows_them() {
             .contains("internal network address"),
         "{st:#}"
     );
-    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    more_syncs(&api, "acme", &id, 3).await;
     assert!(audit_ids(&hec.events()).is_empty());
 }
 
@@ -715,8 +715,14 @@ async fn integration_changes_reach_splunk_as_audit_events_and_deletion_leaves_no
 #[actix_rt::test]
 async fn an_integration_disabled_past_retention_shows_the_gap_with_counts() {
     let dir = tempfile::tempdir().unwrap();
-    // About 3.5 s of retention, swept every second.
-    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_RETENTION_DAYS", "0.00004")]);
+    // About 1.7 s of retention (A must deliver within it), swept every tenth of a second.
+    let svc = Siemsync::start(
+        dir.path(),
+        &[
+            ("SIEMSYNC_RETENTION_DAYS", "0.00002"),
+            ("SIEMSYNC_TIMING_RETENTION_SWEEP_SECS", "0.1"),
+        ],
+    );
     let api = svc.api();
     let hec_a = HecServer::start(TOK);
     let hec_b = HecServer::start(TOK);
@@ -941,10 +947,14 @@ async fn a_replay_interrupted_by_a_restart_resumes_where_it_was() {
     // start over (it re-sent at most the batch in flight at the restart).
     let ids = audit_ids(&hec.events());
     let past = ids.iter().filter(|i| i.starts_with("past-")).count();
+    let mut copies = std::collections::HashMap::new();
+    for id in &ids {
+        *copies.entry(id.as_str()).or_insert(0) += 1;
+    }
     for i in 0..3000 {
         let want = format!("past-{i}");
         assert!(
-            ids.iter().filter(|x| **x == want).count() >= 2,
+            copies.get(want.as_str()).copied().unwrap_or(0) >= 2,
             "{want} was not replayed"
         );
     }
@@ -983,8 +993,14 @@ async fn a_replay_interrupted_by_a_restart_resumes_where_it_was() {
 #[actix_rt::test]
 async fn a_failed_batch_held_past_retention_is_dropped_and_counted_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    // About 3.5 s of retention, swept every second.
-    let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_RETENTION_DAYS", "0.00004")]);
+    // About 0.9 s of retention, swept every tenth of a second.
+    let svc = Siemsync::start(
+        dir.path(),
+        &[
+            ("SIEMSYNC_RETENTION_DAYS", "0.00001"),
+            ("SIEMSYNC_TIMING_RETENTION_SWEEP_SECS", "0.1"),
+        ],
+    );
     let api = svc.api();
     let hec = HecServer::start(TOK);
     hec.set_behaviour(Behaviour::Fail {

@@ -79,11 +79,19 @@ async fn sigkill_at_random_moments_loses_nothing_that_was_acknowledged() {
     let mut posted = first;
     let started = Instant::now();
     for k in 0..kills {
+        let posts = hec.posts().len();
         if let Some(part) = rest.chunks(chunk).nth(k) {
             post_until_answered(&url, &audit_events("e", part[0], part.len())).await;
             posted += part.len();
         }
-        actix_rt::time::sleep(Duration::from_millis(100 + next() % 400)).await;
+        // The kill comes while it drains: after it posted again since its start (each
+        // round ingests more, so there is always something to post), at a random
+        // moment within the next tenth of a second.
+        eventually(Duration::from_secs(30), "a post since the restart", || {
+            hec.posts().len() > posts
+        })
+        .await;
+        actix_rt::time::sleep(Duration::from_millis(next() % 100)).await;
         svc.kill();
         svc = Siemsync::spawn(dir.path(), &env);
         *url.borrow_mut() = svc.url.clone();

@@ -6,7 +6,6 @@
 use crate::common::*;
 use serde_json::json;
 use siemsync::testkit::{Behaviour, HecServer};
-use std::time::Duration;
 
 const TOK: &str = "0u7a9e00-0000-4000-8000-000000000001";
 
@@ -36,7 +35,15 @@ async fn a_long_outage_delivers_everything_in_order_once_splunk_is_back() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4000);
     let dir = tempfile::tempdir().unwrap();
-    let svc = Siemsync::spawn(dir.path(), &[("SIEMSYNC_CACHE_MB", "32")]);
+    // Syncs every half second: each failed one re-sends a full post, and at the test
+    // default of a tenth of a second those re-sends would take the CPU the ingest needs.
+    let svc = Siemsync::spawn(
+        dir.path(),
+        &[
+            ("SIEMSYNC_CACHE_MB", "32"),
+            ("SIEMSYNC_SYNC_INTERVAL_SECS", "0.5"),
+        ],
+    );
     let api = svc.api();
     let hec = HecServer::start(TOK);
     hec.set_behaviour(Behaviour::Fail {
@@ -51,11 +58,13 @@ async fn a_long_outage_delivers_everything_in_order_once_splunk_is_back() {
         json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]}),
     )
     .await;
-    // Steady ingest while Splunk is down: `rate` events a second, one post every 250 ms.
+    // Steady ingest while Splunk is down: `secs` seconds' worth at `rate` events a
+    // second, in posts of a quarter second's worth. A fixed number of posts, not a
+    // fixed time: the outage builds the same backlog however fast they go in, and
+    // what makes it long is the failed syncs counted below, not the wall clock.
     let mut next = 0;
     let mut samples = Vec::new();
-    // A fixed number of posts, not a fixed time: under load the posts come slower,
-    // but the outage still builds the same backlog.
+    let started = std::time::Instant::now();
     for _ in 0..secs * 4 {
         let n = rate / 4;
         api.post_audit("acme", &audit_events("e", next, n)).await;
@@ -63,9 +72,14 @@ async fn a_long_outage_delivers_everything_in_order_once_splunk_is_back() {
         if next % (rate * 2) < n {
             samples.push((next, rss_kib(svc.pid())));
         }
-        actix_rt::time::sleep(Duration::from_millis(250)).await;
     }
     samples.push((next, rss_kib(svc.pid())));
+    let ingested = started.elapsed();
+    // Splunk stays down for many sync attempts.
+    history_until(&api, "acme", &id, "many failed syncs", |h| {
+        h.iter().filter(|r| r["result"] == "failed").count() >= 5
+    })
+    .await;
     let st = api.status("acme", &id).await;
     assert_eq!(st["state"], "failing");
     assert_eq!(
@@ -78,11 +92,18 @@ async fn a_long_outage_delivers_everything_in_order_once_splunk_is_back() {
         println!("  {backlog:>9} → {:>7.1} MiB", *rss as f64 / 1024.0);
     }
     hec.set_behaviour(Behaviour::Normal);
+    let back = std::time::Instant::now();
     status_until(&api, "acme", &id, "the backlog drained", |s| {
         s["backlog"]["events"] == 0
     })
     .await;
     let peak_after = rss_kib(svc.pid());
+    println!(
+        "  ingest {:.1} s, outage {:.1} s, delivery {:.1} s",
+        ingested.as_secs_f64(),
+        (back - started - ingested).as_secs_f64(),
+        back.elapsed().as_secs_f64()
+    );
     println!("  after delivery: {:.1} MiB", peak_after as f64 / 1024.0);
     let want: Vec<String> = (0..next).map(|i| format!("e-{i}")).collect();
     assert_eq!(

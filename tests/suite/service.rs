@@ -30,7 +30,8 @@ async fn each_integration_receives_exactly_its_own_accounts_events_with_every_fi
     for a in ["acct-a", "acct-b"] {
         api.enable_account(a).await;
     }
-    api.add_integration("acct-a", TOKEN_A, &hec_a.base_url())
+    let id_a = api
+        .add_integration("acct-a", TOKEN_A, &hec_a.base_url())
         .await;
     api.add_integration(
         "acct-b",
@@ -182,7 +183,8 @@ async fn each_integration_receives_exactly_its_own_accounts_events_with_every_fi
     })
     .await;
     let after_finish = jobs_of(&hec_a.events(), running).len();
-    actix_rt::time::sleep(Duration::from_millis(3500)).await;
+    // Ticks that would have re-sent it, had it still been running.
+    more_syncs(&api, "acct-a", &id_a, 5).await;
     let all = hec_a.events();
     let finals = jobs_of(&all, running);
     assert_eq!(
@@ -222,13 +224,19 @@ async fn catch_up_delivers_everything_after_outage_once_and_in_order() {
         text: "Server is busy".into(),
     });
     let failed_posts = |h: &HecServer| h.posts().iter().filter(|p| p.status == 503).count();
+    // Ingest goes on through the outage: each part after another failed attempt.
+    let before_first = std::time::Instant::now();
+    let mut first_answered = None;
     for i in 0..5 {
         api.post_audit("acme", &audit_events("e", 100 + i * 100, 100))
             .await;
-        actix_rt::time::sleep(Duration::from_millis(700)).await;
+        first_answered.get_or_insert_with(std::time::Instant::now);
+        let failed = failed_posts(&hec);
+        eventually(T, "one more failed attempt", || failed_posts(&hec) > failed).await;
     }
-    eventually(T, "three failed attempts", || failed_posts(&hec) >= 3).await;
+    let stored_at_least = first_answered.unwrap().elapsed().as_secs_f64();
     let st = api.status("acme", &id).await;
+    let stored_at_most = before_first.elapsed().as_secs_f64();
     assert_eq!(st["state"], "failing", "{st}");
     assert_eq!(st["last_error"]["code"], 9);
     assert_eq!(st["last_error"]["http_status"], 503);
@@ -240,9 +248,11 @@ async fn catch_up_delivers_everything_after_outage_once_and_in_order() {
         "{st}"
     );
     assert_eq!(st["backlog"]["audit"], 500, "{st}");
+    // The oldest undelivered event is the first one stored in the outage.
+    let age = st["backlog"]["oldest_age_secs"].as_f64().unwrap();
     assert!(
-        st["backlog"]["oldest_age_secs"].as_f64().unwrap() > 0.5,
-        "{st}"
+        age > stored_at_least - 0.01 && age < stored_at_most + 0.01,
+        "{age} s, not within [{stored_at_least}, {stored_at_most}]: {st}"
     );
     assert_eq!(audit_ids(&hec.events()).len(), 100);
 
@@ -251,7 +261,8 @@ async fn catch_up_delivers_everything_after_outage_once_and_in_order() {
         audit_ids(&hec.events()).len() >= 600
     })
     .await;
-    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    // Nothing more is sent on the next syncs.
+    more_syncs(&api, "acme", &id, 3).await;
     let want: Vec<String> = (0..600).map(|i| format!("e-{i}")).collect();
     assert_eq!(
         audit_ids(&hec.events()),
@@ -281,7 +292,7 @@ async fn restart_mid_backlog(hard: bool) {
     let hec = HecServer::start(TOKEN_A);
     hec.set_behaviour(Behaviour::Slow(Duration::from_millis(100)));
     api.enable_account("acme").await;
-    api.add_integration("acme", TOKEN_A, &hec.base_url()).await;
+    let id = api.add_integration("acme", TOKEN_A, &hec.base_url()).await;
     api.post_audit("acme", &audit_events("e", 0, 1500)).await;
     eventually(T, "part of the backlog", || {
         audit_ids(&hec.events()).len() >= 300
@@ -304,13 +315,17 @@ async fn restart_mid_backlog(hard: bool) {
         "stopped in the middle of the backlog"
     );
 
+    // Slow only until the stop (so that it comes mid-backlog, a post in flight): the
+    // rest drains at full speed.
+    hec.set_behaviour(Behaviour::Normal);
     let svc = Siemsync::spawn(dir.path(), &env);
     eventually(T, "everything after restart", || {
         let ids: std::collections::HashSet<String> = audit_ids(&hec.events()).into_iter().collect();
         ids.len() == 1550
     })
     .await;
-    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    // Syncs that would have re-sent more, had the checkpoint been left behind.
+    more_syncs(&svc.api(), "acme", &id, 3).await;
     let ids = audit_ids(&hec.events());
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), 1550, "nothing lost");
@@ -703,7 +718,11 @@ async fn patching_one_integrations_token_restarts_only_that_integration() {
                 .await;
             assert_eq!(v["hec_token"], "****111a");
         }
-        actix_rt::time::sleep(Duration::from_millis(250)).await;
+        // Each round's events go out before the next round: ingest spread over many syncs.
+        eventually(T, "the round at B", || {
+            audit_ids(&hec_b.events()).len() >= next
+        })
+        .await;
     }
     let (a1, b1) = (
         started(&api.status("acme", &a).await),

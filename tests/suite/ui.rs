@@ -8,8 +8,8 @@
 //! event count; delete from the keyboard, its dialog cancelled then confirmed; 400 px
 //! and contrast; a revoked token and a stopped service
 //! shown as a banner over stale data; the feature-off page; and the administrator's
-//! account picker, feature switch and "no such account". Then, on a service whose
-//! interval never comes: the administrator's overview of every integration (counts per
+//! account picker, feature switch and "no such account". In a second test, run beside
+//! the first, on a service whose interval never comes: the administrator's overview of every integration (counts per
 //! state, sorting and paging by the service), and an integration added and synced with
 //! the keyboard alone, whose chart has one point per sync and its failure marked with
 //! the advice; the feature switch from the keyboard, its dialog cancelled then
@@ -754,7 +754,16 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     assert!(banner.contains("UTC"), "{banner}");
     screenshot(&c, "ui-stale.png").await;
     axe(&c, "the unreachable banner").await;
+    c.close().await.unwrap();
+}
 
+/// A test of its own (its own browser and service), so that it runs beside the
+/// long walk through the page above instead of after it.
+#[actix_rt::test]
+async fn the_overview_sorts_and_pages_and_the_keyboard_alone_adds_and_charts() {
+    let Some(driver) = chromedriver() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let c = browser(&driver, &dir.path().join("profile")).await;
     overview_and_chart(&c, dir.path()).await;
     c.close().await.unwrap();
 }
