@@ -715,11 +715,11 @@ async fn integration_changes_reach_splunk_as_audit_events_and_deletion_leaves_no
 #[actix_rt::test]
 async fn an_integration_disabled_past_retention_shows_the_gap_with_counts() {
     let dir = tempfile::tempdir().unwrap();
-    // About 1.7 s of retention (A must deliver within it), swept every tenth of a second.
+    // About 3.5 s of retention (A must deliver within it, also with 8 tests on 2 cores), swept every tenth of a second.
     let svc = Siemsync::start(
         dir.path(),
         &[
-            ("SIEMSYNC_RETENTION_DAYS", "0.00002"),
+            ("SIEMSYNC_RETENTION_DAYS", "0.00004"),
             ("SIEMSYNC_TIMING_RETENTION_SWEEP_SECS", "0.1"),
         ],
     );
@@ -993,11 +993,13 @@ async fn a_replay_interrupted_by_a_restart_resumes_where_it_was() {
 #[actix_rt::test]
 async fn a_failed_batch_held_past_retention_is_dropped_and_counted_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    // About 0.9 s of retention, swept every tenth of a second.
+    // About 3.5 s of retention, swept every tenth of a second: the integration must
+    // exist before the 300 events age out (with no reader, age alone counts), also
+    // when 8 tests share 2 cores.
     let svc = Siemsync::start(
         dir.path(),
         &[
-            ("SIEMSYNC_RETENTION_DAYS", "0.00001"),
+            ("SIEMSYNC_RETENTION_DAYS", "0.00004"),
             ("SIEMSYNC_TIMING_RETENTION_SWEEP_SECS", "0.1"),
         ],
     );
