@@ -192,7 +192,6 @@ fn open_store(config: &Config) -> Result<Store, StartError> {
             cache_bytes: config.cache_mb << 20,
             dedup_window: config.dedup_window,
             watch_every: config.timing.store_watch_secs.get(),
-            ..Default::default()
         },
     )
     .map_err(store_error)?;
