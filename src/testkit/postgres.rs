@@ -9,7 +9,8 @@
 //!
 //! Settings: `synchronous_commit` stays on (a commit returns once its WAL is written
 //! and, with a standby, once the standby has it: that is the promise under test).
-//! `fsync` and `full_page_writes` are off unless [`ClusterOptions::durable`] asks for them:
+//! `fsync` and `full_page_writes` are off unless
+//! [`ClusterOptions::durable`](crate::testkit::postgres::ClusterOptions::durable) asks for them:
 //! tests kill PostgreSQL processes, never the machine, and a write that reached the
 //! kernel survives a killed process, so commit semantics hold while tests run several
 //! times faster. Benchmarks turn both on, to measure what production pays.
