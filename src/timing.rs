@@ -191,6 +191,12 @@ impl Timing {
         .map(|(_, k)| k)
     }
 
+    /// The wait before restarting what ended unexpectedly for the `crashes`-th time
+    /// in a row (≥ 1): `restart_delay_secs`, doubling per crash, up to 64 times.
+    pub fn restart_delay(&self, crashes: u32) -> Duration {
+        self.restart_delay_secs.get() * (1u32 << crashes.saturating_sub(1).min(6))
+    }
+
     /// How often the retention sweep runs for `retention`.
     pub fn retention_sweep(&self, retention: Duration) -> Duration {
         self.retention_sweep_secs.map(Secs::get).unwrap_or_else(|| {

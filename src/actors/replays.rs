@@ -176,8 +176,7 @@ impl Supervisor {
             // the same way every time does not restart on every check.
             let crashes = self.replay_crashes.entry(id).or_insert(0);
             *crashes += 1;
-            let delay =
-                self.settings.timing.restart_delay_secs.get() * (1u32 << (*crashes - 1).min(6));
+            let delay = self.settings.timing.restart_delay(*crashes);
             ctx.run_later(delay, move |act, ctx| {
                 if let Some(it) = act.running.get(&id).map(|r| r.config.clone()) {
                     act.resume_replay(&it, ctx);

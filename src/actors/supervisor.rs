@@ -424,7 +424,7 @@ impl Supervisor {
             *crashes = 0;
         }
         *crashes += 1;
-        let delay = timing.restart_delay_secs.get() * (1u32 << (*crashes - 1).min(6));
+        let delay = timing.restart_delay(*crashes);
         self.settings
             .metrics
             .actor_restarts
