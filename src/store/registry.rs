@@ -26,6 +26,9 @@ pub struct Account {
     pub ingest_events_per_sec: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_burst: Option<u64>,
+    /// Its own backlog quota in bytes (`None`: `account_max_backlog_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backlog_bytes: Option<u64>,
 }
 
 impl Account {
@@ -36,6 +39,7 @@ impl Account {
             updated_at,
             ingest_events_per_sec: None,
             ingest_burst: None,
+            max_backlog_bytes: None,
         }
     }
 }
