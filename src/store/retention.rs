@@ -127,10 +127,12 @@ struct Pass {
     more: bool,
 }
 
-/// Per reader and reason: the first and last storage time and the number of events
-/// it lost.
+/// The first and last storage time of lost events, and how many.
+type Lost = (DateTime<Utc>, DateTime<Utc>, u64);
+
+/// Per reader and reason: what it lost.
 #[derive(Default)]
-struct Losses(HashMap<(Uuid, GapReason), (DateTime<Utc>, DateTime<Utc>, u64)>);
+struct Losses(HashMap<(Uuid, GapReason), Lost>);
 
 impl Losses {
     /// An event at `seq`, stored at `at`, is going: every reader not yet past it loses it.
