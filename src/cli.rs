@@ -68,6 +68,41 @@ pub fn status_table(list: &[Value], now: DateTime<Utc>) -> String {
     out
 }
 
+/// The `limit` accounts with the largest backlog (from `GET /api/v1/accounts`), as
+/// aligned columns under a TOP ACCOUNTS BY BACKLOG heading; accounts without a
+/// backlog are left out.
+pub fn top_accounts(accounts: &[Value], limit: usize) -> String {
+    let bytes = |a: &Value, k: &str| a["usage"][k].as_u64().unwrap_or(0);
+    let mut top: Vec<&Value> = accounts
+        .iter()
+        .filter(|a| bytes(a, "backlog_bytes") > 0)
+        .collect();
+    top.sort_by_key(|a| std::cmp::Reverse(bytes(a, "backlog_bytes")));
+    top.truncate(limit);
+    let mut out = String::from("\nTOP ACCOUNTS BY BACKLOG\n");
+    if top.is_empty() {
+        out.push_str("(no account has a backlog)\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "{:<24}  {:>14}  {:>14}  {:>14}  {:>10}  {:>12}\n",
+        "ACCOUNT", "BACKLOG BYTES", "STORED BYTES", "QUOTA BYTES", "% QUOTA", "DROPPED"
+    ));
+    for a in top {
+        let (backlog, quota) = (bytes(a, "backlog_bytes"), bytes(a, "max_backlog_bytes"));
+        out.push_str(&format!(
+            "{:<24}  {:>14}  {:>14}  {:>14}  {:>9}%  {:>12}\n",
+            a["account"].as_str().unwrap_or("?"),
+            backlog,
+            bytes(a, "stored_bytes"),
+            quota,
+            (backlog * 100).checked_div(quota).unwrap_or(0),
+            a["usage"]["quota_drops"]["events"].as_u64().unwrap_or(0),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +134,30 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn top_accounts_lists_the_largest_backlogs_first_with_their_drops() {
+        let acct = |name: &str, backlog: u64, dropped: Option<u64>| {
+            json!({"account": name, "usage": {"stored_bytes": backlog + 10, "backlog_bytes": backlog,
+                   "max_backlog_bytes": 1000, "quota_drops": dropped.map(|d| json!({"events": d}))}})
+        };
+        let list = vec![
+            acct("small", 10, None),
+            acct("none", 0, None),
+            acct("big", 900, Some(42)),
+            acct("mid", 500, None),
+        ];
+        let t = top_accounts(&list, 2);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[1], "TOP ACCOUNTS BY BACKLOG", "{t}");
+        assert!(
+            lines[3].starts_with("big ") && lines[3].contains(" 90%") && lines[3].ends_with(" 42"),
+            "{t}"
+        );
+        assert!(lines[4].starts_with("mid "), "{t}");
+        assert_eq!(lines.len(), 5, "only the top 2: {t}");
+        assert!(top_accounts(&[acct("none", 0, None)], 5).contains("no account has a backlog"));
     }
 
     #[test]

@@ -94,6 +94,12 @@ pub struct Config {
     /// Per account: `ingest_burst`.
     #[serde(default = "default_account_ingest_burst")]
     pub account_ingest_burst: u64,
+    /// The bytes of stored audit events one account may hold
+    /// (`SIEMSYNC_ACCOUNT_MAX_BACKLOG_BYTES`); over it, its oldest undelivered events
+    /// are dropped (a gap for each integration that had not delivered them). Per
+    /// account: `max_backlog_bytes` in `PUT /api/v1/accounts/{account}`.
+    #[serde(default = "default_account_max_backlog_bytes")]
+    pub account_max_backlog_bytes: u64,
     /// Largest accepted API request body, in bytes (`SIEMSYNC_MAX_BODY_BYTES`).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -199,6 +205,10 @@ fn default_account_ingest_rate() -> u64 {
     100_000
 }
 /// Twenty seconds at the default rate: a backfill of a million events goes at once.
+/// 1 GiB: about five million typical audit events, weeks of a busy account's events.
+fn default_account_max_backlog_bytes() -> u64 {
+    1 << 30
+}
 fn default_account_ingest_burst() -> u64 {
     2_000_000
 }
@@ -364,6 +374,9 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_ACCOUNT_INGEST_BURST") {
             self.account_ingest_burst = parse("SIEMSYNC_ACCOUNT_INGEST_BURST", &v)?;
         }
+        if let Some(v) = env("SIEMSYNC_ACCOUNT_MAX_BACKLOG_BYTES") {
+            self.account_max_backlog_bytes = parse("SIEMSYNC_ACCOUNT_MAX_BACKLOG_BYTES", &v)?;
+        }
         if let Some(v) = env("SIEMSYNC_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("SIEMSYNC_MAX_BODY_BYTES", &v)?;
         }
@@ -506,6 +519,14 @@ impl Config {
             return bad(
                 "account_ingest_events_per_sec",
                 "must be between 1 and 1000000000 events per second",
+            );
+        }
+        if !(crate::model::account::MIN_BACKLOG_BYTES..=crate::model::account::MAX_BACKLOG_BYTES)
+            .contains(&self.account_max_backlog_bytes)
+        {
+            return bad(
+                "account_max_backlog_bytes",
+                "must be between 65536 (64 KiB) and 1125899906842624 bytes (1 PiB)",
             );
         }
         if !(1..=crate::model::account::MAX_INGEST_BURST).contains(&self.account_ingest_burst) {
@@ -772,6 +793,7 @@ mod tests {
         assert_eq!(c.body_timeout_secs, default_body_timeout());
         assert_eq!(c.account_ingest_events_per_sec, 100_000);
         assert_eq!(c.account_ingest_burst, 2_000_000);
+        assert_eq!(c.account_max_backlog_bytes, 1 << 30);
         assert!(!c.allow_insecure_tls);
         assert!(!c.allow_private_destinations);
         assert_eq!(c.shutdown_grace_secs, default_shutdown_grace());
@@ -1023,6 +1045,11 @@ mod tests {
                 "SIEMSYNC_ACCOUNT_INGEST_EVENTS_PER_SEC",
                 "0",
                 "`account_ingest_events_per_sec`",
+            ),
+            (
+                "SIEMSYNC_ACCOUNT_MAX_BACKLOG_BYTES",
+                "0",
+                "`account_max_backlog_bytes`",
             ),
             (
                 "SIEMSYNC_ACCOUNT_INGEST_BURST",

@@ -277,7 +277,10 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         addr,
         retention: retention::spawn(
             store.clone(),
-            config.retention(),
+            retention::Policy {
+                retention: config.retention(),
+                default_quota: config.account_max_backlog_bytes,
+            },
             config.timing.retention_sweep(config.retention()),
         ),
         config_poll: config.timing.config_poll_secs.get(),

@@ -76,7 +76,21 @@ async fn status(url: String) -> anyhow::Result<()> {
             );
         }
     }
-    let endpoint = format!("{}/api/v1/integrations", url.trim_end_matches('/'));
+    let list = get_list(&client, &url, &token, "integrations").await?;
+    print!("{}", siemsync::cli::status_table(&list, chrono::Utc::now()));
+    let accounts = get_list(&client, &url, &token, "accounts").await?;
+    print!("{}", siemsync::cli::top_accounts(&accounts, 10));
+    Ok(())
+}
+
+/// `GET /api/v1/{what}` as a list of JSON values.
+async fn get_list(
+    client: &awc::Client,
+    url: &str,
+    token: &str,
+    what: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let endpoint = format!("{}/api/v1/{what}", url.trim_end_matches('/'));
     let mut resp = client
         .get(&endpoint)
         .insert_header(("Authorization", format!("Bearer {token}")))
@@ -95,10 +109,7 @@ async fn status(url: String) -> anyhow::Result<()> {
             String::from_utf8_lossy(&body)
         );
     }
-    let list: Vec<serde_json::Value> =
-        serde_json::from_slice(&body).context("the answer is not a list of integrations")?;
-    print!("{}", siemsync::cli::status_table(&list, chrono::Utc::now()));
-    Ok(())
+    serde_json::from_slice(&body).with_context(|| format!("the answer is not a list of {what}"))
 }
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {

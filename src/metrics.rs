@@ -67,6 +67,27 @@ impl ActorLabels {
     }
 }
 
+/// The labels of a per-account metric: one series per account with stored events,
+/// fewer than the per-integration series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    /// The account.
+    pub account: String,
+}
+
+/// The labels of a gap: events an integration never received.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GapLabels {
+    /// The integration's account.
+    pub account: String,
+    /// The integration's id.
+    pub integration: String,
+    /// `audit` or `jobs`.
+    pub source: String,
+    /// `retention` or `backlog_quota`.
+    pub reason: String,
+}
+
 /// The labels of an ingest metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngestLabels {
@@ -112,6 +133,18 @@ pub struct Metrics {
     pub last_success: Family<IntegrationLabels, FloatGauge>,
     /// Events in the dead letters (set when scraped).
     pub dead_letters: Family<IntegrationLabels, Gauge>,
+    /// Events an integration lost to retention or the backlog quota (set when scraped).
+    pub gap_events: Family<GapLabels, Gauge>,
+    /// Bytes of an account's stored audit events (set when scraped).
+    pub account_stored_bytes: Family<AccountLabels, Gauge>,
+    /// Of those, the bytes not yet delivered by all its integrations (set when scraped).
+    pub account_backlog_bytes: Family<AccountLabels, Gauge>,
+    /// The account's backlog quota (set when scraped).
+    pub account_max_backlog_bytes: Family<AccountLabels, Gauge>,
+    /// Audit events the backlog quota dropped, ever (set when scraped).
+    pub account_quota_dropped: Family<AccountLabels, Gauge>,
+    /// Ingest requests refused for the account's rate since start (set when scraped).
+    pub account_rate_limited: Family<AccountLabels, Gauge>,
     /// Ingest requests received.
     pub ingest_requests: Family<IngestLabels, Counter>,
     /// Events ingest accepted.
@@ -162,6 +195,12 @@ impl Metrics {
             backlog_oldest_seconds: Family::default(),
             last_success: Family::default(),
             dead_letters: Family::default(),
+            gap_events: Family::default(),
+            account_stored_bytes: Family::default(),
+            account_backlog_bytes: Family::default(),
+            account_max_backlog_bytes: Family::default(),
+            account_quota_dropped: Family::default(),
+            account_rate_limited: Family::default(),
             ingest_requests: Family::default(),
             ingest_events: Family::default(),
             ingest_rejections: Family::default(),
@@ -244,6 +283,41 @@ impl Metrics {
             "dead_letters",
             "Events in the integration's dead letters",
             self.dead_letters.clone(),
+        );
+        registry.register(
+            "gap_events",
+            "Events the integration never received: dropped for age (reason retention) or because the account was over its backlog quota (reason backlog_quota)",
+            self.gap_events.clone(),
+        );
+        self.register_accounts(registry);
+    }
+
+    /// Per-account gauges: each account's share of the store and of ingest.
+    fn register_accounts(&self, registry: &mut Registry) {
+        registry.register(
+            "account_stored_bytes",
+            "Bytes of the account's stored audit events",
+            self.account_stored_bytes.clone(),
+        );
+        registry.register(
+            "account_backlog_bytes",
+            "Bytes of the account's stored audit events some integration of it has not delivered",
+            self.account_backlog_bytes.clone(),
+        );
+        registry.register(
+            "account_max_backlog_bytes",
+            "The account's backlog quota: past it, its oldest undelivered events are dropped",
+            self.account_max_backlog_bytes.clone(),
+        );
+        registry.register(
+            "account_quota_dropped_events",
+            "Audit events of the account dropped because it was over its backlog quota",
+            self.account_quota_dropped.clone(),
+        );
+        registry.register(
+            "account_rate_limited_requests",
+            "Ingest requests of the account refused for its ingest rate since siemsync started",
+            self.account_rate_limited.clone(),
         );
     }
 

@@ -9,7 +9,7 @@ use crate::ingest_limit::Limit;
 use crate::model::account::AccountChange;
 use crate::model::fields::parse_object;
 use crate::model::AccountId;
-use crate::store::Account;
+use crate::store::{Account, StoreError};
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -27,17 +27,19 @@ pub fn ingest_limit(state: &AppState, account: Option<&Account>) -> Limit {
 }
 
 /// The account as the API shows it: the switch, the per-account overrides (`null`:
-/// the operator's default, as in a `PUT`), the allowance in effect, and how many
-/// ingest requests were refused for it since siemsync started.
+/// the operator's default, as in a `PUT`), the allowance in effect, how many
+/// ingest requests were refused for it since siemsync started, and its share of the
+/// store (stored and backlog bytes, the quota, what the quota dropped).
 fn view(
     state: &AppState,
     id: &AccountId,
     siem_enabled: bool,
     updated_at: Option<DateTime<Utc>>,
     account: Option<&Account>,
-) -> serde_json::Value {
+) -> Result<serde_json::Value, ApiError> {
     let limit = ingest_limit(state, account);
-    json!({
+    let usage = crate::retention::usage(&state.store, id, state.config.account_max_backlog_bytes)?;
+    Ok(json!({
         "account": id,
         "siem_enabled": siem_enabled,
         "updated_at": updated_at,
@@ -45,7 +47,9 @@ fn view(
         "ingest_burst": account.and_then(|a| a.ingest_burst),
         "ingest_limit": {"events_per_sec": limit.per_sec, "burst": limit.burst},
         "rate_limited_requests": state.ingest_limits.refused(id),
-    })
+        "max_backlog_bytes": account.and_then(|a| a.max_backlog_bytes),
+        "usage": usage,
+    }))
 }
 
 /// Serialises account changes (read, then write) in this process.
@@ -80,6 +84,9 @@ pub async fn put(
             ingest_burst: change
                 .ingest_burst
                 .apply(old.as_ref().and_then(|a| a.ingest_burst)),
+            max_backlog_bytes: change
+                .max_backlog_bytes
+                .apply(old.as_ref().and_then(|a| a.max_backlog_bytes)),
         };
         state.store.put_account(&id, &account)?;
         account
@@ -98,13 +105,15 @@ pub async fn put(
         });
     }
     state.store.flush().await?;
+    // A lowered quota applies now, not at the next period.
+    state.store.ask_sweep(&id);
     Ok(HttpResponse::Ok().json(view(
         &state,
         &id,
         account.siem_enabled,
         Some(account.updated_at),
         Some(&account),
-    )))
+    )?))
 }
 
 /// `GET /api/v1/accounts/{account}`: the account's feature switch.
@@ -122,12 +131,12 @@ pub async fn get(
             a.siem_enabled,
             Some(a.updated_at),
             Some(&a),
-        ))),
+        )?)),
         // Known (a token, an integration, events) but never switched: the feature is
         // off. Only an account siemsync never heard of is "not found", so that an
         // administrator's typo does not read as "feature off".
         None if state.store.knows_account(&id)? => {
-            Ok(HttpResponse::Ok().json(view(&state, &id, false, None, None)))
+            Ok(HttpResponse::Ok().json(view(&state, &id, false, None, None)?))
         }
         None => Err(ApiError::new(
             actix_web::http::StatusCode::NOT_FOUND,
@@ -145,13 +154,20 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
         .known_accounts()?
         .into_iter()
         .map(|a| {
-            json!({
+            let usage = crate::retention::usage(
+                &state.store,
+                &a.id,
+                state.config.account_max_backlog_bytes,
+            )?;
+            Ok(json!({
                 "account": a.id,
                 "siem_enabled": a.record.as_ref().is_some_and(|r| r.siem_enabled),
                 "updated_at": a.record.map(|r| r.updated_at),
                 "integrations": a.integrations,
-            })
+                "usage": usage,
+                "rate_limited_requests": state.ingest_limits.refused(&a.id),
+            }))
         })
-        .collect();
+        .collect::<Result<_, StoreError>>()?;
     Ok(HttpResponse::Ok().json(accounts))
 }

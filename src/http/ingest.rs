@@ -116,6 +116,8 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
         if stored.is_err() {
             // Nothing was acknowledged: the platform sends it again, uncharged.
             state.ingest_limits.refund(&account, n);
+        } else {
+            over_quota(state, &account);
         }
         stored
     }
@@ -138,6 +140,26 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             .inc();
     }
     result
+}
+
+/// Asks for a sweep of the account now when this ingest took its stored events over
+/// its backlog quota, so that the quota holds within moments, not a sweep period. The
+/// request itself is not refused: its events are the newest, the ones to keep.
+fn over_quota(state: &AppState, account: &AccountId) {
+    let over = state.store.stored_bytes(account).and_then(|stored| {
+        let quota = crate::retention::quota_of(
+            &state.store,
+            account,
+            state.config.account_max_backlog_bytes,
+        )?;
+        Ok(stored > quota)
+    });
+    match over {
+        Ok(true) => state.store.ask_sweep(account),
+        Ok(false) => {}
+        // The events are stored; the periodic sweep still sees to the quota.
+        Err(e) => log::warn!("ingest: cannot check account {account}'s backlog quota: {e}"),
+    }
 }
 
 /// 429 for an account over its ingest rate; `Retry-After` in whole seconds, at

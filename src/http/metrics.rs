@@ -4,15 +4,17 @@
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::AppState;
-use crate::metrics::{IntegrationLabels, Metrics};
+use crate::metrics::{AccountLabels, GapLabels, IntegrationLabels, Metrics};
 use crate::model::Source;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use std::sync::Arc;
 
-fn refresh(store: &Store, m: &Metrics) -> Result<(), StoreError> {
+fn refresh(state: &AppState, m: &Metrics) -> Result<(), StoreError> {
+    let store = &state.store;
     m.backlog_events.clear();
+    m.gap_events.clear();
     m.backlog_oldest_seconds.clear();
     m.last_success.clear();
     m.dead_letters.clear();
@@ -38,7 +40,18 @@ fn refresh(store: &Store, m: &Metrics) -> Result<(), StoreError> {
         m.dead_letters
             .get_or_create(&labels)
             .set(store.dead_letters(&it.id, 0)?.0 as i64);
+        for gap in store.gaps(&it.id)? {
+            m.gap_events
+                .get_or_create(&GapLabels {
+                    account: labels.account.clone(),
+                    integration: labels.integration.clone(),
+                    source: gap.source.as_str().to_owned(),
+                    reason: gap.reason.as_str().to_owned(),
+                })
+                .set(gap.count as i64);
+        }
     }
+    accounts(state, m)?;
     // A store that cannot say its size (failing, being reopened) keeps the last
     // figure; `store_writable` says why.
     match store.size_on_disk() {
@@ -56,11 +69,52 @@ fn refresh(store: &Store, m: &Metrics) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The per-account gauges, for every account with stored events.
+fn accounts(state: &AppState, m: &Metrics) -> Result<(), StoreError> {
+    for family in [
+        &m.account_stored_bytes,
+        &m.account_backlog_bytes,
+        &m.account_max_backlog_bytes,
+        &m.account_quota_dropped,
+        &m.account_rate_limited,
+    ] {
+        family.clear();
+    }
+    let gauge = |v: u64| v.min(i64::MAX as u64) as i64;
+    for account in state.store.accounts_with_events()? {
+        let u = crate::retention::usage(
+            &state.store,
+            &account,
+            state.config.account_max_backlog_bytes,
+        )?;
+        let labels = AccountLabels {
+            account: account.to_string(),
+        };
+        m.account_stored_bytes
+            .get_or_create(&labels)
+            .set(gauge(u.stored_bytes));
+        m.account_backlog_bytes
+            .get_or_create(&labels)
+            .set(gauge(u.backlog_bytes));
+        m.account_max_backlog_bytes
+            .get_or_create(&labels)
+            .set(gauge(u.max_backlog_bytes));
+        m.account_quota_dropped
+            .get_or_create(&labels)
+            .set(gauge(u.quota_drops.map_or(0, |d| d.events)));
+        m.account_rate_limited
+            .get_or_create(&labels)
+            .set(gauge(state.ingest_limits.refused(&account)));
+    }
+    Ok(())
+}
+
 /// `GET /metrics` (admin): the OpenMetrics text, with the stored gauges read now.
 pub async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let (store, m): (Store, Arc<Metrics>) = (state.store.clone(), state.metrics.clone());
-    let text = web::block(move || refresh(&store, &m).map(|()| m.encode())).await??;
+    let m: Arc<Metrics> = state.metrics.clone();
+    let state = state.into_inner();
+    let text = web::block(move || refresh(&state, &m).map(|()| m.encode())).await??;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))

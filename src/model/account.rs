@@ -9,6 +9,12 @@ use serde_json::Value;
 pub const MAX_INGEST_RATE: u64 = 1_000_000_000;
 /// The highest ingest burst (events at once) the config or an account may set.
 pub const MAX_INGEST_BURST: u64 = 1_000_000_000_000;
+/// The smallest backlog quota that can be set (config or per account): 64 KiB, far
+/// above siemsync's own audit event about a drop, so that event alone never puts an
+/// account over its quota again.
+pub const MIN_BACKLOG_BYTES: u64 = 64 * 1024;
+/// The largest backlog quota that can be set (config or per account): 1 PiB.
+pub const MAX_BACKLOG_BYTES: u64 = 1 << 50;
 
 /// One optional per-account setting in a `PUT`: left as it is when the field is
 /// absent (so that switching the feature does not undo an operator's override),
@@ -43,6 +49,8 @@ pub struct AccountChange {
     pub ingest_events_per_sec: Override,
     /// The account's own ingest burst.
     pub ingest_burst: Override,
+    /// The account's own backlog quota in bytes.
+    pub max_backlog_bytes: Override,
 }
 
 impl AccountChange {
@@ -60,36 +68,43 @@ impl AccountChange {
             }
             None => return Err(f.error("siem_enabled", "is required")),
         };
-        let ingest_events_per_sec = limit(&mut f, "ingest_events_per_sec", MAX_INGEST_RATE)?;
-        let ingest_burst = limit(&mut f, "ingest_burst", MAX_INGEST_BURST)?;
+        let ingest_events_per_sec = limit(&mut f, "ingest_events_per_sec", 1, MAX_INGEST_RATE)?;
+        let ingest_burst = limit(&mut f, "ingest_burst", 1, MAX_INGEST_BURST)?;
+        let max_backlog_bytes = limit(
+            &mut f,
+            "max_backlog_bytes",
+            MIN_BACKLOG_BYTES,
+            MAX_BACKLOG_BYTES,
+        )?;
         f.finish()?;
         Ok(AccountChange {
             siem_enabled,
             ingest_events_per_sec,
             ingest_burst,
+            max_backlog_bytes,
         })
     }
 }
 
-fn limit(f: &mut Fields, field: &'static str, max: u64) -> Result<Override, FieldError> {
+fn limit(f: &mut Fields, field: &'static str, min: u64, max: u64) -> Result<Override, FieldError> {
     let present = f.has(field);
     match f.get(field) {
         // `get` reads a null as absent; `has` tells them apart.
         None if present => Ok(Override::Default),
         None => Ok(Override::Keep),
-        Some(Value::Number(n)) => match n.as_u64().filter(|n| (1..=max).contains(n)) {
+        Some(Value::Number(n)) => match n.as_u64().filter(|n| (min..=max).contains(n)) {
             Some(n) => Ok(Override::Set(n)),
             None => Err(f.error(
                 field,
                 format!(
-                    "must be a whole number between 1 and {max}, or null for the default; got {n}"
+                    "must be a whole number between {min} and {max}, or null for the default; got {n}"
                 ),
             )),
         },
         Some(other) => Err(f.error(
             field,
             format!(
-                "must be a whole number between 1 and {max}, or null for the default; got {}",
+                "must be a whole number between {min} and {max}, or null for the default; got {}",
                 kind(other)
             ),
         )),
@@ -113,6 +128,11 @@ mod tests {
         assert!(!c.siem_enabled);
         assert_eq!(c.ingest_events_per_sec.apply(Some(5)), None);
         assert_eq!(c.ingest_burst.apply(None), Some(500));
+        assert_eq!(c.max_backlog_bytes.apply(Some(7)), Some(7));
+        let c =
+            AccountChange::from_json(&json!({"siem_enabled": true, "max_backlog_bytes": 300000}))
+                .unwrap();
+        assert_eq!(c.max_backlog_bytes, Override::Set(300_000));
     }
 
     #[test]
@@ -143,6 +163,22 @@ mod tests {
                 "ingest_rate",
             ),
             (json!({"ingest_burst": 5}), "siem_enabled"),
+            (
+                json!({"siem_enabled": true, "max_backlog_bytes": 0}),
+                "max_backlog_bytes",
+            ),
+            (
+                json!({"siem_enabled": true, "max_backlog_bytes": 1000}),
+                "max_backlog_bytes",
+            ),
+            (
+                json!({"siem_enabled": true, "max_backlog_bytes": "1GB"}),
+                "max_backlog_bytes",
+            ),
+            (
+                json!({"siem_enabled": true, "max_backlog_bytes": 2_000_000_000_000_000u64}),
+                "max_backlog_bytes",
+            ),
         ] {
             let e = AccountChange::from_json(&body).unwrap_err().to_string();
             assert!(e.contains(field), "{body}: {e}");

@@ -59,6 +59,13 @@ impl Store {
                 keys::account_prefix(keys::HEADS, account),
                 &heads.to_bytes(),
             );
+            // Read and written under the ingest lock, which the sweep also holds while
+            // it removes chunks: neither change is lost.
+            let bytes = stored_bytes_in(&tree, account)? + chunk.bytes;
+            batch.insert(
+                keys::account_prefix(keys::STORED_BYTES, account),
+                &bytes.to_be_bytes(),
+            );
             if let Err(e) = tree.apply_batch(batch) {
                 recent.forget(account);
                 return Err(e.into());
@@ -66,6 +73,11 @@ impl Store {
             recent.stored(account, &accepted, heads.audit);
         }
         Ok(out)
+    }
+
+    /// The bytes the account's stored audit events take (their chunk records).
+    pub fn stored_bytes(&self, account: &AccountId) -> Result<u64, StoreError> {
+        stored_bytes_in(&*self.events()?, account)
     }
 
     /// The account's last `dedup_window` stored event ids, oldest first.
@@ -134,6 +146,20 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// The account's stored audit bytes as recorded (0 before its first event).
+pub(super) fn stored_bytes_in(tree: &sled::Tree, account: &AccountId) -> Result<u64, StoreError> {
+    let key = keys::account_prefix(keys::STORED_BYTES, account);
+    match tree.get(&key)? {
+        None => Ok(0),
+        Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+            StoreError::Corrupt {
+                key: String::from_utf8_lossy(&key).replace('\0', "/"),
+                reason: format!("{} bytes where a count of 8 was expected", v.len()),
+            }
+        })?)),
     }
 }
 

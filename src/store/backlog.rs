@@ -70,6 +70,30 @@ impl Store {
         })
     }
 
+    /// The bytes of the account's stored audit events that `min_delivered` (the
+    /// checkpoint of its reader furthest behind; `None`: it has no reader, so nothing
+    /// stored was delivered) has not passed. Only the chunks delivered by every reader
+    /// and not yet swept are read, a few between two sweeps.
+    pub fn backlog_bytes(
+        &self,
+        account: &AccountId,
+        min_delivered: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let stored = self.stored_bytes(account)?;
+        let Some(m) = min_delivered else {
+            return Ok(stored);
+        };
+        let mut delivered = 0;
+        self.audit_chunks(account, 0, |c| {
+            if c.last() > m {
+                return Ok(ControlFlow::Break(()));
+            }
+            delivered += c.bytes();
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(stored.saturating_sub(delivered))
+    }
+
     /// Job snapshots changed after `after`: how many, and when the oldest of them arrived.
     pub fn job_backlog(
         &self,

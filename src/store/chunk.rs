@@ -88,6 +88,11 @@ impl<'a> Chunk<'a> {
         self.first + self.count.saturating_sub(1)
     }
 
+    /// The bytes of its record: what it counts in the account's stored bytes.
+    pub fn bytes(&self) -> u64 {
+        13 + self.body.len() as u64
+    }
+
     pub fn events(&self) -> Result<Vec<StoredAudit<'a>>, StoreError> {
         let corrupt = || StoreError::Corrupt {
             key: String::from_utf8_lossy(self.key).replace('\0', "/"),
@@ -144,6 +149,8 @@ pub(super) struct ChunkWriter {
     ids: Vec<u8>,
     head: Vec<u8>,
     tail: Vec<u8>,
+    /// The bytes of the records finished so far: what the account's stored bytes grow by.
+    pub(super) bytes: u64,
 }
 
 impl ChunkWriter {
@@ -193,6 +200,7 @@ impl ChunkWriter {
         v.extend_from_slice(&self.ingested_at.to_be_bytes());
         v.extend_from_slice(&self.count.to_be_bytes());
         v.extend_from_slice(&self.body);
+        self.bytes += v.len() as u64;
         batch.chunk(account, self.first, v, std::mem::take(&mut self.ids));
         self.body.clear();
         self.count = 0;

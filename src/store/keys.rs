@@ -21,6 +21,11 @@ pub const JOB_RUNNING: u8 = b'r';
 pub const JOB_DONE: u8 = b'd';
 /// `events` tree: per-account heads (last audit sequence, last job change).
 pub const HEADS: u8 = b'h';
+/// `events` tree: per account, the bytes its audit chunks take (u64, big-endian),
+/// kept in the writes that add and remove chunks, so the backlog quota needs no scan.
+pub const STORED_BYTES: u8 = b'b';
+/// `events` tree: present once every account's `STORED_BYTES` was counted.
+pub const BYTES_COUNTED: &[u8] = b"bytes_counted";
 /// `events` tree: the version of the audit record layout the data is in.
 pub const FORMAT: &[u8] = b"format";
 
@@ -72,6 +77,11 @@ pub const ID_FLOOR: &[u8] = b"idfloor";
 
 /// `registry` tree: the write the store watcher makes to check the disk.
 pub const PROBE: &[u8] = b"probe";
+
+/// `registry` tree: what the backlog quota dropped of an account's events.
+pub fn quota_drops(account: &AccountId) -> Vec<u8> {
+    format!("quota/{account}").into_bytes()
+}
 
 pub fn integration(account: &AccountId, id: &Uuid) -> Vec<u8> {
     format!("int/{account}\0{id}").into_bytes()

@@ -61,6 +61,31 @@ pub(super) fn audit_chunks(store: &Store) -> Result<u64, StoreError> {
     Ok(converted)
 }
 
+/// Counts every account's stored audit bytes once, for a store written before the
+/// count was kept (see `keys::STORED_BYTES`); later writes keep it.
+pub(super) fn stored_bytes(store: &Store) -> Result<(), StoreError> {
+    let tree = store.events()?;
+    if tree.get(keys::BYTES_COUNTED)?.is_some() {
+        return Ok(());
+    }
+    for account in store.accounts_with_events()? {
+        let mut bytes = 0u64;
+        for v in tree
+            .scan_prefix(keys::account_prefix(keys::AUDIT, &account))
+            .values()
+        {
+            bytes += v?.len() as u64;
+        }
+        tree.insert(
+            keys::account_prefix(keys::STORED_BYTES, &account),
+            &bytes.to_be_bytes(),
+        )?;
+    }
+    tree.insert(keys::BYTES_COUNTED, &[1u8][..])?;
+    tree.flush()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

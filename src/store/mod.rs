@@ -35,7 +35,7 @@ pub use history::{
 pub use jobs::StoredJob;
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use reseal::seal_tokens_at_rest;
-pub use retention::{Gap, PostClaim, Reader, Readers};
+pub use retention::{AuditSweep, Gap, GapReason, PostClaim, QuotaDrops, Reader, Readers};
 pub use tokens::AccountToken;
 
 use flusher::Flusher;
@@ -210,6 +210,10 @@ struct Inner {
     in_flight: Mutex<retention::InFlight>,
     /// Added to sled's id generator, which a rewrite of the store starts again.
     id_floor: u64,
+    /// Accounts an ingest found over their backlog quota, for the sweep to see to now.
+    sweep_due: Mutex<std::collections::HashSet<crate::model::AccountId>>,
+    /// Wakes the sweep when an account joins `sweep_due`.
+    sweep_wake: tokio::sync::Notify,
 }
 
 impl Store {
@@ -249,9 +253,12 @@ impl Store {
                 overview: Mutex::default(),
                 in_flight: Default::default(),
                 id_floor,
+                sweep_due: Mutex::default(),
+                sweep_wake: tokio::sync::Notify::new(),
             }),
         };
         migrate::audit_chunks(&store)?;
+        migrate::stored_bytes(&store)?;
         Ok(store)
     }
 

@@ -29,6 +29,9 @@ pub struct Account {
     /// The account's own ingest burst; `None`: the operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_burst: Option<u64>,
+    /// Its own backlog quota in bytes (`None`: `account_max_backlog_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backlog_bytes: Option<u64>,
 }
 
 impl Account {
@@ -39,6 +42,7 @@ impl Account {
             updated_at,
             ingest_events_per_sec: None,
             ingest_burst: None,
+            max_backlog_bytes: None,
         }
     }
 }

@@ -12,11 +12,37 @@ use sled::Transactional;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// Events an integration never received because they outlived the retention.
+/// Why events were dropped before an integration delivered them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// They outlived `retention_days`.
+    #[default]
+    Retention,
+    /// The account's stored events were over its backlog quota (`max_backlog_bytes`):
+    /// its oldest went, so that its newest get through.
+    BacklogQuota,
+}
+
+impl GapReason {
+    /// The reason's name in the API, the metrics and the logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::Retention => "retention",
+            GapReason::BacklogQuota => "backlog_quota",
+        }
+    }
+}
+
+/// Events an integration never received because they outlived the retention, or
+/// were dropped because the account was over its backlog quota.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gap {
     /// The source the events were lost from.
     pub source: Source,
+    /// Why they were dropped (records written before quotas existed: retention).
+    #[serde(default)]
+    pub reason: GapReason,
     /// When the first of the lost events was stored.
     pub from: DateTime<Utc>,
     /// When the last of them was stored.
@@ -36,8 +62,53 @@ pub struct Reader {
     pub delivered_up_to: u64,
 }
 
-fn gap_key(id: &Uuid, source: Source) -> Vec<u8> {
-    format!("gap/{id}/{}", source.as_str()).into_bytes()
+fn gap_key(id: &Uuid, source: Source, reason: GapReason) -> Vec<u8> {
+    match reason {
+        // The key gaps had before there was a second reason.
+        GapReason::Retention => format!("gap/{id}/{}", source.as_str()).into_bytes(),
+        GapReason::BacklogQuota => {
+            format!("gap/{id}/{}/{}", source.as_str(), reason.as_str()).into_bytes()
+        }
+    }
+}
+
+/// What the backlog quota dropped of one account's audit events (whether or not an
+/// integration was waiting for them): kept in the registry, shown on the account.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QuotaDrops {
+    /// How many events were dropped.
+    pub events: u64,
+    /// When the first of them was stored.
+    pub from: DateTime<Utc>,
+    /// When the last of them was stored.
+    pub to: DateTime<Utc>,
+    /// When the last drop happened.
+    pub last_at: DateTime<Utc>,
+}
+
+impl QuotaDrops {
+    fn merged(old: Option<QuotaDrops>, new: QuotaDrops) -> QuotaDrops {
+        match old {
+            None => new,
+            Some(o) => QuotaDrops {
+                events: o.events + new.events,
+                from: o.from.min(new.from),
+                to: o.to.max(new.to),
+                last_at: new.last_at,
+            },
+        }
+    }
+}
+
+/// What one audit sweep of an account did.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSweep {
+    /// Events removed, for any reason.
+    pub deleted: u64,
+    /// What the backlog quota dropped in this sweep.
+    pub quota_drops: Option<QuotaDrops>,
+    /// The losses recorded in this sweep, per integration.
+    pub gaps: Vec<(Uuid, Gap)>,
 }
 
 pub fn gaps_prefix(id: &Uuid) -> Vec<u8> {
@@ -47,15 +118,27 @@ pub fn gaps_prefix(id: &Uuid) -> Vec<u8> {
 /// Events deleted per write.
 const CHUNK: u64 = 10_000;
 
-/// Per reader: the first and last storage time and the number of events it lost.
+/// What one write of the audit sweep did.
+struct Pass {
+    deleted: u64,
+    quota_drops: Option<QuotaDrops>,
+    gaps: Vec<(Uuid, Gap)>,
+    /// Whether it stopped at `CHUNK` events with more to look at.
+    more: bool,
+}
+
+/// The first and last storage time of lost events, and how many.
+type Lost = (DateTime<Utc>, DateTime<Utc>, u64);
+
+/// Per reader and reason: what it lost.
 #[derive(Default)]
-struct Losses(HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>, u64)>);
+struct Losses(HashMap<(Uuid, GapReason), Lost>);
 
 impl Losses {
     /// An event at `seq`, stored at `at`, is going: every reader not yet past it loses it.
-    fn note(&mut self, readers: &[Reader], seq: u64, at: DateTime<Utc>) {
+    fn note(&mut self, readers: &[Reader], seq: u64, at: DateTime<Utc>, reason: GapReason) {
         for r in readers.iter().filter(|r| r.delivered_up_to < seq) {
-            let g = self.0.entry(r.integration).or_insert((at, at, 0));
+            let g = self.0.entry((r.integration, reason)).or_insert((at, at, 0));
             g.0 = g.0.min(at);
             g.1 = g.1.max(at);
             g.2 += 1;
@@ -71,17 +154,19 @@ impl Losses {
         source: Source,
         now: DateTime<Utc>,
     ) -> Result<(), Abort<StoreError>> {
-        for (id, (from, to, count)) in &self.0 {
+        for ((id, reason), (from, to, count)) in &self.0 {
+            let reason = *reason;
             // An integration deleted since the readers were listed keeps no record.
             if registry.get(keys::integration(account, id))?.is_none() {
                 continue;
             }
-            let key = gap_key(id, source);
+            let key = gap_key(id, source, reason);
             let merged = match registry.get(&key)? {
                 Some(v) => {
                     let old: Gap = decode(&key, &v).map_err(Abort::Abort)?;
                     Gap {
                         source,
+                        reason,
                         from: old.from.min(*from),
                         to: old.to.max(*to),
                         count: old.count + count,
@@ -90,6 +175,7 @@ impl Losses {
                 }
                 None => Gap {
                     source,
+                    reason,
                     from: *from,
                     to: *to,
                     count: *count,
@@ -101,13 +187,39 @@ impl Losses {
         Ok(())
     }
 
-    fn log(&self, source: Source) {
-        for (id, (_, _, count)) in &self.0 {
+    fn log(&self, account: &AccountId, source: Source) {
+        for ((id, reason), (_, _, count)) in &self.0 {
+            let why = match reason {
+                GapReason::Retention => "outlived the retention",
+                GapReason::BacklogQuota => {
+                    "were dropped because the account's backlog was over its quota (max_backlog_bytes)"
+                }
+            };
             log::warn!(
-                "integration {id}: {count} {} events outlived the retention before it delivered them (gap recorded)",
+                "integration {id} (account {account}): {count} {} events {why} before it delivered them (gap recorded)",
                 source.as_str()
             );
         }
+    }
+
+    /// The losses as gaps, for the caller to report.
+    fn gaps(&self, source: Source, now: DateTime<Utc>) -> Vec<(Uuid, Gap)> {
+        self.0
+            .iter()
+            .map(|((id, reason), (from, to, count))| {
+                (
+                    *id,
+                    Gap {
+                        source,
+                        reason: *reason,
+                        from: *from,
+                        to: *to,
+                        count: *count,
+                        recorded_at: now,
+                    },
+                )
+            })
+            .collect()
     }
 }
 
@@ -264,63 +376,153 @@ impl Store {
         cutoff: DateTime<Utc>,
         readers: Readers,
     ) -> Result<u64, StoreError> {
-        let mut deleted = 0u64;
+        Ok(self
+            .sweep_audit_within(account, cutoff, u64::MAX, readers)?
+            .deleted)
+    }
+
+    /// [`Store::sweep_audit`], and also: while the account's stored audit bytes are
+    /// over `quota`, its oldest chunks go (unless a post carries them right now), each
+    /// reader that had not delivered them getting a gap for the backlog quota.
+    pub fn sweep_audit_within(
+        &self,
+        account: &AccountId,
+        cutoff: DateTime<Utc>,
+        quota: u64,
+        readers: Readers,
+    ) -> Result<AuditSweep, StoreError> {
+        let mut out = AuditSweep::default();
         loop {
-            // Held from reading the checkpoints to the write: a post that commits
-            // meanwhile either committed before (its checkpoint is read) or still
-            // holds its claim (its events stay).
-            let flight = self.in_flight();
-            let readers = readers()?;
-            let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
-            let mut gaps = Losses::default();
-            let mut chunks = Vec::new();
-            let mut n = 0;
-            let mut more = false;
-            // Id records before this sequence have lost their chunk.
-            let mut kept_from = u64::MAX;
-            // A chunk's events share one storage time, so it goes whole or stays.
-            self.audit_chunks(account, 0, |chunk| {
-                let delivered_by_all = min_delivered.is_some_and(|m| chunk.last() <= m);
-                let aged = chunk.ingested_at < cutoff
-                    && !flight.holds(account, Source::Audit, chunk.first, chunk.last());
-                if !delivered_by_all && !aged {
-                    kept_from = chunk.first;
-                    return Ok(std::ops::ControlFlow::Break(()));
-                }
-                for seq in chunk.first..=chunk.last() {
-                    gaps.note(&readers, seq, chunk.ingested_at);
-                }
-                chunks.push(chunk.first);
-                kept_from = chunk.first + 1;
-                n += chunk.count;
-                if n >= CHUNK {
-                    more = true;
-                    return Ok(std::ops::ControlFlow::Break(()));
-                }
-                Ok(std::ops::ControlFlow::Continue(()))
-            })?;
-            let ids = self.expired_id_records(account, kept_from)?;
-            if !chunks.is_empty() || !ids.is_empty() {
-                let (events, registry) = (self.events()?, self.registry()?);
-                let now = Utc::now();
-                (&*events, &*registry).transaction(|(e, r)| {
-                    for first in &chunks {
-                        e.remove(keys::with_seq(keys::AUDIT, account, *first))?;
-                    }
-                    for k in &ids {
-                        e.remove(k.as_slice())?;
-                    }
-                    gaps.record(r, account, Source::Audit, now)
-                })?;
+            let pass = self.sweep_audit_pass(account, cutoff, quota, readers)?;
+            out.deleted += pass.deleted;
+            out.gaps.extend(pass.gaps);
+            if let Some(q) = pass.quota_drops {
+                out.quota_drops = Some(QuotaDrops::merged(out.quota_drops, q));
             }
-            drop(flight);
-            gaps.log(Source::Audit);
-            deleted += n;
-            if !more {
-                break;
+            if !pass.more {
+                return Ok(out);
             }
         }
-        Ok(deleted)
+    }
+
+    /// One write of [`Store::sweep_audit_within`]: up to `CHUNK` events.
+    fn sweep_audit_pass(
+        &self,
+        account: &AccountId,
+        cutoff: DateTime<Utc>,
+        quota: u64,
+        readers: Readers,
+    ) -> Result<Pass, StoreError> {
+        // The ingest lock keeps the account's stored bytes from changing between the
+        // read here and the write below (ingest adds to them under it), and keeps two
+        // sweeps of one account (the periodic one, one an ingest asked for) apart.
+        // Taken before the in-flight lock, as `sweep_jobs` does.
+        let _writer = self
+            .inner
+            .ingest_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Held from reading the checkpoints to the write: a post that commits
+        // meanwhile either committed before (its checkpoint is read) or still
+        // holds its claim (its events stay).
+        let flight = self.in_flight();
+        let readers = readers()?;
+        let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
+        let stored = self.stored_bytes(account)?;
+        let mut gaps = Losses::default();
+        let mut chunks = Vec::new();
+        let (mut n, mut freed) = (0, 0u64);
+        let mut dropped: Option<QuotaDrops> = None;
+        let mut more = false;
+        // Id records before this sequence have lost their chunk.
+        let mut kept_from = u64::MAX;
+        let now = Utc::now();
+        // A chunk's events share one storage time, so it goes whole or stays.
+        self.audit_chunks(account, 0, |chunk| {
+            let held = flight.holds(account, Source::Audit, chunk.first, chunk.last());
+            let delivered_by_all = min_delivered.is_some_and(|m| chunk.last() <= m);
+            let aged = chunk.ingested_at < cutoff && !held;
+            let over_quota = stored.saturating_sub(freed) > quota && !held;
+            let reason = if delivered_by_all || aged {
+                GapReason::Retention
+            } else if over_quota {
+                let d = QuotaDrops {
+                    events: chunk.count,
+                    from: chunk.ingested_at,
+                    to: chunk.ingested_at,
+                    last_at: now,
+                };
+                dropped = Some(QuotaDrops::merged(dropped, d));
+                GapReason::BacklogQuota
+            } else {
+                kept_from = chunk.first;
+                return Ok(std::ops::ControlFlow::Break(()));
+            };
+            for seq in chunk.first..=chunk.last() {
+                gaps.note(&readers, seq, chunk.ingested_at, reason);
+            }
+            chunks.push(chunk.first);
+            kept_from = chunk.first + 1;
+            n += chunk.count;
+            freed += chunk.bytes();
+            if n >= CHUNK {
+                more = true;
+                return Ok(std::ops::ControlFlow::Break(()));
+            }
+            Ok(std::ops::ControlFlow::Continue(()))
+        })?;
+        let ids = self.expired_id_records(account, kept_from)?;
+        if !chunks.is_empty() || !ids.is_empty() {
+            let (events, registry) = (self.events()?, self.registry()?);
+            (&*events, &*registry).transaction(|(e, r)| {
+                for first in &chunks {
+                    e.remove(keys::with_seq(keys::AUDIT, account, *first))?;
+                }
+                for k in &ids {
+                    e.remove(k.as_slice())?;
+                }
+                if freed > 0 {
+                    e.insert(
+                        keys::account_prefix(keys::STORED_BYTES, account),
+                        &stored.saturating_sub(freed).to_be_bytes(),
+                    )?;
+                }
+                if let Some(d) = dropped {
+                    let key = keys::quota_drops(account);
+                    let old = match r.get(&key)? {
+                        Some(v) => Some(decode(&key, &v).map_err(Abort::Abort)?),
+                        None => None,
+                    };
+                    r.insert(key, encode(&QuotaDrops::merged(old, d)))?;
+                }
+                gaps.record(r, account, Source::Audit, now)
+            })?;
+        }
+        drop(flight);
+        gaps.log(account, Source::Audit);
+        if let Some(d) = dropped {
+            log::warn!(
+                "account {account}: {} audit events stored {} to {} dropped, oldest first: its stored events were over its backlog quota of {quota} bytes",
+                d.events,
+                d.from.to_rfc3339(),
+                d.to.to_rfc3339()
+            );
+        }
+        Ok(Pass {
+            deleted: n,
+            quota_drops: dropped,
+            gaps: gaps.gaps(Source::Audit, now),
+            more,
+        })
+    }
+
+    /// What the backlog quota has dropped of the account's audit events, if anything.
+    pub fn quota_drops(&self, account: &AccountId) -> Result<Option<QuotaDrops>, StoreError> {
+        let key = keys::quota_drops(account);
+        match self.registry()?.get(&key)? {
+            Some(v) => Ok(Some(decode(&key, &v)?)),
+            None => Ok(None),
+        }
     }
 
     /// The id records of the account that have lost their chunk (they start before
@@ -399,7 +601,12 @@ impl Store {
             let aged =
                 job.snapshot.ingested_at < cutoff && !flight.holds(account, Source::Jobs, seq, seq);
             if job.snapshot.is_finished() && (delivered_by_all || aged) {
-                gaps.note(&readers, seq, job.snapshot.ingested_at);
+                gaps.note(
+                    &readers,
+                    seq,
+                    job.snapshot.ingested_at,
+                    GapReason::Retention,
+                );
                 gone.push((k, job));
             }
         }
@@ -423,8 +630,36 @@ impl Store {
             gaps.record(r, account, Source::Jobs, now)
         })?;
         drop(flight);
-        gaps.log(Source::Jobs);
+        gaps.log(account, Source::Jobs);
         Ok(gone.len() as u64)
+    }
+
+    /// Asks the sweep to see to `account` now (an ingest took it over its backlog
+    /// quota), not only at its next period. Asking again before it ran asks once.
+    pub fn ask_sweep(&self, account: &AccountId) {
+        let mut due = self
+            .inner
+            .sweep_due
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if due.insert(account.clone()) {
+            self.inner.sweep_wake.notify_one();
+        }
+    }
+
+    /// The accounts the sweep was asked to see to since it last looked.
+    pub fn take_sweep_due(&self) -> Vec<AccountId> {
+        let mut due = self
+            .inner
+            .sweep_due
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        due.drain().collect()
+    }
+
+    /// Resolves when [`Store::ask_sweep`] was called (at once if it was since the last wait).
+    pub async fn sweep_asked(&self) {
+        self.inner.sweep_wake.notified().await
     }
 
     /// The gaps retention left in an integration's delivery.
@@ -503,5 +738,119 @@ mod tests {
         // A batch still holding 4 and 5 finds them gone: counted, so never posted.
         let (gone, _claim) = s.claim_for_post(&a, Source::Audit, &[4, 5]).unwrap();
         assert_eq!(gone, vec![true, true]);
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+    use crate::model::{AuditEvent, Integration, IntegrationChange, IntegrationPolicy};
+    use serde_json::json;
+
+    fn audit(tag: &str, n: usize) -> Vec<AuditEvent> {
+        let now = Utc::now();
+        (0..n)
+            .map(|i| {
+                AuditEvent::from_json(
+                    &json!({"id": format!("{tag}-{i}"), "time": "2026-11-25T10:00:00Z",
+                            "event": "x".repeat(200)}),
+                    0,
+                    now,
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn integration(s: &Store, account: &AccountId) -> Integration {
+        let it =
+            IntegrationChange::from_json(&json!({"name": "n", "hec_token": "t-0123456789abcdef",
+            "hec_uri": "https://splunk.example.com", "sources": ["audit"]}))
+            .and_then(|c| c.create(account.clone(), Utc::now(), IntegrationPolicy::default()))
+            .unwrap();
+        s.put_integration(&it, None).unwrap()
+    }
+
+    /// The bytes of the account's chunks, counted the slow way.
+    fn scanned_bytes(s: &Store, a: &AccountId) -> u64 {
+        s.events()
+            .unwrap()
+            .scan_prefix(keys::account_prefix(keys::AUDIT, a))
+            .values()
+            .map(|v| v.unwrap().len() as u64)
+            .sum()
+    }
+
+    #[test]
+    fn stored_bytes_follow_ingest_and_the_sweep_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        for i in 0..5 {
+            s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
+        }
+        assert!(s.stored_bytes(&a).unwrap() > 100_000);
+        assert_eq!(s.stored_bytes(&a).unwrap(), scanned_bytes(&s, &a));
+        let past = Utc::now() - chrono::Duration::days(1);
+        s.sweep_audit_within(&a, past, 50_000, &|| Ok(vec![]))
+            .unwrap();
+        assert_eq!(s.stored_bytes(&a).unwrap(), scanned_bytes(&s, &a));
+        assert!(s.stored_bytes(&a).unwrap() <= 50_000);
+    }
+
+    #[test]
+    fn over_its_quota_an_account_loses_its_oldest_events_counted_in_the_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (a, other) = (
+            AccountId::parse("acme").unwrap(),
+            AccountId::parse("other").unwrap(),
+        );
+        let it = integration(&s, &a);
+        for i in 0..10 {
+            s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
+        }
+        s.append_audit(&other, audit("o", 300)).unwrap();
+        let other_bytes = s.stored_bytes(&other).unwrap();
+        let readers = || {
+            Ok(vec![Reader {
+                integration: it.id,
+                delivered_up_to: s.checkpoint(&it.id)?.audit_seq,
+            }])
+        };
+        let quota = s.stored_bytes(&a).unwrap() / 3;
+        let past = Utc::now() - chrono::Duration::days(1);
+        // A post of the oldest events in flight: nothing of them, nor after them, goes.
+        let (_, claim) = s.claim_for_post(&a, Source::Audit, &[1, 2]).unwrap();
+        let held = s.sweep_audit_within(&a, past, quota, &readers).unwrap();
+        assert_eq!(held.deleted, 0);
+        drop(claim);
+
+        let swept = s.sweep_audit_within(&a, past, quota, &readers).unwrap();
+        assert!(s.stored_bytes(&a).unwrap() <= quota);
+        let dropped = swept.quota_drops.unwrap().events;
+        assert_eq!(swept.deleted, dropped);
+        // The oldest went, the newest stayed, with no hole between.
+        let mut kept = Vec::new();
+        s.audit_after(&a, 0, |ev| {
+            kept.push(ev.seq);
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(kept.first(), Some(&(dropped + 1)));
+        assert_eq!(kept.last(), Some(&1000));
+        assert_eq!(kept.len() as u64, 1000 - dropped);
+        // The gap says exactly what the integration lost, and why.
+        let gaps = s.gaps(&it.id).unwrap();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].reason, GapReason::BacklogQuota);
+        assert_eq!(gaps[0].count, dropped);
+        assert_eq!(s.quota_drops(&a).unwrap().unwrap().events, dropped);
+        // What is left is within the quota: a second sweep drops nothing more.
+        let again = s.sweep_audit_within(&a, past, quota, &readers).unwrap();
+        assert_eq!(again.deleted, 0);
+        // The other account is untouched.
+        assert_eq!(s.stored_bytes(&other).unwrap(), other_bytes);
+        assert_eq!(s.quota_drops(&other).unwrap(), None);
     }
 }

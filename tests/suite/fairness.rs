@@ -1,8 +1,13 @@
 //! Fair shares between accounts: one account flooding ingest is held to its rate,
-//! and the others are not slowed.
+//! one whose Splunk is down is held to its backlog quota, and the others are not
+//! slowed.
 
 use crate::common::*;
 use serde_json::{json, Value};
+use siemsync::testkit::{Behaviour, HecServer};
+use std::time::{Duration, Instant};
+
+const TOK: &str = "abcdef01-2345-6789-abcd-ef0123456789";
 
 /// Posts audit events as the platform does, answering the status, `Retry-After`
 /// and the body.
@@ -144,5 +149,185 @@ async fn account_ingest_limits_are_kept_across_a_feature_switch_reset_with_null_
     assert_eq!(
         a["ingest_limit"]["burst"], 5000,
         "the operator's default again"
+    );
+}
+
+/// The 99th percentile of `v` (the largest for fewer than 100 samples).
+fn p99(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+/// C posts `n` requests of 50 events from index `from`; returns each request's latency.
+async fn post_timed(svc: &Siemsync, account: &str, prefix: &str, from: usize) -> Duration {
+    let started = Instant::now();
+    let (s, _, body) = post(svc, account, &audit_events(prefix, from, 50)).await;
+    assert_eq!(s, 200, "{body}");
+    started.elapsed()
+}
+
+#[actix_rt::test]
+async fn one_account_over_its_backlog_quota_and_one_over_its_rate_leave_the_third_unaffected() {
+    const QUOTA: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    // The periodic sweep is far away: only the sweep an ingest asks for can drop A's
+    // oldest events within the test.
+    let svc = Siemsync::start(
+        dir.path(),
+        &[("SIEMSYNC_TIMING_RETENTION_SWEEP_SECS", "60")],
+    );
+    let api = svc.api();
+    let (hec_a, hec_b, hec_c) = (
+        HecServer::start(TOK),
+        HecServer::start(TOK),
+        HecServer::start(TOK),
+    );
+    hec_a.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    api.ok(
+        "PUT",
+        "/api/v1/accounts/a",
+        Some(json!({"siem_enabled": true, "max_backlog_bytes": QUOTA})),
+    )
+    .await;
+    api.ok(
+        "PUT",
+        "/api/v1/accounts/b",
+        Some(json!({"siem_enabled": true, "ingest_events_per_sec": 10, "ingest_burst": 100})),
+    )
+    .await;
+    api.enable_account("c").await;
+    let mut ids = Vec::new();
+    for (account, hec) in [("a", &hec_a), ("b", &hec_b), ("c", &hec_c)] {
+        let body = json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]});
+        ids.push(create_integration(&api, account, body).await);
+    }
+
+    // C alone, for comparison.
+    let mut alone = Vec::new();
+    for i in 0..20 {
+        alone.push(post_timed(&svc, "c", "c", i * 50).await);
+    }
+    // A floods past its quota while its Splunk is down, B past its rate; C goes on.
+    let (mut beside, mut b_accepted, mut b_refused) = (Vec::new(), Vec::new(), 0);
+    for i in 0..20 {
+        let (s, _, body) = post(&svc, "a", &audit_events("a", i * 100, 100)).await;
+        assert_eq!(
+            s, 200,
+            "A's ingest is never refused for its backlog: {body}"
+        );
+        let events = audit_events("b", i * 50, 50);
+        match post(&svc, "b", &events).await {
+            (200, _, _) => b_accepted.extend(
+                events
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["id"].as_str().unwrap().to_owned()),
+            ),
+            (429, Some(retry_after), body) => {
+                assert!(retry_after >= 1, "{body}");
+                b_refused += 1;
+            }
+            other => panic!("B: {other:?}"),
+        }
+        beside.push(post_timed(&svc, "c", "c", 1000 + i * 50).await);
+    }
+    let (alone, beside) = (p99(&mut alone), p99(&mut beside));
+    eprintln!("C's ingest p99: {alone:?} alone, {beside:?} beside A and B");
+    assert!(
+        beside < alone * 10 + Duration::from_millis(250),
+        "C slowed: {alone:?} alone, {beside:?} beside A and B"
+    );
+    assert_eq!(b_accepted.len(), 100, "B's burst, then its rate");
+    assert!(b_refused >= 17, "{b_refused}");
+
+    // C's events all arrive; B's accepted ones do, and nothing of a refused request.
+    eventually(Duration::from_secs(10), "C's 2000 events", || {
+        audit_ids(&hec_c.events()).len() >= 2000
+    })
+    .await;
+    let c: std::collections::BTreeSet<String> = audit_ids(&hec_c.events()).into_iter().collect();
+    assert_eq!(c.len(), 2000);
+    eventually(Duration::from_secs(10), "B's accepted events", || {
+        audit_ids(&hec_b.events()).len() >= 100
+    })
+    .await;
+    let b: std::collections::BTreeSet<String> = audit_ids(&hec_b.events()).into_iter().collect();
+    assert_eq!(b, b_accepted.into_iter().collect());
+
+    // A's oldest went for the quota, at once (not at the next sweep period)...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let account = loop {
+        let account = api.ok("GET", "/api/v1/accounts/a", None).await;
+        if account["usage"]["backlog_bytes"].as_u64().unwrap() <= QUOTA {
+            break account;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A still over its quota: {account:#}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    let usage = &account["usage"];
+    assert_eq!(usage["max_backlog_bytes"], QUOTA);
+    let dropped = usage["quota_drops"]["events"].as_u64().unwrap();
+    assert!(dropped > 1000, "{usage}");
+    // ...and the integration's gap counts exactly those, with their time range.
+    let st = api.status("a", &ids[0]).await;
+    assert_eq!(st["gaps"].as_array().unwrap().len(), 1, "{st:#}");
+    let gap = &st["gaps"][0];
+    assert_eq!(gap["reason"], "backlog_quota", "{st:#}");
+    assert_eq!(gap["count"], dropped, "{st:#}");
+    assert!(time(&gap["from"]) <= time(&gap["to"]));
+    // Nobody else lost anything.
+    for (account, id) in [("b", &ids[1]), ("c", &ids[2])] {
+        assert_eq!(api.status(account, id).await["gaps"], json!([]));
+        let other = api
+            .ok("GET", &format!("/api/v1/accounts/{account}"), None)
+            .await;
+        assert_eq!(other["usage"]["quota_drops"], Value::Null, "{other}");
+    }
+
+    // A's Splunk is back: its newest events arrive, a contiguous run up to the last,
+    // with siemsync's own event saying what was dropped.
+    hec_a.set_behaviour(Behaviour::Normal);
+    eventually(Duration::from_secs(10), "A's newest event", || {
+        audit_ids(&hec_a.events()).contains(&"a-1999".to_owned())
+    })
+    .await;
+    let got: std::collections::BTreeSet<usize> = audit_ids(&hec_a.events())
+        .iter()
+        .filter_map(|id| id.strip_prefix("a-")?.parse().ok())
+        .collect();
+    let first = *got.first().unwrap();
+    assert!(first > 0, "the oldest were dropped");
+    assert_eq!(got, (first..2000).collect(), "no hole among the newest");
+    let notes: Vec<Value> = hec_a
+        .events()
+        .into_iter()
+        .filter(|e| e["event"]["acl"] == "siem-integration:backlog-quota")
+        .collect();
+    assert!(!notes.is_empty(), "siemsync's own event about the drop");
+    assert!(notes[0]["event"]["event"]
+        .as_str()
+        .unwrap()
+        .contains("over its quota"));
+    let (_, metrics) = api.admin("GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("siemsync_account_quota_dropped_events{account=\"a\"}")
+            && l.ends_with(&format!(" {dropped}"))),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("siemsync_gap_events{") && l.contains("reason=\"backlog_quota\"")
+        ),
+        "{metrics}"
     );
 }

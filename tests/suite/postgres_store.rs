@@ -1046,11 +1046,16 @@ async fn an_accounts_own_ingest_limits_are_kept_and_read_on_another_node() {
     assert_eq!(n2.account(&a).await.unwrap().unwrap().ingest_burst, None);
     account.ingest_events_per_sec = Some(10);
     account.ingest_burst = Some(300);
+    account.max_backlog_bytes = Some(400_000);
     n1.put_account(&a, &account).await.unwrap();
     let read = n2.account(&a).await.unwrap().unwrap();
     assert_eq!(
-        (read.ingest_events_per_sec, read.ingest_burst),
-        (Some(10), Some(300))
+        (
+            read.ingest_events_per_sec,
+            read.ingest_burst,
+            read.max_backlog_bytes
+        ),
+        (Some(10), Some(300), Some(400_000))
     );
 }
 

@@ -613,7 +613,10 @@ function renderStatus(li, st, shown) {
     extra.push(what + ": " + r.sent.toLocaleString("en-US") + " of " + plural(r.total, "event") + " sent (" + utc(new Date(r.from)) + " to " + utc(new Date(r.to)) + ")");
   }
   for (const g of st.gaps || []) {
-    extra.push(plural(g.count, g.source === "audit" ? "audit event" : "job event") + " outlived the retention before delivery (stored " + utc(new Date(g.from)) + " to " + utc(new Date(g.to)) + ")");
+    const why = g.reason === "backlog_quota"
+      ? " dropped undelivered because Splunk was unreachable too long and the account's backlog went over its quota"
+      : " outlived the retention before delivery";
+    extra.push(plural(g.count, g.source === "audit" ? "audit event" : "job event") + why + " (stored " + utc(new Date(g.from)) + " to " + utc(new Date(g.to)) + ")");
   }
   field(li, "extra").textContent = extra.join(" · ");
   if (li.syncAsked) checkSync(li, st);

@@ -419,6 +419,8 @@ pub(super) fn gap_of(row: &tokio_postgres::Row) -> Result<Gap, PgError> {
     };
     Ok(Gap {
         source,
+        // The backlog quota is not on this backend yet: its gaps are retention's.
+        reason: super::super::GapReason::Retention,
         from: row.get(1),
         to: row.get(2),
         count: to_u64(row.get(3)),

@@ -289,17 +289,20 @@ impl PgStore {
                 .await?
                 .execute(
                     "INSERT INTO accounts (account, siem_enabled, updated_at,
-                       ingest_events_per_sec, ingest_burst) VALUES ($1, $2, $3, $4, $5)
+                       ingest_events_per_sec, ingest_burst, max_backlog_bytes)
+                     VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (account) DO UPDATE SET siem_enabled = excluded.siem_enabled,
                        updated_at = excluded.updated_at,
                        ingest_events_per_sec = excluded.ingest_events_per_sec,
-                       ingest_burst = excluded.ingest_burst",
+                       ingest_burst = excluded.ingest_burst,
+                       max_backlog_bytes = excluded.max_backlog_bytes",
                     &[
                         &id.as_str(),
                         &account.siem_enabled,
                         &account.updated_at,
                         &account.ingest_events_per_sec.map(to_bigint),
                         &account.ingest_burst.map(to_bigint),
+                        &account.max_backlog_bytes.map(to_bigint),
                     ],
                 )
                 .await?;
@@ -316,7 +319,8 @@ impl PgStore {
                 .get()
                 .await?
                 .query_opt(
-                    "SELECT siem_enabled, updated_at, ingest_events_per_sec, ingest_burst
+                    "SELECT siem_enabled, updated_at, ingest_events_per_sec, ingest_burst,
+                       max_backlog_bytes
                      FROM accounts WHERE account = $1",
                     &[&id.as_str()],
                 )
@@ -326,6 +330,7 @@ impl PgStore {
                     updated_at: r.get(1),
                     ingest_events_per_sec: r.get::<_, Option<i64>>(2).map(|v| v as u64),
                     ingest_burst: r.get::<_, Option<i64>>(3).map(|v| v as u64),
+                    max_backlog_bytes: r.get::<_, Option<i64>>(4).map(|v| v as u64),
                 }))
         })
         .await

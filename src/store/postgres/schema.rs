@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "account_ingest_limits",
         sql: include_str!("migrations/0003_account_ingest_limits.sql"),
     },
+    Migration {
+        version: 4,
+        name: "account_backlog_quota",
+        sql: include_str!("migrations/0004_account_backlog_quota.sql"),
+    },
 ];
 
 /// The advisory lock every migrator takes (an arbitrary constant: "siemsync").
