@@ -23,7 +23,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
+use serde::Serialize;
 use serde_json::json;
+use super::bodies::{IntegrationBody, ReplayBody};
+use super::duplicates::IntegrationAnswer;
+use super::errors::ErrorBody;
+use super::status::IntegrationStatus;
+use crate::actors::replay::ReplayProgress;
+use crate::store::DeadLetter;
 use uuid::Uuid;
 
 type IdPath = web::Path<(String, String)>;
@@ -225,6 +232,10 @@ async fn change_body(state: &AppState, body: web::Payload) -> Result<Integration
     Ok(IntegrationChange::from_json(&parse_object(&body)?)?)
 }
 
+/// The account's integrations.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations", operation_id = "listIntegrations", tag = "integrations",
+    params(super::AccountPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The account's integrations", body = Vec<IntegrationAnswer>)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -237,6 +248,16 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(list))
 }
 
+/// Creates an integration; a connection test of its settings runs in the background.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations", operation_id = "createIntegration", tag = "integrations",
+    params(super::AccountPath), security(("admin" = []), ("account" = [])),
+    request_body(content = IntegrationBody, description = "Needs `name`, `hec_token`, `hec_uri` and `sources`"),
+    responses((status = 201, description = "Created", body = IntegrationAnswer,
+            links(("get" = (operation_id = "getIntegration", parameters(("account" = "$request.path.account"), ("id" = "$response.body#/id")))),
+                ("patch" = (operation_id = "patchIntegration", parameters(("account" = "$request.path.account"), ("id" = "$response.body#/id")))),
+                ("status" = (operation_id = "integrationStatus", parameters(("account" = "$request.path.account"), ("id" = "$response.body#/id")))),
+                ("delete" = (operation_id = "deleteIntegration", parameters(("account" = "$request.path.account"), ("id" = "$response.body#/id")))))),
+        (status = 403, description = "The account's SIEM feature is off: contact support (or the token may not do this)", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -265,6 +286,10 @@ pub async fn create(
     Ok(HttpResponse::Created().json(duplicates::view(&all, &it)))
 }
 
+/// One integration.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations/{id}", operation_id = "getIntegration", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The integration", body = IntegrationAnswer)))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -317,6 +342,11 @@ async fn update(
 }
 
 /// `PUT`: a whole new integration in place of the old (the token may be left out).
+#[utoipa::path(put, path = "/api/v1/accounts/{account}/integrations/{id}", operation_id = "replaceIntegration", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    request_body(content = IntegrationBody, description = "Every setting; `hec_token` may be left out to keep the stored one, unless the URI's scheme, host or port changes"),
+    responses((status = 200, description = "Stored", body = IntegrationAnswer),
+        (status = 409, description = "Declared in the config file (read-only here), or changed by other requests again and again", body = ErrorBody)))]
 pub async fn replace(
     state: web::Data<AppState>,
     caller: Caller,
@@ -336,6 +366,13 @@ pub async fn replace(
 }
 
 /// `PATCH`: only the fields given change.
+#[utoipa::path(patch, path = "/api/v1/accounts/{account}/integrations/{id}", operation_id = "patchIntegration", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    request_body(content = IntegrationBody, description = "Only the fields to change (`null` clears `index` and `ca_pem`)",
+        example = json!({"enabled": false})),
+    responses((status = 200, description = "Stored", body = IntegrationAnswer,
+            links(("status" = (operation_id = "integrationStatus", parameters(("account" = "$request.path.account"), ("id" = "$request.path.id")))))),
+        (status = 409, description = "Declared in the config file (read-only here), or changed by other requests again and again", body = ErrorBody)))]
 pub async fn patch(
     state: web::Data<AppState>,
     caller: Caller,
@@ -346,6 +383,11 @@ pub async fn patch(
     update(&state, &caller, &req, &path, body, IntegrationChange::apply).await
 }
 
+/// Removes the integration, its checkpoint, history and dead letters.
+#[utoipa::path(delete, path = "/api/v1/accounts/{account}/integrations/{id}", operation_id = "deleteIntegration", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 204, description = "Removed"),
+        (status = 409, description = "Declared in the config file: read-only here", body = ErrorBody)))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -371,6 +413,29 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `POST …/sync`'s answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"sync": "started", "requested_at": "2026-11-25T10:01:00Z"}))]
+pub struct SyncStarted {
+    /// Always `started`.
+    pub sync: SyncWord,
+    /// The status's `last_sync` whose `started_at` is at or after this is its result.
+    pub requested_at: DateTime<Utc>,
+}
+
+/// The one word `sync` says.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncWord {
+    /// A sync was started.
+    Started,
+}
+
+/// Sync now.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations/{id}/sync", operation_id = "syncNow", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 202, description = "A sync was started", body = SyncStarted),
+        (status = 409, description = "The integration is not running (disabled, or its account's feature is off)", body = ErrorBody)))]
 pub async fn sync_now(
     state: web::Data<AppState>,
     caller: Caller,
@@ -380,7 +445,10 @@ pub async fn sync_now(
     // The status's `last_sync` whose `started_at` is at or after this is the one asked for.
     let requested_at = Utc::now();
     if state.supervisor.send(SyncNow { id: it.id }).await? {
-        Ok(HttpResponse::Accepted().json(json!({"sync": "started", "requested_at": requested_at})))
+        Ok(HttpResponse::Accepted().json(SyncStarted {
+            sync: SyncWord::Started,
+            requested_at,
+        }))
     } else {
         Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -463,6 +531,9 @@ pub async fn force_stall(
 }
 
 /// `POST …/test`: checks the HEC URI and token now and says what works and what does not.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations/{id}/test", operation_id = "testConnection", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The connection test's report (also kept in the status)", body = ConnectionReport)))]
 pub async fn test(
     state: web::Data<AppState>,
     caller: Caller,
@@ -504,6 +575,11 @@ pub fn replay_request(
     Ok((Window { from, to }, sources))
 }
 
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations/{id}/replay", operation_id = "startReplay", tag = "replay",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    request_body(content = ReplayBody),
+    responses((status = 202, description = "The replay started", body = ReplayProgress),
+        (status = 409, description = "A replay runs already, or the integration is not running", body = ErrorBody)))]
 /// `POST …/replay`: `{"from", "to", "sources"?}` re-sends a retained window beside
 /// live delivery, without touching the live checkpoint.
 pub async fn replay(
@@ -537,6 +613,10 @@ pub async fn replay(
 }
 
 /// `DELETE …/replay`: cancels the running replay.
+#[utoipa::path(delete, path = "/api/v1/accounts/{account}/integrations/{id}/replay", operation_id = "cancelReplay", tag = "replay",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "Cancelled: the replay as it ended", body = ReplayProgress),
+        (status = 404, description = "No replay runs (or no such integration)", body = ErrorBody)))]
 pub async fn cancel_replay(
     state: web::Data<AppState>,
     caller: Caller,
@@ -553,12 +633,28 @@ pub async fn cancel_replay(
     }
 }
 
-#[derive(serde::Deserialize)]
+/// `…/dead-letters?limit=`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
+    /// At most this many, newest first (1–1,000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+/// `GET …/dead-letters`' answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeadLetters {
+    /// How many the integration has.
+    pub total: usize,
+    /// The newest of them.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
 /// `GET …/dead-letters`: events Splunk refused as bad data, newest first, with the reason.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations/{id}/dead-letters", operation_id = "deadLetters", tag = "integrations",
+    params(super::IntegrationPath, DeadLetterQuery), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The dead letters, newest first", body = DeadLetters)))]
 pub async fn dead_letters(
     state: web::Data<AppState>,
     caller: Caller,
@@ -568,9 +664,17 @@ pub async fn dead_letters(
     let it = lookup(&state, &caller, &path)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let (total, letters) = state.store.dead_letters(&it.id, limit)?;
-    Ok(HttpResponse::Ok().json(json!({"total": total, "dead_letters": letters})))
+    Ok(HttpResponse::Ok().json(DeadLetters {
+        total,
+        dead_letters: letters,
+    }))
 }
 
+/// The integration's status: state, last attempt and success, last error with
+/// advice, delivered, backlog, gaps, replay, next sync.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations/{id}/status", operation_id = "integrationStatus", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "Its status", body = IntegrationStatus)))]
 pub async fn status(
     state: web::Data<AppState>,
     caller: Caller,
@@ -584,6 +688,8 @@ pub async fn status(
 const STATUS_CONCURRENCY: usize = 16;
 
 /// `GET /api/v1/integrations` (admin): every integration of every account with its status.
+#[utoipa::path(get, path = "/api/v1/integrations", operation_id = "listAllIntegrations", tag = "integrations", security(("admin" = [])),
+    responses((status = 200, description = "Every integration's status", body = Vec<IntegrationStatus>)))]
 pub async fn list_all(
     state: web::Data<AppState>,
     caller: Caller,

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Events an integration never received because they outlived the retention.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Gap {
     /// The source the events were lost from.
     pub source: Source,
