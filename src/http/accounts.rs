@@ -3,8 +3,8 @@
 //! `GET /api/v1/accounts`: every account siemsync knows, for the administrator.
 
 use super::auth::Caller;
-use super::errors::ApiError;
 use super::bodies::AccountBody;
+use super::errors::ApiError;
 use super::errors::ErrorBody;
 use super::{account_of, read_body, AccountPath, AppState};
 use crate::ingest_limit::Limit;

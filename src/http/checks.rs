@@ -9,12 +9,12 @@ use super::integrations::{
 };
 use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::CountReplay;
+use crate::hec::check::ConnectionReport;
 use crate::model::fields::parse_object;
 use crate::model::{AccountId, Integration, IntegrationChange, Source};
 use actix_web::{web, HttpResponse};
-use chrono::Utc;
-use crate::hec::check::ConnectionReport;
 use chrono::DateTime;
+use chrono::Utc;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 /// Reads the raw query string into its parameters, refusing unknown or repeated ones
 /// (a typo must not be ignored silently).
-fn params(query: &str, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn params(query: &str, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
     for (k, v) in url_pairs(query)? {
         if !known.contains(&k.as_str()) {
@@ -43,7 +43,7 @@ fn url_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the query string is not readable: {e}")))
 }
 
-fn number(
+pub(super) fn number(
     p: &HashMap<String, String>,
     name: &str,
     default: u64,

@@ -3,10 +3,15 @@
 //! the actor of the integration that changed.
 
 use super::auth::Caller;
+use super::bodies::{IntegrationBody, ReplayBody};
+use super::duplicates::IntegrationAnswer;
 use super::errors::ApiError;
+use super::errors::ErrorBody;
 use super::status::status_of;
+use super::status::IntegrationStatus;
 use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::{CancelReplay, Refresh, StartReplay, SyncNow, Window};
+use crate::actors::replay::ReplayProgress;
 use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
@@ -18,6 +23,7 @@ use crate::model::integration::read_sources;
 use crate::model::{
     AccountId, AuditEvent, FieldError, Integration, IntegrationChange, IntegrationPolicy, Source,
 };
+use crate::store::DeadLetter;
 use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -25,12 +31,6 @@ use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::json;
-use super::bodies::{IntegrationBody, ReplayBody};
-use super::duplicates::IntegrationAnswer;
-use super::errors::ErrorBody;
-use super::status::IntegrationStatus;
-use crate::actors::replay::ReplayProgress;
-use crate::store::DeadLetter;
 use uuid::Uuid;
 
 type IdPath = web::Path<(String, String)>;
@@ -634,12 +634,13 @@ pub async fn cancel_replay(
 }
 
 /// `…/dead-letters?limit=`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the raw query string, to refuse a bad or unknown parameter.
 pub struct DeadLetterQuery {
     /// At most this many, newest first (1–1,000; default 100).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
+    limit: Option<u64>,
 }
 
 /// `GET …/dead-letters`' answer.
@@ -659,10 +660,12 @@ pub async fn dead_letters(
     state: web::Data<AppState>,
     caller: Caller,
     path: IdPath,
-    query: web::Query<DeadLetterQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    // Out of range is refused rather than clamped: the caller asked for something else.
+    let p = super::history::params(req.query_string(), &["limit"])?;
+    let limit = super::history::number(&p, "limit", 100, 1000)? as usize;
     let (total, letters) = state.store.dead_letters(&it.id, limit)?;
     Ok(HttpResponse::Ok().json(DeadLetters {
         total,

@@ -5,8 +5,8 @@
 //! port 0 (`tests/common/mod.rs`) and call this API as the platform and the page do.
 
 pub mod accounts;
-pub mod bodies;
 pub mod auth;
+pub mod bodies;
 pub mod checks;
 pub mod duplicates;
 pub mod errors;
@@ -259,36 +259,98 @@ pub const ROUTES: &[RouteDef] = &[
     route(Verb::GetOrHead, "/", |r| r.to(ui::index)),
     route(Verb::GetOrHead, "/ui/app.js", |r| r.to(ui::app_js)),
     route(Verb::GetOrHead, "/ui/app.css", |r| r.to(ui::app_css)),
-    route(Verb::GetOrHead, "/api/v1/openapi.json", |r| r.to(openapi::document)),
-    route(Verb::GetOrHead, "/api/v1/docs", |r| r.to(openapi::reference)),
-    route(Verb::GetOrHead, "/api/v1/docs/reference.js", |r| r.to(openapi::reference_js)),
+    route(Verb::GetOrHead, "/api/v1/openapi.json", |r| {
+        r.to(openapi::document)
+    }),
+    route(Verb::GetOrHead, "/api/v1/docs", |r| {
+        r.to(openapi::reference)
+    }),
+    route(Verb::GetOrHead, "/api/v1/docs/reference.js", |r| {
+        r.to(openapi::reference_js)
+    }),
     route(Verb::GetOrHead, "/api/v1/whoami", |r| r.to(ui::whoami)),
     route(Verb::GetOrHead, "/metrics", |r| r.to(metrics::metrics)),
-    route(Verb::GetOrHead, "/api/v1/integrations", |r| r.to(integrations::list_all)),
+    route(Verb::GetOrHead, "/api/v1/integrations", |r| {
+        r.to(integrations::list_all)
+    }),
     route(Verb::Get, "/api/v1/accounts", |r| r.to(accounts::list)),
     route(Verb::Get, "/api/v1/overview", |r| r.to(history::overview)),
     route(Verb::Put, ACCOUNT, |r| r.to(accounts::put)),
     route(Verb::GetOrHead, ACCOUNT, |r| r.to(accounts::get)),
-    route(Verb::Post, "/api/v1/accounts/{account}/tokens", |r| r.to(tokens::create)),
-    route(Verb::GetOrHead, "/api/v1/accounts/{account}/tokens", |r| r.to(tokens::list)),
-    route(Verb::Delete, "/api/v1/accounts/{account}/tokens/{id}", |r| r.to(tokens::delete)),
-    route(Verb::Post, "/api/v1/accounts/{account}/audit", |r| r.to(ingest::audit)),
-    route(Verb::Post, "/api/v1/accounts/{account}/jobs", |r| r.to(ingest::jobs)),
-    route(Verb::GetOrHead, "/api/v1/accounts/{account}/integrations", |r| r.to(integrations::list)),
-    route(Verb::Post, "/api/v1/accounts/{account}/integrations", |r| r.to(integrations::create)),
-    route(Verb::Post, "/api/v1/accounts/{account}/integrations/test", |r| r.to(checks::test_settings)),
+    route(Verb::Post, "/api/v1/accounts/{account}/tokens", |r| {
+        r.to(tokens::create)
+    }),
+    route(Verb::GetOrHead, "/api/v1/accounts/{account}/tokens", |r| {
+        r.to(tokens::list)
+    }),
+    route(
+        Verb::Delete,
+        "/api/v1/accounts/{account}/tokens/{id}",
+        |r| r.to(tokens::delete),
+    ),
+    route(Verb::Post, "/api/v1/accounts/{account}/audit", |r| {
+        r.to(ingest::audit)
+    }),
+    route(Verb::Post, "/api/v1/accounts/{account}/jobs", |r| {
+        r.to(ingest::jobs)
+    }),
+    route(
+        Verb::GetOrHead,
+        "/api/v1/accounts/{account}/integrations",
+        |r| r.to(integrations::list),
+    ),
+    route(Verb::Post, "/api/v1/accounts/{account}/integrations", |r| {
+        r.to(integrations::create)
+    }),
+    route(
+        Verb::Post,
+        "/api/v1/accounts/{account}/integrations/test",
+        |r| r.to(checks::test_settings),
+    ),
     route(Verb::GetOrHead, INTEGRATION, |r| r.to(integrations::get)),
     route(Verb::Put, INTEGRATION, |r| r.to(integrations::replace)),
     route(Verb::Patch, INTEGRATION, |r| r.to(integrations::patch)),
     route(Verb::Delete, INTEGRATION, |r| r.to(integrations::delete)),
-    route(Verb::GetOrHead, "/api/v1/accounts/{account}/integrations/{id}/status", |r| r.to(integrations::status)),
-    route(Verb::Post, "/api/v1/accounts/{account}/integrations/{id}/sync", |r| r.to(integrations::sync_now)),
-    route(Verb::Post, "/api/v1/accounts/{account}/integrations/{id}/test", |r| r.to(integrations::test)),
-    route(Verb::Post, "/api/v1/accounts/{account}/integrations/{id}/replay", |r| r.to(integrations::replay)),
-    route(Verb::Delete, "/api/v1/accounts/{account}/integrations/{id}/replay", |r| r.to(integrations::cancel_replay)),
-    route(Verb::Get, "/api/v1/accounts/{account}/integrations/{id}/replay/preview", |r| r.to(checks::replay_preview)),
-    route(Verb::Get, "/api/v1/accounts/{account}/integrations/{id}/history", |r| r.to(history::history)),
-    route(Verb::GetOrHead, "/api/v1/accounts/{account}/integrations/{id}/dead-letters", |r| r.to(integrations::dead_letters)),
+    route(
+        Verb::GetOrHead,
+        "/api/v1/accounts/{account}/integrations/{id}/status",
+        |r| r.to(integrations::status),
+    ),
+    route(
+        Verb::Post,
+        "/api/v1/accounts/{account}/integrations/{id}/sync",
+        |r| r.to(integrations::sync_now),
+    ),
+    route(
+        Verb::Post,
+        "/api/v1/accounts/{account}/integrations/{id}/test",
+        |r| r.to(integrations::test),
+    ),
+    route(
+        Verb::Post,
+        "/api/v1/accounts/{account}/integrations/{id}/replay",
+        |r| r.to(integrations::replay),
+    ),
+    route(
+        Verb::Delete,
+        "/api/v1/accounts/{account}/integrations/{id}/replay",
+        |r| r.to(integrations::cancel_replay),
+    ),
+    route(
+        Verb::Get,
+        "/api/v1/accounts/{account}/integrations/{id}/replay/preview",
+        |r| r.to(checks::replay_preview),
+    ),
+    route(
+        Verb::Get,
+        "/api/v1/accounts/{account}/integrations/{id}/history",
+        |r| r.to(history::history),
+    ),
+    route(
+        Verb::GetOrHead,
+        "/api/v1/accounts/{account}/integrations/{id}/dead-letters",
+        |r| r.to(integrations::dead_letters),
+    ),
 ];
 
 /// A known path asked with a method it does not take: 405 with the methods it does.

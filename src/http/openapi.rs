@@ -128,27 +128,42 @@ fn error(description: &str) -> Response {
 /// operation describes itself is kept.
 fn add_errors(path: &str, op: &mut Operation) {
     let secured = op.security.as_ref().is_some_and(|s| {
-        serde_json::to_value(s).is_ok_and(|v| v.as_array().is_some_and(|a| a.iter().any(|r| r != &serde_json::json!({}))))
+        serde_json::to_value(s).is_ok_and(|v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().any(|r| r != &serde_json::json!({})))
+        })
     });
     let has_params = path.contains('{') || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
     let has_body = op.request_body.is_some();
     let mut statuses: Vec<(&str, &str)> = Vec::new();
     if has_params || has_body {
-        statuses.push(("400", "The request is not valid: the message names the parameter or field"));
+        statuses.push((
+            "400",
+            "The request is not valid: the message names the parameter or field",
+        ));
     }
     if secured {
         statuses.push(("401", "No bearer token, or one siemsync does not know"));
         statuses.push(("403", "This token may not do that"));
     }
     if path.contains('{') {
-        statuses.push(("404", "No such resource (or another account's, which is not shown)"));
+        statuses.push((
+            "404",
+            "No such resource (or another account's, which is not shown)",
+        ));
     }
     if has_body {
-        statuses.push(("408", "The body did not arrive within `body_timeout_secs`: the connection is closed"));
+        statuses.push((
+            "408",
+            "The body did not arrive within `body_timeout_secs`: the connection is closed",
+        ));
         statuses.push(("413", "The body is larger than `max_body_bytes`"));
     }
     if secured {
-        statuses.push(("503", "siemsync cannot use its store or its delivery engine right now: retry later"));
+        statuses.push((
+            "503",
+            "siemsync cannot use its store or its delivery engine right now: retry later",
+        ));
     }
     for (code, description) in statuses {
         if !op.responses.responses.contains_key(code) {
@@ -192,11 +207,19 @@ fn add_own_paths(doc: &mut Document) {
     );
     doc.paths.paths.insert(
         "/api/v1/docs".into(),
-        page("apiReference", "The API reference page, rendered from this document", "text/html"),
+        page(
+            "apiReference",
+            "The API reference page, rendered from this document",
+            "text/html",
+        ),
     );
     doc.paths.paths.insert(
         "/api/v1/docs/reference.js".into(),
-        page("apiReferenceScript", "The reference page's script", "text/javascript"),
+        page(
+            "apiReferenceScript",
+            "The reference page's script",
+            "text/javascript",
+        ),
     );
 }
 
@@ -248,7 +271,9 @@ pub async fn document() -> Result<HttpResponse, super::errors::ApiError> {
             format!("the API document could not be written: {e}"),
         )
     })?;
-    Ok(HttpResponse::Ok().content_type("application/json").body(doc))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc))
 }
 
 const REFERENCE_HTML: &str = include_str!("ui/reference.html");

@@ -1,12 +1,12 @@
 //! `…/accounts/{account}/tokens`: account-scoped API tokens, managed by the admin.
 
 use super::auth::Caller;
-use super::errors::ApiError;
 use super::bodies::TokenBody;
+use super::errors::ApiError;
 use super::{account_of, read_body, AccountPath, AppState};
+use crate::model::fields::{parse_object, Fields};
 use crate::model::AccountId;
 use crate::store::AccountToken;
-use crate::model::fields::{parse_object, Fields};
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;

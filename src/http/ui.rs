@@ -2,8 +2,8 @@
 //! step), and `GET /api/v1/whoami` so the page knows whose token it holds.
 
 use super::auth::Caller;
-use actix_web::{web, HttpResponse};
 use crate::model::AccountId;
+use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use uuid::Uuid;
 

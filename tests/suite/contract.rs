@@ -153,11 +153,79 @@ async fn the_reference_page_is_served_and_linked_from_the_web_page() {
     let (status, reference) = api.call("GET", "/api/v1/docs", None, None).await;
     assert_eq!(status, 200);
     let reference = reference.as_str().unwrap();
-    assert!(reference.contains("/api/v1/docs/reference.js"), "{reference}");
+    assert!(
+        reference.contains("/api/v1/docs/reference.js"),
+        "{reference}"
+    );
     assert!(!reference.contains("https://"), "nothing from elsewhere");
     let (status, script) = api
         .call("GET", "/api/v1/docs/reference.js", None, None)
         .await;
     assert_eq!(status, 200);
     assert!(script.as_str().unwrap().contains("/api/v1/openapi.json"));
+}
+
+// What schemathesis found against the live service, each kept as a promise here.
+
+#[actix_rt::test]
+async fn a_dead_letter_limit_outside_1_to_1000_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &[]);
+    let api = svc.api();
+    api.enable_account("acme").await;
+    let id = api
+        .add_integration(
+            "acme",
+            "abcdef01-2345-6789-abcd-ef0123456789",
+            &format!("http://127.0.0.1:{}", closed_port()),
+        )
+        .await;
+    let path = format!("/api/v1/accounts/acme/integrations/{id}/dead-letters");
+    for bad in ["0", "1001", "-1", "many"] {
+        let (status, body) = api.admin("GET", &format!("{path}?limit={bad}"), None).await;
+        assert_eq!(status, 400, "limit={bad}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("`limit`"),
+            "{body}"
+        );
+    }
+    let (status, body) = api.admin("GET", &format!("{path}?limit=1000"), None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[actix_rt::test]
+async fn a_known_path_asked_with_another_method_answers_405_with_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &[]);
+    let client = awc::Client::default();
+    for (method, path, allow) in [
+        ("POST", "/healthz", "GET, HEAD"),
+        ("DELETE", "/api/v1/accounts/acme", "PUT, GET, HEAD"),
+        (
+            "PATCH",
+            "/api/v1/accounts/acme/integrations",
+            "GET, HEAD, POST",
+        ),
+    ] {
+        let mut resp = client
+            .request(
+                awc::http::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", svc.url),
+            )
+            .insert_header(("Authorization", format!("Bearer {ADMIN}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(
+            resp.headers().get("allow").unwrap(),
+            allow,
+            "{method} {path}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"].as_str().is_some(), "{body}");
+    }
+    // An unknown path is still 404.
+    let (status, _) = svc.api().admin("GET", "/api/v1/nothing-here", None).await;
+    assert_eq!(status, 404);
 }
