@@ -478,6 +478,7 @@ pub fn mask_token(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn create(v: Value) -> Result<Integration, String> {
         IntegrationChange::from_json(&v)
