@@ -4,9 +4,10 @@
 //! every refusal names the array index and the field; these types describe what those
 //! readers take, for the document only. Rules the readers check beyond JSON Schema
 //! (a HEC URI's shape, a PEM bundle, a time RFC 3339 can write in UTC) are in the
-//! field descriptions. The tests below feed every example through the real readers,
-//! and every field of each type through them alone, so a type that names a field the
-//! reader does not know fails.
+//! field descriptions. `scripts/contract.sh` holds them to the readers: schemathesis
+//! sends the examples and data generated from these schemas (and data that breaks
+//! them) to a live service, and fails on a body these types refuse that the service
+//! takes, or one they allow that it answers with anything but a documented status.
 
 use crate::model::{AccountId, Source};
 use chrono::{DateTime, Utc};
