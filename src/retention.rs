@@ -30,7 +30,7 @@ pub fn quota_of(store: &Store, account: &AccountId, default_quota: u64) -> Resul
 
 /// An account's share of the store, as the account view, the metrics and
 /// `siemsync status` show it.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Bytes its stored audit events take.
     pub stored_bytes: u64,

@@ -54,7 +54,7 @@ pub struct Observation {
 }
 
 /// Splunk asked to slow down, as the status shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SlowDownView {
     /// HEC's code (24: HEC queue, 25: acknowledgement queue).
     pub code: Option<i64>,
@@ -70,7 +70,7 @@ pub struct SlowDownView {
 
 /// One sync that ended: when, how many events it delivered, and whether it succeeded
 /// (the status's `last_error` says why not).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
     /// When the sync started.
     pub started_at: DateTime<Utc>,
@@ -121,7 +121,7 @@ impl Progress {
 }
 
 /// Progress as the status API shows it: how far, how fast, how long still.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ProgressView {
     /// Events done so far.
     pub done: u64,
@@ -136,7 +136,7 @@ pub struct ProgressView {
 }
 
 /// Why the Supervisor restarted an actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RestartReason {
     /// It panicked (a bug): it vanished without ending.
@@ -161,7 +161,7 @@ impl RestartReason {
 
 /// What the Supervisor did to an integration's actor since the service started: the
 /// status's `restarts`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Restarts {
     /// Restarts since the service started.
     pub count: u64,

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// Where a replay is: running, or how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplayState {
     /// Posting (or waiting to resume with its integration).
@@ -38,7 +38,7 @@ pub enum ReplayState {
 }
 
 /// A replay's progress, as the status shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayProgress {
     /// This replay (a new one gets a new id; a resumed one keeps its own).
     pub id: Uuid,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// One step of the check.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Step {
     /// `connection`, `health` or `token`.
     pub check: String,
@@ -21,7 +21,7 @@ pub struct Step {
 }
 
 /// What a connection test found; also kept in the integration's status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectionReport {
     /// Every step passed: events will reach Splunk.
     pub ok: bool,

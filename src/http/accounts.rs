@@ -3,16 +3,19 @@
 //! `GET /api/v1/accounts`: every account siemsync knows, for the administrator.
 
 use super::auth::Caller;
+use super::bodies::AccountBody;
 use super::errors::ApiError;
-use super::{account_of, read_body, AppState};
+use super::errors::ErrorBody;
+use super::{account_of, read_body, AccountPath, AppState};
 use crate::ingest_limit::Limit;
 use crate::model::account::AccountChange;
 use crate::model::fields::parse_object;
 use crate::model::AccountId;
+use crate::retention::Usage;
 use crate::store::{Account, StoreError};
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde::Serialize;
 
 /// The ingest allowance in effect for `account`: its own where set, else the config's.
 pub fn ingest_limit(state: &AppState, account: Option<&Account>) -> Limit {
@@ -26,35 +29,97 @@ pub fn ingest_limit(state: &AppState, account: Option<&Account>) -> Limit {
     }
 }
 
+/// The ingest allowance in effect for an account.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IngestLimitView {
+    /// Events per second it may post, sustained.
+    pub events_per_sec: u64,
+    /// Events it may post at once after a quiet period.
+    pub burst: u64,
+}
+
 /// The account as the API shows it: the switch, the per-account overrides (`null`:
 /// the operator's default, as in a `PUT`), the allowance in effect, how many
 /// ingest requests were refused for it since siemsync started, and its share of the
 /// store (stored and backlog bytes, the quota, what the quota dropped).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"account": "acme", "siem_enabled": true,
+    "updated_at": "2026-11-25T09:50:00Z", "ingest_events_per_sec": null, "ingest_burst": null,
+    "ingest_limit": {"events_per_sec": 100000, "burst": 2000000}, "rate_limited_requests": 0,
+    "max_backlog_bytes": null, "usage": {"stored_bytes": 52428800, "backlog_bytes": 1048576,
+    "max_backlog_bytes": 1073741824, "quota_drops": null}}))]
+pub struct AccountView {
+    /// The account.
+    pub account: AccountId,
+    /// Whether its SIEM feature is on.
+    pub siem_enabled: bool,
+    /// When the switch was last set (`null`: never).
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Its own ingest rate (`null`: the operator's default).
+    pub ingest_events_per_sec: Option<u64>,
+    /// Its own ingest burst (`null`: the operator's default).
+    pub ingest_burst: Option<u64>,
+    /// The allowance in effect.
+    pub ingest_limit: IngestLimitView,
+    /// Ingest requests refused for the rate since siemsync started.
+    pub rate_limited_requests: u64,
+    /// Its own backlog quota in bytes (`null`: the operator's default).
+    pub max_backlog_bytes: Option<u64>,
+    /// Its share of the store.
+    pub usage: Usage,
+}
+
+/// One account in the administrator's list.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AccountSummary {
+    /// The account.
+    pub account: AccountId,
+    /// Whether its SIEM feature is on.
+    pub siem_enabled: bool,
+    /// When the switch was last set (`null`: never).
+    pub updated_at: Option<DateTime<Utc>>,
+    /// How many integrations it has.
+    pub integrations: usize,
+    /// Its share of the store.
+    pub usage: Usage,
+    /// Ingest requests refused for the rate since siemsync started.
+    pub rate_limited_requests: u64,
+}
+
 fn view(
     state: &AppState,
     id: &AccountId,
     siem_enabled: bool,
     updated_at: Option<DateTime<Utc>>,
     account: Option<&Account>,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<AccountView, ApiError> {
     let limit = ingest_limit(state, account);
     let usage = crate::retention::usage(&state.store, id, state.config.account_max_backlog_bytes)?;
-    Ok(json!({
-        "account": id,
-        "siem_enabled": siem_enabled,
-        "updated_at": updated_at,
-        "ingest_events_per_sec": account.and_then(|a| a.ingest_events_per_sec),
-        "ingest_burst": account.and_then(|a| a.ingest_burst),
-        "ingest_limit": {"events_per_sec": limit.per_sec, "burst": limit.burst},
-        "rate_limited_requests": state.ingest_limits.refused(id),
-        "max_backlog_bytes": account.and_then(|a| a.max_backlog_bytes),
-        "usage": usage,
-    }))
+    Ok(AccountView {
+        account: id.clone(),
+        siem_enabled,
+        updated_at,
+        ingest_events_per_sec: account.and_then(|a| a.ingest_events_per_sec),
+        ingest_burst: account.and_then(|a| a.ingest_burst),
+        ingest_limit: IngestLimitView {
+            events_per_sec: limit.per_sec,
+            burst: limit.burst,
+        },
+        rate_limited_requests: state.ingest_limits.refused(id),
+        max_backlog_bytes: account.and_then(|a| a.max_backlog_bytes),
+        usage,
+    })
 }
 
 /// Serialises account changes (read, then write) in this process.
 static ACCOUNT_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+#[utoipa::path(put, path = "/api/v1/accounts/{account}", operation_id = "putAccount", tag = "accounts",
+    params(AccountPath), security(("admin" = [])),
+    request_body(content = AccountBody, description = "The switch, and optionally the account's own ingest rate",
+        example = json!({"siem_enabled": true})),
+    responses((status = 200, description = "The account as stored", body = AccountView,
+        links(("createIntegration" = (operation_id = "createIntegration", parameters(("account" = "$request.path.account"))))))))]
 /// `PUT /api/v1/accounts/{account}` (admin): turns the account's SIEM feature on
 /// or off and sets its own ingest rate; the Supervisor starts or stops its
 /// integrations.
@@ -117,6 +182,10 @@ pub async fn put(
 }
 
 /// `GET /api/v1/accounts/{account}`: the account's feature switch.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}", operation_id = "getAccount", tag = "accounts",
+    params(AccountPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The account; `siem_enabled` false for a known account never switched on", body = AccountView),
+        (status = 404, description = "siemsync never heard of this account (or it is another account's)", body = ErrorBody)))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -145,6 +214,8 @@ pub async fn get(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts", operation_id = "listAccounts", tag = "accounts", security(("admin" = [])),
+    responses((status = 200, description = "Every account siemsync knows, sorted", body = Vec<AccountSummary>)))]
 /// `GET /api/v1/accounts` (admin): every known account with its feature switch and
 /// how many integrations it has, sorted by name.
 pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
@@ -159,14 +230,14 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
                 &a.id,
                 state.config.account_max_backlog_bytes,
             )?;
-            Ok(json!({
-                "account": a.id,
-                "siem_enabled": a.record.as_ref().is_some_and(|r| r.siem_enabled),
-                "updated_at": a.record.map(|r| r.updated_at),
-                "integrations": a.integrations,
-                "usage": usage,
-                "rate_limited_requests": state.ingest_limits.refused(&a.id),
-            }))
+            Ok(AccountSummary {
+                siem_enabled: a.record.as_ref().is_some_and(|r| r.siem_enabled),
+                updated_at: a.record.map(|r| r.updated_at),
+                rate_limited_requests: state.ingest_limits.refused(&a.id),
+                account: a.id,
+                integrations: a.integrations,
+                usage,
+            })
         })
         .collect::<Result<_, StoreError>>()?;
     Ok(HttpResponse::Ok().json(accounts))

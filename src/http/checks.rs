@@ -9,10 +9,13 @@ use super::integrations::{
 };
 use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::CountReplay;
+use crate::hec::check::ConnectionReport;
 use crate::model::fields::parse_object;
-use crate::model::{AccountId, Integration, IntegrationChange};
+use crate::model::{AccountId, Integration, IntegrationChange, Source};
 use actix_web::{web, HttpResponse};
+use chrono::DateTime;
 use chrono::Utc;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -40,7 +43,63 @@ fn described(state: &AppState, account: &AccountId, v: &Value) -> Result<Integra
     Ok(change.apply(&old, Utc::now(), state.policy())?)
 }
 
-/// `POST …/integrations/test`: tests settings without storing them. The body is a
+/// The report of settings tested before saving.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SettingsReport {
+    /// The connection test's report.
+    #[serde(flatten)]
+    pub report: ConnectionReport,
+    /// Warnings about the settings (another integration already sends there).
+    pub warnings: Vec<duplicates::Warning>,
+}
+
+/// Retained events per source, of the sources asked for.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SourceCounts {
+    /// Audit events (only when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<u64>,
+    /// Job snapshots (only when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u64>,
+}
+
+/// How many retained events a replay window holds.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"from": "2026-11-25T09:00:00Z", "to": "2026-11-25T10:00:00Z",
+    "counts": {"audit": 120, "jobs": 4}, "total": 124}))]
+pub struct ReplayPreview {
+    /// The window's first instant.
+    pub from: DateTime<Utc>,
+    /// Its last instant.
+    pub to: DateTime<Utc>,
+    /// Per source.
+    pub counts: SourceCounts,
+    /// In all.
+    pub total: u64,
+}
+
+/// `…/replay/preview?from=&to=&sources=`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by the handler as raw pairs, to refuse repeated keys.
+pub struct PreviewQuery {
+    /// The window's first instant (RFC 3339).
+    from: DateTime<Utc>,
+    /// Its last instant.
+    to: DateTime<Utc>,
+    /// Comma-separated: `audit`, `jobs` (default: the integration's).
+    sources: Option<String>,
+}
+
+/// `POST …/integrations/test`: tests settings without storing them.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations/test", operation_id = "testSettings", tag = "integrations",
+    params(super::AccountPath), security(("admin" = []), ("account" = [])),
+    request_body(content = super::bodies::TestSettingsBody),
+    responses((status = 200, description = "The connection test's report, and warnings; nothing is stored", body = SettingsReport),
+        (status = 403, description = "A new integration on an account whose SIEM feature is off", body = super::errors::ErrorBody),
+        (status = 409, description = "`id` names an integration declared in the config file", body = super::errors::ErrorBody)))]
+/// The body is a
 /// create body, or `{"id", …changes}` for a saved integration. Answers the connection
 /// test report with `warnings` (another integration already sends there).
 pub async fn test_settings(
@@ -56,11 +115,15 @@ pub async fn test_settings(
     check_destination(&state, &it).await?;
     let report = run_test(&state.config, &it).await;
     let all = state.store.integrations_of(&account)?;
-    let mut answer = json!(report);
-    answer["warnings"] = Value::Array(duplicates::warnings(&all, &it));
-    Ok(HttpResponse::Ok().json(answer))
+    Ok(HttpResponse::Ok().json(SettingsReport {
+        report,
+        warnings: duplicates::warnings(&all, &it),
+    }))
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations/{id}/replay/preview", operation_id = "replayPreview", tag = "replay",
+    params(super::IntegrationPath, PreviewQuery), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The retained events of the window", body = ReplayPreview)))]
 /// `GET …/integrations/{id}/replay/preview?from=…&to=…&sources=audit,jobs`: the
 /// retained events a replay of that window would re-send, per source, before any is.
 pub async fn replay_preview(
@@ -95,14 +158,14 @@ pub async fn replay_preview(
         })
         .await??;
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
-    let counts: Map<String, Value> = counts
-        .into_iter()
-        .map(|(source, n)| (source.as_str().to_owned(), json!(n)))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "from": window.from,
-        "to": window.to,
-        "counts": counts,
-        "total": total,
-    })))
+    let of = |wanted: Source| counts.iter().find(|(s, _)| *s == wanted).map(|(_, n)| *n);
+    Ok(HttpResponse::Ok().json(ReplayPreview {
+        from: window.from,
+        to: window.to,
+        counts: SourceCounts {
+            audit: of(Source::Audit),
+            jobs: of(Source::Jobs),
+        },
+        total,
+    }))
 }

@@ -4,8 +4,16 @@ use crate::model::FieldError;
 use crate::store::StoreError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 use std::fmt;
+
+/// The body of every error answer: what was wrong, naming the field or cause.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "`hec_uri` must start with http:// or https://"}))]
+pub struct ErrorBody {
+    /// What is wrong, naming the field, and what to do.
+    pub error: String,
+}
 
 /// An API error answer: a status and a message that names the problem, as `{"error": …}`.
 #[derive(Debug)]
@@ -63,7 +71,9 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             answer.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
-        answer.json(json!({ "error": self.message }))
+        answer.json(ErrorBody {
+            error: self.message.clone(),
+        })
     }
 }
 

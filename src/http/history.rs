@@ -12,13 +12,12 @@ use crate::store::{OverviewRow, SyncRecord, HISTORY_MAX_RECORDS};
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
 /// Reads the raw query string into its parameters, refusing unknown or repeated ones
 /// (a typo must not be ignored silently).
-fn params(query: &str, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn params(query: &str, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
     for (k, v) in url_pairs(query)? {
         if !known.contains(&k.as_str()) {
@@ -44,7 +43,7 @@ fn url_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the query string is not readable: {e}")))
 }
 
-fn number(
+pub(super) fn number(
     p: &HashMap<String, String>,
     name: &str,
     default: u64,
@@ -62,12 +61,46 @@ fn number(
 }
 
 /// One sync as the API shows it: the record, with when it ended.
-fn sync_view(r: &SyncRecord) -> serde_json::Value {
-    let mut v = json!(r);
-    v["finished_at"] = json!(r.finished_at());
-    v
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SyncView {
+    /// The sync as recorded.
+    #[serde(flatten)]
+    pub record: SyncRecord,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
 }
 
+fn sync_view(r: &SyncRecord) -> SyncView {
+    SyncView {
+        record: r.clone(),
+        finished_at: r.finished_at(),
+    }
+}
+
+/// `GET …/history`'s answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct History {
+    /// The integration.
+    pub id: uuid::Uuid,
+    /// Its syncs, newest first.
+    pub syncs: Vec<SyncView>,
+}
+
+/// `…/history?since=&limit=`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the raw query string, to refuse unknown and repeated keys.
+pub struct HistoryQuery {
+    /// Only syncs that started at or after this (RFC 3339; default: every one kept).
+    since: Option<DateTime<Utc>>,
+    /// At most this many, newest first (1–2,000; default 2,000).
+    #[param(minimum = 1, maximum = 2000)]
+    limit: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations/{id}/history", operation_id = "integrationHistory", tag = "integrations",
+    params(super::IntegrationPath, HistoryQuery), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The integration's syncs, newest first", body = History)))]
 /// `GET …/integrations/{id}/history?since=…&limit=…`: the syncs that started at or after
 /// `since` (RFC 3339; default: all kept), newest first, at most `limit` (1–2,000,
 /// default 2,000, the most kept).
@@ -96,11 +129,11 @@ pub async fn history(
         .iter()
         .map(sync_view)
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"id": it.id, "syncs": syncs})))
+    Ok(HttpResponse::Ok().json(History { id: it.id, syncs }))
 }
 
 /// An integration's state on the overview, in the page's words, worst first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OverviewState {
     /// The latest sync that posted failed on something the customer must fix.
@@ -172,12 +205,12 @@ impl SortKey {
         })
     }
 
-    fn name(self) -> &'static str {
+    fn word(self) -> OverviewSort {
         match self {
-            SortKey::State => "state",
-            SortKey::Backlog => "backlog",
-            SortKey::LastSuccess => "last_success",
-            SortKey::Account => "account",
+            SortKey::State => OverviewSort::State,
+            SortKey::Backlog => OverviewSort::Backlog,
+            SortKey::LastSuccess => OverviewSort::LastSuccess,
+            SortKey::Account => OverviewSort::Account,
         }
     }
 
@@ -262,7 +295,124 @@ fn overview_query(query: &str) -> Result<OverviewQuery, ApiError> {
     })
 }
 
+/// What the overview is sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverviewSort {
+    /// Worst first: needs action, retrying, pending, healthy, disabled.
+    State,
+    /// The latest sync's backlog after it.
+    Backlog,
+    /// When the latest sync without an error ended.
+    LastSuccess,
+    /// The account, then the name.
+    Account,
+}
+
+/// Ascending or descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Smallest (or worst state) first.
+    Asc,
+    /// Largest first.
+    Desc,
+}
+
+/// `/api/v1/overview?sort=&order=&page=&per_page=&state=`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the raw query string, to refuse unknown and repeated keys.
+pub struct OverviewParams {
+    /// The order (default `state`).
+    sort: Option<OverviewSort>,
+    /// Default: the most alarming first (`desc` for `backlog`, `asc` otherwise).
+    order: Option<SortOrder>,
+    /// From 1 (default 1).
+    #[param(minimum = 1, maximum = 4294967295_u64)]
+    page: Option<u64>,
+    /// 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    per_page: Option<u64>,
+    /// Only integrations in this state (the counts are always of all).
+    state: Option<OverviewState>,
+}
+
+/// How many integrations are in each state.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct OverviewCounts {
+    /// Failed on something the customer must fix.
+    pub needs_action: usize,
+    /// Failed on a busy or unreachable Splunk: retried by itself.
+    pub retrying: usize,
+    /// No sync has posted yet.
+    pub pending: usize,
+    /// The latest sync that posted ended without an error.
+    pub healthy: usize,
+    /// Off, or its account's feature is.
+    pub disabled: usize,
+}
+
+impl OverviewCounts {
+    fn count(&mut self, state: OverviewState) {
+        *match state {
+            OverviewState::NeedsAction => &mut self.needs_action,
+            OverviewState::Retrying => &mut self.retrying,
+            OverviewState::Pending => &mut self.pending,
+            OverviewState::Healthy => &mut self.healthy,
+            OverviewState::Disabled => &mut self.disabled,
+        } += 1;
+    }
+}
+
+/// One integration on the overview.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OverviewRowView {
+    /// The integration.
+    pub id: uuid::Uuid,
+    /// Its account.
+    pub account: crate::model::AccountId,
+    /// Its name.
+    pub name: String,
+    /// Its Enable toggle.
+    pub enabled: bool,
+    /// The page's badge.
+    pub state: OverviewState,
+    /// The latest sync's `backlog_after` (`null`: unknown).
+    pub backlog: Option<u64>,
+    /// When the latest sync without an error ended.
+    pub last_success: Option<DateTime<Utc>>,
+    /// The latest sync.
+    pub last_sync: Option<SyncView>,
+}
+
+/// `GET /api/v1/overview`'s answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Overview {
+    /// Integrations per state, of all of them.
+    pub counts: OverviewCounts,
+    /// Integrations listed (of `state`, when given).
+    pub total: usize,
+    /// The order used.
+    pub sort: OverviewSort,
+    /// Ascending or descending.
+    pub order: SortOrder,
+    /// This page, from 1.
+    pub page: u64,
+    /// Integrations per page.
+    pub per_page: u64,
+    /// Pages in all.
+    pub pages: u64,
+    /// The state listed (`null`: all).
+    pub state: Option<OverviewState>,
+    /// This page's integrations.
+    pub integrations: Vec<OverviewRowView>,
+}
+
 /// `GET /api/v1/overview?sort=&order=&page=&per_page=&state=` (admin).
+#[utoipa::path(get, path = "/api/v1/overview", operation_id = "overview", tag = "integrations",
+    params(OverviewParams), security(("admin" = [])),
+    responses((status = 200, description = "One page of every integration, sorted and counted", body = Overview)))]
 pub async fn overview(
     state: web::Data<AppState>,
     caller: Caller,
@@ -278,14 +428,11 @@ pub async fn overview(
     } = overview_query(req.query_string())?;
     let store = state.store.clone();
     let rows = web::block(move || store.overview_rows()).await??;
-    let mut counts: Vec<(OverviewState, usize)> =
-        OverviewState::ALL.into_iter().map(|s| (s, 0)).collect();
+    let mut counts = OverviewCounts::default();
     let mut keyed: Vec<Keyed> = Vec::with_capacity(rows.len());
     for row in rows {
         let st = OverviewState::of(&row);
-        if let Some(c) = counts.iter_mut().find(|(s, _)| *s == st) {
-            c.1 += 1;
-        }
+        counts.count(st);
         if only.is_some_and(|o| o != st) {
             continue;
         }
@@ -307,33 +454,30 @@ pub async fn overview(
     keyed.sort_unstable_by(|a, b| compare(a, b, key, descending));
     let page_rows: Vec<_> = keyed[skip..]
         .iter()
-        .map(|k| {
-            let last = k.row.summary.as_ref().map(|s| &s.last);
-            json!({
-                "id": k.row.id,
-                "account": k.row.account,
-                "name": k.row.name,
-                "enabled": k.row.enabled,
-                "state": k.state,
-                "backlog": k.backlog,
-                "last_success": k.last_success,
-                "last_sync": last.map(sync_view),
-            })
+        .map(|k| OverviewRowView {
+            id: k.row.id,
+            account: k.row.account.clone(),
+            name: k.row.name.clone(),
+            enabled: k.row.enabled,
+            state: k.state,
+            backlog: k.backlog,
+            last_success: k.last_success,
+            last_sync: k.row.summary.as_ref().map(|s| sync_view(&s.last)),
         })
         .collect();
-    let counts: serde_json::Map<String, serde_json::Value> = counts
-        .into_iter()
-        .map(|(s, n)| (s.name().to_owned(), json!(n)))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "counts": counts,
-        "total": total,
-        "sort": key.name(),
-        "order": if descending { "desc" } else { "asc" },
-        "page": page,
-        "per_page": per_page,
-        "pages": (total as u64).div_ceil(per_page),
-        "state": only.map(OverviewState::name),
-        "integrations": page_rows,
-    })))
+    Ok(HttpResponse::Ok().json(Overview {
+        counts,
+        total,
+        sort: key.word(),
+        order: if descending {
+            SortOrder::Desc
+        } else {
+            SortOrder::Asc
+        },
+        page,
+        per_page,
+        pages: (total as u64).div_ceil(per_page),
+        state: only,
+        integrations: page_rows,
+    }))
 }

@@ -14,7 +14,7 @@ use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// Reads a whole ingest body into validated items, the first bad one named.
@@ -181,8 +181,35 @@ fn over_rate(account: &AccountId, limit: Limit, n: Option<u64>, wait: Duration) 
     )
 }
 
-/// `POST /api/v1/accounts/{account}/audit`: stores a body of audit events whole or
-/// not at all; an `id` seen recently is counted as a duplicate, not stored again.
+/// `POST …/audit`'s answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"accepted": 1, "duplicates": 0}))]
+pub struct AuditAccepted {
+    /// Events stored.
+    pub accepted: usize,
+    /// Events whose id the account already had (a retry): ignored.
+    pub duplicates: usize,
+}
+
+/// `POST …/jobs`'s answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"accepted": 1}))]
+pub struct JobsAccepted {
+    /// Snapshots taken.
+    pub accepted: usize,
+}
+
+/// Posts audit events: validated whole, stored atomically, on disk before the answer.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/audit", operation_id = "postAudit", tag = "ingest",
+    params(super::AccountPath), security(("admin" = []), ("ingest" = [])),
+    request_body(content = Vec<super::bodies::AuditEventBody>, example = json!([
+        {"id": "evt-1", "time": "2026-11-25T10:00:00Z", "connector": "m365-1", "acl": "admin",
+         "method": "POST", "user": "ann@example.com", "ip": "192.0.2.7",
+         "metadata": {"target": "mailbox"}, "event": "Restore started"}])),
+    responses((status = 200, description = "Stored, and on disk", body = AuditAccepted),
+        (status = 413, description = "The body is larger than max_body_bytes, or holds more events than the account's burst", body = super::errors::ErrorBody),
+        (status = 429, description = "The account is over its ingest rate: nothing was stored; retry after `Retry-After` seconds", body = super::errors::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 pub async fn audit(
     state: web::Data<AppState>,
     caller: Caller,
@@ -211,11 +238,22 @@ pub async fn audit(
         .ingest_events
         .get_or_create(&labels)
         .inc_by(out.accepted as u64);
-    Ok(HttpResponse::Ok().json(json!({"accepted": out.accepted, "duplicates": out.duplicates})))
+    Ok(HttpResponse::Ok().json(AuditAccepted {
+        accepted: out.accepted,
+        duplicates: out.duplicates,
+    }))
 }
 
-/// `POST /api/v1/accounts/{account}/jobs`: stores a body of job snapshots whole or
-/// not at all.
+/// Posts job snapshots: validated whole, stored atomically, on disk before the answer.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/jobs", operation_id = "postJobs", tag = "ingest",
+    params(super::AccountPath), security(("admin" = []), ("ingest" = [])),
+    request_body(content = Vec<super::bodies::JobSnapshotBody>, example = json!([
+        {"job": "job-42", "connector": "m365-1", "type": "backup", "status": "in progress",
+         "progress": 0.4, "description": "Backup of Microsoft 365", "start_time": "2026-11-25T09:55:00Z"}])),
+    responses((status = 200, description = "Stored, and on disk", body = JobsAccepted),
+        (status = 413, description = "The body is larger than max_body_bytes, or holds more snapshots than the account's burst", body = super::errors::ErrorBody),
+        (status = 429, description = "The account is over its ingest rate: nothing was stored; retry after `Retry-After` seconds", body = super::errors::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 pub async fn jobs(
     state: web::Data<AppState>,
     caller: Caller,
@@ -244,5 +282,5 @@ pub async fn jobs(
         .ingest_events
         .get_or_create(&labels)
         .inc_by(accepted as u64);
-    Ok(HttpResponse::Ok().json(json!({"accepted": accepted})))
+    Ok(HttpResponse::Ok().json(JobsAccepted { accepted }))
 }

@@ -3,10 +3,15 @@
 //! the actor of the integration that changed.
 
 use super::auth::Caller;
+use super::bodies::{IntegrationBody, ReplayBody};
+use super::duplicates::IntegrationAnswer;
 use super::errors::ApiError;
+use super::errors::ErrorBody;
 use super::status::status_of;
+use super::status::IntegrationStatus;
 use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::{CancelReplay, Refresh, StartReplay, SyncNow, Window};
+use crate::actors::replay::ReplayProgress;
 use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
@@ -18,11 +23,13 @@ use crate::model::integration::read_sources;
 use crate::model::{
     AccountId, AuditEvent, FieldError, Integration, IntegrationChange, IntegrationPolicy, Source,
 };
+use crate::store::DeadLetter;
 use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
+use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -225,8 +232,10 @@ async fn change_body(state: &AppState, body: web::Payload) -> Result<Integration
     Ok(IntegrationChange::from_json(&parse_object(&body)?)?)
 }
 
-/// `GET /api/v1/accounts/{account}/integrations`: the account's integrations, each
-/// with `warnings` naming others that send to the same HEC URI with the same token.
+/// The account's integrations.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations", operation_id = "listIntegrations", tag = "integrations",
+    params(super::AccountPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The account's integrations", body = Vec<IntegrationAnswer>)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -239,8 +248,16 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(list))
 }
 
-/// `POST …/integrations`: stores a new integration (only with the account's feature
-/// on), writes it to the audit log, and the Supervisor starts its actor.
+/// Creates an integration; a connection test of its settings runs in the background.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations", operation_id = "createIntegration", tag = "integrations",
+    params(super::AccountPath), security(("admin" = []), ("account" = [])),
+    request_body(content = IntegrationBody, description = "Needs `name`, `hec_token`, `hec_uri` and `sources`"),
+    responses((status = 201, description = "Created", body = IntegrationAnswer,
+            links(("get" = (operation_id = "getIntegration", parameters(("account" = "$request.path.account"), ("id" = "$response.body#/id")))),
+                ("patch" = (operation_id = "patchIntegration", parameters(("account" = "$request.path.account"), ("id" = "$response.body#/id")))),
+                ("status" = (operation_id = "integrationStatus", parameters(("account" = "$request.path.account"), ("id" = "$response.body#/id")))),
+                ("delete" = (operation_id = "deleteIntegration", parameters(("account" = "$request.path.account"), ("id" = "$response.body#/id")))))),
+        (status = 403, description = "The account's SIEM feature is off: contact support (or the token may not do this)", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -269,7 +286,10 @@ pub async fn create(
     Ok(HttpResponse::Created().json(duplicates::view(&all, &it)))
 }
 
-/// `GET …/integrations/{id}`: one integration, its token masked to the last digits.
+/// One integration.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations/{id}", operation_id = "getIntegration", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The integration", body = IntegrationAnswer)))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -322,6 +342,11 @@ async fn update(
 }
 
 /// `PUT`: a whole new integration in place of the old (the token may be left out).
+#[utoipa::path(put, path = "/api/v1/accounts/{account}/integrations/{id}", operation_id = "replaceIntegration", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    request_body(content = IntegrationBody, description = "Every setting; `hec_token` may be left out to keep the stored one, unless the URI's scheme, host or port changes"),
+    responses((status = 200, description = "Stored", body = IntegrationAnswer),
+        (status = 409, description = "Declared in the config file (read-only here), or changed by other requests again and again", body = ErrorBody)))]
 pub async fn replace(
     state: web::Data<AppState>,
     caller: Caller,
@@ -341,6 +366,13 @@ pub async fn replace(
 }
 
 /// `PATCH`: only the fields given change.
+#[utoipa::path(patch, path = "/api/v1/accounts/{account}/integrations/{id}", operation_id = "patchIntegration", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    request_body(content = IntegrationBody, description = "Only the fields to change (`null` clears `index` and `ca_pem`)",
+        example = json!({"enabled": false})),
+    responses((status = 200, description = "Stored", body = IntegrationAnswer,
+            links(("status" = (operation_id = "integrationStatus", parameters(("account" = "$request.path.account"), ("id" = "$request.path.id")))))),
+        (status = 409, description = "Declared in the config file (read-only here), or changed by other requests again and again", body = ErrorBody)))]
 pub async fn patch(
     state: web::Data<AppState>,
     caller: Caller,
@@ -351,8 +383,11 @@ pub async fn patch(
     update(&state, &caller, &req, &path, body, IntegrationChange::apply).await
 }
 
-/// `DELETE …/integrations/{id}`: removes the integration with its checkpoint,
-/// history and dead letters, and stops its actor.
+/// Removes the integration, its checkpoint, history and dead letters.
+#[utoipa::path(delete, path = "/api/v1/accounts/{account}/integrations/{id}", operation_id = "deleteIntegration", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 204, description = "Removed"),
+        (status = 409, description = "Declared in the config file: read-only here", body = ErrorBody)))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -378,8 +413,29 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `POST …/sync`: a sync now instead of at the next interval; 409 when the
-/// integration is not running.
+/// `POST …/sync`'s answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"sync": "started", "requested_at": "2026-11-25T10:01:00Z"}))]
+pub struct SyncStarted {
+    /// Always `started`.
+    pub sync: SyncWord,
+    /// The status's `last_sync` whose `started_at` is at or after this is its result.
+    pub requested_at: DateTime<Utc>,
+}
+
+/// The one word `sync` says.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncWord {
+    /// A sync was started.
+    Started,
+}
+
+/// Sync now.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations/{id}/sync", operation_id = "syncNow", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 202, description = "A sync was started", body = SyncStarted),
+        (status = 409, description = "The integration is not running (disabled, or its account's feature is off)", body = ErrorBody)))]
 pub async fn sync_now(
     state: web::Data<AppState>,
     caller: Caller,
@@ -389,7 +445,10 @@ pub async fn sync_now(
     // The status's `last_sync` whose `started_at` is at or after this is the one asked for.
     let requested_at = Utc::now();
     if state.supervisor.send(SyncNow { id: it.id }).await? {
-        Ok(HttpResponse::Accepted().json(json!({"sync": "started", "requested_at": requested_at})))
+        Ok(HttpResponse::Accepted().json(SyncStarted {
+            sync: SyncWord::Started,
+            requested_at,
+        }))
     } else {
         Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -472,6 +531,9 @@ pub async fn force_stall(
 }
 
 /// `POST …/test`: checks the HEC URI and token now and says what works and what does not.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations/{id}/test", operation_id = "testConnection", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The connection test's report (also kept in the status)", body = ConnectionReport)))]
 pub async fn test(
     state: web::Data<AppState>,
     caller: Caller,
@@ -513,6 +575,11 @@ pub fn replay_request(
     Ok((Window { from, to }, sources))
 }
 
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations/{id}/replay", operation_id = "startReplay", tag = "replay",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    request_body(content = ReplayBody),
+    responses((status = 202, description = "The replay started", body = ReplayProgress),
+        (status = 409, description = "A replay runs already, or the integration is not running", body = ErrorBody)))]
 /// `POST …/replay`: `{"from", "to", "sources"?}` re-sends a retained window beside
 /// live delivery, without touching the live checkpoint.
 pub async fn replay(
@@ -546,6 +613,10 @@ pub async fn replay(
 }
 
 /// `DELETE …/replay`: cancels the running replay.
+#[utoipa::path(delete, path = "/api/v1/accounts/{account}/integrations/{id}/replay", operation_id = "cancelReplay", tag = "replay",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "Cancelled: the replay as it ended", body = ReplayProgress),
+        (status = 404, description = "No replay runs (or no such integration)", body = ErrorBody)))]
 pub async fn cancel_replay(
     state: web::Data<AppState>,
     caller: Caller,
@@ -562,26 +633,51 @@ pub async fn cancel_replay(
     }
 }
 
-/// `GET …/dead-letters?limit=`: how many to list (100 unless given, 1 to 1000).
-#[derive(serde::Deserialize)]
+/// `…/dead-letters?limit=`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the raw query string, to refuse a bad or unknown parameter.
 pub struct DeadLetterQuery {
-    limit: Option<usize>,
+    /// At most this many, newest first (1–1,000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+}
+
+/// `GET …/dead-letters`' answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeadLetters {
+    /// How many the integration has.
+    pub total: usize,
+    /// The newest of them.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// `GET …/dead-letters`: events Splunk refused as bad data, newest first, with the reason.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations/{id}/dead-letters", operation_id = "deadLetters", tag = "integrations",
+    params(super::IntegrationPath, DeadLetterQuery), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "The dead letters, newest first", body = DeadLetters)))]
 pub async fn dead_letters(
     state: web::Data<AppState>,
     caller: Caller,
     path: IdPath,
-    query: web::Query<DeadLetterQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let it = lookup(&state, &caller, &path)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    // Out of range is refused rather than clamped: the caller asked for something else.
+    let p = super::history::params(req.query_string(), &["limit"])?;
+    let limit = super::history::number(&p, "limit", 100, 1000)? as usize;
     let (total, letters) = state.store.dead_letters(&it.id, limit)?;
-    Ok(HttpResponse::Ok().json(json!({"total": total, "dead_letters": letters})))
+    Ok(HttpResponse::Ok().json(DeadLetters {
+        total,
+        dead_letters: letters,
+    }))
 }
 
-/// `GET …/status`: where the integration stands (last sync, backlog, error, replay).
+/// The integration's status: state, last attempt and success, last error with
+/// advice, delivered, backlog, gaps, replay, next sync.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/integrations/{id}/status", operation_id = "integrationStatus", tag = "integrations",
+    params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
+    responses((status = 200, description = "Its status", body = IntegrationStatus)))]
 pub async fn status(
     state: web::Data<AppState>,
     caller: Caller,
@@ -595,6 +691,8 @@ pub async fn status(
 const STATUS_CONCURRENCY: usize = 16;
 
 /// `GET /api/v1/integrations` (admin): every integration of every account with its status.
+#[utoipa::path(get, path = "/api/v1/integrations", operation_id = "listAllIntegrations", tag = "integrations", security(("admin" = [])),
+    responses((status = 200, description = "Every integration's status", body = Vec<IntegrationStatus>)))]
 pub async fn list_all(
     state: web::Data<AppState>,
     caller: Caller,

@@ -109,6 +109,9 @@ fn accounts(state: &AppState, m: &Metrics) -> Result<(), StoreError> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "service", security(("admin" = [])),
+    responses((status = 200, description = "The metrics, in the OpenMetrics text format",
+        content_type = "application/openmetrics-text", body = String)))]
 /// `GET /metrics` (admin): the OpenMetrics text, with the stored gauges read now.
 pub async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;

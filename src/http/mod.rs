@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod bodies;
 pub mod checks;
 pub mod duplicates;
 pub mod errors;
@@ -17,6 +18,7 @@ pub mod history;
 pub mod ingest;
 pub mod integrations;
 pub mod metrics;
+pub mod openapi;
 pub mod status;
 pub mod tokens;
 pub mod ui;
@@ -30,7 +32,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;
 use errors::ApiError;
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
 
 /// What every handler can reach.
@@ -96,6 +98,26 @@ pub fn get_or_head() -> actix_web::Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
+/// The `{account}` of a path, for the API document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AccountPath {
+    /// The account: 1–64 characters of `[A-Za-z0-9._-]`.
+    #[param(example = "acme")]
+    pub account: AccountId,
+}
+
+/// The `{account}` and `{id}` of an integration's path, for the API document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IntegrationPath {
+    /// The account: 1–64 characters of `[A-Za-z0-9._-]`.
+    #[param(example = "acme")]
+    pub account: AccountId,
+    /// The integration's id, as made by siemsync.
+    pub id: uuid::Uuid,
+}
+
 /// The `{account}` path segment, validated.
 pub fn account_of(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|e| {
@@ -105,35 +127,254 @@ pub fn account_of(raw: &str) -> Result<AccountId, ApiError> {
     })
 }
 
+/// Whether the service can do its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// Up, and the store takes writes.
+    Ok,
+    /// Up, but the store cannot take writes (full or read-only disk).
+    Degraded,
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` while the store cannot write.
+    pub status: HealthState,
+    /// Only when degraded: why the store cannot write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+}
+
 /// Up, and able to store: 503 with the reason while the store cannot take writes.
-async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "service", security(()),
+    responses(
+        (status = 200, description = "Up, and the store takes writes", body = Health,
+            example = json!({"status": "ok"})),
+        (status = 503, description = "Up, but the store cannot write (full or read-only disk)", body = Health,
+            example = json!({"status": "degraded", "storage": "siemsync cannot write to its store: No space left on device"})),
+    ))]
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.fault() {
-        None => HttpResponse::Ok().json(json!({"status": "ok"})),
-        Some(reason) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "degraded",
-            "storage": format!("siemsync cannot write to its store: {reason}"),
-        })),
+        None => HttpResponse::Ok().json(Health {
+            status: HealthState::Ok,
+            storage: None,
+        }),
+        Some(reason) => HttpResponse::ServiceUnavailable().json(Health {
+            status: HealthState::Degraded,
+            storage: Some(format!("siemsync cannot write to its store: {reason}")),
+        }),
     }
 }
 
 async fn no_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see the HTTP contract in the README",
+        "no such endpoint; see the API document at /api/v1/openapi.json",
     ))
 }
 
-/// Routes only test builds have.
+/// Routes only test builds have (never in a release build, nor in the API document).
 fn test_hooks(_cfg: &mut web::ServiceConfig) {
     #[cfg(feature = "test-hooks")]
     _cfg.route(
-        "/integrations/{id}/_panic",
+        "/api/v1/accounts/{account}/integrations/{id}/_panic",
         web::post().to(integrations::force_panic),
     )
     .route(
-        "/integrations/{id}/_stall",
+        "/api/v1/accounts/{account}/integrations/{id}/_stall",
         web::post().to(integrations::force_stall),
     );
+}
+
+/// Which requests a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET, and HEAD (the headers alone).
+    GetOrHead,
+    /// GET only.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl Verb {
+    fn route(self) -> actix_web::Route {
+        match self {
+            Verb::GetOrHead => get_or_head(),
+            Verb::Get => web::get(),
+            Verb::Post => web::post(),
+            Verb::Put => web::put(),
+            Verb::Patch => web::patch(),
+            Verb::Delete => web::delete(),
+        }
+    }
+
+    /// The methods it answers, as an `Allow` header lists them.
+    pub fn methods(self) -> &'static [&'static str] {
+        match self {
+            Verb::GetOrHead => &["GET", "HEAD"],
+            Verb::Get => &["GET"],
+            Verb::Post => &["POST"],
+            Verb::Put => &["PUT"],
+            Verb::Patch => &["PATCH"],
+            Verb::Delete => &["DELETE"],
+        }
+    }
+}
+
+/// One route of the API: `configure` registers exactly these, and a test checks that
+/// the OpenAPI document describes each one, so none can ship undocumented.
+pub struct RouteDef {
+    /// What it answers.
+    pub verb: Verb,
+    /// The path, with `{name}` segments as in the document.
+    pub path: &'static str,
+    /// Its handler, on the route `verb` makes.
+    pub handler: fn(actix_web::Route) -> actix_web::Route,
+}
+
+const fn route(
+    verb: Verb,
+    path: &'static str,
+    handler: fn(actix_web::Route) -> actix_web::Route,
+) -> RouteDef {
+    RouteDef {
+        verb,
+        path,
+        handler,
+    }
+}
+
+const ACCOUNT: &str = "/api/v1/accounts/{account}";
+const INTEGRATION: &str = "/api/v1/accounts/{account}/integrations/{id}";
+
+/// Every route, in the order they are matched (`…/integrations/test` before
+/// `…/integrations/{id}`).
+pub const ROUTES: &[RouteDef] = &[
+    route(Verb::GetOrHead, "/healthz", |r| r.to(healthz)),
+    route(Verb::GetOrHead, "/", |r| r.to(ui::index)),
+    route(Verb::GetOrHead, "/ui/app.js", |r| r.to(ui::app_js)),
+    route(Verb::GetOrHead, "/ui/app.css", |r| r.to(ui::app_css)),
+    route(Verb::GetOrHead, "/api/v1/openapi.json", |r| {
+        r.to(openapi::document)
+    }),
+    route(Verb::GetOrHead, "/api/v1/docs", |r| {
+        r.to(openapi::reference)
+    }),
+    route(Verb::GetOrHead, "/api/v1/docs/reference.js", |r| {
+        r.to(openapi::reference_js)
+    }),
+    route(Verb::GetOrHead, "/api/v1/whoami", |r| r.to(ui::whoami)),
+    route(Verb::GetOrHead, "/metrics", |r| r.to(metrics::metrics)),
+    route(Verb::GetOrHead, "/api/v1/integrations", |r| {
+        r.to(integrations::list_all)
+    }),
+    route(Verb::Get, "/api/v1/accounts", |r| r.to(accounts::list)),
+    route(Verb::Get, "/api/v1/overview", |r| r.to(history::overview)),
+    route(Verb::Put, ACCOUNT, |r| r.to(accounts::put)),
+    route(Verb::GetOrHead, ACCOUNT, |r| r.to(accounts::get)),
+    route(Verb::Post, "/api/v1/accounts/{account}/tokens", |r| {
+        r.to(tokens::create)
+    }),
+    route(Verb::GetOrHead, "/api/v1/accounts/{account}/tokens", |r| {
+        r.to(tokens::list)
+    }),
+    route(
+        Verb::Delete,
+        "/api/v1/accounts/{account}/tokens/{id}",
+        |r| r.to(tokens::delete),
+    ),
+    route(Verb::Post, "/api/v1/accounts/{account}/audit", |r| {
+        r.to(ingest::audit)
+    }),
+    route(Verb::Post, "/api/v1/accounts/{account}/jobs", |r| {
+        r.to(ingest::jobs)
+    }),
+    route(
+        Verb::GetOrHead,
+        "/api/v1/accounts/{account}/integrations",
+        |r| r.to(integrations::list),
+    ),
+    route(Verb::Post, "/api/v1/accounts/{account}/integrations", |r| {
+        r.to(integrations::create)
+    }),
+    route(
+        Verb::Post,
+        "/api/v1/accounts/{account}/integrations/test",
+        |r| r.to(checks::test_settings),
+    ),
+    route(Verb::GetOrHead, INTEGRATION, |r| r.to(integrations::get)),
+    route(Verb::Put, INTEGRATION, |r| r.to(integrations::replace)),
+    route(Verb::Patch, INTEGRATION, |r| r.to(integrations::patch)),
+    route(Verb::Delete, INTEGRATION, |r| r.to(integrations::delete)),
+    route(
+        Verb::GetOrHead,
+        "/api/v1/accounts/{account}/integrations/{id}/status",
+        |r| r.to(integrations::status),
+    ),
+    route(
+        Verb::Post,
+        "/api/v1/accounts/{account}/integrations/{id}/sync",
+        |r| r.to(integrations::sync_now),
+    ),
+    route(
+        Verb::Post,
+        "/api/v1/accounts/{account}/integrations/{id}/test",
+        |r| r.to(integrations::test),
+    ),
+    route(
+        Verb::Post,
+        "/api/v1/accounts/{account}/integrations/{id}/replay",
+        |r| r.to(integrations::replay),
+    ),
+    route(
+        Verb::Delete,
+        "/api/v1/accounts/{account}/integrations/{id}/replay",
+        |r| r.to(integrations::cancel_replay),
+    ),
+    route(
+        Verb::Get,
+        "/api/v1/accounts/{account}/integrations/{id}/replay/preview",
+        |r| r.to(checks::replay_preview),
+    ),
+    route(
+        Verb::Get,
+        "/api/v1/accounts/{account}/integrations/{id}/history",
+        |r| r.to(history::history),
+    ),
+    route(
+        Verb::GetOrHead,
+        "/api/v1/accounts/{account}/integrations/{id}/dead-letters",
+        |r| r.to(integrations::dead_letters),
+    ),
+];
+
+/// A known path asked with a method it does not take: 405 with the methods it does.
+fn method_not_allowed(path: &'static str) -> actix_web::Route {
+    let allow: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.path == path)
+        .flat_map(|r| r.verb.methods().iter().copied())
+        .collect();
+    let allow = allow.join(", ");
+    web::route().to(move || {
+        let allow = allow.clone();
+        async move {
+            let mut answer = HttpResponse::MethodNotAllowed();
+            answer.insert_header((actix_web::http::header::ALLOW, allow.clone()));
+            answer.json(errors::ErrorBody {
+                error: format!("this endpoint takes {allow} only; see the API document at /api/v1/openapi.json"),
+            })
+        }
+    })
 }
 
 /// Registers every route; the binary and the tests build the same app with it.
@@ -146,65 +387,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .error_handler(|e, _| ApiError::bad_request(e.to_string()).into());
     cfg.app_data(json_errors)
         .app_data(path_errors)
-        .app_data(query_errors)
-        .route("/healthz", get_or_head().to(healthz))
-        .configure(ui::routes)
-        .route("/metrics", get_or_head().to(metrics::metrics))
-        .route(
-            "/api/v1/integrations",
-            get_or_head().to(integrations::list_all),
-        )
-        .route("/api/v1/accounts", web::get().to(accounts::list))
-        .route("/api/v1/overview", web::get().to(history::overview))
-        .service(
-            web::scope("/api/v1/accounts/{account}")
-                .route("", web::put().to(accounts::put))
-                .route("", get_or_head().to(accounts::get))
-                .route("/tokens", web::post().to(tokens::create))
-                .route("/tokens", get_or_head().to(tokens::list))
-                .route("/tokens/{id}", web::delete().to(tokens::delete))
-                .route("/audit", web::post().to(ingest::audit))
-                .route("/jobs", web::post().to(ingest::jobs))
-                .route("/integrations", get_or_head().to(integrations::list))
-                .route("/integrations", web::post().to(integrations::create))
-                .route("/integrations/test", web::post().to(checks::test_settings))
-                .route("/integrations/{id}", get_or_head().to(integrations::get))
-                .route("/integrations/{id}", web::put().to(integrations::replace))
-                .route("/integrations/{id}", web::patch().to(integrations::patch))
-                .route("/integrations/{id}", web::delete().to(integrations::delete))
-                .route(
-                    "/integrations/{id}/status",
-                    get_or_head().to(integrations::status),
-                )
-                .route(
-                    "/integrations/{id}/sync",
-                    web::post().to(integrations::sync_now),
-                )
-                .route(
-                    "/integrations/{id}/test",
-                    web::post().to(integrations::test),
-                )
-                .route(
-                    "/integrations/{id}/replay",
-                    web::post().to(integrations::replay),
-                )
-                .route(
-                    "/integrations/{id}/replay",
-                    web::delete().to(integrations::cancel_replay),
-                )
-                .route(
-                    "/integrations/{id}/replay/preview",
-                    web::get().to(checks::replay_preview),
-                )
-                .route(
-                    "/integrations/{id}/history",
-                    web::get().to(history::history),
-                )
-                .route(
-                    "/integrations/{id}/dead-letters",
-                    get_or_head().to(integrations::dead_letters),
-                )
-                .configure(test_hooks),
-        )
-        .default_service(web::to(no_route));
+        .app_data(query_errors);
+    // Test hooks first: their paths would otherwise meet the 405 of `…/{id}/…` paths.
+    test_hooks(cfg);
+    for r in ROUTES {
+        cfg.route(r.path, (r.handler)(r.verb.route()));
+    }
+    // After every route: a known path with another method.
+    let mut seen: Vec<&str> = Vec::new();
+    for r in ROUTES {
+        if !seen.contains(&r.path) {
+            seen.push(r.path);
+            cfg.route(r.path, method_not_allowed(r.path));
+        }
+    }
+    cfg.default_service(web::to(no_route));
 }

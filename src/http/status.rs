@@ -17,7 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// What an integration is doing, in one word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusState {
     /// Turned off, or its account's SIEM feature is.
@@ -31,7 +31,7 @@ pub enum StatusState {
 }
 
 /// `GET …/status`: one integration's status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IntegrationStatus {
     /// The integration.
     pub id: Uuid,
@@ -88,7 +88,7 @@ pub struct IntegrationStatus {
 }
 
 /// The last failure, and whether it clears by itself or needs the customer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorView {
     #[serde(flatten)]
     /// Splunk's answer (or the transport error) and the advice.
@@ -101,7 +101,7 @@ pub struct ErrorView {
 }
 
 /// Events delivered since the integration was created, per source.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivered {
     /// Audit events delivered.
     pub audit: u64,
@@ -110,7 +110,7 @@ pub struct Delivered {
 }
 
 /// Events not delivered yet, and how long the oldest has waited.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BacklogView {
     /// All undelivered events.
     pub events: u64,
@@ -123,7 +123,7 @@ pub struct BacklogView {
 }
 
 /// The latest replay; a running one also says how far, how fast, how long still.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReplayView {
     #[serde(flatten)]
     /// The replay as recorded.

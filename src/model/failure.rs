@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Why a post did not deliver, as the status API shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     /// HTTP status, when Splunk answered at all.
     pub http_status: Option<u16>,
@@ -20,7 +20,7 @@ pub struct Failure {
 /// Whether a failure clears by itself or needs the customer: the status says
 /// "retrying" (Splunk busy or unreachable, nothing to do) or "needs action" (token,
 /// URI, index, acknowledgement).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureKind {
     /// Retried with back-off; nothing for the customer to do.

@@ -35,6 +35,10 @@ pub fn check_identifier(s: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// The identifier rule as a regular expression, for the API document (`check_identifier`
+/// is the rule itself; a test checks that both agree).
+pub const IDENTIFIER_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+
 macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -67,6 +71,18 @@ macro_rules! identifier {
                 id.0
             }
         }
+
+        /// In the API document: a string that follows the identifier rule.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some(IDENTIFIER_PATTERN))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

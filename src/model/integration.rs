@@ -6,11 +6,23 @@ use super::hec_uri::HecUri;
 use super::ids::AccountId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// A data source an integration can forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// The platform's audit log.
@@ -346,26 +358,81 @@ impl Integration {
     }
 
     /// The API view: everything but the token, which shows only its last 4 characters.
-    pub fn to_view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "account": self.account,
-            "name": self.name,
-            "hec_token": mask_token(&self.hec_token),
-            "hec_uri": self.hec_uri,
-            "sources": self.sources,
-            "enabled": self.enabled,
-            "index": self.index,
-            "tls_verify": self.tls_verify,
-            "ca_pem": self.ca_pem,
-            "indexer_ack": self.indexer_ack,
-            "gzip": self.gzip,
-            "managed_by": if self.file_managed { "config file" } else { "api" },
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "version": self.version,
-        })
+    pub fn to_view(&self) -> IntegrationView {
+        IntegrationView {
+            id: self.id,
+            account: self.account.clone(),
+            name: self.name.clone(),
+            hec_token: mask_token(&self.hec_token),
+            hec_uri: self.hec_uri.clone(),
+            sources: self.sources.clone(),
+            enabled: self.enabled,
+            index: self.index.clone(),
+            tls_verify: self.tls_verify,
+            ca_pem: self.ca_pem.clone(),
+            indexer_ack: self.indexer_ack,
+            gzip: self.gzip,
+            managed_by: if self.file_managed {
+                ManagedBy::ConfigFile
+            } else {
+                ManagedBy::Api
+            },
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+        }
     }
+}
+
+/// Where an integration is managed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub enum ManagedBy {
+    /// Made through the API (or the page): changed there.
+    #[serde(rename = "api")]
+    Api,
+    /// Declared by the operator in the config file: read-only in the API.
+    #[serde(rename = "config file")]
+    ConfigFile,
+}
+
+/// An integration as the API shows it: everything but the token, which shows only
+/// its last 4 characters.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct IntegrationView {
+    /// Made by siemsync.
+    pub id: Uuid,
+    /// The account it belongs to.
+    pub account: AccountId,
+    /// The name the customer gave it.
+    pub name: String,
+    /// `****` and the token's last 4 characters (`****` alone for a short token).
+    #[schema(example = "****9012")]
+    pub hec_token: String,
+    /// The HEC URI, as entered.
+    #[schema(value_type = String, example = "https://splunk.example.com:8088")]
+    pub hec_uri: HecUri,
+    /// The data sources it sends.
+    pub sources: Vec<Source>,
+    /// Its Enable toggle.
+    pub enabled: bool,
+    /// The Splunk index (`null`: the token's default).
+    pub index: Option<String>,
+    /// Whether Splunk's certificate is checked.
+    pub tls_verify: bool,
+    /// The private CA's PEM bundle, if any.
+    pub ca_pem: Option<String>,
+    /// Whether indexer acknowledgement is on.
+    pub indexer_ack: bool,
+    /// Whether posts are gzip-compressed.
+    pub gzip: bool,
+    /// `api`, or `config file` (read-only here).
+    pub managed_by: ManagedBy,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was last changed.
+    pub updated_at: DateTime<Utc>,
+    /// How many stored changes it has had (1 when created).
+    pub version: u64,
 }
 
 /// Reads a `sources` list: known names only, each once, in the order given, at least one.
@@ -411,6 +478,7 @@ pub fn mask_token(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn create(v: Value) -> Result<Integration, String> {
         IntegrationChange::from_json(&v)
@@ -434,7 +502,7 @@ mod tests {
         let it = create(good()).unwrap();
         assert_eq!(it.sources, vec![Source::Audit, Source::Jobs]);
         assert!(it.tls_verify && it.enabled && !it.indexer_ack && it.gzip);
-        let view = it.to_view();
+        let view = serde_json::to_value(it.to_view()).unwrap();
         assert_eq!(view["hec_token"], "****6789");
         assert!(!view.to_string().contains("11111111-2222"));
     }

@@ -30,7 +30,7 @@ pub const HISTORY_MAX_AGE_DAYS: i64 = 7;
 pub const HISTORY_MAX_RECORDS: u64 = 2_000;
 
 /// A count per data source.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PerSource {
     /// From the audit log.
     pub audit: u64,
@@ -46,7 +46,7 @@ impl PerSource {
 }
 
 /// How a sync ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncResult {
     /// Ended without an error after sending events (events Splunk refused as bad
@@ -94,7 +94,7 @@ impl SyncResult {
 
 /// Why a sync failed: Splunk's answer (or the transport error), the advice, and
 /// whether it clears by itself (`transient`) or needs the customer (`configuration`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncError {
     /// Splunk's answer or the transport error, with the advice.
     #[serde(flatten)]
@@ -104,7 +104,7 @@ pub struct SyncError {
 }
 
 /// One sync of one integration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncRecord {
     /// Kept to the microsecond.
     pub started_at: DateTime<Utc>,

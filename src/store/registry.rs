@@ -64,7 +64,7 @@ pub struct Checkpoint {
 
 /// An event Splunk refused as bad data: kept, with the reason, instead of blocking
 /// the events behind it or being dropped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// Its number among the integration's dead letters (newest highest).
     pub id: u64,

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Why events were dropped before an integration delivered them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum GapReason {
     /// They outlived `retention_days`.
@@ -36,7 +38,7 @@ impl GapReason {
 
 /// Events an integration never received because they outlived the retention, or
 /// were dropped because the account was over its backlog quota.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Gap {
     /// The source the events were lost from.
     pub source: Source,
@@ -74,7 +76,7 @@ fn gap_key(id: &Uuid, source: Source, reason: GapReason) -> Vec<u8> {
 
 /// What the backlog quota dropped of one account's audit events (whether or not an
 /// integration was waiting for them): kept in the registry, shown on the account.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuotaDrops {
     /// How many events were dropped.
     pub events: u64,

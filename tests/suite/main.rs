@@ -5,6 +5,7 @@
 
 mod common;
 mod consistency;
+mod contract;
 mod control_plane;
 mod crash;
 mod delivery_policy;
