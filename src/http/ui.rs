@@ -3,7 +3,7 @@
 
 use super::auth::Caller;
 use crate::model::AccountId;
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -79,12 +79,4 @@ pub async fn whoami(caller: Caller) -> HttpResponse {
             name: t.name,
         },
     })
-}
-
-/// Mounts the page and its files.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", super::get_or_head().to(index))
-        .route("/ui/app.js", super::get_or_head().to(app_js))
-        .route("/ui/app.css", super::get_or_head().to(app_css))
-        .route("/api/v1/whoami", super::get_or_head().to(whoami));
 }
