@@ -146,6 +146,8 @@ impl Supervisor {
             settings: self.settings.clone(),
             ended: ctx.address().recipient(),
             pulse,
+            #[cfg(feature = "test-hooks")]
+            stall: self.stalled_replays.contains(&id),
         };
         let addr = ReplayActor::new(it, stored, deps).start();
         self.replays.insert(id, replay, addr, heartbeat);

@@ -14,6 +14,7 @@ mod history;
 mod jobs;
 mod keys;
 mod migrate;
+mod pace;
 pub mod postgres;
 mod registry;
 mod reseal;
@@ -33,6 +34,8 @@ pub use history::{
     HISTORY_MAX_AGE_DAYS, HISTORY_MAX_RECORDS,
 };
 pub use jobs::StoredJob;
+#[cfg(feature = "test-hooks")]
+pub use pace::Pace;
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use reseal::seal_tokens_at_rest;
 pub use retention::{Gap, PostClaim, Reader, Readers};
@@ -210,6 +213,9 @@ struct Inner {
     in_flight: Mutex<retention::InFlight>,
     /// Added to sled's id generator, which a rewrite of the store starts again.
     id_floor: u64,
+    /// Test builds only: how much slower a test made the store (`pace`).
+    #[cfg(feature = "test-hooks")]
+    paced: pace::Paced,
 }
 
 impl Store {
@@ -249,6 +255,8 @@ impl Store {
                 overview: Mutex::default(),
                 in_flight: Default::default(),
                 id_floor,
+                #[cfg(feature = "test-hooks")]
+                paced: Default::default(),
             }),
         };
         migrate::audit_chunks(&store)?;

@@ -265,6 +265,7 @@ impl Store {
         readers: Readers,
     ) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
+        let batch = self.sweep_batch_events(CHUNK);
         loop {
             // Held from reading the checkpoints to the write: a post that commits
             // meanwhile either committed before (its checkpoint is read) or still
@@ -293,7 +294,7 @@ impl Store {
                 chunks.push(chunk.first);
                 kept_from = chunk.first + 1;
                 n += chunk.count;
-                if n >= CHUNK {
+                if n >= batch {
                     more = true;
                     return Ok(std::ops::ControlFlow::Break(()));
                 }
@@ -316,6 +317,9 @@ impl Store {
             drop(flight);
             gaps.log(Source::Audit);
             deleted += n;
+            if n > 0 {
+                self.sweep_batch_done();
+            }
             if !more {
                 break;
             }
