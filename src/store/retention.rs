@@ -264,6 +264,19 @@ impl Store {
         cutoff: DateTime<Utc>,
         readers: Readers,
     ) -> Result<u64, StoreError> {
+        self.sweep_audit_until(account, cutoff, readers, &|| false)
+    }
+
+    /// `sweep_audit`, stopping between two batches once `stop` says so (the
+    /// shutdown): each batch is a transaction of its own, so what it removed stays
+    /// removed, and the next sweep goes on with the rest.
+    pub fn sweep_audit_until(
+        &self,
+        account: &AccountId,
+        cutoff: DateTime<Utc>,
+        readers: Readers,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
         let batch = self.sweep_batch_events(CHUNK);
         loop {
@@ -320,7 +333,7 @@ impl Store {
             if n > 0 {
                 self.sweep_batch_done();
             }
-            if !more {
+            if !more || stop() {
                 break;
             }
         }
