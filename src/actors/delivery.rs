@@ -294,19 +294,7 @@ pub async fn deliver(
     ledger: &mut impl Ledger,
     pulse: &Pulse,
 ) -> Result<(), Stopped> {
-    let mut run = Run {
-        client,
-        policy,
-        pulse,
-        queue: VecDeque::new(),
-        posts: FuturesUnordered::new(),
-        poll: None,
-        poll_started: None,
-        polled_at: None,
-        pace_until: None,
-        feed_done: false,
-        next_id: 0,
-    };
+    let mut run = Run::new(client, policy, pulse);
     match run.drive(feed, ledger).await {
         Ok(()) => Ok(()),
         Err(halt) => Err(Stopped {
@@ -334,6 +322,23 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// A run that has read nothing and posted nothing yet.
+    fn new(client: &'a HecClient, policy: &'a RefCell<Policy>, pulse: &'a Pulse) -> Run<'a> {
+        Run {
+            client,
+            policy,
+            pulse,
+            queue: VecDeque::new(),
+            posts: FuturesUnordered::new(),
+            poll: None,
+            poll_started: None,
+            polled_at: None,
+            pace_until: None,
+            feed_done: false,
+            next_id: 0,
+        }
+    }
+
     async fn drive(&mut self, feed: &mut impl Feed, ledger: &mut impl Ledger) -> Result<(), Halt> {
         loop {
             self.beat(None);
@@ -820,22 +825,6 @@ mod tests {
         }
     }
 
-    fn run<'a>(client: &'a HecClient, policy: &'a RefCell<Policy>, pulse: &'a Pulse) -> Run<'a> {
-        Run {
-            client,
-            policy,
-            pulse,
-            queue: VecDeque::new(),
-            posts: FuturesUnordered::new(),
-            poll: None,
-            poll_started: None,
-            polled_at: None,
-            pace_until: None,
-            feed_done: false,
-            next_id: 0,
-        }
-    }
-
     /// The heartbeat hears a promise only for a request in flight or a wait for a
     /// known moment: reading events and committing wait on the collectors and the
     /// store, shared by every integration, and an idle integration waits for
@@ -845,7 +834,7 @@ mod tests {
         let (client, policy) = (client(), policy());
         let step = Duration::from_secs(2);
         let (heartbeat, pulse) = crate::actors::heartbeat::pair(step);
-        let mut run = run(&client, &policy, &pulse);
+        let mut run = Run::new(&client, &policy, &pulse);
         let now = Instant::now();
         let later = now + Duration::from_secs(3600);
         run.beat(None);

@@ -38,6 +38,15 @@ async fn post_in_flight(api: &Api, id: &str, n: usize) {
     .await;
 }
 
+/// An integration delivering to `hec`, with a post of 5 events in flight that Splunk
+/// never answers; answers its id.
+async fn post_hanging(api: &Api, hec: &HecServer) -> String {
+    let id = delivering(api, hec).await;
+    hec.set_behaviour(Behaviour::Hang);
+    post_in_flight(api, &id, 5).await;
+    id
+}
+
 /// SIGTERM, and the wait for the exit: how long it took, and the log. The exit is clean.
 fn sigterm(svc: &mut Siemsync) -> (Duration, String) {
     let t0 = Instant::now();
@@ -108,9 +117,7 @@ async fn sigterm_during_a_post_longer_than_the_grace_abandons_it_and_the_restart
     let mut svc = Siemsync::spawn(dir.path(), &env);
     let api = svc.api();
     let hec = HecServer::start(TOK);
-    let id = delivering(&api, &hec).await;
-    hec.set_behaviour(Behaviour::Hang);
-    post_in_flight(&api, &id, 5).await;
+    let id = post_hanging(&api, &hec).await;
     let (took, log) = sigterm(&mut svc);
     // The grace, the API's stop and the store's flush; never the post's own 60 s.
     assert!(
@@ -294,9 +301,7 @@ async fn a_second_sigterm_during_the_shutdown_ends_the_process_at_once() {
     let mut svc = Siemsync::spawn(dir.path(), &env);
     let api = svc.api();
     let hec = HecServer::start(TOK);
-    let id = delivering(&api, &hec).await;
-    hec.set_behaviour(Behaviour::Hang);
-    post_in_flight(&api, &id, 5).await;
+    let id = post_hanging(&api, &hec).await;
     svc.signal("TERM");
     eventually(T, "the shutdown under way", || {
         svc.log_text().contains("SIGTERM: shutting down")

@@ -31,6 +31,18 @@ async fn integration(api: &Api, hec: &HecServer, sources: Value) -> String {
     .await
 }
 
+/// A service whose actors are late after 0.25 s without progress in a post (twice
+/// a 0.1 s request timeout, and a 0.05 s margin), checked every 0.02 s; `env` adds.
+fn watched_closely(dir: &std::path::Path, env: &[(&str, &str)]) -> Siemsync {
+    let mut all = vec![
+        ("SIEMSYNC_REQUEST_TIMEOUT_SECS", "0.1"),
+        ("SIEMSYNC_HEARTBEAT_CHECK_SECS", "0.02"),
+        ("SIEMSYNC_STUCK_MARGIN_SECS", "0.05"),
+    ];
+    all.extend_from_slice(env);
+    Siemsync::start(dir, &all)
+}
+
 /// The Supervisor's replay restarts of integration `id` for `reason`, from `/metrics`.
 async fn replay_restarts(api: &Api, id: &str, reason: &str) -> u64 {
     let (_, metrics) = api.admin("GET", "/metrics", None).await;
@@ -130,15 +142,7 @@ async fn a_replay_cancelled_while_a_change_restarts_its_integration_never_resume
 #[actix_rt::test]
 async fn a_replay_stuck_every_time_resumes_after_a_growing_back_off() {
     let dir = tempfile::tempdir().unwrap();
-    let mut svc = Siemsync::start(
-        dir.path(),
-        &[
-            ("SIEMSYNC_REQUEST_TIMEOUT_SECS", "0.1"),
-            ("SIEMSYNC_HEARTBEAT_CHECK_SECS", "0.02"),
-            ("SIEMSYNC_STUCK_MARGIN_SECS", "0.05"),
-            ("SIEMSYNC_TIMING_RESTART_DELAY_SECS", "0.4"),
-        ],
-    );
+    let mut svc = watched_closely(dir.path(), &[("SIEMSYNC_TIMING_RESTART_DELAY_SECS", "0.4")]);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     let id = integration(&api, &hec, json!(["audit"])).await;
@@ -186,14 +190,7 @@ async fn a_replay_stuck_every_time_resumes_after_a_growing_back_off() {
 #[actix_rt::test]
 async fn a_replay_whose_window_takes_long_to_count_is_not_stuck() {
     let dir = tempfile::tempdir().unwrap();
-    let mut svc = Siemsync::start(
-        dir.path(),
-        &[
-            ("SIEMSYNC_REQUEST_TIMEOUT_SECS", "0.1"),
-            ("SIEMSYNC_HEARTBEAT_CHECK_SECS", "0.02"),
-            ("SIEMSYNC_STUCK_MARGIN_SECS", "0.05"),
-        ],
-    );
+    let mut svc = watched_closely(dir.path(), &[]);
     let api = svc.api();
     let hec = HecServer::start(TOK);
     let id = integration(&api, &hec, json!(["audit"])).await;
