@@ -43,6 +43,12 @@ impl Background {
         self.tasks.push(actix_rt::spawn(task(signal)));
     }
 
+    /// Asks every task to stop, without waiting: a shutdown asks first, so that a
+    /// task winds down while the rest of the service does; `stop` then waits.
+    pub fn ask_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
     /// Stops every task and waits until each has ended.
     pub async fn stop(self) {
         self.stop.send_replace(true);

@@ -842,6 +842,11 @@ mod tests {
                 "0.5",
                 "`restart_forgiven_after_secs`",
             ),
+            (
+                "SIEMSYNC_TIMING_CONNECTION_KEEP_ALIVE_SECS",
+                "0",
+                "`connection_keep_alive_secs`",
+            ),
         ] {
             let e = load(SHIPPED, &[(var, value)]).unwrap_err();
             assert!(e.contains(key), "{var}={value}: {e}");

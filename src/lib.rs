@@ -147,8 +147,10 @@ impl Service {
     /// flight finish), the config watcher, the actors (each finishes its posts in
     /// flight within `shutdown_grace_secs` or abandons them, as the report and the log
     /// say), the retention sweep; then flushes the store. Nothing of the service runs
-    /// afterwards, and the actix System it ran on goes on.
+    /// afterwards, and the actix System it ran on goes on. A retention sweep under
+    /// way is asked to stop first, and ends after its current batch meanwhile.
     pub async fn shutdown(mut self) -> Result<ShutdownReport, ShutdownError> {
+        self.retention.ask_stop();
         self.server.stop(true).await;
         let server = match self.serving.take() {
             Some(serving) => match serving.await {

@@ -112,6 +112,19 @@ async fn get_list(
     serde_json::from_slice(&body).with_context(|| format!("the answer is not a list of {what}"))
 }
 
+/// A second SIGTERM or SIGINT while the shutdown runs: the operator (or the
+/// service manager) will not wait, so the process exits now with 128 + the signal's
+/// number, as a process killed by it would. Nothing acknowledged is lost: ingest
+/// answers only after its events are flushed to disk. A post abandoned in flight,
+/// and a checkpoint moved since the last flush, mean events sent again after the
+/// restart (at-least-once), never events lost.
+fn exit_at_once(signal: &str, number: i32) -> ! {
+    log::warn!(
+        "second {signal} during the shutdown: exiting at once; posts in flight are abandoned and sent again after the restart (everything ingest acknowledged is already on disk)"
+    );
+    std::process::exit(128 + number)
+}
+
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Taken before the service says it listens: a signal right after is not missed.
@@ -127,7 +140,15 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         e = service.failed() => { log::error!("{e}; shutting down"); Some(e) }
     };
     // The actors finish (or abandon) their posts in flight, then the store is flushed.
-    service.shutdown().await.context("shutting down")?;
+    // A second signal meanwhile ends the process at once (`exit_at_once`).
+    let shutdown = service.shutdown();
+    tokio::pin!(shutdown);
+    let shut = tokio::select! {
+        shut = &mut shutdown => shut,
+        _ = term.recv() => exit_at_once("SIGTERM", 15),
+        _ = int.recv() => exit_at_once("SIGINT", 2),
+    };
+    shut.context("shutting down")?;
     match failed {
         Some(e) => Err(e).context("siemsync stopped"),
         None => Ok(()),

@@ -8,6 +8,8 @@ use crate::model::{AccountId, AuditEvent, Source};
 use crate::store::{AuditSweep, QuotaDrops, Reader, Store, StoreError};
 use chrono::Utc;
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the sweep needs to know from the config.
@@ -82,17 +84,26 @@ pub fn sweep_account(
     store: &Store,
     account: &AccountId,
     policy: Policy,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(u64, u64), StoreError> {
     let cutoff =
         Utc::now() - chrono::Duration::from_std(policy.retention).unwrap_or(chrono::Duration::MAX);
     let quota = quota_of(store, account, policy.default_quota)?;
-    let audit = store.sweep_audit_within(account, cutoff, quota, &|| {
-        readers(store, account, Source::Audit)
-    })?;
-    let jobs = store.sweep_jobs(account, cutoff, &|| readers(store, account, Source::Jobs))?;
+    let audit = store.sweep_audit_within(
+        account,
+        cutoff,
+        quota,
+        &|| readers(store, account, Source::Audit),
+        stop,
+    )?;
+    // What the quota dropped is told even when the shutdown cut the sweep short.
     if audit.quota_drops.is_some() {
         tell_the_account(store, account, quota, &audit)?;
     }
+    if stop() {
+        return Ok((audit.deleted, 0));
+    }
+    let jobs = store.sweep_jobs(account, cutoff, &|| readers(store, account, Source::Jobs))?;
     Ok((audit.deleted, jobs))
 }
 
@@ -149,9 +160,23 @@ fn tell_the_account(
 
 /// One pass over every account; returns (audit events, jobs) deleted.
 pub fn sweep(store: &Store, policy: Policy) -> Result<(u64, u64), StoreError> {
+    sweep_until(store, policy, &|| false)
+}
+
+/// `sweep`, ending early once `stop` says so (the shutdown): checked between two
+/// accounts and between two batches of one account's audit log, so one batch (one
+/// transaction) is the most it goes on for. The next sweep finishes the work.
+pub fn sweep_until(
+    store: &Store,
+    policy: Policy,
+    stop: &dyn Fn() -> bool,
+) -> Result<(u64, u64), StoreError> {
     let (mut audit, mut jobs) = (0, 0);
     for account in store.accounts_with_events()? {
-        let (a, j) = sweep_account(store, &account, policy)?;
+        if stop() {
+            break;
+        }
+        let (a, j) = sweep_account(store, &account, policy, stop)?;
         audit += a;
         jobs += j;
     }
@@ -173,25 +198,7 @@ pub fn spawn(store: Store, policy: Policy, every: Duration) -> Background {
                 }
                 _ = store.sweep_asked() => Some(store.take_sweep_due()),
             };
-            // A sweep under way is waited for: its blocking thread cannot be interrupted,
-            // and the store is flushed after it.
-            let s = store.clone();
-            let run = move || sweep_some(&s, policy, due);
-            let still_over = match actix_web::rt::task::spawn_blocking(run).await {
-                Ok(Ok(((0, 0), over))) => over,
-                Ok(Ok(((audit, jobs), over))) => {
-                    log::info!("retention: {audit} audit events and {jobs} jobs removed");
-                    over
-                }
-                Ok(Err(e)) => {
-                    log::error!("retention sweep failed: {e}");
-                    Vec::new()
-                }
-                Err(e) => {
-                    log::error!("retention sweep stopped: {e}");
-                    Vec::new()
-                }
-            };
+            let still_over = run_once(&store, policy, due, &mut stop).await;
             if !still_over.is_empty() {
                 // A post in flight held the oldest events: try again in a moment, not
                 // a sweep period later (and not in a busy loop while the post lasts).
@@ -208,6 +215,47 @@ pub fn spawn(store: Store, policy: Policy, every: Duration) -> Background {
     job
 }
 
+/// One sweep on a blocking thread; returns the accounts asked for that are still
+/// over their quota. A sweep under way is asked to stop at the next batch when the
+/// service stops, and waited for: its blocking thread cannot be interrupted, and the
+/// store is flushed after it. One batch is all the shutdown waits for.
+async fn run_once(
+    store: &Store,
+    policy: Policy,
+    due: Option<Vec<AccountId>>,
+    stop: &mut crate::background::StopSignal,
+) -> Vec<AccountId> {
+    let s = store.clone();
+    let halt = Arc::new(AtomicBool::new(false));
+    let halted = halt.clone();
+    let mut sweeping = actix_web::rt::task::spawn_blocking(move || {
+        sweep_some(&s, policy, due, &|| halted.load(Ordering::Relaxed))
+    });
+    let swept = tokio::select! {
+        swept = &mut sweeping => swept,
+        _ = stop.stopped() => {
+            log::info!("retention: shutting down; the sweep under way stops after its current batch");
+            halt.store(true, Ordering::Relaxed);
+            sweeping.await
+        }
+    };
+    match swept {
+        Ok(Ok(((0, 0), over))) => over,
+        Ok(Ok(((audit, jobs), over))) => {
+            log::info!("retention: {audit} audit events and {jobs} jobs removed");
+            over
+        }
+        Ok(Err(e)) => {
+            log::error!("retention sweep failed: {e}");
+            Vec::new()
+        }
+        Err(e) => {
+            log::error!("retention sweep stopped: {e}");
+            Vec::new()
+        }
+    }
+}
+
 /// How soon a quota sweep that a post in flight held back is tried again.
 const QUOTA_RETRY: Duration = Duration::from_millis(200);
 
@@ -217,13 +265,17 @@ fn sweep_some(
     store: &Store,
     policy: Policy,
     due: Option<Vec<AccountId>>,
+    stop: &dyn Fn() -> bool,
 ) -> Result<((u64, u64), Vec<AccountId>), StoreError> {
     let Some(accounts) = due else {
-        return Ok((sweep(store, policy)?, Vec::new()));
+        return Ok((sweep_until(store, policy, stop)?, Vec::new()));
     };
     let (mut deleted, mut over) = ((0, 0), Vec::new());
     for account in accounts {
-        let (a, j) = sweep_account(store, &account, policy)?;
+        if stop() {
+            break;
+        }
+        let (a, j) = sweep_account(store, &account, policy, stop)?;
         deleted = (deleted.0 + a, deleted.1 + j);
         if store.stored_bytes(&account)? > quota_of(store, &account, policy.default_quota)? {
             over.push(account);

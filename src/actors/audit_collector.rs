@@ -47,6 +47,7 @@ impl Handler<CountWindow> for AuditCollector {
     type Result = Result<u64, StoreError>;
 
     fn handle(&mut self, msg: CountWindow, _: &mut Self::Context) -> Self::Result {
+        self.store.before_count();
         let mut n = 0;
         self.store.audit_after(&msg.account, 0, |ev| {
             n += u64::from(msg.window.contains(&ev.time()));

@@ -294,19 +294,7 @@ pub async fn deliver(
     ledger: &mut impl Ledger,
     pulse: &Pulse,
 ) -> Result<(), Stopped> {
-    let mut run = Run {
-        client,
-        policy,
-        pulse,
-        queue: VecDeque::new(),
-        posts: FuturesUnordered::new(),
-        poll: None,
-        poll_started: None,
-        polled_at: None,
-        pace_until: None,
-        feed_done: false,
-        next_id: 0,
-    };
+    let mut run = Run::new(client, policy, pulse);
     match run.drive(feed, ledger).await {
         Ok(()) => Ok(()),
         Err(halt) => Err(Stopped {
@@ -334,6 +322,23 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// A run that has read nothing and posted nothing yet.
+    fn new(client: &'a HecClient, policy: &'a RefCell<Policy>, pulse: &'a Pulse) -> Run<'a> {
+        Run {
+            client,
+            policy,
+            pulse,
+            queue: VecDeque::new(),
+            posts: FuturesUnordered::new(),
+            poll: None,
+            poll_started: None,
+            polled_at: None,
+            pace_until: None,
+            feed_done: false,
+            next_id: 0,
+        }
+    }
+
     async fn drive(&mut self, feed: &mut impl Feed, ledger: &mut impl Ledger) -> Result<(), Halt> {
         loop {
             self.beat(None);
@@ -818,6 +823,37 @@ mod tests {
             ack_id: Some(ack),
             slow_down: None,
         }
+    }
+
+    /// The heartbeat hears a promise only for a request in flight or a wait for a
+    /// known moment: reading events and committing wait on the collectors and the
+    /// store, shared by every integration, and an idle integration waits for
+    /// nothing — neither may ever count as stuck.
+    #[actix_rt::test]
+    async fn only_a_request_in_flight_or_a_known_wait_promises_progress() {
+        let (client, policy) = (client(), policy());
+        let step = Duration::from_secs(2);
+        let (heartbeat, pulse) = crate::actors::heartbeat::pair(step);
+        let mut run = Run::new(&client, &policy, &pulse);
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3600);
+        run.beat(None);
+        assert_eq!(heartbeat.overdue(later), None, "nothing in flight");
+        // A back-off (or Splunk's Retry-After) ends at a known moment.
+        let wake = now + Duration::from_secs(10);
+        run.beat(Some(wake));
+        assert_eq!(heartbeat.overdue(wake + step / 2), None);
+        assert!(
+            heartbeat.overdue(wake + step * 2).is_some(),
+            "late after its wait"
+        );
+        // A post in flight is answered within its step.
+        run.queue.push_back(posted(1, 1));
+        run.beat(None);
+        assert!(heartbeat.overdue(later).is_some(), "a post never answered");
+        run.queue.clear();
+        run.beat(None);
+        assert_eq!(heartbeat.overdue(later), None, "answered: idle again");
     }
 
     /// Behind a balancer that is not sticky, two indexers each count ack ids from 0:

@@ -69,6 +69,7 @@ impl Handler<CountWindow> for JobCollector {
     type Result = Result<u64, StoreError>;
 
     fn handle(&mut self, msg: CountWindow, _: &mut Self::Context) -> Self::Result {
+        self.store.before_count();
         let mut n = 0;
         self.store.jobs_changed_after(&msg.account, 0, |j| {
             n += u64::from(msg.window.contains(&j.snapshot.ingested_at));

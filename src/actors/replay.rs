@@ -137,6 +137,9 @@ pub struct ReplayActor {
     pulse: Pulse,
     /// Winding down with the run going on: told once its posts in flight are done.
     drained: Option<tokio::sync::oneshot::Sender<WindDown>>,
+    /// Test builds only: its posts outlive their client's timeout.
+    #[cfg(feature = "test-hooks")]
+    stall: bool,
 }
 
 /// What a replay actor needs from the Supervisor that starts it.
@@ -153,6 +156,9 @@ pub struct ReplayDeps {
     pub ended: Recipient<ReplayEnded>,
     /// The actor's side of its heartbeat.
     pub pulse: Pulse,
+    /// Test builds only: its posts outlive their client's timeout (`Fault::StallReplays`).
+    #[cfg(feature = "test-hooks")]
+    pub stall: bool,
 }
 
 impl ReplayActor {
@@ -172,6 +178,8 @@ impl ReplayActor {
             ended: deps.ended,
             pulse: deps.pulse,
             drained: None,
+            #[cfg(feature = "test-hooks")]
+            stall: deps.stall,
         }
     }
 
@@ -202,6 +210,8 @@ impl Actor for ReplayActor {
             settings: self.settings.clone(),
             progress: self.progress.clone(),
             pulse: self.pulse.clone(),
+            #[cfg(feature = "test-hooks")]
+            stall: self.stall,
         });
         let handle = ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
             act.run = None;
@@ -334,6 +344,8 @@ struct Run {
     settings: DeliverySettings,
     progress: SharedProgress,
     pulse: Pulse,
+    #[cfg(feature = "test-hooks")]
+    stall: bool,
 }
 
 /// How a replay run ended without a failure.
@@ -368,6 +380,10 @@ async fn replay(run: Run) -> Result<RunEnd, Failure> {
     // longer than a post's budget, and the replay was killed and counted again).
     run.pulse.idle();
     let client = HecClient::new(&run.it, run.settings.client)?;
+    #[cfg(feature = "test-hooks")]
+    if run.stall {
+        client.ignore_timeout();
+    }
     if run.from == (0, 0) {
         let total = count_window(&run).await?;
         update(&run.progress, |p| p.total = total);

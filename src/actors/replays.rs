@@ -42,15 +42,34 @@ pub(super) struct Handle {
 #[derive(Default)]
 pub(super) struct Replays {
     latest: HashMap<Uuid, Handle>,
+    /// Integrations whose replay is being cancelled (how many cancels are under
+    /// way): until the cancel is recorded, the record still says running, and a
+    /// restart of the integration meanwhile would resume the replay from it.
+    cancelling: HashMap<Uuid, u32>,
 }
 
 impl Replays {
-    /// Whether integration `id` has a replay going on. An actor that died (a panic)
-    /// runs nothing, whatever its last word was.
+    /// Whether integration `id` has a replay going on, or one being cancelled. An
+    /// actor that died (a panic) runs nothing, whatever its last word was.
     fn running(&self, id: &Uuid) -> bool {
-        self.latest
-            .get(id)
-            .is_some_and(|h| h.running && h.heartbeat.alive())
+        self.cancelling.contains_key(id)
+            || self
+                .latest
+                .get(id)
+                .is_some_and(|h| h.running && h.heartbeat.alive())
+    }
+
+    fn cancel_started(&mut self, id: Uuid) {
+        *self.cancelling.entry(id).or_insert(0) += 1;
+    }
+
+    fn cancel_ended(&mut self, id: &Uuid) {
+        if let Some(n) = self.cancelling.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                self.cancelling.remove(id);
+            }
+        }
     }
 
     fn insert(&mut self, id: Uuid, replay: Uuid, addr: Addr<ReplayActor>, heartbeat: Heartbeat) {
@@ -146,6 +165,8 @@ impl Supervisor {
             settings: self.settings.clone(),
             ended: ctx.address().recipient(),
             pulse,
+            #[cfg(feature = "test-hooks")]
+            stall: self.stalled_replays.contains(&id),
         };
         let addr = ReplayActor::new(it, stored, deps).start();
         self.replays.insert(id, replay, addr, heartbeat);
@@ -245,10 +266,17 @@ impl Handler<StartReplay> for Supervisor {
     }
 }
 
+/// A cancel answered is final: the replay never runs again. The cancel is carried
+/// out while the Supervisor handles other messages, and a restart of the integration
+/// among them (a change, a crash) would resume the replay from its record — still
+/// "running" until the replay actor, or the store, records the cancel — and the
+/// resumed replay would run on after the cancel was answered. So no replay of the
+/// integration resumes or starts until the cancel is recorded.
 impl Handler<CancelReplay> for Supervisor {
     type Result = ResponseActFuture<Self, Option<ReplayProgress>>;
     fn handle(&mut self, msg: CancelReplay, _: &mut Context<Self>) -> Self::Result {
         let id = msg.id;
+        self.replays.cancel_started(id);
         let latest = self
             .replays
             .latest
@@ -270,9 +298,17 @@ impl Handler<CancelReplay> for Supervisor {
                 }
             }
             .into_actor(self)
-            .map(move |cancelled, act, _| {
-                if let Some(p) = &cancelled {
-                    act.replays.ended(&id, p.id);
+            .map(move |cancelled, act, ctx| {
+                act.replays.cancel_ended(&id);
+                match &cancelled {
+                    Some(p) => act.replays.ended(&id, p.id),
+                    // Nothing was cancelled: a replay a restart did not resume
+                    // meanwhile resumes now, if its record says it runs.
+                    None => {
+                        if let Some(it) = act.running.get(&id).map(|r| r.config.clone()) {
+                            act.resume_replay(&it, ctx);
+                        }
+                    }
                 }
                 cancelled
             }),

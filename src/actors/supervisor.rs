@@ -62,6 +62,9 @@ pub struct Supervisor {
     /// A full reconcile that could not read the store: tried again every second.
     reconcile_pending: bool,
     generation: u64,
+    /// Test builds only: integrations whose replays' posts outlive their timeout.
+    #[cfg(feature = "test-hooks")]
+    pub(super) stalled_replays: std::collections::HashSet<Uuid>,
 }
 
 impl Supervisor {
@@ -88,6 +91,8 @@ impl Supervisor {
             unsettled: HashMap::new(),
             reconcile_pending: false,
             generation: 0,
+            #[cfg(feature = "test-hooks")]
+            stalled_replays: Default::default(),
         }
     }
 
@@ -267,6 +272,9 @@ pub enum Fault {
     Panic,
     /// Its posts outlive their client's timeout: proves the heartbeat finds it stuck.
     Stall,
+    /// The same for the integration's replays started from now on (resumed ones
+    /// too): proves a stuck replay is found, and resumed with back-off.
+    StallReplays,
 }
 
 /// Test builds only: forces `fault` on the actor of integration `id`; answers
@@ -291,8 +299,32 @@ impl Handler<ForceFault> for Supervisor {
         match msg.fault {
             Fault::Panic => r.addr.do_send(super::integration::Panic),
             Fault::Stall => r.addr.do_send(super::integration::Stall),
+            Fault::StallReplays => {
+                self.stalled_replays.insert(msg.id);
+            }
         }
         true
+    }
+}
+
+/// Test builds only: the Supervisor handles no message until `0` resolves (or its
+/// sender is dropped). Messages sent meanwhile queue up and are then handled in
+/// the order sent: a test makes an interleaving of them happen for sure.
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hold(pub tokio::sync::oneshot::Receiver<()>);
+
+#[cfg(feature = "test-hooks")]
+impl Handler<Hold> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Hold, ctx: &mut Context<Self>) {
+        ctx.wait(
+            async move {
+                let _ = msg.0.await;
+            }
+            .into_actor(self),
+        );
     }
 }
 

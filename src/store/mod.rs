@@ -14,6 +14,7 @@ mod history;
 mod jobs;
 mod keys;
 mod migrate;
+mod pace;
 pub mod postgres;
 mod registry;
 mod reseal;
@@ -33,6 +34,8 @@ pub use history::{
     HISTORY_MAX_AGE_DAYS, HISTORY_MAX_RECORDS,
 };
 pub use jobs::StoredJob;
+#[cfg(feature = "test-hooks")]
+pub use pace::Pace;
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use reseal::seal_tokens_at_rest;
 pub use retention::{AuditSweep, Gap, GapReason, PostClaim, QuotaDrops, Reader, Readers};
@@ -214,6 +217,9 @@ struct Inner {
     sweep_due: Mutex<std::collections::HashSet<crate::model::AccountId>>,
     /// Wakes the sweep when an account joins `sweep_due`.
     sweep_wake: tokio::sync::Notify,
+    /// Test builds only: how much slower a test made the store (`pace`).
+    #[cfg(feature = "test-hooks")]
+    paced: pace::Paced,
 }
 
 impl Store {
@@ -255,6 +261,8 @@ impl Store {
                 id_floor,
                 sweep_due: Mutex::default(),
                 sweep_wake: tokio::sync::Notify::new(),
+                #[cfg(feature = "test-hooks")]
+                paced: Default::default(),
             }),
         };
         migrate::audit_chunks(&store)?;

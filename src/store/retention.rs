@@ -379,19 +379,23 @@ impl Store {
         readers: Readers,
     ) -> Result<u64, StoreError> {
         Ok(self
-            .sweep_audit_within(account, cutoff, u64::MAX, readers)?
+            .sweep_audit_within(account, cutoff, u64::MAX, readers, &|| false)?
             .deleted)
     }
 
     /// [`Store::sweep_audit`], and also: while the account's stored audit bytes are
     /// over `quota`, its oldest chunks go (unless a post carries them right now), each
     /// reader that had not delivered them getting a gap for the backlog quota.
+    /// Stops between two batches once `stop` says so (the shutdown): each batch is a
+    /// transaction of its own, so what it removed stays removed, and the next sweep
+    /// goes on with the rest.
     pub fn sweep_audit_within(
         &self,
         account: &AccountId,
         cutoff: DateTime<Utc>,
         quota: u64,
         readers: Readers,
+        stop: &dyn Fn() -> bool,
     ) -> Result<AuditSweep, StoreError> {
         let mut out = AuditSweep::default();
         loop {
@@ -401,7 +405,10 @@ impl Store {
             if let Some(q) = pass.quota_drops {
                 out.quota_drops = Some(QuotaDrops::merged(out.quota_drops, q));
             }
-            if !pass.more {
+            if pass.deleted > 0 {
+                self.sweep_batch_done();
+            }
+            if !pass.more || stop() {
                 return Ok(out);
             }
         }
@@ -439,6 +446,7 @@ impl Store {
         // Id records before this sequence have lost their chunk.
         let mut kept_from = u64::MAX;
         let now = Utc::now();
+        let batch = self.sweep_batch_events(CHUNK);
         // A chunk's events share one storage time, so it goes whole or stays.
         self.audit_chunks(account, 0, |chunk| {
             let held = flight.holds(account, Source::Audit, chunk.first, chunk.last());
@@ -467,7 +475,7 @@ impl Store {
             kept_from = chunk.first + 1;
             n += chunk.count;
             freed += chunk.bytes();
-            if n >= CHUNK {
+            if n >= batch {
                 more = true;
                 return Ok(std::ops::ControlFlow::Break(()));
             }
@@ -794,7 +802,7 @@ mod quota_tests {
         assert!(s.stored_bytes(&a).unwrap() > 100_000);
         assert_eq!(s.stored_bytes(&a).unwrap(), scanned_bytes(&s, &a));
         let past = Utc::now() - chrono::Duration::days(1);
-        s.sweep_audit_within(&a, past, 50_000, &|| Ok(vec![]))
+        s.sweep_audit_within(&a, past, 50_000, &|| Ok(vec![]), &|| false)
             .unwrap();
         assert_eq!(s.stored_bytes(&a).unwrap(), scanned_bytes(&s, &a));
         assert!(s.stored_bytes(&a).unwrap() <= 50_000);
@@ -824,11 +832,15 @@ mod quota_tests {
         let past = Utc::now() - chrono::Duration::days(1);
         // A post of the oldest events in flight: nothing of them, nor after them, goes.
         let (_, claim) = s.claim_for_post(&a, Source::Audit, &[1, 2]).unwrap();
-        let held = s.sweep_audit_within(&a, past, quota, &readers).unwrap();
+        let held = s
+            .sweep_audit_within(&a, past, quota, &readers, &|| false)
+            .unwrap();
         assert_eq!(held.deleted, 0);
         drop(claim);
 
-        let swept = s.sweep_audit_within(&a, past, quota, &readers).unwrap();
+        let swept = s
+            .sweep_audit_within(&a, past, quota, &readers, &|| false)
+            .unwrap();
         assert!(s.stored_bytes(&a).unwrap() <= quota);
         let dropped = swept.quota_drops.unwrap().events;
         assert_eq!(swept.deleted, dropped);
@@ -849,7 +861,9 @@ mod quota_tests {
         assert_eq!(gaps[0].count, dropped);
         assert_eq!(s.quota_drops(&a).unwrap().unwrap().events, dropped);
         // What is left is within the quota: a second sweep drops nothing more.
-        let again = s.sweep_audit_within(&a, past, quota, &readers).unwrap();
+        let again = s
+            .sweep_audit_within(&a, past, quota, &readers, &|| false)
+            .unwrap();
         assert_eq!(again.deleted, 0);
         // The other account is untouched.
         assert_eq!(s.stored_bytes(&other).unwrap(), other_bytes);

@@ -189,6 +189,8 @@ struct Shared {
     config: Mutex<HecServerConfig>,
     behaviour: Mutex<Behaviour>,
     recorded: Mutex<Recorded>,
+    /// Event posts that arrived, answered or not (a slow or hung one counts at once).
+    arrived: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,6 +247,7 @@ impl HecServer {
             config: Mutex::new(config),
             behaviour: Mutex::new(Behaviour::Normal),
             recorded: Mutex::new(Recorded::default()),
+            arrived: Default::default(),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let s = shared.clone();
@@ -320,6 +323,14 @@ impl HecServer {
     /// at-least-once).
     pub fn event_count(&self) -> usize {
         lock(&self.shared.recorded).events.len()
+    }
+
+    /// How many event posts have arrived, including those not answered yet: a
+    /// test sees a post in flight.
+    pub fn posts_arrived(&self) -> usize {
+        self.shared
+            .arrived
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every post answered so far, refused ones included, in the order answered.
@@ -406,6 +417,9 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         ) => {}
         _ => return HttpResponse::NotFound().body("Not Found"),
     }
+    shared
+        .arrived
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let (indexer, cookie) = route(&req, &shared);
     with_cookie(answer_post(&req, &body, &shared, indexer).await, cookie)
 }

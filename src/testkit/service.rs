@@ -7,7 +7,10 @@
 //! - [`spawn_process`]: the real binary as a child process, for what only a
 //!   process shows: signals, SIGKILL, its log, its CPU and memory.
 
+use crate::actors::Supervisor;
 use crate::config::Config;
+use crate::store::Store;
+use actix::Addr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,9 +27,23 @@ pub fn shipped_config() -> PathBuf {
 pub struct InProcess {
     /// Where the API listens.
     pub addr: SocketAddr,
+    /// The Supervisor of its delivery actors, for tests that must order messages
+    /// to it exactly (a race made deterministic) or force faults on its actors.
+    pub supervisor: Addr<Supervisor>,
+    /// Its store, until it is stopped (a handle kept open would hold sled's lock).
+    store: Option<Store>,
     data_dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// How long `stop` waits for the service to end before it gives up on it.
+    stop_deadline: Duration,
+}
+
+/// What the service's thread hands back once it listens.
+struct Started {
+    addr: SocketAddr,
+    supervisor: Addr<Supervisor>,
+    store: Store,
 }
 
 /// Why an in-process service did not start.
@@ -67,6 +84,10 @@ impl InProcess {
         }
         wait_unlocked(&config.data_dir)?;
         let data_dir = config.data_dir.clone();
+        // The HTTP server's 5 s for requests in flight, the actors' grace twice (to
+        // finish their posts, then to be gone), and room for the store's flush on a
+        // loaded machine: a service that takes longer is hung.
+        let stop_deadline = config.shutdown_grace() * 2 + Duration::from_secs(15);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -74,11 +95,14 @@ impl InProcess {
             .spawn(move || run(config, ready_tx, stop_rx))
             .map_err(|e| LaunchError::Start(e.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok(addr)) => Ok(InProcess {
-                addr,
+            Ok(Ok(started)) => Ok(InProcess {
+                addr: started.addr,
+                supervisor: started.supervisor,
+                store: Some(started.store),
                 data_dir,
                 stop: Some(stop_tx),
                 thread: Some(thread),
+                stop_deadline,
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -90,22 +114,58 @@ impl InProcess {
         }
     }
 
+    /// The service's store, for tests that slow it down (`Store::set_pace`).
+    /// Panics once the service is stopped.
+    pub fn store(&self) -> &Store {
+        self.store
+            .as_ref()
+            .expect("the store of a service that was stopped")
+    }
+
     /// `http://addr` of the API.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Stops the service and waits until its thread ended and its store is closed
-    /// (another service, or a test, may then open the data directory).
+    /// (another service, or a test, may then open the data directory). Panics if
+    /// it has not ended within twice its shutdown grace and 15 s: it is hung.
     pub fn stop(&mut self) {
+        self.stop_within(self.stop_deadline);
+    }
+
+    /// Like `stop`, giving up after `deadline`: a hung service fails the test with
+    /// a message naming what did not stop, instead of hanging it for ever. Its
+    /// thread is then left running (a thread cannot be killed).
+    pub fn stop_within(&mut self, deadline: Duration) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-            if let Err(e) = wait_unlocked(&self.data_dir) {
-                log::error!("{e}");
+        self.store = None;
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let until = Instant::now() + deadline;
+        while !thread.is_finished() {
+            if Instant::now() >= until {
+                let hung = format!(
+                    "the in-process siemsync on {} (data directory {}) did not stop within {deadline:?} of being told: its `Service::shutdown` (HTTP server, actors, background loops, store flush) has not returned on thread `siemsync-under-test`, which is left running",
+                    self.addr,
+                    self.data_dir.display()
+                );
+                // A second panic while the test unwinds would abort every test.
+                if std::thread::panicking() {
+                    log::error!("{hung}");
+                    eprintln!("{hung}");
+                    return;
+                }
+                panic!("{hung}");
             }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = thread.join();
+        if let Err(e) = wait_unlocked(&self.data_dir) {
+            log::error!("{e}");
         }
     }
 }
@@ -119,7 +179,7 @@ impl Drop for InProcess {
 /// The service's thread: starts it, reports where it listens, runs until told to stop.
 fn run(
     config: Config,
-    ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+    ready: std::sync::mpsc::Sender<Result<Started, String>>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     actix_rt::System::new().block_on(async move {
@@ -130,7 +190,11 @@ fn run(
                 return;
             }
         };
-        let _ = ready.send(Ok(service.addr));
+        let _ = ready.send(Ok(Started {
+            addr: service.addr,
+            supervisor: service.supervisor.clone(),
+            store: service.store.clone(),
+        }));
         // A dropped sender (the test panicked) stops the service too.
         let _ = stop.await;
         if let Err(e) = service.shutdown().await {

@@ -144,6 +144,15 @@ impl Siemsync {
         }
     }
 
+    /// The service started with `start`, running in this process: its Supervisor
+    /// and store, for tests that order messages exactly or slow the store down.
+    pub fn in_process(&mut self) -> &mut InProcess {
+        match &mut self.running {
+            Running::InProcess(s) => s,
+            _ => panic!("only a service started with Siemsync::start runs in this process"),
+        }
+    }
+
     fn child(&mut self) -> &mut Option<Child> {
         match &mut self.running {
             Running::Process(c) => c,

@@ -25,4 +25,5 @@ mod security;
 mod service;
 mod shutdown;
 mod storage_fault;
+mod supervision;
 mod ui;

@@ -740,9 +740,15 @@ async fn patching_one_integrations_token_restarts_only_that_integration() {
         want,
         "B lost or repeated nothing"
     );
-    let mut got_a = audit_ids(&hec_a.events());
-    got_a.dedup();
-    assert_eq!(got_a, want);
+    // A's restart may abandon a post in flight, sent again from the checkpoint: its
+    // events arrive twice, not next to each other (at-least-once). Each arrives, and
+    // in order the first time.
+    let mut seen = std::collections::HashSet::new();
+    let first_arrivals: Vec<String> = audit_ids(&hec_a.events())
+        .into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
+    assert_eq!(first_arrivals, want);
     // B kept its rhythm: no gap between its posts longer than the interval plus slack.
     let posts = hec_b.posts();
     let gaps: Vec<Duration> = posts.windows(2).map(|w| w[1].at - w[0].at).collect();

@@ -38,6 +38,15 @@ async fn post_in_flight(api: &Api, id: &str, n: usize) {
     .await;
 }
 
+/// An integration delivering to `hec`, with a post of 5 events in flight that Splunk
+/// never answers; answers its id.
+async fn post_hanging(api: &Api, hec: &HecServer) -> String {
+    let id = delivering(api, hec).await;
+    hec.set_behaviour(Behaviour::Hang);
+    post_in_flight(api, &id, 5).await;
+    id
+}
+
 /// SIGTERM, and the wait for the exit: how long it took, and the log. The exit is clean.
 fn sigterm(svc: &mut Siemsync) -> (Duration, String) {
     let t0 = Instant::now();
@@ -108,9 +117,7 @@ async fn sigterm_during_a_post_longer_than_the_grace_abandons_it_and_the_restart
     let mut svc = Siemsync::spawn(dir.path(), &env);
     let api = svc.api();
     let hec = HecServer::start(TOK);
-    let id = delivering(&api, &hec).await;
-    hec.set_behaviour(Behaviour::Hang);
-    post_in_flight(&api, &id, 5).await;
+    let id = post_hanging(&api, &hec).await;
     let (took, log) = sigterm(&mut svc);
     // The grace, the API's stop and the store's flush; never the post's own 60 s.
     assert!(
@@ -281,4 +288,119 @@ async fn an_actor_stuck_in_a_post_past_its_timeout_is_restarted_and_delivery_res
             .contains(&format!("integration {id} (account acme): no progress"))
     })
     .await;
+}
+
+/// A second SIGTERM (or Ctrl-C) while the shutdown waits for a post in flight ends
+/// the process at once, as an operator who asks twice expects. What ingest
+/// acknowledged is on disk already (it answers only after a flush); a post it
+/// abandons is sent again after the restart.
+#[actix_rt::test]
+async fn a_second_sigterm_during_the_shutdown_ends_the_process_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("SIEMSYNC_SHUTDOWN_GRACE_SECS", "10")];
+    let mut svc = Siemsync::spawn(dir.path(), &env);
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    let id = post_hanging(&api, &hec).await;
+    svc.signal("TERM");
+    eventually(T, "the shutdown under way", || {
+        svc.log_text().contains("SIGTERM: shutting down")
+    })
+    .await;
+    let t0 = Instant::now();
+    svc.signal("TERM");
+    let status = svc.terminate_wait();
+    let took = t0.elapsed();
+    let log = svc.log_text();
+    assert!(
+        took < Duration::from_secs(3),
+        "the second SIGTERM ended it after {took:?}, not at once; log:\n{log}"
+    );
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM: {status:?}");
+    assert!(
+        log.contains("second SIGTERM during the shutdown: exiting at once"),
+        "the log says why; log:\n{log}"
+    );
+
+    // The ingested events were durable, and the abandoned post is sent again.
+    hec.set_behaviour(Behaviour::Normal);
+    let svc = Siemsync::spawn(dir.path(), &env);
+    let api = svc.api();
+    status_until(&api, "acme", &id, "the events after the restart", |s| {
+        s["delivered"]["audit"] == 6
+    })
+    .await;
+}
+
+/// A retention sweep of many batches does not hold the shutdown up: it stops
+/// between two batches (each its own transaction: what it removed stays removed,
+/// the rest waits for the next sweep), so the shutdown ends within its grace.
+#[actix_rt::test]
+async fn the_shutdown_stops_a_long_retention_sweep_between_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let grace = Duration::from_millis(500);
+    let mut svc = Siemsync::start(
+        dir.path(),
+        &[
+            ("SIEMSYNC_SHUTDOWN_GRACE_SECS", "0.5"),
+            // 86 ms
+            ("SIEMSYNC_RETENTION_DAYS", "0.000001"),
+            ("SIEMSYNC_TIMING_RETENTION_SWEEP_SECS", "0.05"),
+        ],
+    );
+    // One stored chunk per batch, each taking 0.3 s: the 60 posts (ingest merges
+    // some into one chunk) take seconds to sweep.
+    svc.in_process().store().set_pace(siemsync::store::Pace {
+        sweep_batch_events: Some(1),
+        sweep_batch_pause: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let api = svc.api();
+    for i in 0..60 {
+        api.post_audit("acme", &audit_events("old", i, 1)).await;
+    }
+    let started = Instant::now();
+    while svc.in_process().store().sweep_batches() < 2 {
+        assert!(started.elapsed() < T, "no sweep started");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t0 = Instant::now();
+    svc.stop();
+    let took = t0.elapsed();
+    assert!(
+        took < grace + Duration::from_secs(1),
+        "the shutdown took {took:?} (grace {grace:?}): the sweep ran on"
+    );
+}
+
+/// The launcher's stop has a deadline: a service whose shutdown hangs fails the
+/// test with a message naming it, instead of hanging the suite.
+#[actix_rt::test]
+async fn stopping_a_hung_in_process_service_fails_by_a_deadline_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Siemsync::start(dir.path(), &[]);
+    let url = svc.url.clone();
+    // The Supervisor handles nothing, the shutdown's request to wind down included.
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let supervisor = svc.in_process().supervisor.clone();
+    supervisor
+        .send(siemsync::actors::supervisor::Hold(held))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let hung = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        svc.in_process().stop_within(Duration::from_millis(500))
+    }));
+    let took = t0.elapsed();
+    let panic = hung.expect_err("stopping a hung service fails");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("did not stop within 500ms")
+            && message.contains(url.trim_start_matches("http://"))
+            && message.contains("Service::shutdown"),
+        "{message}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // Released, the service ends its shutdown on its own thread.
+    drop(release);
 }
