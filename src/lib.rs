@@ -24,6 +24,7 @@ pub mod actors;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod disk_reserve;
 pub mod fd_limit;
 pub mod hec;
 pub mod http;
