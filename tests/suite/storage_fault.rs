@@ -60,7 +60,14 @@ async fn a_full_disk_answers_503_says_why_loses_nothing_and_recovers_without_res
     };
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let svc = Siemsync::spawn(&data, &[("SIEMSYNC_CACHE_MB", "8")]);
+    // The disk reserve off: this is the really full disk, which refuses everyone.
+    let svc = Siemsync::spawn(
+        &data,
+        &[
+            ("SIEMSYNC_CACHE_MB", "8"),
+            ("SIEMSYNC_MIN_FREE_DISK_BYTES", "0"),
+        ],
+    );
     let api = svc.api();
     let hec = HecServer::start(TOK);
     api.enable_account("acme").await;
