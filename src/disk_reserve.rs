@@ -470,6 +470,23 @@ mod tests {
     }
 
     #[test]
+    fn a_sixteenth_of_the_floor_written_has_the_free_space_read_at_once() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let r = DiskReserve::new(dir.path(), 16 * MIB);
+        r.wrote(MIB - 1);
+        assert!(r.wake.notified().now_or_never().is_none(), "not yet");
+        r.wrote(1);
+        assert!(r.wake.notified().now_or_never().is_some());
+        let off = DiskReserve::new(dir.path(), 0);
+        off.wrote(u64::MAX / 2);
+        assert!(
+            off.wake.notified().now_or_never().is_none(),
+            "off: no reading needed"
+        );
+    }
+
+    #[test]
     fn a_refusal_is_counted_and_names_the_floor_and_the_backlog() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
