@@ -237,22 +237,6 @@ async fn a_full_disk_answers_503_says_why_loses_nothing_and_recovers_without_res
     drop(svc);
 }
 
-/// Posts audit events as the platform does: the status, `Retry-After` and the body.
-async fn post_audit(url: &str, account: &str, events: &Value) -> (u16, Option<u64>, Value) {
-    let mut resp = awc::Client::new()
-        .post(format!("{url}/api/v1/accounts/{account}/audit"))
-        .insert_header(("Authorization", format!("Bearer {INGEST}")))
-        .send_json(events)
-        .await
-        .expect("ingest request");
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-    (resp.status().as_u16(), retry_after, body)
-}
-
 /// Writes `bytes` of zeros to a new file at `path`.
 fn filler(path: &Path, bytes: u64) {
     use std::io::Write;
@@ -321,13 +305,12 @@ async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy
     let mut refusal = None;
     for round in 0..400 {
         for account in ["calm1", "calm2"] {
-            let (s, _, body) =
-                post_audit(&svc.url, account, &audit_events(account, round * 20, 20)).await;
+            let (s, _, body) = post(&svc, account, &audit_events(account, round * 20, 20)).await;
             assert_eq!(s, 200, "{account} refused before the one account: {body}");
         }
         calm_posted = (round + 1) * 20;
         let batch = audit_events("down", round * 1000, 1000);
-        match post_audit(&svc.url, "down", &batch).await {
+        match post(&svc, "down", &batch).await {
             (200, _, _) => down_stored += 1,
             (503, retry_after, body) => {
                 refusal = Some((batch, retry_after, body));
@@ -357,13 +340,12 @@ async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy
     for round in 0..10 {
         for account in ["calm1", "calm2"] {
             let from = calm_posted + round * 20;
-            let (s, _, body) =
-                post_audit(&svc.url, account, &audit_events(account, from, 20)).await;
+            let (s, _, body) = post(&svc, account, &audit_events(account, from, 20)).await;
             assert_eq!(s, 200, "{account} below the floor: {body}");
         }
     }
     calm_posted += 200;
-    let (s, _, _) = post_audit(&svc.url, "down", &refused_batch).await;
+    let (s, _, _) = post(&svc, "down", &refused_batch).await;
     assert_eq!(
         s, 503,
         "down stays refused while the disk is below the floor"
@@ -401,7 +383,7 @@ async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy
     filler(&second_filler, free - FLOOR / 2 + MIB);
     let start = std::time::Instant::now();
     let body = loop {
-        let (s, _, body) = post_audit(&svc.url, "calm1", &json!([])).await;
+        let (s, _, body) = post(&svc, "calm1", &json!([])).await;
         if s == 503 {
             break body;
         }
@@ -425,7 +407,7 @@ async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy
     std::fs::remove_file(first_filler).unwrap();
     let start = std::time::Instant::now();
     let accepted = loop {
-        let (s, _, body) = post_audit(&svc.url, "down", &refused_batch).await;
+        let (s, _, body) = post(&svc, "down", &refused_batch).await;
         if s == 200 {
             break body;
         }
