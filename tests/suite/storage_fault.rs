@@ -263,7 +263,8 @@ async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy
     };
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let svc = Siemsync::start(
+    // The binary, for its log: the reserve says whom it refuses and when it stops.
+    let svc = Siemsync::spawn(
         &data,
         &[
             ("SIEMSYNC_CACHE_MB", "8"),
@@ -419,6 +420,14 @@ async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(accepted, json!({"accepted": 1000, "duplicates": 0}));
+    let log = svc.log_text();
+    assert!(
+        log.contains("ingest of account down (one of the largest backlogs")
+            && log.contains("ingest of account down is no longer refused")
+            && log.contains("refused with 503 for every account")
+            && !log.contains("ingest of account calm1 ("),
+        "the log says whom the reserve refused, and when it stopped:\n{log}"
+    );
     let (status, health) = healthz(&api).await;
     assert_eq!((status, health.get("disk")), (200, None), "{health}");
     // The healthy accounts' events all reached their Splunk.
