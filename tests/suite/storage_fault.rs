@@ -2,6 +2,8 @@
 //! must answer 503 (so the platform retries) with the reason, `/healthz` and the
 //! integration's status must say why, nothing stored before must be lost, and once
 //! space is back the service must take writes again by itself — no restart.
+//! Before it comes to that, the disk reserve (`min_free_disk_bytes`) refuses the
+//! account with the largest backlog first, and the healthy accounts keep ingesting.
 //!
 //! The disk is a small tmpfs mounted for the test (root only); where mounting is
 //! not allowed the test says so and passes without running.
@@ -381,7 +383,7 @@ async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy
     // Below half the floor every account is refused.
     let second_filler = dir.path().join("filler2");
     let free = siemsync::disk_reserve::free_bytes(&data).unwrap();
-    filler(&second_filler, free - FLOOR / 2 + MIB);
+    filler(&second_filler, free.saturating_sub(FLOOR / 2) + MIB);
     let start = std::time::Instant::now();
     let body = loop {
         let (s, _, body) = post(&svc, "calm1", &json!([])).await;
@@ -434,7 +436,14 @@ async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy
     eventually(
         Duration::from_secs(20),
         "every event of the healthy accounts delivered",
-        || audit_ids(&hec.events()).len() == 2 * calm_posted,
+        || {
+            // At least once: a repeat may come, every event must.
+            let got: std::collections::HashSet<String> =
+                audit_ids(&hec.events()).into_iter().collect();
+            ["calm1", "calm2"]
+                .iter()
+                .all(|a| (0..calm_posted).all(|i| got.contains(&format!("{a}-{i}"))))
+        },
     )
     .await;
     eprintln!(
