@@ -100,6 +100,12 @@ pub struct Config {
     /// account: `max_backlog_bytes` in `PUT /api/v1/accounts/{account}`.
     #[serde(default = "default_account_max_backlog_bytes")]
     pub account_max_backlog_bytes: u64,
+    /// The free bytes kept in reserve on the data directory's filesystem
+    /// (`SIEMSYNC_MIN_FREE_DISK_BYTES`; 0: off). Below it, ingest is refused with 503
+    /// for the accounts holding the largest backlogs; below half of it, for every
+    /// account (see `disk_reserve`).
+    #[serde(default = "default_min_free_disk_bytes")]
+    pub min_free_disk_bytes: u64,
     /// Largest accepted API request body, in bytes (`SIEMSYNC_MAX_BODY_BYTES`).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -209,6 +215,11 @@ fn default_account_ingest_rate() -> u64 {
 fn default_account_max_backlog_bytes() -> u64 {
     1 << 30
 }
+/// 1 GiB: at the default ingest rate, minutes of a flood, and hours of any real
+/// platform's events, for the operator to act in before the disk is full.
+fn default_min_free_disk_bytes() -> u64 {
+    1 << 30
+}
 fn default_account_ingest_burst() -> u64 {
     2_000_000
 }
@@ -236,6 +247,11 @@ fn default_retention() -> f64 {
 fn default_ack_poll() -> Secs {
     Secs::from_secs(10)
 }
+/// The smallest disk reserve other than 0 (off): 1 MiB.
+const MIN_FREE_DISK_FLOOR: u64 = 1 << 20;
+/// The largest disk reserve: 1 PiB.
+const MAX_FREE_DISK_FLOOR: u64 = 1 << 50;
+
 /// Whether `s` lies between `min` and `max` seconds.
 fn within(s: Secs, min: f64, max: f64) -> bool {
     (min..=max).contains(&s.get().as_secs_f64())
@@ -376,6 +392,9 @@ impl Config {
         }
         if let Some(v) = env("SIEMSYNC_ACCOUNT_MAX_BACKLOG_BYTES") {
             self.account_max_backlog_bytes = parse("SIEMSYNC_ACCOUNT_MAX_BACKLOG_BYTES", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_MIN_FREE_DISK_BYTES") {
+            self.min_free_disk_bytes = parse("SIEMSYNC_MIN_FREE_DISK_BYTES", &v)?;
         }
         if let Some(v) = env("SIEMSYNC_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("SIEMSYNC_MAX_BODY_BYTES", &v)?;
@@ -527,6 +546,15 @@ impl Config {
             return bad(
                 "account_max_backlog_bytes",
                 "must be between 65536 (64 KiB) and 1125899906842624 bytes (1 PiB)",
+            );
+        }
+        // Under 1 MiB a reserve is less than one write of sled's and guards nothing.
+        if self.min_free_disk_bytes != 0
+            && !(MIN_FREE_DISK_FLOOR..=MAX_FREE_DISK_FLOOR).contains(&self.min_free_disk_bytes)
+        {
+            return bad(
+                "min_free_disk_bytes",
+                "must be 0 (off) or between 1048576 (1 MiB) and 1125899906842624 bytes (1 PiB)",
             );
         }
         if !(1..=crate::model::account::MAX_INGEST_BURST).contains(&self.account_ingest_burst) {
@@ -794,6 +822,8 @@ mod tests {
         assert_eq!(c.account_ingest_events_per_sec, 100_000);
         assert_eq!(c.account_ingest_burst, 2_000_000);
         assert_eq!(c.account_max_backlog_bytes, 1 << 30);
+        assert_eq!(c.min_free_disk_bytes, 1 << 30);
+        assert_eq!(c.timing.disk_check_secs, Secs::from_secs(1));
         assert!(!c.allow_insecure_tls);
         assert!(!c.allow_private_destinations);
         assert_eq!(c.shutdown_grace_secs, default_shutdown_grace());
@@ -1065,6 +1095,51 @@ mod tests {
             let e = load(SHIPPED, &[(var, value)]).unwrap_err();
             assert!(e.contains(key), "{var}={value}: {e}");
         }
+    }
+
+    #[test]
+    fn the_disk_reserve_is_validated_naming_its_key() {
+        for (var, value, key, says) in [
+            (
+                "SIEMSYNC_MIN_FREE_DISK_BYTES",
+                "100",
+                "config key `min_free_disk_bytes`",
+                "0 (off) or between 1048576",
+            ),
+            (
+                "SIEMSYNC_MIN_FREE_DISK_BYTES",
+                "2000000000000000000",
+                "config key `min_free_disk_bytes`",
+                "0 (off) or between 1048576",
+            ),
+            (
+                "SIEMSYNC_MIN_FREE_DISK_BYTES",
+                "1 GiB",
+                "SIEMSYNC_MIN_FREE_DISK_BYTES",
+                "invalid digit",
+            ),
+            (
+                "SIEMSYNC_TIMING_DISK_CHECK_SECS",
+                "0",
+                "config key `disk_check_secs`",
+                "more than 0",
+            ),
+        ] {
+            let e = load(SHIPPED, &[(var, value)]).unwrap_err();
+            assert!(e.contains(key) && e.contains(says), "{var}={value}: {e}");
+        }
+        let text = SHIPPED.replace(
+            "min_free_disk_bytes = 1073741824",
+            "min_free_disk_bytes = 4096",
+        );
+        let e = load(&text, &[]).unwrap_err();
+        assert!(
+            e.contains("`min_free_disk_bytes`") && e.contains("0 (off)"),
+            "{e}"
+        );
+        // 0 turns it off; a floor in whole bytes is taken.
+        load(SHIPPED, &[("SIEMSYNC_MIN_FREE_DISK_BYTES", "0")]).unwrap();
+        load(SHIPPED, &[("SIEMSYNC_MIN_FREE_DISK_BYTES", "1048576")]).unwrap();
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod actors;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod disk_reserve;
 pub mod fd_limit;
 pub mod hec;
 pub mod http;
@@ -108,6 +109,8 @@ pub struct Service {
     serving: Option<actix_rt::task::JoinHandle<std::io::Result<()>>>,
     /// The retention sweep's loop.
     retention: Background,
+    /// The disk reserve's check.
+    disk_check: Background,
     /// The config file's watcher, once started (`watch_config`).
     reload: Option<Background>,
     /// How often the watcher checks the file (`[timing] config_poll_secs`).
@@ -146,9 +149,10 @@ impl Service {
     /// Stops everything `start` started, in order: the HTTP server (requests in
     /// flight finish), the config watcher, the actors (each finishes its posts in
     /// flight within `shutdown_grace_secs` or abandons them, as the report and the log
-    /// say), the retention sweep; then flushes the store. Nothing of the service runs
-    /// afterwards, and the actix System it ran on goes on. A retention sweep under
-    /// way is asked to stop first, and ends after its current batch meanwhile.
+    /// say), the retention sweep and the disk reserve's check; then flushes the store.
+    /// Nothing of the service runs afterwards, and the actix System it ran on goes on.
+    /// A retention sweep under way is asked to stop first, and ends after its current
+    /// batch meanwhile.
     pub async fn shutdown(mut self) -> Result<ShutdownReport, ShutdownError> {
         self.retention.ask_stop();
         self.server.stop(true).await;
@@ -165,6 +169,7 @@ impl Service {
         }
         let report = self.supervisor.send(Shutdown { grace: self.grace }).await;
         self.retention.stop().await;
+        self.disk_check.stop().await;
         log::info!("shutting down: flushing the store");
         let flushed = self.store.flush_now();
         server?;
@@ -250,12 +255,20 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         Supervisor::new(store.clone(), audit, jobs, settings, config.supervision()).start();
     supervisor.do_send(Reconcile);
 
+    let disk_reserve = Arc::new(disk_reserve::DiskReserve::new(
+        &config.data_dir,
+        config.min_free_disk_bytes,
+    ));
+    // The first reading before the first request; a failure is logged and nobody is
+    // refused until a reading succeeds.
+    let _ = disk_reserve.check(&store, config.account_max_backlog_bytes);
     let state = actix_web::web::Data::new(http::AppState {
         store: store.clone(),
         supervisor: supervisor.clone(),
         config: Arc::new(config.clone()),
         metrics: metrics.clone(),
         ingest_limits: Arc::default(),
+        disk_reserve: disk_reserve.clone(),
     });
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
@@ -284,6 +297,12 @@ pub fn start(config: Config) -> Result<Service, StartError> {
                 default_quota: config.account_max_backlog_bytes,
             },
             config.timing.retention_sweep(config.retention()),
+        ),
+        disk_check: disk_reserve::spawn(
+            disk_reserve,
+            store.clone(),
+            config.account_max_backlog_bytes,
+            config.timing.disk_check_secs.get(),
         ),
         config_poll: config.timing.config_poll_secs.get(),
         store,

@@ -66,14 +66,18 @@ async fn status(url: String) -> anyhow::Result<()> {
     // A store that cannot write is the first thing an operator must know.
     let health = format!("{}/healthz", url.trim_end_matches('/'));
     if let Ok(mut resp) = client.get(&health).send().await {
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
         if !resp.status().is_success() {
-            let body: serde_json::Value = resp.json().await.unwrap_or_default();
             println!(
                 "DEGRADED: {}",
                 body["storage"]
                     .as_str()
+                    .or(body["disk"].as_str())
                     .unwrap_or("the service is not healthy")
             );
+        } else if let Some(disk) = body["disk"].as_str() {
+            // Below the disk reserve: some accounts' ingest is refused.
+            println!("DISK RESERVE: {disk}");
         }
     }
     let list = get_list(&client, &url, &token, "integrations").await?;

@@ -100,7 +100,8 @@ pub struct IngestLabels {
 pub struct RejectLabels {
     /// `audit` or `jobs`.
     pub source: String,
-    /// `invalid`, `too_large`, `unauthorized` or `unavailable`.
+    /// `invalid`, `too_large`, `unauthorized`, `rate_limited`, `disk_reserve` or
+    /// `unavailable`.
     pub reason: String,
 }
 
@@ -145,6 +146,14 @@ pub struct Metrics {
     pub account_quota_dropped: Family<AccountLabels, Gauge>,
     /// Ingest requests refused for the account's rate since start (set when scraped).
     pub account_rate_limited: Family<AccountLabels, Gauge>,
+    /// Ingest requests refused for the disk reserve since start (set when scraped).
+    pub account_disk_refused_requests: Family<AccountLabels, Gauge>,
+    /// 1 while the disk reserve refuses the account's ingest (set when scraped).
+    pub account_disk_refused: Family<AccountLabels, Gauge>,
+    /// Free bytes of the data directory's filesystem at the last reading (set when scraped).
+    pub disk_free_bytes: Gauge,
+    /// `min_free_disk_bytes` (set when scraped).
+    pub min_free_disk_bytes: Gauge,
     /// Ingest requests received.
     pub ingest_requests: Family<IngestLabels, Counter>,
     /// Events ingest accepted.
@@ -201,6 +210,10 @@ impl Metrics {
             account_max_backlog_bytes: Family::default(),
             account_quota_dropped: Family::default(),
             account_rate_limited: Family::default(),
+            account_disk_refused_requests: Family::default(),
+            account_disk_refused: Family::default(),
+            disk_free_bytes: Gauge::default(),
+            min_free_disk_bytes: Gauge::default(),
             ingest_requests: Family::default(),
             ingest_events: Family::default(),
             ingest_rejections: Family::default(),
@@ -319,6 +332,16 @@ impl Metrics {
             "Ingest requests of the account refused for its ingest rate since siemsync started",
             self.account_rate_limited.clone(),
         );
+        registry.register(
+            "account_disk_refused_requests",
+            "Ingest requests of the account refused for the disk reserve (free space under min_free_disk_bytes) since siemsync started",
+            self.account_disk_refused_requests.clone(),
+        );
+        registry.register(
+            "account_disk_refused",
+            "1 while the account's ingest is refused for the disk reserve",
+            self.account_disk_refused.clone(),
+        );
     }
 
     /// What ingest counts.
@@ -351,6 +374,16 @@ impl Metrics {
             "store_writable",
             "1 while the store takes writes; 0 while its disk is full or read-only (ingest answers 503)",
             self.store_writable.clone(),
+        );
+        registry.register(
+            "disk_free_bytes",
+            "Free bytes of the data directory's filesystem at the disk reserve's last reading (-1: not read)",
+            self.disk_free_bytes.clone(),
+        );
+        registry.register(
+            "min_free_disk_bytes",
+            "The disk reserve: below it the accounts with the largest backlogs are refused, below half of it every account (0: off)",
+            self.min_free_disk_bytes.clone(),
         );
         registry.register(
             "open_fds",

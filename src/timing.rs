@@ -103,6 +103,10 @@ pub struct Timing {
     /// (`SIEMSYNC_TIMING_CONNECTION_KEEP_ALIVE_SECS`); an integration whose next
     /// sync is further away drops its connections between syncs.
     pub connection_keep_alive_secs: Secs,
+    /// How often the free space of the data directory's filesystem is read for the
+    /// disk reserve (`SIEMSYNC_TIMING_DISK_CHECK_SECS`); ingest reads it again at once
+    /// after writing a sixteenth of `min_free_disk_bytes`.
+    pub disk_check_secs: Secs,
 }
 
 impl Default for Timing {
@@ -117,13 +121,14 @@ impl Default for Timing {
             config_poll_secs: Secs::from_secs(2),
             retention_sweep_secs: None,
             connection_keep_alive_secs: Secs::from_secs(15),
+            disk_check_secs: Secs::from_secs(1),
         }
     }
 }
 
 impl Timing {
     /// Each setting's environment variable, key and a setter, for the config's overrides.
-    pub fn env_keys() -> [(&'static str, &'static str); 9] {
+    pub fn env_keys() -> [(&'static str, &'static str); 10] {
         [
             (
                 "SIEMSYNC_TIMING_RETRY_BACKOFF_BASE_SECS",
@@ -149,6 +154,7 @@ impl Timing {
                 "SIEMSYNC_TIMING_CONNECTION_KEEP_ALIVE_SECS",
                 "connection_keep_alive_secs",
             ),
+            ("SIEMSYNC_TIMING_DISK_CHECK_SECS", "disk_check_secs"),
         ]
     }
 
@@ -164,6 +170,7 @@ impl Timing {
             "config_poll_secs" => self.config_poll_secs = v,
             "retention_sweep_secs" => self.retention_sweep_secs = Some(v),
             "connection_keep_alive_secs" => self.connection_keep_alive_secs = v,
+            "disk_check_secs" => self.disk_check_secs = v,
             _ => unreachable!("not a timing key: {key}"),
         }
     }
@@ -181,6 +188,7 @@ impl Timing {
                 self.connection_keep_alive_secs,
                 "connection_keep_alive_secs",
             ),
+            (self.disk_check_secs, "disk_check_secs"),
             (
                 self.retention_sweep_secs.unwrap_or(Secs::from_secs(1)),
                 "retention_sweep_secs",

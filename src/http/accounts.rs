@@ -40,13 +40,14 @@ pub struct IngestLimitView {
 
 /// The account as the API shows it: the switch, the per-account overrides (`null`:
 /// the operator's default, as in a `PUT`), the allowance in effect, how many
-/// ingest requests were refused for it since siemsync started, and its share of the
+/// ingest requests were refused for it since siemsync started (for its rate, for
+/// the disk reserve) and whether the disk reserve refuses it now, and its share of the
 /// store (stored and backlog bytes, the quota, what the quota dropped).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"account": "acme", "siem_enabled": true,
     "updated_at": "2026-11-25T09:50:00Z", "ingest_events_per_sec": null, "ingest_burst": null,
     "ingest_limit": {"events_per_sec": 100000, "burst": 2000000}, "rate_limited_requests": 0,
-    "max_backlog_bytes": null, "usage": {"stored_bytes": 52428800, "backlog_bytes": 1048576,
+    "disk_refused": false, "disk_refused_requests": 0, "max_backlog_bytes": null, "usage": {"stored_bytes": 52428800, "backlog_bytes": 1048576,
     "max_backlog_bytes": 1073741824, "quota_drops": null}}))]
 pub struct AccountView {
     /// The account.
@@ -63,6 +64,12 @@ pub struct AccountView {
     pub ingest_limit: IngestLimitView,
     /// Ingest requests refused for the rate since siemsync started.
     pub rate_limited_requests: u64,
+    /// Whether its ingest is refused now for the disk reserve: the free space is
+    /// under `min_free_disk_bytes` and it holds one of the largest backlogs (or the
+    /// free space is under half of it, which refuses every account).
+    pub disk_refused: bool,
+    /// Ingest requests refused for the disk reserve since siemsync started.
+    pub disk_refused_requests: u64,
     /// Its own backlog quota in bytes (`null`: the operator's default).
     pub max_backlog_bytes: Option<u64>,
     /// Its share of the store.
@@ -84,6 +91,10 @@ pub struct AccountSummary {
     pub usage: Usage,
     /// Ingest requests refused for the rate since siemsync started.
     pub rate_limited_requests: u64,
+    /// Whether its ingest is refused now for the disk reserve.
+    pub disk_refused: bool,
+    /// Ingest requests refused for the disk reserve since siemsync started.
+    pub disk_refused_requests: u64,
 }
 
 fn view(
@@ -106,6 +117,8 @@ fn view(
             burst: limit.burst,
         },
         rate_limited_requests: state.ingest_limits.refused(id),
+        disk_refused: state.disk_reserve.standing(id).is_some(),
+        disk_refused_requests: state.disk_reserve.refused_requests(id),
         max_backlog_bytes: account.and_then(|a| a.max_backlog_bytes),
         usage,
     })
@@ -234,6 +247,8 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
                 siem_enabled: a.record.as_ref().is_some_and(|r| r.siem_enabled),
                 updated_at: a.record.map(|r| r.updated_at),
                 rate_limited_requests: state.ingest_limits.refused(&a.id),
+                disk_refused: state.disk_reserve.standing(&a.id).is_some(),
+                disk_refused_requests: state.disk_reserve.refused_requests(&a.id),
                 account: a.id,
                 integrations: a.integrations,
                 usage,

@@ -22,7 +22,7 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What was wrong, and what to do.
     pub message: String,
-    /// Seconds to send as `Retry-After` (a 429).
+    /// Seconds to send as `Retry-After` (a 429, or a 503 of the disk reserve).
     pub retry_after: Option<u64>,
 }
 
@@ -40,6 +40,13 @@ impl ApiError {
         ApiError {
             retry_after: Some(secs),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
+        }
+    }
+    /// 503: the request cannot be stored now; the caller may try again after `secs` seconds.
+    pub fn unavailable(message: impl Into<String>, secs: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
         }
     }
     /// A 400 with `message`.

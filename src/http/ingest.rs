@@ -73,6 +73,8 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
         source: source.into(),
     };
     state.metrics.ingest_requests.get_or_create(&labels).inc();
+    // Set when the disk reserve refuses the request, for the rejection's label.
+    let for_disk = std::cell::Cell::new(false);
     let result = async {
         caller.require_ingest()?;
         let account = account_of(account)?;
@@ -80,12 +82,21 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             // Before reading the body: nothing can be stored until the fault goes.
             return Err(StoreError::Unavailable(reason).into());
         }
+        if let Some(refusal) = state.disk_reserve.refusal(&account) {
+            // Before reading the body: below the disk reserve nothing of it is stored.
+            for_disk.set(true);
+            return Err(ApiError::unavailable(
+                refusal.message(&account),
+                crate::disk_reserve::RETRY_AFTER_SECS,
+            ));
+        }
         let limit = ingest_limit(state, state.store.account(&account)?.as_ref());
         if let Some(wait) = state.ingest_limits.dry(&account, limit, Instant::now()) {
             // Before reading the body: a flood costs little to refuse.
             return Err(over_rate(&account, limit, None, wait));
         }
         let body = read_body(body, &state.config).await?;
+        let body_bytes = body.len() as u64;
         let items = read(&body, Utc::now())?;
         within_event_limit(&items, state, &account, weigh)?;
         let n = items.len() as u64;
@@ -118,12 +129,16 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             state.ingest_limits.refund(&account, n);
         } else {
             over_quota(state, &account);
+            // The stored events take about what their body did: a large write has
+            // the free space read again at once, not at the next period.
+            state.disk_reserve.wrote(body_bytes);
         }
         stored
     }
     .await;
     if let Err(e) = &result {
         let reason = match e.status.as_u16() {
+            503 if for_disk.get() => "disk_reserve",
             413 => "too_large",
             429 => "rate_limited",
             401 | 403 => "unauthorized",
@@ -208,6 +223,8 @@ pub struct JobsAccepted {
          "metadata": {"target": "mailbox"}, "event": "Restore started"}])),
     responses((status = 200, description = "Stored, and on disk", body = AuditAccepted),
         (status = 413, description = "The body is larger than max_body_bytes, or holds more events than the account's burst", body = super::errors::ErrorBody),
+        (status = 503, description = "Nothing was stored: the store cannot write (full or read-only disk), or the free space is under min_free_disk_bytes and this account holds one of the largest backlogs (under half of it: every account); retry after `Retry-After` seconds where given", body = super::errors::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (given when the disk reserve refused)"))),
         (status = 429, description = "The account is over its ingest rate: nothing was stored; retry after `Retry-After` seconds", body = super::errors::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 pub async fn audit(
@@ -252,6 +269,8 @@ pub async fn audit(
          "progress": 0.4, "description": "Backup of Microsoft 365", "start_time": "2026-11-25T09:55:00Z"}])),
     responses((status = 200, description = "Stored, and on disk", body = JobsAccepted),
         (status = 413, description = "The body is larger than max_body_bytes, or holds more snapshots than the account's burst", body = super::errors::ErrorBody),
+        (status = 503, description = "Nothing was stored: the store cannot write (full or read-only disk), or the free space is under min_free_disk_bytes and this account holds one of the largest backlogs (under half of it: every account); retry after `Retry-After` seconds where given", body = super::errors::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (given when the disk reserve refused)"))),
         (status = 429, description = "The account is over its ingest rate: nothing was stored; retry after `Retry-After` seconds", body = super::errors::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 pub async fn jobs(

@@ -61,6 +61,11 @@ fn refresh(state: &AppState, m: &Metrics) -> Result<(), StoreError> {
         Err(e) => log::warn!("metrics: cannot read the store's size on disk: {e}"),
     }
     m.store_writable.set(i64::from(store.fault().is_none()));
+    let reserve = &state.disk_reserve;
+    m.disk_free_bytes
+        .set(reserve.free().map_or(-1, |f| f.min(i64::MAX as u64) as i64));
+    m.min_free_disk_bytes
+        .set(reserve.floor().min(i64::MAX as u64) as i64);
     // Reported as -1 where /proc or the limit cannot be read, rather than as 0.
     m.open_fds
         .set(crate::fd_limit::open().map_or(-1, |n| n as i64));
@@ -106,7 +111,34 @@ fn accounts(state: &AppState, m: &Metrics) -> Result<(), StoreError> {
             .get_or_create(&labels)
             .set(gauge(state.ingest_limits.refused(&account)));
     }
+    disk_refusals(state, m);
     Ok(())
+}
+
+/// The disk reserve's per-account gauges: every account refused since start (it
+/// may hold no events), and those refused now.
+fn disk_refusals(state: &AppState, m: &Metrics) {
+    m.account_disk_refused_requests.clear();
+    m.account_disk_refused.clear();
+    let reserve = &state.disk_reserve;
+    for (account, n) in reserve.refusal_counts() {
+        let labels = AccountLabels {
+            account: account.to_string(),
+        };
+        m.account_disk_refused_requests
+            .get_or_create(&labels)
+            .set(n.min(i64::MAX as u64) as i64);
+        m.account_disk_refused
+            .get_or_create(&labels)
+            .set(i64::from(reserve.standing(&account).is_some()));
+    }
+    for account in reserve.verdict().refused.keys() {
+        m.account_disk_refused
+            .get_or_create(&AccountLabels {
+                account: account.to_string(),
+            })
+            .set(1);
+    }
 }
 
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "service", security(("admin" = [])),

@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Each account's ingest rate bucket.
     pub ingest_limits: Arc<crate::ingest_limit::IngestLimits>,
+    /// The free-space reserve of the data directory's disk, and whom it refuses.
+    pub disk_reserve: Arc<crate::disk_reserve::DiskReserve>,
 }
 
 impl AppState {
@@ -131,39 +133,50 @@ pub fn account_of(raw: &str) -> Result<AccountId, ApiError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthState {
-    /// Up, and the store takes writes.
+    /// Up, and the store takes writes (for every account, or, below
+    /// `min_free_disk_bytes`, for those not refused for their backlog).
     Ok,
-    /// Up, but the store cannot take writes (full or read-only disk).
+    /// Up, but no account can store: the store cannot take writes (full or
+    /// read-only disk), or the free space is under half of `min_free_disk_bytes`.
     Degraded,
 }
 
 /// `GET /healthz`'s answer.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok`, or `degraded` while the store cannot write.
+    /// `ok`, or `degraded` while no account can store.
     pub status: HealthState,
-    /// Only when degraded: why the store cannot write.
+    /// Only while the store cannot write: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// Only while the free space is under `min_free_disk_bytes`: how much is free and
+    /// whose ingest is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
 }
 
-/// Up, and able to store: 503 with the reason while the store cannot take writes.
+/// Up, and able to store: 503 with the reason while the store cannot take writes or
+/// the free space is under the disk reserve's hard line; `disk` says so below the floor.
 #[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "service", security(()),
     responses(
-        (status = 200, description = "Up, and the store takes writes", body = Health,
+        (status = 200, description = "Up, and the store takes writes; `disk` present while the free space is under min_free_disk_bytes and the accounts with the largest backlogs are refused", body = Health,
             example = json!({"status": "ok"})),
-        (status = 503, description = "Up, but the store cannot write (full or read-only disk)", body = Health,
+        (status = 503, description = "Up, but no account can store: the store cannot write (full or read-only disk, `storage`), or the free space is under half of min_free_disk_bytes (`disk`)", body = Health,
             example = json!({"status": "degraded", "storage": "siemsync cannot write to its store: No space left on device"})),
     ))]
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let disk = state.disk_reserve.below_floor();
     match state.store.fault() {
-        None => HttpResponse::Ok().json(Health {
+        // Above the hard line the accounts not refused still store: the service works.
+        None if !state.disk_reserve.everyone_refused() => HttpResponse::Ok().json(Health {
             status: HealthState::Ok,
             storage: None,
+            disk,
         }),
-        Some(reason) => HttpResponse::ServiceUnavailable().json(Health {
+        fault => HttpResponse::ServiceUnavailable().json(Health {
             status: HealthState::Degraded,
-            storage: Some(format!("siemsync cannot write to its store: {reason}")),
+            storage: fault.map(|reason| format!("siemsync cannot write to its store: {reason}")),
+            disk,
         }),
     }
 }

@@ -364,6 +364,23 @@ impl Api {
     }
 }
 
+/// Posts audit events as the platform does, answering the status, `Retry-After`
+/// and the body.
+pub async fn post(svc: &Siemsync, account: &str, events: &Value) -> (u16, Option<u64>, Value) {
+    let mut resp = awc::Client::new()
+        .post(format!("{}/api/v1/accounts/{account}/audit", svc.url))
+        .insert_header(("Authorization", format!("Bearer {INGEST}")))
+        .send_json(events)
+        .await
+        .expect("ingest request");
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (resp.status().as_u16(), retry_after, body)
+}
+
 /// Polls `cond` every 50 ms until it holds, or panics with `what` after `limit`.
 pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

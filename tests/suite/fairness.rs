@@ -9,23 +9,6 @@ use std::time::{Duration, Instant};
 
 const TOK: &str = "abcdef01-2345-6789-abcd-ef0123456789";
 
-/// Posts audit events as the platform does, answering the status, `Retry-After`
-/// and the body.
-async fn post(svc: &Siemsync, account: &str, events: &Value) -> (u16, Option<u64>, Value) {
-    let mut resp = awc::Client::new()
-        .post(format!("{}/api/v1/accounts/{account}/audit", svc.url))
-        .insert_header(("Authorization", format!("Bearer {INGEST}")))
-        .send_json(events)
-        .await
-        .expect("ingest request");
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().parse().unwrap());
-    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-    (resp.status().as_u16(), retry_after, body)
-}
-
 #[actix_rt::test]
 async fn an_account_over_its_ingest_rate_gets_429_with_retry_after_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();

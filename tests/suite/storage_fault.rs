@@ -2,6 +2,8 @@
 //! must answer 503 (so the platform retries) with the reason, `/healthz` and the
 //! integration's status must say why, nothing stored before must be lost, and once
 //! space is back the service must take writes again by itself — no restart.
+//! Before it comes to that, the disk reserve (`min_free_disk_bytes`) refuses the
+//! account with the largest backlog first, and the healthy accounts keep ingesting.
 //!
 //! The disk is a small tmpfs mounted for the test (root only); where mounting is
 //! not allowed the test says so and passes without running.
@@ -60,7 +62,14 @@ async fn a_full_disk_answers_503_says_why_loses_nothing_and_recovers_without_res
     };
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let svc = Siemsync::spawn(&data, &[("SIEMSYNC_CACHE_MB", "8")]);
+    // The disk reserve off: this is the really full disk, which refuses everyone.
+    let svc = Siemsync::spawn(
+        &data,
+        &[
+            ("SIEMSYNC_CACHE_MB", "8"),
+            ("SIEMSYNC_MIN_FREE_DISK_BYTES", "0"),
+        ],
+    );
     let api = svc.api();
     let hec = HecServer::start(TOK);
     api.enable_account("acme").await;
@@ -226,6 +235,220 @@ async fn a_full_disk_answers_503_says_why_loses_nothing_and_recovers_without_res
         "storage fault: {} batches stored before the disk was full, the next refused with 503, all {} events delivered after recovery",
         stored.len(),
         expected.len()
+    );
+    drop(svc);
+}
+
+/// Writes `bytes` of zeros to a new file at `path`.
+fn filler(path: &Path, bytes: u64) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("filler");
+    let block = vec![0u8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).expect("the filler fits");
+        left -= n as u64;
+    }
+    f.sync_all().expect("filler synced");
+}
+
+#[actix_rt::test]
+async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy_accounts_keep_ingesting(
+) {
+    const MIB: u64 = 1 << 20;
+    const FLOOR: u64 = 16 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_disk) = SmallDisk::mount(dir.path(), "64m") else {
+        eprintln!("skipped: this machine does not allow mounting a tmpfs (needs root)");
+        return;
+    };
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // The binary, for its log: the reserve says whom it refuses and when it stops.
+    let svc = Siemsync::spawn(
+        &data,
+        &[
+            ("SIEMSYNC_CACHE_MB", "8"),
+            ("SIEMSYNC_MIN_FREE_DISK_BYTES", &FLOOR.to_string()),
+            ("SIEMSYNC_TIMING_DISK_CHECK_SECS", "0.02"),
+        ],
+    );
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    for account in ["down", "calm1", "calm2"] {
+        api.enable_account(account).await;
+    }
+    // The one account whose Splunk is unreachable: everything it posts stays.
+    create_integration(
+        &api,
+        "down",
+        json!({"hec_token": TOK, "hec_uri": format!("http://127.0.0.1:{}", closed_port()),
+               "sources": ["audit"]}),
+    )
+    .await;
+    for account in ["calm1", "calm2"] {
+        create_integration(
+            &api,
+            account,
+            json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]}),
+        )
+        .await;
+    }
+    // The disk is filled to 6 MiB above the floor: measured, as siemsync measures it.
+    let free = siemsync::disk_reserve::free_bytes(&data).unwrap();
+    assert!(free > FLOOR + 6 * MIB, "the tmpfs has {free} bytes free");
+    let first_filler = dir.path().join("filler1");
+    filler(&first_filler, free - FLOOR - 6 * MIB);
+
+    // Each round the healthy accounts post a few events and `down` a large batch,
+    // until `down` is refused: the healthy accounts are never refused before it.
+    let mut calm_posted = 0;
+    let mut down_stored = 0;
+    let mut refusal = None;
+    for round in 0..400 {
+        for account in ["calm1", "calm2"] {
+            let (s, _, body) = post(&svc, account, &audit_events(account, round * 20, 20)).await;
+            assert_eq!(s, 200, "{account} refused before the one account: {body}");
+        }
+        calm_posted = (round + 1) * 20;
+        let batch = audit_events("down", round * 1000, 1000);
+        match post(&svc, "down", &batch).await {
+            (200, _, _) => down_stored += 1,
+            (503, retry_after, body) => {
+                refusal = Some((batch, retry_after, body));
+                break;
+            }
+            (s, _, body) => panic!("down's ingest answered {s}: {body}"),
+        }
+    }
+    let (refused_batch, retry_after, body) =
+        refusal.expect("the account with the largest backlog is refused below the floor");
+    let free_at_refusal = siemsync::disk_reserve::free_bytes(&data).unwrap();
+    assert!(
+        (FLOOR / 2..FLOOR).contains(&free_at_refusal),
+        "refused between the hard line and the floor: {free_at_refusal} bytes free"
+    );
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("min_free_disk_bytes")
+            && error.contains("largest backlog")
+            && error.contains("account down")
+            && error.contains("nothing of this request was stored"),
+        "{body}"
+    );
+    assert_eq!(retry_after, Some(30), "{body}");
+
+    // The healthy accounts keep ingesting below the floor, down stays refused.
+    for round in 0..10 {
+        for account in ["calm1", "calm2"] {
+            let from = calm_posted + round * 20;
+            let (s, _, body) = post(&svc, account, &audit_events(account, from, 20)).await;
+            assert_eq!(s, 200, "{account} below the floor: {body}");
+        }
+    }
+    calm_posted += 200;
+    let (s, _, _) = post(&svc, "down", &refused_batch).await;
+    assert_eq!(
+        s, 503,
+        "down stays refused while the disk is below the floor"
+    );
+
+    // Visible: the account, /healthz, /metrics.
+    let down = api.ok("GET", "/api/v1/accounts/down", None).await;
+    assert_eq!(down["disk_refused"], true, "{down}");
+    assert!(down["disk_refused_requests"].as_u64() >= Some(2), "{down}");
+    let calm = api.ok("GET", "/api/v1/accounts/calm1", None).await;
+    assert_eq!(calm["disk_refused"], false, "{calm}");
+    assert_eq!(calm["disk_refused_requests"], 0, "{calm}");
+    let (status, health) = healthz(&api).await;
+    assert_eq!(status, 200, "the store still takes writes: {health}");
+    assert!(
+        health["disk"]
+            .as_str()
+            .is_some_and(|d| d.contains("min_free_disk_bytes") && d.contains("down")),
+        "{health}"
+    );
+    let (_, metrics) = api.admin("GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains(&format!("siemsync_min_free_disk_bytes {FLOOR}"))
+            && metrics.contains("siemsync_disk_free_bytes ")
+            && metrics.contains("siemsync_account_disk_refused{account=\"down\"} 1")
+            && metrics.contains("siemsync_account_disk_refused_requests{account=\"down\"}")
+            && !metrics.contains("siemsync_account_disk_refused{account=\"calm1\"} 1"),
+        "{metrics}"
+    );
+
+    // Below half the floor every account is refused.
+    let second_filler = dir.path().join("filler2");
+    let free = siemsync::disk_reserve::free_bytes(&data).unwrap();
+    filler(&second_filler, free.saturating_sub(FLOOR / 2) + MIB);
+    let start = std::time::Instant::now();
+    let body = loop {
+        let (s, _, body) = post(&svc, "calm1", &json!([])).await;
+        if s == 503 {
+            break body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "calm1 never refused below the hard line"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("every account")),
+        "{body}"
+    );
+    assert_eq!(healthz(&api).await.0, 503, "no account can ingest");
+
+    // Space comes back: everyone ingests again, and `down`'s refused batch is
+    // taken whole — none of it had been stored.
+    std::fs::remove_file(second_filler).unwrap();
+    std::fs::remove_file(first_filler).unwrap();
+    let start = std::time::Instant::now();
+    let accepted = loop {
+        let (s, _, body) = post(&svc, "down", &refused_batch).await;
+        if s == 200 {
+            break body;
+        }
+        assert_eq!(s, 503, "{body}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "down never ingests again"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(accepted, json!({"accepted": 1000, "duplicates": 0}));
+    let log = svc.log_text();
+    assert!(
+        log.contains("ingest of account down (one of the largest backlogs")
+            && log.contains("ingest of account down is no longer refused")
+            && log.contains("refused with 503 for every account")
+            && !log.contains("ingest of account calm1 ("),
+        "the log says whom the reserve refused, and when it stopped:\n{log}"
+    );
+    let (status, health) = healthz(&api).await;
+    assert_eq!((status, health.get("disk")), (200, None), "{health}");
+    // The healthy accounts' events all reached their Splunk.
+    eventually(
+        Duration::from_secs(20),
+        "every event of the healthy accounts delivered",
+        || {
+            // At least once: a repeat may come, every event must.
+            let got: std::collections::HashSet<String> =
+                audit_ids(&hec.events()).into_iter().collect();
+            ["calm1", "calm2"]
+                .iter()
+                .all(|a| (0..calm_posted).all(|i| got.contains(&format!("{a}-{i}"))))
+        },
+    )
+    .await;
+    eprintln!(
+        "disk reserve: {down_stored} batches of 1000 events stored for down before it was refused, at {:.1} MiB free (floor 16 MiB); the healthy accounts posted {calm_posted} events each, none refused above the hard line, all delivered",
+        free_at_refusal as f64 / MIB as f64
     );
     drop(svc);
 }
