@@ -704,7 +704,7 @@ mod tests {
             .collect()
     }
 
-    fn integration(s: &Store, account: &AccountId) -> Integration {
+    pub(super) fn integration(s: &Store, account: &AccountId) -> Integration {
         let it =
             IntegrationChange::from_json(&json!({"name": "n", "hec_token": "t-0123456789abcdef",
             "hec_uri": "https://splunk.example.com", "sources": ["audit"]}))
@@ -753,8 +753,9 @@ mod tests {
 
 #[cfg(test)]
 mod quota_tests {
+    use super::tests::integration;
     use super::*;
-    use crate::model::{AuditEvent, Integration, IntegrationChange, IntegrationPolicy};
+    use crate::model::AuditEvent;
     use serde_json::json;
 
     fn audit(tag: &str, n: usize) -> Vec<AuditEvent> {
@@ -770,15 +771,6 @@ mod quota_tests {
                 .unwrap()
             })
             .collect()
-    }
-
-    fn integration(s: &Store, account: &AccountId) -> Integration {
-        let it =
-            IntegrationChange::from_json(&json!({"name": "n", "hec_token": "t-0123456789abcdef",
-            "hec_uri": "https://splunk.example.com", "sources": ["audit"]}))
-            .and_then(|c| c.create(account.clone(), Utc::now(), IntegrationPolicy::default()))
-            .unwrap();
-        s.put_integration(&it, None).unwrap()
     }
 
     /// The bytes of the account's chunks, counted the slow way.
