@@ -733,13 +733,16 @@ async fn an_integration_disabled_past_retention_shows_the_gap_with_counts() {
         std::time::Instant::now(),
         Duration::from_secs_f64(0.00004 * 86_400.0),
     );
+    // B first: an event every existing integration delivered goes at the next sweep,
+    // so with A alone its "created" event could be gone before B exists (seen once in
+    // 20 runs). With B there from the start, everything is kept for it.
+    let b = create_integration(&api, "acme", json!({"hec_token": TOK, "hec_uri": hec_b.base_url(), "sources": ["audit"], "enabled": false})).await;
     let a = create_integration(
         &api,
         "acme",
         json!({"hec_token": TOK, "hec_uri": hec_a.base_url(), "sources": ["audit"]}),
     )
     .await;
-    let b = create_integration(&api, "acme", json!({"hec_token": TOK, "hec_uri": hec_b.base_url(), "sources": ["audit"], "enabled": false})).await;
     api.post_audit("acme", &audit_events("old", 0, 20)).await;
     // 20 events and the two "created" events.
     status_until(&api, "acme", &a, "A delivered", |s| {
