@@ -113,6 +113,28 @@ pub struct AuditSweep {
     pub gaps: Vec<(Uuid, Gap)>,
 }
 
+impl AuditSweep {
+    /// Adds one pass's losses: one entry per integration, source and reason however
+    /// many passes the sweep took, so what is told of it stays small.
+    fn merge_gaps(&mut self, gaps: Vec<(Uuid, Gap)>) {
+        for (id, g) in gaps {
+            let same = self
+                .gaps
+                .iter_mut()
+                .find(|(i, o)| *i == id && o.source == g.source && o.reason == g.reason);
+            match same {
+                Some((_, o)) => {
+                    o.count += g.count;
+                    o.from = o.from.min(g.from);
+                    o.to = o.to.max(g.to);
+                    o.recorded_at = o.recorded_at.max(g.recorded_at);
+                }
+                None => self.gaps.push((id, g)),
+            }
+        }
+    }
+}
+
 pub fn gaps_prefix(id: &Uuid) -> Vec<u8> {
     format!("gap/{id}/").into_bytes()
 }
@@ -401,7 +423,7 @@ impl Store {
         loop {
             let pass = self.sweep_audit_pass(account, cutoff, quota, readers)?;
             out.deleted += pass.deleted;
-            out.gaps.extend(pass.gaps);
+            out.merge_gaps(pass.gaps);
             if let Some(q) = pass.quota_drops {
                 out.quota_drops = Some(QuotaDrops::merged(out.quota_drops, q));
             }
@@ -748,6 +770,49 @@ mod tests {
         // A batch still holding 4 and 5 finds them gone: counted, so never posted.
         let (gone, _claim) = s.claim_for_post(&a, Source::Audit, &[4, 5]).unwrap();
         assert_eq!(gone, vec![true, true]);
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    fn gap(reason: GapReason, count: u64, from_secs: i64, to_secs: i64) -> Gap {
+        let at = |s| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        Gap {
+            source: Source::Audit,
+            reason,
+            from: at(from_secs),
+            to: at(to_secs),
+            count,
+            recorded_at: at(to_secs),
+        }
+    }
+
+    #[test]
+    fn a_sweep_of_many_passes_tells_one_gap_per_integration_and_reason() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut sweep = AuditSweep::default();
+        for pass in 0..300 {
+            sweep.merge_gaps(vec![
+                (
+                    a,
+                    gap(GapReason::BacklogQuota, 64, pass * 10, pass * 10 + 5),
+                ),
+                (
+                    b,
+                    gap(GapReason::BacklogQuota, 64, pass * 10, pass * 10 + 5),
+                ),
+            ]);
+        }
+        sweep.merge_gaps(vec![(a, gap(GapReason::Retention, 3, 1, 2))]);
+        assert_eq!(sweep.gaps.len(), 3, "{:?}", sweep.gaps);
+        let quota_a = &sweep.gaps[0];
+        assert_eq!(quota_a.0, a);
+        assert_eq!(quota_a.1.count, 64 * 300);
+        assert_eq!(quota_a.1.from.timestamp(), 0);
+        assert_eq!(quota_a.1.to.timestamp(), 2995);
+        assert_eq!(sweep.gaps[2].1.count, 3);
     }
 }
 
