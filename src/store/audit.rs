@@ -27,11 +27,7 @@ impl Store {
         account: &AccountId,
         events: Vec<AuditEvent>,
     ) -> Result<IngestOutcome, StoreError> {
-        let _writer = self
-            .inner
-            .ingest_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _writer = self.writer();
         // One database for the whole write, even if the store is reopened meanwhile.
         let tree = self.events()?;
         let mut heads = heads_in(&tree, account)?;

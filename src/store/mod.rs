@@ -301,6 +301,14 @@ impl Store {
         self.inner.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The one writer's turn: sequence numbers and stored bytes change only under it.
+    fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .ingest_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Waits until every write made before the call is on disk (shared with concurrent callers).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.flush_since(self.generation()?).await

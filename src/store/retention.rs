@@ -448,11 +448,7 @@ impl Store {
         // read here and the write below (ingest adds to them under it), and keeps two
         // sweeps of one account (the periodic one, one an ingest asked for) apart.
         // Taken before the in-flight lock, as `sweep_jobs` does.
-        let _writer = self
-            .inner
-            .ingest_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _writer = self.writer();
         // Held from reading the checkpoints to the write: a post that commits
         // meanwhile either committed before (its checkpoint is read) or still
         // holds its claim (its events stay).
@@ -613,11 +609,7 @@ impl Store {
         }
         // Decided with no ingest meanwhile (a job that got a newer snapshot stays) and,
         // as in `sweep_audit`, no post committing unseen.
-        let _writer = self
-            .inner
-            .ingest_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _writer = self.writer();
         let flight = self.in_flight();
         let readers = readers()?;
         let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
