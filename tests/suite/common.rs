@@ -425,6 +425,27 @@ pub fn audit_ids(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// `ids` in the order each first arrived, repeats left out: at-least-once delivery
+/// may send a post again, and what it keeps in order is the first arrival.
+pub fn first_arrivals(ids: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    ids.into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+/// `ids` (`e-7`, …) sorted by their number, for posts that may arrive in any order
+/// (several out at once): compared with `e-0..e-n`, each arrived exactly once.
+pub fn by_number(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort_by_key(|id| {
+        id.rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    });
+    ids
+}
+
 /// Polls an integration's status until `pred` holds; returns it, or panics with the last one seen.
 pub async fn status_until(
     api: &Api,

@@ -336,10 +336,8 @@ async fn restart_mid_backlog(hard: bool) {
         "{duplicates} duplicates: more than the batch in flight"
     );
     // Order per source still holds after the restart (a repeat aside).
-    let mut seen = std::collections::HashSet::new();
-    let first_seen: Vec<usize> = ids
+    let first_seen: Vec<usize> = first_arrivals(ids)
         .iter()
-        .filter(|id| seen.insert(id.to_string()))
         .map(|id| id[2..].parse().unwrap())
         .collect();
     assert!(first_seen.windows(2).all(|w| w[0] < w[1]));
@@ -742,12 +740,11 @@ async fn patching_one_integrations_token_restarts_only_that_integration() {
     );
     // A may get a post twice: the PATCH can restart it while a post is in flight, and
     // that post is sent again (at-least-once). Every event arrives, first in order.
-    let mut seen = std::collections::HashSet::new();
-    let first_a: Vec<String> = audit_ids(&hec_a.events())
-        .into_iter()
-        .filter(|id| seen.insert(id.clone()))
-        .collect();
-    assert_eq!(first_a, want, "A lost or reordered an event");
+    assert_eq!(
+        first_arrivals(audit_ids(&hec_a.events())),
+        want,
+        "A lost or reordered an event"
+    );
     // B kept its rhythm: no gap between its posts longer than the interval plus slack.
     let posts = hec_b.posts();
     let gaps: Vec<Duration> = posts.windows(2).map(|w| w[1].at - w[0].at).collect();

@@ -31,6 +31,18 @@ impl SmallDisk {
         ok.then(|| SmallDisk(at.to_owned()))
     }
 
+    /// Mounts a tmpfs of `size` at `at` with an empty `data` directory on it for the
+    /// service; `None`, after saying so, where this machine does not allow mounting.
+    fn with_data_dir(at: &Path, size: &str) -> Option<(SmallDisk, PathBuf)> {
+        let Some(disk) = SmallDisk::mount(at, size) else {
+            eprintln!("skipped: this machine does not allow mounting a tmpfs (needs root)");
+            return None;
+        };
+        let data = at.join("data");
+        std::fs::create_dir(&data).unwrap();
+        Some((disk, data))
+    }
+
     /// Writes a file until the disk is full.
     fn fill(&self) -> PathBuf {
         use std::io::Write;
@@ -56,12 +68,9 @@ async fn healthz(api: &Api) -> (u16, Value) {
 #[actix_rt::test]
 async fn a_full_disk_answers_503_says_why_loses_nothing_and_recovers_without_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = SmallDisk::mount(dir.path(), "48m") else {
-        eprintln!("skipped: this machine does not allow mounting a tmpfs (needs root)");
+    let Some((disk, data)) = SmallDisk::with_data_dir(dir.path(), "48m") else {
         return;
     };
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
     // The disk reserve off: this is the really full disk, which refuses everyone.
     let svc = Siemsync::spawn(
         &data,
@@ -259,12 +268,9 @@ async fn below_the_disk_reserve_the_largest_backlog_is_refused_first_and_healthy
     const MIB: u64 = 1 << 20;
     const FLOOR: u64 = 16 * MIB;
     let dir = tempfile::tempdir().unwrap();
-    let Some(_disk) = SmallDisk::mount(dir.path(), "64m") else {
-        eprintln!("skipped: this machine does not allow mounting a tmpfs (needs root)");
+    let Some((_disk, data)) = SmallDisk::with_data_dir(dir.path(), "64m") else {
         return;
     };
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
     // The binary, for its log: the reserve says whom it refuses and when it stops.
     let svc = Siemsync::spawn(
         &data,
