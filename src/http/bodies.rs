@@ -9,6 +9,7 @@
 //! them) to a live service, and fails on a body these types refuse that the service
 //! takes, or one they allow that it answers with anything but a documented status.
 
+use crate::model::job::JOB_STATUSES;
 use crate::model::{AccountId, Source};
 use chrono::{DateTime, Utc};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
@@ -90,27 +91,14 @@ pub struct AuditEventBody {
     pub event: serde_json::Value,
 }
 
-/// A job's state, as the platform reports it.
-#[derive(ToSchema, serde::Deserialize)]
-pub enum JobStatus {
-    /// It finished and succeeded.
-    #[serde(rename = "successful")]
-    Successful,
-    /// It waits for its start.
-    #[serde(rename = "scheduled")]
-    Scheduled,
-    /// It runs.
-    #[serde(rename = "in progress")]
-    InProgress,
-    /// Someone stopped it.
-    #[serde(rename = "cancelled")]
-    Cancelled,
-    /// It finished with some items left out.
-    #[serde(rename = "incomplete")]
-    Incomplete,
-    /// It failed.
-    #[serde(rename = "unsuccessful")]
-    Unsuccessful,
+/// A job's state, as the platform reports it: one of the words the job reader takes
+/// ([`JOB_STATUSES`]), so that the document and the reader keep one list.
+fn job_status_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("A job's state, as the platform reports it."))
+        .enum_values(Some(JOB_STATUSES))
+        .into()
 }
 
 /// One snapshot of a backup, restore or export job (`job`, `type`, `status` required).
@@ -138,7 +126,8 @@ pub struct JobSnapshotBody {
     #[schema(minimum = 0, maximum = 1)]
     pub progress: Option<f64>,
     /// Its state.
-    pub status: JobStatus,
+    #[schema(schema_with = job_status_schema)]
+    pub status: String,
     /// What kind of job (backup, restore, export…); not only spaces.
     #[serde(rename = "type")]
     #[schema(pattern = r"\S")]

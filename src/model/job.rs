@@ -34,7 +34,7 @@ pub struct JobSnapshot {
     pub end_time: Option<DateTime<Utc>>,
     /// The platform's description of it.
     pub description: Option<String>,
-    /// How far it is, 0 to 100.
+    /// How far it is, from 0 to 1.
     pub progress: Option<f64>,
     /// Its status, one of the contract's words ("in progress", "successful", …).
     pub status: String,
