@@ -28,6 +28,17 @@ impl Store {
         events: Vec<AuditEvent>,
     ) -> Result<IngestOutcome, StoreError> {
         let _writer = self.writer();
+        self.append_audit_locked(account, events, |_, _| Ok(()))
+    }
+
+    /// [`Store::append_audit`] for a caller holding the writer's turn; `also` adds its
+    /// own changes to the same write, given the sequence of the last event appended.
+    pub(super) fn append_audit_locked(
+        &self,
+        account: &AccountId,
+        events: Vec<AuditEvent>,
+        also: impl FnOnce(&mut sled::Batch, u64) -> Result<(), StoreError>,
+    ) -> Result<IngestOutcome, StoreError> {
         // One database for the whole write, even if the store is reopened meanwhile.
         let tree = self.events()?;
         let mut heads = heads_in(&tree, account)?;
@@ -62,6 +73,7 @@ impl Store {
                 keys::account_prefix(keys::STORED_BYTES, account),
                 &bytes.to_be_bytes(),
             );
+            also(&mut batch, heads.audit)?;
             if let Err(e) = tree.apply_batch(batch) {
                 recent.forget(account);
                 return Err(e.into());
