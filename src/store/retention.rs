@@ -268,6 +268,11 @@ struct Plan {
     audit_next: Option<(u64, DateTime<Utc>)>,
     jobs: Vec<Candidate>,
     jobs_next: Option<DateTime<Utc>>,
+    /// The account's newest audit chunk and newest job change when read: the quota
+    /// never drops them, so a quota below one request's size (or one large job
+    /// snapshot) still lets the newest through, over the quota by that much.
+    newest_audit: Option<u64>,
+    newest_job: Option<u64>,
 }
 
 /// Makes siemsync's notice to an account from what the quota dropped, and per
@@ -706,7 +711,20 @@ impl Store {
         let excess = super::audit::stored_bytes_in(&events, account)?.saturating_sub(quota);
         let floor = quota_floor_in(&events, account)?;
         let batch = self.sweep_batch_events(CHUNK);
-        let mut plan = Plan::default();
+        let newest = |kind| -> Result<Option<u64>, StoreError> {
+            match events
+                .scan_prefix(keys::account_prefix(kind, account))
+                .next_back()
+            {
+                Some(kv) => Ok(Some(keys::seq_of(&kv?.0))),
+                None => Ok(None),
+            }
+        };
+        let mut plan = Plan {
+            newest_audit: newest(keys::AUDIT)?,
+            newest_job: newest(keys::JOB_CHANGE)?,
+            ..Plan::default()
+        };
         let (mut n, mut freed) = (0, 0u64);
         self.audit_chunks(account, 0, |chunk| {
             let goes = min_delivered.is_some_and(|m| chunk.last() <= m)
@@ -822,10 +840,10 @@ impl Store {
             }
         }
         // Then, while over the quota, the oldest of either source.
-        let mut ij = 0;
+        let (mut ij, mut audit_done, mut jobs_done) = (0, false, false);
         loop {
             let over = d.stored.saturating_sub(d.freed) > quota;
-            let below_floor = plan.audit.get(ia).is_some_and(|c| c.last < d.floor);
+            let below_floor = !audit_done && plan.audit.get(ia).is_some_and(|c| c.last < d.floor);
             if !over && !below_floor {
                 break;
             }
@@ -835,6 +853,8 @@ impl Store {
                 .map(|c| c.at)
                 .or(plan.audit_next.map(|n| n.1));
             let j_at = plan.jobs.get(ij).map(|c| c.at).or(plan.jobs_next);
+            let a_at = a_at.filter(|_| !audit_done);
+            let j_at = j_at.filter(|_| !jobs_done);
             let audit_turn = match (a_at, j_at) {
                 (None, None) => break,
                 (Some(a), Some(j)) => a <= j || below_floor,
@@ -852,6 +872,10 @@ impl Store {
                 break;
             };
             if audit_turn {
+                if plan.newest_audit.is_some_and(|n| c.first >= n) {
+                    audit_done = true;
+                    continue;
+                }
                 ia += 1;
                 if !present(c)? {
                     continue;
@@ -872,6 +896,10 @@ impl Store {
                 }
                 d.quota_chunk(c);
             } else {
+                if plan.newest_job.is_some_and(|n| c.first >= n) {
+                    jobs_done = true;
+                    continue;
+                }
                 ij += 1;
                 let key = keys::with_name(keys::JOB, account, c.job.as_deref().unwrap_or(""));
                 let Some(v) = events.get(&key)? else {
@@ -1514,6 +1542,33 @@ mod quota_fix_tests {
         let gaps = s.gaps(&it.id).unwrap();
         assert_eq!(gaps[0].count, dropped + h);
         assert_eq!(gaps[0].count + kept.len() as u64, 1000, "each event once");
+    }
+
+    #[test]
+    fn a_quota_below_one_request_never_drops_the_newest_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        for i in 0..3 {
+            s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
+        }
+        s.put_jobs(&a, running_jobs("j", 3, 0.5)).unwrap();
+        s.sweep_within(&a, past(), 1000, &|_| Ok(vec![]), &|| false)
+            .unwrap();
+        let kept = kept_audit(&s, &a);
+        assert_eq!(kept.last(), Some(&300), "the newest event was dropped");
+        assert!(kept.len() < 100, "{kept:?}");
+        let mut jobs = Vec::new();
+        s.jobs_changed_after(&a, 0, |j| {
+            jobs.push(j.snapshot.job);
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(
+            jobs,
+            vec!["j-2".to_string()],
+            "the newest job snapshot stays"
+        );
     }
 
     #[cfg(feature = "test-hooks")]
