@@ -478,7 +478,164 @@ struct Decision {
     more: bool,
 }
 
+/// What a pass's write decides with: the account, and under the locks the posts in
+/// flight and the events tree.
+struct Under<'a> {
+    account: &'a AccountId,
+    flight: &'a InFlight,
+    events: &'a sled::Tree,
+}
+
+impl Under<'_> {
+    /// Whether the chunk is still stored (only a sweep removes chunks, and sweeps
+    /// write under the ingest lock, which the caller holds).
+    fn present(&self, c: &Candidate) -> Result<bool, StoreError> {
+        Ok(self
+            .events
+            .contains_key(keys::with_seq(keys::AUDIT, self.account, c.first))?)
+    }
+
+    fn holds(&self, source: Source, c: &Candidate) -> bool {
+        self.flight.holds(self.account, source, c.first, c.last)
+    }
+}
+
 impl Decision {
+    /// What every reader delivered, or what outlived the retention, goes first,
+    /// whatever the quota (both are true of a prefix of the log). Returns how many
+    /// of the listed chunks it looked at.
+    fn retention_prefix(
+        &mut self,
+        at: &Under,
+        plan: &Plan,
+        cutoff: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let min_delivered = self.audit_readers.iter().map(|r| r.delivered_up_to).min();
+        let mut ia = 0;
+        while let Some(c) = plan.audit.get(ia) {
+            let held = at.holds(Source::Audit, c);
+            if !(min_delivered.is_some_and(|m| c.last <= m) || (c.at < cutoff && !held)) {
+                break;
+            }
+            ia += 1;
+            if at.present(c)? {
+                self.retention_chunk(c);
+            }
+        }
+        Ok(ia)
+    }
+
+    /// Then, while over the quota, the oldest of either source, from the listed chunk
+    /// `ia` on; and where the id records of removed chunks end.
+    fn over_quota(
+        &mut self,
+        at: &Under,
+        plan: &Plan,
+        mut ia: usize,
+        quota: u64,
+    ) -> Result<(), StoreError> {
+        let (mut ij, mut audit_done, mut jobs_done) = (0, false, false);
+        loop {
+            let over = self.stored.saturating_sub(self.freed) > quota;
+            let below_floor =
+                !audit_done && plan.audit.get(ia).is_some_and(|c| c.last < self.floor);
+            if !over && !below_floor {
+                break;
+            }
+            let a_at = plan.audit.get(ia).map(|c| c.at);
+            let a_at = a_at
+                .or(plan.audit_next.map(|n| n.1))
+                .filter(|_| !audit_done);
+            let j_at = plan.jobs.get(ij).map(|c| c.at);
+            let j_at = j_at.or(plan.jobs_next).filter(|_| !jobs_done);
+            let audit_turn = match (a_at, j_at) {
+                (None, None) => break,
+                (Some(a), Some(j)) => a <= j || below_floor,
+                (a, _) => a.is_some(),
+            };
+            // The turn of a record the read did not list: it may be older than the
+            // other source's next, so the next pass reads on.
+            let listed = if audit_turn {
+                plan.audit.get(ia)
+            } else {
+                plan.jobs.get(ij)
+            };
+            let Some(c) = listed else {
+                self.more = true;
+                break;
+            };
+            if audit_turn {
+                if plan.newest_audit.is_some_and(|n| c.first >= n) {
+                    audit_done = true;
+                    continue;
+                }
+                ia += 1;
+                self.quota_audit(at, c)?;
+            } else {
+                if plan.newest_job.is_some_and(|n| c.first >= n) {
+                    jobs_done = true;
+                    continue;
+                }
+                ij += 1;
+                self.quota_job_if_same(at, c)?;
+            }
+        }
+        // Everything listed went, and the log goes on: the next pass reads on.
+        if ia >= plan.audit.len() && plan.audit_next.is_some() && self.deleted > 0 {
+            self.more = true;
+        }
+        for c in &plan.audit[ia..] {
+            self.kept_from = self.kept_from.min(c.first);
+        }
+        if let Some((first, _)) = plan.audit_next {
+            self.kept_from = self.kept_from.min(first);
+        }
+        Ok(())
+    }
+
+    /// The audit chunk `c`, over the quota or below its floor, goes unless a post
+    /// holds it.
+    fn quota_audit(&mut self, at: &Under, c: &Candidate) -> Result<(), StoreError> {
+        if !at.present(c)? {
+            return Ok(());
+        }
+        if at.holds(Source::Audit, c) {
+            // A slow Splunk has a post out nearly all the time, on the oldest
+            // events: stopping here would keep the account over its quota for
+            // as long. Asking for a sweep when the claim goes would not help
+            // either (the next post claims the next oldest at once). So what
+            // follows goes instead, and this chunk, below the floor now, goes
+            // once the post is over if it was not delivered. Exact either way:
+            // the post's events are not counted (held), what follows is counted
+            // for the readers that had not delivered it, under this lock, and
+            // a post of it claimed later finds it gone (`audit_gone`).
+            self.kept_from = self.kept_from.min(c.first);
+            self.held_back = true;
+            return Ok(());
+        }
+        self.quota_chunk(c);
+        Ok(())
+    }
+
+    /// The job snapshot `c`, over the quota, goes unless a post holds it or a newer
+    /// snapshot replaced it since the read (that one is newer).
+    fn quota_job_if_same(&mut self, at: &Under, c: &Candidate) -> Result<(), StoreError> {
+        let key = keys::with_name(keys::JOB, at.account, c.job.as_deref().unwrap_or(""));
+        let Some(v) = at.events.get(&key)? else {
+            return Ok(());
+        };
+        let job: StoredJob = decode(&key, &v)?;
+        if job.change_seq != c.first {
+            return Ok(());
+        }
+        if at.holds(Source::Jobs, c) {
+            self.held_back = true;
+            return Ok(());
+        }
+        self.quota_job(c, v.len() as u64);
+        Ok(())
+    }
+
     fn remove_chunk(&mut self, c: &Candidate) {
         self.chunks.push(c.first);
         self.deleted += c.count;
@@ -822,111 +979,13 @@ impl Store {
             ..Decision::default()
         };
         let (floor_before, notice_before) = (d.floor, d.notice.clone());
-        let min_delivered = d.audit_readers.iter().map(|r| r.delivered_up_to).min();
-        let present = |c: &Candidate| -> Result<bool, StoreError> {
-            Ok(events.contains_key(keys::with_seq(keys::AUDIT, account, c.first))?)
+        let at = Under {
+            account,
+            flight: &flight,
+            events: &events,
         };
-        // What every reader delivered, or what outlived the retention, goes first,
-        // whatever the quota. (Both are true of a prefix of the log.)
-        let mut ia = 0;
-        while let Some(c) = plan.audit.get(ia) {
-            let held = flight.holds(account, Source::Audit, c.first, c.last);
-            if !(min_delivered.is_some_and(|m| c.last <= m) || (c.at < cutoff && !held)) {
-                break;
-            }
-            ia += 1;
-            if present(c)? {
-                d.retention_chunk(c);
-            }
-        }
-        // Then, while over the quota, the oldest of either source.
-        let (mut ij, mut audit_done, mut jobs_done) = (0, false, false);
-        loop {
-            let over = d.stored.saturating_sub(d.freed) > quota;
-            let below_floor = !audit_done && plan.audit.get(ia).is_some_and(|c| c.last < d.floor);
-            if !over && !below_floor {
-                break;
-            }
-            let a_at = plan
-                .audit
-                .get(ia)
-                .map(|c| c.at)
-                .or(plan.audit_next.map(|n| n.1));
-            let j_at = plan.jobs.get(ij).map(|c| c.at).or(plan.jobs_next);
-            let a_at = a_at.filter(|_| !audit_done);
-            let j_at = j_at.filter(|_| !jobs_done);
-            let audit_turn = match (a_at, j_at) {
-                (None, None) => break,
-                (Some(a), Some(j)) => a <= j || below_floor,
-                (a, _) => a.is_some(),
-            };
-            // The turn of a record the read did not list: it may be older than the
-            // other source's next, so the next pass reads on.
-            let listed = if audit_turn {
-                plan.audit.get(ia)
-            } else {
-                plan.jobs.get(ij)
-            };
-            let Some(c) = listed else {
-                d.more = true;
-                break;
-            };
-            if audit_turn {
-                if plan.newest_audit.is_some_and(|n| c.first >= n) {
-                    audit_done = true;
-                    continue;
-                }
-                ia += 1;
-                if !present(c)? {
-                    continue;
-                }
-                if flight.holds(account, Source::Audit, c.first, c.last) {
-                    // A slow Splunk has a post out nearly all the time, on the oldest
-                    // events: stopping here would keep the account over its quota for
-                    // as long. Asking for a sweep when the claim goes would not help
-                    // either (the next post claims the next oldest at once). So what
-                    // follows goes instead, and this chunk, below the floor now, goes
-                    // once the post is over if it was not delivered. Exact either way:
-                    // the post's events are not counted (held), what follows is counted
-                    // for the readers that had not delivered it, under this lock, and
-                    // a post of it claimed later finds it gone (`audit_gone`).
-                    d.kept_from = d.kept_from.min(c.first);
-                    d.held_back = true;
-                    continue;
-                }
-                d.quota_chunk(c);
-            } else {
-                if plan.newest_job.is_some_and(|n| c.first >= n) {
-                    jobs_done = true;
-                    continue;
-                }
-                ij += 1;
-                let key = keys::with_name(keys::JOB, account, c.job.as_deref().unwrap_or(""));
-                let Some(v) = events.get(&key)? else {
-                    continue;
-                };
-                let job: StoredJob = decode(&key, &v)?;
-                // Replaced by a newer snapshot since the read: that one is newer.
-                if job.change_seq != c.first {
-                    continue;
-                }
-                if flight.holds(account, Source::Jobs, c.first, c.first) {
-                    d.held_back = true;
-                    continue;
-                }
-                d.quota_job(c, v.len() as u64);
-            }
-        }
-        // Everything listed went, and the log goes on: the next pass reads on.
-        if ia >= plan.audit.len() && plan.audit_next.is_some() && d.deleted > 0 {
-            d.more = true;
-        }
-        for c in &plan.audit[ia..] {
-            d.kept_from = d.kept_from.min(c.first);
-        }
-        if let Some((first, _)) = plan.audit_next {
-            d.kept_from = d.kept_from.min(first);
-        }
+        let ia = d.retention_prefix(&at, &plan, cutoff)?;
+        d.over_quota(&at, &plan, ia, quota)?;
         let ids = self.expired_id_records(account, d.kept_from)?;
         if d.chunks.is_empty() && d.jobs.is_empty() && ids.is_empty() {
             return Ok(Pass {
@@ -939,48 +998,8 @@ impl Store {
             gaps.extend(d.job_losses.gaps(Source::Jobs, d.now));
             d.notice.owe(q, gaps);
         }
-        let registry = self.registry()?;
-        (&*events, &*registry).transaction(|(e, r)| {
-            for first in &d.chunks {
-                e.remove(keys::with_seq(keys::AUDIT, account, *first))?;
-            }
-            for (job, seq) in &d.jobs {
-                e.remove(keys::with_name(keys::JOB, account, job))?;
-                e.remove(keys::with_seq(keys::JOB_CHANGE, account, *seq))?;
-                e.remove(keys::with_name(keys::JOB_RUNNING, account, job))?;
-            }
-            for k in &ids {
-                e.remove(k.as_slice())?;
-            }
-            if d.freed > 0 {
-                e.insert(
-                    keys::account_prefix(keys::STORED_BYTES, account),
-                    &d.stored.saturating_sub(d.freed).to_be_bytes(),
-                )?;
-            }
-            if d.floor != floor_before {
-                e.insert(
-                    keys::account_prefix(keys::QUOTA_FLOOR, account),
-                    &d.floor.to_be_bytes(),
-                )?;
-            }
-            if d.notice != notice_before {
-                e.insert(
-                    keys::account_prefix(keys::QUOTA_NOTICE, account),
-                    encode(&d.notice),
-                )?;
-            }
-            if let Some(q) = d.drops {
-                let key = keys::quota_drops(account);
-                let old = match r.get(&key)? {
-                    Some(v) => Some(decode(&key, &v).map_err(Abort::Abort)?),
-                    None => None,
-                };
-                r.insert(key, encode(&QuotaDrops::merged(old, q)))?;
-            }
-            d.audit_losses.record(r, account, Source::Audit, d.now)?;
-            d.job_losses.record(r, account, Source::Jobs, d.now)
-        })?;
+        let changed = (d.floor != floor_before, d.notice != notice_before);
+        self.write_pass(account, &events, &d, &ids, changed)?;
         drop(flight);
         d.audit_losses.log(account, Source::Audit);
         d.job_losses.log(account, Source::Jobs);
@@ -1003,6 +1022,62 @@ impl Store {
             held_back: d.held_back,
             more: d.more,
         })
+    }
+
+    /// The transaction of one sweep pass: the records that go, the account's stored
+    /// bytes, its quota floor and the notice it owes (when they changed), what the
+    /// quota dropped, and the readers' gaps — all or nothing.
+    fn write_pass(
+        &self,
+        account: &AccountId,
+        events: &sled::Tree,
+        d: &Decision,
+        ids: &[Vec<u8>],
+        (floor_changed, notice_changed): (bool, bool),
+    ) -> Result<(), StoreError> {
+        let registry = self.registry()?;
+        (events, &*registry).transaction(|(e, r)| {
+            for first in &d.chunks {
+                e.remove(keys::with_seq(keys::AUDIT, account, *first))?;
+            }
+            for (job, seq) in &d.jobs {
+                e.remove(keys::with_name(keys::JOB, account, job))?;
+                e.remove(keys::with_seq(keys::JOB_CHANGE, account, *seq))?;
+                e.remove(keys::with_name(keys::JOB_RUNNING, account, job))?;
+            }
+            for k in ids {
+                e.remove(k.as_slice())?;
+            }
+            if d.freed > 0 {
+                e.insert(
+                    keys::account_prefix(keys::STORED_BYTES, account),
+                    &d.stored.saturating_sub(d.freed).to_be_bytes(),
+                )?;
+            }
+            if floor_changed {
+                e.insert(
+                    keys::account_prefix(keys::QUOTA_FLOOR, account),
+                    &d.floor.to_be_bytes(),
+                )?;
+            }
+            if notice_changed {
+                e.insert(
+                    keys::account_prefix(keys::QUOTA_NOTICE, account),
+                    encode(&d.notice),
+                )?;
+            }
+            if let Some(q) = d.drops {
+                let key = keys::quota_drops(account);
+                let old = match r.get(&key)? {
+                    Some(v) => Some(decode(&key, &v).map_err(Abort::Abort)?),
+                    None => None,
+                };
+                r.insert(key, encode(&QuotaDrops::merged(old, q)))?;
+            }
+            d.audit_losses.record(r, account, Source::Audit, d.now)?;
+            d.job_losses.record(r, account, Source::Jobs, d.now)
+        })?;
+        Ok(())
     }
 
     /// Writes siemsync's own notice of what the backlog quota dropped into the
