@@ -346,33 +346,14 @@ fn sweep_some(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{IntegrationChange, IntegrationPolicy};
     use std::ops::ControlFlow;
 
-    fn flood(tag: &str, n: usize) -> Vec<AuditEvent> {
-        let now = Utc::now();
-        (0..n)
-            .map(|i| {
-                AuditEvent::from_json(
-                    &json!({"id": format!("{tag}-{i}"), "time": "2026-11-25T10:00:00Z",
-                            "event": "x".repeat(200)}),
-                    0,
-                    now,
-                )
-                .unwrap()
-            })
-            .collect()
-    }
+    use crate::store::testing::sized_audit as flood;
 
     fn setup(dir: &std::path::Path) -> (Store, AccountId) {
         let s = Store::open(dir).unwrap();
         let a = AccountId::parse("acme").unwrap();
-        let it =
-            IntegrationChange::from_json(&json!({"name": "n", "hec_token": "t-0123456789abcdef",
-            "hec_uri": "https://splunk.example.com", "sources": ["audit"]}))
-            .and_then(|c| c.create(a.clone(), Utc::now(), IntegrationPolicy::default()))
-            .unwrap();
-        s.put_integration(&it, None).unwrap();
+        crate::store::testing::integration(&s, &a, &["audit"]);
         (s, a)
     }
 

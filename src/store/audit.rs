@@ -159,13 +159,21 @@ impl Store {
 
 /// The account's stored audit bytes as recorded (0 before its first event).
 pub(super) fn stored_bytes_in(tree: &sled::Tree, account: &AccountId) -> Result<u64, StoreError> {
-    let key = keys::account_prefix(keys::STORED_BYTES, account);
-    match tree.get(&key)? {
+    u64_in(
+        tree,
+        &keys::account_prefix(keys::STORED_BYTES, account),
+        "a count",
+    )
+}
+
+/// A big-endian u64 record (0 when absent); `what` names it in the error.
+pub(super) fn u64_in(tree: &sled::Tree, key: &[u8], what: &str) -> Result<u64, StoreError> {
+    match tree.get(key)? {
         None => Ok(0),
         Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
             StoreError::Corrupt {
-                key: String::from_utf8_lossy(&key).replace('\0', "/"),
-                reason: format!("{} bytes where a count of 8 was expected", v.len()),
+                key: String::from_utf8_lossy(key).replace('\0', "/"),
+                reason: format!("{} bytes where {what} of 8 was expected", v.len()),
             }
         })?)),
     }

@@ -211,15 +211,7 @@ fn pending_notice_in(tree: &sled::Tree, account: &AccountId) -> Result<PendingNo
 /// The audit sequence below which the quota dropped events (0: none).
 fn quota_floor_in(tree: &sled::Tree, account: &AccountId) -> Result<u64, StoreError> {
     let key = keys::account_prefix(keys::QUOTA_FLOOR, account);
-    match tree.get(&key)? {
-        None => Ok(0),
-        Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-            StoreError::Corrupt {
-                key: String::from_utf8_lossy(&key).replace('\0', "/"),
-                reason: format!("{} bytes where a sequence of 8 was expected", v.len()),
-            }
-        })?)),
-    }
+    super::audit::u64_in(tree, &key, "a sequence")
 }
 
 pub fn gaps_prefix(id: &Uuid) -> Vec<u8> {
@@ -1405,23 +1397,7 @@ mod merge_tests {
 mod quota_tests {
     use super::tests::integration;
     use super::*;
-    use crate::model::AuditEvent;
-    use serde_json::json;
-
-    fn audit(tag: &str, n: usize) -> Vec<AuditEvent> {
-        let now = Utc::now();
-        (0..n)
-            .map(|i| {
-                AuditEvent::from_json(
-                    &json!({"id": format!("{tag}-{i}"), "time": "2026-11-25T10:00:00Z",
-                            "event": "x".repeat(200)}),
-                    0,
-                    now,
-                )
-                .unwrap()
-            })
-            .collect()
-    }
+    use crate::store::testing::sized_audit as audit;
 
     /// The bytes of the account's chunks, counted the slow way.
     fn scanned_bytes(s: &Store, a: &AccountId) -> u64 {
@@ -1508,26 +1484,10 @@ mod quota_tests {
 #[cfg(test)]
 mod quota_fix_tests {
     use super::*;
-    use crate::model::{
-        AuditEvent, Integration, IntegrationChange, IntegrationPolicy, JobSnapshot,
-    };
+    use crate::model::JobSnapshot;
+    use crate::store::testing::{integration, sized_audit as audit};
     use serde_json::json;
     use std::time::{Duration, Instant};
-
-    fn audit(tag: &str, n: usize) -> Vec<AuditEvent> {
-        let now = Utc::now();
-        (0..n)
-            .map(|i| {
-                AuditEvent::from_json(
-                    &json!({"id": format!("{tag}-{i}"), "time": "2026-11-25T10:00:00Z",
-                            "event": "x".repeat(200)}),
-                    0,
-                    now,
-                )
-                .unwrap()
-            })
-            .collect()
-    }
 
     fn running_jobs(tag: &str, n: usize, progress: f64) -> Vec<JobSnapshot> {
         (0..n)
@@ -1541,15 +1501,6 @@ mod quota_fix_tests {
                 .unwrap()
             })
             .collect()
-    }
-
-    fn integration(s: &Store, account: &AccountId, sources: &[&str]) -> Integration {
-        let it =
-            IntegrationChange::from_json(&json!({"name": "n", "hec_token": "t-0123456789abcdef",
-            "hec_uri": "https://splunk.example.com", "sources": sources}))
-            .and_then(|c| c.create(account.clone(), Utc::now(), IntegrationPolicy::default()))
-            .unwrap();
-        s.put_integration(&it, None).unwrap()
     }
 
     fn kept_audit(s: &Store, a: &AccountId) -> Vec<u64> {
