@@ -190,10 +190,15 @@ async fn an_account_over_its_quota_gets_under_it_while_a_slow_splunk_always_has_
         let (s, _, body) = post(&svc, "a", &audit_events("a", i * 100, 100)).await;
         assert_eq!(s, 200, "{body}");
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let last_post = Instant::now();
+    let deadline = last_post + Duration::from_secs(5);
     let usage = loop {
         let account = api.ok("GET", "/api/v1/accounts/a", None).await;
         if account["usage"]["stored_bytes"].as_u64().unwrap() <= QUOTA {
+            eprintln!(
+                "A within its quota {:?} after its last post",
+                last_post.elapsed()
+            );
             break account["usage"].clone();
         }
         assert!(
