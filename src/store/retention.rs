@@ -467,6 +467,8 @@ struct Decision {
     /// Id records before this sequence have lost their chunk.
     kept_from: u64,
     held_back: bool,
+    /// The bytes of the chunks posts hold that the quota would have dropped.
+    held_bytes: u64,
     more: bool,
 }
 
@@ -561,6 +563,14 @@ impl Decision {
                     audit_done = true;
                     continue;
                 }
+                // A post may carry more than the quota (a large batch retried against
+                // a failing Splunk): dropping what follows it then would leave little
+                // but that post's old events. Half the quota stays for newer ones; past
+                // that the sweep waits for the post to end, and goes on oldest first.
+                if self.held_bytes > quota / 2 && c.last >= self.floor {
+                    audit_done = true;
+                    continue;
+                }
                 ia += 1;
                 self.quota_audit(at, c)?;
             } else {
@@ -603,6 +613,7 @@ impl Decision {
             // a post of it claimed later finds it gone (`audit_gone`).
             self.kept_from = self.kept_from.min(c.first);
             self.held_back = true;
+            self.held_bytes += c.bytes;
             return Ok(());
         }
         self.quota_chunk(c);
@@ -1568,6 +1579,40 @@ mod quota_fix_tests {
         let gaps = s.gaps(&it.id).unwrap();
         assert_eq!(gaps[0].count, dropped + h);
         assert_eq!(gaps[0].count + kept.len() as u64, 1000, "each event once");
+    }
+
+    #[test]
+    fn a_post_carrying_more_than_half_the_quota_is_waited_for_not_dropped_around() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        let it = integration(&s, &a, &["audit"]);
+        for i in 0..10 {
+            s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
+        }
+        let readers = || {
+            Ok(vec![Reader {
+                integration: it.id,
+                delivered_up_to: s.checkpoint(&it.id)?.audit_seq,
+            }])
+        };
+        let quota = s.stored_bytes(&a).unwrap() / 3;
+        // A large batch retried against a failing Splunk: 600 events, over the quota.
+        let seqs: Vec<u64> = (1..=600).collect();
+        let (_, claim) = s.claim_for_post(&a, Source::Audit, &seqs).unwrap();
+        let held = s
+            .sweep_within(&a, past(), quota, &|_| readers(), &|| false)
+            .unwrap();
+        assert_eq!(held.deleted, 0, "the newest went for an old post");
+        assert!(held.held_back);
+        // The post failed: the oldest go first, the newest stay, with no hole.
+        drop(claim);
+        let swept = s
+            .sweep_within(&a, past(), quota, &|_| readers(), &|| false)
+            .unwrap();
+        let dropped = swept.quota_drops.unwrap().events;
+        assert_eq!(kept_audit(&s, &a), (dropped + 1..=1000).collect::<Vec<_>>());
+        assert!(s.stored_bytes(&a).unwrap() <= quota);
     }
 
     #[test]
