@@ -1495,7 +1495,7 @@ mod quota_tests {
 #[cfg(test)]
 mod quota_fix_tests {
     use super::*;
-    use crate::model::JobSnapshot;
+    use crate::model::{Integration, JobSnapshot};
     use crate::store::testing::{integration, sized_audit as audit};
     use serde_json::json;
     use std::time::{Duration, Instant};
@@ -1528,23 +1528,33 @@ mod quota_fix_tests {
         Utc::now() - chrono::Duration::days(1)
     }
 
-    #[test]
-    fn a_post_in_flight_on_the_oldest_events_does_not_keep_the_account_over_its_quota() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+    /// An account with an audit integration and 1,000 stored events (10 ingests of
+    /// 100), and a quota of a third of what it stores.
+    fn over_a_third_of_its_quota(dir: &std::path::Path) -> (Store, AccountId, Integration, u64) {
+        let s = Store::open(dir).unwrap();
         let a = AccountId::parse("acme").unwrap();
         let it = integration(&s, &a, &["audit"]);
         for i in 0..10 {
             s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
         }
-        let readers = || {
-            Ok(vec![Reader {
-                integration: it.id,
-                delivered_up_to: s.checkpoint(&it.id)?.audit_seq,
-            }])
-        };
         let quota = s.stored_bytes(&a).unwrap() / 3;
-        // A slow Splunk: the post of the oldest chunk (1..=64) is in flight.
+        (s, a, it, quota)
+    }
+
+    /// The integration as the audit sweep's one reader, at its checkpoint.
+    fn reader(s: &Store, id: Uuid) -> Result<Vec<Reader>, StoreError> {
+        Ok(vec![Reader {
+            integration: id,
+            delivered_up_to: s.checkpoint(&id)?.audit_seq,
+        }])
+    }
+
+    #[test]
+    fn a_post_in_flight_on_the_oldest_events_does_not_keep_the_account_over_its_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a, it, quota) = over_a_third_of_its_quota(dir.path());
+        let readers = || reader(&s, it.id);
+        // A slow Splunk: the post of the oldest chunk is in flight.
         let (_, claim) = s.claim_for_post(&a, Source::Audit, &[1, 2]).unwrap();
         let swept = s
             .sweep_within(&a, past(), quota, &|_| readers(), &|| false)
@@ -1584,19 +1594,8 @@ mod quota_fix_tests {
     #[test]
     fn a_post_carrying_more_than_half_the_quota_is_waited_for_not_dropped_around() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let a = AccountId::parse("acme").unwrap();
-        let it = integration(&s, &a, &["audit"]);
-        for i in 0..10 {
-            s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
-        }
-        let readers = || {
-            Ok(vec![Reader {
-                integration: it.id,
-                delivered_up_to: s.checkpoint(&it.id)?.audit_seq,
-            }])
-        };
-        let quota = s.stored_bytes(&a).unwrap() / 3;
+        let (s, a, it, quota) = over_a_third_of_its_quota(dir.path());
+        let readers = || reader(&s, it.id);
         // A large batch retried against a failing Splunk: 600 events, over the quota.
         let seqs: Vec<u64> = (1..=600).collect();
         let (_, claim) = s.claim_for_post(&a, Source::Audit, &seqs).unwrap();
