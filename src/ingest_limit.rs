@@ -60,6 +60,9 @@ pub struct IngestLimits {
     /// The number of buckets at which full ones are next dropped.
     prune_at: AtomicUsize,
     refused: Mutex<HashMap<AccountId, u64>>,
+    /// The number of refusal counts at which those of accounts without a bucket (none
+    /// posted lately) are next dropped.
+    refused_prune_at: AtomicUsize,
 }
 
 impl IngestLimits {
@@ -122,13 +125,30 @@ impl IngestLimits {
         }
     }
 
-    /// Requests of `account` refused for its rate since the process started.
+    /// Requests of `account` refused for its rate since the process started (or, once
+    /// more than 4096 accounts were refused, since it last posted after a quiet period
+    /// long enough to refill its bucket).
     pub fn refused(&self, account: &AccountId) -> u64 {
         lock(&self.refused).get(account).copied().unwrap_or(0)
     }
 
     fn count_refusal(&self, account: &AccountId) {
-        *lock(&self.refused).entry(account.clone()).or_default() += 1;
+        let mut refused = lock(&self.refused);
+        *refused.entry(account.clone()).or_default() += 1;
+        // Bounded like the buckets: the counts of accounts that have not posted lately
+        // go once many accounts were refused (taken after `buckets` is let go, so the
+        // two locks are never taken the other way round).
+        if refused.len()
+            >= self
+                .refused_prune_at
+                .load(Ordering::Relaxed)
+                .max(PRUNE_ABOVE)
+        {
+            let buckets = lock(&self.buckets);
+            refused.retain(|a, _| buckets.contains_key(a));
+            self.refused_prune_at
+                .store(refused.len() * 2, Ordering::Relaxed);
+        }
     }
 }
 
@@ -147,6 +167,28 @@ mod tests {
 
     fn acme() -> AccountId {
         AccountId::parse("acme").unwrap()
+    }
+
+    #[test]
+    fn refusal_counts_are_kept_for_the_accounts_posting_lately_not_for_every_account_ever() {
+        let l = IngestLimits::default();
+        let tiny = Limit {
+            per_sec: 1,
+            burst: 1,
+        };
+        let t0 = Instant::now();
+        for round in 0..4u64 {
+            let at = t0 + Duration::from_secs(10 * round);
+            for i in 0..PRUNE_ABOVE {
+                let a = AccountId::parse(&format!("r{round}-{i}")).unwrap();
+                assert_eq!(l.take(&a, tiny, 1, at), Take::Granted);
+                assert!(matches!(l.take(&a, tiny, 1, at), Take::Wait(_)));
+            }
+        }
+        let kept = lock(&l.refused).len();
+        assert!(kept <= 2 * PRUNE_ABOVE, "{kept} refusal counts kept");
+        let last = AccountId::parse(&format!("r3-{}", PRUNE_ABOVE - 1)).unwrap();
+        assert_eq!(l.refused(&last), 1, "a recent account's count is kept");
     }
 
     #[test]

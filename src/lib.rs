@@ -295,6 +295,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
             retention::Policy {
                 retention: config.retention(),
                 default_quota: config.account_max_backlog_bytes,
+                notice_every: config.timing.retention_sweep(config.retention()),
             },
             config.timing.retention_sweep(config.retention()),
         ),

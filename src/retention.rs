@@ -1,11 +1,12 @@
 //! The retention sweep: a periodic task that asks the store to drop what every
 //! reader has delivered, what outlived `retention_days`, and an account's oldest
-//! events while it is over its backlog quota. An ingest that takes an account over
-//! its quota asks for a sweep of that account at once.
+//! records while it is over its backlog quota, and writes the notice of what the
+//! quota dropped into the account's stream. An ingest that takes an account over
+//! its quota asks for a sweep of that account at once (the quota part only).
 
 use crate::background::Background;
 use crate::model::{AccountId, AuditEvent, Source};
-use crate::store::{AuditSweep, QuotaDrops, Reader, Store, StoreError};
+use crate::store::{AuditSweep, Gap, QuotaDrops, Reader, Store, StoreError};
 use chrono::Utc;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,9 @@ pub struct Policy {
     pub retention: Duration,
     /// `account_max_backlog_bytes`: the quota of an account without its own.
     pub default_quota: u64,
+    /// At most one notice of dropped events per account this often from the sweeps an
+    /// ingest asks for (the sweep period); the periodic sweep tells what is owed.
+    pub notice_every: Duration,
 }
 
 /// The backlog quota in effect for `account`: its own where the operator set one,
@@ -34,10 +38,11 @@ pub fn quota_of(store: &Store, account: &AccountId, default_quota: u64) -> Resul
 /// `siemsync status` show it.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Usage {
-    /// Bytes its stored audit events take.
+    /// Bytes its stored audit events and job snapshots take: what the quota is
+    /// enforced on.
     pub stored_bytes: u64,
     /// Of those, the bytes some integration of it has not delivered yet (all of them
-    /// while it has none that sends audit events).
+    /// while it has none that sends audit events; job snapshots all count).
     pub backlog_bytes: u64,
     /// The backlog quota in effect.
     pub max_backlog_bytes: u64,
@@ -79,6 +84,16 @@ fn readers(store: &Store, account: &AccountId, source: Source) -> Result<Vec<Rea
         .collect()
 }
 
+/// Which sweep of an account runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The periodic one: retention of both sources, the quota, and the notice owed.
+    Periodic,
+    /// The one an ingest asked for: the quota only (it reads the oldest records, not
+    /// all of the account's jobs), and a notice only if none was written for a period.
+    Asked,
+}
+
 /// Sweeps one account; returns (audit events, jobs) deleted.
 pub fn sweep_account(
     store: &Store,
@@ -86,49 +101,75 @@ pub fn sweep_account(
     policy: Policy,
     stop: &dyn Fn() -> bool,
 ) -> Result<(u64, u64), StoreError> {
+    let swept = sweep_one(store, account, policy, Kind::Periodic, stop)?;
+    Ok((swept.deleted, swept.jobs_deleted))
+}
+
+fn sweep_one(
+    store: &Store,
+    account: &AccountId,
+    policy: Policy,
+    kind: Kind,
+    stop: &dyn Fn() -> bool,
+) -> Result<AuditSweep, StoreError> {
     let cutoff =
         Utc::now() - chrono::Duration::from_std(policy.retention).unwrap_or(chrono::Duration::MAX);
     let quota = quota_of(store, account, policy.default_quota)?;
-    let audit = store.sweep_audit_within(
+    let mut swept = store.sweep_within(
         account,
         cutoff,
         quota,
-        &|| readers(store, account, Source::Audit),
+        &|source| readers(store, account, source),
         stop,
     )?;
-    // What the quota dropped is told even when the shutdown cut the sweep short.
-    if audit.quota_drops.is_some() {
-        tell_the_account(store, account, quota, &audit)?;
+    // What the quota dropped is told even when the shutdown cut the sweep short: the
+    // store keeps what is owed from the drop's own write until a notice says it.
+    tell_the_account(store, account, quota, kind, policy.notice_every)?;
+    if kind == Kind::Asked || stop() {
+        return Ok(swept);
     }
-    if stop() {
-        return Ok((audit.deleted, 0));
-    }
-    let jobs = store.sweep_jobs(account, cutoff, &|| readers(store, account, Source::Jobs))?;
-    Ok((audit.deleted, jobs))
+    swept.jobs_deleted +=
+        store.sweep_jobs(account, cutoff, &|| readers(store, account, Source::Jobs))?;
+    Ok(swept)
 }
 
 /// Writes siemsync's own audit event to the account's stream when the backlog quota
 /// dropped events: it reaches the customer's Splunk with the newest events, so the
-/// customer learns there, too, what they did not receive and why.
+/// customer learns there, too, what they did not receive and why. One notice says
+/// everything dropped since the one before: the periodic sweep writes what is owed,
+/// an asked one only when no notice was written for `every`.
 fn tell_the_account(
     store: &Store,
     account: &AccountId,
     quota: u64,
-    sweep: &AuditSweep,
+    kind: Kind,
+    every: Duration,
 ) -> Result<(), StoreError> {
-    let Some(d) = sweep.quota_drops else {
-        return Ok(());
+    let due = |last: Option<chrono::DateTime<Utc>>| match (kind, last) {
+        (Kind::Periodic, _) | (Kind::Asked, None) => true,
+        (Kind::Asked, Some(at)) => {
+            Utc::now()
+                .signed_duration_since(at)
+                .to_std()
+                .unwrap_or_default()
+                >= every
+        }
     };
+    store.tell_quota_drops(account, &due, &|d, gaps| notice(quota, d, gaps))?;
+    Ok(())
+}
+
+/// The notice of what the quota dropped, as siemsync's own audit event.
+fn notice(quota: u64, d: &QuotaDrops, gaps: &[(uuid::Uuid, Gap)]) -> AuditEvent {
     let now = Utc::now();
-    let gaps: Vec<_> = sweep
-        .gaps
+    let gaps: Vec<_> = gaps
         .iter()
         .map(|(id, g)| {
             json!({"integration": id, "source": g.source.as_str(), "reason": g.reason.as_str(),
                    "count": g.count, "from": g.from, "to": g.to})
         })
         .collect();
-    let event = AuditEvent {
+    AuditEvent {
         id: uuid::Uuid::new_v4().to_string(),
         time: now,
         connector: None,
@@ -140,6 +181,7 @@ fn tell_the_account(
             "reason": "backlog_quota",
             "max_backlog_bytes": quota,
             "dropped_events": d.events,
+            "dropped_jobs": d.jobs,
             "from": d.from,
             "to": d.to,
             "integrations": gaps,
@@ -147,14 +189,23 @@ fn tell_the_account(
         .as_object()
         .cloned(),
         event: json!(format!(
-            "SIEM events dropped: {} audit events stored between {} and {} were removed undelivered because the account's backlog was over its quota of {quota} bytes (its Splunk was unreachable for too long)",
+            "SIEM events dropped: {} audit events and {} job snapshots stored between {} and {} were removed undelivered because the account's backlog was over its quota of {quota} bytes (its Splunk was unreachable for too long)",
             d.events,
+            d.jobs,
             d.from.to_rfc3339(),
             d.to.to_rfc3339()
         )),
         ingested_at: now,
-    };
-    store.append_audit(account, vec![event])?;
+    }
+}
+
+/// Writes the notices owed from before a restart (a crash may come between a drop
+/// and its notice).
+fn tell_what_is_owed(store: &Store, policy: Policy) -> Result<(), StoreError> {
+    for account in store.accounts_owed_a_notice()? {
+        let quota = quota_of(store, &account, policy.default_quota)?;
+        tell_the_account(store, &account, quota, Kind::Periodic, policy.notice_every)?;
+    }
     Ok(())
 }
 
@@ -188,6 +239,12 @@ pub fn sweep_until(
 pub fn spawn(store: Store, policy: Policy, every: Duration) -> Background {
     let mut job = Background::new("the retention sweep");
     job.spawn(move |mut stop| async move {
+        let s = store.clone();
+        match actix_web::rt::task::spawn_blocking(move || tell_what_is_owed(&s, policy)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("retention: cannot write the notices owed: {e}"),
+            Err(e) => log::error!("retention: writing the notices owed stopped: {e}"),
+        }
         let mut next = actix_rt::time::Instant::now() + every;
         loop {
             let due = tokio::select! {
@@ -275,11 +332,99 @@ fn sweep_some(
         if stop() {
             break;
         }
-        let (a, j) = sweep_account(store, &account, policy, stop)?;
-        deleted = (deleted.0 + a, deleted.1 + j);
-        if store.stored_bytes(&account)? > quota_of(store, &account, policy.default_quota)? {
+        let swept = sweep_one(store, &account, policy, Kind::Asked, stop)?;
+        deleted = (deleted.0 + swept.deleted, deleted.1 + swept.jobs_deleted);
+        if swept.held_back
+            || store.stored_bytes(&account)? > quota_of(store, &account, policy.default_quota)?
+        {
             over.push(account);
         }
     }
     Ok((deleted, over))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ops::ControlFlow;
+
+    use crate::store::testing::sized_audit as flood;
+
+    fn setup(dir: &std::path::Path) -> (Store, AccountId) {
+        let s = Store::open(dir).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        crate::store::testing::integration(&s, &a, &["audit"]);
+        (s, a)
+    }
+
+    /// siemsync's notices in the account's stream: what each says was dropped.
+    fn notices(s: &Store, a: &AccountId) -> Vec<u64> {
+        let mut out = Vec::new();
+        s.audit_after(a, 0, |ev| {
+            let v = ev.to_json().unwrap();
+            if v["acl"] == "siem-integration:backlog-quota" {
+                out.push(v["metadata"]["dropped_events"].as_u64().unwrap());
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn policy(quota: u64) -> Policy {
+        Policy {
+            retention: Duration::from_secs(30 * 86_400),
+            default_quota: quota,
+            notice_every: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn a_crash_between_the_drop_and_the_notice_still_tells_the_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = setup(dir.path());
+        for i in 0..10 {
+            s.append_audit(&a, flood(&format!("b{i}"), 100)).unwrap();
+        }
+        let quota = s.stored_bytes(&a).unwrap() / 3;
+        let past = Utc::now() - chrono::Duration::days(1);
+        // The drop, and the crash before the notice was written.
+        let dropped = s
+            .sweep_within(&a, past, quota, &|_| Ok(vec![]), &|| false)
+            .unwrap()
+            .quota_drops
+            .unwrap()
+            .events;
+        s.flush_now().unwrap();
+        drop(s);
+        let s = crate::store::testing::reopen(dir.path(), &crate::store::StoreOptions::new());
+        // The service resumes: its sweep writes what the one before the crash owed.
+        sweep(&s, policy(quota)).unwrap();
+        assert_eq!(notices(&s, &a), vec![dropped]);
+        sweep(&s, policy(quota)).unwrap();
+        assert_eq!(notices(&s, &a), vec![dropped], "told once");
+    }
+
+    #[test]
+    fn a_flood_of_many_sweeps_yields_few_notices_that_sum_to_what_was_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = setup(dir.path());
+        let quota = 64 * 1024;
+        for i in 0..60 {
+            s.append_audit(&a, flood(&format!("b{i}"), 100)).unwrap();
+            // The sweep each over-quota ingest asks for.
+            sweep_some(&s, policy(quota), Some(vec![a.clone()]), &|| false).unwrap();
+        }
+        // The periodic sweep.
+        sweep(&s, policy(quota)).unwrap();
+        let told = notices(&s, &a);
+        let dropped = s.quota_drops(&a).unwrap().unwrap().events;
+        assert!(dropped > 5000, "{dropped}");
+        assert!(
+            (1..=2).contains(&told.len()),
+            "{} notices for one flood: {told:?}",
+            told.len()
+        );
+        assert_eq!(told.iter().sum::<u64>(), dropped, "{told:?}");
+    }
 }

@@ -62,7 +62,9 @@ pub struct AccountView {
     pub ingest_burst: Option<u64>,
     /// The allowance in effect.
     pub ingest_limit: IngestLimitView,
-    /// Ingest requests refused for the rate since siemsync started.
+    /// Ingest requests refused for the rate since siemsync started (once more than
+    /// 4096 accounts were refused, the counts of accounts quiet long enough to refill
+    /// their allowance start again at 0).
     pub rate_limited_requests: u64,
     /// Whether its ingest is refused now for the disk reserve: the free space is
     /// under `min_free_disk_bytes` and it holds one of the largest backlogs (or the
@@ -89,7 +91,9 @@ pub struct AccountSummary {
     pub integrations: usize,
     /// Its share of the store.
     pub usage: Usage,
-    /// Ingest requests refused for the rate since siemsync started.
+    /// Ingest requests refused for the rate since siemsync started (once more than
+    /// 4096 accounts were refused, the counts of accounts quiet long enough to refill
+    /// their allowance start again at 0).
     pub rate_limited_requests: u64,
     /// Whether its ingest is refused now for the disk reserve.
     pub disk_refused: bool,

@@ -28,6 +28,17 @@ impl Store {
         events: Vec<AuditEvent>,
     ) -> Result<IngestOutcome, StoreError> {
         let _writer = self.writer();
+        self.append_audit_locked(account, events, |_, _| Ok(()))
+    }
+
+    /// [`Store::append_audit`] for a caller holding the writer's turn; `also` adds its
+    /// own changes to the same write, given the sequence of the last event appended.
+    pub(super) fn append_audit_locked(
+        &self,
+        account: &AccountId,
+        events: Vec<AuditEvent>,
+        also: impl FnOnce(&mut sled::Batch, u64) -> Result<(), StoreError>,
+    ) -> Result<IngestOutcome, StoreError> {
         // One database for the whole write, even if the store is reopened meanwhile.
         let tree = self.events()?;
         let mut heads = heads_in(&tree, account)?;
@@ -62,6 +73,7 @@ impl Store {
                 keys::account_prefix(keys::STORED_BYTES, account),
                 &bytes.to_be_bytes(),
             );
+            also(&mut batch, heads.audit)?;
             if let Err(e) = tree.apply_batch(batch) {
                 recent.forget(account);
                 return Err(e.into());
@@ -147,13 +159,21 @@ impl Store {
 
 /// The account's stored audit bytes as recorded (0 before its first event).
 pub(super) fn stored_bytes_in(tree: &sled::Tree, account: &AccountId) -> Result<u64, StoreError> {
-    let key = keys::account_prefix(keys::STORED_BYTES, account);
-    match tree.get(&key)? {
+    u64_in(
+        tree,
+        &keys::account_prefix(keys::STORED_BYTES, account),
+        "a count",
+    )
+}
+
+/// A big-endian u64 record (0 when absent); `what` names it in the error.
+pub(super) fn u64_in(tree: &sled::Tree, key: &[u8], what: &str) -> Result<u64, StoreError> {
+    match tree.get(key)? {
         None => Ok(0),
         Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
             StoreError::Corrupt {
-                key: String::from_utf8_lossy(&key).replace('\0', "/"),
-                reason: format!("{} bytes where a count of 8 was expected", v.len()),
+                key: String::from_utf8_lossy(key).replace('\0', "/"),
+                reason: format!("{} bytes where {what} of 8 was expected", v.len()),
             }
         })?)),
     }

@@ -63,16 +63,18 @@ impl Store {
             ControlFlow::Break(())
         })?;
         // Sequences are contiguous from the oldest event still kept (older ones may
-        // have gone to retention), so the count needs no scan.
+        // have gone to retention), so the count needs no scan. (While a post holds the
+        // oldest chunk, the quota may have dropped what follows it: until that post
+        // ends and its chunk goes, the count includes that hole.)
         Ok(match first {
             Some((seq, at)) => ((heads.audit + 1).saturating_sub(seq), Some(at)),
             None => (0, None),
         })
     }
 
-    /// The bytes of the account's stored audit events that `min_delivered` (the
+    /// The account's stored bytes less its audit chunks that `min_delivered` (the
     /// checkpoint of its reader furthest behind; `None`: it has no reader, so nothing
-    /// stored was delivered) has not passed. Only the chunks delivered by every reader
+    /// stored was delivered) has passed; job snapshots all count. Only the chunks delivered by every reader
     /// and not yet swept are read, a few between two sweeps.
     pub fn backlog_bytes(
         &self,

@@ -46,11 +46,15 @@ impl Store {
         let count = jobs.len();
         let mut batch = sled::Batch::default();
         let mut changed = false;
+        // The account's stored bytes, as they change with each record (the backlog
+        // quota counts job snapshots too), written in the same batch.
+        let (mut added, mut replaced) = (0u64, 0u64);
         for snap in latest_per_job(jobs) {
             let job_key = keys::with_name(keys::JOB, account, &snap.job);
-            if !is_news(tree, account, &snap, &mut batch)? {
+            let Some(old_bytes) = is_news(tree, account, &snap, &mut batch)? else {
                 continue;
-            }
+            };
+            replaced += old_bytes;
             heads.jobs += 1;
             let running_key = keys::with_name(keys::JOB_RUNNING, account, &snap.job);
             if snap.in_progress() {
@@ -62,16 +66,21 @@ impl Store {
                 keys::with_seq(keys::JOB_CHANGE, account, heads.jobs),
                 snap.job.as_bytes(),
             );
-            batch.insert(
-                job_key,
-                encode(&StoredJob {
-                    change_seq: heads.jobs,
-                    snapshot: snap,
-                }),
-            );
+            let record = encode(&StoredJob {
+                change_seq: heads.jobs,
+                snapshot: snap,
+            });
+            added += record.len() as u64;
+            batch.insert(job_key, record);
             changed = true;
         }
         if changed {
+            let bytes =
+                (super::audit::stored_bytes_in(tree, account)? + added).saturating_sub(replaced);
+            batch.insert(
+                keys::account_prefix(keys::STORED_BYTES, account),
+                &bytes.to_be_bytes(),
+            );
             batch.insert(
                 keys::account_prefix(keys::HEADS, account),
                 &heads.to_bytes(),
@@ -165,29 +174,30 @@ pub(in crate::store) fn latest_per_job(jobs: Vec<JobSnapshot>) -> Vec<JobSnapsho
     out
 }
 
-/// Whether `snap` changes what is stored of its job; if so, removes from `batch`'s
-/// view what it replaces (the old change key, or the guard of a swept finished job).
-/// A retry of the stored snapshot is not news, nor is a late retry of an older one
-/// that would reopen a finished job (it would then be re-sent as running every tick).
+/// Whether `snap` changes what is stored of its job (`Some`: the bytes of the record
+/// it replaces, 0 for a new job); if so, removes from `batch`'s view what it replaces
+/// (the old change key, or the guard of a swept finished job). A retry of the stored
+/// snapshot is not news, nor is a late retry of an older one that would reopen a
+/// finished job (it would then be re-sent as running every tick).
 fn is_news(
     tree: &sled::Tree,
     account: &AccountId,
     snap: &JobSnapshot,
     batch: &mut sled::Batch,
-) -> Result<bool, StoreError> {
+) -> Result<Option<u64>, StoreError> {
     let job_key = keys::with_name(keys::JOB, account, &snap.job);
-    if let Some(old) = tree.get(&job_key)? {
-        let old: StoredJob = decode(&job_key, &old)?;
+    if let Some(bytes) = tree.get(&job_key)? {
+        let old: StoredJob = decode(&job_key, &bytes)?;
         let same = JobSnapshot {
             ingested_at: old.snapshot.ingested_at,
             ..snap.clone()
         } == old.snapshot;
         let reopens = old.snapshot.is_finished() && !snap.is_finished();
         if same || reopens {
-            return Ok(false);
+            return Ok(None);
         }
         batch.remove(keys::with_seq(keys::JOB_CHANGE, account, old.change_seq));
-        return Ok(true);
+        return Ok(Some(bytes.len() as u64));
     }
     // The job ended and retention removed its record: the same guards, from what the
     // sweep kept of it.
@@ -195,11 +205,11 @@ fn is_news(
     if let Some(v) = tree.get(&done_key)? {
         let (_, hash) = super::retention::read_job_done_marker(&done_key, &v)?;
         if !snap.is_finished() || final_hash(snap) == hash {
-            return Ok(false);
+            return Ok(None);
         }
         batch.remove(done_key);
     }
-    Ok(true)
+    Ok(Some(0))
 }
 
 #[cfg(test)]

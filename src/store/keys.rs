@@ -21,11 +21,22 @@ pub const JOB_RUNNING: u8 = b'r';
 pub const JOB_DONE: u8 = b'd';
 /// `events` tree: per-account heads (last audit sequence, last job change).
 pub const HEADS: u8 = b'h';
-/// `events` tree: per account, the bytes its audit chunks take (u64, big-endian),
-/// kept in the writes that add and remove chunks, so the backlog quota needs no scan.
+/// `events` tree: per account, the bytes its audit chunks and job snapshot records
+/// take (u64, big-endian), kept in the writes that add, replace and remove them, so
+/// the backlog quota needs no scan.
 pub const STORED_BYTES: u8 = b'b';
 /// `events` tree: present once every account's `STORED_BYTES` was counted.
 pub const BYTES_COUNTED: &[u8] = b"bytes_counted";
+/// `events` tree: present once every account's job snapshots were added to its
+/// `STORED_BYTES` (they count since 2026-11-27).
+pub const JOB_BYTES_COUNTED: &[u8] = b"format/job_bytes_counted";
+/// `events` tree: per account, what the backlog quota dropped that siemsync's own
+/// notice has not told the account yet (`retention::PendingNotice`). In this tree so
+/// that the sweep's drop and the notice's append each update it in their own write.
+pub const QUOTA_NOTICE: u8 = b'n';
+/// `events` tree: per account, the audit sequence below which the backlog quota has
+/// dropped events (u64, big-endian): an older chunk a post held then goes once free.
+pub const QUOTA_FLOOR: u8 = b'q';
 /// `events` tree: the version of the audit record layout the data is in.
 pub const FORMAT: &[u8] = b"format";
 

@@ -86,6 +86,37 @@ pub(super) fn stored_bytes(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Adds every account's job snapshot records to its stored bytes once, for a store
+/// written before they counted in the backlog quota. One write with its marker, so a
+/// crash part-way adds nothing twice.
+pub(super) fn job_bytes(store: &Store) -> Result<(), StoreError> {
+    let tree = store.events()?;
+    if tree.get(keys::JOB_BYTES_COUNTED)?.is_some() {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for account in store.accounts_with_events()? {
+        let mut bytes = 0u64;
+        for v in tree
+            .scan_prefix(keys::account_prefix(keys::JOB, &account))
+            .values()
+        {
+            bytes += v?.len() as u64;
+        }
+        if bytes > 0 {
+            let total = super::audit::stored_bytes_in(&tree, &account)? + bytes;
+            batch.insert(
+                keys::account_prefix(keys::STORED_BYTES, &account),
+                &total.to_be_bytes(),
+            );
+        }
+    }
+    batch.insert(keys::JOB_BYTES_COUNTED, &[1u8][..]);
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ mod reseal;
 mod retention;
 pub mod secrets;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod tokens;
 
 pub use accounts::KnownAccount;
@@ -38,7 +38,10 @@ pub use jobs::StoredJob;
 pub use pace::Pace;
 pub use registry::{Account, Checkpoint, DeadLetter};
 pub use reseal::seal_tokens_at_rest;
-pub use retention::{AuditSweep, Gap, GapReason, PostClaim, QuotaDrops, Reader, Readers};
+pub use retention::{
+    AuditSweep, Gap, GapReason, PendingNotice, PostClaim, QuotaDrops, Reader, Readers,
+    SourceReaders, Told,
+};
 pub use tokens::AccountToken;
 
 use flusher::Flusher;
@@ -267,6 +270,7 @@ impl Store {
         };
         migrate::audit_chunks(&store)?;
         migrate::stored_bytes(&store)?;
+        migrate::job_bytes(&store)?;
         Ok(store)
     }
 

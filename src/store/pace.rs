@@ -27,6 +27,11 @@ pub struct Pace {
 pub(super) struct Paced {
     pace: std::sync::Mutex<Pace>,
     sweep_batches: AtomicU64,
+    /// Whether sweep passes wait between their read and their write (`hold_sweep_writes`).
+    hold_writes: std::sync::Mutex<bool>,
+    released: std::sync::Condvar,
+    /// Sweep passes waiting there now.
+    waiting: AtomicU64,
 }
 
 impl Store {
@@ -75,6 +80,36 @@ impl Store {
                 .sweep_batches
                 .fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(self.pace().sweep_batch_pause);
+        }
+    }
+
+    /// Test builds only: while `hold` is true, every sweep pass waits between reading
+    /// what it will remove and writing that down, so a test can show what the store
+    /// does meanwhile.
+    #[cfg(feature = "test-hooks")]
+    pub fn hold_sweep_writes(&self, hold: bool) {
+        let paced = &self.inner.paced;
+        *paced.hold_writes.lock().unwrap_or_else(|p| p.into_inner()) = hold;
+        paced.released.notify_all();
+    }
+
+    /// Test builds only: how many sweep passes wait in [`Store::hold_sweep_writes`] now.
+    #[cfg(feature = "test-hooks")]
+    pub fn sweep_writes_held(&self) -> u64 {
+        self.inner.paced.waiting.load(Ordering::Relaxed)
+    }
+
+    /// A sweep pass has read what it will remove and is about to write.
+    pub(super) fn before_sweep_write(&self) {
+        #[cfg(feature = "test-hooks")]
+        {
+            let paced = &self.inner.paced;
+            let mut held = paced.hold_writes.lock().unwrap_or_else(|p| p.into_inner());
+            paced.waiting.fetch_add(1, Ordering::Relaxed);
+            while *held {
+                held = paced.released.wait(held).unwrap_or_else(|p| p.into_inner());
+            }
+            paced.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::jobs::StoredJob;
 use super::{decode, encode, keys, Store, StoreError};
-use crate::model::{AccountId, Source};
+use crate::model::{AccountId, AuditEvent, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError as Abort, TransactionalTree};
@@ -74,12 +74,15 @@ fn gap_key(id: &Uuid, source: Source, reason: GapReason) -> Vec<u8> {
     }
 }
 
-/// What the backlog quota dropped of one account's audit events (whether or not an
-/// integration was waiting for them): kept in the registry, shown on the account.
+/// What the backlog quota dropped of one account (whether or not an integration was
+/// waiting for it): kept in the registry, shown on the account.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuotaDrops {
-    /// How many events were dropped.
+    /// How many audit events were dropped.
     pub events: u64,
+    /// How many job snapshots were dropped (records written before jobs counted: 0).
+    #[serde(default)]
+    pub jobs: u64,
     /// When the first of them was stored.
     pub from: DateTime<Utc>,
     /// When the last of them was stored.
@@ -94,45 +97,121 @@ impl QuotaDrops {
             None => new,
             Some(o) => QuotaDrops {
                 events: o.events + new.events,
+                jobs: o.jobs + new.jobs,
                 from: o.from.min(new.from),
                 to: o.to.max(new.to),
                 last_at: new.last_at,
             },
         }
     }
+
+    /// One drop of `events` audit events and `jobs` job snapshots stored at `at`.
+    fn one(events: u64, jobs: u64, at: DateTime<Utc>, now: DateTime<Utc>) -> QuotaDrops {
+        QuotaDrops {
+            events,
+            jobs,
+            from: at,
+            to: at,
+            last_at: now,
+        }
+    }
 }
 
-/// What one audit sweep of an account did.
+/// What one sweep of an account did.
 #[derive(Debug, Clone, Default)]
 pub struct AuditSweep {
-    /// Events removed, for any reason.
+    /// Audit events removed, for any reason.
     pub deleted: u64,
+    /// Job snapshots the backlog quota removed.
+    pub jobs_deleted: u64,
     /// What the backlog quota dropped in this sweep.
     pub quota_drops: Option<QuotaDrops>,
     /// The losses recorded in this sweep, per integration.
     pub gaps: Vec<(Uuid, Gap)>,
+    /// Whether a post in flight kept back events the quota would have dropped: the
+    /// sweep should look again once the post is over.
+    pub held_back: bool,
 }
 
 impl AuditSweep {
     /// Adds one pass's losses: one entry per integration, source and reason however
     /// many passes the sweep took, so what is told of it stays small.
     fn merge_gaps(&mut self, gaps: Vec<(Uuid, Gap)>) {
-        for (id, g) in gaps {
-            let same = self
-                .gaps
-                .iter_mut()
-                .find(|(i, o)| *i == id && o.source == g.source && o.reason == g.reason);
-            match same {
-                Some((_, o)) => {
-                    o.count += g.count;
-                    o.from = o.from.min(g.from);
-                    o.to = o.to.max(g.to);
-                    o.recorded_at = o.recorded_at.max(g.recorded_at);
-                }
-                None => self.gaps.push((id, g)),
+        merge_gaps(&mut self.gaps, gaps)
+    }
+}
+
+/// Adds `gaps` to `into`, one entry per integration, source and reason.
+fn merge_gaps(into: &mut Vec<(Uuid, Gap)>, gaps: Vec<(Uuid, Gap)>) {
+    for (id, g) in gaps {
+        let same = into
+            .iter_mut()
+            .find(|(i, o)| *i == id && o.source == g.source && o.reason == g.reason);
+        match same {
+            Some((_, o)) => {
+                o.count += g.count;
+                o.from = o.from.min(g.from);
+                o.to = o.to.max(g.to);
+                o.recorded_at = o.recorded_at.max(g.recorded_at);
             }
+            None => into.push((id, g)),
         }
     }
+}
+
+/// What the backlog quota dropped that siemsync's own notice in the account's stream
+/// has not told yet, and the notices written that are still stored. Updated in the
+/// write that drops and in the write that appends a notice, so that a crash between
+/// the two loses nothing and tells nothing twice, and a failed later pass of a sweep
+/// cannot take back what an earlier one owes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingNotice {
+    /// Dropped since the last notice (`None`: nothing to tell).
+    pub drops: Option<QuotaDrops>,
+    /// What each integration lost to the quota since the last notice.
+    pub gaps: Vec<(Uuid, Gap)>,
+    /// When the last notice was written.
+    pub last_notice_at: Option<DateTime<Utc>>,
+    /// The notices written and still stored, with what they told.
+    pub told: Vec<Told>,
+    /// Whether the quota dropped a notice before it was delivered: what it told is
+    /// told again at once, not a period later (one notice stays in the stream).
+    #[serde(default)]
+    pub retell: bool,
+}
+
+/// A notice written into the account's stream, and what it told: should the quota
+/// drop it before it was delivered, the next notice tells it again (the notice is not
+/// counted as a lost event of the customer's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Told {
+    /// Its audit sequence (a notice is a chunk of its own).
+    pub seq: u64,
+    /// What it told.
+    pub drops: QuotaDrops,
+    /// Per integration.
+    pub gaps: Vec<(Uuid, Gap)>,
+}
+
+impl PendingNotice {
+    fn owe(&mut self, drops: QuotaDrops, gaps: Vec<(Uuid, Gap)>) {
+        self.drops = Some(QuotaDrops::merged(self.drops, drops));
+        merge_gaps(&mut self.gaps, gaps);
+    }
+}
+
+fn pending_notice_in(tree: &sled::Tree, account: &AccountId) -> Result<PendingNotice, StoreError> {
+    let key = keys::account_prefix(keys::QUOTA_NOTICE, account);
+    match tree.get(&key)? {
+        Some(v) => decode(&key, &v),
+        None => Ok(PendingNotice::default()),
+    }
+}
+
+/// The audit sequence below which the quota dropped events (0: none).
+fn quota_floor_in(tree: &sled::Tree, account: &AccountId) -> Result<u64, StoreError> {
+    let key = keys::account_prefix(keys::QUOTA_FLOOR, account);
+    super::audit::u64_in(tree, &key, "a sequence")
 }
 
 pub fn gaps_prefix(id: &Uuid) -> Vec<u8> {
@@ -142,14 +221,59 @@ pub fn gaps_prefix(id: &Uuid) -> Vec<u8> {
 /// Events deleted per write.
 const CHUNK: u64 = 10_000;
 
-/// What one write of the audit sweep did.
+/// What one write of the sweep did.
+#[derive(Default)]
 struct Pass {
     deleted: u64,
+    jobs_deleted: u64,
     quota_drops: Option<QuotaDrops>,
     gaps: Vec<(Uuid, Gap)>,
-    /// Whether it stopped at `CHUNK` events with more to look at.
+    held_back: bool,
+    /// Whether it removed something and stopped with more to look at.
     more: bool,
 }
+
+/// A record a sweep pass read as one that may go, decided again under the locks:
+/// an audit chunk, or a job's latest snapshot.
+#[derive(Debug, Clone)]
+struct Candidate {
+    /// The chunk's first sequence, or the job's change sequence.
+    first: u64,
+    /// The chunk's last sequence, or the job's change sequence.
+    last: u64,
+    /// Events in it.
+    count: u64,
+    /// What it counts in the account's stored bytes.
+    bytes: u64,
+    /// When it was stored.
+    at: DateTime<Utc>,
+    /// The job (jobs only).
+    job: Option<String>,
+}
+
+/// What a sweep pass read without locks: per source, the records that may go, oldest
+/// first, and the record that follows the list (audit: its first sequence and storage
+/// time; jobs: its storage time), if any.
+#[derive(Default)]
+struct Plan {
+    audit: Vec<Candidate>,
+    audit_next: Option<(u64, DateTime<Utc>)>,
+    jobs: Vec<Candidate>,
+    jobs_next: Option<DateTime<Utc>>,
+    /// The account's newest audit chunk and newest job change when read: the quota
+    /// never drops them, so a quota below one request's size (or one large job
+    /// snapshot) still lets the newest through, over the quota by that much.
+    newest_audit: Option<u64>,
+    newest_job: Option<u64>,
+}
+
+/// Makes siemsync's notice to an account from what the quota dropped, and per
+/// integration what it lost.
+pub type NoticeOf<'a> = &'a dyn Fn(&QuotaDrops, &[(Uuid, Gap)]) -> AuditEvent;
+
+/// Lists an account's readers of a source (its integrations that want it, with their
+/// checkpoints).
+pub type SourceReaders<'a> = &'a dyn Fn(Source) -> Result<Vec<Reader>, StoreError>;
 
 /// The first and last storage time of lost events, and how many.
 type Lost = (DateTime<Utc>, DateTime<Utc>, u64);
@@ -271,6 +395,15 @@ impl InFlight {
             c.source == source && c.account == *account && c.first <= last && first <= c.last
         })
     }
+
+    /// The ranges `account`'s posts in flight carry now, per source.
+    fn of(&self, account: &AccountId) -> Vec<(Source, u64, u64)> {
+        self.claims
+            .values()
+            .filter(|c| c.account == *account)
+            .map(|c| (c.source, c.first, c.last))
+            .collect()
+    }
 }
 
 /// A post's claim on its events; dropping it (after the checkpoint moved, or the
@@ -309,9 +442,286 @@ pub(super) fn read_job_done_marker(key: &[u8], v: &[u8]) -> Result<(i64, u128), 
     }
 }
 
+/// What one pass's write decided, as it goes.
+#[derive(Default)]
+struct Decision {
+    audit_readers: Vec<Reader>,
+    job_readers: Vec<Reader>,
+    /// The account's stored bytes before the pass.
+    stored: u64,
+    /// Of those, what the pass removes.
+    freed: u64,
+    /// The quota floor, raised by what the quota drops.
+    floor: u64,
+    notice: PendingNotice,
+    now: DateTime<Utc>,
+    /// Audit chunks removed, by first sequence.
+    chunks: Vec<u64>,
+    /// Audit events in them.
+    deleted: u64,
+    /// Job snapshots removed: the job and its change sequence.
+    jobs: Vec<(String, u64)>,
+    audit_losses: Losses,
+    job_losses: Losses,
+    drops: Option<QuotaDrops>,
+    /// Id records before this sequence have lost their chunk.
+    kept_from: u64,
+    held_back: bool,
+    /// The bytes of the chunks posts hold that the quota would have dropped.
+    held_bytes: u64,
+    more: bool,
+}
+
+/// What a pass's write decides with: the account, and under the locks the posts in
+/// flight and the events tree.
+struct Under<'a> {
+    account: &'a AccountId,
+    flight: &'a InFlight,
+    events: &'a sled::Tree,
+}
+
+impl Under<'_> {
+    /// Whether the chunk is still stored (only a sweep removes chunks, and sweeps
+    /// write under the ingest lock, which the caller holds).
+    fn present(&self, c: &Candidate) -> Result<bool, StoreError> {
+        Ok(self
+            .events
+            .contains_key(keys::with_seq(keys::AUDIT, self.account, c.first))?)
+    }
+
+    fn holds(&self, source: Source, c: &Candidate) -> bool {
+        self.flight.holds(self.account, source, c.first, c.last)
+    }
+}
+
+impl Decision {
+    /// What every reader delivered, or what outlived the retention, goes first,
+    /// whatever the quota (both are true of a prefix of the log). Returns how many
+    /// of the listed chunks it looked at.
+    fn retention_prefix(
+        &mut self,
+        at: &Under,
+        plan: &Plan,
+        cutoff: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let min_delivered = self.audit_readers.iter().map(|r| r.delivered_up_to).min();
+        let mut ia = 0;
+        while let Some(c) = plan.audit.get(ia) {
+            let held = at.holds(Source::Audit, c);
+            if !(min_delivered.is_some_and(|m| c.last <= m) || (c.at < cutoff && !held)) {
+                break;
+            }
+            ia += 1;
+            if at.present(c)? {
+                self.retention_chunk(c);
+            }
+        }
+        Ok(ia)
+    }
+
+    /// Then, while over the quota, the oldest of either source, from the listed chunk
+    /// `ia` on; and where the id records of removed chunks end.
+    fn over_quota(
+        &mut self,
+        at: &Under,
+        plan: &Plan,
+        mut ia: usize,
+        quota: u64,
+    ) -> Result<(), StoreError> {
+        let (mut ij, mut audit_done, mut jobs_done) = (0, false, false);
+        loop {
+            let over = self.stored.saturating_sub(self.freed) > quota;
+            let below_floor =
+                !audit_done && plan.audit.get(ia).is_some_and(|c| c.last < self.floor);
+            if !over && !below_floor {
+                break;
+            }
+            let a_at = plan.audit.get(ia).map(|c| c.at);
+            let a_at = a_at
+                .or(plan.audit_next.map(|n| n.1))
+                .filter(|_| !audit_done);
+            let j_at = plan.jobs.get(ij).map(|c| c.at);
+            let j_at = j_at.or(plan.jobs_next).filter(|_| !jobs_done);
+            let audit_turn = match (a_at, j_at) {
+                (None, None) => break,
+                (Some(a), Some(j)) => a <= j || below_floor,
+                (a, _) => a.is_some(),
+            };
+            // The turn of a record the read did not list: it may be older than the
+            // other source's next, so the next pass reads on.
+            let listed = if audit_turn {
+                plan.audit.get(ia)
+            } else {
+                plan.jobs.get(ij)
+            };
+            let Some(c) = listed else {
+                self.more = true;
+                break;
+            };
+            if audit_turn {
+                if plan.newest_audit.is_some_and(|n| c.first >= n) {
+                    audit_done = true;
+                    continue;
+                }
+                // A post may carry more than the quota (a large batch retried against
+                // a failing Splunk): dropping what follows it then would leave little
+                // but that post's old events. Half the quota stays for newer ones; past
+                // that the sweep waits for the post to end, and goes on oldest first.
+                if self.held_bytes > quota / 2 && c.last >= self.floor {
+                    audit_done = true;
+                    continue;
+                }
+                ia += 1;
+                self.quota_audit(at, c)?;
+            } else {
+                if plan.newest_job.is_some_and(|n| c.first >= n) {
+                    jobs_done = true;
+                    continue;
+                }
+                ij += 1;
+                self.quota_job_if_same(at, c)?;
+            }
+        }
+        // Everything listed went, and the log goes on: the next pass reads on.
+        if ia >= plan.audit.len() && plan.audit_next.is_some() && self.deleted > 0 {
+            self.more = true;
+        }
+        for c in &plan.audit[ia..] {
+            self.kept_from = self.kept_from.min(c.first);
+        }
+        if let Some((first, _)) = plan.audit_next {
+            self.kept_from = self.kept_from.min(first);
+        }
+        Ok(())
+    }
+
+    /// The audit chunk `c`, over the quota or below its floor, goes unless a post
+    /// holds it.
+    fn quota_audit(&mut self, at: &Under, c: &Candidate) -> Result<(), StoreError> {
+        if !at.present(c)? {
+            return Ok(());
+        }
+        if at.holds(Source::Audit, c) {
+            // A slow Splunk has a post out nearly all the time, on the oldest
+            // events: stopping here would keep the account over its quota for
+            // as long. Asking for a sweep when the claim goes would not help
+            // either (the next post claims the next oldest at once). So what
+            // follows goes instead, and this chunk, below the floor now, goes
+            // once the post is over if it was not delivered. Exact either way:
+            // the post's events are not counted (held), what follows is counted
+            // for the readers that had not delivered it, under this lock, and
+            // a post of it claimed later finds it gone (`audit_gone`).
+            self.kept_from = self.kept_from.min(c.first);
+            self.held_back = true;
+            self.held_bytes += c.bytes;
+            return Ok(());
+        }
+        self.quota_chunk(c);
+        Ok(())
+    }
+
+    /// The job snapshot `c`, over the quota, goes unless a post holds it or a newer
+    /// snapshot replaced it since the read (that one is newer).
+    fn quota_job_if_same(&mut self, at: &Under, c: &Candidate) -> Result<(), StoreError> {
+        let key = keys::with_name(keys::JOB, at.account, c.job.as_deref().unwrap_or(""));
+        let Some(v) = at.events.get(&key)? else {
+            return Ok(());
+        };
+        let job: StoredJob = decode(&key, &v)?;
+        if job.change_seq != c.first {
+            return Ok(());
+        }
+        if at.holds(Source::Jobs, c) {
+            self.held_back = true;
+            return Ok(());
+        }
+        self.quota_job(c, v.len() as u64);
+        Ok(())
+    }
+
+    fn remove_chunk(&mut self, c: &Candidate) {
+        self.chunks.push(c.first);
+        self.deleted += c.count;
+        self.freed += c.bytes;
+    }
+
+    /// A chunk every reader delivered, or that outlived the retention.
+    fn retention_chunk(&mut self, c: &Candidate) {
+        for seq in c.first..=c.last {
+            self.audit_losses
+                .note(&self.audit_readers, seq, c.at, GapReason::Retention);
+        }
+        // A notice of ours that went this way was delivered, or outlived the retention.
+        self.notice.told.retain(|t| t.seq != c.first);
+        self.remove_chunk(c);
+    }
+
+    /// A chunk dropped for the quota.
+    fn quota_chunk(&mut self, c: &Candidate) {
+        self.floor = self.floor.max(c.last + 1);
+        self.remove_chunk(c);
+        // One of our own notices: not a lost event of the customer's; what it told is
+        // owed again, and the next notice tells it.
+        if let Some(i) = self.notice.told.iter().position(|t| t.seq == c.first) {
+            let told = self.notice.told.remove(i);
+            self.notice.owe(told.drops, told.gaps);
+            self.notice.retell = true;
+            return;
+        }
+        for seq in c.first..=c.last {
+            self.audit_losses
+                .note(&self.audit_readers, seq, c.at, GapReason::BacklogQuota);
+        }
+        let d = QuotaDrops::one(c.count, 0, c.at, self.now);
+        self.drops = Some(QuotaDrops::merged(self.drops, d));
+    }
+
+    /// A job snapshot dropped for the quota. A finished one leaves no record of its
+    /// end behind (as retention's do): that record is outside the quota, and a flood
+    /// of ever-new jobs must not grow it; a late retry of the job is stored anew.
+    fn quota_job(&mut self, c: &Candidate, bytes: u64) {
+        self.job_losses
+            .note(&self.job_readers, c.first, c.at, GapReason::BacklogQuota);
+        self.jobs.push((c.job.clone().unwrap_or_default(), c.first));
+        self.freed += bytes;
+        let d = QuotaDrops::one(0, 1, c.at, self.now);
+        self.drops = Some(QuotaDrops::merged(self.drops, d));
+    }
+}
+
 /// Lists an account's readers of one source (its integrations that want it, with
 /// their checkpoints). Called by the sweep while no post can commit unseen.
 pub type Readers<'a> = &'a dyn Fn() -> Result<Vec<Reader>, StoreError>;
+
+/// Which of `seqs` (ascending) no chunk of the account holds any more. The quota can
+/// leave a hole after a chunk a post held (see `sweep_pass_write`), so each is
+/// looked up: an event is either in a chunk, to be posted, or counted in the gap.
+fn audit_gone(
+    tree: &sled::Tree,
+    account: &AccountId,
+    seqs: &[u64],
+) -> Result<Vec<bool>, StoreError> {
+    let prefix = keys::account_prefix(keys::AUDIT, account);
+    let mut held: Option<(u64, u64)> = None;
+    let mut out = Vec::with_capacity(seqs.len());
+    for &seq in seqs {
+        if !held.is_some_and(|(f, l)| f <= seq && seq <= l) {
+            held = match tree
+                .range(prefix.clone()..=keys::with_seq(keys::AUDIT, account, seq))
+                .next_back()
+            {
+                Some(kv) => {
+                    let (k, v) = kv?;
+                    let c = super::chunk::Chunk::parse(&k, &v)?;
+                    Some((c.first, c.last()))
+                }
+                None => None,
+            };
+        }
+        out.push(!held.is_some_and(|(f, l)| f <= seq && seq <= l));
+    }
+    Ok(out)
+}
 
 impl Store {
     fn in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
@@ -335,18 +745,7 @@ impl Store {
         let mut flight = self.in_flight();
         let tree = self.events()?;
         let gone = match source {
-            Source::Audit => {
-                // The sweep removes audit chunks oldest first: what is before the
-                // first chunk left is gone.
-                let first = match tree
-                    .scan_prefix(keys::account_prefix(keys::AUDIT, account))
-                    .next()
-                {
-                    Some(kv) => keys::seq_of(&kv?.0),
-                    None => u64::MAX,
-                };
-                seqs.iter().map(|s| *s < first).collect()
-            }
+            Source::Audit => audit_gone(&tree, account, seqs)?,
             Source::Jobs => seqs
                 .iter()
                 .map(|s| {
@@ -400,34 +799,45 @@ impl Store {
         cutoff: DateTime<Utc>,
         readers: Readers,
     ) -> Result<u64, StoreError> {
+        let by_source = |source| match source {
+            Source::Audit => readers(),
+            Source::Jobs => Ok(Vec::new()),
+        };
         Ok(self
-            .sweep_audit_within(account, cutoff, u64::MAX, readers, &|| false)?
+            .sweep_within(account, cutoff, u64::MAX, &by_source, &|| false)?
             .deleted)
     }
 
-    /// [`Store::sweep_audit`], and also: while the account's stored audit bytes are
-    /// over `quota`, its oldest chunks go (unless a post carries them right now), each
-    /// reader that had not delivered them getting a gap for the backlog quota.
+    /// [`Store::sweep_audit`], and also: while the account's stored bytes (audit
+    /// chunks and job snapshots) are over `quota`, its oldest records go, audit chunks
+    /// and job snapshots in the order they were stored, each reader that had not
+    /// delivered them getting a gap for the backlog quota. A record a post carries
+    /// right now is skipped, and what follows it goes instead; a chunk so kept goes
+    /// once the post is over (it is older than what the quota dropped).
     /// Stops between two batches once `stop` says so (the shutdown): each batch is a
     /// transaction of its own, so what it removed stays removed, and the next sweep
     /// goes on with the rest.
-    pub fn sweep_audit_within(
+    pub fn sweep_within(
         &self,
         account: &AccountId,
         cutoff: DateTime<Utc>,
         quota: u64,
-        readers: Readers,
+        readers: SourceReaders,
         stop: &dyn Fn() -> bool,
     ) -> Result<AuditSweep, StoreError> {
         let mut out = AuditSweep::default();
         loop {
-            let pass = self.sweep_audit_pass(account, cutoff, quota, readers)?;
+            let plan = self.sweep_pass_read(account, cutoff, quota, readers)?;
+            self.before_sweep_write();
+            let pass = self.sweep_pass_write(account, cutoff, quota, readers, plan)?;
             out.deleted += pass.deleted;
+            out.jobs_deleted += pass.jobs_deleted;
+            out.held_back |= pass.held_back;
             out.merge_gaps(pass.gaps);
             if let Some(q) = pass.quota_drops {
                 out.quota_drops = Some(QuotaDrops::merged(out.quota_drops, q));
             }
-            if pass.deleted > 0 {
+            if pass.deleted + pass.jobs_deleted > 0 {
                 self.sweep_batch_done();
             }
             if !pass.more || stop() {
@@ -436,112 +846,289 @@ impl Store {
         }
     }
 
-    /// One write of [`Store::sweep_audit_within`]: up to `CHUNK` events.
-    fn sweep_audit_pass(
+    /// The read of one pass of [`Store::sweep_within`], with no lock held, so that
+    /// ingest (every account's) and posts go on meanwhile: the oldest records that
+    /// may go as things stand now, up to `CHUNK` events per source. The write decides
+    /// again under the locks.
+    fn sweep_pass_read(
         &self,
         account: &AccountId,
         cutoff: DateTime<Utc>,
         quota: u64,
-        readers: Readers,
+        readers: SourceReaders,
+    ) -> Result<Plan, StoreError> {
+        let events = self.events()?;
+        let claims = self.in_flight().of(account);
+        let held = |source, first, last| {
+            claims
+                .iter()
+                .any(|&(s, f, l)| s == source && f <= last && first <= l)
+        };
+        let min_delivered = readers(Source::Audit)?
+            .iter()
+            .map(|r| r.delivered_up_to)
+            .min();
+        let excess = super::audit::stored_bytes_in(&events, account)?.saturating_sub(quota);
+        let floor = quota_floor_in(&events, account)?;
+        let batch = self.sweep_batch_events(CHUNK);
+        let newest = |kind| -> Result<Option<u64>, StoreError> {
+            match events
+                .scan_prefix(keys::account_prefix(kind, account))
+                .next_back()
+            {
+                Some(kv) => Ok(Some(keys::seq_of(&kv?.0))),
+                None => Ok(None),
+            }
+        };
+        let mut plan = Plan {
+            newest_audit: newest(keys::AUDIT)?,
+            newest_job: newest(keys::JOB_CHANGE)?,
+            ..Plan::default()
+        };
+        let (mut n, mut freed) = (0, 0u64);
+        self.audit_chunks(account, 0, |chunk| {
+            let goes = min_delivered.is_some_and(|m| chunk.last() <= m)
+                || chunk.ingested_at < cutoff
+                || chunk.last() < floor
+                || freed < excess;
+            if !goes || n >= batch {
+                plan.audit_next = Some((chunk.first, chunk.ingested_at));
+                return Ok(std::ops::ControlFlow::Break(()));
+            }
+            if !held(Source::Audit, chunk.first, chunk.last()) {
+                freed += chunk.bytes();
+            }
+            n += chunk.count;
+            plan.audit.push(Candidate {
+                first: chunk.first,
+                last: chunk.last(),
+                count: chunk.count,
+                bytes: chunk.bytes(),
+                at: chunk.ingested_at,
+                job: None,
+            });
+            Ok(std::ops::ControlFlow::Continue(()))
+        })?;
+        if excess == 0 {
+            return Ok(plan);
+        }
+        // Job snapshots, oldest change first, as many as the excess alone would take.
+        let mut freed = 0u64;
+        for kv in events.scan_prefix(keys::account_prefix(keys::JOB_CHANGE, account)) {
+            let (k, name) = kv?;
+            let name = String::from_utf8_lossy(&name).into_owned();
+            let job_key = keys::with_name(keys::JOB, account, &name);
+            let Some(v) = events.get(&job_key)? else {
+                continue;
+            };
+            let job: StoredJob = decode(&job_key, &v)?;
+            if job.change_seq != keys::seq_of(&k) {
+                continue;
+            }
+            if freed >= excess || plan.jobs.len() as u64 >= batch {
+                plan.jobs_next = Some(job.snapshot.ingested_at);
+                break;
+            }
+            if !held(Source::Jobs, job.change_seq, job.change_seq) {
+                freed += v.len() as u64;
+            }
+            plan.jobs.push(Candidate {
+                first: job.change_seq,
+                last: job.change_seq,
+                count: 1,
+                bytes: v.len() as u64,
+                at: job.snapshot.ingested_at,
+                job: Some(name),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// The write of one pass of [`Store::sweep_within`]: decides again, under the
+    /// locks, which of what the read found goes, and removes it in one transaction
+    /// with its gaps, the account's stored bytes and the notice it owes.
+    fn sweep_pass_write(
+        &self,
+        account: &AccountId,
+        cutoff: DateTime<Utc>,
+        quota: u64,
+        readers: SourceReaders,
+        plan: Plan,
     ) -> Result<Pass, StoreError> {
         // The ingest lock keeps the account's stored bytes from changing between the
         // read here and the write below (ingest adds to them under it), and keeps two
-        // sweeps of one account (the periodic one, one an ingest asked for) apart.
-        // Taken before the in-flight lock, as `sweep_jobs` does.
+        // sweeps of one account (the periodic one, one an ingest asked for) apart:
+        // only another sweep removes chunks, so what is found here stays until the
+        // write. Taken before the in-flight lock, as `sweep_jobs` does, and only for
+        // this decision and write, not for the read.
         let _writer = self.writer();
         // Held from reading the checkpoints to the write: a post that commits
         // meanwhile either committed before (its checkpoint is read) or still
         // holds its claim (its events stay).
         let flight = self.in_flight();
-        let readers = readers()?;
-        let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
-        let stored = self.stored_bytes(account)?;
-        let mut gaps = Losses::default();
-        let mut chunks = Vec::new();
-        let (mut n, mut freed) = (0, 0u64);
-        let mut dropped: Option<QuotaDrops> = None;
-        let mut more = false;
-        // Id records before this sequence have lost their chunk.
-        let mut kept_from = u64::MAX;
-        let now = Utc::now();
-        let batch = self.sweep_batch_events(CHUNK);
-        // A chunk's events share one storage time, so it goes whole or stays.
-        self.audit_chunks(account, 0, |chunk| {
-            let held = flight.holds(account, Source::Audit, chunk.first, chunk.last());
-            let delivered_by_all = min_delivered.is_some_and(|m| chunk.last() <= m);
-            let aged = chunk.ingested_at < cutoff && !held;
-            let over_quota = stored.saturating_sub(freed) > quota && !held;
-            let reason = if delivered_by_all || aged {
-                GapReason::Retention
-            } else if over_quota {
-                let d = QuotaDrops {
-                    events: chunk.count,
-                    from: chunk.ingested_at,
-                    to: chunk.ingested_at,
-                    last_at: now,
-                };
-                dropped = Some(QuotaDrops::merged(dropped, d));
-                GapReason::BacklogQuota
+        let events = self.events()?;
+        let mut d = Decision {
+            audit_readers: readers(Source::Audit)?,
+            job_readers: if plan.jobs.is_empty() {
+                Vec::new()
             } else {
-                kept_from = chunk.first;
-                return Ok(std::ops::ControlFlow::Break(()));
-            };
-            for seq in chunk.first..=chunk.last() {
-                gaps.note(&readers, seq, chunk.ingested_at, reason);
-            }
-            chunks.push(chunk.first);
-            kept_from = chunk.first + 1;
-            n += chunk.count;
-            freed += chunk.bytes();
-            if n >= batch {
-                more = true;
-                return Ok(std::ops::ControlFlow::Break(()));
-            }
-            Ok(std::ops::ControlFlow::Continue(()))
-        })?;
-        let ids = self.expired_id_records(account, kept_from)?;
-        if !chunks.is_empty() || !ids.is_empty() {
-            let (events, registry) = (self.events()?, self.registry()?);
-            (&*events, &*registry).transaction(|(e, r)| {
-                for first in &chunks {
-                    e.remove(keys::with_seq(keys::AUDIT, account, *first))?;
-                }
-                for k in &ids {
-                    e.remove(k.as_slice())?;
-                }
-                if freed > 0 {
-                    e.insert(
-                        keys::account_prefix(keys::STORED_BYTES, account),
-                        &stored.saturating_sub(freed).to_be_bytes(),
-                    )?;
-                }
-                if let Some(d) = dropped {
-                    let key = keys::quota_drops(account);
-                    let old = match r.get(&key)? {
-                        Some(v) => Some(decode(&key, &v).map_err(Abort::Abort)?),
-                        None => None,
-                    };
-                    r.insert(key, encode(&QuotaDrops::merged(old, d)))?;
-                }
-                gaps.record(r, account, Source::Audit, now)
-            })?;
+                readers(Source::Jobs)?
+            },
+            stored: super::audit::stored_bytes_in(&events, account)?,
+            floor: quota_floor_in(&events, account)?,
+            notice: pending_notice_in(&events, account)?,
+            now: Utc::now(),
+            kept_from: u64::MAX,
+            ..Decision::default()
+        };
+        let (floor_before, notice_before) = (d.floor, d.notice.clone());
+        let at = Under {
+            account,
+            flight: &flight,
+            events: &events,
+        };
+        let ia = d.retention_prefix(&at, &plan, cutoff)?;
+        d.over_quota(&at, &plan, ia, quota)?;
+        let ids = self.expired_id_records(account, d.kept_from)?;
+        if d.chunks.is_empty() && d.jobs.is_empty() && ids.is_empty() {
+            return Ok(Pass {
+                held_back: d.held_back,
+                ..Pass::default()
+            });
         }
+        if let Some(q) = d.drops {
+            let mut gaps = d.audit_losses.gaps(Source::Audit, d.now);
+            gaps.extend(d.job_losses.gaps(Source::Jobs, d.now));
+            d.notice.owe(q, gaps);
+        }
+        let changed = (d.floor != floor_before, d.notice != notice_before);
+        self.write_pass(account, &events, &d, &ids, changed)?;
         drop(flight);
-        gaps.log(account, Source::Audit);
-        if let Some(d) = dropped {
+        d.audit_losses.log(account, Source::Audit);
+        d.job_losses.log(account, Source::Jobs);
+        if let Some(q) = d.drops {
             log::warn!(
-                "account {account}: {} audit events stored {} to {} dropped, oldest first: its stored events were over its backlog quota of {quota} bytes",
-                d.events,
-                d.from.to_rfc3339(),
-                d.to.to_rfc3339()
+                "account {account}: {} audit events and {} job snapshots stored {} to {} dropped, oldest first: its stored events were over its backlog quota of {quota} bytes",
+                q.events,
+                q.jobs,
+                q.from.to_rfc3339(),
+                q.to.to_rfc3339()
             );
         }
+        let mut gaps = d.audit_losses.gaps(Source::Audit, d.now);
+        gaps.extend(d.job_losses.gaps(Source::Jobs, d.now));
         Ok(Pass {
-            deleted: n,
-            quota_drops: dropped,
-            gaps: gaps.gaps(Source::Audit, now),
-            more,
+            deleted: d.deleted,
+            jobs_deleted: d.jobs.len() as u64,
+            quota_drops: d.drops,
+            gaps,
+            held_back: d.held_back,
+            more: d.more,
         })
+    }
+
+    /// The transaction of one sweep pass: the records that go, the account's stored
+    /// bytes, its quota floor and the notice it owes (when they changed), what the
+    /// quota dropped, and the readers' gaps — all or nothing.
+    fn write_pass(
+        &self,
+        account: &AccountId,
+        events: &sled::Tree,
+        d: &Decision,
+        ids: &[Vec<u8>],
+        (floor_changed, notice_changed): (bool, bool),
+    ) -> Result<(), StoreError> {
+        let registry = self.registry()?;
+        (events, &*registry).transaction(|(e, r)| {
+            for first in &d.chunks {
+                e.remove(keys::with_seq(keys::AUDIT, account, *first))?;
+            }
+            for (job, seq) in &d.jobs {
+                e.remove(keys::with_name(keys::JOB, account, job))?;
+                e.remove(keys::with_seq(keys::JOB_CHANGE, account, *seq))?;
+                e.remove(keys::with_name(keys::JOB_RUNNING, account, job))?;
+            }
+            for k in ids {
+                e.remove(k.as_slice())?;
+            }
+            if d.freed > 0 {
+                e.insert(
+                    keys::account_prefix(keys::STORED_BYTES, account),
+                    &d.stored.saturating_sub(d.freed).to_be_bytes(),
+                )?;
+            }
+            if floor_changed {
+                e.insert(
+                    keys::account_prefix(keys::QUOTA_FLOOR, account),
+                    &d.floor.to_be_bytes(),
+                )?;
+            }
+            if notice_changed {
+                e.insert(
+                    keys::account_prefix(keys::QUOTA_NOTICE, account),
+                    encode(&d.notice),
+                )?;
+            }
+            if let Some(q) = d.drops {
+                let key = keys::quota_drops(account);
+                let old = match r.get(&key)? {
+                    Some(v) => Some(decode(&key, &v).map_err(Abort::Abort)?),
+                    None => None,
+                };
+                r.insert(key, encode(&QuotaDrops::merged(old, q)))?;
+            }
+            d.audit_losses.record(r, account, Source::Audit, d.now)?;
+            d.job_losses.record(r, account, Source::Jobs, d.now)
+        })?;
+        Ok(())
+    }
+
+    /// Writes siemsync's own notice of what the backlog quota dropped into the
+    /// account's stream, when something is owed and `due` (given when the last notice
+    /// was written, unless the quota dropped that one undelivered) says so; `notice`
+    /// makes the event from what is owed. The notice and the cleared debt are one
+    /// write. Answers what it told.
+    pub fn tell_quota_drops(
+        &self,
+        account: &AccountId,
+        due: &dyn Fn(Option<DateTime<Utc>>) -> bool,
+        notice: NoticeOf,
+    ) -> Result<Option<QuotaDrops>, StoreError> {
+        let _writer = self.writer();
+        let mut pending = pending_notice_in(&*self.events()?, account)?;
+        let Some(drops) = pending.drops else {
+            return Ok(None);
+        };
+        if !due(pending.last_notice_at.filter(|_| !pending.retell)) {
+            return Ok(None);
+        }
+        let event = notice(&drops, &pending.gaps);
+        let gaps = std::mem::take(&mut pending.gaps);
+        pending.drops = None;
+        pending.retell = false;
+        pending.last_notice_at = Some(Utc::now());
+        let key = keys::account_prefix(keys::QUOTA_NOTICE, account);
+        self.append_audit_locked(account, vec![event], |batch, seq| {
+            pending.told.push(Told { seq, drops, gaps });
+            batch.insert(key, encode(&pending));
+            Ok(())
+        })?;
+        Ok(Some(drops))
+    }
+
+    /// Accounts the backlog quota dropped events of since they were last told.
+    pub fn accounts_owed_a_notice(&self) -> Result<Vec<AccountId>, StoreError> {
+        let events = self.events()?;
+        let mut out = Vec::new();
+        for kv in events.scan_prefix([keys::QUOTA_NOTICE]) {
+            let (k, v) = kv?;
+            let notice: PendingNotice = decode(&k, &v)?;
+            let name = String::from_utf8_lossy(&k[1..k.len().saturating_sub(1)]).into_owned();
+            if let (Some(_), Ok(a)) = (notice.drops, AccountId::parse(&name)) {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 
     /// What the backlog quota has dropped of the account's audit events, if anything.
@@ -615,6 +1202,7 @@ impl Store {
         let min_delivered = readers.iter().map(|r| r.delivered_up_to).min();
         let mut gaps = Losses::default();
         let mut gone = Vec::new();
+        let mut freed = 0u64;
         for k in candidates {
             let Some(v) = events.get(&k)? else {
                 continue;
@@ -631,6 +1219,7 @@ impl Store {
                     job.snapshot.ingested_at,
                     GapReason::Retention,
                 );
+                freed += v.len() as u64;
                 gone.push((k, job));
             }
         }
@@ -639,7 +1228,14 @@ impl Store {
         }
         let registry = self.registry()?;
         let now = Utc::now();
+        let stored = super::audit::stored_bytes_in(&events, account)?;
         (&*events, &*registry).transaction(|(e, r)| {
+            if freed > 0 {
+                e.insert(
+                    keys::account_prefix(keys::STORED_BYTES, account),
+                    &stored.saturating_sub(freed).to_be_bytes(),
+                )?;
+            }
             for (k, job) in &gone {
                 e.remove(k.as_slice())?;
                 e.remove(keys::with_seq(keys::JOB_CHANGE, account, job.change_seq))?;
@@ -812,23 +1408,7 @@ mod merge_tests {
 mod quota_tests {
     use super::tests::integration;
     use super::*;
-    use crate::model::AuditEvent;
-    use serde_json::json;
-
-    fn audit(tag: &str, n: usize) -> Vec<AuditEvent> {
-        let now = Utc::now();
-        (0..n)
-            .map(|i| {
-                AuditEvent::from_json(
-                    &json!({"id": format!("{tag}-{i}"), "time": "2026-11-25T10:00:00Z",
-                            "event": "x".repeat(200)}),
-                    0,
-                    now,
-                )
-                .unwrap()
-            })
-            .collect()
-    }
+    use crate::store::testing::sized_audit as audit;
 
     /// The bytes of the account's chunks, counted the slow way.
     fn scanned_bytes(s: &Store, a: &AccountId) -> u64 {
@@ -851,7 +1431,7 @@ mod quota_tests {
         assert!(s.stored_bytes(&a).unwrap() > 100_000);
         assert_eq!(s.stored_bytes(&a).unwrap(), scanned_bytes(&s, &a));
         let past = Utc::now() - chrono::Duration::days(1);
-        s.sweep_audit_within(&a, past, 50_000, &|| Ok(vec![]), &|| false)
+        s.sweep_within(&a, past, 50_000, &|_| Ok(vec![]), &|| false)
             .unwrap();
         assert_eq!(s.stored_bytes(&a).unwrap(), scanned_bytes(&s, &a));
         assert!(s.stored_bytes(&a).unwrap() <= 50_000);
@@ -879,16 +1459,8 @@ mod quota_tests {
         };
         let quota = s.stored_bytes(&a).unwrap() / 3;
         let past = Utc::now() - chrono::Duration::days(1);
-        // A post of the oldest events in flight: nothing of them, nor after them, goes.
-        let (_, claim) = s.claim_for_post(&a, Source::Audit, &[1, 2]).unwrap();
-        let held = s
-            .sweep_audit_within(&a, past, quota, &readers, &|| false)
-            .unwrap();
-        assert_eq!(held.deleted, 0);
-        drop(claim);
-
         let swept = s
-            .sweep_audit_within(&a, past, quota, &readers, &|| false)
+            .sweep_within(&a, past, quota, &|_| readers(), &|| false)
             .unwrap();
         assert!(s.stored_bytes(&a).unwrap() <= quota);
         let dropped = swept.quota_drops.unwrap().events;
@@ -911,11 +1483,272 @@ mod quota_tests {
         assert_eq!(s.quota_drops(&a).unwrap().unwrap().events, dropped);
         // What is left is within the quota: a second sweep drops nothing more.
         let again = s
-            .sweep_audit_within(&a, past, quota, &readers, &|| false)
+            .sweep_within(&a, past, quota, &|_| readers(), &|| false)
             .unwrap();
         assert_eq!(again.deleted, 0);
         // The other account is untouched.
         assert_eq!(s.stored_bytes(&other).unwrap(), other_bytes);
         assert_eq!(s.quota_drops(&other).unwrap(), None);
+    }
+}
+
+#[cfg(test)]
+mod quota_fix_tests {
+    use super::*;
+    use crate::model::{Integration, JobSnapshot};
+    use crate::store::testing::{integration, sized_audit as audit};
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    fn running_jobs(tag: &str, n: usize, progress: f64) -> Vec<JobSnapshot> {
+        (0..n)
+            .map(|i| {
+                JobSnapshot::from_json(
+                    &json!({"job": format!("{tag}-{i}"), "type": "backup", "status": "in progress",
+                            "progress": progress, "description": "d".repeat(200)}),
+                    0,
+                    Utc::now(),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn kept_audit(s: &Store, a: &AccountId) -> Vec<u64> {
+        let mut kept = Vec::new();
+        s.audit_after(a, 0, |ev| {
+            kept.push(ev.seq);
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        kept
+    }
+
+    fn past() -> DateTime<Utc> {
+        Utc::now() - chrono::Duration::days(1)
+    }
+
+    /// An account with an audit integration and 1,000 stored events (10 ingests of
+    /// 100), and a quota of a third of what it stores.
+    fn over_a_third_of_its_quota(dir: &std::path::Path) -> (Store, AccountId, Integration, u64) {
+        let s = Store::open(dir).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        let it = integration(&s, &a, &["audit"]);
+        for i in 0..10 {
+            s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
+        }
+        let quota = s.stored_bytes(&a).unwrap() / 3;
+        (s, a, it, quota)
+    }
+
+    /// The integration as the audit sweep's one reader, at its checkpoint.
+    fn reader(s: &Store, id: Uuid) -> Result<Vec<Reader>, StoreError> {
+        Ok(vec![Reader {
+            integration: id,
+            delivered_up_to: s.checkpoint(&id)?.audit_seq,
+        }])
+    }
+
+    #[test]
+    fn a_post_in_flight_on_the_oldest_events_does_not_keep_the_account_over_its_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a, it, quota) = over_a_third_of_its_quota(dir.path());
+        let readers = || reader(&s, it.id);
+        // A slow Splunk: the post of the oldest chunk is in flight.
+        let (_, claim) = s.claim_for_post(&a, Source::Audit, &[1, 2]).unwrap();
+        let swept = s
+            .sweep_within(&a, past(), quota, &|_| readers(), &|| false)
+            .unwrap();
+        assert!(
+            s.stored_bytes(&a).unwrap() <= quota,
+            "still over its quota while a post is in flight"
+        );
+        let dropped = swept.quota_drops.unwrap().events;
+        // The chunk in flight (1..=h) stays; the ones after it went, oldest first.
+        let kept = kept_audit(&s, &a);
+        let h = kept.iter().zip(1..).take_while(|(k, n)| **k == *n).count() as u64;
+        assert!((2..100).contains(&h), "{kept:?}");
+        assert_eq!(kept[h as usize], h + 1 + dropped);
+        assert_eq!(kept.len() as u64 + dropped, 1000);
+        assert_eq!(s.gaps(&it.id).unwrap()[0].count, dropped);
+        // A batch still holding events of the hole finds them gone (they are in the gap).
+        let hole = h + dropped;
+        let (gone, other) = s
+            .claim_for_post(&a, Source::Audit, &[h, h + 1, hole, hole + 1])
+            .unwrap();
+        assert_eq!(gone, vec![false, true, true, false]);
+        drop(other);
+        // The post failed: its chunk, older than what the quota dropped, goes next.
+        drop(claim);
+        let again = s
+            .sweep_within(&a, past(), quota, &|_| readers(), &|| false)
+            .unwrap();
+        assert_eq!(again.quota_drops.unwrap().events, h);
+        let kept = kept_audit(&s, &a);
+        assert_eq!(kept, (hole + 1..=1000).collect::<Vec<_>>(), "no hole stays");
+        let gaps = s.gaps(&it.id).unwrap();
+        assert_eq!(gaps[0].count, dropped + h);
+        assert_eq!(gaps[0].count + kept.len() as u64, 1000, "each event once");
+    }
+
+    #[test]
+    fn a_post_carrying_more_than_half_the_quota_is_waited_for_not_dropped_around() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a, it, quota) = over_a_third_of_its_quota(dir.path());
+        let readers = || reader(&s, it.id);
+        // A large batch retried against a failing Splunk: 600 events, over the quota.
+        let seqs: Vec<u64> = (1..=600).collect();
+        let (_, claim) = s.claim_for_post(&a, Source::Audit, &seqs).unwrap();
+        let held = s
+            .sweep_within(&a, past(), quota, &|_| readers(), &|| false)
+            .unwrap();
+        assert_eq!(held.deleted, 0, "the newest went for an old post");
+        assert!(held.held_back);
+        // The post failed: the oldest go first, the newest stay, with no hole.
+        drop(claim);
+        let swept = s
+            .sweep_within(&a, past(), quota, &|_| readers(), &|| false)
+            .unwrap();
+        let dropped = swept.quota_drops.unwrap().events;
+        assert_eq!(kept_audit(&s, &a), (dropped + 1..=1000).collect::<Vec<_>>());
+        assert!(s.stored_bytes(&a).unwrap() <= quota);
+    }
+
+    #[test]
+    fn a_quota_below_one_request_never_drops_the_newest_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        for i in 0..3 {
+            s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
+        }
+        s.put_jobs(&a, running_jobs("j", 3, 0.5)).unwrap();
+        s.sweep_within(&a, past(), 1000, &|_| Ok(vec![]), &|| false)
+            .unwrap();
+        let kept = kept_audit(&s, &a);
+        assert_eq!(kept.last(), Some(&300), "the newest event was dropped");
+        assert!(kept.len() < 100, "{kept:?}");
+        let mut jobs = Vec::new();
+        s.jobs_changed_after(&a, 0, |j| {
+            jobs.push(j.snapshot.job);
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(
+            jobs,
+            vec!["j-2".to_string()],
+            "the newest job snapshot stays"
+        );
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn another_accounts_ingest_goes_through_while_a_quota_sweep_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (a, b) = (
+            AccountId::parse("acme").unwrap(),
+            AccountId::parse("other").unwrap(),
+        );
+        for i in 0..10 {
+            s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
+        }
+        let quota = s.stored_bytes(&a).unwrap() / 3;
+        s.hold_sweep_writes(true);
+        let sweeper = {
+            let (s, a) = (s.clone(), a.clone());
+            std::thread::spawn(move || {
+                s.sweep_within(&a, past(), quota, &|_| Ok(vec![]), &|| false)
+                    .map(|swept| swept.deleted)
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.sweep_writes_held() == 0 {
+            assert!(Instant::now() < deadline, "the sweep never read");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let (s, b) = (s.clone(), b.clone());
+            std::thread::spawn(move || tx.send(s.append_audit(&b, audit("o", 10)).is_ok()));
+        }
+        let ingested = rx.recv_timeout(Duration::from_secs(5));
+        s.hold_sweep_writes(false);
+        assert_eq!(
+            ingested,
+            Ok(true),
+            "B's ingest waited for A's sweep to finish reading"
+        );
+        assert!(sweeper.join().unwrap().unwrap() > 0);
+        assert!(s.stored_bytes(&a).unwrap() <= quota);
+    }
+
+    #[test]
+    fn job_snapshots_count_in_the_quota_and_the_oldest_undelivered_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        let it = integration(&s, &a, &["audit", "jobs"]);
+        // A platform posting running snapshots under ever-new job ids.
+        for i in 0..10 {
+            s.put_jobs(&a, running_jobs(&format!("j{i}"), 20, 0.5))
+                .unwrap();
+        }
+        // A newer snapshot of an old job replaces it: counted by its difference.
+        s.put_jobs(&a, running_jobs("j0", 1, 0.75)).unwrap();
+        let job_bytes = |s: &Store| -> u64 {
+            s.events()
+                .unwrap()
+                .scan_prefix(keys::account_prefix(keys::JOB, &a))
+                .values()
+                .map(|v| v.unwrap().len() as u64)
+                .sum()
+        };
+        assert!(job_bytes(&s) > 40_000);
+        assert_eq!(
+            s.stored_bytes(&a).unwrap(),
+            job_bytes(&s),
+            "job bytes are counted"
+        );
+        let quota = s.stored_bytes(&a).unwrap() / 3;
+        let swept = s
+            .sweep_within(
+                &a,
+                past(),
+                quota,
+                &|source| {
+                    let cp = s.checkpoint(&it.id)?;
+                    Ok(vec![Reader {
+                        integration: it.id,
+                        delivered_up_to: match source {
+                            Source::Audit => cp.audit_seq,
+                            Source::Jobs => cp.job_seq,
+                        },
+                    }])
+                },
+                &|| false,
+            )
+            .unwrap();
+        assert!(s.stored_bytes(&a).unwrap() <= quota);
+        assert_eq!(s.stored_bytes(&a).unwrap(), job_bytes(&s));
+        let dropped = swept.quota_drops.unwrap().jobs;
+        assert!(dropped > 100, "{dropped}");
+        // The oldest changes went; the newest stayed (j0-0 changed last).
+        let mut kept = Vec::new();
+        s.jobs_changed_after(&a, 0, |j| {
+            kept.push(j.change_seq);
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(kept.len() as u64 + dropped, 200);
+        assert_eq!(kept.last(), Some(&201));
+        assert!(kept[0] > dropped, "{kept:?}");
+        let gaps = s.gaps(&it.id).unwrap();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!((gaps[0].source, gaps[0].count), (Source::Jobs, dropped));
+        assert_eq!(gaps[0].reason, GapReason::BacklogQuota);
+        // A held batch of a dropped snapshot finds it gone.
+        let (gone, _c) = s.claim_for_post(&a, Source::Jobs, &[2, 201]).unwrap();
+        assert_eq!(gone, vec![true, false]);
     }
 }

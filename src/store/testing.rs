@@ -59,3 +59,36 @@ pub fn audit_ids(s: &Store, a: &AccountId, after: u64) -> Vec<(u64, String)> {
     .unwrap();
     v
 }
+
+/// `n` audit events of about 300 bytes each, ids `{tag}-{i}`, stored at one moment:
+/// for the quota's tests, which count bytes.
+pub fn sized_audit(tag: &str, n: usize) -> Vec<AuditEvent> {
+    let now = Utc::now();
+    (0..n)
+        .map(|i| {
+            AuditEvent::from_json(
+                &json!({"id": format!("{tag}-{i}"), "time": "2026-11-25T10:00:00Z",
+                        "event": "x".repeat(200)}),
+                0,
+                now,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// An integration of `account` sending `sources`, stored.
+pub fn integration(s: &Store, account: &AccountId, sources: &[&str]) -> crate::model::Integration {
+    let it = crate::model::IntegrationChange::from_json(&json!({"name": "n",
+        "hec_token": "t-0123456789abcdef", "hec_uri": "https://splunk.example.com",
+        "sources": sources}))
+    .and_then(|c| {
+        c.create(
+            account.clone(),
+            Utc::now(),
+            crate::model::IntegrationPolicy::default(),
+        )
+    })
+    .unwrap();
+    s.put_integration(&it, None).unwrap()
+}
