@@ -24,6 +24,7 @@ mod outage;
 mod page_api;
 mod panic_restart;
 mod postgres_failover;
+mod postgres_service;
 mod postgres_store;
 mod reload;
 mod security;
@@ -31,3 +32,22 @@ mod service;
 mod shutdown;
 mod storage_fault;
 mod supervision;
+
+/// The service-level promises again, with the service on PostgreSQL (one database
+/// per test on a cluster the binary shares): the same source files, whose
+/// `super::common` is here the plain one with `Siemsync` started on PostgreSQL.
+// `path = "."`: the modules inside are this directory's files.
+#[path = "."]
+mod on_postgres {
+    mod common {
+        pub use crate::common::*;
+        // An explicit name wins over the glob's.
+        pub use crate::common::PgSiemsync as Siemsync;
+    }
+    #[path = "outage.rs"]
+    mod outage;
+    #[path = "reload.rs"]
+    mod reload;
+    #[path = "service.rs"]
+    mod service;
+}

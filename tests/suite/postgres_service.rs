@@ -1,0 +1,110 @@
+//! The service on PostgreSQL where only PostgreSQL can show it: the primary dies
+//! under a running node. Meanwhile `/healthz` says why with 503 and ingest answers
+//! 503 (retry) — never 500, never a 200 that did not commit; after the standby is
+//! promoted the node finds it by itself (multi-host URL) and every event answered
+//! 200 reaches Splunk, in order. Its own cluster (primary + synchronous standby):
+//! the test kills it. The promises that hold on either store run on PostgreSQL in
+//! `on_postgres` (main.rs).
+
+use crate::common::*;
+use serde_json::Value;
+use siemsync::testkit::postgres::{ClusterOptions, PgCluster};
+use siemsync::testkit::{Behaviour, HecServer};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "cccccccc-0000-0000-0000-00000000000c";
+const T: Duration = Duration::from_secs(30);
+
+async fn health(api: &Api) -> (u16, Value) {
+    api.call("GET", "/healthz", None, None).await
+}
+
+#[actix_rt::test]
+async fn while_postgres_is_down_healthz_and_ingest_answer_503_and_nothing_acknowledged_is_lost() {
+    let Some(pg) = PgCluster::start_or_skip(ClusterOptions {
+        standby: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let db = pg.create_database().unwrap();
+    let url = pg.multi_host_url(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(
+        dir.path(),
+        &[
+            ("SIEMSYNC_STORE", "postgres"),
+            ("SIEMSYNC_POSTGRES_URL", &url),
+            ("SIEMSYNC_NODE_NAME", "solo"),
+        ],
+    );
+    let api = svc.api();
+    let hec = HecServer::start(TOKEN);
+    api.enable_account("acme").await;
+    api.add_integration("acme", TOKEN, &hec.base_url()).await;
+    assert_eq!(health(&api).await.0, 200);
+    api.post_audit("acme", &audit_events("e", 0, 100)).await;
+    eventually(T, "the first 100 delivered", || {
+        audit_ids(&hec.events()).len() >= 100
+    })
+    .await;
+    // Splunk is down too, so that what was acknowledged is still undelivered when
+    // PostgreSQL goes: it must survive the failover.
+    hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    api.post_audit("acme", &audit_events("e", 100, 100)).await;
+    let mut acknowledged = 200;
+
+    pg.kill_primary().unwrap();
+    let deadline = Instant::now() + T;
+    let reason = loop {
+        let (status, body) = health(&api).await;
+        if status == 503 {
+            break body["storage"].as_str().unwrap_or_default().to_owned();
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(Instant::now() < deadline, "/healthz never said 503");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        reason.contains("PostgreSQL"),
+        "the reason names PostgreSQL: {reason}"
+    );
+    for i in 0..3 {
+        let (status, _, body) = post(&svc, "acme", &audit_events("down", i, 1)).await;
+        assert_eq!(status, 503, "ingest while PostgreSQL is down: {body}");
+    }
+
+    pg.promote_standby().unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        let (status, _, body) = post(&svc, "acme", &audit_events("e", acknowledged, 10)).await;
+        match status {
+            200 => {
+                acknowledged += 10;
+                break;
+            }
+            503 if Instant::now() < deadline => {}
+            _ => panic!("ingest after the promotion: {status} {body}"),
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The write that succeeded cleared the fault.
+    let (status, body) = health(&api).await;
+    assert_eq!(status, 200, "{body}");
+
+    hec.set_behaviour(Behaviour::Normal);
+    eventually(T, "everything acknowledged delivered", || {
+        first_arrivals(audit_ids(&hec.events())).len() >= acknowledged
+    })
+    .await;
+    let want: Vec<String> = (0..acknowledged).map(|i| format!("e-{i}")).collect();
+    assert_eq!(
+        first_arrivals(audit_ids(&hec.events())),
+        want,
+        "every acknowledged event, first arrivals in order; none of the refused ones"
+    );
+}
