@@ -234,7 +234,7 @@ fn open_postgres(config: &Config) -> Result<Store, StartError> {
     };
     let url = config.postgres_url.clone().ok_or_else(|| {
         store_error(store::StoreError::Unsupported(
-            "store = \"postgres\" without postgres_url",
+            "store = \"postgres\" without postgres_url".into(),
         ))
     })?;
     let mut options = store::postgres::PgOptions::new(url, config.node_name.clone());

@@ -118,7 +118,26 @@ impl Store {
             holdings: Arc::default(),
         };
         let store = Store::Postgres(node);
-        store.balance_leases()?;
+        let holdings = store.balance_leases()?.unwrap_or_default();
+        // Several nodes do not share the shards yet (each would deliver every
+        // integration, and all but the lease holder would re-send without end): a
+        // second live node is refused, the first keeps running.
+        let me = store.postgres().map(|pg| pg.node_name().to_owned());
+        let others: Vec<&String> = holdings
+            .live_nodes
+            .iter()
+            .filter(|n| Some(*n) != me.as_ref())
+            .collect();
+        if !others.is_empty() {
+            let refusal = format!(
+                "another siemsync node is live on this database ({}): one node per database until several nodes share the shards (issue 16). A node that stopped cleanly leaves at once; one that was killed leaves when its lease lapses",
+                others.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            if let Err(e) = store.leave() {
+                log::warn!("postgres: leaving after the refusal failed: {e}; this node's heartbeat lapses by itself");
+            }
+            return Err(StoreError::Unsupported(refusal));
+        }
         Ok(store)
     }
 
@@ -168,10 +187,10 @@ impl Store {
         match self {
             Store::Sled(s) => s.fault(),
             // The pool's words ("error connecting to server") do not say to what.
-            Store::Postgres(n) => n
-                .pg
-                .fault()
-                .map(|why| format!("no writable PostgreSQL answers: {why}")),
+            Store::Postgres(n) => {
+                n.pg.fault()
+                    .map(|why| format!("no writable PostgreSQL answers: {why}"))
+            }
         }
     }
 
@@ -742,7 +761,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         match self {
             Store::Sled(s) => s.sweep_audit(account, cutoff, readers),
-            Store::Postgres(_) => Err(PER_ACCOUNT_SWEEP),
+            Store::Postgres(_) => Err(per_account_sweep()),
         }
     }
 
@@ -757,7 +776,7 @@ impl Store {
     ) -> Result<AuditSweep, StoreError> {
         match self {
             Store::Sled(s) => s.sweep_audit_within(account, cutoff, quota, readers, stop),
-            Store::Postgres(_) => Err(PER_ACCOUNT_SWEEP),
+            Store::Postgres(_) => Err(per_account_sweep()),
         }
     }
 
@@ -770,7 +789,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         match self {
             Store::Sled(s) => s.sweep_jobs(account, cutoff, readers),
-            Store::Postgres(_) => Err(PER_ACCOUNT_SWEEP),
+            Store::Postgres(_) => Err(per_account_sweep()),
         }
     }
 
@@ -808,9 +827,11 @@ impl Store {
 }
 
 /// Why the embedded store's per-account sweeps are refused on PostgreSQL.
-const PER_ACCOUNT_SWEEP: StoreError = StoreError::Unsupported(
-    "the per-account retention and quota sweep is the embedded store's; on PostgreSQL retention drops whole audit partitions (PgStore::sweep)",
-);
+fn per_account_sweep() -> StoreError {
+    StoreError::Unsupported(
+        "the per-account retention and quota sweep is the embedded store's; on PostgreSQL retention drops whole audit partitions (PgStore::sweep)".into(),
+    )
+}
 
 /// An integration as PostgreSQL stores it: its version lives beside the document.
 fn versioned(v: super::postgres::Versioned<Integration>) -> Integration {

@@ -84,9 +84,9 @@ pub enum StoreError {
     /// PostgreSQL refused for a reason other than being unreachable (see `PgError`).
     #[error("{0}")]
     Postgres(postgres::PgError),
-    /// The operation exists only on the other backend (named in the message).
+    /// Not possible on this backend (yet): the message says what and why.
     #[error("{0}")]
-    Unsupported(&'static str),
+    Unsupported(String),
 }
 
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {

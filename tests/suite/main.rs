@@ -36,8 +36,10 @@ mod supervision;
 /// The service-level promises again, with the service on PostgreSQL (one database
 /// per test on a cluster the binary shares): the same source files, whose
 /// `super::common` is here the plain one with `Siemsync` started on PostgreSQL.
-// `path = "."`: the modules inside are this directory's files.
+// `path = "."`: the modules inside are this directory's files — loaded twice on
+// purpose, which is what `duplicate_mod` warns of.
 #[path = "."]
+#[allow(clippy::duplicate_mod)]
 mod on_postgres {
     mod common {
         pub use crate::common::*;

@@ -108,3 +108,55 @@ async fn while_postgres_is_down_healthz_and_ingest_answer_503_and_nothing_acknow
         "every acknowledged event, first arrivals in order; none of the refused ones"
     );
 }
+
+#[actix_rt::test]
+async fn a_second_node_on_one_database_is_refused_and_starts_once_the_first_stopped() {
+    let Some(first_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = first_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let first_dir = tempfile::tempdir().unwrap();
+    let mut first = Siemsync::start(first_dir.path(), &env);
+    let first_name = &first_env
+        .iter()
+        .find(|(k, _)| k == "SIEMSYNC_NODE_NAME")
+        .unwrap()
+        .1;
+    let second_dir = tempfile::tempdir().unwrap();
+    let mut second_env = env.clone();
+    second_env.push(("SIEMSYNC_NODE_NAME", "second"));
+    let second_dir_text = second_dir.path().display().to_string();
+    second_env.push(("SIEMSYNC_DATA_DIR", &second_dir_text));
+    second_env.push(("SIEMSYNC_LISTEN", "127.0.0.1:0"));
+    let config = |env: &[(&str, &str)]| {
+        let owned: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        siemsync::testkit::service::config(&siemsync::testkit::service::shipped_config(), &owned)
+            .unwrap()
+    };
+    let refused = siemsync::testkit::service::InProcess::start(config(&second_env))
+        .err()
+        .expect("a second node on the same database must be refused")
+        .to_string();
+    assert!(
+        refused.contains(first_name.as_str()) && refused.contains("one node per database"),
+        "{refused}"
+    );
+    // The first node was not disturbed by the refused one.
+    let api = first.api();
+    api.enable_account("acme").await;
+    assert_eq!(health(&api).await.0, 200);
+
+    // A clean stop hands everything back at once: the second node starts now.
+    first.stop();
+    let mut second = siemsync::testkit::service::InProcess::start(config(&second_env))
+        .unwrap_or_else(|e| panic!("after the first node stopped: {e}"));
+    let (status, body) = health(&Api::new(&second.url())).await;
+    assert_eq!(status, 200, "{body}");
+    second.stop();
+}
