@@ -257,7 +257,11 @@ impl PgStore {
             .as_ref()
             .expect("the runtime lives as long as the store")
             .enter();
-        park_until_done(f)
+        // Unconstrained: the thread may be inside a task of another runtime that
+        // spent its cooperative budget (an actor making many store calls in one
+        // turn); with the budget enforced, every poll of the store task's handle
+        // would answer "not yet" and wake at once, and the thread would spin for ever.
+        park_until_done(tokio::task::unconstrained(f))
     }
 
     /// Why PostgreSQL cannot take writes right now, if so (for `/healthz` and ingest).
