@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+pub use siemsync::testkit::service::Backend;
 use siemsync::testkit::service::{self, InProcess};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -235,6 +236,10 @@ impl Drop for Siemsync {
         }
     }
 }
+
+/// The store the tests of this module run on (`on_postgres`'s common says
+/// `Postgres`): a promise only one store makes returns early on the other, saying so.
+pub const BACKEND: Backend = Backend::Sled;
 
 /// A [`Siemsync`] on PostgreSQL: what the modules of `on_postgres` (main.rs) see as
 /// `Siemsync`, so the same promise tests run on both backends. Each service gets a

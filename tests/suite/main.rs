@@ -45,7 +45,18 @@ mod on_postgres {
         pub use crate::common::*;
         // An explicit name wins over the glob's.
         pub use crate::common::PgSiemsync as Siemsync;
+        pub const BACKEND: Backend = Backend::Postgres;
     }
+    #[path = "consistency.rs"]
+    mod consistency;
+    #[path = "control_plane.rs"]
+    mod control_plane;
+    #[path = "hec_delivery.rs"]
+    mod hec_delivery;
+    #[path = "history.rs"]
+    mod history;
+    #[path = "isolation.rs"]
+    mod isolation;
     #[path = "outage.rs"]
     mod outage;
     #[path = "reload.rs"]
