@@ -7,7 +7,7 @@
 //! Short form in the suite; full size:
 //! `SIEMSYNC_ISOLATION_BACKLOG=1000000 cargo test --release --test isolation -- --nocapture`.
 
-use super::common::*;
+use crate::common::*;
 use serde_json::json;
 use siemsync::testkit::{Behaviour, HecServer, HecServerConfig};
 use std::collections::HashMap;
