@@ -8,6 +8,7 @@
 
 use crate::common::*;
 use serde_json::Value;
+use siemsync::store::postgres::{PgOptions, PgStore};
 use siemsync::testkit::postgres::{ClusterOptions, PgCluster};
 use siemsync::testkit::{Behaviour, HecServer};
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ async fn while_postgres_is_down_healthz_and_ingest_answer_503_and_nothing_acknow
     let api = svc.api();
     let hec = HecServer::start(TOKEN);
     api.enable_account("acme").await;
-    api.add_integration("acme", TOKEN, &hec.base_url()).await;
+    let id = api.add_integration("acme", TOKEN, &hec.base_url()).await;
     assert_eq!(health(&api).await.0, 200);
     api.post_audit("acme", &audit_events("e", 0, 100)).await;
     eventually(T, "the first 100 delivered", || {
@@ -106,6 +107,29 @@ async fn while_postgres_is_down_healthz_and_ingest_answer_503_and_nothing_acknow
         first_arrivals(audit_ids(&hec.events())),
         want,
         "every acknowledged event, first arrivals in order; none of the refused ones"
+    );
+
+    // The node alone holds every shard, and each checkpoint move went through its
+    // lease: the commit log names it, under the epoch it held, up to the last event.
+    let observer = PgStore::connect(PgOptions::new(&url, "observer"))
+        .await
+        .unwrap();
+    let nodes = observer.nodes().await.unwrap();
+    let solo = nodes.iter().find(|n| n.name == "solo").expect("registered");
+    assert_eq!(solo.shards, i64::from(observer.shards()), "{nodes:?}");
+    let id: uuid::Uuid = id.parse().unwrap();
+    let commits = observer.commit_log(&id).await.unwrap();
+    assert!(!commits.is_empty());
+    assert!(
+        commits
+            .iter()
+            .all(|c| c.node == "solo" && c.shard == observer.shard_of(&id)),
+        "{commits:?}"
+    );
+    let last = commits.iter().map(|c| c.audit_seq).max().unwrap();
+    assert!(
+        last >= acknowledged as i64,
+        "{last} < {acknowledged}: {commits:?}"
     );
 }
 
