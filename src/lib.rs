@@ -56,12 +56,20 @@ use store::{Store, StoreOptions};
 /// Why the service did not start; each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The data directory (or PostgreSQL, `store = "postgres"`) could not be
-    /// opened, or its tokens sealed.
+    /// The data directory could not be opened (or its tokens sealed).
     #[error("cannot open the data directory {dir}: {source}")]
     Store {
         /// The data directory.
         dir: String,
+        /// What the store said.
+        source: store::StoreError,
+    },
+    /// PostgreSQL (`store = "postgres"`) could not be used: unreachable, a schema
+    /// newer than this build, or another node live on the database.
+    #[error("cannot use PostgreSQL (postgres_url) as node {node}: {source}")]
+    Postgres {
+        /// This node's name.
+        node: String,
         /// What the store said.
         source: store::StoreError,
     },
@@ -228,8 +236,8 @@ fn open_store(config: &Config) -> Result<Store, StartError> {
 /// Connects to PostgreSQL (`store = "postgres"`): migrates its schema, registers
 /// this node and takes its shard leases, then stores the config file's integrations.
 fn open_postgres(config: &Config) -> Result<Store, StartError> {
-    let store_error = |source| StartError::Store {
-        dir: format!("PostgreSQL (postgres_url, node {})", config.node_name),
+    let store_error = |source| StartError::Postgres {
+        node: config.node_name.clone(),
         source,
     };
     let url = config.postgres_url.clone().ok_or_else(|| {
