@@ -53,6 +53,19 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where sled keeps its files (`SIEMSYNC_DATA_DIR`); relative to the working directory.
     pub data_dir: PathBuf,
+    /// Which store holds the data (`SIEMSYNC_STORE`): the embedded sled store in
+    /// `data_dir` (the default), or a PostgreSQL that several nodes share.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// The PostgreSQL of `store = "postgres"`, a libpq URL (`SIEMSYNC_POSTGRES_URL`);
+    /// several hosts with `target_session_attrs=read-write` find the primary, also
+    /// after a standby was promoted.
+    #[serde(default)]
+    pub postgres_url: Option<String>,
+    /// This node's name in PostgreSQL's leases and commit log (`SIEMSYNC_NODE_NAME`);
+    /// empty or unset: the host name. Unique per node.
+    #[serde(default)]
+    pub node_name: String,
     /// Seconds between syncs of one integration (`SIEMSYNC_SYNC_INTERVAL_SECS`).
     pub sync_interval_secs: Secs,
     /// The environment's host name, sent as `host` to Splunk (`SIEMSYNC_HOST`).
@@ -252,6 +265,40 @@ const MIN_FREE_DISK_FLOOR: u64 = 1 << 20;
 /// The largest disk reserve: 1 PiB.
 const MAX_FREE_DISK_FLOOR: u64 = 1 << 50;
 
+/// Which store the service runs on (`store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded store in `data_dir`: nothing else to install.
+    #[default]
+    Sled,
+    /// A PostgreSQL at `postgres_url`, which several nodes can share.
+    Postgres,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sled" => Ok(StoreKind::Sled),
+            "postgres" => Ok(StoreKind::Postgres),
+            other => Err(format!("must be \"sled\" or \"postgres\", not {other:?}")),
+        }
+    }
+}
+
+/// This machine's host name, the default `node_name`.
+fn host_name() -> Result<String, String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 /// Whether `s` lies between `min` and `max` seconds.
 fn within(s: Secs, min: f64, max: f64) -> bool {
     (min..=max).contains(&s.get().as_secs_f64())
@@ -321,6 +368,21 @@ impl Config {
         }
         if let Some(v) = env("SIEMSYNC_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("SIEMSYNC_STORE") {
+            self.store = parse("SIEMSYNC_STORE", &v)?;
+        }
+        if let Some(v) = env("SIEMSYNC_POSTGRES_URL") {
+            self.postgres_url = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = env("SIEMSYNC_NODE_NAME") {
+            self.node_name = v;
+        }
+        if self.node_name.is_empty() {
+            self.node_name = host_name().map_err(|e| ConfigError::Invalid {
+                key: "node_name",
+                message: format!("unset, and the host name it defaults to cannot be read ({e}): set SIEMSYNC_NODE_NAME"),
+            })?;
         }
         if let Some(v) = env("SIEMSYNC_SYNC_INTERVAL_SECS") {
             self.sync_interval_secs = parse("SIEMSYNC_SYNC_INTERVAL_SECS", &v)?;
@@ -633,7 +695,48 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
         }
+        self.validate_store()?;
         self.file_integrations()?;
+        Ok(())
+    }
+
+    /// `store`, `postgres_url` and `node_name` agree. The URL itself is never
+    /// repeated in a message: it may hold a password.
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        match (self.store, &self.postgres_url) {
+            (StoreKind::Postgres, None) => {
+                return bad(
+                    "postgres_url",
+                    "store = \"postgres\" needs postgres_url (SIEMSYNC_POSTGRES_URL), a libpq URL such as postgresql://siemsync@db1,db2/siemsync?target_session_attrs=read-write",
+                )
+            }
+            (StoreKind::Sled, Some(_)) => {
+                return bad(
+                    "postgres_url",
+                    "is set, but store is \"sled\", which does not use it: set store = \"postgres\" (SIEMSYNC_STORE) to run on PostgreSQL, or remove postgres_url",
+                )
+            }
+            (StoreKind::Postgres, Some(url)) => {
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    return Err(ConfigError::Invalid {
+                        key: "postgres_url",
+                        message: format!("is not a libpq URL or connection string: {e}"),
+                    });
+                }
+            }
+            (StoreKind::Sled, None) => {}
+        }
+        if self.node_name.chars().count() > 63
+            || !self
+                .node_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad(
+                "node_name",
+                "must be at most 63 letters, digits, '-', '_' or '.' (it names this node in PostgreSQL's leases and log)",
+            );
+        }
         Ok(())
     }
 
@@ -1173,6 +1276,72 @@ mod tests {
         for listen in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:0"] {
             let c = load(SHIPPED, &[("SIEMSYNC_LISTEN", listen)]).unwrap();
             assert_eq!(c.development_tokens(), vec!["admin_token", "ingest_token"]);
+        }
+    }
+
+    #[test]
+    fn the_store_is_sled_unless_postgres_is_chosen_with_a_url() {
+        let c = load(SHIPPED, &[]).unwrap();
+        assert_eq!(c.store, StoreKind::Sled);
+        assert_eq!(c.postgres_url, None);
+        assert!(
+            !c.node_name.is_empty(),
+            "the host name is the default node name"
+        );
+        let url =
+            "postgresql://siemsync@db1:5432,db2:5433/siemsync?target_session_attrs=read-write";
+        let c = load(
+            SHIPPED,
+            &[
+                ("SIEMSYNC_STORE", "postgres"),
+                ("SIEMSYNC_POSTGRES_URL", url),
+                ("SIEMSYNC_NODE_NAME", "node-a"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.store, StoreKind::Postgres);
+        assert_eq!(c.postgres_url.as_deref(), Some(url));
+        assert_eq!(c.node_name, "node-a");
+        let file = SHIPPED.replacen(
+            "store = \"sled\"",
+            &format!("store = \"postgres\"\npostgres_url = \"{url}\""),
+            1,
+        );
+        assert_eq!(load(&file, &[]).unwrap().store, StoreKind::Postgres);
+    }
+
+    #[test]
+    fn a_bad_store_choice_is_refused_with_what_to_set() {
+        let secret_url = "postgresql://u:hunter2@db:notaport/x";
+        for (env, names) in [
+            (vec![("SIEMSYNC_STORE", "mysql")], "SIEMSYNC_STORE"),
+            (vec![("SIEMSYNC_STORE", "postgres")], "`postgres_url`"),
+            (
+                vec![("SIEMSYNC_POSTGRES_URL", "postgresql://db/x")],
+                "`postgres_url`",
+            ),
+            (
+                vec![
+                    ("SIEMSYNC_STORE", "postgres"),
+                    ("SIEMSYNC_POSTGRES_URL", secret_url),
+                ],
+                "`postgres_url`",
+            ),
+            (
+                vec![
+                    ("SIEMSYNC_STORE", "postgres"),
+                    ("SIEMSYNC_POSTGRES_URL", "postgresql://db/x"),
+                    ("SIEMSYNC_NODE_NAME", "node a; drop"),
+                ],
+                "`node_name`",
+            ),
+        ] {
+            let e = load(SHIPPED, &env).unwrap_err();
+            assert!(e.contains(names), "{env:?}: {e}");
+            assert!(
+                !e.contains("hunter2"),
+                "the URL's password was repeated: {e}"
+            );
         }
     }
 }

@@ -64,6 +64,15 @@ pub enum StartError {
         /// What the store said.
         source: store::StoreError,
     },
+    /// PostgreSQL (`store = "postgres"`) could not be used: unreachable, a schema
+    /// newer than this build, or another node live on the database.
+    #[error("cannot use PostgreSQL (postgres_url) as node {node}: {source}")]
+    Postgres {
+        /// This node's name.
+        node: String,
+        /// What the store said.
+        source: store::StoreError,
+    },
     /// The config file's integrations are invalid.
     #[error(transparent)]
     Config(config::ConfigError),
@@ -111,6 +120,8 @@ pub struct Service {
     retention: Background,
     /// The disk reserve's check.
     disk_check: Background,
+    /// PostgreSQL only: the shard leases' renewal (and the clean hand-back at shutdown).
+    leases: Background,
     /// The config file's watcher, once started (`watch_config`).
     reload: Option<Background>,
     /// How often the watcher checks the file (`[timing] config_poll_secs`).
@@ -170,6 +181,11 @@ impl Service {
         let report = self.supervisor.send(Shutdown { grace: self.grace }).await;
         self.retention.stop().await;
         self.disk_check.stop().await;
+        self.leases.stop().await;
+        if let Err(e) = self.store.leave() {
+            // The leases then lapse by themselves after their time.
+            log::warn!("shutting down: the shard leases could not be handed back: {e}");
+        }
         log::info!("shutting down: flushing the store");
         let flushed = self.store.flush_now();
         server?;
@@ -182,6 +198,9 @@ impl Service {
 /// Opens the store (sealing tokens stored in clear first when a key is set) and
 /// stores the integrations the config file declares.
 fn open_store(config: &Config) -> Result<Store, StartError> {
+    if config.store == config::StoreKind::Postgres {
+        return open_postgres(config);
+    }
     let store_error = |source| StartError::Store {
         dir: config.data_dir.display().to_string(),
         source,
@@ -212,6 +231,85 @@ fn open_store(config: &Config) -> Result<Store, StartError> {
     let declared = config.file_integrations().map_err(StartError::Config)?;
     reload::store_file_integrations(&store, &declared).map_err(store_error)?;
     Ok(store)
+}
+
+/// Connects to PostgreSQL (`store = "postgres"`): migrates its schema, registers
+/// this node and takes its shard leases, then stores the config file's integrations.
+fn open_postgres(config: &Config) -> Result<Store, StartError> {
+    let store_error = |source| StartError::Postgres {
+        node: config.node_name.clone(),
+        source,
+    };
+    let url = config.postgres_url.clone().ok_or_else(|| {
+        store_error(store::StoreError::Unsupported(
+            "store = \"postgres\" without postgres_url".into(),
+        ))
+    })?;
+    let mut options = store::postgres::PgOptions::new(url, config.node_name.clone());
+    options.secret_key = config.secret_key.clone();
+    options.dedup_window = config.dedup_window;
+    let store = Store::connect_postgres(options).map_err(store_error)?;
+    if config.secret_key.is_none() {
+        log::warn!("SIEMSYNC_SECRET_KEY is not set: customers' HEC tokens are stored in clear in PostgreSQL");
+    }
+    store.all_integrations().map_err(store_error)?;
+    let declared = config.file_integrations().map_err(StartError::Config)?;
+    reload::store_file_integrations(&store, &declared).map_err(store_error)?;
+    Ok(store)
+}
+
+/// PostgreSQL only: renews this node's shard leases every third of their time, so
+/// its checkpoint commits stay fenced by a live lease (and, while PostgreSQL cannot
+/// be reached, its fault shows in `/healthz` until a round succeeds again).
+fn spawn_leases(store: &Store) -> Background {
+    let mut job = Background::new("the shard leases");
+    let Some(pg) = store.postgres() else {
+        return job;
+    };
+    let every = pg.lease_time() / 3;
+    let store = store.clone();
+    job.spawn(move |mut stop| async move {
+        loop {
+            tokio::select! {
+                _ = stop.stopped() => return,
+                _ = actix_rt::time::sleep(every) => {}
+            }
+            let s = store.clone();
+            match actix_web::web::block(move || s.balance_leases()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    log::warn!("postgres: renewing the shard leases failed: {e}; retrying")
+                }
+                Err(e) => log::warn!("postgres: renewing the shard leases failed: {e}"),
+            }
+        }
+    });
+    job
+}
+
+/// PostgreSQL only: retention drops whole audit partitions (see docs/scale-out.md)
+/// every `every`, instead of the embedded store's per-account sweep.
+fn spawn_pg_retention(
+    pg: store::postgres::PgStore,
+    retention: Duration,
+    every: Duration,
+) -> Background {
+    let mut job = Background::new("the retention sweep");
+    job.spawn(move |mut stop| async move {
+        loop {
+            tokio::select! {
+                _ = stop.stopped() => return,
+                _ = actix_rt::time::sleep(every) => {}
+            }
+            match pg.sweep(retention).await {
+                Ok(outcome) => log::debug!("retention: {outcome:?}"),
+                Err(e) => {
+                    log::warn!("retention: the partition sweep failed: {e}; retrying next period")
+                }
+            }
+        }
+    });
+    job
 }
 
 /// Opens the store, starts the collectors, the Supervisor (which starts one actor per
@@ -255,13 +353,22 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         Supervisor::new(store.clone(), audit, jobs, settings, config.supervision()).start();
     supervisor.do_send(Reconcile);
 
+    // The reserve guards the disk sled writes to (off, 0, on PostgreSQL, whose disk
+    // is PostgreSQL's to watch).
+    let on_sled = store.postgres().is_none();
     let disk_reserve = Arc::new(disk_reserve::DiskReserve::new(
         &config.data_dir,
-        config.min_free_disk_bytes,
+        if on_sled {
+            config.min_free_disk_bytes
+        } else {
+            0
+        },
     ));
     // The first reading before the first request; a failure is logged and nobody is
     // refused until a reading succeeds.
-    let _ = disk_reserve.check(&store, config.account_max_backlog_bytes);
+    if on_sled {
+        let _ = disk_reserve.check(&store, config.account_max_backlog_bytes);
+    }
     let state = actix_web::web::Data::new(http::AppState {
         store: store.clone(),
         supervisor: supervisor.clone(),
@@ -288,23 +395,33 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     let addr = server.addrs()[0];
     let server = server.run();
     let handle = server.handle();
-    Ok(Service {
-        addr,
-        retention: retention::spawn(
+    let sweep_every = config.timing.retention_sweep(config.retention());
+    let retention = match store.postgres() {
+        Some(pg) => spawn_pg_retention(pg.clone(), config.retention(), sweep_every),
+        None => retention::spawn(
             store.clone(),
             retention::Policy {
                 retention: config.retention(),
                 default_quota: config.account_max_backlog_bytes,
                 notice_every: config.timing.retention_sweep(config.retention()),
             },
-            config.timing.retention_sweep(config.retention()),
+            sweep_every,
         ),
-        disk_check: disk_reserve::spawn(
-            disk_reserve,
-            store.clone(),
-            config.account_max_backlog_bytes,
-            config.timing.disk_check_secs.get(),
-        ),
+    };
+    Ok(Service {
+        addr,
+        leases: spawn_leases(&store),
+        retention,
+        disk_check: if on_sled {
+            disk_reserve::spawn(
+                disk_reserve,
+                store.clone(),
+                config.account_max_backlog_bytes,
+                config.timing.disk_check_secs.get(),
+            )
+        } else {
+            Background::new("the disk reserve's check")
+        },
         config_poll: config.timing.config_poll_secs.get(),
         store,
         supervisor,

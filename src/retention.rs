@@ -351,10 +351,10 @@ mod tests {
     use crate::store::testing::sized_audit as flood;
 
     fn setup(dir: &std::path::Path) -> (Store, AccountId) {
-        let s = Store::open(dir).unwrap();
+        let sled = crate::store::SledStore::open(dir).unwrap();
         let a = AccountId::parse("acme").unwrap();
-        crate::store::testing::integration(&s, &a, &["audit"]);
-        (s, a)
+        crate::store::testing::integration(&sled, &a, &["audit"]);
+        (Store::Sled(sled), a)
     }
 
     /// siemsync's notices in the account's stream: what each says was dropped.
@@ -397,7 +397,10 @@ mod tests {
             .events;
         s.flush_now().unwrap();
         drop(s);
-        let s = crate::store::testing::reopen(dir.path(), &crate::store::StoreOptions::new());
+        let s = Store::Sled(crate::store::testing::reopen(
+            dir.path(),
+            &crate::store::StoreOptions::new(),
+        ));
         // The service resumes: its sweep writes what the one before the crash owed.
         sweep(&s, policy(quota)).unwrap();
         assert_eq!(notices(&s, &a), vec![dropped]);

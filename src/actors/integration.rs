@@ -661,7 +661,7 @@ fn claim(deps: &Deps, part: &Batch) -> Result<Claimed, Halt> {
         .claim_for_post(&deps.it.account, part.source(), &seqs)?;
     let dropped = gone.iter().filter(|g| **g).count();
     if dropped == 0 {
-        return Ok(Claimed::Held(Some(claim)));
+        return Ok(Claimed::Held(claim));
     }
     log::info!(
         "integration {} (account {}): {dropped} {} events of the batch held for re-sending are no longer stored (retention removed them and counted them in the gap, or a newer job snapshot replaced them); not sent",

@@ -3,7 +3,7 @@
 
 use super::registry::Account;
 use super::tokens::AccountToken;
-use super::{decode, keys, Store, StoreError};
+use super::{decode, keys, SledStore as Store, StoreError};
 use crate::model::AccountId;
 use std::collections::BTreeMap;
 

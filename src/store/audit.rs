@@ -4,7 +4,7 @@
 use super::chunk::{Chunk, ChunkWriter, StoredAudit};
 use super::dedup::{id_hash, IdSet};
 use super::heads::heads_in;
-use super::{keys, Store, StoreError};
+use super::{keys, SledStore as Store, StoreError};
 use crate::model::{AccountId, AuditEvent};
 use std::ops::ControlFlow;
 

@@ -1,7 +1,7 @@
 //! What an integration has not delivered yet: the one place the status, the
 //! metrics and catch-up progress read a backlog from.
 
-use super::{Checkpoint, Store, StoreError};
+use super::{Checkpoint, SledStore as Store, StoreError};
 use crate::model::{AccountId, Integration, Source};
 use chrono::{DateTime, Utc};
 use std::ops::ControlFlow;

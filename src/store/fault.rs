@@ -2,7 +2,7 @@
 //! is noted at once, so ingest answers 503 and delivery pauses; a watcher thread
 //! then checks the disk and reopens sled once it takes writes again.
 
-use super::{Engine, Store, StoreError};
+use super::{Engine, SledStore as Store, StoreError};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The newest sequence number of each of an account's two sources: ingest moves
 //! them, and checkpoints and backlogs are measured against them.
 
-use super::{keys, Store, StoreError};
+use super::{keys, SledStore as Store, StoreError};
 use crate::model::AccountId;
 
 /// The newest sequence numbers of an account: checkpoints are compared with these.

@@ -13,7 +13,7 @@
 //! durable with the next checkpoint flush or sled's own periodic flush (every
 //! 500 ms), so a crash loses at most the last few records.
 
-use super::{decode, encode, keys, Store, StoreError};
+use super::{decode, encode, keys, SledStore as Store, StoreError};
 use crate::model::AccountId;
 use crate::model::{Failure, FailureKind};
 use chrono::{DateTime, Duration, TimeZone, Utc};

@@ -3,7 +3,7 @@
 
 use super::dedup::id_hash;
 use super::heads::heads_in;
-use super::{decode, encode, keys, Store, StoreError};
+use super::{decode, encode, keys, SledStore as Store, StoreError};
 use crate::model::{AccountId, JobSnapshot};
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};

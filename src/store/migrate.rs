@@ -6,7 +6,7 @@
 
 use super::chunk::{ChunkWriter, CHUNK_FORMAT};
 use super::dedup::id_hash;
-use super::{decode, keys, Store, StoreError};
+use super::{decode, keys, SledStore as Store, StoreError};
 use crate::model::AuditEvent;
 
 /// The layout `FORMAT` records once every audit record is a chunk.

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod audit;
+mod backend;
 mod backlog;
 mod chunk;
 mod dedup;
@@ -26,6 +27,7 @@ mod tokens;
 
 pub use accounts::KnownAccount;
 pub use audit::IngestOutcome;
+pub use backend::Store;
 pub use backlog::Backlog;
 pub use chunk::StoredAudit;
 pub use heads::Heads;
@@ -82,6 +84,12 @@ pub enum StoreError {
     /// The rewrite that seals tokens at rest failed (the old store is kept).
     #[error("rewriting the store to seal its HEC tokens failed: {0}")]
     Rewrite(String),
+    /// PostgreSQL refused for a reason other than being unreachable (see `PgError`).
+    #[error("{0}")]
+    Postgres(postgres::PgError),
+    /// Not possible on this backend (yet): the message says what and why.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
@@ -132,9 +140,10 @@ impl Default for StoreOptions {
 /// The default period of the fault watcher.
 pub const DEFAULT_WATCH_EVERY: Duration = Duration::from_secs(1);
 
-/// Cheap to clone: every clone is the same database.
+/// The embedded store on sled. Cheap to clone: every clone is the same database.
+/// The service reaches it through [`Store`] (see `backend`).
 #[derive(Clone)]
-pub struct Store {
+pub struct SledStore {
     inner: Arc<Inner>,
 }
 
@@ -225,11 +234,11 @@ struct Inner {
     paced: pace::Paced,
 }
 
-impl Store {
+impl SledStore {
     /// Opens the store as the service runs it: with a secret key, HEC tokens are
     /// sealed at rest. A watcher notices a failing disk and reopens sled once the
     /// fault is gone.
-    pub fn open_with_options(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+    pub fn open_with_options(dir: &Path, options: &StoreOptions) -> Result<SledStore, StoreError> {
         let mut store = Self::open_with(dir, Some(options.cache_bytes))?;
         let inner = Arc::get_mut(&mut store.inner).expect("just opened");
         inner.cipher = options.secret_key.as_deref().map(secrets::TokenCipher::new);
@@ -241,15 +250,15 @@ impl Store {
 
     /// Opens the store in `dir` with sled's defaults and no fault watcher: for tools
     /// and tests that need no service settings.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         Self::open_with(dir, None)
     }
 
-    fn open_with(dir: &Path, cache_bytes: Option<u64>) -> Result<Store, StoreError> {
+    fn open_with(dir: &Path, cache_bytes: Option<u64>) -> Result<SledStore, StoreError> {
         reseal::finish_interrupted(dir)?;
         let engine = Engine::open(dir, cache_bytes, 0)?;
         let id_floor = id_floor(&engine.registry)?;
-        let store = Store {
+        let store = SledStore {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 cache_bytes,
@@ -390,7 +399,7 @@ mod tests {
         // sled lets go of its file lock a moment after the store is dropped.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match Store::open(dir.path()) {
+            match SledStore::open(dir.path()) {
                 Err(StoreError::Corrupt { key, .. }) => {
                     assert_eq!(key, "idfloor");
                     return;

@@ -3,7 +3,7 @@
 //! batches, or a replay's count of a large account — without storing millions of
 //! events. A build without the feature has the same calls, doing nothing.
 
-use super::Store;
+use super::SledStore as Store;
 #[cfg(feature = "test-hooks")]
 use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(feature = "test-hooks")]

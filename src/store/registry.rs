@@ -1,7 +1,7 @@
 //! The registry: accounts, integrations and their checkpoints, and what hangs off an
 //! integration (dead letters, its last connection report, its replay), removed with it.
 
-use super::{decode, encode, keys, secrets, Store, StoreError};
+use super::{decode, encode, keys, secrets, SledStore as Store, StoreError};
 use crate::model::{AccountId, Failure, Integration, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -231,7 +231,7 @@ pub fn seal_tokens_at_rest(dir: &Path, cipher: &TokenCipher) -> Result<usize, St
 mod tests {
     use super::*;
     use crate::model::{AccountId, Integration, IntegrationChange, IntegrationPolicy};
-    use crate::store::{Store, StoreOptions};
+    use crate::store::{SledStore as Store, StoreOptions};
 
     const TOKEN: &str = "c1ea77e5-0000-4000-8000-000000000042";
     const KEY: &str = "a secret key that is long enough to seal with";

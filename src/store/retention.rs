@@ -3,7 +3,7 @@
 //! integration loses to retention is recorded as a gap, never skipped silently.
 
 use super::jobs::StoredJob;
-use super::{decode, encode, keys, Store, StoreError};
+use super::{decode, encode, keys, SledStore as Store, StoreError};
 use crate::model::{AccountId, AuditEvent, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

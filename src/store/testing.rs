@@ -1,6 +1,6 @@
 //! Helpers for the store's unit tests.
 
-use super::{Store, StoreOptions};
+use super::{SledStore as Store, StoreOptions};
 use crate::model::{AccountId, AuditEvent, JobSnapshot};
 use chrono::Utc;
 use serde_json::json;

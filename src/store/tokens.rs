@@ -1,7 +1,7 @@
 //! Account-scoped API tokens: shown once when made, stored only as a SHA-256 hash.
 
 use super::secrets::SecretError;
-use super::{decode, encode, Store, StoreError};
+use super::{decode, encode, SledStore as Store, StoreError};
 use crate::model::AccountId;
 use chrono::{DateTime, Utc};
 use ring::rand::SecureRandom;

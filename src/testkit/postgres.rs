@@ -126,6 +126,17 @@ fn postgres_ids() -> Result<(u32, u32), HarnessError> {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The cluster every test of this process shares (a database each): a cluster
+/// start costs seconds, a database milliseconds. `None` (the test is skipped) only
+/// where PostgreSQL is not installed and `CI` is not set; stopped by the cluster's
+/// watchdog when the process ends.
+pub fn shared() -> Option<&'static PgCluster> {
+    static CLUSTER: std::sync::OnceLock<Option<PgCluster>> = std::sync::OnceLock::new();
+    CLUSTER
+        .get_or_init(|| PgCluster::start_or_skip(ClusterOptions::default()))
+        .as_ref()
+}
+
 impl PgCluster {
     /// Starts a cluster, or returns `None` (after saying why) when the PostgreSQL
     /// binaries are not installed — except in CI (`CI` set), where that is a failure.

@@ -17,6 +17,38 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Which store a service under test runs on: the same tests run on either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store in the test's data directory (the default).
+    Sled,
+    /// A fresh database on this test binary's shared PostgreSQL cluster.
+    Postgres,
+}
+
+impl Backend {
+    /// The `SIEMSYNC_*` overrides that put a service on this backend: none for
+    /// sled; for PostgreSQL a new database of its own (the harness's cluster,
+    /// started on first use). `None` only where PostgreSQL is not installed outside
+    /// CI: the caller skips the test (the harness said why).
+    pub fn env(self) -> Option<Vec<(String, String)>> {
+        match self {
+            Backend::Sled => Some(Vec::new()),
+            Backend::Postgres => {
+                let cluster = super::postgres::shared()?;
+                let db = cluster
+                    .create_database()
+                    .unwrap_or_else(|e| panic!("creating a test database: {e}"));
+                Some(vec![
+                    ("SIEMSYNC_STORE".into(), "postgres".into()),
+                    ("SIEMSYNC_POSTGRES_URL".into(), cluster.url(&db)),
+                    ("SIEMSYNC_NODE_NAME".into(), format!("node-{db}")),
+                ])
+            }
+        }
+    }
+}
+
 /// The config file the service ships with.
 pub fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/siemsync.toml")

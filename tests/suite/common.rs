@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+pub use siemsync::testkit::service::Backend;
 use siemsync::testkit::service::{self, InProcess};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -234,6 +235,80 @@ impl Drop for Siemsync {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+/// The store the tests of this module run on (`on_postgres`'s common says
+/// `Postgres`): a promise only one store makes returns early on the other, saying so.
+pub const BACKEND: Backend = Backend::Sled;
+
+/// A [`Siemsync`] on PostgreSQL: what the modules of `on_postgres` (main.rs) see as
+/// `Siemsync`, so the same promise tests run on both backends. Each service gets a
+/// database of its own on the test binary's shared cluster (kept across `restart`);
+/// everything else is the plain `Siemsync`, which it dereferences to.
+pub struct PgSiemsync(Siemsync);
+
+impl PgSiemsync {
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> PgSiemsync {
+        Self::start_with(&shipped(), data_dir, env)
+    }
+
+    pub fn start_with(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> PgSiemsync {
+        let env = on_postgres(data_dir, env);
+        PgSiemsync(Siemsync::start_with(config, data_dir, &borrowed(&env)))
+    }
+
+    pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> PgSiemsync {
+        Self::spawn_with(&shipped(), data_dir, env)
+    }
+
+    pub fn spawn_with(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> PgSiemsync {
+        let env = on_postgres(data_dir, env);
+        PgSiemsync(Siemsync::spawn_with(config, data_dir, &borrowed(&env)))
+    }
+}
+
+impl std::ops::Deref for PgSiemsync {
+    type Target = Siemsync;
+    fn deref(&self) -> &Siemsync {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PgSiemsync {
+    fn deref_mut(&mut self) -> &mut Siemsync {
+        &mut self.0
+    }
+}
+
+/// The PostgreSQL settings of `data_dir`, then the test's own, which win. A data
+/// directory stands for its database, as it stands for sled's files: a service
+/// started again on the same directory (a restart test) finds the same data.
+fn on_postgres(data_dir: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
+    type Overrides = Vec<(String, String)>;
+    static DATABASES: std::sync::Mutex<Vec<(PathBuf, Overrides)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut known = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    // A sync every quarter second, not every tenth: an idle sync is a few
+    // PostgreSQL round trips (its history record is a transaction), where sled's
+    // are microseconds, and fifty integrations syncing ten times a second would
+    // take more than this 2-core machine has. A test's own interval still wins.
+    let mut all = vec![("SIEMSYNC_SYNC_INTERVAL_SECS".to_owned(), "0.25".to_owned())];
+    all.extend(match known.iter().find(|(dir, _)| dir == data_dir) {
+        Some((_, db)) => db.clone(),
+        None => {
+            let db = service::Backend::Postgres.env().unwrap_or_else(|| {
+                panic!("this test runs on PostgreSQL, whose server binaries are not installed (install Debian's `postgresql` package, or set SIEMSYNC_PG_BINDIR)")
+            });
+            known.push((data_dir.to_owned(), db.clone()));
+            db
+        }
+    });
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    all
+}
+
+fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// A small JSON client for the API.

@@ -1,7 +1,7 @@
 //! Changes racing each other: whatever order the requests arrive in, the running
 //! actor matches what is stored, and a deleted integration stays deleted.
 
-use crate::common::*;
+use super::common::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! restarts and seen only by its account; and the administrator's overview of every
 //! integration, counted per state, sorted and paged by the service.
 
-use crate::common::*;
+use super::common::*;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use siemsync::testkit::{Behaviour, HecServer};

@@ -3,7 +3,7 @@
 //!
 //! Short form in the suite; longer: `SIEMSYNC_OUTAGE_SECS=120 SIEMSYNC_OUTAGE_RATE=5000 cargo test --release --test outage -- --nocapture`.
 
-use crate::common::*;
+use super::common::*;
 use serde_json::json;
 use siemsync::testkit::{Behaviour, HecServer};
 

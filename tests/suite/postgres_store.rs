@@ -17,19 +17,15 @@ use siemsync::store::{
     Account, Attempt, Checkpoint, IngestOutcome, PerSource, SyncError, SyncRecord, SyncResult,
     HISTORY_MAX_RECORDS,
 };
-use siemsync::testkit::postgres::{ClusterOptions, PgCluster};
+use siemsync::testkit::postgres::PgCluster;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The cluster this test binary shares; `None` (the test is skipped) only where
 /// PostgreSQL is not installed and `CI` is not set.
 fn cluster() -> Option<&'static PgCluster> {
-    static CLUSTER: OnceLock<Option<PgCluster>> = OnceLock::new();
-    CLUSTER
-        .get_or_init(|| PgCluster::start_or_skip(ClusterOptions::default()))
-        .as_ref()
+    siemsync::testkit::postgres::shared()
 }
 
 /// A fresh database on the shared cluster, as a URL.

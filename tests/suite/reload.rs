@@ -1,6 +1,6 @@
 //! Hot reload of integrations declared in the config file.
 
-use crate::common::*;
+use super::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{HecServer, HecServerConfig};
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! End-to-end tests: the real binary, real sled, real HTTP, and the strict HEC test server.
 
-use crate::common::*;
+use super::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{Behaviour, HecServer};
 use std::collections::HashMap;
@@ -280,6 +280,44 @@ async fn catch_up_delivers_everything_after_outage_once_and_in_order() {
         hec.posts().iter().filter(|p| p.status == 200).count() > 2,
         "the backlog went in several capped posts"
     );
+}
+
+#[actix_rt::test]
+async fn a_retried_ingest_is_stored_once_and_each_event_delivered_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &[]);
+    let api = svc.api();
+    let hec = HecServer::start(TOKEN_A);
+    api.enable_account("acme").await;
+    let id = api.add_integration("acme", TOKEN_A, &hec.base_url()).await;
+    let first = api.post_audit("acme", &audit_events("d", 0, 50)).await;
+    assert_eq!(
+        (first["accepted"].as_u64(), first["duplicates"].as_u64()),
+        (Some(50), Some(0)),
+        "{first}"
+    );
+    // The platform retries the whole request (its answer was lost), then sends one
+    // that overlaps it: only the new ids are stored.
+    let retry = api.post_audit("acme", &audit_events("d", 0, 50)).await;
+    assert_eq!(
+        (retry["accepted"].as_u64(), retry["duplicates"].as_u64()),
+        (Some(0), Some(50)),
+        "{retry}"
+    );
+    let overlap = api.post_audit("acme", &audit_events("d", 25, 50)).await;
+    assert_eq!(
+        (overlap["accepted"].as_u64(), overlap["duplicates"].as_u64()),
+        (Some(25), Some(25)),
+        "{overlap}"
+    );
+    eventually(T, "75 distinct events", || {
+        audit_ids(&hec.events()).len() >= 75
+    })
+    .await;
+    // Syncs that would have sent a stored repeat.
+    more_syncs(&api, "acme", &id, 3).await;
+    let want: Vec<String> = (0..75).map(|i| format!("d-{i}")).collect();
+    assert_eq!(audit_ids(&hec.events()), want, "each event once, in order");
 }
 
 /// Drains a slow backlog, stops the service mid-way (`hard`: SIGKILL), restarts it on

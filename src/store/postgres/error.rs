@@ -91,8 +91,14 @@ impl From<tokio_postgres::Error> for PgError {
         }
         // Without a SQLSTATE: the connection closed, an I/O error, a timeout or a
         // failed connect — all of them "cannot reach a working server".
-        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-        let text = e.to_string();
+        let source = std::error::Error::source(&e);
+        let io = source.is_some_and(|s| s.is::<std::io::Error>());
+        // "error connecting to server" alone does not say why: add the cause
+        // ("Connection refused", a timeout). It never holds the URL.
+        let text = match source {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        };
         if e.is_closed() || io || text.contains("connect") || text.contains("does not allow writes")
         {
             PgError::Unavailable(text)

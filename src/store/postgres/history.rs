@@ -204,6 +204,9 @@ impl PgStore {
     ) -> Result<Vec<SyncRecord>, PgError> {
         let id = *id;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // "Since the beginning" arrives as chrono's earliest time, which PostgreSQL's
+        // timestamptz cannot hold; no kept sync started before 1970.
+        let since = since.max(DateTime::UNIX_EPOCH);
         self.run(move |s| async move {
             s.pool
                 .get()

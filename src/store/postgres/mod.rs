@@ -11,6 +11,7 @@
 //! the connection pool spawns each connection's driver task where the connection is
 //! made, and a driver must not die with the arbiter that happened to make it.
 
+mod accounts;
 mod audit;
 mod error;
 mod history;
@@ -245,6 +246,24 @@ impl PgStore {
         self.handle().block_on(f)
     }
 
+    /// Runs a future of this store to completion from any thread, also one that
+    /// runs another runtime's tasks (an actix arbiter, a blocking pool thread),
+    /// where [`PgStore::block_on`] would panic: the thread waits parked, as it
+    /// waits for sled's I/O, while the work runs on the store's own threads.
+    pub fn wait<F: Future>(&self, f: F) -> F::Output {
+        let _entered = self
+            .runtime
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+            .enter();
+        // Unconstrained: the thread may be inside a task of another runtime that
+        // spent its cooperative budget (an actor making many store calls in one
+        // turn); with the budget enforced, every poll of the store task's handle
+        // would answer "not yet" and wake at once, and the thread would spin for ever.
+        park_until_done(tokio::task::unconstrained(f))
+    }
+
     /// Why PostgreSQL cannot take writes right now, if so (for `/healthz` and ingest).
     pub fn fault(&self) -> Option<String> {
         self.shared.fault()
@@ -258,6 +277,11 @@ impl PgStore {
     /// The shard an integration belongs to: fixed by its id.
     pub fn shard_of(&self, id: &Uuid) -> i32 {
         self.shared.shard_of(id)
+    }
+
+    /// How long a shard lease lasts unless renewed.
+    pub fn lease_time(&self) -> Duration {
+        self.shared.options.lease
     }
 
     /// How many shards there are.
@@ -310,6 +334,29 @@ impl Shared {
 
     fn recent(&self) -> std::sync::MutexGuard<'_, RecentIds> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Polls `f` on this thread, parked between wake-ups: for futures whose work runs
+/// on another runtime (the store's), awaited from code that must not start one.
+pub fn park_until_done<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark()
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark()
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
     }
 }
 

@@ -279,6 +279,18 @@ fn checkpoint_of(row: &tokio_postgres::Row) -> Checkpoint {
     }
 }
 
+/// The account record in `row`'s columns from `at` on: siem_enabled, updated_at,
+/// ingest_events_per_sec, ingest_burst, max_backlog_bytes.
+pub(super) fn account_of(r: &tokio_postgres::Row, at: usize) -> Account {
+    Account {
+        siem_enabled: r.get(at),
+        updated_at: r.get(at + 1),
+        ingest_events_per_sec: r.get::<_, Option<i64>>(at + 2).map(|v| v as u64),
+        ingest_burst: r.get::<_, Option<i64>>(at + 3).map(|v| v as u64),
+        max_backlog_bytes: r.get::<_, Option<i64>>(at + 4).map(|v| v as u64),
+    }
+}
+
 impl PgStore {
     /// Sets an account's feature switch (the platform's call).
     pub async fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), PgError> {
@@ -325,13 +337,7 @@ impl PgStore {
                     &[&id.as_str()],
                 )
                 .await?
-                .map(|r| Account {
-                    siem_enabled: r.get(0),
-                    updated_at: r.get(1),
-                    ingest_events_per_sec: r.get::<_, Option<i64>>(2).map(|v| v as u64),
-                    ingest_burst: r.get::<_, Option<i64>>(3).map(|v| v as u64),
-                    max_backlog_bytes: r.get::<_, Option<i64>>(4).map(|v| v as u64),
-                }))
+                .map(|r| account_of(&r, 0)))
         })
         .await
     }

@@ -1,0 +1,865 @@
+//! One store interface, two backends: [`Store`] is what the actors, the HTTP
+//! handlers, retention, reload and the CLI hold, and it is either the embedded sled
+//! store ([`SledStore`], the default) or PostgreSQL ([`PgStore`], several nodes).
+//!
+//! Why an enum and not a trait object or a generic: the ~50 operations keep exactly
+//! the names, arguments and results they had on sled, so no call site changes (it
+//! still says `Store`, `store.commit(..)`, `Store::append_audit` as a function
+//! pointer); a dispatch is one `match` on two variants, which the compiler inlines,
+//! with no vtable and no boxing of the generic visitors (`audit_after`,
+//! `jobs_changed_after`, `replay::<T>`), which a trait object could not take at all.
+//! A generic `Store<B>` would have spread a type parameter through every actor,
+//! message and handler.
+//!
+//! The operations are synchronous, as on sled. On PostgreSQL each runs on the
+//! store's own runtime and the calling thread waits parked ([`PgStore::wait`]) —
+//! where sled's calls wait for the disk: the ingest handlers' blocking pool
+//! (`web::block`), the collectors' sync arbiters, and the integration, replay and
+//! supervisor actors on their arbiters (one round trip per checkpoint commit or
+//! read, as sled's calls block them for a read or a flush today).
+//!
+//! What is the embedded store's alone (its test hooks, the per-account quota sweep
+//! with in-flight claims): on PostgreSQL retention drops whole audit partitions
+//! instead (`PgStore::sweep`, run by `lib.rs`), so the quota sweep's operations
+//! answer `Unsupported`, the claim is empty, and asking for a sweep does nothing.
+
+use super::postgres::{Expected, Fence, Holdings, PgError, PgOptions, PgStore};
+use super::{
+    Account, AccountToken, AuditSweep, Backlog, Checkpoint, DeadLetter, Gap, Heads, IngestOutcome,
+    KnownAccount, OverviewRow, PostClaim, QuotaDrops, Readers, SledStore, StoreError, StoreOptions,
+    StoredAudit, StoredJob, SyncRecord, SyncSummary,
+};
+use crate::model::{AccountId, AuditEvent, Integration, JobSnapshot, Source};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use uuid::Uuid;
+
+/// The service's store: sled or PostgreSQL (see the module's note). Cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    /// The embedded store in the data directory.
+    Sled(SledStore),
+    /// PostgreSQL, with this node's shard leases.
+    Postgres(PgNode),
+}
+
+/// A node on PostgreSQL: the store, and the shard leases its last balancing round
+/// left it holding — what its checkpoint commits are fenced by.
+#[derive(Clone)]
+pub struct PgNode {
+    pg: PgStore,
+    holdings: Arc<RwLock<Holdings>>,
+}
+
+impl From<PgError> for StoreError {
+    fn from(e: PgError) -> StoreError {
+        match e {
+            // Callers act on these as on sled's: 503 and retry, 404, 409.
+            PgError::Unavailable(why) => StoreError::Unavailable(why),
+            PgError::Gone => StoreError::Gone,
+            PgError::VersionConflict { actual: None, .. } => StoreError::Gone,
+            PgError::VersionConflict { .. } => StoreError::Changed,
+            PgError::Corrupt { key, reason } => StoreError::Corrupt { key, reason },
+            PgError::Secret(e) => StoreError::Secret(e),
+            // A node that lost a lease must not move the checkpoint: the delivery
+            // stops and retries, and only the lease holder's commit can succeed.
+            e @ PgError::LeaseLost { .. } => StoreError::Unavailable(e.to_string()),
+            other => StoreError::Postgres(other),
+        }
+    }
+}
+
+impl PgNode {
+    fn wait<T>(&self, f: impl Future<Output = Result<T, PgError>>) -> Result<T, StoreError> {
+        self.pg.wait(f).map_err(StoreError::from)
+    }
+
+    /// The fence of integration `id`'s checkpoint commits: this node's lease on its shard.
+    fn fence(&self, id: &Uuid) -> Result<Fence, StoreError> {
+        let shard = self.pg.shard_of(id);
+        self.holdings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .fence(self.pg.node_name(), shard)
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "this node ({}) holds no lease on shard {shard} of integration {id} now; its checkpoint moves once the lease is held",
+                    self.pg.node_name()
+                ))
+            })
+    }
+}
+
+/// Jobs read per round trip when `running_jobs` pages through PostgreSQL.
+const RUNNING_PAGE: usize = 256;
+
+impl Store {
+    /// Opens the embedded store as the service runs it (see [`SledStore::open_with_options`]).
+    pub fn open_with_options(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        SledStore::open_with_options(dir, options).map(Store::Sled)
+    }
+
+    /// Opens the embedded store with sled's defaults (tools and tests).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        SledStore::open(dir).map(Store::Sled)
+    }
+
+    /// Connects to PostgreSQL (migrating the schema), from any thread, and takes
+    /// this node's first shard leases, so that its first commits are fenced.
+    pub fn connect_postgres(options: PgOptions) -> Result<Store, StoreError> {
+        let pg = super::postgres::park_until_done(PgStore::connect(options))?;
+        let node = PgNode {
+            pg,
+            holdings: Arc::default(),
+        };
+        let store = Store::Postgres(node);
+        let holdings = store.balance_leases()?.unwrap_or_default();
+        // Several nodes do not share the shards yet (each would deliver every
+        // integration, and all but the lease holder would re-send without end): a
+        // second live node is refused, the first keeps running.
+        let me = store.postgres().map(|pg| pg.node_name().to_owned());
+        let others: Vec<&String> = holdings
+            .live_nodes
+            .iter()
+            .filter(|n| Some(*n) != me.as_ref())
+            .collect();
+        if !others.is_empty() {
+            let refusal = format!(
+                "another siemsync node is live on this database ({}): one node per database until several nodes share the shards (issue 16). A node that stopped cleanly leaves at once; one that was killed leaves when its lease lapses",
+                others.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            if let Err(e) = store.leave() {
+                log::warn!("postgres: leaving after the refusal failed: {e}; this node's heartbeat lapses by itself");
+            }
+            return Err(StoreError::Unsupported(refusal));
+        }
+        Ok(store)
+    }
+
+    /// The PostgreSQL store, when this is one.
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match self {
+            Store::Sled(_) => None,
+            Store::Postgres(n) => Some(&n.pg),
+        }
+    }
+
+    /// One round of shard ownership on PostgreSQL (heartbeat, renew, claim): the
+    /// holdings that fence this node's commits until the next round. Nothing to do
+    /// on sled, where one process owns everything.
+    pub fn balance_leases(&self) -> Result<Option<Holdings>, StoreError> {
+        let Store::Postgres(n) = self else {
+            return Ok(None);
+        };
+        let holdings = n.wait(n.pg.balance())?;
+        let mut held = n.holdings.write().unwrap_or_else(|p| p.into_inner());
+        if held.held.len() != holdings.held.len() {
+            log::info!(
+                "postgres: node {} holds {} of {} shards (live nodes: {})",
+                n.pg.node_name(),
+                holdings.held.len(),
+                n.pg.shards(),
+                holdings.live_nodes.join(", ")
+            );
+        }
+        *held = holdings.clone();
+        Ok(Some(holdings))
+    }
+
+    /// A clean stop on PostgreSQL: hands every shard back at once. Nothing on sled.
+    pub fn leave(&self) -> Result<(), StoreError> {
+        if let Store::Postgres(n) = self {
+            n.wait(n.pg.leave())?;
+            *n.holdings.write().unwrap_or_else(|p| p.into_inner()) = Holdings::default();
+        }
+        Ok(())
+    }
+
+    // ---- health and durability ----
+
+    /// Why the store cannot take writes right now, if so (`/healthz`, ingest).
+    pub fn fault(&self) -> Option<String> {
+        match self {
+            Store::Sled(s) => s.fault(),
+            // The pool's words ("error connecting to server") do not say to what.
+            Store::Postgres(n) => {
+                n.pg.fault()
+                    .map(|why| format!("no writable PostgreSQL answers: {why}"))
+            }
+        }
+    }
+
+    /// Notes the outcome of a write (sled marks its disk faulty on an I/O error;
+    /// PostgreSQL's operations note their own outcome).
+    pub fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match self {
+            Store::Sled(s) => s.noted(result),
+            Store::Postgres(_) => result,
+        }
+    }
+
+    /// Waits until every write made before the call is durable. On PostgreSQL a
+    /// write is durable when its call returned (its transaction committed).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.flush().await,
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Which opening of the database writes go to now (sled reopens after a fault;
+    /// PostgreSQL has one generation: a commit that returned is durable).
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(s) => s.generation(),
+            Store::Postgres(_) => Ok(0),
+        }
+    }
+
+    /// Like `flush`, failing when sled was reopened since `generation`.
+    pub async fn flush_since(&self, generation: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.flush_since(generation).await,
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Synchronous flush, for shutdown.
+    pub fn flush_now(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.flush_now(),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// The bytes the store takes: sled's files, or PostgreSQL's database.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(s) => s.size_on_disk(),
+            Store::Postgres(n) => n.wait(n.pg.size_on_disk()),
+        }
+    }
+
+    /// Test builds: slows the embedded store down (see `pace`). PostgreSQL is not
+    /// paced: a test that needs it runs on sled.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_pace(&self, pace: super::Pace) {
+        match self {
+            Store::Sled(s) => s.set_pace(pace),
+            Store::Postgres(_) => panic!("set_pace is a test hook of the embedded store only"),
+        }
+    }
+
+    /// Test builds: how many batches the embedded store's sweeps have run.
+    #[cfg(feature = "test-hooks")]
+    pub fn sweep_batches(&self) -> u64 {
+        match self {
+            Store::Sled(s) => s.sweep_batches(),
+            Store::Postgres(_) => 0,
+        }
+    }
+
+    /// Test builds: the embedded store's pause before counting (see `pace`).
+    pub fn before_count(&self) {
+        if let Store::Sled(s) = self {
+            s.before_count()
+        }
+    }
+
+    // ---- accounts and tokens ----
+
+    /// Every account siemsync has heard of, sorted by name.
+    pub fn known_accounts(&self) -> Result<Vec<KnownAccount>, StoreError> {
+        match self {
+            Store::Sled(s) => s.known_accounts(),
+            Store::Postgres(n) => n.wait(n.pg.known_accounts()),
+        }
+    }
+
+    /// Whether siemsync has heard of the account at all.
+    pub fn knows_account(&self, id: &AccountId) -> Result<bool, StoreError> {
+        match self {
+            Store::Sled(s) => s.knows_account(id),
+            Store::Postgres(n) => n.wait(n.pg.knows_account(id)),
+        }
+    }
+
+    /// Sets an account's feature switch.
+    pub fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.put_account(id, account),
+            Store::Postgres(n) => n.wait(n.pg.put_account(id, account)),
+        }
+    }
+
+    /// An account's feature switch, if it was ever set.
+    pub fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        match self {
+            Store::Sled(s) => s.account(id),
+            Store::Postgres(n) => n.wait(n.pg.account(id)),
+        }
+    }
+
+    /// Makes an account token; answers it and its secret (shown once).
+    pub fn create_token(
+        &self,
+        account: &AccountId,
+        name: Option<String>,
+    ) -> Result<(AccountToken, String), StoreError> {
+        match self {
+            Store::Sled(s) => s.create_token(account, name),
+            Store::Postgres(n) => n.wait(n.pg.create_token(account, name)),
+        }
+    }
+
+    /// The account token a bearer secret stands for, if any.
+    pub fn token_for_secret(&self, secret: &str) -> Result<Option<AccountToken>, StoreError> {
+        match self {
+            Store::Sled(s) => s.token_for_secret(secret),
+            Store::Postgres(n) => n.wait(n.pg.token_for_secret(secret)),
+        }
+    }
+
+    /// The tokens of `account` (never their secrets).
+    pub fn tokens_of(&self, account: &AccountId) -> Result<Vec<AccountToken>, StoreError> {
+        match self {
+            Store::Sled(s) => s.tokens_of(account),
+            Store::Postgres(n) => n.wait(n.pg.tokens_of(account)),
+        }
+    }
+
+    /// Deletes an account's token; whether there was one.
+    pub fn delete_token(&self, account: &AccountId, id: &Uuid) -> Result<bool, StoreError> {
+        match self {
+            Store::Sled(s) => s.delete_token(account, id),
+            Store::Postgres(n) => n.wait(n.pg.delete_token(account, id)),
+        }
+    }
+
+    // ---- events ----
+
+    /// Stores audit events in order, ignoring retries within the dedup window;
+    /// durable once this returned (sled: after `flush_since`).
+    pub fn append_audit(
+        &self,
+        account: &AccountId,
+        events: Vec<AuditEvent>,
+    ) -> Result<IngestOutcome, StoreError> {
+        match self {
+            Store::Sled(s) => s.append_audit(account, events),
+            Store::Postgres(n) => n.wait(n.pg.append_audit(account, events)),
+        }
+    }
+
+    /// Stores job snapshots; answers how many changed a job.
+    pub fn put_jobs(
+        &self,
+        account: &AccountId,
+        jobs: Vec<JobSnapshot>,
+    ) -> Result<usize, StoreError> {
+        match self {
+            Store::Sled(s) => s.put_jobs(account, jobs),
+            Store::Postgres(n) => n.wait(n.pg.put_jobs(account, jobs)),
+        }
+    }
+
+    /// The bytes the account's stored audit events take.
+    pub fn stored_bytes(&self, account: &AccountId) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(s) => s.stored_bytes(account),
+            Store::Postgres(n) => n.wait(n.pg.audit_bytes_after(account, 0)),
+        }
+    }
+
+    /// The bytes of stored audit events the slowest reader (`min_delivered`) has not passed.
+    pub fn backlog_bytes(
+        &self,
+        account: &AccountId,
+        min_delivered: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(s) => s.backlog_bytes(account, min_delivered),
+            Store::Postgres(n) => {
+                n.wait(n.pg.audit_bytes_after(account, min_delivered.unwrap_or(0)))
+            }
+        }
+    }
+
+    /// Visits the stored audit events after `after`, in order, until `visit` breaks.
+    pub fn audit_after(
+        &self,
+        account: &AccountId,
+        after: u64,
+        visit: impl FnMut(&StoredAudit<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.audit_after(account, after, visit),
+            Store::Postgres(n) => n.wait(n.pg.audit_after(account, after, visit)),
+        }
+    }
+
+    /// Visits the job snapshots changed after `after`, in order, until `visit` breaks.
+    pub fn jobs_changed_after(
+        &self,
+        account: &AccountId,
+        after: u64,
+        visit: impl FnMut(StoredJob) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.jobs_changed_after(account, after, visit),
+            Store::Postgres(n) => n.wait(n.pg.jobs_changed_after(account, after, visit)),
+        }
+    }
+
+    /// Visits the jobs still in progress, by job id, after `after_job`, until `visit` breaks.
+    pub fn running_jobs(
+        &self,
+        account: &AccountId,
+        after_job: Option<&str>,
+        mut visit: impl FnMut(StoredJob) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let n = match self {
+            Store::Sled(s) => return s.running_jobs(account, after_job, visit),
+            Store::Postgres(n) => n,
+        };
+        let mut after = after_job.map(str::to_owned);
+        loop {
+            let page = n.wait(n.pg.running_jobs(account, after.as_deref(), RUNNING_PAGE))?;
+            let full = page.len() == RUNNING_PAGE;
+            after = page.last().map(|j| j.snapshot.job.clone());
+            for job in page {
+                if visit(job).is_break() {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The account's last audit sequence and job change.
+    pub fn heads(&self, account: &AccountId) -> Result<Heads, StoreError> {
+        match self {
+            Store::Sled(s) => s.heads(account),
+            Store::Postgres(n) => n.wait(n.pg.heads(account)),
+        }
+    }
+
+    /// What an integration has not delivered yet.
+    pub fn backlog(&self, it: &Integration, cp: &Checkpoint) -> Result<Backlog, StoreError> {
+        match self {
+            Store::Sled(s) => s.backlog(it, cp),
+            Store::Postgres(n) => n.wait(n.pg.backlog(it, cp)),
+        }
+    }
+
+    /// Audit events after `after`: how many, and when the oldest arrived.
+    pub fn audit_backlog(
+        &self,
+        account: &AccountId,
+        after: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        match self {
+            Store::Sled(s) => s.audit_backlog(account, after),
+            Store::Postgres(n) => n.wait(n.pg.audit_backlog(account, after)),
+        }
+    }
+
+    /// Job snapshots changed after `after`: how many, and when the oldest arrived.
+    pub fn job_backlog(
+        &self,
+        account: &AccountId,
+        after: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        match self {
+            Store::Sled(s) => s.job_backlog(account, after),
+            Store::Postgres(n) => n.wait(n.pg.job_backlog(account, after)),
+        }
+    }
+
+    // ---- integrations ----
+
+    /// Stores `it` over version `expected` (`None`: a new one); answers it with its
+    /// new version. `Changed` / `Gone` when another write came first.
+    pub fn put_integration(
+        &self,
+        it: &Integration,
+        expected: Option<u64>,
+    ) -> Result<Integration, StoreError> {
+        match self {
+            Store::Sled(s) => s.put_integration(it, expected),
+            Store::Postgres(n) => {
+                let cas = expected.map_or(Expected::New, Expected::Version);
+                let version = n.wait(n.pg.put_integration(it, cas))?;
+                Ok(Integration {
+                    version,
+                    ..it.clone()
+                })
+            }
+        }
+    }
+
+    /// Whether an integration should be delivering.
+    pub fn is_active(&self, it: &Integration) -> Result<bool, StoreError> {
+        match self {
+            Store::Sled(s) => s.is_active(it),
+            Store::Postgres(n) => n.wait(n.pg.is_active(it)),
+        }
+    }
+
+    /// Integration `id` of `account`, with its token opened.
+    pub fn integration(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+    ) -> Result<Option<Integration>, StoreError> {
+        match self {
+            Store::Sled(s) => s.integration(account, id),
+            Store::Postgres(n) => Ok(n.wait(n.pg.integration(account, id))?.map(versioned)),
+        }
+    }
+
+    /// Every integration of `account`.
+    pub fn integrations_of(&self, account: &AccountId) -> Result<Vec<Integration>, StoreError> {
+        match self {
+            Store::Sled(s) => s.integrations_of(account),
+            Store::Postgres(n) => Ok(n
+                .wait(n.pg.integrations_of(account))?
+                .into_iter()
+                .map(versioned)
+                .collect()),
+        }
+    }
+
+    /// Every stored integration of every account.
+    pub fn all_integrations(&self) -> Result<Vec<Integration>, StoreError> {
+        match self {
+            Store::Sled(s) => s.all_integrations(),
+            Store::Postgres(n) => Ok(n
+                .wait(n.pg.all_integrations())?
+                .into_iter()
+                .map(versioned)
+                .collect()),
+        }
+    }
+
+    /// Removes an integration with everything that hangs off it; answers what was
+    /// removed. (On PostgreSQL read first, then deleted: a change made in between
+    /// is deleted too, and the answer shows the version read.)
+    pub fn delete_integration(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+    ) -> Result<Option<Integration>, StoreError> {
+        match self {
+            Store::Sled(s) => s.delete_integration(account, id),
+            Store::Postgres(n) => {
+                let Some(it) = n.wait(n.pg.integration(account, id))? else {
+                    return Ok(None);
+                };
+                let removed = n.wait(n.pg.delete_integration(account, id))?;
+                Ok(removed.then(|| versioned(it)))
+            }
+        }
+    }
+
+    /// Integration `id`'s checkpoint.
+    pub fn checkpoint(&self, id: &Uuid) -> Result<Checkpoint, StoreError> {
+        match self {
+            Store::Sled(s) => s.checkpoint(id),
+            Store::Postgres(n) => n.wait(n.pg.checkpoint(id)),
+        }
+    }
+
+    /// A fresh id (dead letters).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(s) => s.next_id(),
+            Store::Postgres(n) => n.wait(n.pg.next_id()),
+        }
+    }
+
+    /// Moves integration `id`'s checkpoint to `cp` with its dead letters, only while
+    /// it exists; on PostgreSQL only under this node's lease on its shard (fenced).
+    pub fn commit(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        cp: &Checkpoint,
+        dead: &[DeadLetter],
+    ) -> Result<Checkpoint, StoreError> {
+        match self {
+            Store::Sled(s) => s.commit(account, id, cp, dead),
+            Store::Postgres(n) => {
+                let fence = n.fence(id)?;
+                n.wait(n.pg.commit(account, id, cp, dead, &fence))
+            }
+        }
+    }
+
+    /// Integration `id`'s dead letters: how many, and the newest `limit`.
+    pub fn dead_letters(
+        &self,
+        id: &Uuid,
+        limit: usize,
+    ) -> Result<(usize, Vec<DeadLetter>), StoreError> {
+        match self {
+            Store::Sled(s) => s.dead_letters(id, limit),
+            Store::Postgres(n) => n.wait(n.pg.dead_letters(id, limit)),
+        }
+    }
+
+    /// Records an integration's replay, only while the integration exists.
+    pub fn put_replay(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        replay: &impl Serialize,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.put_replay(account, id, replay),
+            Store::Postgres(n) => n.wait(n.pg.put_replay(id, replay)),
+        }
+    }
+
+    /// Removes an integration's replay record.
+    pub fn delete_replay(&self, id: &Uuid) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.delete_replay(id),
+            Store::Postgres(n) => n.wait(n.pg.delete_replay(id)),
+        }
+    }
+
+    /// An integration's replay record, if any.
+    pub fn replay<T: DeserializeOwned + Send + 'static>(
+        &self,
+        id: &Uuid,
+    ) -> Result<Option<T>, StoreError> {
+        match self {
+            Store::Sled(s) => s.replay(id),
+            Store::Postgres(n) => n.wait(n.pg.replay(id)),
+        }
+    }
+
+    /// Keeps the latest connection test's report, only while the integration exists.
+    pub fn put_connection_report(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        report: &impl Serialize,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.put_connection_report(account, id, report),
+            Store::Postgres(n) => n.wait(n.pg.put_connection_report(id, report)),
+        }
+    }
+
+    /// The latest connection test's report, if any.
+    pub fn connection_report<T: DeserializeOwned>(
+        &self,
+        id: &Uuid,
+    ) -> Result<Option<T>, StoreError> {
+        match self {
+            Store::Sled(s) => s.connection_report(id),
+            Store::Postgres(n) => n.wait(n.pg.connection_report(id)),
+        }
+    }
+
+    /// The losses recorded for integration `id`.
+    pub fn gaps(&self, id: &Uuid) -> Result<Vec<Gap>, StoreError> {
+        match self {
+            Store::Sled(s) => s.gaps(id),
+            Store::Postgres(n) => n.wait(n.pg.gaps(id)),
+        }
+    }
+
+    // ---- sync history ----
+
+    /// Records one sync of integration `id`.
+    pub fn record_sync(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        record: &SyncRecord,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.record_sync(account, id, record),
+            Store::Postgres(n) => n.wait(n.pg.record_sync(account, id, record)),
+        }
+    }
+
+    /// Integration `id`'s syncs since `since`, newest first, at most `limit`.
+    pub fn history(
+        &self,
+        id: &Uuid,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SyncRecord>, StoreError> {
+        match self {
+            Store::Sled(s) => s.history(id, since, limit),
+            Store::Postgres(n) => n.wait(n.pg.history(id, since, limit)),
+        }
+    }
+
+    /// The integration's latest sync and last sync without an error.
+    pub fn sync_summary(&self, id: &Uuid) -> Result<Option<SyncSummary>, StoreError> {
+        match self {
+            Store::Sled(s) => s.sync_summary(id),
+            Store::Postgres(n) => n.wait(n.pg.sync_summary(id)),
+        }
+    }
+
+    /// Every integration with its summary, for the overview.
+    pub fn overview_rows(&self) -> Result<Vec<OverviewRow>, StoreError> {
+        match self {
+            Store::Sled(s) => s.overview_rows(),
+            Store::Postgres(n) => n.wait(n.pg.overview_rows()),
+        }
+    }
+
+    // ---- the embedded store's retention (see the module's note) ----
+
+    /// Before a post: which of its events retention removed meanwhile, and a claim
+    /// that keeps the others until dropped. On PostgreSQL nothing is claimed:
+    /// retention drops only partitions every reader passed or that outlived the
+    /// retention (then counted in the gap), never by quota.
+    pub fn claim_for_post(
+        &self,
+        account: &AccountId,
+        source: Source,
+        seqs: &[u64],
+    ) -> Result<(Vec<bool>, Option<PostClaim>), StoreError> {
+        match self {
+            Store::Sled(s) => {
+                let (gone, claim) = s.claim_for_post(account, source, seqs)?;
+                Ok((gone, Some(claim)))
+            }
+            Store::Postgres(_) => Ok((vec![false; seqs.len()], None)),
+        }
+    }
+
+    /// Accounts that have events stored.
+    pub fn accounts_with_events(&self) -> Result<Vec<AccountId>, StoreError> {
+        match self {
+            Store::Sled(s) => s.accounts_with_events(),
+            Store::Postgres(n) => n.wait(n.pg.accounts_with_events()),
+        }
+    }
+
+    /// The embedded store's sweep of an account's audit events (see `SledStore`).
+    pub fn sweep_audit(
+        &self,
+        account: &AccountId,
+        cutoff: DateTime<Utc>,
+        readers: Readers,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(s) => s.sweep_audit(account, cutoff, readers),
+            Store::Postgres(_) => Err(per_account_sweep()),
+        }
+    }
+
+    /// The embedded store's quota sweep of an account's audit events and job
+    /// snapshots.
+    pub fn sweep_within(
+        &self,
+        account: &AccountId,
+        cutoff: DateTime<Utc>,
+        quota: u64,
+        readers: super::retention::SourceReaders,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<AuditSweep, StoreError> {
+        match self {
+            Store::Sled(s) => s.sweep_within(account, cutoff, quota, readers, stop),
+            Store::Postgres(_) => Err(per_account_sweep()),
+        }
+    }
+
+    /// Writes the account's cumulative "events dropped" notice when one is owed
+    /// and due. PostgreSQL drops nothing by quota, so it never owes one.
+    pub fn tell_quota_drops(
+        &self,
+        account: &AccountId,
+        due: &dyn Fn(Option<DateTime<Utc>>) -> bool,
+        notice: super::retention::NoticeOf,
+    ) -> Result<Option<QuotaDrops>, StoreError> {
+        match self {
+            Store::Sled(s) => s.tell_quota_drops(account, due, notice),
+            Store::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// The accounts owed a quota notice (none on PostgreSQL).
+    pub fn accounts_owed_a_notice(&self) -> Result<Vec<AccountId>, StoreError> {
+        match self {
+            Store::Sled(s) => s.accounts_owed_a_notice(),
+            Store::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The embedded store's sweep of an account's job snapshots.
+    pub fn sweep_jobs(
+        &self,
+        account: &AccountId,
+        cutoff: DateTime<Utc>,
+        readers: Readers,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(s) => s.sweep_jobs(account, cutoff, readers),
+            Store::Postgres(_) => Err(per_account_sweep()),
+        }
+    }
+
+    /// What the backlog quota dropped of the account's events. PostgreSQL drops
+    /// nothing by quota.
+    pub fn quota_drops(&self, account: &AccountId) -> Result<Option<QuotaDrops>, StoreError> {
+        match self {
+            Store::Sled(s) => s.quota_drops(account),
+            Store::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// Asks the quota sweep to see to the account now (nothing on PostgreSQL).
+    pub fn ask_sweep(&self, account: &AccountId) {
+        if let Store::Sled(s) = self {
+            s.ask_sweep(account)
+        }
+    }
+
+    /// The accounts an ingest asked the quota sweep for.
+    pub fn take_sweep_due(&self) -> Vec<AccountId> {
+        match self {
+            Store::Sled(s) => s.take_sweep_due(),
+            Store::Postgres(_) => Vec::new(),
+        }
+    }
+
+    /// Resolves when an account is asked for (never on PostgreSQL).
+    pub async fn sweep_asked(&self) {
+        match self {
+            Store::Sled(s) => s.sweep_asked().await,
+            Store::Postgres(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// Why the embedded store's per-account sweeps are refused on PostgreSQL.
+fn per_account_sweep() -> StoreError {
+    StoreError::Unsupported(
+        "the per-account retention and quota sweep is the embedded store's; on PostgreSQL retention drops whole audit partitions (PgStore::sweep)".into(),
+    )
+}
+
+/// An integration as PostgreSQL stores it: its version lives beside the document.
+fn versioned(v: super::postgres::Versioned<Integration>) -> Integration {
+    Integration {
+        version: v.version,
+        ..v.value
+    }
+}
