@@ -136,6 +136,9 @@ pub struct IntegrationActor {
     again: bool,
     /// Winding down with a sync running: told once its posts in flight are done.
     drained: Option<tokio::sync::oneshot::Sender<WindDown>>,
+    /// Test builds only: the thread the latest sync ran on (`SyncThread`).
+    #[cfg(feature = "test-hooks")]
+    synced_on: Option<String>,
 }
 
 impl IntegrationActor {
@@ -199,6 +202,8 @@ impl IntegrationActor {
             syncing: false,
             again: false,
             drained: None,
+            #[cfg(feature = "test-hooks")]
+            synced_on: None,
         }
     }
 
@@ -211,6 +216,14 @@ impl IntegrationActor {
             ctx.cancel_future(h);
         }
         self.syncing = true;
+        #[cfg(feature = "test-hooks")]
+        {
+            let here = std::thread::current();
+            self.synced_on = Some(
+                here.name()
+                    .map_or_else(|| format!("{:?}", here.id()), str::to_owned),
+            );
+        }
         // No promise until a post leaves: the delivery loop makes one per request.
         self.deps.pulse.idle();
         {
@@ -468,6 +481,20 @@ impl Handler<Drain> for IntegrationActor {
         self.drained = Some(tx);
         // Dropped unanswered: the actor ended another way (a panic) and its posts with it.
         Box::pin(async move { rx.await.unwrap_or(WindDown::Abandoned) })
+    }
+}
+
+/// Test builds only: the thread this actor ran its latest sync on.
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub struct SyncThread;
+
+#[cfg(feature = "test-hooks")]
+impl Handler<SyncThread> for IntegrationActor {
+    type Result = Option<String>;
+    fn handle(&mut self, _: SyncThread, _: &mut Context<Self>) -> Option<String> {
+        self.synced_on.clone()
     }
 }
 
