@@ -76,8 +76,23 @@ fn run(m: usize, interval: u64, ca: Option<&str>) {
     let svc = Service::spawn(dir.path(), &[("SIEMSYNC_SYNC_INTERVAL_SECS", &every)]);
     let pid = svc.pid().to_string();
     let listening = t0.elapsed();
+    // The most descriptors open at once during the first tick, sampled every 10 ms.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak_fds = std::thread::spawn({
+        let (pid, stop) = (pid.clone(), stop.clone());
+        move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(fds(&pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        }
+    });
     counts.wait_for(total, Duration::from_secs(600));
     let delivered = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_fds = peak_fds.join().expect("fd sampler");
     let peak = support::mem_mib(&pid, "VmHWM");
     let cpu_busy = support::cpu_secs(&pid);
     // Idle: everything delivered, no tick due for a while.
@@ -90,7 +105,7 @@ fn run(m: usize, interval: u64, ca: Option<&str>) {
     assert_eq!(counts.events(), total, "nothing is delivered twice");
     println!(
         "fleet: {m} integrations × {EVENTS_PER_ACCOUNT} events{} (store prepared in {:.1} s): all {total} delivered {:.2} s after start \
-         (listening after {:.2} s), {:.1} CPU s, peak RSS {peak:.0} MiB; idle: RSS {idle_rss:.0} MiB, CPU {:.1} %, {idle_fds} open fds",
+         (listening after {:.2} s), {:.1} CPU s, peak RSS {peak:.0} MiB, at most {peak_fds} open fds; idle: RSS {idle_rss:.0} MiB, CPU {:.1} %, {idle_fds} open fds",
         if ca.is_some() { " (all with one private CA)" } else { "" },
         prepared.as_secs_f64(),
         delivered.as_secs_f64(),
