@@ -38,7 +38,7 @@ impl DeliveryThreads {
     }
 
     /// Stops every thread and waits until each has ended, for up to `deadline`
-    /// each. The Supervisor's shutdown has wound the actors down before: what is
+    /// in all. The Supervisor's shutdown has wound the actors down before: what is
     /// left on a thread (an actor that ignored its stop) is dropped with it. A
     /// thread still busy after `deadline` — something blocking outside any
     /// future — is left behind, and said so, rather than hang the shutdown.
@@ -56,8 +56,9 @@ impl DeliveryThreads {
             arbiter.stop();
             stopping.push((arbiter, gone));
         }
+        let until = tokio::time::Instant::now() + deadline;
         for (i, (arbiter, gone)) in stopping.into_iter().enumerate() {
-            match actix_rt::time::timeout(deadline, gone).await {
+            match tokio::time::timeout_at(until, gone).await {
                 // Its runtime is gone: joining waits only for the thread's last steps.
                 Ok(_) => {
                     if arbiter.join().is_err() {
