@@ -87,6 +87,11 @@ pub struct Config {
     /// (`SIEMSYNC_POSTS_IN_FLIGHT`); the checkpoint still moves strictly in order.
     #[serde(default = "default_posts_in_flight")]
     pub posts_in_flight: usize,
+    /// Threads the integration actors run on (`SIEMSYNC_DELIVERY_THREADS`), each
+    /// integration on the one its id hashes to; unset, one per available core
+    /// (see [`Config::delivery_threads`]).
+    #[serde(default)]
+    pub delivery_threads: Option<usize>,
     /// The longest a HEC `Retry-After` (429, 503) may delay an integration's next
     /// attempt, in seconds (`SIEMSYNC_MAX_RETRY_AFTER_SECS`).
     #[serde(default = "default_max_retry_after")]
@@ -260,6 +265,9 @@ fn default_retention() -> f64 {
 fn default_ack_poll() -> Secs {
     Secs::from_secs(10)
 }
+/// The most delivery threads: far more than any machine's cores, whose threads
+/// would only take turns.
+const MAX_DELIVERY_THREADS: usize = 1024;
 /// The smallest disk reserve other than 0 (off): 1 MiB.
 const MIN_FREE_DISK_FLOOR: u64 = 1 << 20;
 /// The largest disk reserve: 1 PiB.
@@ -436,6 +444,9 @@ impl Config {
         &mut self,
         env: &impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
+        if let Some(v) = env("SIEMSYNC_DELIVERY_THREADS") {
+            self.delivery_threads = Some(parse("SIEMSYNC_DELIVERY_THREADS", &v)?);
+        }
         if let Some(v) = env("SIEMSYNC_POSTS_IN_FLIGHT") {
             self.posts_in_flight = parse("SIEMSYNC_POSTS_IN_FLIGHT", &v)?;
         }
@@ -581,6 +592,15 @@ impl Config {
     fn validate_delivery(&self) -> Result<(), ConfigError> {
         if !(1..=64).contains(&self.posts_in_flight) {
             return bad("posts_in_flight", "must be between 1 and 64");
+        }
+        if self
+            .delivery_threads
+            .is_some_and(|n| !(1..=MAX_DELIVERY_THREADS).contains(&n))
+        {
+            return bad(
+                "delivery_threads",
+                "must be between 1 and 1024; leave it unset for one per core",
+            );
         }
         if !within(self.max_retry_after_secs, 0.01, 86_400.0) {
             return bad(
@@ -815,6 +835,17 @@ impl Config {
         self.shutdown_grace_secs.get()
     }
 
+    /// The threads the integration actors are spread over: `delivery_threads`, or
+    /// one per core the process may use (1 if that cannot be read).
+    pub fn delivery_threads(&self) -> usize {
+        self.delivery_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(MAX_DELIVERY_THREADS)
+        })
+    }
+
     /// How the Supervisor watches its actors.
     pub fn supervision(&self) -> crate::actors::Supervision {
         crate::actors::Supervision {
@@ -919,6 +950,8 @@ mod tests {
         assert_eq!(c.max_batch_bytes, 1024 * 1024);
         assert_eq!(c.max_event_bytes(), 1024 * 1024);
         assert_eq!(c.posts_in_flight, 4);
+        assert_eq!(c.delivery_threads, None, "one per core");
+        assert!(c.delivery_threads() >= 1);
         assert_eq!(c.max_retry_after_secs, Secs::from_secs(300));
         assert_eq!(c.post_size_regrow_secs, Secs::from_secs(3600));
         assert_eq!(c.body_timeout_secs, default_body_timeout());
@@ -1162,8 +1195,12 @@ mod tests {
         );
         let c = load(SHIPPED, &[("SIEMSYNC_MAX_EVENT_BYTES", "4096")]).unwrap();
         assert_eq!(c.max_event_bytes(), 4096);
+        let c = load(SHIPPED, &[("SIEMSYNC_DELIVERY_THREADS", "3")]).unwrap();
+        assert_eq!(c.delivery_threads(), 3);
         for (var, value, key) in [
             ("SIEMSYNC_POSTS_IN_FLIGHT", "0", "`posts_in_flight`"),
+            ("SIEMSYNC_DELIVERY_THREADS", "0", "`delivery_threads`"),
+            ("SIEMSYNC_DELIVERY_THREADS", "1025", "`delivery_threads`"),
             (
                 "SIEMSYNC_MAX_RETRY_AFTER_SECS",
                 "0",

@@ -128,6 +128,8 @@ pub struct Service {
     config_poll: Duration,
     /// How long the posts in flight get to finish at shutdown.
     grace: Duration,
+    /// The threads the integration actors run on, stopped after the actors.
+    threads: actors::threads::DeliveryThreads,
 }
 
 impl Service {
@@ -160,7 +162,7 @@ impl Service {
     /// Stops everything `start` started, in order: the HTTP server (requests in
     /// flight finish), the config watcher, the actors (each finishes its posts in
     /// flight within `shutdown_grace_secs` or abandons them, as the report and the log
-    /// say), the retention sweep and the disk reserve's check; then flushes the store.
+    /// say) and their delivery threads, the retention sweep and the disk reserve's check; then flushes the store.
     /// Nothing of the service runs afterwards, and the actix System it ran on goes on.
     /// A retention sweep under way is asked to stop first, and ends after its current
     /// batch meanwhile.
@@ -179,6 +181,9 @@ impl Service {
             reload.stop().await;
         }
         let report = self.supervisor.send(Shutdown { grace: self.grace }).await;
+        // The actors are gone (or were left behind, said so): their threads end now.
+        // A second of its own, so that a grace of 0 still lets an idle thread end.
+        self.threads.stop(self.grace + Duration::from_secs(1)).await;
         self.retention.stop().await;
         self.disk_check.stop().await;
         self.leases.stop().await;
@@ -348,9 +353,25 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         max_retry_after: config.max_retry_after_secs.get(),
         post_size_regrow: config.post_size_regrow_secs.get(),
         timing: config.timing.clone(),
+        gate: actors::integration::SyncGate::new(
+            actors::integration::SYNCS_AT_ONCE,
+            actors::integration::SYNC_LEASE,
+        ),
     };
-    let supervisor =
-        Supervisor::new(store.clone(), audit, jobs, settings, config.supervision()).start();
+    let threads = actors::threads::DeliveryThreads::start(config.delivery_threads());
+    log::info!(
+        "integrations run on {} delivery threads",
+        threads.placement().len()
+    );
+    let supervisor = Supervisor::new(
+        store.clone(),
+        audit,
+        jobs,
+        settings,
+        config.supervision(),
+        threads.placement(),
+    )
+    .start();
     supervisor.do_send(Reconcile);
 
     // The reserve guards the disk sled writes to (off, 0, on PostgreSQL, whose disk
@@ -430,5 +451,6 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         serving: Some(actix_rt::spawn(server)),
         reload: None,
         grace: config.shutdown_grace(),
+        threads,
     })
 }

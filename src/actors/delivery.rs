@@ -228,6 +228,20 @@ impl Feed for CollectorFeed<'_> {
                 b
             }
         };
+        if !batch.more
+            && matches!(
+                self.source,
+                Source::Audit { .. } | Source::ChangedJobs { .. }
+            )
+        {
+            // The store had nothing after this batch: the pass ends with it instead of
+            // asking the collector once more. (That last read came after the post,
+            // queued behind every other integration's reads: at start, when all of
+            // them sync at once, each held its idle connection all that while, and
+            // 100,000 integrations ran out of file descriptors.) Events stored
+            // meanwhile go with the next sync.
+            self.source = Source::Once(None);
+        }
         Ok((!batch.is_empty()).then_some(batch))
     }
 }
@@ -897,5 +911,61 @@ mod tests {
             })
             .collect();
         assert_eq!(states, ["refused", "refused", "acked"]);
+    }
+
+    /// `n` audit events of account `acme`, numbered from `from`, in the store.
+    fn store_audit(store: &crate::store::Store, from: usize, n: usize) {
+        let now = Utc::now();
+        let events = (from..from + n)
+            .map(|i| {
+                crate::model::AuditEvent::from_json(
+                    &json!({"id": format!("e-{i}"), "time": "2026-11-25T10:00:00Z",
+                        "event": "Restore started", "user": "ann@example.com"}),
+                    i,
+                    now,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        store
+            .append_audit(&AccountId::parse("acme").unwrap(), events)
+            .unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn a_pass_that_read_to_the_end_in_one_batch_asks_the_collector_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        store_audit(&store, 0, 3);
+        let s = store.clone();
+        let audit = SyncArbiter::start(1, move || AuditCollector::new(s.clone()));
+        let s = store.clone();
+        let jobs = SyncArbiter::start(1, move || JobCollector::new(s.clone()));
+        let account = AccountId::parse("acme").unwrap();
+        let envelope = crate::hec::encode::Envelope {
+            host: "h".into(),
+            index: None,
+        };
+        let feed = |source| CollectorFeed {
+            audit: &audit,
+            jobs: &jobs,
+            account: &account,
+            envelope: &envelope,
+            window: None,
+            source,
+        };
+        let mut whole = feed(Source::Audit { after: 0 });
+        let first = whole.next(1 << 20).await.unwrap().unwrap();
+        assert_eq!((first.len(), first.more), (3, false));
+        // Stored after the read that reached the end: for the next sync.
+        store_audit(&store, 3, 2);
+        assert!(whole.next(1 << 20).await.unwrap().is_none());
+        // A batch cut at the byte limit: the pass reads on.
+        let mut cut = feed(Source::Audit { after: 0 });
+        let first = cut.next(first.items[0].end).await.unwrap().unwrap();
+        assert_eq!((first.len(), first.more), (1, true));
+        let rest = cut.next(1 << 20).await.unwrap().unwrap();
+        assert_eq!(rest.len(), 4);
+        assert!(cut.next(1 << 20).await.unwrap().is_none());
     }
 }

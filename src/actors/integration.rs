@@ -44,6 +44,57 @@ pub struct DeliverySettings {
     pub post_size_regrow: Duration,
     /// The internal intervals: back-off base, restart delay, progress log.
     pub timing: crate::timing::Timing,
+    /// How many syncs may start at once, on every delivery thread together.
+    pub gate: SyncGate,
+}
+
+/// Syncs that may be under way at once, before their lease runs out: at start every
+/// integration syncs at once, and 100,000 connections opened together had the
+/// service run out of file descriptors and memory. Far more than the collectors
+/// and one core per thread serve at a time, so a tick takes no longer for it.
+pub const SYNCS_AT_ONCE: usize = 1024;
+/// How long a sync keeps its place at most: one held up by a slow Splunk then
+/// goes on without it (keeping its own connection), so a thousand customers' hung
+/// Splunks delay everyone else's syncs by a second at most, not by their timeouts.
+pub const SYNC_LEASE: Duration = Duration::from_secs(1);
+
+/// The places of the syncs under way (see [`SYNCS_AT_ONCE`]), shared by every
+/// integration actor; waiters are let in first come, first served.
+#[derive(Debug, Clone)]
+pub struct SyncGate {
+    places: std::sync::Arc<tokio::sync::Semaphore>,
+    lease: Duration,
+}
+
+impl SyncGate {
+    /// A gate of `places` syncs at once, each holding its place for `lease` at most.
+    pub fn new(places: usize, lease: Duration) -> SyncGate {
+        SyncGate {
+            places: std::sync::Arc::new(tokio::sync::Semaphore::new(places.max(1))),
+            lease,
+        }
+    }
+
+    /// Runs `cycle` once a place is free; the place goes back when the cycle ends or
+    /// its lease runs out, whichever is first. Asked to wind down while waiting, the
+    /// cycle never starts.
+    pub async fn run<F>(&self, pulse: &Pulse, cycle: F) -> Result<(), Halt>
+    where
+        F: std::future::Future<Output = Result<(), Halt>>,
+    {
+        let place = tokio::select! {
+            // Never closed; if it were, syncs would go on without places.
+            place = self.places.clone().acquire_owned() => place.ok(),
+            _ = pulse.drained() => return Err(Halt::Drained),
+        };
+        let mut cycle = std::pin::pin!(cycle);
+        tokio::select! {
+            ended = &mut cycle => return ended,
+            _ = actix_rt::time::sleep(self.lease) => {}
+        }
+        drop(place);
+        cycle.await
+    }
 }
 
 impl DeliverySettings {
@@ -136,6 +187,9 @@ pub struct IntegrationActor {
     again: bool,
     /// Winding down with a sync running: told once its posts in flight are done.
     drained: Option<tokio::sync::oneshot::Sender<WindDown>>,
+    /// Test builds only: the thread the latest sync ran on (`SyncThread`).
+    #[cfg(feature = "test-hooks")]
+    synced_on: Option<String>,
 }
 
 impl IntegrationActor {
@@ -199,6 +253,8 @@ impl IntegrationActor {
             syncing: false,
             again: false,
             drained: None,
+            #[cfg(feature = "test-hooks")]
+            synced_on: None,
         }
     }
 
@@ -211,6 +267,14 @@ impl IntegrationActor {
             ctx.cancel_future(h);
         }
         self.syncing = true;
+        #[cfg(feature = "test-hooks")]
+        {
+            let here = std::thread::current();
+            self.synced_on = Some(
+                here.name()
+                    .map_or_else(|| format!("{:?}", here.id()), str::to_owned),
+            );
+        }
         // No promise until a post leaves: the delivery loop makes one per request.
         self.deps.pulse.idle();
         {
@@ -222,8 +286,10 @@ impl IntegrationActor {
         }
         let started = Instant::now();
         let cycle = run_cycle(self.deps.clone(), self.shared.clone(), self.policy.clone());
+        let deps = self.deps.clone();
+        let gated = async move { deps.settings.gate.run(&deps.pulse, cycle).await };
         ctx.spawn(
-            cycle
+            gated
                 .into_actor(self)
                 .map(move |result, act, ctx| act.finished(result, started, ctx)),
         );
@@ -468,6 +534,20 @@ impl Handler<Drain> for IntegrationActor {
         self.drained = Some(tx);
         // Dropped unanswered: the actor ended another way (a panic) and its posts with it.
         Box::pin(async move { rx.await.unwrap_or(WindDown::Abandoned) })
+    }
+}
+
+/// Test builds only: the thread this actor ran its latest sync on.
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub struct SyncThread;
+
+#[cfg(feature = "test-hooks")]
+impl Handler<SyncThread> for IntegrationActor {
+    type Result = Option<String>;
+    fn handle(&mut self, _: SyncThread, _: &mut Context<Self>) -> Option<String> {
+        self.synced_on.clone()
     }
 }
 
@@ -793,4 +873,87 @@ async fn commit(
         s.obs.retry_after_secs = None;
     }
     Ok(!letters.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A cycle that notes when it starts and ends once `end` is sent (or dropped).
+    async fn cycle(
+        started: &Cell<bool>,
+        end: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<(), Halt> {
+        started.set(true);
+        let _ = end.await;
+        Ok(())
+    }
+
+    async fn yield_a_while() {
+        for _ in 0..20 {
+            actix_rt::task::yield_now().await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_sync_waits_for_a_place_until_one_ends_or_its_lease_runs_out() {
+        let (_heartbeat, pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
+        let (a, b, c) = (Cell::new(false), Cell::new(false), Cell::new(false));
+        let gate = SyncGate::new(1, Duration::from_secs(3600));
+        let (end_a, rx_a) = tokio::sync::oneshot::channel();
+        let (end_b, rx_b) = tokio::sync::oneshot::channel();
+        let first = gate.run(&pulse, cycle(&a, rx_a));
+        let second = gate.run(&pulse, cycle(&b, rx_b));
+        let both = futures_util::future::join(first, second);
+        let waiting = async {
+            yield_a_while().await;
+            assert!(a.get() && !b.get(), "one place: the second waits");
+            end_a.send(()).unwrap();
+            yield_a_while().await;
+            assert!(b.get(), "the first ended: the second runs");
+            end_b.send(()).unwrap();
+        };
+        let ((x, y), ()) = futures_util::future::join(both, waiting).await;
+        assert!(x.is_ok() && y.is_ok());
+
+        // A sync that does not end gives its place back after its lease.
+        let gate = SyncGate::new(1, Duration::from_millis(50));
+        let (_never, rx) = tokio::sync::oneshot::channel();
+        let t0 = Instant::now();
+        let stuck = gate.run(&pulse, cycle(&a, rx));
+        let next = async {
+            yield_a_while().await;
+            gate.run(&pulse, async {
+                c.set(true);
+                Ok(())
+            })
+            .await
+        };
+        tokio::select! {
+            _ = stuck => panic!("the stuck cycle ended"),
+            r = next => assert!(r.is_ok()),
+        }
+        assert!(c.get() && t0.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[actix_rt::test]
+    async fn a_sync_waiting_for_a_place_at_shutdown_never_starts() {
+        let (heartbeat, pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
+        let gate = SyncGate::new(1, Duration::from_secs(3600));
+        let (a, b) = (Cell::new(false), Cell::new(false));
+        let (_end, rx) = tokio::sync::oneshot::channel();
+        let busy = gate.run(&pulse, cycle(&a, rx));
+        let (_end_b, rx_b) = tokio::sync::oneshot::channel();
+        let waiting = async {
+            yield_a_while().await;
+            heartbeat.drain();
+            gate.run(&pulse, cycle(&b, rx_b)).await
+        };
+        tokio::select! {
+            _ = busy => panic!("the busy cycle ended"),
+            r = waiting => assert!(matches!(r, Err(Halt::Drained))),
+        }
+        assert!(!b.get());
+    }
 }

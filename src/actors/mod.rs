@@ -16,6 +16,7 @@ pub mod replay;
 pub mod replays;
 pub mod shutdown;
 pub mod supervisor;
+pub mod threads;
 
 pub use audit_collector::AuditCollector;
 pub use integration::{DeliverySettings, IntegrationActor};

@@ -11,6 +11,7 @@ use super::job_collector::JobCollector;
 use super::messages::*;
 use super::observation::{Observation, RestartReason, Restarts};
 use super::replays::Replays;
+use super::threads::Placement;
 use crate::metrics::ActorLabels;
 use crate::model::{AccountId, Integration};
 use crate::store::Store;
@@ -46,6 +47,8 @@ pub struct Supervisor {
     pub(super) jobs: Addr<JobCollector>,
     pub(super) settings: DeliverySettings,
     pub(super) supervision: Supervision,
+    /// The delivery thread each integration's actor runs on.
+    threads: Placement,
     pub(super) running: HashMap<Uuid, Running>,
     /// Unexpected stops per integration, for the restart back-off.
     crashes: HashMap<Uuid, u32>,
@@ -68,13 +71,15 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A Supervisor over `store` and the two collectors; integrations start on the first `Reconcile`.
+    /// A Supervisor over `store` and the two collectors, starting each integration's
+    /// actor on its delivery thread of `threads`; integrations start on the first `Reconcile`.
     pub fn new(
         store: Store,
         audit: Addr<AuditCollector>,
         jobs: Addr<JobCollector>,
         settings: DeliverySettings,
         supervision: Supervision,
+        threads: Placement,
     ) -> Self {
         Supervisor {
             replays: Replays::default(),
@@ -83,6 +88,7 @@ impl Supervisor {
             jobs,
             settings,
             supervision,
+            threads,
             running: HashMap::new(),
             crashes: HashMap::new(),
             replay_crashes: HashMap::new(),
@@ -102,19 +108,22 @@ impl Supervisor {
         }
         self.generation += 1;
         let (heartbeat, pulse) = heartbeat::pair(self.settings.longest_step());
-        let addr = IntegrationActor::new(
+        let (config, store, audit, jobs, settings) = (
             it.clone(),
             self.store.clone(),
             self.audit.clone(),
             self.jobs.clone(),
             self.settings.clone(),
-            Supervised {
-                generation: self.generation,
-                supervisor: ctx.address().recipient(),
-                pulse,
-            },
-        )
-        .start();
+        );
+        let supervised = Supervised {
+            generation: self.generation,
+            supervisor: ctx.address().recipient(),
+            pulse,
+        };
+        // Built on its own thread: its state and HEC client stay there.
+        let addr = IntegrationActor::start_in_arbiter(self.threads.thread_for(&it.id), |_| {
+            IntegrationActor::new(config, store, audit, jobs, settings, supervised)
+        });
         self.resume_replay(&it, ctx);
         self.running.insert(
             it.id,
@@ -304,6 +313,30 @@ impl Handler<ForceFault> for Supervisor {
             }
         }
         true
+    }
+}
+
+/// Test builds only: the name of the thread integration `id`'s actor ran its
+/// latest sync on (`None`: no actor runs, or it has not synced yet).
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub struct SyncThread {
+    /// The integration whose actor is asked.
+    pub id: Uuid,
+}
+
+#[cfg(feature = "test-hooks")]
+impl Handler<SyncThread> for Supervisor {
+    type Result = ResponseFuture<Option<String>>;
+    fn handle(&mut self, msg: SyncThread, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.running.get(&msg.id).map(|r| r.addr.clone());
+        Box::pin(async move {
+            match addr {
+                Some(a) => a.send(super::integration::SyncThread).await.ok().flatten(),
+                None => None,
+            }
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! One integration's connection to its Splunk: its own awc client (and so its
-//! own connection pool), TLS settings, timeouts, channel and load-balancer
-//! cookies. Every answer is classified by `response`, the one place that decides
+//! own connection pool), timeouts, channel and load-balancer cookies, and the TLS
+//! config it shares with the integrations of the same trust setting (`tls`). Every answer is classified by `response`, the one place that decides
 //! what an answer means; the client only gathers what it needs to read.
 
 use super::cookies::CookieJar;

@@ -1,7 +1,10 @@
-//! TLS for one integration's HEC client: rustls with the public web roots, plus
+//! TLS for the integrations' HEC clients: rustls with the public web roots, plus
 //! the integration's private CA (`ca_pem`), or no verification where the operator
 //! allows `tls_verify: false`; and the IPv6-literal verifier, since a server reached
-//! by an address must be checked against that address, not a name.
+//! by an address must be checked against that address, not a name. One config per
+//! distinct trust setting, shared by every client that has it. (The awc connector
+//! around it stays one per integration: it owns the integration's connection pool,
+//! whose limit and sockets are that integration's alone.)
 
 use crate::model::ca::{parse_ca_pem, CaPemError};
 use crate::model::Integration;
@@ -13,10 +16,11 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::Ipv6Addr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 /// Why an integration's TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +63,85 @@ fn roots_for(it: &Integration) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// The TLS settings for one integration. Integrations with default settings share one
-/// config, so thousands of them do not each hold a copy of the public roots.
+/// What a TLS config depends on: which servers it trusts, and the address a
+/// server reached by an IPv6 literal is checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TrustKey {
+    trust: Trust,
+    ipv6: Option<Ipv6Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Trust {
+    /// The public web roots.
+    Public,
+    /// The public roots and a private CA, by the SHA-256 of its PEM text.
+    PrivateCa([u8; 32]),
+    /// No verification (`tls_verify: false`).
+    Unverified,
+}
+
+impl TrustKey {
+    fn of(it: &Integration) -> TrustKey {
+        let trust = match (&it.ca_pem, it.tls_verify) {
+            (_, false) => Trust::Unverified,
+            (None, true) => Trust::Public,
+            (Some(pem), true) => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, pem.as_bytes());
+                let mut key = [0; 32];
+                key.copy_from_slice(digest.as_ref());
+                Trust::PrivateCa(key)
+            }
+        };
+        TrustKey {
+            trust,
+            ipv6: ipv6_literal(it.hec_uri.host()),
+        }
+    }
+}
+
+/// The TLS configs in use, one per distinct trust setting, built once: a hundred
+/// thousand integrations hold a handful of configs (each with its copy of the
+/// public roots, its verifier and its session cache), not one each. Held weakly:
+/// a config goes with the last client that uses it.
+#[derive(Default)]
+struct Configs {
+    by_trust: HashMap<TrustKey, Weak<ClientConfig>>,
+    /// Entries after the last sweep of the dead ones: the next sweep comes once
+    /// the map has doubled, so sweeping costs O(1) per insertion.
+    swept_at: usize,
+}
+
+fn configs() -> MutexGuard<'static, Configs> {
+    static CONFIGS: OnceLock<Mutex<Configs>> = OnceLock::new();
+    // A panic while the lock was held leaves at worst an entry that is missing or dead.
+    CONFIGS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The TLS settings for one integration: shared with every other integration of
+/// the same trust setting (see [`Configs`]).
 pub fn tls_config(it: &Integration) -> Result<Arc<ClientConfig>, TlsError> {
-    static SHARED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    let key = TrustKey::of(it);
+    let mut configs = configs();
+    if let Some(config) = configs.by_trust.get(&key).and_then(Weak::upgrade) {
+        return Ok(config);
+    }
+    // Built under the lock: integrations starting together with one new setting
+    // build it once.
+    let config = build_tls_config(it)?;
+    if configs.by_trust.len() >= 2 * configs.swept_at.max(16) {
+        configs.by_trust.retain(|_, c| c.strong_count() > 0);
+        configs.swept_at = configs.by_trust.len();
+    }
+    configs.by_trust.insert(key, Arc::downgrade(&config));
+    Ok(config)
+}
+
+/// A new TLS config for `it`'s trust setting.
+fn build_tls_config(it: &Integration) -> Result<Arc<ClientConfig>, TlsError> {
     if let Some(ip) = ipv6_literal(it.hec_uri.host()) {
         return ipv6_literal_tls_config(it, ip);
     }
@@ -76,22 +155,11 @@ pub fn tls_config(it: &Integration) -> Result<Arc<ClientConfig>, TlsError> {
                 .with_no_client_auth(),
         ));
     }
-    match &it.ca_pem {
-        None => Ok(SHARED
-            .get_or_init(|| {
-                finish(
-                    builder
-                        .with_root_certificates(public_roots())
-                        .with_no_client_auth(),
-                )
-            })
-            .clone()),
-        Some(_) => Ok(finish(
-            builder
-                .with_root_certificates(roots_for(it)?)
-                .with_no_client_auth(),
-        )),
-    }
+    Ok(finish(
+        builder
+            .with_root_certificates(roots_for(it)?)
+            .with_no_client_auth(),
+    ))
 }
 
 /// A server reached by an IPv6 literal: certificates are checked against the
@@ -262,5 +330,75 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountId, IntegrationChange, IntegrationPolicy};
+    use serde_json::{json, Value};
+
+    fn integration(uri: &str, extra: Value) -> Integration {
+        let mut body = json!({"name": "n", "hec_token": "t-0123456789abcdef",
+            "hec_uri": uri, "sources": ["audit"], "enabled": true});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        IntegrationChange::from_json(&body)
+            .and_then(|c| {
+                c.create(
+                    AccountId::parse("acme").unwrap(),
+                    chrono::Utc::now(),
+                    IntegrationPolicy {
+                        allow_insecure_tls: true,
+                    },
+                )
+            })
+            .unwrap()
+    }
+
+    fn ca() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn integrations_of_one_trust_setting_share_one_tls_config() {
+        let (ca1, ca2) = (ca(), ca());
+        let config = |uri: &str, extra: Value| tls_config(&integration(uri, extra)).unwrap();
+        let a = config("https://a.example.com", json!({"ca_pem": ca1}));
+        let b = config("https://b.example.com:8088", json!({"ca_pem": ca1}));
+        assert!(Arc::ptr_eq(&a, &b), "the same private CA: one config");
+        let c = config("https://a.example.com", json!({"ca_pem": ca2}));
+        assert!(!Arc::ptr_eq(&a, &c), "another CA: another config");
+        let (p, q) = (
+            config("https://a.example.com", json!({})),
+            config("https://b.example.com", json!({})),
+        );
+        assert!(Arc::ptr_eq(&p, &q), "the public roots: one config");
+        assert!(!Arc::ptr_eq(&p, &a));
+        let (u, v) = (
+            config("https://a.example.com", json!({"tls_verify": false})),
+            config(
+                "https://c.example.com",
+                json!({"tls_verify": false, "ca_pem": ca1}),
+            ),
+        );
+        assert!(Arc::ptr_eq(&u, &v), "no verification: one config");
+        assert!(!Arc::ptr_eq(&u, &p));
+        let (x, y, z) = (
+            config("https://[2001:db8::10]:8088", json!({})),
+            config("https://[2001:db8::10]", json!({})),
+            config("https://[2001:db8::11]", json!({})),
+        );
+        assert!(Arc::ptr_eq(&x, &y), "one IPv6 literal: one config");
+        assert!(
+            !Arc::ptr_eq(&x, &z),
+            "another address is checked: another config"
+        );
+        assert!(!Arc::ptr_eq(&x, &p));
     }
 }

@@ -14,6 +14,7 @@ mod contract;
 mod control_plane;
 mod crash;
 mod delivery_policy;
+mod delivery_threads;
 mod fairness;
 mod hec_delivery;
 mod history;

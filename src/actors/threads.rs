@@ -1,0 +1,137 @@
+//! The delivery threads: the integration actors are spread over several actix
+//! arbiters (one per core unless `delivery_threads` says otherwise), each
+//! integration on the one its id hashes to, so that a fleet's syncs use every core
+//! rather than the one thread the Supervisor, the replays and the HTTP server's
+//! System share. An actor reaches the Supervisor and the collectors by `Addr`,
+//! which crosses threads; what is its own (`Rc` state, its HEC client and its
+//! connections) is built on its thread and never leaves it.
+
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The running delivery threads; [`DeliveryThreads::stop`] stops and joins them.
+pub struct DeliveryThreads {
+    arbiters: Vec<Arbiter>,
+}
+
+/// Where each integration's actor runs: shared by the Supervisor, which starts them.
+#[derive(Clone)]
+pub struct Placement {
+    handles: Arc<[ArbiterHandle]>,
+}
+
+impl DeliveryThreads {
+    /// Starts `n` threads (at least one). Must run inside an actix System.
+    pub fn start(n: usize) -> DeliveryThreads {
+        DeliveryThreads {
+            arbiters: (0..n.max(1)).map(|_| Arbiter::new()).collect(),
+        }
+    }
+
+    /// Where the Supervisor starts each integration's actor.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            handles: self.arbiters.iter().map(Arbiter::handle).collect(),
+        }
+    }
+
+    /// Stops every thread and waits until each has ended, for up to `deadline`
+    /// in all. The Supervisor's shutdown has wound the actors down before: what is
+    /// left on a thread (an actor that ignored its stop) is dropped with it. A
+    /// thread still busy after `deadline` — something blocking outside any
+    /// future — is left behind, and said so, rather than hang the shutdown.
+    pub async fn stop(mut self, deadline: Duration) {
+        let arbiters = std::mem::take(&mut self.arbiters);
+        let mut stopping = Vec::with_capacity(arbiters.len());
+        for arbiter in arbiters {
+            let (ended, gone) = tokio::sync::oneshot::channel::<()>();
+            // Never finishes: dropped with the thread's other tasks when its runtime
+            // goes, which closes `gone` — the sign the thread is about to end.
+            arbiter.spawn(async move {
+                let _ended = ended;
+                std::future::pending::<()>().await
+            });
+            arbiter.stop();
+            stopping.push((arbiter, gone));
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        for (i, (arbiter, gone)) in stopping.into_iter().enumerate() {
+            match tokio::time::timeout_at(until, gone).await {
+                // Its runtime is gone: joining waits only for the thread's last steps.
+                Ok(_) => {
+                    if arbiter.join().is_err() {
+                        log::error!("shutdown: delivery thread {i} ended with a panic");
+                    }
+                }
+                Err(_) => log::error!(
+                    "shutdown: delivery thread {i} did not end within {deadline:?} of being told; left behind"
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for DeliveryThreads {
+    /// Not stopped through [`DeliveryThreads::stop`] (the service failed to start
+    /// after them): the threads are told to end, without waiting for them.
+    fn drop(&mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+impl Placement {
+    /// How many threads there are.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Whether there is none (never: [`DeliveryThreads::start`] starts at least one).
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// The thread integration `id`'s actor runs on; the same for the same id as
+    /// long as the number of threads stays the same.
+    pub fn thread_for(&self, id: &Uuid) -> &ArbiterHandle {
+        &self.handles[index(id, self.handles.len())]
+    }
+}
+
+/// Which of `n` threads (n ≥ 1) runs integration `id`: a stable hash of the id (the
+/// splitmix64 finaliser over both halves), so that ids made some other way than
+/// at random (UUID v8) spread as evenly as random ones.
+pub fn index(id: &Uuid, n: usize) -> usize {
+    let v = id.as_u128();
+    let mut x = (v as u64) ^ ((v >> 64) as u64);
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x % n.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_integration_always_hashes_to_the_same_thread_and_ids_spread_evenly() {
+        let id: Uuid = "0b8f6a52-3c1d-4e0f-9a7b-5d2c8e1f4a60".parse().unwrap();
+        assert_eq!(index(&id, 4), index(&id, 4));
+        assert_eq!(index(&id, 1), 0);
+        // Sequential ids (not random at all) still spread within 10 % of even.
+        let mut per = [0usize; 4];
+        for i in 0..40_000u128 {
+            per[index(&Uuid::from_u128(i), 4)] += 1;
+        }
+        assert!(
+            per.iter().all(|&c| (9_000..=11_000).contains(&c)),
+            "{per:?}"
+        );
+    }
+}
