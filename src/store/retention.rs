@@ -849,6 +849,9 @@ impl Store {
                 idle += 1;
             }
             if !pass.more || idle > 1 {
+                if out.deleted + out.jobs_deleted == 0 && !out.held_back && quota < u64::MAX {
+                    self.recount_if_nothing_may_go(account, quota)?;
+                }
                 return Ok(out);
             }
             if stop() {
@@ -1302,6 +1305,41 @@ impl Store {
             None => 0,
         };
         Ok(stored.saturating_sub(newest_chunk + newest_job))
+    }
+
+    /// After a sweep that dropped nothing and was held back by no post: if the
+    /// account's count still says it holds more than its newest chunk and newest job
+    /// snapshot over the quota, the count is wrong (the sweep found nothing that may
+    /// go), and would have every later sweep look again for nothing. Counts the
+    /// account's records (without the lock: a few, as nothing may go) and writes the
+    /// count if no write changed it meanwhile.
+    fn recount_if_nothing_may_go(&self, account: &AccountId, quota: u64) -> Result<(), StoreError> {
+        if self.quota_droppable_bytes(account)? <= quota {
+            return Ok(());
+        }
+        let events = self.events()?;
+        let counted = super::audit::stored_bytes_in(&events, account)?;
+        let mut scanned = 0u64;
+        for kind in [keys::AUDIT, keys::JOB] {
+            for v in events
+                .scan_prefix(keys::account_prefix(kind, account))
+                .values()
+            {
+                scanned += v?.len() as u64;
+            }
+        }
+        let _writer = self.writer();
+        if scanned == counted || super::audit::stored_bytes_in(&events, account)? != counted {
+            return Ok(());
+        }
+        events.insert(
+            keys::account_prefix(keys::STORED_BYTES, account),
+            &scanned.to_be_bytes(),
+        )?;
+        log::warn!(
+            "account {account}: its stored bytes were counted as {counted}, but its records take {scanned}: corrected (the backlog quota is enforced on this count)"
+        );
+        Ok(())
     }
 
     /// Asks the sweep to see to `account` now (an ingest took it over its backlog
@@ -1798,6 +1836,33 @@ mod quota_fix_tests {
         );
         assert!(swept.jobs_deleted > 0);
         assert_eq!(kept_audit(&s, &a), (1..=1020).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_sweep_that_finds_nothing_to_drop_over_the_quota_counts_the_stored_bytes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        s.append_audit(&a, audit("b", 10)).unwrap();
+        // Its newest chunk and newest job snapshot: nothing the quota may drop.
+        s.put_jobs(&a, running_jobs("j", 1, 0.5)).unwrap();
+        let right = s.stored_bytes(&a).unwrap();
+        // A count gone wrong (a bug, or a crash of an older version): far over.
+        let key = keys::account_prefix(keys::STORED_BYTES, &a);
+        s.events()
+            .unwrap()
+            .insert(&key, &(right + 1_000_000).to_be_bytes())
+            .unwrap();
+        let swept = s
+            .sweep_within(&a, past(), 70_000, &|_| Ok(vec![]), &|| false)
+            .unwrap();
+        assert_eq!(swept.deleted + swept.jobs_deleted, 0, "nothing may go");
+        assert_eq!(
+            s.stored_bytes(&a).unwrap(),
+            right,
+            "the count was not corrected"
+        );
+        assert!(s.quota_droppable_bytes(&a).unwrap() <= 70_000);
     }
 
     #[test]
