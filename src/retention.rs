@@ -41,8 +41,10 @@ pub struct Usage {
     /// Bytes its stored audit events and job snapshots take: what the quota is
     /// enforced on.
     pub stored_bytes: u64,
-    /// Of those, the bytes some integration of it has not delivered yet (all of them
-    /// while it has none that sends audit events; job snapshots all count).
+    /// Of those, the bytes some integration of it has not delivered yet: audit events
+    /// and job snapshots after the checkpoint of the source's slowest integration (all
+    /// of a source while it has none that sends it). A running job delivered is no
+    /// backlog, though its snapshot stays stored until it ends.
     pub backlog_bytes: u64,
     /// The backlog quota in effect.
     pub max_backlog_bytes: u64,
@@ -52,13 +54,16 @@ pub struct Usage {
 
 /// Reads `account`'s [`Usage`].
 pub fn usage(store: &Store, account: &AccountId, default_quota: u64) -> Result<Usage, StoreError> {
-    let min_delivered = readers(store, account, Source::Audit)?
-        .iter()
-        .map(|r| r.delivered_up_to)
-        .min();
+    let slowest = |source| -> Result<Option<u64>, StoreError> {
+        Ok(readers(store, account, source)?
+            .iter()
+            .map(|r| r.delivered_up_to)
+            .min())
+    };
+    let (min_audit, min_jobs) = (slowest(Source::Audit)?, slowest(Source::Jobs)?);
     Ok(Usage {
         stored_bytes: store.stored_bytes(account)?,
-        backlog_bytes: store.backlog_bytes(account, min_delivered)?,
+        backlog_bytes: store.backlog_bytes(account, min_audit, min_jobs)?,
         max_backlog_bytes: quota_of(store, account, default_quota)?,
         quota_drops: store.quota_drops(account)?,
     })
@@ -94,16 +99,24 @@ enum Kind {
     Asked,
 }
 
-/// Sweeps one account; returns (audit events, jobs) deleted.
+/// Sweeps one account; returns (audit events, jobs) deleted, and whether it
+/// stopped with more to do (its turn of [`PASSES_PER_TURN`] passes was over).
 pub fn sweep_account(
     store: &Store,
     account: &AccountId,
     policy: Policy,
     stop: &dyn Fn() -> bool,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<((u64, u64), bool), StoreError> {
     let swept = sweep_one(store, account, policy, Kind::Periodic, stop)?;
-    Ok((swept.deleted, swept.jobs_deleted))
+    Ok(((swept.deleted, swept.jobs_deleted), swept.unfinished))
 }
+
+/// Passes (batches of up to 10,000 events) one sweep of an account runs before the
+/// next account's turn. A flood keeps an account over its quota pass after pass
+/// (each pass drops what was over when it read; the flood adds more meanwhile): the
+/// one sweep task would otherwise see to nothing else. The account is asked for
+/// again, behind those already waiting.
+const PASSES_PER_TURN: u32 = 16;
 
 fn sweep_one(
     store: &Store,
@@ -115,16 +128,21 @@ fn sweep_one(
     let cutoff =
         Utc::now() - chrono::Duration::from_std(policy.retention).unwrap_or(chrono::Duration::MAX);
     let quota = quota_of(store, account, policy.default_quota)?;
+    let passes = std::cell::Cell::new(0);
+    let turn_over = || {
+        passes.set(passes.get() + 1);
+        stop() || passes.get() >= PASSES_PER_TURN
+    };
     let mut swept = store.sweep_within(
         account,
         cutoff,
         quota,
         &|source| readers(store, account, source),
-        stop,
+        &turn_over,
     )?;
     // What the quota dropped is told even when the shutdown cut the sweep short: the
     // store keeps what is owed from the drop's own write until a notice says it.
-    tell_the_account(store, account, quota, kind, policy.notice_every)?;
+    tell_the_account(store, account, quota, false, policy.notice_every)?;
     if kind == Kind::Asked || stop() {
         return Ok(swept);
     }
@@ -136,18 +154,22 @@ fn sweep_one(
 /// Writes siemsync's own audit event to the account's stream when the backlog quota
 /// dropped events: it reaches the customer's Splunk with the newest events, so the
 /// customer learns there, too, what they did not receive and why. One notice says
-/// everything dropped since the one before: the periodic sweep writes what is owed,
-/// an asked one only when no notice was written for `every`.
+/// everything dropped since the one before, and is written by any sweep (periodic or
+/// asked) only when no notice was written for `every`: at most one per period, the
+/// first at once; what is owed when the drops stop is told by the first sweep a
+/// period after the last notice. At the start (`at_start`) what is owed is written
+/// at once (a crash may have come between a drop and its notice).
 fn tell_the_account(
     store: &Store,
     account: &AccountId,
     quota: u64,
-    kind: Kind,
+    at_start: bool,
     every: Duration,
 ) -> Result<(), StoreError> {
-    let due = |last: Option<chrono::DateTime<Utc>>| match (kind, last) {
-        (Kind::Periodic, _) | (Kind::Asked, None) => true,
-        (Kind::Asked, Some(at)) => {
+    let due = |last: Option<chrono::DateTime<Utc>>| match last {
+        None => true,
+        Some(_) if at_start => true,
+        Some(at) => {
             Utc::now()
                 .signed_duration_since(at)
                 .to_std()
@@ -204,34 +226,38 @@ fn notice(quota: u64, d: &QuotaDrops, gaps: &[(uuid::Uuid, Gap)]) -> AuditEvent 
 fn tell_what_is_owed(store: &Store, policy: Policy) -> Result<(), StoreError> {
     for account in store.accounts_owed_a_notice()? {
         let quota = quota_of(store, &account, policy.default_quota)?;
-        tell_the_account(store, &account, quota, Kind::Periodic, policy.notice_every)?;
+        tell_the_account(store, &account, quota, true, policy.notice_every)?;
     }
     Ok(())
 }
 
 /// One pass over every account; returns (audit events, jobs) deleted.
 pub fn sweep(store: &Store, policy: Policy) -> Result<(u64, u64), StoreError> {
-    sweep_until(store, policy, &|| false)
+    Ok(sweep_until(store, policy, &|| false)?.0)
 }
 
 /// `sweep`, ending early once `stop` says so (the shutdown): checked between two
 /// accounts and between two batches of one account's audit log, so one batch (one
 /// transaction) is the most it goes on for. The next sweep finishes the work.
+/// Also returns the accounts whose turn ended with more to do.
 pub fn sweep_until(
     store: &Store,
     policy: Policy,
     stop: &dyn Fn() -> bool,
-) -> Result<(u64, u64), StoreError> {
-    let (mut audit, mut jobs) = (0, 0);
+) -> Result<((u64, u64), Vec<AccountId>), StoreError> {
+    let (mut audit, mut jobs, mut unfinished) = (0, 0, Vec::new());
     for account in store.accounts_with_events()? {
         if stop() {
             break;
         }
-        let (a, j) = sweep_account(store, &account, policy, stop)?;
+        let ((a, j), more) = sweep_account(store, &account, policy, stop)?;
         audit += a;
         jobs += j;
+        if more {
+            unfinished.push(account);
+        }
     }
-    Ok((audit, jobs))
+    Ok(((audit, jobs), unfinished))
 }
 
 /// Runs the sweep `every` (`[timing] retention_sweep_secs`) over every account, and
@@ -246,6 +272,8 @@ pub fn spawn(store: Store, policy: Policy, every: Duration) -> Background {
             Err(e) => log::error!("retention: writing the notices owed stopped: {e}"),
         }
         let mut next = actix_rt::time::Instant::now() + every;
+        // Accounts to ask for again in a moment, and when.
+        let (mut retry, mut retry_at) = (Vec::new(), None);
         loop {
             let due = tokio::select! {
                 _ = stop.stopped() => return,
@@ -254,26 +282,33 @@ pub fn spawn(store: Store, policy: Policy, every: Duration) -> Background {
                     None
                 }
                 _ = store.sweep_asked() => Some(store.take_sweep_due()),
+                _ = actix_rt::time::sleep_until(retry_at.unwrap_or(next)), if retry_at.is_some() => {
+                    retry_at = None;
+                    for account in retry.drain(..) {
+                        store.ask_sweep(&account);
+                    }
+                    continue;
+                }
             };
-            let still_over = run_once(&store, policy, due, &mut stop).await;
-            if !still_over.is_empty() {
-                // A post in flight held the oldest events: try again in a moment, not
-                // a sweep period later (and not in a busy loop while the post lasts).
-                tokio::select! {
-                    _ = stop.stopped() => return,
-                    _ = actix_rt::time::sleep(QUOTA_RETRY.min(every)) => {}
-                }
-                for account in &still_over {
-                    store.ask_sweep(account);
-                }
+            let again = run_once(&store, policy, due, &mut stop).await;
+            // A turn that ended with more to do goes on at once, behind the accounts
+            // asked for meanwhile.
+            for account in &again.at_once {
+                store.ask_sweep(account);
+            }
+            if !again.soon.is_empty() {
+                // A post in flight held the oldest events, or an ingest came during the
+                // sweep: try again in a moment, not a sweep period later (and not in a
+                // busy loop while the post lasts).
+                retry.extend(again.soon);
+                retry_at.get_or_insert(actix_rt::time::Instant::now() + QUOTA_RETRY.min(every));
             }
         }
     });
     job
 }
 
-/// One sweep on a blocking thread; returns the accounts asked for that are still
-/// over their quota. A sweep under way is asked to stop at the next batch when the
+/// One sweep on a blocking thread; returns the accounts to sweep again. A sweep under way is asked to stop at the next batch when the
 /// service stops, and waited for: its blocking thread cannot be interrupted, and the
 /// store is flushed after it. One batch is all the shutdown waits for.
 async fn run_once(
@@ -281,7 +316,7 @@ async fn run_once(
     policy: Policy,
     due: Option<Vec<AccountId>>,
     stop: &mut crate::background::StopSignal,
-) -> Vec<AccountId> {
+) -> Again {
     let s = store.clone();
     let halt = Arc::new(AtomicBool::new(false));
     let halted = halt.clone();
@@ -304,11 +339,11 @@ async fn run_once(
         }
         Ok(Err(e)) => {
             log::error!("retention sweep failed: {e}");
-            Vec::new()
+            Again::default()
         }
         Err(e) => {
             log::error!("retention sweep stopped: {e}");
-            Vec::new()
+            Again::default()
         }
     }
 }
@@ -316,31 +351,49 @@ async fn run_once(
 /// How soon a quota sweep that a post in flight held back is tried again.
 const QUOTA_RETRY: Duration = Duration::from_millis(200);
 
+/// The accounts a sweep leaves to the next.
+#[derive(Debug, Default, PartialEq)]
+struct Again {
+    /// Their turn ended with more to do: at once, behind those already asked for.
+    at_once: Vec<AccountId>,
+    /// A post in flight held records the quota would drop, or an ingest during the
+    /// sweep left something it may drop over the quota: in a moment.
+    soon: Vec<AccountId>,
+}
+
 /// Sweeps every account (`due` is `None`) or those asked for; returns (audit events,
-/// jobs) deleted, and the accounts asked for that are still over their quota.
+/// jobs) deleted, and the accounts to sweep again. An account over its quota with
+/// nothing the quota may drop (its newest chunk and newest job snapshot are all it
+/// holds beyond the quota) is not asked for again: only an ingest can change that,
+/// and the ingest asks.
 fn sweep_some(
     store: &Store,
     policy: Policy,
     due: Option<Vec<AccountId>>,
     stop: &dyn Fn() -> bool,
-) -> Result<((u64, u64), Vec<AccountId>), StoreError> {
+) -> Result<((u64, u64), Again), StoreError> {
     let Some(accounts) = due else {
-        return Ok((sweep_until(store, policy, stop)?, Vec::new()));
+        let (deleted, at_once) = sweep_until(store, policy, stop)?;
+        let soon = Vec::new();
+        return Ok((deleted, Again { at_once, soon }));
     };
-    let (mut deleted, mut over) = ((0, 0), Vec::new());
+    let (mut deleted, mut again) = ((0, 0), Again::default());
     for account in accounts {
         if stop() {
             break;
         }
         let swept = sweep_one(store, &account, policy, Kind::Asked, stop)?;
         deleted = (deleted.0 + swept.deleted, deleted.1 + swept.jobs_deleted);
-        if swept.held_back
-            || store.stored_bytes(&account)? > quota_of(store, &account, policy.default_quota)?
+        if swept.unfinished {
+            again.at_once.push(account);
+        } else if swept.held_back
+            || store.quota_droppable_bytes(&account)?
+                > quota_of(store, &account, policy.default_quota)?
         {
-            over.push(account);
+            again.soon.push(account);
         }
     }
-    Ok((deleted, over))
+    Ok((deleted, again))
 }
 
 #[cfg(test)]
@@ -429,5 +482,179 @@ mod tests {
             told.len()
         );
         assert_eq!(told.iter().sum::<u64>(), dropped, "{told:?}");
+    }
+
+    /// One audit event of about `bytes` bytes.
+    fn big_event(id: &str, bytes: usize) -> Vec<AuditEvent> {
+        vec![AuditEvent::from_json(
+            &json!({"id": id, "time": "2026-11-25T10:00:00Z", "event": "x".repeat(bytes)}),
+            0,
+            Utc::now(),
+        )
+        .unwrap()]
+    }
+
+    #[test]
+    fn an_account_over_its_quota_with_nothing_that_may_go_is_not_swept_again_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = setup(dir.path());
+        let quota = 64 * 1024;
+        // One request larger than the quota: its events are the newest, and stay.
+        s.append_audit(&a, big_event("big", 900_000)).unwrap();
+        let (_, again) = sweep_some(&s, policy(quota), Some(vec![a.clone()]), &|| false).unwrap();
+        assert!(s.stored_bytes(&a).unwrap() > quota);
+        assert_eq!(again, Again::default(), "asked again with nothing to drop");
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[actix_rt::test]
+    async fn an_account_over_its_quota_with_nothing_that_may_go_is_not_swept_in_a_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = setup(dir.path());
+        let quota = 64 * 1024;
+        s.append_audit(&a, big_event("big", 900_000)).unwrap();
+        let job = spawn(s.clone(), policy(quota), Duration::from_secs(3600));
+        // The ingest took it over its quota: it asks for a sweep.
+        s.ask_sweep(&a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.sweep_passes() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the sweep never ran");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A window of ten retries' worth (QUOTA_RETRY): a loop would show in it.
+        actix_rt::time::sleep(QUOTA_RETRY * 10).await;
+        let passes = s.sweep_passes();
+        job.stop().await;
+        assert!(
+            passes <= 2,
+            "{passes} sweep passes of an account with nothing to drop"
+        );
+    }
+
+    #[test]
+    fn an_account_whose_splunk_took_everything_has_no_backlog_even_with_jobs_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = crate::store::SledStore::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        let it = crate::store::testing::integration(&sled, &a, &["audit", "jobs"]);
+        let s = Store::Sled(sled);
+        s.append_audit(&a, flood("b", 100)).unwrap();
+        let jobs = (0..20)
+            .map(|i| crate::store::testing::job(&format!("j{i}"), "in progress", 0.5))
+            .collect();
+        s.put_jobs(&a, jobs).unwrap();
+        let before = usage(&s, &a, 1 << 30).unwrap();
+        assert_eq!(before.backlog_bytes, before.stored_bytes);
+        // Splunk took every audit event and every job snapshot; the jobs still run.
+        let mut job_seq = 0;
+        s.jobs_changed_after(&a, 0, |j| {
+            job_seq = job_seq.max(j.change_seq);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let cp = crate::store::Checkpoint {
+            audit_seq: 100,
+            job_seq,
+            ..Default::default()
+        };
+        s.commit(&a, &it.id, &cp, &[]).unwrap();
+        let after = usage(&s, &a, 1 << 30).unwrap();
+        assert!(after.stored_bytes > 0);
+        assert_eq!(after.backlog_bytes, 0, "{after:?}");
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn a_flood_on_one_account_does_not_keep_the_sweep_from_another() {
+        use std::sync::atomic::AtomicU64;
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = setup(dir.path());
+        let b = AccountId::parse("other").unwrap();
+        let quota = 64 * 1024;
+        for i in 0..3 {
+            s.append_audit(&b, flood(&format!("b{i}"), 100)).unwrap();
+            s.append_audit(&a, flood(&format!("a{i}"), 100)).unwrap();
+        }
+        assert!(s.stored_bytes(&b).unwrap() > quota);
+        s.set_pace(crate::store::Pace {
+            sweep_batch_events: Some(50),
+            sweep_batch_pause: Duration::from_millis(20),
+            ..Default::default()
+        });
+        // A flood on A that outpaces every pass of its sweep.
+        let flooding = Arc::new(AtomicBool::new(true));
+        let appended = Arc::new(AtomicU64::new(0));
+        let flooder = {
+            let (s, a, flooding, appended) =
+                (s.clone(), a.clone(), flooding.clone(), appended.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while flooding.load(Ordering::Relaxed) {
+                    s.append_audit(&a, flood(&format!("f{i}"), 100)).unwrap();
+                    appended.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while appended.load(Ordering::Relaxed) < 5 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flood never started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let (s, a, b) = (s.clone(), a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(sweep_some(&s, policy(quota), Some(vec![a, b]), &|| false));
+            });
+        }
+        let swept = rx.recv_timeout(Duration::from_secs(8));
+        flooding.store(false, Ordering::Relaxed);
+        flooder.join().unwrap();
+        let (_, again) = swept.expect("the sweep of A never let B's run").unwrap();
+        assert!(s.stored_bytes(&b).unwrap() <= quota, "B was not swept");
+        assert_eq!(
+            again.at_once,
+            vec![a],
+            "A, still over, is asked again at once"
+        );
+    }
+
+    #[test]
+    fn the_periodic_sweep_writes_at_most_one_notice_per_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = setup(dir.path());
+        let quota = 150_000;
+        for i in 0..10 {
+            s.append_audit(&a, flood(&format!("b{i}"), 100)).unwrap();
+        }
+        // The first drop is told at once.
+        sweep(&s, policy(quota)).unwrap();
+        assert_eq!(notices(&s, &a).len(), 1);
+        // Fewer new events than the quota: the notice itself stays (one dropped
+        // undelivered would be told again at once, by design).
+        for i in 10..13 {
+            s.append_audit(&a, flood(&format!("b{i}"), 100)).unwrap();
+        }
+        // Asked, then periodic, within one period: no second notice.
+        sweep_some(&s, policy(quota), Some(vec![a.clone()]), &|| false).unwrap();
+        sweep(&s, policy(quota)).unwrap();
+        assert_eq!(notices(&s, &a).len(), 1, "two notices within one period");
+        // A period later the periodic sweep tells what is owed.
+        let later = Policy {
+            notice_every: Duration::ZERO,
+            ..policy(quota)
+        };
+        sweep(&s, later).unwrap();
+        let told = notices(&s, &a);
+        assert_eq!(told.len(), 2);
+        assert_eq!(
+            told.iter().sum::<u64>(),
+            s.quota_drops(&a).unwrap().unwrap().events
+        );
     }
 }

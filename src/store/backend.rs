@@ -264,6 +264,16 @@ impl Store {
         }
     }
 
+    /// Test builds: how many passes the embedded store's sweeps have run, counting
+    /// those that removed nothing.
+    #[cfg(feature = "test-hooks")]
+    pub fn sweep_passes(&self) -> u64 {
+        match self {
+            Store::Sled(s) => s.sweep_passes(),
+            Store::Postgres(_) => 0,
+        }
+    }
+
     /// Test builds: the embedded store's pause before counting (see `pace`).
     pub fn before_count(&self) {
         if let Store::Sled(s) = self {
@@ -376,17 +386,17 @@ impl Store {
         }
     }
 
-    /// The bytes of stored audit events the slowest reader (`min_delivered`) has not passed.
+    /// The stored bytes the slowest reader of each source (`min_audit`, `min_jobs`:
+    /// their checkpoints) has not passed. PostgreSQL counts audit events only.
     pub fn backlog_bytes(
         &self,
         account: &AccountId,
-        min_delivered: Option<u64>,
+        min_audit: Option<u64>,
+        min_jobs: Option<u64>,
     ) -> Result<u64, StoreError> {
         match self {
-            Store::Sled(s) => s.backlog_bytes(account, min_delivered),
-            Store::Postgres(n) => {
-                n.wait(n.pg.audit_bytes_after(account, min_delivered.unwrap_or(0)))
-            }
+            Store::Sled(s) => s.backlog_bytes(account, min_audit, min_jobs),
+            Store::Postgres(n) => n.wait(n.pg.audit_bytes_after(account, min_audit.unwrap_or(0))),
         }
     }
 
@@ -777,6 +787,15 @@ impl Store {
     ) -> Result<AuditSweep, StoreError> {
         match self {
             Store::Sled(s) => s.sweep_within(account, cutoff, quota, readers, stop),
+            Store::Postgres(_) => Err(per_account_sweep()),
+        }
+    }
+
+    /// What the embedded store's quota sweep could still remove of the account: its
+    /// stored bytes less its newest audit chunk and newest job snapshot.
+    pub fn quota_droppable_bytes(&self, account: &AccountId) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(s) => s.quota_droppable_bytes(account),
             Store::Postgres(_) => Err(per_account_sweep()),
         }
     }

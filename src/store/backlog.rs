@@ -1,7 +1,8 @@
 //! What an integration has not delivered yet: the one place the status, the
 //! metrics and catch-up progress read a backlog from.
 
-use super::{Checkpoint, SledStore as Store, StoreError};
+use super::jobs::StoredJob;
+use super::{decode, keys, Checkpoint, SledStore as Store, StoreError};
 use crate::model::{AccountId, Integration, Source};
 use chrono::{DateTime, Utc};
 use std::ops::ControlFlow;
@@ -72,28 +73,55 @@ impl Store {
         })
     }
 
-    /// The account's stored bytes less its audit chunks that `min_delivered` (the
-    /// checkpoint of its reader furthest behind; `None`: it has no reader, so nothing
-    /// stored was delivered) has passed; job snapshots all count. Only the chunks delivered by every reader
-    /// and not yet swept are read, a few between two sweeps.
+    /// The account's stored bytes less what its readers furthest behind have passed:
+    /// the audit chunks up to `min_audit` and the job records whose latest change is
+    /// at most `min_jobs` (each the checkpoint of the source's slowest reader; `None`:
+    /// the source has no reader, so nothing of it stored was delivered). A running
+    /// job's record stays stored after it was delivered, until the job ends, so it
+    /// is no backlog. Only the chunks delivered by every reader and not yet swept are
+    /// read (a few between two sweeps), and the delivered jobs' records.
     pub fn backlog_bytes(
         &self,
         account: &AccountId,
-        min_delivered: Option<u64>,
+        min_audit: Option<u64>,
+        min_jobs: Option<u64>,
     ) -> Result<u64, StoreError> {
         let stored = self.stored_bytes(account)?;
-        let Some(m) = min_delivered else {
-            return Ok(stored);
-        };
         let mut delivered = 0;
-        self.audit_chunks(account, 0, |c| {
-            if c.last() > m {
-                return Ok(ControlFlow::Break(()));
-            }
-            delivered += c.bytes();
-            Ok(ControlFlow::Continue(()))
-        })?;
+        if let Some(m) = min_audit {
+            self.audit_chunks(account, 0, |c| {
+                if c.last() > m {
+                    return Ok(ControlFlow::Break(()));
+                }
+                delivered += c.bytes();
+                Ok(ControlFlow::Continue(()))
+            })?;
+        }
+        if let Some(m) = min_jobs {
+            delivered += self.delivered_job_bytes(account, m)?;
+        }
         Ok(stored.saturating_sub(delivered))
+    }
+
+    /// The bytes of the account's job records whose latest change is at most `up_to`.
+    fn delivered_job_bytes(&self, account: &AccountId, up_to: u64) -> Result<u64, StoreError> {
+        let events = self.events()?;
+        let mut bytes = 0;
+        let from = keys::account_prefix(keys::JOB_CHANGE, account);
+        let to = keys::with_seq(keys::JOB_CHANGE, account, up_to);
+        for kv in events.range(from..=to) {
+            let (k, name) = kv?;
+            let job_key = keys::with_name(keys::JOB, account, &String::from_utf8_lossy(&name));
+            let Some(v) = events.get(&job_key)? else {
+                continue;
+            };
+            // An index entry of a change a newer snapshot replaced is not the record's.
+            let job: StoredJob = decode(&job_key, &v)?;
+            if job.change_seq == keys::seq_of(&k) {
+                bytes += v.len() as u64;
+            }
+        }
+        Ok(bytes)
     }
 
     /// Job snapshots changed after `after`: how many, and when the oldest of them arrived.

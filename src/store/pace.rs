@@ -27,6 +27,8 @@ pub struct Pace {
 pub(super) struct Paced {
     pace: std::sync::Mutex<Pace>,
     sweep_batches: AtomicU64,
+    /// Sweep passes (reads followed by a write decision), whether or not they removed anything.
+    sweep_passes: AtomicU64,
     /// Whether sweep passes wait between their read and their write (`hold_sweep_writes`).
     hold_writes: std::sync::Mutex<bool>,
     released: std::sync::Condvar,
@@ -60,6 +62,13 @@ impl Store {
     #[cfg(feature = "test-hooks")]
     pub fn sweep_batches(&self) -> u64 {
         self.inner.paced.sweep_batches.load(Ordering::Relaxed)
+    }
+
+    /// Test builds only: how many retention sweep passes this store has run, counting
+    /// those that found nothing to remove.
+    #[cfg(feature = "test-hooks")]
+    pub fn sweep_passes(&self) -> u64 {
+        self.inner.paced.sweep_passes.load(Ordering::Relaxed)
     }
 
     /// Audit events a sweep deletes per batch: `normal`, unless a test set another.
@@ -104,6 +113,7 @@ impl Store {
         #[cfg(feature = "test-hooks")]
         {
             let paced = &self.inner.paced;
+            paced.sweep_passes.fetch_add(1, Ordering::Relaxed);
             let mut held = paced.hold_writes.lock().unwrap_or_else(|p| p.into_inner());
             paced.waiting.fetch_add(1, Ordering::Relaxed);
             while *held {

@@ -131,6 +131,8 @@ pub struct AuditSweep {
     /// Whether a post in flight kept back events the quota would have dropped: the
     /// sweep should look again once the post is over.
     pub held_back: bool,
+    /// Whether `stop` ended it with more to do: the next sweep goes on with the rest.
+    pub unfinished: bool,
 }
 
 impl AuditSweep {
@@ -229,7 +231,7 @@ struct Pass {
     quota_drops: Option<QuotaDrops>,
     gaps: Vec<(Uuid, Gap)>,
     held_back: bool,
-    /// Whether it removed something and stopped with more to look at.
+    /// Whether it stopped with more to look at: the next pass reads on.
     more: bool,
 }
 
@@ -826,6 +828,9 @@ impl Store {
         stop: &dyn Fn() -> bool,
     ) -> Result<AuditSweep, StoreError> {
         let mut out = AuditSweep::default();
+        // Passes in a row that removed nothing: one such pass may ask for another
+        // read (an ingest since its read took the account over), never a loop.
+        let mut idle = 0;
         loop {
             let plan = self.sweep_pass_read(account, cutoff, quota, readers)?;
             self.before_sweep_write();
@@ -839,8 +844,18 @@ impl Store {
             }
             if pass.deleted + pass.jobs_deleted > 0 {
                 self.sweep_batch_done();
+                idle = 0;
+            } else {
+                idle += 1;
             }
-            if !pass.more || stop() {
+            if !pass.more || idle > 1 {
+                if out.deleted + out.jobs_deleted == 0 && !out.held_back && quota < u64::MAX {
+                    self.recount_if_nothing_may_go(account, quota)?;
+                }
+                return Ok(out);
+            }
+            if stop() {
+                out.unfinished = true;
                 return Ok(out);
             }
         }
@@ -895,10 +910,13 @@ impl Store {
                 plan.audit_next = Some((chunk.first, chunk.ingested_at));
                 return Ok(std::ops::ControlFlow::Break(()));
             }
+            // Chunks posts hold do not count toward the batch: the write skips them,
+            // and posts holding a batch's worth of the oldest would otherwise leave it
+            // nothing to drop, pass after pass, over the quota.
             if !held(Source::Audit, chunk.first, chunk.last()) {
                 freed += chunk.bytes();
+                n += chunk.count;
             }
-            n += chunk.count;
             plan.audit.push(Candidate {
                 first: chunk.first,
                 last: chunk.last(),
@@ -909,11 +927,11 @@ impl Store {
             });
             Ok(std::ops::ControlFlow::Continue(()))
         })?;
-        if excess == 0 {
-            return Ok(plan);
-        }
-        // Job snapshots, oldest change first, as many as the excess alone would take.
-        let mut freed = 0u64;
+        // Job snapshots, oldest change first, as many as the excess alone would take;
+        // with no excess, none, but the oldest's storage time still: an ingest before
+        // the write may take the account over, and then that snapshot may be older
+        // than the next audit chunk (the write then leaves it to the next pass).
+        let (mut freed, mut listed) = (0u64, 0u64);
         for kv in events.scan_prefix(keys::account_prefix(keys::JOB_CHANGE, account)) {
             let (k, name) = kv?;
             let name = String::from_utf8_lossy(&name).into_owned();
@@ -925,12 +943,14 @@ impl Store {
             if job.change_seq != keys::seq_of(&k) {
                 continue;
             }
-            if freed >= excess || plan.jobs.len() as u64 >= batch {
+            if freed >= excess || listed >= batch {
                 plan.jobs_next = Some(job.snapshot.ingested_at);
                 break;
             }
+            // As for audit chunks: held snapshots do not count toward the batch.
             if !held(Source::Jobs, job.change_seq, job.change_seq) {
                 freed += v.len() as u64;
+                listed += 1;
             }
             plan.jobs.push(Candidate {
                 first: job.change_seq,
@@ -991,8 +1011,12 @@ impl Store {
         d.over_quota(&at, &plan, ia, quota)?;
         let ids = self.expired_id_records(account, d.kept_from)?;
         if d.chunks.is_empty() && d.jobs.is_empty() && ids.is_empty() {
+            // Nothing to remove, but the write may have found the account over its
+            // quota by more than was listed (an ingest since the read): the next pass
+            // reads on.
             return Ok(Pass {
                 held_back: d.held_back,
+                more: d.more,
                 ..Pass::default()
             });
         }
@@ -1252,6 +1276,70 @@ impl Store {
         drop(flight);
         gaps.log(account, Source::Jobs);
         Ok(gone.len() as u64)
+    }
+
+    /// The account's stored bytes less its newest audit chunk and newest job
+    /// snapshot, which the quota never drops: what a quota sweep could still remove.
+    /// Over the quota, a sweep has work left; else only the next ingest can give it some.
+    pub fn quota_droppable_bytes(&self, account: &AccountId) -> Result<u64, StoreError> {
+        let events = self.events()?;
+        let stored = super::audit::stored_bytes_in(&events, account)?;
+        let newest_chunk = match events
+            .scan_prefix(keys::account_prefix(keys::AUDIT, account))
+            .next_back()
+        {
+            Some(kv) => kv?.1.len() as u64,
+            None => 0,
+        };
+        let newest_job = match events
+            .scan_prefix(keys::account_prefix(keys::JOB_CHANGE, account))
+            .next_back()
+        {
+            Some(kv) => {
+                let name = String::from_utf8_lossy(&kv?.1).into_owned();
+                match events.get(keys::with_name(keys::JOB, account, &name))? {
+                    Some(v) => v.len() as u64,
+                    None => 0,
+                }
+            }
+            None => 0,
+        };
+        Ok(stored.saturating_sub(newest_chunk + newest_job))
+    }
+
+    /// After a sweep that dropped nothing and was held back by no post: if the
+    /// account's count still says it holds more than its newest chunk and newest job
+    /// snapshot over the quota, the count is wrong (the sweep found nothing that may
+    /// go), and would have every later sweep look again for nothing. Counts the
+    /// account's records (without the lock: a few, as nothing may go) and writes the
+    /// count if no write changed it meanwhile.
+    fn recount_if_nothing_may_go(&self, account: &AccountId, quota: u64) -> Result<(), StoreError> {
+        if self.quota_droppable_bytes(account)? <= quota {
+            return Ok(());
+        }
+        let events = self.events()?;
+        let counted = super::audit::stored_bytes_in(&events, account)?;
+        let mut scanned = 0u64;
+        for kind in [keys::AUDIT, keys::JOB] {
+            for v in events
+                .scan_prefix(keys::account_prefix(kind, account))
+                .values()
+            {
+                scanned += v?.len() as u64;
+            }
+        }
+        let _writer = self.writer();
+        if scanned == counted || super::audit::stored_bytes_in(&events, account)? != counted {
+            return Ok(());
+        }
+        events.insert(
+            keys::account_prefix(keys::STORED_BYTES, account),
+            &scanned.to_be_bytes(),
+        )?;
+        log::warn!(
+            "account {account}: its stored bytes were counted as {counted}, but its records take {scanned}: corrected (the backlog quota is enforced on this count)"
+        );
+        Ok(())
     }
 
     /// Asks the sweep to see to `account` now (an ingest took it over its backlog
@@ -1681,6 +1769,100 @@ mod quota_fix_tests {
         );
         assert!(sweeper.join().unwrap().unwrap() > 0);
         assert!(s.stored_bytes(&a).unwrap() <= quota);
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn posts_holding_a_whole_sweep_batch_of_the_oldest_events_do_not_keep_the_account_over_its_quota(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a, it, quota) = over_a_third_of_its_quota(dir.path());
+        s.set_pace(crate::store::Pace {
+            sweep_batch_events: Some(50),
+            ..Default::default()
+        });
+        // Posts in flight hold the oldest 100 events: two sweep batches (a tenth of
+        // what is stored, under half the quota, so the sweep drops around them).
+        let seqs: Vec<u64> = (1..=100).collect();
+        let (_, claim) = s.claim_for_post(&a, Source::Audit, &seqs).unwrap();
+        let swept = s
+            .sweep_within(&a, past(), quota, &|_| reader(&s, it.id), &|| false)
+            .unwrap();
+        assert!(
+            s.stored_bytes(&a).unwrap() <= quota,
+            "still over its quota: {} > {quota}",
+            s.stored_bytes(&a).unwrap()
+        );
+        assert!(swept.held_back);
+        let kept = kept_audit(&s, &a);
+        assert_eq!(kept[..100], seqs[..], "the events in flight stay");
+        assert_eq!(kept.last(), Some(&1000));
+        drop(claim);
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn an_ingest_between_the_read_and_the_write_drops_older_job_snapshots_before_newer_audit_events(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        s.put_jobs(&a, running_jobs("old", 200, 0.5)).unwrap();
+        for i in 0..10 {
+            s.append_audit(&a, audit(&format!("b{i}"), 100)).unwrap();
+        }
+        // Exactly at its quota when the sweep reads: nothing to drop yet.
+        let quota = s.stored_bytes(&a).unwrap();
+        s.hold_sweep_writes(true);
+        let sweeper = {
+            let (s, a) = (s.clone(), a.clone());
+            std::thread::spawn(move || {
+                s.sweep_within(&a, past(), quota, &|_| Ok(vec![]), &|| false)
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.sweep_writes_held() == 0 {
+            assert!(Instant::now() < deadline, "the sweep never read");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Then an ingest takes it over, by less than the old jobs take.
+        s.append_audit(&a, audit("late", 20)).unwrap();
+        s.hold_sweep_writes(false);
+        let swept = sweeper.join().unwrap().unwrap();
+        assert!(s.stored_bytes(&a).unwrap() <= quota, "left over its quota");
+        assert_eq!(
+            swept.deleted, 0,
+            "newer audit events went before older jobs"
+        );
+        assert!(swept.jobs_deleted > 0);
+        assert_eq!(kept_audit(&s, &a), (1..=1020).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_sweep_that_finds_nothing_to_drop_over_the_quota_counts_the_stored_bytes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = AccountId::parse("acme").unwrap();
+        s.append_audit(&a, audit("b", 10)).unwrap();
+        // Its newest chunk and newest job snapshot: nothing the quota may drop.
+        s.put_jobs(&a, running_jobs("j", 1, 0.5)).unwrap();
+        let right = s.stored_bytes(&a).unwrap();
+        // A count gone wrong (a bug, or a crash of an older version): far over.
+        let key = keys::account_prefix(keys::STORED_BYTES, &a);
+        s.events()
+            .unwrap()
+            .insert(&key, &(right + 1_000_000).to_be_bytes())
+            .unwrap();
+        let swept = s
+            .sweep_within(&a, past(), 70_000, &|_| Ok(vec![]), &|| false)
+            .unwrap();
+        assert_eq!(swept.deleted + swept.jobs_deleted, 0, "nothing may go");
+        assert_eq!(
+            s.stored_bytes(&a).unwrap(),
+            right,
+            "the count was not corrected"
+        );
+        assert!(s.quota_droppable_bytes(&a).unwrap() <= 70_000);
     }
 
     #[test]
