@@ -832,6 +832,10 @@ impl Store {
         // read (an ingest since its read took the account over), never a loop.
         let mut idle = 0;
         loop {
+            // The heads when this pass read: an ingest since then explains an excess
+            // the pass could not see, so no recount is needed (the ingest asked for a
+            // sweep of its own).
+            let heads_at_read = self.heads(account)?;
             let plan = self.sweep_pass_read(account, cutoff, quota, readers)?;
             self.before_sweep_write();
             let pass = self.sweep_pass_write(account, cutoff, quota, readers, plan)?;
@@ -850,7 +854,7 @@ impl Store {
             }
             if !pass.more || idle > 1 {
                 if out.deleted + out.jobs_deleted == 0 && !out.held_back && quota < u64::MAX {
-                    self.recount_if_nothing_may_go(account, quota)?;
+                    self.recount_if_nothing_may_go(account, quota, heads_at_read)?;
                 }
                 return Ok(out);
             }
@@ -1312,13 +1316,26 @@ impl Store {
     /// snapshot over the quota, the count is wrong (the sweep found nothing that may
     /// go), and would have every later sweep look again for nothing. Counts the
     /// account's records (without the lock: a few, as nothing may go) and writes the
-    /// count if no write changed it meanwhile.
-    fn recount_if_nothing_may_go(&self, account: &AccountId, quota: u64) -> Result<(), StoreError> {
-        if self.quota_droppable_bytes(account)? <= quota {
-            return Ok(());
-        }
+    /// count if no write changed the account meanwhile.
+    ///
+    /// "No write" is judged by the count *and* the heads: the scan is no snapshot,
+    /// and writes whose sizes cancel out (a chunk added, a job snapshot shrunk by as
+    /// much) leave the count as it was while the scan saw only one of them. Every
+    /// ingest and job write moves a head; sweeps run on this thread. When the heads
+    /// moved since the last pass read, an ingest explains the excess and asked for a
+    /// sweep of its own, so there is nothing to recount.
+    fn recount_if_nothing_may_go(
+        &self,
+        account: &AccountId,
+        quota: u64,
+        heads_at_read: super::Heads,
+    ) -> Result<(), StoreError> {
         let events = self.events()?;
         let counted = super::audit::stored_bytes_in(&events, account)?;
+        let heads = super::heads::heads_in(&events, account)?;
+        if heads != heads_at_read || self.quota_droppable_bytes(account)? <= quota {
+            return Ok(());
+        }
         let mut scanned = 0u64;
         for kind in [keys::AUDIT, keys::JOB] {
             for v in events
@@ -1329,7 +1346,10 @@ impl Store {
             }
         }
         let _writer = self.writer();
-        if scanned == counted || super::audit::stored_bytes_in(&events, account)? != counted {
+        if scanned == counted
+            || super::audit::stored_bytes_in(&events, account)? != counted
+            || super::heads::heads_in(&events, account)? != heads
+        {
             return Ok(());
         }
         events.insert(
