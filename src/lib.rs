@@ -353,12 +353,14 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         max_retry_after: config.max_retry_after_secs.get(),
         post_size_regrow: config.post_size_regrow_secs.get(),
         timing: config.timing.clone(),
-        gate: actors::integration::SyncGate::new(
-            actors::integration::SYNCS_AT_ONCE,
-            actors::integration::SYNC_LEASE,
-        ),
     };
-    let threads = actors::threads::DeliveryThreads::start(config.delivery_threads());
+    let threads = actors::threads::DeliveryThreads::start(
+        config.delivery_threads(),
+        &actors::gate::GateGauges {
+            in_use: metrics.sync_places_in_use.clone(),
+            waiting: metrics.syncs_waiting.clone(),
+        },
+    );
     log::info!(
         "integrations run on {} delivery threads",
         threads.placement().len()
