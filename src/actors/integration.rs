@@ -48,6 +48,21 @@ pub struct DeliverySettings {
 }
 
 impl DeliverySettings {
+    /// The settings `config` gives, counting into `metrics`.
+    pub fn of(config: &crate::config::Config, metrics: std::sync::Arc<Metrics>) -> Self {
+        DeliverySettings {
+            metrics,
+            host: config.host.clone(),
+            max_batch_bytes: config.max_batch_bytes,
+            interval: config.sync_interval(),
+            client: config.client_settings(),
+            posts_in_flight: config.posts_in_flight,
+            max_retry_after: config.max_retry_after_secs.get(),
+            post_size_regrow: config.post_size_regrow_secs.get(),
+            timing: config.timing.clone(),
+        }
+    }
+
     /// The longest one step of delivery may take without progress: a post, with the
     /// health probe that may follow its failure, each bounded by the request timeout
     /// (connection included). Past it (and the Supervisor's margin) an actor is stuck.
@@ -840,4 +855,73 @@ async fn commit(
         s.obs.retry_after_secs = None;
     }
     Ok(!letters.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gate::GateGauges;
+    use super::*;
+    use crate::model::AccountId;
+
+    /// Stands in for the Supervisor: told when the actor ends.
+    struct Told;
+    impl Actor for Told {
+        type Context = Context<Self>;
+    }
+    impl Handler<Stopped> for Told {
+        type Result = ();
+        fn handle(&mut self, _: Stopped, _: &mut Context<Self>) {}
+    }
+
+    #[actix_rt::test]
+    async fn a_sync_still_waiting_for_a_place_at_shutdown_winds_down_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = crate::store::SledStore::open(dir.path()).unwrap();
+        let acme = AccountId::parse("acme").unwrap();
+        let it = crate::store::testing::integration(&sled, &acme, &["audit"]);
+        let store = Store::Sled(sled);
+        let config = crate::config::Config::from_toml(
+            include_str!("../../config/siemsync.toml"),
+            std::path::Path::new("siemsync.toml"),
+            |_| None,
+        )
+        .unwrap();
+        let settings = DeliverySettings::of(&config, std::sync::Arc::new(Metrics::new()));
+        let s = store.clone();
+        let audit = SyncArbiter::start(1, move || AuditCollector::new(s.clone()));
+        let s = store.clone();
+        let jobs = SyncArbiter::start(1, move || JobCollector::new(s.clone()));
+        // The gate's one place is held by another account's sync that never ends.
+        let gauges = GateGauges::default();
+        let gate = SyncGate::new(1, Duration::from_secs(3600), gauges.clone());
+        let (_other, other_pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
+        let g = gate.clone();
+        actix_rt::spawn(async move {
+            let other = AccountId::parse("other").unwrap();
+            g.run(&other, &other_pulse, std::future::pending()).await
+        });
+        let (heartbeat, pulse) = super::super::heartbeat::pair(settings.longest_step());
+        let supervised = Supervised {
+            generation: 1,
+            supervisor: Told.start().recipient(),
+            pulse,
+            gate,
+        };
+        let actor = IntegrationActor::new(it, store, audit, jobs, settings, supervised).start();
+        let t0 = Instant::now();
+        while gauges.waiting.get() != 1 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the sync never waited"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        heartbeat.drain();
+        let outcome = actor.send(Drain).await.unwrap();
+        assert!(
+            matches!(outcome, WindDown::Idle),
+            "it never started a sync, yet said {outcome:?}"
+        );
+        assert_eq!(gauges.waiting.get(), 0, "its wait was given up");
+    }
 }

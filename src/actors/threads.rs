@@ -174,6 +174,29 @@ mod tests {
         );
     }
 
+    #[actix_rt::test]
+    async fn an_integration_whose_thread_has_ended_goes_to_a_live_one_or_to_none() {
+        let mut threads = DeliveryThreads::start(2, &GateGauges::default());
+        let placement = threads.placement();
+        let id = (0u128..)
+            .map(Uuid::from_u128)
+            .find(|id| index(id, 2) == 0)
+            .unwrap();
+        let first = threads.arbiters.remove(0);
+        first.stop();
+        first.join().unwrap();
+        let (thread, _) = placement
+            .thread_for(&id)
+            .expect("the other thread still runs");
+        assert!(
+            thread.spawn(std::future::ready(())),
+            "placed on the thread that ended"
+        );
+        let second = threads.arbiters.remove(0);
+        second.stop();
+        second.join().unwrap();
+        assert!(placement.thread_for(&id).is_none(), "no thread runs");
+    }
     #[test]
     fn an_integration_always_hashes_to_the_same_thread_and_ids_spread_evenly() {
         let id: Uuid = "0b8f6a52-3c1d-4e0f-9a7b-5d2c8e1f4a60".parse().unwrap();
