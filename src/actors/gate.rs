@@ -4,8 +4,9 @@
 //! together had the service run out of file descriptors and memory. A sync takes a
 //! place before it starts and gives it back when it ends or when its lease runs out,
 //! whichever is first: one held up by a hanging Splunk goes on without its place
-//! (bounded by its own timeouts). So the gate bounds how many syncs *start* per
-//! lease — places / lease — not how many are under way.
+//! (bounded by its own timeouts). So the gate bounds the syncs under way that
+//! started less than a lease ago, not all of them: syncs at hanging Splunks can
+//! add up to `places` more each lease.
 //!
 //! Each delivery thread has its own gate (the places split between them): a place
 //! goes back when its holder's lease timer fires on the holder's thread, and a
