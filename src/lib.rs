@@ -343,22 +343,14 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     let s = store.clone();
     let jobs = SyncArbiter::start(2, move || JobCollector::new(s.clone()));
     let metrics = Arc::new(metrics::Metrics::new());
-    let settings = DeliverySettings {
-        metrics: metrics.clone(),
-        host: config.host.clone(),
-        max_batch_bytes: config.max_batch_bytes,
-        interval: config.sync_interval(),
-        client: config.client_settings(),
-        posts_in_flight: config.posts_in_flight,
-        max_retry_after: config.max_retry_after_secs.get(),
-        post_size_regrow: config.post_size_regrow_secs.get(),
-        timing: config.timing.clone(),
-        gate: actors::integration::SyncGate::new(
-            actors::integration::SYNCS_AT_ONCE,
-            actors::integration::SYNC_LEASE,
-        ),
-    };
-    let threads = actors::threads::DeliveryThreads::start(config.delivery_threads());
+    let settings = DeliverySettings::of(&config, metrics.clone());
+    let threads = actors::threads::DeliveryThreads::start(
+        config.delivery_threads(),
+        &actors::gate::GateGauges {
+            in_use: metrics.sync_places_in_use.clone(),
+            waiting: metrics.syncs_waiting.clone(),
+        },
+    );
     log::info!(
         "integrations run on {} delivery threads",
         threads.placement().len()

@@ -171,6 +171,10 @@ pub struct Metrics {
     /// Integration actors alive: counted by the actors themselves, so it shows what
     /// runs, not what the Supervisor meant to run.
     pub integration_actors: Gauge,
+    /// Places of the sync gates held (kept by the gates).
+    pub sync_places_in_use: Gauge,
+    /// Syncs waiting for a place (kept by the gates).
+    pub syncs_waiting: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -222,6 +226,8 @@ impl Metrics {
             open_fds: Gauge::default(),
             max_fds: Gauge::default(),
             integration_actors: Gauge::default(),
+            sync_places_in_use: Gauge::default(),
+            syncs_waiting: Gauge::default(),
             registry: Registry::default(),
         };
         m.register_delivery(&mut registry);
@@ -399,6 +405,16 @@ impl Metrics {
             "integration_actors",
             "Integration actors alive: one per integration that is enabled (on an account with the feature on)",
             self.integration_actors.clone(),
+        );
+        registry.register(
+            "sync_places_in_use",
+            "Places of the sync gates held: syncs started less than a lease ago and not ended",
+            self.sync_places_in_use.clone(),
+        );
+        registry.register(
+            "syncs_waiting",
+            "Syncs waiting for a place to start",
+            self.syncs_waiting.clone(),
         );
     }
 

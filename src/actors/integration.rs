@@ -4,6 +4,7 @@
 
 use super::audit_collector::AuditCollector;
 use super::delivery::{self, Claimed, CollectorFeed, Halt, Ledger};
+use super::gate::SyncGate;
 use super::heartbeat::Pulse;
 use super::history::Tally;
 use super::job_collector::JobCollector;
@@ -44,60 +45,24 @@ pub struct DeliverySettings {
     pub post_size_regrow: Duration,
     /// The internal intervals: back-off base, restart delay, progress log.
     pub timing: crate::timing::Timing,
-    /// How many syncs may start at once, on every delivery thread together.
-    pub gate: SyncGate,
-}
-
-/// Syncs that may be under way at once, before their lease runs out: at start every
-/// integration syncs at once, and 100,000 connections opened together had the
-/// service run out of file descriptors and memory. Far more than the collectors
-/// and one core per thread serve at a time, so a tick takes no longer for it.
-pub const SYNCS_AT_ONCE: usize = 1024;
-/// How long a sync keeps its place at most: one held up by a slow Splunk then
-/// goes on without it (keeping its own connection), so a thousand customers' hung
-/// Splunks delay everyone else's syncs by a second at most, not by their timeouts.
-pub const SYNC_LEASE: Duration = Duration::from_secs(1);
-
-/// The places of the syncs under way (see [`SYNCS_AT_ONCE`]), shared by every
-/// integration actor; waiters are let in first come, first served.
-#[derive(Debug, Clone)]
-pub struct SyncGate {
-    places: std::sync::Arc<tokio::sync::Semaphore>,
-    lease: Duration,
-}
-
-impl SyncGate {
-    /// A gate of `places` syncs at once, each holding its place for `lease` at most.
-    pub fn new(places: usize, lease: Duration) -> SyncGate {
-        SyncGate {
-            places: std::sync::Arc::new(tokio::sync::Semaphore::new(places.max(1))),
-            lease,
-        }
-    }
-
-    /// Runs `cycle` once a place is free; the place goes back when the cycle ends or
-    /// its lease runs out, whichever is first. Asked to wind down while waiting, the
-    /// cycle never starts.
-    pub async fn run<F>(&self, pulse: &Pulse, cycle: F) -> Result<(), Halt>
-    where
-        F: std::future::Future<Output = Result<(), Halt>>,
-    {
-        let place = tokio::select! {
-            // Never closed; if it were, syncs would go on without places.
-            place = self.places.clone().acquire_owned() => place.ok(),
-            _ = pulse.drained() => return Err(Halt::Drained),
-        };
-        let mut cycle = std::pin::pin!(cycle);
-        tokio::select! {
-            ended = &mut cycle => return ended,
-            _ = actix_rt::time::sleep(self.lease) => {}
-        }
-        drop(place);
-        cycle.await
-    }
 }
 
 impl DeliverySettings {
+    /// The settings `config` gives, counting into `metrics`.
+    pub fn of(config: &crate::config::Config, metrics: std::sync::Arc<Metrics>) -> Self {
+        DeliverySettings {
+            metrics,
+            host: config.host.clone(),
+            max_batch_bytes: config.max_batch_bytes,
+            interval: config.sync_interval(),
+            client: config.client_settings(),
+            posts_in_flight: config.posts_in_flight,
+            max_retry_after: config.max_retry_after_secs.get(),
+            post_size_regrow: config.post_size_regrow_secs.get(),
+            timing: config.timing.clone(),
+        }
+    }
+
     /// The longest one step of delivery may take without progress: a post, with the
     /// health probe that may follow its failure, each bounded by the request timeout
     /// (connection included). Past it (and the Supervisor's margin) an actor is stuck.
@@ -131,6 +96,8 @@ struct Deps {
     settings: DeliverySettings,
     /// Progress promised to the Supervisor, and its request to wind down.
     pulse: Pulse,
+    /// The places of the syncs of this actor's thread.
+    gate: SyncGate,
 }
 
 /// State the running cycle updates while the actor answers status questions.
@@ -170,6 +137,8 @@ pub struct Supervised {
     pub supervisor: Recipient<Stopped>,
     /// The actor's side of its heartbeat.
     pub pulse: Pulse,
+    /// The sync gate of the thread the actor runs on.
+    pub gate: SyncGate,
 }
 
 /// Delivers one integration: its timer, checkpoint, HEC client and the batch that failed.
@@ -206,6 +175,7 @@ impl IntegrationActor {
             generation,
             supervisor,
             pulse,
+            gate,
         } = supervised;
         let client = HecClient::new(&it, settings.client);
         let seed = it.id.as_u128() as u64 ^ (it.id.as_u128() >> 64) as u64 ^ generation;
@@ -246,6 +216,7 @@ impl IntegrationActor {
                 client,
                 settings,
                 pulse,
+                gate,
             }),
             generation,
             supervisor,
@@ -287,15 +258,21 @@ impl IntegrationActor {
         let started = Instant::now();
         let cycle = run_cycle(self.deps.clone(), self.shared.clone(), self.policy.clone());
         let deps = self.deps.clone();
-        let gated = async move { deps.settings.gate.run(&deps.pulse, cycle).await };
-        ctx.spawn(
-            gated
-                .into_actor(self)
-                .map(move |result, act, ctx| act.finished(result, started, ctx)),
-        );
+        let gated = async move { deps.gate.run(&deps.it.account, &deps.pulse, cycle).await };
+        ctx.spawn(gated.into_actor(self).map(move |result, act, ctx| {
+            // `None`: the wind-down came while it waited for a place; it never started.
+            let ran = result.is_some();
+            act.finished(result.unwrap_or(Err(Halt::Drained)), ran, started, ctx)
+        }));
     }
 
-    fn finished(&mut self, result: Result<(), Halt>, started: Instant, ctx: &mut Context<Self>) {
+    fn finished(
+        &mut self,
+        result: Result<(), Halt>,
+        ran: bool,
+        started: Instant,
+        ctx: &mut Context<Self>,
+    ) {
         self.syncing = false;
         let gone = matches!(result, Err(Halt::Gone));
         let delay = self.conclude(result, started);
@@ -305,9 +282,14 @@ impl IntegrationActor {
         }
         if self.deps.pulse.draining() {
             // The shutdown waits for this: the posts that were in flight have been
-            // answered, and committed when Splunk took them.
+            // answered, and committed when Splunk took them — or there were none,
+            // the sync having waited for a place all along.
             if let Some(tx) = self.drained.take() {
-                let _ = tx.send(WindDown::Finished);
+                let _ = tx.send(if ran {
+                    WindDown::Finished
+                } else {
+                    WindDown::Idle
+                });
             }
             ctx.stop();
             return;
@@ -877,83 +859,69 @@ async fn commit(
 
 #[cfg(test)]
 mod tests {
+    use super::super::gate::GateGauges;
     use super::*;
-    use std::cell::Cell;
+    use crate::model::AccountId;
 
-    /// A cycle that notes when it starts and ends once `end` is sent (or dropped).
-    async fn cycle(
-        started: &Cell<bool>,
-        end: tokio::sync::oneshot::Receiver<()>,
-    ) -> Result<(), Halt> {
-        started.set(true);
-        let _ = end.await;
-        Ok(())
+    /// Stands in for the Supervisor: told when the actor ends.
+    struct Told;
+    impl Actor for Told {
+        type Context = Context<Self>;
     }
-
-    async fn yield_a_while() {
-        for _ in 0..20 {
-            actix_rt::task::yield_now().await;
-        }
+    impl Handler<Stopped> for Told {
+        type Result = ();
+        fn handle(&mut self, _: Stopped, _: &mut Context<Self>) {}
     }
 
     #[actix_rt::test]
-    async fn a_sync_waits_for_a_place_until_one_ends_or_its_lease_runs_out() {
-        let (_heartbeat, pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
-        let (a, b, c) = (Cell::new(false), Cell::new(false), Cell::new(false));
-        let gate = SyncGate::new(1, Duration::from_secs(3600));
-        let (end_a, rx_a) = tokio::sync::oneshot::channel();
-        let (end_b, rx_b) = tokio::sync::oneshot::channel();
-        let first = gate.run(&pulse, cycle(&a, rx_a));
-        let second = gate.run(&pulse, cycle(&b, rx_b));
-        let both = futures_util::future::join(first, second);
-        let waiting = async {
-            yield_a_while().await;
-            assert!(a.get() && !b.get(), "one place: the second waits");
-            end_a.send(()).unwrap();
-            yield_a_while().await;
-            assert!(b.get(), "the first ended: the second runs");
-            end_b.send(()).unwrap();
+    async fn a_sync_still_waiting_for_a_place_at_shutdown_winds_down_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = crate::store::SledStore::open(dir.path()).unwrap();
+        let acme = AccountId::parse("acme").unwrap();
+        let it = crate::store::testing::integration(&sled, &acme, &["audit"]);
+        let store = Store::Sled(sled);
+        let config = crate::config::Config::from_toml(
+            include_str!("../../config/siemsync.toml"),
+            std::path::Path::new("siemsync.toml"),
+            |_| None,
+        )
+        .unwrap();
+        let settings = DeliverySettings::of(&config, std::sync::Arc::new(Metrics::new()));
+        let s = store.clone();
+        let audit = SyncArbiter::start(1, move || AuditCollector::new(s.clone()));
+        let s = store.clone();
+        let jobs = SyncArbiter::start(1, move || JobCollector::new(s.clone()));
+        // The gate's one place is held by another account's sync that never ends.
+        let gauges = GateGauges::default();
+        let gate = SyncGate::new(1, Duration::from_secs(3600), gauges.clone());
+        let (_other, other_pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
+        let g = gate.clone();
+        actix_rt::spawn(async move {
+            let other = AccountId::parse("other").unwrap();
+            g.run(&other, &other_pulse, std::future::pending()).await
+        });
+        let (heartbeat, pulse) = super::super::heartbeat::pair(settings.longest_step());
+        let supervised = Supervised {
+            generation: 1,
+            supervisor: Told.start().recipient(),
+            pulse,
+            gate,
         };
-        let ((x, y), ()) = futures_util::future::join(both, waiting).await;
-        assert!(x.is_ok() && y.is_ok());
-
-        // A sync that does not end gives its place back after its lease.
-        let gate = SyncGate::new(1, Duration::from_millis(50));
-        let (_never, rx) = tokio::sync::oneshot::channel();
+        let actor = IntegrationActor::new(it, store, audit, jobs, settings, supervised).start();
         let t0 = Instant::now();
-        let stuck = gate.run(&pulse, cycle(&a, rx));
-        let next = async {
-            yield_a_while().await;
-            gate.run(&pulse, async {
-                c.set(true);
-                Ok(())
-            })
-            .await
-        };
-        tokio::select! {
-            _ = stuck => panic!("the stuck cycle ended"),
-            r = next => assert!(r.is_ok()),
+        while gauges.waiting.get() != 1 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the sync never waited"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(c.get() && t0.elapsed() >= Duration::from_millis(50));
-    }
-
-    #[actix_rt::test]
-    async fn a_sync_waiting_for_a_place_at_shutdown_never_starts() {
-        let (heartbeat, pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
-        let gate = SyncGate::new(1, Duration::from_secs(3600));
-        let (a, b) = (Cell::new(false), Cell::new(false));
-        let (_end, rx) = tokio::sync::oneshot::channel();
-        let busy = gate.run(&pulse, cycle(&a, rx));
-        let (_end_b, rx_b) = tokio::sync::oneshot::channel();
-        let waiting = async {
-            yield_a_while().await;
-            heartbeat.drain();
-            gate.run(&pulse, cycle(&b, rx_b)).await
-        };
-        tokio::select! {
-            _ = busy => panic!("the busy cycle ended"),
-            r = waiting => assert!(matches!(r, Err(Halt::Drained))),
-        }
-        assert!(!b.get());
+        heartbeat.drain();
+        let outcome = actor.send(Drain).await.unwrap();
+        assert!(
+            matches!(outcome, WindDown::Idle),
+            "it never started a sync, yet said {outcome:?}"
+        );
+        assert_eq!(gauges.waiting.get(), 0, "its wait was given up");
     }
 }

@@ -6,6 +6,7 @@
 pub mod audit_collector;
 pub mod batch;
 pub mod delivery;
+pub mod gate;
 pub mod heartbeat;
 pub mod history;
 pub mod integration;

@@ -106,6 +106,15 @@ impl Supervisor {
         if self.shutting_down {
             return;
         }
+        let Some((thread, gate)) = self.threads.thread_for(&it.id) else {
+            // Every delivery thread has ended: an actor started now would never be
+            // built, and its vanishing be taken for a panic and restarted for ever.
+            log::error!(
+                "integration {} not started: no delivery thread is running",
+                it.id
+            );
+            return;
+        };
         self.generation += 1;
         let (heartbeat, pulse) = heartbeat::pair(self.settings.longest_step());
         let (config, store, audit, jobs, settings) = (
@@ -119,9 +128,10 @@ impl Supervisor {
             generation: self.generation,
             supervisor: ctx.address().recipient(),
             pulse,
+            gate: gate.clone(),
         };
         // Built on its own thread: its state and HEC client stay there.
-        let addr = IntegrationActor::start_in_arbiter(self.threads.thread_for(&it.id), |_| {
+        let addr = IntegrationActor::start_in_arbiter(thread, |_| {
             IntegrationActor::new(config, store, audit, jobs, settings, supervised)
         });
         self.resume_replay(&it, ctx);

@@ -6,6 +6,7 @@
 //! which crosses threads; what is its own (`Rc` state, its HEC client and its
 //! connections) is built on its thread and never leaves it.
 
+use super::gate::{GateGauges, SyncGate, SYNCS_AT_ONCE, SYNC_LEASE};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,19 +15,25 @@ use uuid::Uuid;
 /// The running delivery threads; [`DeliveryThreads::stop`] stops and joins them.
 pub struct DeliveryThreads {
     arbiters: Vec<Arbiter>,
+    /// Each thread's sync gate: its syncs only ever wait for its own places.
+    gates: Vec<SyncGate>,
 }
 
 /// Where each integration's actor runs: shared by the Supervisor, which starts them.
 #[derive(Clone)]
 pub struct Placement {
     handles: Arc<[ArbiterHandle]>,
+    gates: Arc<[SyncGate]>,
 }
 
 impl DeliveryThreads {
-    /// Starts `n` threads (at least one). Must run inside an actix System.
-    pub fn start(n: usize) -> DeliveryThreads {
+    /// Starts `n` threads (at least one), sharing [`SYNCS_AT_ONCE`] places between
+    /// them, counted in `gauges`. Must run inside an actix System.
+    pub fn start(n: usize, gauges: &GateGauges) -> DeliveryThreads {
+        let n = n.max(1);
         DeliveryThreads {
-            arbiters: (0..n.max(1)).map(|_| Arbiter::new()).collect(),
+            arbiters: (0..n).map(|_| Arbiter::new()).collect(),
+            gates: SyncGate::split(SYNCS_AT_ONCE, n, SYNC_LEASE, gauges),
         }
     }
 
@@ -34,6 +41,7 @@ impl DeliveryThreads {
     pub fn placement(&self) -> Placement {
         Placement {
             handles: self.arbiters.iter().map(Arbiter::handle).collect(),
+            gates: self.gates.iter().cloned().collect(),
         }
     }
 
@@ -58,15 +66,30 @@ impl DeliveryThreads {
         }
         let until = tokio::time::Instant::now() + deadline;
         for (i, (arbiter, gone)) in stopping.into_iter().enumerate() {
-            match tokio::time::timeout_at(until, gone).await {
-                // Its runtime is gone: joining waits only for the thread's last steps.
-                Ok(_) => {
-                    if arbiter.join().is_err() {
-                        log::error!("shutdown: delivery thread {i} ended with a panic");
-                    }
-                }
-                Err(_) => log::error!(
+            if tokio::time::timeout_at(until, gone).await.is_err() {
+                log::error!(
                     "shutdown: delivery thread {i} did not end within {deadline:?} of being told; left behind"
+                );
+                continue;
+            }
+            // Its tasks are gone, but dropping its runtime still waits for the blocking
+            // work it started (a DNS lookup that never answers): joined on a thread of
+            // its own, so that only the same deadline is waited for.
+            let (joined, join) = tokio::sync::oneshot::channel();
+            let joiner = std::thread::Builder::new()
+                .name(format!("siemsync-join-{i}"))
+                .spawn(move || {
+                    let _ = joined.send(arbiter.join().is_ok());
+                });
+            if let Err(e) = joiner {
+                log::error!("shutdown: delivery thread {i} left behind unjoined: {e}");
+                continue;
+            }
+            match tokio::time::timeout_at(until, join).await {
+                Ok(Ok(true)) => {}
+                Ok(_) => log::error!("shutdown: delivery thread {i} ended with a panic"),
+                Err(_) => log::error!(
+                    "shutdown: delivery thread {i} still waits for blocking work {deadline:?} after being told; left behind"
                 ),
             }
         }
@@ -94,10 +117,19 @@ impl Placement {
         self.handles.is_empty()
     }
 
-    /// The thread integration `id`'s actor runs on; the same for the same id as
-    /// long as the number of threads stays the same.
-    pub fn thread_for(&self, id: &Uuid) -> &ArbiterHandle {
-        &self.handles[index(id, self.handles.len())]
+    /// The thread integration `id`'s actor runs on, with that thread's sync gate:
+    /// the same for the same id as long as the number of threads stays the same
+    /// and the thread runs. A thread that has ended (a panic that took its runtime
+    /// down) would never build the actor: the next live one is taken, and `None`
+    /// answered when none is left.
+    pub fn thread_for(&self, id: &Uuid) -> Option<(&ArbiterHandle, &SyncGate)> {
+        let n = self.handles.len();
+        let first = index(id, n);
+        (0..n)
+            .map(|k| (first + k) % n)
+            // `spawn` answers whether the thread still takes work.
+            .find(|&i| self.handles[i].spawn(std::future::ready(())))
+            .map(|i| (&self.handles[i], &self.gates[i]))
     }
 }
 
@@ -119,6 +151,52 @@ pub fn index(id: &Uuid, n: usize) -> usize {
 mod tests {
     use super::*;
 
+    #[actix_rt::test]
+    async fn stopping_returns_by_its_deadline_while_a_blocking_task_runs_on_a_thread() {
+        let threads = DeliveryThreads::start(1, &GateGauges::default());
+        let (started, running) = std::sync::mpsc::channel();
+        threads.arbiters[0].spawn(async move {
+            // Like a DNS lookup that never answers: the runtime's blocking pool waits for it.
+            drop(tokio::task::spawn_blocking(move || {
+                let _ = started.send(());
+                std::thread::sleep(Duration::from_secs(5));
+            }));
+        });
+        running
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the blocking task started");
+        let t0 = std::time::Instant::now();
+        threads.stop(Duration::from_millis(100)).await;
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "stop(100 ms) took {:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[actix_rt::test]
+    async fn an_integration_whose_thread_has_ended_goes_to_a_live_one_or_to_none() {
+        let mut threads = DeliveryThreads::start(2, &GateGauges::default());
+        let placement = threads.placement();
+        let id = (0u128..)
+            .map(Uuid::from_u128)
+            .find(|id| index(id, 2) == 0)
+            .unwrap();
+        let first = threads.arbiters.remove(0);
+        first.stop();
+        first.join().unwrap();
+        let (thread, _) = placement
+            .thread_for(&id)
+            .expect("the other thread still runs");
+        assert!(
+            thread.spawn(std::future::ready(())),
+            "placed on the thread that ended"
+        );
+        let second = threads.arbiters.remove(0);
+        second.stop();
+        second.join().unwrap();
+        assert!(placement.thread_for(&id).is_none(), "no thread runs");
+    }
     #[test]
     fn an_integration_always_hashes_to_the_same_thread_and_ids_spread_evenly() {
         let id: Uuid = "0b8f6a52-3c1d-4e0f-9a7b-5d2c8e1f4a60".parse().unwrap();

@@ -328,3 +328,50 @@ async fn an_integration_holds_no_connection_to_its_splunk_between_syncs_minutes_
     let max = series(&text, "siemsync_max_fds", &[]).expect("siemsync_max_fds");
     assert!(open >= 3.0 && max >= open, "open {open}, max {max}");
 }
+
+#[actix_rt::test]
+async fn a_sync_at_a_hanging_splunk_gives_its_place_back_after_its_lease_as_metrics_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &[]);
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    hec.set_behaviour(Behaviour::Hang);
+    api.enable_account("acme").await;
+    let id = create_integration(
+        &api,
+        "acme",
+        json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]}),
+    )
+    .await;
+    api.post_audit("acme", &audit_events("h", 0, 3)).await;
+    status_until(&api, "acme", &id, "a sync under way", |s| {
+        s["syncing"] == true && s["backlog"]["audit"].as_u64() >= Some(3)
+    })
+    .await;
+    eventually(Duration::from_secs(30), "a post in flight", || {
+        hec.posts_arrived() >= 1
+    })
+    .await;
+    // The post hangs (for the 60 s request timeout); its place goes back after 1 s.
+    let start = std::time::Instant::now();
+    loop {
+        let (s, body) = api.admin("GET", "/metrics", None).await;
+        assert_eq!(s, 200);
+        let text = body.as_str().unwrap().to_owned();
+        let in_use = series(&text, "siemsync_sync_places_in_use ", &[]);
+        let waiting = series(&text, "siemsync_syncs_waiting ", &[]);
+        assert_eq!(waiting, Some(0.0), "{text}");
+        if in_use == Some(0.0) {
+            break;
+        }
+        assert!(in_use.is_some(), "no siemsync_sync_places_in_use in {text}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the hanging sync kept its place: {text}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = api.status("acme", &id).await;
+    assert_eq!(st["syncing"], true, "the sync still hangs: {st:#}");
+    hec.set_behaviour(Behaviour::Normal);
+}
