@@ -71,6 +71,7 @@ async fn editing_the_config_file_restarts_only_what_changed_and_a_broken_file_ch
     let svc = Siemsync::spawn_with(&config, &dir.path().join("data"), &[]);
     let api = svc.api();
 
+    let first = Instant::now();
     post_round(&api, 0, |_| true).await;
     eventually(
         Duration::from_secs(30),
@@ -78,6 +79,9 @@ async fn editing_the_config_file_restarts_only_what_changed_and_a_broken_file_ch
         || (0..N).all(|i| delivered(&hec, i, 0)),
     )
     .await;
+    // What a round of 50 takes on this machine now (under the rest of the suite's
+    // load, and on either store): the reload must not slow delivery beyond it.
+    let pace = first.elapsed();
     let before = started_at(&api).await;
     assert_eq!(before.len(), N);
     let (id0, _) = &before[&0];
@@ -113,8 +117,8 @@ async fn editing_the_config_file_restarts_only_what_changed_and_a_broken_file_ch
     })
     .await;
     assert!(
-        posted.elapsed() < Duration::from_millis(5000),
-        "delivery kept its pace: {:?}",
+        posted.elapsed() < Duration::from_secs(5).max(pace * 2),
+        "delivery kept its pace: {:?} after the reload, {pace:?} before",
         posted.elapsed()
     );
     let after = started_at(&api).await;
