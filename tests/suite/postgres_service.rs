@@ -322,3 +322,65 @@ async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_second_process_under_a_live_nodes_name_is_refused() {
+    let Some(pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = pg_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let name = pg_env
+        .iter()
+        .find(|(k, _)| k == "SIEMSYNC_NODE_NAME")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let first_dir = tempfile::tempdir().unwrap();
+    let mut first = Siemsync::start(first_dir.path(), &env);
+    // The same name (a copied config, a second unit on the host): it would share
+    // the first one's leases and both would deliver and commit everything.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second_dir_text = second_dir.path().display().to_string();
+    let mut second_env: Vec<(String, String)> = pg_env.clone();
+    second_env.push(("SIEMSYNC_DATA_DIR".into(), second_dir_text));
+    second_env.push(("SIEMSYNC_LISTEN".into(), "127.0.0.1:0".into()));
+    let config = siemsync::testkit::service::config(
+        &siemsync::testkit::service::shipped_config(),
+        &second_env,
+    )
+    .unwrap();
+    let refused = siemsync::testkit::service::InProcess::start(config.clone())
+        .err()
+        .expect("a second process under a live node's name must be refused")
+        .to_string();
+    assert!(
+        refused.contains(&name) && refused.contains("another process"),
+        "{refused}"
+    );
+    // The first node was not disturbed: it still holds every shard.
+    let api = first.api();
+    api.enable_account("acme").await;
+    assert_eq!(health(&api).await.0, 200);
+    let url = pg_env
+        .iter()
+        .find(|(k, _)| k == "SIEMSYNC_POSTGRES_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let observer = PgStore::connect(PgOptions::new(&url, "observer"))
+        .await
+        .unwrap();
+    let nodes = observer.nodes().await.unwrap();
+    let me = nodes.iter().find(|n| n.name == name).expect("registered");
+    assert!(me.alive && !me.stopping, "{nodes:?}");
+    assert_eq!(me.shards, i64::from(observer.shards()), "{nodes:?}");
+
+    // Once the first stopped cleanly, the name is free again at once.
+    first.stop();
+    let mut again = siemsync::testkit::service::InProcess::start(config)
+        .unwrap_or_else(|e| panic!("after the first process stopped: {e}"));
+    let (status, body) = health(&Api::new(&again.url())).await;
+    assert_eq!(status, 200, "{body}");
+    again.stop();
+}

@@ -50,6 +50,16 @@ pub enum PgError {
         /// The epoch it held.
         epoch: i64,
     },
+    /// Another process runs under this node's name (its heartbeat is live, under
+    /// another instance id): both would hold the same leases and deliver and
+    /// commit the same integrations.
+    #[error("another process runs as node {node} on this database (its heartbeat is live): each process needs a node_name of its own (SIEMSYNC_NODE_NAME). A process that stopped cleanly frees its name at once; one that was killed frees it when its heartbeat lapses (the lease time, {lease_secs} s)")]
+    NameInUse {
+        /// The name.
+        node: String,
+        /// The lease time, after which a killed process's name is free.
+        lease_secs: u64,
+    },
     /// The schema could not be brought to this build's version.
     #[error("database schema: {0}")]
     Schema(String),

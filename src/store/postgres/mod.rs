@@ -111,6 +111,9 @@ struct Shared {
     shards: i32,
     /// Why PostgreSQL cannot take writes right now, while it cannot.
     fault: Mutex<Option<String>>,
+    /// This process's own id in its `nodes` row (random per connect): a second
+    /// process under the same name is told apart from this one and refused.
+    instance: Uuid,
 }
 
 /// The store's runtime, shut down without waiting when the last handle goes
@@ -191,6 +194,7 @@ impl PgStore {
                     partitions: Mutex::new(Default::default()),
                     shards: i32::try_from(shards).unwrap_or(i32::MAX).max(1),
                     fault: Mutex::new(None),
+                    instance: Uuid::new_v4(),
                 };
                 shared.ensure_partitions(chrono::Utc::now()).await?;
                 Ok::<_, PgError>(shared)
