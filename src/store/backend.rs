@@ -74,6 +74,8 @@ impl From<PgError> for StoreError {
         match e {
             // Callers act on these as on sled's: 503 and retry, 404, 409.
             PgError::Unavailable(why) => StoreError::Unavailable(why),
+            // Contention: retried the same way, but not noted as a fault.
+            e @ PgError::Busy(_) => StoreError::Unavailable(e.to_string()),
             PgError::Gone => StoreError::Gone,
             PgError::VersionConflict { actual: None, .. } => StoreError::Gone,
             PgError::VersionConflict { .. } => StoreError::Changed,

@@ -203,13 +203,13 @@ impl PgStore {
     /// expired shards up to its fair share. Shards missing from the result that
     /// the node held before were lost (expired): stop their integrations.
     pub async fn balance(&self) -> Result<Holdings, PgError> {
-        self.run(|s| async move { s.balance().await }).await
+        self.run_write(|s| async move { s.balance().await }).await
     }
 
     /// Hands shards back (after their integrations were stopped).
     pub async fn release(&self, shards: &[i32]) -> Result<(), PgError> {
         let shards = shards.to_vec();
-        self.run(move |s| async move {
+        self.run_write(move |s| async move {
             s.pool
                 .get()
                 .await?
@@ -227,7 +227,7 @@ impl PgStore {
     /// A clean stop: hands every shard back at once and leaves the live nodes, so
     /// the others take over without waiting for the leases to expire.
     pub async fn leave(&self) -> Result<(), PgError> {
-        self.run(|s| async move {
+        self.run_write(|s| async move {
             let mut client = s.pool.get().await?;
             let tx = client.transaction().await?;
             let me = &s.options.node_name;
