@@ -739,11 +739,24 @@ impl Config {
                 )
             }
             (StoreKind::Postgres, Some(url)) => {
-                if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                    return Err(ConfigError::Invalid {
-                        key: "postgres_url",
-                        message: format!("is not a libpq URL or connection string: {e}"),
-                    });
+                // The store connects without TLS (NoTls) for now: a URL that asks
+                // for it would otherwise fail at every connect, or not parse
+                // (`verify-*`), with a message that does not say why.
+                const NO_TLS: &str = "asks for TLS (sslmode=require or verify-*), but siemsync connects to PostgreSQL without TLS for now: use sslmode=disable or prefer on a trusted network, or a TLS tunnel to the server";
+                if url.to_ascii_lowercase().contains("sslmode=verify") {
+                    return bad("postgres_url", NO_TLS);
+                }
+                match url.parse::<tokio_postgres::Config>() {
+                    Err(e) => {
+                        return Err(ConfigError::Invalid {
+                            key: "postgres_url",
+                            message: format!("is not a libpq URL or connection string: {e}"),
+                        })
+                    }
+                    Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                        return bad("postgres_url", NO_TLS)
+                    }
+                    Ok(_) => {}
                 }
             }
             // A sled node has no use for its name, so none is refused.
@@ -1379,6 +1392,44 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("`node_name`"), "{e}");
+    }
+
+    #[test]
+    fn a_postgres_url_asking_for_tls_is_refused_naming_the_limitation() {
+        for url in [
+            "postgresql://u:hunter2@db/x?sslmode=require",
+            "postgresql://u:hunter2@db/x?sslmode=verify-full",
+            "host=db dbname=x sslmode=verify-ca password=hunter2",
+        ] {
+            let e = load(
+                SHIPPED,
+                &[
+                    ("SIEMSYNC_STORE", "postgres"),
+                    ("SIEMSYNC_POSTGRES_URL", url),
+                    ("SIEMSYNC_NODE_NAME", "node-a"),
+                ],
+            )
+            .unwrap_err();
+            assert!(
+                e.contains("`postgres_url`") && e.contains("without TLS"),
+                "{url}: {e}"
+            );
+            assert!(!e.contains("hunter2"), "the password was repeated: {e}");
+        }
+        for url in [
+            "postgresql://db/x?sslmode=disable",
+            "postgresql://db/x?sslmode=prefer",
+        ] {
+            load(
+                SHIPPED,
+                &[
+                    ("SIEMSYNC_STORE", "postgres"),
+                    ("SIEMSYNC_POSTGRES_URL", url),
+                    ("SIEMSYNC_NODE_NAME", "node-a"),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
     }
 
     #[test]
