@@ -90,7 +90,14 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
                 crate::disk_reserve::RETRY_AFTER_SECS,
             ));
         }
-        let limit = ingest_limit(state, state.store.account(&account)?.as_ref());
+        // On PostgreSQL a round trip: off the async worker (sled's read is local).
+        let stored = if state.store.postgres().is_some() {
+            let (store, account) = (state.store.clone(), account.clone());
+            web::block(move || store.account(&account)).await??
+        } else {
+            state.store.account(&account)?
+        };
+        let limit = ingest_limit(state, stored.as_ref());
         if let Some(wait) = state.ingest_limits.dry(&account, limit, Instant::now()) {
             // Before reading the body: a flood costs little to refuse.
             return Err(over_rate(&account, limit, None, wait));
