@@ -63,7 +63,8 @@ pub struct Config {
     #[serde(default)]
     pub postgres_url: Option<String>,
     /// This node's name in PostgreSQL's leases and commit log (`SIEMSYNC_NODE_NAME`);
-    /// empty or unset: the host name. Unique per node.
+    /// empty or unset: the host name. Unique per node. Read and checked only when
+    /// `store = "postgres"`.
     #[serde(default)]
     pub node_name: String,
     /// Seconds between syncs of one integration (`SIEMSYNC_SYNC_INTERVAL_SECS`).
@@ -386,7 +387,8 @@ impl Config {
         if let Some(v) = env("SIEMSYNC_NODE_NAME") {
             self.node_name = v;
         }
-        if self.node_name.is_empty() {
+        // Only PostgreSQL names nodes: a sled node must not fail on its host name.
+        if self.store == StoreKind::Postgres && self.node_name.is_empty() {
             self.node_name = host_name().map_err(|e| ConfigError::Invalid {
                 key: "node_name",
                 message: format!("unset, and the host name it defaults to cannot be read ({e}): set SIEMSYNC_NODE_NAME"),
@@ -737,14 +739,28 @@ impl Config {
                 )
             }
             (StoreKind::Postgres, Some(url)) => {
-                if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                    return Err(ConfigError::Invalid {
-                        key: "postgres_url",
-                        message: format!("is not a libpq URL or connection string: {e}"),
-                    });
+                // The store connects without TLS (NoTls) for now: a URL that asks
+                // for it would otherwise fail at every connect, or not parse
+                // (`verify-*`), with a message that does not say why.
+                const NO_TLS: &str = "asks for TLS (sslmode=require or verify-*), but siemsync connects to PostgreSQL without TLS for now: use sslmode=disable or prefer on a trusted network, or a TLS tunnel to the server";
+                if url.to_ascii_lowercase().contains("sslmode=verify") {
+                    return bad("postgres_url", NO_TLS);
+                }
+                match url.parse::<tokio_postgres::Config>() {
+                    Err(e) => {
+                        return Err(ConfigError::Invalid {
+                            key: "postgres_url",
+                            message: format!("is not a libpq URL or connection string: {e}"),
+                        })
+                    }
+                    Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                        return bad("postgres_url", NO_TLS)
+                    }
+                    Ok(_) => {}
                 }
             }
-            (StoreKind::Sled, None) => {}
+            // A sled node has no use for its name, so none is refused.
+            (StoreKind::Sled, None) => return Ok(()),
         }
         if self.node_name.chars().count() > 63
             || !self
@@ -1321,10 +1337,6 @@ mod tests {
         let c = load(SHIPPED, &[]).unwrap();
         assert_eq!(c.store, StoreKind::Sled);
         assert_eq!(c.postgres_url, None);
-        assert!(
-            !c.node_name.is_empty(),
-            "the host name is the default node name"
-        );
         let url =
             "postgresql://siemsync@db1:5432,db2:5433/siemsync?target_session_attrs=read-write";
         let c = load(
@@ -1339,12 +1351,85 @@ mod tests {
         assert_eq!(c.store, StoreKind::Postgres);
         assert_eq!(c.postgres_url.as_deref(), Some(url));
         assert_eq!(c.node_name, "node-a");
+        let c = load(
+            SHIPPED,
+            &[
+                ("SIEMSYNC_STORE", "postgres"),
+                ("SIEMSYNC_POSTGRES_URL", url),
+            ],
+        )
+        .unwrap();
+        assert!(
+            !c.node_name.is_empty(),
+            "the host name is the default node name"
+        );
         let file = SHIPPED.replacen(
             "store = \"sled\"",
             &format!("store = \"postgres\"\npostgres_url = \"{url}\""),
             1,
         );
         assert_eq!(load(&file, &[]).unwrap().store, StoreKind::Postgres);
+    }
+
+    #[test]
+    fn a_sled_node_neither_reads_nor_checks_a_node_name() {
+        // The host name is PostgreSQL's business only: a sled node must start on a
+        // host whose name is too long for a lease, or cannot be read at all.
+        let c = load(SHIPPED, &[]).unwrap();
+        assert_eq!(c.node_name, "", "a sled node read the host name");
+        let long = "n".repeat(64);
+        for name in [long.as_str(), "node a; drop"] {
+            let c = load(SHIPPED, &[("SIEMSYNC_NODE_NAME", name)]).unwrap();
+            assert_eq!(c.store, StoreKind::Sled);
+        }
+        let e = load(
+            SHIPPED,
+            &[
+                ("SIEMSYNC_STORE", "postgres"),
+                ("SIEMSYNC_POSTGRES_URL", "postgresql://db/x"),
+                ("SIEMSYNC_NODE_NAME", &long),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("`node_name`"), "{e}");
+    }
+
+    #[test]
+    fn a_postgres_url_asking_for_tls_is_refused_naming_the_limitation() {
+        for url in [
+            "postgresql://u:hunter2@db/x?sslmode=require",
+            "postgresql://u:hunter2@db/x?sslmode=verify-full",
+            "host=db dbname=x sslmode=verify-ca password=hunter2",
+        ] {
+            let e = load(
+                SHIPPED,
+                &[
+                    ("SIEMSYNC_STORE", "postgres"),
+                    ("SIEMSYNC_POSTGRES_URL", url),
+                    ("SIEMSYNC_NODE_NAME", "node-a"),
+                ],
+            )
+            .unwrap_err();
+            assert!(
+                e.contains("`postgres_url`") && e.contains("without TLS"),
+                "{url}: {e}"
+            );
+            assert!(!e.contains("hunter2"), "the password was repeated: {e}");
+        }
+        for url in [
+            "postgresql://db/x?sslmode=disable",
+            "postgresql://db/x?sslmode=prefer",
+        ] {
+            load(
+                SHIPPED,
+                &[
+                    ("SIEMSYNC_STORE", "postgres"),
+                    ("SIEMSYNC_POSTGRES_URL", url),
+                    ("SIEMSYNC_NODE_NAME", "node-a"),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
     }
 
     #[test]

@@ -282,6 +282,12 @@ fn spawn_leases(store: &Store) -> Background {
             let s = store.clone();
             match actix_web::web::block(move || s.balance_leases()).await {
                 Ok(Ok(_)) => {}
+                // Another process took this node's name while its heartbeat had
+                // lapsed: this one stops delivering (`Store::may_post`) as its
+                // last renewal ages; the operator must stop one of the two.
+                Ok(Err(e @ store::StoreError::Postgres(store::postgres::PgError::NameInUse { .. }))) => {
+                    log::error!("postgres: renewing the shard leases refused: {e}; this process delivers nothing until it is the only one under its name")
+                }
                 Ok(Err(e)) => {
                     log::warn!("postgres: renewing the shard leases failed: {e}; retrying")
                 }

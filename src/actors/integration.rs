@@ -714,6 +714,8 @@ impl Ledger for Live<'_> {
 /// newer one is dropped too: the newer one is sent.) Running jobs need no claim:
 /// retention keeps them.
 fn claim(deps: &Deps, part: &Batch) -> Result<Claimed, Halt> {
+    // On PostgreSQL a node that lost the integration's shard must not post at all.
+    deps.store.may_post(&deps.it.id)?;
     if part.kind == BatchKind::JobsRunning {
         return Ok(Claimed::Held(None));
     }

@@ -485,6 +485,8 @@ struct Replayed<'a> {
 
 impl Ledger for Replayed<'_> {
     fn claim(&mut self, _: &Batch) -> Result<Claimed, Halt> {
+        // On PostgreSQL a node that lost the integration's shard must not post at all.
+        self.store.may_post(&self.it.id)?;
         Ok(Claimed::Held(None))
     }
 

@@ -8,7 +8,8 @@ use crate::store::AccountToken;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
-use std::future::{ready, Ready};
+use futures_util::future::LocalBoxFuture;
+use std::future::ready;
 
 /// Who is calling, from the bearer token: the admin, the platform's ingest, or an account's token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,15 +32,15 @@ fn same(a: &str, b: &str) -> bool {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let unauthorized = |m: &str| Err(ApiError::new(StatusCode::UNAUTHORIZED, m));
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::new(
+            return Box::pin(ready(Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "app state missing",
-            )));
+            ))));
         };
         let header = req
             .headers()
@@ -48,14 +49,14 @@ impl FromRequest for Caller {
         let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
             Some(t) => t.trim(),
             None if header.is_some() => {
-                return ready(unauthorized(
+                return Box::pin(ready(unauthorized(
                     "the Authorization header must be `Bearer <token>`",
-                ))
+                )))
             }
             None => {
-                return ready(unauthorized(
+                return Box::pin(ready(unauthorized(
                     "this endpoint needs `Authorization: Bearer <token>`",
-                ))
+                )))
             }
         };
         let config = &state.config;
@@ -64,17 +65,29 @@ impl FromRequest for Caller {
             same(token, &config.admin_token),
             same(token, &config.ingest_token),
         );
-        ready(if admin {
-            Ok(Caller::Admin)
-        } else if ingest {
-            Ok(Caller::Ingest)
-        } else {
-            // Account tokens are looked up by hash, so comparing timing reveals nothing.
-            match state.store.token_for_secret(token) {
-                Ok(Some(t)) => Ok(Caller::Account(t)),
-                Ok(None) => unauthorized("the bearer token is not valid"),
-                Err(e) => Err(e.into()),
-            }
+        if admin {
+            return Box::pin(ready(Ok(Caller::Admin)));
+        }
+        if ingest {
+            return Box::pin(ready(Ok(Caller::Ingest)));
+        }
+        // Account tokens are looked up by hash, so comparing timing reveals nothing.
+        let found = move |r: Result<Option<AccountToken>, crate::store::StoreError>| match r {
+            Ok(Some(t)) => Ok(Caller::Account(t)),
+            Ok(None) => unauthorized("the bearer token is not valid"),
+            Err(e) => Err(e.into()),
+        };
+        if state.store.postgres().is_none() {
+            return Box::pin(ready(found(state.store.token_for_secret(token))));
+        }
+        // On PostgreSQL the lookup is a round trip (up to the connect timeout while
+        // PostgreSQL is down): off the async worker, so that unknown tokens cannot
+        // park the workers that answer `/healthz`.
+        let store = state.store.clone();
+        let token = token.to_owned();
+        Box::pin(async move {
+            let r = web::block(move || store.token_for_secret(&token)).await?;
+            found(r)
         })
     }
 }

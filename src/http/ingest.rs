@@ -90,7 +90,14 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
                 crate::disk_reserve::RETRY_AFTER_SECS,
             ));
         }
-        let limit = ingest_limit(state, state.store.account(&account)?.as_ref());
+        // On PostgreSQL a round trip: off the async worker (sled's read is local).
+        let stored = if state.store.postgres().is_some() {
+            let (store, account) = (state.store.clone(), account.clone());
+            web::block(move || store.account(&account)).await??
+        } else {
+            state.store.account(&account)?
+        };
+        let limit = ingest_limit(state, stored.as_ref());
         if let Some(wait) = state.ingest_limits.dry(&account, limit, Instant::now()) {
             // Before reading the body: a flood costs little to refuse.
             return Err(over_rate(&account, limit, None, wait));
@@ -160,7 +167,14 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
 /// Asks for a sweep of the account now when this ingest took its stored events over
 /// its backlog quota, so that the quota holds within moments, not a sweep period. The
 /// request itself is not refused: its events are the newest, the ones to keep.
+///
+/// Not on PostgreSQL: there retention drops whole partitions and `ask_sweep` does
+/// nothing, so summing the account's whole audit store on every ingest (on the
+/// HTTP worker) would only cost a query that grows with the account.
 fn over_quota(state: &AppState, account: &AccountId) {
+    if state.store.postgres().is_some() {
+        return;
+    }
     let over = state.store.stored_bytes(account).and_then(|stored| {
         let quota = crate::retention::quota_of(
             &state.store,

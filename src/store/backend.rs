@@ -37,6 +37,7 @@ use std::future::Future;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 use uuid::Uuid;
 
 /// The service's store: sled or PostgreSQL (see the module's note). Cheap to clone.
@@ -53,7 +54,19 @@ pub enum Store {
 #[derive(Clone)]
 pub struct PgNode {
     pg: PgStore,
-    holdings: Arc<RwLock<Holdings>>,
+    holdings: Arc<RwLock<Held>>,
+}
+
+/// The shard leases as the last successful balancing round left them, and until
+/// when this node may trust them without another round.
+#[derive(Default)]
+struct Held {
+    holdings: Holdings,
+    /// The round's start + the lease − a quarter of it, on this machine's monotonic
+    /// clock: PostgreSQL's lease began after the round started, so this is before it
+    /// lapses there, by a quarter for a post under way and for clocks that tick at
+    /// slightly different rates. `None` before the first round.
+    until: Option<Instant>,
 }
 
 impl From<PgError> for StoreError {
@@ -61,6 +74,8 @@ impl From<PgError> for StoreError {
         match e {
             // Callers act on these as on sled's: 503 and retry, 404, 409.
             PgError::Unavailable(why) => StoreError::Unavailable(why),
+            // Contention: retried the same way, but not noted as a fault.
+            e @ PgError::Busy(_) => StoreError::Unavailable(e.to_string()),
             PgError::Gone => StoreError::Gone,
             PgError::VersionConflict { actual: None, .. } => StoreError::Gone,
             PgError::VersionConflict { .. } => StoreError::Changed,
@@ -85,6 +100,7 @@ impl PgNode {
         self.holdings
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .holdings
             .fence(self.pg.node_name(), shard)
             .ok_or_else(|| {
                 StoreError::Unavailable(format!(
@@ -156,26 +172,75 @@ impl Store {
         let Store::Postgres(n) = self else {
             return Ok(None);
         };
+        let began = Instant::now();
         let holdings = n.wait(n.pg.balance())?;
+        let lease = n.pg.lease_time();
         let mut held = n.holdings.write().unwrap_or_else(|p| p.into_inner());
-        if held.held.len() != holdings.held.len() {
+        let before = &held.holdings;
+        let me = n.pg.node_name();
+        let others: Vec<&str> = holdings
+            .live_nodes
+            .iter()
+            .map(String::as_str)
+            .filter(|x| *x != me)
+            .collect();
+        let changed =
+            before.held.len() != holdings.held.len() || before.live_nodes != holdings.live_nodes;
+        // One node per database holds every shard: anything less means another
+        // node (or a process under the same name) took some, and this node stops
+        // delivering their integrations (see `may_post`) until it holds them again.
+        let whole = holdings.held.len() == n.pg.shards() as usize && others.is_empty();
+        if changed && !whole && held.until.is_some() {
+            log::error!(
+                "postgres: node {me} holds only {} of {} shards (other live nodes: {}): it does not deliver the integrations of the shards it lost; run one node per database",
+                holdings.held.len(),
+                n.pg.shards(),
+                if others.is_empty() { "none".to_owned() } else { others.join(", ") }
+            );
+        } else if changed {
             log::info!(
-                "postgres: node {} holds {} of {} shards (live nodes: {})",
-                n.pg.node_name(),
+                "postgres: node {me} holds {} of {} shards (live nodes: {})",
                 holdings.held.len(),
                 n.pg.shards(),
                 holdings.live_nodes.join(", ")
             );
         }
-        *held = holdings.clone();
+        held.holdings = holdings.clone();
+        held.until = Some(began + lease - lease / 4);
         Ok(Some(holdings))
+    }
+
+    /// Whether this node may post integration `id`'s events now. Always on sled. On
+    /// PostgreSQL only while the last successful lease round left it holding the
+    /// integration's shard, and no longer than that round's lease lasts (see
+    /// `Held::until`): a node that lost the shard, or cannot renew, stops sending
+    /// before another node may deliver the same events — a post it sent could never
+    /// be committed, so it would be sent again without end.
+    pub fn may_post(&self, id: &Uuid) -> Result<(), StoreError> {
+        let Store::Postgres(n) = self else {
+            return Ok(());
+        };
+        let shard = n.pg.shard_of(id);
+        let held = n.holdings.read().unwrap_or_else(|p| p.into_inner());
+        let me = n.pg.node_name();
+        if !held.holdings.held.contains_key(&shard) {
+            return Err(StoreError::Unavailable(format!(
+                "this node ({me}) holds no lease on shard {shard} of integration {id} now: it sends nothing for it until the lease is held again"
+            )));
+        }
+        if held.until.is_none_or(|t| Instant::now() >= t) {
+            return Err(StoreError::Unavailable(format!(
+                "this node ({me}) could not renew its lease on shard {shard} of integration {id} in time: it sends nothing for it until a renewal succeeds"
+            )));
+        }
+        Ok(())
     }
 
     /// A clean stop on PostgreSQL: hands every shard back at once. Nothing on sled.
     pub fn leave(&self) -> Result<(), StoreError> {
         if let Store::Postgres(n) = self {
             n.wait(n.pg.leave())?;
-            *n.holdings.write().unwrap_or_else(|p| p.into_inner()) = Holdings::default();
+            *n.holdings.write().unwrap_or_else(|p| p.into_inner()) = Held::default();
         }
         Ok(())
     }

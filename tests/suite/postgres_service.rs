@@ -184,3 +184,203 @@ async fn a_second_node_on_one_database_is_refused_and_starts_once_the_first_stop
     assert_eq!(status, 200, "{body}");
     second.stop();
 }
+
+#[actix_rt::test]
+async fn a_node_whose_shards_another_node_took_posts_nothing_more() {
+    let Some(pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+        return;
+    };
+    let mut env: Vec<(&str, &str)> = pg_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("SIEMSYNC_SYNC_INTERVAL_SECS", "0.25"));
+    let url = pg_env
+        .iter()
+        .find(|(k, _)| k == "SIEMSYNC_POSTGRES_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &env);
+    let api = svc.api();
+    let hec = HecServer::start(TOKEN);
+    api.enable_account("acme").await;
+    let id = api.add_integration("acme", TOKEN, &hec.base_url()).await;
+    api.post_audit("acme", &audit_events("e", 0, 5)).await;
+    eventually(T, "the first 5 delivered", || {
+        audit_ids(&hec.events()).len() >= 5
+    })
+    .await;
+
+    // Another node takes every shard, as one that found this node's leases lapsed
+    // would: this node must stop sending, for only the holder's commits count.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    actix_rt::spawn(conn);
+    client
+        .batch_execute(
+            "INSERT INTO nodes (name, started_at, heartbeat_at, expires_at)
+               VALUES ('thief', now(), now(), now() + interval '1 hour');
+             UPDATE shard_leases SET owner = 'thief', epoch = epoch + 1,
+               expires_at = now() + interval '1 hour';",
+        )
+        .await
+        .unwrap();
+    api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    // Once the node's lease round saw the loss, it knows it holds nothing.
+    let st = status_until(&api, "acme", &id, "the node to see its lease lost", |s| {
+        s["last_error"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("holds no lease"))
+    })
+    .await;
+    let posts = hec.posts_arrived();
+    let retries = st["retries"].as_u64().unwrap();
+    status_until(&api, "acme", &id, "three more attempts", |s| {
+        s["retries"].as_u64().unwrap() >= retries + 3
+    })
+    .await;
+    assert_eq!(
+        hec.posts_arrived(),
+        posts,
+        "a node without the lease posted again"
+    );
+}
+
+#[actix_rt::test]
+async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
+    let Some(pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+        return;
+    };
+    let mut env: Vec<(&str, &str)> = pg_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("SIEMSYNC_SYNC_INTERVAL_SECS", "0.25"));
+    let url = pg_env
+        .iter()
+        .find(|(k, _)| k == "SIEMSYNC_POSTGRES_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &env);
+    let api = svc.api();
+    let hec = HecServer::start(TOKEN);
+    api.enable_account("acme").await;
+    let id = api.add_integration("acme", TOKEN, &hec.base_url()).await;
+    api.post_audit("acme", &audit_events("e", 0, 5)).await;
+    eventually(T, "the first 5 delivered", || {
+        audit_ids(&hec.events()).len() >= 5
+    })
+    .await;
+
+    // The lease round blocks behind this lock (as behind a partition that lets the
+    // delivery's own connections through): the node cannot renew, and must stop
+    // sending before its leases lapse and another node may take them over.
+    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    actix_rt::spawn(conn);
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE nodes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let locked = Instant::now();
+    // Splunk is refusing, so the node keeps trying to post what it has.
+    hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    let st = status_until(&api, "acme", &id, "the node to give up its lease", |s| {
+        s["last_error"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("could not renew"))
+    })
+    .await;
+    // The lease (15 s) was last renewed before the lock: it had not lapsed yet.
+    assert!(locked.elapsed() < Duration::from_secs(15), "{st:#}");
+    let posts = hec.posts_arrived();
+    let retries = st["retries"].as_u64().unwrap();
+    status_until(&api, "acme", &id, "three more attempts", |s| {
+        s["retries"].as_u64().unwrap() >= retries + 3
+    })
+    .await;
+    assert_eq!(
+        hec.posts_arrived(),
+        posts,
+        "a node whose lease may have lapsed posted again"
+    );
+
+    // Renewals go through again: the node delivers everything.
+    tx.rollback().await.unwrap();
+    hec.set_behaviour(Behaviour::Normal);
+    eventually(T, "everything delivered after the renewal", || {
+        first_arrivals(audit_ids(&hec.events())).len() >= 10
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_second_process_under_a_live_nodes_name_is_refused() {
+    let Some(pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = pg_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let name = pg_env
+        .iter()
+        .find(|(k, _)| k == "SIEMSYNC_NODE_NAME")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let first_dir = tempfile::tempdir().unwrap();
+    let mut first = Siemsync::start(first_dir.path(), &env);
+    // The same name (a copied config, a second unit on the host): it would share
+    // the first one's leases and both would deliver and commit everything.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second_dir_text = second_dir.path().display().to_string();
+    let mut second_env: Vec<(String, String)> = pg_env.clone();
+    second_env.push(("SIEMSYNC_DATA_DIR".into(), second_dir_text));
+    second_env.push(("SIEMSYNC_LISTEN".into(), "127.0.0.1:0".into()));
+    let config = siemsync::testkit::service::config(
+        &siemsync::testkit::service::shipped_config(),
+        &second_env,
+    )
+    .unwrap();
+    let refused = siemsync::testkit::service::InProcess::start(config.clone())
+        .err()
+        .expect("a second process under a live node's name must be refused")
+        .to_string();
+    assert!(
+        refused.contains(&name) && refused.contains("another process"),
+        "{refused}"
+    );
+    // The first node was not disturbed: it still holds every shard.
+    let api = first.api();
+    api.enable_account("acme").await;
+    assert_eq!(health(&api).await.0, 200);
+    let url = pg_env
+        .iter()
+        .find(|(k, _)| k == "SIEMSYNC_POSTGRES_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let observer = PgStore::connect(PgOptions::new(&url, "observer"))
+        .await
+        .unwrap();
+    let nodes = observer.nodes().await.unwrap();
+    let me = nodes.iter().find(|n| n.name == name).expect("registered");
+    assert!(me.alive && !me.stopping, "{nodes:?}");
+    assert_eq!(me.shards, i64::from(observer.shards()), "{nodes:?}");
+
+    // Once the first stopped cleanly, the name is free again at once.
+    first.stop();
+    let mut again = siemsync::testkit::service::InProcess::start(config)
+        .unwrap_or_else(|e| panic!("after the first process stopped: {e}"));
+    let (status, body) = health(&Api::new(&again.url())).await;
+    assert_eq!(status, 200, "{body}");
+    again.stop();
+}

@@ -1122,3 +1122,48 @@ fn a_thread_outside_any_runtime_uses_the_store_through_block_on() {
     .unwrap();
     assert_eq!(heads.audit, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_does_not_clear_the_fault_only_a_write_does() {
+    let Some(url) = fresh_database() else { return };
+    let store = node(&url, "reader", |_| {}).await;
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let db: String = admin
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The database takes reads but no writes (as a standby would): the store's
+    // connections are cut, and the new ones are read-only.
+    let cut = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE application_name = 'siemsync reader'";
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" SET default_transaction_read_only = on; {cut}"
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.fault().is_none() {
+        assert!(store.probe().await.is_err(), "a write went through");
+        assert!(Instant::now() < deadline, "the failed write set no fault");
+    }
+    // A read succeeds, yet nothing can be written: the fault stays.
+    store.nodes().await.expect("a read");
+    assert!(store.fault().is_some(), "a read cleared the fault");
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" RESET default_transaction_read_only; {cut}"
+        ))
+        .await
+        .unwrap();
+    while store.probe().await.is_err() {
+        assert!(Instant::now() < deadline, "the probe never succeeded again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.fault(), None, "a successful write clears the fault");
+}

@@ -243,7 +243,7 @@ impl Shared {
                 self.refresh_window(&tx, account, old_head).await?;
             }
             let Some((mut out, accepted, rows)) = checked else {
-                return Err(PgError::Unavailable(
+                return Err(PgError::Busy(
                     "the dedup cache is too contended to check this request; retry".into(),
                 ));
             };
@@ -358,7 +358,7 @@ impl PgStore {
         events: Vec<AuditEvent>,
     ) -> Result<IngestOutcome, PgError> {
         let account = account.clone();
-        self.run(move |s| async move { s.append_audit(&account, events).await })
+        self.run_write(move |s| async move { s.append_audit(&account, events).await })
             .await
     }
 

@@ -11,6 +11,12 @@ pub enum PgError {
     /// administrator shutdown, a full disk. Callers answer 503 and retry later.
     #[error("PostgreSQL is unavailable: {0}")]
     Unavailable(String),
+    /// PostgreSQL answers, but this operation could not get its turn: no pooled
+    /// connection came free in time, or the dedup cache was too contended. Retry
+    /// (503) like `Unavailable`, but it is no fault of the store: `/healthz` and
+    /// ingest carry on.
+    #[error("PostgreSQL is busy: {0}")]
+    Busy(String),
     /// PostgreSQL refused a statement for another reason (a bug, or a schema that
     /// does not match this build).
     #[error("PostgreSQL error: {0}")]
@@ -50,6 +56,16 @@ pub enum PgError {
         /// The epoch it held.
         epoch: i64,
     },
+    /// Another process runs under this node's name (its heartbeat is live, under
+    /// another instance id): both would hold the same leases and deliver and
+    /// commit the same integrations.
+    #[error("another process runs as node {node} on this database (its heartbeat is live): each process needs a node_name of its own (SIEMSYNC_NODE_NAME). A process that stopped cleanly frees its name at once; one that was killed frees it when its heartbeat lapses (the lease time, {lease_secs} s)")]
+    NameInUse {
+        /// The name.
+        node: String,
+        /// The lease time, after which a killed process's name is free.
+        lease_secs: u64,
+    },
     /// The schema could not be brought to this build's version.
     #[error("database schema: {0}")]
     Schema(String),
@@ -62,7 +78,7 @@ impl PgError {
     /// Whether the caller should answer 503 / pause and retry (nothing is wrong
     /// with the request, PostgreSQL cannot take it right now).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, PgError::Unavailable(_))
+        matches!(self, PgError::Unavailable(_) | PgError::Busy(_))
     }
 }
 
@@ -118,6 +134,11 @@ impl From<deadpool_postgres::PoolError> for PgError {
                 PgError::Db(text) => PgError::Unavailable(text),
                 other => other,
             },
+            // Every pooled connection is in use (contention, not an outage).
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                PgError::Busy("no pooled connection came free within the timeout".into())
+            }
+            // Connecting, or checking a connection, took too long: no server reached.
             PoolError::Timeout(kind) => {
                 PgError::Unavailable(format!("no connection within the timeout ({kind:?})"))
             }
@@ -138,6 +159,18 @@ pub(super) fn corrupt(key: impl std::fmt::Display, e: impl std::fmt::Display) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_for_a_pooled_connection_is_busy_not_unavailable() {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        let busy = PgError::from(PoolError::Timeout(TimeoutType::Wait));
+        assert!(matches!(busy, PgError::Busy(_)), "{busy:?}");
+        assert!(busy.is_unavailable(), "callers still answer 503 and retry");
+        for kind in [TimeoutType::Create, TimeoutType::Recycle] {
+            let e = PgError::from(PoolError::Timeout(kind));
+            assert!(matches!(e, PgError::Unavailable(_)), "{e:?}");
+        }
+    }
 
     #[test]
     fn only_states_of_a_missing_or_read_only_server_count_as_unavailable() {

@@ -191,7 +191,7 @@ impl PgStore {
             ..record.clone()
         };
         let (account, id) = (account.clone(), *id);
-        self.run(move |s| async move { s.record_sync(&account, id, &record).await })
+        self.run_write(move |s| async move { s.record_sync(&account, id, &record).await })
             .await
     }
 

@@ -192,7 +192,7 @@ impl PgStore {
         jobs: Vec<JobSnapshot>,
     ) -> Result<usize, PgError> {
         let account = account.clone();
-        self.run(move |s| async move { s.put_jobs(&account, jobs).await })
+        self.run_write(move |s| async move { s.put_jobs(&account, jobs).await })
             .await
     }
 

@@ -90,20 +90,48 @@ pub struct CommitRecord {
     pub job_seq: i64,
 }
 
+/// The advisory lock every balancing round takes first (an arbitrary constant,
+/// "siemleas"; the migrations take another).
+const BALANCE_LOCK: i64 = 0x7369_656d_6c65_6173;
+
 impl Shared {
     async fn balance(&self) -> Result<Holdings, PgError> {
         let me = &self.options.node_name;
         let lease = self.options.lease.as_secs_f64();
+        let instance = self.instance.to_string();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        // Rounds take turns, across all nodes: at READ COMMITTED two nodes starting
+        // at once would each miss the other's uncommitted row and both pass the
+        // second-node guard. Held until this transaction ends.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BALANCE_LOCK])
+            .await?;
+        // A live row under this name written by another process: refused, and
+        // nothing of its row or leases is touched (the transaction rolls back). A
+        // row without an instance (an older build) counts as another process's.
+        let taken = tx
+            .query_opt(
+                "SELECT 1 FROM nodes WHERE name = $1 AND expires_at > clock_timestamp()
+                   AND NOT stopping AND (info->>'instance') IS DISTINCT FROM $2",
+                &[me, &instance],
+            )
+            .await?;
+        if taken.is_some() {
+            return Err(PgError::NameInUse {
+                node: me.clone(),
+                lease_secs: self.options.lease.as_secs(),
+            });
+        }
         tx.execute(
-            "INSERT INTO nodes (name, started_at, heartbeat_at, expires_at)
-             VALUES ($1, clock_timestamp(), clock_timestamp(), clock_timestamp() + make_interval(secs => $2))
+            "INSERT INTO nodes (name, started_at, heartbeat_at, expires_at, info)
+             VALUES ($1, clock_timestamp(), clock_timestamp(), clock_timestamp() + make_interval(secs => $2),
+                     jsonb_build_object('instance', $3::text))
              ON CONFLICT (name) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
                expires_at = excluded.expires_at, stopping = false,
+               info = nodes.info || excluded.info,
                started_at = CASE WHEN nodes.stopping OR nodes.expires_at < clock_timestamp()
                                  THEN excluded.started_at ELSE nodes.started_at END",
-            &[me, &lease],
+            &[me, &lease, &instance],
         )
         .await?;
         // An expired lease is not renewed: another node may have claimed it. It is
@@ -175,13 +203,13 @@ impl PgStore {
     /// expired shards up to its fair share. Shards missing from the result that
     /// the node held before were lost (expired): stop their integrations.
     pub async fn balance(&self) -> Result<Holdings, PgError> {
-        self.run(|s| async move { s.balance().await }).await
+        self.run_write(|s| async move { s.balance().await }).await
     }
 
     /// Hands shards back (after their integrations were stopped).
     pub async fn release(&self, shards: &[i32]) -> Result<(), PgError> {
         let shards = shards.to_vec();
-        self.run(move |s| async move {
+        self.run_write(move |s| async move {
             s.pool
                 .get()
                 .await?
@@ -199,17 +227,24 @@ impl PgStore {
     /// A clean stop: hands every shard back at once and leaves the live nodes, so
     /// the others take over without waiting for the leases to expire.
     pub async fn leave(&self) -> Result<(), PgError> {
-        self.run(|s| async move {
+        self.run_write(|s| async move {
             let mut client = s.pool.get().await?;
             let tx = client.transaction().await?;
             let me = &s.options.node_name;
+            // Only this process's own row and leases: a process refused under a
+            // live node's name must not hand that node's shards away.
+            let mine = tx
+                .execute(
+                    "UPDATE nodes SET stopping = true, expires_at = clock_timestamp()
+                     WHERE name = $1 AND info->>'instance' = $2",
+                    &[me, &s.instance.to_string()],
+                )
+                .await?;
+            if mine == 0 {
+                return Ok(());
+            }
             tx.execute(
                 "UPDATE shard_leases SET owner = NULL, expires_at = NULL WHERE owner = $1",
-                &[me],
-            )
-            .await?;
-            tx.execute(
-                "UPDATE nodes SET stopping = true, expires_at = clock_timestamp() WHERE name = $1",
                 &[me],
             )
             .await?;

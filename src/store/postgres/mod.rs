@@ -111,6 +111,9 @@ struct Shared {
     shards: i32,
     /// Why PostgreSQL cannot take writes right now, while it cannot.
     fault: Mutex<Option<String>>,
+    /// This process's own id in its `nodes` row (random per connect): a second
+    /// process under the same name is told apart from this one and refused.
+    instance: Uuid,
 }
 
 /// The store's runtime, shut down without waiting when the last handle goes
@@ -191,6 +194,7 @@ impl PgStore {
                     partitions: Mutex::new(Default::default()),
                     shards: i32::try_from(shards).unwrap_or(i32::MAX).max(1),
                     fault: Mutex::new(None),
+                    instance: Uuid::new_v4(),
                 };
                 shared.ensure_partitions(chrono::Utc::now()).await?;
                 Ok::<_, PgError>(shared)
@@ -204,10 +208,33 @@ impl PgStore {
     }
 
     /// Runs `op` on the store's runtime with the operation timeout; an
-    /// `Unavailable` outcome is noted as the store's fault (cleared by the next
-    /// success) and drops the idle connections, so the next operation connects
-    /// afresh and finds the writable server.
+    /// `Unavailable` outcome (no server reached, or none that takes writes) is noted
+    /// as the store's fault and drops the idle connections, so the next operation
+    /// connects afresh and finds the writable server. A success does not clear the
+    /// fault: a read answered by a server that cannot write says nothing about
+    /// writing (see [`PgStore::run_write`]). `Busy` (contention) is no fault.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, PgError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        self.run_noting(op, false).await
+    }
+
+    /// [`PgStore::run`] for an operation that writes and commits: its success
+    /// clears the fault (the lease round, every lease/3, is one, so a fault ends
+    /// within moments of PostgreSQL taking writes again).
+    async fn run_write<T, F, Fut>(&self, op: F) -> Result<T, PgError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        self.run_noting(op, true).await
+    }
+
+    async fn run_noting<T, F, Fut>(&self, op: F, wrote: bool) -> Result<T, PgError>
     where
         T: Send + 'static,
         F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
@@ -224,7 +251,7 @@ impl PgStore {
                     limit.as_secs_f64()
                 ))),
             };
-            shared.note(&result);
+            shared.note(&result, wrote);
             result
         });
         task.await
@@ -289,12 +316,14 @@ impl PgStore {
         self.shared.shards
     }
 
-    /// Writes and commits a small record: whether a writable PostgreSQL answers now.
+    /// Whether a writable PostgreSQL answers now: an UPDATE that changes no row
+    /// still needs a server and a session that take writes (a standby, or a
+    /// read-only session, refuses it); `pg_notify` did not on a read-only session.
     pub async fn probe(&self) -> Result<(), PgError> {
-        self.run(|s| async move {
+        self.run_write(|s| async move {
             let client = s.pool.get().await?;
             client
-                .execute("SELECT pg_notify('siemsync_probe', '')", &[])
+                .execute("UPDATE nodes SET info = info WHERE false", &[])
                 .await?;
             Ok(())
         })
@@ -307,11 +336,13 @@ impl Shared {
         self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn note<T>(&self, result: &Result<T, PgError>) {
+    /// Notes an operation's outcome: `Unavailable` sets the fault; only a write
+    /// that succeeded (`wrote`) clears it.
+    fn note<T>(&self, result: &Result<T, PgError>, wrote: bool) {
         let reason = match result {
             Err(PgError::Unavailable(why)) => Some(why.clone()),
-            Err(_) => return,
-            Ok(_) => None,
+            Ok(_) if wrote => None,
+            _ => return,
         };
         if reason.is_some() {
             // Idle connections may point at a server that is gone or read-only now.

@@ -295,7 +295,7 @@ impl PgStore {
     /// Sets an account's feature switch (the platform's call).
     pub async fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), PgError> {
         let (id, account) = (id.clone(), account.clone());
-        self.run(move |s| async move {
+        self.run_write(move |s| async move {
             s.pool
                 .get()
                 .await?
@@ -351,7 +351,7 @@ impl PgStore {
         expected: Expected,
     ) -> Result<u64, PgError> {
         let it = it.clone();
-        self.run(move |s| async move { s.put_integration(&it, expected).await })
+        self.run_write(move |s| async move { s.put_integration(&it, expected).await })
             .await
     }
 
@@ -474,7 +474,7 @@ impl PgStore {
         id: &Uuid,
     ) -> Result<bool, PgError> {
         let (account, id) = (account.clone(), *id);
-        self.run(move |s| async move {
+        self.run_write(move |s| async move {
             let mut client = s.pool.get().await?;
             let tx = client.transaction().await?;
             let n = tx
@@ -555,7 +555,7 @@ impl PgStore {
             dead.to_vec(),
             fence.clone(),
         );
-        self.run(move |s| async move { s.commit(&account, id, &cp, &dead, &fence).await })
+        self.run_write(move |s| async move { s.commit(&account, id, &cp, &dead, &fence).await })
             .await
     }
 
@@ -645,7 +645,7 @@ impl PgStore {
     /// node can answer for it. `Gone` when the integration was deleted.
     pub async fn publish_status(&self, id: &Uuid, status: &impl Serialize) -> Result<(), PgError> {
         let (id, doc) = (*id, to_doc(status));
-        self.run(move |s| async move {
+        self.run_write(move |s| async move {
             let n = s
                 .pool
                 .get()
