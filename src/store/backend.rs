@@ -37,7 +37,7 @@ use std::future::Future;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The service's store: sled or PostgreSQL (see the module's note). Cheap to clone.
@@ -134,7 +134,7 @@ impl Store {
             holdings: Arc::default(),
         };
         let store = Store::Postgres(node);
-        let holdings = store.balance_leases()?.unwrap_or_default();
+        let holdings = store.first_round()?;
         // Several nodes do not share the shards yet (each would deliver every
         // integration, and all but the lease holder would re-send without end): a
         // second live node is refused, the first keeps running.
@@ -155,6 +155,46 @@ impl Store {
             return Err(StoreError::Unsupported(refusal));
         }
         Ok(store)
+    }
+
+    /// The first lease round of a node starting on PostgreSQL. A live row under
+    /// its name from another process is either a process killed moments ago (a
+    /// crash and restart: its heartbeat stands still and lapses within the lease)
+    /// or one that runs (it renews every lease/3): the start waits for the first,
+    /// and is refused as soon as the heartbeat moves, or when it did not lapse.
+    fn first_round(&self) -> Result<Holdings, StoreError> {
+        let Store::Postgres(n) = self else {
+            return Ok(Holdings::default());
+        };
+        let me = n.pg.node_name().to_owned();
+        let lease = n.pg.lease_time();
+        let give_up = Instant::now() + lease + lease / 3;
+        let mut seen = None;
+        loop {
+            match self.balance_leases() {
+                Ok(h) => return Ok(h.unwrap_or_default()),
+                Err(e @ StoreError::Postgres(PgError::NameInUse { .. })) => {
+                    let heartbeat = n
+                        .wait(n.pg.nodes())?
+                        .into_iter()
+                        .find(|x| x.name == me)
+                        .map(|x| x.heartbeat_at);
+                    let renewed = matches!((seen, heartbeat), (Some(a), Some(b)) if a != b);
+                    if renewed || Instant::now() >= give_up {
+                        return Err(e);
+                    }
+                    if seen.is_none() {
+                        log::warn!(
+                            "postgres: node {me} has a live heartbeat from another process: waiting up to {} s for it to lapse (a process killed moments ago); if it is renewed, another process runs under this name and this start is refused",
+                            lease.as_secs()
+                        );
+                    }
+                    seen = heartbeat.or(seen);
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The PostgreSQL store, when this is one.
