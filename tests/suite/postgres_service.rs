@@ -185,21 +185,36 @@ async fn a_second_node_on_one_database_is_refused_and_starts_once_the_first_stop
     second.stop();
 }
 
-#[actix_rt::test]
-async fn a_node_whose_shards_another_node_took_posts_nothing_more() {
-    let Some(pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
-        return;
-    };
-    let mut env: Vec<(&str, &str)> = pg_env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env.push(("SIEMSYNC_SYNC_INTERVAL_SECS", "0.25"));
-    let url = pg_env
-        .iter()
-        .find(|(k, _)| k == "SIEMSYNC_POSTGRES_URL")
+/// The value of `key` in the PostgreSQL backend's environment.
+fn env_value(env: &[(String, String)], key: &str) -> String {
+    env.iter()
+        .find(|(k, _)| k == key)
         .map(|(_, v)| v.clone())
-        .unwrap();
+        .unwrap_or_else(|| panic!("{key} is in the PostgreSQL backend's environment"))
+}
+
+/// The environment as `Siemsync::start` takes it.
+fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A node on a database of its own, syncing every 0.25 s, whose one integration
+/// delivered its first 5 events.
+struct DeliveringNode {
+    url: String,
+    api: Api,
+    hec: HecServer,
+    id: String,
+    // Stopped before its data directory goes (fields drop in this order).
+    _svc: Siemsync,
+    _dir: tempfile::TempDir,
+}
+
+/// [`DeliveringNode`], or `None` where PostgreSQL's binaries are missing.
+async fn a_delivering_node() -> Option<DeliveringNode> {
+    let pg_env = siemsync::testkit::service::Backend::Postgres.env()?;
+    let mut env = borrowed(&pg_env);
+    env.push(("SIEMSYNC_SYNC_INTERVAL_SECS", "0.25"));
     let dir = tempfile::tempdir().unwrap();
     let svc = Siemsync::start(dir.path(), &env);
     let api = svc.api();
@@ -211,10 +226,28 @@ async fn a_node_whose_shards_another_node_took_posts_nothing_more() {
         audit_ids(&hec.events()).len() >= 5
     })
     .await;
+    Some(DeliveringNode {
+        url: env_value(&pg_env, "SIEMSYNC_POSTGRES_URL"),
+        api,
+        hec,
+        id,
+        _svc: svc,
+        _dir: dir,
+    })
+}
+
+#[actix_rt::test]
+async fn a_node_whose_shards_another_node_took_posts_nothing_more() {
+    let Some(node) = a_delivering_node().await else {
+        return;
+    };
+    let DeliveringNode {
+        url, api, hec, id, ..
+    } = &node;
 
     // Another node takes every shard, as one that found this node's leases lapsed
     // would: this node must stop sending, for only the holder's commits count.
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
     actix_rt::spawn(conn);
@@ -229,7 +262,7 @@ async fn a_node_whose_shards_another_node_took_posts_nothing_more() {
         .unwrap();
     api.post_audit("acme", &audit_events("e", 5, 5)).await;
     // Once the node's lease round saw the loss, it knows it holds nothing.
-    let st = status_until(&api, "acme", &id, "the node to see its lease lost", |s| {
+    let st = status_until(api, "acme", id, "the node to see its lease lost", |s| {
         s["last_error"]["text"]
             .as_str()
             .is_some_and(|t| t.contains("holds no lease"))
@@ -237,7 +270,7 @@ async fn a_node_whose_shards_another_node_took_posts_nothing_more() {
     .await;
     let posts = hec.posts_arrived();
     let retries = st["retries"].as_u64().unwrap();
-    status_until(&api, "acme", &id, "three more attempts", |s| {
+    status_until(api, "acme", id, "three more attempts", |s| {
         s["retries"].as_u64().unwrap() >= retries + 3
     })
     .await;
@@ -250,35 +283,17 @@ async fn a_node_whose_shards_another_node_took_posts_nothing_more() {
 
 #[actix_rt::test]
 async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
-    let Some(pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+    let Some(node) = a_delivering_node().await else {
         return;
     };
-    let mut env: Vec<(&str, &str)> = pg_env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env.push(("SIEMSYNC_SYNC_INTERVAL_SECS", "0.25"));
-    let url = pg_env
-        .iter()
-        .find(|(k, _)| k == "SIEMSYNC_POSTGRES_URL")
-        .map(|(_, v)| v.clone())
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = Siemsync::start(dir.path(), &env);
-    let api = svc.api();
-    let hec = HecServer::start(TOKEN);
-    api.enable_account("acme").await;
-    let id = api.add_integration("acme", TOKEN, &hec.base_url()).await;
-    api.post_audit("acme", &audit_events("e", 0, 5)).await;
-    eventually(T, "the first 5 delivered", || {
-        audit_ids(&hec.events()).len() >= 5
-    })
-    .await;
+    let DeliveringNode {
+        url, api, hec, id, ..
+    } = &node;
 
     // The lease round blocks behind this lock (as behind a partition that lets the
     // delivery's own connections through): the node cannot renew, and must stop
     // sending before its leases lapse and another node may take them over.
-    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
     actix_rt::spawn(conn);
@@ -294,7 +309,7 @@ async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
         text: "Server is busy".into(),
     });
     api.post_audit("acme", &audit_events("e", 5, 5)).await;
-    let st = status_until(&api, "acme", &id, "the node to give up its lease", |s| {
+    let st = status_until(api, "acme", id, "the node to give up its lease", |s| {
         s["last_error"]["text"]
             .as_str()
             .is_some_and(|t| t.contains("could not renew"))
@@ -304,7 +319,7 @@ async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
     assert!(locked.elapsed() < Duration::from_secs(15), "{st:#}");
     let posts = hec.posts_arrived();
     let retries = st["retries"].as_u64().unwrap();
-    status_until(&api, "acme", &id, "three more attempts", |s| {
+    status_until(api, "acme", id, "three more attempts", |s| {
         s["retries"].as_u64().unwrap() >= retries + 3
     })
     .await;
@@ -328,15 +343,8 @@ async fn a_second_process_under_a_live_nodes_name_is_refused() {
     let Some(pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
         return;
     };
-    let env: Vec<(&str, &str)> = pg_env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let name = pg_env
-        .iter()
-        .find(|(k, _)| k == "SIEMSYNC_NODE_NAME")
-        .map(|(_, v)| v.clone())
-        .unwrap();
+    let env = borrowed(&pg_env);
+    let name = env_value(&pg_env, "SIEMSYNC_NODE_NAME");
     let first_dir = tempfile::tempdir().unwrap();
     let mut first = Siemsync::start(first_dir.path(), &env);
     // The same name (a copied config, a second unit on the host): it would share
@@ -363,11 +371,7 @@ async fn a_second_process_under_a_live_nodes_name_is_refused() {
     let api = first.api();
     api.enable_account("acme").await;
     assert_eq!(health(&api).await.0, 200);
-    let url = pg_env
-        .iter()
-        .find(|(k, _)| k == "SIEMSYNC_POSTGRES_URL")
-        .map(|(_, v)| v.clone())
-        .unwrap();
+    let url = env_value(&pg_env, "SIEMSYNC_POSTGRES_URL");
     let observer = PgStore::connect(PgOptions::new(&url, "observer"))
         .await
         .unwrap();
