@@ -37,12 +37,16 @@ enum Command {
         #[arg(long, env = "SIEMSYNC_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
     },
-    /// Copy a stopped service's sled data directory into PostgreSQL, to run several
-    /// nodes on it: accounts, tokens, integrations (HEC tokens stay sealed), checkpoints,
-    /// dead letters, replays, gaps, undelivered events and jobs, under their own ids and
-    /// sequences. Safe to run again, also after an interruption. Sealed HEC tokens need
-    /// their key: SIEMSYNC_SECRET_KEY, or secret_key of --config. The sled directory is
-    /// not changed; start the nodes (same secret_key) once it reports done.
+    /// Copy a stopped service's sled data directory into PostgreSQL (to run several nodes).
+    ///
+    /// Copies accounts, account tokens, integrations (HEC tokens stay sealed),
+    /// checkpoints, dead letters, replays, gaps, undelivered audit events and job
+    /// snapshots under their own ids and sequences, so every integration continues
+    /// where it was. Safe to run again, also after an interruption. Refuses a directory
+    /// a running service holds, a database a live node uses or that holds other data,
+    /// and sealed HEC tokens without their key: SIEMSYNC_SECRET_KEY, or secret_key of
+    /// --config. The sled directory is not changed; start the nodes (same secret_key)
+    /// once it reports done.
     Migrate {
         /// The sled data directory (data_dir of the stopped service).
         #[arg(long, value_name = "DIR")]
