@@ -1,4 +1,5 @@
-//! The `siemsync` command: `run` the service, or `check-config` a file.
+//! The `siemsync` command: `run` the service, `check-config` a file, `status` of a
+//! running service, or `migrate` a sled data directory into PostgreSQL.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -36,6 +37,27 @@ enum Command {
         #[arg(long, env = "SIEMSYNC_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
     },
+    /// Copy a stopped service's sled data directory into PostgreSQL (to run several nodes).
+    ///
+    /// Copies accounts, account tokens, integrations (HEC tokens stay sealed),
+    /// checkpoints, dead letters, replays, gaps, undelivered audit events and job
+    /// snapshots under their own ids and sequences, so every integration continues
+    /// where it was. Safe to run again, also after an interruption. Refuses a directory
+    /// a running service holds, a database a live node uses or that holds other data,
+    /// and sealed HEC tokens without their key: SIEMSYNC_SECRET_KEY, or secret_key of
+    /// --config. The sled directory is not changed; start the nodes (same secret_key)
+    /// once it reports done.
+    Migrate {
+        /// The sled data directory (data_dir of the stopped service).
+        #[arg(long, value_name = "DIR")]
+        from_sled: PathBuf,
+        /// The PostgreSQL database, as a libpq URL (postgres://user@host/db).
+        #[arg(long, value_name = "URL")]
+        to_postgres: String,
+        /// Take secret_key from this config file (the environment applied).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Check a config file (with the environment applied) and say what is wrong.
     CheckConfig {
         #[arg(default_value = DEFAULT_PATH)]
@@ -52,11 +74,50 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", path.display());
             Ok(())
         }
+        Command::Migrate {
+            from_sled,
+            to_postgres,
+            config,
+        } => migrate(from_sled, to_postgres, config),
         Command::Run { config: path } => {
             let config = Config::load(&path)?;
             actix_web::rt::System::new().block_on(run(config, path))
         }
     }
+}
+
+fn migrate(from: PathBuf, to: String, config: Option<PathBuf>) -> anyhow::Result<()> {
+    use siemsync::store::to_postgres::{copy_sled_to_postgres, MoveOptions};
+    let secret_key = match config {
+        Some(path) => Config::load(&path)?.secret_key,
+        None => std::env::var("SIEMSYNC_SECRET_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+    };
+    // Test builds: stop after N writes, as a kill would (the resume tests).
+    #[cfg(feature = "test-hooks")]
+    let exit_after_writes = std::env::var("SIEMSYNC_TEST_MIGRATE_EXIT_AFTER_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    #[cfg(not(feature = "test-hooks"))]
+    let exit_after_writes = None;
+    let options = MoveOptions {
+        from,
+        to,
+        secret_key,
+        exit_after_writes,
+    };
+    let summary = copy_sled_to_postgres(&options, &mut |line| {
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+    })
+    .context("migrate: the copy did not finish")?;
+    print!("{}", summary.table());
+    println!(
+        "migrate: done; {} left unchanged. Start the nodes on PostgreSQL (same secret_key); keep the sled directory until they deliver",
+        options.from.display()
+    );
+    Ok(())
 }
 
 async fn status(url: String) -> anyhow::Result<()> {

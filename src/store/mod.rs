@@ -21,8 +21,10 @@ mod registry;
 mod reseal;
 mod retention;
 pub mod secrets;
+pub mod sled_export;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod to_postgres;
 mod tokens;
 
 pub use accounts::KnownAccount;

@@ -66,6 +66,10 @@ pub enum PgError {
         /// The lease time, after which a killed process's name is free.
         lease_secs: u64,
     },
+    /// A copy into PostgreSQL (`siemsync migrate`) found other data under the same
+    /// ids than it is copying: what, named.
+    #[error("PostgreSQL already holds different data for {0}")]
+    Differs(String),
     /// The schema could not be brought to this build's version.
     #[error("database schema: {0}")]
     Schema(String),

@@ -15,6 +15,7 @@ mod accounts;
 mod audit;
 mod error;
 mod history;
+mod import;
 mod jobs;
 mod leases;
 mod notify;
@@ -25,6 +26,7 @@ mod tokens;
 
 pub use audit::AuditChunk;
 pub use error::PgError;
+pub use import::{Copied, IntegrationCopied, IntegrationCopy};
 pub use leases::{CommitRecord, Fence, Holdings, NodeInfo};
 pub use notify::{ControlAction, ControlEvent, ControlListener, ControlSignal, CONTROL_CHANNEL};
 pub use partitions::SweepOutcome;

@@ -1,0 +1,385 @@
+//! `siemsync migrate --from-sled DIR --to-postgres URL`: copies a stopped
+//! single-node service's sled data directory into PostgreSQL, so that the same
+//! integrations go on delivering from several nodes without losing a checkpoint.
+//!
+//! What is copied, each under its own ids and sequences (so checkpoints, dead
+//! letter numbers and replay cursors stay valid): accounts, account tokens (their
+//! hashes), integrations (HEC tokens exactly as stored: sealed ones stay sealed, so
+//! the nodes need the same `secret_key`), checkpoints, dead letters, replays (a
+//! running one goes on from its cursor on the node that takes the integration),
+//! gaps, connection reports, every audit chunk the sled store still holds (its
+//! retention already removed what every integration delivered; what is left is
+//! undelivered, in a replay's reach, or kept for the retention), the dedup window's
+//! ids, every job snapshot and the tombstones of swept finished jobs, and each
+//! account's newest sequences.
+//!
+//! Not copied: sync history (the page's 7-day chart; it refills as the nodes sync,
+//! and replaying records one by one could not be made idempotent cheaply), the
+//! backlog quota's drop counts and pending notices (PostgreSQL has no backlog quota
+//! yet), and the published delivery status (each node publishes its own).
+//!
+//! Idempotent and resumable: every write inserts what is missing and checks that
+//! what is there is identical (see `postgres::import`); an account's newest
+//! sequences are written after its events. Nothing is written to the sled directory.
+
+use super::postgres::{park_until_done, Copied, IntegrationCopy, PgError, PgOptions, PgStore};
+use super::secrets::{self, TokenCipher};
+use super::sled_export::{RawChunk, RawIds};
+use super::{SledStore, StoreError};
+use crate::model::AccountId;
+use chrono::{DateTime, Utc};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+/// Chunks (of up to 64 events) per write.
+const CHUNKS_PER_WRITE: usize = 256;
+/// Id records, or job snapshots, per write.
+const ROWS_PER_WRITE: usize = 1024;
+
+/// What to copy where.
+#[derive(Debug, Clone)]
+pub struct MoveOptions {
+    /// The sled data directory (of a stopped service).
+    pub from: PathBuf,
+    /// The PostgreSQL URL (libpq form) of the database the nodes will use.
+    pub to: String,
+    /// The key the sled store's HEC tokens are sealed with (the nodes' `secret_key`).
+    pub secret_key: Option<String>,
+    /// Test builds: end the process after this many writes, as a kill would.
+    pub exit_after_writes: Option<u64>,
+}
+
+/// Why the copy did not start or did not finish; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// The directory holds no sled database.
+    #[error("{0} is not a siemsync data directory: no sled database in it (give data_dir of the stopped service)")]
+    NotSled(String),
+    /// A running service holds the sled database.
+    #[error("the sled directory {0} is in use by a running siemsync: stop it first, so that nothing changes while it is copied")]
+    SledInUse(String),
+    /// The sled store could not be read.
+    #[error("reading the sled store in {dir}: {source}")]
+    Sled {
+        /// The directory.
+        dir: String,
+        /// What failed.
+        source: StoreError,
+    },
+    /// A sealed HEC token does not open with the key given (or no key was given).
+    #[error("integration {id} of account {account}: {reason}; nothing was written")]
+    Key {
+        /// The integration.
+        id: uuid::Uuid,
+        /// Its account.
+        account: AccountId,
+        /// What is wrong with the key.
+        reason: secrets::SecretError,
+    },
+    /// PostgreSQL could not be reached or its schema not brought up to date.
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(PgError),
+    /// A node is using the database.
+    #[error("siemsync nodes are live on this PostgreSQL database ({0}): stop every node before copying into it (a killed one leaves when its lease lapses); nothing was written")]
+    LiveNode(String),
+    /// PostgreSQL holds other data under ids being copied.
+    #[error("{0}: a node has used this database since, or another data directory was copied into it. Nothing of it was overwritten; copy into an empty database (an interrupted copy of this same directory may be run again)")]
+    Differs(String),
+    /// A write failed.
+    #[error("writing to PostgreSQL: {0}")]
+    Postgres(PgError),
+}
+
+impl From<PgError> for MoveError {
+    fn from(e: PgError) -> MoveError {
+        match e {
+            e @ PgError::Differs(_) => MoveError::Differs(e.to_string()),
+            e => MoveError::Postgres(e),
+        }
+    }
+}
+
+/// Rows per kind, in the order they were copied.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// (kind, rows added, rows already there).
+    pub kinds: Vec<(&'static str, Copied)>,
+}
+
+impl Summary {
+    fn add(&mut self, kind: &'static str, c: Copied) {
+        match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, total)) => total.add(c),
+            None => self.kinds.push((kind, c)),
+        }
+    }
+
+    /// The counts of one kind.
+    pub fn of(&self, kind: &str) -> Copied {
+        self.kinds
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+
+    /// One line per kind: added, and already there.
+    pub fn table(&self) -> String {
+        let mut out = format!("{:<20} {:>10} {:>14}\n", "KIND", "COPIED", "ALREADY THERE");
+        for (kind, c) in &self.kinds {
+            out.push_str(&format!("{kind:<20} {:>10} {:>14}\n", c.added, c.present));
+        }
+        out
+    }
+}
+
+/// The copy under way: where to, what it did, and the test builds' exit.
+struct Mover<'a> {
+    pg: PgStore,
+    summary: Summary,
+    writes: u64,
+    exit_after: Option<u64>,
+    progress: &'a mut dyn FnMut(String),
+}
+
+impl Mover<'_> {
+    fn write<T>(
+        &mut self,
+        f: impl std::future::Future<Output = Result<T, PgError>>,
+    ) -> Result<T, MoveError> {
+        let out = self.pg.block_on(f)?;
+        self.writes += 1;
+        if self.exit_after.is_some_and(|n| self.writes >= n) {
+            (self.progress)(format!(
+                "test hook: exiting after {} writes, as a kill would",
+                self.writes
+            ));
+            std::process::exit(3);
+        }
+        Ok(out)
+    }
+
+    fn noted(&mut self, kind: &'static str, c: Copied) {
+        self.summary.add(kind, c);
+    }
+}
+
+/// Opens the sled store for reading, with a readable refusal when a service holds it.
+fn open_sled(dir: &Path) -> Result<SledStore, MoveError> {
+    let shown = dir.display().to_string();
+    // sled would create an empty database in any directory: that is not a copy.
+    if !dir.join("conf").is_file() && !dir.join("db").is_file() {
+        return Err(MoveError::NotSled(shown));
+    }
+    SledStore::open(dir).map_err(|e| match e {
+        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("acquire lock") => {
+            MoveError::SledInUse(shown)
+        }
+        source => MoveError::Sled { dir: shown, source },
+    })
+}
+
+/// Refuses before anything is written when a sealed token does not open with `key`.
+fn check_key(
+    integrations: &[crate::model::Integration],
+    key: Option<&str>,
+) -> Result<(), MoveError> {
+    let cipher = key.map(TokenCipher::new);
+    for it in integrations
+        .iter()
+        .filter(|it| secrets::is_sealed(&it.hec_token))
+    {
+        let reason = match &cipher {
+            None => Some(secrets::SecretError::NoKey("the sled data directory")),
+            Some(c) => c.open(&it.hec_token, it.id.as_bytes()).err(),
+        };
+        if let Some(reason) = reason {
+            return Err(MoveError::Key {
+                id: it.id,
+                account: it.account.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Copies `options.from` into `options.to`, telling `progress` what it did per kind.
+pub fn copy_sled_to_postgres(
+    options: &MoveOptions,
+    progress: &mut dyn FnMut(String),
+) -> Result<Summary, MoveError> {
+    let sled = open_sled(&options.from)?;
+    let dir = options.from.display().to_string();
+    let read_err = |source| MoveError::Sled {
+        dir: dir.clone(),
+        source,
+    };
+    let integrations = sled.export_integrations().map_err(read_err)?;
+    check_key(&integrations, options.secret_key.as_deref())?;
+    let mut pg_options = PgOptions::new(options.to.clone(), "siemsync-migrate");
+    pg_options.pool_size = 2;
+    pg_options.threads = 1;
+    let pg = park_until_done(PgStore::connect(pg_options)).map_err(MoveError::Connect)?;
+    let live = pg.block_on(pg.live_nodes()).map_err(MoveError::Connect)?;
+    if !live.is_empty() {
+        return Err(MoveError::LiveNode(live.join(", ")));
+    }
+    let mut m = Mover {
+        pg: pg.clone(),
+        summary: Summary::default(),
+        writes: 0,
+        exit_after: options.exit_after_writes,
+        progress,
+    };
+    let accounts = sled.export_accounts().map_err(read_err)?;
+    let c = m.write(pg.import_accounts(accounts))?;
+    m.noted("accounts", c);
+    let tokens = sled.export_tokens().map_err(read_err)?;
+    let c = m.write(pg.import_tokens(tokens))?;
+    m.noted("account tokens", c);
+    let highest_dead = copy_integrations(&sled, &mut m, integrations).map_err(|e| match e {
+        Step::Read(source) => read_err(source),
+        Step::Write(e) => e,
+    })?;
+    m.write(pg.raise_dead_letter_ids(highest_dead))?;
+    (m.progress)(format!(
+        "registry copied: {} accounts, {} integrations",
+        m.summary.of("accounts").added + m.summary.of("accounts").present,
+        m.summary.of("integrations").added + m.summary.of("integrations").present
+    ));
+    for account in sled.accounts_with_events().map_err(read_err)? {
+        copy_account(&sled, &mut m, &account).map_err(|e| match e {
+            Step::Read(source) => read_err(source),
+            Step::Write(e) => e,
+        })?;
+    }
+    Ok(m.summary)
+}
+
+/// A step failed reading sled or writing PostgreSQL.
+enum Step {
+    Read(StoreError),
+    Write(MoveError),
+}
+
+impl From<StoreError> for Step {
+    fn from(e: StoreError) -> Step {
+        Step::Read(e)
+    }
+}
+
+impl From<MoveError> for Step {
+    fn from(e: MoveError) -> Step {
+        Step::Write(e)
+    }
+}
+
+/// Copies each integration with what belongs to it; answers the highest dead letter id.
+fn copy_integrations(
+    sled: &SledStore,
+    m: &mut Mover<'_>,
+    integrations: Vec<crate::model::Integration>,
+) -> Result<u64, Step> {
+    let mut highest = 0;
+    for it in integrations {
+        let id = it.id;
+        let (replay, connection_report) = sled.export_docs(&id)?;
+        let (_, dead_letters) = sled.dead_letters(&id, usize::MAX)?;
+        highest = dead_letters.iter().map(|d| d.id).fold(highest, u64::max);
+        let copy = IntegrationCopy {
+            checkpoint: sled.export_checkpoint(&id)?,
+            dead_letters,
+            replay,
+            connection_report,
+            gaps: sled.gaps(&id)?,
+            integration: it,
+        };
+        let pg = m.pg.clone();
+        let c = m.write(pg.import_integration(copy))?;
+        m.noted("integrations", c.integrations);
+        m.noted("checkpoints", c.checkpoints);
+        m.noted("dead letters", c.dead_letters);
+        m.noted("replays", c.replays);
+        m.noted("connection reports", c.connection_reports);
+        m.noted("gaps", c.gaps);
+    }
+    let s = &m.summary;
+    (m.progress)(format!(
+        "integrations: {} (checkpoints {}, dead letters {}, replays {}, gaps {})",
+        total(s.of("integrations")),
+        total(s.of("checkpoints")),
+        total(s.of("dead letters")),
+        total(s.of("replays")),
+        total(s.of("gaps")),
+    ));
+    Ok(highest)
+}
+
+fn total(c: Copied) -> u64 {
+    c.added + c.present
+}
+
+/// Copies one account's audit chunks, dedup ids and jobs, then its newest sequences.
+fn copy_account(sled: &SledStore, m: &mut Mover<'_>, account: &AccountId) -> Result<(), Step> {
+    let pg = m.pg.clone();
+    let mut batch: Vec<RawChunk> = Vec::new();
+    let mut newest: Option<DateTime<Utc>> = None;
+    let (mut chunks, mut events) = (Copied::default(), 0u64);
+    let mut flush = |m: &mut Mover<'_>, batch: &mut Vec<RawChunk>| -> Result<(), MoveError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        events += batch.iter().map(|c| c.last - c.first + 1).sum::<u64>();
+        let c = m.write(pg.import_chunks(account, std::mem::take(batch)))?;
+        chunks.add(c);
+        Ok(())
+    };
+    let mut failed = None;
+    sled.export_audit(account, |chunk| {
+        newest = newest.max(Some(chunk.stored_at));
+        batch.push(chunk);
+        if batch.len() >= CHUNKS_PER_WRITE {
+            if let Err(e) = flush(m, &mut batch) {
+                failed = Some(e);
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    flush(m, &mut batch)?;
+    m.noted("audit chunks", chunks);
+    let ids = sled.export_audit_ids(account)?;
+    let mut id_count = Copied::default();
+    for part in ids.chunks(ROWS_PER_WRITE) {
+        let part: Vec<RawIds> = part.to_vec();
+        id_count.add(m.write(pg.import_ids(account, part))?);
+    }
+    m.noted("dedup id records", id_count);
+    let jobs = sled.export_jobs(account)?;
+    let mut tombstones = Some(sled.export_tombstones(account)?);
+    let mut job_count = Copied::default();
+    let parts: Vec<_> = jobs.chunks(ROWS_PER_WRITE).map(|p| p.to_vec()).collect();
+    for part in parts.into_iter().chain(std::iter::once(Vec::new())) {
+        let stones = tombstones.take().unwrap_or_default();
+        if part.is_empty() && stones.is_empty() {
+            continue;
+        }
+        job_count.add(m.write(pg.import_jobs(account, part, stones))?);
+    }
+    m.noted("job snapshots", job_count);
+    let heads = sled.heads(account)?;
+    let c = m.write(pg.import_heads(account, heads, newest))?;
+    m.noted("account heads", c);
+    (m.progress)(format!(
+        "account {account}: {events} audit events in {} chunks, {} job snapshots (newest audit sequence {}, job change {})",
+        total(chunks),
+        total(job_count),
+        heads.audit,
+        heads.jobs
+    ));
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! Moving a single node from sled to PostgreSQL with `siemsync migrate`, run as the
+//! binary, as an operator would: after the move nothing is lost or re-sent beyond
+//! the post in flight, dead letters and a running replay come along, running it
+//! again (or after it was killed half way) changes nothing, and it refuses to copy
+//! into a database a node uses, with the wrong key, or from a directory in use.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use siemsync::testkit::postgres::PgCluster;
+use siemsync::testkit::{Behaviour, HecServer};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const TOKEN: &str = "dddddddd-0000-0000-0000-00000000000d";
+const KEY: &str = "the key sealing the HEC tokens, long enough for it";
+const T: Duration = Duration::from_secs(30);
+
+fn cluster() -> Option<&'static PgCluster> {
+    siemsync::testkit::postgres::shared()
+}
+
+/// Runs `siemsync migrate` on `dir` into `url` with extra environment.
+fn migrate(dir: &Path, url: &str, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_siemsync"));
+    cmd.args(["migrate", "--from-sled"])
+        .arg(dir)
+        .args(["--to-postgres", url])
+        .env_remove("SIEMSYNC_SECRET_KEY")
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running siemsync migrate")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn migrated(dir: &Path, url: &str) -> String {
+    let out = migrate(dir, url, &[("SIEMSYNC_SECRET_KEY", KEY)]);
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
+fn pg_env<'a>(url: &'a str, name: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("SIEMSYNC_STORE", "postgres"),
+        ("SIEMSYNC_POSTGRES_URL", url),
+        ("SIEMSYNC_NODE_NAME", name),
+        ("SIEMSYNC_SECRET_KEY", KEY),
+    ]
+}
+
+fn failing() -> Behaviour {
+    Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    }
+}
+
+async fn dead_letter_ids(api: &Api, id: &str) -> (u64, Vec<String>) {
+    let dl = api
+        .ok(
+            "GET",
+            &format!("/api/v1/accounts/acme/integrations/{id}/dead-letters"),
+            None,
+        )
+        .await;
+    let ids = dl["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event"]["event"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    (dl["total"].as_u64().unwrap(), ids)
+}
+
+#[actix_rt::test]
+async fn after_moving_to_postgres_the_backlog_dead_letters_and_running_replay_carry_on_and_nothing_delivered_is_resent(
+) {
+    let Some(pg) = cluster() else { return };
+    let url = pg.url(&pg.create_database().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecServer::start(TOKEN);
+    hec.configure(|c| c.reject_events_containing = vec!["event number 3\"".into()]);
+    let mut svc = Siemsync::start(dir.path(), &[("SIEMSYNC_SECRET_KEY", KEY)]);
+    let api = svc.api();
+    api.enable_account("acme").await;
+    let secret = api
+        .ok(
+            "POST",
+            "/api/v1/accounts/acme/tokens",
+            Some(json!({"name": "ops"})),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = api.add_integration("acme", TOKEN, &hec.base_url()).await;
+    api.post_audit("acme", &audit_events("e", 0, 10)).await;
+    let before = status_until(&api, "acme", &id, "the first 10 delivered", |s| {
+        s["backlog"]["events"] == 0 && s["dead_letters"] == 1
+    })
+    .await;
+    // Splunk goes down: a backlog builds up, and a replay of the first ten starts and
+    // cannot get through.
+    hec.set_behaviour(failing());
+    api.post_audit("acme", &audit_events("e", 10, 200)).await;
+    let path = format!("/api/v1/accounts/acme/integrations/{id}");
+    let window = json!({"from": "2026-11-25T10:00:00Z", "to": "2026-11-25T10:00:09.500Z"});
+    let (s, v) = api
+        .admin("POST", &format!("{path}/replay"), Some(window))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    status_until(&api, "acme", &id, "the replay tried and failed", |s| {
+        s["replay"]["state"] == "running" && !s["replay"]["error"].is_null()
+    })
+    .await;
+    svc.stop();
+    let delivered_on_sled = audit_ids(&hec.events());
+    let want_before: Vec<String> = (0..10)
+        .filter(|i| *i != 3)
+        .map(|i| format!("e-{i}"))
+        .collect();
+    assert_eq!(delivered_on_sled, want_before);
+    let arrived_before = hec.events().len();
+
+    let report = migrated(dir.path(), &url);
+    assert!(
+        report.contains("audit chunks") && report.contains("dead letters"),
+        "{report}"
+    );
+    hec.configure(|c| c.reject_events_containing.clear());
+    hec.set_behaviour(Behaviour::Normal);
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = Siemsync::start(node_dir.path(), &pg_env(&url, "after-move"));
+    let api = node.api();
+    let st = status_until(&api, "acme", &id, "the backlog and the replay done", |s| {
+        s["backlog"]["events"] == 0 && s["replay"]["state"] == "done"
+    })
+    .await;
+    assert_eq!(st["replay"]["total"], 10, "{:#}", st["replay"]);
+    assert_eq!(st["replay"]["sent"], 10, "{:#}", st["replay"]);
+    // The checkpoint came along: its count goes on from where sled left it.
+    assert_eq!(
+        st["delivered"]["audit"].as_u64().unwrap(),
+        // The backlog, and siemsync's own "replay requested" event.
+        before["delivered"]["audit"].as_u64().unwrap() + 201,
+        "{st:#}"
+    );
+    // The backlog once each, and the replay's window once: nothing else again.
+    let after: Vec<String> = audit_ids(&hec.events()[arrived_before..]);
+    let want: Vec<String> = (0..210).map(|i| format!("e-{i}")).collect();
+    assert_eq!(by_number(after), want);
+    assert_eq!(
+        dead_letter_ids(&api, &id).await,
+        (1, vec!["e-3".to_owned()]),
+        "the dead letter came along"
+    );
+    // The account token works; ingest goes on after the copied sequences, and the
+    // dedup window came along (e-209 is a retry).
+    let (s, v) = api
+        .call(
+            "GET",
+            "/api/v1/accounts/acme/integrations",
+            Some(&secret),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut more = audit_events("e", 210, 5).as_array().unwrap().clone();
+    more.push(audit_events("e", 209, 1)[0].clone());
+    let v = api.post_audit("acme", &Value::Array(more)).await;
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(5), Some(1)),
+        "{v}"
+    );
+    eventually(T, "the new events delivered", || {
+        audit_ids(&hec.events()).contains(&"e-214".to_owned())
+    })
+    .await;
+    let after: Vec<String> = audit_ids(&hec.events()[arrived_before..]);
+    let want: Vec<String> = (0..215).map(|i| format!("e-{i}")).collect();
+    assert_eq!(by_number(after), want);
+}
+
+/// Every table the copy writes, as text, in a fixed order (bodies as hashes).
+fn dump(pg: &PgCluster, db: &str) -> String {
+    let queries = [
+        "SELECT account, siem_enabled, updated_at FROM accounts ORDER BY 1",
+        "SELECT id, hash, account, name, created_at FROM account_tokens ORDER BY 1",
+        "SELECT id, account, shard, version, created_at, doc FROM integrations ORDER BY 1",
+        "SELECT * FROM checkpoints ORDER BY 1",
+        "SELECT integration, id, doc FROM dead_letters ORDER BY 1, 2",
+        "SELECT * FROM replays ORDER BY 1",
+        "SELECT * FROM gaps ORDER BY 1, 2",
+        "SELECT account, first_seq, last_seq, stored_at, md5(body) FROM audit_chunks ORDER BY 1, 2",
+        "SELECT account, first_seq, md5(hashes) FROM audit_ids ORDER BY 1, 2",
+        "SELECT account, job, change_seq, running, finished, snapshot FROM jobs ORDER BY 1, 2",
+        "SELECT * FROM account_heads ORDER BY 1",
+    ];
+    queries
+        .iter()
+        .map(|q| {
+            pg.psql(pg.primary_port(), db, q)
+                .unwrap_or_else(|e| panic!("{q}: {e}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n--\n")
+}
+
+/// A stopped sled service with a backlog over several chunks, jobs, a dead letter
+/// and an account token.
+async fn sled_with_backlog(dir: &Path, hec: &HecServer) -> String {
+    hec.configure(|c| c.reject_events_containing = vec!["event number 1\"".into()]);
+    let mut svc = Siemsync::start(dir, &[("SIEMSYNC_SECRET_KEY", KEY)]);
+    let api = svc.api();
+    api.enable_account("acme").await;
+    api.ok("POST", "/api/v1/accounts/acme/tokens", Some(json!({})))
+        .await;
+    let id = api.add_integration("acme", TOKEN, &hec.base_url()).await;
+    api.post_audit("acme", &audit_events("e", 0, 3)).await;
+    status_until(&api, "acme", &id, "a dead letter", |s| {
+        s["backlog"]["events"] == 0 && s["dead_letters"] == 1
+    })
+    .await;
+    hec.set_behaviour(failing());
+    for from in (3..300).step_by(99) {
+        api.post_audit("acme", &audit_events("e", from, 99)).await;
+    }
+    api.post_jobs(
+        "acme",
+        &json!([{"job": "6f1c2a9e-0000-0000-0000-000000000001", "type": "backup", "status": "in progress", "progress": 0.5},
+                {"job": "6f1c2a9e-0000-0000-0000-000000000002", "type": "restore", "status": "successful"}]),
+    )
+    .await;
+    svc.stop();
+    id
+}
+
+#[actix_rt::test]
+async fn migrating_again_or_after_a_kill_half_way_ends_in_the_same_database_with_nothing_doubled() {
+    let Some(pg) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecServer::start(TOKEN);
+    sled_with_backlog(dir.path(), &hec).await;
+
+    let once = pg.create_database().unwrap();
+    migrated(dir.path(), &pg.url(&once));
+    let resumed = pg.create_database().unwrap();
+    let resumed_url = pg.url(&resumed);
+    // Killed after the registry and the first audit chunks (5 writes), then after
+    // the dedup ids (6): the account's newest sequences are not there yet.
+    for writes in ["5", "6"] {
+        let out = migrate(
+            dir.path(),
+            &resumed_url,
+            &[
+                ("SIEMSYNC_SECRET_KEY", KEY),
+                ("SIEMSYNC_TEST_MIGRATE_EXIT_AFTER_WRITES", writes),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    }
+    let half = pg
+        .psql(
+            pg.primary_port(),
+            &resumed,
+            "SELECT count(*) FROM account_heads",
+        )
+        .unwrap();
+    assert_eq!(half.trim(), "0", "killed before the heads were written");
+    migrated(dir.path(), &resumed_url);
+    let again = migrated(dir.path(), &resumed_url);
+    assert_eq!(dump(pg, &once), dump(pg, &resumed));
+    let chunks = pg
+        .psql(
+            pg.primary_port(),
+            &resumed,
+            "SELECT count(*) = count(DISTINCT first_seq) AND count(*) > 1 FROM audit_chunks",
+        )
+        .unwrap();
+    assert_eq!(chunks.trim(), "t", "several chunks, none doubled");
+    // The third run found everything there and added nothing.
+    let table: Vec<&str> = again
+        .lines()
+        .skip_while(|l| !l.starts_with("KIND"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("migrate:"))
+        .collect();
+    assert!(table.len() >= 8, "{again}");
+    for line in table {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let n = cols.len();
+        assert_eq!(cols[n - 2], "0", "nothing added again: {line}\n{again}");
+    }
+
+    // Once a node used the database, a copy into it is refused and changes nothing.
+    let node_dir = tempfile::tempdir().unwrap();
+    let mut node = Siemsync::start(node_dir.path(), &pg_env(&resumed_url, "user"));
+    node.api()
+        .post_audit("acme", &audit_events("new", 0, 1))
+        .await;
+    node.stop();
+    let before = dump(pg, &resumed);
+    let out = migrate(dir.path(), &resumed_url, &[("SIEMSYNC_SECRET_KEY", KEY)]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("already holds different data"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(dump(pg, &resumed), before);
+}
+
+#[actix_rt::test]
+async fn migrate_refuses_a_directory_in_use_a_wrong_or_missing_key_and_a_database_a_node_uses() {
+    let Some(pg) = cluster() else { return };
+    let db = pg.create_database().unwrap();
+    let url = pg.url(&db);
+    let untouched = || {
+        pg.psql(
+            pg.primary_port(),
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'integrations'",
+        )
+        .unwrap()
+        .trim()
+        .to_owned()
+    };
+    let refusal = |out: Output, says: &str| {
+        let t = text(&out);
+        assert!(
+            !out.status.success() && t.contains(says),
+            "wanted {says:?}: {t}"
+        );
+    };
+    let empty = tempfile::tempdir().unwrap();
+    refusal(
+        migrate(empty.path(), &url, &[]),
+        "is not a siemsync data directory",
+    );
+    assert!(
+        std::fs::read_dir(empty.path()).unwrap().next().is_none(),
+        "no sled database was made in the empty directory"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecServer::start(TOKEN);
+    let mut svc = Siemsync::start(dir.path(), &[("SIEMSYNC_SECRET_KEY", KEY)]);
+    let api = svc.api();
+    api.enable_account("acme").await;
+    api.add_integration("acme", TOKEN, &hec.base_url()).await;
+    refusal(
+        migrate(dir.path(), &url, &[("SIEMSYNC_SECRET_KEY", KEY)]),
+        "is in use by a running siemsync: stop it first",
+    );
+    svc.stop();
+    refusal(
+        migrate(
+            dir.path(),
+            &url,
+            &[(
+                "SIEMSYNC_SECRET_KEY",
+                "another key, also long enough to be one",
+            )],
+        ),
+        "SIEMSYNC_SECRET_KEY differs from the key it was stored with",
+    );
+    refusal(migrate(dir.path(), &url, &[]), "set SIEMSYNC_SECRET_KEY");
+    assert_eq!(untouched(), "0", "nothing written, not even the schema");
+
+    let node_dir = tempfile::tempdir().unwrap();
+    let mut node = Siemsync::start(node_dir.path(), &pg_env(&url, "live-one"));
+    refusal(
+        migrate(dir.path(), &url, &[("SIEMSYNC_SECRET_KEY", KEY)]),
+        "siemsync nodes are live on this PostgreSQL database (live-one)",
+    );
+    let accounts = pg
+        .psql(pg.primary_port(), &db, "SELECT count(*) FROM accounts")
+        .unwrap();
+    assert_eq!(
+        accounts.trim(),
+        "0",
+        "nothing copied into the live database"
+    );
+    node.stop();
+}
