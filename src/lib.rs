@@ -24,6 +24,7 @@ pub mod actors;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod disk_reserve;
 pub mod fd_limit;
 pub mod hec;
@@ -122,6 +123,8 @@ pub struct Service {
     disk_check: Background,
     /// PostgreSQL only: the shard leases' renewal (and the clean hand-back at shutdown).
     leases: Background,
+    /// PostgreSQL only: the control changes made through other nodes, applied here.
+    control: Background,
     /// The config file's watcher, once started (`watch_config`).
     reload: Option<Background>,
     /// How often the watcher checks the file (`[timing] config_poll_secs`).
@@ -180,6 +183,8 @@ impl Service {
         if let Some(reload) = self.reload.take() {
             reload.stop().await;
         }
+        // Like the watcher: nothing tells the Supervisor of a change any more.
+        self.control.stop().await;
         let report = self.supervisor.send(Shutdown { grace: self.grace }).await;
         // The actors are gone (or were left behind, said so): their threads end now.
         // A second of its own, so that a grace of 0 still lets an idle thread end.
@@ -430,6 +435,11 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     Ok(Service {
         addr,
         leases: spawn_leases(&store),
+        control: control::spawn(
+            &store,
+            supervisor.clone(),
+            config.timing.control_reread_secs.get(),
+        ),
         retention,
         disk_check: if on_sled {
             disk_reserve::spawn(
