@@ -1,4 +1,5 @@
-//! `siemsync status`: the table of every integration, from a running service.
+//! `siemsync status`: the table of every integration, the top accounts and the
+//! nodes, from a running service.
 
 use crate::logsafe::clean;
 use chrono::{DateTime, Utc};
@@ -105,10 +106,83 @@ pub fn top_accounts(accounts: &[Value], limit: usize) -> String {
     out
 }
 
+/// The live nodes (from `GET /api/v1/nodes`) as aligned columns under a NODES
+/// heading: name (`*`: the node asked), shards, integrations, last lease renewal.
+pub fn nodes_table(nodes: &[Value], now: DateTime<Utc>) -> String {
+    let mut out = String::from("\nNODES\n");
+    out.push_str(&format!(
+        "{:<2}{:<32}  {:<8}  {:>7}  {:>12}  {}\n",
+        "", "NODE", "STORE", "SHARDS", "INTEGRATIONS", "LAST RENEWAL"
+    ));
+    for n in nodes {
+        let renewal = match n["last_renewal"].as_str() {
+            Some(t) => ago(Some(t), now),
+            None => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:<2}{:<32}  {:<8}  {:>7}  {:>12}  {}{}\n",
+            if n["this_node"].as_bool() == Some(true) {
+                "*"
+            } else {
+                ""
+            },
+            clean(n["name"].as_str().unwrap_or("?")),
+            n["store"].as_str().unwrap_or("?"),
+            n["shards"].as_u64().map_or("-".into(), |s| s.to_string()),
+            n["integrations"].as_u64().unwrap_or(0),
+            renewal,
+            if n["stopping"].as_bool() == Some(true) {
+                " (stopping)"
+            } else {
+                ""
+            },
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_nodes_table_marks_this_node_and_shows_shards_integrations_and_renewal() {
+        let now: DateTime<Utc> = "2026-11-25T10:01:00Z".parse().unwrap();
+        let t = nodes_table(
+            &[
+                json!({"name": "a", "this_node": true, "store": "postgres", "shards": 128,
+                    "integrations": 7, "last_renewal": "2026-11-25T10:00:55Z", "stopping": false}),
+                json!({"name": "b", "this_node": false, "store": "postgres", "shards": 128,
+                    "integrations": 3, "last_renewal": "2026-11-25T10:00:00Z", "stopping": true}),
+            ],
+            now,
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[1], "NODES", "{t}");
+        assert!(
+            lines[2].contains("SHARDS") && lines[2].contains("LAST RENEWAL"),
+            "{t}"
+        );
+        assert!(
+            lines[3].starts_with("* a ")
+                && lines[3].contains(" 128 ")
+                && lines[3].ends_with(" 7  5s ago"),
+            "{t}"
+        );
+        assert!(
+            lines[4].starts_with("  b ") && lines[4].ends_with("1m ago (stopping)"),
+            "{t}"
+        );
+        let sled = nodes_table(
+            &[
+                json!({"name": "h", "this_node": true, "store": "sled", "shards": null,
+                "integrations": 2, "last_renewal": null, "stopping": false}),
+            ],
+            now,
+        );
+        assert!(sled.lines().nth(3).unwrap().ends_with("  2  -"), "{sled}");
+    }
 
     #[test]
     fn the_status_table_lines_up_and_explains_errors() {

@@ -297,7 +297,7 @@ impl std::str::FromStr for StoreKind {
 }
 
 /// This machine's host name, the default `node_name`.
-fn host_name() -> Result<String, String> {
+pub(crate) fn host_name() -> Result<String, String> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at most that.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

@@ -24,6 +24,7 @@ pub mod actors;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod disk_reserve;
 pub mod fd_limit;
 pub mod hec;
@@ -122,6 +123,8 @@ pub struct Service {
     disk_check: Background,
     /// PostgreSQL only: the shard leases' renewal (and the clean hand-back at shutdown).
     leases: Background,
+    /// PostgreSQL only: the control changes made through other nodes, applied here.
+    control: Background,
     /// The config file's watcher, once started (`watch_config`).
     reload: Option<Background>,
     /// How often the watcher checks the file (`[timing] config_poll_secs`).
@@ -180,6 +183,8 @@ impl Service {
         if let Some(reload) = self.reload.take() {
             reload.stop().await;
         }
+        // Like the watcher: nothing tells the Supervisor of a change any more.
+        self.control.stop().await;
         let report = self.supervisor.send(Shutdown { grace: self.grace }).await;
         // The actors are gone (or were left behind, said so): their threads end now.
         // A second of its own, so that a grace of 0 still lets an idle thread end.
@@ -266,12 +271,19 @@ fn open_postgres(config: &Config) -> Result<Store, StartError> {
 /// PostgreSQL only: renews this node's shard leases every third of their time, so
 /// its checkpoint commits stay fenced by a live lease (and, while PostgreSQL cannot
 /// be reached, its fault shows in `/healthz` until a round succeeds again).
-fn spawn_leases(store: &Store) -> Background {
+fn spawn_leases(store: &Store, metrics: Arc<metrics::Metrics>) -> Background {
     let mut job = Background::new("the shard leases");
     let Some(pg) = store.postgres() else {
         return job;
     };
     let every = pg.lease_time() / 3;
+    let node = metrics::NodeLabels {
+        node: pg.node_name().to_owned(),
+    };
+    // This node's series exist from the start: a node that never renewed shows 0.
+    let renewed = metrics.lease_renewals.get_or_create(&node).clone();
+    let failed = metrics.lease_renewal_failures.get_or_create(&node).clone();
+    let last = metrics.last_lease_renewal.get_or_create(&node).clone();
     let store = store.clone();
     job.spawn(move |mut stop| async move {
         loop {
@@ -280,7 +292,14 @@ fn spawn_leases(store: &Store) -> Background {
                 _ = actix_rt::time::sleep(every) => {}
             }
             let s = store.clone();
-            match actix_web::web::block(move || s.balance_leases()).await {
+            let round = actix_web::web::block(move || s.balance_leases()).await;
+            if matches!(round, Ok(Ok(_))) {
+                renewed.inc();
+                last.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+            } else {
+                failed.inc();
+            }
+            match round {
                 Ok(Ok(_)) => {}
                 // Another process took this node's name while its heartbeat had
                 // lapsed: this one stops delivering (`Store::may_post`) as its
@@ -429,7 +448,12 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     };
     Ok(Service {
         addr,
-        leases: spawn_leases(&store),
+        leases: spawn_leases(&store, metrics.clone()),
+        control: control::spawn(
+            &store,
+            supervisor.clone(),
+            config.timing.control_reread_secs.get(),
+        ),
         retention,
         disk_check: if on_sled {
             disk_reserve::spawn(

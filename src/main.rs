@@ -145,6 +145,8 @@ async fn status(url: String) -> anyhow::Result<()> {
     print!("{}", siemsync::cli::status_table(&list, chrono::Utc::now()));
     let accounts = get_list(&client, &url, &token, "accounts").await?;
     print!("{}", siemsync::cli::top_accounts(&accounts, 10));
+    let nodes = get_list(&client, &url, &token, "nodes").await?;
+    print!("{}", siemsync::cli::nodes_table(&nodes, chrono::Utc::now()));
     Ok(())
 }
 

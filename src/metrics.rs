@@ -105,6 +105,13 @@ pub struct RejectLabels {
     pub reason: String,
 }
 
+/// The label of a per-node metric (PostgreSQL).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// The node's name (`node_name`).
+    pub node: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric of the process, and the registry `/metrics` encodes.
@@ -175,6 +182,16 @@ pub struct Metrics {
     pub sync_places_in_use: Gauge,
     /// Syncs waiting for a place (kept by the gates).
     pub syncs_waiting: Gauge,
+    /// PostgreSQL: shards each live node holds (set when scraped).
+    pub shards_held: Family<NodeLabels, Gauge>,
+    /// PostgreSQL: integrations of each live node's shards (set when scraped).
+    pub integrations_owned: Family<NodeLabels, Gauge>,
+    /// PostgreSQL: this node's successful lease rounds (heartbeat and renewal).
+    pub lease_renewals: Family<NodeLabels, Counter>,
+    /// PostgreSQL: this node's lease rounds that failed.
+    pub lease_renewal_failures: Family<NodeLabels, Counter>,
+    /// PostgreSQL: Unix time of this node's last successful lease round.
+    pub last_lease_renewal: Family<NodeLabels, FloatGauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -228,12 +245,18 @@ impl Metrics {
             integration_actors: Gauge::default(),
             sync_places_in_use: Gauge::default(),
             syncs_waiting: Gauge::default(),
+            shards_held: Family::default(),
+            integrations_owned: Family::default(),
+            lease_renewals: Family::default(),
+            lease_renewal_failures: Family::default(),
+            last_lease_renewal: Family::default(),
             registry: Registry::default(),
         };
         m.register_delivery(&mut registry);
         m.register_stored(&mut registry);
         m.register_ingest(&mut registry);
         m.register_process(&mut registry);
+        m.register_nodes(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -366,6 +389,35 @@ impl Metrics {
             "ingest_rejections",
             "Ingest requests refused, by reason",
             self.ingest_rejections.clone(),
+        );
+    }
+
+    /// PostgreSQL: who holds what, and this node's lease rounds.
+    fn register_nodes(&self, registry: &mut Registry) {
+        registry.register(
+            "shards_held",
+            "Shards whose lease each live node holds (PostgreSQL)",
+            self.shards_held.clone(),
+        );
+        registry.register(
+            "integrations_owned",
+            "Stored integrations of the shards each live node holds: what it delivers (PostgreSQL)",
+            self.integrations_owned.clone(),
+        );
+        registry.register(
+            "lease_renewals",
+            "This node's successful lease rounds: heartbeat, renewal and claims (PostgreSQL)",
+            self.lease_renewals.clone(),
+        );
+        registry.register(
+            "lease_renewal_failures",
+            "This node's lease rounds that failed: past its lease without one, it stops posting (PostgreSQL)",
+            self.lease_renewal_failures.clone(),
+        );
+        registry.register(
+            "last_lease_renewal_timestamp_seconds",
+            "Unix time of this node's last successful lease round (PostgreSQL)",
+            self.last_lease_renewal.clone(),
         );
     }
 

@@ -107,6 +107,11 @@ pub struct Timing {
     /// disk reserve (`SIEMSYNC_TIMING_DISK_CHECK_SECS`); ingest reads it again at once
     /// after writing a sixteenth of `min_free_disk_bytes`.
     pub disk_check_secs: Secs,
+    /// PostgreSQL only: how often a node re-reads every integration and makes its
+    /// actors match, the safety net under the control notifications (which reach it
+    /// within a second, but are lost while its listening connection is down)
+    /// (`SIEMSYNC_TIMING_CONTROL_REREAD_SECS`).
+    pub control_reread_secs: Secs,
 }
 
 impl Default for Timing {
@@ -122,13 +127,14 @@ impl Default for Timing {
             retention_sweep_secs: None,
             connection_keep_alive_secs: Secs::from_secs(15),
             disk_check_secs: Secs::from_secs(1),
+            control_reread_secs: Secs::from_secs(30),
         }
     }
 }
 
 impl Timing {
     /// Each setting's environment variable, key and a setter, for the config's overrides.
-    pub fn env_keys() -> [(&'static str, &'static str); 10] {
+    pub fn env_keys() -> [(&'static str, &'static str); 11] {
         [
             (
                 "SIEMSYNC_TIMING_RETRY_BACKOFF_BASE_SECS",
@@ -155,6 +161,7 @@ impl Timing {
                 "connection_keep_alive_secs",
             ),
             ("SIEMSYNC_TIMING_DISK_CHECK_SECS", "disk_check_secs"),
+            ("SIEMSYNC_TIMING_CONTROL_REREAD_SECS", "control_reread_secs"),
         ]
     }
 
@@ -171,6 +178,7 @@ impl Timing {
             "retention_sweep_secs" => self.retention_sweep_secs = Some(v),
             "connection_keep_alive_secs" => self.connection_keep_alive_secs = v,
             "disk_check_secs" => self.disk_check_secs = v,
+            "control_reread_secs" => self.control_reread_secs = v,
             _ => unreachable!("not a timing key: {key}"),
         }
     }
@@ -189,6 +197,7 @@ impl Timing {
                 "connection_keep_alive_secs",
             ),
             (self.disk_check_secs, "disk_check_secs"),
+            (self.control_reread_secs, "control_reread_secs"),
             (
                 self.retention_sweep_secs.unwrap_or(Secs::from_secs(1)),
                 "retention_sweep_secs",

@@ -444,7 +444,9 @@ pub async fn sync_now(
     let it = lookup(&state, &caller, &path)?;
     // The status's `last_sync` whose `started_at` is at or after this is the one asked for.
     let requested_at = Utc::now();
-    if state.supervisor.send(SyncNow { id: it.id }).await? {
+    let started = state.supervisor.send(SyncNow { id: it.id }).await?
+        || sync_elsewhere(&state.store, &it).await?;
+    if started {
         Ok(HttpResponse::Accepted().json(SyncStarted {
             sync: SyncWord::Started,
             requested_at,
@@ -455,6 +457,26 @@ pub async fn sync_now(
             "the integration is not running: turn on its Enable toggle (and the account's SIEM feature) first",
         ))
     }
+}
+
+/// PostgreSQL: Sync now of an integration this node does not run is announced to
+/// every node, and the one running it syncs (`control.rs`). Answers whether it
+/// should run somewhere (active); on sled nothing runs elsewhere.
+async fn sync_elsewhere(store: &Store, it: &Integration) -> Result<bool, ApiError> {
+    let Some(pg) = store.postgres() else {
+        return Ok(false);
+    };
+    if !store.is_active(it)? {
+        return Ok(false);
+    }
+    let event = crate::store::postgres::ControlEvent {
+        integration: it.id,
+        account: it.account.clone(),
+        shard: pg.shard_of(&it.id),
+        action: crate::store::postgres::ControlAction::SyncNow,
+    };
+    pg.notify(&event).await.map_err(StoreError::from)?;
+    Ok(true)
 }
 
 /// Runs a connection test and keeps its report for the status.

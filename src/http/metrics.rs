@@ -4,7 +4,7 @@
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::AppState;
-use crate::metrics::{AccountLabels, GapLabels, IntegrationLabels, Metrics};
+use crate::metrics::{AccountLabels, GapLabels, IntegrationLabels, Metrics, NodeLabels};
 use crate::model::Source;
 use crate::store::StoreError;
 use actix_web::{web, HttpResponse};
@@ -52,6 +52,7 @@ fn refresh(state: &AppState, m: &Metrics) -> Result<(), StoreError> {
         }
     }
     accounts(state, m)?;
+    nodes(state, m)?;
     // A store that cannot say its size (failing, being reopened) keeps the last
     // figure; `store_writable` says why.
     match store.size_on_disk() {
@@ -71,6 +72,25 @@ fn refresh(state: &AppState, m: &Metrics) -> Result<(), StoreError> {
         .set(crate::fd_limit::open().map_or(-1, |n| n as i64));
     m.max_fds
         .set(crate::fd_limit::max().map_or(-1, |n| n.min(i64::MAX as u64) as i64));
+    Ok(())
+}
+
+/// PostgreSQL: each live node's shards and integrations, as `GET /api/v1/nodes`
+/// shows them (nothing on sled, which has no shards).
+fn nodes(state: &AppState, m: &Metrics) -> Result<(), StoreError> {
+    m.shards_held.clear();
+    m.integrations_owned.clear();
+    let Some(pg) = state.store.postgres() else {
+        return Ok(());
+    };
+    let gauge = |v: u64| v.min(i64::MAX as u64) as i64;
+    for n in pg.wait(pg.node_views())? {
+        let labels = NodeLabels { node: n.name };
+        m.shards_held.get_or_create(&labels).set(gauge(n.shards));
+        m.integrations_owned
+            .get_or_create(&labels)
+            .set(gauge(n.integrations));
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub mod history;
 pub mod ingest;
 pub mod integrations;
 pub mod metrics;
+pub mod nodes;
 pub mod openapi;
 pub mod status;
 pub mod tokens;
@@ -292,6 +293,7 @@ pub const ROUTES: &[RouteDef] = &[
     }),
     route(Verb::Get, "/api/v1/accounts", |r| r.to(accounts::list)),
     route(Verb::Get, "/api/v1/overview", |r| r.to(history::overview)),
+    route(Verb::GetOrHead, "/api/v1/nodes", |r| r.to(nodes::list)),
     route(Verb::Put, ACCOUNT, |r| r.to(accounts::put)),
     route(Verb::GetOrHead, ACCOUNT, |r| r.to(accounts::get)),
     route(Verb::Post, "/api/v1/accounts/{account}/tokens", |r| {

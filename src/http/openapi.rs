@@ -8,7 +8,7 @@
 //! every status it can answer with, each with the `{"error": …}` body.
 
 use super::errors::ErrorBody;
-use super::{accounts, bodies, checks, duplicates, history, ingest, integrations, metrics};
+use super::{accounts, bodies, checks, duplicates, history, ingest, integrations, metrics, nodes};
 use super::{status, tokens, ui};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
@@ -40,7 +40,7 @@ The whole flow: the administrator turns the feature on for the account \
     ),
     paths(
         super::healthz, ui::index, ui::app_js, ui::app_css, ui::whoami, metrics::metrics,
-        integrations::list_all, accounts::list, history::overview,
+        integrations::list_all, accounts::list, history::overview, nodes::list,
         accounts::put, accounts::get, tokens::create, tokens::list, tokens::delete,
         ingest::audit, ingest::jobs,
         integrations::list, integrations::create, checks::test_settings,

@@ -1081,3 +1081,92 @@ async fn a_failed_batch_held_past_retention_is_dropped_and_counted_exactly() {
     assert_eq!(st["gaps"][0]["count"], 301, "{st:#}");
     assert_eq!(st["delivered"]["audit"], 5, "{st:#}");
 }
+
+/// The value of the series `name{node="node"}` in the metrics text.
+fn node_series(text: &str, name: &str, node: &str) -> Option<f64> {
+    let prefix = format!("{name}{{node=\"{node}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+#[actix_rt::test]
+async fn the_nodes_view_shows_each_live_node_with_its_shards_integrations_and_renewal_to_the_admin_only(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &[]);
+    let api = svc.api();
+    api.enable_account("acme").await;
+    for _ in 0..2 {
+        api.add_integration("acme", TOK, "https://splunk.example.com:8088")
+            .await;
+    }
+    let token = account_token(&api, "acme").await;
+    for (who, want) in [
+        (None, 401),
+        (Some(INGEST), 403),
+        (Some(token.as_str()), 403),
+    ] {
+        let (status, body) = api.call("GET", "/api/v1/nodes", who, None).await;
+        assert_eq!(status, want, "{who:?}: {body}");
+    }
+    let (status, nodes) = api.admin("GET", "/api/v1/nodes", None).await;
+    assert_eq!(status, 200, "{nodes}");
+    let nodes = nodes.as_array().expect("an array of nodes").clone();
+    assert_eq!(nodes.len(), 1, "one node runs: {nodes:?}");
+    let me = &nodes[0];
+    assert_eq!(me["this_node"], true, "{me}");
+    assert_eq!(me["integrations"], 2, "{me}");
+    assert_eq!(me["stopping"], false, "{me}");
+    let name = me["name"].as_str().expect("a name").to_owned();
+    assert!(!name.is_empty(), "{me}");
+    match BACKEND {
+        Backend::Sled => {
+            assert_eq!(me["store"], "sled", "{me}");
+            assert!(
+                me["shards"].is_null() && me["last_renewal"].is_null(),
+                "{me}"
+            );
+            let (_, metrics) = api.admin("GET", "/metrics", None).await;
+            let metrics = metrics.as_str().unwrap_or_default().to_owned();
+            assert!(!metrics.contains("siemsync_shards_held{"), "{metrics}");
+        }
+        Backend::Postgres => {
+            assert_eq!(me["store"], "postgres", "{me}");
+            // Alone on its database, it holds every shard.
+            assert_eq!(me["shards"], 256, "{me}");
+            let renewed = time(&me["last_renewal"]);
+            assert!(time(&me["lease_expires_at"]) > renewed, "{me}");
+            assert!(time(&me["started_at"]) <= renewed, "{me}");
+            // The metrics show the same ownership, and this node's lease rounds
+            // (every lease/3, 5 s by default) as they happen.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let (_, metrics) = api.admin("GET", "/metrics", None).await;
+                let metrics = metrics.as_str().unwrap_or_default().to_owned();
+                let series = |n: &str| node_series(&metrics, n, &name);
+                assert_eq!(series("siemsync_shards_held"), Some(256.0), "{metrics}");
+                assert_eq!(
+                    series("siemsync_integrations_owned"),
+                    Some(2.0),
+                    "{metrics}"
+                );
+                assert_eq!(
+                    series("siemsync_lease_renewal_failures_total"),
+                    Some(0.0),
+                    "{metrics}"
+                );
+                let last = series("siemsync_last_lease_renewal_timestamp_seconds");
+                if series("siemsync_lease_renewals_total").is_some_and(|n| n >= 1.0) {
+                    assert!(last.is_some_and(|t| t > 0.0), "{metrics}");
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no lease renewal counted: {metrics}"
+                );
+                actix_rt::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

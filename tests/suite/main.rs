@@ -24,6 +24,7 @@ mod operability;
 mod outage;
 mod page_api;
 mod panic_restart;
+mod postgres_control;
 mod postgres_failover;
 mod postgres_migrate;
 mod postgres_service;

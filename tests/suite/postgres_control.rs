@@ -1,0 +1,212 @@
+//! Control on any node (PostgreSQL): a change made through another node reaches
+//! the node that runs the integration within a second, by LISTEN/NOTIFY, well
+//! before the periodic re-read (set to an hour here). Until several full nodes
+//! share the shards, "another node" is a `PgStore` in the test process under
+//! another node name, writing through the same store calls a node's HTTP handlers
+//! make (which send the NOTIFY in their transaction).
+
+use crate::common::*;
+use siemsync::model::{AccountId, HecUri, Integration};
+use siemsync::store::postgres::{ControlAction, ControlEvent, Expected, PgOptions, PgStore};
+use siemsync::testkit::{Behaviour, HecServer};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const TOKEN: &str = "dddddddd-0000-0000-0000-00000000000d";
+const OTHER_TOKEN: &str = "eeeeeeee-0000-0000-0000-00000000000e";
+/// How soon a change made elsewhere must show: a second for the NOTIFY, plus the
+/// restarted actor's first post on this busy 2-core machine.
+const PROMPT: Duration = Duration::from_secs(3);
+const T: Duration = Duration::from_secs(30);
+
+/// A running node whose control re-read is an hour away, "another node" on its
+/// database, and one integration of account `acme` posting to `hec`.
+struct Setup {
+    api: Api,
+    other: PgStore,
+    hec: HecServer,
+    account: AccountId,
+    id: Uuid,
+    // Stopped before its data directory goes (fields drop in this order).
+    _svc: Siemsync,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(sync_interval: &str) -> Option<Setup> {
+    let pg_env = siemsync::testkit::service::Backend::Postgres.env()?;
+    let url = pg_env
+        .iter()
+        .find(|(k, _)| k == "SIEMSYNC_POSTGRES_URL")
+        .map(|(_, v)| v.clone())
+        .expect("the PostgreSQL backend's URL");
+    let mut env: Vec<(&str, &str)> = pg_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("SIEMSYNC_SYNC_INTERVAL_SECS", sync_interval));
+    env.push(("SIEMSYNC_TIMING_RETRY_BACKOFF_BASE_SECS", "0.1"));
+    env.push(("SIEMSYNC_TIMING_CONTROL_REREAD_SECS", "3600"));
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(dir.path(), &env);
+    let api = svc.api();
+    let hec = HecServer::start(TOKEN);
+    api.enable_account("acme").await;
+    // Ingested first: the new actor's first sync, at its start, delivers them also
+    // when the next scheduled sync is an hour away.
+    api.post_audit("acme", &audit_events("e", 0, 5)).await;
+    let id = api.add_integration("acme", TOKEN, &hec.base_url()).await;
+    eventually(T, "the first 5 delivered", || {
+        audit_ids(&hec.events()).len() >= 5
+    })
+    .await;
+    let other = PgStore::connect(PgOptions::new(&url, "other-node"))
+        .await
+        .unwrap();
+    Some(Setup {
+        api,
+        other,
+        hec,
+        account: AccountId::parse("acme").unwrap(),
+        id: id.parse().unwrap(),
+        _svc: svc,
+        _dir: dir,
+    })
+}
+
+impl Setup {
+    async fn stored(&self) -> (Integration, u64) {
+        let v = self
+            .other
+            .integration(&self.account, &self.id)
+            .await
+            .unwrap()
+            .expect("the integration is stored");
+        (v.value, v.version)
+    }
+}
+
+/// Polls until `count()` has not changed for `quiet`, or panics after `limit`.
+async fn settles(limit: Duration, quiet: Duration, what: &str, count: impl Fn() -> usize) {
+    let start = Instant::now();
+    let mut last = count();
+    let mut since = Instant::now();
+    loop {
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let now = count();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_hec_change_made_on_another_node_moves_the_posts_within_a_second() {
+    let Some(s) = setup("0.25").await else {
+        return;
+    };
+    // The old receiver refuses from now on: what is ingested waits for the new one.
+    s.hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    let new_hec = HecServer::start(OTHER_TOKEN);
+    let (mut it, version) = s.stored().await;
+    it.hec_uri = HecUri::parse(&new_hec.base_url()).unwrap();
+    it.hec_token = OTHER_TOKEN.into();
+    let changed = Instant::now();
+    s.other
+        .put_integration(&it, Expected::Version(version))
+        .await
+        .unwrap();
+    eventually(
+        PROMPT,
+        "the waiting events posted to the new receiver",
+        || audit_ids(&new_hec.events()).len() >= 5,
+    )
+    .await;
+    eprintln!(
+        "changed on another node: posting to the new receiver after {:?}",
+        changed.elapsed()
+    );
+    let want: Vec<String> = (5..10).map(|i| format!("e-{i}")).collect();
+    assert_eq!(first_arrivals(audit_ids(&new_hec.events())), want);
+}
+
+#[actix_rt::test]
+async fn an_integration_deleted_on_another_node_stops_posting() {
+    let Some(s) = setup("0.25").await else {
+        return;
+    };
+    // A refusing receiver is retried without end while the actor runs.
+    s.hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    let retried = s.hec.posts_arrived();
+    eventually(T, "the refused post retried", || {
+        s.hec.posts_arrived() >= retried + 2
+    })
+    .await;
+    assert!(s.other.delete_integration(&s.account, &s.id).await.unwrap());
+    settles(
+        PROMPT,
+        Duration::from_secs(1),
+        "no more posts after the deletion",
+        || s.hec.posts_arrived(),
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn an_integration_created_on_another_node_starts_delivering() {
+    let Some(s) = setup("0.25").await else {
+        return;
+    };
+    let new_hec = HecServer::start(OTHER_TOKEN);
+    let (template, _) = s.stored().await;
+    let it = Integration {
+        id: Uuid::new_v4(),
+        name: "made elsewhere".into(),
+        hec_uri: HecUri::parse(&new_hec.base_url()).unwrap(),
+        hec_token: OTHER_TOKEN.into(),
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+        version: 0,
+        ..template
+    };
+    s.other.put_integration(&it, Expected::New).await.unwrap();
+    // The new integration starts from the account's first retained event.
+    eventually(PROMPT, "the new integration delivering", || {
+        audit_ids(&new_hec.events()).len() >= 5
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn sync_now_asked_on_another_node_syncs_at_once() {
+    // The next scheduled sync is an hour away: only Sync now delivers.
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    s.other
+        .notify(&ControlEvent {
+            integration: s.id,
+            account: s.account.clone(),
+            shard: s.other.shard_of(&s.id),
+            action: ControlAction::SyncNow,
+        })
+        .await
+        .unwrap();
+    eventually(PROMPT, "the new events delivered by Sync now", || {
+        audit_ids(&s.hec.events()).len() >= 10
+    })
+    .await;
+}
