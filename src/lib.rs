@@ -253,6 +253,7 @@ fn open_postgres(config: &Config) -> Result<Store, StartError> {
     let mut options = store::postgres::PgOptions::new(url, config.node_name.clone());
     options.secret_key = config.secret_key.clone();
     options.dedup_window = config.dedup_window;
+    options.lease = config.timing.shard_lease_secs.get();
     let store = Store::connect_postgres(options).map_err(store_error)?;
     if config.secret_key.is_none() {
         log::warn!("SIEMSYNC_SECRET_KEY is not set: customers' HEC tokens are stored in clear in PostgreSQL");

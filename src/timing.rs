@@ -107,6 +107,11 @@ pub struct Timing {
     /// disk reserve (`SIEMSYNC_TIMING_DISK_CHECK_SECS`); ingest reads it again at once
     /// after writing a sixteenth of `min_free_disk_bytes`.
     pub disk_check_secs: Secs,
+    /// PostgreSQL only: how long a node's lease on a shard lasts unless renewed
+    /// (`SIEMSYNC_TIMING_SHARD_LEASE_SECS`); it is renewed every third of it, and a
+    /// killed node's integrations resume on the others within it plus one renewal.
+    /// At least [`Timing::MIN_SHARD_LEASE`].
+    pub shard_lease_secs: Secs,
 }
 
 impl Default for Timing {
@@ -122,13 +127,19 @@ impl Default for Timing {
             retention_sweep_secs: None,
             connection_keep_alive_secs: Secs::from_secs(15),
             disk_check_secs: Secs::from_secs(1),
+            shard_lease_secs: Secs::from_secs(15),
         }
     }
 }
 
 impl Timing {
+    /// The shortest shard lease: renewed every third of it, a lease must outlast a
+    /// renewal round trip on a busy machine with room to spare, or nodes lose
+    /// their shards to each other while all of them are alive.
+    pub const MIN_SHARD_LEASE: Duration = Duration::from_secs(1);
+
     /// Each setting's environment variable, key and a setter, for the config's overrides.
-    pub fn env_keys() -> [(&'static str, &'static str); 10] {
+    pub fn env_keys() -> [(&'static str, &'static str); 11] {
         [
             (
                 "SIEMSYNC_TIMING_RETRY_BACKOFF_BASE_SECS",
@@ -155,6 +166,7 @@ impl Timing {
                 "connection_keep_alive_secs",
             ),
             ("SIEMSYNC_TIMING_DISK_CHECK_SECS", "disk_check_secs"),
+            ("SIEMSYNC_TIMING_SHARD_LEASE_SECS", "shard_lease_secs"),
         ]
     }
 
@@ -171,6 +183,7 @@ impl Timing {
             "retention_sweep_secs" => self.retention_sweep_secs = Some(v),
             "connection_keep_alive_secs" => self.connection_keep_alive_secs = v,
             "disk_check_secs" => self.disk_check_secs = v,
+            "shard_lease_secs" => self.shard_lease_secs = v,
             _ => unreachable!("not a timing key: {key}"),
         }
     }
@@ -189,6 +202,7 @@ impl Timing {
                 "connection_keep_alive_secs",
             ),
             (self.disk_check_secs, "disk_check_secs"),
+            (self.shard_lease_secs, "shard_lease_secs"),
             (
                 self.retention_sweep_secs.unwrap_or(Secs::from_secs(1)),
                 "retention_sweep_secs",

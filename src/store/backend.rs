@@ -186,7 +186,7 @@ impl Store {
                     if seen.is_none() {
                         log::warn!(
                             "postgres: node {me} has a live heartbeat from another process: waiting up to {} s for it to lapse (a process killed moments ago); if it is renewed, another process runs under this name and this start is refused",
-                            lease.as_secs()
+                            lease.as_secs_f64()
                         );
                     }
                     seen = heartbeat.or(seen);

@@ -210,11 +210,13 @@ struct DeliveringNode {
     _dir: tempfile::TempDir,
 }
 
-/// [`DeliveringNode`], or `None` where PostgreSQL's binaries are missing.
-async fn a_delivering_node() -> Option<DeliveringNode> {
+/// [`DeliveringNode`] with a shard lease of `lease_secs`, or `None` where
+/// PostgreSQL's binaries are missing.
+async fn a_delivering_node(lease_secs: &str) -> Option<DeliveringNode> {
     let pg_env = siemsync::testkit::service::Backend::Postgres.env()?;
     let mut env = borrowed(&pg_env);
     env.push(("SIEMSYNC_SYNC_INTERVAL_SECS", "0.25"));
+    env.push((PG_LEASE.0, lease_secs));
     let dir = tempfile::tempdir().unwrap();
     let svc = Siemsync::start(dir.path(), &env);
     let api = svc.api();
@@ -238,7 +240,7 @@ async fn a_delivering_node() -> Option<DeliveringNode> {
 
 #[actix_rt::test]
 async fn a_node_whose_shards_another_node_took_posts_nothing_more() {
-    let Some(node) = a_delivering_node().await else {
+    let Some(node) = a_delivering_node(PG_LEASE.1).await else {
         return;
     };
     let DeliveringNode {
@@ -283,7 +285,10 @@ async fn a_node_whose_shards_another_node_took_posts_nothing_more() {
 
 #[actix_rt::test]
 async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
-    let Some(node) = a_delivering_node().await else {
+    // 4 s, not the tests' 2 s: the node gives up after three quarters of it (3 s),
+    // and the status poll that sees so must still come in before the lease lapses.
+    let lease = Duration::from_secs(4);
+    let Some(node) = a_delivering_node(&lease.as_secs().to_string()).await else {
         return;
     };
     let DeliveringNode {
@@ -315,8 +320,8 @@ async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
             .is_some_and(|t| t.contains("could not renew"))
     })
     .await;
-    // The lease (15 s) was last renewed before the lock: it had not lapsed yet.
-    assert!(locked.elapsed() < Duration::from_secs(15), "{st:#}");
+    // The lease was last renewed before the lock: it had not lapsed yet.
+    assert!(locked.elapsed() < lease, "{st:#}");
     let posts = hec.posts_arrived();
     let retries = st["retries"].as_u64().unwrap();
     status_until(api, "acme", id, "three more attempts", |s| {
@@ -340,9 +345,12 @@ async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
 
 #[actix_rt::test]
 async fn a_second_process_under_a_live_nodes_name_is_refused() {
-    let Some(pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+    let Some(mut pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
         return;
     };
+    // The refused start waits out the lease (and a third) first, in case the
+    // live row is a killed process's: seconds with the tests' short lease.
+    pg_env.push((PG_LEASE.0.into(), PG_LEASE.1.into()));
     let env = borrowed(&pg_env);
     let name = env_value(&pg_env, "SIEMSYNC_NODE_NAME");
     let first_dir = tempfile::tempdir().unwrap();

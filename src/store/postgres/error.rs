@@ -64,7 +64,7 @@ pub enum PgError {
         /// The name.
         node: String,
         /// The lease time, after which a killed process's name is free.
-        lease_secs: u64,
+        lease_secs: f64,
     },
     /// The schema could not be brought to this build's version.
     #[error("database schema: {0}")]

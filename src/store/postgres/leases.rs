@@ -119,7 +119,7 @@ impl Shared {
         if taken.is_some() {
             return Err(PgError::NameInUse {
                 node: me.clone(),
-                lease_secs: self.options.lease.as_secs(),
+                lease_secs: self.options.lease.as_secs_f64(),
             });
         }
         tx.execute(
