@@ -266,33 +266,75 @@ fn open_postgres(config: &Config) -> Result<Store, StartError> {
 
 /// PostgreSQL only: renews this node's shard leases every third of their time, so
 /// its checkpoint commits stay fenced by a live lease (and, while PostgreSQL cannot
-/// be reached, its fault shows in `/healthz` until a round succeeds again).
-fn spawn_leases(store: &Store) -> Background {
+/// be reached, its fault shows in `/healthz` until a round succeeds again). When a
+/// round changes the shards it holds, the Supervisor stops the actors of the
+/// shards lost or handed over (their posts in flight get `grace`) and starts those
+/// of the shards gained; then the surplus is released for the node short of shards.
+fn spawn_leases(store: &Store, supervisor: Addr<Supervisor>, grace: Duration) -> Background {
     let mut job = Background::new("the shard leases");
     let Some(pg) = store.postgres() else {
         return job;
     };
     let every = pg.lease_time() / 3;
+    // The hand-over runs inside the round's loop: its grace must leave the next
+    // renewal in time (a round's lease is trusted for three quarters of it).
+    let grace = grace.min(every / 4);
     let store = store.clone();
     job.spawn(move |mut stop| async move {
+        // The shards the Supervisor's actors run for (the start's first round).
+        let mut running: Option<Vec<i32>> = None;
         loop {
             tokio::select! {
                 _ = stop.stopped() => return,
                 _ = actix_rt::time::sleep(every) => {}
             }
             let s = store.clone();
-            match actix_web::web::block(move || s.balance_leases()).await {
-                Ok(Ok(_)) => {}
+            let holdings = match actix_web::web::block(move || s.balance_leases()).await {
+                Ok(Ok(Some(h))) => h,
+                Ok(Ok(None)) => return,
                 // Another process took this node's name while its heartbeat had
                 // lapsed: this one stops delivering (`Store::may_post`) as its
                 // last renewal ages; the operator must stop one of the two.
                 Ok(Err(e @ store::StoreError::Postgres(store::postgres::PgError::NameInUse { .. }))) => {
-                    log::error!("postgres: renewing the shard leases refused: {e}; this process delivers nothing until it is the only one under its name")
+                    log::error!("postgres: renewing the shard leases refused: {e}; this process delivers nothing until it is the only one under its name");
+                    continue;
                 }
                 Ok(Err(e)) => {
-                    log::warn!("postgres: renewing the shard leases failed: {e}; retrying")
+                    log::warn!("postgres: renewing the shard leases failed: {e}; retrying");
+                    continue;
                 }
-                Err(e) => log::warn!("postgres: renewing the shard leases failed: {e}"),
+                Err(e) => {
+                    log::warn!("postgres: renewing the shard leases failed: {e}");
+                    continue;
+                }
+            };
+            let kept: Vec<i32> = holdings
+                .held
+                .keys()
+                .filter(|s| !holdings.surplus.contains(s))
+                .copied()
+                .collect();
+            // The first round after the start may already differ from the one
+            // the Supervisor started from (a node joined meanwhile).
+            if running.as_ref() != Some(&kept) {
+                if supervisor.send(actors::messages::Rebalance { grace }).await.is_err() {
+                    // Shutting down: its actors are stopped already.
+                    log::debug!("postgres: the Supervisor has stopped; handing over without it");
+                }
+                running = Some(kept);
+            }
+            if !holdings.surplus.is_empty() {
+                let s = store.clone();
+                let surplus = holdings.surplus.clone();
+                match actix_web::web::block(move || s.release_shards(&surplus)).await {
+                    Ok(Ok(())) => log::info!(
+                        "postgres: handed {} shards over to the nodes short of their share",
+                        holdings.surplus.len()
+                    ),
+                    // Renewed by the next round, and handed over again then.
+                    Ok(Err(e)) => log::warn!("postgres: releasing the surplus shards failed: {e}; retrying next round"),
+                    Err(e) => log::warn!("postgres: releasing the surplus shards failed: {e}"),
+                }
             }
         }
     });
@@ -430,7 +472,7 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     };
     Ok(Service {
         addr,
-        leases: spawn_leases(&store),
+        leases: spawn_leases(&store, supervisor.clone(), config.shutdown_grace()),
         retention,
         disk_check: if on_sled {
             disk_reserve::spawn(
