@@ -25,6 +25,7 @@ mod outage;
 mod page_api;
 mod panic_restart;
 mod postgres_failover;
+mod postgres_nodes;
 mod postgres_service;
 mod postgres_store;
 mod reload;
