@@ -5,7 +5,7 @@
 
 use super::heartbeat::Heartbeat;
 use super::messages::{Drain, Rebalance, Shutdown, Stop, WindDown};
-use super::supervisor::Supervisor;
+use super::supervisor::{Running, Supervisor};
 use crate::metrics::{ActorLabels, Metrics};
 use crate::model::Integration;
 use actix::prelude::*;
@@ -82,6 +82,19 @@ struct Winding {
     heartbeat: Heartbeat,
 }
 
+impl Winding {
+    /// A running integration actor, taken out of the Supervisor's `running`.
+    fn integration(r: Running) -> Winding {
+        Winding {
+            integration: r.config,
+            actor: ActorKind::Integration,
+            drain: r.addr.clone().recipient(),
+            stop: r.addr.recipient(),
+            heartbeat: r.heartbeat,
+        }
+    }
+}
+
 impl Handler<Shutdown> for Supervisor {
     type Result = ResponseActFuture<Self, ShutdownReport>;
     fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
@@ -89,13 +102,7 @@ impl Handler<Shutdown> for Supervisor {
         let started = Instant::now();
         let mut actors: Vec<Winding> = Vec::new();
         for (_, r) in self.running.drain() {
-            actors.push(Winding {
-                integration: r.config,
-                actor: ActorKind::Integration,
-                drain: r.addr.clone().recipient(),
-                stop: r.addr.recipient(),
-                heartbeat: r.heartbeat,
-            });
+            actors.push(Winding::integration(r));
         }
         for (id, h) in self.replays.take_all() {
             // A replay without its integration has nothing to answer for.
@@ -155,13 +162,7 @@ impl Handler<Rebalance> for Supervisor {
             // shard's next holder, from its record.
             self.replays.stop(id);
             if let Some(r) = self.running.remove(id) {
-                actors.push(Winding {
-                    integration: r.config,
-                    actor: ActorKind::Integration,
-                    drain: r.addr.clone().recipient(),
-                    stop: r.addr.recipient(),
-                    heartbeat: r.heartbeat,
-                });
+                actors.push(Winding::integration(r));
             }
         }
         let metrics = self.settings.metrics.clone();
