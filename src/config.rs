@@ -714,6 +714,12 @@ impl Config {
                 message: "[timing]: must be more than 0 seconds".to_owned(),
             });
         }
+        if self.timing.shard_lease_secs.get() < Timing::MIN_SHARD_LEASE {
+            return bad(
+                "shard_lease_secs",
+                "[timing]: must be at least 1 second: the lease is renewed every third of it, and a shorter one lapses behind a slow renewal while its node is alive",
+            );
+        }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
         }
@@ -976,6 +982,7 @@ mod tests {
         assert_eq!(c.account_max_backlog_bytes, 1 << 30);
         assert_eq!(c.min_free_disk_bytes, 1 << 30);
         assert_eq!(c.timing.disk_check_secs, Secs::from_secs(1));
+        assert_eq!(c.timing.shard_lease_secs, Secs::from_secs(15));
         assert!(!c.allow_insecure_tls);
         assert!(!c.allow_private_destinations);
         assert_eq!(c.shutdown_grace_secs, default_shutdown_grace());
@@ -1296,6 +1303,28 @@ mod tests {
         // 0 turns it off; a floor in whole bytes is taken.
         load(SHIPPED, &[("SIEMSYNC_MIN_FREE_DISK_BYTES", "0")]).unwrap();
         load(SHIPPED, &[("SIEMSYNC_MIN_FREE_DISK_BYTES", "1048576")]).unwrap();
+    }
+
+    #[test]
+    fn the_shard_lease_is_a_timing_setting_of_at_least_a_second() {
+        let c = load(SHIPPED, &[("SIEMSYNC_TIMING_SHARD_LEASE_SECS", "2.5")]).unwrap();
+        assert_eq!(c.timing.shard_lease_secs.get(), Duration::from_millis(2500));
+        let c = load(SHIPPED, &[("SIEMSYNC_TIMING_SHARD_LEASE_SECS", "1")]).unwrap();
+        assert_eq!(c.timing.shard_lease_secs, Secs::from_secs(1));
+        for value in ["0.5", "0"] {
+            let e = load(SHIPPED, &[("SIEMSYNC_TIMING_SHARD_LEASE_SECS", value)]).unwrap_err();
+            assert!(
+                e.contains("`shard_lease_secs`") && e.contains("more than 0")
+                    || e.contains("at least 1 second"),
+                "{value}: {e}"
+            );
+        }
+        let text = SHIPPED.replace("shard_lease_secs = 15", "shard_lease_secs = 0.9");
+        let e = load(&text, &[]).unwrap_err();
+        assert!(
+            e.contains("`shard_lease_secs`") && e.contains("at least 1 second"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -258,6 +258,7 @@ fn open_postgres(config: &Config) -> Result<Store, StartError> {
     let mut options = store::postgres::PgOptions::new(url, config.node_name.clone());
     options.secret_key = config.secret_key.clone();
     options.dedup_window = config.dedup_window;
+    options.lease = config.timing.shard_lease_secs.get();
     let store = Store::connect_postgres(options).map_err(store_error)?;
     if config.secret_key.is_none() {
         log::warn!("SIEMSYNC_SECRET_KEY is not set: customers' HEC tokens are stored in clear in PostgreSQL");
@@ -270,8 +271,16 @@ fn open_postgres(config: &Config) -> Result<Store, StartError> {
 
 /// PostgreSQL only: renews this node's shard leases every third of their time, so
 /// its checkpoint commits stay fenced by a live lease (and, while PostgreSQL cannot
-/// be reached, its fault shows in `/healthz` until a round succeeds again).
-fn spawn_leases(store: &Store, metrics: Arc<metrics::Metrics>) -> Background {
+/// be reached, its fault shows in `/healthz` until a round succeeds again). When a
+/// round changes the shards it holds, the Supervisor stops the actors of the
+/// shards lost or handed over (their posts in flight get `grace`) and starts those
+/// of the shards gained; then the surplus is released for the node short of shards.
+fn spawn_leases(
+    store: &Store,
+    supervisor: Addr<Supervisor>,
+    grace: Duration,
+    metrics: Arc<metrics::Metrics>,
+) -> Background {
     let mut job = Background::new("the shard leases");
     let Some(pg) = store.postgres() else {
         return job;
@@ -284,8 +293,13 @@ fn spawn_leases(store: &Store, metrics: Arc<metrics::Metrics>) -> Background {
     let renewed = metrics.lease_renewals.get_or_create(&node).clone();
     let failed = metrics.lease_renewal_failures.get_or_create(&node).clone();
     let last = metrics.last_lease_renewal.get_or_create(&node).clone();
+    // The hand-over runs inside the round's loop: its grace must leave the next
+    // renewal in time (a round's lease is trusted for three quarters of it).
+    let grace = grace.min(every / 4);
     let store = store.clone();
     job.spawn(move |mut stop| async move {
+        // The shards the Supervisor's actors run for (the start's first round).
+        let mut running: Option<Vec<i32>> = None;
         loop {
             tokio::select! {
                 _ = stop.stopped() => return,
@@ -299,18 +313,52 @@ fn spawn_leases(store: &Store, metrics: Arc<metrics::Metrics>) -> Background {
             } else {
                 failed.inc();
             }
-            match round {
-                Ok(Ok(_)) => {}
+            let holdings = match round {
+                Ok(Ok(Some(h))) => h,
+                Ok(Ok(None)) => return,
                 // Another process took this node's name while its heartbeat had
                 // lapsed: this one stops delivering (`Store::may_post`) as its
                 // last renewal ages; the operator must stop one of the two.
                 Ok(Err(e @ store::StoreError::Postgres(store::postgres::PgError::NameInUse { .. }))) => {
-                    log::error!("postgres: renewing the shard leases refused: {e}; this process delivers nothing until it is the only one under its name")
+                    log::error!("postgres: renewing the shard leases refused: {e}; this process delivers nothing until it is the only one under its name");
+                    continue;
                 }
                 Ok(Err(e)) => {
-                    log::warn!("postgres: renewing the shard leases failed: {e}; retrying")
+                    log::warn!("postgres: renewing the shard leases failed: {e}; retrying");
+                    continue;
                 }
-                Err(e) => log::warn!("postgres: renewing the shard leases failed: {e}"),
+                Err(e) => {
+                    log::warn!("postgres: renewing the shard leases failed: {e}");
+                    continue;
+                }
+            };
+            let kept: Vec<i32> = holdings
+                .held
+                .keys()
+                .filter(|s| !holdings.surplus.contains(s))
+                .copied()
+                .collect();
+            // The first round after the start may already differ from the one
+            // the Supervisor started from (a node joined meanwhile).
+            if running.as_ref() != Some(&kept) {
+                if supervisor.send(actors::messages::Rebalance { grace }).await.is_err() {
+                    // Shutting down: its actors are stopped already.
+                    log::debug!("postgres: the Supervisor has stopped; handing over without it");
+                }
+                running = Some(kept);
+            }
+            if !holdings.surplus.is_empty() {
+                let s = store.clone();
+                let surplus = holdings.surplus.clone();
+                match actix_web::web::block(move || s.release_shards(&surplus)).await {
+                    Ok(Ok(())) => log::info!(
+                        "postgres: handed {} shards over to the nodes short of their share",
+                        holdings.surplus.len()
+                    ),
+                    // Renewed by the next round, and handed over again then.
+                    Ok(Err(e)) => log::warn!("postgres: releasing the surplus shards failed: {e}; retrying next round"),
+                    Err(e) => log::warn!("postgres: releasing the surplus shards failed: {e}"),
+                }
             }
         }
     });
@@ -448,7 +496,12 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     };
     Ok(Service {
         addr,
-        leases: spawn_leases(&store, metrics.clone()),
+        leases: spawn_leases(
+            &store,
+            supervisor.clone(),
+            config.shutdown_grace(),
+            metrics.clone(),
+        ),
         control: control::spawn(
             &store,
             supervisor.clone(),

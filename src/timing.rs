@@ -112,6 +112,11 @@ pub struct Timing {
     /// within a second, but are lost while its listening connection is down)
     /// (`SIEMSYNC_TIMING_CONTROL_REREAD_SECS`).
     pub control_reread_secs: Secs,
+    /// PostgreSQL only: how long a node's lease on a shard lasts unless renewed
+    /// (`SIEMSYNC_TIMING_SHARD_LEASE_SECS`); it is renewed every third of it, and a
+    /// killed node's integrations resume on the others within it plus one renewal.
+    /// At least [`Timing::MIN_SHARD_LEASE`].
+    pub shard_lease_secs: Secs,
 }
 
 impl Default for Timing {
@@ -128,11 +133,17 @@ impl Default for Timing {
             connection_keep_alive_secs: Secs::from_secs(15),
             disk_check_secs: Secs::from_secs(1),
             control_reread_secs: Secs::from_secs(30),
+            shard_lease_secs: Secs::from_secs(15),
         }
     }
 }
 
 impl Timing {
+    /// The shortest shard lease: renewed every third of it, a lease must outlast a
+    /// renewal round trip on a busy machine with room to spare, or nodes lose
+    /// their shards to each other while all of them are alive.
+    pub const MIN_SHARD_LEASE: Duration = Duration::from_secs(1);
+
     /// Each setting's environment variable, key and a setter, for the config's overrides.
     pub fn env_keys() -> [(&'static str, &'static str); 11] {
         [
@@ -162,6 +173,7 @@ impl Timing {
             ),
             ("SIEMSYNC_TIMING_DISK_CHECK_SECS", "disk_check_secs"),
             ("SIEMSYNC_TIMING_CONTROL_REREAD_SECS", "control_reread_secs"),
+            ("SIEMSYNC_TIMING_SHARD_LEASE_SECS", "shard_lease_secs"),
         ]
     }
 
@@ -179,6 +191,7 @@ impl Timing {
             "connection_keep_alive_secs" => self.connection_keep_alive_secs = v,
             "disk_check_secs" => self.disk_check_secs = v,
             "control_reread_secs" => self.control_reread_secs = v,
+            "shard_lease_secs" => self.shard_lease_secs = v,
             _ => unreachable!("not a timing key: {key}"),
         }
     }
@@ -198,6 +211,7 @@ impl Timing {
             ),
             (self.disk_check_secs, "disk_check_secs"),
             (self.control_reread_secs, "control_reread_secs"),
+            (self.shard_lease_secs, "shard_lease_secs"),
             (
                 self.retention_sweep_secs.unwrap_or(Secs::from_secs(1)),
                 "retention_sweep_secs",

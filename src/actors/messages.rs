@@ -32,6 +32,19 @@ pub struct Refresh {
 #[rtype(result = "()")]
 pub struct Reconcile;
 
+/// Lease loop → Supervisor (PostgreSQL, after a lease round changed what this node
+/// holds): the actors of integrations whose shard it no longer holds, or hands
+/// over, finish their posts in flight within `grace` (then are stopped), and
+/// actors start for the integrations of shards it gained. Answers once the
+/// stopped ones are gone, so their shards can be released.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Rebalance {
+    /// How long a post in flight may take to finish before it is abandoned (sent
+    /// again by the shard's next holder: at-least-once).
+    pub grace: std::time::Duration,
+}
+
 /// Supervisor → IntegrationActor: the stored integration changed in nothing delivery
 /// uses (its name): the actor now runs this version of it, without a restart.
 #[derive(Message)]

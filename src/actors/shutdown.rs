@@ -4,8 +4,8 @@
 //! that a batch sent again after the restart (at-least-once) is explained.
 
 use super::heartbeat::Heartbeat;
-use super::messages::{Drain, Shutdown, Stop, WindDown};
-use super::supervisor::Supervisor;
+use super::messages::{Drain, Rebalance, Shutdown, Stop, WindDown};
+use super::supervisor::{Running, Supervisor};
 use crate::metrics::{ActorLabels, Metrics};
 use crate::model::Integration;
 use actix::prelude::*;
@@ -82,6 +82,19 @@ struct Winding {
     heartbeat: Heartbeat,
 }
 
+impl Winding {
+    /// A running integration actor, taken out of the Supervisor's `running`.
+    fn integration(r: Running) -> Winding {
+        Winding {
+            integration: r.config,
+            actor: ActorKind::Integration,
+            drain: r.addr.clone().recipient(),
+            stop: r.addr.recipient(),
+            heartbeat: r.heartbeat,
+        }
+    }
+}
+
 impl Handler<Shutdown> for Supervisor {
     type Result = ResponseActFuture<Self, ShutdownReport>;
     fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
@@ -89,13 +102,7 @@ impl Handler<Shutdown> for Supervisor {
         let started = Instant::now();
         let mut actors: Vec<Winding> = Vec::new();
         for (_, r) in self.running.drain() {
-            actors.push(Winding {
-                integration: r.config,
-                actor: ActorKind::Integration,
-                drain: r.addr.clone().recipient(),
-                stop: r.addr.recipient(),
-                heartbeat: r.heartbeat,
-            });
+            actors.push(Winding::integration(r));
         }
         for (id, h) in self.replays.take_all() {
             // A replay without its integration has nothing to answer for.
@@ -116,7 +123,7 @@ impl Handler<Shutdown> for Supervisor {
         let grace = msg.grace;
         let all = actors
             .into_iter()
-            .map(move |a| wind_down(a, grace, metrics.clone()));
+            .map(move |a| wind_down(a, grace, metrics.clone(), "shutdown"));
         Box::pin(join_all(all).into_actor(self).map(move |actors, _, ctx| {
             let report = ShutdownReport {
                 actors,
@@ -138,9 +145,57 @@ impl Handler<Shutdown> for Supervisor {
     }
 }
 
+impl Handler<Rebalance> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, msg: Rebalance, _: &mut Context<Self>) -> Self::Result {
+        // Out of `running` at once: a change applied meanwhile finds them not held
+        // and not running, and starts nothing.
+        let unheld: Vec<Uuid> = self
+            .running
+            .keys()
+            .filter(|id| !self.store.holds(id))
+            .copied()
+            .collect();
+        let mut actors = Vec::new();
+        for id in &unheld {
+            // A running replay stops (its record stays running): it resumes on the
+            // shard's next holder, from its record.
+            self.replays.stop(id);
+            if let Some(r) = self.running.remove(id) {
+                actors.push(Winding::integration(r));
+            }
+        }
+        let metrics = self.settings.metrics.clone();
+        let grace = msg.grace;
+        let all = actors
+            .into_iter()
+            .map(move |a| wind_down(a, grace, metrics.clone(), "hand-over"));
+        Box::pin(join_all(all).into_actor(self).map(|stopped, act, ctx| {
+            if !stopped.is_empty() {
+                log::info!(
+                    "hand-over: {} integrations stopped here ({} finished their posts in flight, {} abandoned one)",
+                    stopped.len(),
+                    stopped.iter().filter(|a| a.outcome == WindDown::Finished).count(),
+                    stopped.iter().filter(|a| a.outcome == WindDown::Abandoned).count(),
+                );
+            }
+            // Starts the integrations of the shards gained (and of any not running).
+            if !act.shutting_down {
+                act.reconcile(ctx);
+            }
+        }))
+    }
+}
+
 /// Asks one actor to wind down and waits for it to be gone: within `grace` its
-/// posts in flight finish, else it is stopped and they are abandoned.
-async fn wind_down(a: Winding, grace: Duration, metrics: Arc<Metrics>) -> ActorShutdown {
+/// posts in flight finish, else it is stopped and they are abandoned. `why`
+/// ("shutdown", "hand-over") heads its log lines and labels a kill.
+async fn wind_down(
+    a: Winding,
+    grace: Duration,
+    metrics: Arc<Metrics>,
+    why: &'static str,
+) -> ActorShutdown {
     let (id, account) = (a.integration.id, a.integration.account.to_string());
     let kind = a.actor.as_str();
     let who = match a.actor {
@@ -157,18 +212,18 @@ async fn wind_down(a: Winding, grace: Duration, metrics: Arc<Metrics>) -> ActorS
             a.stop.do_send(Stop);
             metrics
                 .actor_kills
-                .get_or_create(&ActorLabels::of(&a.integration, kind, "shutdown"))
+                .get_or_create(&ActorLabels::of(&a.integration, kind, why))
                 .inc();
             WindDown::Abandoned
         }
     };
     match outcome {
-        WindDown::Idle => log::debug!("shutdown: {who} was idle"),
+        WindDown::Idle => log::debug!("{why}: {who} was idle"),
         WindDown::Finished => log::info!(
-            "shutdown: {who} finished its post in flight; the checkpoint is where Splunk's answer left it"
+            "{why}: {who} finished its post in flight; the checkpoint is where Splunk's answer left it"
         ),
         WindDown::Abandoned => log::warn!(
-            "shutdown: {who} abandoned its post in flight after the grace of {grace:?}; the checkpoint did not move, so those events are sent again after the restart (at-least-once)"
+            "{why}: {who} abandoned its post in flight after the grace of {grace:?}; the checkpoint did not move, so those events are sent again (after the restart, or by the shard's next holder: at-least-once)"
         ),
     }
     // Gone before the store is flushed and the shutdown returns. One that does not
@@ -177,7 +232,7 @@ async fn wind_down(a: Winding, grace: Duration, metrics: Arc<Metrics>) -> ActorS
         .await
         .is_err()
     {
-        log::error!("shutdown: {who} did not stop within {grace:?} of being told");
+        log::error!("{why}: {who} did not stop within {grace:?} of being told");
     }
     ActorShutdown {
         integration: id,

@@ -159,8 +159,10 @@ impl Supervisor {
 
     /// Makes the actor of `it` (as stored now, `active` or not) match it: started,
     /// restarted, told of a version that changes nothing it does, or stopped.
+    /// On PostgreSQL an integration runs only on the node holding its shard
+    /// (`Store::holds`); elsewhere it counts as not active here.
     fn apply(&mut self, it: Integration, active: bool, ctx: &mut Context<Self>) {
-        if !active {
+        if !active || !self.store.holds(&it.id) {
             self.stop(&it.id);
             return;
         }
@@ -210,8 +212,9 @@ impl Supervisor {
         }
     }
 
-    /// Reads every stored integration and makes the actors match: start-up and reload.
-    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+    /// Reads every stored integration and makes the actors match: start-up, reload
+    /// and a hand-over of shards.
+    pub(super) fn reconcile(&mut self, ctx: &mut Context<Self>) {
         let all = match self.store.all_integrations() {
             Ok(all) => all,
             Err(e) => {

@@ -126,7 +126,8 @@ impl Store {
     }
 
     /// Connects to PostgreSQL (migrating the schema), from any thread, and takes
-    /// this node's first shard leases, so that its first commits are fenced.
+    /// this node's first shard leases (its share of the free ones), so that its
+    /// first commits are fenced.
     pub fn connect_postgres(options: PgOptions) -> Result<Store, StoreError> {
         let pg = super::postgres::park_until_done(PgStore::connect(options))?;
         let node = PgNode {
@@ -134,26 +135,10 @@ impl Store {
             holdings: Arc::default(),
         };
         let store = Store::Postgres(node);
-        let holdings = store.first_round()?;
-        // Several nodes do not share the shards yet (each would deliver every
-        // integration, and all but the lease holder would re-send without end): a
-        // second live node is refused, the first keeps running.
-        let me = store.postgres().map(|pg| pg.node_name().to_owned());
-        let others: Vec<&String> = holdings
-            .live_nodes
-            .iter()
-            .filter(|n| Some(*n) != me.as_ref())
-            .collect();
-        if !others.is_empty() {
-            let refusal = format!(
-                "another siemsync node is live on this database ({}): one node per database until several nodes share the shards (issue 16). A node that stopped cleanly leaves at once; one that was killed leaves when its lease lapses",
-                others.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
-            );
-            if let Err(e) = store.leave() {
-                log::warn!("postgres: leaving after the refusal failed: {e}; this node's heartbeat lapses by itself");
-            }
-            return Err(StoreError::Unsupported(refusal));
-        }
+        // Several nodes share the shards: each delivers only the integrations of
+        // the shards it holds (`Store::holds`), and the lease loop hands shards over
+        // as nodes come and go (lib.rs `spawn_leases`).
+        store.first_round()?;
         Ok(store)
     }
 
@@ -186,7 +171,7 @@ impl Store {
                     if seen.is_none() {
                         log::warn!(
                             "postgres: node {me} has a live heartbeat from another process: waiting up to {} s for it to lapse (a process killed moments ago); if it is renewed, another process runs under this name and this start is refused",
-                            lease.as_secs()
+                            lease.as_secs_f64()
                         );
                     }
                     seen = heartbeat.or(seen);
@@ -218,30 +203,25 @@ impl Store {
         let mut held = n.holdings.write().unwrap_or_else(|p| p.into_inner());
         let before = &held.holdings;
         let me = n.pg.node_name();
-        let others: Vec<&str> = holdings
-            .live_nodes
-            .iter()
-            .map(String::as_str)
-            .filter(|x| *x != me)
-            .collect();
-        let changed =
-            before.held.len() != holdings.held.len() || before.live_nodes != holdings.live_nodes;
-        // One node per database holds every shard: anything less means another
-        // node (or a process under the same name) took some, and this node stops
-        // delivering their integrations (see `may_post`) until it holds them again.
-        let whole = holdings.held.len() == n.pg.shards() as usize && others.is_empty();
-        if changed && !whole && held.until.is_some() {
-            log::error!(
-                "postgres: node {me} holds only {} of {} shards (other live nodes: {}): it does not deliver the integrations of the shards it lost; run one node per database",
-                holdings.held.len(),
-                n.pg.shards(),
-                if others.is_empty() { "none".to_owned() } else { others.join(", ") }
-            );
-        } else if changed {
+        let kept = |h: &Holdings| -> Vec<i32> {
+            h.held
+                .keys()
+                .filter(|s| !h.surplus.contains(s))
+                .copied()
+                .collect()
+        };
+        let (was, now) = (kept(before), kept(&holdings));
+        if was != now || before.live_nodes != holdings.live_nodes || held.until.is_none() {
+            let gained: Vec<i32> = now.iter().filter(|s| !was.contains(s)).copied().collect();
+            let lost: Vec<i32> = was.iter().filter(|s| !now.contains(s)).copied().collect();
             log::info!(
-                "postgres: node {me} holds {} of {} shards (live nodes: {})",
-                holdings.held.len(),
+                "postgres: node {me} holds {} of {} shards (its share: {}; gained {}; lost {}; handing over {}); live nodes: {}",
+                now.len(),
                 n.pg.shards(),
+                holdings.target,
+                shard_list(&gained),
+                shard_list(&lost),
+                shard_list(&holdings.surplus),
                 holdings.live_nodes.join(", ")
             );
         }
@@ -274,6 +254,39 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Whether this node runs integration `id`'s delivery: always on sled; on
+    /// PostgreSQL while the last lease round left it holding the integration's
+    /// shard and not handing it over (surplus). `may_post` and the fence still
+    /// guard every post and commit: this only says which actors to run.
+    pub fn holds(&self, id: &Uuid) -> bool {
+        let Store::Postgres(n) = self else {
+            return true;
+        };
+        let shard = n.pg.shard_of(id);
+        let held = n.holdings.read().unwrap_or_else(|p| p.into_inner());
+        held.holdings.held.contains_key(&shard) && !held.holdings.surplus.contains(&shard)
+    }
+
+    /// Hands `shards` back (PostgreSQL), after their integrations' actors stopped:
+    /// from now on this node neither posts nor commits for them, and a node short
+    /// of shards claims them on its next round. Nothing on sled.
+    pub fn release_shards(&self, shards: &[i32]) -> Result<(), StoreError> {
+        let Store::Postgres(n) = self else {
+            return Ok(());
+        };
+        if shards.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut held = n.holdings.write().unwrap_or_else(|p| p.into_inner());
+            for s in shards {
+                held.holdings.held.remove(s);
+            }
+            held.holdings.surplus.retain(|s| !shards.contains(s));
+        }
+        n.wait(n.pg.release(shards))
     }
 
     /// A clean stop on PostgreSQL: hands every shard back at once. Nothing on sled.
@@ -985,5 +998,42 @@ fn versioned(v: super::postgres::Versioned<Integration>) -> Integration {
     Integration {
         version: v.version,
         ..v.value
+    }
+}
+
+/// Shards as ranges for the log ("0-85, 200"; "none").
+fn shard_list(shards: &[i32]) -> String {
+    let mut sorted = shards.to_vec();
+    sorted.sort_unstable();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
+            i += 1;
+        }
+        parts.push(if sorted[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", sorted[i])
+        });
+        i += 1;
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod shard_list_tests {
+    use super::shard_list;
+
+    #[test]
+    fn shard_lists_in_the_log_are_sorted_ranges() {
+        assert_eq!(shard_list(&[]), "none");
+        assert_eq!(shard_list(&[7]), "7");
+        assert_eq!(shard_list(&[3, 0, 1, 2, 200, 5, 6]), "0-3, 5-6, 200");
     }
 }

@@ -280,6 +280,10 @@ impl std::ops::DerefMut for PgSiemsync {
     }
 }
 
+/// The shard lease of the services the tests run on PostgreSQL (`on_postgres`):
+/// short, so that a hand-over takes seconds.
+pub const PG_LEASE: (&str, &str) = ("SIEMSYNC_TIMING_SHARD_LEASE_SECS", "2");
+
 /// The PostgreSQL settings of `data_dir`, then the test's own, which win. A data
 /// directory stands for its database, as it stands for sled's files: a service
 /// started again on the same directory (a restart test) finds the same data.
@@ -292,7 +296,14 @@ fn on_postgres(data_dir: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
     // PostgreSQL round trips (its history record is a transaction), where sled's
     // are microseconds, and fifty integrations syncing ten times a second would
     // take more than this 2-core machine has. A test's own interval still wins.
-    let mut all = vec![("SIEMSYNC_SYNC_INTERVAL_SECS".to_owned(), "0.25".to_owned())];
+    //
+    // A 2 s shard lease, not 15 s: what waits out a lease (a killed node's
+    // hand-over, a restart under a killed process's name) waits seconds, not
+    // quarter-minutes. Renewed every 0.67 s, it still outlasts a slow round.
+    let mut all = vec![
+        ("SIEMSYNC_SYNC_INTERVAL_SECS".to_owned(), "0.25".to_owned()),
+        (PG_LEASE.0.to_owned(), PG_LEASE.1.to_owned()),
+    ];
     all.extend(match known.iter().find(|(dir, _)| dir == data_dir) {
         Some((_, db)) => db.clone(),
         None => {

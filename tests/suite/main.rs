@@ -27,6 +27,7 @@ mod panic_restart;
 mod postgres_control;
 mod postgres_failover;
 mod postgres_migrate;
+mod postgres_nodes;
 mod postgres_service;
 mod postgres_store;
 mod reload;

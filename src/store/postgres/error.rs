@@ -64,7 +64,7 @@ pub enum PgError {
         /// The name.
         node: String,
         /// The lease time, after which a killed process's name is free.
-        lease_secs: u64,
+        lease_secs: f64,
     },
     /// A copy into PostgreSQL (`siemsync migrate`) found other data under the same
     /// ids than it is copying: what, named.

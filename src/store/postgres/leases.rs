@@ -119,7 +119,7 @@ impl Shared {
         if taken.is_some() {
             return Err(PgError::NameInUse {
                 node: me.clone(),
-                lease_secs: self.options.lease.as_secs(),
+                lease_secs: self.options.lease.as_secs_f64(),
             });
         }
         tx.execute(
@@ -155,10 +155,7 @@ impl Shared {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let shards = self.shards as usize;
-        let n = live_nodes.len().max(1);
-        let rank = live_nodes.iter().position(|x| x == me).unwrap_or(0);
-        let target = shards / n + usize::from(rank < shards % n);
+        let target = fair_share(self.shards as usize, &live_nodes, me);
         if held.len() < target {
             let claimed = tx
                 .query(
@@ -183,12 +180,7 @@ impl Shared {
         )
         .await?;
         tx.commit().await?;
-        let surplus = held
-            .keys()
-            .rev()
-            .take(held.len().saturating_sub(target))
-            .copied()
-            .collect();
+        let surplus = surplus(&held, target);
         Ok(Holdings {
             held,
             surplus,
@@ -196,6 +188,27 @@ impl Shared {
             target,
         })
     }
+}
+
+/// A node's fair share of `shards` among `live` nodes (sorted by name, as the
+/// balancing round reads them): an even split, one more for the first
+/// `shards mod n`. Every live node computes the same split, so the shares sum to
+/// the shard count and the spread settles instead of oscillating. A node not (yet)
+/// among the live ones counts as the first.
+fn fair_share(shards: usize, live: &[String], me: &str) -> usize {
+    let n = live.len().max(1);
+    let rank = live.iter().position(|x| x == me).unwrap_or(0);
+    shards / n + usize::from(rank < shards % n)
+}
+
+/// The held shards beyond `target`: the highest-numbered ones, so that a node
+/// keeps the same low shards across rounds.
+fn surplus(held: &BTreeMap<i32, i64>, target: usize) -> Vec<i32> {
+    held.keys()
+        .rev()
+        .take(held.len().saturating_sub(target))
+        .copied()
+        .collect()
 }
 
 impl PgStore {
@@ -314,5 +327,42 @@ impl PgStore {
                 .collect())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("node-{i}")).collect()
+    }
+
+    #[test]
+    fn fair_shares_split_every_shard_evenly_over_the_live_nodes() {
+        for n in 1..=7 {
+            let live = names(n);
+            let shares: Vec<usize> = live.iter().map(|me| fair_share(256, &live, me)).collect();
+            assert_eq!(shares.iter().sum::<usize>(), 256, "{n} nodes: {shares:?}");
+            let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{n} nodes: {shares:?}");
+        }
+        let live = names(3);
+        assert_eq!(fair_share(256, &live, "node-0"), 86);
+        assert_eq!(fair_share(256, &live, "node-1"), 85);
+        assert_eq!(fair_share(256, &live, "node-2"), 85);
+        // More nodes than shards: the last ones get none.
+        assert_eq!(fair_share(2, &live, "node-2"), 0);
+        // Alone (or not yet seen live): everything.
+        assert_eq!(fair_share(256, &[], "node-9"), 256);
+    }
+
+    #[test]
+    fn a_node_over_its_share_hands_over_its_highest_shards() {
+        let held: BTreeMap<i32, i64> = (0..10).map(|s| (s, 1)).collect();
+        assert_eq!(surplus(&held, 7), vec![9, 8, 7]);
+        assert_eq!(surplus(&held, 10), Vec::<i32>::new());
+        assert_eq!(surplus(&held, 20), Vec::<i32>::new());
+        assert_eq!(surplus(&held, 0).len(), 10);
     }
 }

@@ -151,6 +151,23 @@ impl PgStore {
         // kernel instead of hanging a query until the operation timeout.
         config.keepalives_idle(Duration::from_secs(10));
         config.tcp_user_timeout(Duration::from_secs(10));
+        // A transaction this node leaves idle (the process paused by SIGSTOP or a
+        // stall between two statements, its connection alive) would keep its locks
+        // for as long as the pause: a lease row share-locked by a commit, which the
+        // other nodes' claims skip, or the balancing lock, which their rounds wait
+        // for. PostgreSQL ends such a session after a lease (at least 5 s, well
+        // above any pause between a live node's statements), so a paused node holds
+        // up the hand-over of its shards by that much at most.
+        let idle = options.lease.max(Duration::from_secs(5));
+        let setting = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            idle.as_millis()
+        );
+        let merged = match config.get_options() {
+            Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {setting}"),
+            _ => setting,
+        };
+        config.options(&merged);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.threads.max(1))
             .thread_name("siemsync-pg")

@@ -1,0 +1,502 @@
+//! Several nodes on one PostgreSQL share the shards: three real processes, each
+//! with its own node name and data directory, on one database of the test binary's
+//! shared cluster, with the tests' 2 s shard lease. Every event reaches every
+//! integration once and in order while nothing fails; a SIGKILLed node's
+//! integrations resume on the others within the lease and one renewal, losing
+//! nothing; a node paused past its lease never commits for a shard it lost (the
+//! commit log of fenced checkpoint commits shows one owner per shard at a time).
+//!
+//! The integrations are created on the first node before the others start: a node
+//! learns of an integration created elsewhere when its shard is handed to it (the
+//! notification between nodes is another change), and the hand-over of the first
+//! node's surplus to the other two is part of what is tested here.
+
+use crate::common::*;
+use serde_json::json;
+use siemsync::store::postgres::{CommitRecord, NodeInfo, PgOptions, PgStore};
+use siemsync::testkit::service::Backend;
+use siemsync::testkit::{Behaviour, HecServer, HecServerConfig};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+fn token(i: usize) -> String {
+    format!("dddddddd-0000-0000-0000-{i:012}")
+}
+
+/// Integration `i`'s Splunk index.
+fn index(i: usize) -> String {
+    format!("idx{i}")
+}
+
+/// The shard lease the nodes run with (`PG_LEASE`).
+fn lease() -> Duration {
+    Duration::from_secs_f64(PG_LEASE.1.parse().unwrap())
+}
+
+/// Three nodes on one database, the integrations (created on the first node
+/// before the others started) and the one Splunk they all post to.
+struct Cluster {
+    nodes: Vec<Option<Siemsync>>,
+    observer: PgStore,
+    url: String,
+    hec: HecServer,
+    /// Integration index (`index`) → (integration id, account).
+    integrations: BTreeMap<String, (String, String)>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// `accounts` accounts with `per_account` integrations each; `env` adds to
+    /// every node's settings. `None` where PostgreSQL is not installed.
+    async fn start(accounts: usize, per_account: usize, env: &[(&str, &str)]) -> Option<Cluster> {
+        let pg_env = Backend::Postgres.env()?;
+        let url = pg_env
+            .iter()
+            .find(|(k, _)| k == "SIEMSYNC_POSTGRES_URL")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        let n = accounts * per_account;
+        let hec = HecServer::start_with(HecServerConfig {
+            tokens: (0..n).map(token).collect(),
+            ..HecServerConfig::token("x")
+        });
+        let mut dirs = Vec::new();
+        let mut nodes = Vec::new();
+        let observer = PgStore::connect(PgOptions::new(&url, "observer"))
+            .await
+            .unwrap();
+        let mut integrations = BTreeMap::new();
+        for name in NAMES {
+            let dir = tempfile::tempdir().unwrap();
+            let mut node_env: Vec<(&str, &str)> = pg_env
+                .iter()
+                .filter(|(k, _)| k != "SIEMSYNC_NODE_NAME")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            node_env.extend([
+                ("SIEMSYNC_NODE_NAME", name),
+                PG_LEASE,
+                ("SIEMSYNC_SYNC_INTERVAL_SECS", "0.25"),
+            ]);
+            node_env.extend(env);
+            let node = Siemsync::spawn(&dir.path().join("data"), &node_env);
+            if integrations.is_empty() {
+                let api = node.api();
+                for a in 0..accounts {
+                    let account = format!("acct{a}");
+                    api.enable_account(&account).await;
+                    for j in 0..per_account {
+                        let i = a * per_account + j;
+                        // Its own index: what tells its events apart at the one Splunk.
+                        let id = create_integration(
+                            &api,
+                            &account,
+                            json!({"hec_token": token(i), "hec_uri": hec.base_url(),
+                                   "index": index(i), "sources": ["audit"]}),
+                        )
+                        .await;
+                        integrations.insert(index(i), (id, account.clone()));
+                    }
+                }
+            }
+            nodes.push(Some(node));
+            dirs.push(dir);
+        }
+        let cluster = Cluster {
+            nodes,
+            observer,
+            url,
+            hec,
+            integrations,
+            _dirs: dirs,
+        };
+        cluster.spread_over(&NAMES).await;
+        Some(cluster)
+    }
+
+    fn node(&self, i: usize) -> &Siemsync {
+        self.nodes[i].as_ref().expect("a running node")
+    }
+
+    async fn live_nodes(&self) -> Vec<NodeInfo> {
+        self.observer
+            .nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.alive && n.name != "observer")
+            .collect()
+    }
+
+    /// Waits until exactly `names` are live and hold every shard in even shares.
+    async fn spread_over(&self, names: &[&str]) -> Vec<NodeInfo> {
+        let all = i64::from(self.observer.shards());
+        let n = names.len() as i64;
+        let deadline = Instant::now() + T;
+        loop {
+            let live = self.live_nodes().await;
+            let even = live.len() == names.len()
+                && live.iter().all(|x| names.contains(&x.name.as_str()))
+                && live.iter().map(|x| x.shards).sum::<i64>() == all
+                && live
+                    .iter()
+                    .all(|x| x.shards == all / n || x.shards == all / n + 1);
+            if even {
+                return live;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the shards never spread evenly over {names:?}: {live:?}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Ingests `count` events per account, in requests of `batch`, each request
+    /// through the next of the nodes `via` in turn.
+    async fn ingest(&self, via: &[usize], prefix: &str, from: usize, count: usize, batch: usize) {
+        let running: Vec<Api> = via.iter().map(|i| self.node(*i).api()).collect();
+        let accounts: std::collections::BTreeSet<&String> =
+            self.integrations.values().map(|(_, a)| a).collect();
+        let mut turn = 0;
+        for start in (from..from + count).step_by(batch) {
+            for account in &accounts {
+                let n = batch.min(from + count - start);
+                running[turn % running.len()]
+                    .post_audit(account, &audit_events(prefix, start, n))
+                    .await;
+                turn += 1;
+            }
+        }
+    }
+
+    /// Each integration's audit ids in arrival order, by its index.
+    fn received(&self) -> HashMap<String, Vec<String>> {
+        let mut by: HashMap<String, Vec<String>> = HashMap::new();
+        for e in self.hec.events() {
+            if let Some(index) = e["index"].as_str() {
+                by.entry(index.to_owned())
+                    .or_default()
+                    .extend(audit_ids(std::slice::from_ref(&e)));
+            }
+        }
+        by
+    }
+
+    /// Waits until every integration received every id of `want` (first arrivals).
+    async fn all_delivered(&self, want: &[String], what: &str) {
+        let want: HashSet<&String> = want.iter().collect();
+        let deadline = Instant::now() + T;
+        loop {
+            let got = self.received();
+            let missing = self
+                .integrations
+                .keys()
+                .filter(|id| {
+                    let have: HashSet<&String> = got.get(*id).into_iter().flatten().collect();
+                    !want.iter().all(|w| have.contains(w))
+                })
+                .count();
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {missing} of {} integrations still miss events",
+                self.integrations.len()
+            );
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Each integration's commit log, by its index.
+    async fn commit_logs(&self) -> BTreeMap<String, Vec<CommitRecord>> {
+        let mut logs = BTreeMap::new();
+        for (index, (id, _)) in &self.integrations {
+            let log = self
+                .observer
+                .commit_log(&id.parse().unwrap())
+                .await
+                .unwrap();
+            logs.insert(index.clone(), log);
+        }
+        logs
+    }
+
+    /// The shards `node` holds a lease on now.
+    async fn shards_of(&self, node: &str) -> HashSet<i32> {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        actix_rt::spawn(conn);
+        client
+            .query(
+                "SELECT shard FROM shard_leases WHERE owner = $1 AND expires_at > clock_timestamp()",
+                &[&node],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// The integrations (by index) whose shard is in `shards`.
+    fn in_shards(&self, shards: &HashSet<i32>) -> Vec<String> {
+        self.integrations
+            .iter()
+            .filter(|(_, (id, _))| shards.contains(&self.observer.shard_of(&id.parse().unwrap())))
+            .map(|(index, _)| index.clone())
+            .collect()
+    }
+}
+
+fn ids(prefix: &str, from: usize, n: usize) -> Vec<String> {
+    (from..from + n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Per shard, commit records in commit order: every epoch is one node's, and epochs
+/// never go back — no commit under an older lease after a newer claim's commit.
+fn assert_one_owner_at_a_time(logs: &BTreeMap<String, Vec<CommitRecord>>) {
+    let mut by_shard: BTreeMap<i32, Vec<&CommitRecord>> = BTreeMap::new();
+    for r in logs.values().flatten() {
+        by_shard.entry(r.shard).or_default().push(r);
+    }
+    for (shard, mut records) in by_shard {
+        records.sort_by_key(|r| r.id);
+        let mut owner_of: HashMap<i64, &str> = HashMap::new();
+        let mut last: Option<&CommitRecord> = None;
+        for r in records {
+            let owner = *owner_of.entry(r.epoch).or_insert(&r.node);
+            assert_eq!(
+                owner, r.node,
+                "shard {shard}: epoch {} committed by {owner} and by {}",
+                r.epoch, r.node
+            );
+            if let Some(prev) = last {
+                assert!(
+                    r.epoch >= prev.epoch,
+                    "shard {shard}: commit {} by {} under epoch {} after commit {} by {} under the newer epoch {}",
+                    r.id,
+                    r.node,
+                    r.epoch,
+                    prev.id,
+                    prev.node,
+                    prev.epoch
+                );
+            }
+            last = Some(r);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn three_nodes_deliver_every_event_once_per_integration_in_order() {
+    let Some(cluster) = Cluster::start(5, 10, &[]).await else {
+        return;
+    };
+    assert_eq!(cluster.integrations.len(), 50);
+    // 600 events per account (3,000 in all), 50 per request, round-robin over
+    // the three nodes.
+    cluster.ingest(&[0, 1, 2], "e", 0, 600, 50).await;
+    let want = ids("e", 0, 600);
+    cluster.all_delivered(&want, "every event delivered").await;
+    let got = cluster.received();
+    for id in cluster.integrations.keys() {
+        assert_eq!(
+            got.get(id),
+            Some(&want),
+            "integration {id}: every event once, in order"
+        );
+    }
+    // The spread held throughout, and each node delivered some integrations.
+    cluster.spread_over(&NAMES).await;
+    let mut committers = HashSet::new();
+    for log in cluster.commit_logs().await.values() {
+        committers.extend(log.iter().map(|r| r.node.clone()));
+    }
+    let mut committers: Vec<String> = committers.into_iter().collect();
+    committers.sort();
+    assert_eq!(committers, NAMES, "every node delivered some integrations");
+}
+
+#[actix_rt::test]
+async fn a_node_killed_mid_catch_up_has_its_integrations_resumed_by_the_others_losing_nothing() {
+    // Small posts to a slow Splunk: a catch-up of 1,500 events takes seconds.
+    let Some(mut cluster) = Cluster::start(4, 3, &[("SIEMSYNC_MAX_BATCH_BYTES", "16384")]).await
+    else {
+        return;
+    };
+    // The backlog builds while Splunk refuses, then drains slowly.
+    cluster.hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    cluster.ingest(&[0, 1, 2], "e", 0, 1500, 250).await;
+    cluster
+        .hec
+        .set_behaviour(Behaviour::Slow(Duration::from_millis(200)));
+    let victim = 1;
+    let shards = cluster.shards_of(NAMES[victim]).await;
+    let theirs = cluster.in_shards(&shards);
+    assert!(!theirs.is_empty(), "the victim runs some integrations");
+    // Mid catch-up: the victim's integrations delivered some, not all.
+    let deadline = Instant::now() + T;
+    loop {
+        let got = cluster.received();
+        let started = theirs
+            .iter()
+            .all(|id| got.get(id).is_some_and(|v| !v.is_empty()));
+        if started {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the catch-up never started");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before: HashMap<String, usize> = {
+        let got = cluster.received();
+        theirs
+            .iter()
+            .map(|id| (id.clone(), first_arrivals(got[id].clone()).len()))
+            .collect()
+    };
+    cluster.nodes[victim].as_mut().unwrap().kill();
+    let killed = Instant::now();
+    cluster.nodes[victim] = None;
+    assert!(
+        before.values().any(|n| *n < 1500),
+        "the victim had finished its catch-up before the kill: {before:?}"
+    );
+
+    // The others claim its shards once its leases lapse, and commit for its
+    // integrations (those with a backlog left) under their own leases.
+    let last_before: HashMap<String, i64> = cluster
+        .commit_logs()
+        .await
+        .into_iter()
+        .map(|(index, log)| (index, log.last().map_or(0, |r| r.id)))
+        .collect();
+    let pending: Vec<&String> = theirs.iter().filter(|i| before[*i] < 1500).collect();
+    let deadline = Instant::now() + T;
+    let resumed = loop {
+        let logs = cluster.commit_logs().await;
+        let done = pending.iter().all(|index| {
+            logs[*index]
+                .iter()
+                .any(|r| r.id > last_before[*index] && r.node != NAMES[victim])
+        });
+        if done {
+            break killed.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the victim's integrations never resumed"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Within the lease and one renewal round (a third of it), plus the start of
+    // the actors and a slow post on this shared 2-core machine.
+    let bound = lease() + lease() / 3 + Duration::from_secs(2);
+    eprintln!("the killed node's integrations resumed after {resumed:?} (bound {bound:?})");
+    assert!(
+        resumed < bound,
+        "resumed after {resumed:?}, more than {bound:?}"
+    );
+
+    cluster.hec.set_behaviour(Behaviour::Normal);
+    cluster.ingest(&[0, 2], "f", 0, 10, 10).await;
+    let mut want = ids("e", 0, 1500);
+    want.extend(ids("f", 0, 10));
+    cluster.all_delivered(&want, "nothing lost").await;
+    cluster.spread_over(&[NAMES[0], NAMES[2]]).await;
+    assert_one_owner_at_a_time(&cluster.commit_logs().await);
+}
+
+#[actix_rt::test]
+async fn a_node_paused_past_its_lease_never_commits_for_an_integration_it_lost() {
+    let Some(cluster) = Cluster::start(4, 3, &[("SIEMSYNC_MAX_BATCH_BYTES", "16384")]).await else {
+        return;
+    };
+    let victim = 2;
+    let shards = cluster.shards_of(NAMES[victim]).await;
+    let theirs = cluster.in_shards(&shards);
+    assert!(!theirs.is_empty(), "the victim runs some integrations");
+    cluster.ingest(&[0, 1, 2], "e", 0, 100, 50).await;
+    cluster
+        .all_delivered(&ids("e", 0, 100), "the first events")
+        .await;
+    let victim_commits = |logs: &BTreeMap<String, Vec<CommitRecord>>| {
+        logs.values()
+            .flatten()
+            .filter(|r| r.node == NAMES[victim])
+            .count()
+    };
+    assert!(victim_commits(&cluster.commit_logs().await) > 0);
+
+    // Paused in the middle of posting to a slow Splunk, with a backlog to go.
+    cluster
+        .hec
+        .set_behaviour(Behaviour::Slow(Duration::from_millis(300)));
+    cluster.ingest(&[0, 1, 2], "e", 100, 400, 100).await;
+    let pid = cluster.node(victim).pid().to_string();
+    let kill = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("-STOP");
+    // The others take its shards once its leases lapse, and deliver everything.
+    cluster.spread_over(&[NAMES[0], NAMES[1]]).await;
+    cluster.hec.set_behaviour(Behaviour::Normal);
+    cluster.ingest(&[0, 1], "f", 0, 50, 50).await;
+    let mut want = ids("e", 0, 500);
+    want.extend(ids("f", 0, 50));
+    cluster
+        .all_delivered(&want, "delivered by the others")
+        .await;
+    let paused_commits = victim_commits(&cluster.commit_logs().await);
+
+    // Resumed: its actors wake with posts and commits under leases another node
+    // has claimed since. It must commit nothing for those shards; it rejoins and
+    // gets its share again under new epochs.
+    kill("-CONT");
+    cluster.spread_over(&NAMES).await;
+    cluster.ingest(&[0, 1, 2], "g", 0, 50, 50).await;
+    want.extend(ids("g", 0, 50));
+    cluster
+        .all_delivered(&want, "delivered after the resume")
+        .await;
+    let logs = cluster.commit_logs().await;
+    assert_one_owner_at_a_time(&logs);
+    assert!(
+        victim_commits(&logs) > paused_commits,
+        "the resumed node delivers again under its new leases"
+    );
+    // It was paused mid-post, so the guards were put to the test: a commit the
+    // fence refused, or a post `may_post` held back, or its actors stopped by the
+    // lease round that found the shards gone.
+    let log = cluster.node(victim).log_text();
+    let guarded: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("no longer holds the lease")
+                || l.contains("could not renew its lease")
+                || l.contains("holds no lease")
+        })
+        .collect();
+    assert!(
+        !guarded.is_empty(),
+        "the resumed node never met a lost lease: {log}"
+    );
+    eprintln!(
+        "the resumed node was refused {} times, e.g. {}",
+        guarded.len(),
+        guarded[0]
+    );
+}
