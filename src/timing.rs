@@ -145,7 +145,7 @@ impl Timing {
     pub const MIN_SHARD_LEASE: Duration = Duration::from_secs(1);
 
     /// Each setting's environment variable, key and a setter, for the config's overrides.
-    pub fn env_keys() -> [(&'static str, &'static str); 11] {
+    pub fn env_keys() -> [(&'static str, &'static str); 12] {
         [
             (
                 "SIEMSYNC_TIMING_RETRY_BACKOFF_BASE_SECS",
