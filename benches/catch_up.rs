@@ -2,7 +2,11 @@
 //! loopback HEC receiver that only reads, un-gzips and counts (so it is not the
 //! bottleneck). The real path throughout: collectors, encoding, batching, gzip,
 //! awc, checkpoints made durable after every post.
-//! Run: `cargo bench --bench catch_up` (N from SIEMSYNC_BENCH_EVENTS, default 1,000,000).
+//! Run: `cargo bench --bench catch_up` (N from SIEMSYNC_BENCH_EVENTS, default 1,000,000;
+//! SIEMSYNC_POSTS_IN_FLIGHT is passed on to the service, to compare windows).
+//! Afterwards it times gzip at each level of SIEMSYNC_BENCH_GZIP_LEVELS (default
+//! "1,3,6") on the first post's real HEC bytes: the CPU gzip costs per million
+//! events at that level, beside the whole catch-up's.
 
 mod support;
 
@@ -67,12 +71,15 @@ fn main() {
         "SIEMSYNC_LISTEN" => Some("127.0.0.1:0".into()),
         "SIEMSYNC_DATA_DIR" => Some(data.clone()),
         "SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS" => Some("true".into()),
+        "SIEMSYNC_POSTS_IN_FLIGHT" => std::env::var(k).ok(),
         _ => None,
     })
     .expect("config");
+    let window = config.posts_in_flight;
     let cpu0 = support::cpu_secs("self");
     let t0 = Instant::now();
-    actix_rt::System::new().block_on(async move {
+    let seen = counts.clone();
+    let cpu_per_million = actix_rt::System::new().block_on(async move {
         let _svc = siemsync::start(config).expect("start");
         while counts.events() < n as u64 {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
@@ -82,10 +89,52 @@ fn main() {
         let cpu = support::cpu_secs("self") - cpu0;
         let mb = counts.bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
         println!(
-            "catch-up: {n} events in {secs:.2} s = {:.0} events/s, {:.1} MB/s of HEC JSON, {:.2} CPU s per million events (receiver included)",
+            "catch-up: {n} events in {secs:.2} s = {:.0} events/s, {:.1} MB/s of HEC JSON, {:.2} CPU s per million events (receiver included); {} posts, posts_in_flight {window}; load average {}",
             n as f64 / secs,
             mb / secs,
-            cpu / (n as f64 / 1e6)
+            cpu / (n as f64 / 1e6),
+            counts.posts.load(std::sync::atomic::Ordering::Relaxed),
+            support::load_average(),
         );
+        cpu / (n as f64 / 1e6)
     });
+    gzip_levels(&seen, cpu_per_million);
+}
+
+/// Times gzip at each level on the first post's HEC bytes, as the client compresses.
+fn gzip_levels(counts: &Counts, catch_up_cpu: f64) {
+    use std::io::Write;
+    let levels = std::env::var("SIEMSYNC_BENCH_GZIP_LEVELS").unwrap_or_else(|_| "1,3,6".into());
+    let Some(sample) = counts.sample.lock().ok().and_then(|s| s.clone()) else {
+        println!("gzip: no post was sampled");
+        return;
+    };
+    let events = sample.iter().filter(|b| **b == b'\n').count().max(1);
+    for level in levels
+        .split(',')
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+    {
+        let (mut rounds, mut zipped) = (0u32, 0usize);
+        // This thread's CPU alone: the service's threads may still be winding down.
+        let cpu0 = support::cpu_secs("thread-self");
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(sample.len() / 4),
+                flate2::Compression::new(level),
+            );
+            enc.write_all(&sample).expect("gzip");
+            zipped = enc.finish().expect("gzip").len();
+            rounds += 1;
+        }
+        let cpu = (support::cpu_secs("thread-self") - cpu0) / f64::from(rounds);
+        let per_million = cpu / events as f64 * 1e6;
+        println!(
+            "gzip level {level}: {:.0} MB/s of HEC JSON, {:.1} % of the size, {per_million:.2} CPU s per million events ({:.0} % of this catch-up's {catch_up_cpu:.2}), {:.0} events/s on one core",
+            sample.len() as f64 / cpu / 1e6,
+            zipped as f64 * 100.0 / sample.len() as f64,
+            per_million * 100.0 / catch_up_cpu,
+            1e6 / per_million,
+        );
+    }
 }

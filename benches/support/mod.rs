@@ -20,6 +20,8 @@ pub struct Counts {
     pub events: AtomicU64,
     pub bytes: AtomicU64,
     pub posts: AtomicU64,
+    /// The first post's un-gzipped body: real HEC bytes, to time gzip levels on.
+    pub sample: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl Counts {
@@ -55,6 +57,11 @@ async fn receive(req: HttpRequest, body: web::Bytes, counts: web::Data<Counts>) 
         &body
     };
     let events = text.iter().filter(|b| **b == b'\n').count();
+    if counts.posts.load(Ordering::Relaxed) == 0 {
+        if let Ok(mut sample) = counts.sample.lock() {
+            sample.get_or_insert_with(|| text.to_vec());
+        }
+    }
     counts.events.fetch_add(events as u64, Ordering::Relaxed);
     counts.bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
     counts.posts.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +154,8 @@ impl Service {
     }
 }
 
-/// User plus system CPU seconds of process `pid` ("self" for this one).
+/// User plus system CPU seconds of process `pid` ("self" for this one,
+/// "thread-self" for the calling thread alone).
 pub fn cpu_secs(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
@@ -353,4 +361,12 @@ pub fn ack_receiver(counts: Arc<Counts>, delay: Duration) -> u16 {
         sys.run().ok();
     });
     rx.recv().expect("receiver port")
+}
+
+/// The machine's load average over 1, 5 and 15 minutes, as `uptime` shows it: the
+/// machine is shared, and every figure is noted with it.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown ({e})"))
 }

@@ -8,6 +8,7 @@
 // other module, and the walk then ended the run alone on an idle machine).
 #[path = "ui.rs"]
 mod browser_ui;
+mod catch_up;
 mod common;
 mod consistency;
 mod contract;
