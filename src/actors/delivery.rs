@@ -5,9 +5,6 @@
 //! live delivery moves its checkpoint and keeps dead letters, and a replay counts
 //! its progress.
 //!
-//! The store's flush and the collectors' reads never hold up a post already sent:
-//! posts in flight go on while a checkpoint is committed ([`beside`]).
-//!
 //! Order and at-least-once with several posts in flight: a post is committed only
 //! after every post before it; each post holds its retention claim until its commit
 //! or failure. When a post's answer splits it (a bad event, a size refusal), what
@@ -34,7 +31,6 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Why a delivery stopped before its feed ran dry.
@@ -328,9 +324,6 @@ struct Run<'a> {
     pulse: &'a Pulse,
     queue: VecDeque<Entry>,
     posts: Posted<'a>,
-    /// Answers that came while the loop waited on the store or a collector, to be
-    /// dealt with before anything else.
-    early: Vec<(u64, Outcome)>,
     poll: Option<LocalBoxFuture<'a, AckAnswer>>,
     /// When the ack poll in flight was sent.
     poll_started: Option<Instant>,
@@ -340,11 +333,6 @@ struct Run<'a> {
     pace_until: Option<Instant>,
     feed_done: bool,
     next_id: u64,
-    /// A post of this run was taken (Splunk answered it with success): until then one
-    /// post at a time, so a run after a failure does not send several posts Splunk
-    /// may take only in part, and a load balancer's cookies come back before a
-    /// second request goes.
-    taken: bool,
 }
 
 impl<'a> Run<'a> {
@@ -356,20 +344,17 @@ impl<'a> Run<'a> {
             pulse,
             queue: VecDeque::new(),
             posts: FuturesUnordered::new(),
-            early: Vec::new(),
             poll: None,
             poll_started: None,
             polled_at: None,
             pace_until: None,
             feed_done: false,
             next_id: 0,
-            taken: false,
         }
     }
 
     async fn drive(&mut self, feed: &mut impl Feed, ledger: &mut impl Ledger) -> Result<(), Halt> {
         loop {
-            self.take_early();
             self.beat(None);
             self.expire();
             self.settle(ledger).await?;
@@ -426,12 +411,7 @@ impl<'a> Run<'a> {
 
     /// Applies the policy's decision to each answered post at the front, in order.
     async fn settle(&mut self, ledger: &mut impl Ledger) -> Result<(), Halt> {
-        loop {
-            // A commit just made may have let the next post's answer in.
-            self.take_early();
-            let Some(Entry::Posted(slot)) = self.queue.front_mut() else {
-                return Ok(());
-            };
+        while let Some(Entry::Posted(slot)) = self.queue.front_mut() {
             let now = Instant::now();
             let ends = ends(&slot.part);
             let decision = {
@@ -462,13 +442,7 @@ impl<'a> Run<'a> {
             };
             self.apply(ledger, slot.part, decision, now).await?;
         }
-    }
-
-    /// Deals with the answers that came while the loop waited on something else.
-    fn take_early(&mut self) {
-        for (id, outcome) in std::mem::take(&mut self.early) {
-            self.arrived(id, outcome);
-        }
+        Ok(())
     }
 
     /// Carries out the policy's `decision` on an answered post that left the queue:
@@ -485,8 +459,7 @@ impl<'a> Run<'a> {
                 if let Some(w) = warning {
                     ledger.warn(w);
                 }
-                let commit = ledger.commit(&part, part.len(), None);
-                if let Err(e) = beside(&mut self.posts, &mut self.early, commit).await {
+                if let Err(e) = ledger.commit(&part, part.len(), None).await {
                     self.requeue_front(part);
                     return Err(e);
                 }
@@ -494,8 +467,7 @@ impl<'a> Run<'a> {
                 self.pace_until = slow_down.map(|s| now + s.pause);
             }
             Decision::DeadLetter { delivered, failure } => {
-                let commit = ledger.commit(&part, delivered + 1, Some(failure));
-                match beside(&mut self.posts, &mut self.early, commit).await {
+                match ledger.commit(&part, delivered + 1, Some(failure)).await {
                     Ok(kept) => {
                         if kept {
                             self.policy.borrow_mut().dead_lettered();
@@ -543,8 +515,7 @@ impl<'a> Run<'a> {
         if delivered == 0 {
             return Ok(());
         }
-        let commit = ledger.commit(part, delivered, None);
-        if let Err(e) = beside(&mut self.posts, &mut self.early, commit).await {
+        if let Err(e) = ledger.commit(part, delivered, None).await {
             self.requeue_front(part.clone());
             return Err(e);
         }
@@ -564,8 +535,6 @@ impl<'a> Run<'a> {
     /// whatever the window, or the posts behind it could never be committed.
     async fn fill(&mut self, feed: &mut impl Feed, ledger: &mut impl Ledger) -> Result<(), Halt> {
         loop {
-            // An answer that came during a read: a failure among them stops new posts.
-            self.take_early();
             // Winding down: the posts in flight finish, nothing new is read or posted.
             if self.pulse.draining() {
                 return Ok(());
@@ -591,7 +560,7 @@ impl<'a> Run<'a> {
                     return Ok(());
                 }
                 let max = self.policy.borrow().max_post_bytes();
-                match beside(&mut self.posts, &mut self.early, feed.next(max)).await? {
+                match feed.next(max).await? {
                     Some(batch) => self.queue.push_back(Entry::Unposted(batch)),
                     None => self.feed_done = true,
                 }
@@ -604,8 +573,7 @@ impl<'a> Run<'a> {
                 Plan::Refuse(_) if k > 0 => return Ok(()),
                 Plan::Refuse(failure) => {
                     let one = batch.slice(0..1);
-                    let commit = ledger.commit(&one, 1, Some(failure));
-                    beside(&mut self.posts, &mut self.early, commit).await?;
+                    ledger.commit(&one, 1, Some(failure)).await?;
                     self.replace(k, batch.slice(1..batch.len()));
                 }
                 Plan::Post(n) => {
@@ -626,15 +594,11 @@ impl<'a> Run<'a> {
     }
 
     /// Whether a new post may join those in flight: without acknowledgement one at a
-    /// time — posts on several connections reach Splunk in any order (a post that
-    /// opens a new connection waits for the server to accept it while a later one
-    /// on a kept connection is read), and events are promised in order. With it,
-    /// one until Splunk took one of this run's posts (which also brought a load
-    /// balancer's cookies, if any) and while it asks to slow down (one post per
-    /// pause), else the policy's window — and none while a failed post waits to be
+    /// time; with it, one until the first answer brought a load balancer's cookies
+    /// (if any), then the policy's window — and none while a failed post waits to be
     /// dealt with in order.
     fn may_post_more(&self) -> bool {
-        let limit = if self.client.acknowledges() && self.taken && self.pace_until.is_none() {
+        let limit = if self.client.acknowledges() && self.client.has_answered() {
             self.policy.borrow().window()
         } else {
             1
@@ -679,7 +643,6 @@ impl<'a> Run<'a> {
 
     /// Splunk answered post `id`: a delivery to confirm starts waiting for its ack.
     fn arrived(&mut self, id: u64, outcome: Outcome) {
-        self.taken |= matches!(outcome, Outcome::Delivered { .. } | Outcome::Unconfirmed(_));
         let acknowledges = self.client.acknowledges();
         let awaited: Vec<u64> = self.awaiting().map(|(ack, _)| ack).collect();
         let reused = Policy::awaits_ack(&outcome, acknowledges).filter(|a| awaited.contains(a));
@@ -809,25 +772,6 @@ fn ends(batch: &Batch) -> Vec<usize> {
     batch.items.iter().map(|i| i.end).collect()
 }
 
-/// Awaits `work` — a checkpoint commit, a read from a collector — while the posts
-/// in flight go on: an HTTP request moves only while it is polled, so without this
-/// the store's flush would hold up the posts already sent. Their answers wait in
-/// `early` for the loop, which deals with them in order.
-async fn beside<T>(
-    posts: &mut Posted<'_>,
-    early: &mut Vec<(u64, Outcome)>,
-    work: impl Future<Output = T>,
-) -> T {
-    let mut work = std::pin::pin!(work);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut work => return out,
-            Some(answer) = posts.next(), if !posts.is_empty() => early.push(answer),
-        }
-    }
-}
-
 /// Awaits an ack poll when one is in flight; never completes otherwise.
 async fn poll(p: &mut Option<LocalBoxFuture<'_, AckAnswer>>) -> AckAnswer {
     match p {
@@ -939,14 +883,12 @@ mod tests {
             pulse: &pulse,
             queue: VecDeque::from([posted(1, 1), posted(2, 2), posted(3, 3)]),
             posts: FuturesUnordered::new(),
-            early: Vec::new(),
             poll: None,
             poll_started: None,
             polled_at: None,
             pace_until: None,
             feed_done: true,
             next_id: 3,
-            taken: true,
         };
         run.arrived(1, delivered(0));
         run.arrived(2, delivered(0));

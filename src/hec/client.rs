@@ -13,15 +13,11 @@ use super::response::{
 use super::tls::{tls_config, Ipv6LiteralConnector};
 use crate::model::{HecUri, Integration};
 use actix_web::web::Bytes;
-use awc::body::{BodySize, MessageBody};
 use awc::http::header;
 use rustls::ClientConfig;
 use std::cell::RefCell;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Connect, request and acknowledgement limits, from the operator's config.
 #[derive(Debug, Clone, Copy)]
@@ -62,11 +58,6 @@ pub struct HecClient {
     cookies: CookieJar,
     /// Whether Splunk has answered a post or poll yet (so its cookies are known).
     answered: std::sync::atomic::AtomicBool,
-    /// The turn to hand a post's body to a connection: one post at a time, in the
-    /// order they were made, so with several in flight (indexer acknowledgement)
-    /// each is on the wire before the next one starts. The server may still read
-    /// posts on separate connections in another order.
-    wire: Arc<Semaphore>,
     /// Test builds only: requests wait a day instead of the configured timeout.
     #[cfg(feature = "test-hooks")]
     no_timeout: std::cell::Cell<bool>,
@@ -145,7 +136,6 @@ impl HecClient {
             channel: it.indexer_ack.then(|| uuid::Uuid::new_v4().to_string()),
             cookies: CookieJar::default(),
             answered: Default::default(),
-            wire: Arc::new(Semaphore::new(1)),
             #[cfg(feature = "test-hooks")]
             no_timeout: Default::default(),
         })
@@ -245,8 +235,6 @@ impl HecClient {
     }
 
     /// Posts one batch of concatenated event envelopes and classifies the answer.
-    /// Several may be in flight; each waits (after its gzip) for the one made before
-    /// it to be on the wire.
     pub async fn post_events(&self, body: Bytes) -> Outcome {
         let mut req = self.request(self.uri.event_url());
         let body = if self.gzip {
@@ -257,18 +245,6 @@ impl HecClient {
             }
         } else {
             body
-        };
-        // Queued on the first poll, right after the gzip above: the delivery loop
-        // polls its new posts in the order it made them. The semaphore is never
-        // closed; were it, the post could not be sent and is retried like one.
-        let turn = match self.wire.clone().acquire_owned().await {
-            Ok(turn) => turn,
-            Err(e) => return unsendable(&e.to_string()),
-        };
-        let body = InTurn {
-            size: body.len() as u64,
-            body: Some(body),
-            turn: Some(turn),
         };
         let outcome = match self.answer(req.send_body(body)).await {
             Ok(a) => classify_post(
@@ -329,37 +305,6 @@ impl HecClient {
             code: a.code,
             text,
         }
-    }
-}
-
-/// A post's body that gives up the turn on the wire once the connection has taken
-/// it whole (or when the request is dropped unsent).
-struct InTurn {
-    size: u64,
-    body: Option<Bytes>,
-    turn: Option<OwnedSemaphorePermit>,
-}
-
-impl MessageBody for InTurn {
-    type Error = std::convert::Infallible;
-
-    fn size(&self) -> BodySize {
-        BodySize::Sized(self.size)
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let this = self.get_mut();
-        // awc writes the body out before it asks for more: asked again, it has.
-        Poll::Ready(match this.body.take() {
-            Some(bytes) => Some(Ok(bytes)),
-            None => {
-                this.turn = None;
-                None
-            }
-        })
     }
 }
 
