@@ -8,15 +8,18 @@
 //!   twice (its API, then the notification); the second finds the version it runs
 //!   and does nothing.
 //! - Sync now → `SyncNow`: acted on only where the integration's actor runs.
+//! - a replay asked for or cancelled on a node that does not run the integration
+//!   (stored in its replay record) → `ReplayChanged`: where the integration runs,
+//!   its replay starts or stops as the record says.
 //!
 //! Notifications sent while the listening connection was down are lost, so every
 //! (re)connection, and every `[timing] control_reread_secs`, re-reads all
-//! integrations (`Reconcile`).
+//! integrations (`Reconcile`) and the running replays (`RereadReplays`).
 
-use crate::actors::messages::{Reconcile, Refresh, SyncNow};
+use crate::actors::messages::{Reconcile, Refresh, ReplayChanged, RereadReplays, SyncNow};
 use crate::actors::Supervisor;
 use crate::background::Background;
-use crate::store::postgres::{ControlAction, ControlSignal};
+use crate::store::postgres::{ControlAction, ControlSignal, PgStore};
 use crate::store::Store;
 use actix::Addr;
 use std::time::Duration;
@@ -29,6 +32,7 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
         return job;
     };
     let mut listener = pg.listen();
+    let pg = pg.clone();
     job.spawn(move |mut stop| async move {
         let mut reread_at = actix_rt::time::interval(reread);
         reread_at.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -37,11 +41,11 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
         loop {
             tokio::select! {
                 _ = stop.stopped() => return,
-                _ = reread_at.tick() => supervisor.do_send(Reconcile),
+                _ = reread_at.tick() => reread_all(&pg, &supervisor).await,
                 signal = listener.recv() => match signal {
                     Some(ControlSignal::Listening) => {
                         log::debug!("postgres: listening for control changes; re-reading the integrations");
-                        supervisor.do_send(Reconcile);
+                        reread_all(&pg, &supervisor).await;
                     }
                     Some(ControlSignal::Event(e)) => {
                         log::debug!("postgres: control change of integration {}: {:?}", e.integration, e.action);
@@ -53,10 +57,9 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
                                 })
                             }
                             ControlAction::SyncNow => supervisor.do_send(SyncNow { id: e.integration }),
-                            // A replay's record changed: the Supervisor resumes a
-                            // running one whenever the integration (re)starts, and
-                            // the periodic re-read is the net for the rest.
-                            ControlAction::Replay => {}
+                            // A replay asked for or cancelled on another node:
+                            // where the integration runs, its replay follows the record.
+                            ControlAction::Replay => supervisor.do_send(ReplayChanged { id: e.integration }),
                         }
                     }
                     // The store is gone: only at shutdown, which stops this job next.
@@ -69,4 +72,16 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
         }
     });
     job
+}
+
+/// Re-reads what notifications may have missed: the integrations, and the replays
+/// asked for or cancelled on another node.
+async fn reread_all(pg: &PgStore, supervisor: &Addr<Supervisor>) {
+    supervisor.do_send(Reconcile);
+    match pg.running_replays().await {
+        Ok(running) => supervisor.do_send(RereadReplays { running }),
+        Err(e) => log::warn!(
+            "postgres: cannot re-read the running replays: {e}; trying again at the next re-read"
+        ),
+    }
 }

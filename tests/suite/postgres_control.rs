@@ -6,7 +6,10 @@
 //! make (which send the NOTIFY in their transaction).
 
 use crate::common::*;
-use siemsync::model::{AccountId, HecUri, Integration};
+use siemsync::actors::messages::Window;
+use siemsync::actors::replay::{ReplayState, StoredReplay};
+use siemsync::actors::replays::{cancel_elsewhere, request_elsewhere, ReplayRefused, RequestError};
+use siemsync::model::{AccountId, HecUri, Integration, Source};
 use siemsync::store::postgres::{ControlAction, ControlEvent, Expected, PgOptions, PgStore};
 use siemsync::testkit::{Behaviour, HecServer};
 use std::time::{Duration, Instant};
@@ -209,4 +212,101 @@ async fn sync_now_asked_on_another_node_syncs_at_once() {
         audit_ids(&s.hec.events()).len() >= 10
     })
     .await;
+}
+
+/// The window `audit_events` puts its events in.
+fn window() -> Window {
+    Window {
+        from: "2026-11-25T09:00:00Z".parse().unwrap(),
+        to: "2026-11-25T11:00:00Z".parse().unwrap(),
+    }
+}
+
+#[actix_rt::test]
+async fn a_replay_asked_on_another_node_is_run_by_the_node_running_the_integration() {
+    // The next scheduled sync is an hour away: only the replay posts.
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    let before = audit_ids(&s.hec.events()).len();
+    let asked = request_elsewhere(&s.other, &s.account, &s.id, window(), vec![Source::Audit])
+        .await
+        .unwrap();
+    assert_eq!(asked.state, ReplayState::Running);
+    assert_eq!(asked.sent, 0);
+    // A second request while the first has not ended is refused, on any node.
+    let again = request_elsewhere(&s.other, &s.account, &s.id, window(), vec![Source::Audit]).await;
+    assert!(
+        matches!(again, Err(RequestError::Refused(ReplayRefused::Running))),
+        "{again:?}"
+    );
+    eventually(PROMPT, "the window re-sent by the running node", || {
+        audit_ids(&s.hec.events()).len() >= before + 5
+    })
+    .await;
+    let st = status_until(&s.api, "acme", &s.id.to_string(), "the replay done", |st| {
+        st["replay"]["state"] == "done"
+    })
+    .await;
+    assert_eq!(st["replay"]["id"], asked.id.to_string(), "{st:#}");
+    assert_eq!(st["replay"]["sent"], 5, "{st:#}");
+}
+
+#[actix_rt::test]
+async fn a_replay_cancelled_on_another_node_stops_on_the_node_running_it() {
+    let Some(s) = setup("0.25").await else {
+        return;
+    };
+    // Splunk refuses from now on: the replay retries and stays running.
+    s.hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    let path = format!("/api/v1/accounts/acme/integrations/{}/replay", s.id);
+    let body = serde_json::json!({"from": "2026-11-25T09:00:00Z", "to": "2026-11-25T11:00:00Z"});
+    let (code, v) = s.api.admin("POST", &path, Some(body)).await;
+    assert_eq!(code, 202, "{v}");
+    let retried = s.hec.posts_arrived();
+    eventually(T, "the replay's post retried", || {
+        s.hec.posts_arrived() >= retried + 2
+    })
+    .await;
+    let cancelled = cancel_elsewhere(&s.other, &s.account, &s.id)
+        .await
+        .unwrap()
+        .expect("a running replay to cancel");
+    assert_eq!(cancelled.state, ReplayState::Cancelled);
+    assert_eq!(cancelled.id.to_string(), v["id"].as_str().unwrap());
+    // The running node stopped its replay actor: its status answers from the record.
+    let started = Instant::now();
+    status_until(
+        &s.api,
+        "acme",
+        &s.id.to_string(),
+        "the replay cancelled",
+        |st| st["replay"]["state"] == "cancelled",
+    )
+    .await;
+    assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
+    // Splunk takes posts again: live delivery posts what it has (the "replay
+    // requested" event), but the window is not re-sent, and the replay stays cancelled.
+    let replayed = || {
+        audit_ids(&s.hec.events())
+            .iter()
+            .filter(|id| id.starts_with("e-"))
+            .count()
+    };
+    let before = replayed();
+    s.hec.set_behaviour(Behaviour::Normal);
+    settles(
+        PROMPT,
+        Duration::from_secs(1),
+        "no more posts after the cancel",
+        || s.hec.posts_arrived(),
+    )
+    .await;
+    assert_eq!(replayed(), before, "the cancelled window was re-sent");
+    let stored: StoredReplay = s.other.replay(&s.id).await.unwrap().unwrap();
+    assert_eq!(stored.progress.state, ReplayState::Cancelled);
 }

@@ -590,9 +590,114 @@ impl PgStore {
         .await
     }
 
-    /// Records an integration's replay (what the replay actor makes of it is its own).
+    /// Records an integration's replay (what the replay actor makes of it is its own),
+    /// except over the record of the same replay (`progress.id`) once it says
+    /// `cancelled`: a cancel made on another node is final, and the actor that ran
+    /// the replay here may record its progress once more before it learns of it.
     pub async fn put_replay(&self, id: &Uuid, replay: &impl Serialize) -> Result<(), PgError> {
-        self.put_doc("replays", *id, to_doc(replay)).await
+        let (id, doc) = (*id, to_doc(replay));
+        self.run(move |s| async move {
+            let client = s.pool.get().await?;
+            let n = client
+                .execute(
+                    "INSERT INTO replays (integration, doc)
+                     SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1)
+                     ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc
+                     WHERE replays.doc->'progress'->>'id' IS DISTINCT FROM excluded.doc->'progress'->>'id'
+                        OR replays.doc->'progress'->>'state' IS DISTINCT FROM 'cancelled'",
+                    &[&id, &doc],
+                )
+                .await?;
+            if n == 0 {
+                // Nothing written: the integration is gone, or its replay was cancelled.
+                let exists = client
+                    .query_opt("SELECT 1 FROM integrations WHERE id = $1", &[&id])
+                    .await?
+                    .is_some();
+                if !exists {
+                    return Err(PgError::Gone);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes integration `id`'s replay record on behalf of another node (a replay
+    /// asked for, or cancelled, on a node that does not run the integration), and
+    /// announces it to the node that does: under a lock on the integration, so two
+    /// such changes never interleave. `change` sees the record (`None`: none) and
+    /// says what to store instead (`None`: leave it) and what to answer.
+    pub async fn change_replay<R, F>(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        change: F,
+    ) -> Result<R, PgError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Option<serde_json::Value>) -> (Option<serde_json::Value>, R) + Send + 'static,
+    {
+        let (account, id, shard) = (account.clone(), *id, self.shard_of(id));
+        self.run_write(move |s| async move {
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM integrations WHERE id = $1 AND account = $2 FOR UPDATE",
+                    &[&id, &account.as_str()],
+                )
+                .await?
+                .is_none()
+            {
+                return Err(PgError::Gone);
+            }
+            let stored: Option<serde_json::Value> = tx
+                .query_opt("SELECT doc FROM replays WHERE integration = $1", &[&id])
+                .await?
+                .map(|r| r.get(0));
+            let (write, answer) = change(stored);
+            if let Some(doc) = write {
+                tx.execute(
+                    "INSERT INTO replays (integration, doc) VALUES ($1, $2)
+                     ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc",
+                    &[&id, &doc],
+                )
+                .await?;
+                notify_in(
+                    &tx,
+                    &ControlEvent {
+                        integration: id,
+                        account,
+                        shard,
+                        action: ControlAction::Replay,
+                    },
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(answer)
+        })
+        .await
+    }
+
+    /// The integrations whose replay record says `running`: the periodic re-read
+    /// resumes those whose request's NOTIFY was lost.
+    pub async fn running_replays(&self) -> Result<Vec<Uuid>, PgError> {
+        self.run(move |s| async move {
+            Ok(s.pool
+                .get()
+                .await?
+                .query(
+                    "SELECT integration FROM replays WHERE doc->'progress'->>'state' = 'running'",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+        .await
     }
 
     /// Forgets integration `id`'s replay record.
