@@ -113,6 +113,12 @@ pub struct ObserveReplay {
     pub id: Uuid,
 }
 
+/// Status publisher → Supervisor (PostgreSQL): what each integration running here
+/// shows of itself, to publish for the other nodes.
+#[derive(Message)]
+#[rtype(result = "Vec<(Uuid, super::observation::Published)>")]
+pub struct ObserveAll;
+
 /// Control listener → Supervisor (PostgreSQL): integration `id`'s replay record was
 /// changed on another node (a replay asked for, or cancelled, there). Where the
 /// integration runs, a replay the record says runs is started, and one the record

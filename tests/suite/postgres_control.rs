@@ -7,8 +7,10 @@
 
 use crate::common::*;
 use siemsync::actors::messages::Window;
+use siemsync::actors::observation::{Observation, Published, State};
 use siemsync::actors::replay::{ReplayState, StoredReplay};
 use siemsync::actors::replays::{cancel_elsewhere, request_elsewhere, ReplayRefused, RequestError};
+use siemsync::http::status::published_elsewhere;
 use siemsync::model::{AccountId, HecUri, Integration, Source};
 use siemsync::store::postgres::{ControlAction, ControlEvent, Expected, PgOptions, PgStore};
 use siemsync::testkit::{Behaviour, HecServer};
@@ -27,6 +29,8 @@ const T: Duration = Duration::from_secs(30);
 struct Setup {
     api: Api,
     other: PgStore,
+    /// The database's URL, for more "other nodes".
+    url: String,
     hec: HecServer,
     account: AccountId,
     id: Uuid,
@@ -62,12 +66,13 @@ async fn setup(sync_interval: &str) -> Option<Setup> {
         audit_ids(&hec.events()).len() >= 5
     })
     .await;
-    let other = PgStore::connect(PgOptions::new(&url, "other-node"))
+    let other = PgStore::connect(PgOptions::new(url.as_str(), "other-node"))
         .await
         .unwrap();
     Some(Setup {
         api,
         other,
+        url,
         hec,
         account: AccountId::parse("acme").unwrap(),
         id: id.parse().unwrap(),
@@ -309,4 +314,104 @@ async fn a_replay_cancelled_on_another_node_stops_on_the_node_running_it() {
     assert_eq!(replayed(), before, "the cancelled window was re-sent");
     let stored: StoredReplay = s.other.replay(&s.id).await.unwrap().unwrap();
     assert_eq!(stored.progress.state, ReplayState::Cancelled);
+}
+
+/// What `node` last published about integration `id`, if it did.
+async fn published_by(store: &PgStore, id: &Uuid, node: &str) -> Option<Published> {
+    let record = store.delivery_status(id).await.unwrap()?;
+    (record.node == node).then(|| serde_json::from_value(record.status).unwrap())
+}
+
+#[actix_rt::test]
+async fn the_node_running_an_integration_publishes_its_live_status_when_it_changes() {
+    let Some(s) = setup("0.25").await else {
+        return;
+    };
+    let st = s.api.status("acme", &s.id.to_string()).await;
+    let node = st["node"]
+        .as_str()
+        .expect("the node running it")
+        .to_string();
+    let started = Instant::now();
+    loop {
+        let p = published_by(&s.other, &s.id, &node).await;
+        if p.is_some_and(|p| p.observation.is_some_and(|o| o.state == State::Healthy)) {
+            break;
+        }
+        assert!(started.elapsed() < PROMPT, "no healthy status published");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Splunk refuses from now on: the failure is published within a second or so.
+    s.hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    let started = Instant::now();
+    loop {
+        let p = published_by(&s.other, &s.id, &node).await;
+        if let Some(o) = p.and_then(|p| p.observation) {
+            if o.state == State::Failing {
+                assert_eq!(
+                    o.last_error.expect("the error published").http_status,
+                    Some(503)
+                );
+                break;
+            }
+        }
+        assert!(started.elapsed() < PROMPT, "the failure was not published");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn an_integration_another_node_runs_is_answered_from_what_that_node_published() {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // An integration no node runs here (disabled), published by "other-node" as
+    // if it ran it there.
+    let (template, _) = s.stored().await;
+    let it = Integration {
+        id: Uuid::new_v4(),
+        name: "run elsewhere".into(),
+        enabled: false,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+        version: 0,
+        ..template
+    };
+    s.other.put_integration(&it, Expected::New).await.unwrap();
+    let observation: Observation = serde_json::from_value(serde_json::json!({
+        "state": "failing", "started_at": "2026-11-27T08:00:00Z", "config_version": 1,
+        "last_attempt": "2026-11-27T08:00:01Z", "retries": 3, "syncing": false,
+        "next_sync": "2026-11-27T08:00:05Z", "progress": null, "error_kind": "transient",
+        "retry_after_secs": null, "slow_down": null, "sync_started_at": null, "last_sync": null,
+        "last_error": {"http_status": 503, "code": 9, "text": "Server is busy",
+                       "advice": "Splunk is busy"}
+    }))
+    .unwrap();
+    let published = Published {
+        observation: Some(observation),
+        restarts: Default::default(),
+    };
+    s.other
+        .publish_statuses(vec![(it.id, serde_json::to_value(&published).unwrap())])
+        .await
+        .unwrap();
+    let third = PgStore::connect(PgOptions::new(s.url.as_str(), "third-node"))
+        .await
+        .unwrap();
+    let fresh = Duration::from_secs(60);
+    let answered = published_elsewhere(&third, &it.id, fresh).await.unwrap();
+    assert_eq!(answered, Some(("other-node".to_string(), published)));
+    // The publishing node's own old record is not an answer: it runs it no more.
+    assert_eq!(
+        published_elsewhere(&s.other, &it.id, fresh).await.unwrap(),
+        None
+    );
+    // Nor is a record older than a live node leaves it (any age is, here).
+    let stale = published_elsewhere(&third, &it.id, Duration::ZERO).await;
+    assert_eq!(stale.unwrap(), None);
 }

@@ -48,6 +48,8 @@ pub struct PublishedStatus {
     pub node: String,
     /// When.
     pub observed_at: DateTime<Utc>,
+    /// How long ago, by PostgreSQL's clock (so the nodes' clocks need not agree).
+    pub age_secs: f64,
     /// The status it published, as the API shows it.
     pub status: serde_json::Value,
 }
@@ -771,6 +773,34 @@ impl PgStore {
         .await
     }
 
+    /// [`PgStore::publish_status`] for many integrations in one statement (the
+    /// status publisher's round); deleted integrations are skipped.
+    pub async fn publish_statuses(
+        &self,
+        statuses: Vec<(Uuid, serde_json::Value)>,
+    ) -> Result<(), PgError> {
+        if statuses.is_empty() {
+            return Ok(());
+        }
+        let (ids, docs): (Vec<Uuid>, Vec<serde_json::Value>) = statuses.into_iter().unzip();
+        self.run_write(move |s| async move {
+            s.pool
+                .get()
+                .await?
+                .execute(
+                    "INSERT INTO delivery_status (integration, node, observed_at, doc)
+                     SELECT u.id, $3, now(), u.doc FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, doc)
+                     JOIN integrations i ON i.id = u.id
+                     ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
+                       observed_at = excluded.observed_at, doc = excluded.doc",
+                    &[&ids, &docs, &s.options.node_name],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// What the node delivering the integration last published, if any.
     pub async fn delivery_status(&self, id: &Uuid) -> Result<Option<PublishedStatus>, PgError> {
         let id = *id;
@@ -779,7 +809,8 @@ impl PgStore {
                 .get()
                 .await?
                 .query_opt(
-                    "SELECT node, observed_at, doc FROM delivery_status WHERE integration = $1",
+                    "SELECT node, observed_at, doc, extract(epoch FROM now() - observed_at)::float8
+                     FROM delivery_status WHERE integration = $1",
                     &[&id],
                 )
                 .await?
@@ -787,6 +818,7 @@ impl PgStore {
                     node: r.get(0),
                     observed_at: r.get(1),
                     status: r.get(2),
+                    age_secs: r.get(3),
                 }))
         })
         .await
