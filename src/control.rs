@@ -7,6 +7,8 @@
 //!   back and restarts only its actor. The node that made the change refreshes
 //!   twice (its API, then the notification); the second finds the version it runs
 //!   and does nothing.
+//! - an account's SIEM feature switched (`PUT /api/v1/accounts/{a}`) → `Refresh` of
+//!   each of its integrations: started or stopped as the switch says.
 //! - Sync now → `SyncNow`: acted on only where the integration's actor runs.
 //! - a replay asked for or cancelled on a node that does not run the integration
 //!   (stored in its replay record) → `ReplayChanged`: where the integration runs,
@@ -57,7 +59,9 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
                     Some(ControlSignal::Event(e)) => {
                         log::debug!("postgres: control change of integration {}: {:?}", e.integration, e.action);
                         match e.action {
-                            ControlAction::Changed { .. } | ControlAction::Deleted => {
+                            ControlAction::Changed { .. }
+                            | ControlAction::Deleted
+                            | ControlAction::AccountChanged => {
                                 supervisor.do_send(Refresh {
                                     account: e.account,
                                     id: e.integration,

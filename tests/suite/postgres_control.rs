@@ -13,6 +13,7 @@ use siemsync::actors::replays::{cancel_elsewhere, request_elsewhere, ReplayRefus
 use siemsync::http::status::published_elsewhere;
 use siemsync::model::{AccountId, HecUri, Integration, Source};
 use siemsync::store::postgres::{ControlAction, ControlEvent, Expected, PgOptions, PgStore};
+use siemsync::store::Account;
 use siemsync::testkit::{Behaviour, HecServer};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -414,4 +415,52 @@ async fn an_integration_another_node_runs_is_answered_from_what_that_node_publis
     // Nor is a record older than a live node leaves it (any age is, here).
     let stale = published_elsewhere(&third, &it.id, Duration::ZERO).await;
     assert_eq!(stale.unwrap(), None);
+}
+
+#[actix_rt::test]
+async fn an_account_switched_off_and_on_on_another_node_stops_and_starts_its_integrations() {
+    let Some(s) = setup("0.25").await else {
+        return;
+    };
+    // A refusing receiver is retried without end while the actor runs.
+    s.hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    let retried = s.hec.posts_arrived();
+    eventually(T, "the refused post retried", || {
+        s.hec.posts_arrived() >= retried + 2
+    })
+    .await;
+    let switch = |on: bool| Account {
+        siem_enabled: on,
+        updated_at: chrono::Utc::now(),
+        ingest_events_per_sec: None,
+        ingest_burst: None,
+        max_backlog_bytes: None,
+    };
+    s.other
+        .put_account(&s.account, &switch(false))
+        .await
+        .unwrap();
+    settles(
+        PROMPT,
+        Duration::from_secs(1),
+        "no more posts after the account was switched off",
+        || s.hec.posts_arrived(),
+    )
+    .await;
+    s.hec.set_behaviour(Behaviour::Normal);
+    s.other
+        .put_account(&s.account, &switch(true))
+        .await
+        .unwrap();
+    eventually(
+        PROMPT,
+        "the waiting events delivered once switched on",
+        || audit_ids(&s.hec.events()).len() >= 10,
+    )
+    .await;
 }

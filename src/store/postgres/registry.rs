@@ -5,7 +5,7 @@
 use super::super::secrets;
 use super::error::{corrupt, PgError};
 use super::leases::Fence;
-use super::notify::{notify_in, ControlAction, ControlEvent};
+use super::notify::{notify_in, ControlAction, ControlEvent, CONTROL_CHANNEL};
 use super::partitions::gap_of;
 use super::{to_i64, to_u64, PgStore, Shared};
 use crate::model::{AccountId, Integration};
@@ -298,11 +298,10 @@ impl PgStore {
     pub async fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), PgError> {
         let (id, account) = (id.clone(), account.clone());
         self.run_write(move |s| async move {
-            s.pool
-                .get()
-                .await?
-                .execute(
-                    "INSERT INTO accounts (account, siem_enabled, updated_at,
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO accounts (account, siem_enabled, updated_at,
                        ingest_events_per_sec, ingest_burst, max_backlog_bytes)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (account) DO UPDATE SET siem_enabled = excluded.siem_enabled,
@@ -310,16 +309,27 @@ impl PgStore {
                        ingest_events_per_sec = excluded.ingest_events_per_sec,
                        ingest_burst = excluded.ingest_burst,
                        max_backlog_bytes = excluded.max_backlog_bytes",
-                    &[
-                        &id.as_str(),
-                        &account.siem_enabled,
-                        &account.updated_at,
-                        &account.ingest_events_per_sec.map(to_bigint),
-                        &account.ingest_burst.map(to_bigint),
-                        &account.max_backlog_bytes.map(to_bigint),
-                    ],
-                )
-                .await?;
+                &[
+                    &id.as_str(),
+                    &account.siem_enabled,
+                    &account.updated_at,
+                    &account.ingest_events_per_sec.map(to_bigint),
+                    &account.ingest_burst.map(to_bigint),
+                    &account.max_backlog_bytes.map(to_bigint),
+                ],
+            )
+            .await?;
+            // Every node running one of the account's integrations starts or stops
+            // it at once (`ControlAction::AccountChanged`, one notification per
+            // integration, sent when this commits), not at its next re-read.
+            tx.execute(
+                "SELECT pg_notify($1, json_build_object('integration', id, 'account', account,
+                   'shard', shard, 'action', 'account_changed')::text)
+                 FROM integrations WHERE account = $2",
+                &[&CONTROL_CHANNEL, &id.as_str()],
+            )
+            .await?;
+            tx.commit().await?;
             Ok(())
         })
         .await
