@@ -83,6 +83,22 @@ async fn setup(sync_interval: &str) -> Option<Setup> {
 }
 
 impl Setup {
+    /// Events e-5..e-9 ingested while the receiver refuses: retried without end
+    /// while the actor runs.
+    async fn refused_and_retried(&self) {
+        self.hec.set_behaviour(Behaviour::Fail {
+            status: 503,
+            code: Some(9),
+            text: "Server is busy".into(),
+        });
+        self.api.post_audit("acme", &audit_events("e", 5, 5)).await;
+        let retried = self.hec.posts_arrived();
+        eventually(T, "the refused post retried", || {
+            self.hec.posts_arrived() >= retried + 2
+        })
+        .await;
+    }
+
     async fn stored(&self) -> (Integration, u64) {
         let v = self
             .other
@@ -151,18 +167,7 @@ async fn an_integration_deleted_on_another_node_stops_posting() {
     let Some(s) = setup("0.25").await else {
         return;
     };
-    // A refusing receiver is retried without end while the actor runs.
-    s.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
-    s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
-    let retried = s.hec.posts_arrived();
-    eventually(T, "the refused post retried", || {
-        s.hec.posts_arrived() >= retried + 2
-    })
-    .await;
+    s.refused_and_retried().await;
     assert!(s.other.delete_integration(&s.account, &s.id).await.unwrap());
     settles(
         PROMPT,
@@ -422,18 +427,7 @@ async fn an_account_switched_off_and_on_on_another_node_stops_and_starts_its_int
     let Some(s) = setup("0.25").await else {
         return;
     };
-    // A refusing receiver is retried without end while the actor runs.
-    s.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
-    s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
-    let retried = s.hec.posts_arrived();
-    eventually(T, "the refused post retried", || {
-        s.hec.posts_arrived() >= retried + 2
-    })
-    .await;
+    s.refused_and_retried().await;
     let switch = |on: bool| Account {
         siem_enabled: on,
         updated_at: chrono::Utc::now(),
