@@ -7,28 +7,41 @@
 //!   back and restarts only its actor. The node that made the change refreshes
 //!   twice (its API, then the notification); the second finds the version it runs
 //!   and does nothing.
+//! - an account's SIEM feature switched (`PUT /api/v1/accounts/{a}`) → `Refresh` of
+//!   each of its integrations: started or stopped as the switch says.
 //! - Sync now → `SyncNow`: acted on only where the integration's actor runs.
+//! - a replay asked for or cancelled on a node that does not run the integration
+//!   (stored in its replay record) → `ReplayChanged`: where the integration runs,
+//!   its replay starts or stops as the record says.
 //!
 //! Notifications sent while the listening connection was down are lost, so every
 //! (re)connection, and every `[timing] control_reread_secs`, re-reads all
-//! integrations (`Reconcile`).
+//! integrations (`Reconcile`) and the running replays (`RereadReplays`).
 
-use crate::actors::messages::{Reconcile, Refresh, SyncNow};
+use crate::actors::messages::{
+    ObserveAll, Reconcile, Refresh, ReplayChanged, RereadReplays, SyncNow,
+};
+use crate::actors::observation::Published;
 use crate::actors::Supervisor;
 use crate::background::Background;
-use crate::store::postgres::{ControlAction, ControlSignal};
+use crate::store::postgres::{ControlAction, ControlSignal, PgStore};
 use crate::store::Store;
 use actix::Addr;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
-/// Starts the job on PostgreSQL; on sled, where every change is made by this
+/// Starts the job on PostgreSQL (it also publishes the delivery status of the
+/// integrations this node runs); on sled, where every change is made by this
 /// process and told to its Supervisor directly, a job with nothing to do.
 pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> Background {
-    let mut job = Background::new("the control listener");
+    let mut job = Background::new("the control listener and status publisher");
     let Some(pg) = store.postgres() else {
         return job;
     };
     let mut listener = pg.listen();
+    let pg = pg.clone();
+    let (publisher_pg, publisher_supervisor) = (pg.clone(), supervisor.clone());
     job.spawn(move |mut stop| async move {
         let mut reread_at = actix_rt::time::interval(reread);
         reread_at.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -37,26 +50,27 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
         loop {
             tokio::select! {
                 _ = stop.stopped() => return,
-                _ = reread_at.tick() => supervisor.do_send(Reconcile),
+                _ = reread_at.tick() => reread_all(&pg, &supervisor).await,
                 signal = listener.recv() => match signal {
                     Some(ControlSignal::Listening) => {
                         log::debug!("postgres: listening for control changes; re-reading the integrations");
-                        supervisor.do_send(Reconcile);
+                        reread_all(&pg, &supervisor).await;
                     }
                     Some(ControlSignal::Event(e)) => {
                         log::debug!("postgres: control change of integration {}: {:?}", e.integration, e.action);
                         match e.action {
-                            ControlAction::Changed { .. } | ControlAction::Deleted => {
+                            ControlAction::Changed { .. }
+                            | ControlAction::Deleted
+                            | ControlAction::AccountChanged => {
                                 supervisor.do_send(Refresh {
                                     account: e.account,
                                     id: e.integration,
                                 })
                             }
                             ControlAction::SyncNow => supervisor.do_send(SyncNow { id: e.integration }),
-                            // A replay's record changed: the Supervisor resumes a
-                            // running one whenever the integration (re)starts, and
-                            // the periodic re-read is the net for the rest.
-                            ControlAction::Replay => {}
+                            // A replay asked for or cancelled on another node:
+                            // where the integration runs, its replay follows the record.
+                            ControlAction::Replay => supervisor.do_send(ReplayChanged { id: e.integration }),
                         }
                     }
                     // The store is gone: only at shutdown, which stops this job next.
@@ -68,5 +82,82 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
             }
         }
     });
+    job.spawn(move |stop| publish(publisher_pg, publisher_supervisor, reread, stop));
     job
+}
+
+/// How often the integrations running here are looked at for a change to publish.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Publishes what this node observes of the integrations it runs (the live part of
+/// their status: state, errors, progress, next sync, restarts) so that a node that
+/// does not run one can answer for it. Looked at every second, and published only
+/// when it changed, and at least every `refresh` (the re-read interval) so that a
+/// reader can tell a live record from one left by a stopped node: at most one
+/// upsert per integration per second whatever the post rate, all in one statement.
+async fn publish(
+    pg: PgStore,
+    supervisor: Addr<Supervisor>,
+    refresh: Duration,
+    mut stop: crate::background::StopSignal,
+) {
+    let mut tick = actix_rt::time::interval(PUBLISH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published: HashMap<Uuid, (Published, Instant)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.stopped() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(now) = supervisor.send(ObserveAll).await else {
+            // The Supervisor is gone: only at shutdown, which stops this task next.
+            stop.stopped().await;
+            return;
+        };
+        let mut due = Vec::new();
+        for (id, p) in &now {
+            let changed = published
+                .get(id)
+                .is_none_or(|(before, at)| before != p || at.elapsed() >= refresh);
+            if !changed {
+                continue;
+            }
+            match serde_json::to_value(p) {
+                Ok(doc) => due.push((*id, doc)),
+                Err(e) => log::warn!("integration {id}: cannot encode its status to publish: {e}"),
+            }
+        }
+        let ids: Vec<Uuid> = due.iter().map(|(id, _)| *id).collect();
+        match pg.publish_statuses(due).await {
+            Ok(()) => {
+                let at = Instant::now();
+                let mut now: HashMap<Uuid, Published> = now.into_iter().collect();
+                // Integrations no longer running here are forgotten: published
+                // afresh if they come back.
+                published.retain(|id, _| now.contains_key(id));
+                for id in ids {
+                    if let Some(p) = now.remove(&id) {
+                        published.insert(id, (p, at));
+                    }
+                }
+            }
+            // Retried at the next tick: nothing was marked published.
+            Err(e) => log::warn!(
+                "postgres: cannot publish the delivery status of {} integrations: {e}",
+                ids.len()
+            ),
+        }
+    }
+}
+
+/// Re-reads what notifications may have missed: the integrations, and the replays
+/// asked for or cancelled on another node.
+async fn reread_all(pg: &PgStore, supervisor: &Addr<Supervisor>) {
+    supervisor.do_send(Reconcile);
+    match pg.running_replays().await {
+        Ok(running) => supervisor.do_send(RereadReplays { running }),
+        Err(e) => log::warn!(
+            "postgres: cannot re-read the running replays: {e}; trying again at the next re-read"
+        ),
+    }
 }

@@ -126,6 +126,34 @@ pub struct ObserveReplay {
     pub id: Uuid,
 }
 
+/// Status publisher → Supervisor (PostgreSQL): what each integration running here
+/// shows of itself, to publish for the other nodes.
+#[derive(Message)]
+#[rtype(result = "Vec<(Uuid, super::observation::Published)>")]
+pub struct ObserveAll;
+
+/// Control listener → Supervisor (PostgreSQL): integration `id`'s replay record was
+/// changed on another node (a replay asked for, or cancelled, there). Where the
+/// integration runs, a replay the record says runs is started, and one the record
+/// says ended is stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReplayChanged {
+    /// The integration whose replay record changed.
+    pub id: Uuid,
+}
+
+/// Control listener → Supervisor (PostgreSQL), at every re-read: the integrations
+/// whose replay record says running. Those that run here and run no replay start
+/// it, and a replay running here whose record no longer says so stops: the net
+/// under a lost `ReplayChanged`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RereadReplays {
+    /// The integrations whose stored replay is running.
+    pub running: Vec<Uuid>,
+}
+
 /// ReplayActor → Supervisor: replay `replay` of integration `id` ended by itself
 /// (done or failed), so another may start. The actor stays, to answer `ObserveReplay`
 /// with how it ended, until its integration stops or another replay replaces it.

@@ -4,10 +4,10 @@
 
 use crate::model::{Failure, FailureKind};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The state an integration actor publishes; the status API reads it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Running, nothing attempted yet.
@@ -19,7 +19,7 @@ pub enum State {
 }
 
 /// One actor's observable state (quickwit-style): tests and the status API assert on it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     /// In one word: nothing tried yet, last post accepted, or last post failed.
     pub state: State,
@@ -54,7 +54,7 @@ pub struct Observation {
 }
 
 /// Splunk asked to slow down, as the status shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SlowDownView {
     /// HEC's code (24: HEC queue, 25: acknowledgement queue).
     pub code: Option<i64>,
@@ -70,7 +70,7 @@ pub struct SlowDownView {
 
 /// One sync that ended: when, how many events it delivered, and whether it succeeded
 /// (the status's `last_error` says why not).
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncReport {
     /// When the sync started.
     pub started_at: DateTime<Utc>,
@@ -83,7 +83,7 @@ pub struct SyncReport {
 }
 
 /// Progress of long work (a catch-up or a replay): done of total since `started_at`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Events done so far.
     pub done: u64,
@@ -136,7 +136,7 @@ pub struct ProgressView {
 }
 
 /// Why the Supervisor restarted an actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RestartReason {
     /// It panicked (a bug): it vanished without ending.
@@ -161,7 +161,7 @@ impl RestartReason {
 
 /// What the Supervisor did to an integration's actor since the service started: the
 /// status's `restarts`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Restarts {
     /// Restarts since the service started.
     pub count: u64,
@@ -169,4 +169,14 @@ pub struct Restarts {
     pub last_reason: Option<RestartReason>,
     /// When the latest one was decided.
     pub last_at: Option<DateTime<Utc>>,
+}
+
+/// What the node delivering an integration publishes about it (PostgreSQL), so that
+/// any node can show its live status: its actor's observation and its restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    /// The actor's observation (`None`: it just died, and is being restarted).
+    pub observation: Option<Observation>,
+    /// What the Supervisor did to it.
+    pub restarts: Restarts,
 }

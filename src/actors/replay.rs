@@ -93,6 +93,28 @@ impl ReplayProgress {
 }
 
 impl StoredReplay {
+    /// A replay of `window` and `sources` about to start: nothing sent yet, its
+    /// total counted when it starts.
+    pub fn new(window: Window, sources: Vec<Source>) -> StoredReplay {
+        StoredReplay {
+            progress: ReplayProgress {
+                id: Uuid::new_v4(),
+                from: window.from,
+                to: window.to,
+                sources,
+                state: ReplayState::Running,
+                total: 0,
+                sent: 0,
+                skipped: 0,
+                started_at: Utc::now(),
+                finished_at: None,
+                error: None,
+            },
+            source: 0,
+            after: 0,
+        }
+    }
+
     /// A replay that has ended (done, failed or cancelled): nothing left to resume.
     pub fn ended(progress: ReplayProgress) -> StoredReplay {
         StoredReplay {

@@ -11,6 +11,7 @@ use super::replay::{record, ReplayActor, ReplayDeps, ReplayProgress, ReplayState
 use super::supervisor::Supervisor;
 use crate::metrics::ActorLabels;
 use crate::model::{AccountId, Integration, Source};
+use crate::store::postgres::{PgError, PgStore};
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -141,9 +142,20 @@ fn stored_replay(store: &Store, id: &Uuid) -> Option<StoredReplay> {
     }
 }
 
-/// Cancels, in its record, a replay that runs in no actor (its integration is
-/// disabled), so that it does not resume when the integration is enabled.
-fn cancel_stored(store: &Store, account: &AccountId, id: &Uuid) -> Option<ReplayProgress> {
+/// Cancels, in its record, a replay that runs in no actor here (its integration is
+/// disabled, or, on PostgreSQL, runs on another node), so that it does not resume
+/// when the integration is enabled. On PostgreSQL the cancel is made under a lock
+/// and announced, so that the node running the replay stops it.
+async fn cancel_stored(store: &Store, account: &AccountId, id: &Uuid) -> Option<ReplayProgress> {
+    if let Some(pg) = store.postgres() {
+        return match cancel_elsewhere(pg, account, id).await {
+            Ok(cancelled) => cancelled,
+            Err(e) => {
+                log::warn!("integration {id}: cannot cancel its stored replay: {e}");
+                None
+            }
+        };
+    }
     let mut stored = stored_replay(store, id)?.progress;
     if stored.state != ReplayState::Running {
         return None;
@@ -154,7 +166,113 @@ fn cancel_stored(store: &Store, account: &AccountId, id: &Uuid) -> Option<Replay
     Some(stored)
 }
 
+/// Why a replay could not be asked for on a node that does not run its integration.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Refused: a replay runs already.
+    #[error(transparent)]
+    Refused(#[from] ReplayRefused),
+    /// The store did not take the request (the integration is gone, the stored
+    /// replay is unreadable, PostgreSQL is unavailable).
+    #[error(transparent)]
+    Store(#[from] PgError),
+}
+
+/// PostgreSQL: a replay asked for on a node that does not run the integration. It
+/// is stored as a running replay with nothing sent yet, under a lock and with a
+/// NOTIFY, and the node running the integration starts it from the record within a
+/// second (or at its next re-read, if the NOTIFY is lost), as it resumes a replay.
+pub async fn request_elsewhere(
+    pg: &PgStore,
+    account: &AccountId,
+    id: &Uuid,
+    window: Window,
+    sources: Vec<Source>,
+) -> Result<ReplayProgress, RequestError> {
+    let new = StoredReplay::new(window, sources);
+    let doc = serde_json::to_value(&new)
+        .map_err(|e| PgError::Db(format!("cannot encode a replay: {e}")))?;
+    let key = format!("the replay of integration {id}");
+    pg.change_replay(account, id, move |stored| {
+        match stored.map(decode(&key)).transpose() {
+            Err(e) => (None, Err(e.into())),
+            Ok(Some(s)) if s.progress.state == ReplayState::Running => {
+                (None, Err(ReplayRefused::Running.into()))
+            }
+            Ok(_) => (Some(doc), Ok(new.progress)),
+        }
+    })
+    .await?
+}
+
+/// PostgreSQL: cancels, under a lock and with a NOTIFY, the stored replay of an
+/// integration that may run on another node; that node stops it within a second
+/// (or at its next re-read), and the cancelled record is final (`put_replay`
+/// refuses to record the replay's progress over it). `None`: no replay runs.
+pub async fn cancel_elsewhere(
+    pg: &PgStore,
+    account: &AccountId,
+    id: &Uuid,
+) -> Result<Option<ReplayProgress>, PgError> {
+    let key = format!("the replay of integration {id}");
+    pg.change_replay(account, id, move |stored| {
+        match stored.map(decode(&key)).transpose() {
+            Err(e) => (None, Err(e)),
+            Ok(Some(s)) if s.progress.state == ReplayState::Running => {
+                let mut progress = s.progress;
+                progress.state = ReplayState::Cancelled;
+                progress.finished_at = Some(chrono::Utc::now());
+                let ended = StoredReplay::ended(progress.clone());
+                match serde_json::to_value(&ended) {
+                    Ok(doc) => (Some(doc), Ok(Some(progress))),
+                    Err(e) => (
+                        None,
+                        Err(PgError::Db(format!("cannot encode a replay: {e}"))),
+                    ),
+                }
+            }
+            Ok(_) => (None, Ok(None)),
+        }
+    })
+    .await?
+}
+
+/// Decodes a stored replay, naming it when it cannot be read.
+fn decode(key: &str) -> impl Fn(serde_json::Value) -> Result<StoredReplay, PgError> + '_ {
+    move |doc| {
+        serde_json::from_value(doc).map_err(|e| PgError::Corrupt {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
 impl Supervisor {
+    /// Integration `id`'s replay record changed elsewhere: where the integration
+    /// runs, the replay in memory is made to match it.
+    fn replay_changed(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let Some(it) = self.running.get(&id).map(|r| r.config.clone()) else {
+            return;
+        };
+        if self.replays.cancelling.contains_key(&id) {
+            return;
+        }
+        let stored = stored_replay(&self.store, &id);
+        if let Some(h) = self.replays.latest.get(&id) {
+            let still = stored.as_ref().is_some_and(|s| {
+                s.progress.id == h.replay && s.progress.state == ReplayState::Running
+            });
+            if h.running && !still {
+                log::info!(
+                    "replay {} of integration {id}: cancelled on another node; stopping it",
+                    h.replay
+                );
+                self.replays.stop(&id);
+            }
+        }
+        self.resume_replay(&it, ctx);
+    }
+
     fn start_replay(&mut self, it: Integration, stored: StoredReplay, ctx: &mut Context<Self>) {
         let (id, replay) = (it.id, stored.progress.id);
         let (heartbeat, pulse) = heartbeat::pair(self.settings.longest_step());
@@ -237,24 +355,15 @@ impl Handler<StartReplay> for Supervisor {
         let Some(integration) = self.running.get(&msg.id).map(|r| r.config.clone()) else {
             return Err(ReplayRefused::NotRunning);
         };
-        let first = ReplayProgress {
-            id: Uuid::new_v4(),
-            from: msg.window.from,
-            to: msg.window.to,
-            sources: msg.sources,
-            state: ReplayState::Running,
-            total: 0,
-            sent: 0,
-            skipped: 0,
-            started_at: chrono::Utc::now(),
-            finished_at: None,
-            error: None,
-        };
-        let stored = StoredReplay {
-            progress: first.clone(),
-            source: 0,
-            after: 0,
-        };
+        // A replay asked for on another node and not picked up yet (its NOTIFY
+        // on the way, or lost until the re-read) is running already.
+        if stored_replay(&self.store, &msg.id)
+            .is_some_and(|s| s.progress.state == ReplayState::Running)
+        {
+            return Err(ReplayRefused::Running);
+        }
+        let stored = StoredReplay::new(msg.window, msg.sources);
+        let first = stored.progress.clone();
         record(&self.store, &integration.account, &integration.id, &stored);
         log::info!(
             "replay {} started for integration {}",
@@ -290,11 +399,11 @@ impl Handler<CancelReplay> for Supervisor {
                     Some((addr, true)) => match addr.send(msg).await {
                         Ok(cancelled) => cancelled,
                         // The actor died (a panic): its record still says running.
-                        Err(_) => cancel_stored(&store, &account, &id),
+                        Err(_) => cancel_stored(&store, &account, &id).await,
                     },
                     // Ended: nothing to cancel.
                     Some((_, false)) => None,
-                    None => cancel_stored(&store, &account, &id),
+                    None => cancel_stored(&store, &account, &id).await,
                 }
             }
             .into_actor(self)
@@ -363,5 +472,37 @@ impl Handler<CountReplay> for Supervisor {
             }
             Ok(counts)
         })
+    }
+}
+
+impl Handler<ReplayChanged> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ReplayChanged, ctx: &mut Context<Self>) {
+        self.replay_changed(msg.id, ctx);
+    }
+}
+
+impl Handler<RereadReplays> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: RereadReplays, ctx: &mut Context<Self>) {
+        // The replays running here, whose records may say cancelled, and the
+        // records that say running, whose replay may not run here yet.
+        let mut ids: Vec<Uuid> = self
+            .replays
+            .latest
+            .iter()
+            .filter(|(_, h)| h.running)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.extend(
+            msg.running
+                .into_iter()
+                .filter(|id| !self.replays.running(id)),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            self.replay_changed(id, ctx);
+        }
     }
 }

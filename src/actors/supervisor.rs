@@ -9,7 +9,7 @@ use super::heartbeat::{self, Heartbeat};
 use super::integration::{DeliverySettings, IntegrationActor, Supervised};
 use super::job_collector::JobCollector;
 use super::messages::*;
-use super::observation::{Observation, RestartReason, Restarts};
+use super::observation::{Observation, Published, RestartReason, Restarts};
 use super::replays::Replays;
 use super::threads::Placement;
 use crate::metrics::ActorLabels;
@@ -419,6 +419,35 @@ impl Handler<Observe> for Supervisor {
                 Some(a) => a.send(msg).await.ok().flatten(),
                 None => None,
             }
+        })
+    }
+}
+
+impl Handler<ObserveAll> for Supervisor {
+    type Result = ResponseFuture<Vec<(Uuid, Published)>>;
+    fn handle(&mut self, _: ObserveAll, _: &mut Context<Self>) -> Self::Result {
+        let asks: Vec<_> = self
+            .running
+            .iter()
+            .map(|(id, r)| {
+                let restarts = self.restarts.get(id).cloned().unwrap_or_default();
+                (*id, r.addr.clone(), restarts)
+            })
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(asks.into_iter().map(
+                |(id, addr, restarts)| async move {
+                    let observation = addr.send(Observe { id }).await.ok().flatten();
+                    (
+                        id,
+                        Published {
+                            observation,
+                            restarts,
+                        },
+                    )
+                },
+            ))
+            .await
         })
     }
 }

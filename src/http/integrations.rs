@@ -12,6 +12,7 @@ use super::status::IntegrationStatus;
 use super::{account_of, duplicates, read_body, AppState};
 use crate::actors::messages::{CancelReplay, Refresh, StartReplay, SyncNow, Window};
 use crate::actors::replay::ReplayProgress;
+use crate::actors::replays::{request_elsewhere, ReplayRefused, RequestError};
 use crate::config::Config;
 use crate::hec::check::{check_connection, ConnectionReport, Step};
 use crate::hec::client::HecClient;
@@ -600,7 +601,7 @@ pub fn replay_request(
 #[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations/{id}/replay", operation_id = "startReplay", tag = "replay",
     params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
     request_body(content = ReplayBody),
-    responses((status = 202, description = "The replay started", body = ReplayProgress),
+    responses((status = 202, description = "The replay started (on PostgreSQL, asked of a node that does not run the integration: stored, `running` with `total` 0, and started by the node that runs it within a second)", body = ReplayProgress),
         (status = 409, description = "A replay runs already, or the integration is not running", body = ErrorBody)))]
 /// `POST …/replay`: `{"from", "to", "sources"?}` re-sends a retained window beside
 /// live delivery, without touching the live checkpoint.
@@ -614,15 +615,37 @@ pub async fn replay(
     let it = lookup(&state, &caller, &path)?;
     let body = read_body(body, &state.config).await?;
     let (window, sources) = replay_request(&it, &parse_object(&body)?)?;
-    let started = state
+    let started = match state
         .supervisor
         .send(StartReplay {
             id: it.id,
             window,
-            sources,
+            sources: sources.clone(),
         })
         .await?
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+    {
+        Ok(p) => p,
+        // PostgreSQL: the integration runs on another node, which starts the
+        // replay from the stored request.
+        Err(ReplayRefused::NotRunning) => match state.store.postgres() {
+            Some(pg) if state.store.is_active(&it)? => {
+                match request_elsewhere(pg, &it.account, &it.id, window, sources).await {
+                    Ok(p) => p,
+                    Err(RequestError::Refused(e)) => {
+                        return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+                    }
+                    Err(RequestError::Store(e)) => return Err(StoreError::from(e).into()),
+                }
+            }
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ReplayRefused::NotRunning.to_string(),
+                ))
+            }
+        },
+        Err(e) => return Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+    };
     audit_change(
         &state,
         &caller,
@@ -637,7 +660,7 @@ pub async fn replay(
 /// `DELETE …/replay`: cancels the running replay.
 #[utoipa::path(delete, path = "/api/v1/accounts/{account}/integrations/{id}/replay", operation_id = "cancelReplay", tag = "replay",
     params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
-    responses((status = 200, description = "Cancelled: the replay as it ended", body = ReplayProgress),
+    responses((status = 200, description = "Cancelled: the replay as it ended (on PostgreSQL, on a node that does not run it: as last recorded; the node running it stops it within a second)", body = ReplayProgress),
         (status = 404, description = "No replay runs (or no such integration)", body = ErrorBody)))]
 pub async fn cancel_replay(
     state: web::Data<AppState>,

@@ -6,14 +6,18 @@ use super::errors::ApiError;
 use super::AppState;
 use crate::actors::messages::{Observe, ObserveReplay, ObserveRestarts};
 use crate::actors::observation::{
-    Observation, Progress, ProgressView, Restarts, SlowDownView, State, SyncReport,
+    Observation, Progress, ProgressView, Published, Restarts, SlowDownView, State, SyncReport,
 };
 use crate::actors::replay::{ReplayProgress, ReplayState};
+use crate::control::PUBLISH_EVERY;
 use crate::hec::check::ConnectionReport;
 use crate::model::{AccountId, Failure, FailureKind, Integration};
+use crate::store::postgres::PgStore;
+use crate::store::StoreError;
 use crate::store::{Backlog, Gap};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// What an integration is doing, in one word.
@@ -85,6 +89,10 @@ pub struct IntegrationStatus {
     pub replay: Option<ReplayView>,
     /// The latest connection test of its settings.
     pub connection_test: Option<ConnectionReport>,
+    /// PostgreSQL: the node delivering it — this one while it runs here, else the
+    /// node that published its live status (state, errors, progress, next sync,
+    /// restarts) recently; `null` on sled, or when no node runs it.
+    pub node: Option<String>,
 }
 
 /// The last failure, and whether it clears by itself or needs the customer.
@@ -190,13 +198,23 @@ fn last_post_ok(state: &AppState, it: &Integration) -> Result<bool, ApiError> {
 pub async fn status_of(state: &AppState, it: &Integration) -> Result<IntegrationStatus, ApiError> {
     let cp = state.store.checkpoint(&it.id)?;
     let backlog = state.store.backlog(it, &cp)?;
-    let obs = state.supervisor.send(Observe { id: it.id }).await?;
-    let restarts = state.supervisor.send(ObserveRestarts { id: it.id }).await?;
+    let mut obs = state.supervisor.send(Observe { id: it.id }).await?;
+    let mut restarts = state.supervisor.send(ObserveRestarts { id: it.id }).await?;
+    let pg = state.store.postgres();
+    let mut node = obs.as_ref().and(pg).map(|pg| pg.node_name().to_string());
     let feature = state
         .store
         .account(&it.account)?
         .is_some_and(|a| a.siem_enabled);
     let active = state.store.is_active(it)?;
+    // PostgreSQL: an active integration this node does not run is shown as the
+    // node running it published it.
+    if let (None, Some(pg), true) = (&obs, pg, active) {
+        let fresh_for = state.config.timing.control_reread_secs.get() * 2 + PUBLISH_EVERY;
+        if let Some((by, published)) = published_elsewhere(pg, &it.id, fresh_for).await? {
+            (obs, restarts, node) = (published.observation, published.restarts, Some(by));
+        }
+    }
     let now = Utc::now();
     let replay = state
         .supervisor
@@ -242,5 +260,37 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<Integration
         gaps: state.store.gaps(&it.id)?,
         replay,
         connection_test: state.store.connection_report::<ConnectionReport>(&it.id)?,
+        node,
     })
+}
+
+/// PostgreSQL: the live part of the status of integration `id`, which this node
+/// does not run, as the node running it published it, with that node's name.
+/// `None` when no other node published it within `fresh_for` (by PostgreSQL's
+/// clock): a node publishes at least every re-read interval while it runs the
+/// integration, so an older record is one a stopped node left behind. This node's
+/// own record is not used either: it no longer runs the integration.
+pub async fn published_elsewhere(
+    pg: &PgStore,
+    id: &Uuid,
+    fresh_for: Duration,
+) -> Result<Option<(String, Published)>, StoreError> {
+    let Some(record) = pg.delivery_status(id).await? else {
+        return Ok(None);
+    };
+    if record.node == pg.node_name() || record.age_secs > fresh_for.as_secs_f64() {
+        return Ok(None);
+    }
+    match serde_json::from_value::<Published>(record.status) {
+        Ok(published) => Ok(Some((record.node, published))),
+        // A record this build cannot read (a newer node's, say): the status is
+        // answered without the live part, as while an actor restarts.
+        Err(e) => {
+            log::warn!(
+                "integration {id}: cannot read the status node {} published: {e}",
+                record.node
+            );
+            Ok(None)
+        }
+    }
 }

@@ -6,8 +6,14 @@
 //! make (which send the NOTIFY in their transaction).
 
 use crate::common::*;
-use siemsync::model::{AccountId, HecUri, Integration};
+use siemsync::actors::messages::Window;
+use siemsync::actors::observation::{Observation, Published, State};
+use siemsync::actors::replay::{ReplayState, StoredReplay};
+use siemsync::actors::replays::{cancel_elsewhere, request_elsewhere, ReplayRefused, RequestError};
+use siemsync::http::status::published_elsewhere;
+use siemsync::model::{AccountId, HecUri, Integration, Source};
 use siemsync::store::postgres::{ControlAction, ControlEvent, Expected, PgOptions, PgStore};
+use siemsync::store::Account;
 use siemsync::testkit::{Behaviour, HecServer};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -24,6 +30,8 @@ const T: Duration = Duration::from_secs(30);
 struct Setup {
     api: Api,
     other: PgStore,
+    /// The database's URL, for more "other nodes".
+    url: String,
     hec: HecServer,
     account: AccountId,
     id: Uuid,
@@ -59,12 +67,13 @@ async fn setup(sync_interval: &str) -> Option<Setup> {
         audit_ids(&hec.events()).len() >= 5
     })
     .await;
-    let other = PgStore::connect(PgOptions::new(&url, "other-node"))
+    let other = PgStore::connect(PgOptions::new(url.as_str(), "other-node"))
         .await
         .unwrap();
     Some(Setup {
         api,
         other,
+        url,
         hec,
         account: AccountId::parse("acme").unwrap(),
         id: id.parse().unwrap(),
@@ -74,6 +83,22 @@ async fn setup(sync_interval: &str) -> Option<Setup> {
 }
 
 impl Setup {
+    /// Events e-5..e-9 ingested while the receiver refuses: retried without end
+    /// while the actor runs.
+    async fn refused_and_retried(&self) {
+        self.hec.set_behaviour(Behaviour::Fail {
+            status: 503,
+            code: Some(9),
+            text: "Server is busy".into(),
+        });
+        self.api.post_audit("acme", &audit_events("e", 5, 5)).await;
+        let retried = self.hec.posts_arrived();
+        eventually(T, "the refused post retried", || {
+            self.hec.posts_arrived() >= retried + 2
+        })
+        .await;
+    }
+
     async fn stored(&self) -> (Integration, u64) {
         let v = self
             .other
@@ -142,18 +167,7 @@ async fn an_integration_deleted_on_another_node_stops_posting() {
     let Some(s) = setup("0.25").await else {
         return;
     };
-    // A refusing receiver is retried without end while the actor runs.
-    s.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
-    s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
-    let retried = s.hec.posts_arrived();
-    eventually(T, "the refused post retried", || {
-        s.hec.posts_arrived() >= retried + 2
-    })
-    .await;
+    s.refused_and_retried().await;
     assert!(s.other.delete_integration(&s.account, &s.id).await.unwrap());
     settles(
         PROMPT,
@@ -208,5 +222,239 @@ async fn sync_now_asked_on_another_node_syncs_at_once() {
     eventually(PROMPT, "the new events delivered by Sync now", || {
         audit_ids(&s.hec.events()).len() >= 10
     })
+    .await;
+}
+
+/// The window `audit_events` puts its events in.
+fn window() -> Window {
+    Window {
+        from: "2026-11-25T09:00:00Z".parse().unwrap(),
+        to: "2026-11-25T11:00:00Z".parse().unwrap(),
+    }
+}
+
+#[actix_rt::test]
+async fn a_replay_asked_on_another_node_is_run_by_the_node_running_the_integration() {
+    // The next scheduled sync is an hour away: only the replay posts.
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    let before = audit_ids(&s.hec.events()).len();
+    let asked = request_elsewhere(&s.other, &s.account, &s.id, window(), vec![Source::Audit])
+        .await
+        .unwrap();
+    assert_eq!(asked.state, ReplayState::Running);
+    assert_eq!(asked.sent, 0);
+    // A second request while the first has not ended is refused, on any node.
+    let again = request_elsewhere(&s.other, &s.account, &s.id, window(), vec![Source::Audit]).await;
+    assert!(
+        matches!(again, Err(RequestError::Refused(ReplayRefused::Running))),
+        "{again:?}"
+    );
+    eventually(PROMPT, "the window re-sent by the running node", || {
+        audit_ids(&s.hec.events()).len() >= before + 5
+    })
+    .await;
+    let st = status_until(&s.api, "acme", &s.id.to_string(), "the replay done", |st| {
+        st["replay"]["state"] == "done"
+    })
+    .await;
+    assert_eq!(st["replay"]["id"], asked.id.to_string(), "{st:#}");
+    assert_eq!(st["replay"]["sent"], 5, "{st:#}");
+}
+
+#[actix_rt::test]
+async fn a_replay_cancelled_on_another_node_stops_on_the_node_running_it() {
+    let Some(s) = setup("0.25").await else {
+        return;
+    };
+    // Splunk refuses from now on: the replay retries and stays running.
+    s.hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    let path = format!("/api/v1/accounts/acme/integrations/{}/replay", s.id);
+    let body = serde_json::json!({"from": "2026-11-25T09:00:00Z", "to": "2026-11-25T11:00:00Z"});
+    let (code, v) = s.api.admin("POST", &path, Some(body)).await;
+    assert_eq!(code, 202, "{v}");
+    let retried = s.hec.posts_arrived();
+    eventually(T, "the replay's post retried", || {
+        s.hec.posts_arrived() >= retried + 2
+    })
+    .await;
+    let cancelled = cancel_elsewhere(&s.other, &s.account, &s.id)
+        .await
+        .unwrap()
+        .expect("a running replay to cancel");
+    assert_eq!(cancelled.state, ReplayState::Cancelled);
+    assert_eq!(cancelled.id.to_string(), v["id"].as_str().unwrap());
+    // The running node stopped its replay actor: its status answers from the record.
+    let started = Instant::now();
+    status_until(
+        &s.api,
+        "acme",
+        &s.id.to_string(),
+        "the replay cancelled",
+        |st| st["replay"]["state"] == "cancelled",
+    )
+    .await;
+    assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
+    // Splunk takes posts again: live delivery posts what it has (the "replay
+    // requested" event), but the window is not re-sent, and the replay stays cancelled.
+    let replayed = || {
+        audit_ids(&s.hec.events())
+            .iter()
+            .filter(|id| id.starts_with("e-"))
+            .count()
+    };
+    let before = replayed();
+    s.hec.set_behaviour(Behaviour::Normal);
+    settles(
+        PROMPT,
+        Duration::from_secs(1),
+        "no more posts after the cancel",
+        || s.hec.posts_arrived(),
+    )
+    .await;
+    assert_eq!(replayed(), before, "the cancelled window was re-sent");
+    let stored: StoredReplay = s.other.replay(&s.id).await.unwrap().unwrap();
+    assert_eq!(stored.progress.state, ReplayState::Cancelled);
+}
+
+/// What `node` last published about integration `id`, if it did.
+async fn published_by(store: &PgStore, id: &Uuid, node: &str) -> Option<Published> {
+    let record = store.delivery_status(id).await.unwrap()?;
+    (record.node == node).then(|| serde_json::from_value(record.status).unwrap())
+}
+
+#[actix_rt::test]
+async fn the_node_running_an_integration_publishes_its_live_status_when_it_changes() {
+    let Some(s) = setup("0.25").await else {
+        return;
+    };
+    let st = s.api.status("acme", &s.id.to_string()).await;
+    let node = st["node"]
+        .as_str()
+        .expect("the node running it")
+        .to_string();
+    let started = Instant::now();
+    loop {
+        let p = published_by(&s.other, &s.id, &node).await;
+        if p.is_some_and(|p| p.observation.is_some_and(|o| o.state == State::Healthy)) {
+            break;
+        }
+        assert!(started.elapsed() < PROMPT, "no healthy status published");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Splunk refuses from now on: the failure is published within a second or so.
+    s.hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    let started = Instant::now();
+    loop {
+        let p = published_by(&s.other, &s.id, &node).await;
+        if let Some(o) = p.and_then(|p| p.observation) {
+            if o.state == State::Failing {
+                assert_eq!(
+                    o.last_error.expect("the error published").http_status,
+                    Some(503)
+                );
+                break;
+            }
+        }
+        assert!(started.elapsed() < PROMPT, "the failure was not published");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn an_integration_another_node_runs_is_answered_from_what_that_node_published() {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // An integration no node runs here (disabled), published by "other-node" as
+    // if it ran it there.
+    let (template, _) = s.stored().await;
+    let it = Integration {
+        id: Uuid::new_v4(),
+        name: "run elsewhere".into(),
+        enabled: false,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+        version: 0,
+        ..template
+    };
+    s.other.put_integration(&it, Expected::New).await.unwrap();
+    let observation: Observation = serde_json::from_value(serde_json::json!({
+        "state": "failing", "started_at": "2026-11-27T08:00:00Z", "config_version": 1,
+        "last_attempt": "2026-11-27T08:00:01Z", "retries": 3, "syncing": false,
+        "next_sync": "2026-11-27T08:00:05Z", "progress": null, "error_kind": "transient",
+        "retry_after_secs": null, "slow_down": null, "sync_started_at": null, "last_sync": null,
+        "last_error": {"http_status": 503, "code": 9, "text": "Server is busy",
+                       "advice": "Splunk is busy"}
+    }))
+    .unwrap();
+    let published = Published {
+        observation: Some(observation),
+        restarts: Default::default(),
+    };
+    s.other
+        .publish_statuses(vec![(it.id, serde_json::to_value(&published).unwrap())])
+        .await
+        .unwrap();
+    let third = PgStore::connect(PgOptions::new(s.url.as_str(), "third-node"))
+        .await
+        .unwrap();
+    let fresh = Duration::from_secs(60);
+    let answered = published_elsewhere(&third, &it.id, fresh).await.unwrap();
+    assert_eq!(answered, Some(("other-node".to_string(), published)));
+    // The publishing node's own old record is not an answer: it runs it no more.
+    assert_eq!(
+        published_elsewhere(&s.other, &it.id, fresh).await.unwrap(),
+        None
+    );
+    // Nor is a record older than a live node leaves it (any age is, here).
+    let stale = published_elsewhere(&third, &it.id, Duration::ZERO).await;
+    assert_eq!(stale.unwrap(), None);
+}
+
+#[actix_rt::test]
+async fn an_account_switched_off_and_on_on_another_node_stops_and_starts_its_integrations() {
+    let Some(s) = setup("0.25").await else {
+        return;
+    };
+    s.refused_and_retried().await;
+    let switch = |on: bool| Account {
+        siem_enabled: on,
+        updated_at: chrono::Utc::now(),
+        ingest_events_per_sec: None,
+        ingest_burst: None,
+        max_backlog_bytes: None,
+    };
+    s.other
+        .put_account(&s.account, &switch(false))
+        .await
+        .unwrap();
+    settles(
+        PROMPT,
+        Duration::from_secs(1),
+        "no more posts after the account was switched off",
+        || s.hec.posts_arrived(),
+    )
+    .await;
+    s.hec.set_behaviour(Behaviour::Normal);
+    s.other
+        .put_account(&s.account, &switch(true))
+        .await
+        .unwrap();
+    eventually(
+        PROMPT,
+        "the waiting events delivered once switched on",
+        || audit_ids(&s.hec.events()).len() >= 10,
+    )
     .await;
 }

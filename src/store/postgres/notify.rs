@@ -1,5 +1,5 @@
 //! Control changes between nodes: a change made on any node (an integration
-//! created, changed or deleted, Sync now, a replay) is announced with NOTIFY in
+//! created, changed or deleted, Sync now, a replay, its account's feature switch) is announced with NOTIFY in
 //! the transaction that made it, so it reaches every listening node when, and only
 //! if, it commits. The owning node acts on it within a second; a periodic re-read
 //! stays the safety net, and every (re)connection of the listener says so, since
@@ -47,6 +47,9 @@ pub enum ControlAction {
     SyncNow,
     /// A replay was started or cancelled: read its record.
     Replay,
+    /// Its account's SIEM feature switch (or limits) changed: read it again, to
+    /// start or stop it.
+    AccountChanged,
 }
 
 /// What a listener receives.

@@ -5,7 +5,7 @@
 use super::super::secrets;
 use super::error::{corrupt, PgError};
 use super::leases::Fence;
-use super::notify::{notify_in, ControlAction, ControlEvent};
+use super::notify::{notify_in, ControlAction, ControlEvent, CONTROL_CHANNEL};
 use super::partitions::gap_of;
 use super::{to_i64, to_u64, PgStore, Shared};
 use crate::model::{AccountId, Integration};
@@ -48,6 +48,8 @@ pub struct PublishedStatus {
     pub node: String,
     /// When.
     pub observed_at: DateTime<Utc>,
+    /// How long ago, by PostgreSQL's clock (so the nodes' clocks need not agree).
+    pub age_secs: f64,
     /// The status it published, as the API shows it.
     pub status: serde_json::Value,
 }
@@ -296,11 +298,10 @@ impl PgStore {
     pub async fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), PgError> {
         let (id, account) = (id.clone(), account.clone());
         self.run_write(move |s| async move {
-            s.pool
-                .get()
-                .await?
-                .execute(
-                    "INSERT INTO accounts (account, siem_enabled, updated_at,
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO accounts (account, siem_enabled, updated_at,
                        ingest_events_per_sec, ingest_burst, max_backlog_bytes)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (account) DO UPDATE SET siem_enabled = excluded.siem_enabled,
@@ -308,16 +309,27 @@ impl PgStore {
                        ingest_events_per_sec = excluded.ingest_events_per_sec,
                        ingest_burst = excluded.ingest_burst,
                        max_backlog_bytes = excluded.max_backlog_bytes",
-                    &[
-                        &id.as_str(),
-                        &account.siem_enabled,
-                        &account.updated_at,
-                        &account.ingest_events_per_sec.map(to_bigint),
-                        &account.ingest_burst.map(to_bigint),
-                        &account.max_backlog_bytes.map(to_bigint),
-                    ],
-                )
-                .await?;
+                &[
+                    &id.as_str(),
+                    &account.siem_enabled,
+                    &account.updated_at,
+                    &account.ingest_events_per_sec.map(to_bigint),
+                    &account.ingest_burst.map(to_bigint),
+                    &account.max_backlog_bytes.map(to_bigint),
+                ],
+            )
+            .await?;
+            // Every node running one of the account's integrations starts or stops
+            // it at once (`ControlAction::AccountChanged`, one notification per
+            // integration, sent when this commits), not at its next re-read.
+            tx.execute(
+                "SELECT pg_notify($1, json_build_object('integration', id, 'account', account,
+                   'shard', shard, 'action', 'account_changed')::text)
+                 FROM integrations WHERE account = $2",
+                &[&CONTROL_CHANNEL, &id.as_str()],
+            )
+            .await?;
+            tx.commit().await?;
             Ok(())
         })
         .await
@@ -590,9 +602,114 @@ impl PgStore {
         .await
     }
 
-    /// Records an integration's replay (what the replay actor makes of it is its own).
+    /// Records an integration's replay (what the replay actor makes of it is its own),
+    /// except over the record of the same replay (`progress.id`) once it says
+    /// `cancelled`: a cancel made on another node is final, and the actor that ran
+    /// the replay here may record its progress once more before it learns of it.
     pub async fn put_replay(&self, id: &Uuid, replay: &impl Serialize) -> Result<(), PgError> {
-        self.put_doc("replays", *id, to_doc(replay)).await
+        let (id, doc) = (*id, to_doc(replay));
+        self.run(move |s| async move {
+            let client = s.pool.get().await?;
+            let n = client
+                .execute(
+                    "INSERT INTO replays (integration, doc)
+                     SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1)
+                     ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc
+                     WHERE replays.doc->'progress'->>'id' IS DISTINCT FROM excluded.doc->'progress'->>'id'
+                        OR replays.doc->'progress'->>'state' IS DISTINCT FROM 'cancelled'",
+                    &[&id, &doc],
+                )
+                .await?;
+            if n == 0 {
+                // Nothing written: the integration is gone, or its replay was cancelled.
+                let exists = client
+                    .query_opt("SELECT 1 FROM integrations WHERE id = $1", &[&id])
+                    .await?
+                    .is_some();
+                if !exists {
+                    return Err(PgError::Gone);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes integration `id`'s replay record on behalf of another node (a replay
+    /// asked for, or cancelled, on a node that does not run the integration), and
+    /// announces it to the node that does: under a lock on the integration, so two
+    /// such changes never interleave. `change` sees the record (`None`: none) and
+    /// says what to store instead (`None`: leave it) and what to answer.
+    pub async fn change_replay<R, F>(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        change: F,
+    ) -> Result<R, PgError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Option<serde_json::Value>) -> (Option<serde_json::Value>, R) + Send + 'static,
+    {
+        let (account, id, shard) = (account.clone(), *id, self.shard_of(id));
+        self.run_write(move |s| async move {
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM integrations WHERE id = $1 AND account = $2 FOR UPDATE",
+                    &[&id, &account.as_str()],
+                )
+                .await?
+                .is_none()
+            {
+                return Err(PgError::Gone);
+            }
+            let stored: Option<serde_json::Value> = tx
+                .query_opt("SELECT doc FROM replays WHERE integration = $1", &[&id])
+                .await?
+                .map(|r| r.get(0));
+            let (write, answer) = change(stored);
+            if let Some(doc) = write {
+                tx.execute(
+                    "INSERT INTO replays (integration, doc) VALUES ($1, $2)
+                     ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc",
+                    &[&id, &doc],
+                )
+                .await?;
+                notify_in(
+                    &tx,
+                    &ControlEvent {
+                        integration: id,
+                        account,
+                        shard,
+                        action: ControlAction::Replay,
+                    },
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(answer)
+        })
+        .await
+    }
+
+    /// The integrations whose replay record says `running`: the periodic re-read
+    /// resumes those whose request's NOTIFY was lost.
+    pub async fn running_replays(&self) -> Result<Vec<Uuid>, PgError> {
+        self.run(move |s| async move {
+            Ok(s.pool
+                .get()
+                .await?
+                .query(
+                    "SELECT integration FROM replays WHERE doc->'progress'->>'state' = 'running'",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+        .await
     }
 
     /// Forgets integration `id`'s replay record.
@@ -666,6 +783,34 @@ impl PgStore {
         .await
     }
 
+    /// [`PgStore::publish_status`] for many integrations in one statement (the
+    /// status publisher's round); deleted integrations are skipped.
+    pub async fn publish_statuses(
+        &self,
+        statuses: Vec<(Uuid, serde_json::Value)>,
+    ) -> Result<(), PgError> {
+        if statuses.is_empty() {
+            return Ok(());
+        }
+        let (ids, docs): (Vec<Uuid>, Vec<serde_json::Value>) = statuses.into_iter().unzip();
+        self.run_write(move |s| async move {
+            s.pool
+                .get()
+                .await?
+                .execute(
+                    "INSERT INTO delivery_status (integration, node, observed_at, doc)
+                     SELECT u.id, $3, now(), u.doc FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, doc)
+                     JOIN integrations i ON i.id = u.id
+                     ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
+                       observed_at = excluded.observed_at, doc = excluded.doc",
+                    &[&ids, &docs, &s.options.node_name],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// What the node delivering the integration last published, if any.
     pub async fn delivery_status(&self, id: &Uuid) -> Result<Option<PublishedStatus>, PgError> {
         let id = *id;
@@ -674,7 +819,8 @@ impl PgStore {
                 .get()
                 .await?
                 .query_opt(
-                    "SELECT node, observed_at, doc FROM delivery_status WHERE integration = $1",
+                    "SELECT node, observed_at, doc, extract(epoch FROM now() - observed_at)::float8
+                     FROM delivery_status WHERE integration = $1",
                     &[&id],
                 )
                 .await?
@@ -682,6 +828,7 @@ impl PgStore {
                     node: r.get(0),
                     observed_at: r.get(1),
                     status: r.get(2),
+                    age_secs: r.get(3),
                 }))
         })
         .await
