@@ -116,8 +116,11 @@ async fn editing_the_config_file_restarts_only_what_changed_and_a_broken_file_ch
         (0..N).all(|i| delivered(&hec, i, 1))
     })
     .await;
+    // The bound catches a reload that holds delivery up (a stalled Supervisor
+    // waits out a whole sync interval or more), not the machine's noise: two
+    // rounds a few seconds apart differed by more than 2× at load 15-20.
     assert!(
-        posted.elapsed() < Duration::from_secs(5).max(pace * 2),
+        posted.elapsed() < Duration::from_secs(15).max(pace * 3),
         "delivery kept its pace: {:?} after the reload, {pace:?} before",
         posted.elapsed()
     );
