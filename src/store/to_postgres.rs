@@ -19,15 +19,21 @@
 //! yet), and the published delivery status (each node publishes its own).
 //!
 //! Idempotent and resumable: every write inserts what is missing and checks that
-//! what is there is identical (see `postgres::import`); an account's newest
-//! sequences are written after its events. Nothing is written to the sled directory.
+//! what is there is identical (see `postgres::import`). Before its first data write
+//! the copy marks the database `copying` (table `sled_import`, with a fingerprint of
+//! the directory's content): nodes refuse to start until it is `done`, and only a
+//! copy of the same content may resume. Each account's newest sequences and the
+//! dead letter numbering are written first. Nothing is written to the sled
+//! directory.
 
-use super::postgres::{park_until_done, Copied, IntegrationCopy, PgError, PgOptions, PgStore};
+use super::postgres::{
+    live_nodes_at, park_until_done, AccountHeads, Copied, ImportStart, IntegrationCopy, PgError,
+    PgOptions, PgStore,
+};
 use super::secrets::{self, TokenCipher};
 use super::sled_export::{RawChunk, RawIds};
 use super::{SledStore, StoreError};
 use crate::model::AccountId;
-use chrono::{DateTime, Utc};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -204,7 +210,55 @@ fn check_key(
     Ok(())
 }
 
+/// The live nodes on `url`, read before the schema is touched (a database a
+/// node uses is left exactly as it is, also when this build's schema is newer).
+fn live_nodes_before_schema(url: &str) -> Result<Vec<String>, MoveError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| MoveError::Connect(PgError::Config(format!("cannot start a runtime: {e}"))))?;
+    runtime
+        .block_on(live_nodes_at(url))
+        .map_err(MoveError::Connect)
+}
+
+/// What identifies the copied directory's content: its accounts, integrations and
+/// each account's newest sequences. A copy resumes only into a database marked
+/// with the same.
+fn fingerprint(
+    accounts: &[(AccountId, crate::store::Account)],
+    integrations: &[crate::model::Integration],
+    heads: &[AccountHeads],
+) -> String {
+    let mut text = String::new();
+    for (a, _) in accounts {
+        text.push_str(&format!("account {a}\n"));
+    }
+    let mut ids: Vec<String> = integrations.iter().map(|it| it.id.to_string()).collect();
+    ids.sort();
+    for id in ids {
+        text.push_str(&format!("integration {id}\n"));
+    }
+    for h in heads {
+        text.push_str(&format!(
+            "heads {} {} {}\n",
+            h.account, h.heads.audit, h.heads.jobs
+        ));
+    }
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Copies `options.from` into `options.to`, telling `progress` what it did per kind.
+///
+/// Order: every check first (the key, live nodes before the schema, then under
+/// the copy's lock: live nodes, another source, other account histories), then the
+/// `copying` marker (nodes refuse to start), each account's newest sequences and
+/// the dead letter numbering (so nothing can give out a number the copy holds),
+/// then the data, then the marker `done`.
 pub fn copy_sled_to_postgres(
     options: &MoveOptions,
     progress: &mut dyn FnMut(String),
@@ -217,14 +271,24 @@ pub fn copy_sled_to_postgres(
     };
     let integrations = sled.export_integrations().map_err(read_err)?;
     check_key(&integrations, options.secret_key.as_deref())?;
+    let live = live_nodes_before_schema(&options.to)?;
+    if !live.is_empty() {
+        return Err(MoveError::LiveNode(live.join(", ")));
+    }
+    let accounts = sled.export_accounts().map_err(read_err)?;
+    let mut heads = Vec::new();
+    for account in sled.accounts_with_events().map_err(read_err)? {
+        heads.push(AccountHeads {
+            heads: sled.heads(&account).map_err(read_err)?,
+            audit_stored_at: sled.export_newest_audit_time(&account).map_err(read_err)?,
+            account,
+        });
+    }
+    let source = fingerprint(&accounts, &integrations, &heads);
     let mut pg_options = PgOptions::new(options.to.clone(), "siemsync-migrate");
     pg_options.pool_size = 2;
     pg_options.threads = 1;
     let pg = park_until_done(PgStore::connect(pg_options)).map_err(MoveError::Connect)?;
-    let live = pg.block_on(pg.live_nodes()).map_err(MoveError::Connect)?;
-    if !live.is_empty() {
-        return Err(MoveError::LiveNode(live.join(", ")));
-    }
     let mut m = Mover {
         pg: pg.clone(),
         summary: Summary::default(),
@@ -232,28 +296,45 @@ pub fn copy_sled_to_postgres(
         exit_after: options.exit_after_writes,
         progress,
     };
-    let accounts = sled.export_accounts().map_err(read_err)?;
+    match m.write(pg.begin_import(source.clone(), heads.clone()))? {
+        ImportStart::NodesLive(live) => return Err(MoveError::LiveNode(live.join(", "))),
+        ImportStart::Fresh => (m.progress)("copying into a database without a copy yet".into()),
+        ImportStart::Resumed => (m.progress)("resuming the copy of this same directory".into()),
+    }
+    for h in &heads {
+        let c = m.write(pg.import_heads(&h.account, h.heads, h.audit_stored_at))?;
+        m.noted("account heads", c);
+    }
+    let mut highest_dead = 0;
+    for it in &integrations {
+        let (_, dead_letters) = sled.dead_letters(&it.id, usize::MAX).map_err(read_err)?;
+        highest_dead = dead_letters
+            .iter()
+            .map(|d| d.id)
+            .fold(highest_dead, u64::max);
+    }
+    m.write(pg.raise_dead_letter_ids(highest_dead))?;
     let c = m.write(pg.import_accounts(accounts))?;
     m.noted("accounts", c);
     let tokens = sled.export_tokens().map_err(read_err)?;
     let c = m.write(pg.import_tokens(tokens))?;
     m.noted("account tokens", c);
-    let highest_dead = copy_integrations(&sled, &mut m, integrations).map_err(|e| match e {
+    copy_integrations(&sled, &mut m, integrations).map_err(|e| match e {
         Step::Read(source) => read_err(source),
         Step::Write(e) => e,
     })?;
-    m.write(pg.raise_dead_letter_ids(highest_dead))?;
     (m.progress)(format!(
         "registry copied: {} accounts, {} integrations",
         m.summary.of("accounts").added + m.summary.of("accounts").present,
         m.summary.of("integrations").added + m.summary.of("integrations").present
     ));
-    for account in sled.accounts_with_events().map_err(read_err)? {
-        copy_account(&sled, &mut m, &account).map_err(|e| match e {
+    for h in &heads {
+        copy_account(&sled, &mut m, h).map_err(|e| match e {
             Step::Read(source) => read_err(source),
             Step::Write(e) => e,
         })?;
     }
+    m.write(pg.finish_import(source))?;
     Ok(m.summary)
 }
 
@@ -275,18 +356,16 @@ impl From<MoveError> for Step {
     }
 }
 
-/// Copies each integration with what belongs to it; answers the highest dead letter id.
+/// Copies each integration with what belongs to it.
 fn copy_integrations(
     sled: &SledStore,
     m: &mut Mover<'_>,
     integrations: Vec<crate::model::Integration>,
-) -> Result<u64, Step> {
-    let mut highest = 0;
+) -> Result<(), Step> {
     for it in integrations {
         let id = it.id;
         let (replay, connection_report) = sled.export_docs(&id)?;
         let (_, dead_letters) = sled.dead_letters(&id, usize::MAX)?;
-        highest = dead_letters.iter().map(|d| d.id).fold(highest, u64::max);
         let copy = IntegrationCopy {
             checkpoint: sled.export_checkpoint(&id)?,
             dead_letters,
@@ -313,18 +392,19 @@ fn copy_integrations(
         total(s.of("replays")),
         total(s.of("gaps")),
     ));
-    Ok(highest)
+    Ok(())
 }
 
 fn total(c: Copied) -> u64 {
     c.added + c.present
 }
 
-/// Copies one account's audit chunks, dedup ids and jobs, then its newest sequences.
-fn copy_account(sled: &SledStore, m: &mut Mover<'_>, account: &AccountId) -> Result<(), Step> {
+/// Copies one account's audit chunks, dedup ids and jobs (its newest sequences
+/// were written first).
+fn copy_account(sled: &SledStore, m: &mut Mover<'_>, h: &AccountHeads) -> Result<(), Step> {
     let pg = m.pg.clone();
+    let (account, heads) = (&h.account, h.heads);
     let mut batch: Vec<RawChunk> = Vec::new();
-    let mut newest: Option<DateTime<Utc>> = None;
     let (mut chunks, mut events) = (Copied::default(), 0u64);
     let mut flush = |m: &mut Mover<'_>, batch: &mut Vec<RawChunk>| -> Result<(), MoveError> {
         if batch.is_empty() {
@@ -337,7 +417,6 @@ fn copy_account(sled: &SledStore, m: &mut Mover<'_>, account: &AccountId) -> Res
     };
     let mut failed = None;
     sled.export_audit(account, |chunk| {
-        newest = newest.max(Some(chunk.stored_at));
         batch.push(chunk);
         if batch.len() >= CHUNKS_PER_WRITE {
             if let Err(e) = flush(m, &mut batch) {
@@ -371,9 +450,6 @@ fn copy_account(sled: &SledStore, m: &mut Mover<'_>, account: &AccountId) -> Res
         job_count.add(m.write(pg.import_jobs(account, part, stones))?);
     }
     m.noted("job snapshots", job_count);
-    let heads = sled.heads(account)?;
-    let c = m.write(pg.import_heads(account, heads, newest))?;
-    m.noted("account heads", c);
     (m.progress)(format!(
         "account {account}: {events} audit events in {} chunks, {} job snapshots (newest audit sequence {}, job change {})",
         total(chunks),

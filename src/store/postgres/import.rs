@@ -400,23 +400,189 @@ impl Shared {
     }
 }
 
+/// One account of the copy as it will be written first: its newest sequences and
+/// the storage time of its newest audit chunk.
+#[derive(Debug, Clone)]
+pub struct AccountHeads {
+    /// The account.
+    pub account: AccountId,
+    /// Its newest audit and job sequences.
+    pub heads: Heads,
+    /// Its newest audit chunk's storage time, if it has one.
+    pub audit_stored_at: Option<DateTime<Utc>>,
+}
+
+/// How a copy began: fresh, or resuming one of the same source; or not at all,
+/// because nodes are live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportStart {
+    /// These nodes are live: nothing was written.
+    NodesLive(Vec<String>),
+    /// Nothing of a copy was there.
+    Fresh,
+    /// A copy of the same source was interrupted (or finished) before.
+    Resumed,
+}
+
+/// Locks `sled_import` against a copy starting (nodes) or against nodes
+/// checking (a copy); see [`PgStore::begin_import`].
+const NODE_LOCK: &str = "LOCK TABLE sled_import IN SHARE MODE";
+const COPY_LOCK: &str = "LOCK TABLE sled_import IN SHARE ROW EXCLUSIVE MODE";
+const LIVE_NODES: &str =
+    "SELECT name FROM nodes WHERE expires_at > clock_timestamp() AND NOT stopping ORDER BY name";
+
+/// The live nodes on the database at `url`, read before anything (the schema
+/// included) is changed: none when it has no `nodes` table yet.
+pub async fn live_nodes_at(url: &str) -> Result<Vec<String>, PgError> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| PgError::Config(format!("{e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(5));
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let exists: bool = client
+        .query_one("SELECT to_regclass('nodes') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let live = if exists {
+        client
+            .query(LIVE_NODES, &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    drop(client);
+    // The connection ends with its client; its outcome says nothing more.
+    let _ = driver.await;
+    Ok(live)
+}
+
 impl PgStore {
-    /// The nodes whose heartbeat is live (not stopping): a copy must not run into a
-    /// database a node is using.
-    pub async fn live_nodes(&self) -> Result<Vec<String>, PgError> {
+    /// Refuses a node's start while a copy from sled is under way or was
+    /// interrupted. Called after the node registered: a copy checks the live nodes
+    /// after taking the lock this takes, so either the copy sees this node and
+    /// refuses, or this sees the copy's marker.
+    pub async fn check_no_unfinished_import(&self) -> Result<(), PgError> {
         self.run(|s| async move {
-            Ok(s.pool
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.batch_execute(NODE_LOCK).await?;
+            let copying = tx
+                .query_opt("SELECT 1 FROM sled_import WHERE state = 'copying'", &[])
+                .await?
+                .is_some();
+            tx.commit().await?;
+            if copying {
+                return Err(PgError::ImportUnfinished);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Starts (or resumes) a copy, before any of its data is written: refuses when
+    /// a node is live, when another source was copied here, or when any account
+    /// being copied has other newest sequences here, or (unless this same source is
+    /// resumed) any audit chunk or job; then marks the copy `copying`, so nodes
+    /// refuse to start until [`PgStore::finish_import`]. All in one transaction:
+    /// a refusal writes nothing.
+    pub async fn begin_import(
+        &self,
+        fingerprint: String,
+        accounts: Vec<AccountHeads>,
+    ) -> Result<ImportStart, PgError> {
+        self.run_write(move |s| async move {
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.batch_execute(COPY_LOCK).await?;
+            let live: Vec<String> = tx.query(LIVE_NODES, &[]).await?.iter().map(|r| r.get(0)).collect();
+            if !live.is_empty() {
+                return Ok(ImportStart::NodesLive(live));
+            }
+            let marker = tx
+                .query_opt("SELECT source_fingerprint FROM sled_import FOR UPDATE", &[])
+                .await?;
+            let start = match marker {
+                Some(row) if row.get::<_, String>(0) == fingerprint => ImportStart::Resumed,
+                Some(_) => {
+                    return Err(PgError::Differs(
+                        "the copy of another data directory (sled_import names another source)".into(),
+                    ))
+                }
+                None => ImportStart::Fresh,
+            };
+            let names: Vec<&str> = accounts.iter().map(|a| a.account.as_str()).collect();
+            for a in &accounts {
+                let row = tx
+                    .query_opt(
+                        "SELECT audit_seq, job_seq, audit_stored_at FROM account_heads WHERE account = $1",
+                        &[&a.account.as_str()],
+                    )
+                    .await?;
+                if let Some(row) = row {
+                    let same = row.get::<_, i64>(0) == to_i64(a.heads.audit)
+                        && row.get::<_, i64>(1) == to_i64(a.heads.jobs)
+                        && row.get::<_, Option<DateTime<Utc>>>(2) == a.audit_stored_at;
+                    if !same {
+                        return Err(PgError::Differs(format!(
+                            "the newest sequences of account {} (events were stored here since, or another history)",
+                            a.account
+                        )));
+                    }
+                }
+            }
+            if start == ImportStart::Fresh {
+                for (table, what) in [("audit_chunks", "audit events"), ("jobs", "jobs")] {
+                    let row = tx
+                        .query_opt(
+                            &format!("SELECT account FROM {table} WHERE account = ANY($1) LIMIT 1"),
+                            &[&names],
+                        )
+                        .await?;
+                    if let Some(row) = row {
+                        return Err(PgError::Differs(format!(
+                            "the {what} of account {}",
+                            row.get::<_, String>(0)
+                        )));
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT INTO sled_import (state, source_fingerprint, started_at)
+                 VALUES ('copying', $1, clock_timestamp())
+                 ON CONFLICT (only_row) DO UPDATE SET state = 'copying', finished_at = NULL",
+                &[&fingerprint],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(start)
+        })
+        .await
+    }
+
+    /// Marks the copy of `fingerprint` done: nodes may start.
+    pub async fn finish_import(&self, fingerprint: String) -> Result<(), PgError> {
+        self.run_write(move |s| async move {
+            let n = s
+                .pool
                 .get()
                 .await?
-                .query(
-                    "SELECT name FROM nodes WHERE expires_at > clock_timestamp() AND NOT stopping
-                     ORDER BY name",
-                    &[],
+                .execute(
+                    "UPDATE sled_import SET state = 'done', finished_at = clock_timestamp()
+                     WHERE source_fingerprint = $1",
+                    &[&fingerprint],
                 )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect())
+                .await?;
+            if n != 1 {
+                return Err(PgError::Differs(
+                    "the copy's marker (sled_import changed while copying)".into(),
+                ));
+            }
+            Ok(())
         })
         .await
     }
@@ -540,9 +706,9 @@ impl PgStore {
             .await
     }
 
-    /// Sets an account's newest sequences — written after its events, so that an
-    /// account whose heads are there was copied whole — and the storage time its
-    /// next chunks must not precede.
+    /// Sets an account's newest sequences and the storage time its next chunks
+    /// must not precede — written before its events, so that nothing can give out a
+    /// sequence the copy holds (nodes also refuse to start until the copy is done).
     pub async fn import_heads(
         &self,
         account: &AccountId,
