@@ -41,6 +41,9 @@ use std::path::{Path, PathBuf};
 const CHUNKS_PER_WRITE: usize = 256;
 /// Id records, or job snapshots, per write.
 const ROWS_PER_WRITE: usize = 1024;
+/// sled's page cache while copying (as the token reseal's): each record is read
+/// about once, so a small cache bounds memory however large the store is.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
 
 /// What to copy where.
 #[derive(Debug, Clone)]
@@ -64,6 +67,14 @@ pub enum MoveError {
     /// A running service holds the sled database.
     #[error("the sled directory {0} is in use by a running siemsync: stop it first, so that nothing changes while it is copied")]
     SledInUse(String),
+    /// The sled store needs a start of the service before it can be copied.
+    #[error("the sled directory {dir} cannot be copied as it is: {why}; nothing was written")]
+    NotCurrent {
+        /// The directory.
+        dir: String,
+        /// What the service's start would do first.
+        why: String,
+    },
     /// The sled store could not be read.
     #[error("reading the sled store in {dir}: {source}")]
     Sled {
@@ -170,19 +181,22 @@ impl Mover<'_> {
     }
 }
 
-/// Opens the sled store for reading, with a readable refusal when a service holds it.
+/// Opens the sled store for reading, unchanged, with a readable refusal when a
+/// service holds it or it needs a start of the service first.
 fn open_sled(dir: &Path) -> Result<SledStore, MoveError> {
     let shown = dir.display().to_string();
     // sled would create an empty database in any directory: that is not a copy.
     if !dir.join("conf").is_file() && !dir.join("db").is_file() {
         return Err(MoveError::NotSled(shown));
     }
-    SledStore::open(dir).map_err(|e| match e {
-        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("acquire lock") => {
-            MoveError::SledInUse(shown)
+    match SledStore::open_unchanged(dir, SLED_CACHE_BYTES) {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(why)) => Err(MoveError::NotCurrent { dir: shown, why }),
+        Err(StoreError::Sled(sled::Error::Io(io))) if io.to_string().contains("acquire lock") => {
+            Err(MoveError::SledInUse(shown))
         }
-        source => MoveError::Sled { dir: shown, source },
-    })
+        Err(source) => Err(MoveError::Sled { dir: shown, source }),
+    }
 }
 
 /// Refuses before anything is written when a sealed token does not open with `key`.

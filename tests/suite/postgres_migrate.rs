@@ -590,3 +590,39 @@ async fn migrate_refuses_a_live_node_before_changing_the_schema() {
     );
     node.stop();
 }
+
+#[actix_rt::test]
+async fn migrate_refuses_a_directory_with_an_interrupted_token_reseal_and_leaves_it_as_it_was() {
+    let Some(pg) = cluster() else { return };
+    let db = pg.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Siemsync::start(dir.path(), &[]);
+    svc.api().enable_account("acme").await;
+    svc.stop();
+    // What a rewrite sealing the tokens leaves when killed after the swap: the
+    // service's next start finishes it; a copy must not.
+    let aside = dir.path().join(".reseal-old");
+    std::fs::create_dir(&aside).unwrap();
+    std::fs::write(aside.join("db"), b"the old files").unwrap();
+    let out = migrate(dir.path(), &pg.url(&db), &[]);
+    assert!(
+        !out.status.success()
+            && text(&out).contains("start and stop the service once with this version first"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read(aside.join("db")).unwrap(),
+        b"the old files",
+        "the directory was left as it was"
+    );
+    assert_eq!(
+        psql(
+            pg,
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'accounts'"
+        ),
+        "0",
+        "nothing written"
+    );
+}
