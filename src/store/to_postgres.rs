@@ -4,8 +4,8 @@
 //!
 //! What is copied, each under its own ids and sequences (so checkpoints, dead
 //! letter numbers and replay cursors stay valid): accounts, account tokens (their
-//! hashes), integrations (HEC tokens exactly as stored: sealed ones stay sealed, so
-//! the nodes need the same `secret_key`), checkpoints, dead letters, replays (a
+//! hashes), integrations (HEC tokens sealed ones stay sealed, so the nodes need
+//! the same `secret_key`; clear ones are sealed when a key is given), checkpoints, dead letters, replays (a
 //! running one goes on from its cursor on the node that takes the integration),
 //! gaps, connection reports, every audit chunk the sled store still holds (its
 //! retention already removed what every integration delivered; what is left is
@@ -266,6 +266,45 @@ fn fingerprint(
         .collect()
 }
 
+/// With a key, seals the HEC tokens the sled store kept in clear (it ran without
+/// one), as a node with that key stores them; without a key, warns about them.
+fn seal_clear(
+    mut integrations: Vec<crate::model::Integration>,
+    key: Option<&str>,
+    progress: &mut dyn FnMut(String),
+) -> Result<Vec<crate::model::Integration>, MoveError> {
+    let clear = integrations
+        .iter()
+        .filter(|it| !secrets::is_sealed(&it.hec_token))
+        .count();
+    if clear == 0 {
+        return Ok(integrations);
+    }
+    let Some(key) = key else {
+        progress(format!(
+            "warning: {clear} HEC tokens are stored in clear and are copied so; give SIEMSYNC_SECRET_KEY (the nodes' secret_key) to seal them"
+        ));
+        return Ok(integrations);
+    };
+    let cipher = TokenCipher::new(key);
+    for it in integrations
+        .iter_mut()
+        .filter(|it| !secrets::is_sealed(&it.hec_token))
+    {
+        it.hec_token = cipher
+            .seal(&it.hec_token, it.id.as_bytes())
+            .map_err(|reason| MoveError::Key {
+                id: it.id,
+                account: it.account.clone(),
+                reason,
+            })?;
+    }
+    progress(format!(
+        "{clear} HEC tokens stored in clear were sealed with the key given"
+    ));
+    Ok(integrations)
+}
+
 /// Copies `options.from` into `options.to`, telling `progress` what it did per kind.
 ///
 /// Order: every check first (the key, live nodes before the schema, then under
@@ -300,6 +339,8 @@ pub fn copy_sled_to_postgres(
     }
     let source = fingerprint(&accounts, &integrations, &heads);
     let mut pg_options = PgOptions::new(options.to.clone(), "siemsync-migrate");
+    // To compare tokens sealed by an earlier run of the copy (see `seal_clear`).
+    pg_options.secret_key = options.secret_key.clone();
     pg_options.pool_size = 2;
     pg_options.threads = 1;
     let pg = park_until_done(PgStore::connect(pg_options)).map_err(MoveError::Connect)?;
@@ -333,6 +374,7 @@ pub fn copy_sled_to_postgres(
     let tokens = sled.export_tokens().map_err(read_err)?;
     let c = m.write(pg.import_tokens(tokens))?;
     m.noted("account tokens", c);
+    let integrations = seal_clear(integrations, options.secret_key.as_deref(), m.progress)?;
     copy_integrations(&sled, &mut m, integrations).map_err(|e| match e {
         Step::Read(source) => read_err(source),
         Step::Write(e) => e,

@@ -641,3 +641,45 @@ async fn migrate_refuses_a_directory_with_an_interrupted_token_reseal_and_leaves
         "nothing written"
     );
 }
+
+#[actix_rt::test]
+async fn clear_hec_tokens_are_sealed_by_a_copy_given_a_key_and_the_copy_runs_again() {
+    let Some(pg) = cluster() else { return };
+    let db = pg.create_database().unwrap();
+    let url = pg.url(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let hec = HecServer::start(TOKEN);
+    // The sled service ran without a key: its HEC token is stored in clear.
+    let mut svc = Siemsync::start(dir.path(), &[]);
+    let api = svc.api();
+    api.enable_account("acme").await;
+    api.add_integration("acme", TOKEN, &hec.base_url()).await;
+    svc.stop();
+    assert!(!files_holding(dir.path(), TOKEN.as_bytes()).is_empty());
+    let warned = migrate(dir.path(), &pg.url(&pg.create_database().unwrap()), &[]);
+    assert!(
+        warned.status.success()
+            && text(&warned).contains("warning: 1 HEC tokens are stored in clear"),
+        "{}",
+        text(&warned)
+    );
+    migrated(dir.path(), &url);
+    // Sealed with a fresh nonce each run: the second run still finds it identical.
+    migrated(dir.path(), &url);
+    let stored = psql(pg, &db, "SELECT doc->>'hec_token' FROM integrations");
+    assert!(
+        stored.starts_with("enc:v1:") && !stored.contains(TOKEN),
+        "{stored}"
+    );
+    let node_dir = tempfile::tempdir().unwrap();
+    let mut node = Siemsync::start(node_dir.path(), &pg_env(&url, "sealed"));
+    node.api()
+        .post_audit("acme", &audit_events("s", 0, 3))
+        .await;
+    eventually(T, "delivered with the opened token", || {
+        audit_ids(&hec.events()).contains(&"s-2".to_owned())
+    })
+    .await;
+    assert!(hec.events().len() >= 3);
+    node.stop();
+}
