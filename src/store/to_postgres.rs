@@ -105,6 +105,14 @@ pub enum MoveError {
     /// A write failed.
     #[error("writing to PostgreSQL: {0}")]
     Postgres(PgError),
+    /// A write failed: what it was writing.
+    #[error("writing {what} to PostgreSQL: {source} (run the copy again to go on from there)")]
+    Writing {
+        /// What was being written.
+        what: String,
+        /// What failed.
+        source: PgError,
+    },
 }
 
 impl From<PgError> for MoveError {
@@ -160,11 +168,19 @@ struct Mover<'a> {
 }
 
 impl Mover<'_> {
+    /// Runs one write; a failure names `what` was being written.
     fn write<T>(
         &mut self,
+        what: impl FnOnce() -> String,
         f: impl std::future::Future<Output = Result<T, PgError>>,
     ) -> Result<T, MoveError> {
-        let out = self.pg.block_on(f)?;
+        let out = self.pg.block_on(f).map_err(|e| match e {
+            e @ PgError::Differs(_) => MoveError::from(e),
+            source => MoveError::Writing {
+                what: what(),
+                source,
+            },
+        })?;
         self.writes += 1;
         if self.exit_after.is_some_and(|n| self.writes >= n) {
             (self.progress)(format!(
@@ -342,6 +358,9 @@ pub fn copy_sled_to_postgres(
     // To compare tokens sealed by an earlier run of the copy (see `seal_clear`).
     pg_options.secret_key = options.secret_key.clone();
     pg_options.pool_size = 2;
+    // One write is up to a thousand rows or 256 chunks, into a database that may
+    // be busy with its first partitions: a node's 30 s is meant for a live answer.
+    pg_options.op_timeout = std::time::Duration::from_secs(600);
     pg_options.threads = 1;
     let pg = park_until_done(PgStore::connect(pg_options)).map_err(MoveError::Connect)?;
     let mut m = Mover {
@@ -351,13 +370,19 @@ pub fn copy_sled_to_postgres(
         exit_after: options.exit_after_writes,
         progress,
     };
-    match m.write(pg.begin_import(source.clone(), heads.clone()))? {
+    match m.write(
+        || "checking the database and marking the copy".into(),
+        pg.begin_import(source.clone(), heads.clone()),
+    )? {
         ImportStart::NodesLive(live) => return Err(MoveError::LiveNode(live.join(", "))),
         ImportStart::Fresh => (m.progress)("copying into a database without a copy yet".into()),
         ImportStart::Resumed => (m.progress)("resuming the copy of this same directory".into()),
     }
     for h in &heads {
-        let c = m.write(pg.import_heads(&h.account, h.heads, h.audit_stored_at))?;
+        let c = m.write(
+            || format!("the newest sequences of account {}", h.account),
+            pg.import_heads(&h.account, h.heads, h.audit_stored_at),
+        )?;
         m.noted("account heads", c);
     }
     let mut highest_dead = 0;
@@ -368,12 +393,30 @@ pub fn copy_sled_to_postgres(
             .map(|d| d.id)
             .fold(highest_dead, u64::max);
     }
-    m.write(pg.raise_dead_letter_ids(highest_dead))?;
-    let c = m.write(pg.import_accounts(accounts))?;
-    m.noted("accounts", c);
+    m.write(
+        || "the dead letter numbering".into(),
+        pg.raise_dead_letter_ids(highest_dead),
+    )?;
+    for part in accounts.chunks(ROWS_PER_WRITE) {
+        let first = part.first().map(|(a, _)| a.to_string()).unwrap_or_default();
+        let c = m.write(
+            || format!("accounts from {first}"),
+            pg.import_accounts(part.to_vec()),
+        )?;
+        m.noted("accounts", c);
+    }
     let tokens = sled.export_tokens().map_err(read_err)?;
-    let c = m.write(pg.import_tokens(tokens))?;
-    m.noted("account tokens", c);
+    for part in tokens.chunks(ROWS_PER_WRITE) {
+        let first = part
+            .first()
+            .map(|(_, t)| t.account.to_string())
+            .unwrap_or_default();
+        let c = m.write(
+            || format!("account tokens from one of account {first}"),
+            pg.import_tokens(part.to_vec()),
+        )?;
+        m.noted("account tokens", c);
+    }
     let integrations = seal_clear(integrations, options.secret_key.as_deref(), m.progress)?;
     copy_integrations(&sled, &mut m, integrations).map_err(|e| match e {
         Step::Read(source) => read_err(source),
@@ -390,7 +433,7 @@ pub fn copy_sled_to_postgres(
             Step::Write(e) => e,
         })?;
     }
-    m.write(pg.finish_import(source))?;
+    m.write(|| "marking the copy done".into(), pg.finish_import(source))?;
     Ok(m.summary)
 }
 
@@ -419,7 +462,7 @@ fn copy_integrations(
     integrations: Vec<crate::model::Integration>,
 ) -> Result<(), Step> {
     for it in integrations {
-        let id = it.id;
+        let (id, account) = (it.id, it.account.clone());
         let (replay, connection_report) = sled.export_docs(&id)?;
         let (_, dead_letters) = sled.dead_letters(&id, usize::MAX)?;
         let copy = IntegrationCopy {
@@ -431,7 +474,10 @@ fn copy_integrations(
             integration: it,
         };
         let pg = m.pg.clone();
-        let c = m.write(pg.import_integration(copy))?;
+        let c = m.write(
+            || format!("integration {id} of account {account}"),
+            pg.import_integration(copy),
+        )?;
         m.noted("integrations", c.integrations);
         m.noted("checkpoints", c.checkpoints);
         m.noted("dead letters", c.dead_letters);
@@ -467,7 +513,10 @@ fn copy_account(sled: &SledStore, m: &mut Mover<'_>, h: &AccountHeads) -> Result
             return Ok(());
         }
         events += batch.iter().map(|c| c.last - c.first + 1).sum::<u64>();
-        let c = m.write(pg.import_chunks(account, std::mem::take(batch)))?;
+        let c = m.write(
+            || format!("the audit events of account {account}"),
+            pg.import_chunks(account, std::mem::take(batch)),
+        )?;
         chunks.add(c);
         Ok(())
     };
@@ -491,7 +540,10 @@ fn copy_account(sled: &SledStore, m: &mut Mover<'_>, h: &AccountHeads) -> Result
     let mut id_count = Copied::default();
     for part in ids.chunks(ROWS_PER_WRITE) {
         let part: Vec<RawIds> = part.to_vec();
-        id_count.add(m.write(pg.import_ids(account, part))?);
+        id_count.add(m.write(
+            || format!("the event ids of account {account}"),
+            pg.import_ids(account, part),
+        )?);
     }
     m.noted("dedup id records", id_count);
     let jobs = sled.export_jobs(account)?;
@@ -503,7 +555,10 @@ fn copy_account(sled: &SledStore, m: &mut Mover<'_>, h: &AccountHeads) -> Result
         if part.is_empty() && stones.is_empty() {
             continue;
         }
-        job_count.add(m.write(pg.import_jobs(account, part, stones))?);
+        job_count.add(m.write(
+            || format!("the jobs of account {account}"),
+            pg.import_jobs(account, part, stones),
+        )?);
     }
     m.noted("job snapshots", job_count);
     (m.progress)(format!(
