@@ -51,10 +51,18 @@ enum Command {
         /// The sled data directory (data_dir of the stopped service).
         #[arg(long, value_name = "DIR")]
         from_sled: PathBuf,
-        /// The PostgreSQL database, as a libpq URL (postgres://user@host/db).
-        #[arg(long, value_name = "URL")]
-        to_postgres: String,
-        /// Take secret_key from this config file (the environment applied).
+        /// The PostgreSQL database, as a libpq URL (postgres://user@host/db); a
+        /// password is better given in SIEMSYNC_POSTGRES_URL (not seen in the
+        /// process list) or as postgres_url in --config.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "SIEMSYNC_POSTGRES_URL",
+            hide_env_values = true
+        )]
+        to_postgres: Option<String>,
+        /// Take secret_key (and postgres_url, without --to-postgres) from this
+        /// config file (the environment applied).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -86,14 +94,23 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn migrate(from: PathBuf, to: String, config: Option<PathBuf>) -> anyhow::Result<()> {
+fn migrate(from: PathBuf, to: Option<String>, config: Option<PathBuf>) -> anyhow::Result<()> {
     use siemsync::store::to_postgres::{copy_sled_to_postgres, MoveOptions};
-    let secret_key = match config {
-        Some(path) => Config::load(&path)?.secret_key,
-        None => std::env::var("SIEMSYNC_SECRET_KEY")
-            .ok()
-            .filter(|k| !k.is_empty()),
+    let (secret_key, file_url) = match config {
+        Some(path) => {
+            let c = Config::load(&path)?;
+            (c.secret_key, c.postgres_url)
+        }
+        None => (
+            std::env::var("SIEMSYNC_SECRET_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            None,
+        ),
     };
+    let to = to.filter(|u| !u.is_empty()).or(file_url).context(
+        "migrate: no PostgreSQL database given: --to-postgres URL, SIEMSYNC_POSTGRES_URL, or postgres_url in the --config file",
+    )?;
     // Test builds: stop after N writes, as a kill would (the resume tests).
     #[cfg(feature = "test-hooks")]
     let exit_after_writes = std::env::var("SIEMSYNC_TEST_MIGRATE_EXIT_AFTER_WRITES")

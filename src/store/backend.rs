@@ -139,6 +139,17 @@ impl Store {
         // the shards it holds (`Store::holds`), and the lease loop hands shards over
         // as nodes come and go (lib.rs `spawn_leases`).
         store.first_round()?;
+        // After registering (see `check_no_unfinished_import`): a node must not run
+        // on a half-copied database. Refused, it leaves at once, so that the copy
+        // can be run again without waiting for its heartbeat to lapse.
+        if let Store::Postgres(n) = &store {
+            if let Err(e) = n.wait(n.pg.check_no_unfinished_import()) {
+                if let Err(left) = n.wait(n.pg.leave()) {
+                    log::warn!("postgres: leaving after the refused start failed: {left}");
+                }
+                return Err(e);
+            }
+        }
         Ok(store)
     }
 

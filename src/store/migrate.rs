@@ -15,6 +15,14 @@ const CHUNKED: &[u8] = &[2];
 /// Events converted per write.
 const PER_WRITE: usize = 10_000;
 
+/// Whether every conversion below already ran (they record it in the store).
+pub(super) fn is_current(store: &Store) -> Result<bool, StoreError> {
+    let tree = store.events()?;
+    Ok(tree.get(keys::FORMAT)?.as_deref() == Some(CHUNKED)
+        && tree.get(keys::BYTES_COUNTED)?.is_some()
+        && tree.get(keys::JOB_BYTES_COUNTED)?.is_some())
+}
+
 /// Converts every per-event audit record to chunks; returns how many events it converted.
 pub(super) fn audit_chunks(store: &Store) -> Result<u64, StoreError> {
     let tree = store.events()?;

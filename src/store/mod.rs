@@ -258,6 +258,41 @@ impl SledStore {
 
     fn open_with(dir: &Path, cache_bytes: Option<u64>) -> Result<SledStore, StoreError> {
         reseal::finish_interrupted(dir)?;
+        let store = Self::open_engine(dir, cache_bytes)?;
+        migrate::audit_chunks(&store)?;
+        migrate::stored_bytes(&store)?;
+        migrate::job_bytes(&store)?;
+        Ok(store)
+    }
+
+    /// Opens the store for reading it out (`siemsync migrate --from-sled`) without
+    /// changing anything in `dir`: sled's lock is taken first (a running service
+    /// holds it), an interrupted token reseal is not finished and an older layout
+    /// is not converted; either answers the inner `Err`, saying what to do.
+    /// sled's cache is `cache_bytes`: the copy reads each record about once.
+    pub fn open_unchanged(
+        dir: &Path,
+        cache_bytes: u64,
+    ) -> Result<Result<SledStore, String>, StoreError> {
+        let unfinished = || {
+            reseal::interrupted(dir).then(|| {
+                "a rewrite sealing its HEC tokens was interrupted: start and stop the service once with this version first".to_owned()
+            })
+        };
+        if let Some(why) = unfinished() {
+            return Ok(Err(why));
+        }
+        let store = Self::open_engine(dir, Some(cache_bytes))?;
+        if let Some(why) = unfinished() {
+            return Ok(Err(why));
+        }
+        if !migrate::is_current(&store)? {
+            return Ok(Err("it was written by an older version, whose layout this one converts when it starts: start and stop the service once with this version first".to_owned()));
+        }
+        Ok(Ok(store))
+    }
+
+    fn open_engine(dir: &Path, cache_bytes: Option<u64>) -> Result<SledStore, StoreError> {
         let engine = Engine::open(dir, cache_bytes, 0)?;
         let id_floor = id_floor(&engine.registry)?;
         let store = SledStore {
@@ -279,9 +314,6 @@ impl SledStore {
                 paced: Default::default(),
             }),
         };
-        migrate::audit_chunks(&store)?;
-        migrate::stored_bytes(&store)?;
-        migrate::job_bytes(&store)?;
         Ok(store)
     }
 

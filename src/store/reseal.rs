@@ -110,6 +110,11 @@ fn swap(dir: &Path) -> io::Result<()> {
 
 /// Finishes, or undoes, a rewrite that a crash interrupted. Runs before sled opens
 /// `dir`.
+/// Whether a rewrite left anything in `dir` that the next start finishes.
+pub(super) fn interrupted(dir: &Path) -> bool {
+    dir.join(STAGING).exists() || dir.join(ASIDE).exists()
+}
+
 pub(super) fn finish_interrupted(dir: &Path) -> Result<(), StoreError> {
     let staging = dir.join(STAGING);
     if staging.join(READY).exists() {

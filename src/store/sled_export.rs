@@ -126,6 +126,25 @@ impl SledStore {
         Ok(())
     }
 
+    /// The storage time of the account's newest audit chunk (the last in sequence
+    /// order), read without visiting the others.
+    pub fn export_newest_audit_time(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let last = self
+            .events()?
+            .scan_prefix(keys::account_prefix(keys::AUDIT, account))
+            .next_back();
+        match last {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some(Chunk::parse(&k, &v)?.ingested_at))
+            }
+        }
+    }
+
     /// The id hashes of the account's recent events (the dedup window), by chunk.
     pub fn export_audit_ids(&self, account: &AccountId) -> Result<Vec<RawIds>, StoreError> {
         let mut out = Vec::new();

@@ -39,7 +39,7 @@ fn test_env(data_dir: &Path) -> Vec<(String, String)> {
     .collect()
 }
 
-fn with_overrides(data_dir: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn with_overrides(data_dir: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut all = test_env(data_dir);
     all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     all

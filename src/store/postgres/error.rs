@@ -70,6 +70,10 @@ pub enum PgError {
     /// ids than it is copying: what, named.
     #[error("PostgreSQL already holds different data for {0}")]
     Differs(String),
+    /// `siemsync migrate --from-sled` into this database has not finished: a node
+    /// starting now would give out sequences and ids the copy is still writing.
+    #[error("a migrate from sled is under way or was interrupted: run it again to finish (siemsync migrate --from-sled DIR --to-postgres URL, the same directory); nodes start once it is done")]
+    ImportUnfinished,
     /// The schema could not be brought to this build's version.
     #[error("database schema: {0}")]
     Schema(String),

@@ -117,6 +117,27 @@ fn gaps_per_source(gaps: &[Gap]) -> Vec<Gap> {
 }
 
 impl Shared {
+    /// Whether two integration documents are the same, their HEC tokens compared
+    /// opened (a sealed one that does not open with this store's key is no match).
+    fn same_doc(
+        &self,
+        mut a: serde_json::Value,
+        mut b: serde_json::Value,
+        id: &uuid::Uuid,
+    ) -> bool {
+        let token = |doc: &mut serde_json::Value| -> Option<String> {
+            let t = doc.get_mut("hec_token")?.take();
+            let t = t.as_str()?;
+            if crate::store::secrets::is_sealed(t) {
+                self.cipher.as_ref()?.open(t, id.as_bytes()).ok()
+            } else {
+                Some(t.to_owned())
+            }
+        };
+        let (ta, tb) = (token(&mut a), token(&mut b));
+        ta.is_some() && ta == tb && a == b
+    }
+
     async fn import_integration(&self, c: &IntegrationCopy) -> Result<IntegrationCopied, PgError> {
         let it = &c.integration;
         let id = it.id;
@@ -126,13 +147,10 @@ impl Shared {
         let doc = serde_json::to_value(it).map_err(|e| PgError::Db(e.to_string()))?;
         let version = to_i64(it.version);
         let shard = self.shard_of(&id);
-        out.integrations.note(
-            insert_or_same(
-                &tx,
+        let inserted = tx
+            .execute(
                 "INSERT INTO integrations (id, account, shard, version, created_at, doc)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                "SELECT 1 FROM integrations WHERE id = $1 AND account = $2 AND shard = $3
-                   AND version = $4 AND created_at = $5 AND doc = $6",
                 &[
                     &id,
                     &it.account.as_str(),
@@ -141,10 +159,29 @@ impl Shared {
                     &it.created_at,
                     &doc,
                 ],
-                || format!("integration {id} of account {}", it.account),
             )
-            .await?,
-        );
+            .await?
+            == 1;
+        if !inserted {
+            // Compared with the HEC tokens opened: a token sealed during the copy
+            // has a fresh nonce each run.
+            // The columns compared by PostgreSQL, at its precision.
+            let row = tx
+                .query_opt(
+                    "SELECT doc, account = $2 AND shard = $3 AND version = $4 AND created_at = $5
+                     FROM integrations WHERE id = $1",
+                    &[&id, &it.account.as_str(), &shard, &version, &it.created_at],
+                )
+                .await?;
+            let same = row.is_some_and(|r| r.get(1) && self.same_doc(r.get(0), doc.clone(), &id));
+            if !same {
+                return Err(PgError::Differs(format!(
+                    "integration {id} of account {}",
+                    it.account
+                )));
+            }
+        }
+        out.integrations.note(inserted);
         if let Some(cp) = &c.checkpoint {
             out.checkpoints.note(
                 insert_or_same(
@@ -400,23 +437,189 @@ impl Shared {
     }
 }
 
+/// One account of the copy as it will be written first: its newest sequences and
+/// the storage time of its newest audit chunk.
+#[derive(Debug, Clone)]
+pub struct AccountHeads {
+    /// The account.
+    pub account: AccountId,
+    /// Its newest audit and job sequences.
+    pub heads: Heads,
+    /// Its newest audit chunk's storage time, if it has one.
+    pub audit_stored_at: Option<DateTime<Utc>>,
+}
+
+/// How a copy began: fresh, or resuming one of the same source; or not at all,
+/// because nodes are live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportStart {
+    /// These nodes are live: nothing was written.
+    NodesLive(Vec<String>),
+    /// Nothing of a copy was there.
+    Fresh,
+    /// A copy of the same source was interrupted (or finished) before.
+    Resumed,
+}
+
+/// Locks `sled_import` against a copy starting (nodes) or against nodes
+/// checking (a copy); see [`PgStore::begin_import`].
+const NODE_LOCK: &str = "LOCK TABLE sled_import IN SHARE MODE";
+const COPY_LOCK: &str = "LOCK TABLE sled_import IN SHARE ROW EXCLUSIVE MODE";
+const LIVE_NODES: &str =
+    "SELECT name FROM nodes WHERE expires_at > clock_timestamp() AND NOT stopping ORDER BY name";
+
+/// The live nodes on the database at `url`, read before anything (the schema
+/// included) is changed: none when it has no `nodes` table yet.
+pub async fn live_nodes_at(url: &str) -> Result<Vec<String>, PgError> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| PgError::Config(format!("{e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(5));
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let exists: bool = client
+        .query_one("SELECT to_regclass('nodes') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let live = if exists {
+        client
+            .query(LIVE_NODES, &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    drop(client);
+    // The connection ends with its client; its outcome says nothing more.
+    let _ = driver.await;
+    Ok(live)
+}
+
 impl PgStore {
-    /// The nodes whose heartbeat is live (not stopping): a copy must not run into a
-    /// database a node is using.
-    pub async fn live_nodes(&self) -> Result<Vec<String>, PgError> {
+    /// Refuses a node's start while a copy from sled is under way or was
+    /// interrupted. Called after the node registered: a copy checks the live nodes
+    /// after taking the lock this takes, so either the copy sees this node and
+    /// refuses, or this sees the copy's marker.
+    pub async fn check_no_unfinished_import(&self) -> Result<(), PgError> {
         self.run(|s| async move {
-            Ok(s.pool
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.batch_execute(NODE_LOCK).await?;
+            let copying = tx
+                .query_opt("SELECT 1 FROM sled_import WHERE state = 'copying'", &[])
+                .await?
+                .is_some();
+            tx.commit().await?;
+            if copying {
+                return Err(PgError::ImportUnfinished);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Starts (or resumes) a copy, before any of its data is written: refuses when
+    /// a node is live, when another source was copied here, or when any account
+    /// being copied has other newest sequences here, or (unless this same source is
+    /// resumed) any audit chunk or job; then marks the copy `copying`, so nodes
+    /// refuse to start until [`PgStore::finish_import`]. All in one transaction:
+    /// a refusal writes nothing.
+    pub async fn begin_import(
+        &self,
+        fingerprint: String,
+        accounts: Vec<AccountHeads>,
+    ) -> Result<ImportStart, PgError> {
+        self.run_write(move |s| async move {
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.batch_execute(COPY_LOCK).await?;
+            let live: Vec<String> = tx.query(LIVE_NODES, &[]).await?.iter().map(|r| r.get(0)).collect();
+            if !live.is_empty() {
+                return Ok(ImportStart::NodesLive(live));
+            }
+            let marker = tx
+                .query_opt("SELECT source_fingerprint FROM sled_import FOR UPDATE", &[])
+                .await?;
+            let start = match marker {
+                Some(row) if row.get::<_, String>(0) == fingerprint => ImportStart::Resumed,
+                Some(_) => {
+                    return Err(PgError::Differs(
+                        "the copy of another data directory (sled_import names another source)".into(),
+                    ))
+                }
+                None => ImportStart::Fresh,
+            };
+            let names: Vec<&str> = accounts.iter().map(|a| a.account.as_str()).collect();
+            for a in &accounts {
+                let row = tx
+                    .query_opt(
+                        "SELECT audit_seq, job_seq, audit_stored_at FROM account_heads WHERE account = $1",
+                        &[&a.account.as_str()],
+                    )
+                    .await?;
+                if let Some(row) = row {
+                    let same = row.get::<_, i64>(0) == to_i64(a.heads.audit)
+                        && row.get::<_, i64>(1) == to_i64(a.heads.jobs)
+                        && row.get::<_, Option<DateTime<Utc>>>(2) == a.audit_stored_at;
+                    if !same {
+                        return Err(PgError::Differs(format!(
+                            "the newest sequences of account {} (events were stored here since, or another history)",
+                            a.account
+                        )));
+                    }
+                }
+            }
+            if start == ImportStart::Fresh {
+                for (table, what) in [("audit_chunks", "audit events"), ("jobs", "jobs")] {
+                    let row = tx
+                        .query_opt(
+                            &format!("SELECT account FROM {table} WHERE account = ANY($1) LIMIT 1"),
+                            &[&names],
+                        )
+                        .await?;
+                    if let Some(row) = row {
+                        return Err(PgError::Differs(format!(
+                            "the {what} of account {}",
+                            row.get::<_, String>(0)
+                        )));
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT INTO sled_import (state, source_fingerprint, started_at)
+                 VALUES ('copying', $1, clock_timestamp())
+                 ON CONFLICT (only_row) DO UPDATE SET state = 'copying', finished_at = NULL",
+                &[&fingerprint],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(start)
+        })
+        .await
+    }
+
+    /// Marks the copy of `fingerprint` done: nodes may start.
+    pub async fn finish_import(&self, fingerprint: String) -> Result<(), PgError> {
+        self.run_write(move |s| async move {
+            let n = s
+                .pool
                 .get()
                 .await?
-                .query(
-                    "SELECT name FROM nodes WHERE expires_at > clock_timestamp() AND NOT stopping
-                     ORDER BY name",
-                    &[],
+                .execute(
+                    "UPDATE sled_import SET state = 'done', finished_at = clock_timestamp()
+                     WHERE source_fingerprint = $1",
+                    &[&fingerprint],
                 )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect())
+                .await?;
+            if n != 1 {
+                return Err(PgError::Differs(
+                    "the copy's marker (sled_import changed while copying)".into(),
+                ));
+            }
+            Ok(())
         })
         .await
     }
@@ -540,9 +743,9 @@ impl PgStore {
             .await
     }
 
-    /// Sets an account's newest sequences — written after its events, so that an
-    /// account whose heads are there was copied whole — and the storage time its
-    /// next chunks must not precede.
+    /// Sets an account's newest sequences and the storage time its next chunks
+    /// must not precede — written before its events, so that nothing can give out a
+    /// sequence the copy holds (nodes also refuse to start until the copy is done).
     pub async fn import_heads(
         &self,
         account: &AccountId,

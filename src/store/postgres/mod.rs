@@ -27,7 +27,9 @@ mod tokens;
 
 pub use audit::AuditChunk;
 pub use error::PgError;
-pub use import::{Copied, IntegrationCopied, IntegrationCopy};
+pub use import::{
+    live_nodes_at, AccountHeads, Copied, ImportStart, IntegrationCopied, IntegrationCopy,
+};
 pub use leases::{CommitRecord, Fence, Holdings, NodeInfo};
 pub use nodes::NodeView;
 pub use notify::{ControlAction, ControlEvent, ControlListener, ControlSignal, CONTROL_CHANNEL};

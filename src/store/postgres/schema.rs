@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "account_backlog_quota",
         sql: include_str!("migrations/0004_account_backlog_quota.sql"),
     },
+    Migration {
+        version: 5,
+        name: "sled_import",
+        sql: include_str!("migrations/0005_sled_import.sql"),
+    },
 ];
 
 /// The advisory lock every migrator takes (an arbitrary constant: "siemsync").
