@@ -11,7 +11,7 @@ use siemsync::model::{
     AccountId, AuditEvent, Integration, IntegrationChange, IntegrationPolicy, JobSnapshot,
 };
 use siemsync::store::postgres::{
-    schema, ControlAction, ControlSignal, Expected, PgError, PgOptions, PgStore,
+    schema, ControlAction, ControlSignal, Expected, Fence, PgError, PgOptions, PgStore,
 };
 use siemsync::store::{
     Account, Attempt, Checkpoint, IngestOutcome, PerSource, SyncError, SyncRecord, SyncResult,
@@ -472,6 +472,22 @@ async fn an_integration_changes_only_from_the_version_it_was_read_at_and_its_tok
     ));
 }
 
+/// Runs `node`'s lease rounds until it holds `shard` (another node's lease on it
+/// lapsed): its fence there.
+async fn claimed(node: &PgStore, name: &str, shard: i32) -> Fence {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(f) = node.balance().await.unwrap().fence(name, shard) {
+            return f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never claimed shard {shard}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
     let Some(url) = fresh_database() else { return };
@@ -488,14 +504,7 @@ async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
         .await
         .unwrap();
     // Node A stops renewing (paused); its lease expires and node B claims the shard.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let fence_b = loop {
-        if let Some(f) = b.balance().await.unwrap().fence("node-b", shard) {
-            break f;
-        }
-        assert!(Instant::now() < deadline, "node B never claimed the shard");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let fence_b = claimed(&b, "node-b", shard).await;
     assert!(fence_b.epoch > fence_a.epoch);
     // A wakes up and tries to commit what it posted meanwhile: refused.
     let e = a
@@ -584,14 +593,7 @@ async fn a_replay_record_written_under_a_stale_fence_is_refused_and_the_new_hold
         .unwrap();
     // Node A stops renewing (paused); node B claims the shard and resumes the
     // replay from A's record, recording its own progress.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let fence_b = loop {
-        if let Some(f) = b.balance().await.unwrap().fence("node-b", shard) {
-            break f;
-        }
-        assert!(Instant::now() < deadline, "node B never claimed the shard");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let fence_b = claimed(&b, "node-b", shard).await;
     b.put_replay_fenced(&it.account, &it.id, &json!({"after": 50}), &fence_b)
         .await
         .unwrap();
