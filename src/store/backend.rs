@@ -252,10 +252,12 @@ impl Store {
 
     /// Whether this node may post integration `id`'s events now. Always on sled. On
     /// PostgreSQL only while the last successful lease round left it holding the
-    /// integration's shard, and no longer than that round's lease lasts (see
-    /// `Held::until`): a node that lost the shard, or cannot renew, stops sending
-    /// before another node may deliver the same events — a post it sent could never
-    /// be committed, so it would be sent again without end.
+    /// integration's shard, no longer than that round's lease lasts (see
+    /// `Held::until`), and while PostgreSQL says the lease lasts a margin more
+    /// (one round trip, `PgStore::lease_lasts`): a node that lost the shard, or
+    /// cannot renew, stops sending before another node may deliver the same
+    /// events — a post it sent could never be committed, so it would be sent
+    /// again without end.
     pub fn may_post(&self, id: &Uuid) -> Result<(), StoreError> {
         let Store::Postgres(n) = self else {
             return Ok(());
@@ -273,7 +275,11 @@ impl Store {
                 "this node ({me}) could not renew its lease on shard {shard} of integration {id} in time: it sends nothing for it until a renewal succeeds"
             )));
         }
-        Ok(())
+        drop(held);
+        // And by PostgreSQL's clock, with a margin the claims respect too: this
+        // machine's view above may be stale (a pause between the round and now).
+        let fence = n.fence(id)?;
+        n.wait(n.pg.lease_lasts(&fence))
     }
 
     /// Whether this node runs integration `id`'s delivery: always on sled; on

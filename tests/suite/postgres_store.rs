@@ -681,6 +681,49 @@ async fn a_stopping_node_claims_nothing_more_and_the_others_share_without_it() {
     assert_eq!(b.balance().await.unwrap().held.len(), 256);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_stops_posting_a_margin_before_its_lease_lapses_and_no_claim_comes_before_that() {
+    let Some(url) = fresh_database() else { return };
+    // A margin of a second: far above the scheduling delays of a loaded machine.
+    let lease = Duration::from_secs(4);
+    let a = node(&url, "node-a", |o| o.lease = lease).await;
+    let b = node(&url, "node-b", |o| o.lease = lease).await;
+    let it = integration("acme");
+    a.put_integration(&it, Expected::New).await.unwrap();
+    let shard = a.shard_of(&it.id);
+    let fence_a = a.balance().await.unwrap().fence("node-a", shard).unwrap();
+    a.lease_lasts(&fence_a).await.unwrap();
+    // A stops renewing (paused): PostgreSQL refuses its posts a margin before
+    // the lease lapses...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match a.lease_lasts(&fence_a).await {
+            Ok(()) => {}
+            Err(PgError::LeaseLost { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "A's posts were never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and no other node claims the shard until a margin after it lapsed: a
+    // post A started just before the refusal has twice the margin to end.
+    wait_until("A's lease to lapse", 10, || async {
+        a.nodes()
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.name == "node-a" && n.shards == 0)
+    })
+    .await;
+    assert!(
+        b.balance().await.unwrap().fence("node-b", shard).is_none(),
+        "node B claimed the shard as soon as it lapsed"
+    );
+    let fence_b = claimed(&b, "node-b", shard).await;
+    b.lease_lasts(&fence_b).await.unwrap();
+    assert!(a.lease_lasts(&fence_a).await.is_err());
+}
+
 async fn next(l: &mut siemsync::store::postgres::ControlListener) -> ControlSignal {
     tokio::time::timeout(Duration::from_secs(1), l.recv())
         .await

@@ -101,6 +101,12 @@ pub(super) fn round_limit(lease: std::time::Duration) -> std::time::Duration {
     lease / 4
 }
 
+/// The margin between the last post under a lease and a claim of it once lapsed
+/// (see `PgStore::lease_lasts`), of a lease.
+pub(super) fn post_margin(lease: std::time::Duration) -> std::time::Duration {
+    lease / 4
+}
+
 impl Shared {
     /// Bounds the waits of the lease transaction `tx`: a lock held by a stalled
     /// transaction (another node's round, a commit of a paused node) fails this
@@ -190,6 +196,10 @@ impl Shared {
             fair_share(self.shards as usize, &live_nodes, me)
         };
         if held.len() < target {
+            // A lapsed lease is claimed only once it lapsed a margin ago: its
+            // holder started no post later than a margin before the lapse
+            // (`PgStore::lease_lasts`), so two nodes post one shard at once only
+            // for a post that outlasts twice the margin. A released one at once.
             // FOR UPDATE conflicts with the commits' key share: a shard with a
             // commit in flight is skipped, and claimed by a later round. This
             // node's own lapsed shards come first: after a cluster-wide lapse each
@@ -199,11 +209,17 @@ impl Shared {
                     "UPDATE shard_leases SET owner = $1, epoch = epoch + 1,
                        expires_at = clock_timestamp() + make_interval(secs => $2)
                      WHERE shard IN (SELECT shard FROM shard_leases
-                                     WHERE owner IS NULL OR expires_at <= clock_timestamp()
+                                     WHERE owner IS NULL
+                                        OR expires_at <= clock_timestamp() - make_interval(secs => $4)
                                      ORDER BY (owner IS NOT DISTINCT FROM $1) DESC, shard
                                      LIMIT $3 FOR UPDATE SKIP LOCKED)
                      RETURNING shard, epoch",
-                    &[me, &lease, &((target - held.len()) as i64)],
+                    &[
+                        me,
+                        &lease,
+                        &((target - held.len()) as i64),
+                        &post_margin(self.options.lease).as_secs_f64(),
+                    ],
                 )
                 .await?;
             held.extend(
@@ -274,6 +290,38 @@ impl PgStore {
             .await?;
             tx.commit().await?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Whether `fence` still holds, by PostgreSQL's clock, for at least the post
+    /// margin (a quarter of the lease): asked before every post, so a node whose
+    /// renewals are late (paused, partitioned, its rounds stuck) stops posting a
+    /// margin before the lease lapses, and another node claims it only a margin
+    /// after (`LeaseLost` otherwise). Local clocks play no part.
+    pub async fn lease_lasts(&self, fence: &Fence) -> Result<(), PgError> {
+        let fence = fence.clone();
+        let margin = post_margin(self.lease_time()).as_secs_f64();
+        self.run(move |s| async move {
+            let held = s
+                .pool
+                .get()
+                .await?
+                .query_opt(
+                    "SELECT 1 FROM shard_leases
+                     WHERE shard = $1 AND owner = $2 AND epoch = $3
+                       AND expires_at > clock_timestamp() + make_interval(secs => $4)",
+                    &[&fence.shard, &fence.node, &fence.epoch, &margin],
+                )
+                .await?;
+            match held {
+                Some(_) => Ok(()),
+                None => Err(PgError::LeaseLost {
+                    node: fence.node,
+                    shard: fence.shard,
+                    epoch: fence.epoch,
+                }),
+            }
         })
         .await
     }
