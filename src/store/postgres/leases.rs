@@ -199,7 +199,8 @@ impl Shared {
             // A lapsed lease is claimed only once it lapsed a margin ago: its
             // holder started no post later than a margin before the lapse
             // (`PgStore::lease_lasts`), so two nodes post one shard at once only
-            // for a post that outlasts twice the margin. A released one at once.
+            // for a post that outlasts twice the margin. A released one, or this
+            // node's own, at once.
             // FOR UPDATE conflicts with the commits' key share: a shard with a
             // commit in flight is skipped, and claimed by a later round. This
             // node's own lapsed shards come first: after a cluster-wide lapse each
@@ -210,6 +211,7 @@ impl Shared {
                        expires_at = clock_timestamp() + make_interval(secs => $2)
                      WHERE shard IN (SELECT shard FROM shard_leases
                                      WHERE owner IS NULL
+                                        OR (owner = $1 AND expires_at <= clock_timestamp())
                                         OR expires_at <= clock_timestamp() - make_interval(secs => $4)
                                      ORDER BY (owner IS NOT DISTINCT FROM $1) DESC, shard
                                      LIMIT $3 FOR UPDATE SKIP LOCKED)
