@@ -171,6 +171,15 @@ impl Service {
     /// batch meanwhile.
     pub async fn shutdown(mut self) -> Result<ShutdownReport, ShutdownError> {
         self.retention.ask_stop();
+        // PostgreSQL: claims nothing more while the actors wind down (a shard
+        // claimed now would only be handed back at once, its actors never run).
+        // Not waited for longer than a lease round: the rounds write it too.
+        if let Some(pg) = self.store.postgres() {
+            let marked = actix_rt::time::timeout(pg.round_limit(), pg.begin_stopping()).await;
+            if !matches!(marked, Ok(Ok(()))) {
+                log::warn!("shutting down: this node could not be marked as stopping in PostgreSQL now; it claims nothing more, and its next lease round marks it");
+            }
+        }
         self.server.stop(true).await;
         let server = match self.serving.take() {
             Some(serving) => match serving.await {
@@ -273,8 +282,15 @@ fn open_postgres(config: &Config) -> Result<Store, StartError> {
 /// its checkpoint commits stay fenced by a live lease (and, while PostgreSQL cannot
 /// be reached, its fault shows in `/healthz` until a round succeeds again). When a
 /// round changes the shards it holds, the Supervisor stops the actors of the
-/// shards lost or handed over (their posts in flight get `grace`) and starts those
-/// of the shards gained; then the surplus is released for the node short of shards.
+/// shards lost or handed over (posts in flight of a hand-over get `grace`) and
+/// starts those of the shards gained; then the surplus is released for the node
+/// short of shards.
+///
+/// The rounds run on a thread of their own, on a fixed tick (the first at once:
+/// the start-up's work since the first round may have taken a while), each within
+/// a time limit below the tick, on the store's own lease connections: nothing the
+/// Supervisor, the actix thread, the blocking pool or the busy connection pool do
+/// can make a renewal late. The hand-over runs beside the rounds.
 fn spawn_leases(
     store: &Store,
     supervisor: Addr<Supervisor>,
@@ -285,84 +301,168 @@ fn spawn_leases(
     let Some(pg) = store.postgres() else {
         return job;
     };
-    let every = pg.lease_time() / 3;
     let node = metrics::NodeLabels {
         node: pg.node_name().to_owned(),
     };
-    // This node's series exist from the start: a node that never renewed shows 0.
-    let renewed = metrics.lease_renewals.get_or_create(&node).clone();
-    let failed = metrics.lease_renewal_failures.get_or_create(&node).clone();
-    let last = metrics.last_lease_renewal.get_or_create(&node).clone();
-    // The hand-over runs inside the round's loop: its grace must leave the next
-    // renewal in time (a round's lease is trusted for three quarters of it).
-    let grace = grace.min(every / 4);
+    let renewals = LeaseCounters {
+        // This node's series exist from the start: a node that never renewed shows 0.
+        renewed: metrics.lease_renewals.get_or_create(&node).clone(),
+        failed: metrics.lease_renewal_failures.get_or_create(&node).clone(),
+        last: metrics.last_lease_renewal.get_or_create(&node).clone(),
+    };
+    // A hand-over no longer holds up a renewal, but the node short of shards
+    // waits for it: a post in flight gets at most a lease to finish.
+    let grace = grace.min(pg.lease_time());
     let store = store.clone();
-    job.spawn(move |mut stop| async move {
-        // The shards the Supervisor's actors run for (the start's first round).
-        let mut running: Option<Vec<i32>> = None;
-        loop {
-            tokio::select! {
-                _ = stop.stopped() => return,
-                _ = actix_rt::time::sleep(every) => {}
-            }
-            let s = store.clone();
-            let round = actix_web::web::block(move || s.balance_leases()).await;
-            if matches!(round, Ok(Ok(_))) {
-                renewed.inc();
-                last.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-            } else {
-                failed.inc();
-            }
-            let holdings = match round {
-                Ok(Ok(Some(h))) => h,
-                Ok(Ok(None)) => return,
-                // Another process took this node's name while its heartbeat had
-                // lapsed: this one stops delivering (`Store::may_post`) as its
-                // last renewal ages; the operator must stop one of the two.
-                Ok(Err(e @ store::StoreError::Postgres(store::postgres::PgError::NameInUse { .. }))) => {
-                    log::error!("postgres: renewing the shard leases refused: {e}; this process delivers nothing until it is the only one under its name");
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    log::warn!("postgres: renewing the shard leases failed: {e}; retrying");
-                    continue;
-                }
-                Err(e) => {
-                    log::warn!("postgres: renewing the shard leases failed: {e}");
-                    continue;
-                }
-            };
-            let kept: Vec<i32> = holdings
-                .held
-                .keys()
-                .filter(|s| !holdings.surplus.contains(s))
-                .copied()
-                .collect();
-            // The first round after the start may already differ from the one
-            // the Supervisor started from (a node joined meanwhile).
-            if running.as_ref() != Some(&kept) {
-                if supervisor.send(actors::messages::Rebalance { grace }).await.is_err() {
-                    // Shutting down: its actors are stopped already.
-                    log::debug!("postgres: the Supervisor has stopped; handing over without it");
-                }
-                running = Some(kept);
-            }
-            if !holdings.surplus.is_empty() {
-                let s = store.clone();
-                let surplus = holdings.surplus.clone();
-                match actix_web::web::block(move || s.release_shards(&surplus)).await {
-                    Ok(Ok(())) => log::info!(
-                        "postgres: handed {} shards over to the nodes short of their share",
-                        holdings.surplus.len()
+    job.spawn(move |stop| async move {
+        let (ended, done) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("siemsync-leases".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let local = tokio::task::LocalSet::new();
+                        rt.block_on(local.run_until(renew_leases(
+                            store, supervisor, grace, renewals, stop,
+                        )));
+                    }
+                    Err(e) => log::error!(
+                        "postgres: the shard leases' thread cannot run ({e}): this node's leases lapse and it delivers nothing"
                     ),
-                    // Renewed by the next round, and handed over again then.
-                    Ok(Err(e)) => log::warn!("postgres: releasing the surplus shards failed: {e}; retrying next round"),
-                    Err(e) => log::warn!("postgres: releasing the surplus shards failed: {e}"),
                 }
+                let _ = ended.send(());
+            });
+        match thread {
+            // Ends once the loop saw its stop signal.
+            Ok(_) => {
+                let _ = done.await;
             }
+            Err(e) => log::error!(
+                "postgres: the shard leases' thread cannot start ({e}): this node's leases lapse and it delivers nothing"
+            ),
         }
     });
     job
+}
+
+/// The lease rounds' counters in `/metrics`.
+struct LeaseCounters {
+    renewed: prometheus_client::metrics::counter::Counter,
+    failed: prometheus_client::metrics::counter::Counter,
+    last: metrics::FloatGauge,
+}
+
+/// The lease loop of [`spawn_leases`], on its own thread until `stop`.
+async fn renew_leases(
+    store: Store,
+    supervisor: Addr<Supervisor>,
+    grace: Duration,
+    counters: LeaseCounters,
+    mut stop: background::StopSignal,
+) {
+    let Some(pg) = store.postgres().cloned() else {
+        return;
+    };
+    let limit = pg.round_limit();
+    // A fixed tick, not a sleep after each round's work: a slow round does not
+    // push the next one later. The first tick is at once.
+    let mut tick = tokio::time::interval(pg.lease_time() / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The shards the Supervisor's actors run for: those of the first round, which
+    // the start's reconcile read.
+    let mut running = store.kept_shards();
+    let mut handing: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            _ = stop.stopped() => break,
+            _ = tick.tick() => {}
+        }
+        let round = match tokio::time::timeout(limit, store.renew_leases()).await {
+            Ok(round) => round,
+            Err(_) => Err(store::StoreError::Unavailable(format!(
+                "the round did not end within {} s",
+                limit.as_secs_f64()
+            ))),
+        };
+        if round.is_ok() {
+            counters.renewed.inc();
+            counters
+                .last
+                .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        } else {
+            counters.failed.inc();
+        }
+        let holdings = match round {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            // Another process took this node's name while its heartbeat had
+            // lapsed: this one stops delivering (`Store::may_post`) as its
+            // last renewal ages; the operator must stop one of the two.
+            Err(e @ store::StoreError::Postgres(store::postgres::PgError::NameInUse { .. })) => {
+                log::error!("postgres: renewing the shard leases refused: {e}; this process delivers nothing until it is the only one under its name");
+                continue;
+            }
+            Err(e) => {
+                log::warn!("postgres: renewing the shard leases failed: {e}; retrying");
+                continue;
+            }
+        };
+        // One hand-over at a time: the next round after it ends takes up what
+        // changed meanwhile.
+        if handing.as_ref().is_some_and(|h| !h.is_finished()) {
+            continue;
+        }
+        let kept: Vec<i32> = holdings
+            .held
+            .keys()
+            .filter(|s| !holdings.surplus.contains(s))
+            .copied()
+            .collect();
+        if running == kept && holdings.surplus.is_empty() {
+            continue;
+        }
+        let gained: Vec<i32> = kept
+            .iter()
+            .filter(|s| !running.contains(s))
+            .copied()
+            .collect();
+        let changed = running != kept;
+        running = kept;
+        let (store, supervisor, surplus) = (store.clone(), supervisor.clone(), holdings.surplus);
+        handing = Some(tokio::task::spawn_local(async move {
+            if changed
+                && supervisor
+                    .send(actors::messages::Rebalance { grace, gained })
+                    .await
+                    .is_err()
+            {
+                // Shutting down: its actors are stopped already.
+                log::debug!("postgres: the Supervisor has stopped; handing over without it");
+            }
+            if surplus.is_empty() {
+                return;
+            }
+            // Only once the actors of the surplus shards stopped (the answer above).
+            match store.release_shards(&surplus).await {
+                Ok(released) if !released.is_empty() => log::info!(
+                    "postgres: handed {} shards over to the nodes short of their share",
+                    released.len()
+                ),
+                Ok(_) => {}
+                // Renewed by the next round, and handed over again then.
+                Err(e) => log::warn!(
+                    "postgres: releasing the surplus shards failed: {e}; retrying next round"
+                ),
+            }
+        }));
+    }
+    // The shutdown hands every shard back (`Store::leave`) once this has ended.
+    if let Some(h) = handing {
+        h.abort();
+    }
 }
 
 /// PostgreSQL only: retention drops whole audit partitions (see docs/scale-out.md)

@@ -112,7 +112,8 @@ pub struct NodeLabels {
     pub node: String,
 }
 
-type FloatGauge = Gauge<f64, AtomicU64>;
+/// A gauge of seconds (or any fraction).
+pub type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric of the process, and the registry `/metrics` encodes.
 pub struct Metrics {

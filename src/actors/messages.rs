@@ -33,9 +33,11 @@ pub struct Refresh {
 pub struct Reconcile;
 
 /// Lease loop → Supervisor (PostgreSQL, after a lease round changed what this node
-/// holds): the actors of integrations whose shard it no longer holds, or hands
-/// over, finish their posts in flight within `grace` (then are stopped), and
-/// actors start for the integrations of shards it gained. Answers once the
+/// holds): the actors of integrations whose shard it hands over finish their
+/// posts in flight within `grace` (then are stopped); those of shards claimed
+/// elsewhere meanwhile stop at once; the replays of both stop (their records
+/// stay running and resume on the shard's next holder); and actors start for the
+/// integrations of the shards `gained`, and of those alone. Answers once the
 /// stopped ones are gone, so their shards can be released.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -43,6 +45,8 @@ pub struct Rebalance {
     /// How long a post in flight may take to finish before it is abandoned (sent
     /// again by the shard's next holder: at-least-once).
     pub grace: std::time::Duration,
+    /// The shards this node runs delivery for since the last `Rebalance`.
+    pub gained: Vec<i32>,
 }
 
 /// Supervisor → IntegrationActor: the stored integration changed in nothing delivery

@@ -135,6 +135,18 @@ pub fn record(store: &Store, account: &AccountId, it: &Uuid, replay: &StoredRepl
     }
 }
 
+/// Records the progress of the replay this actor runs: like [`record`], and on
+/// PostgreSQL fenced by this node's lease on the integration's shard, so that a
+/// node that lost the shard (paused, then resumed) cannot overwrite the record of
+/// the replay its new holder resumed. A refused write is logged, and the replay
+/// is stopped by the lease round that found the shard gone.
+fn record_progress(store: &Store, account: &AccountId, it: &Uuid, replay: &StoredReplay) {
+    match store.put_replay_progress(account, it, replay) {
+        Ok(()) | Err(StoreError::Gone) => {}
+        Err(e) => log::warn!("replay for integration {it}: cannot record its progress: {e}"),
+    }
+}
+
 /// Re-sends one replay window. Started by the Supervisor, which talks to it only by
 /// messages: `ObserveReplay`, `CancelReplay`, `Stop`; it tells the Supervisor
 /// `ReplayEnded` when it ends by itself, and stays to say how it ended.
@@ -259,7 +271,7 @@ impl Actor for ReplayActor {
                 }
             });
             let progress = act.snapshot();
-            record(
+            record_progress(
                 &act.store,
                 &act.it.account,
                 &act.it.id,
@@ -335,7 +347,7 @@ impl Handler<CancelReplay> for ReplayActor {
         });
         let cancelled = self.snapshot();
         // Cancelled for good: the record says so, so no restart resumes it.
-        record(
+        record_progress(
             &self.store,
             &self.it.account,
             &self.it.id,
@@ -530,7 +542,7 @@ impl Ledger for Replayed<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if snapshot.state == ReplayState::Running {
-            record(
+            record_progress(
                 self.store,
                 &self.it.account,
                 &self.it.id,

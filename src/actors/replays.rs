@@ -106,6 +106,11 @@ impl Replays {
         }
     }
 
+    /// The integrations with a replay actor.
+    pub(super) fn ids(&self) -> Vec<Uuid> {
+        self.latest.keys().copied().collect()
+    }
+
     /// Every replay actor, handed over to be wound down (shutdown).
     pub(super) fn take_all(&mut self) -> Vec<(Uuid, Handle)> {
         self.latest.drain().collect()

@@ -148,6 +148,14 @@ impl Handler<Shutdown> for Supervisor {
 impl Handler<Rebalance> for Supervisor {
     type Result = ResponseActFuture<Self, ()>;
     fn handle(&mut self, msg: Rebalance, _: &mut Context<Self>) -> Self::Result {
+        // A running replay of an integration not held here stops (its record
+        // stays running): it resumes on the shard's next holder, from its record.
+        // Also one whose integration's actor is gone already.
+        for id in self.replays.ids() {
+            if !self.store.holds(&id) {
+                self.replays.stop(&id);
+            }
+        }
         // Out of `running` at once: a change applied meanwhile finds them not held
         // and not running, and starts nothing.
         let unheld: Vec<Uuid> = self
@@ -158,19 +166,24 @@ impl Handler<Rebalance> for Supervisor {
             .collect();
         let mut actors = Vec::new();
         for id in &unheld {
-            // A running replay stops (its record stays running): it resumes on the
-            // shard's next holder, from its record.
-            self.replays.stop(id);
             if let Some(r) = self.running.remove(id) {
-                actors.push(Winding::integration(r));
+                // Handed over: this node still holds the lease, so its posts in
+                // flight get their grace. Claimed elsewhere already: the other
+                // node posts the same events now, so nothing more is sent here.
+                let grace = if self.store.hands_over(id) {
+                    msg.grace
+                } else {
+                    Duration::ZERO
+                };
+                actors.push((Winding::integration(r), grace));
             }
         }
         let metrics = self.settings.metrics.clone();
-        let grace = msg.grace;
         let all = actors
             .into_iter()
-            .map(move |a| wind_down(a, grace, metrics.clone(), "hand-over"));
-        Box::pin(join_all(all).into_actor(self).map(|stopped, act, ctx| {
+            .map(move |(a, grace)| wind_down(a, grace, metrics.clone(), "hand-over"));
+        let gained = msg.gained;
+        Box::pin(join_all(all).into_actor(self).map(move |stopped, act, ctx| {
             if !stopped.is_empty() {
                 log::info!(
                     "hand-over: {} integrations stopped here ({} finished their posts in flight, {} abandoned one)",
@@ -179,11 +192,40 @@ impl Handler<Rebalance> for Supervisor {
                     stopped.iter().filter(|a| a.outcome == WindDown::Abandoned).count(),
                 );
             }
-            // Starts the integrations of the shards gained (and of any not running).
-            if !act.shutting_down {
-                act.reconcile(ctx);
+            if !act.shutting_down && !gained.is_empty() {
+                act.start_gained(&gained, ctx);
             }
         }))
+    }
+}
+
+impl Supervisor {
+    /// Starts the integrations of the shards `gained` (those running already are
+    /// left as they are): what a hand-over changed, not a reconcile of everything.
+    fn start_gained(&mut self, gained: &[i32], ctx: &mut Context<Self>) {
+        let Some(pg) = self.store.postgres().cloned() else {
+            return;
+        };
+        let all = match self.store.all_integrations() {
+            Ok(all) => all,
+            Err(e) => {
+                // The full reconcile, retried every second, starts them.
+                log::error!("hand-over: cannot read the integrations of the shards gained ({e}); trying again every second");
+                self.reconcile_pending = true;
+                return;
+            }
+        };
+        for it in all {
+            if !gained.contains(&pg.shard_of(&it.id)) {
+                continue;
+            }
+            match self.store.is_active(&it) {
+                Ok(active) => self.apply(it, active, ctx),
+                Err(_) => {
+                    self.unsettled.insert(it.id, it.account.clone());
+                }
+            }
+        }
     }
 }
 
@@ -228,11 +270,14 @@ async fn wind_down(
     }
     // Gone before the store is flushed and the shutdown returns. One that does not
     // stop even when told (blocked outside any future) is left behind, and said so.
-    if actix_rt::time::timeout(grace, a.heartbeat.gone())
+    // At least a second: an actor stopped at once (no grace) still needs a turn
+    // of its thread to end.
+    let told = grace.max(Duration::from_secs(1));
+    if actix_rt::time::timeout(told, a.heartbeat.gone())
         .await
         .is_err()
     {
-        log::error!("{why}: {who} did not stop within {grace:?} of being told");
+        log::error!("{why}: {who} did not stop within {told:?} of being told");
     }
     ActorShutdown {
         integration: id,

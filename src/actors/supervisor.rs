@@ -61,9 +61,9 @@ pub struct Supervisor {
     pub(super) shutting_down: bool,
     /// Integrations whose stored state could not be read (a store fault): read again
     /// every second until their actors match it.
-    unsettled: HashMap<Uuid, AccountId>,
+    pub(super) unsettled: HashMap<Uuid, AccountId>,
     /// A full reconcile that could not read the store: tried again every second.
-    reconcile_pending: bool,
+    pub(super) reconcile_pending: bool,
     generation: u64,
     /// Test builds only: integrations whose replays' posts outlive their timeout.
     #[cfg(feature = "test-hooks")]
@@ -161,7 +161,7 @@ impl Supervisor {
     /// restarted, told of a version that changes nothing it does, or stopped.
     /// On PostgreSQL an integration runs only on the node holding its shard
     /// (`Store::holds`); elsewhere it counts as not active here.
-    fn apply(&mut self, it: Integration, active: bool, ctx: &mut Context<Self>) {
+    pub(super) fn apply(&mut self, it: Integration, active: bool, ctx: &mut Context<Self>) {
         if !active || !self.store.holds(&it.id) {
             self.stop(&it.id);
             return;

@@ -94,6 +94,33 @@ impl PgNode {
         self.pg.wait(f).map_err(StoreError::from)
     }
 
+    /// Takes the outcome of a lease round that began at `began` as what fences
+    /// this node's commits and posts from now on, and logs a change.
+    fn adopt(&self, began: Instant, holdings: Holdings) -> Holdings {
+        let lease = self.pg.lease_time();
+        let mut held = self.holdings.write().unwrap_or_else(|p| p.into_inner());
+        let before = &held.holdings;
+        let me = self.pg.node_name();
+        let (was, now) = (kept(before), kept(&holdings));
+        if was != now || before.live_nodes != holdings.live_nodes || held.until.is_none() {
+            let gained: Vec<i32> = now.iter().filter(|s| !was.contains(s)).copied().collect();
+            let lost: Vec<i32> = was.iter().filter(|s| !now.contains(s)).copied().collect();
+            log::info!(
+                "postgres: node {me} holds {} of {} shards (its share: {}; gained {}; lost {}; handing over {}); live nodes: {}",
+                now.len(),
+                self.pg.shards(),
+                holdings.target,
+                shard_list(&gained),
+                shard_list(&lost),
+                shard_list(&holdings.surplus),
+                holdings.live_nodes.join(", ")
+            );
+        }
+        held.holdings = holdings.clone();
+        held.until = Some(began + lease - lease / 4);
+        holdings
+    }
+
     /// The fence of integration `id`'s checkpoint commits: this node's lease on its shard.
     fn fence(&self, id: &Uuid) -> Result<Fence, StoreError> {
         let shard = self.pg.shard_of(id);
@@ -109,6 +136,15 @@ impl PgNode {
                 ))
             })
     }
+}
+
+/// The shards of `h` this node runs delivery for: held and not handed over.
+fn kept(h: &Holdings) -> Vec<i32> {
+    h.held
+        .keys()
+        .filter(|s| !h.surplus.contains(s))
+        .copied()
+        .collect()
 }
 
 /// Jobs read per round trip when `running_jobs` pages through PostgreSQL.
@@ -210,43 +246,29 @@ impl Store {
         };
         let began = Instant::now();
         let holdings = n.wait(n.pg.balance())?;
-        let lease = n.pg.lease_time();
-        let mut held = n.holdings.write().unwrap_or_else(|p| p.into_inner());
-        let before = &held.holdings;
-        let me = n.pg.node_name();
-        let kept = |h: &Holdings| -> Vec<i32> {
-            h.held
-                .keys()
-                .filter(|s| !h.surplus.contains(s))
-                .copied()
-                .collect()
+        Ok(Some(n.adopt(began, holdings)))
+    }
+
+    /// [`Store::balance_leases`] for an async caller (the lease loop): the round
+    /// runs on the store's own threads and connections, and nothing here blocks
+    /// the caller's thread.
+    pub async fn renew_leases(&self) -> Result<Option<Holdings>, StoreError> {
+        let Store::Postgres(n) = self else {
+            return Ok(None);
         };
-        let (was, now) = (kept(before), kept(&holdings));
-        if was != now || before.live_nodes != holdings.live_nodes || held.until.is_none() {
-            let gained: Vec<i32> = now.iter().filter(|s| !was.contains(s)).copied().collect();
-            let lost: Vec<i32> = was.iter().filter(|s| !now.contains(s)).copied().collect();
-            log::info!(
-                "postgres: node {me} holds {} of {} shards (its share: {}; gained {}; lost {}; handing over {}); live nodes: {}",
-                now.len(),
-                n.pg.shards(),
-                holdings.target,
-                shard_list(&gained),
-                shard_list(&lost),
-                shard_list(&holdings.surplus),
-                holdings.live_nodes.join(", ")
-            );
-        }
-        held.holdings = holdings.clone();
-        held.until = Some(began + lease - lease / 4);
-        Ok(Some(holdings))
+        let began = Instant::now();
+        let holdings = n.pg.balance().await?;
+        Ok(Some(n.adopt(began, holdings)))
     }
 
     /// Whether this node may post integration `id`'s events now. Always on sled. On
     /// PostgreSQL only while the last successful lease round left it holding the
-    /// integration's shard, and no longer than that round's lease lasts (see
-    /// `Held::until`): a node that lost the shard, or cannot renew, stops sending
-    /// before another node may deliver the same events — a post it sent could never
-    /// be committed, so it would be sent again without end.
+    /// integration's shard, no longer than that round's lease lasts (see
+    /// `Held::until`), and while PostgreSQL says the lease lasts a margin more
+    /// (one round trip, `PgStore::lease_lasts`): a node that lost the shard, or
+    /// cannot renew, stops sending before another node may deliver the same
+    /// events — a post it sent could never be committed, so it would be sent
+    /// again without end.
     pub fn may_post(&self, id: &Uuid) -> Result<(), StoreError> {
         let Store::Postgres(n) = self else {
             return Ok(());
@@ -264,7 +286,11 @@ impl Store {
                 "this node ({me}) could not renew its lease on shard {shard} of integration {id} in time: it sends nothing for it until a renewal succeeds"
             )));
         }
-        Ok(())
+        drop(held);
+        // And by PostgreSQL's clock, with a margin the claims respect too: this
+        // machine's view above may be stale (a pause between the round and now).
+        let fence = n.fence(id)?;
+        n.wait(n.pg.lease_lasts(&fence))
     }
 
     /// Whether this node runs integration `id`'s delivery: always on sled; on
@@ -280,24 +306,54 @@ impl Store {
         held.holdings.held.contains_key(&shard) && !held.holdings.surplus.contains(&shard)
     }
 
+    /// Whether this node hands integration `id`'s shard over (it still holds the
+    /// lease, beyond its share): its actor finishes its posts in flight first. An
+    /// integration of a shard not held at all was claimed elsewhere: stopped at once.
+    pub fn hands_over(&self, id: &Uuid) -> bool {
+        let Store::Postgres(n) = self else {
+            return false;
+        };
+        let shard = n.pg.shard_of(id);
+        let held = n.holdings.read().unwrap_or_else(|p| p.into_inner());
+        held.holdings.held.contains_key(&shard) && held.holdings.surplus.contains(&shard)
+    }
+
+    /// The shards this node runs delivery for (held, not handed over); empty on sled.
+    pub fn kept_shards(&self) -> Vec<i32> {
+        let Store::Postgres(n) = self else {
+            return Vec::new();
+        };
+        let held = n.holdings.read().unwrap_or_else(|p| p.into_inner());
+        kept(&held.holdings)
+    }
+
     /// Hands `shards` back (PostgreSQL), after their integrations' actors stopped:
     /// from now on this node neither posts nor commits for them, and a node short
-    /// of shards claims them on its next round. Nothing on sled.
-    pub fn release_shards(&self, shards: &[i32]) -> Result<(), StoreError> {
+    /// of shards claims them on its next round. Only those still surplus by the
+    /// latest round: one that is this node's share again (a node left meanwhile)
+    /// is kept. Nothing on sled.
+    pub async fn release_shards(&self, shards: &[i32]) -> Result<Vec<i32>, StoreError> {
         let Store::Postgres(n) = self else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        if shards.is_empty() {
-            return Ok(());
-        }
-        {
+        let shards: Vec<i32> = {
             let mut held = n.holdings.write().unwrap_or_else(|p| p.into_inner());
-            for s in shards {
+            let still: Vec<i32> = shards
+                .iter()
+                .filter(|s| held.holdings.surplus.contains(s))
+                .copied()
+                .collect();
+            for s in &still {
                 held.holdings.held.remove(s);
             }
-            held.holdings.surplus.retain(|s| !shards.contains(s));
+            held.holdings.surplus.retain(|s| !still.contains(s));
+            still
+        };
+        if shards.is_empty() {
+            return Ok(shards);
         }
-        n.wait(n.pg.release(shards))
+        n.pg.release(&shards).await?;
+        Ok(shards)
     }
 
     /// A clean stop on PostgreSQL: hands every shard back at once. Nothing on sled.
@@ -751,6 +807,25 @@ impl Store {
         match self {
             Store::Sled(s) => s.dead_letters(id, limit),
             Store::Postgres(n) => n.wait(n.pg.dead_letters(id, limit)),
+        }
+    }
+
+    /// Records the progress of a replay this node's actor runs, only while the
+    /// integration exists and, on PostgreSQL, only while this node holds the lease
+    /// on its shard (fenced like a checkpoint commit): a node that lost the shard
+    /// never overwrites the record of the replay its new holder resumed.
+    pub fn put_replay_progress(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        replay: &impl Serialize,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.put_replay(account, id, replay),
+            Store::Postgres(n) => {
+                let fence = n.fence(id)?;
+                n.wait(n.pg.put_replay_fenced(account, id, replay, &fence))
+            }
         }
     }
 

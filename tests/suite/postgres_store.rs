@@ -11,7 +11,7 @@ use siemsync::model::{
     AccountId, AuditEvent, Integration, IntegrationChange, IntegrationPolicy, JobSnapshot,
 };
 use siemsync::store::postgres::{
-    schema, ControlAction, ControlSignal, Expected, PgError, PgOptions, PgStore,
+    schema, ControlAction, ControlSignal, Expected, Fence, PgError, PgOptions, PgStore,
 };
 use siemsync::store::{
     Account, Attempt, Checkpoint, IngestOutcome, PerSource, SyncError, SyncRecord, SyncResult,
@@ -472,6 +472,22 @@ async fn an_integration_changes_only_from_the_version_it_was_read_at_and_its_tok
     ));
 }
 
+/// Runs `node`'s lease rounds until it holds `shard` (another node's lease on it
+/// lapsed): its fence there.
+async fn claimed(node: &PgStore, name: &str, shard: i32) -> Fence {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(f) = node.balance().await.unwrap().fence(name, shard) {
+            return f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never claimed shard {shard}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
     let Some(url) = fresh_database() else { return };
@@ -488,14 +504,7 @@ async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
         .await
         .unwrap();
     // Node A stops renewing (paused); its lease expires and node B claims the shard.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let fence_b = loop {
-        if let Some(f) = b.balance().await.unwrap().fence("node-b", shard) {
-            break f;
-        }
-        assert!(Instant::now() < deadline, "node B never claimed the shard");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let fence_b = claimed(&b, "node-b", shard).await;
     assert!(fence_b.epoch > fence_a.epoch);
     // A wakes up and tries to commit what it posted meanwhile: refused.
     let e = a
@@ -569,6 +578,152 @@ async fn a_lease_that_expired_unclaimed_fences_too() {
 }
 
 /// The listener's next signal, within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_record_written_under_a_stale_fence_is_refused_and_the_new_holders_stays() {
+    let Some(url) = fresh_database() else { return };
+    let short = |o: &mut PgOptions| o.lease = Duration::from_secs(1);
+    let a = node(&url, "node-a", short).await;
+    let b = node(&url, "node-b", short).await;
+    let it = integration("acme");
+    a.put_integration(&it, Expected::New).await.unwrap();
+    let shard = a.shard_of(&it.id);
+    let fence_a = a.balance().await.unwrap().fence("node-a", shard).unwrap();
+    a.put_replay_fenced(&it.account, &it.id, &json!({"after": 10}), &fence_a)
+        .await
+        .unwrap();
+    // Node A stops renewing (paused); node B claims the shard and resumes the
+    // replay from A's record, recording its own progress.
+    let fence_b = claimed(&b, "node-b", shard).await;
+    b.put_replay_fenced(&it.account, &it.id, &json!({"after": 50}), &fence_b)
+        .await
+        .unwrap();
+    // A resumes and records the progress of the replay it ran: refused.
+    let e = a
+        .put_replay_fenced(&it.account, &it.id, &json!({"after": 20}), &fence_a)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
+    let kept: Option<serde_json::Value> = b.replay(&it.id).await.unwrap();
+    assert_eq!(
+        kept,
+        Some(json!({"after": 50})),
+        "the new holder's record stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transaction_holding_the_balancing_lock_fails_a_round_within_a_fraction_of_the_lease(
+) {
+    let Some(url) = fresh_database() else { return };
+    let lease = Duration::from_secs(3);
+    let a = node(&url, "node-a", |o| o.lease = lease).await;
+    a.balance().await.unwrap();
+    // Another node's round stalled mid-transaction (paused, its connection alive),
+    // holding the lock every round takes first ("siemleas").
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(8316289707560755571)")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let e = a.balance().await.unwrap_err();
+    let took = started.elapsed();
+    eprintln!("the round gave up after {took:?}: {e}");
+    assert!(matches!(e, PgError::Busy(_)), "{e}");
+    assert!(
+        took < lease / 3,
+        "the round waited {took:?}, not less than the renewal period {:?}",
+        lease / 3
+    );
+    // Its leases held meanwhile; the next round after the stall ends renews them.
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(a.balance().await.unwrap().held.len(), 256);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_claims_nothing_more_and_the_others_share_without_it() {
+    let Some(url) = fresh_database() else { return };
+    let short = |o: &mut PgOptions| o.lease = Duration::from_secs(2);
+    let a = node(&url, "node-a", short).await;
+    let b = node(&url, "node-b", short).await;
+    // B alone takes every shard; A joins and B hands half over.
+    assert_eq!(b.balance().await.unwrap().held.len(), 256);
+    assert_eq!(a.balance().await.unwrap().held.len(), 0);
+    let surplus = b.balance().await.unwrap().surplus;
+    assert_eq!(surplus.len(), 128);
+    b.release(&surplus).await.unwrap();
+    assert_eq!(a.balance().await.unwrap().held.len(), 128);
+    // A begins to shut down: its rounds keep what it holds (its actors still wind
+    // down) but claim nothing, and it is not among the live nodes any more.
+    a.begin_stopping().await.unwrap();
+    let held_b = b.balance().await.unwrap();
+    assert_eq!(held_b.live_nodes, vec!["node-b".to_owned()]);
+    assert_eq!(held_b.target, 256);
+    assert_eq!(held_b.held.len(), 128, "A's shards are A's until it leaves");
+    let held_a = a.balance().await.unwrap();
+    assert_eq!(held_a.held.len(), 128, "its own renewed");
+    assert!(
+        held_a.surplus.is_empty(),
+        "nothing handed over while stopping"
+    );
+    let node_a = a
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name == "node-a")
+        .unwrap();
+    assert!(node_a.stopping, "{node_a:?}");
+    a.leave().await.unwrap();
+    assert_eq!(b.balance().await.unwrap().held.len(), 256);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_stops_posting_a_margin_before_its_lease_lapses_and_no_claim_comes_before_that() {
+    let Some(url) = fresh_database() else { return };
+    // A margin of a second: far above the scheduling delays of a loaded machine.
+    let lease = Duration::from_secs(4);
+    let a = node(&url, "node-a", |o| o.lease = lease).await;
+    let b = node(&url, "node-b", |o| o.lease = lease).await;
+    let it = integration("acme");
+    a.put_integration(&it, Expected::New).await.unwrap();
+    let shard = a.shard_of(&it.id);
+    let fence_a = a.balance().await.unwrap().fence("node-a", shard).unwrap();
+    a.lease_lasts(&fence_a).await.unwrap();
+    // A stops renewing (paused): PostgreSQL refuses its posts a margin before
+    // the lease lapses...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match a.lease_lasts(&fence_a).await {
+            Ok(()) => {}
+            Err(PgError::LeaseLost { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "A's posts were never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and no other node claims the shard until a margin after it lapsed: a
+    // post A started just before the refusal has twice the margin to end.
+    wait_until("A's lease to lapse", 10, || async {
+        a.nodes()
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.name == "node-a" && n.shards == 0)
+    })
+    .await;
+    assert!(
+        b.balance().await.unwrap().fence("node-b", shard).is_none(),
+        "node B claimed the shard as soon as it lapsed"
+    );
+    let fence_b = claimed(&b, "node-b", shard).await;
+    b.lease_lasts(&fence_b).await.unwrap();
+    assert!(a.lease_lasts(&fence_a).await.is_err());
+}
+
 async fn next(l: &mut siemsync::store::postgres::ControlListener) -> ControlSignal {
     tokio::time::timeout(Duration::from_secs(1), l.recv())
         .await

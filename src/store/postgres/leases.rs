@@ -94,13 +94,42 @@ pub struct CommitRecord {
 /// "siemleas"; the migrations take another).
 const BALANCE_LOCK: i64 = 0x7369_656d_6c65_6173;
 
+/// How long one lease round (or hand-back) may take, of a lease: below the third
+/// between two rounds, so that a round stuck behind a lock or a slow server gives
+/// up and the next one starts on time instead of every node's rounds queuing.
+pub(super) fn round_limit(lease: std::time::Duration) -> std::time::Duration {
+    lease / 4
+}
+
+/// The margin between the last post under a lease and a claim of it once lapsed
+/// (see `PgStore::lease_lasts`), of a lease.
+pub(super) fn post_margin(lease: std::time::Duration) -> std::time::Duration {
+    lease / 4
+}
+
 impl Shared {
+    /// Bounds the waits of the lease transaction `tx`: a lock held by a stalled
+    /// transaction (another node's round, a commit of a paused node) fails this
+    /// round after a fraction of it instead of freezing it, and the next round
+    /// tries again; the whole round and any idle time in it stay within its limit.
+    async fn bounded(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), PgError> {
+        let limit = round_limit(self.options.lease).as_millis().max(1);
+        let lock = (self.options.lease / 9).as_millis().max(1);
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = {limit};
+             SET LOCAL idle_in_transaction_session_timeout = {limit}"
+        ))
+        .await?;
+        Ok(())
+    }
+
     async fn balance(&self) -> Result<Holdings, PgError> {
         let me = &self.options.node_name;
         let lease = self.options.lease.as_secs_f64();
         let instance = self.instance.to_string();
-        let mut client = self.pool.get().await?;
+        let mut client = self.lease_pool.get().await?;
         let tx = client.transaction().await?;
+        self.bounded(&tx).await?;
         // Rounds take turns, across all nodes: at READ COMMITTED two nodes starting
         // at once would each miss the other's uncommitted row and both pass the
         // second-node guard. Held until this transaction ends.
@@ -122,20 +151,26 @@ impl Shared {
                 lease_secs: self.options.lease.as_secs_f64(),
             });
         }
+        // A node shutting down stays `stopping` while it renews what it holds
+        // until it hands everything back: it claims nothing more, and the others
+        // share the shards without it.
+        let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
         tx.execute(
-            "INSERT INTO nodes (name, started_at, heartbeat_at, expires_at, info)
+            "INSERT INTO nodes (name, started_at, heartbeat_at, expires_at, info, stopping)
              VALUES ($1, clock_timestamp(), clock_timestamp(), clock_timestamp() + make_interval(secs => $2),
-                     jsonb_build_object('instance', $3::text))
+                     jsonb_build_object('instance', $3::text), $4)
              ON CONFLICT (name) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
-               expires_at = excluded.expires_at, stopping = false,
+               expires_at = excluded.expires_at, stopping = excluded.stopping,
                info = nodes.info || excluded.info,
                started_at = CASE WHEN nodes.stopping OR nodes.expires_at < clock_timestamp()
                                  THEN excluded.started_at ELSE nodes.started_at END",
-            &[me, &lease, &instance],
+            &[me, &lease, &instance, &stopping],
         )
         .await?;
         // An expired lease is not renewed: another node may have claimed it. It is
-        // claimed again below, with a new epoch, if it is still free.
+        // claimed again below, with a new epoch, if it is still free. The renewal
+        // changes no key column: it does not wait for the commits in flight, which
+        // key-share-lock the row (registry.rs `fenced`).
         let mut held: BTreeMap<i32, i64> = tx
             .query(
                 "UPDATE shard_leases SET expires_at = clock_timestamp() + make_interval(secs => $2)
@@ -155,17 +190,38 @@ impl Shared {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let target = fair_share(self.shards as usize, &live_nodes, me);
+        let target = if stopping {
+            held.len()
+        } else {
+            fair_share(self.shards as usize, &live_nodes, me)
+        };
         if held.len() < target {
+            // A lapsed lease is claimed only once it lapsed a margin ago: its
+            // holder started no post later than a margin before the lapse
+            // (`PgStore::lease_lasts`), so two nodes post one shard at once only
+            // for a post that outlasts twice the margin. A released one, or this
+            // node's own, at once.
+            // FOR UPDATE conflicts with the commits' key share: a shard with a
+            // commit in flight is skipped, and claimed by a later round. This
+            // node's own lapsed shards come first: after a cluster-wide lapse each
+            // node gets back what it ran.
             let claimed = tx
                 .query(
                     "UPDATE shard_leases SET owner = $1, epoch = epoch + 1,
                        expires_at = clock_timestamp() + make_interval(secs => $2)
                      WHERE shard IN (SELECT shard FROM shard_leases
-                                     WHERE owner IS NULL OR expires_at <= clock_timestamp()
-                                     ORDER BY shard LIMIT $3 FOR UPDATE SKIP LOCKED)
+                                     WHERE owner IS NULL
+                                        OR (owner = $1 AND expires_at <= clock_timestamp())
+                                        OR expires_at <= clock_timestamp() - make_interval(secs => $4)
+                                     ORDER BY (owner IS NOT DISTINCT FROM $1) DESC, shard
+                                     LIMIT $3 FOR UPDATE SKIP LOCKED)
                      RETURNING shard, epoch",
-                    &[me, &lease, &((target - held.len()) as i64)],
+                    &[
+                        me,
+                        &lease,
+                        &((target - held.len()) as i64),
+                        &post_margin(self.options.lease).as_secs_f64(),
+                    ],
                 )
                 .await?;
             held.extend(
@@ -223,13 +279,74 @@ impl PgStore {
     pub async fn release(&self, shards: &[i32]) -> Result<(), PgError> {
         let shards = shards.to_vec();
         self.run_write(move |s| async move {
-            s.pool
+            let mut client = s.lease_pool.get().await?;
+            let tx = client.transaction().await?;
+            s.bounded(&tx).await?;
+            // Locked FOR UPDATE: a commit in flight (key share) ends first.
+            tx.execute(
+                "UPDATE shard_leases SET owner = NULL, expires_at = NULL
+                 WHERE owner = $1 AND shard IN (SELECT shard FROM shard_leases
+                   WHERE owner = $1 AND shard = ANY($2) FOR UPDATE)",
+                &[&s.options.node_name, &shards],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether `fence` still holds, by PostgreSQL's clock, for at least the post
+    /// margin (a quarter of the lease): asked before every post, so a node whose
+    /// renewals are late (paused, partitioned, its rounds stuck) stops posting a
+    /// margin before the lease lapses, and another node claims it only a margin
+    /// after (`LeaseLost` otherwise). Local clocks play no part.
+    pub async fn lease_lasts(&self, fence: &Fence) -> Result<(), PgError> {
+        let fence = fence.clone();
+        let margin = post_margin(self.lease_time()).as_secs_f64();
+        self.run(move |s| async move {
+            let held = s
+                .pool
+                .get()
+                .await?
+                .query_opt(
+                    "SELECT 1 FROM shard_leases
+                     WHERE shard = $1 AND owner = $2 AND epoch = $3
+                       AND expires_at > clock_timestamp() + make_interval(secs => $4)",
+                    &[&fence.shard, &fence.node, &fence.epoch, &margin],
+                )
+                .await?;
+            match held {
+                Some(_) => Ok(()),
+                None => Err(PgError::LeaseLost {
+                    node: fence.node,
+                    shard: fence.shard,
+                    epoch: fence.epoch,
+                }),
+            }
+        })
+        .await
+    }
+
+    /// How long one lease round may take before it is given up.
+    pub fn round_limit(&self) -> std::time::Duration {
+        round_limit(self.lease_time())
+    }
+
+    /// The start of a clean stop: from now on this node claims no shard and its row
+    /// says `stopping` (the other nodes share the shards without it); its rounds
+    /// still renew what it holds until [`PgStore::leave`] hands it back.
+    pub async fn begin_stopping(&self) -> Result<(), PgError> {
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.run_write(|s| async move {
+            s.lease_pool
                 .get()
                 .await?
                 .execute(
-                    "UPDATE shard_leases SET owner = NULL, expires_at = NULL
-                     WHERE owner = $1 AND shard = ANY($2)",
-                    &[&s.options.node_name, &shards],
+                    "UPDATE nodes SET stopping = true WHERE name = $1 AND info->>'instance' = $2",
+                    &[&s.options.node_name, &s.instance.to_string()],
                 )
                 .await?;
             Ok(())
@@ -241,8 +358,9 @@ impl PgStore {
     /// the others take over without waiting for the leases to expire.
     pub async fn leave(&self) -> Result<(), PgError> {
         self.run_write(|s| async move {
-            let mut client = s.pool.get().await?;
+            let mut client = s.lease_pool.get().await?;
             let tx = client.transaction().await?;
+            s.bounded(&tx).await?;
             let me = &s.options.node_name;
             // Only this process's own row and leases: a process refused under a
             // live node's name must not hand that node's shards away.
@@ -256,8 +374,11 @@ impl PgStore {
             if mine == 0 {
                 return Ok(());
             }
+            // Locked FOR UPDATE: the commits in flight (key share) end first.
             tx.execute(
-                "UPDATE shard_leases SET owner = NULL, expires_at = NULL WHERE owner = $1",
+                "UPDATE shard_leases SET owner = NULL, expires_at = NULL
+                 WHERE owner = $1 AND shard IN (SELECT shard FROM shard_leases
+                   WHERE owner = $1 FOR UPDATE)",
                 &[me],
             )
             .await?;

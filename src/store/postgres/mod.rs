@@ -104,6 +104,8 @@ pub struct PgStore {
 /// from one of its own tasks).
 struct Shared {
     pool: Pool,
+    /// The lease rounds' own connections (see `connect`).
+    lease_pool: Pool,
     /// The parsed URL, for the control listener's own connection.
     config: tokio_postgres::Config,
     options: PgOptions,
@@ -117,6 +119,8 @@ struct Shared {
     shards: i32,
     /// Why PostgreSQL cannot take writes right now, while it cannot.
     fault: Mutex<Option<String>>,
+    /// Set once a shutdown began: the lease rounds claim nothing more.
+    stopping: std::sync::atomic::AtomicBool,
     /// This process's own id in its `nodes` row (random per connect): a second
     /// process under the same name is told apart from this one and refused.
     instance: Uuid,
@@ -153,48 +157,18 @@ impl PgStore {
         // kernel instead of hanging a query until the operation timeout.
         config.keepalives_idle(Duration::from_secs(10));
         config.tcp_user_timeout(Duration::from_secs(10));
-        // A transaction this node leaves idle (the process paused by SIGSTOP or a
-        // stall between two statements, its connection alive) would keep its locks
-        // for as long as the pause: a lease row share-locked by a commit, which the
-        // other nodes' claims skip, or the balancing lock, which their rounds wait
-        // for. PostgreSQL ends such a session after a lease (at least 5 s, well
-        // above any pause between a live node's statements), so a paused node holds
-        // up the hand-over of its shards by that much at most.
-        let idle = options.lease.max(Duration::from_secs(5));
-        let setting = format!(
-            "-c idle_in_transaction_session_timeout={}",
-            idle.as_millis()
-        );
-        let merged = match config.get_options() {
-            Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {setting}"),
-            _ => setting,
-        };
-        config.options(&merged);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.threads.max(1))
             .thread_name("siemsync-pg")
             .enable_all()
             .build()
             .map_err(|e| PgError::Config(format!("cannot start the store's threads: {e}")))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                // A connection that lost its server is closed; that is all a pooled
-                // connection needs to be checked for (a read-only server never
-                // keeps a connection made to a writable one).
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let timeout = Some(options.op_timeout);
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(1))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(timeout)
-            .create_timeout(timeout)
-            .recycle_timeout(timeout)
-            .build()
-            .map_err(|e| PgError::Config(e.to_string()))?;
+        let pool = build_pool(&config, &options, options.pool_size.max(1))?;
+        // The lease rounds, hand-backs and the leave have connections of their own:
+        // a pool busy with delivery (or exhausted by a stall) must not hold up the
+        // renewal that keeps this node's leases, and so its delivery, alive. Two:
+        // a hand-back runs beside the next round.
+        let lease_pool = build_pool(&config, &options, 2)?;
         let cipher = options.secret_key.as_deref().map(TokenCipher::new);
         let recent = Mutex::new(RecentIds::new(options.dedup_window));
         let runtime = Runtime(Some(runtime));
@@ -210,6 +184,7 @@ impl PgStore {
                 drop(client);
                 let shared = Shared {
                     pool,
+                    lease_pool,
                     config,
                     options,
                     cipher,
@@ -217,6 +192,7 @@ impl PgStore {
                     partitions: Mutex::new(Default::default()),
                     shards: i32::try_from(shards).unwrap_or(i32::MAX).max(1),
                     fault: Mutex::new(None),
+                    stopping: Default::default(),
                     instance: Uuid::new_v4(),
                 };
                 shared.ensure_partitions(chrono::Utc::now()).await?;
@@ -370,6 +346,7 @@ impl Shared {
         if reason.is_some() {
             // Idle connections may point at a server that is gone or read-only now.
             self.pool.retain(|_, _| false);
+            self.lease_pool.retain(|_, _| false);
         }
         let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
         match (&*fault, &reason) {
@@ -389,6 +366,51 @@ impl Shared {
     fn recent(&self) -> std::sync::MutexGuard<'_, RecentIds> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A pool of at most `size` connections to `config`, each set up as every session
+/// of this store must be.
+fn build_pool(
+    config: &tokio_postgres::Config,
+    options: &PgOptions,
+    size: usize,
+) -> Result<Pool, PgError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            // A connection that lost its server is closed; that is all a pooled
+            // connection needs to be checked for (a read-only server never
+            // keeps a connection made to a writable one).
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    // A transaction this node leaves idle (the process paused by SIGSTOP or a
+    // stall between two statements, its connection alive) would keep its locks for
+    // as long as the pause: a lease row key-share-locked by a commit, which the
+    // other nodes' claims skip, or the balancing lock, which their rounds wait for.
+    // PostgreSQL ends such a session after a lease (at least 5 s, well above any
+    // pause between a live node's statements), so a paused node holds up the
+    // hand-over of its shards by that much at most. Set with `SET` once the
+    // session is made, not as a startup option, which connection poolers refuse.
+    let idle = options.lease.max(Duration::from_secs(5)).as_millis();
+    let timeout = Some(options.op_timeout);
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(timeout)
+        .create_timeout(timeout)
+        .recycle_timeout(timeout)
+        .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+            Box::pin(async move {
+                client
+                    .batch_execute(&format!("SET idle_in_transaction_session_timeout = {idle}"))
+                    .await
+                    .map_err(deadpool_postgres::HookError::Backend)
+            })
+        }))
+        .build()
+        .map_err(|e| PgError::Config(e.to_string()))
 }
 
 /// Polls `f` on this thread, parked between wake-ups: for futures whose work runs

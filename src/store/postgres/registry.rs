@@ -233,14 +233,16 @@ async fn fenced(
     id: Uuid,
     fence: &Fence,
 ) -> Result<(), PgError> {
-    // The lease row is share-locked until the commit: a node claiming the shard
-    // waits for this commit to end, and a commit after a claim sees the new
-    // epoch. Either way no two owners ever commit for one shard at once.
+    // The lease row is key-share-locked until the commit: a node claiming (or
+    // handing back) the shard locks it FOR UPDATE and so waits for this commit to
+    // end (or skips the shard), and a commit after a claim sees the new epoch.
+    // Either way no two owners ever commit for one shard at once. The holder's
+    // renewals change no key column and are not held up by its commits.
     let held = tx
         .query_opt(
             "SELECT 1 FROM shard_leases
                  WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
-                 FOR SHARE",
+                 FOR KEY SHARE",
             &[&fence.shard, &fence.node, &fence.epoch],
         )
         .await?;
@@ -708,6 +710,34 @@ impl PgStore {
                 .iter()
                 .map(|r| r.get(0))
                 .collect())
+        })
+        .await
+    }
+
+    /// Records a replay's progress as its running actor does, fenced like a
+    /// checkpoint commit: only while `fence` still holds (`LeaseLost` otherwise),
+    /// so a node that lost the shard (paused, then resumed) never overwrites the
+    /// progress of the replay its new holder resumed.
+    pub async fn put_replay_fenced(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        replay: &impl Serialize,
+        fence: &Fence,
+    ) -> Result<(), PgError> {
+        let (account, id, doc, fence) = (account.clone(), *id, to_doc(replay), fence.clone());
+        self.run_write(move |s| async move {
+            let mut client = s.pool.get().await?;
+            let tx = client.transaction().await?;
+            fenced(&tx, &account, id, &fence).await?;
+            tx.execute(
+                "INSERT INTO replays (integration, doc) VALUES ($1, $2)
+                 ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc",
+                &[&id, &doc],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
         })
         .await
     }
