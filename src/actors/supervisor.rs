@@ -52,6 +52,12 @@ pub struct Supervisor {
     pub(super) running: HashMap<Uuid, Running>,
     /// Unexpected stops per integration, for the restart back-off.
     crashes: HashMap<Uuid, u32>,
+    /// Integrations whose actor ended unexpectedly and waits out its back-off:
+    /// the config it ran, and the number of the restart due. A re-read or a
+    /// change that leaves the delivery config as it was does not start it early
+    /// (a crashing actor would otherwise restart at every re-read); one that
+    /// changes the delivery config does, as the change may be the cure.
+    restarting: HashMap<Uuid, (Integration, u64)>,
     /// Replays stopped as stuck or vanished since they last ended normally, per
     /// integration: their resumption backs off like an actor's restart.
     pub(super) replay_crashes: HashMap<Uuid, u32>,
@@ -91,6 +97,7 @@ impl Supervisor {
             threads,
             running: HashMap::new(),
             crashes: HashMap::new(),
+            restarting: HashMap::new(),
             replay_crashes: HashMap::new(),
             restarts: HashMap::new(),
             shutting_down: false,
@@ -166,6 +173,14 @@ impl Supervisor {
             self.stop(&it.id);
             return;
         }
+        if let Some((crashed, _)) = self.restarting.get_mut(&it.id) {
+            if !crashed.delivery_differs(&it) {
+                // Started when its back-off ends, as stored then.
+                *crashed = it;
+                return;
+            }
+            self.restarting.remove(&it.id);
+        }
         match self.running.get_mut(&it.id) {
             Some(r) if !r.config.delivery_differs(&it) => {
                 if r.config.version != it.version {
@@ -202,6 +217,7 @@ impl Supervisor {
                 self.unsettled.remove(&id);
                 self.forget(&id);
                 self.crashes.remove(&id);
+                self.restarting.remove(&id);
                 self.restarts.remove(&id);
             }
             Err(e) => {
@@ -548,9 +564,17 @@ impl Supervisor {
         );
         let id = r.config.id;
         let account = r.config.account.clone();
+        self.generation += 1;
+        let due = self.generation;
+        self.restarting.insert(id, (r.config, due));
         ctx.run_later(delay, move |act, ctx| {
-            // Started again meanwhile by a change; otherwise as stored now (it may have
-            // changed, been disabled or deleted meanwhile).
+            // Started again meanwhile by a change of its delivery config (or ended
+            // and waiting for a later restart): nothing to do. Otherwise as stored
+            // now (it may have changed, been disabled or deleted meanwhile).
+            if act.restarting.get(&id).is_none_or(|(_, d)| *d != due) {
+                return;
+            }
+            act.restarting.remove(&id);
             if !act.running.contains_key(&id) {
                 act.refresh(&account, id, ctx);
             }
