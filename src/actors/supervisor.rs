@@ -397,6 +397,71 @@ impl Handler<Refresh> for Supervisor {
     }
 }
 
+impl Handler<Reread> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Reread, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let running: HashMap<Uuid, (AccountId, u64)> = self
+            .running
+            .iter()
+            .map(|(id, r)| (*id, (r.config.account.clone(), r.config.version)))
+            .collect();
+        let store = &self.store;
+        let stale = differing(&running, &self.restarting, &msg.stamps, |id| {
+            store.holds(id)
+        });
+        if stale.is_empty() {
+            return;
+        }
+        log::info!(
+            "control re-read: {} of {} integrations differ from what runs here; reading them again",
+            stale.len(),
+            msg.stamps.len()
+        );
+        for (account, id) in stale {
+            self.refresh(&account, id, ctx);
+        }
+    }
+}
+
+/// The integrations a re-read found differing from the actors running here
+/// (`running`: id → account and version): stored at another version, to be started (active,
+/// shard held) or stopped (inactive, shard not held), or no longer stored. Those
+/// waiting out a restart back-off (`restarting`) are left to it.
+fn differing<T>(
+    running: &HashMap<Uuid, (AccountId, u64)>,
+    restarting: &HashMap<Uuid, T>,
+    stamps: &[crate::store::postgres::IntegrationStamp],
+    holds: impl Fn(&Uuid) -> bool,
+) -> Vec<(AccountId, Uuid)> {
+    let mut stale = Vec::new();
+    let mut stored = std::collections::HashSet::with_capacity(stamps.len());
+    for s in stamps {
+        stored.insert(s.id);
+        if restarting.contains_key(&s.id) {
+            continue;
+        }
+        let wanted = s.active && holds(&s.id);
+        let differs = match running.get(&s.id) {
+            Some((_, version)) => !wanted || *version != s.version,
+            None => wanted,
+        };
+        if differs {
+            stale.push((s.account.clone(), s.id));
+        }
+    }
+    // Running but no longer stored: deleted (the Refresh finds it gone).
+    stale.extend(
+        running
+            .iter()
+            .filter(|(id, _)| !stored.contains(id))
+            .map(|(id, (account, _))| (account.clone(), *id)),
+    );
+    stale
+}
+
 impl Handler<Reconcile> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: Reconcile, ctx: &mut Context<Self>) {
@@ -579,5 +644,60 @@ impl Supervisor {
                 act.refresh(&account, id, ctx);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::postgres::IntegrationStamp;
+
+    fn stamp(id: Uuid, version: u64, active: bool) -> IntegrationStamp {
+        IntegrationStamp {
+            id,
+            account: AccountId::parse("acme").unwrap(),
+            version,
+            active,
+        }
+    }
+
+    #[test]
+    fn a_re_read_refreshes_only_the_integrations_that_differ_from_what_runs() {
+        let ids: Vec<Uuid> = (0..9).map(|_| Uuid::new_v4()).collect();
+        let acme = AccountId::parse("acme").unwrap();
+        let run = |v: u64| (acme.clone(), v);
+        // 0: unchanged; 1: changed; 2: disabled; 3: new and active; 4: new and
+        // inactive; 5: deleted; 6: shard not held here; 7: waiting out its
+        // restart back-off, stored at a new version meanwhile; 8: unchanged.
+        let running: HashMap<Uuid, (AccountId, u64)> = [
+            (ids[0], run(3)),
+            (ids[1], run(3)),
+            (ids[2], run(3)),
+            (ids[5], run(1)),
+            (ids[6], run(2)),
+            (ids[8], run(1)),
+        ]
+        .into_iter()
+        .collect();
+        let restarting: HashMap<Uuid, ()> = [(ids[7], ())].into_iter().collect();
+        let stamps = vec![
+            stamp(ids[0], 3, true),
+            stamp(ids[1], 4, true),
+            stamp(ids[2], 4, false),
+            stamp(ids[3], 1, true),
+            stamp(ids[4], 1, false),
+            stamp(ids[6], 2, true),
+            stamp(ids[7], 5, true),
+            stamp(ids[8], 1, true),
+        ];
+        let not_held = ids[6];
+        let mut stale: Vec<Uuid> = differing(&running, &restarting, &stamps, |id| *id != not_held)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        stale.sort();
+        let mut want = vec![ids[1], ids[2], ids[3], ids[5], ids[6]];
+        want.sort();
+        assert_eq!(stale, want);
     }
 }

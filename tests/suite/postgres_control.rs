@@ -41,6 +41,11 @@ struct Setup {
 }
 
 async fn setup(sync_interval: &str) -> Option<Setup> {
+    setup_with(sync_interval, "3600").await
+}
+
+/// `setup` with the control re-read every `reread` seconds.
+async fn setup_with(sync_interval: &str, reread: &str) -> Option<Setup> {
     let pg_env = siemsync::testkit::service::Backend::Postgres.env()?;
     let url = pg_env
         .iter()
@@ -53,7 +58,7 @@ async fn setup(sync_interval: &str) -> Option<Setup> {
         .collect();
     env.push(("SIEMSYNC_SYNC_INTERVAL_SECS", sync_interval));
     env.push(("SIEMSYNC_TIMING_RETRY_BACKOFF_BASE_SECS", "0.1"));
-    env.push(("SIEMSYNC_TIMING_CONTROL_REREAD_SECS", "3600"));
+    env.push(("SIEMSYNC_TIMING_CONTROL_REREAD_SECS", reread));
     let dir = tempfile::tempdir().unwrap();
     let svc = Siemsync::start(dir.path(), &env);
     let api = svc.api();
@@ -454,6 +459,49 @@ async fn an_account_switched_off_and_on_on_another_node_stops_and_starts_its_int
     eventually(
         PROMPT,
         "the waiting events delivered once switched on",
+        || audit_ids(&s.hec.events()).len() >= 10,
+    )
+    .await;
+}
+
+/// Runs `sql` on the test database directly: a change no node announces.
+async fn sql(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = actix_rt::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+}
+
+#[actix_rt::test]
+async fn a_periodic_re_read_applies_a_change_nobody_announced() {
+    let Some(s) = setup_with("0.25", "1").await else {
+        return;
+    };
+    s.refused_and_retried().await;
+    sql(
+        &s.url,
+        "UPDATE accounts SET siem_enabled = false WHERE account = 'acme'",
+    )
+    .await;
+    settles(
+        T,
+        Duration::from_secs(2),
+        "no more posts after the account was switched off in the database",
+        || s.hec.posts_arrived(),
+    )
+    .await;
+    s.hec.set_behaviour(Behaviour::Normal);
+    sql(
+        &s.url,
+        "UPDATE accounts SET siem_enabled = true WHERE account = 'acme'",
+    )
+    .await;
+    eventually(
+        T,
+        "the waiting events delivered once switched on in the database",
         || audit_ids(&s.hec.events()).len() >= 10,
     )
     .await;

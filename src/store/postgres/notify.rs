@@ -81,6 +81,11 @@ impl ControlListener {
     pub async fn recv(&mut self) -> Option<ControlSignal> {
         self.rx.recv().await
     }
+
+    /// A signal already queued, if any, without waiting.
+    pub fn try_recv(&mut self) -> Option<ControlSignal> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Drop for ControlListener {
