@@ -10,6 +10,8 @@
 //! - an account's SIEM feature switched (`PUT /api/v1/accounts/{a}`) → `Refresh` of
 //!   each of its integrations: started or stopped as the switch says.
 //! - Sync now → `SyncNow`: acted on only where the integration's actor runs.
+//!
+//! Only the node holding the event's shard acts on it; the others drop it.
 //! - a replay asked for or cancelled on a node that does not run the integration
 //!   (stored in its replay record) → `ReplayChanged`: where the integration runs,
 //!   its replay starts or stops as the record says.
@@ -41,6 +43,7 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
     };
     let mut listener = pg.listen();
     let pg = pg.clone();
+    let store = store.clone();
     let (publisher_pg, publisher_supervisor) = (pg.clone(), supervisor.clone());
     job.spawn(move |mut stop| async move {
         let mut reread_at = actix_rt::time::interval(reread);
@@ -68,7 +71,7 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
             while let Some(signal) = next {
                 match signal {
                     ControlSignal::Listening => reconnected = true,
-                    ControlSignal::Event(e) => pass_on(e, &supervisor),
+                    ControlSignal::Event(e) => pass_on(e, &store, &supervisor),
                 }
                 next = listener.try_recv();
             }
@@ -148,8 +151,13 @@ async fn publish(
     }
 }
 
-/// Hands one control event to the Supervisor, as the local API would.
-fn pass_on(e: ControlEvent, supervisor: &Addr<Supervisor>) {
+/// Hands one control event to the Supervisor, as the local API would; only on the
+/// node holding the integration's shard, the one that runs it (a node that gains
+/// the shard later reads the integration as stored then).
+fn pass_on(e: ControlEvent, store: &Store, supervisor: &Addr<Supervisor>) {
+    if !store.holds(&e.integration) {
+        return;
+    }
     log::debug!(
         "postgres: control change of integration {}: {:?}",
         e.integration,

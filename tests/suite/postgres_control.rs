@@ -506,3 +506,43 @@ async fn a_periodic_re_read_applies_a_change_nobody_announced() {
     )
     .await;
 }
+
+#[actix_rt::test]
+async fn sync_now_on_a_node_without_the_shard_is_passed_on_only_when_another_node_holds_it() {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // 256 live nodes named before this one take every shard: its fair share is
+    // none, so it claims nothing back, whoever holds the shards.
+    sql(
+        &s.url,
+        "INSERT INTO nodes (name, started_at, heartbeat_at, expires_at)
+           SELECT 'a' || lpad(n::text, 3, '0'), now(), now(), now() + interval '1 hour'
+           FROM generate_series(0, 255) n;
+         UPDATE shard_leases SET owner = 'a000', epoch = epoch + 1,
+           expires_at = now() + interval '1 hour';",
+    )
+    .await;
+    let id = s.id.to_string();
+    status_until(
+        &s.api,
+        "acme",
+        &id,
+        "the node to stop the lost shard's actor",
+        |st| st["state"] == "pending" && st["started_at"].is_null(),
+    )
+    .await;
+    let path = format!("/api/v1/accounts/acme/integrations/{id}/sync");
+    let (code, body) = s.api.admin("POST", &path, None).await;
+    assert_eq!(code, 202, "another node holds the shard: {body}");
+    // Nobody holds it now: nothing would sync it.
+    sql(
+        &s.url,
+        "UPDATE shard_leases SET owner = NULL, expires_at = NULL",
+    )
+    .await;
+    let (code, body) = s.api.admin("POST", &path, None).await;
+    assert_eq!(code, 409, "no node holds the shard: {body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("no node holds shard"), "{body}");
+}

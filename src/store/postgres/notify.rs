@@ -168,6 +168,25 @@ impl PgStore {
         .await
     }
 
+    /// The node holding a live lease on `shard` now, if any: the one a Sync now
+    /// asked elsewhere is announced to.
+    pub async fn shard_holder(&self, shard: i32) -> Result<Option<String>, PgError> {
+        self.run(move |s| async move {
+            let row = s
+                .pool
+                .get()
+                .await?
+                .query_opt(
+                    "SELECT owner FROM shard_leases
+                     WHERE shard = $1 AND owner IS NOT NULL AND expires_at > clock_timestamp()",
+                    &[&shard],
+                )
+                .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+        .await
+    }
+
     /// Starts listening for control events on a connection of its own, which is
     /// made again (finding the writable server) whenever it fails.
     pub fn listen(&self) -> ControlListener {
