@@ -21,8 +21,9 @@ use uuid::Uuid;
 const TOKEN: &str = "dddddddd-0000-0000-0000-00000000000d";
 const OTHER_TOKEN: &str = "eeeeeeee-0000-0000-0000-00000000000e";
 /// How soon a change made elsewhere must show: a second for the NOTIFY, plus the
-/// restarted actor's first post on this busy 2-core machine.
-const PROMPT: Duration = Duration::from_secs(3);
+/// restarted actor's first post, on a 2-core machine other builds share (the
+/// tests print what they measured; far below the hour-long re-read either way).
+const PROMPT: Duration = Duration::from_secs(15);
 const T: Duration = Duration::from_secs(30);
 
 /// A running node whose control re-read is an hour away, "another node" on its
@@ -214,7 +215,25 @@ async fn sync_now_asked_on_another_node_syncs_at_once() {
     let Some(s) = setup("3600").await else {
         return;
     };
+    // The first sync is over before more events come, and they wait.
+    settles(T, Duration::from_secs(1), "the first sync to end", || {
+        s.hec.posts_arrived()
+    })
+    .await;
     s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
+    settles(
+        T,
+        Duration::from_secs(1),
+        "nothing posted before Sync now",
+        || s.hec.posts_arrived(),
+    )
+    .await;
+    let early: Vec<String> = audit_ids(&s.hec.events())
+        .into_iter()
+        .filter(|id| (5..10).any(|i| *id == format!("e-{i}")))
+        .collect();
+    assert!(early.is_empty(), "posted before Sync now: {early:?}");
+    let asked = Instant::now();
     s.other
         .notify(&ControlEvent {
             integration: s.id,
@@ -225,9 +244,14 @@ async fn sync_now_asked_on_another_node_syncs_at_once() {
         .await
         .unwrap();
     eventually(PROMPT, "the new events delivered by Sync now", || {
-        audit_ids(&s.hec.events()).len() >= 10
+        let ids = audit_ids(&s.hec.events());
+        (5..10).all(|i| ids.contains(&format!("e-{i}")))
     })
     .await;
+    eprintln!(
+        "Sync now asked on another node: delivered after {:?}",
+        asked.elapsed()
+    );
 }
 
 /// The window `audit_events` puts its events in.
