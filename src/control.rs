@@ -60,9 +60,20 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
                 signal = listener.recv() => signal,
             };
             let Some(first) = first else {
-                // The store is gone: only at shutdown, which stops this job next.
-                stop.stopped().await;
-                return;
+                if listener.store_gone().await {
+                    // Only at shutdown, which stops this job next.
+                    stop.stopped().await;
+                    return;
+                }
+                // The listening task failed (a bug): without it no change made
+                // elsewhere arrives before the next re-read, so it starts again.
+                log::error!("postgres: the control listener ended; listening again");
+                tokio::select! {
+                    _ = stop.stopped() => return,
+                    _ = actix_rt::time::sleep(Duration::from_secs(1)) => {}
+                }
+                listener = pg.listen();
+                continue;
             };
             // Everything already queued is handled now, and any number of
             // reconnections among it makes one re-read, after the events.
