@@ -10,21 +10,23 @@
 //! - an account's SIEM feature switched (`PUT /api/v1/accounts/{a}`) → `Refresh` of
 //!   each of its integrations: started or stopped as the switch says.
 //! - Sync now → `SyncNow`: acted on only where the integration's actor runs.
+//!
+//! Only the node holding the event's shard acts on it; the others drop it.
 //! - a replay asked for or cancelled on a node that does not run the integration
 //!   (stored in its replay record) → `ReplayChanged`: where the integration runs,
 //!   its replay starts or stops as the record says.
 //!
 //! Notifications sent while the listening connection was down are lost, so every
-//! (re)connection, and every `[timing] control_reread_secs`, re-reads all
-//! integrations (`Reconcile`) and the running replays (`RereadReplays`).
+//! (re)connection (several in a row make one), and every `[timing]
+//! control_reread_secs`, re-reads all integrations (`Reread`: one query, made off
+//! the Supervisor's thread; only those that differ are read again) and the
+//! running replays (`RereadReplays`).
 
-use crate::actors::messages::{
-    ObserveAll, Reconcile, Refresh, ReplayChanged, RereadReplays, SyncNow,
-};
+use crate::actors::messages::{ObserveAll, Refresh, ReplayChanged, Reread, RereadReplays, SyncNow};
 use crate::actors::observation::Published;
 use crate::actors::Supervisor;
 use crate::background::Background;
-use crate::store::postgres::{ControlAction, ControlSignal, PgStore};
+use crate::store::postgres::{ControlAction, ControlEvent, ControlSignal, PgStore};
 use crate::store::Store;
 use actix::Addr;
 use std::collections::HashMap;
@@ -41,6 +43,7 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
     };
     let mut listener = pg.listen();
     let pg = pg.clone();
+    let store = store.clone();
     let (publisher_pg, publisher_supervisor) = (pg.clone(), supervisor.clone());
     job.spawn(move |mut stop| async move {
         let mut reread_at = actix_rt::time::interval(reread);
@@ -48,37 +51,46 @@ pub fn spawn(store: &Store, supervisor: Addr<Supervisor>, reread: Duration) -> B
         // The first tick is immediate: start-up reconciles already.
         reread_at.tick().await;
         loop {
-            tokio::select! {
+            let first = tokio::select! {
                 _ = stop.stopped() => return,
-                _ = reread_at.tick() => reread_all(&pg, &supervisor).await,
-                signal = listener.recv() => match signal {
-                    Some(ControlSignal::Listening) => {
-                        log::debug!("postgres: listening for control changes; re-reading the integrations");
-                        reread_all(&pg, &supervisor).await;
-                    }
-                    Some(ControlSignal::Event(e)) => {
-                        log::debug!("postgres: control change of integration {}: {:?}", e.integration, e.action);
-                        match e.action {
-                            ControlAction::Changed { .. }
-                            | ControlAction::Deleted
-                            | ControlAction::AccountChanged => {
-                                supervisor.do_send(Refresh {
-                                    account: e.account,
-                                    id: e.integration,
-                                })
-                            }
-                            ControlAction::SyncNow => supervisor.do_send(SyncNow { id: e.integration }),
-                            // A replay asked for or cancelled on another node:
-                            // where the integration runs, its replay follows the record.
-                            ControlAction::Replay => supervisor.do_send(ReplayChanged { id: e.integration }),
-                        }
-                    }
-                    // The store is gone: only at shutdown, which stops this job next.
-                    None => {
-                        stop.stopped().await;
-                        return;
-                    }
-                },
+                _ = reread_at.tick() => {
+                    reread_all(&pg, &supervisor).await;
+                    continue;
+                }
+                signal = listener.recv() => signal,
+            };
+            let Some(first) = first else {
+                if listener.store_gone().await {
+                    // Only at shutdown, which stops this job next.
+                    stop.stopped().await;
+                    return;
+                }
+                // The listening task failed (a bug): without it no change made
+                // elsewhere arrives before the next re-read, so it starts again.
+                log::error!("postgres: the control listener ended; listening again");
+                tokio::select! {
+                    _ = stop.stopped() => return,
+                    _ = actix_rt::time::sleep(Duration::from_secs(1)) => {}
+                }
+                listener = pg.listen();
+                continue;
+            };
+            // Everything already queued is handled now, and any number of
+            // reconnections among it makes one re-read, after the events.
+            let mut reconnected = false;
+            let mut next = Some(first);
+            while let Some(signal) = next {
+                match signal {
+                    ControlSignal::Listening => reconnected = true,
+                    ControlSignal::Event(e) => pass_on(e, &store, &supervisor),
+                }
+                next = listener.try_recv();
+            }
+            if reconnected {
+                log::debug!("postgres: listening for control changes; re-reading the integrations");
+                reread_all(&pg, &supervisor).await;
+                // The periodic re-read counts from this one.
+                reread_at.reset();
             }
         }
     });
@@ -150,10 +162,44 @@ async fn publish(
     }
 }
 
+/// Hands one control event to the Supervisor, as the local API would; only on the
+/// node holding the integration's shard, the one that runs it (a node that gains
+/// the shard later reads the integration as stored then).
+fn pass_on(e: ControlEvent, store: &Store, supervisor: &Addr<Supervisor>) {
+    if !store.holds(&e.integration) {
+        return;
+    }
+    log::debug!(
+        "postgres: control change of integration {}: {:?}",
+        e.integration,
+        e.action
+    );
+    match e.action {
+        ControlAction::Changed { .. } | ControlAction::Deleted | ControlAction::AccountChanged => {
+            supervisor.do_send(Refresh {
+                account: e.account,
+                id: e.integration,
+            })
+        }
+        ControlAction::SyncNow => supervisor.do_send(SyncNow { id: e.integration }),
+        // A replay asked for or cancelled on another node: where the integration
+        // runs, its replay follows the record.
+        ControlAction::Replay => supervisor.do_send(ReplayChanged { id: e.integration }),
+    }
+}
+
 /// Re-reads what notifications may have missed: the integrations, and the replays
-/// asked for or cancelled on another node.
+/// asked for or cancelled on another node. The integrations are read here, off
+/// the Supervisor's thread (where the lease loop runs too), in one query that
+/// opens no token; the Supervisor reads again only those that differ from what
+/// it runs (`Reread`). A read that fails waits for the next re-read.
 async fn reread_all(pg: &PgStore, supervisor: &Addr<Supervisor>) {
-    supervisor.do_send(Reconcile);
+    match pg.integration_stamps().await {
+        Ok(stamps) => supervisor.do_send(Reread { stamps }),
+        Err(e) => log::warn!(
+            "postgres: cannot re-read the integrations: {e}; trying again at the next re-read"
+        ),
+    }
     match pg.running_replays().await {
         Ok(running) => supervisor.do_send(RereadReplays { running }),
         Err(e) => log::warn!(

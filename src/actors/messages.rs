@@ -32,6 +32,18 @@ pub struct Refresh {
 #[rtype(result = "()")]
 pub struct Reconcile;
 
+/// Control re-read → Supervisor (PostgreSQL): every stored integration's version
+/// and whether it should be delivering, read off the Supervisor's thread. Only
+/// the integrations that differ from what runs here (another version, started or
+/// stopped, gone) are read again (`Refresh`); those waiting out a restart back-off
+/// are left to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reread {
+    /// What the store holds now.
+    pub stamps: Vec<crate::store::postgres::IntegrationStamp>,
+}
+
 /// Lease loop → Supervisor (PostgreSQL, after a lease round changed what this node
 /// holds): the actors of integrations whose shard it hands over finish their
 /// posts in flight within `grace` (then are stopped); those of shards claimed

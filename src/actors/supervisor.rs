@@ -52,6 +52,12 @@ pub struct Supervisor {
     pub(super) running: HashMap<Uuid, Running>,
     /// Unexpected stops per integration, for the restart back-off.
     crashes: HashMap<Uuid, u32>,
+    /// Integrations whose actor ended unexpectedly and waits out its back-off:
+    /// the config it ran, and the number of the restart due. A re-read or a
+    /// change that leaves the delivery config as it was does not start it early
+    /// (a crashing actor would otherwise restart at every re-read); one that
+    /// changes the delivery config does, as the change may be the cure.
+    restarting: HashMap<Uuid, (Integration, u64)>,
     /// Replays stopped as stuck or vanished since they last ended normally, per
     /// integration: their resumption backs off like an actor's restart.
     pub(super) replay_crashes: HashMap<Uuid, u32>,
@@ -91,6 +97,7 @@ impl Supervisor {
             threads,
             running: HashMap::new(),
             crashes: HashMap::new(),
+            restarting: HashMap::new(),
             replay_crashes: HashMap::new(),
             restarts: HashMap::new(),
             shutting_down: false,
@@ -166,6 +173,14 @@ impl Supervisor {
             self.stop(&it.id);
             return;
         }
+        if let Some((crashed, _)) = self.restarting.get_mut(&it.id) {
+            if !crashed.delivery_differs(&it) {
+                // Started when its back-off ends, as stored then.
+                *crashed = it;
+                return;
+            }
+            self.restarting.remove(&it.id);
+        }
         match self.running.get_mut(&it.id) {
             Some(r) if !r.config.delivery_differs(&it) => {
                 if r.config.version != it.version {
@@ -202,6 +217,7 @@ impl Supervisor {
                 self.unsettled.remove(&id);
                 self.forget(&id);
                 self.crashes.remove(&id);
+                self.restarting.remove(&id);
                 self.restarts.remove(&id);
             }
             Err(e) => {
@@ -381,6 +397,71 @@ impl Handler<Refresh> for Supervisor {
     }
 }
 
+impl Handler<Reread> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Reread, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let running: HashMap<Uuid, (AccountId, u64)> = self
+            .running
+            .iter()
+            .map(|(id, r)| (*id, (r.config.account.clone(), r.config.version)))
+            .collect();
+        let store = &self.store;
+        let stale = differing(&running, &self.restarting, &msg.stamps, |id| {
+            store.holds(id)
+        });
+        if stale.is_empty() {
+            return;
+        }
+        log::info!(
+            "control re-read: {} of {} integrations differ from what runs here; reading them again",
+            stale.len(),
+            msg.stamps.len()
+        );
+        for (account, id) in stale {
+            self.refresh(&account, id, ctx);
+        }
+    }
+}
+
+/// The integrations a re-read found differing from the actors running here
+/// (`running`: id → account and version): stored at another version, to be started (active,
+/// shard held) or stopped (inactive, shard not held), or no longer stored. Those
+/// waiting out a restart back-off (`restarting`) are left to it.
+fn differing<T>(
+    running: &HashMap<Uuid, (AccountId, u64)>,
+    restarting: &HashMap<Uuid, T>,
+    stamps: &[crate::store::postgres::IntegrationStamp],
+    holds: impl Fn(&Uuid) -> bool,
+) -> Vec<(AccountId, Uuid)> {
+    let mut stale = Vec::new();
+    let mut stored = std::collections::HashSet::with_capacity(stamps.len());
+    for s in stamps {
+        stored.insert(s.id);
+        if restarting.contains_key(&s.id) {
+            continue;
+        }
+        let wanted = s.active && holds(&s.id);
+        let differs = match running.get(&s.id) {
+            Some((_, version)) => !wanted || *version != s.version,
+            None => wanted,
+        };
+        if differs {
+            stale.push((s.account.clone(), s.id));
+        }
+    }
+    // Running but no longer stored: deleted (the Refresh finds it gone).
+    stale.extend(
+        running
+            .iter()
+            .filter(|(id, _)| !stored.contains(id))
+            .map(|(id, (account, _))| (account.clone(), *id)),
+    );
+    stale
+}
+
 impl Handler<Reconcile> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: Reconcile, ctx: &mut Context<Self>) {
@@ -548,12 +629,75 @@ impl Supervisor {
         );
         let id = r.config.id;
         let account = r.config.account.clone();
+        self.generation += 1;
+        let due = self.generation;
+        self.restarting.insert(id, (r.config, due));
         ctx.run_later(delay, move |act, ctx| {
-            // Started again meanwhile by a change; otherwise as stored now (it may have
-            // changed, been disabled or deleted meanwhile).
+            // Started again meanwhile by a change of its delivery config (or ended
+            // and waiting for a later restart): nothing to do. Otherwise as stored
+            // now (it may have changed, been disabled or deleted meanwhile).
+            if act.restarting.get(&id).is_none_or(|(_, d)| *d != due) {
+                return;
+            }
+            act.restarting.remove(&id);
             if !act.running.contains_key(&id) {
                 act.refresh(&account, id, ctx);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::postgres::IntegrationStamp;
+
+    fn stamp(id: Uuid, version: u64, active: bool) -> IntegrationStamp {
+        IntegrationStamp {
+            id,
+            account: AccountId::parse("acme").unwrap(),
+            version,
+            active,
+        }
+    }
+
+    #[test]
+    fn a_re_read_refreshes_only_the_integrations_that_differ_from_what_runs() {
+        let ids: Vec<Uuid> = (0..9).map(|_| Uuid::new_v4()).collect();
+        let acme = AccountId::parse("acme").unwrap();
+        let run = |v: u64| (acme.clone(), v);
+        // 0: unchanged; 1: changed; 2: disabled; 3: new and active; 4: new and
+        // inactive; 5: deleted; 6: shard not held here; 7: waiting out its
+        // restart back-off, stored at a new version meanwhile; 8: unchanged.
+        let running: HashMap<Uuid, (AccountId, u64)> = [
+            (ids[0], run(3)),
+            (ids[1], run(3)),
+            (ids[2], run(3)),
+            (ids[5], run(1)),
+            (ids[6], run(2)),
+            (ids[8], run(1)),
+        ]
+        .into_iter()
+        .collect();
+        let restarting: HashMap<Uuid, ()> = [(ids[7], ())].into_iter().collect();
+        let stamps = vec![
+            stamp(ids[0], 3, true),
+            stamp(ids[1], 4, true),
+            stamp(ids[2], 4, false),
+            stamp(ids[3], 1, true),
+            stamp(ids[4], 1, false),
+            stamp(ids[6], 2, true),
+            stamp(ids[7], 5, true),
+            stamp(ids[8], 1, true),
+        ];
+        let not_held = ids[6];
+        let mut stale: Vec<Uuid> = differing(&running, &restarting, &stamps, |id| *id != not_held)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        stale.sort();
+        let mut want = vec![ids[1], ids[2], ids[3], ids[5], ids[6]];
+        want.sort();
+        assert_eq!(stale, want);
     }
 }

@@ -436,7 +436,7 @@ pub enum SyncWord {
 #[utoipa::path(post, path = "/api/v1/accounts/{account}/integrations/{id}/sync", operation_id = "syncNow", tag = "integrations",
     params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
     responses((status = 202, description = "A sync was started", body = SyncStarted),
-        (status = 409, description = "The integration is not running (disabled, or its account's feature is off)", body = ErrorBody)))]
+        (status = 409, description = "The integration is not running (disabled, or its account's feature is off), or on PostgreSQL no node holds its shard now", body = ErrorBody)))]
 pub async fn sync_now(
     state: web::Data<AppState>,
     caller: Caller,
@@ -445,24 +445,35 @@ pub async fn sync_now(
     let it = lookup(&state, &caller, &path)?;
     // The status's `last_sync` whose `started_at` is at or after this is the one asked for.
     let requested_at = Utc::now();
-    let started = state.supervisor.send(SyncNow { id: it.id }).await?
-        || sync_elsewhere(&state.store, &it).await?;
+    // Decided by who holds the integration's shard (always this node on sled):
+    // here, its actor syncs if it runs; on another node, that node is told.
+    let started = if state.store.holds(&it.id) {
+        state.supervisor.send(SyncNow { id: it.id }).await?
+    } else {
+        sync_elsewhere(&state.store, &it).await?
+    };
     if started {
         Ok(HttpResponse::Accepted().json(SyncStarted {
             sync: SyncWord::Started,
             requested_at,
         }))
     } else {
-        Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "the integration is not running: turn on its Enable toggle (and the account's SIEM feature) first",
-        ))
+        Err(not_running())
     }
 }
 
-/// PostgreSQL: Sync now of an integration this node does not run is announced to
-/// every node, and the one running it syncs (`control.rs`). Answers whether it
-/// should run somewhere (active); on sled nothing runs elsewhere.
+fn not_running() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "the integration is not running: turn on its Enable toggle (and the account's SIEM feature) first",
+    )
+}
+
+/// PostgreSQL: Sync now of an integration whose shard another node holds is
+/// announced to every node, and the holder syncs it (`control.rs`). Answers
+/// whether it should run there (active); refused (409) when no node holds a live
+/// lease on its shard (nodes starting, or handing it over), since nothing would
+/// sync it.
 async fn sync_elsewhere(store: &Store, it: &Integration) -> Result<bool, ApiError> {
     let Some(pg) = store.postgres() else {
         return Ok(false);
@@ -470,10 +481,28 @@ async fn sync_elsewhere(store: &Store, it: &Integration) -> Result<bool, ApiErro
     if !store.is_active(it)? {
         return Ok(false);
     }
+    let shard = pg.shard_of(&it.id);
+    let holder = pg.shard_holder(shard).await.map_err(StoreError::from)?;
+    match holder {
+        Some(node) if node != pg.node_name() => {}
+        // This node's own lease, but it hands the shard over: not run here any more.
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("this node hands shard {shard} of the integration over to another node now: nothing syncs it until that node takes it; try again in a few seconds"),
+            ))
+        }
+        None => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("no node holds shard {shard} of the integration now (nodes starting, or the shard moving between them): nothing would sync it; try again in a few seconds"),
+            ))
+        }
+    }
     let event = crate::store::postgres::ControlEvent {
         integration: it.id,
         account: it.account.clone(),
-        shard: pg.shard_of(&it.id),
+        shard,
         action: crate::store::postgres::ControlAction::SyncNow,
     };
     pg.notify(&event).await.map_err(StoreError::from)?;

@@ -83,3 +83,59 @@ async fn a_panicking_integration_actor_is_restarted_and_loses_nothing() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_crashed_actor_waits_out_its_back_off_whatever_is_re_read_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    // The back-off is an hour: the actor may come back only from a change of its
+    // delivery config.
+    let svc = Siemsync::start(
+        dir.path(),
+        &[
+            ("SIEMSYNC_TIMING_RESTART_DELAY_SECS", "3600"),
+            ("SIEMSYNC_TIMING_RESTART_FORGIVEN_AFTER_SECS", "3600"),
+        ],
+    );
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    api.enable_account("acme").await;
+    let id = create_integration(
+        &api,
+        "acme",
+        json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]}),
+    )
+    .await;
+    status_until(&api, "acme", &id, "the actor running", |s| {
+        s["started_at"].is_string()
+    })
+    .await;
+    let v = api
+        .ok(
+            "POST",
+            &format!("/api/v1/accounts/acme/integrations/{id}/_panic"),
+            None,
+        )
+        .await;
+    assert_eq!(v["panic"], true);
+    status_until(&api, "acme", &id, "the crash counted", |s| {
+        s["restarts"]["count"] == 1 && s["started_at"].is_null()
+    })
+    .await;
+    // A Refresh of every integration of the account (the feature switched on
+    // again) and a new name change nothing it delivers.
+    api.enable_account("acme").await;
+    api.ok(
+        "PATCH",
+        &format!("/api/v1/accounts/acme/integrations/{id}"),
+        Some(json!({"name": "renamed"})),
+    )
+    .await;
+    // The status is asked of the Supervisor after both: an actor started by
+    // either would answer it.
+    let s = api.status("acme", &id).await;
+    assert!(
+        s["started_at"].is_null(),
+        "restarted during its back-off: {s}"
+    );
+    assert_eq!(s["restarts"]["count"], 1);
+}

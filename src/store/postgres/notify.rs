@@ -81,6 +81,20 @@ impl ControlListener {
     pub async fn recv(&mut self) -> Option<ControlSignal> {
         self.rx.recv().await
     }
+
+    /// After `recv` answered `None`: whether the store is gone (its runtime
+    /// ended the listening task, at shutdown) rather than the task having failed.
+    pub async fn store_gone(&mut self) -> bool {
+        match (&mut self.task).await {
+            Err(e) => e.is_cancelled(),
+            Ok(()) => false,
+        }
+    }
+
+    /// A signal already queued, if any, without waiting.
+    pub fn try_recv(&mut self) -> Option<ControlSignal> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Drop for ControlListener {
@@ -93,6 +107,7 @@ impl Drop for ControlListener {
 async fn listen_once(
     config: &tokio_postgres::Config,
     out: &mpsc::UnboundedSender<ControlSignal>,
+    listened: &mut bool,
 ) -> Result<(), PgError> {
     let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -115,9 +130,16 @@ async fn listen_once(
         }
     });
     let result = async {
+        // The session only waits for notifications: a server-wide
+        // idle_session_timeout (PostgreSQL 14+) must not end it. Older servers do
+        // not know the setting, and end no idle session either.
+        if let Err(e) = client.batch_execute("SET idle_session_timeout = 0").await {
+            log::debug!("postgres: control listener: idle_session_timeout not set ({e})");
+        }
         client
             .batch_execute(&format!("LISTEN {CONTROL_CHANNEL}"))
             .await?;
+        *listened = true;
         if out.send(ControlSignal::Listening).is_err() {
             return Ok(());
         }
@@ -163,17 +185,54 @@ impl PgStore {
         .await
     }
 
+    /// The node holding a live lease on `shard` now, if any: the one a Sync now
+    /// asked elsewhere is announced to.
+    pub async fn shard_holder(&self, shard: i32) -> Result<Option<String>, PgError> {
+        self.run(move |s| async move {
+            let row = s
+                .pool
+                .get()
+                .await?
+                .query_opt(
+                    "SELECT owner FROM shard_leases
+                     WHERE shard = $1 AND owner IS NOT NULL AND expires_at > clock_timestamp()",
+                    &[&shard],
+                )
+                .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+        .await
+    }
+
     /// Starts listening for control events on a connection of its own, which is
     /// made again (finding the writable server) whenever it fails.
     pub fn listen(&self) -> ControlListener {
         let (out, rx) = mpsc::unbounded_channel();
         let config = self.shared.config.clone();
         let task = self.handle().spawn(async move {
-            let mut pause = Duration::from_millis(100);
+            const FIRST_PAUSE: Duration = Duration::from_millis(100);
+            let mut pause = FIRST_PAUSE;
+            // Failures in a row are warned of once a minute, not at every attempt.
+            let mut warned: Option<tokio::time::Instant> = None;
+            let mut failures = 0u32;
             loop {
-                match listen_once(&config, &out).await {
+                let mut listened = false;
+                let result = listen_once(&config, &out, &mut listened).await;
+                if listened {
+                    // It listened before this failure: a fresh start of the back-off.
+                    pause = FIRST_PAUSE;
+                    failures = 0;
+                    warned = None;
+                }
+                match result {
                     Ok(()) => return,
-                    Err(e) => log::warn!("postgres: control listener: {e}; listening again"),
+                    Err(e) => {
+                        failures += 1;
+                        if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            log::warn!("postgres: control listener: {e}; listening again ({failures} failures in a row)");
+                            warned = Some(tokio::time::Instant::now());
+                        }
+                    }
                 }
                 if out.is_closed() {
                     return;
