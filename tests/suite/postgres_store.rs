@@ -612,6 +612,68 @@ async fn a_replay_record_written_under_a_stale_fence_is_refused_and_the_new_hold
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_replays_late_progress_never_undoes_a_cancel_or_a_replay_asked_for_elsewhere() {
+    let Some(url) = fresh_database() else { return };
+    let a = node(&url, "node-a", |_| {}).await;
+    let it = integration("acme");
+    a.put_integration(&it, Expected::New).await.unwrap();
+    let fence = a
+        .balance()
+        .await
+        .unwrap()
+        .fence("node-a", a.shard_of(&it.id))
+        .unwrap();
+    fn doc(id: &str, state: &str, sent: u64) -> serde_json::Value {
+        json!({"after": sent, "progress": {"id": id, "state": state, "sent": sent}})
+    }
+    let stored = || async { a.replay::<serde_json::Value>(&it.id).await.unwrap() };
+    // Replay r1 runs here and records its progress.
+    a.put_replay_fenced(&it.account, &it.id, &doc("r1", "running", 10), &fence)
+        .await
+        .unwrap();
+    assert_eq!(stored().await, Some(doc("r1", "running", 10)));
+    // Another node cancels it; r1's actor records once more before it hears of it.
+    a.change_replay(&it.account, &it.id, |_| {
+        (Some(doc("r1", "cancelled", 10)), ())
+    })
+    .await
+    .unwrap();
+    a.put_replay_fenced(&it.account, &it.id, &doc("r1", "running", 20), &fence)
+        .await
+        .unwrap();
+    a.put_replay(&it.id, &doc("r1", "done", 30)).await.unwrap();
+    assert_eq!(
+        stored().await,
+        Some(doc("r1", "cancelled", 10)),
+        "a cancel is final"
+    );
+    // Another node asks for r2 (stored as running until this node picks it up);
+    // r1's late progress must not overwrite the request.
+    a.change_replay(&it.account, &it.id, |_| (Some(doc("r2", "running", 0)), ()))
+        .await
+        .unwrap();
+    a.put_replay_fenced(&it.account, &it.id, &doc("r1", "running", 40), &fence)
+        .await
+        .unwrap();
+    a.put_replay(&it.id, &doc("r1", "cancelled", 40))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored().await,
+        Some(doc("r2", "running", 0)),
+        "the replay asked for elsewhere stays"
+    );
+    // r2 runs and ends; a new replay r3 may then replace its record.
+    a.put_replay_fenced(&it.account, &it.id, &doc("r2", "done", 5), &fence)
+        .await
+        .unwrap();
+    a.put_replay(&it.id, &doc("r3", "running", 0))
+        .await
+        .unwrap();
+    assert_eq!(stored().await, Some(doc("r3", "running", 0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_transaction_holding_the_balancing_lock_fails_a_round_within_a_fraction_of_the_lease(
 ) {
     let Some(url) = fresh_database() else { return };

@@ -308,6 +308,21 @@ pub(super) fn account_of(r: &tokio_postgres::Row, at: usize) -> Account {
     }
 }
 
+/// When a replay record may be written over the stored one (SQL, in an upsert's
+/// `DO UPDATE … WHERE`): the same replay (`progress.id`) unless it was cancelled
+/// (a cancel made on another node is final, though the actor running the replay
+/// here may record once more before it hears of it), or another replay unless the
+/// stored one is `running` (a replay asked for on another node, not yet picked up
+/// here, is not overwritten by a late write of the one it replaces).
+macro_rules! replay_write_allowed {
+    () => {
+        "(replays.doc->'progress'->>'id' IS NOT DISTINCT FROM excluded.doc->'progress'->>'id'
+           AND replays.doc->'progress'->>'state' IS DISTINCT FROM 'cancelled')
+         OR (replays.doc->'progress'->>'id' IS DISTINCT FROM excluded.doc->'progress'->>'id'
+           AND replays.doc->'progress'->>'state' IS DISTINCT FROM 'running')"
+    };
+}
+
 impl PgStore {
     /// Sets an account's feature switch (the platform's call).
     pub async fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), PgError> {
@@ -655,25 +670,28 @@ impl PgStore {
     }
 
     /// Records an integration's replay (what the replay actor makes of it is its own),
-    /// except over the record of the same replay (`progress.id`) once it says
-    /// `cancelled`: a cancel made on another node is final, and the actor that ran
-    /// the replay here may record its progress once more before it learns of it.
+    /// unless `replay_write_allowed!` refuses it: a cancel made on another node
+    /// is final, and a replay asked for on another node is not overwritten by one
+    /// that ran here before it (their actor may record once more before it learns).
     pub async fn put_replay(&self, id: &Uuid, replay: &impl Serialize) -> Result<(), PgError> {
         let (id, doc) = (*id, to_doc(replay));
         self.run(move |s| async move {
             let client = s.pool.get().await?;
             let n = client
                 .execute(
-                    "INSERT INTO replays (integration, doc)
+                    concat!(
+                        "INSERT INTO replays (integration, doc)
                      SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1)
                      ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc
-                     WHERE replays.doc->'progress'->>'id' IS DISTINCT FROM excluded.doc->'progress'->>'id'
-                        OR replays.doc->'progress'->>'state' IS DISTINCT FROM 'cancelled'",
+                     WHERE ",
+                        replay_write_allowed!()
+                    ),
                     &[&id, &doc],
                 )
                 .await?;
             if n == 0 {
-                // Nothing written: the integration is gone, or its replay was cancelled.
+                // Nothing written: the integration is gone, its replay was cancelled,
+                // or another replay is asked for (`replay_write_allowed!`).
                 let exists = client
                     .query_opt("SELECT 1 FROM integrations WHERE id = $1", &[&id])
                     .await?
@@ -767,7 +785,9 @@ impl PgStore {
     /// Records a replay's progress as its running actor does, fenced like a
     /// checkpoint commit: only while `fence` still holds (`LeaseLost` otherwise),
     /// so a node that lost the shard (paused, then resumed) never overwrites the
-    /// progress of the replay its new holder resumed.
+    /// progress of the replay its new holder resumed; and, as [`Self::put_replay`],
+    /// never over a cancel or over another replay still `running` (asked for on
+    /// another node: this actor stops when the node hears of it).
     pub async fn put_replay_fenced(
         &self,
         account: &AccountId,
@@ -781,8 +801,11 @@ impl PgStore {
             let tx = client.transaction().await?;
             fenced(&tx, &account, id, &fence).await?;
             tx.execute(
-                "INSERT INTO replays (integration, doc) VALUES ($1, $2)
-                 ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc",
+                concat!(
+                    "INSERT INTO replays (integration, doc) VALUES ($1, $2)
+                     ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc WHERE ",
+                    replay_write_allowed!()
+                ),
                 &[&id, &doc],
             )
             .await?;
