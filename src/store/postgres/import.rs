@@ -465,8 +465,6 @@ pub enum ImportStart {
 /// checking (a copy); see [`PgStore::begin_import`].
 const NODE_LOCK: &str = "LOCK TABLE sled_import IN SHARE MODE";
 const COPY_LOCK: &str = "LOCK TABLE sled_import IN SHARE ROW EXCLUSIVE MODE";
-const LIVE_NODES: &str =
-    "SELECT name FROM nodes WHERE expires_at > clock_timestamp() AND NOT stopping ORDER BY name";
 
 /// The live nodes on the database at `url`, read before anything (the schema
 /// included) is changed: none when it has no `nodes` table yet.
@@ -484,7 +482,7 @@ pub async fn live_nodes_at(url: &str) -> Result<Vec<String>, PgError> {
         .get(0);
     let live = if exists {
         client
-            .query(LIVE_NODES, &[])
+            .query(super::leases::LIVE_NODES, &[])
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -536,7 +534,7 @@ impl PgStore {
             let mut client = s.pool.get().await?;
             let tx = client.transaction().await?;
             tx.batch_execute(COPY_LOCK).await?;
-            let live: Vec<String> = tx.query(LIVE_NODES, &[]).await?.iter().map(|r| r.get(0)).collect();
+            let live: Vec<String> = tx.query(super::leases::LIVE_NODES, &[]).await?.iter().map(|r| r.get(0)).collect();
             if !live.is_empty() {
                 return Ok(ImportStart::NodesLive(live));
             }

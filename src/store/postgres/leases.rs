@@ -90,6 +90,11 @@ pub struct CommitRecord {
     pub job_seq: i64,
 }
 
+/// The nodes a share of the shards is counted for: heartbeat current, not
+/// stopping; by name. A copy from sled refuses to start while any is listed.
+pub(super) const LIVE_NODES: &str =
+    "SELECT name FROM nodes WHERE expires_at > clock_timestamp() AND NOT stopping ORDER BY name";
+
 /// The advisory lock every balancing round takes first (an arbitrary constant,
 /// "siemleas"; the migrations take another).
 const BALANCE_LOCK: i64 = 0x7369_656d_6c65_6173;
@@ -182,10 +187,7 @@ impl Shared {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         let live_nodes: Vec<String> = tx
-            .query(
-                "SELECT name FROM nodes WHERE expires_at > clock_timestamp() AND NOT stopping ORDER BY name",
-                &[],
-            )
+            .query(LIVE_NODES, &[])
             .await?
             .iter()
             .map(|r| r.get(0))
