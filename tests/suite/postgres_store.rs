@@ -472,6 +472,16 @@ async fn an_integration_changes_only_from_the_version_it_was_read_at_and_its_tok
     ));
 }
 
+/// The fence of integration `id`'s commits on `node` after one balancing round,
+/// which must leave it holding the integration's shard.
+async fn fence_of(node: &PgStore, id: &uuid::Uuid) -> Fence {
+    node.balance()
+        .await
+        .unwrap()
+        .fence(node.node_name(), node.shard_of(id))
+        .expect("this node holds the integration's shard")
+}
+
 /// Runs `node`'s lease rounds until it holds `shard` (another node's lease on it
 /// lapsed): its fence there.
 async fn claimed(node: &PgStore, name: &str, shard: i32) -> Fence {
@@ -544,12 +554,7 @@ async fn a_lease_that_expired_unclaimed_fences_too() {
     let a = node(&url, "node-a", |o| o.lease = Duration::from_secs(1)).await;
     let it = integration("acme");
     a.put_integration(&it, Expected::New).await.unwrap();
-    let fence = a
-        .balance()
-        .await
-        .unwrap()
-        .fence("node-a", a.shard_of(&it.id))
-        .unwrap();
+    let fence = fence_of(&a, &it.id).await;
     wait_until("node A's leases to expire", 10, || async {
         a.nodes().await.unwrap().iter().all(|n| n.shards == 0)
     })
@@ -560,12 +565,7 @@ async fn a_lease_that_expired_unclaimed_fences_too() {
         .unwrap_err();
     assert!(matches!(e, PgError::LeaseLost { .. }), "{e}");
     // Renewing again takes a new epoch: the old fence stays refused.
-    let again = a
-        .balance()
-        .await
-        .unwrap()
-        .fence("node-a", a.shard_of(&it.id))
-        .unwrap();
+    let again = fence_of(&a, &it.id).await;
     assert!(again.epoch > fence.epoch);
     let e = a
         .commit(&it.account, &it.id, &Checkpoint::default(), &[], &fence)
@@ -617,12 +617,7 @@ async fn a_running_replays_late_progress_never_undoes_a_cancel_or_a_replay_asked
     let a = node(&url, "node-a", |_| {}).await;
     let it = integration("acme");
     a.put_integration(&it, Expected::New).await.unwrap();
-    let fence = a
-        .balance()
-        .await
-        .unwrap()
-        .fence("node-a", a.shard_of(&it.id))
-        .unwrap();
+    let fence = fence_of(&a, &it.id).await;
     fn doc(id: &str, state: &str, sent: u64) -> serde_json::Value {
         json!({"after": sent, "progress": {"id": id, "state": state, "sent": sent}})
     }
@@ -893,12 +888,7 @@ async fn retention_drops_delivered_partitions_records_exact_gaps_and_keeps_the_d
     );
     let reader = integration("acme");
     s.put_integration(&reader, Expected::New).await.unwrap();
-    let fence = s
-        .balance()
-        .await
-        .unwrap()
-        .fence("n1", s.shard_of(&reader.id))
-        .unwrap();
+    let fence = fence_of(&s, &reader.id).await;
     let ids = |from: usize, n: usize| {
         (from..from + n)
             .map(|i| audit(&format!("e{i}")))
@@ -956,12 +946,7 @@ async fn a_fully_delivered_partition_goes_before_the_retention() {
     let acme = AccountId::parse("acme").unwrap();
     let reader = integration("acme");
     s.put_integration(&reader, Expected::New).await.unwrap();
-    let fence = s
-        .balance()
-        .await
-        .unwrap()
-        .fence("n1", s.shard_of(&reader.id))
-        .unwrap();
+    let fence = fence_of(&s, &reader.id).await;
     s.append_audit(&acme, (0..20).map(|i| audit(&format!("e{i}"))).collect())
         .await
         .unwrap();
@@ -985,12 +970,7 @@ async fn an_integrations_records_are_kept_while_it_exists_and_go_with_it() {
     let s = node(&url, "n1", |_| {}).await;
     let it = integration("acme");
     s.put_integration(&it, Expected::New).await.unwrap();
-    let fence = s
-        .balance()
-        .await
-        .unwrap()
-        .fence("n1", s.shard_of(&it.id))
-        .unwrap();
+    let fence = fence_of(&s, &it.id).await;
     let dead = siemsync::store::DeadLetter {
         id: s.next_id().await.unwrap(),
         at: Utc::now(),
@@ -1279,12 +1259,7 @@ async fn a_delivered_finished_job_is_swept_and_a_late_retry_does_not_bring_it_ba
     let a = AccountId::parse("acme").unwrap();
     let it = integration("acme");
     s.put_integration(&it, Expected::New).await.unwrap();
-    let fence = s
-        .balance()
-        .await
-        .unwrap()
-        .fence("n1", s.shard_of(&it.id))
-        .unwrap();
+    let fence = fence_of(&s, &it.id).await;
     let job = |id: &str, status: &str| {
         JobSnapshot::from_json(
             &json!({"job": id, "type": "backup", "status": status}),
