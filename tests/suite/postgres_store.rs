@@ -475,11 +475,26 @@ async fn an_integration_changes_only_from_the_version_it_was_read_at_and_its_tok
 /// The fence of integration `id`'s commits on `node` after one balancing round,
 /// which must leave it holding the integration's shard.
 async fn fence_of(node: &PgStore, id: &uuid::Uuid) -> Fence {
-    node.balance()
+    round(node)
         .await
-        .unwrap()
         .fence(node.node_name(), node.shard_of(id))
         .expect("this node holds the integration's shard")
+}
+
+/// One lease round of `node` that went through: a round given up under load
+/// (`Busy`: past its own lock or idle time limit, a fraction of a short lease)
+/// is tried again, as the node's lease loop does on its next tick.
+async fn round(node: &PgStore) -> siemsync::store::postgres::Holdings {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match node.balance().await {
+            Ok(h) => return h,
+            Err(PgError::Busy(why)) if Instant::now() < deadline => {
+                eprintln!("a lease round was given up ({why}); trying again");
+            }
+            Err(e) => panic!("a lease round failed: {e}"),
+        }
+    }
 }
 
 /// Runs `node`'s lease rounds until it holds `shard` (another node's lease on it
@@ -487,7 +502,7 @@ async fn fence_of(node: &PgStore, id: &uuid::Uuid) -> Fence {
 async fn claimed(node: &PgStore, name: &str, shard: i32) -> Fence {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(f) = node.balance().await.unwrap().fence(name, shard) {
+        if let Some(f) = round(node).await.fence(name, shard) {
             return f;
         }
         assert!(

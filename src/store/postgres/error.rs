@@ -109,9 +109,10 @@ impl From<tokio_postgres::Error> for PgError {
             let text = format!("{} (SQLSTATE {code})", db.message());
             return if unavailable_state(code) {
                 PgError::Unavailable(text)
-            } else if matches!(code, "55P03" | "57014") {
-                // A lock or statement timeout (the lease rounds set both): a
-                // stalled transaction elsewhere, not an outage; retried.
+            } else if matches!(code, "55P03" | "57014" | "25P03") {
+                // A lock, statement or idle-in-transaction timeout (the lease
+                // rounds set all three): a stalled transaction elsewhere or a
+                // round slowed by load, not an outage; retried.
                 PgError::Busy(text)
             } else {
                 PgError::Db(text)
