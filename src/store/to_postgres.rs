@@ -102,6 +102,13 @@ pub enum MoveError {
     /// PostgreSQL holds other data under ids being copied.
     #[error("{0}: a node has used this database since, or another data directory was copied into it. Nothing of it was overwritten; copy into an empty database (an interrupted copy of this same directory may be run again)")]
     Differs(String),
+    /// PostgreSQL holds other data under ids being copied, found after the copy
+    /// had begun writing: its marker says `copying`, which keeps nodes from starting.
+    #[error("{0}: nothing of it was overwritten, but the copy stopped part-way, and nodes refuse to start on this database until a copy of this directory completes. Copy into an empty database instead; or, to keep this database as it is now (with what was copied so far), end the copy by hand: DELETE FROM sled_import;")]
+    DiffersPartWay(String),
+    /// The copy finished earlier and nodes have run on the database since.
+    #[error("this directory was copied into this database before, and siemsync nodes have run on it since {0}: copying again could bring back what they changed or deleted, so it is refused; nothing was written. The copy is complete: start the nodes")]
+    UsedSince(String),
     /// A write failed.
     #[error("writing to PostgreSQL: {0}")]
     Postgres(PgError),
@@ -161,6 +168,8 @@ impl Summary {
 /// The copy under way: where to, what it did, and the test builds' exit.
 struct Mover<'a> {
     pg: PgStore,
+    /// The marker says `copying`: a refusal from here on leaves it so.
+    marked: bool,
     summary: Summary,
     writes: u64,
     exit_after: Option<u64>,
@@ -174,7 +183,9 @@ impl Mover<'_> {
         what: impl FnOnce() -> String,
         f: impl std::future::Future<Output = Result<T, PgError>>,
     ) -> Result<T, MoveError> {
+        let marked = self.marked;
         let out = self.pg.block_on(f).map_err(|e| match e {
+            e @ PgError::Differs(_) if marked => MoveError::DiffersPartWay(e.to_string()),
             e @ PgError::Differs(_) => MoveError::from(e),
             source => MoveError::Writing {
                 what: what(),
@@ -365,6 +376,7 @@ pub fn copy_sled_to_postgres(
     let pg = park_until_done(PgStore::connect(pg_options)).map_err(MoveError::Connect)?;
     let mut m = Mover {
         pg: pg.clone(),
+        marked: false,
         summary: Summary::default(),
         writes: 0,
         exit_after: options.exit_after_writes,
@@ -375,9 +387,11 @@ pub fn copy_sled_to_postgres(
         pg.begin_import(source.clone(), heads.clone()),
     )? {
         ImportStart::NodesLive(live) => return Err(MoveError::LiveNode(live.join(", "))),
+        ImportStart::UsedSince(at) => return Err(MoveError::UsedSince(at.to_rfc3339())),
         ImportStart::Fresh => (m.progress)("copying into a database without a copy yet".into()),
         ImportStart::Resumed => (m.progress)("resuming the copy of this same directory".into()),
     }
+    m.marked = true;
     for h in &heads {
         let c = m.write(
             || format!("the newest sequences of account {}", h.account),

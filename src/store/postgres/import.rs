@@ -459,6 +459,9 @@ pub enum ImportStart {
     Fresh,
     /// A copy of the same source was interrupted (or finished) before.
     Resumed,
+    /// The copy finished before and nodes have run on the database since (the
+    /// first of them started then): nothing was written.
+    UsedSince(DateTime<Utc>),
 }
 
 /// Locks `sled_import` against a copy starting (nodes) or against nodes
@@ -514,6 +517,19 @@ impl PgStore {
             if copying {
                 return Err(PgError::ImportUnfinished);
             }
+            // A finished copy on which a node now runs: running the copy again is
+            // refused from here on (`begin_import`). Its own statement, after the
+            // shared lock's transaction: two nodes starting at once would deadlock
+            // upgrading that lock. A copy starting in between sees this node live.
+            s.pool
+                .get()
+                .await?
+                .execute(
+                    "UPDATE sled_import SET nodes_since = clock_timestamp()
+                     WHERE state = 'done' AND nodes_since IS NULL",
+                    &[],
+                )
+                .await?;
             Ok(())
         })
         .await
@@ -539,8 +555,11 @@ impl PgStore {
                 return Ok(ImportStart::NodesLive(live));
             }
             let marker = tx
-                .query_opt("SELECT source_fingerprint FROM sled_import FOR UPDATE", &[])
+                .query_opt("SELECT source_fingerprint, nodes_since FROM sled_import FOR UPDATE", &[])
                 .await?;
+            if let Some(since) = marker.as_ref().and_then(|row| row.get::<_, Option<DateTime<Utc>>>(1)) {
+                return Ok(ImportStart::UsedSince(since));
+            }
             let start = match marker {
                 Some(row) if row.get::<_, String>(0) == fingerprint => ImportStart::Resumed,
                 Some(_) => {

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sled_import",
         sql: include_str!("migrations/0005_sled_import.sql"),
     },
+    Migration {
+        version: 6,
+        name: "sled_import_nodes_since",
+        sql: include_str!("migrations/0006_sled_import_nodes_since.sql"),
+    },
 ];
 
 /// The advisory lock every migrator takes (an arbitrary constant: "siemsync").
