@@ -5,7 +5,7 @@
 //! opening a new connection is read after a later one on a kept connection), so
 //! plain posts go one at a time.
 
-use crate::common::*;
+use super::common::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 use std::cell::Cell;

@@ -3,7 +3,7 @@
 //! warnings, acknowledgement behind a sticky load balancer and from slow indexers,
 //! replays that wait for acknowledgement, and a post size that grows back.
 
-use crate::common::*;
+use super::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{AckMode, Behaviour, HecServer, LoadBalancer};
 use std::cell::{Cell, RefCell};

@@ -1,7 +1,7 @@
 //! Integration actors are spread over the delivery threads (`delivery_threads`),
 //! not all run on the one thread of the Supervisor: a fleet's syncs use every core.
 
-use crate::common::*;
+use super::common::*;
 use serde_json::json;
 use siemsync::actors::supervisor::SyncThread;
 use siemsync::testkit::HecServer;

@@ -2,7 +2,7 @@
 //! bad events, 413, busy mid-post, indexer acknowledgement, TLS, hanging endpoints,
 //! and the connection test. Real binary, real sockets, the strict HEC test server.
 
-use crate::common::*;
+use super::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{AckMode, Behaviour, HecServer, HecServerConfig};
 use std::collections::HashSet;

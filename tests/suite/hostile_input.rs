@@ -2,7 +2,7 @@
 //! HEC client parses. No panic; bad input gets a 4xx naming the problem; nothing
 //! of a refused request is stored.
 
-use crate::common::*;
+use super::common::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use serde_json::{json, Value};

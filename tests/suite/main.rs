@@ -41,13 +41,16 @@ mod supervision;
 /// The service-level promises again, with the service on PostgreSQL (one database
 /// per test on a cluster the binary shares): the same source files, whose
 /// `super::common` is here the plain one with `Siemsync` started on PostgreSQL.
+/// A test whose promise is the embedded store's own (its files, its test hooks,
+/// its backlog quota) says so and returns at once on PostgreSQL.
 // `path = "."`: the modules inside are this directory's files — loaded twice on
-// purpose, which is what `duplicate_mod` warns of. Not isolation.rs: 200
-// integrations syncing twice a second is a load test of the actors, and on
-// PostgreSQL (a few round trips per idle sync) it alone added about half a minute
-// to the suite; it passes there. Not hec_delivery.rs yet: an actor's store calls
-// block its arbiter for a round trip, which on a loaded machine delays the other
-// actors' HTTP answers past its 0.5 s request timeout (2 runs in 5 failed so).
+// purpose, which is what `duplicate_mod` warns of. Not here: isolation.rs (200
+// integrations syncing twice a second is a load test of the actors; on
+// PostgreSQL, a few round trips per idle sync, it alone added about half a
+// minute to the suite; it passes there), storage_fault.rs (sled's disk:
+// PostgreSQL's outage is postgres_service.rs), ui.rs's browser walk and
+// contract.rs's schema checks (they exercise the page and the HTTP layer, the
+// same on both), and the postgres_* files (PostgreSQL only).
 #[path = "."]
 #[allow(clippy::duplicate_mod)]
 mod on_postgres {
@@ -57,16 +60,42 @@ mod on_postgres {
         pub use crate::common::PgSiemsync as Siemsync;
         pub const BACKEND: Backend = Backend::Postgres;
     }
+    #[path = "catch_up.rs"]
+    mod catch_up;
     #[path = "consistency.rs"]
     mod consistency;
     #[path = "control_plane.rs"]
     mod control_plane;
+    #[path = "crash.rs"]
+    mod crash;
+    #[path = "delivery_policy.rs"]
+    mod delivery_policy;
+    #[path = "delivery_threads.rs"]
+    mod delivery_threads;
+    #[path = "fairness.rs"]
+    mod fairness;
+    #[path = "hec_delivery.rs"]
+    mod hec_delivery;
     #[path = "history.rs"]
     mod history;
+    #[path = "hostile_input.rs"]
+    mod hostile_input;
+    #[path = "operability.rs"]
+    mod operability;
     #[path = "outage.rs"]
     mod outage;
+    #[path = "page_api.rs"]
+    mod page_api;
+    #[path = "panic_restart.rs"]
+    mod panic_restart;
     #[path = "reload.rs"]
     mod reload;
+    #[path = "security.rs"]
+    mod security;
     #[path = "service.rs"]
     mod service;
+    #[path = "shutdown.rs"]
+    mod shutdown;
+    #[path = "supervision.rs"]
+    mod supervision;
 }

@@ -1,7 +1,7 @@
 //! What an operator sees: /metrics, `siemsync status`, `check-config`, and the
 //! progress of a long catch-up.
 
-use crate::common::*;
+use super::common::*;
 use serde_json::json;
 use siemsync::testkit::{Behaviour, HecServer};
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! on a plain-HTTP HEC from an untrusted certificate, and a status that says whether a
 //! failure needs the customer and how a "sync now" ended.
 
-use crate::common::*;
+use super::common::*;
 use serde_json::{json, Value};
 use siemsync::testkit::{Behaviour, HecServer};
 

@@ -1,7 +1,7 @@
 //! The Supervisor restarts an integration actor that panics, from its sled state.
 //! Needs the `test-hooks` feature (the README's test command turns it on).
 
-use crate::common::*;
+use super::common::*;
 use serde_json::json;
 use siemsync::testkit::HecServer;
 use std::time::Duration;
