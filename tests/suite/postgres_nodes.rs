@@ -678,6 +678,17 @@ async fn when_the_primary_dies_every_node_answers_503_and_after_the_promotion_al
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let handed_over = |c: &Cluster| -> usize {
+        (0..NAMES.len())
+            .map(|n| {
+                c.node(n)
+                    .log_text()
+                    .matches("shards over to the nodes short")
+                    .count()
+            })
+            .sum()
+    };
+    let handed_before = handed_over(&cluster);
     pg.promote_standby().unwrap();
     let promoted = Instant::now();
     // Each node in turn takes writes again by itself (no restart): retried on 503
@@ -714,6 +725,13 @@ async fn when_the_primary_dies_every_node_answers_503_and_after_the_promotion_al
     eprintln!(
         "the shards spread again {:?} after the promotion",
         promoted.elapsed()
+    );
+    // Each node took its own shards back: the first one back did not claim them
+    // all only to hand most over again.
+    assert_eq!(
+        handed_over(&cluster),
+        handed_before,
+        "shards handed over after the promotion"
     );
 
     cluster.hec.set_behaviour(Behaviour::Normal);
