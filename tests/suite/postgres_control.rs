@@ -510,18 +510,50 @@ fn moved_to(id: &Uuid, hec: &HecServer) -> String {
     )
 }
 
+/// The backend pids of the node's control listener sessions.
+async fn listener_pids(url: &str) -> Vec<i32> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = actix_rt::spawn(connection);
+    let pids = client
+        .query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name LIKE 'siemsync node-%'
+               AND query = 'LISTEN siemsync_control'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+    let _ = driver.await;
+    pids
+}
+
 #[actix_rt::test]
 async fn a_periodic_re_read_applies_a_change_nobody_announced() {
     let Some(s) = setup_with("0.25", "1").await else {
         return;
     };
     s.refused_and_retried().await;
+    // Nothing is cut: the listener keeps its session throughout, so no
+    // reconnection's re-read can be what applies the change, only the periodic one.
+    let listening = listener_pids(&s.url).await;
+    assert_eq!(listening.len(), 1, "the node's listener found");
     let new_hec = HecServer::start(TOKEN);
     sql(&s.url, &moved_to(&s.id, &new_hec)).await;
     eventually(T, "the waiting events posted to the new receiver", || {
         audit_ids(&new_hec.events()).len() >= 5
     })
     .await;
+    assert_eq!(
+        listener_pids(&s.url).await,
+        listening,
+        "the listener was never reconnected"
+    );
 }
 
 #[actix_rt::test]
@@ -568,7 +600,7 @@ async fn sync_now_on_a_node_without_the_shard_is_passed_on_only_when_another_nod
 async fn a_change_missed_while_the_listener_was_cut_off_is_applied_after_it_reconnects() {
     // The periodic re-read is an hour away: only the reconnection's re-read can
     // find the change, which no node announced.
-    let Some(s) = setup("0.25").await else {
+    let Some(s) = setup_with("0.25", "3600").await else {
         return;
     };
     s.refused_and_retried().await;
@@ -591,6 +623,7 @@ async fn a_change_missed_while_the_listener_was_cut_off_is_applied_after_it_reco
         .await
         .unwrap();
     assert_eq!(cut.len(), 1, "the node's listener found");
+    assert!(cut[0].get::<_, bool>(0), "the node's listener cut off");
     let switched = Instant::now();
     eventually(T, "the waiting events posted to the new receiver", || {
         audit_ids(&new_hec.events()).len() >= 5

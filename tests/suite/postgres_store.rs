@@ -796,6 +796,81 @@ async fn a_holder_stops_posting_a_margin_before_its_lease_lapses_and_no_claim_co
     assert!(a.lease_lasts(&fence_a).await.is_err());
 }
 
+/// Waits until no lease on the database `url` lasts, nor lapsed less than
+/// `margin` ago: every shard is claimable.
+async fn every_lease_lapsed(url: &str, margin: Duration) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    wait_until("every lease to lapse a margin ago", 20, || async {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM shard_leases
+                 WHERE expires_at > clock_timestamp() - make_interval(secs => $1)",
+                &[&margin.as_secs_f64()],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0) == 0
+    })
+    .await;
+    drop(client);
+    let _ = driver.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_every_lease_lapsed_each_node_back_claims_only_its_share_and_one_left_alone_gets_all()
+{
+    let Some(url) = fresh_database() else { return };
+    let lease = Duration::from_secs(2);
+    let a = node(&url, "node-a", |o| o.lease = lease).await;
+    let b = node(&url, "node-b", |o| o.lease = lease).await;
+    let c = node(&url, "node-c", |o| o.lease = lease).await;
+    settle(&[&a, &b, &c]).await;
+    let mut before: Vec<Vec<i32>> = Vec::new();
+    for n in [&a, &b, &c] {
+        before.push(round(n).await.held.into_keys().collect());
+    }
+    // PostgreSQL unreachable for everyone (no node renews) past the lease and its
+    // claim margin: every lease lapsed, every node's heartbeat too.
+    every_lease_lapsed(&url, lease / 2).await;
+    // The first node back takes its share among the nodes live just before the
+    // lapse (its own shards), not all 256 to hand most back as the others return;
+    // each of the others gets its own back.
+    for (i, n) in [&a, &b, &c].into_iter().enumerate() {
+        let h = round(n).await;
+        let held: Vec<i32> = h.held.keys().copied().collect();
+        assert_eq!(
+            held,
+            before[i],
+            "{}: its own shards back, no more",
+            n.node_name()
+        );
+        assert!(
+            h.surplus.is_empty(),
+            "{}: nothing to hand back",
+            n.node_name()
+        );
+    }
+    // Lapsed again, and only A comes back: the others stop counting once A's
+    // heartbeat is newer than their lapse, and A takes every shard.
+    every_lease_lapsed(&url, lease / 2).await;
+    assert_eq!(round(&a).await.held.len(), before[0].len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = round(&a).await.held.len();
+        if held == 256 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A alone holds {held} shards, not every one"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn next(l: &mut siemsync::store::postgres::ControlListener) -> ControlSignal {
     tokio::time::timeout(Duration::from_secs(1), l.recv())
         .await

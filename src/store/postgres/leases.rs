@@ -7,7 +7,10 @@
 //! which shards it holds beyond its share. It stops those integrations and then
 //! [`PgStore::release`]s them, and the node short of shards claims them on its next
 //! round. Shares are deterministic (live nodes by name), so they sum to the shard
-//! count and the spread settles instead of oscillating.
+//! count and the spread settles instead of oscillating. A node back from a lapse
+//! of its own heartbeat also counts, for that first round, the nodes that were
+//! live at its last heartbeat: after a cluster-wide lapse (PostgreSQL down longer
+//! than a lease) each node back takes its own shards, not the first one all.
 
 use super::error::PgError;
 use super::{PgStore, Shared};
@@ -95,6 +98,11 @@ pub struct CommitRecord {
 pub(super) const LIVE_NODES: &str =
     "SELECT name FROM nodes WHERE expires_at > clock_timestamp() AND NOT stopping ORDER BY name";
 
+/// The nodes the claims of a node back from its own lapse are counted for: the
+/// live ones and those still live at `$1`, its last heartbeat before the lapse.
+const RECENT_NODES: &str = "SELECT name FROM nodes WHERE NOT stopping
+      AND (expires_at > clock_timestamp() OR expires_at > $1) ORDER BY name";
+
 /// The advisory lock every balancing round takes first (an arbitrary constant,
 /// "siemleas"; the migrations take another).
 const BALANCE_LOCK: i64 = 0x7369_656d_6c65_6173;
@@ -160,6 +168,16 @@ impl Shared {
         // until it hands everything back: it claims nothing more, and the others
         // share the shards without it.
         let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        // This node's last heartbeat if its row has lapsed since (it could not
+        // renew: PostgreSQL or the node was away): the nodes live then still
+        // count for this round's claims (`RECENT_NODES`).
+        let lapsed_beat: Option<DateTime<Utc>> = tx
+            .query_opt(
+                "SELECT heartbeat_at FROM nodes WHERE name = $1 AND expires_at <= clock_timestamp()",
+                &[me],
+            )
+            .await?
+            .map(|r| r.get(0));
         tx.execute(
             "INSERT INTO nodes (name, started_at, heartbeat_at, expires_at, info, stopping)
              VALUES ($1, clock_timestamp(), clock_timestamp(), clock_timestamp() + make_interval(secs => $2),
@@ -197,7 +215,28 @@ impl Shared {
         } else {
             fair_share(self.shards as usize, &live_nodes, me)
         };
-        if held.len() < target {
+        // A node back from its own lapse claims up to its share among the nodes
+        // live now and those live at its last heartbeat: after a cluster-wide
+        // lapse (no node could renew, PostgreSQL was down) the first node back
+        // takes its share of the nodes live before, its own shards first, not
+        // every shard to hand most back as the others return (each of them then
+        // finds its own shards free). Its next round counts the live ones alone:
+        // shards of a node that did not come back are claimed one round later.
+        // A node renewing on time is not held back: a killed node's shards are
+        // taken over as soon as they are claimable.
+        let claim_to = match lapsed_beat {
+            Some(beat) if !stopping => {
+                let recent: Vec<String> = tx
+                    .query(RECENT_NODES, &[&beat])
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                target.min(fair_share(self.shards as usize, &recent, me))
+            }
+            _ => target,
+        };
+        if held.len() < claim_to {
             // A lapsed lease is claimed only once it lapsed a margin ago: its
             // holder started no post later than a margin before the lapse
             // (`PgStore::lease_lasts`), so two nodes post one shard at once only
@@ -221,7 +260,7 @@ impl Shared {
                     &[
                         me,
                         &lease,
-                        &((target - held.len()) as i64),
+                        &((claim_to - held.len()) as i64),
                         &post_margin(self.options.lease).as_secs_f64(),
                     ],
                 )
