@@ -373,7 +373,7 @@ async fn renew_leases(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The shards the Supervisor's actors run for: those of the first round, which
     // the start's reconcile read.
-    let mut running = store.kept_shards();
+    let mut running = store.kept_leases();
     let mut handing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
@@ -415,27 +415,22 @@ async fn renew_leases(
         if handing.as_ref().is_some_and(|h| !h.is_finished()) {
             continue;
         }
-        let kept: Vec<i32> = holdings
-            .held
-            .keys()
-            .filter(|s| !holdings.surplus.contains(s))
-            .copied()
-            .collect();
+        let kept = holdings.kept_leases();
         if running == kept && holdings.surplus.is_empty() {
             continue;
         }
-        let gained: Vec<i32> = kept
-            .iter()
-            .filter(|s| !running.contains(s))
-            .copied()
-            .collect();
+        let (gained, reclaimed) = store::postgres::lease_changes(&running, &kept);
         let changed = running != kept;
         running = kept;
         let (store, supervisor, surplus) = (store.clone(), supervisor.clone(), holdings.surplus);
         handing = Some(tokio::task::spawn_local(async move {
             if changed
                 && supervisor
-                    .send(actors::messages::Rebalance { grace, gained })
+                    .send(actors::messages::Rebalance {
+                        grace,
+                        gained,
+                        reclaimed,
+                    })
                     .await
                     .is_err()
             {

@@ -59,6 +59,10 @@ pub struct Rebalance {
     pub grace: std::time::Duration,
     /// The shards this node runs delivery for since the last `Rebalance`.
     pub gained: Vec<i32>,
+    /// The shards this node held before and holds again under a new epoch (its
+    /// lease lapsed meanwhile, and another node may have delivered them): their
+    /// actors stop at once and start again from the stored checkpoints.
+    pub reclaimed: Vec<i32>,
 }
 
 /// Supervisor → IntegrationActor: the stored integration changed in nothing delivery

@@ -151,8 +151,14 @@ impl Handler<Rebalance> for Supervisor {
         // A running replay of an integration not held here stops (its record
         // stays running): it resumes on the shard's next holder, from its record.
         // Also one whose integration's actor is gone already.
+        // A reclaimed shard's actors and replays restart from what is stored.
+        let pg = self.store.postgres().cloned();
+        let reclaimed = |id: &Uuid| {
+            pg.as_ref()
+                .is_some_and(|pg| msg.reclaimed.contains(&pg.shard_of(id)))
+        };
         for id in self.replays.ids() {
-            if !self.store.holds(&id) {
+            if !self.store.holds(&id) || reclaimed(&id) {
                 self.replays.stop(&id);
             }
         }
@@ -161,7 +167,7 @@ impl Handler<Rebalance> for Supervisor {
         let unheld: Vec<Uuid> = self
             .running
             .keys()
-            .filter(|id| !self.store.holds(id))
+            .filter(|id| !self.store.holds(id) || reclaimed(id))
             .copied()
             .collect();
         let mut actors = Vec::new();
@@ -170,7 +176,7 @@ impl Handler<Rebalance> for Supervisor {
                 // Handed over: this node still holds the lease, so its posts in
                 // flight get their grace. Claimed elsewhere already: the other
                 // node posts the same events now, so nothing more is sent here.
-                let grace = if self.store.hands_over(id) {
+                let grace = if self.store.hands_over(id) && !reclaimed(id) {
                     msg.grace
                 } else {
                     Duration::ZERO
@@ -182,7 +188,8 @@ impl Handler<Rebalance> for Supervisor {
         let all = actors
             .into_iter()
             .map(move |(a, grace)| wind_down(a, grace, metrics.clone(), "hand-over"));
-        let gained = msg.gained;
+        let mut gained = msg.gained;
+        gained.extend(msg.reclaimed);
         Box::pin(join_all(all).into_actor(self).map(move |stopped, act, ctx| {
             if !stopped.is_empty() {
                 log::info!(

@@ -33,6 +33,7 @@ use crate::model::{AccountId, AuditEvent, Integration, JobSnapshot, Source};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -140,11 +141,7 @@ impl PgNode {
 
 /// The shards of `h` this node runs delivery for: held and not handed over.
 fn kept(h: &Holdings) -> Vec<i32> {
-    h.held
-        .keys()
-        .filter(|s| !h.surplus.contains(s))
-        .copied()
-        .collect()
+    h.kept_leases().into_keys().collect()
 }
 
 /// Jobs read per round trip when `running_jobs` pages through PostgreSQL.
@@ -318,13 +315,14 @@ impl Store {
         held.holdings.held.contains_key(&shard) && held.holdings.surplus.contains(&shard)
     }
 
-    /// The shards this node runs delivery for (held, not handed over); empty on sled.
-    pub fn kept_shards(&self) -> Vec<i32> {
+    /// The shards this node runs delivery for (held, not handed over), each with
+    /// its lease's epoch; empty on sled.
+    pub fn kept_leases(&self) -> BTreeMap<i32, i64> {
         let Store::Postgres(n) = self else {
-            return Vec::new();
+            return BTreeMap::new();
         };
         let held = n.holdings.read().unwrap_or_else(|p| p.into_inner());
-        kept(&held.holdings)
+        held.holdings.kept_leases()
     }
 
     /// Hands `shards` back (PostgreSQL), after their integrations' actors stopped:

@@ -829,8 +829,11 @@ async fn after_every_lease_lapsed_each_node_back_claims_only_its_share_and_one_l
     let c = node(&url, "node-c", |o| o.lease = lease).await;
     settle(&[&a, &b, &c]).await;
     let mut before: Vec<Vec<i32>> = Vec::new();
+    let mut leases = Vec::new();
     for n in [&a, &b, &c] {
-        before.push(round(n).await.held.into_keys().collect());
+        let h = round(n).await;
+        leases.push(h.kept_leases());
+        before.push(h.held.into_keys().collect());
     }
     // PostgreSQL unreachable for everyone (no node renews) past the lease and its
     // claim margin: every lease lapsed, every node's heartbeat too.
@@ -850,6 +853,15 @@ async fn after_every_lease_lapsed_each_node_back_claims_only_its_share_and_one_l
         assert!(
             h.surplus.is_empty(),
             "{}: nothing to hand back",
+            n.node_name()
+        );
+        // The same shards, but claimed again: another node could have delivered
+        // them while the leases had lapsed, so every actor of them restarts from
+        // the stored checkpoint (none is gained: it ran them before).
+        assert_eq!(
+            siemsync::store::postgres::lease_changes(&leases[i], &h.kept_leases()),
+            (vec![], before[i].clone()),
+            "{}: each shard held again under a new epoch",
             n.node_name()
         );
     }

@@ -53,6 +53,36 @@ impl Holdings {
             epoch,
         })
     }
+
+    /// The shards this node runs delivery for (held, not surplus), with epochs.
+    pub fn kept_leases(&self) -> BTreeMap<i32, i64> {
+        self.held
+            .iter()
+            .filter(|(s, _)| !self.surplus.contains(s))
+            .map(|(&s, &e)| (s, e))
+            .collect()
+    }
+}
+
+/// What the actors must do after a lease round, from the leases they run under
+/// (`running`) and those this node now keeps: start the shards `gained`, and
+/// restart those `reclaimed` — held before and now, but under a new epoch: the
+/// lease lapsed in between and another node may have delivered and committed
+/// them meanwhile, so the actors' positions in memory are stale.
+pub fn lease_changes(
+    running: &BTreeMap<i32, i64>,
+    kept: &BTreeMap<i32, i64>,
+) -> (Vec<i32>, Vec<i32>) {
+    let mut gained = Vec::new();
+    let mut reclaimed = Vec::new();
+    for (shard, epoch) in kept {
+        match running.get(shard) {
+            None => gained.push(*shard),
+            Some(e) if e != epoch => reclaimed.push(*shard),
+            Some(_) => {}
+        }
+    }
+    (gained, reclaimed)
 }
 
 /// A node as the operator view shows it.
@@ -498,6 +528,16 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("node-{i}")).collect()
+    }
+
+    #[test]
+    fn a_shard_held_again_under_a_new_epoch_restarts_its_actors_and_a_renewal_does_not() {
+        let running = BTreeMap::from([(1, 5), (2, 3), (3, 9)]);
+        // 1 renewed (same epoch), 2 lost, 3 claimed back after a lapse (another
+        // node may have committed under epoch 10), 4 gained.
+        let kept = BTreeMap::from([(1, 5), (3, 11), (4, 1)]);
+        assert_eq!(lease_changes(&running, &kept), (vec![4], vec![3]));
+        assert_eq!(lease_changes(&kept, &kept), (vec![], vec![]));
     }
 
     #[test]
