@@ -405,8 +405,17 @@ async fn an_integration_another_node_runs_is_answered_from_what_that_node_publis
     let Some(s) = setup("3600").await else {
         return;
     };
-    // An integration no node runs here (disabled), published by "other-node" as
-    // if it ran it there.
+    // An integration this node does not run (disabled), published as if the node
+    // holding its shard ran it: a store under that node's name (the running node
+    // holds every shard here).
+    let st = s.api.status("acme", &s.id.to_string()).await;
+    let holder_name = st["node"]
+        .as_str()
+        .expect("the node running it")
+        .to_string();
+    let holder = PgStore::connect(PgOptions::new(s.url.as_str(), holder_name.as_str()))
+        .await
+        .unwrap();
     let (template, _) = s.stored().await;
     let it = Integration {
         id: Uuid::new_v4(),
@@ -431,19 +440,23 @@ async fn an_integration_another_node_runs_is_answered_from_what_that_node_publis
         observation: Some(observation),
         restarts: Default::default(),
     };
+    let doc = serde_json::to_value(&published).unwrap();
+    // A node that does not hold the shard publishes nothing.
     s.other
-        .publish_statuses(vec![(it.id, serde_json::to_value(&published).unwrap())])
+        .publish_statuses(vec![(it.id, doc.clone())])
         .await
         .unwrap();
+    assert_eq!(s.other.delivery_status(&it.id).await.unwrap(), None);
+    holder.publish_statuses(vec![(it.id, doc)]).await.unwrap();
     let third = PgStore::connect(PgOptions::new(s.url.as_str(), "third-node"))
         .await
         .unwrap();
     let fresh = Duration::from_secs(60);
     let answered = published_elsewhere(&third, &it.id, fresh).await.unwrap();
-    assert_eq!(answered, Some(("other-node".to_string(), published)));
+    assert_eq!(answered, Some((holder_name, published)));
     // The publishing node's own old record is not an answer: it runs it no more.
     assert_eq!(
-        published_elsewhere(&s.other, &it.id, fresh).await.unwrap(),
+        published_elsewhere(&holder, &it.id, fresh).await.unwrap(),
         None
     );
     // Nor is a record older than a live node leaves it (any age is, here).

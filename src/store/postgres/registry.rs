@@ -65,6 +65,10 @@ pub struct PublishedStatus {
     pub age_secs: f64,
     /// The status it published, as the API shows it.
     pub status: serde_json::Value,
+    /// Whether that node still holds the integration's shard under a live lease
+    /// (read with the record): a record left by a node that lost the shard, and
+    /// not yet replaced by its new holder's, is no answer.
+    pub by_holder: bool,
 }
 
 fn to_doc<T: Serialize>(v: &T) -> serde_json::Value {
@@ -322,6 +326,18 @@ macro_rules! replay_write_allowed {
            AND replays.doc->'progress'->>'state' IS DISTINCT FROM 'running')"
     };
 }
+
+/// Publishes statuses (`$1` ids, `$2` their documents, `$3` this node): only for the
+/// integrations that exist and whose shard this node holds under a live lease, so
+/// that a node that lost a shard (paused past its lease, then resumed, before its
+/// lease loop noticed) never overwrites the status its new holder publishes.
+const PUBLISH_HELD: &str = "INSERT INTO delivery_status (integration, node, observed_at, doc)
+     SELECT u.id, $3, now(), u.doc FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, doc)
+     JOIN integrations i ON i.id = u.id
+     JOIN shard_leases l ON l.shard = i.shard AND l.owner = $3
+       AND l.expires_at > clock_timestamp()
+     ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
+       observed_at = excluded.observed_at, doc = excluded.doc";
 
 impl PgStore {
     /// Sets an account's feature switch (the platform's call).
@@ -862,32 +878,39 @@ impl PgStore {
     }
 
     /// Publishes what this node observes of an integration it delivers, so that any
-    /// node can answer for it. `Gone` when the integration was deleted.
-    pub async fn publish_status(&self, id: &Uuid, status: &impl Serialize) -> Result<(), PgError> {
+    /// node can answer for it: only while this node holds the integration's shard
+    /// under a live lease (`Ok(false)`: it does not, nothing was written), so that
+    /// a node that lost the shard never overwrites its new holder's status. `Gone`
+    /// when the integration was deleted.
+    pub async fn publish_status(
+        &self,
+        id: &Uuid,
+        status: &impl Serialize,
+    ) -> Result<bool, PgError> {
         let (id, doc) = (*id, to_doc(status));
         self.run_write(move |s| async move {
-            let n = s
-                .pool
-                .get()
-                .await?
-                .execute(
-                    "INSERT INTO delivery_status (integration, node, observed_at, doc)
-                     SELECT $1, $2, now(), $3 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1)
-                     ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
-                       observed_at = excluded.observed_at, doc = excluded.doc",
-                    &[&id, &s.options.node_name, &doc],
-                )
+            let client = s.pool.get().await?;
+            let n = client
+                .execute(PUBLISH_HELD, &[&vec![id], &vec![doc], &s.options.node_name])
                 .await?;
             if n == 0 {
-                return Err(PgError::Gone);
+                let exists = client
+                    .query_opt("SELECT 1 FROM integrations WHERE id = $1", &[&id])
+                    .await?
+                    .is_some();
+                if !exists {
+                    return Err(PgError::Gone);
+                }
             }
-            Ok(())
+            Ok(n > 0)
         })
         .await
     }
 
     /// [`PgStore::publish_status`] for many integrations in one statement (the
-    /// status publisher's round); deleted integrations are skipped.
+    /// status publisher's round); deleted integrations, and those whose shard this
+    /// node does not hold under a live lease (lost, or not yet noticed lost by its
+    /// lease loop), are skipped.
     pub async fn publish_statuses(
         &self,
         statuses: Vec<(Uuid, serde_json::Value)>,
@@ -900,21 +923,15 @@ impl PgStore {
             s.pool
                 .get()
                 .await?
-                .execute(
-                    "INSERT INTO delivery_status (integration, node, observed_at, doc)
-                     SELECT u.id, $3, now(), u.doc FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, doc)
-                     JOIN integrations i ON i.id = u.id
-                     ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
-                       observed_at = excluded.observed_at, doc = excluded.doc",
-                    &[&ids, &docs, &s.options.node_name],
-                )
+                .execute(PUBLISH_HELD, &[&ids, &docs, &s.options.node_name])
                 .await?;
             Ok(())
         })
         .await
     }
 
-    /// What the node delivering the integration last published, if any.
+    /// What the node delivering the integration last published, if any, and
+    /// whether that node still holds the integration's shard under a live lease.
     pub async fn delivery_status(&self, id: &Uuid) -> Result<Option<PublishedStatus>, PgError> {
         let id = *id;
         self.run(move |s| async move {
@@ -922,8 +939,12 @@ impl PgStore {
                 .get()
                 .await?
                 .query_opt(
-                    "SELECT node, observed_at, doc, extract(epoch FROM now() - observed_at)::float8
-                     FROM delivery_status WHERE integration = $1",
+                    "SELECT d.node, d.observed_at, d.doc,
+                       extract(epoch FROM now() - d.observed_at)::float8,
+                       EXISTS (SELECT 1 FROM integrations i JOIN shard_leases l ON l.shard = i.shard
+                               WHERE i.id = d.integration AND l.owner = d.node
+                                 AND l.expires_at > clock_timestamp())
+                     FROM delivery_status d WHERE d.integration = $1",
                     &[&id],
                 )
                 .await?
@@ -932,6 +953,7 @@ impl PgStore {
                     observed_at: r.get(1),
                     status: r.get(2),
                     age_secs: r.get(3),
+                    by_holder: r.get(4),
                 }))
         })
         .await
