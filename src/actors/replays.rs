@@ -442,9 +442,10 @@ impl Handler<CancelReplay> for Supervisor {
                         // The actor died (a panic): its record still says running.
                         Err(_) => cancel_stored(&store, &account, &id).await,
                     },
-                    // Ended: nothing to cancel.
-                    Some((_, false)) => None,
-                    None => cancel_stored(&store, &account, &id).await,
+                    // Nothing runs here: the record may still say running (a
+                    // replay asked for on another node and not picked up yet,
+                    // after one that ended here), and is cancelled there.
+                    Some((_, false)) | None => cancel_stored(&store, &account, &id).await,
                 }
             }
             .into_actor(self)

@@ -500,6 +500,41 @@ async fn a_replay_whose_record_the_store_refuses_is_not_answered_as_started() {
     );
 }
 
+#[actix_rt::test]
+async fn a_replay_asked_for_elsewhere_and_not_picked_up_yet_is_cancelled_where_its_integration_runs(
+) {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // A replay ran here and ended: its actor stays to say how.
+    let (code, v) = start_replay(&s).await;
+    assert_eq!(code, 202, "{v}");
+    status_until(&s.api, "acme", &s.id.to_string(), "the replay done", |st| {
+        st["replay"]["state"] == "done"
+    })
+    .await;
+    // Another node asks for a replay, and its NOTIFY is lost (the record is
+    // written directly): this node has not picked it up.
+    let pending = StoredReplay::new(window(), vec![Source::Audit]);
+    let doc = serde_json::to_string(&pending).unwrap().replace('\'', "''");
+    sql(
+        &s.url,
+        &format!(
+            "UPDATE replays SET doc = '{doc}' WHERE integration = '{}'",
+            s.id
+        ),
+    )
+    .await;
+    let path = format!("/api/v1/accounts/acme/integrations/{}/replay", s.id);
+    let (code, v) = s.api.admin("DELETE", &path, None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["id"], pending.progress.id.to_string(), "{v}");
+    assert_eq!(v["state"], "cancelled", "{v}");
+    let stored: StoredReplay = s.other.replay(&s.id).await.unwrap().unwrap();
+    assert_eq!(stored.progress.id, pending.progress.id);
+    assert_eq!(stored.progress.state, ReplayState::Cancelled);
+}
+
 /// What `node` last published about integration `id`, if it did.
 async fn published_by(store: &PgStore, id: &Uuid, node: &str) -> Option<Published> {
     let record = store.delivery_status(id).await.unwrap()?;
