@@ -740,9 +740,16 @@ impl PgStore {
         self.run_write(move |s| async move {
             let mut client = s.pool.get().await?;
             let tx = client.transaction().await?;
+            // FOR NO KEY UPDATE: it serialises the changes of one integration's
+            // replay (it conflicts with itself), and waits for a change or delete of
+            // the integration (FOR UPDATE), but not for the key-share locks of the
+            // inserts referencing the integration (checkpoints, dead letters, sync
+            // records, the replay's own progress). The fenced commits' FOR SHARE on
+            // the integration still conflicts with it: a commit waits for this short
+            // transaction, as it did for FOR UPDATE.
             if tx
                 .query_opt(
-                    "SELECT 1 FROM integrations WHERE id = $1 AND account = $2 FOR UPDATE",
+                    "SELECT 1 FROM integrations WHERE id = $1 AND account = $2 FOR NO KEY UPDATE",
                     &[&id, &account.as_str()],
                 )
                 .await?
