@@ -535,6 +535,37 @@ async fn a_replay_asked_for_elsewhere_and_not_picked_up_yet_is_cancelled_where_i
     assert_eq!(stored.progress.state, ReplayState::Cancelled);
 }
 
+#[actix_rt::test]
+async fn a_replays_total_is_recorded_once_counted_before_anything_is_posted() {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // Splunk refuses: nothing of the replay is ever posted.
+    s.hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    let (code, v) = start_replay(&s).await;
+    assert_eq!(code, 202, "{v}");
+    // Every other node answers from the record: it shows the window's total.
+    let started = Instant::now();
+    loop {
+        let stored: StoredReplay = s.other.replay(&s.id).await.unwrap().unwrap();
+        if stored.progress.total == 5 {
+            assert_eq!(stored.progress.sent, 0);
+            assert_eq!(stored.progress.state, ReplayState::Running);
+            break;
+        }
+        assert!(
+            started.elapsed() < PROMPT,
+            "the record's total is still {}",
+            stored.progress.total
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// What `node` last published about integration `id`, if it did.
 async fn published_by(store: &PgStore, id: &Uuid, node: &str) -> Option<Published> {
     let record = store.delivery_status(id).await.unwrap()?;
