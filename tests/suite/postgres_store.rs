@@ -760,6 +760,41 @@ async fn a_node_that_lost_a_shard_publishes_no_status_for_it_and_its_old_record_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_replays_look_up_reads_an_index_of_the_running_ones_only() {
+    let Some(url) = fresh_database() else { return };
+    // Connecting migrates the database.
+    let _node = node(&url, "n1", |_| {}).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    // An empty table is read whole whatever the indexes: only whether the query
+    // can use an index is asked.
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let plan: Vec<String> = client
+        .query(
+            &format!(
+                "EXPLAIN {}",
+                siemsync::store::postgres::RUNNING_REPLAYS_QUERY
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("replays_running"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    drop(client);
+    let _ = driver.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_transaction_holding_the_balancing_lock_fails_a_round_within_a_fraction_of_the_lease(
 ) {
     let Some(url) = fresh_database() else { return };

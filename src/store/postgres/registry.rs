@@ -339,6 +339,12 @@ const PUBLISH_HELD: &str = "INSERT INTO delivery_status (integration, node, obse
      ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
        observed_at = excluded.observed_at, doc = excluded.doc";
 
+/// The integrations whose replay record says running: the condition is the
+/// predicate of the partial index `replays_running` (migration 6), which only a
+/// query with the same expression can use.
+pub const RUNNING_REPLAYS_QUERY: &str =
+    "SELECT integration FROM replays WHERE doc->'progress'->>'state' = 'running'";
+
 impl PgStore {
     /// Sets an account's feature switch (the platform's call).
     pub async fn put_account(&self, id: &AccountId, account: &Account) -> Result<(), PgError> {
@@ -793,10 +799,7 @@ impl PgStore {
             Ok(s.pool
                 .get()
                 .await?
-                .query(
-                    "SELECT integration FROM replays WHERE doc->'progress'->>'state' = 'running'",
-                    &[],
-                )
+                .query(RUNNING_REPLAYS_QUERY, &[])
                 .await?
                 .iter()
                 .map(|r| r.get(0))

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sled_import",
         sql: include_str!("migrations/0005_sled_import.sql"),
     },
+    Migration {
+        version: 6,
+        name: "replays_running_index",
+        sql: include_str!("migrations/0006_replays_running_index.sql"),
+    },
 ];
 
 /// The advisory lock every migrator takes (an arbitrary constant: "siemsync").
