@@ -107,6 +107,15 @@ impl Setup {
         .await;
     }
 
+    /// Splunk refuses every post from now on (busy): a replay retries and stays running.
+    fn busy(&self) {
+        self.hec.set_behaviour(Behaviour::Fail {
+            status: 503,
+            code: Some(9),
+            text: "Server is busy".into(),
+        });
+    }
+
     async fn stored(&self) -> (Integration, u64) {
         let v = self
             .other
@@ -377,11 +386,7 @@ async fn a_running_replay_whose_record_cannot_be_read_for_a_moment_runs_on() {
         return;
     };
     // Splunk refuses from now on: the replay retries and stays running.
-    s.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    s.busy();
     let (code, v) = start_replay(&s).await;
     assert_eq!(code, 202, "{v}");
     let retried = s.hec.posts_arrived();
@@ -541,11 +546,7 @@ async fn a_replays_total_is_recorded_once_counted_before_anything_is_posted() {
         return;
     };
     // Splunk refuses: nothing of the replay is ever posted.
-    s.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    s.busy();
     let (code, v) = start_replay(&s).await;
     assert_eq!(code, 202, "{v}");
     // Every other node answers from the record: it shows the window's total.

@@ -290,6 +290,17 @@ async fn fenced(
     Ok(())
 }
 
+/// `Gone` unless integration `id` is stored: why a write for it wrote nothing.
+async fn gone_unless_stored(client: &tokio_postgres::Client, id: Uuid) -> Result<(), PgError> {
+    match client
+        .query_opt("SELECT 1 FROM integrations WHERE id = $1", &[&id])
+        .await?
+    {
+        Some(_) => Ok(()),
+        None => Err(PgError::Gone),
+    }
+}
+
 fn checkpoint_of(row: &tokio_postgres::Row) -> Checkpoint {
     Checkpoint {
         audit_seq: to_u64(row.get(0)),
@@ -714,13 +725,7 @@ impl PgStore {
             if n == 0 {
                 // Nothing written: the integration is gone, its replay was cancelled,
                 // or another replay is asked for (`replay_write_allowed!`).
-                let exists = client
-                    .query_opt("SELECT 1 FROM integrations WHERE id = $1", &[&id])
-                    .await?
-                    .is_some();
-                if !exists {
-                    return Err(PgError::Gone);
-                }
+                gone_unless_stored(&client, id).await?;
             }
             Ok(())
         })
@@ -904,13 +909,7 @@ impl PgStore {
                 .execute(PUBLISH_HELD, &[&vec![id], &vec![doc], &s.options.node_name])
                 .await?;
             if n == 0 {
-                let exists = client
-                    .query_opt("SELECT 1 FROM integrations WHERE id = $1", &[&id])
-                    .await?
-                    .is_some();
-                if !exists {
-                    return Err(PgError::Gone);
-                }
+                gone_unless_stored(&client, id).await?;
             }
             Ok(n > 0)
         })
