@@ -127,7 +127,7 @@ pub fn nodes_table(nodes: &[Value], now: DateTime<Utc>) -> String {
                 ""
             },
             clean(n["name"].as_str().unwrap_or("?")),
-            n["store"].as_str().unwrap_or("?"),
+            clean(n["store"].as_str().unwrap_or("?")),
             n["shards"].as_u64().map_or("-".into(), |s| s.to_string()),
             n["integrations"].as_u64().unwrap_or(0),
             renewal,
@@ -139,6 +139,12 @@ pub fn nodes_table(nodes: &[Value], now: DateTime<Utc>) -> String {
         ));
     }
     out
+}
+
+/// What `siemsync status` shows instead of the nodes table when the server answers
+/// 404 for `GET /api/v1/nodes`: a server older than the nodes view.
+pub fn nodes_not_served() -> String {
+    "\nNODES\n(not shown: the server answered 404 for /api/v1/nodes, so it is older than the nodes view; upgrade it to see its nodes)\n".to_owned()
 }
 
 #[cfg(test)]
@@ -182,6 +188,31 @@ mod tests {
             now,
         );
         assert!(sled.lines().nth(3).unwrap().ends_with("  2  -"), "{sled}");
+    }
+
+    #[test]
+    fn the_nodes_table_shows_what_the_server_says_on_one_line_without_escapes() {
+        let now: DateTime<Utc> = "2026-11-25T10:01:00Z".parse().unwrap();
+        let t = nodes_table(
+            &[
+                json!({"name": "a\nb", "this_node": true, "store": "pg\u{1b}[2J\nsql",
+                "shards": 1, "integrations": 2, "last_renewal": null, "stopping": false}),
+            ],
+            now,
+        );
+        assert_eq!(t.lines().count(), 4, "{t}");
+        assert!(!t.contains('\u{1b}'), "{t:?}");
+    }
+
+    #[test]
+    fn a_server_without_the_nodes_view_gets_a_note_instead_of_the_nodes_table() {
+        let t = nodes_not_served();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[1], "NODES", "{t}");
+        assert!(
+            lines[2].contains("404") && lines[2].contains("older"),
+            "{t}"
+        );
     }
 
     #[test]

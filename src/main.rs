@@ -162,8 +162,11 @@ async fn status(url: String) -> anyhow::Result<()> {
     print!("{}", siemsync::cli::status_table(&list, chrono::Utc::now()));
     let accounts = get_list(&client, &url, &token, "accounts").await?;
     print!("{}", siemsync::cli::top_accounts(&accounts, 10));
-    let nodes = get_list(&client, &url, &token, "nodes").await?;
-    print!("{}", siemsync::cli::nodes_table(&nodes, chrono::Utc::now()));
+    // A server older than the nodes view answers 404: the rest is still worth showing.
+    match get_list_if_served(&client, &url, &token, "nodes").await? {
+        Some(nodes) => print!("{}", siemsync::cli::nodes_table(&nodes, chrono::Utc::now())),
+        None => print!("{}", siemsync::cli::nodes_not_served()),
+    }
     Ok(())
 }
 
@@ -174,6 +177,24 @@ async fn get_list(
     token: &str,
     what: &str,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
+    get_list_if_served(client, url, token, what)
+        .await?
+        .with_context(|| {
+            format!(
+                "{}/api/v1/{what} answered 404: is this a siemsync service?",
+                url.trim_end_matches('/')
+            )
+        })
+}
+
+/// `GET /api/v1/{what}` as a list of JSON values; `None` when the server answers
+/// 404 (it has no such endpoint).
+async fn get_list_if_served(
+    client: &awc::Client,
+    url: &str,
+    token: &str,
+    what: &str,
+) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
     let endpoint = format!("{}/api/v1/{what}", url.trim_end_matches('/'));
     let mut resp = client
         .get(&endpoint)
@@ -186,6 +207,9 @@ async fn get_list(
         .limit(64 << 20)
         .await
         .context("reading the answer")?;
+    if resp.status() == awc::http::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
     if !resp.status().is_success() {
         anyhow::bail!(
             "{endpoint} answered {}: {}",
@@ -193,7 +217,9 @@ async fn get_list(
             String::from_utf8_lossy(&body)
         );
     }
-    serde_json::from_slice(&body).with_context(|| format!("the answer is not a list of {what}"))
+    serde_json::from_slice(&body)
+        .map(Some)
+        .with_context(|| format!("the answer is not a list of {what}"))
 }
 
 /// A second SIGTERM or SIGINT while the shutdown runs: the operator (or the

@@ -3,7 +3,7 @@
 pub use super::batch::{Batch, BatchKind};
 use super::observation::Observation;
 use super::replay::ReplayProgress;
-use super::replays::ReplayRefused;
+use super::replays::RequestError;
 use crate::hec::encode::Envelope;
 use crate::model::{AccountId, Integration};
 use crate::store::StoreError;
@@ -104,7 +104,7 @@ pub struct ObserveRestarts {
 /// API → Supervisor: re-send the retained events of `sources` in `window` for this
 /// integration, beside its live delivery. Refused while another replay of it runs.
 #[derive(Message)]
-#[rtype(result = "Result<ReplayProgress, ReplayRefused>")]
+#[rtype(result = "Result<ReplayProgress, RequestError>")]
 pub struct StartReplay {
     /// The integration: the replay uses the configuration its running actor has.
     pub id: Uuid,

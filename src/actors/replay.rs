@@ -421,6 +421,22 @@ async fn replay(run: Run) -> Result<RunEnd, Failure> {
     if run.from == (0, 0) {
         let total = count_window(&run).await?;
         update(&run.progress, |p| p.total = total);
+        // Recorded at once, not with the first post Splunk takes: on PostgreSQL the
+        // other nodes answer from the record, and a replay whose posts all wait
+        // (Splunk down) would show its progress without a total.
+        let snapshot = run
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if snapshot.state == ReplayState::Running {
+            let stored = StoredReplay {
+                progress: snapshot,
+                source: 0,
+                after: 0,
+            };
+            record_progress(&run.store, &run.it.account, &run.it.id, &stored);
+        }
     }
     // Its own policy: what the replay learns (a post size) is not the live delivery's.
     let policy = RefCell::new(Policy::new(

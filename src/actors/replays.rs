@@ -136,15 +136,13 @@ impl Replays {
     }
 }
 
-/// The replay recorded for integration `id`; one that cannot be read counts as none.
-fn stored_replay(store: &Store, id: &Uuid) -> Option<StoredReplay> {
-    match store.replay::<StoredReplay>(id) {
-        Ok(stored) => stored,
-        Err(e) => {
-            log::warn!("integration {id}: cannot read its replay: {e}");
-            None
-        }
-    }
+/// The replay recorded for integration `id` (`Ok(None)`: none is). A record that
+/// cannot be read (PostgreSQL unavailable for a moment, say) is an error, logged
+/// here, never "no replay": the callers keep what runs and try again later.
+fn stored_replay(store: &Store, id: &Uuid) -> Result<Option<StoredReplay>, StoreError> {
+    store.replay::<StoredReplay>(id).inspect_err(|e| {
+        log::warn!("integration {id}: cannot read its replay record: {e}");
+    })
 }
 
 /// Cancels, in its record, a replay that runs in no actor here (its integration is
@@ -161,7 +159,7 @@ async fn cancel_stored(store: &Store, account: &AccountId, id: &Uuid) -> Option<
             }
         };
     }
-    let mut stored = stored_replay(store, id)?.progress;
+    let mut stored = stored_replay(store, id).ok()??.progress;
     if stored.state != ReplayState::Running {
         return None;
     }
@@ -171,16 +169,23 @@ async fn cancel_stored(store: &Store, account: &AccountId, id: &Uuid) -> Option<
     Some(stored)
 }
 
-/// Why a replay could not be asked for on a node that does not run its integration.
+/// Why a replay was not started here, or asked for on a node that does not run
+/// its integration.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// Refused: a replay runs already.
+    /// Refused: a replay runs already, or the integration does not run here.
     #[error(transparent)]
     Refused(#[from] ReplayRefused),
     /// The store did not take the request (the integration is gone, the stored
-    /// replay is unreadable, PostgreSQL is unavailable).
+    /// replay is unreadable, the store is unavailable): nothing was started.
     #[error(transparent)]
-    Store(#[from] PgError),
+    Store(#[from] StoreError),
+}
+
+impl From<PgError> for RequestError {
+    fn from(e: PgError) -> Self {
+        RequestError::Store(e.into())
+    }
 }
 
 /// PostgreSQL: a replay asked for on a node that does not run the integration. It
@@ -194,7 +199,18 @@ pub async fn request_elsewhere(
     window: Window,
     sources: Vec<Source>,
 ) -> Result<ReplayProgress, RequestError> {
-    let new = StoredReplay::new(window, sources);
+    store_request(pg, account, id, StoredReplay::new(window, sources)).await
+}
+
+/// PostgreSQL: stores replay `new` as integration `id`'s replay record under a
+/// lock on the integration, unless the record says a replay runs (`Running`), and
+/// announces it; answers its progress as stored.
+async fn store_request(
+    pg: &PgStore,
+    account: &AccountId,
+    id: &Uuid,
+    new: StoredReplay,
+) -> Result<ReplayProgress, RequestError> {
     let doc = serde_json::to_value(&new)
         .map_err(|e| PgError::Db(format!("cannot encode a replay: {e}")))?;
     let key = format!("the replay of integration {id}");
@@ -208,6 +224,24 @@ pub async fn request_elsewhere(
         }
     })
     .await?
+}
+
+/// Records replay `new` of integration `it`, about to start here, and answers
+/// whether the store took it: the replay starts only if it did. On PostgreSQL
+/// under a lock on the integration, so that a replay asked for on another node
+/// meanwhile (running in its record, not picked up here yet) refuses this one
+/// instead of being overwritten, or of refusing the write unseen. On sled, where
+/// this Supervisor makes every change, the record is read and written here.
+fn record_new(store: &Store, it: &Integration, new: &StoredReplay) -> Result<(), RequestError> {
+    if let Some(pg) = store.postgres() {
+        pg.wait(store_request(pg, &it.account, &it.id, new.clone()))?;
+        return Ok(());
+    }
+    if stored_replay(store, &it.id)?.is_some_and(|s| s.progress.state == ReplayState::Running) {
+        return Err(ReplayRefused::Running.into());
+    }
+    store.put_replay(&it.account, &it.id, new)?;
+    Ok(())
 }
 
 /// PostgreSQL: cancels, under a lock and with a NOTIFY, the stored replay of an
@@ -262,7 +296,11 @@ impl Supervisor {
         if self.replays.cancelling.contains_key(&id) {
             return;
         }
-        let stored = stored_replay(&self.store, &id);
+        // A record that cannot be read says nothing: the replay running here goes
+        // on, and the next change or re-read looks again.
+        let Ok(stored) = stored_replay(&self.store, &id) else {
+            return;
+        };
         if let Some(h) = self.replays.latest.get(&id) {
             let still = stored.as_ref().is_some_and(|s| {
                 s.progress.id == h.replay && s.progress.state == ReplayState::Running
@@ -335,8 +373,10 @@ impl Supervisor {
         if self.shutting_down || self.replays.running(&it.id) {
             return;
         }
+        // A record that cannot be read resumes nothing now: on PostgreSQL the
+        // periodic re-read of the running replays tries again.
         match stored_replay(&self.store, &it.id) {
-            Some(stored) if stored.progress.state == ReplayState::Running => {
+            Ok(Some(stored)) if stored.progress.state == ReplayState::Running => {
                 log::info!(
                     "replay {} for integration {} resumes ({} of {} sent)",
                     stored.progress.id,
@@ -352,24 +392,20 @@ impl Supervisor {
 }
 
 impl Handler<StartReplay> for Supervisor {
-    type Result = Result<ReplayProgress, ReplayRefused>;
+    type Result = Result<ReplayProgress, RequestError>;
     fn handle(&mut self, msg: StartReplay, ctx: &mut Context<Self>) -> Self::Result {
         if self.replays.running(&msg.id) {
-            return Err(ReplayRefused::Running);
+            return Err(ReplayRefused::Running.into());
         }
         let Some(integration) = self.running.get(&msg.id).map(|r| r.config.clone()) else {
-            return Err(ReplayRefused::NotRunning);
+            return Err(ReplayRefused::NotRunning.into());
         };
-        // A replay asked for on another node and not picked up yet (its NOTIFY
-        // on the way, or lost until the re-read) is running already.
-        if stored_replay(&self.store, &msg.id)
-            .is_some_and(|s| s.progress.state == ReplayState::Running)
-        {
-            return Err(ReplayRefused::Running);
-        }
         let stored = StoredReplay::new(msg.window, msg.sources);
         let first = stored.progress.clone();
-        record(&self.store, &integration.account, &integration.id, &stored);
+        // The answer is the store's: a replay asked for on another node and not
+        // picked up yet (its NOTIFY on the way, or lost until the re-read) is
+        // running already, and a replay the store did not record is not started.
+        record_new(&self.store, &integration, &stored)?;
         log::info!(
             "replay {} started for integration {}",
             first.id,
@@ -406,9 +442,10 @@ impl Handler<CancelReplay> for Supervisor {
                         // The actor died (a panic): its record still says running.
                         Err(_) => cancel_stored(&store, &account, &id).await,
                     },
-                    // Ended: nothing to cancel.
-                    Some((_, false)) => None,
-                    None => cancel_stored(&store, &account, &id).await,
+                    // Nothing runs here: the record may still say running (a
+                    // replay asked for on another node and not picked up yet,
+                    // after one that ended here), and is cancelled there.
+                    Some((_, false)) | None => cancel_stored(&store, &account, &id).await,
                 }
             }
             .into_actor(self)
@@ -443,8 +480,12 @@ impl Handler<ObserveReplay> for Supervisor {
                 }
             }
             // The record answers for a replay not in memory: one that ended before a
-            // restart, or one waiting for its integration to run again.
-            stored_replay(&store, &id).map(|s| s.progress)
+            // restart, or one waiting for its integration to run again. One that
+            // cannot be read is shown as none (logged).
+            stored_replay(&store, &id)
+                .ok()
+                .flatten()
+                .map(|s| s.progress)
         })
     }
 }

@@ -631,7 +631,8 @@ pub fn replay_request(
     params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
     request_body(content = ReplayBody),
     responses((status = 202, description = "The replay started (on PostgreSQL, asked of a node that does not run the integration: stored, `running` with `total` 0, and started by the node that runs it within a second)", body = ReplayProgress),
-        (status = 409, description = "A replay runs already, or the integration is not running", body = ErrorBody)))]
+        (status = 409, description = "A replay runs already (on PostgreSQL, also one asked for on another node and not picked up yet), or the integration is not running", body = ErrorBody),
+        (status = 503, description = "The store did not record the replay: it was not started; retry later", body = ErrorBody)))]
 /// `POST …/replay`: `{"from", "to", "sources"?}` re-sends a retained window beside
 /// live delivery, without touching the live checkpoint.
 pub async fn replay(
@@ -656,14 +657,14 @@ pub async fn replay(
         Ok(p) => p,
         // PostgreSQL: the integration runs on another node, which starts the
         // replay from the stored request.
-        Err(ReplayRefused::NotRunning) => match state.store.postgres() {
+        Err(RequestError::Refused(ReplayRefused::NotRunning)) => match state.store.postgres() {
             Some(pg) if state.store.is_active(&it)? => {
                 match request_elsewhere(pg, &it.account, &it.id, window, sources).await {
                     Ok(p) => p,
                     Err(RequestError::Refused(e)) => {
                         return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
                     }
-                    Err(RequestError::Store(e)) => return Err(StoreError::from(e).into()),
+                    Err(RequestError::Store(e)) => return Err(e.into()),
                 }
             }
             _ => {
@@ -673,7 +674,11 @@ pub async fn replay(
                 ))
             }
         },
-        Err(e) => return Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(RequestError::Refused(e)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+        }
+        // Not recorded, so not started.
+        Err(RequestError::Store(e)) => return Err(e.into()),
     };
     audit_change(
         &state,
@@ -690,7 +695,7 @@ pub async fn replay(
 #[utoipa::path(delete, path = "/api/v1/accounts/{account}/integrations/{id}/replay", operation_id = "cancelReplay", tag = "replay",
     params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
     responses((status = 200, description = "Cancelled: the replay as it ended (on PostgreSQL, on a node that does not run it: as last recorded; the node running it stops it within a second)", body = ReplayProgress),
-        (status = 404, description = "No replay runs (or no such integration)", body = ErrorBody)))]
+        (status = 404, description = "No replay runs, and none is stored as running (or no such integration)", body = ErrorBody)))]
 pub async fn cancel_replay(
     state: web::Data<AppState>,
     caller: Caller,

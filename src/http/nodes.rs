@@ -48,7 +48,8 @@ pub fn nodes_of(store: &Store, sled_name: &str) -> Result<Vec<NodeEntry>, StoreE
             this_node: true,
             store: "sled",
             shards: None,
-            integrations: store.all_integrations()?.len() as u64,
+            // Counted by key: no token is opened (nor needs the secret key).
+            integrations: store.integration_count()?,
             started_at: None,
             last_renewal: None,
             lease_expires_at: None,
@@ -97,4 +98,45 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     let store = state.store.clone();
     let nodes = web::block(move || nodes_of(&store, &name)).await??;
     Ok(HttpResponse::Ok().json(nodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountId, IntegrationChange, IntegrationPolicy};
+    use crate::store::testing::reopen;
+    use crate::store::{SledStore, StoreOptions};
+    use serde_json::json;
+
+    #[test]
+    fn the_sled_nodes_view_counts_integrations_without_opening_their_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealed = StoreOptions {
+            secret_key: Some("a-secret-key-of-enough-length-0123456789".into()),
+            ..StoreOptions::new()
+        };
+        let store = SledStore::open_with_options(dir.path(), &sealed).unwrap();
+        for name in ["one", "two"] {
+            let it = IntegrationChange::from_json(&json!({
+                "name": name, "hec_token": "11111111-2222-3333-4444-555555556789",
+                "hec_uri": "https://splunk.example.com:8088", "sources": ["audit"], "enabled": true
+            }))
+            .unwrap()
+            .create(
+                AccountId::parse("acme").unwrap(),
+                Utc::now(),
+                IntegrationPolicy::default(),
+            )
+            .unwrap();
+            store.put_integration(&it, None).unwrap();
+        }
+        drop(store);
+        // Opened without the key: no token can be opened, and none needs to be to
+        // count the integrations.
+        let store = Store::Sled(reopen(dir.path(), &StoreOptions::new()));
+        assert!(store.all_integrations().is_err(), "the tokens are sealed");
+        let nodes = nodes_of(&store, "h").unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].integrations, 2);
+    }
 }

@@ -272,8 +272,10 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<Integration
 /// does not run, as the node running it published it, with that node's name.
 /// `None` when no other node published it within `fresh_for` (by PostgreSQL's
 /// clock): a node publishes at least every re-read interval while it runs the
-/// integration, so an older record is one a stopped node left behind. This node's
-/// own record is not used either: it no longer runs the integration.
+/// integration, so an older record is one a stopped node left behind. Nor when the
+/// publishing node no longer holds the integration's shard under a live lease: it
+/// lost the shard, and the new holder has not published yet. This node's own record
+/// is not used either: it no longer runs the integration.
 pub async fn published_elsewhere(
     pg: &PgStore,
     id: &Uuid,
@@ -282,7 +284,10 @@ pub async fn published_elsewhere(
     let Some(record) = pg.delivery_status(id).await? else {
         return Ok(None);
     };
-    if record.node == pg.node_name() || record.age_secs > fresh_for.as_secs_f64() {
+    if record.node == pg.node_name()
+        || !record.by_holder
+        || record.age_secs > fresh_for.as_secs_f64()
+    {
         return Ok(None);
     }
     match serde_json::from_value::<Published>(record.status) {

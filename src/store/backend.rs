@@ -742,6 +742,15 @@ impl Store {
         }
     }
 
+    /// How many integrations are stored, without opening their tokens (sled only:
+    /// the nodes view; on PostgreSQL each node's count comes with its shards).
+    pub fn integration_count(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sled(s) => s.integration_count(),
+            Store::Postgres(n) => Ok(n.wait(n.pg.integration_stamps())?.len() as u64),
+        }
+    }
+
     /// Removes an integration with everything that hangs off it; answers what was
     /// removed. (On PostgreSQL read first, then deleted: a change made in between
     /// is deleted too, and the answer shows the version read.)

@@ -181,6 +181,17 @@ impl Store {
         self.scan_integrations(keys::INTEGRATIONS)
     }
 
+    /// How many integrations are stored, counted by key: no record is decoded and
+    /// no token opened.
+    pub fn integration_count(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for k in self.registry()?.scan_prefix(keys::INTEGRATIONS).keys() {
+            k?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn scan_integrations(&self, prefix: &[u8]) -> Result<Vec<Integration>, StoreError> {
         let mut out: Vec<Integration> = Vec::new();
         for kv in self.registry()?.scan_prefix(prefix) {

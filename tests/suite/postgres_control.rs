@@ -12,7 +12,9 @@ use siemsync::actors::replay::{ReplayState, StoredReplay};
 use siemsync::actors::replays::{cancel_elsewhere, request_elsewhere, ReplayRefused, RequestError};
 use siemsync::http::status::published_elsewhere;
 use siemsync::model::{AccountId, HecUri, Integration, Source};
-use siemsync::store::postgres::{ControlAction, ControlEvent, Expected, PgOptions, PgStore};
+use siemsync::store::postgres::{
+    ControlAction, ControlEvent, Expected, PgOptions, PgStore, CONTROL_CHANNEL,
+};
 use siemsync::store::Account;
 use siemsync::testkit::{Behaviour, HecServer};
 use std::time::{Duration, Instant};
@@ -103,6 +105,15 @@ impl Setup {
             self.hec.posts_arrived() >= retried + 2
         })
         .await;
+    }
+
+    /// Splunk refuses every post from now on (busy): a replay retries and stays running.
+    fn busy(&self) {
+        self.hec.set_behaviour(Behaviour::Fail {
+            status: 503,
+            code: Some(9),
+            text: "Server is busy".into(),
+        });
     }
 
     async fn stored(&self) -> (Integration, u64) {
@@ -351,6 +362,211 @@ async fn a_replay_cancelled_on_another_node_stops_on_the_node_running_it() {
     assert_eq!(stored.progress.state, ReplayState::Cancelled);
 }
 
+/// A connection of its own to the test database; its driver runs until the client drops.
+async fn connection(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    actix_rt::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Starts a replay of `window()` through the node's API; answers its status and body.
+async fn start_replay(s: &Setup) -> (u16, serde_json::Value) {
+    let path = format!("/api/v1/accounts/acme/integrations/{}/replay", s.id);
+    let body = serde_json::json!({"from": "2026-11-25T09:00:00Z", "to": "2026-11-25T11:00:00Z"});
+    s.api.admin("POST", &path, Some(body)).await
+}
+
+#[actix_rt::test]
+async fn a_running_replay_whose_record_cannot_be_read_for_a_moment_runs_on() {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // Splunk refuses from now on: the replay retries and stays running.
+    s.busy();
+    let (code, v) = start_replay(&s).await;
+    assert_eq!(code, 202, "{v}");
+    let retried = s.hec.posts_arrived();
+    eventually(T, "the replay's post retried", || {
+        s.hec.posts_arrived() >= retried + 2
+    })
+    .await;
+    // The replay records are locked; the node hears that the replay changed (a
+    // NOTIFY as another node sends), and its read of the record waits on the lock
+    // until it is cancelled: a transient read error, not "no record".
+    let locker = connection(&s.url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE replays IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let admin = connection(&s.url).await;
+    let event = ControlEvent {
+        integration: s.id,
+        account: s.account.clone(),
+        shard: s.other.shard_of(&s.id),
+        action: ControlAction::Replay,
+    };
+    admin
+        .execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CONTROL_CHANNEL, &serde_json::to_string(&event).unwrap()],
+        )
+        .await
+        .unwrap();
+    let waiting = "SELECT pid FROM pg_locks WHERE relation = 'replays'::regclass AND NOT granted";
+    // Every read of the records fails while the lock is held (each waits and is
+    // cancelled), this node's reading of the changed record first.
+    let cancel_waiting = || async {
+        let pids: Vec<i32> = admin
+            .query(waiting, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for pid in &pids {
+            admin
+                .execute("SELECT pg_cancel_backend($1)", &[pid])
+                .await
+                .unwrap();
+        }
+        !pids.is_empty()
+    };
+    let started = Instant::now();
+    while !cancel_waiting().await {
+        assert!(
+            started.elapsed() < PROMPT,
+            "the node never read the replay record"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Still under the lock, the node answers that the replay runs (the Supervisor
+    // asks its replay actor, which it answers after the record's change).
+    let id = s.id.to_string();
+    let status = s.api.status("acme", &id);
+    tokio::pin!(status);
+    let st = loop {
+        tokio::select! {
+            st = &mut status => break st,
+            _ = actix_rt::time::sleep(Duration::from_millis(20)) => {
+                cancel_waiting().await;
+            }
+        }
+    };
+    assert_eq!(st["replay"]["id"], v["id"], "{st:#}");
+    assert_eq!(st["replay"]["state"], "running", "{st:#}");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    // Splunk takes posts again: the replay, still running, re-sends the window.
+    s.hec.set_behaviour(Behaviour::Normal);
+    let st = status_until(&s.api, "acme", &s.id.to_string(), "the replay done", |st| {
+        st["replay"]["state"] == "done"
+    })
+    .await;
+    assert_eq!(st["replay"]["id"], v["id"], "{st:#}");
+    assert_eq!(st["replay"]["sent"], 5, "{st:#}");
+}
+
+#[actix_rt::test]
+async fn a_replay_whose_record_the_store_refuses_is_not_answered_as_started() {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // PostgreSQL refuses every write of a replay record from now on.
+    sql(
+        &s.url,
+        "CREATE FUNCTION refuse_replays() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'replay records are refused in this test'; END $$;
+         CREATE TRIGGER refuse_replays BEFORE INSERT OR UPDATE ON replays
+           FOR EACH ROW EXECUTE FUNCTION refuse_replays();",
+    )
+    .await;
+    let (code, v) = start_replay(&s).await;
+    assert_eq!(code, 503, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused in this test"),
+        "{v}"
+    );
+    // No replay runs: none was recorded.
+    let st = s.api.status("acme", &s.id.to_string()).await;
+    assert!(st["replay"].is_null(), "{st:#}");
+    assert_eq!(
+        s.other
+            .replay::<StoredReplay>(&s.id)
+            .await
+            .unwrap()
+            .map(|r| r.progress.id),
+        None
+    );
+}
+
+#[actix_rt::test]
+async fn a_replay_asked_for_elsewhere_and_not_picked_up_yet_is_cancelled_where_its_integration_runs(
+) {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // A replay ran here and ended: its actor stays to say how.
+    let (code, v) = start_replay(&s).await;
+    assert_eq!(code, 202, "{v}");
+    status_until(&s.api, "acme", &s.id.to_string(), "the replay done", |st| {
+        st["replay"]["state"] == "done"
+    })
+    .await;
+    // Another node asks for a replay, and its NOTIFY is lost (the record is
+    // written directly): this node has not picked it up.
+    let pending = StoredReplay::new(window(), vec![Source::Audit]);
+    let doc = serde_json::to_string(&pending).unwrap().replace('\'', "''");
+    sql(
+        &s.url,
+        &format!(
+            "UPDATE replays SET doc = '{doc}' WHERE integration = '{}'",
+            s.id
+        ),
+    )
+    .await;
+    let path = format!("/api/v1/accounts/acme/integrations/{}/replay", s.id);
+    let (code, v) = s.api.admin("DELETE", &path, None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["id"], pending.progress.id.to_string(), "{v}");
+    assert_eq!(v["state"], "cancelled", "{v}");
+    let stored: StoredReplay = s.other.replay(&s.id).await.unwrap().unwrap();
+    assert_eq!(stored.progress.id, pending.progress.id);
+    assert_eq!(stored.progress.state, ReplayState::Cancelled);
+}
+
+#[actix_rt::test]
+async fn a_replays_total_is_recorded_once_counted_before_anything_is_posted() {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // Splunk refuses: nothing of the replay is ever posted.
+    s.busy();
+    let (code, v) = start_replay(&s).await;
+    assert_eq!(code, 202, "{v}");
+    // Every other node answers from the record: it shows the window's total.
+    let started = Instant::now();
+    loop {
+        let stored: StoredReplay = s.other.replay(&s.id).await.unwrap().unwrap();
+        if stored.progress.total == 5 {
+            assert_eq!(stored.progress.sent, 0);
+            assert_eq!(stored.progress.state, ReplayState::Running);
+            break;
+        }
+        assert!(
+            started.elapsed() < PROMPT,
+            "the record's total is still {}",
+            stored.progress.total
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// What `node` last published about integration `id`, if it did.
 async fn published_by(store: &PgStore, id: &Uuid, node: &str) -> Option<Published> {
     let record = store.delivery_status(id).await.unwrap()?;
@@ -405,8 +621,17 @@ async fn an_integration_another_node_runs_is_answered_from_what_that_node_publis
     let Some(s) = setup("3600").await else {
         return;
     };
-    // An integration no node runs here (disabled), published by "other-node" as
-    // if it ran it there.
+    // An integration this node does not run (disabled), published as if the node
+    // holding its shard ran it: a store under that node's name (the running node
+    // holds every shard here).
+    let st = s.api.status("acme", &s.id.to_string()).await;
+    let holder_name = st["node"]
+        .as_str()
+        .expect("the node running it")
+        .to_string();
+    let holder = PgStore::connect(PgOptions::new(s.url.as_str(), holder_name.as_str()))
+        .await
+        .unwrap();
     let (template, _) = s.stored().await;
     let it = Integration {
         id: Uuid::new_v4(),
@@ -431,19 +656,23 @@ async fn an_integration_another_node_runs_is_answered_from_what_that_node_publis
         observation: Some(observation),
         restarts: Default::default(),
     };
+    let doc = serde_json::to_value(&published).unwrap();
+    // A node that does not hold the shard publishes nothing.
     s.other
-        .publish_statuses(vec![(it.id, serde_json::to_value(&published).unwrap())])
+        .publish_statuses(vec![(it.id, doc.clone())])
         .await
         .unwrap();
+    assert_eq!(s.other.delivery_status(&it.id).await.unwrap(), None);
+    holder.publish_statuses(vec![(it.id, doc)]).await.unwrap();
     let third = PgStore::connect(PgOptions::new(s.url.as_str(), "third-node"))
         .await
         .unwrap();
     let fresh = Duration::from_secs(60);
     let answered = published_elsewhere(&third, &it.id, fresh).await.unwrap();
-    assert_eq!(answered, Some(("other-node".to_string(), published)));
+    assert_eq!(answered, Some((holder_name, published)));
     // The publishing node's own old record is not an answer: it runs it no more.
     assert_eq!(
-        published_elsewhere(&s.other, &it.id, fresh).await.unwrap(),
+        published_elsewhere(&holder, &it.id, fresh).await.unwrap(),
         None
     );
     // Nor is a record older than a live node leaves it (any age is, here).

@@ -683,6 +683,117 @@ async fn a_running_replays_late_progress_never_undoes_a_cancel_or_a_replay_asked
     assert_eq!(stored().await, Some(doc("r3", "running", 0)));
 }
 
+/// A status as a node publishes it (no live observation: only who published it matters).
+fn published_doc() -> serde_json::Value {
+    serde_json::to_value(siemsync::actors::observation::Published {
+        observation: None,
+        restarts: Default::default(),
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_a_shard_publishes_no_status_for_it_and_its_old_record_is_no_answer() {
+    use siemsync::http::status::published_elsewhere;
+    let Some(url) = fresh_database() else { return };
+    let a = node(&url, "node-a", |o| o.lease = Duration::from_secs(2)).await;
+    let b = node(&url, "node-b", |o| o.lease = Duration::from_secs(30)).await;
+    let reader = node(&url, "node-c", |_| {}).await;
+    let it = integration("acme");
+    a.put_integration(&it, Expected::New).await.unwrap();
+    let shard = a.shard_of(&it.id);
+    let fresh = Duration::from_secs(600);
+    let answer = |by: Option<&str>| {
+        by.map(|n| {
+            (
+                n.to_string(),
+                serde_json::from_value(published_doc()).unwrap(),
+            )
+        })
+    };
+    // Node A holds the shard and publishes: any other node answers with it.
+    fence_of(&a, &it.id).await;
+    a.publish_statuses(vec![(it.id, published_doc())])
+        .await
+        .unwrap();
+    assert_eq!(
+        published_elsewhere(&reader, &it.id, fresh).await.unwrap(),
+        answer(Some("node-a"))
+    );
+    // A stops renewing (paused); B claims the shard. A's record is no answer any
+    // more, although it is fresh: A no longer delivers the integration.
+    claimed(&b, "node-b", shard).await;
+    assert_eq!(
+        published_elsewhere(&reader, &it.id, fresh).await.unwrap(),
+        None,
+        "the record of a node that lost the shard answered"
+    );
+    b.publish_statuses(vec![(it.id, published_doc())])
+        .await
+        .unwrap();
+    assert_eq!(
+        published_elsewhere(&reader, &it.id, fresh).await.unwrap(),
+        answer(Some("node-b"))
+    );
+    // A resumes and publishes what it still observes: nothing is written, the
+    // holder's record stays.
+    a.publish_statuses(vec![(it.id, published_doc())])
+        .await
+        .unwrap();
+    assert!(
+        !a.publish_status(&it.id, &published_doc()).await.unwrap(),
+        "a node without the shard published"
+    );
+    assert_eq!(
+        reader
+            .delivery_status(&it.id)
+            .await
+            .unwrap()
+            .map(|p| p.node),
+        Some("node-b".to_string()),
+        "a node that lost the shard overwrote its holder's status"
+    );
+    assert_eq!(
+        published_elsewhere(&reader, &it.id, fresh).await.unwrap(),
+        answer(Some("node-b"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_replays_look_up_reads_an_index_of_the_running_ones_only() {
+    let Some(url) = fresh_database() else { return };
+    // Connecting migrates the database.
+    let _node = node(&url, "n1", |_| {}).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    // An empty table is read whole whatever the indexes: only whether the query
+    // can use an index is asked.
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let plan: Vec<String> = client
+        .query(
+            &format!(
+                "EXPLAIN {}",
+                siemsync::store::postgres::RUNNING_REPLAYS_QUERY
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("replays_running"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    drop(client);
+    let _ = driver.await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_transaction_holding_the_balancing_lock_fails_a_round_within_a_fraction_of_the_lease(
 ) {
@@ -1108,9 +1219,10 @@ async fn an_integrations_records_are_kept_while_it_exists_and_go_with_it() {
         .unwrap();
     let replay: Option<serde_json::Value> = s.replay(&it.id).await.unwrap();
     assert_eq!(replay, Some(json!({"state": "running"})));
-    s.publish_status(&it.id, &json!({"state": "delivering", "backlog": 3}))
+    assert!(s
+        .publish_status(&it.id, &json!({"state": "delivering", "backlog": 3}))
         .await
-        .unwrap();
+        .unwrap());
     // Any node answers with what the delivering node published.
     let other = node(&url, "n2", |_| {}).await;
     let published = other.delivery_status(&it.id).await.unwrap().unwrap();

@@ -34,7 +34,7 @@ pub use leases::{lease_changes, CommitRecord, Fence, Holdings, NodeInfo};
 pub use nodes::NodeView;
 pub use notify::{ControlAction, ControlEvent, ControlListener, ControlSignal, CONTROL_CHANNEL};
 pub use partitions::SweepOutcome;
-pub use registry::{Expected, IntegrationStamp, PublishedStatus, Versioned};
+pub use registry::{Expected, IntegrationStamp, PublishedStatus, Versioned, RUNNING_REPLAYS_QUERY};
 
 use super::dedup::RecentIds;
 use super::secrets::TokenCipher;

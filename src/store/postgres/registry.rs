@@ -65,6 +65,10 @@ pub struct PublishedStatus {
     pub age_secs: f64,
     /// The status it published, as the API shows it.
     pub status: serde_json::Value,
+    /// Whether that node still holds the integration's shard under a live lease
+    /// (read with the record): a record left by a node that lost the shard, and
+    /// not yet replaced by its new holder's, is no answer.
+    pub by_holder: bool,
 }
 
 fn to_doc<T: Serialize>(v: &T) -> serde_json::Value {
@@ -286,6 +290,17 @@ async fn fenced(
     Ok(())
 }
 
+/// `Gone` unless integration `id` is stored: why a write for it wrote nothing.
+async fn gone_unless_stored(client: &tokio_postgres::Client, id: Uuid) -> Result<(), PgError> {
+    match client
+        .query_opt("SELECT 1 FROM integrations WHERE id = $1", &[&id])
+        .await?
+    {
+        Some(_) => Ok(()),
+        None => Err(PgError::Gone),
+    }
+}
+
 fn checkpoint_of(row: &tokio_postgres::Row) -> Checkpoint {
     Checkpoint {
         audit_seq: to_u64(row.get(0)),
@@ -322,6 +337,24 @@ macro_rules! replay_write_allowed {
            AND replays.doc->'progress'->>'state' IS DISTINCT FROM 'running')"
     };
 }
+
+/// Publishes statuses (`$1` ids, `$2` their documents, `$3` this node): only for the
+/// integrations that exist and whose shard this node holds under a live lease, so
+/// that a node that lost a shard (paused past its lease, then resumed, before its
+/// lease loop noticed) never overwrites the status its new holder publishes.
+const PUBLISH_HELD: &str = "INSERT INTO delivery_status (integration, node, observed_at, doc)
+     SELECT u.id, $3, now(), u.doc FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, doc)
+     JOIN integrations i ON i.id = u.id
+     JOIN shard_leases l ON l.shard = i.shard AND l.owner = $3
+       AND l.expires_at > clock_timestamp()
+     ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
+       observed_at = excluded.observed_at, doc = excluded.doc";
+
+/// The integrations whose replay record says running: the condition is the
+/// predicate of the partial index `replays_running` (migration 7), which only a
+/// query with the same expression can use.
+pub const RUNNING_REPLAYS_QUERY: &str =
+    "SELECT integration FROM replays WHERE doc->'progress'->>'state' = 'running'";
 
 impl PgStore {
     /// Sets an account's feature switch (the platform's call).
@@ -692,13 +725,7 @@ impl PgStore {
             if n == 0 {
                 // Nothing written: the integration is gone, its replay was cancelled,
                 // or another replay is asked for (`replay_write_allowed!`).
-                let exists = client
-                    .query_opt("SELECT 1 FROM integrations WHERE id = $1", &[&id])
-                    .await?
-                    .is_some();
-                if !exists {
-                    return Err(PgError::Gone);
-                }
+                gone_unless_stored(&client, id).await?;
             }
             Ok(())
         })
@@ -724,9 +751,16 @@ impl PgStore {
         self.run_write(move |s| async move {
             let mut client = s.pool.get().await?;
             let tx = client.transaction().await?;
+            // FOR NO KEY UPDATE: it serialises the changes of one integration's
+            // replay (it conflicts with itself), and waits for a change or delete of
+            // the integration (FOR UPDATE), but not for the key-share locks of the
+            // inserts referencing the integration (checkpoints, dead letters, sync
+            // records, the replay's own progress). The fenced commits' FOR SHARE on
+            // the integration still conflicts with it: a commit waits for this short
+            // transaction, as it did for FOR UPDATE.
             if tx
                 .query_opt(
-                    "SELECT 1 FROM integrations WHERE id = $1 AND account = $2 FOR UPDATE",
+                    "SELECT 1 FROM integrations WHERE id = $1 AND account = $2 FOR NO KEY UPDATE",
                     &[&id, &account.as_str()],
                 )
                 .await?
@@ -770,10 +804,7 @@ impl PgStore {
             Ok(s.pool
                 .get()
                 .await?
-                .query(
-                    "SELECT integration FROM replays WHERE doc->'progress'->>'state' = 'running'",
-                    &[],
-                )
+                .query(RUNNING_REPLAYS_QUERY, &[])
                 .await?
                 .iter()
                 .map(|r| r.get(0))
@@ -862,32 +893,33 @@ impl PgStore {
     }
 
     /// Publishes what this node observes of an integration it delivers, so that any
-    /// node can answer for it. `Gone` when the integration was deleted.
-    pub async fn publish_status(&self, id: &Uuid, status: &impl Serialize) -> Result<(), PgError> {
+    /// node can answer for it: only while this node holds the integration's shard
+    /// under a live lease (`Ok(false)`: it does not, nothing was written), so that
+    /// a node that lost the shard never overwrites its new holder's status. `Gone`
+    /// when the integration was deleted.
+    pub async fn publish_status(
+        &self,
+        id: &Uuid,
+        status: &impl Serialize,
+    ) -> Result<bool, PgError> {
         let (id, doc) = (*id, to_doc(status));
         self.run_write(move |s| async move {
-            let n = s
-                .pool
-                .get()
-                .await?
-                .execute(
-                    "INSERT INTO delivery_status (integration, node, observed_at, doc)
-                     SELECT $1, $2, now(), $3 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1)
-                     ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
-                       observed_at = excluded.observed_at, doc = excluded.doc",
-                    &[&id, &s.options.node_name, &doc],
-                )
+            let client = s.pool.get().await?;
+            let n = client
+                .execute(PUBLISH_HELD, &[&vec![id], &vec![doc], &s.options.node_name])
                 .await?;
             if n == 0 {
-                return Err(PgError::Gone);
+                gone_unless_stored(&client, id).await?;
             }
-            Ok(())
+            Ok(n > 0)
         })
         .await
     }
 
     /// [`PgStore::publish_status`] for many integrations in one statement (the
-    /// status publisher's round); deleted integrations are skipped.
+    /// status publisher's round); deleted integrations, and those whose shard this
+    /// node does not hold under a live lease (lost, or not yet noticed lost by its
+    /// lease loop), are skipped.
     pub async fn publish_statuses(
         &self,
         statuses: Vec<(Uuid, serde_json::Value)>,
@@ -900,21 +932,15 @@ impl PgStore {
             s.pool
                 .get()
                 .await?
-                .execute(
-                    "INSERT INTO delivery_status (integration, node, observed_at, doc)
-                     SELECT u.id, $3, now(), u.doc FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, doc)
-                     JOIN integrations i ON i.id = u.id
-                     ON CONFLICT (integration) DO UPDATE SET node = excluded.node,
-                       observed_at = excluded.observed_at, doc = excluded.doc",
-                    &[&ids, &docs, &s.options.node_name],
-                )
+                .execute(PUBLISH_HELD, &[&ids, &docs, &s.options.node_name])
                 .await?;
             Ok(())
         })
         .await
     }
 
-    /// What the node delivering the integration last published, if any.
+    /// What the node delivering the integration last published, if any, and
+    /// whether that node still holds the integration's shard under a live lease.
     pub async fn delivery_status(&self, id: &Uuid) -> Result<Option<PublishedStatus>, PgError> {
         let id = *id;
         self.run(move |s| async move {
@@ -922,8 +948,12 @@ impl PgStore {
                 .get()
                 .await?
                 .query_opt(
-                    "SELECT node, observed_at, doc, extract(epoch FROM now() - observed_at)::float8
-                     FROM delivery_status WHERE integration = $1",
+                    "SELECT d.node, d.observed_at, d.doc,
+                       extract(epoch FROM now() - d.observed_at)::float8,
+                       EXISTS (SELECT 1 FROM integrations i JOIN shard_leases l ON l.shard = i.shard
+                               WHERE i.id = d.integration AND l.owner = d.node
+                                 AND l.expires_at > clock_timestamp())
+                     FROM delivery_status d WHERE d.integration = $1",
                     &[&id],
                 )
                 .await?
@@ -932,6 +962,7 @@ impl PgStore {
                     observed_at: r.get(1),
                     status: r.get(2),
                     age_secs: r.get(3),
+                    by_holder: r.get(4),
                 }))
         })
         .await

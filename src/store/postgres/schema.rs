@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sled_import_nodes_since",
         sql: include_str!("migrations/0006_sled_import_nodes_since.sql"),
     },
+    Migration {
+        version: 7,
+        name: "replays_running_index",
+        sql: include_str!("migrations/0007_replays_running_index.sql"),
+    },
 ];
 
 /// The advisory lock every migrator takes (an arbitrary constant: "siemsync").
