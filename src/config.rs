@@ -745,24 +745,19 @@ impl Config {
                 )
             }
             (StoreKind::Postgres, Some(url)) => {
-                // The store connects without TLS (NoTls) for now: a URL that asks
-                // for it would otherwise fail at every connect, or not parse
-                // (`verify-*`), with a message that does not say why.
-                const NO_TLS: &str = "asks for TLS (sslmode=require or verify-*), but siemsync connects to PostgreSQL without TLS for now: use sslmode=disable or prefer on a trusted network, or a TLS tunnel to the server";
-                if url.to_ascii_lowercase().contains("sslmode=verify") {
-                    return bad("postgres_url", NO_TLS);
-                }
-                match url.parse::<tokio_postgres::Config>() {
-                    Err(e) => {
-                        return Err(ConfigError::Invalid {
-                            key: "postgres_url",
-                            message: format!("is not a libpq URL or connection string: {e}"),
-                        })
-                    }
-                    Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
-                        return bad("postgres_url", NO_TLS)
-                    }
-                    Ok(_) => {}
+                // Parsed as the store will (sslmode and sslrootcert taken out
+                // for the TLS settings), and the root certificate file read: a
+                // URL or file that cannot work is refused now, not at every
+                // connect. The store reads the file again when it connects.
+                use crate::store::postgres::{tls::PgUrl, PgError};
+                if let Err(e) = PgUrl::parse(url).and_then(|u| u.tls().map(drop)) {
+                    return Err(ConfigError::Invalid {
+                        key: "postgres_url",
+                        message: match e {
+                            PgError::Config(m) => m,
+                            other => other.to_string(),
+                        },
+                    });
                 }
             }
             // A sled node has no use for its name, so none is refused.
@@ -1424,40 +1419,80 @@ mod tests {
     }
 
     #[test]
-    fn a_postgres_url_asking_for_tls_is_refused_naming_the_limitation() {
+    fn a_postgres_url_with_any_libpq_sslmode_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
         for url in [
-            "postgresql://u:hunter2@db/x?sslmode=require",
-            "postgresql://u:hunter2@db/x?sslmode=verify-full",
-            "host=db dbname=x sslmode=verify-ca password=hunter2",
-        ] {
-            let e = load(
-                SHIPPED,
-                &[
-                    ("SIEMSYNC_STORE", "postgres"),
-                    ("SIEMSYNC_POSTGRES_URL", url),
-                    ("SIEMSYNC_NODE_NAME", "node-a"),
-                ],
-            )
-            .unwrap_err();
-            assert!(
-                e.contains("`postgres_url`") && e.contains("without TLS"),
-                "{url}: {e}"
-            );
-            assert!(!e.contains("hunter2"), "the password was repeated: {e}");
-        }
-        for url in [
-            "postgresql://db/x?sslmode=disable",
-            "postgresql://db/x?sslmode=prefer",
+            "postgresql://db/x?sslmode=disable".to_owned(),
+            "postgresql://db/x?sslmode=prefer".to_owned(),
+            "postgresql://u:hunter2@db/x?sslmode=require".to_owned(),
+            "postgresql://u:hunter2@db1,db2/x?target_session_attrs=read-write&sslmode=verify-full"
+                .to_owned(),
+            format!(
+                "postgresql://db/x?sslmode=verify-full&sslrootcert={}",
+                ca.display()
+            ),
+            format!(
+                "host=db dbname=x sslmode=verify-ca sslrootcert='{}' password=hunter2",
+                ca.display()
+            ),
         ] {
             load(
                 SHIPPED,
                 &[
                     ("SIEMSYNC_STORE", "postgres"),
-                    ("SIEMSYNC_POSTGRES_URL", url),
+                    ("SIEMSYNC_POSTGRES_URL", &url),
                     ("SIEMSYNC_NODE_NAME", "node-a"),
                 ],
             )
             .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_bad_sslmode_or_sslrootcert_is_refused_naming_it_never_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing-ca.pem");
+        let junk = dir.path().join("junk-ca.pem");
+        std::fs::write(&junk, "-----BEGIN NOTHING-----").unwrap();
+        for (url, names) in [
+            (
+                "postgresql://u:hunter2@db/x?sslmode=verify-everything".to_owned(),
+                "verify-everything",
+            ),
+            (
+                format!(
+                    "postgresql://u:hunter2@db/x?sslmode=verify-full&sslrootcert={}",
+                    missing.display()
+                ),
+                "missing-ca.pem",
+            ),
+            (
+                format!(
+                    "host=db password=hunter2 sslmode=require sslrootcert={}",
+                    junk.display()
+                ),
+                "junk-ca.pem",
+            ),
+        ] {
+            let e = load(
+                SHIPPED,
+                &[
+                    ("SIEMSYNC_STORE", "postgres"),
+                    ("SIEMSYNC_POSTGRES_URL", &url),
+                    ("SIEMSYNC_NODE_NAME", "node-a"),
+                ],
+            )
+            .unwrap_err();
+            assert!(
+                e.contains("`postgres_url`") && e.contains(names),
+                "{url}: {e}"
+            );
+            assert!(!e.contains("hunter2"), "the password was repeated: {e}");
         }
     }
 

@@ -284,9 +284,10 @@ impl ServerCertVerifier for Ipv6LiteralVerifier {
     }
 }
 
-/// `tls_verify: false`, allowed only where the operator's config says so.
+/// `tls_verify: false`, allowed only where the operator's config says so (and
+/// PostgreSQL's `sslmode=require` without a root certificate, as in libpq).
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub(crate) struct NoVerification(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(

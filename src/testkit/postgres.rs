@@ -14,6 +14,12 @@
 //! tests kill PostgreSQL processes, never the machine, and a write that reached the
 //! kernel survives a killed process, so commit semantics hold while tests run several
 //! times faster. Benchmarks turn both on, to measure what production pays.
+//!
+//! With [`ClusterOptions::tls`](crate::testkit::postgres::ClusterOptions::tls) the
+//! primary speaks TLS with a certificate for `127.0.0.1` and `localhost` signed by
+//! a test CA made for the cluster ([`PgCluster::ca_file`]), and its `pg_hba.conf`
+//! admits TCP connections over TLS only (`hostssl`): a plaintext connection is
+//! refused, so a client that gets in has proved it used TLS.
 
 use std::io;
 use std::net::TcpListener;
@@ -53,6 +59,8 @@ pub struct ClusterOptions {
     pub standby: bool,
     /// `fsync` and `full_page_writes` on, as in production (benchmarks).
     pub durable: bool,
+    /// TLS on, and required for every TCP connection (`hostssl` only).
+    pub tls: bool,
 }
 
 /// One PostgreSQL server of the cluster.
@@ -71,6 +79,8 @@ pub struct PgCluster {
     primary: Server,
     standby: Option<Server>,
     watchdog: Option<Child>,
+    /// The test CA that signed the server's certificate (PEM), with `tls`.
+    ca: Option<PathBuf>,
 }
 
 /// Where Debian's server binaries are: `SIEMSYNC_PG_BINDIR`, else the newest
@@ -137,6 +147,20 @@ pub fn shared() -> Option<&'static PgCluster> {
         .as_ref()
 }
 
+/// Like [`shared`], a cluster with TLS required (see [`ClusterOptions::tls`]),
+/// shared by the TLS tests of this process.
+pub fn shared_tls() -> Option<&'static PgCluster> {
+    static CLUSTER: std::sync::OnceLock<Option<PgCluster>> = std::sync::OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            PgCluster::start_or_skip(ClusterOptions {
+                tls: true,
+                ..Default::default()
+            })
+        })
+        .as_ref()
+}
+
 impl PgCluster {
     /// Starts a cluster, or returns `None` (after saying why) when the PostgreSQL
     /// binaries are not installed — except in CI (`CI` set), where that is a failure.
@@ -182,9 +206,13 @@ impl PgCluster {
             primary,
             standby: None,
             watchdog: None,
+            ca: None,
         };
         cluster.watchdog = Some(cluster.spawn_watchdog()?);
         cluster.initdb(options)?;
+        if options.tls {
+            cluster.ca = Some(cluster.require_tls()?);
+        }
         cluster.pg_ctl_start(&cluster.primary)?;
         if options.standby {
             cluster.start_standby()?;
@@ -248,6 +276,63 @@ impl PgCluster {
             sockets = self.root.display()
         );
         self.append(&self.primary.data.join("postgresql.conf"), &conf)
+    }
+
+    /// Gives the primary a certificate signed by a new test CA, turns TLS on and
+    /// lets TCP clients in over TLS only; returns the CA's PEM file.
+    fn require_tls(&self) -> Result<PathBuf, HarnessError> {
+        let failed = |e: rcgen::Error| HarnessError::Command {
+            what: "making the test certificates".into(),
+            detail: e.to_string(),
+        };
+        let ca_key = rcgen::KeyPair::generate().map_err(failed)?;
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "siemsync test PostgreSQL CA");
+        let ca_cert = ca.self_signed(&ca_key).map_err(failed)?;
+        let key = rcgen::KeyPair::generate().map_err(failed)?;
+        let leaf =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .map_err(failed)?;
+        let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(failed)?;
+        let ca_file = self.root.join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem())?;
+        let data = &self.primary.data;
+        std::fs::write(data.join("server.crt"), cert.pem())?;
+        std::fs::write(data.join("server.key"), key.serialize_pem())?;
+        // PostgreSQL refuses a key file that others may read, or that is not its own.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )?;
+        }
+        if self.as_postgres {
+            let (uid, gid) = postgres_ids()?;
+            for f in ["server.crt", "server.key"] {
+                std::os::unix::fs::chown(data.join(f), Some(uid), Some(gid))?;
+            }
+        }
+        self.append(
+            &data.join("postgresql.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )?;
+        // initdb's `host` lines (TCP, also replication) become `hostssl`: a TCP
+        // client without TLS finds no line that admits it. The socket's `local`
+        // lines stay.
+        let hba = data.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba)?;
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, text)?;
+        Ok(ca_file)
     }
 
     fn append(&self, file: &Path, text: &str) -> Result<(), HarnessError> {
@@ -412,6 +497,22 @@ impl PgCluster {
             "postgresql://postgres@127.0.0.1:{}/{db}?connect_timeout=2",
             self.primary.port
         )
+    }
+
+    /// The test CA that signed the primary's certificate (a cluster started with
+    /// `tls`), as a PEM file.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
+    /// A libpq URL of the primary alone, over TLS with `sslmode` and, when
+    /// `root_cert` is given, `sslrootcert`.
+    pub fn tls_url(&self, db: &str, sslmode: &str, root_cert: Option<&Path>) -> String {
+        let mut url = format!("{}&sslmode={sslmode}", self.url(db));
+        if let Some(path) = root_cert {
+            url.push_str(&format!("&sslrootcert={}", path.display()));
+        }
+        url
     }
 
     /// A libpq URL naming the primary and the standby, asking for the writable one:

@@ -31,6 +31,7 @@ mod postgres_migrate;
 mod postgres_nodes;
 mod postgres_service;
 mod postgres_store;
+mod postgres_tls;
 mod reload;
 mod security;
 mod service;

@@ -472,12 +472,13 @@ const COPY_LOCK: &str = "LOCK TABLE sled_import IN SHARE ROW EXCLUSIVE MODE";
 /// The live nodes on the database at `url`, read before anything (the schema
 /// included) is changed: none when it has no `nodes` table yet.
 pub async fn live_nodes_at(url: &str) -> Result<Vec<String>, PgError> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e| PgError::Config(format!("{e}")))?;
+    let url = super::tls::PgUrl::parse(url)?;
+    let tls = url.tls()?;
+    let mut config = url.config;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(5));
     }
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, connection) = config.connect(tls).await?;
     let driver = tokio::spawn(connection);
     let exists: bool = client
         .query_one("SELECT to_regclass('nodes') IS NOT NULL", &[])

@@ -23,6 +23,7 @@ mod notify;
 mod partitions;
 mod registry;
 pub mod schema;
+pub mod tls;
 mod tokens;
 
 pub use audit::AuditChunk;
@@ -108,6 +109,8 @@ struct Shared {
     lease_pool: Pool,
     /// The parsed URL, for the control listener's own connection.
     config: tokio_postgres::Config,
+    /// The TLS settings of every connection (the pools' and the listener's).
+    tls: tls::Tls,
     options: PgOptions,
     cipher: Option<TokenCipher>,
     /// Recently active accounts' dedup windows, brought up to date under the
@@ -143,10 +146,9 @@ impl PgStore {
     /// once) and makes sure the current audit partitions exist. Fails with
     /// `Unavailable` when no writable PostgreSQL answers.
     pub async fn connect(options: PgOptions) -> Result<PgStore, PgError> {
-        let mut config: tokio_postgres::Config = options
-            .url
-            .parse()
-            .map_err(|e| PgError::Config(format!("{e}")))?;
+        let url = tls::PgUrl::parse(&options.url)?;
+        let tls = url.tls()?;
+        let mut config = url.config;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -163,12 +165,12 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| PgError::Config(format!("cannot start the store's threads: {e}")))?;
-        let pool = build_pool(&config, &options, options.pool_size.max(1))?;
+        let pool = build_pool(&config, &tls, &options, options.pool_size.max(1))?;
         // The lease rounds, hand-backs and the leave have connections of their own:
         // a pool busy with delivery (or exhausted by a stall) must not hold up the
         // renewal that keeps this node's leases, and so its delivery, alive. Two:
         // a hand-back runs beside the next round.
-        let lease_pool = build_pool(&config, &options, 2)?;
+        let lease_pool = build_pool(&config, &tls, &options, 2)?;
         let cipher = options.secret_key.as_deref().map(TokenCipher::new);
         let recent = Mutex::new(RecentIds::new(options.dedup_window));
         let runtime = Runtime(Some(runtime));
@@ -186,6 +188,7 @@ impl PgStore {
                     pool,
                     lease_pool,
                     config,
+                    tls,
                     options,
                     cipher,
                     recent,
@@ -372,12 +375,13 @@ impl Shared {
 /// of this store must be.
 fn build_pool(
     config: &tokio_postgres::Config,
+    tls: &tls::Tls,
     options: &PgOptions,
     size: usize,
 ) -> Result<Pool, PgError> {
     let manager = Manager::from_config(
         config.clone(),
-        tokio_postgres::NoTls,
+        tls.clone(),
         ManagerConfig {
             // A connection that lost its server is closed; that is all a pooled
             // connection needs to be checked for (a read-only server never

@@ -106,10 +106,11 @@ impl Drop for ControlListener {
 /// Listens on one connection until it fails; forwards what arrives.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &super::tls::Tls,
     out: &mpsc::UnboundedSender<ControlSignal>,
     listened: &mut bool,
 ) -> Result<(), PgError> {
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     // The connection delivers notifications only while it is polled for them.
     let driver = tokio::spawn(async move {
@@ -209,6 +210,7 @@ impl PgStore {
     pub fn listen(&self) -> ControlListener {
         let (out, rx) = mpsc::unbounded_channel();
         let config = self.shared.config.clone();
+        let tls = self.shared.tls.clone();
         let task = self.handle().spawn(async move {
             const FIRST_PAUSE: Duration = Duration::from_millis(100);
             let mut pause = FIRST_PAUSE;
@@ -217,7 +219,7 @@ impl PgStore {
             let mut failures = 0u32;
             loop {
                 let mut listened = false;
-                let result = listen_once(&config, &out, &mut listened).await;
+                let result = listen_once(&config, &tls, &out, &mut listened).await;
                 if listened {
                     // It listened before this failure: a fresh start of the back-off.
                     pause = FIRST_PAUSE;
