@@ -112,7 +112,7 @@ fn main() {
     gzip_levels(&counts, cpu_per_million);
 }
 
-/// Times gzip at each level on the first post's HEC bytes, as the client compresses.
+/// Times gzip at each level on the first batch's HEC bytes, as the client compresses.
 fn gzip_levels(counts: &Counts, catch_up_cpu: f64) {
     use std::io::Write;
     let levels = std::env::var("SIEMSYNC_BENCH_GZIP_LEVELS").unwrap_or_else(|_| "1,3,6".into());
