@@ -24,7 +24,7 @@ use siemsync::model::{AccountId, AuditEvent};
 use siemsync::store::Account;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::backend::{nodes_cpu, Backend};
+use support::backend::{Backend, CpuMeter};
 use support::{Counts, Http, ADMIN};
 
 fn main() {
@@ -65,7 +65,7 @@ fn main() {
     let counts = Arc::new(Counts::default());
     let port = support::receiver(counts.clone());
     let svcs = backend.spawn_nodes(nodes, &[]);
-    let (cpu0, pg0) = (nodes_cpu(&svcs), backend.postgres_cpu());
+    let meter = CpuMeter::start(&backend, &svcs);
     let load_before = support::load_average();
     let t0 = Instant::now();
     for a in 0..accounts {
@@ -83,25 +83,13 @@ fn main() {
     }
     counts.wait_for(n as u64, Duration::from_secs(1800));
     let secs = t0.elapsed().as_secs_f64();
-    let millions = n as f64 / 1e6;
-    let per_node: Vec<f64> = nodes_cpu(&svcs)
-        .iter()
-        .zip(&cpu0)
-        .map(|(b, a)| (b - a) / millions)
-        .collect();
-    let cpu_per_million = per_node.iter().sum::<f64>();
-    let pg_cpu = (backend.postgres_cpu() - pg0) / millions;
+    let cpu = meter.per_million(&backend, &svcs, n);
     let mb = counts.bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
     println!(
-        "catch-up on {}: {n} events, {nodes} node(s), {accounts} integration(s), in {secs:.2} s = {:.0} events/s, {:.1} MB/s of HEC JSON; CPU s per million events: siemsync {cpu_per_million:.2} (per node {}), postgres {pg_cpu:.2}; {} posts, posts_in_flight {}; load average {load_before} before, {} after",
+        "catch-up on {}: {n} events, {nodes} node(s), {accounts} integration(s), in {secs:.2} s = {:.0} events/s, {:.1} MB/s of HEC JSON; CPU s per million events: {cpu}; {} posts, posts_in_flight {}; load average {load_before} before, {} after",
         backend.name(),
         n as f64 / secs,
         mb / secs,
-        per_node
-            .iter()
-            .map(|c| format!("{c:.2}"))
-            .collect::<Vec<_>>()
-            .join(" / "),
         counts.posts.load(std::sync::atomic::Ordering::Relaxed),
         std::env::var("SIEMSYNC_POSTS_IN_FLIGHT").unwrap_or_else(|_| "as shipped".into()),
         support::load_average(),
@@ -109,7 +97,7 @@ fn main() {
     for svc in svcs {
         svc.stop();
     }
-    gzip_levels(&counts, cpu_per_million);
+    gzip_levels(&counts, cpu.siemsync);
 }
 
 /// Times gzip at each level on the first batch's HEC bytes, as the client compresses.

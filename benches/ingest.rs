@@ -16,7 +16,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use support::backend::{nodes_cpu, Backend};
+use support::backend::{Backend, CpuMeter};
 use support::{Http, INGEST};
 
 const PER_REQUEST: usize = 1_000;
@@ -53,7 +53,7 @@ fn main() {
     let svcs = backend.spawn_nodes(nodes, &[("SIEMSYNC_ACCOUNT_INGEST_BURST", &burst)]);
     let authorities: Arc<Vec<String>> =
         Arc::new(svcs.iter().map(|s| s.authority().to_owned()).collect());
-    let (cpu0, pg0) = (nodes_cpu(&svcs), backend.postgres_cpu());
+    let meter = CpuMeter::start(&backend, &svcs);
     let load_before = support::load_average();
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -80,29 +80,17 @@ fn main() {
         .collect();
     let accepted: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
     let secs = t0.elapsed().as_secs_f64();
-    let millions = n as f64 / 1e6;
-    let per_node: Vec<f64> = nodes_cpu(&svcs)
-        .iter()
-        .zip(&cpu0)
-        .map(|(b, a)| (b - a) / millions)
-        .collect();
-    let pg_cpu = (backend.postgres_cpu() - pg0) / millions;
+    let cpu = meter.per_million(&backend, &svcs, n);
     assert_eq!(accepted, n as u64, "every event is accepted once");
     let peak = svcs
         .iter()
         .map(|s| support::mem_mib(&s.pid().to_string(), "VmHWM"))
         .fold(0.0, f64::max);
     println!(
-        "ingest on {}: {n} events, {nodes} node(s), {accounts} account(s), over {connections} connections in {secs:.2} s = {:.0} events/s ({:.1} MB/s of request JSON); CPU s per million events: siemsync {:.2} (per node {}), postgres {pg_cpu:.2}; peak RSS {peak:.0} MiB (the largest node); load average {load_before} before, {} after",
+        "ingest on {}: {n} events, {nodes} node(s), {accounts} account(s), over {connections} connections in {secs:.2} s = {:.0} events/s ({:.1} MB/s of request JSON); CPU s per million events: {cpu}; peak RSS {peak:.0} MiB (the largest node); load average {load_before} before, {} after",
         backend.name(),
         n as f64 / secs,
         mb / secs,
-        per_node.iter().sum::<f64>(),
-        per_node
-            .iter()
-            .map(|c| format!("{c:.2}"))
-            .collect::<Vec<_>>()
-            .join(" / "),
         support::load_average(),
     );
     for svc in svcs {

@@ -207,3 +207,56 @@ pub fn nodes_cpu(nodes: &[Service]) -> Vec<f64> {
         .map(|s| super::cpu_secs(&s.pid().to_string()))
         .collect()
 }
+
+/// CPU seconds per million events since a starting point, the nodes' and
+/// PostgreSQL's.
+pub struct CpuMeter {
+    nodes: Vec<f64>,
+    postgres: f64,
+}
+
+/// What a [`CpuMeter`] read: CPU seconds per million events.
+pub struct PerMillion {
+    /// All the nodes together.
+    pub siemsync: f64,
+    /// Each node's, as "a / b / c".
+    pub per_node: String,
+    pub postgres: f64,
+}
+
+impl CpuMeter {
+    pub fn start(backend: &Backend, nodes: &[Service]) -> CpuMeter {
+        CpuMeter {
+            nodes: nodes_cpu(nodes),
+            postgres: backend.postgres_cpu(),
+        }
+    }
+
+    pub fn per_million(&self, backend: &Backend, nodes: &[Service], events: usize) -> PerMillion {
+        let millions = events as f64 / 1e6;
+        let per_node: Vec<f64> = nodes_cpu(nodes)
+            .iter()
+            .zip(&self.nodes)
+            .map(|(b, a)| (b - a) / millions)
+            .collect();
+        PerMillion {
+            siemsync: per_node.iter().sum(),
+            per_node: per_node
+                .iter()
+                .map(|c| format!("{c:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            postgres: (backend.postgres_cpu() - self.postgres) / millions,
+        }
+    }
+}
+
+impl std::fmt::Display for PerMillion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "siemsync {:.2} (per node {}), postgres {:.2}",
+            self.siemsync, self.per_node, self.postgres
+        )
+    }
+}
