@@ -1,107 +1,106 @@
 //! End-to-end catch-up: N audit events already in the store, one integration, a
 //! loopback HEC receiver that only reads, un-gzips and counts (so it is not the
-//! bottleneck). The real path throughout: collectors, encoding, batching, gzip,
-//! awc, checkpoints made durable after every post.
+//! bottleneck). The real path throughout: the release binary, collectors, encoding,
+//! batching, gzip, awc, checkpoints made durable after every post.
 //! Run: `cargo bench --bench catch_up` (N from SIEMSYNC_BENCH_EVENTS, default 1,000,000;
 //! SIEMSYNC_POSTS_IN_FLIGHT is passed on to the service, to compare windows).
 //! Afterwards it times gzip at each level of SIEMSYNC_BENCH_GZIP_LEVELS (default
-//! "1,3,6") on the first post's real HEC bytes: the CPU gzip costs per million
+//! "1,3,6") on the first batch's real HEC bytes: the CPU gzip costs per million
 //! events at that level, beside the whole catch-up's.
+//!
+//! On PostgreSQL (`SIEMSYNC_BENCH_STORE=postgres`: its own throwaway PostgreSQL,
+//! fsync and synchronous_commit on) also PostgreSQL's CPU per million events;
+//! SIEMSYNC_BENCH_NODES (default 1) nodes share it. The backlog is spread over
+//! SIEMSYNC_BENCH_ACCOUNTS accounts (default 1 on one node, 10 per node otherwise),
+//! one integration each, so their shards spread over the nodes. The integrations
+//! are created through the API once the nodes run (and, on PostgreSQL, once the
+//! shards are spread), so the clock measures the catch-up, not the start.
 
 mod support;
 
-/// The service's allocator, so the figures are the service's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use chrono::Utc;
 use serde_json::json;
-use siemsync::config::Config;
-use siemsync::model::{AccountId, AuditEvent, IntegrationChange, IntegrationPolicy};
-use siemsync::store::{Account, Store};
-use std::path::Path;
+use siemsync::model::{AccountId, AuditEvent};
+use siemsync::store::Account;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::Counts;
+use support::backend::{Backend, CpuMeter};
+use support::{Counts, Http, ADMIN};
 
 fn main() {
-    let n: usize = std::env::var("SIEMSYNC_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let account = AccountId::parse("acme").expect("id");
-    let store = Store::open(dir.path()).expect("store");
+    let n = support::env_or("SIEMSYNC_BENCH_EVENTS", 1_000_000);
+    let nodes = support::env_or("SIEMSYNC_BENCH_NODES", 1);
+    let accounts = support::env_or(
+        "SIEMSYNC_BENCH_ACCOUNTS",
+        if nodes == 1 { 1 } else { 10 * nodes },
+    );
+    let Some(backend) = Backend::from_env() else {
+        return;
+    };
+    let store = backend.open();
     let start = Instant::now();
-    for from in (0..n).step_by(5000) {
-        let events: Vec<AuditEvent> = (from..(from + 5000).min(n))
-            .map(|i| AuditEvent::from_json(&support::audit_event(i), i, Utc::now()))
-            .collect::<Result<_, _>>()
-            .expect("valid");
-        store.append_audit(&account, events).expect("append");
+    for a in 0..accounts {
+        let account = AccountId::parse(&format!("acct-{a}")).expect("id");
+        store
+            .put_account(&account, &Account::enabled(Utc::now()))
+            .expect("account");
+        // Account a holds events a, a + accounts, a + 2 × accounts, …
+        let mine: Vec<usize> = (a..n).step_by(accounts).collect();
+        for chunk in mine.chunks(5000) {
+            let events: Vec<AuditEvent> = chunk
+                .iter()
+                .map(|&i| AuditEvent::from_json(&support::audit_event(i), i, Utc::now()))
+                .collect::<Result<_, _>>()
+                .expect("valid");
+            store.append_audit(&account, events).expect("append");
+        }
     }
-    store.flush_now().expect("flush");
+    backend.done_preparing(store);
     println!(
-        "filled the store: {n} events in {:.1} s ({:.0} events/s, store only)",
+        "filled the {} store: {n} events in {accounts} account(s) in {:.1} s ({:.0} events/s, store only)",
+        backend.name(),
         start.elapsed().as_secs_f64(),
         n as f64 / start.elapsed().as_secs_f64()
     );
     let counts = Arc::new(Counts::default());
     let port = support::receiver(counts.clone());
-    store
-        .put_account(&account, &Account::enabled(Utc::now()))
-        .expect("account");
-    let it = IntegrationChange::from_json(
-        &json!({"name": "bench", "hec_token": "00000000-0000-4000-8000-000000000000",
-        "hec_uri": format!("http://127.0.0.1:{port}"), "sources": ["audit"], "enabled": true}),
-    )
-    .and_then(|c| c.create(account.clone(), Utc::now(), IntegrationPolicy::default()))
-    .expect("integration");
-    store.put_integration(&it, None).expect("put");
-    store.flush_now().expect("flush");
-    drop(store);
-    // The store's flush thread lets go of the database a moment after the last handle.
-    std::thread::sleep(Duration::from_secs(1));
-
-    let shipped =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/siemsync.toml"))
-            .expect("config");
-    let data = dir.path().display().to_string();
-    let config = Config::from_toml(&shipped, Path::new("bench"), |k| match k {
-        "SIEMSYNC_LISTEN" => Some("127.0.0.1:0".into()),
-        "SIEMSYNC_DATA_DIR" => Some(data.clone()),
-        "SIEMSYNC_ALLOW_PRIVATE_DESTINATIONS" => Some("true".into()),
-        "SIEMSYNC_POSTS_IN_FLIGHT" => std::env::var(k).ok(),
-        _ => None,
-    })
-    .expect("config");
-    let window = config.posts_in_flight;
-    let cpu0 = support::cpu_secs("self");
+    let svcs = backend.spawn_nodes(nodes, &[]);
+    let meter = CpuMeter::start(&backend, &svcs);
+    let load_before = support::load_average();
     let t0 = Instant::now();
-    let seen = counts.clone();
-    let cpu_per_million = actix_rt::System::new().block_on(async move {
-        let _svc = siemsync::start(config).expect("start");
-        while counts.events() < n as u64 {
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-            assert!(t0.elapsed() < Duration::from_secs(1800), "catch-up did not finish");
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let cpu = support::cpu_secs("self") - cpu0;
-        let mb = counts.bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
-        println!(
-            "catch-up: {n} events in {secs:.2} s = {:.0} events/s, {:.1} MB/s of HEC JSON, {:.2} CPU s per million events (receiver included); {} posts, posts_in_flight {window}; load average {}",
-            n as f64 / secs,
-            mb / secs,
-            cpu / (n as f64 / 1e6),
-            counts.posts.load(std::sync::atomic::Ordering::Relaxed),
-            support::load_average(),
+    for a in 0..accounts {
+        // Any node takes the change; the one holding the integration's shard runs it.
+        let mut http = Http::connect(svcs[a % nodes].authority());
+        let body = json!({"name": "bench", "hec_token": "00000000-0000-4000-8000-000000000000",
+            "hec_uri": format!("http://127.0.0.1:{port}"), "sources": ["audit"], "enabled": true});
+        let (status, answer) = http.request(
+            "POST",
+            &format!("/api/v1/accounts/acct-{a}/integrations"),
+            ADMIN,
+            &serde_json::to_vec(&body).expect("json"),
         );
-        cpu / (n as f64 / 1e6)
-    });
-    gzip_levels(&seen, cpu_per_million);
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+    }
+    counts.wait_for(n as u64, Duration::from_secs(1800));
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = meter.per_million(&backend, &svcs, n);
+    let mb = counts.bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+    println!(
+        "catch-up on {}: {n} events, {nodes} node(s), {accounts} integration(s), in {secs:.2} s = {:.0} events/s, {:.1} MB/s of HEC JSON; CPU s per million events: {cpu}; {} posts, posts_in_flight {}; load average {load_before} before, {} after",
+        backend.name(),
+        n as f64 / secs,
+        mb / secs,
+        counts.posts.load(std::sync::atomic::Ordering::Relaxed),
+        std::env::var("SIEMSYNC_POSTS_IN_FLIGHT").unwrap_or_else(|_| "as shipped".into()),
+        support::load_average(),
+    );
+    for svc in svcs {
+        svc.stop();
+    }
+    gzip_levels(&counts, cpu.siemsync);
 }
 
-/// Times gzip at each level on the first post's HEC bytes, as the client compresses.
+/// Times gzip at each level on the first batch's HEC bytes, as the client compresses.
 fn gzip_levels(counts: &Counts, catch_up_cpu: f64) {
     use std::io::Write;
     let levels = std::env::var("SIEMSYNC_BENCH_GZIP_LEVELS").unwrap_or_else(|_| "1,3,6".into());
@@ -115,7 +114,7 @@ fn gzip_levels(counts: &Counts, catch_up_cpu: f64) {
         .filter_map(|l| l.trim().parse::<u32>().ok())
     {
         let (mut rounds, mut zipped) = (0u32, 0usize);
-        // This thread's CPU alone: the service's threads may still be winding down.
+        // This thread's CPU alone.
         let cpu0 = support::cpu_secs("thread-self");
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(2) {

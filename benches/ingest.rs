@@ -4,60 +4,72 @@
 //! the platform would. Each answer means the batch was validated, stored and made
 //! durable. Prints events/s, the service's CPU seconds per million events and its
 //! peak RSS. Run: `cargo bench --bench ingest` (N from SIEMSYNC_BENCH_EVENTS).
+//!
+//! On PostgreSQL (`SIEMSYNC_BENCH_STORE=postgres`: its own throwaway PostgreSQL,
+//! fsync and synchronous_commit on) also PostgreSQL's CPU per million events;
+//! SIEMSYNC_BENCH_NODES (default 1) nodes share it, and the batches go round-robin
+//! through them (every client holds a connection to each node). The batches go to
+//! SIEMSYNC_BENCH_ACCOUNTS accounts in turn (default 1).
 
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use support::{Http, Service, INGEST};
+use support::backend::{Backend, CpuMeter};
+use support::{Http, INGEST};
 
 const PER_REQUEST: usize = 1_000;
 
 fn main() {
-    let connections: usize = std::env::var("SIEMSYNC_BENCH_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let n: usize = std::env::var("SIEMSYNC_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let connections = support::env_or("SIEMSYNC_BENCH_CONNECTIONS", 4);
+    let n = support::env_or("SIEMSYNC_BENCH_EVENTS", 1_000_000);
+    let nodes = support::env_or("SIEMSYNC_BENCH_NODES", 1);
+    let accounts = support::env_or("SIEMSYNC_BENCH_ACCOUNTS", 1);
+    let Some(backend) = Backend::from_env() else {
+        return;
+    };
     // The bodies are built first, so the client's JSON work is not timed.
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+    let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
         (0..n)
             .step_by(PER_REQUEST)
-            .map(|from| {
+            .enumerate()
+            .map(|(b, from)| {
                 let batch: Vec<_> = (from..(from + PER_REQUEST).min(n))
                     .map(support::audit_event)
                     .collect();
-                serde_json::to_vec(&batch).expect("json")
+                let path = format!("/api/v1/accounts/acct-{}/audit", b % accounts);
+                (path, serde_json::to_vec(&batch).expect("json"))
             })
             .collect(),
     );
-    let mb = bodies.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;
-    let dir = tempfile::tempdir().expect("temp dir");
-    // One account posts everything: its ingest burst (2,000,000 by default) must
+    let mb = bodies.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / 1e6;
+    // The store is made and let go of as a tool would, so the nodes find it ready.
+    backend.done_preparing(backend.open());
+    // One account may post everything: its ingest burst (2,000,000 by default) must
     // hold the whole run, or a larger N would meet the account's rate limit instead
     // of measuring the ingest path.
     let burst = n.max(2_000_000).to_string();
-    let svc = Service::spawn(dir.path(), &[("SIEMSYNC_ACCOUNT_INGEST_BURST", &burst)]);
-    let pid = svc.pid().to_string();
-    let cpu0 = support::cpu_secs(&pid);
+    let svcs = backend.spawn_nodes(nodes, &[("SIEMSYNC_ACCOUNT_INGEST_BURST", &burst)]);
+    let authorities: Arc<Vec<String>> =
+        Arc::new(svcs.iter().map(|s| s.authority().to_owned()).collect());
+    let meter = CpuMeter::start(&backend, &svcs);
+    let load_before = support::load_average();
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let clients: Vec<_> = (0..connections)
         .map(|_| {
-            let (bodies, next) = (bodies.clone(), next.clone());
-            let authority = svc.authority().to_owned();
+            let (bodies, next, authorities) = (bodies.clone(), next.clone(), authorities.clone());
             std::thread::spawn(move || {
-                let mut http = Http::connect(&authority);
+                let mut http: Vec<Http> = authorities.iter().map(|a| Http::connect(a)).collect();
                 let mut accepted = 0u64;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(body) = bodies.get(i) else { break };
-                    let (status, answer) =
-                        http.request("POST", "/api/v1/accounts/acme/audit", INGEST, body);
+                    let Some((path, body)) = bodies.get(i) else {
+                        break;
+                    };
+                    let node = i % http.len();
+                    let (status, answer) = http[node].request("POST", path, INGEST, body);
                     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
                     let v: serde_json::Value = serde_json::from_slice(&answer).expect("json");
                     accepted += v["accepted"].as_u64().expect("accepted");
@@ -68,14 +80,20 @@ fn main() {
         .collect();
     let accepted: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = support::cpu_secs(&pid) - cpu0;
+    let cpu = meter.per_million(&backend, &svcs, n);
     assert_eq!(accepted, n as u64, "every event is accepted once");
+    let peak = svcs
+        .iter()
+        .map(|s| support::mem_mib(&s.pid().to_string(), "VmHWM"))
+        .fold(0.0, f64::max);
     println!(
-        "ingest: {n} events over {connections} connections in {secs:.2} s = {:.0} events/s ({:.1} MB/s of request JSON), {:.2} service CPU s per million events, peak RSS {:.0} MiB",
+        "ingest on {}: {n} events, {nodes} node(s), {accounts} account(s), over {connections} connections in {secs:.2} s = {:.0} events/s ({:.1} MB/s of request JSON); CPU s per million events: {cpu}; peak RSS {peak:.0} MiB (the largest node); load average {load_before} before, {} after",
+        backend.name(),
         n as f64 / secs,
         mb / secs,
-        cpu / (n as f64 / 1e6),
-        support::mem_mib(&pid, "VmHWM")
+        support::load_average(),
     );
-    svc.stop();
+    for svc in svcs {
+        svc.stop();
+    }
 }

@@ -21,40 +21,10 @@ use std::time::Instant;
 
 const PER_REQUEST: usize = 1_000;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU seconds of the postmaster and all its children (the backends).
-fn postgres_cpu(postmaster: u32) -> f64 {
-    let mut total = support::cpu_secs(&postmaster.to_string());
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().nth(1));
-        if ppid == Some(&postmaster.to_string()) {
-            total += support::cpu_secs(pid);
-        }
-    }
-    total
-}
-
 fn main() {
-    let n = env("SIEMSYNC_BENCH_EVENTS", 1_000_000);
-    let writers = env("SIEMSYNC_BENCH_WRITERS", 8);
-    let accounts = env("SIEMSYNC_BENCH_ACCOUNTS", 8);
+    let n = support::env_or("SIEMSYNC_BENCH_EVENTS", 1_000_000);
+    let writers = support::env_or("SIEMSYNC_BENCH_WRITERS", 8);
+    let accounts = support::env_or("SIEMSYNC_BENCH_ACCOUNTS", 8);
     let Some(pg) = PgCluster::start_or_skip(ClusterOptions {
         durable: true,
         ..Default::default()
@@ -92,7 +62,7 @@ fn main() {
             .collect(),
     );
     let me = std::process::id().to_string();
-    let (cpu0, pg0) = (support::cpu_secs(&me), postgres_cpu(postmaster));
+    let (cpu0, pg0) = (support::cpu_secs(&me), support::postgres_cpu(postmaster));
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let accepted: usize = rt.block_on(async {
@@ -123,7 +93,7 @@ fn main() {
     let secs = t0.elapsed().as_secs_f64();
     let (cpu, pg_cpu) = (
         support::cpu_secs(&me) - cpu0,
-        postgres_cpu(postmaster) - pg0,
+        support::postgres_cpu(postmaster) - pg0,
     );
     assert_eq!(accepted, n, "every event is accepted once");
     let millions = n as f64 / 1e6;
@@ -134,7 +104,7 @@ fn main() {
         pg_cpu / millions,
     );
     // Reading it all back, a page of chunks at a time, as a catch-up would.
-    let (cpu0, pg0) = (support::cpu_secs(&me), postgres_cpu(postmaster));
+    let (cpu0, pg0) = (support::cpu_secs(&me), support::postgres_cpu(postmaster));
     let t0 = Instant::now();
     let read: u64 = rt.block_on(async {
         let tasks: Vec<_> = (0..accounts)
@@ -164,7 +134,7 @@ fn main() {
     let secs = t0.elapsed().as_secs_f64();
     let (cpu, pg_cpu) = (
         support::cpu_secs(&me) - cpu0,
-        postgres_cpu(postmaster) - pg0,
+        support::postgres_cpu(postmaster) - pg0,
     );
     assert_eq!(read, n as u64);
     println!(
