@@ -907,6 +907,74 @@ async fn a_holder_stops_posting_a_margin_before_its_lease_lapses_and_no_claim_co
     assert!(a.lease_lasts(&fence_a).await.is_err());
 }
 
+/// Runs `node`'s lease rounds as its lease loop does (lib.rs `renew_leases`): one
+/// every third of the lease, each cut after the round limit. The number of the
+/// first round that went through holding shards, if one of the first `most` did.
+async fn rounds_until_holding(node: &PgStore, most: u32) -> Option<u32> {
+    let mut tick = tokio::time::interval(node.lease_time() / 3);
+    for i in 1..=most {
+        tick.tick().await;
+        match tokio::time::timeout(node.round_limit(), node.balance()).await {
+            Ok(Ok(h)) if !h.held.is_empty() => return Some(i),
+            Ok(Ok(_)) => eprintln!("round {i}: nothing held"),
+            Ok(Err(e)) => eprintln!("round {i} failed: {e}"),
+            Err(_) => eprintln!("round {i} cut after {:?}", node.round_limit()),
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_drops_every_packet() {
+    let Some(c) = cluster() else { return };
+    let db = c.create_database().expect("creating a test database");
+    // The first host of the URL: a port bound now, listening later. Not listening,
+    // it refuses connections, so the node's start goes on to the real server at
+    // once; listening with a full accept queue that is never accepted, the kernel
+    // drops every further SYN, as for a primary whose machine died: a connect
+    // there hangs until its timeout.
+    let hole = tokio::net::TcpSocket::new_v4().unwrap();
+    hole.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    // No connect_timeout in the URL: the default, 5 s per host.
+    let url = format!(
+        "postgresql://postgres@{hole_addr},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+        c.primary_port()
+    );
+    let a = node(&url, "node-a", |o| o.lease = Duration::from_secs(2)).await;
+    let hole = hole.listen(0).unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(hole_addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => queued.push(s),
+            Ok(Err(e)) => panic!("the first host refused instead of dropping: {e}"),
+            Err(_) => break,
+        }
+        assert!(queued.len() < 16, "the accept queue never filled");
+    }
+    // Before the fix every round's connection attempt waited 5 s on the first
+    // host and was cut after half a second: none reached the second.
+    let first = rounds_until_holding(&a, 3).await;
+    assert!(
+        first.is_some(),
+        "no lease round within the first three reached the second host"
+    );
+    // The control listener, on a connection of its own, also gets through (its
+    // attempts are never cut, but each one should not wait out the 5 s first).
+    let mut listener = a.listen();
+    let signal = tokio::time::timeout(Duration::from_secs(2), listener.recv()).await;
+    assert_eq!(
+        signal.expect("the listener listening within 2 s"),
+        Some(ControlSignal::Listening)
+    );
+    drop(hole);
+}
+
 /// Waits until no lease on the database `url` lasts, nor lapsed less than
 /// `margin` ago: every shard is claimable.
 async fn every_lease_lapsed(url: &str, margin: Duration) {

@@ -107,7 +107,8 @@ struct Shared {
     pool: Pool,
     /// The lease rounds' own connections (see `connect`).
     lease_pool: Pool,
-    /// The parsed URL, for the control listener's own connection.
+    /// The parsed URL with the lease rounds' connect timeout (`lease_config`), for
+    /// the control listener's own connection.
     config: tokio_postgres::Config,
     /// The TLS settings of every connection (the pools' and the listener's).
     tls: tls::Tls,
@@ -169,7 +170,10 @@ impl PgStore {
         // The lease rounds, hand-backs and the leave have connections of their own:
         // a pool busy with delivery (or exhausted by a stall) must not hold up the
         // renewal that keeps this node's leases, and so its delivery, alive. Two:
-        // a hand-back runs beside the next round.
+        // a hand-back runs beside the next round. Their connect timeout per host
+        // fits a round (`lease_config`); the control listener's too, so that after
+        // a failover it finds the promoted standby as soon as the lease rounds do.
+        let config = lease_config(&config, options.lease);
         let lease_pool = build_pool(&config, &tls, &options, 2)?;
         let cipher = options.secret_key.as_deref().map(TokenCipher::new);
         let recent = Mutex::new(RecentIds::new(options.dedup_window));
@@ -371,6 +375,33 @@ impl Shared {
     }
 }
 
+/// The connection settings of the lease rounds: `config` with a connect timeout per
+/// host short enough that one round, cut after `leases::round_limit`, tries every
+/// host of a multi-host URL and still has time to run. A first host that died
+/// (its machine gone, or a network that drops packets instead of refusing them)
+/// makes each connection attempt wait the whole connect timeout before the next
+/// host is tried: with the pools' 5 s, a round cut at a quarter of the lease
+/// (3.75 s at the default 15 s) would never reach a promoted standby listed
+/// second, and no node would hold a lease. A share of the round per host (one
+/// share kept for the round's own work), at least 250 ms (a loopback or LAN
+/// handshake takes far less), at most the URL's `connect_timeout` (5 s unset).
+/// A host name resolving to several addresses waits this long per address.
+fn lease_config(config: &tokio_postgres::Config, lease: Duration) -> tokio_postgres::Config {
+    let hosts = config
+        .get_hosts()
+        .len()
+        .max(config.get_hostaddrs().len())
+        .max(1);
+    let share = leases::round_limit(lease) / u32::try_from(hosts + 1).unwrap_or(u32::MAX);
+    let most = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(5));
+    let mut config = config.clone();
+    config.connect_timeout(share.max(Duration::from_millis(250)).min(most));
+    config
+}
+
 /// A pool of at most `size` connections to `config`, each set up as every session
 /// of this store must be.
 fn build_pool(
@@ -447,4 +478,39 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease_timeout(url: &str, lease_secs: u64) -> Duration {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        *lease_config(&config, Duration::from_secs(lease_secs))
+            .get_connect_timeout()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_lease_round_has_time_to_try_every_host_and_still_run() {
+        // A quarter of the 15 s lease over two hosts and the round's own work.
+        assert_eq!(
+            lease_timeout("postgresql://u@db1,db2/d", 15),
+            Duration::from_millis(1250)
+        );
+        // Never below 250 ms, however many hosts or short the lease.
+        assert_eq!(
+            lease_timeout("postgresql://u@db1,db2,db3/d", 2),
+            Duration::from_millis(250)
+        );
+        // Never above the URL's own connect_timeout, nor 5 s without one.
+        assert_eq!(
+            lease_timeout("postgresql://u@db1/d?connect_timeout=1", 15),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            lease_timeout("postgresql://u@db1/d", 3600),
+            Duration::from_secs(5)
+        );
+    }
 }
