@@ -721,18 +721,38 @@ async fn when_the_primary_dies_every_node_answers_503_and_after_the_promotion_al
     );
     // Every node holds its share again: leases re-established by the nodes'
     // own rounds on the promoted primary.
-    cluster.spread_over(&NAMES).await;
+    let live = cluster.spread_over(&NAMES).await;
     eprintln!(
         "the shards spread again {:?} after the promotion",
         promoted.elapsed()
     );
     // Each node took its own shards back: the first one back did not claim them
-    // all only to hand most over again.
-    assert_eq!(
-        handed_over(&cluster),
-        handed_before,
-        "shards handed over after the promotion"
-    );
+    // all only to hand most over again. The design promises that for nodes whose
+    // first round back (their `started_at`, reset by it) comes within a lease of
+    // the first node's: a node later than that is no longer waited for, and its
+    // shards are claimed and handed back to it (not wrong, only churn). On this
+    // shared machine a node may be that late; then only the spread is checked.
+    let firsts: Vec<_> = live.iter().map(|n| n.started_at).collect();
+    let (first, last) = (firsts.iter().min(), firsts.iter().max());
+    let returns = match (first, last) {
+        (Some(first), Some(last)) => (*last - *first).to_std().unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    eprintln!("the nodes' first rounds back came within {returns:?} of each other");
+    // A margin below the lease: the window is timed from each node's commit on
+    // its own clock, `started_at` from PostgreSQL's within that transaction.
+    if returns < lease() * 3 / 4 {
+        assert_eq!(
+            handed_over(&cluster),
+            handed_before,
+            "shards handed over after the promotion, though every node was back within {returns:?}"
+        );
+    } else {
+        eprintln!(
+            "not checking hand-overs: a node came back more than the lease after another ({} hand-overs)",
+            handed_over(&cluster) - handed_before
+        );
+    }
 
     cluster.hec.set_behaviour(Behaviour::Normal);
     let want = ids("e", 0, acknowledged);

@@ -1062,6 +1062,55 @@ async fn after_every_lease_lapsed_each_node_back_claims_only_its_share_and_one_l
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_every_lease_lapsed_a_node_back_rounds_after_the_first_still_gets_its_own_shards() {
+    let Some(url) = fresh_database() else { return };
+    let lease = Duration::from_secs(2);
+    let a = node(&url, "node-a", |o| o.lease = lease).await;
+    let b = node(&url, "node-b", |o| o.lease = lease).await;
+    let c = node(&url, "node-c", |o| o.lease = lease).await;
+    settle(&[&a, &b, &c]).await;
+    let mut before: Vec<Vec<i32>> = Vec::new();
+    for n in [&a, &b, &c] {
+        before.push(round(n).await.held.into_keys().collect());
+    }
+    every_lease_lapsed(&url, lease / 2).await;
+    // A is back first and runs three rounds (its connections found the promoted
+    // server first) before B's first round back, then C's: all within a lease of
+    // A's return, so A keeps counting B and C and leaves them their shards.
+    let back = Instant::now();
+    for i in 1..=3 {
+        let h = round(&a).await;
+        assert_eq!(
+            h.held.keys().copied().collect::<Vec<_>>(),
+            before[0],
+            "A's round {i} back: its own shards, no more"
+        );
+    }
+    for (i, n) in [(1, &b), (2, &c)] {
+        let h = round(n).await;
+        assert_eq!(
+            h.held.keys().copied().collect::<Vec<_>>(),
+            before[i],
+            "{}: its own shards back",
+            n.node_name()
+        );
+        assert!(
+            h.surplus.is_empty(),
+            "{}: nothing to hand over",
+            n.node_name()
+        );
+    }
+    let h = round(&a).await;
+    assert!(h.surplus.is_empty(), "A: nothing to hand over");
+    // What the window guarantees holds only if all of that came within it.
+    assert!(
+        back.elapsed() < lease,
+        "the rounds took {:?}, longer than the lease: the test proves nothing",
+        back.elapsed()
+    );
+}
+
 async fn next(l: &mut siemsync::store::postgres::ControlListener) -> ControlSignal {
     tokio::time::timeout(Duration::from_secs(1), l.recv())
         .await

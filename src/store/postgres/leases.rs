@@ -8,9 +8,9 @@
 //! [`PgStore::release`]s them, and the node short of shards claims them on its next
 //! round. Shares are deterministic (live nodes by name), so they sum to the shard
 //! count and the spread settles instead of oscillating. A node back from a lapse
-//! of its own heartbeat also counts, for that first round, the nodes that were
-//! live at its last heartbeat: after a cluster-wide lapse (PostgreSQL down longer
-//! than a lease) each node back takes its own shards, not the first one all.
+//! of its own heartbeat also counts, for a lease after its return, the nodes that
+//! were live at its last heartbeat: after a cluster-wide lapse (PostgreSQL down
+//! longer than a lease) each node back takes its own shards, not the first one all.
 
 use super::error::PgError;
 use super::{PgStore, Shared};
@@ -200,7 +200,7 @@ impl Shared {
         let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
         // This node's last heartbeat if its row has lapsed since (it could not
         // renew: PostgreSQL or the node was away): the nodes live then still
-        // count for this round's claims (`RECENT_NODES`).
+        // count for its claims, for a lease from now (`RECENT_NODES`).
         let lapsed_beat: Option<DateTime<Utc>> = tx
             .query_opt(
                 "SELECT heartbeat_at FROM nodes WHERE name = $1 AND expires_at <= clock_timestamp()",
@@ -208,6 +208,16 @@ impl Shared {
             )
             .await?
             .map(|r| r.get(0));
+        // Or the one before the lapse this node came back from less than a lease
+        // ago: the nodes live then keep counting while they come back one by one.
+        let recent_beat = lapsed_beat.or_else(|| {
+            let back = self
+                .back_from_lapse
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            back.filter(|(_, until)| std::time::Instant::now() < *until)
+                .map(|(beat, _)| beat)
+        });
         tx.execute(
             "INSERT INTO nodes (name, started_at, heartbeat_at, expires_at, info, stopping)
              VALUES ($1, clock_timestamp(), clock_timestamp(), clock_timestamp() + make_interval(secs => $2),
@@ -250,11 +260,14 @@ impl Shared {
         // lapse (no node could renew, PostgreSQL was down) the first node back
         // takes its share of the nodes live before, its own shards first, not
         // every shard to hand most back as the others return (each of them then
-        // finds its own shards free). Its next round counts the live ones alone:
-        // shards of a node that did not come back are claimed one round later.
-        // A node renewing on time is not held back: a killed node's shards are
-        // taken over as soon as they are claimable.
-        let claim_to = match lapsed_beat {
+        // finds its own shards free). It keeps counting them for a lease after
+        // its return, however many rounds that is: the others' first rounds back
+        // may come later than its second (their connections find the promoted
+        // server later, their rounds tick at other moments). Then it counts the
+        // live ones alone: shards of a node that did not come back within a
+        // lease are claimed then. A node renewing on time is not held back: a
+        // killed node's shards are taken over as soon as they are claimable.
+        let claim_to = match recent_beat {
             Some(beat) if !stopping => {
                 let recent: Vec<String> = tx
                     .query(RECENT_NODES, &[&beat])
@@ -307,6 +320,13 @@ impl Shared {
         )
         .await?;
         tx.commit().await?;
+        if let Some(beat) = lapsed_beat.filter(|_| !stopping) {
+            *self
+                .back_from_lapse
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) =
+                Some((beat, std::time::Instant::now() + self.options.lease));
+        }
         let surplus = surplus(&held, target);
         Ok(Holdings {
             held,

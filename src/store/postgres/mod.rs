@@ -125,6 +125,10 @@ struct Shared {
     fault: Mutex<Option<String>>,
     /// Set once a shutdown began: the lease rounds claim nothing more.
     stopping: std::sync::atomic::AtomicBool,
+    /// This node's last heartbeat before a lapse of its own that it came back
+    /// from, and until when (a lease after its return) its lease rounds count the
+    /// nodes live at that heartbeat (`leases.rs`, `RECENT_NODES`).
+    back_from_lapse: Mutex<Option<(chrono::DateTime<chrono::Utc>, std::time::Instant)>>,
     /// This process's own id in its `nodes` row (random per connect): a second
     /// process under the same name is told apart from this one and refused.
     instance: Uuid,
@@ -200,6 +204,7 @@ impl PgStore {
                     shards: i32::try_from(shards).unwrap_or(i32::MAX).max(1),
                     fault: Mutex::new(None),
                     stopping: Default::default(),
+                    back_from_lapse: Mutex::new(None),
                     instance: Uuid::new_v4(),
                 };
                 shared.ensure_partitions(chrono::Utc::now()).await?;
