@@ -998,22 +998,41 @@ async fn every_lease_lapsed(url: &str, margin: Duration) {
     let _ = driver.await;
 }
 
+/// Three nodes on `url` with `lease`, settled: the nodes and what each holds then.
+async fn three_settled_nodes(
+    url: &str,
+    lease: Duration,
+) -> ([PgStore; 3], Vec<siemsync::store::postgres::Holdings>) {
+    let a = node(url, "node-a", |o| o.lease = lease).await;
+    let b = node(url, "node-b", |o| o.lease = lease).await;
+    let c = node(url, "node-c", |o| o.lease = lease).await;
+    settle(&[&a, &b, &c]).await;
+    let mut held = Vec::new();
+    for n in [&a, &b, &c] {
+        held.push(round(n).await);
+    }
+    ([a, b, c], held)
+}
+
+/// Asserts that a node's round back after a lapse got exactly `own`, the shards
+/// it held before, and has nothing to hand over.
+fn assert_own_shards_back(h: &siemsync::store::postgres::Holdings, own: &[i32], what: &str) {
+    let held: Vec<i32> = h.held.keys().copied().collect();
+    assert_eq!(held, own, "{what}: its own shards back, no more");
+    assert!(h.surplus.is_empty(), "{what}: nothing to hand over");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_every_lease_lapsed_each_node_back_claims_only_its_share_and_one_left_alone_gets_all()
 {
     let Some(url) = fresh_database() else { return };
     let lease = Duration::from_secs(2);
-    let a = node(&url, "node-a", |o| o.lease = lease).await;
-    let b = node(&url, "node-b", |o| o.lease = lease).await;
-    let c = node(&url, "node-c", |o| o.lease = lease).await;
-    settle(&[&a, &b, &c]).await;
-    let mut before: Vec<Vec<i32>> = Vec::new();
-    let mut leases = Vec::new();
-    for n in [&a, &b, &c] {
-        let h = round(n).await;
-        leases.push(h.kept_leases());
-        before.push(h.held.into_keys().collect());
-    }
+    let ([a, b, c], held) = three_settled_nodes(&url, lease).await;
+    let leases: Vec<_> = held.iter().map(|h| h.kept_leases()).collect();
+    let before: Vec<Vec<i32>> = held
+        .iter()
+        .map(|h| h.held.keys().copied().collect())
+        .collect();
     // PostgreSQL unreachable for everyone (no node renews) past the lease and its
     // claim margin: every lease lapsed, every node's heartbeat too.
     every_lease_lapsed(&url, lease / 2).await;
@@ -1022,18 +1041,7 @@ async fn after_every_lease_lapsed_each_node_back_claims_only_its_share_and_one_l
     // each of the others gets its own back.
     for (i, n) in [&a, &b, &c].into_iter().enumerate() {
         let h = round(n).await;
-        let held: Vec<i32> = h.held.keys().copied().collect();
-        assert_eq!(
-            held,
-            before[i],
-            "{}: its own shards back, no more",
-            n.node_name()
-        );
-        assert!(
-            h.surplus.is_empty(),
-            "{}: nothing to hand back",
-            n.node_name()
-        );
+        assert_own_shards_back(&h, &before[i], n.node_name());
         // The same shards, but claimed again: another node could have delivered
         // them while the leases had lapsed, so every actor of them restarts from
         // the stored checkpoint (none is gained: it ran them before).
@@ -1066,43 +1074,26 @@ async fn after_every_lease_lapsed_each_node_back_claims_only_its_share_and_one_l
 async fn after_every_lease_lapsed_a_node_back_rounds_after_the_first_still_gets_its_own_shards() {
     let Some(url) = fresh_database() else { return };
     let lease = Duration::from_secs(2);
-    let a = node(&url, "node-a", |o| o.lease = lease).await;
-    let b = node(&url, "node-b", |o| o.lease = lease).await;
-    let c = node(&url, "node-c", |o| o.lease = lease).await;
-    settle(&[&a, &b, &c]).await;
-    let mut before: Vec<Vec<i32>> = Vec::new();
-    for n in [&a, &b, &c] {
-        before.push(round(n).await.held.into_keys().collect());
-    }
+    let ([a, b, c], held) = three_settled_nodes(&url, lease).await;
+    let before: Vec<Vec<i32>> = held
+        .iter()
+        .map(|h| h.held.keys().copied().collect())
+        .collect();
     every_lease_lapsed(&url, lease / 2).await;
     // A is back first and runs three rounds (its connections found the promoted
     // server first) before B's first round back, then C's: all within a lease of
     // A's return, so A keeps counting B and C and leaves them their shards.
     let back = Instant::now();
     for i in 1..=3 {
-        let h = round(&a).await;
-        assert_eq!(
-            h.held.keys().copied().collect::<Vec<_>>(),
-            before[0],
-            "A's round {i} back: its own shards, no more"
-        );
+        assert_own_shards_back(&round(&a).await, &before[0], &format!("A's round {i} back"));
     }
-    for (i, n) in [(1, &b), (2, &c)] {
-        let h = round(n).await;
-        assert_eq!(
-            h.held.keys().copied().collect::<Vec<_>>(),
-            before[i],
-            "{}: its own shards back",
-            n.node_name()
-        );
-        assert!(
-            h.surplus.is_empty(),
-            "{}: nothing to hand over",
-            n.node_name()
-        );
-    }
-    let h = round(&a).await;
-    assert!(h.surplus.is_empty(), "A: nothing to hand over");
+    assert_own_shards_back(
+        &round(&b).await,
+        &before[1],
+        "B, back after A's third round",
+    );
+    assert_own_shards_back(&round(&c).await, &before[2], "C, back after B");
+    assert_own_shards_back(&round(&a).await, &before[0], "A's round after B's and C's");
     // What the window guarantees holds only if all of that came within it.
     assert!(
         back.elapsed() < lease,
