@@ -1102,6 +1102,47 @@ async fn after_every_lease_lapsed_a_node_back_rounds_after_the_first_still_gets_
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_a_lapse_of_its_own_is_not_held_back_by_a_node_that_died_meanwhile() {
+    let Some(url) = fresh_database() else { return };
+    let lease = Duration::from_secs(2);
+    let ([a, b, c], _) = three_settled_nodes(&url, lease).await;
+    // C dies and A stalls, both just after their last rounds; B renews on time.
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut b_round = Instant::now();
+    loop {
+        let nodes = b.nodes().await.unwrap();
+        if nodes.iter().any(|n| n.name == "node-a" && !n.alive) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's heartbeat never lapsed");
+        if b_round.elapsed() >= lease / 3 {
+            round(&b).await;
+            b_round = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A is back (within the claim margin: B could not take its shards). Its
+    // lapse was its own, B stayed live: C, live at A's last heartbeat, is not
+    // counted, and A takes its share of A and B as soon as C's shards are
+    // claimable, not a lease later.
+    let back = Instant::now();
+    loop {
+        let h = round(&a).await;
+        if h.held.len() == 128 {
+            break;
+        }
+        assert!(
+            back.elapsed() < lease * 3 / 4,
+            "A was held back at {} shards of its share of 128",
+            h.held.len()
+        );
+        round(&b).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn next(l: &mut siemsync::store::postgres::ControlListener) -> ControlSignal {
     tokio::time::timeout(Duration::from_secs(1), l.recv())
         .await

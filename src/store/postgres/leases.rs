@@ -130,8 +130,14 @@ pub(super) const LIVE_NODES: &str =
 
 /// The nodes the claims of a node back from its own lapse are counted for: the
 /// live ones and those still live at `$1`, its last heartbeat before the lapse.
+/// None when another node (not `$2`) stayed live through that lapse (live now,
+/// its run started by `$1`): the lapse was this node's alone, not the cluster's,
+/// and the nodes renewing meanwhile claim the shards of any that died then.
 const RECENT_NODES: &str = "SELECT name FROM nodes WHERE NOT stopping
-      AND (expires_at > clock_timestamp() OR expires_at > $1) ORDER BY name";
+      AND (expires_at > clock_timestamp() OR expires_at > $1)
+      AND NOT EXISTS (SELECT 1 FROM nodes WHERE name <> $2 AND NOT stopping
+                        AND expires_at > clock_timestamp() AND started_at <= $1)
+      ORDER BY name";
 
 /// The advisory lock every balancing round takes first (an arbitrary constant,
 /// "siemleas"; the migrations take another).
@@ -266,16 +272,23 @@ impl Shared {
         // server later, their rounds tick at other moments). Then it counts the
         // live ones alone: shards of a node that did not come back within a
         // lease are claimed then. A node renewing on time is not held back: a
-        // killed node's shards are taken over as soon as they are claimable.
+        // killed node's shards are taken over as soon as they are claimable;
+        // nor is one whose lapse was its own (a stall, a pause) while another
+        // node stayed live: those renewing claim what a node that died
+        // meanwhile held.
         let claim_to = match recent_beat {
             Some(beat) if !stopping => {
                 let recent: Vec<String> = tx
-                    .query(RECENT_NODES, &[&beat])
+                    .query(RECENT_NODES, &[&beat, me])
                     .await?
                     .iter()
                     .map(|r| r.get(0))
                     .collect();
-                target.min(fair_share(self.shards as usize, &recent, me))
+                if recent.is_empty() {
+                    target
+                } else {
+                    target.min(fair_share(self.shards as usize, &recent, me))
+                }
             }
             _ => target,
         };
