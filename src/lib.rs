@@ -416,12 +416,14 @@ async fn renew_leases(
             continue;
         }
         let kept = holdings.kept_leases();
-        if running == kept && holdings.surplus.is_empty() {
+        let (gained, reclaimed) =
+            store::postgres::lease_changes(&running, &kept, &store.stale_shards());
+        let changed =
+            !running.keys().eq(kept.keys()) || !gained.is_empty() || !reclaimed.is_empty();
+        running = kept;
+        if !changed && holdings.surplus.is_empty() {
             continue;
         }
-        let (gained, reclaimed) = store::postgres::lease_changes(&running, &kept);
-        let changed = running != kept;
-        running = kept;
         let (store, supervisor, surplus) = (store.clone(), supervisor.clone(), holdings.surplus);
         handing = Some(tokio::task::spawn_local(async move {
             if changed

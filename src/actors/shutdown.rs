@@ -176,7 +176,7 @@ impl Handler<Rebalance> for Supervisor {
                 // Handed over: this node still holds the lease, so its posts in
                 // flight get their grace. Claimed elsewhere already: the other
                 // node posts the same events now, so nothing more is sent here.
-                let grace = if self.store.hands_over(id) && !reclaimed(id) {
+                let grace = if self.store.hands_over(id) || reclaimed(id) {
                     msg.grace
                 } else {
                     Duration::ZERO
@@ -190,6 +190,7 @@ impl Handler<Rebalance> for Supervisor {
             .map(move |(a, grace)| wind_down(a, grace, metrics.clone(), "hand-over"));
         let mut gained = msg.gained;
         gained.extend(msg.reclaimed);
+        let store = self.store.clone();
         Box::pin(join_all(all).into_actor(self).map(move |stopped, act, ctx| {
             if !stopped.is_empty() {
                 log::info!(
@@ -199,6 +200,9 @@ impl Handler<Rebalance> for Supervisor {
                     stopped.iter().filter(|a| a.outcome == WindDown::Abandoned).count(),
                 );
             }
+            // The old actors are gone: what starts now reads the stored state,
+            // and may post and commit again under the current leases.
+            store.restarted(&gained);
             if !act.shutting_down && !gained.is_empty() {
                 act.start_gained(&gained, ctx);
             }

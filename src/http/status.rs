@@ -196,14 +196,13 @@ fn last_post_ok(state: &AppState, it: &Integration) -> Result<bool, ApiError> {
 
 /// An integration's status: the actor's observation joined with what the store knows.
 pub async fn status_of(state: &AppState, it: &Integration) -> Result<IntegrationStatus, ApiError> {
-    // The actor first, the store after: a sync the observation shows as ended has
-    // its commits in the checkpoint read next, so `delivered` is never behind
-    // `last_sync` (read the other way round, a sync ending between the two reads
-    // showed its events in `last_sync` and one post's worth still in the backlog).
+    // The observation first (the actor's, or the one another node published), the
+    // checkpoint after: a sync the observation shows as ended has its commits in
+    // the checkpoint read next, so `delivered` is never behind `last_sync` (read
+    // the other way round, a sync ending between the two reads showed its events
+    // in `last_sync` and one post's worth still in the backlog).
     let mut obs = state.supervisor.send(Observe { id: it.id }).await?;
     let mut restarts = state.supervisor.send(ObserveRestarts { id: it.id }).await?;
-    let cp = state.store.checkpoint(&it.id)?;
-    let backlog = state.store.backlog(it, &cp)?;
     let pg = state.store.postgres();
     let mut node = obs.as_ref().and(pg).map(|pg| pg.node_name().to_string());
     let feature = state
@@ -219,6 +218,8 @@ pub async fn status_of(state: &AppState, it: &Integration) -> Result<Integration
             (obs, restarts, node) = (published.observation, published.restarts, Some(by));
         }
     }
+    let cp = state.store.checkpoint(&it.id)?;
+    let backlog = state.store.backlog(it, &cp)?;
     let now = Utc::now();
     let replay = state
         .supervisor

@@ -33,7 +33,7 @@ use crate::model::{AccountId, AuditEvent, Integration, JobSnapshot, Source};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -68,6 +68,15 @@ struct Held {
     /// lapses there, by a quarter for a post under way and for clocks that tick at
     /// slightly different rates. `None` before the first round.
     until: Option<Instant>,
+    /// The epoch this node last held each shard under, kept after a shard is lost:
+    /// a claim raises a shard's epoch by one, so one held again more than one
+    /// epoch later was claimed by another node in between.
+    last_epoch: BTreeMap<i32, i64>,
+    /// Shards held again after another node held them: this node's actors of
+    /// them started from checkpoints that node may have moved since, so they
+    /// neither post nor commit (`fence` refuses) until the Supervisor restarted
+    /// them from the stored state (`Store::restarted`).
+    stale: BTreeSet<i32>,
 }
 
 impl From<PgError> for StoreError {
@@ -117,6 +126,13 @@ impl PgNode {
                 holdings.live_nodes.join(", ")
             );
         }
+        for (&shard, &epoch) in &holdings.held {
+            if let Some(last) = held.last_epoch.insert(shard, epoch) {
+                if epoch > last + 1 {
+                    held.stale.insert(shard);
+                }
+            }
+        }
         held.holdings = holdings.clone();
         held.until = Some(began + lease - lease / 4);
         holdings
@@ -125,10 +141,14 @@ impl PgNode {
     /// The fence of integration `id`'s checkpoint commits: this node's lease on its shard.
     fn fence(&self, id: &Uuid) -> Result<Fence, StoreError> {
         let shard = self.pg.shard_of(id);
-        self.holdings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .holdings
+        let held = self.holdings.read().unwrap_or_else(|p| p.into_inner());
+        if held.stale.contains(&shard) {
+            return Err(StoreError::Unavailable(format!(
+                "shard {shard} of integration {id} was delivered by another node while this node's ({}) lease had lapsed: its delivery starts again here from the stored checkpoint",
+                self.pg.node_name()
+            )));
+        }
+        held.holdings
             .fence(self.pg.node_name(), shard)
             .ok_or_else(|| {
                 StoreError::Unavailable(format!(
@@ -313,6 +333,27 @@ impl Store {
         let shard = n.pg.shard_of(id);
         let held = n.holdings.read().unwrap_or_else(|p| p.into_inner());
         held.holdings.held.contains_key(&shard) && held.holdings.surplus.contains(&shard)
+    }
+
+    /// The shards held again after another node held them, whose actors must
+    /// restart from the stored state (see `Held::stale`); empty on sled.
+    pub fn stale_shards(&self) -> BTreeSet<i32> {
+        let Store::Postgres(n) = self else {
+            return BTreeSet::new();
+        };
+        let held = n.holdings.read().unwrap_or_else(|p| p.into_inner());
+        held.stale.clone()
+    }
+
+    /// The actors of `shards` were stopped and start again from what is stored:
+    /// their posts and commits are fenced by the current leases from now on.
+    pub fn restarted(&self, shards: &[i32]) {
+        if let Store::Postgres(n) = self {
+            let mut held = n.holdings.write().unwrap_or_else(|p| p.into_inner());
+            for s in shards {
+                held.stale.remove(s);
+            }
+        }
     }
 
     /// The shards this node runs delivery for (held, not handed over), each with

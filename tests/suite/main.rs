@@ -43,7 +43,8 @@ mod supervision;
 /// per test on a cluster the binary shares): the same source files, whose
 /// `super::common` is here the plain one with `Siemsync` started on PostgreSQL.
 /// A test whose promise is the embedded store's own (its files, its test hooks,
-/// its backlog quota) says so and returns at once on PostgreSQL.
+/// its backlog quota) says so and returns at once on PostgreSQL; one with only a
+/// part that is (fairness.rs's three accounts) leaves out that part there.
 // `path = "."`: the modules inside are this directory's files — loaded twice on
 // purpose, which is what `duplicate_mod` warns of. Not here: isolation.rs (200
 // integrations syncing twice a second is a load test of the actors; on

@@ -627,7 +627,7 @@ async fn a_replay_record_written_under_a_stale_fence_is_refused_and_the_new_hold
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_replays_late_progress_never_undoes_a_cancel_or_a_replay_asked_for_elsewhere() {
+async fn a_replays_late_progress_never_undoes_its_end_a_cancel_or_a_replay_asked_for_elsewhere() {
     let Some(url) = fresh_database() else { return };
     let a = node(&url, "node-a", |_| {}).await;
     let it = integration("acme");
@@ -681,6 +681,19 @@ async fn a_running_replays_late_progress_never_undoes_a_cancel_or_a_replay_asked
         .await
         .unwrap();
     assert_eq!(stored().await, Some(doc("r3", "running", 0)));
+    // r3 ends; a late write of it as running (an actor that had not stopped yet)
+    // does not bring it back.
+    a.put_replay_fenced(&it.account, &it.id, &doc("r3", "done", 7), &fence)
+        .await
+        .unwrap();
+    a.put_replay_fenced(&it.account, &it.id, &doc("r3", "running", 6), &fence)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored().await,
+        Some(doc("r3", "done", 7)),
+        "an ended replay stays ended"
+    );
 }
 
 /// A status as a node publishes it (no live observation: only who published it matters).
@@ -1042,13 +1055,14 @@ async fn after_every_lease_lapsed_each_node_back_claims_only_its_share_and_one_l
     for (i, n) in [&a, &b, &c].into_iter().enumerate() {
         let h = round(n).await;
         assert_own_shards_back(&h, &before[i], n.node_name());
-        // The same shards, but claimed again: another node could have delivered
-        // them while the leases had lapsed, so every actor of them restarts from
-        // the stored checkpoint (none is gained: it ran them before).
+        // Claimed back with nobody in between: one epoch up, which is what tells
+        // the node its actors of them are not stale and go on (a shard another
+        // node held meanwhile would be two or more up, and restarted).
+        let up: BTreeMap<i32, i64> = leases[i].iter().map(|(&s, &e)| (s, e + 1)).collect();
         assert_eq!(
-            siemsync::store::postgres::lease_changes(&leases[i], &h.kept_leases()),
-            (vec![], before[i].clone()),
-            "{}: each shard held again under a new epoch",
+            h.kept_leases(),
+            up,
+            "{}: each shard one epoch up",
             n.node_name()
         );
     }
@@ -1721,4 +1735,87 @@ async fn a_read_does_not_clear_the_fault_only_a_write_does() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(store.fault(), None, "a successful write clears the fault");
+}
+
+/// A node's lease rounds as its service runs them (`Store`, which fences commits
+/// and posts by what its last round left it holding), on `url`.
+fn service_node(url: &str, name: &str, lease: Duration) -> siemsync::store::Store {
+    let mut options = PgOptions::new(url, name);
+    options.op_timeout = Duration::from_secs(10);
+    options.lease = lease;
+    siemsync::store::Store::connect_postgres(options).expect("connecting to PostgreSQL")
+}
+
+/// A round of a service node's leases that went through (a `Busy` one is tried
+/// again, as its lease loop does).
+fn service_round(node: &siemsync::store::Store) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match node.balance_leases() {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => eprintln!("a lease round failed ({e}); again"),
+            Err(e) => panic!("a lease round failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_shard_held_again_after_another_node_delivered_it_commits_nothing_until_its_actors_restarted() {
+    let Some(url) = fresh_database() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lease = Duration::from_secs(2);
+    let a = service_node(&url, "node-a", lease);
+    let a_pg = a.postgres().unwrap().clone();
+    let it = integration("acme");
+    rt.block_on(a_pg.put_integration(&it, Expected::New))
+        .unwrap();
+    let shard = a_pg.shard_of(&it.id);
+    let cp = |seq: u64| Checkpoint {
+        audit_seq: seq,
+        ..Default::default()
+    };
+    a.commit(&it.account, &it.id, &cp(1), &[]).unwrap();
+
+    // A pauses past its lease; B claims the shard, delivers and commits, and
+    // hands it back; A's next round holds it again, two epochs on.
+    rt.block_on(every_lease_lapsed(&url, lease / 2));
+    let b = rt.block_on(node(&url, "node-b", |o| o.lease = lease));
+    let fence = rt.block_on(fence_of(&b, &it.id));
+    rt.block_on(b.commit(&it.account, &it.id, &cp(5), &[], &fence))
+        .unwrap();
+    rt.block_on(b.leave()).unwrap();
+    service_round(&a);
+    assert!(a.holds(&it.id), "A holds the shard again");
+    assert!(a.stale_shards().contains(&shard), "{:?}", a.stale_shards());
+    // Its actors' positions are from before B's commit: neither a post nor a
+    // commit goes through until they were restarted from the stored state.
+    let refused = a.commit(&it.account, &it.id, &cp(2), &[]).unwrap_err();
+    assert!(
+        refused.to_string().contains("delivered by another node"),
+        "{refused}"
+    );
+    assert!(a.may_post(&it.id).is_err());
+    a.restarted(&[shard]);
+    a.may_post(&it.id).unwrap();
+    assert_eq!(
+        a.commit(&it.account, &it.id, &cp(6), &[])
+            .unwrap()
+            .audit_seq,
+        6
+    );
+
+    // A's own lease lapses and A claims it back with nobody in between (one
+    // epoch on): its actors are not stale, and go on.
+    rt.block_on(every_lease_lapsed(&url, lease / 2));
+    service_round(&a);
+    assert!(!a.stale_shards().contains(&shard), "{:?}", a.stale_shards());
+    assert_eq!(
+        a.commit(&it.account, &it.id, &cp(7), &[])
+            .unwrap()
+            .audit_seq,
+        7
+    );
 }

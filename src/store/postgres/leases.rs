@@ -64,22 +64,25 @@ impl Holdings {
     }
 }
 
-/// What the actors must do after a lease round, from the leases they run under
-/// (`running`) and those this node now keeps: start the shards `gained`, and
-/// restart those `reclaimed` — held before and now, but under a new epoch: the
-/// lease lapsed in between and another node may have delivered and committed
-/// them meanwhile, so the actors' positions in memory are stale.
+/// What the actors must do after a lease round, from the shards they run
+/// (`running`), those this node now keeps, and those held again after another node
+/// held them (`stale`): start the shards `gained`, and restart those `reclaimed` —
+/// run here before and now, but stale: another node may have delivered and
+/// committed them meanwhile, so the actors' positions in memory are out of date.
+/// A shard this node claims back with nobody in between (its own lease lapsed,
+/// as in a PostgreSQL outage) is neither: its actors go on.
 pub fn lease_changes(
     running: &BTreeMap<i32, i64>,
     kept: &BTreeMap<i32, i64>,
+    stale: &std::collections::BTreeSet<i32>,
 ) -> (Vec<i32>, Vec<i32>) {
     let mut gained = Vec::new();
     let mut reclaimed = Vec::new();
-    for (shard, epoch) in kept {
-        match running.get(shard) {
-            None => gained.push(*shard),
-            Some(e) if e != epoch => reclaimed.push(*shard),
-            Some(_) => {}
+    for shard in kept.keys() {
+        if !running.contains_key(shard) {
+            gained.push(*shard);
+        } else if stale.contains(shard) {
+            reclaimed.push(*shard);
         }
     }
     (gained, reclaimed)
@@ -564,13 +567,18 @@ mod tests {
     }
 
     #[test]
-    fn a_shard_held_again_under_a_new_epoch_restarts_its_actors_and_a_renewal_does_not() {
-        let running = BTreeMap::from([(1, 5), (2, 3), (3, 9)]);
-        // 1 renewed (same epoch), 2 lost, 3 claimed back after a lapse (another
-        // node may have committed under epoch 10), 4 gained.
-        let kept = BTreeMap::from([(1, 5), (3, 11), (4, 1)]);
-        assert_eq!(lease_changes(&running, &kept), (vec![4], vec![3]));
-        assert_eq!(lease_changes(&kept, &kept), (vec![], vec![]));
+    fn a_shard_another_node_held_meanwhile_restarts_its_actors_and_one_claimed_back_alone_does_not()
+    {
+        let running = BTreeMap::from([(1, 5), (2, 3), (3, 9), (5, 2)]);
+        // 1 renewed (same epoch), 2 lost, 3 claimed back after another node held
+        // it (stale), 4 gained, 5 claimed back with nobody in between (+1).
+        let kept = BTreeMap::from([(1, 5), (3, 11), (4, 1), (5, 3)]);
+        let stale = std::collections::BTreeSet::from([3]);
+        assert_eq!(lease_changes(&running, &kept, &stale), (vec![4], vec![3]));
+        assert_eq!(
+            lease_changes(&kept, &kept, &Default::default()),
+            (vec![], vec![])
+        );
     }
 
     #[test]

@@ -324,15 +324,16 @@ pub(super) fn account_of(r: &tokio_postgres::Row, at: usize) -> Account {
 }
 
 /// When a replay record may be written over the stored one (SQL, in an upsert's
-/// `DO UPDATE … WHERE`): the same replay (`progress.id`) unless it was cancelled
-/// (a cancel made on another node is final, though the actor running the replay
-/// here may record once more before it hears of it), or another replay unless the
+/// `DO UPDATE … WHERE`): the same replay (`progress.id`) while it runs — once it
+/// ended (done, failed, or cancelled: a cancel made on another node is final,
+/// though the actor running the replay here may record once more before it hears
+/// of it) no late write of it changes the record — or another replay unless the
 /// stored one is `running` (a replay asked for on another node, not yet picked up
 /// here, is not overwritten by a late write of the one it replaces).
 macro_rules! replay_write_allowed {
     () => {
         "(replays.doc->'progress'->>'id' IS NOT DISTINCT FROM excluded.doc->'progress'->>'id'
-           AND replays.doc->'progress'->>'state' IS DISTINCT FROM 'cancelled')
+           AND coalesce(replays.doc->'progress'->>'state', '') NOT IN ('done', 'failed', 'cancelled'))
          OR (replays.doc->'progress'->>'id' IS DISTINCT FROM excluded.doc->'progress'->>'id'
            AND replays.doc->'progress'->>'state' IS DISTINCT FROM 'running')"
     };
