@@ -59,20 +59,29 @@ async fn metrics_show_delivery_failures_backlog_and_ingest() {
 
     let (s, _) = api.call("GET", "/metrics", Some(INGEST), None).await;
     assert_eq!(s, 403, "metrics are for the admin");
-    let (s, body) = api.admin("GET", "/metrics", None).await;
-    assert_eq!(s, 200);
-    let text = body.as_str().unwrap().to_owned();
     let g = format!("integration=\"{good}\"");
     let b = format!("integration=\"{bad}\"");
-    assert_eq!(
-        series(
+    // The delivery counters move once the commit is durable (after the flush),
+    // the checkpoint the status reads a moment before: scrape until they caught up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let (s, body) = api.admin("GET", "/metrics", None).await;
+        assert_eq!(s, 200);
+        let text = body.as_str().unwrap().to_owned();
+        let delivered = series(
             &text,
             "siemsync_events_delivered_total",
-            &[&g, "source=\"audit\"", "account=\"good\""]
-        ),
-        Some(11.0),
-        "{text}"
-    );
+            &[&g, "source=\"audit\"", "account=\"good\""],
+        );
+        if delivered == Some(11.0) {
+            break text;
+        }
+        assert!(
+            delivered < Some(11.0) && std::time::Instant::now() < deadline,
+            "11 audit events delivered to good: {text}"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(series(&text, "siemsync_bytes_delivered_total", &[&g]).unwrap() > 1000.0);
     assert!(
         series(
