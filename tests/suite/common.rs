@@ -415,16 +415,21 @@ impl Api {
     }
 
     pub async fn post_audit(&self, account: &str, events: &Value) -> Value {
-        let (s, v) = self
-            .call(
-                "POST",
-                &format!("/api/v1/accounts/{account}/audit"),
-                Some(INGEST),
-                Some(events.clone()),
-            )
-            .await;
+        let (s, v) = self.try_post_audit(account, events).await;
         assert_eq!(s, 200, "{v}");
         v
+    }
+
+    /// One ingest request of audit `events` for `account`, whatever it answers:
+    /// its status and body.
+    pub async fn try_post_audit(&self, account: &str, events: &Value) -> (u16, Value) {
+        self.call(
+            "POST",
+            &format!("/api/v1/accounts/{account}/audit"),
+            Some(INGEST),
+            Some(events.clone()),
+        )
+        .await
     }
 
     pub async fn post_jobs(&self, account: &str, jobs: &Value) -> Value {

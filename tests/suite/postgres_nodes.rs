@@ -598,19 +598,6 @@ async fn a_node_paused_past_its_lease_never_commits_for_an_integration_it_lost()
     eprintln!("the resumed node had {refused} commits refused by the fence ({e})");
 }
 
-/// One ingest request of `events` for `account` through `api`: its status.
-async fn ingest_status(api: &Api, account: &str, events: &serde_json::Value) -> (u16, String) {
-    let (status, body) = api
-        .call(
-            "POST",
-            &format!("/api/v1/accounts/{account}/audit"),
-            Some(INGEST),
-            Some(events.clone()),
-        )
-        .await;
-    (status, body.to_string())
-}
-
 #[actix_rt::test]
 async fn when_the_primary_dies_every_node_answers_503_and_after_the_promotion_all_reconnect_by_themselves_losing_nothing_acknowledged(
 ) {
@@ -666,8 +653,9 @@ async fn when_the_primary_dies_every_node_answers_503_and_after_the_promotion_al
             actix_rt::time::sleep(Duration::from_millis(50)).await;
         }
         for (i, account) in accounts.iter().enumerate() {
-            let (status, body) =
-                ingest_status(&api, account, &audit_events("down", n * 10 + i, 1)).await;
+            let (status, body) = api
+                .try_post_audit(account, &audit_events("down", n * 10 + i, 1))
+                .await;
             assert_eq!(
                 status, 503,
                 "{name}: ingest while PostgreSQL is down: {body}"
@@ -681,12 +669,11 @@ async fn when_the_primary_dies_every_node_answers_503_and_after_the_promotion_al
     let mut down = 0;
     while killed.elapsed() < lease() * 2 {
         let n = down % NAMES.len();
-        let (status, body) = ingest_status(
-            &cluster.node(n).api(),
-            &accounts[0],
-            &audit_events("down", 100 + down, 1),
-        )
-        .await;
+        let (status, body) = cluster
+            .node(n)
+            .api()
+            .try_post_audit(&accounts[0], &audit_events("down", 100 + down, 1))
+            .await;
         assert_eq!(
             status, 503,
             "{}: ingest while PostgreSQL is down: {body}",
@@ -717,7 +704,7 @@ async fn when_the_primary_dies_every_node_answers_503_and_after_the_promotion_al
             let events = audit_events("e", acknowledged, 10);
             let deadline = Instant::now() + T;
             loop {
-                let (status, body) = ingest_status(&api, account, &events).await;
+                let (status, body) = api.try_post_audit(account, &events).await;
                 match status {
                     200 => break,
                     503 if Instant::now() < deadline => {}
