@@ -94,11 +94,7 @@ impl Setup {
     /// Events e-5..e-9 ingested while the receiver refuses: retried without end
     /// while the actor runs.
     async fn refused_and_retried(&self) {
-        self.hec.set_behaviour(Behaviour::Fail {
-            status: 503,
-            code: Some(9),
-            text: "Server is busy".into(),
-        });
+        self.busy();
         self.api.post_audit("acme", &audit_events("e", 5, 5)).await;
         let retried = self.hec.posts_arrived();
         eventually(T, "the refused post retried", || {
@@ -107,7 +103,8 @@ impl Setup {
         .await;
     }
 
-    /// Splunk refuses every post from now on (busy): a replay retries and stays running.
+    /// Splunk refuses every post from now on (503, code 9, busy): what is sent is
+    /// retried, and a replay stays running.
     fn busy(&self) {
         self.hec.set_behaviour(Behaviour::Fail {
             status: 503,
@@ -150,11 +147,7 @@ async fn a_hec_change_made_on_another_node_moves_the_posts_within_a_second() {
         return;
     };
     // The old receiver refuses from now on: what is ingested waits for the new one.
-    s.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    s.busy();
     s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
     let new_hec = HecServer::start(OTHER_TOKEN);
     let (mut it, version) = s.stored().await;
@@ -309,11 +302,7 @@ async fn a_replay_cancelled_on_another_node_stops_on_the_node_running_it() {
         return;
     };
     // Splunk refuses from now on: the replay retries and stays running.
-    s.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    s.busy();
     let path = format!("/api/v1/accounts/acme/integrations/{}/replay", s.id);
     let body = serde_json::json!({"from": "2026-11-25T09:00:00Z", "to": "2026-11-25T11:00:00Z"});
     let (code, v) = s.api.admin("POST", &path, Some(body)).await;
@@ -593,11 +582,7 @@ async fn the_node_running_an_integration_publishes_its_live_status_when_it_chang
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
     // Splunk refuses from now on: the failure is published within a second or so.
-    s.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    s.busy();
     s.api.post_audit("acme", &audit_events("e", 5, 5)).await;
     let started = Instant::now();
     loop {
