@@ -128,9 +128,11 @@ pub struct CountReplay {
 }
 
 /// API → Supervisor → ReplayActor: stop the integration's running replay; answers
-/// its last progress (`None`: no replay of it is running).
+/// its last progress (`None`: no replay of it is running), or the store's error
+/// when it could not read or record the cancel of a replay that runs in no actor
+/// here (nothing was cancelled: 503, never "none running").
 #[derive(Message)]
-#[rtype(result = "Option<ReplayProgress>")]
+#[rtype(result = "Result<Option<ReplayProgress>, crate::store::StoreError>")]
 pub struct CancelReplay {
     /// The integration's account, to record the cancellation under.
     pub account: AccountId,

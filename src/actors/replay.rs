@@ -334,9 +334,15 @@ impl Handler<ObserveReplay> for ReplayActor {
 }
 
 impl Handler<CancelReplay> for ReplayActor {
-    type Result = Option<ReplayProgress>;
-    fn handle(&mut self, _: CancelReplay, ctx: &mut Context<Self>) -> Option<ReplayProgress> {
-        let run = self.run.take()?;
+    type Result = Result<Option<ReplayProgress>, StoreError>;
+    fn handle(
+        &mut self,
+        _: CancelReplay,
+        ctx: &mut Context<Self>,
+    ) -> Result<Option<ReplayProgress>, StoreError> {
+        let Some(run) = self.run.take() else {
+            return Ok(None);
+        };
         // The run is dropped here, between two of its awaits: it records nothing more
         // over the cancellation.
         ctx.cancel_future(run);
@@ -353,7 +359,7 @@ impl Handler<CancelReplay> for ReplayActor {
             &self.it.id,
             &StoredReplay::ended(cancelled.clone()),
         );
-        Some(cancelled)
+        Ok(Some(cancelled))
     }
 }
 

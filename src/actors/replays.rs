@@ -7,7 +7,7 @@
 use super::heartbeat::{self, Heartbeat};
 use super::messages::*;
 use super::observation::RestartReason;
-use super::replay::{record, ReplayActor, ReplayDeps, ReplayProgress, ReplayState, StoredReplay};
+use super::replay::{ReplayActor, ReplayDeps, ReplayProgress, ReplayState, StoredReplay};
 use super::supervisor::Supervisor;
 use crate::metrics::ActorLabels;
 use crate::model::{AccountId, Integration, Source};
@@ -148,25 +148,38 @@ fn stored_replay(store: &Store, id: &Uuid) -> Result<Option<StoredReplay>, Store
 /// Cancels, in its record, a replay that runs in no actor here (its integration is
 /// disabled, or, on PostgreSQL, runs on another node), so that it does not resume
 /// when the integration is enabled. On PostgreSQL the cancel is made under a lock
-/// and announced, so that the node running the replay stops it.
-async fn cancel_stored(store: &Store, account: &AccountId, id: &Uuid) -> Option<ReplayProgress> {
+/// and announced, so that the node running the replay stops it. `Ok(None)`: no
+/// replay is recorded as running. A record that cannot be read or written is an
+/// error (503 and retry), never "no replay running" (404).
+async fn cancel_stored(
+    store: &Store,
+    account: &AccountId,
+    id: &Uuid,
+) -> Result<Option<ReplayProgress>, StoreError> {
     if let Some(pg) = store.postgres() {
-        return match cancel_elsewhere(pg, account, id).await {
-            Ok(cancelled) => cancelled,
-            Err(e) => {
-                log::warn!("integration {id}: cannot cancel its stored replay: {e}");
-                None
-            }
-        };
+        return cancel_elsewhere(pg, account, id).await.map_err(|e| {
+            log::warn!("integration {id}: cannot cancel its stored replay: {e}");
+            e.into()
+        });
     }
-    let mut stored = stored_replay(store, id).ok()??.progress;
+    let Some(stored) = stored_replay(store, id)? else {
+        return Ok(None);
+    };
+    let mut stored = stored.progress;
     if stored.state != ReplayState::Running {
-        return None;
+        return Ok(None);
     }
     stored.state = ReplayState::Cancelled;
     stored.finished_at = Some(chrono::Utc::now());
-    record(store, account, id, &StoredReplay::ended(stored.clone()));
-    Some(stored)
+    match store.put_replay(account, id, &StoredReplay::ended(stored.clone())) {
+        Ok(()) => Ok(Some(stored)),
+        // Deleted meanwhile: its replay went with it.
+        Err(StoreError::Gone) => Ok(None),
+        Err(e) => {
+            log::warn!("integration {id}: cannot record its replay's cancel: {e}");
+            Err(e)
+        }
+    }
 }
 
 /// Why a replay was not started here, or asked for on a node that does not run
@@ -423,7 +436,7 @@ impl Handler<StartReplay> for Supervisor {
 /// resumed replay would run on after the cancel was answered. So no replay of the
 /// integration resumes or starts until the cancel is recorded.
 impl Handler<CancelReplay> for Supervisor {
-    type Result = ResponseActFuture<Self, Option<ReplayProgress>>;
+    type Result = ResponseActFuture<Self, Result<Option<ReplayProgress>, StoreError>>;
     fn handle(&mut self, msg: CancelReplay, _: &mut Context<Self>) -> Self::Result {
         let id = msg.id;
         self.replays.cancel_started(id);
@@ -452,10 +465,11 @@ impl Handler<CancelReplay> for Supervisor {
             .map(move |cancelled, act, ctx| {
                 act.replays.cancel_ended(&id);
                 match &cancelled {
-                    Some(p) => act.replays.ended(&id, p.id),
-                    // Nothing was cancelled: a replay a restart did not resume
-                    // meanwhile resumes now, if its record says it runs.
-                    None => {
+                    Ok(Some(p)) => act.replays.ended(&id, p.id),
+                    // Nothing was cancelled (none ran, or the store did not take the
+                    // cancel: 503): a replay a restart did not resume meanwhile
+                    // resumes now, if its record says it runs.
+                    Ok(None) | Err(_) => {
                         if let Some(it) = act.running.get(&id).map(|r| r.config.clone()) {
                             act.resume_replay(&it, ctx);
                         }

@@ -695,7 +695,8 @@ pub async fn replay(
 #[utoipa::path(delete, path = "/api/v1/accounts/{account}/integrations/{id}/replay", operation_id = "cancelReplay", tag = "replay",
     params(super::IntegrationPath), security(("admin" = []), ("account" = [])),
     responses((status = 200, description = "Cancelled: the replay as it ended (on PostgreSQL, on a node that does not run it: as last recorded; the node running it stops it within a second)", body = ReplayProgress),
-        (status = 404, description = "No replay runs, and none is stored as running (or no such integration)", body = ErrorBody)))]
+        (status = 404, description = "No replay runs, and none is stored as running (or no such integration)", body = ErrorBody),
+        (status = 503, description = "The store could not read or record the cancel (on PostgreSQL: unreachable, or the integration locked by another change for 2 s): nothing was cancelled, retry", body = ErrorBody)))]
 pub async fn cancel_replay(
     state: web::Data<AppState>,
     caller: Caller,
@@ -706,7 +707,7 @@ pub async fn cancel_replay(
         account: it.account.clone(),
         id: it.id,
     };
-    match state.supervisor.send(cancel).await? {
+    match state.supervisor.send(cancel).await?? {
         Some(p) => Ok(HttpResponse::Ok().json(p)),
         None => Err(ApiError::not_found("running replay")),
     }

@@ -530,6 +530,58 @@ async fn a_replay_asked_for_elsewhere_and_not_picked_up_yet_is_cancelled_where_i
 }
 
 #[actix_rt::test]
+async fn a_cancel_kept_waiting_by_a_locked_integration_answers_503_cancelling_nothing_and_then_cancels(
+) {
+    let Some(s) = setup("3600").await else {
+        return;
+    };
+    // A replay asked for on another node and not picked up here (its NOTIFY lost):
+    // the record says running, no actor here runs it.
+    let pending = StoredReplay::new(window(), vec![Source::Audit]);
+    let doc = serde_json::to_string(&pending).unwrap().replace('\'', "''");
+    sql(
+        &s.url,
+        &format!(
+            "INSERT INTO replays (integration, doc) VALUES ('{}', '{doc}')
+             ON CONFLICT (integration) DO UPDATE SET doc = excluded.doc",
+            s.id
+        ),
+    )
+    .await;
+    // A change elsewhere stalls holding the integration locked.
+    let holder = connection(&s.url).await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM integrations WHERE id = '{}' FOR UPDATE",
+            s.id
+        ))
+        .await
+        .unwrap();
+    let path = format!("/api/v1/accounts/acme/integrations/{}/replay", s.id);
+    let asked = Instant::now();
+    let (code, v) = s.api.admin("DELETE", &path, None).await;
+    let waited = asked.elapsed();
+    println!("the cancel answered {code} after {waited:?}");
+    // Not 404 ("none running": the record says one runs), not a request that
+    // hangs as long as the lock: 503, retry.
+    assert_eq!(code, 503, "{v}");
+    assert!(waited < Duration::from_secs(10), "took {waited:?}");
+    let stored: StoredReplay = s.other.replay(&s.id).await.unwrap().unwrap();
+    assert_eq!(stored.progress.id, pending.progress.id);
+    assert_eq!(
+        stored.progress.state,
+        ReplayState::Running,
+        "cancelled anyway"
+    );
+    // The lock gone, the retry cancels it.
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let (code, v) = s.api.admin("DELETE", &path, None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["id"], pending.progress.id.to_string(), "{v}");
+    assert_eq!(v["state"], "cancelled", "{v}");
+}
+
+#[actix_rt::test]
 async fn a_replays_total_is_recorded_once_counted_before_anything_is_posted() {
     let Some(s) = setup("3600").await else {
         return;

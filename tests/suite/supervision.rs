@@ -104,6 +104,7 @@ async fn a_replay_cancelled_while_a_change_restarts_its_integration_never_resume
     let cancelled = cancel
         .await
         .unwrap()
+        .unwrap()
         .expect("the running replay was cancelled");
     assert_eq!(cancelled.state, ReplayState::Cancelled);
 

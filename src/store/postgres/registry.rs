@@ -752,6 +752,11 @@ impl PgStore {
         self.run_write(move |s| async move {
             let mut client = s.pool.get().await?;
             let tx = client.transaction().await?;
+            // An API request waits here (and a local replay start holds the
+            // Supervisor): a lock held long elsewhere (a stalled transaction on the
+            // integration) answers 503 and retry after 2 s (`Busy`), not a request
+            // that hangs until the caller gives up.
+            tx.batch_execute("SET LOCAL lock_timeout = '2s'").await?;
             // FOR NO KEY UPDATE: it serialises the changes of one integration's
             // replay (it conflicts with itself), and waits for a change or delete of
             // the integration (FOR UPDATE), but not for the key-share locks of the
