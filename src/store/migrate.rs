@@ -200,4 +200,43 @@ mod tests {
             .count();
         assert_eq!(old_index, 0, "the old id index is gone");
     }
+
+    #[test]
+    fn a_directory_of_an_older_layout_is_refused_for_a_copy_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            // What an older version left: no layout marker.
+            s.events().unwrap().remove(keys::FORMAT).unwrap();
+            s.flush_now().unwrap();
+        }
+        // sled's file lock goes a moment after the store that held it.
+        let open_unchanged = || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match Store::open_unchanged(dir.path(), 1 << 20) {
+                    Err(e) if e.to_string().contains("lock") => {
+                        assert!(std::time::Instant::now() < deadline, "{e}");
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    other => return other.unwrap(),
+                }
+            }
+        };
+        for _ in 0..2 {
+            let why = open_unchanged().err().expect("an older layout is refused");
+            assert!(
+                why.contains("older version") && why.contains("start and stop the service once"),
+                "{why}"
+            );
+        }
+        // Left as it was (refused the second time above), and the service's own
+        // start converts it, after which the copy may read it.
+        drop(super::super::testing::reopen(
+            dir.path(),
+            &Default::default(),
+        ));
+        let current = open_unchanged();
+        assert!(current.is_ok(), "{:?}", current.err());
+    }
 }
