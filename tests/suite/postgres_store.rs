@@ -988,6 +988,53 @@ async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_drop
     drop(hole);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_accepts_and_never_answers(
+) {
+    let Some(c) = cluster() else { return };
+    let db = c.create_database().expect("creating a test database");
+    // The first host of the URL: a port bound now, listening later (refusing
+    // until then, so the node's start goes on to the real server at once); then
+    // it accepts every connection and never says a word, as a hung server
+    // process or a proxy in front of a dead one does.
+    let mute = tokio::net::TcpSocket::new_v4().unwrap();
+    mute.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    let url = format!(
+        "postgresql://postgres@{mute_addr},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+        c.primary_port()
+    );
+    let a = node(&url, "node-a", |o| o.lease = Duration::from_secs(2)).await;
+    let mute = mute.listen(64).unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = mute.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    // Before the fix the TCP handshake succeeded at once and the startup waited
+    // for an answer until the round was cut: none reached the second host.
+    let first = rounds_until_holding(&a, 3).await;
+    assert!(
+        first.is_some(),
+        "no lease round within the first three reached the second host"
+    );
+    let mut listener = a.listen();
+    let signal = tokio::time::timeout(Duration::from_secs(2), listener.recv()).await;
+    assert_eq!(
+        signal.expect("the listener listening within 2 s"),
+        Some(ControlSignal::Listening)
+    );
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the first host was not tried by both"
+    );
+    holder.abort();
+}
+
 /// Waits until no lease on the database `url` lasts, nor lapsed less than
 /// `margin` ago: every shard is claimable.
 async fn every_lease_lapsed(url: &str, margin: Duration) {

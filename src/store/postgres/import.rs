@@ -478,7 +478,7 @@ pub async fn live_nodes_at(url: &str) -> Result<Vec<String>, PgError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(5));
     }
-    let (client, connection) = config.connect(tls).await?;
+    let (client, connection) = super::connect::connect(&config, &tls).await?;
     let driver = tokio::spawn(connection);
     let exists: bool = client
         .query_one("SELECT to_regclass('nodes') IS NOT NULL", &[])

@@ -13,6 +13,7 @@
 
 mod accounts;
 mod audit;
+mod connect;
 mod error;
 mod history;
 mod import;
@@ -415,9 +416,11 @@ fn build_pool(
     options: &PgOptions,
     size: usize,
 ) -> Result<Pool, PgError> {
-    let manager = Manager::from_config(
+    // Host by host, each within the connect timeout (`connect`): a host that
+    // accepts and never answers does not keep the next one from being tried.
+    let manager = Manager::from_connect(
         config.clone(),
-        tls.clone(),
+        connect::HostByHost(tls.clone()),
         ManagerConfig {
             // A connection that lost its server is closed; that is all a pooled
             // connection needs to be checked for (a read-only server never

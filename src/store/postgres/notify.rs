@@ -110,7 +110,7 @@ async fn listen_once(
     out: &mpsc::UnboundedSender<ControlSignal>,
     listened: &mut bool,
 ) -> Result<(), PgError> {
-    let (client, mut connection) = config.connect(tls.clone()).await?;
+    let (client, mut connection) = super::connect::connect(config, tls).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     // The connection delivers notifications only while it is polled for them.
     let driver = tokio::spawn(async move {
