@@ -82,6 +82,8 @@ mod on_postgres {
     mod history;
     #[path = "hostile_input.rs"]
     mod hostile_input;
+    #[path = "isolation.rs"]
+    mod isolation;
     #[path = "operability.rs"]
     mod operability;
     #[path = "outage.rs"]
