@@ -18,11 +18,11 @@ use chrono::Utc;
 use serde_json::json;
 use siemsync::model::AccountId;
 use siemsync::store::Account;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::backend::{Backend, CpuMeter};
-use support::{Counts, Http, ADMIN, INGEST};
+use support::{Counts, Http, ADMIN};
 
 fn main() {
     let n = support::env_or("SIEMSYNC_BENCH_EVENTS", 1_000_000);
@@ -33,18 +33,19 @@ fn main() {
         return;
     };
     // The bodies are built first, so the client's JSON work is not timed.
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+    let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
         (0..n)
             .step_by(per_request)
             .map(|from| {
                 let batch: Vec<_> = (from..(from + per_request).min(n))
                     .map(support::audit_event)
                     .collect();
-                serde_json::to_vec(&batch).expect("json")
+                let path = "/api/v1/accounts/acct-0/audit".to_owned();
+                (path, serde_json::to_vec(&batch).expect("json"))
             })
             .collect(),
     );
-    let mb = bodies.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;
+    let mb = bodies.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / 1e6;
     let store = backend.open();
     let account = AccountId::parse("acct-0").expect("id");
     store
@@ -79,26 +80,8 @@ fn main() {
     let baseline = settled(&counts, Duration::from_secs(1), Duration::from_secs(30));
     let meter = CpuMeter::start(&backend, &svcs);
     let load_before = support::load_average();
-    let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
-    let clients: Vec<_> = (0..connections)
-        .map(|_| {
-            let (bodies, next, authority) = (bodies.clone(), next.clone(), authority.clone());
-            std::thread::spawn(move || {
-                let mut http = Http::connect(&authority);
-                let mut accepted = 0u64;
-                while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let (status, answer) =
-                        http.request("POST", "/api/v1/accounts/acct-0/audit", INGEST, body);
-                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
-                    let v: serde_json::Value = serde_json::from_slice(&answer).expect("json");
-                    accepted += v["accepted"].as_u64().expect("accepted");
-                }
-                accepted
-            })
-        })
-        .collect();
-    let accepted: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
+    let accepted = support::post_all(&bodies, &Arc::new(vec![authority]), connections);
     let ingested = t0.elapsed().as_secs_f64();
     assert_eq!(accepted, n as u64, "every event is accepted once");
     counts.wait_for(baseline + n as u64, Duration::from_secs(1800));

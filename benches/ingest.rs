@@ -13,11 +13,9 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use support::backend::{Backend, CpuMeter};
-use support::{Http, INGEST};
 
 const PER_REQUEST: usize = 1_000;
 
@@ -55,30 +53,8 @@ fn main() {
         Arc::new(svcs.iter().map(|s| s.authority().to_owned()).collect());
     let meter = CpuMeter::start(&backend, &svcs);
     let load_before = support::load_average();
-    let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
-    let clients: Vec<_> = (0..connections)
-        .map(|_| {
-            let (bodies, next, authorities) = (bodies.clone(), next.clone(), authorities.clone());
-            std::thread::spawn(move || {
-                let mut http: Vec<Http> = authorities.iter().map(|a| Http::connect(a)).collect();
-                let mut accepted = 0u64;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, body)) = bodies.get(i) else {
-                        break;
-                    };
-                    let node = i % http.len();
-                    let (status, answer) = http[node].request("POST", path, INGEST, body);
-                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
-                    let v: serde_json::Value = serde_json::from_slice(&answer).expect("json");
-                    accepted += v["accepted"].as_u64().expect("accepted");
-                }
-                accepted
-            })
-        })
-        .collect();
-    let accepted: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
+    let accepted = support::post_all(&bodies, &authorities, connections);
     let secs = t0.elapsed().as_secs_f64();
     let cpu = meter.per_million(&backend, &svcs, n);
     assert_eq!(accepted, n as u64, "every event is accepted once");

@@ -277,6 +277,40 @@ impl Http {
     }
 }
 
+/// Posts every `(path, body)` of `bodies` once, as ingest requests over
+/// `connections` keep-alive connections each, taking them in order and the nodes at
+/// `authorities` in turn; asserts every answer is 200 and answers the events
+/// accepted.
+pub fn post_all(
+    bodies: &Arc<Vec<(String, Vec<u8>)>>,
+    authorities: &Arc<Vec<String>>,
+    connections: usize,
+) -> u64 {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..connections)
+        .map(|_| {
+            let (bodies, next, authorities) = (bodies.clone(), next.clone(), authorities.clone());
+            std::thread::spawn(move || {
+                let mut http: Vec<Http> = authorities.iter().map(|a| Http::connect(a)).collect();
+                let mut accepted = 0u64;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((path, body)) = bodies.get(i) else {
+                        break;
+                    };
+                    let node = i % http.len();
+                    let (status, answer) = http[node].request("POST", path, INGEST, body);
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+                    let v: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+                    accepted += v["accepted"].as_u64().expect("accepted");
+                }
+                accepted
+            })
+        })
+        .collect();
+    clients.into_iter().map(|c| c.join().expect("client")).sum()
+}
+
 /// The size of the files under `dir`, in MiB.
 pub fn dir_mib(dir: &Path) -> f64 {
     fn walk(p: &Path) -> u64 {

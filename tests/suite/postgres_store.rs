@@ -937,24 +937,50 @@ async fn rounds_until_holding(node: &PgStore, most: u32) -> Option<u32> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_drops_every_packet() {
-    let Some(c) = cluster() else { return };
+/// Node A (lease 2 s) on a new database whose URL lists first a port bound now,
+/// listening later — the test makes it misbehave then — and the real server
+/// second. Not listening yet, the first host refuses connections, so the node's
+/// start goes on to the real server at once. No connect_timeout in the URL: the
+/// default, 5 s per host.
+async fn node_behind_a_bad_first_host(c: &PgCluster) -> (PgStore, tokio::net::TcpSocket) {
     let db = c.create_database().expect("creating a test database");
-    // The first host of the URL: a port bound now, listening later. Not listening,
-    // it refuses connections, so the node's start goes on to the real server at
-    // once; listening with a full accept queue that is never accepted, the kernel
-    // drops every further SYN, as for a primary whose machine died: a connect
-    // there hangs until its timeout.
-    let hole = tokio::net::TcpSocket::new_v4().unwrap();
-    hole.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let hole_addr = hole.local_addr().unwrap();
-    // No connect_timeout in the URL: the default, 5 s per host.
+    let first = tokio::net::TcpSocket::new_v4().unwrap();
+    first.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let url = format!(
-        "postgresql://postgres@{hole_addr},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+        "postgresql://postgres@{},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+        first.local_addr().unwrap(),
         c.primary_port()
     );
     let a = node(&url, "node-a", |o| o.lease = Duration::from_secs(2)).await;
+    (a, first)
+}
+
+/// Node A's lease rounds get through within three rounds, and its control
+/// listener within 2 s, past a first host that never lets a connection finish.
+async fn reaches_the_second_host(a: &PgStore) {
+    let first = rounds_until_holding(a, 3).await;
+    assert!(
+        first.is_some(),
+        "no lease round within the first three reached the second host"
+    );
+    // The listener's attempts are never cut, but each one should not wait out
+    // the 5 s on the first host.
+    let mut listener = a.listen();
+    let signal = tokio::time::timeout(Duration::from_secs(2), listener.recv()).await;
+    assert_eq!(
+        signal.expect("the listener listening within 2 s"),
+        Some(ControlSignal::Listening)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_drops_every_packet() {
+    let Some(c) = cluster() else { return };
+    let (a, hole) = node_behind_a_bad_first_host(&c).await;
+    // Listening with a full accept queue that is never accepted, the kernel drops
+    // every further SYN, as for a primary whose machine died: a connect there
+    // hangs until its timeout.
+    let hole_addr = hole.local_addr().unwrap();
     let hole = hole.listen(0).unwrap();
     let mut queued = Vec::new();
     loop {
@@ -972,19 +998,7 @@ async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_drop
     }
     // Before the fix every round's connection attempt waited 5 s on the first
     // host and was cut after half a second: none reached the second.
-    let first = rounds_until_holding(&a, 3).await;
-    assert!(
-        first.is_some(),
-        "no lease round within the first three reached the second host"
-    );
-    // The control listener, on a connection of its own, also gets through (its
-    // attempts are never cut, but each one should not wait out the 5 s first).
-    let mut listener = a.listen();
-    let signal = tokio::time::timeout(Duration::from_secs(2), listener.recv()).await;
-    assert_eq!(
-        signal.expect("the listener listening within 2 s"),
-        Some(ControlSignal::Listening)
-    );
+    reaches_the_second_host(&a).await;
     drop(hole);
 }
 
@@ -992,19 +1006,9 @@ async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_drop
 async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_accepts_and_never_answers(
 ) {
     let Some(c) = cluster() else { return };
-    let db = c.create_database().expect("creating a test database");
-    // The first host of the URL: a port bound now, listening later (refusing
-    // until then, so the node's start goes on to the real server at once); then
-    // it accepts every connection and never says a word, as a hung server
-    // process or a proxy in front of a dead one does.
-    let mute = tokio::net::TcpSocket::new_v4().unwrap();
-    mute.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let mute_addr = mute.local_addr().unwrap();
-    let url = format!(
-        "postgresql://postgres@{mute_addr},127.0.0.1:{}/{db}?target_session_attrs=read-write",
-        c.primary_port()
-    );
-    let a = node(&url, "node-a", |o| o.lease = Duration::from_secs(2)).await;
+    let (a, mute) = node_behind_a_bad_first_host(&c).await;
+    // It accepts every connection and never says a word, as a hung server process
+    // or a proxy in front of a dead one does.
     let mute = mute.listen(64).unwrap();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
@@ -1017,17 +1021,7 @@ async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_acce
     });
     // Before the fix the TCP handshake succeeded at once and the startup waited
     // for an answer until the round was cut: none reached the second host.
-    let first = rounds_until_holding(&a, 3).await;
-    assert!(
-        first.is_some(),
-        "no lease round within the first three reached the second host"
-    );
-    let mut listener = a.listen();
-    let signal = tokio::time::timeout(Duration::from_secs(2), listener.recv()).await;
-    assert_eq!(
-        signal.expect("the listener listening within 2 s"),
-        Some(ControlSignal::Listening)
-    );
+    reaches_the_second_host(&a).await;
     assert!(
         accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
         "the first host was not tried by both"
