@@ -976,7 +976,7 @@ async fn reaches_the_second_host(a: &PgStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_drops_every_packet() {
     let Some(c) = cluster() else { return };
-    let (a, hole) = node_behind_a_bad_first_host(&c).await;
+    let (a, hole) = node_behind_a_bad_first_host(c).await;
     // Listening with a full accept queue that is never accepted, the kernel drops
     // every further SYN, as for a primary whose machine died: a connect there
     // hangs until its timeout.
@@ -1006,7 +1006,7 @@ async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_drop
 async fn lease_rounds_and_the_listener_reach_the_second_host_when_the_first_accepts_and_never_answers(
 ) {
     let Some(c) = cluster() else { return };
-    let (a, mute) = node_behind_a_bad_first_host(&c).await;
+    let (a, mute) = node_behind_a_bad_first_host(c).await;
     // It accepts every connection and never says a word, as a hung server process
     // or a proxy in front of a dead one does.
     let mute = mute.listen(64).unwrap();
