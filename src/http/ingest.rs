@@ -168,13 +168,9 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
 /// its backlog quota, so that the quota holds within moments, not a sweep period. The
 /// request itself is not refused: its events are the newest, the ones to keep.
 ///
-/// Not on PostgreSQL: there retention drops whole partitions and `ask_sweep` does
-/// nothing, so summing the account's whole audit store on every ingest (on the
-/// HTTP worker) would only cost a query that grows with the account.
+/// On PostgreSQL the stored bytes are one row's column (kept by every write), and
+/// the sweep runs on this node, whichever node runs the account's integrations.
 fn over_quota(state: &AppState, account: &AccountId) {
-    if state.store.postgres().is_some() {
-        return;
-    }
     let over = state.store.stored_bytes(account).and_then(|stored| {
         let quota = crate::retention::quota_of(
             &state.store,
