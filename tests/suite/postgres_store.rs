@@ -1819,3 +1819,103 @@ fn a_shard_held_again_after_another_node_delivered_it_commits_nothing_until_its_
         7
     );
 }
+
+/// Issue 16: node 1 sweeps an account over its backlog quota while node 2 runs the
+/// account's integration and has a post in flight carrying the oldest events. Every
+/// event ends up either delivered (committed by node 2) or counted in the gap, never
+/// both and never neither — also when the post's commit is made twice (a restarted
+/// actor's predecessor finishing the same post).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_sweep_on_one_node_while_the_owner_has_a_post_in_flight_counts_each_event_once() {
+    use siemsync::model::Source;
+    use siemsync::store::GapReason;
+    let Some(url) = fresh_database() else { return };
+    let n1 = node(&url, "n1", |_| {}).await;
+    let n2 = node(&url, "n2", |_| {}).await;
+    let acme = AccountId::parse("acme").unwrap();
+    let it = integration("acme");
+    n2.put_integration(&it, Expected::New).await.unwrap();
+    let fence = fence_of(&n2, &it.id).await;
+    for r in 0..20 {
+        let events = (r * 50..r * 50 + 50)
+            .map(|i| audit(&format!("e{i}")))
+            .collect();
+        n1.append_audit(&acme, events).await.unwrap();
+    }
+    let all: Vec<u64> = audit_ids(&n2, &acme).await.iter().map(|e| e.0).collect();
+    assert_eq!(all, (1..=1000).collect::<Vec<_>>());
+    let stored = n1.stored_bytes(&acme).await.unwrap();
+    assert!(stored > 0);
+    // Node 2 read the oldest 100 events and posts them (in flight).
+    let in_flight: Vec<u64> = (1..=100).collect();
+    // Meanwhile node 1's sweep halves the account.
+    let quota = stored / 2;
+    let swept = n1.quota_sweep(&acme, quota).await.unwrap();
+    let dropped = swept.quota_drops.expect("the sweep dropped events").events;
+    assert!(dropped > 100 && dropped < 1000, "{dropped}");
+    assert!(n1.stored_bytes(&acme).await.unwrap() <= quota);
+    assert_eq!(
+        n1.quota_drops(&acme).await.unwrap().map(|d| d.events),
+        Some(dropped)
+    );
+    let gap = |gaps: Vec<siemsync::store::Gap>| -> u64 {
+        gaps.iter()
+            .filter(|g| g.reason == GapReason::BacklogQuota && g.source == Source::Audit)
+            .map(|g| g.count)
+            .sum()
+    };
+    assert_eq!(
+        gap(n2.gaps(&it.id).await.unwrap()),
+        dropped,
+        "counted at the drop"
+    );
+    // The post was answered: node 2 commits it, under its lease.
+    for _ in 0..2 {
+        n2.commit_posted(
+            &acme,
+            &it.id,
+            &audit_cp(100),
+            &[],
+            &fence,
+            Some((Source::Audit, in_flight.clone())),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            gap(n2.gaps(&it.id).await.unwrap()),
+            dropped - 100,
+            "what the post delivered is no longer counted, once"
+        );
+    }
+    // Node 2 reads on from its checkpoint and delivers the rest.
+    let rest: Vec<u64> = audit_ids(&n2, &acme)
+        .await
+        .iter()
+        .map(|e| e.0)
+        .filter(|s| *s > 100)
+        .collect();
+    assert_eq!(rest.first(), Some(&(dropped + 1)), "the oldest went");
+    n2.commit_posted(
+        &acme,
+        &it.id,
+        &audit_cp(1000),
+        &[],
+        &fence,
+        Some((Source::Audit, rest.clone())),
+    )
+    .await
+    .unwrap();
+    let counted = gap(n2.gaps(&it.id).await.unwrap());
+    let delivered: std::collections::BTreeSet<u64> =
+        in_flight.iter().chain(rest.iter()).copied().collect();
+    // Counted: the dropped events after the post, 101..=dropped.
+    assert_eq!(counted, dropped - 100);
+    assert!(
+        delivered.iter().all(|s| *s <= 100 || *s > dropped),
+        "none both"
+    );
+    assert_eq!(delivered.len() as u64 + counted, 1000, "none neither");
+    // Once every reader passed them, the periodic sweep forgets the dropped runs.
+    n1.sweep(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(gap(n2.gaps(&it.id).await.unwrap()), dropped - 100);
+}
