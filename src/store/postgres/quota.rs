@@ -250,8 +250,8 @@ impl Shared {
             .get::<_, Option<serde_json::Value>>(0)
             .map(serde_json::from_value)
             .transpose()
-            .map_err(|e| corrupt(&what(), e))?;
-        let pending = serde_json::from_value(row.get(1)).map_err(|e| corrupt(&what(), e))?;
+            .map_err(|e| corrupt(what(), e))?;
+        let pending = serde_json::from_value(row.get(1)).map_err(|e| corrupt(what(), e))?;
         Ok((drops, pending))
     }
 
@@ -266,8 +266,8 @@ impl Shared {
         let drops = drops
             .map(serde_json::to_value)
             .transpose()
-            .map_err(|e| corrupt(&what(), e))?;
-        let pending = serde_json::to_value(pending).map_err(|e| corrupt(&what(), e))?;
+            .map_err(|e| corrupt(what(), e))?;
+        let pending = serde_json::to_value(pending).map_err(|e| corrupt(what(), e))?;
         tx.execute(
             "INSERT INTO account_quota (account, drops, pending) VALUES ($1, $2, $3)
              ON CONFLICT (account) DO UPDATE SET drops = excluded.drops, pending = excluded.pending",
@@ -585,7 +585,7 @@ impl PgStore {
             row.and_then(|r| r.get::<_, Option<serde_json::Value>>(0))
                 .map(serde_json::from_value)
                 .transpose()
-                .map_err(|e| corrupt(&format!("the backlog quota record of account {account}"), e))
+                .map_err(|e| corrupt(format!("the backlog quota record of account {account}"), e))
         })
         .await
     }
