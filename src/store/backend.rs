@@ -1025,7 +1025,9 @@ impl Store {
     /// Before a post: which of its events retention removed meanwhile, and a claim
     /// that keeps the others until dropped. On PostgreSQL nothing is claimed:
     /// retention drops only partitions every reader passed or that outlived the
-    /// retention (then counted in the gap), never by quota.
+    /// retention (then counted in the gap), and what the quota drops is counted at
+    /// once and taken out of the gap again by the commit of a post that carried it
+    /// (`commit_delivered`).
     pub fn claim_for_post(
         &self,
         account: &AccountId,
