@@ -431,3 +431,66 @@ async fn one_account_over_its_backlog_quota_and_one_over_its_rate_leave_the_thir
         "{metrics}"
     );
 }
+
+/// A quota lowered by `PUT /api/v1/accounts/{account}` applies at once, not at the
+/// next sweep period: the account is dropped down to it oldest first, and its
+/// integration's gap counts exactly what the quota dropped (on PostgreSQL by the
+/// node the request reached).
+#[actix_rt::test]
+async fn a_quota_lowered_by_put_drops_the_account_down_to_it_within_moments() {
+    const QUOTA: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(
+        dir.path(),
+        &[("SIEMSYNC_TIMING_RETENTION_SWEEP_SECS", "60")],
+    );
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    api.enable_account("a").await;
+    let body = json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]});
+    let id = create_integration(&api, "a", body).await;
+    for i in 0..20 {
+        let (s, _, body) = post(&svc, "a", &audit_events("a", i * 100, 100)).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    let account = api.ok("GET", "/api/v1/accounts/a", None).await;
+    assert!(
+        account["usage"]["stored_bytes"].as_u64().unwrap() > QUOTA,
+        "{account:#}"
+    );
+    assert_eq!(account["usage"]["quota_drops"], Value::Null, "{account:#}");
+    let lowered = Instant::now();
+    api.ok(
+        "PUT",
+        "/api/v1/accounts/a",
+        Some(json!({"siem_enabled": true, "max_backlog_bytes": QUOTA})),
+    )
+    .await;
+    let deadline = lowered + Duration::from_secs(5);
+    let usage = loop {
+        let account = api.ok("GET", "/api/v1/accounts/a", None).await;
+        if account["usage"]["stored_bytes"].as_u64().unwrap() <= QUOTA {
+            eprintln!(
+                "A within its lowered quota {:?} after the PUT",
+                lowered.elapsed()
+            );
+            break account["usage"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A still over its lowered quota: {account:#}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    let dropped = usage["quota_drops"]["events"].as_u64().unwrap();
+    assert!(dropped > 1000, "{usage}");
+    let st = api.status("a", &id).await;
+    assert_eq!(st["gaps"].as_array().unwrap().len(), 1, "{st:#}");
+    assert_eq!(st["gaps"][0]["reason"], "backlog_quota", "{st:#}");
+    assert_eq!(st["gaps"][0]["count"], dropped, "{st:#}");
+}
