@@ -29,6 +29,9 @@ use deadpool_postgres::Transaction;
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// The accounts owed a notice: what the quota dropped was not told yet.
+const OWED: &str = "pending -> 'drops' <> 'null'::jsonb";
+
 /// Records one sweep transaction reads of each source at most: an account still over
 /// its quota after that many is swept again at once (`AuditSweep::unfinished`), so
 /// one transaction stays short.
@@ -592,45 +595,38 @@ impl PgStore {
 
     /// The accounts a notice of dropped events is owed to.
     pub async fn accounts_owed_a_notice(&self) -> Result<Vec<AccountId>, PgError> {
-        self.run(|s| async move {
-            let rows = s
-                .pool
-                .get()
-                .await?
-                .query(
-                    "SELECT account FROM account_quota WHERE pending -> 'drops' <> 'null'::jsonb",
-                    &[],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .filter_map(|r| AccountId::parse(r.get::<_, &str>(0)).ok())
-                .collect())
-        })
-        .await
+        self.accounts_where(format!("SELECT account FROM account_quota WHERE {OWED}"), 0)
+            .await
     }
 
     /// The accounts the periodic sweep sees to: those over their quota (their own,
     /// else `default_quota`) by their stored bytes, and those owed a notice.
     pub async fn accounts_to_sweep(&self, default_quota: u64) -> Result<Vec<AccountId>, PgError> {
-        let default_quota = to_i64(default_quota);
+        let sql = format!(
+            "SELECT h.account FROM account_heads h LEFT JOIN accounts a USING (account)
+             WHERE h.stored_bytes > coalesce(a.max_backlog_bytes, $1)
+             UNION SELECT account FROM account_quota WHERE {OWED} ORDER BY 1"
+        );
+        self.accounts_where(sql, to_i64(default_quota)).await
+    }
+
+    /// The accounts `sql` lists (its `$1`, if any, is `param`); a name that is no
+    /// account name is a corrupt record, said rather than skipped.
+    async fn accounts_where(&self, sql: String, param: i64) -> Result<Vec<AccountId>, PgError> {
         self.run(move |s| async move {
-            let rows = s
-                .pool
-                .get()
-                .await?
-                .query(
-                    "SELECT h.account FROM account_heads h LEFT JOIN accounts a USING (account)
-                     WHERE h.stored_bytes > coalesce(a.max_backlog_bytes, $1)
-                     UNION SELECT account FROM account_quota WHERE pending -> 'drops' <> 'null'::jsonb
-                     ORDER BY 1",
-                    &[&default_quota],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .filter_map(|r| AccountId::parse(r.get::<_, &str>(0)).ok())
-                .collect())
+            let client = s.pool.get().await?;
+            let rows = if sql.contains("$1") {
+                client.query(&sql, &[&param]).await?
+            } else {
+                client.query(&sql, &[]).await?
+            };
+            rows.iter()
+                .map(|r| {
+                    let name: &str = r.get(0);
+                    AccountId::parse(name)
+                        .map_err(|e| corrupt(format!("the backlog quota of account {name:?}"), e))
+                })
+                .collect()
         })
         .await
     }
