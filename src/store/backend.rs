@@ -1198,10 +1198,10 @@ impl Store {
     }
 }
 
-/// Why the embedded store's per-account sweeps are refused on PostgreSQL.
+/// Why the embedded store's per-account retention sweep is refused on PostgreSQL.
 fn per_account_sweep() -> StoreError {
     StoreError::Unsupported(
-        "the per-account retention and quota sweep is the embedded store's; on PostgreSQL retention drops whole audit partitions (PgStore::sweep)".into(),
+        "the per-account retention sweep is the embedded store's; on PostgreSQL retention drops whole audit partitions (PgStore::sweep)".into(),
     )
 }
 
