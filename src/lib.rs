@@ -463,13 +463,14 @@ async fn renew_leases(
 }
 
 /// PostgreSQL only: retention drops whole audit partitions (see docs/scale-out.md)
-/// every `every`, instead of the embedded store's per-account sweep.
+/// every `every`, instead of the embedded store's per-account sweep; added to `job`,
+/// the quota sweep's (which runs on both stores).
 fn spawn_pg_retention(
+    job: &mut Background,
     pg: store::postgres::PgStore,
     retention: Duration,
     every: Duration,
-) -> Background {
-    let mut job = Background::new("the retention sweep");
+) {
     job.spawn(move |mut stop| async move {
         loop {
             tokio::select! {
@@ -484,7 +485,6 @@ fn spawn_pg_retention(
             }
         }
     });
-    job
 }
 
 /// Opens the store, starts the collectors, the Supervisor (which starts one actor per
@@ -579,18 +579,20 @@ pub fn start(config: Config) -> Result<Service, StartError> {
     let server = server.run();
     let handle = server.handle();
     let sweep_every = config.timing.retention_sweep(config.retention());
-    let retention = match store.postgres() {
-        Some(pg) => spawn_pg_retention(pg.clone(), config.retention(), sweep_every),
-        None => retention::spawn(
-            store.clone(),
-            retention::Policy {
-                retention: config.retention(),
-                default_quota: config.account_max_backlog_bytes,
-                notice_every: config.timing.retention_sweep(config.retention()),
-            },
-            sweep_every,
-        ),
-    };
+    // The backlog quota on both stores; on sled also retention, which PostgreSQL
+    // does by dropping partitions.
+    let mut retention = retention::spawn(
+        store.clone(),
+        retention::Policy {
+            retention: config.retention(),
+            default_quota: config.account_max_backlog_bytes,
+            notice_every: config.timing.retention_sweep(config.retention()),
+        },
+        sweep_every,
+    );
+    if let Some(pg) = store.postgres() {
+        spawn_pg_retention(&mut retention, pg.clone(), config.retention(), sweep_every);
+    }
     Ok(Service {
         addr,
         leases: spawn_leases(

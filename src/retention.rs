@@ -246,7 +246,7 @@ pub fn sweep_until(
     stop: &dyn Fn() -> bool,
 ) -> Result<((u64, u64), Vec<AccountId>), StoreError> {
     let (mut audit, mut jobs, mut unfinished) = (0, 0, Vec::new());
-    for account in store.accounts_with_events()? {
+    for account in store.accounts_to_sweep(policy.default_quota)? {
         if stop() {
             break;
         }

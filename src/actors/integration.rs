@@ -823,9 +823,18 @@ async fn commit(
     if let Some(reason) = dead {
         letters.push(dead_letter(deps, part, upto, reason)?);
     }
-    let cp = deps
-        .store
-        .commit(&deps.it.account, &deps.it.id, &cp, &letters)?;
+    // The events this commit delivers (a running job's snapshot moves no cursor).
+    let posted = match part.kind {
+        BatchKind::JobsRunning => Vec::new(),
+        _ => part.items[..upto].iter().map(|i| i.seq).collect(),
+    };
+    let cp = deps.store.commit_delivered(
+        &deps.it.account,
+        &deps.it.id,
+        &cp,
+        &letters,
+        (part.source(), posted),
+    )?;
     deps.store.flush().await?;
     let m = &deps.settings.metrics;
     let labels = IntegrationLabels::of(&deps.it);

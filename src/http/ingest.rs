@@ -98,6 +98,10 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             state.store.account(&account)?
         };
         let limit = ingest_limit(state, stored.as_ref());
+        let quota = stored
+            .as_ref()
+            .and_then(|a| a.max_backlog_bytes)
+            .unwrap_or(state.config.account_max_backlog_bytes);
         if let Some(wait) = state.ingest_limits.dry(&account, limit, Instant::now()) {
             // Before reading the body: a flood costs little to refuse.
             return Err(over_rate(&account, limit, None, wait));
@@ -135,7 +139,7 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             // Nothing was acknowledged: the platform sends it again, uncharged.
             state.ingest_limits.refund(&account, n);
         } else {
-            over_quota(state, &account);
+            over_quota(state, &account, quota).await;
             // The stored events take about what their body did: a large write has
             // the free space read again at once, not at the next period.
             state.disk_reserve.wrote(body_bytes);
@@ -168,22 +172,20 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
 /// its backlog quota, so that the quota holds within moments, not a sweep period. The
 /// request itself is not refused: its events are the newest, the ones to keep.
 ///
-/// Not on PostgreSQL: there retention drops whole partitions and `ask_sweep` does
-/// nothing, so summing the account's whole audit store on every ingest (on the
-/// HTTP worker) would only cost a query that grows with the account.
-fn over_quota(state: &AppState, account: &AccountId) {
-    if state.store.postgres().is_some() {
-        return;
-    }
-    let over = state.store.stored_bytes(account).and_then(|stored| {
-        let quota = crate::retention::quota_of(
-            &state.store,
-            account,
-            state.config.account_max_backlog_bytes,
-        )?;
-        Ok(stored > quota)
-    });
-    match over {
+/// `quota` is the account's as read for this request. On PostgreSQL the stored
+/// bytes are one row's column (kept by every write), read off the async worker, and
+/// the sweep runs on this node, whichever node runs the account's integrations.
+async fn over_quota(state: &AppState, account: &AccountId, quota: u64) {
+    let stored = if state.store.postgres().is_some() {
+        let (store, a) = (state.store.clone(), account.clone());
+        match web::block(move || store.stored_bytes(&a)).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    } else {
+        state.store.stored_bytes(account)
+    };
+    match stored.map(|bytes| bytes > quota) {
         Ok(true) => state.store.ask_sweep(account),
         Ok(false) => {}
         // The events are stored; the periodic sweep still sees to the quota.

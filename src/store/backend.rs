@@ -18,10 +18,12 @@
 //! supervisor actors on their arbiters (one round trip per checkpoint commit or
 //! read, as sled's calls block them for a read or a flush today).
 //!
-//! What is the embedded store's alone (its test hooks, the per-account quota sweep
-//! with in-flight claims): on PostgreSQL retention drops whole audit partitions
-//! instead (`PgStore::sweep`, run by `lib.rs`), so the quota sweep's operations
-//! answer `Unsupported`, the claim is empty, and asking for a sweep does nothing.
+//! What is the embedded store's alone (its test hooks, the per-account retention
+//! sweep, claims of posts in flight): on PostgreSQL retention drops whole audit
+//! partitions instead (`PgStore::sweep`, run by `lib.rs`), and the claim is empty.
+//! The backlog quota is enforced on both: on PostgreSQL by one transaction per
+//! account on any node (`postgres/quota.rs`), the commit of a post that was in
+//! flight taking what it delivered out of the gap.
 
 use super::postgres::{Expected, Fence, Holdings, PgError, PgOptions, PgStore};
 use super::{
@@ -56,6 +58,16 @@ pub enum Store {
 pub struct PgNode {
     pg: PgStore,
     holdings: Arc<RwLock<Held>>,
+    /// The accounts an ingest on this node took over their quota, for this
+    /// node's quota sweep (any node may sweep any account).
+    sweep_due: Arc<SweepDue>,
+}
+
+/// Accounts asked for, and the wake-up of the sweep waiting for them.
+#[derive(Default)]
+struct SweepDue {
+    accounts: std::sync::Mutex<BTreeSet<AccountId>>,
+    wake: tokio::sync::Notify,
 }
 
 /// The shard leases as the last successful balancing round left them, and until
@@ -186,6 +198,7 @@ impl Store {
         let node = PgNode {
             pg,
             holdings: Arc::default(),
+            sweep_due: Arc::default(),
         };
         let store = Store::Postgres(node);
         // Several nodes share the shards: each delivers only the integrations of
@@ -602,11 +615,12 @@ impl Store {
         }
     }
 
-    /// The bytes the account's stored audit events take.
+    /// The bytes the account's stored audit events and job snapshots take: what
+    /// the backlog quota is enforced on.
     pub fn stored_bytes(&self, account: &AccountId) -> Result<u64, StoreError> {
         match self {
             Store::Sled(s) => s.stored_bytes(account),
-            Store::Postgres(n) => n.wait(n.pg.audit_bytes_after(account, 0)),
+            Store::Postgres(n) => n.wait(n.pg.stored_bytes(account)),
         }
     }
 
@@ -846,6 +860,27 @@ impl Store {
         }
     }
 
+    /// [`Store::commit`] of a post that delivered the events `posted` (their
+    /// source and sequences). On PostgreSQL those a quota sweep dropped while the
+    /// post was in flight are taken out of the integration's gap (the sweep counted
+    /// them); on sled a post's claim keeps its events, so nothing to do.
+    pub fn commit_delivered(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        cp: &Checkpoint,
+        dead: &[DeadLetter],
+        posted: (Source, Vec<u64>),
+    ) -> Result<Checkpoint, StoreError> {
+        match self {
+            Store::Sled(s) => s.commit(account, id, cp, dead),
+            Store::Postgres(n) => {
+                let fence = n.fence(id)?;
+                n.wait(n.pg.commit_posted(account, id, cp, dead, &fence, Some(posted)))
+            }
+        }
+    }
+
     /// Integration `id`'s dead letters: how many, and the newest `limit`.
     pub fn dead_letters(
         &self,
@@ -990,7 +1025,9 @@ impl Store {
     /// Before a post: which of its events retention removed meanwhile, and a claim
     /// that keeps the others until dropped. On PostgreSQL nothing is claimed:
     /// retention drops only partitions every reader passed or that outlived the
-    /// retention (then counted in the gap), never by quota.
+    /// retention (then counted in the gap), and what the quota drops is counted at
+    /// once and taken out of the gap again by the commit of a post that carried it
+    /// (`commit_delivered`).
     pub fn claim_for_post(
         &self,
         account: &AccountId,
@@ -1014,6 +1051,16 @@ impl Store {
         }
     }
 
+    /// The accounts the periodic sweep sees to: on sled every account with events
+    /// (retention and the quota); on PostgreSQL, where retention drops partitions,
+    /// those over their quota (their own, else `default_quota`) or owed a notice.
+    pub fn accounts_to_sweep(&self, default_quota: u64) -> Result<Vec<AccountId>, StoreError> {
+        match self {
+            Store::Sled(s) => s.accounts_with_events(),
+            Store::Postgres(n) => n.wait(n.pg.accounts_to_sweep(default_quota)),
+        }
+    }
+
     /// The embedded store's sweep of an account's audit events (see `SledStore`).
     pub fn sweep_audit(
         &self,
@@ -1027,8 +1074,10 @@ impl Store {
         }
     }
 
-    /// The embedded store's quota sweep of an account's audit events and job
-    /// snapshots.
+    /// The quota sweep of an account's audit events and job snapshots (on sled also
+    /// retention's of its audit events before `cutoff`; on PostgreSQL the quota only,
+    /// in one transaction, and `readers` and `stop` are not needed: it reads the
+    /// checkpoints itself, under lock, and does at most one batch).
     pub fn sweep_within(
         &self,
         account: &AccountId,
@@ -1039,21 +1088,23 @@ impl Store {
     ) -> Result<AuditSweep, StoreError> {
         match self {
             Store::Sled(s) => s.sweep_within(account, cutoff, quota, readers, stop),
-            Store::Postgres(_) => Err(per_account_sweep()),
+            Store::Postgres(n) => n.wait(n.pg.quota_sweep(account, quota)),
         }
     }
 
-    /// What the embedded store's quota sweep could still remove of the account: its
-    /// stored bytes less its newest audit chunk and newest job snapshot.
+    /// What the quota sweep could still remove of the account: its stored bytes less
+    /// its newest audit chunk and newest job snapshot.
     pub fn quota_droppable_bytes(&self, account: &AccountId) -> Result<u64, StoreError> {
         match self {
             Store::Sled(s) => s.quota_droppable_bytes(account),
-            Store::Postgres(_) => Err(per_account_sweep()),
+            Store::Postgres(n) => n.wait(n.pg.quota_droppable_bytes(account)),
         }
     }
 
     /// Writes the account's cumulative "events dropped" notice when one is owed
-    /// and due. PostgreSQL drops nothing by quota, so it never owes one.
+    /// and due. On PostgreSQL the notice is made from what was owed when read, and
+    /// written only if nothing changed that meanwhile (a sweep's drop in between is
+    /// told by the next notice).
     pub fn tell_quota_drops(
         &self,
         account: &AccountId,
@@ -1062,19 +1113,30 @@ impl Store {
     ) -> Result<Option<QuotaDrops>, StoreError> {
         match self {
             Store::Sled(s) => s.tell_quota_drops(account, due, notice),
-            Store::Postgres(_) => Ok(None),
+            Store::Postgres(n) => {
+                let pending = n.wait(n.pg.pending_notice(account))?;
+                let Some(drops) = pending.drops else {
+                    return Ok(None);
+                };
+                if !due(pending.last_notice_at.filter(|_| !pending.retell)) {
+                    return Ok(None);
+                }
+                let event = notice(&drops, &pending.gaps);
+                n.wait(n.pg.write_notice(account, event, pending))
+            }
         }
     }
 
-    /// The accounts owed a quota notice (none on PostgreSQL).
+    /// The accounts owed a quota notice.
     pub fn accounts_owed_a_notice(&self) -> Result<Vec<AccountId>, StoreError> {
         match self {
             Store::Sled(s) => s.accounts_owed_a_notice(),
-            Store::Postgres(_) => Ok(Vec::new()),
+            Store::Postgres(n) => n.wait(n.pg.accounts_owed_a_notice()),
         }
     }
 
-    /// The embedded store's sweep of an account's job snapshots.
+    /// The embedded store's sweep of an account's job snapshots (nothing on
+    /// PostgreSQL, whose partition sweep removes finished jobs for all accounts).
     pub fn sweep_jobs(
         &self,
         account: &AccountId,
@@ -1083,23 +1145,32 @@ impl Store {
     ) -> Result<u64, StoreError> {
         match self {
             Store::Sled(s) => s.sweep_jobs(account, cutoff, readers),
-            Store::Postgres(_) => Err(per_account_sweep()),
+            Store::Postgres(_) => Ok(0),
         }
     }
 
-    /// What the backlog quota dropped of the account's events. PostgreSQL drops
-    /// nothing by quota.
+    /// What the backlog quota dropped of the account's events.
     pub fn quota_drops(&self, account: &AccountId) -> Result<Option<QuotaDrops>, StoreError> {
         match self {
             Store::Sled(s) => s.quota_drops(account),
-            Store::Postgres(_) => Ok(None),
+            Store::Postgres(n) => n.wait(n.pg.quota_drops(account)),
         }
     }
 
-    /// Asks the quota sweep to see to the account now (nothing on PostgreSQL).
+    /// Asks this node's quota sweep to see to the account now.
     pub fn ask_sweep(&self, account: &AccountId) {
-        if let Store::Sled(s) = self {
-            s.ask_sweep(account)
+        match self {
+            Store::Sled(s) => s.ask_sweep(account),
+            Store::Postgres(n) => {
+                let mut due = n
+                    .sweep_due
+                    .accounts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if due.insert(account.clone()) {
+                    n.sweep_due.wake.notify_one();
+                }
+            }
         }
     }
 
@@ -1107,23 +1178,30 @@ impl Store {
     pub fn take_sweep_due(&self) -> Vec<AccountId> {
         match self {
             Store::Sled(s) => s.take_sweep_due(),
-            Store::Postgres(_) => Vec::new(),
+            Store::Postgres(n) => {
+                let mut due = n
+                    .sweep_due
+                    .accounts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                std::mem::take(&mut *due).into_iter().collect()
+            }
         }
     }
 
-    /// Resolves when an account is asked for (never on PostgreSQL).
+    /// Resolves when an account is asked for.
     pub async fn sweep_asked(&self) {
         match self {
             Store::Sled(s) => s.sweep_asked().await,
-            Store::Postgres(_) => std::future::pending().await,
+            Store::Postgres(n) => n.sweep_due.wake.notified().await,
         }
     }
 }
 
-/// Why the embedded store's per-account sweeps are refused on PostgreSQL.
+/// Why the embedded store's per-account retention sweep is refused on PostgreSQL.
 fn per_account_sweep() -> StoreError {
     StoreError::Unsupported(
-        "the per-account retention and quota sweep is the embedded store's; on PostgreSQL retention drops whole audit partitions (PgStore::sweep)".into(),
+        "the per-account retention sweep is the embedded store's; on PostgreSQL retention drops whole audit partitions (PgStore::sweep)".into(),
     )
 }
 

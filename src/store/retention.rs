@@ -92,7 +92,7 @@ pub struct QuotaDrops {
 }
 
 impl QuotaDrops {
-    fn merged(old: Option<QuotaDrops>, new: QuotaDrops) -> QuotaDrops {
+    pub(super) fn merged(old: Option<QuotaDrops>, new: QuotaDrops) -> QuotaDrops {
         match old {
             None => new,
             Some(o) => QuotaDrops {
@@ -144,7 +144,7 @@ impl AuditSweep {
 }
 
 /// Adds `gaps` to `into`, one entry per integration, source and reason.
-fn merge_gaps(into: &mut Vec<(Uuid, Gap)>, gaps: Vec<(Uuid, Gap)>) {
+pub(super) fn merge_gaps(into: &mut Vec<(Uuid, Gap)>, gaps: Vec<(Uuid, Gap)>) {
     for (id, g) in gaps {
         let same = into
             .iter_mut()
@@ -196,7 +196,7 @@ pub struct Told {
 }
 
 impl PendingNotice {
-    fn owe(&mut self, drops: QuotaDrops, gaps: Vec<(Uuid, Gap)>) {
+    pub(super) fn owe(&mut self, drops: QuotaDrops, gaps: Vec<(Uuid, Gap)>) {
         self.drops = Some(QuotaDrops::merged(self.drops, drops));
         merge_gaps(&mut self.gaps, gaps);
     }

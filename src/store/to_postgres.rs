@@ -15,8 +15,9 @@
 //!
 //! Not copied: sync history (the page's 7-day chart; it refills as the nodes sync,
 //! and replaying records one by one could not be made idempotent cheaply), the
-//! backlog quota's drop counts and pending notices (PostgreSQL has no backlog quota
-//! yet), and the published delivery status (each node publishes its own).
+//! backlog quota's drop counts and pending notices (on PostgreSQL the account's
+//! `quota_drops` start from nothing; each integration's quota gaps are copied), and
+//! the published delivery status (each node publishes its own).
 //!
 //! Idempotent and resumable: every write inserts what is missing and checks that
 //! what is there is identical (see `postgres::import`). Before its first data write

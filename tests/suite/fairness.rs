@@ -151,11 +151,6 @@ async fn post_timed(svc: &Siemsync, account: &str, prefix: &str, from: usize) ->
 
 #[actix_rt::test]
 async fn an_account_over_its_quota_gets_under_it_while_a_slow_splunk_always_has_a_post_in_flight() {
-    if BACKEND != Backend::Sled {
-        return eprintln!(
-            "sled only for now: PostgreSQL does not enforce the backlog quota (docs/scale-out.md)"
-        );
-    }
     const QUOTA: u64 = 100_000;
     let dir = tempfile::tempdir().unwrap();
     // Small posts, one at a time, each answered after a second: the oldest undelivered
@@ -250,13 +245,8 @@ async fn an_account_over_its_quota_gets_under_it_while_a_slow_splunk_always_has_
     assert!(got.contains("a-1999"));
 }
 
-/// On PostgreSQL, which does not enforce the backlog quota yet (docs/scale-out.md),
-/// A has no quota but still floods while its Splunk is down, the load C is to be
-/// shielded from, and must then lose nothing; B's rate and C's isolation are
-/// asserted the same on both stores, the quota's drops, gap and notice on sled only.
 #[actix_rt::test]
 async fn one_account_over_its_backlog_quota_and_one_over_its_rate_leave_the_third_unaffected() {
-    let quota_enforced = BACKEND == Backend::Sled;
     const QUOTA: u64 = 200_000;
     let dir = tempfile::tempdir().unwrap();
     // The periodic sweep is far away: only the sweep an ingest asks for can drop A's
@@ -276,12 +266,12 @@ async fn one_account_over_its_backlog_quota_and_one_over_its_rate_leave_the_thir
         code: Some(9),
         text: "Server is busy".into(),
     });
-    let a = if quota_enforced {
-        json!({"siem_enabled": true, "max_backlog_bytes": QUOTA})
-    } else {
-        json!({"siem_enabled": true})
-    };
-    api.ok("PUT", "/api/v1/accounts/a", Some(a)).await;
+    api.ok(
+        "PUT",
+        "/api/v1/accounts/a",
+        Some(json!({"siem_enabled": true, "max_backlog_bytes": QUOTA})),
+    )
+    .await;
     api.ok(
         "PUT",
         "/api/v1/accounts/b",
@@ -354,24 +344,6 @@ async fn one_account_over_its_backlog_quota_and_one_over_its_rate_leave_the_thir
             .ok("GET", &format!("/api/v1/accounts/{account}"), None)
             .await;
         assert_eq!(other["usage"]["quota_drops"], Value::Null, "{other}");
-    }
-
-    if !quota_enforced {
-        // No quota: A keeps its whole backlog, and every event arrives once its
-        // Splunk is back (at least once: a duplicate is allowed, a loss is not).
-        let st = api.status("a", &ids[0]).await;
-        assert_eq!(st["gaps"], json!([]), "{st:#}");
-        let account = api.ok("GET", "/api/v1/accounts/a", None).await;
-        assert_eq!(account["usage"]["quota_drops"], Value::Null, "{account}");
-        hec_a.set_behaviour(Behaviour::Normal);
-        let all: std::collections::BTreeSet<String> = (0..2000).map(|i| format!("a-{i}")).collect();
-        eventually(Duration::from_secs(20), "all of A's 2000 events", || {
-            let got: std::collections::BTreeSet<String> =
-                audit_ids(&hec_a.events()).into_iter().collect();
-            got.is_superset(&all)
-        })
-        .await;
-        return;
     }
 
     // A's oldest went for the quota, at once (not at the next sweep period)...
@@ -458,4 +430,67 @@ async fn one_account_over_its_backlog_quota_and_one_over_its_rate_leave_the_thir
         ),
         "{metrics}"
     );
+}
+
+/// A quota lowered by `PUT /api/v1/accounts/{account}` applies at once, not at the
+/// next sweep period: the account is dropped down to it oldest first, and its
+/// integration's gap counts exactly what the quota dropped (on PostgreSQL by the
+/// node the request reached).
+#[actix_rt::test]
+async fn a_quota_lowered_by_put_drops_the_account_down_to_it_within_moments() {
+    const QUOTA: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(
+        dir.path(),
+        &[("SIEMSYNC_TIMING_RETENTION_SWEEP_SECS", "60")],
+    );
+    let api = svc.api();
+    let hec = HecServer::start(TOK);
+    hec.set_behaviour(Behaviour::Fail {
+        status: 503,
+        code: Some(9),
+        text: "Server is busy".into(),
+    });
+    api.enable_account("a").await;
+    let body = json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]});
+    let id = create_integration(&api, "a", body).await;
+    for i in 0..20 {
+        let (s, _, body) = post(&svc, "a", &audit_events("a", i * 100, 100)).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    let account = api.ok("GET", "/api/v1/accounts/a", None).await;
+    assert!(
+        account["usage"]["stored_bytes"].as_u64().unwrap() > QUOTA,
+        "{account:#}"
+    );
+    assert_eq!(account["usage"]["quota_drops"], Value::Null, "{account:#}");
+    let lowered = Instant::now();
+    api.ok(
+        "PUT",
+        "/api/v1/accounts/a",
+        Some(json!({"siem_enabled": true, "max_backlog_bytes": QUOTA})),
+    )
+    .await;
+    let deadline = lowered + Duration::from_secs(5);
+    let usage = loop {
+        let account = api.ok("GET", "/api/v1/accounts/a", None).await;
+        if account["usage"]["stored_bytes"].as_u64().unwrap() <= QUOTA {
+            eprintln!(
+                "A within its lowered quota {:?} after the PUT",
+                lowered.elapsed()
+            );
+            break account["usage"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A still over its lowered quota: {account:#}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    let dropped = usage["quota_drops"]["events"].as_u64().unwrap();
+    assert!(dropped > 1000, "{usage}");
+    let st = api.status("a", &id).await;
+    assert_eq!(st["gaps"].as_array().unwrap().len(), 1, "{st:#}");
+    assert_eq!(st["gaps"][0]["reason"], "backlog_quota", "{st:#}");
+    assert_eq!(st["gaps"][0]["count"], dropped, "{st:#}");
 }

@@ -1860,3 +1860,219 @@ fn a_shard_held_again_after_another_node_delivered_it_commits_nothing_until_its_
         7
     );
 }
+
+/// Issue 16: node 1 sweeps an account over its backlog quota while node 2 runs the
+/// account's integration and has a post in flight carrying the oldest events. Every
+/// event ends up either delivered (committed by node 2) or counted in the gap, never
+/// both and never neither — also when the post's commit is made twice (a restarted
+/// actor's predecessor finishing the same post).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_sweep_on_one_node_while_the_owner_has_a_post_in_flight_counts_each_event_once() {
+    use siemsync::model::Source;
+    use siemsync::store::GapReason;
+    let Some(url) = fresh_database() else { return };
+    let n1 = node(&url, "n1", |_| {}).await;
+    let n2 = node(&url, "n2", |_| {}).await;
+    let acme = AccountId::parse("acme").unwrap();
+    let it = integration("acme");
+    n2.put_integration(&it, Expected::New).await.unwrap();
+    let fence = fence_of(&n2, &it.id).await;
+    for r in 0..20 {
+        let events = (r * 50..r * 50 + 50)
+            .map(|i| audit(&format!("e{i}")))
+            .collect();
+        n1.append_audit(&acme, events).await.unwrap();
+    }
+    let all: Vec<u64> = audit_ids(&n2, &acme).await.iter().map(|e| e.0).collect();
+    assert_eq!(all, (1..=1000).collect::<Vec<_>>());
+    let stored = n1.stored_bytes(&acme).await.unwrap();
+    assert!(stored > 0);
+    // Node 2 read the oldest 100 events and posts them (in flight).
+    let in_flight: Vec<u64> = (1..=100).collect();
+    // Meanwhile node 1's sweep halves the account.
+    let quota = stored / 2;
+    let swept = n1.quota_sweep(&acme, quota).await.unwrap();
+    let dropped = swept.quota_drops.expect("the sweep dropped events").events;
+    assert!(dropped > 100 && dropped < 1000, "{dropped}");
+    assert!(n1.stored_bytes(&acme).await.unwrap() <= quota);
+    assert_eq!(
+        n1.quota_drops(&acme).await.unwrap().map(|d| d.events),
+        Some(dropped)
+    );
+    let gap = |gaps: Vec<siemsync::store::Gap>| -> u64 {
+        gaps.iter()
+            .filter(|g| g.reason == GapReason::BacklogQuota && g.source == Source::Audit)
+            .map(|g| g.count)
+            .sum()
+    };
+    assert_eq!(
+        gap(n2.gaps(&it.id).await.unwrap()),
+        dropped,
+        "counted at the drop"
+    );
+    // The post was answered: node 2 commits it, under its lease.
+    for _ in 0..2 {
+        n2.commit_posted(
+            &acme,
+            &it.id,
+            &audit_cp(100),
+            &[],
+            &fence,
+            Some((Source::Audit, in_flight.clone())),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            gap(n2.gaps(&it.id).await.unwrap()),
+            dropped - 100,
+            "what the post delivered is no longer counted, once"
+        );
+    }
+    // Node 2 reads on from its checkpoint and delivers the rest.
+    let rest: Vec<u64> = audit_ids(&n2, &acme)
+        .await
+        .iter()
+        .map(|e| e.0)
+        .filter(|s| *s > 100)
+        .collect();
+    assert_eq!(rest.first(), Some(&(dropped + 1)), "the oldest went");
+    n2.commit_posted(
+        &acme,
+        &it.id,
+        &audit_cp(1000),
+        &[],
+        &fence,
+        Some((Source::Audit, rest.clone())),
+    )
+    .await
+    .unwrap();
+    let counted = gap(n2.gaps(&it.id).await.unwrap());
+    let delivered: std::collections::BTreeSet<u64> =
+        in_flight.iter().chain(rest.iter()).copied().collect();
+    // Counted: the dropped events after the post, 101..=dropped.
+    assert_eq!(counted, dropped - 100);
+    assert!(
+        delivered.iter().all(|s| *s <= 100 || *s > dropped),
+        "none both"
+    );
+    assert_eq!(delivered.len() as u64 + counted, 1000, "none neither");
+    // Once every reader passed them, the periodic sweep forgets the dropped runs.
+    n1.sweep(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(gap(n2.gaps(&it.id).await.unwrap()), dropped - 100);
+}
+
+/// The account's stored bytes, summed from the tables themselves.
+async fn summed_stored_bytes(url: &str, account: &str) -> u64 {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one(
+            "SELECT coalesce((SELECT sum(octet_length(body)) FROM audit_chunks WHERE account = $1), 0)::int8
+                  + coalesce((SELECT sum(octet_length(snapshot::text)) FROM jobs WHERE account = $1), 0)::int8",
+            &[&account],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    n as u64
+}
+
+/// Issue 16: on PostgreSQL job snapshots count in the quota and go oldest first
+/// with audit chunks (each reader's jobs gap counted), the stored bytes follow every
+/// write exactly, and siemsync's own notice, should the quota drop it undelivered,
+/// is neither counted as a lost event nor forgotten: what it said is owed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_job_snapshots_count_in_the_quota_and_a_dropped_notice_is_told_again() {
+    use siemsync::model::Source;
+    use siemsync::store::GapReason;
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let acme = AccountId::parse("acme").unwrap();
+    let it = integration("acme");
+    s.put_integration(&it, Expected::New).await.unwrap();
+    let job = |id: String, progress: f64| {
+        JobSnapshot::from_json(
+            &json!({"job": id, "type": "backup", "status": "in progress", "progress": progress}),
+            0,
+            Utc::now(),
+        )
+        .unwrap()
+    };
+    for j in 0..10 {
+        s.put_jobs(&acme, vec![job(format!("j{j}"), 0.1)])
+            .await
+            .unwrap();
+    }
+    // A newer snapshot of a job counts by the difference.
+    s.put_jobs(&acme, vec![job("j9".into(), 0.123456)])
+        .await
+        .unwrap();
+    for r in 0..2 {
+        let events = (r * 50..r * 50 + 50)
+            .map(|i| audit(&format!("e{i}")))
+            .collect();
+        s.append_audit(&acme, events).await.unwrap();
+    }
+    let exact = || summed_stored_bytes(&url, "acme");
+    let stored = s.stored_bytes(&acme).await.unwrap();
+    assert_eq!(stored, exact().await, "the kept count is the exact sum");
+    // One byte over: the oldest record goes, the first job's snapshot.
+    let swept = s.quota_sweep(&acme, stored - 1).await.unwrap();
+    let d = swept.quota_drops.unwrap();
+    assert_eq!((d.events, d.jobs), (0, 1));
+    assert_eq!(s.stored_bytes(&acme).await.unwrap(), exact().await);
+    let gaps = s.gaps(&it.id).await.unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        (gaps[0].source, gaps[0].reason, gaps[0].count),
+        (Source::Jobs, GapReason::BacklogQuota, 1)
+    );
+    // The notice of it is written into the stream, and then the account floods on.
+    let pending = s.pending_notice(&acme).await.unwrap();
+    assert_eq!(pending.drops.map(|d| d.jobs), Some(1));
+    let told = s
+        .write_notice(&acme, audit("siemsync-notice"), pending)
+        .await
+        .unwrap();
+    assert_eq!(told.map(|d| d.jobs), Some(1));
+    let events = (100..150).map(|i| audit(&format!("e{i}"))).collect();
+    s.append_audit(&acme, events).await.unwrap();
+    assert_eq!(s.stored_bytes(&acme).await.unwrap(), exact().await);
+    // A quota of one byte keeps only the newest chunk (the last events of the last
+    // request) and the newest snapshot: the 150 events before them and the notice
+    // among them go, and 8 jobs.
+    let swept = s.quota_sweep(&acme, 1).await.unwrap();
+    assert_eq!(s.stored_bytes(&acme).await.unwrap(), exact().await);
+    let kept: Vec<String> = audit_ids(&s, &acme)
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(!kept.is_empty() && kept.len() < 50, "{kept:?}");
+    assert_eq!(kept.last().map(String::as_str), Some("e149"));
+    let lost = 150 - kept.len() as u64;
+    let d = swept.quota_drops.unwrap();
+    assert_eq!(
+        (d.events, d.jobs),
+        (lost, 8),
+        "the notice is not a lost event"
+    );
+    let total = s.quota_drops(&acme).await.unwrap().unwrap();
+    assert_eq!((total.events, total.jobs), (lost, 9));
+    let now = s.gaps(&it.id).await.unwrap();
+    let count = |source: Source| -> u64 {
+        now.iter()
+            .filter(|g| g.source == source && g.reason == GapReason::BacklogQuota)
+            .map(|g| g.count)
+            .sum()
+    };
+    assert_eq!((count(Source::Audit), count(Source::Jobs)), (lost, 9));
+    // What the dropped notice told (one job) is owed again, at once, with the rest.
+    let pending = s.pending_notice(&acme).await.unwrap();
+    assert!(pending.retell);
+    assert!(pending.told.is_empty());
+    assert_eq!(pending.drops.map(|d| (d.events, d.jobs)), Some((lost, 9)));
+    assert!(s.accounts_owed_a_notice().await.unwrap().contains(&acme));
+}

@@ -46,7 +46,7 @@ impl AuditChunk {
 
 /// The rows one ingest inserts: chunks and their id hashes.
 #[derive(Default)]
-struct Rows {
+pub(super) struct Rows {
     first: Vec<i64>,
     last: Vec<i64>,
     records: Vec<Vec<u8>>,
@@ -280,8 +280,9 @@ impl Shared {
     }
 
     /// The ingest's three writes, pipelined on one connection (one round trip).
-    /// False when no partition covers `stored_at` (nothing was written).
-    async fn insert_chunks(
+    /// False when no partition covers `stored_at` (nothing was written). The
+    /// account's stored bytes grow by the chunks' (the quota is enforced on them).
+    pub(super) async fn insert_chunks(
         &self,
         tx: &Transaction<'_>,
         account: &AccountId,
@@ -304,7 +305,8 @@ impl Shared {
             .await?;
         let head = tx
             .prepare_cached(
-                "UPDATE account_heads SET audit_seq = $2, audit_stored_at = $3 WHERE account = $1",
+                "UPDATE account_heads SET audit_seq = $2, audit_stored_at = $3,
+                   stored_bytes = stored_bytes + $4 WHERE account = $1",
             )
             .await?;
         let a = account.as_str();
@@ -323,8 +325,9 @@ impl Shared {
         ];
         let id_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
             [&a, &rows.first, &rows.ids];
-        let head_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&a, &new_head, &stored_at];
+        let bytes: i64 = rows.records.iter().map(|r| r.len() as i64).sum();
+        let head_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&a, &new_head, &stored_at, &bytes];
         // All three run; the first statement's error is the cause (the others then
         // only report the aborted transaction), whichever answer is looked at first.
         let (chunks, ids, head) = tokio::join!(

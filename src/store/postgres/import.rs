@@ -97,25 +97,6 @@ async fn insert_or_same(
     }
 }
 
-/// A gap per source: PostgreSQL keeps one per source (it has no backlog quota yet),
-/// so the embedded store's retention and quota gaps of a source are added up.
-fn gaps_per_source(gaps: &[Gap]) -> Vec<Gap> {
-    let mut by: HashMap<&'static str, Gap> = HashMap::new();
-    for g in gaps {
-        by.entry(g.source.as_str())
-            .and_modify(|m| {
-                m.from = m.from.min(g.from);
-                m.to = m.to.max(g.to);
-                m.count += g.count;
-                m.recorded_at = m.recorded_at.max(g.recorded_at);
-            })
-            .or_insert_with(|| g.clone());
-    }
-    let mut out: Vec<Gap> = by.into_values().collect();
-    out.sort_by_key(|g| g.source.as_str());
-    out
-}
-
 impl Shared {
     /// Whether two integration documents are the same, their HEC tokens compared
     /// opened (a sealed one that does not open with this store's key is no match).
@@ -242,14 +223,16 @@ impl Shared {
                 .await?,
             );
         }
-        for g in gaps_per_source(&c.gaps) {
+        // One per source and reason, as the embedded store keeps them.
+        for g in &c.gaps {
             out.gaps.note(
                 insert_or_same(
                     &tx,
-                    "INSERT INTO gaps (integration, source, first_at, last_at, count, recorded_at)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (integration, source) DO NOTHING",
+                    "INSERT INTO gaps (integration, source, first_at, last_at, count, recorded_at, reason)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (integration, source, reason) DO NOTHING",
                     "SELECT 1 FROM gaps WHERE integration = $1 AND source = $2 AND first_at = $3
-                       AND last_at = $4 AND count = $5 AND recorded_at = $6",
+                       AND last_at = $4 AND count = $5 AND recorded_at = $6 AND reason = $7",
                     &[
                         &id,
                         &g.source.as_str(),
@@ -257,8 +240,15 @@ impl Shared {
                         &g.to,
                         &to_i64(g.count),
                         &g.recorded_at,
+                        &g.reason.as_str(),
                     ],
-                    || format!("the {} gap of integration {id}", g.source.as_str()),
+                    || {
+                        format!(
+                            "the {} {} gap of integration {id}",
+                            g.source.as_str(),
+                            g.reason.as_str()
+                        )
+                    },
                 )
                 .await?,
             );
@@ -619,13 +609,21 @@ impl PgStore {
         .await
     }
 
-    /// Marks the copy of `fingerprint` done: nodes may start.
+    /// Marks the copy of `fingerprint` done: nodes may start. Counts every
+    /// account's stored bytes first (the backlog quota is enforced on them; the
+    /// copy inserted chunks and snapshots without adding them up).
     pub async fn finish_import(&self, fingerprint: String) -> Result<(), PgError> {
         self.run_write(move |s| async move {
-            let n = s
-                .pool
-                .get()
-                .await?
+            let client = s.pool.get().await?;
+            client
+                .execute(
+                    "UPDATE account_heads h SET stored_bytes =
+                        coalesce((SELECT sum(octet_length(c.body)) FROM audit_chunks c WHERE c.account = h.account), 0)
+                      + coalesce((SELECT sum(octet_length(j.snapshot::text)) FROM jobs j WHERE j.account = h.account), 0)",
+                    &[],
+                )
+                .await?;
+            let n = client
                 .execute(
                     "UPDATE sled_import SET state = 'done', finished_at = clock_timestamp()
                      WHERE source_fingerprint = $1",

@@ -7,7 +7,7 @@ use super::partitions::{readers, record_gap};
 use super::{to_i64, to_u64, PgStore, Shared};
 use crate::model::{AccountId, JobSnapshot, Source};
 use crate::store::jobs::latest_per_job;
-use crate::store::StoredJob;
+use crate::store::{GapReason, StoredJob};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -96,6 +96,16 @@ impl Shared {
             names.push(job);
         }
         if !names.is_empty() {
+            // The account's stored bytes change by the difference between the
+            // replaced snapshots and the new ones (the quota is enforced on them).
+            let before: i64 = tx
+                .query_one(
+                    "SELECT coalesce(sum(octet_length(snapshot::text)), 0)::int8 FROM jobs
+                     WHERE account = $1 AND job = ANY($2)",
+                    &[&a, &names],
+                )
+                .await?
+                .get(0);
             tx.execute(
                 "INSERT INTO jobs AS j (account, job, change_seq, running, finished, ingested_at, snapshot)
                  SELECT $1, n, s, r, f, t, d
@@ -108,8 +118,11 @@ impl Shared {
             )
             .await?;
             tx.execute(
-                "UPDATE account_heads SET job_seq = $2 WHERE account = $1",
-                &[&a, &to_i64(head)],
+                "UPDATE account_heads SET job_seq = $2, stored_bytes = stored_bytes - $4
+                   + (SELECT coalesce(sum(octet_length(snapshot::text)), 0)::int8 FROM jobs
+                      WHERE account = $1 AND job = ANY($3))
+                 WHERE account = $1",
+                &[&a, &to_i64(head), &names, &before],
             )
             .await?;
         }
@@ -134,6 +147,14 @@ impl Shared {
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        // The heads rows first, in one order, as an ingest of jobs takes its row
+        // before the job's: the delete below lowers their stored bytes.
+        tx.execute(
+            "SELECT 1 FROM account_heads WHERE account IN (SELECT account FROM jobs WHERE finished)
+             ORDER BY account FOR UPDATE",
+            &[],
+        )
+        .await?;
         // One statement decides and deletes, so what is counted as lost is exactly
         // what went.
         let gone = tx
@@ -144,10 +165,14 @@ impl Shared {
                               LEFT JOIN m ON m.account = j2.account
                               WHERE j2.finished AND (j2.change_seq <= m.delivered OR j2.ingested_at < $4)) x
                             WHERE j.account = x.account AND j.job = x.job
-                            RETURNING j.account, j.job, j.change_seq, j.ingested_at),
+                            RETURNING j.account, j.job, j.change_seq, j.ingested_at,
+                                      octet_length(j.snapshot::text) AS bytes),
                       t AS (INSERT INTO job_tombstones (account, job, swept_at)
                             SELECT account, job, now() FROM d
-                            ON CONFLICT (account, job) DO UPDATE SET swept_at = excluded.swept_at)
+                            ON CONFLICT (account, job) DO UPDATE SET swept_at = excluded.swept_at),
+                      b AS (UPDATE account_heads h SET stored_bytes = greatest(h.stored_bytes - x.bytes, 0)
+                            FROM (SELECT account, sum(bytes)::int8 AS bytes FROM d GROUP BY account) x
+                            WHERE h.account = x.account)
                  SELECT r.integration, d.ingested_at, (SELECT count(*) FROM d)
                  FROM d JOIN r ON r.account = d.account AND r.delivered < d.change_seq
                  UNION ALL SELECT NULL, NULL, (SELECT count(*) FROM d)",
@@ -173,7 +198,7 @@ impl Shared {
             log::warn!(
                 "integration {id}: {count} job snapshots outlived the retention before it delivered them (gap recorded)"
             );
-            record_gap(&tx, id, Source::Jobs, from, to, count).await?;
+            record_gap(&tx, id, Source::Jobs, GapReason::Retention, from, to, count).await?;
         }
         tx.execute("DELETE FROM job_tombstones WHERE swept_at < $1", &[&cutoff])
             .await?;

@@ -22,6 +22,7 @@ mod leases;
 mod nodes;
 mod notify;
 mod partitions;
+mod quota;
 mod registry;
 pub mod schema;
 pub mod tls;
@@ -36,7 +37,9 @@ pub use leases::{lease_changes, CommitRecord, Fence, Holdings, NodeInfo};
 pub use nodes::NodeView;
 pub use notify::{ControlAction, ControlEvent, ControlListener, ControlSignal, CONTROL_CHANNEL};
 pub use partitions::SweepOutcome;
-pub use registry::{Expected, IntegrationStamp, PublishedStatus, Versioned, RUNNING_REPLAYS_QUERY};
+pub use registry::{
+    Expected, IntegrationStamp, Posted, PublishedStatus, Versioned, RUNNING_REPLAYS_QUERY,
+};
 
 use super::dedup::RecentIds;
 use super::secrets::TokenCipher;

@@ -9,7 +9,7 @@
 //! An account with no such integration keeps its events for the whole retention,
 //! as on the embedded store.
 
-use super::super::Gap;
+use super::super::{Gap, GapReason};
 use super::error::PgError;
 use super::{to_u64, PgStore, Shared};
 use crate::model::Source;
@@ -213,6 +213,7 @@ impl Shared {
         }
         out.jobs = self.sweep_jobs(client, cutoff).await?;
         out.ids_trimmed = self.trim_ids(client).await?;
+        prune_quota_dropped(client).await?;
         out.commits_pruned = prune_commit_log(client).await?;
         Ok(out)
     }
@@ -244,7 +245,8 @@ impl Shared {
         let per_account = client
             .query(
                 &format!(
-                    "SELECT account, max(last_seq), sum(last_seq - first_seq + 1)::int8 FROM {name} GROUP BY account"
+                    "SELECT account, max(last_seq), sum(last_seq - first_seq + 1)::int8,
+                            sum(octet_length(body))::int8 FROM {name} GROUP BY account ORDER BY account"
                 ),
                 &[],
             )
@@ -302,8 +304,30 @@ impl Shared {
             log::warn!(
                 "integration {id}: {count} audit events outlived the retention before it delivered them (gap recorded)"
             );
-            record_gap(&tx, id, Source::Audit, from, to, count).await?;
+            record_gap(
+                &tx,
+                id,
+                Source::Audit,
+                GapReason::Retention,
+                from,
+                to,
+                count,
+            )
+            .await?;
         }
+        // The accounts' stored bytes (what the backlog quota is enforced on) lose
+        // the partition's chunks in the same transaction.
+        let (mut accounts, mut bytes) = (Vec::new(), Vec::new());
+        for row in &per_account {
+            accounts.push(row.get::<_, &str>(0));
+            bytes.push(row.get::<_, i64>(3));
+        }
+        tx.execute(
+            "UPDATE account_heads h SET stored_bytes = greatest(h.stored_bytes - u.b, 0)
+             FROM unnest($1::text[], $2::int8[]) AS u (a, b) WHERE h.account = u.a",
+            &[&accounts, &bytes],
+        )
+        .await?;
         tx.batch_execute(&format!("DROP TABLE {name}")).await?;
         tx.commit().await?;
         self.partitions
@@ -334,6 +358,22 @@ impl Shared {
             }
         }
     }
+}
+
+/// Forgets the runs of sequences the backlog quota dropped that every reader of
+/// the account has passed (or that no integration reads): no post carrying them
+/// can be committed any more.
+async fn prune_quota_dropped(client: &Client) -> Result<u64, PgError> {
+    Ok(client
+        .execute(
+            "DELETE FROM quota_dropped q WHERE NOT EXISTS (
+               SELECT 1 FROM integrations i LEFT JOIN checkpoints c ON c.integration = i.id
+               WHERE i.account = q.account AND i.doc -> 'sources' ? q.source
+                 AND coalesce(CASE q.source WHEN 'audit' THEN c.audit_seq ELSE c.job_seq END, 0)
+                     < q.last_seq)",
+            &[],
+        )
+        .await?)
 }
 
 /// Removes commit log rows older than a day, in batches: the log is there to check
@@ -381,31 +421,40 @@ pub(super) async fn readers(
         .collect())
 }
 
-/// Adds lost events to an integration's gap for `source` (made when missing), unless
-/// the integration is gone.
+/// Adds lost events to an integration's gap for `source` and `reason` (made when
+/// missing), unless the integration is gone.
 pub(super) async fn record_gap(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
     source: Source,
+    reason: GapReason,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     count: u64,
 ) -> Result<(), PgError> {
     tx.execute(
-        "INSERT INTO gaps (integration, source, first_at, last_at, count, recorded_at)
-         SELECT $1, $2, $3, $4, $5, now() WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1)
-         ON CONFLICT (integration, source) DO UPDATE SET
+        "INSERT INTO gaps (integration, source, first_at, last_at, count, recorded_at, reason)
+         SELECT $1, $2, $3, $4, $5, now(), $6 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1)
+         ON CONFLICT (integration, source, reason) DO UPDATE SET
            first_at = least(gaps.first_at, excluded.first_at),
            last_at = greatest(gaps.last_at, excluded.last_at),
            count = gaps.count + excluded.count,
            recorded_at = excluded.recorded_at",
-        &[&id, &source.as_str(), &from, &to, &(count as i64)],
+        &[
+            &id,
+            &source.as_str(),
+            &from,
+            &to,
+            &(count as i64),
+            &reason.as_str(),
+        ],
     )
     .await?;
     Ok(())
 }
 
-/// Reads the gaps of an integration.
+/// Reads the gaps of an integration (source, first_at, last_at, count, recorded_at,
+/// reason).
 pub(super) fn gap_of(row: &tokio_postgres::Row) -> Result<Gap, PgError> {
     let source = match row.get::<_, &str>(0) {
         "audit" => Source::Audit,
@@ -417,10 +466,19 @@ pub(super) fn gap_of(row: &tokio_postgres::Row) -> Result<Gap, PgError> {
             ))
         }
     };
+    let reason = match row.get::<_, &str>(5) {
+        "retention" => GapReason::Retention,
+        "backlog_quota" => GapReason::BacklogQuota,
+        other => {
+            return Err(super::error::corrupt(
+                "a gap",
+                format!("unknown reason {other:?}"),
+            ))
+        }
+    };
     Ok(Gap {
         source,
-        // The backlog quota is not on this backend yet: its gaps are retention's.
-        reason: super::super::GapReason::Retention,
+        reason,
         from: row.get(1),
         to: row.get(2),
         count: to_u64(row.get(3)),

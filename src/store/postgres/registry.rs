@@ -8,7 +8,7 @@ use super::leases::Fence;
 use super::notify::{notify_in, ControlAction, ControlEvent, CONTROL_CHANNEL};
 use super::partitions::gap_of;
 use super::{to_i64, to_u64, PgStore, Shared};
-use crate::model::{AccountId, Integration};
+use crate::model::{AccountId, Integration, Source};
 use crate::store::{Account, Checkpoint, DeadLetter, Gap};
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Serialize};
@@ -187,10 +187,14 @@ impl Shared {
         cp: &Checkpoint,
         dead: &[DeadLetter],
         fence: &Fence,
+        posted: &Posted,
     ) -> Result<Checkpoint, PgError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         fenced(&tx, account, id, fence).await?;
+        if let Some((source, seqs)) = posted {
+            uncount_delivered(&tx, account, id, *source, seqs).await?;
+        }
         // While a restarted actor's predecessor finishes its last post, both may
         // commit under the same lease: neither may move a cursor or a count backwards.
         let row = tx
@@ -239,6 +243,55 @@ impl Shared {
         tx.commit().await?;
         Ok(merged)
     }
+}
+
+/// The events a checkpoint commit delivered: their source and sequences.
+pub type Posted = Option<(Source, Vec<u64>)>;
+
+/// Takes the events a post delivered out of the integration's `backlog_quota` gap
+/// where a sweep counted them: the post was in flight (on this node) when a sweep
+/// (on any node) dropped them from the store. Locks the checkpoint row first, as
+/// the sweep share-locks it while it counts: either the sweep counted from this
+/// commit's checkpoint, or this commit sees what the sweep dropped. Only events
+/// after the stored checkpoint: a second commit of the same post (a restarted
+/// actor's predecessor finishing) takes nothing out twice.
+async fn uncount_delivered(
+    tx: &tokio_postgres::Transaction<'_>,
+    account: &AccountId,
+    id: Uuid,
+    source: Source,
+    seqs: &[u64],
+) -> Result<(), PgError> {
+    let column = match source {
+        Source::Audit => "audit_seq",
+        Source::Jobs => "job_seq",
+    };
+    let stored = tx
+        .query_opt(
+            &format!("SELECT {column} FROM checkpoints WHERE integration = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await?
+        .map_or(0, |r| to_u64(r.get(0)));
+    let seqs: Vec<i64> = seqs
+        .iter()
+        .filter(|s| **s > stored)
+        .map(|s| to_i64(*s))
+        .collect();
+    let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
+        return Ok(());
+    };
+    tx.execute(
+        "WITH r AS (SELECT first_seq, last_seq FROM quota_dropped
+                    WHERE account = $1 AND source = $3 AND first_seq <= $5 AND last_seq >= $4),
+              hit AS (SELECT count(*) AS n FROM unnest($6::int8[]) AS s
+                      WHERE EXISTS (SELECT 1 FROM r WHERE s BETWEEN r.first_seq AND r.last_seq))
+         UPDATE gaps g SET count = greatest(g.count - hit.n, 0) FROM hit
+         WHERE hit.n > 0 AND g.integration = $2 AND g.source = $3 AND g.reason = 'backlog_quota'",
+        &[&account.as_str(), &id, &source.as_str(), low, high, &seqs],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Whether this node may commit for integration `id` of `account` under `fence`: it
@@ -661,6 +714,20 @@ impl PgStore {
         dead: &[DeadLetter],
         fence: &Fence,
     ) -> Result<Checkpoint, PgError> {
+        self.commit_posted(account, id, cp, dead, fence, None).await
+    }
+
+    /// [`PgStore::commit`] of a post that delivered the events `posted`: those a
+    /// quota sweep dropped while the post was in flight are taken out of the gap.
+    pub async fn commit_posted(
+        &self,
+        account: &AccountId,
+        id: &Uuid,
+        cp: &Checkpoint,
+        dead: &[DeadLetter],
+        fence: &Fence,
+        posted: Posted,
+    ) -> Result<Checkpoint, PgError> {
         let (account, id, cp, dead, fence) = (
             account.clone(),
             *id,
@@ -668,8 +735,10 @@ impl PgStore {
             dead.to_vec(),
             fence.clone(),
         );
-        self.run_write(move |s| async move { s.commit(&account, id, &cp, &dead, &fence).await })
-            .await
+        self.run_write(
+            move |s| async move { s.commit(&account, id, &cp, &dead, &fence, &posted).await },
+        )
+        .await
     }
 
     /// How many dead letters an integration has, and the newest `limit` of them, newest first.
@@ -974,7 +1043,7 @@ impl PgStore {
         .await
     }
 
-    /// The gaps retention left in an integration's delivery.
+    /// The gaps retention and the backlog quota left in an integration's delivery.
     pub async fn gaps(&self, id: &Uuid) -> Result<Vec<Gap>, PgError> {
         let id = *id;
         self.run(move |s| async move {
@@ -982,8 +1051,8 @@ impl PgStore {
                 .get()
                 .await?
                 .query(
-                    "SELECT source, first_at, last_at, count, recorded_at FROM gaps
-                     WHERE integration = $1 ORDER BY source",
+                    "SELECT source, first_at, last_at, count, recorded_at, reason FROM gaps
+                     WHERE integration = $1 AND count > 0 ORDER BY source, reason DESC",
                     &[&id],
                 )
                 .await?

@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "replays_running_index",
         sql: include_str!("migrations/0007_replays_running_index.sql"),
     },
+    Migration {
+        version: 8,
+        name: "backlog_quota",
+        sql: include_str!("migrations/0008_backlog_quota.sql"),
+    },
 ];
 
 /// The advisory lock every migrator takes (an arbitrary constant: "siemsync").
