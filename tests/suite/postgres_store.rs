@@ -522,7 +522,7 @@ async fn a_node_that_lost_its_lease_can_never_commit_a_checkpoint_again() {
     let it = integration("acme");
     a.put_integration(&it, Expected::New).await.unwrap();
     let shard = a.shard_of(&it.id);
-    let held = a.balance().await.unwrap();
+    let held = round(&a).await;
     assert_eq!(held.held.len(), 256, "alone, node A holds every shard");
     let fence_a = held.fence("node-a", shard).unwrap();
     a.commit(&it.account, &it.id, &audit_cp(10), &[], &fence_a)
@@ -602,7 +602,7 @@ async fn a_replay_record_written_under_a_stale_fence_is_refused_and_the_new_hold
     let it = integration("acme");
     a.put_integration(&it, Expected::New).await.unwrap();
     let shard = a.shard_of(&it.id);
-    let fence_a = a.balance().await.unwrap().fence("node-a", shard).unwrap();
+    let fence_a = round(&a).await.fence("node-a", shard).unwrap();
     a.put_replay_fenced(&it.account, &it.id, &json!({"after": 10}), &fence_a)
         .await
         .unwrap();
@@ -813,7 +813,7 @@ async fn a_stalled_transaction_holding_the_balancing_lock_fails_a_round_within_a
     let Some(url) = fresh_database() else { return };
     let lease = Duration::from_secs(3);
     let a = node(&url, "node-a", |o| o.lease = lease).await;
-    a.balance().await.unwrap();
+    round(&a).await;
     // Another node's round stalled mid-transaction (paused, its connection alive),
     // holding the lock every round takes first ("siemleas").
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -836,7 +836,7 @@ async fn a_stalled_transaction_holding_the_balancing_lock_fails_a_round_within_a
     );
     // Its leases held meanwhile; the next round after the stall ends renews them.
     client.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(a.balance().await.unwrap().held.len(), 256);
+    assert_eq!(round(&a).await.held.len(), 256);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -846,20 +846,20 @@ async fn a_stopping_node_claims_nothing_more_and_the_others_share_without_it() {
     let a = node(&url, "node-a", short).await;
     let b = node(&url, "node-b", short).await;
     // B alone takes every shard; A joins and B hands half over.
-    assert_eq!(b.balance().await.unwrap().held.len(), 256);
-    assert_eq!(a.balance().await.unwrap().held.len(), 0);
-    let surplus = b.balance().await.unwrap().surplus;
+    assert_eq!(round(&b).await.held.len(), 256);
+    assert_eq!(round(&a).await.held.len(), 0);
+    let surplus = round(&b).await.surplus;
     assert_eq!(surplus.len(), 128);
     b.release(&surplus).await.unwrap();
-    assert_eq!(a.balance().await.unwrap().held.len(), 128);
+    assert_eq!(round(&a).await.held.len(), 128);
     // A begins to shut down: its rounds keep what it holds (its actors still wind
     // down) but claim nothing, and it is not among the live nodes any more.
     a.begin_stopping().await.unwrap();
-    let held_b = b.balance().await.unwrap();
+    let held_b = round(&b).await;
     assert_eq!(held_b.live_nodes, vec!["node-b".to_owned()]);
     assert_eq!(held_b.target, 256);
     assert_eq!(held_b.held.len(), 128, "A's shards are A's until it leaves");
-    let held_a = a.balance().await.unwrap();
+    let held_a = round(&a).await;
     assert_eq!(held_a.held.len(), 128, "its own renewed");
     assert!(
         held_a.surplus.is_empty(),
@@ -874,7 +874,7 @@ async fn a_stopping_node_claims_nothing_more_and_the_others_share_without_it() {
         .unwrap();
     assert!(node_a.stopping, "{node_a:?}");
     a.leave().await.unwrap();
-    assert_eq!(b.balance().await.unwrap().held.len(), 256);
+    assert_eq!(round(&b).await.held.len(), 256);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -887,7 +887,7 @@ async fn a_holder_stops_posting_a_margin_before_its_lease_lapses_and_no_claim_co
     let it = integration("acme");
     a.put_integration(&it, Expected::New).await.unwrap();
     let shard = a.shard_of(&it.id);
-    let fence_a = a.balance().await.unwrap().fence("node-a", shard).unwrap();
+    let fence_a = round(&a).await.fence("node-a", shard).unwrap();
     a.lease_lasts(&fence_a).await.unwrap();
     // A stops renewing (paused): PostgreSQL refuses its posts a margin before
     // the lease lapses...
@@ -912,7 +912,7 @@ async fn a_holder_stops_posting_a_margin_before_its_lease_lapses_and_no_claim_co
     })
     .await;
     assert!(
-        b.balance().await.unwrap().fence("node-b", shard).is_none(),
+        round(&b).await.fence("node-b", shard).is_none(),
         "node B claimed the shard as soon as it lapsed"
     );
     let fence_b = claimed(&b, "node-b", shard).await;
