@@ -190,20 +190,28 @@ impl Shared {
     ) -> Result<Checkpoint, PgError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        fenced(&tx, account, id, fence).await?;
-        // While a restarted actor's predecessor finishes its last post, both may
-        // commit under the same lease: neither may move a cursor or a count backwards.
-        let row = tx
-            .query_one(
-                "INSERT INTO checkpoints AS c (integration, audit_seq, job_seq, delivered_audit, delivered_jobs, last_success)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (integration) DO UPDATE SET
-                   audit_seq = greatest(c.audit_seq, excluded.audit_seq),
-                   job_seq = greatest(c.job_seq, excluded.job_seq),
-                   delivered_audit = greatest(c.delivered_audit, excluded.delivered_audit),
-                   delivered_jobs = greatest(c.delivered_jobs, excluded.delivered_jobs),
-                   last_success = greatest(c.last_success, excluded.last_success)
-                 RETURNING audit_seq, job_seq, delivered_audit, delivered_jobs, last_success",
+        // Prepared once per connection (parsing each statement again was a visible
+        // part of PostgreSQL's time per post).
+        let (lease, shard, upsert) = futures_util::future::try_join3(
+            tx.prepare_cached(LEASE_HELD),
+            tx.prepare_cached(SHARD_OF),
+            tx.prepare_cached(MOVE_CHECKPOINT),
+        )
+        .await?;
+        // The fence's two checks and the move are sent together (pipelined: one
+        // round trip, not three) and run in this order. The move is kept only when
+        // both checks passed: otherwise the transaction is rolled back (dropped
+        // uncommitted), so a node that lost its lease still moves nothing. The
+        // checks lock their rows before the move as `fenced` does.
+        let (held, stored, moved) = futures_util::future::join3(
+            tx.query_opt(&lease, &[&fence.shard, &fence.node, &fence.epoch]),
+            tx.query_opt(&shard, &[&id, &account.as_str()]),
+            // While a restarted actor's predecessor finishes its last post, both may
+            // commit under the same lease: neither may move a cursor or a count
+            // backwards. The commit's log row (with the lease) is written by the
+            // same statement.
+            tx.query_one(
+                &upsert,
                 &[
                     &id,
                     &to_i64(cp.audit_seq),
@@ -211,9 +219,17 @@ impl Shared {
                     &to_i64(cp.delivered_audit),
                     &to_i64(cp.delivered_jobs),
                     &cp.last_success,
+                    &fence.node,
+                    &fence.shard,
+                    &fence.epoch,
                 ],
-            )
-            .await?;
+            ),
+        )
+        .await;
+        // The first failure in the order the statements ran is the cause; the
+        // later ones only report the aborted transaction.
+        fence_verdict(id, fence, held?, stored?)?;
+        let row = moved?;
         for d in dead {
             tx.execute(
                 "INSERT INTO dead_letters (integration, id, doc) VALUES ($1, $2, $3)
@@ -223,46 +239,70 @@ impl Shared {
             .await?;
         }
         let merged = checkpoint_of(&row);
-        tx.execute(
-            "INSERT INTO checkpoint_commits (integration, node, shard, epoch, audit_seq, job_seq)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &id,
-                &fence.node,
-                &fence.shard,
-                &fence.epoch,
-                &to_i64(merged.audit_seq),
-                &to_i64(merged.job_seq),
-            ],
-        )
-        .await?;
         tx.commit().await?;
         Ok(merged)
     }
 }
 
+/// Whether `fence` still holds: selects the lease row while it does, and
+/// key-share-locks it until the transaction ends. The lease row is key-share-locked
+/// until the commit: a node claiming (or handing back) the shard locks it FOR
+/// UPDATE and so waits for this commit to end (or skips the shard), and a commit
+/// after a claim sees the new epoch. Either way no two owners ever commit for one
+/// shard at once. The holder's renewals change no key column and are not held up
+/// by its commits.
+const LEASE_HELD: &str = "SELECT 1 FROM shard_leases
+     WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
+     FOR KEY SHARE";
+
+/// The shard of a stored integration of the account, share-locked until the
+/// transaction ends (no delete or move under a commit).
+const SHARD_OF: &str = "SELECT shard FROM integrations WHERE id = $1 AND account = $2 FOR SHARE";
+
+/// Moves a checkpoint, never backwards, and logs the commit with its lease
+/// (`checkpoint_commits`: who moved which checkpoint under which epoch); answers
+/// the checkpoint as stored.
+const MOVE_CHECKPOINT: &str = "WITH c AS (
+       INSERT INTO checkpoints AS c (integration, audit_seq, job_seq, delivered_audit, delivered_jobs, last_success)
+       VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (integration) DO UPDATE SET
+         audit_seq = greatest(c.audit_seq, excluded.audit_seq),
+         job_seq = greatest(c.job_seq, excluded.job_seq),
+         delivered_audit = greatest(c.delivered_audit, excluded.delivered_audit),
+         delivered_jobs = greatest(c.delivered_jobs, excluded.delivered_jobs),
+         last_success = greatest(c.last_success, excluded.last_success)
+       RETURNING audit_seq, job_seq, delivered_audit, delivered_jobs, last_success
+     ), logged AS (
+       INSERT INTO checkpoint_commits (integration, node, shard, epoch, audit_seq, job_seq)
+       SELECT $1, $7::text, $8::integer, $9::bigint, audit_seq, job_seq FROM c
+     )
+     SELECT audit_seq, job_seq, delivered_audit, delivered_jobs, last_success FROM c";
+
 /// Whether this node may commit for integration `id` of `account` under `fence`: it
 /// still holds the lease on the integration's shard, and the integration (still
 /// stored) is in that shard. Locks both rows until the transaction ends.
 async fn fenced(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     account: &AccountId,
     id: Uuid,
     fence: &Fence,
 ) -> Result<(), PgError> {
-    // The lease row is key-share-locked until the commit: a node claiming (or
-    // handing back) the shard locks it FOR UPDATE and so waits for this commit to
-    // end (or skips the shard), and a commit after a claim sees the new epoch.
-    // Either way no two owners ever commit for one shard at once. The holder's
-    // renewals change no key column and are not held up by its commits.
+    let lease = tx.prepare_cached(LEASE_HELD).await?;
     let held = tx
-        .query_opt(
-            "SELECT 1 FROM shard_leases
-                 WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
-                 FOR KEY SHARE",
-            &[&fence.shard, &fence.node, &fence.epoch],
-        )
+        .query_opt(&lease, &[&fence.shard, &fence.node, &fence.epoch])
         .await?;
+    let shard = tx.prepare_cached(SHARD_OF).await?;
+    let stored = tx.query_opt(&shard, &[&id, &account.as_str()]).await?;
+    fence_verdict(id, fence, held, stored)
+}
+
+/// The fence's verdict from its two reads (`LEASE_HELD`, `SHARD_OF`).
+fn fence_verdict(
+    id: Uuid,
+    fence: &Fence,
+    held: Option<tokio_postgres::Row>,
+    stored: Option<tokio_postgres::Row>,
+) -> Result<(), PgError> {
     if held.is_none() {
         return Err(PgError::LeaseLost {
             node: fence.node.clone(),
@@ -270,24 +310,14 @@ async fn fenced(
             epoch: fence.epoch,
         });
     }
-    let shard: Option<i32> = tx
-        .query_opt(
-            "SELECT shard FROM integrations WHERE id = $1 AND account = $2 FOR SHARE",
-            &[&id, &account.as_str()],
-        )
-        .await?
-        .map(|r| r.get(0));
-    match shard {
-        None => return Err(PgError::Gone),
-        Some(s) if s != fence.shard => {
-            return Err(PgError::Db(format!(
-                "integration {id} is in shard {s}, not in the fencing shard {}",
-                fence.shard
-            )))
-        }
-        Some(_) => {}
+    match stored.map(|r| r.get::<_, i32>(0)) {
+        None => Err(PgError::Gone),
+        Some(s) if s != fence.shard => Err(PgError::Db(format!(
+            "integration {id} is in shard {s}, not in the fencing shard {}",
+            fence.shard
+        ))),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// `Gone` unless integration `id` is stored: why a write for it wrote nothing.
