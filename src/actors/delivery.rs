@@ -1018,24 +1018,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
         store_audit(&store, 0, 3);
-        let s = store.clone();
-        let audit = SyncArbiter::start(1, move || AuditCollector::new(s.clone()));
-        let s = store.clone();
-        let jobs = SyncArbiter::start(1, move || JobCollector::new(s.clone()));
-        let account = AccountId::parse("acme").unwrap();
-        let envelope = crate::hec::encode::Envelope {
-            host: "h".into(),
-            index: None,
-        };
-        let mut feed = CollectorFeed {
-            audit: &audit,
-            jobs: &jobs,
-            account: &account,
-            envelope: &envelope,
-            window: None,
-            source: Source::Audit { after: 0 },
-            ahead: None,
-        };
+        let r = Readers::of(&store);
+        let (audit, account) = (&r.audit, &r.account);
+        let mut feed = r.feed();
         let whole = feed.next(1 << 20).await.unwrap().unwrap();
         let one = whole.items[0].end;
         let mut feed = CollectorFeed {
@@ -1074,24 +1059,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
         store_audit(&store, 0, 6);
-        let s = store.clone();
-        let audit = SyncArbiter::start(1, move || AuditCollector::new(s.clone()));
-        let s = store.clone();
-        let jobs = SyncArbiter::start(1, move || JobCollector::new(s.clone()));
-        let account = AccountId::parse("acme").unwrap();
-        let envelope = crate::hec::encode::Envelope {
-            host: "h".into(),
-            index: None,
-        };
-        let mut feed = CollectorFeed {
-            audit: &audit,
-            jobs: &jobs,
-            account: &account,
-            envelope: &envelope,
-            window: None,
-            source: Source::Audit { after: 0 },
-            ahead: None,
-        };
+        let r = Readers::of(&store);
+        let mut feed = r.feed();
         let one = store_end(&mut feed).await;
         let mut feed = CollectorFeed {
             source: Source::Audit { after: 0 },
@@ -1105,6 +1074,46 @@ mod tests {
         let rest = feed.next(1 << 20).await.unwrap().unwrap();
         assert_eq!(rest.len(), 3, "read again at the larger size");
         assert!(feed.next(1 << 20).await.unwrap().is_none());
+    }
+
+    /// The collectors of a store (one thread each), and what a feed of account
+    /// `acme`'s audit log reads with.
+    struct Readers {
+        audit: Addr<AuditCollector>,
+        jobs: Addr<JobCollector>,
+        account: AccountId,
+        envelope: Envelope,
+    }
+
+    impl Readers {
+        fn of(store: &crate::store::Store) -> Readers {
+            let s = store.clone();
+            let audit = SyncArbiter::start(1, move || AuditCollector::new(s.clone()));
+            let s = store.clone();
+            let jobs = SyncArbiter::start(1, move || JobCollector::new(s.clone()));
+            Readers {
+                audit,
+                jobs,
+                account: AccountId::parse("acme").unwrap(),
+                envelope: Envelope {
+                    host: "h".into(),
+                    index: None,
+                },
+            }
+        }
+
+        /// A feed of the audit log from its start.
+        fn feed(&self) -> CollectorFeed<'_> {
+            CollectorFeed {
+                audit: &self.audit,
+                jobs: &self.jobs,
+                account: &self.account,
+                envelope: &self.envelope,
+                window: None,
+                source: Source::Audit { after: 0 },
+                ahead: None,
+            }
+        }
     }
 
     /// The size of one event's HEC bytes (the events of `store_audit` are alike).
