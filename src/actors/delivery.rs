@@ -172,43 +172,37 @@ pub struct CollectorFeed<'a> {
     pub window: Option<Window>,
     /// Which events, and where the reading stands.
     pub source: Source,
+    /// The read of the batch after the last one handed out, sent as that one was
+    /// handed out (see [`Ahead`]); `None` to start with.
+    pub ahead: Option<Ahead>,
+}
+
+/// A collector's read sent before the delivery asked for it: the batch after the
+/// one just handed out, read while that one is posted and committed — reading
+/// (PostgreSQL's round trips, decoding, encoding) then overlaps the post instead
+/// of waiting behind its commit. Sent only while the source has more than a batch
+/// left (a catch-up), so an integration keeps at most one batch more in memory,
+/// and an idle one reads nothing more. It is used only if the delivery asks for
+/// exactly that read (same cursor and size); otherwise, and when the delivery
+/// stops (a failed post, a disabled or deleted integration, a lost or stale
+/// shard), it is dropped unused: what is posted is always claimed first
+/// ([`Ledger::claim`]), whenever it was read. Its events' `upload_time` is when
+/// it was read, one post earlier than a read after the post would stamp.
+pub struct Ahead {
+    /// The cursor the read starts after.
+    after: u64,
+    /// The size it was asked for.
+    max_bytes: usize,
+    read: LocalBoxFuture<'static, Result<Result<Batch, StoreError>, MailboxError>>,
 }
 
 impl Feed for CollectorFeed<'_> {
     async fn next(&mut self, max_bytes: usize) -> Result<Option<Batch>, Halt> {
-        let request = BatchRequest {
-            account: self.account.clone(),
-            envelope: self.envelope.clone(),
-            upload_time: Utc::now(),
-            max_bytes,
-        };
-        let window = self.window;
-        let batch = match &mut self.source {
+        let request = batch_request(self, max_bytes);
+        let ahead = self.ahead.take();
+        let after = match &mut self.source {
             Source::Once(batch) => return Ok(batch.take()),
-            Source::Audit { after } => {
-                let b = self
-                    .audit
-                    .send(CollectAudit {
-                        request,
-                        after: *after,
-                        window,
-                    })
-                    .await??;
-                *after = b.items.last().map_or(*after, |i| i.seq);
-                b
-            }
-            Source::ChangedJobs { after } => {
-                let b = self
-                    .jobs
-                    .send(CollectChangedJobs {
-                        request,
-                        after: *after,
-                        window,
-                    })
-                    .await??;
-                *after = b.items.last().map_or(*after, |i| i.seq);
-                b
-            }
+            Source::Audit { after } | Source::ChangedJobs { after } => *after,
             Source::RunningJobs { done: true, .. } => return Ok(None),
             Source::RunningJobs {
                 up_to,
@@ -225,24 +219,68 @@ impl Feed for CollectorFeed<'_> {
                     .await??;
                 *after_job = b.last_job.clone();
                 *done = !b.more;
-                b
+                return Ok((!b.is_empty()).then_some(b));
             }
         };
-        if !batch.more
-            && matches!(
-                self.source,
-                Source::Audit { .. } | Source::ChangedJobs { .. }
-            )
-        {
+        let batch = match ahead {
+            Some(a) if a.after == after && a.max_bytes == max_bytes => a.read.await??,
+            _ => self.read(request, after).await??,
+        };
+        let last = batch.items.last().map_or(after, |i| i.seq);
+        if batch.more {
+            // More than this batch is stored: the next read goes now (see `Ahead`).
+            self.ahead = Some(Ahead {
+                after: last,
+                max_bytes,
+                read: self.read(batch_request(self, max_bytes), last),
+            });
+        }
+        match &mut self.source {
+            Source::Audit { after } | Source::ChangedJobs { after } if batch.more => *after = last,
             // The store had nothing after this batch: the pass ends with it instead of
             // asking the collector once more. (That last read came after the post,
             // queued behind every other integration's reads: at start, when all of
             // them sync at once, each held its idle connection all that while, and
             // 100,000 integrations ran out of file descriptors.) Events stored
             // meanwhile go with the next sync.
-            self.source = Source::Once(None);
+            _ => self.source = Source::Once(None),
         }
         Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+/// A read of `account`'s events of `max_bytes` at most.
+fn batch_request(feed: &CollectorFeed<'_>, max_bytes: usize) -> BatchRequest {
+    BatchRequest {
+        account: feed.account.clone(),
+        envelope: feed.envelope.clone(),
+        upload_time: Utc::now(),
+        max_bytes,
+    }
+}
+
+impl CollectorFeed<'_> {
+    /// Sends the read of the audit events or changed jobs after `after` to its
+    /// collector: the message is queued now, the answer awaited later.
+    fn read(
+        &self,
+        request: BatchRequest,
+        after: u64,
+    ) -> LocalBoxFuture<'static, Result<Result<Batch, StoreError>, MailboxError>> {
+        let window = self.window;
+        if matches!(self.source, Source::ChangedJobs { .. }) {
+            Box::pin(self.jobs.send(CollectChangedJobs {
+                request,
+                after,
+                window,
+            }))
+        } else {
+            Box::pin(self.audit.send(CollectAudit {
+                request,
+                after,
+                window,
+            }))
+        }
     }
 }
 
@@ -784,6 +822,7 @@ async fn poll(p: &mut Option<LocalBoxFuture<'_, AckAnswer>>) -> AckAnswer {
 mod tests {
     use super::*;
     use crate::actors::batch::{BatchKind, Item};
+    use crate::actors::messages::CountWindow;
     use crate::hec::client::ClientSettings;
     use crate::model::{IntegrationChange, IntegrationPolicy};
     use actix_web::web::Bytes;
@@ -953,6 +992,7 @@ mod tests {
             envelope: &envelope,
             window: None,
             source,
+            ahead: None,
         };
         let mut whole = feed(Source::Audit { after: 0 });
         let first = whole.next(1 << 20).await.unwrap().unwrap();
@@ -967,5 +1007,118 @@ mod tests {
         let rest = cut.next(1 << 20).await.unwrap().unwrap();
         assert_eq!(rest.len(), 4);
         assert!(cut.next(1 << 20).await.unwrap().is_none());
+    }
+
+    /// A catch-up reads its next batch while the one just handed out is posted and
+    /// committed: the read is queued at the collector as the batch is handed out,
+    /// so it is answered before anything the collector is asked afterwards.
+    #[cfg(feature = "test-hooks")]
+    #[actix_rt::test]
+    async fn the_next_batch_is_read_while_the_last_one_is_posted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        store_audit(&store, 0, 3);
+        let r = Readers::of(&store);
+        let (audit, account) = (&r.audit, &r.account);
+        let mut feed = r.feed();
+        let whole = feed.next(1 << 20).await.unwrap().unwrap();
+        let one = whole.items[0].end;
+        let mut feed = CollectorFeed {
+            source: Source::Audit { after: 0 },
+            ..feed
+        };
+        let first = feed.next(one).await.unwrap().unwrap();
+        assert_eq!((first.len(), first.more), (1, true));
+        // The collector (one thread) is kept busy from now on: a count that first
+        // waits a minute.
+        store.set_pace(crate::store::Pace {
+            count_pause: Duration::from_secs(60),
+            ..Default::default()
+        });
+        let window = Window {
+            from: Utc::now() - chrono::Duration::days(1),
+            to: Utc::now(),
+        };
+        let mut count = std::pin::pin!(audit.send(CountWindow {
+            account: account.clone(),
+            window,
+        }));
+        let second = feed.next(one).await.unwrap().unwrap();
+        assert_eq!(second.items[0].seq, first.items[0].seq + 1);
+        // Read before the count was asked for: the count is not answered yet.
+        assert!(
+            futures_util::FutureExt::now_or_never(count.as_mut()).is_none(),
+            "the second batch was read only after the count"
+        );
+    }
+
+    /// A read sent ahead is used only for the read the delivery then asks for:
+    /// a smaller post size (after Splunk refused one as too large) reads again.
+    #[actix_rt::test]
+    async fn a_batch_read_ahead_for_another_size_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        store_audit(&store, 0, 6);
+        let r = Readers::of(&store);
+        let mut feed = r.feed();
+        let one = store_end(&mut feed).await;
+        let mut feed = CollectorFeed {
+            source: Source::Audit { after: 0 },
+            ..feed
+        };
+        let two = feed.next(2 * one).await.unwrap().unwrap();
+        assert_eq!(two.len(), 2);
+        let smaller = feed.next(one).await.unwrap().unwrap();
+        assert_eq!(smaller.len(), 1, "read again at the smaller size");
+        assert_eq!(smaller.items[0].seq, two.items[1].seq + 1);
+        let rest = feed.next(1 << 20).await.unwrap().unwrap();
+        assert_eq!(rest.len(), 3, "read again at the larger size");
+        assert!(feed.next(1 << 20).await.unwrap().is_none());
+    }
+
+    /// The collectors of a store (one thread each), and what a feed of account
+    /// `acme`'s audit log reads with.
+    struct Readers {
+        audit: Addr<AuditCollector>,
+        jobs: Addr<JobCollector>,
+        account: AccountId,
+        envelope: Envelope,
+    }
+
+    impl Readers {
+        fn of(store: &crate::store::Store) -> Readers {
+            let s = store.clone();
+            let audit = SyncArbiter::start(1, move || AuditCollector::new(s.clone()));
+            let s = store.clone();
+            let jobs = SyncArbiter::start(1, move || JobCollector::new(s.clone()));
+            Readers {
+                audit,
+                jobs,
+                account: AccountId::parse("acme").unwrap(),
+                envelope: Envelope {
+                    host: "h".into(),
+                    index: None,
+                },
+            }
+        }
+
+        /// A feed of the audit log from its start.
+        fn feed(&self) -> CollectorFeed<'_> {
+            CollectorFeed {
+                audit: &self.audit,
+                jobs: &self.jobs,
+                account: &self.account,
+                envelope: &self.envelope,
+                window: None,
+                source: Source::Audit { after: 0 },
+                ahead: None,
+            }
+        }
+    }
+
+    /// The size of one event's HEC bytes (the events of `store_audit` are alike).
+    async fn store_end(feed: &mut CollectorFeed<'_>) -> usize {
+        let whole = feed.next(1 << 20).await.unwrap().unwrap();
+        whole.items[0].end
     }
 }

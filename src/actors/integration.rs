@@ -644,6 +644,7 @@ async fn pass(
         envelope: &envelope,
         window: None,
         source,
+        ahead: None,
     };
     let mut ledger = Live { deps, shared };
     delivery::deliver(client, policy, &mut feed, &mut ledger, &deps.pulse)

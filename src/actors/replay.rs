@@ -493,6 +493,7 @@ async fn replay_source(
                 Source::Audit => delivery::Source::Audit { after },
                 Source::Jobs => delivery::Source::ChangedJobs { after },
             },
+            ahead: None,
         };
         // What was not committed is read again from the cursor: the window's
         // events are retained.

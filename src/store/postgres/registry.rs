@@ -191,23 +191,48 @@ impl Shared {
     ) -> Result<Checkpoint, PgError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        fenced(&tx, account, id, fence).await?;
-        if let Some((source, seqs)) = posted {
-            uncount_delivered(&tx, account, id, *source, seqs).await?;
-        }
-        // While a restarted actor's predecessor finishes its last post, both may
-        // commit under the same lease: neither may move a cursor or a count backwards.
-        let row = tx
-            .query_one(
-                "INSERT INTO checkpoints AS c (integration, audit_seq, job_seq, delivered_audit, delivered_jobs, last_success)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (integration) DO UPDATE SET
-                   audit_seq = greatest(c.audit_seq, excluded.audit_seq),
-                   job_seq = greatest(c.job_seq, excluded.job_seq),
-                   delivered_audit = greatest(c.delivered_audit, excluded.delivered_audit),
-                   delivered_jobs = greatest(c.delivered_jobs, excluded.delivered_jobs),
-                   last_success = greatest(c.last_success, excluded.last_success)
-                 RETURNING audit_seq, job_seq, delivered_audit, delivered_jobs, last_success",
+        // Prepared once per connection (parsing each statement again was a visible
+        // part of PostgreSQL's time per post).
+        let (lease, shard, upsert) = futures_util::future::try_join3(
+            tx.prepare_cached(LEASE_HELD),
+            tx.prepare_cached(SHARD_OF),
+            tx.prepare_cached(MOVE_CHECKPOINT),
+        )
+        .await?;
+        let uncount = match posted {
+            Some((source, _)) => Some((tx.prepare_cached(uncount_sql(*source)).await?, source.as_str())),
+            None => None,
+        };
+        let seqs: Vec<i64> = posted
+            .iter()
+            .flat_map(|(_, seqs)| seqs.iter().map(|s| to_i64(*s)))
+            .collect();
+        // Takes what this post delivered out of the quota's gap (`UNCOUNT_*`): after
+        // the fence's checks, before the move, so it reads the checkpoint as stored.
+        let uncounted = async {
+            match &uncount {
+                Some((statement, source)) => tx
+                    .execute(statement, &[&account.as_str(), &id, source, &seqs])
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        // The fence's two checks, the quota's un-count and the move are sent
+        // together (pipelined: one round trip, not four) and run in this order. The move is kept only when
+        // both checks passed: otherwise the transaction is rolled back (dropped
+        // uncommitted), so a node that lost its lease still moves nothing. The
+        // checks lock their rows before the move as `fenced` does.
+        let (held, stored, uncounted, moved) = futures_util::future::join4(
+            tx.query_opt(&lease, &[&fence.shard, &fence.node, &fence.epoch]),
+            tx.query_opt(&shard, &[&id, &account.as_str()]),
+            uncounted,
+            // While a restarted actor's predecessor finishes its last post, both may
+            // commit under the same lease: neither may move a cursor or a count
+            // backwards. The commit's log row (with the lease) is written by the
+            // same statement.
+            tx.query_one(
+                &upsert,
                 &[
                     &id,
                     &to_i64(cp.audit_seq),
@@ -215,9 +240,18 @@ impl Shared {
                     &to_i64(cp.delivered_audit),
                     &to_i64(cp.delivered_jobs),
                     &cp.last_success,
+                    &fence.node,
+                    &fence.shard,
+                    &fence.epoch,
                 ],
-            )
-            .await?;
+            ),
+        )
+        .await;
+        // The first failure in the order the statements ran is the cause; the
+        // later ones only report the aborted transaction.
+        fence_verdict(id, fence, held?, stored?)?;
+        uncounted?;
+        let row = moved?;
         for d in dead {
             tx.execute(
                 "INSERT INTO dead_letters (integration, id, doc) VALUES ($1, $2, $3)
@@ -227,19 +261,6 @@ impl Shared {
             .await?;
         }
         let merged = checkpoint_of(&row);
-        tx.execute(
-            "INSERT INTO checkpoint_commits (integration, node, shard, epoch, audit_seq, job_seq)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &id,
-                &fence.node,
-                &fence.shard,
-                &fence.epoch,
-                &to_i64(merged.audit_seq),
-                &to_i64(merged.job_seq),
-            ],
-        )
-        .await?;
         tx.commit().await?;
         Ok(merged)
     }
@@ -248,74 +269,99 @@ impl Shared {
 /// The events a checkpoint commit delivered: their source and sequences.
 pub type Posted = Option<(Source, Vec<u64>)>;
 
-/// Takes the events a post delivered out of the integration's `backlog_quota` gap
-/// where a sweep counted them: the post was in flight (on this node) when a sweep
-/// (on any node) dropped them from the store. Locks the checkpoint row first, as
-/// the sweep share-locks it while it counts: either the sweep counted from this
-/// commit's checkpoint, or this commit sees what the sweep dropped. Only events
-/// after the stored checkpoint: a second commit of the same post (a restarted
-/// actor's predecessor finishing) takes nothing out twice.
-async fn uncount_delivered(
-    tx: &tokio_postgres::Transaction<'_>,
-    account: &AccountId,
-    id: Uuid,
-    source: Source,
-    seqs: &[u64],
-) -> Result<(), PgError> {
-    let column = match source {
-        Source::Audit => "audit_seq",
-        Source::Jobs => "job_seq",
-    };
-    let stored = tx
-        .query_opt(
-            &format!("SELECT {column} FROM checkpoints WHERE integration = $1 FOR UPDATE"),
-            &[&id],
+/// Takes the events a post delivered ($4, the sequences of source $3) out of
+/// integration $2's `backlog_quota` gap where a sweep counted them: the post was in
+/// flight (on this node) when a sweep (on any node) dropped them from the store.
+/// Locks the checkpoint row first, as the sweep share-locks it while it counts:
+/// either the sweep counted from this commit's checkpoint, or this commit sees what
+/// the sweep dropped. Only events after the stored checkpoint: a second commit of
+/// the same post (a restarted actor's predecessor finishing) takes nothing out
+/// twice. One statement, so that it runs in the commit's pipeline.
+macro_rules! uncount {
+    ($column:literal) => {
+        concat!(
+            "WITH cp AS (SELECT ", $column, " AS seq FROM checkpoints WHERE integration = $2 FOR UPDATE),
+                  posted AS (SELECT s FROM unnest($4::int8[]) AS s
+                             WHERE s > coalesce((SELECT seq FROM cp), 0)),
+                  span AS (SELECT min(s) AS low, max(s) AS high FROM posted),
+                  r AS (SELECT q.first_seq, q.last_seq FROM quota_dropped q, span
+                        WHERE q.account = $1 AND q.source = $3
+                          AND q.first_seq <= span.high AND q.last_seq >= span.low),
+                  hit AS (SELECT count(*) AS n FROM posted p
+                          WHERE EXISTS (SELECT 1 FROM r WHERE p.s BETWEEN r.first_seq AND r.last_seq))
+             UPDATE gaps g SET count = greatest(g.count - hit.n, 0) FROM hit
+             WHERE hit.n > 0 AND g.integration = $2 AND g.source = $3 AND g.reason = 'backlog_quota'"
         )
-        .await?
-        .map_or(0, |r| to_u64(r.get(0)));
-    let seqs: Vec<i64> = seqs
-        .iter()
-        .filter(|s| **s > stored)
-        .map(|s| to_i64(*s))
-        .collect();
-    let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
-        return Ok(());
     };
-    tx.execute(
-        "WITH r AS (SELECT first_seq, last_seq FROM quota_dropped
-                    WHERE account = $1 AND source = $3 AND first_seq <= $5 AND last_seq >= $4),
-              hit AS (SELECT count(*) AS n FROM unnest($6::int8[]) AS s
-                      WHERE EXISTS (SELECT 1 FROM r WHERE s BETWEEN r.first_seq AND r.last_seq))
-         UPDATE gaps g SET count = greatest(g.count - hit.n, 0) FROM hit
-         WHERE hit.n > 0 AND g.integration = $2 AND g.source = $3 AND g.reason = 'backlog_quota'",
-        &[&account.as_str(), &id, &source.as_str(), low, high, &seqs],
-    )
-    .await?;
-    Ok(())
 }
+
+/// The un-count of [`uncount!`] for a post of `source`.
+fn uncount_sql(source: Source) -> &'static str {
+    match source {
+        Source::Audit => uncount!("audit_seq"),
+        Source::Jobs => uncount!("job_seq"),
+    }
+}
+
+/// Whether `fence` still holds: selects the lease row while it does, and
+/// key-share-locks it until the transaction ends. The lease row is key-share-locked
+/// until the commit: a node claiming (or handing back) the shard locks it FOR
+/// UPDATE and so waits for this commit to end (or skips the shard), and a commit
+/// after a claim sees the new epoch. Either way no two owners ever commit for one
+/// shard at once. The holder's renewals change no key column and are not held up
+/// by its commits.
+const LEASE_HELD: &str = "SELECT 1 FROM shard_leases
+     WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
+     FOR KEY SHARE";
+
+/// The shard of a stored integration of the account, share-locked until the
+/// transaction ends (no delete or move under a commit).
+const SHARD_OF: &str = "SELECT shard FROM integrations WHERE id = $1 AND account = $2 FOR SHARE";
+
+/// Moves a checkpoint, never backwards, and logs the commit with its lease
+/// (`checkpoint_commits`: who moved which checkpoint under which epoch); answers
+/// the checkpoint as stored.
+const MOVE_CHECKPOINT: &str = "WITH c AS (
+       INSERT INTO checkpoints AS c (integration, audit_seq, job_seq, delivered_audit, delivered_jobs, last_success)
+       VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (integration) DO UPDATE SET
+         audit_seq = greatest(c.audit_seq, excluded.audit_seq),
+         job_seq = greatest(c.job_seq, excluded.job_seq),
+         delivered_audit = greatest(c.delivered_audit, excluded.delivered_audit),
+         delivered_jobs = greatest(c.delivered_jobs, excluded.delivered_jobs),
+         last_success = greatest(c.last_success, excluded.last_success)
+       RETURNING audit_seq, job_seq, delivered_audit, delivered_jobs, last_success
+     ), logged AS (
+       INSERT INTO checkpoint_commits (integration, node, shard, epoch, audit_seq, job_seq)
+       SELECT $1, $7::text, $8::integer, $9::bigint, audit_seq, job_seq FROM c
+     )
+     SELECT audit_seq, job_seq, delivered_audit, delivered_jobs, last_success FROM c";
 
 /// Whether this node may commit for integration `id` of `account` under `fence`: it
 /// still holds the lease on the integration's shard, and the integration (still
 /// stored) is in that shard. Locks both rows until the transaction ends.
 async fn fenced(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     account: &AccountId,
     id: Uuid,
     fence: &Fence,
 ) -> Result<(), PgError> {
-    // The lease row is key-share-locked until the commit: a node claiming (or
-    // handing back) the shard locks it FOR UPDATE and so waits for this commit to
-    // end (or skips the shard), and a commit after a claim sees the new epoch.
-    // Either way no two owners ever commit for one shard at once. The holder's
-    // renewals change no key column and are not held up by its commits.
+    let lease = tx.prepare_cached(LEASE_HELD).await?;
     let held = tx
-        .query_opt(
-            "SELECT 1 FROM shard_leases
-                 WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
-                 FOR KEY SHARE",
-            &[&fence.shard, &fence.node, &fence.epoch],
-        )
+        .query_opt(&lease, &[&fence.shard, &fence.node, &fence.epoch])
         .await?;
+    let shard = tx.prepare_cached(SHARD_OF).await?;
+    let stored = tx.query_opt(&shard, &[&id, &account.as_str()]).await?;
+    fence_verdict(id, fence, held, stored)
+}
+
+/// The fence's verdict from its two reads (`LEASE_HELD`, `SHARD_OF`).
+fn fence_verdict(
+    id: Uuid,
+    fence: &Fence,
+    held: Option<tokio_postgres::Row>,
+    stored: Option<tokio_postgres::Row>,
+) -> Result<(), PgError> {
     if held.is_none() {
         return Err(PgError::LeaseLost {
             node: fence.node.clone(),
@@ -323,24 +369,14 @@ async fn fenced(
             epoch: fence.epoch,
         });
     }
-    let shard: Option<i32> = tx
-        .query_opt(
-            "SELECT shard FROM integrations WHERE id = $1 AND account = $2 FOR SHARE",
-            &[&id, &account.as_str()],
-        )
-        .await?
-        .map(|r| r.get(0));
-    match shard {
-        None => return Err(PgError::Gone),
-        Some(s) if s != fence.shard => {
-            return Err(PgError::Db(format!(
-                "integration {id} is in shard {s}, not in the fencing shard {}",
-                fence.shard
-            )))
-        }
-        Some(_) => {}
+    match stored.map(|r| r.get::<_, i32>(0)) {
+        None => Err(PgError::Gone),
+        Some(s) if s != fence.shard => Err(PgError::Db(format!(
+            "integration {id} is in shard {s}, not in the fencing shard {}",
+            fence.shard
+        ))),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// `Gone` unless integration `id` is stored: why a write for it wrote nothing.
