@@ -222,9 +222,13 @@ impl Feed for CollectorFeed<'_> {
                 return Ok((!b.is_empty()).then_some(b));
             }
         };
+        // A read ahead for another cursor or size is dropped before the new read is
+        // sent: the collector skips a request whose answer nobody waits for, instead
+        // of reading it first.
+        let ahead = ahead.filter(|a| a.after == after && a.max_bytes == max_bytes);
         let batch = match ahead {
-            Some(a) if a.after == after && a.max_bytes == max_bytes => a.read.await??,
-            _ => self.read(request, after).await??,
+            Some(a) => a.read.await??,
+            None => self.read(request, after).await??,
         };
         let last = batch.items.last().map_or(after, |i| i.seq);
         if batch.more {
