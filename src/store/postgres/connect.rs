@@ -1,13 +1,18 @@
-//! Connecting host by host, each host given at most the connect timeout for the
-//! whole connection: the TCP handshake, TLS, the startup and authentication and,
-//! with `target_session_attrs=read-write`, the check that it takes writes — as
-//! libpq's `connect_timeout` does. tokio-postgres applies its `connect_timeout` to
-//! the TCP handshake alone, so a first host that accepts connections and then
-//! never answers (a primary whose disk or process hangs, a proxy in front of a
-//! dead server) held each attempt for as long as the operation or round around it
-//! allowed, and the promoted standby listed after it was never tried.
+//! Connecting to a multi-host URL so that a first host that accepts connections
+//! and then never answers (a hung server process, a proxy in front of a dead one)
+//! does not keep the next from being tried. tokio-postgres tries the hosts one
+//! after the other and times only each TCP handshake (`connect_timeout`): such a
+//! host held every attempt for as long as the operation or the lease round around
+//! it allowed, and a promoted standby listed after it was never reached. Here the
+//! hosts are tried in order as before, but a host that has not finished its
+//! connection (TLS, startup, authentication, the read-write check) within the
+//! connect timeout no longer holds up the next: the next is tried beside it, and
+//! the first to connect is used. A slow host that does answer is not given up
+//! (a loaded server may take seconds to start a session; the caller's own time
+//! limit bounds the whole), so only a host that fails moves the choice on.
 
 use super::tls::{Tls, TlsStream};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use tokio::task::JoinHandle;
@@ -17,30 +22,49 @@ use tokio_postgres::{Client, Connection, Socket};
 /// A connection with its driver, as `Config::connect` answers it.
 pub(super) type Connected = (Client, Connection<Socket, TlsStream<Socket>>);
 
-/// Connects to the first host of `config` that takes the connection within its
-/// connect timeout, trying them in order; the last host's error otherwise.
+/// Connects to the first host of `config` to take a connection (in order, the
+/// next one also tried once the ones before failed or have taken the connect
+/// timeout without finishing); the last error when every host failed.
 pub(super) async fn connect(
     config: &Config,
     tls: &Tls,
 ) -> Result<Connected, tokio_postgres::Error> {
-    let limit = config.get_connect_timeout().copied();
-    let mut last = None;
-    for one in one_per_host(config) {
-        let attempt = one.connect(tls.clone());
-        let answer = match limit {
-            Some(limit) => match tokio::time::timeout(limit, attempt).await {
-                Ok(answer) => answer,
-                Err(_) => Err(tokio_postgres::Error::__private_api_timeout()),
+    let mut hosts = one_per_host(config).into_iter();
+    let Some(first) = hosts.next() else {
+        return config.connect(tls.clone()).await;
+    };
+    let patience = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(std::time::Duration::from_secs(5));
+    let attempt = |one: Config| {
+        let tls = tls.clone();
+        async move { one.connect(tls).await }
+    };
+    let mut attempts = FuturesUnordered::new();
+    attempts.push(attempt(first));
+    loop {
+        let more = hosts.len() > 0;
+        tokio::select! {
+            Some(answer) = attempts.next() => match answer {
+                Ok(connected) => return Ok(connected),
+                // The last host's failure is the answer once none is left to try.
+                Err(e) => {
+                    if attempts.is_empty() {
+                        match hosts.next() {
+                            Some(next) => attempts.push(attempt(next)),
+                            None => return Err(e),
+                        }
+                    }
+                }
             },
-            None => attempt.await,
-        };
-        match answer {
-            Ok(connected) => return Ok(connected),
-            Err(e) => last = Some(e),
+            () = tokio::time::sleep(patience), if more => {
+                if let Some(next) = hosts.next() {
+                    attempts.push(attempt(next));
+                }
+            }
         }
     }
-    // `one_per_host` answers at least one config (`config` itself without hosts).
-    Err(last.unwrap_or_else(tokio_postgres::Error::__private_api_timeout))
 }
 
 /// The pools' way of connecting: [`connect`], its connection driven by a task.

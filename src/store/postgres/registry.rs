@@ -200,7 +200,10 @@ impl Shared {
         )
         .await?;
         let uncount = match posted {
-            Some((source, _)) => Some((tx.prepare_cached(uncount_sql(*source)).await?, source.as_str())),
+            Some((source, _)) => Some((
+                tx.prepare_cached(uncount_sql(*source)).await?,
+                source.as_str(),
+            )),
             None => None,
         };
         let seqs: Vec<i64> = posted
