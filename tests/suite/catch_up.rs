@@ -227,6 +227,12 @@ async fn a_refused_post_is_sent_again_from_its_first_event_and_the_checkpoint_ne
     // While the second post is held, the checkpoint covers the first post at most.
     for _ in 0..20 {
         let st = api.status("acme", &id).await;
+        if rx.seen().answered.len() >= 2 {
+            // The hold ran out (3 s) before this read ended: the post was answered 503
+            // and may have been re-sent and taken, moving the checkpoint on rightly.
+            // Under load (the whole suite beside other builds) 20 reads outlasted it.
+            break;
+        }
         let done = st["delivered"]["audit"].as_u64().unwrap_or(0);
         assert!(
             done <= first,
