@@ -203,6 +203,9 @@ impl Shared {
     /// the cascade its checkpoint): the integrations rows first, key-share (which
     /// the gap inserts' foreign key checks take anyway), so a concurrent delete
     /// either goes first (the integration is no reader) or waits for the sweep.
+    /// An integration that never committed gets its checkpoint row (nothing
+    /// delivered) here, so there is a row to lock: its first commit then waits for
+    /// the sweep as any other does (see `uncount_delivered`).
     async fn quota_readers(
         &self,
         tx: &Transaction<'_>,
@@ -216,6 +219,13 @@ impl Shared {
             )
             .await?;
         let ids: Vec<Uuid> = its.iter().map(|r| r.get(0)).collect();
+        tx.execute(
+            "INSERT INTO checkpoints (integration, audit_seq, job_seq, delivered_audit, delivered_jobs)
+             SELECT i, 0, 0, 0, 0 FROM unnest($1::uuid[]) AS i ORDER BY i
+             ON CONFLICT (integration) DO NOTHING",
+            &[&ids],
+        )
+        .await?;
         let cps: HashMap<Uuid, (i64, i64)> = tx
             .query(
                 "SELECT integration, audit_seq, job_seq FROM checkpoints

@@ -192,9 +192,13 @@ impl Shared {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         fenced(&tx, account, id, fence).await?;
-        if let Some((source, seqs)) = posted {
-            uncount_delivered(&tx, account, id, *source, seqs).await?;
-        }
+        // What the post delivered past the stored checkpoint, read (and the row
+        // locked) before the upsert; taken out of the gap after it (see
+        // `uncount_delivered`).
+        let delivered = match posted {
+            Some((source, seqs)) => Some((*source, delivered_after(&tx, id, *source, seqs).await?)),
+            None => None,
+        };
         // While a restarted actor's predecessor finishes its last post, both may
         // commit under the same lease: neither may move a cursor or a count backwards.
         let row = tx
@@ -218,6 +222,9 @@ impl Shared {
                 ],
             )
             .await?;
+        if let Some((source, seqs)) = delivered {
+            uncount_delivered(&tx, account, id, source, &seqs).await?;
+        }
         for d in dead {
             tx.execute(
                 "INSERT INTO dead_letters (integration, id, doc) VALUES ($1, $2, $3)
@@ -248,20 +255,16 @@ impl Shared {
 /// The events a checkpoint commit delivered: their source and sequences.
 pub type Posted = Option<(Source, Vec<u64>)>;
 
-/// Takes the events a post delivered out of the integration's `backlog_quota` gap
-/// where a sweep counted them: the post was in flight (on this node) when a sweep
-/// (on any node) dropped them from the store. Locks the checkpoint row first, as
-/// the sweep share-locks it while it counts: either the sweep counted from this
-/// commit's checkpoint, or this commit sees what the sweep dropped. Only events
-/// after the stored checkpoint: a second commit of the same post (a restarted
-/// actor's predecessor finishing) takes nothing out twice.
-async fn uncount_delivered(
+/// The sequences of `seqs` after the integration's stored checkpoint of `source`:
+/// what a post delivered that no earlier commit of it did (a second commit of the
+/// same post, a restarted actor's predecessor finishing, takes nothing out twice).
+/// Locks the checkpoint row, as the sweep share-locks it while it counts.
+async fn delivered_after(
     tx: &tokio_postgres::Transaction<'_>,
-    account: &AccountId,
     id: Uuid,
     source: Source,
     seqs: &[u64],
-) -> Result<(), PgError> {
+) -> Result<Vec<i64>, PgError> {
     let column = match source {
         Source::Audit => "audit_seq",
         Source::Jobs => "job_seq",
@@ -273,11 +276,28 @@ async fn uncount_delivered(
         )
         .await?
         .map_or(0, |r| to_u64(r.get(0)));
-    let seqs: Vec<i64> = seqs
+    Ok(seqs
         .iter()
         .filter(|s| **s > stored)
         .map(|s| to_i64(*s))
-        .collect();
+        .collect())
+}
+
+/// Takes the events a post delivered (`seqs`, from `delivered_after`) out of the
+/// integration's `backlog_quota` gap where a sweep counted them: the post was in
+/// flight (on this node) when a sweep (on any node) dropped them from the store.
+/// Runs after the checkpoint upsert, in a statement of its own: the sweep
+/// share-locks the checkpoint row (making it for an integration that never
+/// committed), so the upsert waits for a sweep under way, and this statement then
+/// sees what it dropped. Either the sweep counted from this commit's checkpoint,
+/// or this commit sees what the sweep dropped.
+async fn uncount_delivered(
+    tx: &tokio_postgres::Transaction<'_>,
+    account: &AccountId,
+    id: Uuid,
+    source: Source,
+    seqs: &[i64],
+) -> Result<(), PgError> {
     let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
         return Ok(());
     };
