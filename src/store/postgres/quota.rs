@@ -4,7 +4,9 @@
 //!
 //! One sweep of an account is one transaction under the account's heads row lock
 //! (every ingest of the account takes it too): it reads the exact stored bytes,
-//! deletes the oldest audit chunks and job snapshots until the account is within its
+//! deletes what every reader delivered first, uncounted (as retention would: here
+//! only whole partitions go by retention, so delivered chunks stay long), then
+//! the oldest audit chunks and job snapshots until the account is within its
 //! quota (never the newest chunk nor the newest job snapshot), records the runs of
 //! sequences it dropped (`quota_dropped`), each integration's loss as a
 //! `backlog_quota` gap counted from its checkpoint (read under a share lock, so no
