@@ -382,14 +382,33 @@ fn sweep_some(
         if stop() {
             break;
         }
-        let swept = sweep_one(store, &account, policy, Kind::Asked, stop)?;
+        // One account's failure (a deadlock victim, a corrupt record) is said and
+        // costs the rest of the due accounts nothing. It is not tried again at once
+        // (a lasting fault would say so in a busy loop): its next ingest or the
+        // periodic sweep asks again.
+        let swept = match sweep_one(store, &account, policy, Kind::Asked, stop) {
+            Ok(swept) => swept,
+            Err(e) => {
+                log::error!("account {account}: the backlog quota sweep failed: {e}");
+                continue;
+            }
+        };
         deleted = (deleted.0 + swept.deleted, deleted.1 + swept.jobs_deleted);
         if swept.unfinished {
             again.at_once.push(account);
-        } else if swept.held_back
-            || store.quota_droppable_bytes(&account)?
-                > quota_of(store, &account, policy.default_quota)?
-        {
+            continue;
+        }
+        let over = match (
+            store.quota_droppable_bytes(&account),
+            quota_of(store, &account, policy.default_quota),
+        ) {
+            (Ok(droppable), Ok(quota)) => droppable > quota,
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!("account {account}: its backlog quota could not be read: {e}");
+                false
+            }
+        };
+        if swept.held_back || over {
             again.soon.push(account);
         }
     }

@@ -2076,3 +2076,93 @@ async fn on_postgres_job_snapshots_count_in_the_quota_and_a_dropped_notice_is_to
     assert_eq!(pending.drops.map(|d| (d.events, d.jobs)), Some((lost, 9)));
     assert!(s.accounts_owed_a_notice().await.unwrap().contains(&acme));
 }
+
+/// Issue 16 (review finding 1): on PostgreSQL delivered chunks stay until their
+/// whole partition goes, so a caught-up account can hold more delivered data than
+/// its quota. The quota sweep takes what every reader delivered first, as retention
+/// would: no drop counted, no gap, no notice; and a notice every reader delivered is
+/// never owed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_account_over_its_quota_loses_nothing_and_is_owed_no_notice() {
+    use siemsync::model::Source;
+    let Some(url) = fresh_database() else { return };
+    let s = node(&url, "n1", |_| {}).await;
+    let acme = AccountId::parse("acme").unwrap();
+    let it = integration("acme");
+    s.put_integration(&it, Expected::New).await.unwrap();
+    let fence = fence_of(&s, &it.id).await;
+    let flood = |rounds: std::ops::Range<usize>| {
+        let (s, acme) = (&s, &acme);
+        async move {
+            for r in rounds {
+                let events = (r * 50..r * 50 + 50)
+                    .map(|i| audit(&format!("e{i}")))
+                    .collect();
+                s.append_audit(acme, events).await.unwrap();
+            }
+        }
+    };
+    flood(0..20).await;
+    // Undelivered, the quota drops and counts, and the notice of it is written.
+    let stored = s.stored_bytes(&acme).await.unwrap();
+    let swept = s.quota_sweep(&acme, stored / 2).await.unwrap();
+    let dropped = swept.quota_drops.expect("the sweep dropped events").events;
+    let pending = s.pending_notice(&acme).await.unwrap();
+    s.write_notice(&acme, audit("siemsync-notice"), pending)
+        .await
+        .unwrap()
+        .expect("the notice is written");
+    // The Splunk catches up on everything, the notice included.
+    flood(20..40).await;
+    let head = audit_ids(&s, &acme).await.last().unwrap().0;
+    s.commit_posted(&acme, &it.id, &audit_cp(head), &[], &fence, None)
+        .await
+        .unwrap();
+    let counted = |gaps: Vec<siemsync::store::Gap>| -> u64 {
+        gaps.iter()
+            .filter(|g| g.source == Source::Audit)
+            .map(|g| g.count)
+            .sum()
+    };
+    let gap = counted(s.gaps(&it.id).await.unwrap());
+    assert_eq!(gap, dropped);
+    // Over the quota with delivered data only: it goes, and nothing is counted.
+    let stored = s.stored_bytes(&acme).await.unwrap();
+    let quota = stored / 2;
+    let swept = s.quota_sweep(&acme, quota).await.unwrap();
+    assert!(swept.deleted > 0, "the delivered events went");
+    assert_eq!(swept.quota_drops, None, "nothing undelivered was dropped");
+    assert!(swept.gaps.is_empty(), "{:?}", swept.gaps);
+    assert!(s.stored_bytes(&acme).await.unwrap() <= quota);
+    assert_eq!(
+        s.stored_bytes(&acme).await.unwrap(),
+        summed_stored_bytes(&url, "acme").await
+    );
+    assert_eq!(
+        s.quota_drops(&acme).await.unwrap().map(|d| d.events),
+        Some(dropped),
+        "the account's total did not grow"
+    );
+    assert_eq!(counted(s.gaps(&it.id).await.unwrap()), gap, "no new gap");
+    let pending = s.pending_notice(&acme).await.unwrap();
+    assert!(pending.drops.is_none(), "{pending:?}");
+    assert!(!pending.retell, "{pending:?}");
+    assert!(pending.told.is_empty(), "the delivered notice is told");
+    assert!(!s.accounts_owed_a_notice().await.unwrap().contains(&acme));
+    // Past its last delivered events the account is swept as before: the quota
+    // counts only what no reader has.
+    flood(40..60).await;
+    let swept = s.quota_sweep(&acme, 1).await.unwrap();
+    let d = swept.quota_drops.expect("undelivered events dropped");
+    let kept = audit_ids(&s, &acme).await.len() as u64;
+    assert_eq!(
+        d.events + kept,
+        1000,
+        "the undelivered events went but the newest"
+    );
+    assert_eq!(
+        counted(s.gaps(&it.id).await.unwrap()),
+        gap + d.events,
+        "each undelivered event counted once"
+    );
+}

@@ -242,20 +242,14 @@ impl Shared {
         expired: bool,
         readers: &HashMap<String, Vec<AuditReader>>,
     ) -> Result<Option<u64>, PgError> {
-        let per_account = client
-            .query(
-                &format!(
-                    "SELECT account, max(last_seq), sum(last_seq - first_seq + 1)::int8,
-                            sum(octet_length(body))::int8 FROM {name} GROUP BY account ORDER BY account"
-                ),
-                &[],
-            )
-            .await?;
-        let mut events = 0u64;
+        let per_account_sql = format!(
+            "SELECT account, max(last_seq), sum(last_seq - first_seq + 1)::int8,
+                    sum(octet_length(body))::int8 FROM {name} GROUP BY account ORDER BY account"
+        );
+        let per_account = client.query(&per_account_sql, &[]).await?;
         for row in &per_account {
             let account: &str = row.get(0);
             let last = to_u64(row.get(1));
-            events += to_u64(row.get(2));
             let readers = readers.get(account).map(Vec::as_slice).unwrap_or_default();
             let delivered_by_all =
                 !readers.is_empty() && readers.iter().all(|r| r.delivered >= last);
@@ -263,6 +257,25 @@ impl Shared {
                 return Ok(None);
             }
         }
+        // Gaps and the drop in one transaction: a crash leaves both or neither.
+        // Dropping a partition locks `audit_chunks` for a moment; a short lock
+        // timeout keeps ingest from queueing behind a long read for it (the next
+        // pass tries again).
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL lock_timeout = '2s'").await?;
+        // The accounts' heads rows first, in order (as the quota sweep takes an
+        // account's heads row before it deletes anything): no sweep deletes from
+        // the partition meanwhile, and what is read below, after the lock, is what
+        // the drop takes — no gap counted twice, no bytes subtracted twice.
+        let names: Vec<&str> = per_account.iter().map(|r| r.get::<_, &str>(0)).collect();
+        tx.query(
+            "SELECT 1 FROM account_heads WHERE account = ANY($1) ORDER BY account FOR UPDATE",
+            &[&names],
+        )
+        .await?;
+        let per_account = tx.query(&per_account_sql, &[]).await?;
+        let events: u64 = per_account.iter().map(|r| to_u64(r.get(2))).sum();
         let mut losses = Losses::default();
         if expired {
             let (mut accounts, mut ids, mut delivered) = (Vec::new(), Vec::new(), Vec::new());
@@ -274,7 +287,7 @@ impl Shared {
                 }
             }
             // Exactly the events each reader had not delivered, chunk by chunk.
-            let lost = client
+            let lost = tx
                 .query(
                     &format!(
                         "SELECT r.integration, min(c.stored_at), max(c.stored_at),
@@ -293,13 +306,6 @@ impl Shared {
                 losses.note(row.get(0), row.get(2), 0);
             }
         }
-        // Gaps and the drop in one transaction: a crash leaves both or neither.
-        // Dropping a partition locks `audit_chunks` for a moment; a short lock
-        // timeout keeps ingest from queueing behind a long read for it (the next
-        // pass tries again).
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL lock_timeout = '2s'").await?;
         for (id, (from, to, count)) in losses.0 {
             log::warn!(
                 "integration {id}: {count} audit events outlived the retention before it delivered them (gap recorded)"

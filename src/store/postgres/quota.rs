@@ -4,7 +4,9 @@
 //!
 //! One sweep of an account is one transaction under the account's heads row lock
 //! (every ingest of the account takes it too): it reads the exact stored bytes,
-//! deletes the oldest audit chunks and job snapshots until the account is within its
+//! deletes what every reader delivered first, uncounted (as retention would: here
+//! only whole partitions go by retention, so delivered chunks stay long), then
+//! the oldest audit chunks and job snapshots until the account is within its
 //! quota (never the newest chunk nor the newest job snapshot), records the runs of
 //! sequences it dropped (`quota_dropped`), each integration's loss as a
 //! `backlog_quota` gap counted from its checkpoint (read under a share lock, so no
@@ -89,29 +91,31 @@ impl Shared {
             .get(0))
     }
 
-    /// What the quota may drop, oldest first: audit chunks before the newest, job
-    /// snapshots before the newest, at most `SWEEP_BATCH` of each.
+    /// What the sweep may drop, oldest first: audit chunks ending before
+    /// `audit_below` (at most the head: never the newest chunk), job snapshots up to
+    /// change `jobs_upto` before the newest, at most `SWEEP_BATCH` of each.
     async fn candidates(
         &self,
         tx: &Transaction<'_>,
         account: &AccountId,
-        audit_head: u64,
+        audit_below: u64,
+        jobs_upto: i64,
     ) -> Result<(Vec<Candidate>, Vec<Candidate>), PgError> {
         let a = account.as_str();
         let audit = tx
             .query(
                 "SELECT last_seq, stored_at, octet_length(body)::int8 FROM audit_chunks
                  WHERE account = $1 AND last_seq < $2 ORDER BY last_seq LIMIT $3",
-                &[&a, &to_i64(audit_head), &SWEEP_BATCH],
+                &[&a, &to_i64(audit_below), &SWEEP_BATCH],
             )
             .await?;
         let jobs = tx
             .query(
                 "SELECT change_seq, ingested_at, octet_length(snapshot::text)::int8 FROM jobs
-                 WHERE account = $1
+                 WHERE account = $1 AND change_seq <= $3
                    AND change_seq < (SELECT max(change_seq) FROM jobs WHERE account = $1)
                  ORDER BY change_seq LIMIT $2",
-                &[&a, &SWEEP_BATCH],
+                &[&a, &SWEEP_BATCH, &jobs_upto],
             )
             .await?;
         let of = |r: &tokio_postgres::Row| Candidate {
@@ -196,6 +200,14 @@ impl Shared {
     /// sweep commits: a checkpoint commit waits, so a post's commit either comes
     /// first (the sweep counts from the moved checkpoint) or sees what the sweep
     /// dropped (and takes what it delivered out of the gap).
+    ///
+    /// Locks in the order a deletion of an integration does (its row, then through
+    /// the cascade its checkpoint): the integrations rows first, key-share (which
+    /// the gap inserts' foreign key checks take anyway), so a concurrent delete
+    /// either goes first (the integration is no reader) or waits for the sweep.
+    /// An integration that never committed gets its checkpoint row (nothing
+    /// delivered) here, so there is a row to lock: its first commit then waits for
+    /// the sweep as any other does (see `uncount_delivered`).
     async fn quota_readers(
         &self,
         tx: &Transaction<'_>,
@@ -204,15 +216,22 @@ impl Shared {
         let its = tx
             .query(
                 "SELECT id, doc -> 'sources' ? 'audit', doc -> 'sources' ? 'jobs'
-                 FROM integrations WHERE account = $1",
+                 FROM integrations WHERE account = $1 ORDER BY id FOR KEY SHARE",
                 &[&account.as_str()],
             )
             .await?;
         let ids: Vec<Uuid> = its.iter().map(|r| r.get(0)).collect();
+        tx.execute(
+            "INSERT INTO checkpoints (integration, audit_seq, job_seq, delivered_audit, delivered_jobs)
+             SELECT i, 0, 0, 0, 0 FROM unnest($1::uuid[]) AS i ORDER BY i
+             ON CONFLICT (integration) DO NOTHING",
+            &[&ids],
+        )
+        .await?;
         let cps: HashMap<Uuid, (i64, i64)> = tx
             .query(
                 "SELECT integration, audit_seq, job_seq FROM checkpoints
-                 WHERE integration = ANY($1) FOR SHARE",
+                 WHERE integration = ANY($1) ORDER BY integration FOR SHARE",
                 &[&ids],
             )
             .await?
@@ -297,25 +316,65 @@ impl Shared {
             tx.commit().await?;
             return Ok(AuditSweep::default());
         }
-        let (audit, jobs) = self.candidates(&tx, account, heads.audit).await?;
-        let dropped = self
+        // The readers first, locked (see `quota_readers`): what every reader of a
+        // source delivered goes before anything counts as dropped, as retention
+        // would take it (on PostgreSQL only whole partitions go by retention):
+        // it frees bytes and is no loss — no gap, no drop count, no notice. With
+        // no reader of a source none of it counts as delivered, as on the
+        // embedded store.
+        let readers = self.quota_readers(&tx, account).await?;
+        let slowest_audit = readers.iter().filter_map(|r| r.audit).min();
+        let slowest_jobs = readers.iter().filter_map(|r| r.jobs).min();
+        let (audit, jobs) = self
+            .candidates(
+                &tx,
+                account,
+                slowest_audit.map_or(0, |m| heads.audit.min(m.saturating_add(1))),
+                slowest_jobs.map_or(-1, to_i64),
+            )
+            .await?;
+        let delivered = self
             .drop_oldest(&tx, account, &audit, &jobs, excess)
             .await?;
-        let more = (audit.len() as i64 == SWEEP_BATCH || jobs.len() as i64 == SWEEP_BATCH)
-            && dropped.bytes < excess;
+        // A full batch of delivered records and still over: the next sweep (at
+        // once) goes on with them, before it counts anything undelivered.
+        let mut more = (audit.len() as i64 == SWEEP_BATCH || jobs.len() as i64 == SWEEP_BATCH)
+            && delivered.bytes < excess;
+        let rest = excess - delivered.bytes;
+        let (total, mut pending) = self.quota_record(&tx, account).await?;
+        // A notice every reader delivered is told: never owed again, whatever
+        // happens to its chunk later.
+        let told = pending.told.len();
+        if let Some(m) = slowest_audit {
+            pending.told.retain(|t| t.seq > m);
+        }
+        let pruned = pending.told.len() != told;
+        let mut dropped = Dropped::default();
+        if rest > 0 && !more {
+            let (audit, jobs) = self.candidates(&tx, account, heads.audit, i64::MAX).await?;
+            dropped = self.drop_oldest(&tx, account, &audit, &jobs, rest).await?;
+            more = (audit.len() as i64 == SWEEP_BATCH || jobs.len() as i64 == SWEEP_BATCH)
+                && dropped.bytes < rest;
+        }
         tx.execute(
             "UPDATE account_heads SET stored_bytes = $2 WHERE account = $1",
-            &[&a, &(stored - dropped.bytes)],
+            &[&a, &(stored - delivered.bytes - dropped.bytes)],
         )
         .await?;
+        let delivered_events: u64 = delivered.chunks.iter().map(|c| c.last - c.first + 1).sum();
         if dropped.chunks.is_empty() && dropped.jobs.is_empty() {
+            if pruned {
+                self.put_quota_record(&tx, account, total.as_ref(), &pending)
+                    .await?;
+            }
             tx.commit().await?;
             return Ok(AuditSweep {
+                deleted: delivered_events,
+                jobs_deleted: delivered.jobs.len() as u64,
                 unfinished: more,
                 ..AuditSweep::default()
             });
         }
-        let (total, mut pending) = self.quota_record(&tx, account).await?;
         // A notice the quota drops before it was delivered is no lost event of the
         // customer's: what it told is owed again, at once.
         let mut notices = Vec::new();
@@ -330,7 +389,6 @@ impl Shared {
             !gone
         });
         let runs = runs_without(&dropped.chunks, &notices);
-        let readers = self.quota_readers(&tx, account).await?;
         let lost = losses(&readers, &dropped, &runs);
         let now: DateTime<Utc> = tx.query_one("SELECT now()", &[]).await?.get(0);
         let mut gaps = Vec::new();
@@ -381,13 +439,15 @@ impl Shared {
         tx.commit().await?;
         let deleted: u64 = dropped.chunks.iter().map(|c| c.last - c.first + 1).sum();
         log::warn!(
-            "account {account}: over its backlog quota of {quota} bytes ({stored} stored): dropped its oldest {deleted} audit events and {} job snapshots ({} bytes)",
+            "account {account}: over its backlog quota of {quota} bytes ({stored} stored): dropped its oldest {deleted} audit events and {} job snapshots ({} bytes) undelivered, after {delivered_events} audit events and {} job snapshots ({} bytes) every reader had delivered",
             dropped.jobs.len(),
-            dropped.bytes
+            dropped.bytes,
+            delivered.jobs.len(),
+            delivered.bytes
         );
         Ok(AuditSweep {
-            deleted,
-            jobs_deleted: dropped.jobs.len() as u64,
+            deleted: deleted + delivered_events,
+            jobs_deleted: (dropped.jobs.len() + delivered.jobs.len()) as u64,
             quota_drops: drops.filter(|d| d.events + d.jobs > 0),
             gaps: sorted,
             held_back: false,

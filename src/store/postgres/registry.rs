@@ -199,37 +199,31 @@ impl Shared {
             tx.prepare_cached(MOVE_CHECKPOINT),
         )
         .await?;
-        let uncount = match posted {
-            Some((source, _)) => Some((
-                tx.prepare_cached(uncount_sql(*source)).await?,
-                source.as_str(),
-            )),
+        let checkpoint = match posted {
+            Some((source, _)) => Some(tx.prepare_cached(stored_checkpoint_sql(*source)).await?),
             None => None,
         };
-        let seqs: Vec<i64> = posted
-            .iter()
-            .flat_map(|(_, seqs)| seqs.iter().map(|s| to_i64(*s)))
-            .collect();
-        // Takes what this post delivered out of the quota's gap (`UNCOUNT_*`): after
-        // the fence's checks, before the move, so it reads the checkpoint as stored.
-        let uncounted = async {
-            match &uncount {
-                Some((statement, source)) => tx
-                    .execute(statement, &[&account.as_str(), &id, source, &seqs])
+        // Where the stored checkpoint of the post's source stood before the move
+        // (0: none stored), its row locked (see `uncount_delivered`).
+        let before = async {
+            match &checkpoint {
+                Some(statement) => tx
+                    .query_opt(statement, &[&id])
                     .await
-                    .map(Some),
-                None => Ok(None),
+                    .map(|r| r.map_or(0, |r| to_u64(r.get(0)))),
+                None => Ok(0),
             }
         };
-        // The fence's two checks, the quota's un-count and the move are sent
-        // together (pipelined: one round trip, not four) and run in this order. The move is kept only when
-        // both checks passed: otherwise the transaction is rolled back (dropped
-        // uncommitted), so a node that lost its lease still moves nothing. The
-        // checks lock their rows before the move as `fenced` does.
-        let (held, stored, uncounted, moved) = futures_util::future::join4(
+        // The fence's two checks, the read of the checkpoint as stored and the move
+        // are sent together (pipelined: one round trip, not four) and run in this
+        // order. The move is kept only when both checks passed: otherwise the
+        // transaction is rolled back (dropped uncommitted), so a node that lost its
+        // lease still moves nothing. The checks lock their rows before the move as
+        // `fenced` does.
+        let (held, in_shard, before, moved) = futures_util::future::join4(
             tx.query_opt(&lease, &[&fence.shard, &fence.node, &fence.epoch]),
             tx.query_opt(&shard, &[&id, &account.as_str()]),
-            uncounted,
+            before,
             // While a restarted actor's predecessor finishes its last post, both may
             // commit under the same lease: neither may move a cursor or a count
             // backwards. The commit's log row (with the lease) is written by the
@@ -252,9 +246,21 @@ impl Shared {
         .await;
         // The first failure in the order the statements ran is the cause; the
         // later ones only report the aborted transaction.
-        fence_verdict(id, fence, held?, stored?)?;
-        uncounted?;
+        fence_verdict(id, fence, held?, in_shard?)?;
+        let before = before?;
         let row = moved?;
+        // What the post delivered past the checkpoint as it was stored: a second
+        // commit of the same post (a restarted actor's predecessor finishing)
+        // takes nothing out twice. Taken out of the quota's gap in a statement of
+        // its own, after the move (see `uncount_delivered`).
+        if let Some((source, seqs)) = posted {
+            let delivered: Vec<i64> = seqs
+                .iter()
+                .filter(|s| **s > before)
+                .map(|s| to_i64(*s))
+                .collect();
+            uncount_delivered(&tx, account, id, *source, &delivered).await?;
+        }
         for d in dead {
             tx.execute(
                 "INSERT INTO dead_letters (integration, id, doc) VALUES ($1, $2, $3)
@@ -272,38 +278,44 @@ impl Shared {
 /// The events a checkpoint commit delivered: their source and sequences.
 pub type Posted = Option<(Source, Vec<u64>)>;
 
-/// Takes the events a post delivered ($4, the sequences of source $3) out of
-/// integration $2's `backlog_quota` gap where a sweep counted them: the post was in
-/// flight (on this node) when a sweep (on any node) dropped them from the store.
-/// Locks the checkpoint row first, as the sweep share-locks it while it counts:
-/// either the sweep counted from this commit's checkpoint, or this commit sees what
-/// the sweep dropped. Only events after the stored checkpoint: a second commit of
-/// the same post (a restarted actor's predecessor finishing) takes nothing out
-/// twice. One statement, so that it runs in the commit's pipeline.
-macro_rules! uncount {
-    ($column:literal) => {
-        concat!(
-            "WITH cp AS (SELECT ", $column, " AS seq FROM checkpoints WHERE integration = $2 FOR UPDATE),
-                  posted AS (SELECT s FROM unnest($4::int8[]) AS s
-                             WHERE s > coalesce((SELECT seq FROM cp), 0)),
-                  span AS (SELECT min(s) AS low, max(s) AS high FROM posted),
-                  r AS (SELECT q.first_seq, q.last_seq FROM quota_dropped q, span
-                        WHERE q.account = $1 AND q.source = $3
-                          AND q.first_seq <= span.high AND q.last_seq >= span.low),
-                  hit AS (SELECT count(*) AS n FROM posted p
-                          WHERE EXISTS (SELECT 1 FROM r WHERE p.s BETWEEN r.first_seq AND r.last_seq))
-             UPDATE gaps g SET count = greatest(g.count - hit.n, 0) FROM hit
-             WHERE hit.n > 0 AND g.integration = $2 AND g.source = $3 AND g.reason = 'backlog_quota'"
-        )
-    };
+/// Reads the integration's stored checkpoint of `source` and locks its row, as the
+/// sweep share-locks it while it counts.
+fn stored_checkpoint_sql(source: Source) -> &'static str {
+    match source {
+        Source::Audit => "SELECT audit_seq FROM checkpoints WHERE integration = $1 FOR UPDATE",
+        Source::Jobs => "SELECT job_seq FROM checkpoints WHERE integration = $1 FOR UPDATE",
+    }
 }
 
-/// The un-count of [`uncount!`] for a post of `source`.
-fn uncount_sql(source: Source) -> &'static str {
-    match source {
-        Source::Audit => uncount!("audit_seq"),
-        Source::Jobs => uncount!("job_seq"),
-    }
+/// Takes the events a post delivered (`seqs`, past the checkpoint as stored before the move) out of the
+/// integration's `backlog_quota` gap where a sweep counted them: the post was in
+/// flight (on this node) when a sweep (on any node) dropped them from the store.
+/// Runs after the checkpoint upsert, in a statement of its own: the sweep
+/// share-locks the checkpoint row (making it for an integration that never
+/// committed), so the upsert waits for a sweep under way, and this statement then
+/// sees what it dropped. Either the sweep counted from this commit's checkpoint,
+/// or this commit sees what the sweep dropped.
+async fn uncount_delivered(
+    tx: &tokio_postgres::Transaction<'_>,
+    account: &AccountId,
+    id: Uuid,
+    source: Source,
+    seqs: &[i64],
+) -> Result<(), PgError> {
+    let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
+        return Ok(());
+    };
+    tx.execute(
+        "WITH r AS (SELECT first_seq, last_seq FROM quota_dropped
+                    WHERE account = $1 AND source = $3 AND first_seq <= $5 AND last_seq >= $4),
+              hit AS (SELECT count(*) AS n FROM unnest($6::int8[]) AS s
+                      WHERE EXISTS (SELECT 1 FROM r WHERE s BETWEEN r.first_seq AND r.last_seq))
+         UPDATE gaps g SET count = greatest(g.count - hit.n, 0) FROM hit
+         WHERE hit.n > 0 AND g.integration = $2 AND g.source = $3 AND g.reason = 'backlog_quota'",
+        &[&account.as_str(), &id, &source.as_str(), low, high, &seqs],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Whether `fence` still holds: selects the lease row while it does, and
