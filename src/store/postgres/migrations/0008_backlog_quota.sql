@@ -29,6 +29,10 @@ CREATE TABLE quota_dropped (
     last_seq  bigint NOT NULL,
     PRIMARY KEY (account, source, first_seq)
 );
+-- The commit's un-count looks for the runs that end at or after its post's first
+-- event: with the key alone it would walk every older run of the account, and the
+-- runs of an account whose slowest integration lags stay until it passes them.
+CREATE INDEX quota_dropped_ends ON quota_dropped (account, source, last_seq);
 
 -- Per account: what the quota dropped in all (`drops`, a QuotaDrops) and what the
 -- notice in the account's stream owes (`pending`, a PendingNotice), both written in
