@@ -61,6 +61,18 @@ pub enum Behaviour {
     Once(Box<Behaviour>, Box<Behaviour>),
 }
 
+impl Behaviour {
+    /// Refuse every post as a Splunk under load does: 503, code 9, "Server is
+    /// busy" (what is sent is retried, and a replay stays running).
+    pub fn busy() -> Behaviour {
+        Behaviour::Fail {
+            status: 503,
+            code: Some(9),
+            text: "Server is busy".into(),
+        }
+    }
+}
+
 /// How the server answers indexer-acknowledgement polls.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AckMode {

@@ -1041,11 +1041,7 @@ async fn a_failed_batch_held_past_retention_is_dropped_and_counted_exactly() {
     );
     let api = svc.api();
     let hec = HecServer::start(TOK);
-    hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec.set_behaviour(Behaviour::busy());
     api.enable_account("acme").await;
     api.post_audit("acme", &audit_events("old", 0, 300)).await;
     let id = create_integration(

@@ -261,11 +261,7 @@ async fn one_account_over_its_backlog_quota_and_one_over_its_rate_leave_the_thir
         HecServer::start(TOK),
         HecServer::start(TOK),
     );
-    hec_a.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec_a.set_behaviour(Behaviour::busy());
     api.ok(
         "PUT",
         "/api/v1/accounts/a",
@@ -446,11 +442,7 @@ async fn a_quota_lowered_by_put_drops_the_account_down_to_it_within_moments() {
     );
     let api = svc.api();
     let hec = HecServer::start(TOK);
-    hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec.set_behaviour(Behaviour::busy());
     api.enable_account("a").await;
     let body = json!({"hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"]});
     let id = create_integration(&api, "a", body).await;

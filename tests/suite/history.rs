@@ -276,11 +276,7 @@ async fn the_overview_counts_states_and_sorts_and_pages_every_integration() {
     let api = svc.api();
     let hec = HecServer::start(TOK);
     let busy = HecServer::start(TOK);
-    busy.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    busy.set_behaviour(Behaviour::busy());
     let mut ids = Vec::new();
     // (account, token, HEC, enabled, events waiting before the first sync)
     let plan = [

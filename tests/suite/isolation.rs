@@ -43,11 +43,7 @@ async fn broken_and_busy_neighbours_do_not_delay_the_others() {
     let hanging = HecServer::start_with(all_tokens.clone());
     hanging.set_behaviour(Behaviour::Hang);
     let busy = HecServer::start_with(all_tokens.clone());
-    busy.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    busy.set_behaviour(Behaviour::busy());
     let heavy = HecServer::start_with(all_tokens.clone());
     let normal = HecServer::start_with(all_tokens);
     // Accounts 0–19 hang, 20–39 are busy, 40 has the backlog, 41–199 are the neighbours to protect.

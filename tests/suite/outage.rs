@@ -48,11 +48,7 @@ async fn a_long_outage_delivers_everything_in_order_once_splunk_is_back() {
     );
     let api = svc.api();
     let hec = HecServer::start(TOK);
-    hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec.set_behaviour(Behaviour::busy());
     api.enable_account("acme").await;
     let id = create_integration(
         &api,

@@ -357,11 +357,7 @@ async fn status_tells_retrying_from_needs_action_and_how_a_sync_ended() {
     let svc = Siemsync::start(dir.path(), &[]);
     let api = svc.api();
     let hec = HecServer::start(TOK);
-    hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec.set_behaviour(Behaviour::busy());
     api.enable_account("acme").await;
     api.post_audit("acme", &audit_events("e", 0, 3)).await;
     let id = create_integration(

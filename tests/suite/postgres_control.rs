@@ -106,11 +106,7 @@ impl Setup {
     /// Splunk refuses every post from now on (503, code 9, busy): what is sent is
     /// retried, and a replay stays running.
     fn busy(&self) {
-        self.hec.set_behaviour(Behaviour::Fail {
-            status: 503,
-            code: Some(9),
-            text: "Server is busy".into(),
-        });
+        self.hec.set_behaviour(Behaviour::busy());
     }
 
     async fn stored(&self) -> (Integration, u64) {

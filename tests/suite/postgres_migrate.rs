@@ -87,11 +87,7 @@ fn pg_env<'a>(url: &'a str, name: &'a str) -> Vec<(&'a str, &'a str)> {
 }
 
 fn failing() -> Behaviour {
-    Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    }
+    Behaviour::busy()
 }
 
 async fn dead_letter_ids(api: &Api, id: &str) -> (u64, Vec<String>) {

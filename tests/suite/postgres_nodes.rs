@@ -396,11 +396,7 @@ async fn a_node_killed_mid_catch_up_has_its_integrations_resumed_by_the_others_l
         return;
     };
     // The backlog builds while Splunk refuses, then drains slowly.
-    cluster.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    cluster.hec.set_behaviour(Behaviour::busy());
     cluster.ingest(&[0, 1, 2], "e", 0, 1500, 250).await;
     cluster
         .hec
@@ -623,11 +619,7 @@ async fn when_the_primary_dies_every_node_answers_503_and_after_the_promotion_al
         .await;
     // Splunk refuses from now on: what is acknowledged next is still undelivered
     // when PostgreSQL goes, and must survive the failover.
-    cluster.hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    cluster.hec.set_behaviour(Behaviour::busy());
     cluster.ingest(&[0, 1, 2], "e", 30, 60, 10).await;
     let mut acknowledged = 90;
 

@@ -51,11 +51,7 @@ async fn while_postgres_is_down_healthz_and_ingest_answer_503_and_nothing_acknow
     .await;
     // Splunk is down too, so that what was acknowledged is still undelivered when
     // PostgreSQL goes: it must survive the failover.
-    hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec.set_behaviour(Behaviour::busy());
     api.post_audit("acme", &audit_events("e", 100, 100)).await;
     let mut acknowledged = 200;
 
@@ -346,11 +342,7 @@ async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
         .unwrap();
     let locked = Instant::now();
     // Splunk is refusing, so the node keeps trying to post what it has.
-    hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec.set_behaviour(Behaviour::busy());
     api.post_audit("acme", &audit_events("e", 5, 5)).await;
     let st = status_until(api, "acme", id, "the node to give up its lease", |s| {
         s["last_error"]["text"]

@@ -218,11 +218,7 @@ async fn catch_up_delivers_everything_after_outage_once_and_in_order() {
     api.post_audit("acme", &audit_events("e", 0, 100)).await;
     eventually(T, "first 100", || audit_ids(&hec.events()).len() == 100).await;
 
-    hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec.set_behaviour(Behaviour::busy());
     let failed_posts = |h: &HecServer| h.posts().iter().filter(|p| p.status == 503).count();
     // Ingest goes on through the outage: each part after another failed attempt.
     let before_first = std::time::Instant::now();

@@ -138,11 +138,7 @@ async fn sigterm_during_a_post_longer_than_the_grace_abandons_it_and_the_restart
 
     // Splunk refuses until the checkpoint was read: the restart syncs at once, and a
     // Splunk taking posts could already have moved it again (seen under load).
-    hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec.set_behaviour(Behaviour::busy());
     let svc = Siemsync::spawn(dir.path(), &env);
     let api = svc.api();
     assert_eq!(

@@ -523,11 +523,7 @@ async fn a_security_team_and_an_administrator_use_the_page() {
     assert!(hec.events().iter().any(|e| e["index"] == "security"));
 
     // Splunk busy: retrying, nothing to do — not "needs action".
-    hec.set_behaviour(Behaviour::Fail {
-        status: 503,
-        code: Some(9),
-        text: "Server is busy".into(),
-    });
+    hec.set_behaviour(Behaviour::busy());
     api.post_audit("acme", &audit_events("e", 25, 3)).await;
     until_text(&c, ".integration .badge", "retrying", |t| t == "retrying").await;
     screenshot(&c, "ui-retrying.png").await;
