@@ -658,13 +658,21 @@ async fn pass(
         source,
         ahead: None,
     };
-    let mut ledger = Live { deps, shared };
-    delivery::deliver(client, policy, &mut feed, &mut ledger, &deps.pulse)
-        .await
-        .map_err(|stopped| {
+    let mut ledger = Live {
+        deps,
+        shared,
+        flushing: None,
+    };
+    let delivered = delivery::deliver(client, policy, &mut feed, &mut ledger, &deps.pulse).await;
+    // The last commit is durable before the pass ends, however it ends.
+    let durable = ledger.durable().await;
+    match delivered {
+        Ok(()) => durable,
+        Err(stopped) => {
             shared.borrow_mut().pending = stopped.pending;
-            stopped.halt
-        })
+            Err(stopped.halt)
+        }
+    }
 }
 
 /// Live delivery's side of a post: claims against retention, the checkpoint and
@@ -672,6 +680,28 @@ async fn pass(
 struct Live<'a> {
     deps: &'a Deps,
     shared: &'a RefCell<Shared>,
+    /// The last commit's flush to disk, still under way: the next post goes out
+    /// meanwhile, and it is awaited before the next commit and before the pass ends.
+    flushing: Option<Flushing>,
+}
+
+/// A commit's flush, run beside the delivery loop (sled's flush thread does the work).
+type Flushing = actix_rt::task::JoinHandle<Result<(), StoreError>>;
+
+impl Live<'_> {
+    /// Waits for the last commit's flush; a failed one stops delivery.
+    async fn durable(&mut self) -> Result<(), Halt> {
+        durable(&mut self.flushing).await
+    }
+}
+
+async fn durable(flushing: &mut Option<Flushing>) -> Result<(), Halt> {
+    match flushing.take() {
+        None => Ok(()),
+        Some(flush) => Ok(flush.await.map_err(|e| {
+            Halt::internal(format!("the flush of a checkpoint did not finish: {e}"))
+        })??),
+    }
 }
 
 impl Ledger for Live<'_> {
@@ -685,7 +715,15 @@ impl Ledger for Live<'_> {
         upto: usize,
         refused: Option<Failure>,
     ) -> Result<bool, Halt> {
-        commit(self.deps, self.shared, part, upto, refused).await
+        commit(
+            self.deps,
+            self.shared,
+            &mut self.flushing,
+            part,
+            upto,
+            refused,
+        )
+        .await
     }
 
     fn posting(&mut self) {
@@ -802,16 +840,23 @@ fn advance_progress(deps: &Deps, s: &mut Shared, done: u64) {
 }
 
 /// Records that the first `upto` events of `part` are done — delivered, or the last one
-/// dead-lettered with `dead` — moving the checkpoint (the one place that does) and
-/// making it durable before the next commit, so a crash repeats at most the posts in
-/// flight. Answers whether a new dead letter was kept.
+/// dead-lettered with `dead` — moving the checkpoint (the one place that does). The
+/// commit before it is made durable first; this one's flush runs while the next post
+/// goes out (`flushing`), and is awaited before the next commit or the pass's end: a
+/// crash repeats at most the posts in flight and the last one Splunk took, never
+/// drops one. Answers whether a new dead letter was kept.
 async fn commit(
     deps: &Deps,
     shared: &RefCell<Shared>,
+    flushing: &mut Option<Flushing>,
     part: &Batch,
     upto: usize,
     dead: Option<Failure>,
 ) -> Result<bool, Halt> {
+    durable(flushing).await?;
+    // A reopening of the store after a fault between this write and its flush fails
+    // the flush: the write may have gone with the failed database.
+    let generation = deps.store.generation()?;
     let last = part.items[upto - 1];
     let delivered = (upto - usize::from(dead.is_some())) as u64;
     let mut cp = shared.borrow().checkpoint.clone();
@@ -848,7 +893,10 @@ async fn commit(
         &letters,
         (part.source(), posted),
     )?;
-    deps.store.flush().await?;
+    let store = deps.store.clone();
+    *flushing = Some(actix_rt::spawn(async move {
+        store.flush_since(generation).await
+    }));
     let m = &deps.settings.metrics;
     let labels = IntegrationLabels::of(&deps.it);
     // The refused event's bytes are not delivered ones.
