@@ -17,6 +17,7 @@ use crate::model::{AccountId, Integration};
 use crate::store::Store;
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -31,7 +32,8 @@ pub struct Supervision {
 }
 
 pub(super) struct Running {
-    pub(super) config: Integration,
+    /// The integration as the actor runs it: one copy, shared with the actor.
+    pub(super) config: Arc<Integration>,
     pub(super) addr: Addr<IntegrationActor>,
     generation: u64,
     started: Instant,
@@ -45,7 +47,8 @@ pub struct Supervisor {
     pub(super) store: Store,
     pub(super) audit: Addr<AuditCollector>,
     pub(super) jobs: Addr<JobCollector>,
-    pub(super) settings: DeliverySettings,
+    /// Shared by every integration actor (one copy, not one each).
+    pub(super) settings: Arc<DeliverySettings>,
     pub(super) supervision: Supervision,
     /// The delivery thread each integration's actor runs on.
     threads: Placement,
@@ -92,7 +95,7 @@ impl Supervisor {
             store,
             audit,
             jobs,
-            settings,
+            settings: Arc::new(settings),
             supervision,
             threads,
             running: HashMap::new(),
@@ -124,6 +127,9 @@ impl Supervisor {
         };
         self.generation += 1;
         let (heartbeat, pulse) = heartbeat::pair(self.settings.longest_step());
+        // One copy of the integration and of the settings, shared by the actor and
+        // the Supervisor: at 100,000 integrations every copy is tens of MiB.
+        let it = Arc::new(it);
         let (config, store, audit, jobs, settings) = (
             it.clone(),
             self.store.clone(),
@@ -188,7 +194,7 @@ impl Supervisor {
                         integration: it.clone(),
                     });
                 }
-                r.config = it;
+                r.config = Arc::new(it);
             }
             _ => {
                 self.stop(&it.id);
@@ -631,7 +637,8 @@ impl Supervisor {
         let account = r.config.account.clone();
         self.generation += 1;
         let due = self.generation;
-        self.restarting.insert(id, (r.config, due));
+        self.restarting
+            .insert(id, (Arc::unwrap_or_clone(r.config), due));
         ctx.run_later(delay, move |act, ctx| {
             // Started again meanwhile by a change of its delivery config (or ended
             // and waiting for a later restart): nothing to do. Otherwise as stored
