@@ -322,8 +322,8 @@ impl Supervisor {
     }
 }
 
-/// Integrations a reconcile applies in one turn of the Supervisor (about 0.1 s of
-/// the System thread at 100,000 integrations' rate of start).
+/// Integrations a reconcile applies in one turn of the Supervisor: about 0.1 s of
+/// the System thread, at the 9 s that 100,000 took in one go (BENCHMARKS.md).
 pub const RECONCILE_CHUNK: usize = 1_000;
 
 /// A full reconcile being applied chunk by chunk.
