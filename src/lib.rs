@@ -27,6 +27,8 @@ pub mod config;
 pub mod control;
 pub mod disk_reserve;
 pub mod fd_limit;
+#[cfg(test)]
+mod footprint;
 pub mod hec;
 pub mod http;
 pub mod ingest_limit;

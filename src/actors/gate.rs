@@ -72,6 +72,24 @@ struct State {
     granted: HashSet<u64>,
 }
 
+/// Capacity a gate's queues keep once nobody waits.
+const QUEUES_KEPT: usize = 64;
+
+impl State {
+    /// At start every integration's first sync waits here at once (100,000 at
+    /// 100,000 integrations): once the last has its place, the queues give back what
+    /// they grew to (about 13 MiB at 100,000) instead of keeping it for good.
+    fn shrink_when_nobody_waits(&mut self) {
+        if !self.waiting.is_empty() || self.waiting.capacity() <= QUEUES_KEPT {
+            return;
+        }
+        self.waiting.shrink_to(QUEUES_KEPT);
+        self.queues.shrink_to(QUEUES_KEPT);
+        self.turns.shrink_to(QUEUES_KEPT);
+        self.granted.shrink_to(QUEUES_KEPT);
+    }
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing in the lock panics half-way through a change; a poisoned state
@@ -95,6 +113,7 @@ impl Inner {
                     } else {
                         s.turns.push_back(account);
                     }
+                    s.shrink_when_nobody_waits();
                     return Some(waker);
                 }
             }
@@ -325,6 +344,45 @@ mod tests {
             r = next => assert!(matches!(r, Some(Ok(())))),
         }
         assert!(c.get() && t0.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[actix_rt::test]
+    async fn the_queues_of_a_start_give_their_memory_back_once_nobody_waits() {
+        // At start every integration's first sync waits at once; what the queues grow
+        // to must not stay held for good by an idle service.
+        let (_heartbeat, pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
+        let gate = SyncGate::new(8, Duration::from_secs(3600), GateGauges::default());
+        let syncs = (0..5_000).map(|n| {
+            let account = account(&format!("tenant-{n}"));
+            let gate = gate.clone();
+            let pulse = pulse.clone();
+            async move {
+                gate.run(&account, &pulse, async {
+                    yield_a_while().await;
+                    Ok(())
+                })
+                .await
+            }
+        });
+        let grown = async {
+            yield_a_while().await;
+            gate.inner.lock().waiting.capacity()
+        };
+        let (ended, grown) =
+            futures_util::future::join(futures_util::future::join_all(syncs), grown).await;
+        assert!(ended.iter().all(|r| matches!(r, Some(Ok(())))));
+        assert!(grown >= 4_000, "the waits never queued ({grown})");
+        let s = gate.inner.lock();
+        let held = [
+            s.waiting.capacity(),
+            s.queues.capacity(),
+            s.turns.capacity(),
+            s.granted.capacity(),
+        ];
+        assert!(
+            held.iter().all(|c| *c <= 2 * QUEUES_KEPT),
+            "the queues kept capacities {held:?}"
+        );
     }
 
     /// Waits, for up to 10 s, until `cond` holds.

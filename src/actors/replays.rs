@@ -336,7 +336,7 @@ impl Supervisor {
             store: self.store.clone(),
             audit: self.audit.clone(),
             jobs: self.jobs.clone(),
-            settings: self.settings.clone(),
+            settings: (*self.settings).clone(),
             ended: ctx.address().recipient(),
             pulse,
             #[cfg(feature = "test-hooks")]
@@ -410,7 +410,11 @@ impl Handler<StartReplay> for Supervisor {
         if self.replays.running(&msg.id) {
             return Err(ReplayRefused::Running.into());
         }
-        let Some(integration) = self.running.get(&msg.id).map(|r| r.config.clone()) else {
+        let Some(integration) = self
+            .running
+            .get(&msg.id)
+            .map(|r| Integration::clone(&r.config))
+        else {
             return Err(ReplayRefused::NotRunning.into());
         };
         let stored = StoredReplay::new(msg.window, msg.sources);

@@ -75,7 +75,7 @@ impl ShutdownReport {
 
 /// One actor to wind down: its handles, and whose it is.
 struct Winding {
-    integration: Integration,
+    integration: std::sync::Arc<Integration>,
     actor: ActorKind,
     drain: Recipient<Drain>,
     stop: Recipient<Stop>,

@@ -17,6 +17,7 @@ use crate::model::{AccountId, Integration};
 use crate::store::Store;
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -31,7 +32,8 @@ pub struct Supervision {
 }
 
 pub(super) struct Running {
-    pub(super) config: Integration,
+    /// The integration as the actor runs it: one copy, shared with the actor.
+    pub(super) config: Arc<Integration>,
     pub(super) addr: Addr<IntegrationActor>,
     generation: u64,
     started: Instant,
@@ -45,7 +47,8 @@ pub struct Supervisor {
     pub(super) store: Store,
     pub(super) audit: Addr<AuditCollector>,
     pub(super) jobs: Addr<JobCollector>,
-    pub(super) settings: DeliverySettings,
+    /// Shared by every integration actor (one copy, not one each).
+    pub(super) settings: Arc<DeliverySettings>,
     pub(super) supervision: Supervision,
     /// The delivery thread each integration's actor runs on.
     threads: Placement,
@@ -70,6 +73,8 @@ pub struct Supervisor {
     pub(super) unsettled: HashMap<Uuid, AccountId>,
     /// A full reconcile that could not read the store: tried again every second.
     pub(super) reconcile_pending: bool,
+    /// A full reconcile under way: the integrations it read and has yet to apply.
+    reconciling: Option<Reconciling>,
     generation: u64,
     /// Test builds only: integrations whose replays' posts outlive their timeout.
     #[cfg(feature = "test-hooks")]
@@ -92,7 +97,7 @@ impl Supervisor {
             store,
             audit,
             jobs,
-            settings,
+            settings: Arc::new(settings),
             supervision,
             threads,
             running: HashMap::new(),
@@ -103,6 +108,7 @@ impl Supervisor {
             shutting_down: false,
             unsettled: HashMap::new(),
             reconcile_pending: false,
+            reconciling: None,
             generation: 0,
             #[cfg(feature = "test-hooks")]
             stalled_replays: Default::default(),
@@ -124,6 +130,9 @@ impl Supervisor {
         };
         self.generation += 1;
         let (heartbeat, pulse) = heartbeat::pair(self.settings.longest_step());
+        // One copy of the integration and of the settings, shared by the actor and
+        // the Supervisor: at 100,000 integrations every copy is tens of MiB.
+        let it = Arc::new(it);
         let (config, store, audit, jobs, settings) = (
             it.clone(),
             self.store.clone(),
@@ -188,7 +197,7 @@ impl Supervisor {
                         integration: it.clone(),
                     });
                 }
-                r.config = it;
+                r.config = Arc::new(it);
             }
             _ => {
                 self.stop(&it.id);
@@ -203,6 +212,11 @@ impl Supervisor {
     /// write — whatever order concurrent requests' messages came in, and whether the
     /// integration or its account's feature switch changed. Deleted: stopped for good.
     fn refresh(&mut self, account: &AccountId, id: Uuid, ctx: &mut Context<Self>) {
+        if let Some(r) = &mut self.reconciling {
+            // Read after the reconcile's read: the reconcile must not apply its
+            // older copy over this one.
+            r.refreshed.insert(id);
+        }
         let stored = self.store.integration(account, &id).and_then(|found| {
             found
                 .map(|it| self.store.is_active(&it).map(|active| (it, active)))
@@ -229,7 +243,11 @@ impl Supervisor {
     }
 
     /// Reads every stored integration and makes the actors match: start-up, reload
-    /// and a hand-over of shards.
+    /// and a hand-over of shards. The integrations are applied [`RECONCILE_CHUNK`] at
+    /// a time, the Supervisor handling its messages in between: at 100,000
+    /// integrations one go held the System thread (and so the HTTP server's start)
+    /// for seconds. A change handled in between reads the store after this read
+    /// did, so the reconcile leaves that integration to it.
     pub(super) fn reconcile(&mut self, ctx: &mut Context<Self>) {
         let all = match self.store.all_integrations() {
             Ok(all) => all,
@@ -254,7 +272,31 @@ impl Supervisor {
         for id in gone {
             self.forget(&id);
         }
-        for it in all.iter().cloned() {
+        self.generation += 1;
+        // A newer read replaces one still being applied: its chain of chunks ends.
+        self.reconciling = Some(Reconciling {
+            run: self.generation,
+            stored: all.len(),
+            rest: all.into_iter(),
+            refreshed: Default::default(),
+        });
+        self.reconcile_chunk(self.generation, ctx);
+    }
+
+    /// Applies the next [`RECONCILE_CHUNK`] integrations of reconcile `run`, and
+    /// schedules the next chunk after the messages waiting meanwhile.
+    fn reconcile_chunk(&mut self, run: u64, ctx: &mut Context<Self>) {
+        let Some(r) = self.reconciling.as_mut().filter(|r| r.run == run) else {
+            return;
+        };
+        let chunk: Vec<Integration> = r
+            .rest
+            .by_ref()
+            .filter(|it| !r.refreshed.contains(&it.id))
+            .take(RECONCILE_CHUNK)
+            .collect();
+        let done = r.rest.len() == 0;
+        for it in chunk {
             match self.store.is_active(&it) {
                 Ok(active) => self.apply(it, active, ctx),
                 Err(_) => {
@@ -262,12 +304,38 @@ impl Supervisor {
                 }
             }
         }
-        log::info!(
-            "{} integrations stored, {} running",
-            all.len(),
-            self.running.len()
-        );
+        if !done && !self.shutting_down {
+            // Through the timer, not straight on: the System thread serves whatever
+            // else waits (the HTTP server, the Supervisor's mailbox) in between.
+            ctx.run_later(Duration::ZERO, move |act, ctx| {
+                act.reconcile_chunk(run, ctx)
+            });
+            return;
+        }
+        if let Some(r) = self.reconciling.take() {
+            log::info!(
+                "{} integrations stored, {} running",
+                r.stored,
+                self.running.len()
+            );
+        }
     }
+}
+
+/// Integrations a reconcile applies in one turn of the Supervisor: about 0.1 s of
+/// the System thread, at the 9 s that 100,000 took in one go (BENCHMARKS.md).
+pub const RECONCILE_CHUNK: usize = 1_000;
+
+/// A full reconcile being applied chunk by chunk.
+struct Reconciling {
+    /// Which reconcile: a newer one replaces it.
+    run: u64,
+    /// How many integrations it read (for its log line).
+    stored: usize,
+    /// What it read and has not applied yet.
+    rest: std::vec::IntoIter<Integration>,
+    /// Integrations refreshed since its read: their newer read stands.
+    refreshed: std::collections::HashSet<Uuid>,
 }
 
 impl Actor for Supervisor {
@@ -631,7 +699,8 @@ impl Supervisor {
         let account = r.config.account.clone();
         self.generation += 1;
         let due = self.generation;
-        self.restarting.insert(id, (r.config, due));
+        self.restarting
+            .insert(id, (Arc::unwrap_or_clone(r.config), due));
         ctx.run_later(delay, move |act, ctx| {
             // Started again meanwhile by a change of its delivery config (or ended
             // and waiting for a later restart): nothing to do. Otherwise as stored

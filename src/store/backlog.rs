@@ -58,6 +58,12 @@ impl Store {
         after: u64,
     ) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
         let heads = self.heads(account)?;
+        if heads.audit <= after {
+            // Caught up (every sync's `backlog_after` that delivered all, every empty
+            // tick's progress count): no chunk to read and decode — the count below
+            // would be 0 anyway.
+            return Ok((0, None));
+        }
         let mut first = None;
         self.audit_after(account, after, |ev| {
             first = Some((ev.seq, ev.ingested_at));

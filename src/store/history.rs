@@ -432,9 +432,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let registry = self.registry()?;
         let ikey = keys::integration(account, id);
-        if registry.get(&ikey)?.is_none() {
-            return Err(StoreError::Gone);
-        }
+        // Whether the integration still exists is read once, after the writes (a
+        // delete may come at any point before them): one read of the registry less
+        // per sync, at the price of writing a record the check then takes back in
+        // the rare sync that ends after its integration's deletion.
         let skey = summary_key(id);
         let before = match registry.get(&skey)? {
             Some(v) => Some(SyncSummary::decode(&skey, &v)?),

@@ -293,3 +293,77 @@ async fn a_replay_that_finishes_its_last_post_while_the_service_stops_ends_the_w
         .count();
     assert_eq!(jobs, 2, "live, then replayed");
 }
+
+/// A reconcile applies what it read a chunk at a time, handling the Supervisor's
+/// messages in between (at 100,000 integrations one go held the System thread for
+/// seconds). A change handled between two chunks read the store after the reconcile
+/// did: the later chunk must not start its integration again from the older read.
+/// Queued in this order for sure: the reconcile (its first chunk), a hold during
+/// which the last integration is disabled and its `Refresh` queued, then the rest.
+#[actix_rt::test]
+async fn a_change_handled_between_the_chunks_of_a_reconcile_wins_over_its_older_read() {
+    use siemsync::actors::messages::{Observe, Reconcile, Refresh};
+    use siemsync::actors::supervisor::RECONCILE_CHUNK;
+    use siemsync::model::{IntegrationChange, IntegrationPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Siemsync::start(dir.path(), &[]);
+    let hec = HecServer::start(TOK);
+    let store = svc.in_process().store().clone();
+    let supervisor = svc.in_process().supervisor.clone();
+    // The start's own reconcile (of nothing) is handled before anything is stored.
+    let nobody = uuid::Uuid::nil();
+    assert!(supervisor
+        .send(Observe { id: nobody })
+        .await
+        .unwrap()
+        .is_none());
+    let acme = AccountId::parse("acme").unwrap();
+    let now = chrono::Utc::now();
+    store
+        .put_account(&acme, &siemsync::store::Account::enabled(now))
+        .unwrap();
+    // Stored behind the Supervisor's back (no `Refresh`): only a reconcile starts
+    // them. One chunk and two more.
+    for n in 0..RECONCILE_CHUNK + 2 {
+        let it = IntegrationChange::from_json(&json!({"name": format!("n{n}"),
+            "hec_token": TOK, "hec_uri": hec.base_url(), "sources": ["audit"], "enabled": true}))
+        .and_then(|c| c.create(acme.clone(), now, IntegrationPolicy::default()))
+        .unwrap();
+        store.put_integration(&it, None).unwrap();
+    }
+    let all = store.all_integrations().unwrap();
+    let (last, before_last) = (all[all.len() - 1].clone(), all[all.len() - 2].id);
+    let (release, held) = tokio::sync::oneshot::channel();
+    supervisor.do_send(Reconcile);
+    supervisor.send(Hold(held)).await.unwrap();
+    // Between the chunks: the last integration disabled, its refresh queued.
+    let mut off = last.clone();
+    off.enabled = false;
+    store.put_integration(&off, Some(last.version)).unwrap();
+    supervisor.do_send(Refresh {
+        account: acme.clone(),
+        id: last.id,
+    });
+    release.send(()).unwrap();
+    let t0 = Instant::now();
+    while supervisor
+        .send(Observe { id: before_last })
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the reconcile's last chunk never ran"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        supervisor
+            .send(Observe { id: last.id })
+            .await
+            .unwrap()
+            .is_none(),
+        "the disabled integration was started from the reconcile's older read"
+    );
+}
