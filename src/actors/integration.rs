@@ -121,6 +121,10 @@ struct Shared {
     /// Running-job snapshots already dead-lettered: the running pass moves no cursor,
     /// so the same refused snapshot comes back every tick.
     dead_running: std::collections::HashSet<u64>,
+    /// A commit's flush to disk failed: what this actor holds in memory (the
+    /// checkpoint, a failed batch, the dead letters it kept) may be more than the
+    /// store kept, so the next sync reads the checkpoint again and starts from it.
+    flush_failed: bool,
     obs: Observation,
 }
 
@@ -196,6 +200,7 @@ impl IntegrationActor {
                 cycle: Tally::default(),
                 progress_logged: Instant::now(),
                 dead_running: Default::default(),
+                flush_failed: false,
                 obs: Observation {
                     state: State::Pending,
                     started_at: Utc::now(),
@@ -599,6 +604,16 @@ async fn run_cycle(
         // A delivery now could not move its checkpoint: it would only be sent again.
         return Err(StoreError::Unavailable(reason).into());
     }
+    if shared.borrow().flush_failed {
+        // Re-sends what the store does not have as delivered (at-least-once), and
+        // keeps again a dead letter that may have gone with the failed flush.
+        let cp = deps.store.checkpoint(&deps.it.id)?;
+        let mut s = shared.borrow_mut();
+        s.checkpoint = cp;
+        s.pending = None;
+        s.dead_running.clear();
+        s.flush_failed = false;
+    }
     // Without a usable client the failed batch stays pending, untouched.
     let client = deps.client.as_ref().map_err(|f| Halt::Config(f.clone()))?;
     start_progress(&deps, &shared)?;
@@ -670,12 +685,20 @@ async fn pass(
         flushing: None,
     };
     let delivered = delivery::deliver(client, policy, &mut feed, &mut ledger, &deps.pulse).await;
-    // The last commit is durable before the pass ends, however it ends.
+    // The last commit's flush ends before the pass does, however the pass ends; when
+    // it failed, the next sync starts again from the store's checkpoint.
     let durable = ledger.durable().await;
     match delivered {
         Ok(()) => durable,
         Err(stopped) => {
             shared.borrow_mut().pending = stopped.pending;
+            if let Err(e) = durable {
+                log::warn!(
+                    "integration {} (account {}): the last checkpoint's flush failed as delivery stopped: {e:?}",
+                    deps.it.id,
+                    deps.it.account
+                );
+            }
             Err(stopped.halt)
         }
     }
@@ -697,17 +720,26 @@ type Flushing = actix_rt::task::JoinHandle<Result<(), StoreError>>;
 impl Live<'_> {
     /// Waits for the last commit's flush; a failed one stops delivery.
     async fn durable(&mut self) -> Result<(), Halt> {
-        durable(&mut self.flushing).await
+        durable(self.shared, &mut self.flushing).await
     }
 }
 
-async fn durable(flushing: &mut Option<Flushing>) -> Result<(), Halt> {
-    match flushing.take() {
-        None => Ok(()),
-        Some(flush) => Ok(flush.await.map_err(|e| {
-            Halt::internal(format!("the flush of a checkpoint did not finish: {e}"))
-        })??),
+/// Waits for the last commit's flush. A failed one stops delivery, and the next sync
+/// starts from the checkpoint the store has (`Shared::flush_failed`).
+async fn durable(shared: &RefCell<Shared>, flushing: &mut Option<Flushing>) -> Result<(), Halt> {
+    let Some(flush) = flushing.take() else {
+        return Ok(());
+    };
+    let result = match flush.await {
+        Ok(flushed) => flushed.map_err(Halt::from),
+        Err(e) => Err(Halt::internal(format!(
+            "the flush of a checkpoint did not finish: {e}"
+        ))),
+    };
+    if result.is_err() {
+        shared.borrow_mut().flush_failed = true;
     }
+    result
 }
 
 impl Ledger for Live<'_> {
@@ -859,7 +891,7 @@ async fn commit(
     upto: usize,
     dead: Option<Failure>,
 ) -> Result<bool, Halt> {
-    durable(flushing).await?;
+    durable(shared, flushing).await?;
     // A reopening of the store after a fault between this write and its flush fails
     // the flush: the write may have gone with the failed database.
     let generation = deps.store.generation()?;
