@@ -246,8 +246,7 @@ async fn the_next_post_goes_out_while_the_last_checkpoint_is_flushed() {
         assert!(start.elapsed() < T, "4 posts did not arrive");
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
-    let seen = rx.seen();
-    let gaps: Vec<Duration> = seen.arrived_at[..4]
+    let gaps: Vec<Duration> = rx.seen().arrived_at[..4]
         .windows(2)
         .map(|w| w[1] - w[0])
         .collect();
@@ -259,7 +258,6 @@ async fn the_next_post_goes_out_while_the_last_checkpoint_is_flushed() {
         gaps[1] >= flush / 2,
         "the third post went out before the first checkpoint's flush ({flush:?}) ended: gaps {gaps:?}"
     );
-    drop(seen);
     svc.in_process().store().set_pace(Default::default());
     let start = Instant::now();
     while rx.seen().arrivals.concat().len() < 100 {
