@@ -4,7 +4,7 @@
 use super::accounts::ingest_limit;
 use super::auth::Caller;
 use super::errors::ApiError;
-use super::{account_of, read_body, AppState};
+use super::{account_of, read_body_sized, AppState};
 use crate::hec::encode::EventSize;
 use crate::ingest_limit::{Limit, Take};
 use crate::metrics::{IngestLabels, RejectLabels};
@@ -12,7 +12,7 @@ use crate::model::fields::read_array;
 use crate::model::{AccountId, AuditEvent, FieldError, JobSnapshot};
 use crate::store::{Store, StoreError};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -63,7 +63,7 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
     state: &AppState,
     caller: &Caller,
     account: &str,
-    body: web::Payload,
+    body: (web::Payload, Option<usize>),
     source: &str,
     items: Items<T>,
     write: fn(&Store, &AccountId, Vec<T>) -> Result<R, StoreError>,
@@ -106,7 +106,7 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             // Before reading the body: a flood costs little to refuse.
             return Err(over_rate(&account, limit, None, wait));
         }
-        let body = read_body(body, &state.config).await?;
+        let body = read_body_sized(body.0, body.1, &state.config).await?;
         let body_bytes = body.len() as u64;
         let items = read(&body, Utc::now())?;
         within_event_limit(&items, state, &account, weigh)?;
@@ -166,6 +166,17 @@ async fn ingest<T: Send + 'static, R: Send + 'static>(
             .inc();
     }
     result
+}
+
+/// The body length the request declares, if it does (a chunked body does not).
+fn declared_length(request: &HttpRequest) -> Option<usize> {
+    request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Asks for a sweep of the account now when this ingest took its stored events over
@@ -247,6 +258,7 @@ pub async fn audit(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
+    request: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let read = AuditEvent::read_body;
@@ -254,7 +266,7 @@ pub async fn audit(
         &state,
         &caller,
         &path,
-        body,
+        (body, declared_length(&request)),
         "audit",
         Items {
             read,
@@ -293,6 +305,7 @@ pub async fn jobs(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
+    request: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let read = |body: &[u8], now| read_array(body, now, JobSnapshot::from_json);
@@ -300,7 +313,7 @@ pub async fn jobs(
         &state,
         &caller,
         &path,
-        body,
+        (body, declared_length(&request)),
         "jobs",
         Items {
             read,

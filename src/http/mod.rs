@@ -65,14 +65,39 @@ impl AppState {
 /// larger ones get 413, and a client that stalls gets 408 and loses its connection,
 /// so that stuck clients cannot hold connections for ever.
 pub async fn read_body(payload: web::Payload, config: &Config) -> Result<Bytes, ApiError> {
+    read_body_sized(payload, None, config).await
+}
+
+/// [`read_body`] into a buffer sized once from the length the request declares (at
+/// most `max_body_bytes`; 32 KiB when it declares none, as actix-web starts). An
+/// ingest body of a few MB grown from 32 KiB was copied about twice over, and each
+/// larger buffer was fresh memory the kernel had to clear: 2-3 % of ingest's CPU.
+pub async fn read_body_sized(
+    payload: web::Payload,
+    declared: Option<usize>,
+    config: &Config,
+) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
     let limit = config.max_body_bytes;
     let timeout = config.body_timeout_secs.get();
-    match actix_web::rt::time::timeout(timeout, payload.to_bytes_limited(limit)).await {
-        Ok(Ok(Ok(b))) => Ok(b),
-        Ok(Ok(Err(e))) => Err(ApiError::bad_request(format!(
+    let collect = async move {
+        let mut payload = payload;
+        let mut buf = web::BytesMut::with_capacity(declared.map_or(32 * 1024, |n| n.min(limit)));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(Some)?;
+            if buf.len() + chunk.len() > limit {
+                return Err(None::<actix_web::error::PayloadError>);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    match actix_web::rt::time::timeout(timeout, collect).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(Some(e))) => Err(ApiError::bad_request(format!(
             "could not read the request body: {e}"
         ))),
-        Ok(Err(_)) => Err(ApiError::new(
+        Ok(Err(None)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than {limit} bytes; send fewer events per request"),
         )),

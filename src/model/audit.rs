@@ -76,18 +76,62 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
     }
 }
 
+/// Reads an ingest body's array item by item, checking each as it is read, so that
+/// no list of unchecked items is built first. After an item that breaks a rule the
+/// rest is still read (unchecked): a body that then turns out not to read this way
+/// goes to the field reader like any other, which names the same first problem.
+struct BodySeed {
+    now: DateTime<Utc>,
+    capacity: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BodySeed {
+    type Value = Result<Vec<AuditEvent>, FieldError>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BodySeed {
+    type Value = Result<Vec<AuditEvent>, FieldError>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of audit events")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut events = Vec::with_capacity(self.capacity);
+        let mut first_problem = None;
+        let mut index = 0;
+        while let Some(raw) = seq.next_element::<ObjectOnly<Raw<'de>>>()? {
+            if first_problem.is_none() {
+                match AuditEvent::checked(raw.0, index, self.now) {
+                    Ok(ev) => events.push(ev),
+                    Err(e) => first_problem = Some(e),
+                }
+            }
+            index += 1;
+        }
+        Ok(first_problem.map_or(Ok(events), Err))
+    }
+}
+
 impl AuditEvent {
     /// Reads an ingest body: a JSON array of audit events. Read straight into the
     /// event's fields (no JSON tree in between); a body that does not read that way
     /// (a wrong type, an unknown field, not an array) is read again field by field,
     /// which names the first problem exactly.
     pub fn read_body(body: &[u8], now: DateTime<Utc>) -> Result<Vec<AuditEvent>, FieldError> {
-        match serde_json::from_slice::<Vec<ObjectOnly<Raw<'_>>>>(body) {
-            Ok(raws) => raws
-                .into_iter()
-                .enumerate()
-                .map(|(i, raw)| Self::checked(raw.0, i, now))
-                .collect(),
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let read = BodySeed {
+            now,
+            // A guess at the item count (an event takes a few hundred bytes of JSON),
+            // so that the list is not regrown and copied a dozen times.
+            capacity: body.len() / 192,
+        }
+        .deserialize(&mut de)
+        .and_then(|checked| de.end().map(|()| checked));
+        match read {
+            Ok(checked) => checked,
             Err(_) => fields::read_array(body, now, Self::from_json),
         }
     }
@@ -247,6 +291,45 @@ mod tests {
         assert!(parse(json!("just a string"))
             .unwrap_err()
             .contains("must be a JSON object"));
+    }
+
+    #[test]
+    fn the_body_reader_refuses_what_the_field_reader_refuses_in_the_same_words() {
+        let now = Utc::now();
+        let good = r#"{"id": "a", "time": "2026-11-25T10:00:00Z", "event": "x"}"#;
+        let bad_ip = r#"{"id": "b", "time": "2026-11-25T10:00:00Z", "event": "x", "ip": "1.2.3"}"#;
+        let bad_time = r#"{"id": "c", "time": "soon", "event": "x"}"#;
+        let unknown = r#"{"id": "d", "time": "2026-11-25T10:00:00Z", "event": "x", "colour": 1}"#;
+        let wrong_type = r#"{"id": 5, "time": "2026-11-25T10:00:00Z", "event": "x"}"#;
+        let twice = r#"{"id": "e", "id": "f", "time": "2026-11-25T10:00:00Z", "event": "x"}"#;
+        let bodies = [
+            format!("[{good},{bad_ip},{good},{bad_time}]"),
+            // A rule broken before a body that does not read as events: the first
+            // problem in order is still the one named.
+            format!("[{good},{bad_time},{unknown}]"),
+            format!("[{good},{bad_time},{wrong_type}]"),
+            format!("[{good},{unknown},{bad_time}]"),
+            // A broken rule before JSON that is not valid: refused as not JSON.
+            format!("[{good},{bad_ip},{good}"),
+            format!("[{bad_time}] trailing"),
+            format!("[{good},{twice}]"),
+            format!("[{good},[1, 2]]"),
+            good.to_string(),
+            format!("[{good},{good}]"),
+        ];
+        for body in &bodies {
+            let fast = AuditEvent::read_body(body.as_bytes(), now);
+            let fields = fields::read_array(body.as_bytes(), now, AuditEvent::from_json);
+            match (fast, fields) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{body}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{body}"),
+                (a, b) => panic!("{body}: body reader {a:?}, field reader {b:?}"),
+            }
+        }
+        let e = AuditEvent::read_body(bodies[1].as_bytes(), now).unwrap_err();
+        assert!(e.to_string().starts_with("item 1: `time` "), "{e}");
+        let e = AuditEvent::read_body(bodies[4].as_bytes(), now).unwrap_err();
+        assert!(e.to_string().contains("not valid JSON"), "{e}");
     }
 
     #[test]
