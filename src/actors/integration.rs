@@ -121,10 +121,6 @@ struct Shared {
     /// Running-job snapshots already dead-lettered: the running pass moves no cursor,
     /// so the same refused snapshot comes back every tick.
     dead_running: std::collections::HashSet<u64>,
-    /// A commit's flush to disk failed: what this actor holds in memory (the
-    /// checkpoint, a failed batch, the dead letters it kept) may be more than the
-    /// store kept, so the next sync reads the checkpoint again and starts from it.
-    flush_failed: bool,
     obs: Observation,
 }
 
@@ -200,7 +196,6 @@ impl IntegrationActor {
                 cycle: Tally::default(),
                 progress_logged: Instant::now(),
                 dead_running: Default::default(),
-                flush_failed: false,
                 obs: Observation {
                     state: State::Pending,
                     started_at: Utc::now(),
@@ -604,16 +599,6 @@ async fn run_cycle(
         // A delivery now could not move its checkpoint: it would only be sent again.
         return Err(StoreError::Unavailable(reason).into());
     }
-    if shared.borrow().flush_failed {
-        // Re-sends what the store does not have as delivered (at-least-once), and
-        // keeps again a dead letter that may have gone with the failed flush.
-        let cp = deps.store.checkpoint(&deps.it.id)?;
-        let mut s = shared.borrow_mut();
-        s.checkpoint = cp;
-        s.pending = None;
-        s.dead_running.clear();
-        s.flush_failed = false;
-    }
     // Without a usable client the failed batch stays pending, untouched.
     let client = deps.client.as_ref().map_err(|f| Halt::Config(f.clone()))?;
     start_progress(&deps, &shared)?;
@@ -679,29 +664,13 @@ async fn pass(
         source,
         ahead: None,
     };
-    let mut ledger = Live {
-        deps,
-        shared,
-        flushing: None,
-    };
-    let delivered = delivery::deliver(client, policy, &mut feed, &mut ledger, &deps.pulse).await;
-    // The last commit's flush ends before the pass does, however the pass ends; when
-    // it failed, the next sync starts again from the store's checkpoint.
-    let durable = ledger.durable().await;
-    match delivered {
-        Ok(()) => durable,
-        Err(stopped) => {
+    let mut ledger = Live { deps, shared };
+    delivery::deliver(client, policy, &mut feed, &mut ledger, &deps.pulse)
+        .await
+        .map_err(|stopped| {
             shared.borrow_mut().pending = stopped.pending;
-            if let Err(e) = durable {
-                log::warn!(
-                    "integration {} (account {}): the last checkpoint's flush failed as delivery stopped: {e:?}",
-                    deps.it.id,
-                    deps.it.account
-                );
-            }
-            Err(stopped.halt)
-        }
-    }
+            stopped.halt
+        })
 }
 
 /// Live delivery's side of a post: claims against retention, the checkpoint and
@@ -709,37 +678,6 @@ async fn pass(
 struct Live<'a> {
     deps: &'a Deps,
     shared: &'a RefCell<Shared>,
-    /// The last commit's flush to disk, still under way: the next post goes out
-    /// meanwhile, and it is awaited before the next commit and before the pass ends.
-    flushing: Option<Flushing>,
-}
-
-/// A commit's flush, run beside the delivery loop (sled's flush thread does the work).
-type Flushing = actix_rt::task::JoinHandle<Result<(), StoreError>>;
-
-impl Live<'_> {
-    /// Waits for the last commit's flush; a failed one stops delivery.
-    async fn durable(&mut self) -> Result<(), Halt> {
-        durable(self.shared, &mut self.flushing).await
-    }
-}
-
-/// Waits for the last commit's flush. A failed one stops delivery, and the next sync
-/// starts from the checkpoint the store has (`Shared::flush_failed`).
-async fn durable(shared: &RefCell<Shared>, flushing: &mut Option<Flushing>) -> Result<(), Halt> {
-    let Some(flush) = flushing.take() else {
-        return Ok(());
-    };
-    let result = match flush.await {
-        Ok(flushed) => flushed.map_err(Halt::from),
-        Err(e) => Err(Halt::internal(format!(
-            "the flush of a checkpoint did not finish: {e}"
-        ))),
-    };
-    if result.is_err() {
-        shared.borrow_mut().flush_failed = true;
-    }
-    result
 }
 
 impl Ledger for Live<'_> {
@@ -753,15 +691,7 @@ impl Ledger for Live<'_> {
         upto: usize,
         refused: Option<Failure>,
     ) -> Result<bool, Halt> {
-        commit(
-            self.deps,
-            self.shared,
-            &mut self.flushing,
-            part,
-            upto,
-            refused,
-        )
-        .await
+        commit(self.deps, self.shared, part, upto, refused).await
     }
 
     fn posting(&mut self) {
@@ -878,23 +808,16 @@ fn advance_progress(deps: &Deps, s: &mut Shared, done: u64) {
 }
 
 /// Records that the first `upto` events of `part` are done — delivered, or the last one
-/// dead-lettered with `dead` — moving the checkpoint (the one place that does). The
-/// commit before it is made durable first; this one's flush runs while the next post
-/// goes out (`flushing`), and is awaited before the next commit or the pass's end: a
-/// crash repeats at most the posts in flight and the last one Splunk took, never
-/// drops one. Answers whether a new dead letter was kept.
+/// dead-lettered with `dead` — moving the checkpoint (the one place that does) and
+/// making it durable before the next commit, so a crash repeats at most the posts in
+/// flight. Answers whether a new dead letter was kept.
 async fn commit(
     deps: &Deps,
     shared: &RefCell<Shared>,
-    flushing: &mut Option<Flushing>,
     part: &Batch,
     upto: usize,
     dead: Option<Failure>,
 ) -> Result<bool, Halt> {
-    durable(shared, flushing).await?;
-    // A reopening of the store after a fault between this write and its flush fails
-    // the flush: the write may have gone with the failed database.
-    let generation = deps.store.generation()?;
     let last = part.items[upto - 1];
     let delivered = (upto - usize::from(dead.is_some())) as u64;
     let mut cp = shared.borrow().checkpoint.clone();
@@ -931,10 +854,7 @@ async fn commit(
         &letters,
         (part.source(), posted),
     )?;
-    let store = deps.store.clone();
-    *flushing = Some(actix_rt::spawn(async move {
-        store.flush_since(generation).await
-    }));
+    deps.store.flush().await?;
     let m = &deps.settings.metrics;
     let labels = deps.labels.with_source(part.source());
     // The refused event's bytes are not delivered ones.

@@ -376,13 +376,6 @@ impl SledStore {
                 "the store was reopened after a fault while this request was written; retry".into(),
             ));
         }
-        #[cfg(feature = "test-hooks")]
-        {
-            let pause = self.pace().flush_pause;
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-        }
         let result = engine.flusher.flush().await.map_err(StoreError::Flush);
         self.noted(result)
     }

@@ -19,8 +19,6 @@ pub struct Pace {
     pub sweep_batch_pause: Duration,
     /// Added before each count of a replay's window, as a large account would.
     pub count_pause: Duration,
-    /// Added before each asynchronous flush to disk, as a slow disk would.
-    pub flush_pause: Duration,
 }
 
 /// The pace set on one store, and the sweep batches done so far.
@@ -40,7 +38,7 @@ pub(super) struct Paced {
 
 impl Store {
     #[cfg(feature = "test-hooks")]
-    pub(super) fn pace(&self) -> Pace {
+    fn pace(&self) -> Pace {
         *self
             .inner
             .paced
