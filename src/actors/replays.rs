@@ -410,6 +410,7 @@ impl Handler<StartReplay> for Supervisor {
         if self.replays.running(&msg.id) {
             return Err(ReplayRefused::Running.into());
         }
+        self.bring_forward(&msg.id, ctx);
         let Some(integration) = self
             .running
             .get(&msg.id)

@@ -206,6 +206,22 @@ impl Supervisor {
         }
     }
 
+    /// An integration a reconcile has read but not applied yet is applied now, from
+    /// a fresh read: a Sync now or a replay asked for it in the seconds a large
+    /// reconcile takes, and would otherwise be refused as not running.
+    pub(super) fn bring_forward(&mut self, id: &Uuid, ctx: &mut Context<Self>) {
+        let Some(r) = &self.reconciling else {
+            return;
+        };
+        if self.running.contains_key(id) || r.refreshed.contains(id) {
+            return;
+        }
+        let queued = r.rest.as_slice().iter().find(|it| it.id == *id);
+        if let Some(account) = queued.map(|it| it.account.clone()) {
+            self.refresh(&account, *id, ctx);
+        }
+    }
+
     /// Reads integration `id` from the store and makes its actor match: the one way
     /// a change reaches the actors. Every write is followed by a `Refresh`, handled in
     /// arrival order by this one actor, so the last one handled has read the last
@@ -284,8 +300,16 @@ impl Supervisor {
     }
 
     /// Applies the next [`RECONCILE_CHUNK`] integrations of reconcile `run`, and
-    /// schedules the next chunk after the messages waiting meanwhile.
+    /// schedules the next chunk after the messages waiting meanwhile. On PostgreSQL
+    /// all of them at once, as before chunks: there an integration also changes
+    /// through shard hand-overs and control re-reads, which do not mark what they
+    /// applied, so a later chunk could apply its older read over theirs.
     fn reconcile_chunk(&mut self, run: u64, ctx: &mut Context<Self>) {
+        let size = if self.store.postgres().is_some() {
+            usize::MAX
+        } else {
+            RECONCILE_CHUNK
+        };
         let Some(r) = self.reconciling.as_mut().filter(|r| r.run == run) else {
             return;
         };
@@ -293,7 +317,7 @@ impl Supervisor {
             .rest
             .by_ref()
             .filter(|it| !r.refreshed.contains(&it.id))
-            .take(RECONCILE_CHUNK)
+            .take(size)
             .collect();
         let done = r.rest.len() == 0;
         for it in chunk {
@@ -539,7 +563,8 @@ impl Handler<Reconcile> for Supervisor {
 
 impl Handler<SyncNow> for Supervisor {
     type Result = bool;
-    fn handle(&mut self, msg: SyncNow, _: &mut Context<Self>) -> bool {
+    fn handle(&mut self, msg: SyncNow, ctx: &mut Context<Self>) -> bool {
+        self.bring_forward(&msg.id, ctx);
         match self.running.get(&msg.id) {
             Some(r) => {
                 r.addr.do_send(msg);

@@ -300,6 +300,7 @@ async fn a_replay_that_finishes_its_last_post_while_the_service_stops_ends_the_w
 /// did: the later chunk must not start its integration again from the older read.
 /// Queued in this order for sure: the reconcile (its first chunk), a hold during
 /// which the last integration is disabled and its `Refresh` queued, then the rest.
+/// A Sync now of an integration a later chunk would start is not refused meanwhile.
 #[actix_rt::test]
 async fn a_change_handled_between_the_chunks_of_a_reconcile_wins_over_its_older_read() {
     if BACKEND != Backend::Sled {
@@ -308,7 +309,7 @@ async fn a_change_handled_between_the_chunks_of_a_reconcile_wins_over_its_older_
         // the suite's other PostgreSQL tests up, and its own shutdown past 25 s.
         return eprintln!("sled only: the PostgreSQL twin guards nothing and overloads the suite");
     }
-    use siemsync::actors::messages::{Observe, Reconcile, Refresh};
+    use siemsync::actors::messages::{Observe, Reconcile, Refresh, SyncNow};
     use siemsync::actors::supervisor::RECONCILE_CHUNK;
     use siemsync::model::{IntegrationChange, IntegrationPolicy};
     let dir = tempfile::tempdir().unwrap();
@@ -350,7 +351,13 @@ async fn a_change_handled_between_the_chunks_of_a_reconcile_wins_over_its_older_
         account: acme.clone(),
         id: last.id,
     });
+    // A Sync now of one the later chunks would start: applied at once, not refused.
+    let sync_now = supervisor.send(SyncNow { id: before_last });
     release.send(()).unwrap();
+    assert!(
+        sync_now.await.unwrap(),
+        "a Sync now between the chunks was refused as not running"
+    );
     let t0 = Instant::now();
     while supervisor
         .send(Observe { id: before_last })
