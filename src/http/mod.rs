@@ -79,6 +79,16 @@ pub async fn read_body_sized(
 ) -> Result<Bytes, ApiError> {
     use futures_util::StreamExt;
     let limit = config.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes; send fewer events per request"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit) {
+        // Refused before a byte is read or any memory is set aside for it.
+        return Err(too_large());
+    }
     let timeout = config.body_timeout_secs.get();
     let collect = async move {
         let mut payload = payload;
@@ -97,10 +107,7 @@ pub async fn read_body_sized(
         Ok(Err(Some(e))) => Err(ApiError::bad_request(format!(
             "could not read the request body: {e}"
         ))),
-        Ok(Err(None)) => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than {limit} bytes; send fewer events per request"),
-        )),
+        Ok(Err(None)) => Err(too_large()),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(

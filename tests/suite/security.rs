@@ -621,6 +621,49 @@ async fn ipv6_literal_hec_uris_deliver_over_http_and_https() {
     }
 }
 
+/// A body declared larger than `max_body_bytes` is refused on its headers: 413 at
+/// once, not after waiting for bytes that would be refused anyway (and no memory set
+/// aside for them).
+#[test]
+fn a_body_declared_over_the_limit_is_answered_413_before_it_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::start(
+        dir.path(),
+        &[
+            ("SIEMSYNC_MAX_BODY_BYTES", "65536"),
+            ("SIEMSYNC_BODY_TIMEOUT_SECS", "20"),
+        ],
+    );
+    let addr = svc.url.strip_prefix("http://").unwrap().to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    write!(
+        conn,
+        "POST /api/v1/accounts/acme/audit HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {INGEST}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+    )
+    .unwrap();
+    conn.flush().unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("larger than") {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no answer after {:?}: {e}", started.elapsed()),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("larger than 65536 bytes"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_stalled_request_body_is_answered_408_and_its_connection_closed() {
     let dir = tempfile::tempdir().unwrap();
