@@ -621,6 +621,21 @@ async fn ipv6_literal_hec_uris_deliver_over_http_and_https() {
     }
 }
 
+/// Sends an ingest request's headers, declaring `length` bytes of body, and then
+/// only `start` of it, on a connection of its own that waits `wait` for answers.
+fn ingest_head(svc: &Siemsync, length: usize, start: &str, wait: Duration) -> std::net::TcpStream {
+    let addr = svc.url.strip_prefix("http://").unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(wait)).unwrap();
+    write!(
+        conn,
+        "POST /api/v1/accounts/acme/audit HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {INGEST}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{start}"
+    )
+    .unwrap();
+    conn.flush().unwrap();
+    conn
+}
+
 /// A body declared larger than `max_body_bytes` is refused on its headers: 413 at
 /// once, not after waiting for bytes that would be refused anyway (and no memory set
 /// aside for them).
@@ -634,17 +649,8 @@ fn a_body_declared_over_the_limit_is_answered_413_before_it_is_sent() {
             ("SIEMSYNC_BODY_TIMEOUT_SECS", "20"),
         ],
     );
-    let addr = svc.url.strip_prefix("http://").unwrap().to_owned();
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let started = Instant::now();
-    write!(
-        conn,
-        "POST /api/v1/accounts/acme/audit HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {INGEST}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
-    )
-    .unwrap();
-    conn.flush().unwrap();
+    let mut conn = ingest_head(&svc, 100_000_000, "", Duration::from_secs(10));
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&answer).contains("larger than") {
@@ -668,17 +674,8 @@ fn a_body_declared_over_the_limit_is_answered_413_before_it_is_sent() {
 fn a_stalled_request_body_is_answered_408_and_its_connection_closed() {
     let dir = tempfile::tempdir().unwrap();
     let svc = Siemsync::start(dir.path(), &[("SIEMSYNC_BODY_TIMEOUT_SECS", "0.2")]);
-    let addr = svc.url.strip_prefix("http://").unwrap().to_owned();
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
     let started = Instant::now();
-    write!(
-        conn,
-        "POST /api/v1/accounts/acme/audit HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {INGEST}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{{\"id\": \"stuck\""
-    )
-    .unwrap();
-    conn.flush().unwrap();
+    let mut conn = ingest_head(&svc, 1000, "[{\"id\": \"stuck\"", Duration::from_secs(20));
     let mut answer = Vec::new();
     let read = conn.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer);
