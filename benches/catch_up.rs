@@ -84,9 +84,11 @@ fn main() {
     counts.wait_for(n as u64, Duration::from_secs(1800));
     let secs = t0.elapsed().as_secs_f64();
     let cpu = meter.per_million(&backend, &svcs, n);
+    // The first node's peak: memory stays flat while a backlog is delivered (issue 18).
+    let peak = support::mem_mib(&svcs[0].pid().to_string(), "VmHWM");
     let mb = counts.bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
     println!(
-        "catch-up on {}: {n} events, {nodes} node(s), {accounts} integration(s), in {secs:.2} s = {:.0} events/s, {:.1} MB/s of HEC JSON; CPU s per million events: {cpu}; {} posts, posts_in_flight {}; load average {load_before} before, {} after",
+        "catch-up on {}: {n} events, {nodes} node(s), {accounts} integration(s), in {secs:.2} s = {:.0} events/s, {:.1} MB/s of HEC JSON; CPU s per million events: {cpu}; peak RSS {peak:.0} MiB; {} posts, posts_in_flight {}; load average {load_before} before, {} after",
         backend.name(),
         n as f64 / secs,
         mb / secs,
