@@ -60,14 +60,7 @@ pub struct PgNode {
     holdings: Arc<RwLock<Held>>,
     /// The accounts an ingest on this node took over their quota, for this
     /// node's quota sweep (any node may sweep any account).
-    sweep_due: Arc<SweepDue>,
-}
-
-/// Accounts asked for, and the wake-up of the sweep waiting for them.
-#[derive(Default)]
-struct SweepDue {
-    accounts: std::sync::Mutex<BTreeSet<AccountId>>,
-    wake: tokio::sync::Notify,
+    sweep_due: Arc<super::retention::SweepDue>,
 }
 
 /// The shard leases as the last successful balancing round left them, and until
@@ -1161,16 +1154,7 @@ impl Store {
     pub fn ask_sweep(&self, account: &AccountId) {
         match self {
             Store::Sled(s) => s.ask_sweep(account),
-            Store::Postgres(n) => {
-                let mut due = n
-                    .sweep_due
-                    .accounts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if due.insert(account.clone()) {
-                    n.sweep_due.wake.notify_one();
-                }
-            }
+            Store::Postgres(n) => n.sweep_due.ask(account),
         }
     }
 
@@ -1178,14 +1162,7 @@ impl Store {
     pub fn take_sweep_due(&self) -> Vec<AccountId> {
         match self {
             Store::Sled(s) => s.take_sweep_due(),
-            Store::Postgres(n) => {
-                let mut due = n
-                    .sweep_due
-                    .accounts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                std::mem::take(&mut *due).into_iter().collect()
-            }
+            Store::Postgres(n) => n.sweep_due.take(),
         }
     }
 
@@ -1193,7 +1170,7 @@ impl Store {
     pub async fn sweep_asked(&self) {
         match self {
             Store::Sled(s) => s.sweep_asked().await,
-            Store::Postgres(n) => n.sweep_due.wake.notified().await,
+            Store::Postgres(n) => n.sweep_due.asked().await,
         }
     }
 }

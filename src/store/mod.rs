@@ -228,9 +228,7 @@ struct Inner {
     /// Added to sled's id generator, which a rewrite of the store starts again.
     id_floor: u64,
     /// Accounts an ingest found over their backlog quota, for the sweep to see to now.
-    sweep_due: Mutex<std::collections::HashSet<crate::model::AccountId>>,
-    /// Wakes the sweep when an account joins `sweep_due`.
-    sweep_wake: tokio::sync::Notify,
+    sweep_due: retention::SweepDue,
     /// Test builds only: how much slower a test made the store (`pace`).
     #[cfg(feature = "test-hooks")]
     paced: pace::Paced,
@@ -308,8 +306,7 @@ impl SledStore {
                 overview: Mutex::default(),
                 in_flight: Default::default(),
                 id_floor,
-                sweep_due: Mutex::default(),
-                sweep_wake: tokio::sync::Notify::new(),
+                sweep_due: Default::default(),
                 #[cfg(feature = "test-hooks")]
                 paced: Default::default(),
             }),

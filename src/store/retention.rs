@@ -1362,32 +1362,19 @@ impl Store {
         Ok(())
     }
 
-    /// Asks the sweep to see to `account` now (an ingest took it over its backlog
-    /// quota), not only at its next period. Asking again before it ran asks once.
+    /// Asks the sweep to see to `account` now (see [`SweepDue::ask`]).
     pub fn ask_sweep(&self, account: &AccountId) {
-        let mut due = self
-            .inner
-            .sweep_due
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if due.insert(account.clone()) {
-            self.inner.sweep_wake.notify_one();
-        }
+        self.inner.sweep_due.ask(account)
     }
 
     /// The accounts the sweep was asked to see to since it last looked.
     pub fn take_sweep_due(&self) -> Vec<AccountId> {
-        let mut due = self
-            .inner
-            .sweep_due
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        due.drain().collect()
+        self.inner.sweep_due.take()
     }
 
     /// Resolves when [`Store::ask_sweep`] was called (at once if it was since the last wait).
     pub async fn sweep_asked(&self) {
-        self.inner.sweep_wake.notified().await
+        self.inner.sweep_due.asked().await
     }
 
     /// The gaps retention left in an integration's delivery.
@@ -1952,5 +1939,35 @@ mod quota_fix_tests {
         // A held batch of a dropped snapshot finds it gone.
         let (gone, _c) = s.claim_for_post(&a, Source::Jobs, &[2, 201]).unwrap();
         assert_eq!(gone, vec![true, false]);
+    }
+}
+
+/// The accounts an ingest took over their backlog quota, for the quota sweep to see
+/// to now rather than at its next period, and the wake-up of the sweep waiting for
+/// them: one per store (sled's, or a PostgreSQL node's).
+#[derive(Default)]
+pub struct SweepDue {
+    accounts: std::sync::Mutex<std::collections::BTreeSet<AccountId>>,
+    wake: tokio::sync::Notify,
+}
+
+impl SweepDue {
+    /// Asks for `account`; asking again before the sweep took it asks once.
+    pub fn ask(&self, account: &AccountId) {
+        let mut due = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if due.insert(account.clone()) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The accounts asked for since the last take, in name order.
+    pub fn take(&self) -> Vec<AccountId> {
+        let mut due = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *due).into_iter().collect()
+    }
+
+    /// Resolves when an account was asked for (at once if one was since the last wait).
+    pub async fn asked(&self) {
+        self.wake.notified().await
     }
 }
