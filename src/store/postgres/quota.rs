@@ -694,41 +694,38 @@ impl PgStore {
     /// The account's stored bytes (audit chunks and job snapshots), as its heads
     /// row keeps them: one row read, whatever the account holds.
     pub async fn stored_bytes(&self, account: &AccountId) -> Result<u64, PgError> {
-        let account = account.clone();
-        self.run(move |s| async move {
-            let row = s
-                .pool
-                .get()
-                .await?
-                .query_opt(
-                    "SELECT stored_bytes FROM account_heads WHERE account = $1",
-                    &[&account.as_str()],
-                )
-                .await?;
-            Ok(row.map_or(0, |r| to_u64(r.get(0))))
-        })
+        self.account_bytes(
+            "SELECT stored_bytes FROM account_heads WHERE account = $1",
+            account,
+        )
         .await
     }
 
     /// What the quota could still drop of the account: its stored bytes less its
     /// newest audit chunk and its newest job snapshot.
     pub async fn quota_droppable_bytes(&self, account: &AccountId) -> Result<u64, PgError> {
+        self.account_bytes(
+            "SELECT coalesce((SELECT stored_bytes FROM account_heads WHERE account = $1), 0)
+                  - coalesce((SELECT octet_length(body) FROM audit_chunks WHERE account = $1
+                              ORDER BY last_seq DESC LIMIT 1), 0)
+                  - coalesce((SELECT octet_length(snapshot::text) FROM jobs WHERE account = $1
+                              ORDER BY change_seq DESC LIMIT 1), 0)",
+            account,
+        )
+        .await
+    }
+
+    /// The byte count `sql` reads of `account` (its `$1`); 0 without a row.
+    async fn account_bytes(&self, sql: &'static str, account: &AccountId) -> Result<u64, PgError> {
         let account = account.clone();
         self.run(move |s| async move {
             let row = s
                 .pool
                 .get()
                 .await?
-                .query_one(
-                    "SELECT coalesce((SELECT stored_bytes FROM account_heads WHERE account = $1), 0)
-                          - coalesce((SELECT octet_length(body) FROM audit_chunks WHERE account = $1
-                                      ORDER BY last_seq DESC LIMIT 1), 0)
-                          - coalesce((SELECT octet_length(snapshot::text) FROM jobs WHERE account = $1
-                                      ORDER BY change_seq DESC LIMIT 1), 0)",
-                    &[&account.as_str()],
-                )
+                .query_opt(sql, &[&account.as_str()])
                 .await?;
-            Ok(to_u64(row.get(0)))
+            Ok(row.map_or(0, |r| to_u64(r.get(0))))
         })
         .await
     }
