@@ -943,6 +943,16 @@ mod tests {
         }
     }
 
+    /// What the Supervisor (here a stand-in) hands an actor it starts.
+    fn supervised(gate: SyncGate, pulse: super::super::heartbeat::Pulse) -> Supervised {
+        Supervised {
+            generation: 1,
+            supervisor: Told.start().recipient(),
+            pulse,
+            gate,
+        }
+    }
+
     #[actix_rt::test]
     async fn an_idle_integration_holds_under_4_kib_with_its_series() {
         // Every integration's actor lives for good, and its metric series from its
@@ -960,12 +970,7 @@ mod tests {
         let _shared_tls = HecClient::new(&it, settings.client);
         let gate = SyncGate::new(1, Duration::from_secs(3600), GateGauges::default());
         let (_heartbeat, pulse) = super::super::heartbeat::pair(settings.longest_step());
-        let supervised = Supervised {
-            generation: 1,
-            supervisor: Told.start().recipient(),
-            pulse,
-            gate,
-        };
+        let supervised = supervised(gate, pulse);
         let (built, actor) = heap_of(|| {
             IntegrationActor::new(
                 it.clone(),
@@ -999,12 +1004,7 @@ mod tests {
         let p = parts();
         let gate = SyncGate::new(1, Duration::from_secs(3600), GateGauges::default());
         let (_heartbeat, pulse) = super::super::heartbeat::pair(p.settings.longest_step());
-        let supervised = Supervised {
-            generation: 1,
-            supervisor: Told.start().recipient(),
-            pulse,
-            gate,
-        };
+        let supervised = supervised(gate, pulse);
         let actor = IntegrationActor::new(
             Arc::new(p.it),
             p.store,
@@ -1041,12 +1041,7 @@ mod tests {
             g.run(&other, &other_pulse, std::future::pending()).await
         });
         let (heartbeat, pulse) = super::super::heartbeat::pair(settings.longest_step());
-        let supervised = Supervised {
-            generation: 1,
-            supervisor: Told.start().recipient(),
-            pulse,
-            gate,
-        };
+        let supervised = supervised(gate, pulse);
         let actor = IntegrationActor::new(
             Arc::new(it),
             store,
