@@ -149,6 +149,28 @@ async fn post_timed(svc: &Siemsync, account: &str, prefix: &str, from: usize) ->
     started.elapsed()
 }
 
+/// Account A's usage once its stored bytes are within `bytes`, which they must be
+/// within 5 s of `since`; `(quota, after)` say which quota and since what, `over`
+/// what it means when A is still over.
+async fn a_within_quota(
+    api: &Api,
+    bytes: u64,
+    since: Instant,
+    (quota, after): (&str, &str),
+    over: &str,
+) -> Value {
+    let deadline = since + Duration::from_secs(5);
+    loop {
+        let account = api.ok("GET", "/api/v1/accounts/a", None).await;
+        if account["usage"]["stored_bytes"].as_u64().unwrap() <= bytes {
+            eprintln!("A within {quota} {:?} {after}", since.elapsed());
+            return account["usage"].clone();
+        }
+        assert!(Instant::now() < deadline, "{over}: {account:#}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn an_account_over_its_quota_gets_under_it_while_a_slow_splunk_always_has_a_post_in_flight() {
     const QUOTA: u64 = 100_000;
@@ -191,22 +213,14 @@ async fn an_account_over_its_quota_gets_under_it_while_a_slow_splunk_always_has_
         assert_eq!(s, 200, "{body}");
     }
     let last_post = Instant::now();
-    let deadline = last_post + Duration::from_secs(5);
-    let usage = loop {
-        let account = api.ok("GET", "/api/v1/accounts/a", None).await;
-        if account["usage"]["stored_bytes"].as_u64().unwrap() <= QUOTA {
-            eprintln!(
-                "A within its quota {:?} after its last post",
-                last_post.elapsed()
-            );
-            break account["usage"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "A still over its quota while its slow Splunk has a post in flight: {account:#}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    };
+    let usage = a_within_quota(
+        &api,
+        QUOTA,
+        last_post,
+        ("its quota", "after its last post"),
+        "A still over its quota while its slow Splunk has a post in flight",
+    )
+    .await;
     assert!(
         usage["quota_drops"]["events"].as_u64().unwrap() > 1000,
         "{usage}"
@@ -463,22 +477,14 @@ async fn a_quota_lowered_by_put_drops_the_account_down_to_it_within_moments() {
         Some(json!({"siem_enabled": true, "max_backlog_bytes": QUOTA})),
     )
     .await;
-    let deadline = lowered + Duration::from_secs(5);
-    let usage = loop {
-        let account = api.ok("GET", "/api/v1/accounts/a", None).await;
-        if account["usage"]["stored_bytes"].as_u64().unwrap() <= QUOTA {
-            eprintln!(
-                "A within its lowered quota {:?} after the PUT",
-                lowered.elapsed()
-            );
-            break account["usage"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "A still over its lowered quota: {account:#}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    };
+    let usage = a_within_quota(
+        &api,
+        QUOTA,
+        lowered,
+        ("its lowered quota", "after the PUT"),
+        "A still over its lowered quota",
+    )
+    .await;
     let dropped = usage["quota_drops"]["events"].as_u64().unwrap();
     assert!(dropped > 1000, "{usage}");
     let st = api.status("a", &id).await;
