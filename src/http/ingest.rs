@@ -8,6 +8,7 @@ use super::{account_of, read_body_sized, AppState};
 use crate::hec::encode::EventSize;
 use crate::ingest_limit::{Limit, Take};
 use crate::metrics::{IngestLabels, RejectLabels};
+use crate::model::audit_parts::EncodedAudit;
 use crate::model::fields::read_array;
 use crate::model::{AccountId, AuditEvent, FieldError, JobSnapshot};
 use crate::store::{Store, StoreError};
@@ -270,9 +271,9 @@ pub async fn audit(
         "audit",
         Items {
             read,
-            weigh: |size, ev, max| size.audit(ev, max),
+            weigh: |size, ev, max| size.encoded_audit(ev, max),
         },
-        Store::append_audit,
+        Store::append_audit::<EncodedAudit>,
     )
     .await?;
     let labels = IngestLabels {

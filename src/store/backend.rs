@@ -31,7 +31,8 @@ use super::{
     KnownAccount, OverviewRow, PostClaim, QuotaDrops, Readers, SledStore, StoreError, StoreOptions,
     StoredAudit, StoredJob, SyncRecord, SyncSummary,
 };
-use crate::model::{AccountId, AuditEvent, Integration, JobSnapshot, Source};
+use crate::model::audit_parts::EncodedAudit;
+use crate::model::{AccountId, Integration, JobSnapshot, Source};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -585,10 +586,10 @@ impl Store {
 
     /// Stores audit events in order, ignoring retries within the dedup window;
     /// durable once this returned (sled: after `flush_since`).
-    pub fn append_audit(
+    pub fn append_audit<E: Into<EncodedAudit>>(
         &self,
         account: &AccountId,
-        events: Vec<AuditEvent>,
+        events: Vec<E>,
     ) -> Result<IngestOutcome, StoreError> {
         match self {
             Store::Sled(s) => s.append_audit(account, events),
