@@ -81,13 +81,16 @@ impl<'a> PartsOf<'a> {
         }
     }
 
-    /// Writes the head (`"id":…,"time":…`) and the tail after the account
-    /// (`,"connector":…,"event":…`).
-    pub(super) fn write(&self, head: &mut Vec<u8>, rest: &mut Vec<u8>) {
+    /// Writes the head: `"id":…,"time":…`.
+    fn write_head(&self, head: &mut Vec<u8>) {
         head.extend_from_slice(b"\"id\":");
         string_into(head, self.id);
         head.extend_from_slice(b",\"time\":");
         json_into(head, self.time);
+    }
+
+    /// Writes the tail after the account: `,"connector":…,"event":…`.
+    fn write_rest(&self, rest: &mut Vec<u8>) {
         rest.extend_from_slice(b",\"connector\":");
         opt_into(rest, self.connector);
         rest.extend_from_slice(b",\"acl\":");
@@ -146,8 +149,10 @@ pub fn audit_parts(head: &mut Vec<u8>, tail: &mut Vec<u8>, account: &AccountId, 
     // brace taken off the front (a copy of the whole buffer) and a String cloned
     // for the account. The bytes are the same (a test checks it against the derived
     // form).
+    let parts = PartsOf::of(ev);
+    parts.write_head(head);
     account_into(tail, account);
-    PartsOf::of(ev).write(head, tail);
+    parts.write_rest(tail);
 }
 
 /// An audit event as ingest hands it to the store: its stored form already written
@@ -168,16 +173,17 @@ pub struct EncodedAudit {
 
 impl EncodedAudit {
     pub(super) fn new(parts: &PartsOf<'_>, ingested_at: &DateTime<Utc>) -> EncodedAudit {
-        let mut head = Vec::with_capacity(256);
-        let mut rest = Vec::new();
-        parts.write(&mut head, &mut rest);
-        let head_len = head.len();
-        head.extend_from_slice(&rest);
+        // One buffer, the head and then the rest, sized for a usual event (a
+        // platform event's stored form is about 250 bytes).
+        let mut buf = Vec::with_capacity(384);
+        parts.write_head(&mut buf);
+        let head_len = buf.len();
+        parts.write_rest(&mut buf);
         EncodedAudit {
             id_hash: id_hash(parts.id),
             time_ms: parts.time.timestamp_millis(),
             ingested_at_ms: ingested_at.timestamp_millis(),
-            parts: head,
+            parts: buf,
             head_len,
         }
     }

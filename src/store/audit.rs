@@ -28,8 +28,17 @@ impl Store {
         account: &AccountId,
         events: Vec<E>,
     ) -> Result<IngestOutcome, StoreError> {
-        // Already encoded when they come from ingest (then this collects in place).
-        let events = events.into_iter().map(Into::into).collect();
+        let events: Vec<EncodedAudit> = events.into_iter().map(Into::into).collect();
+        self.append_encoded_audit(account, &events)
+    }
+
+    /// [`Store::append_audit`] of events read straight into their stored form; they
+    /// stay the caller's, to be freed on the thread that allocated them.
+    pub fn append_encoded_audit(
+        &self,
+        account: &AccountId,
+        events: &[EncodedAudit],
+    ) -> Result<IngestOutcome, StoreError> {
         let _writer = self.writer();
         self.append_audit_locked(account, events, |_, _| Ok(()))
     }
@@ -39,7 +48,7 @@ impl Store {
     pub(super) fn append_audit_locked(
         &self,
         account: &AccountId,
-        events: Vec<EncodedAudit>,
+        events: &[EncodedAudit],
         also: impl FnOnce(&mut sled::Batch, u64) -> Result<(), StoreError>,
     ) -> Result<IngestOutcome, StoreError> {
         // One database for the whole write, even if the store is reopened meanwhile.

@@ -597,6 +597,21 @@ impl Store {
         }
     }
 
+    /// [`Store::append_audit`] of events ingest read straight into their stored form.
+    /// On sled they are left in `events`, so that the caller frees them on the thread
+    /// that allocated them (a free from another thread is the allocator's dearer
+    /// path); PostgreSQL's writer takes them.
+    pub fn append_encoded_audit(
+        &self,
+        account: &AccountId,
+        events: &mut Vec<EncodedAudit>,
+    ) -> Result<IngestOutcome, StoreError> {
+        match self {
+            Store::Sled(s) => s.append_encoded_audit(account, events),
+            Store::Postgres(n) => n.wait(n.pg.append_audit(account, std::mem::take(events))),
+        }
+    }
+
     /// Stores job snapshots; answers how many changed a job.
     pub fn put_jobs(
         &self,
