@@ -251,11 +251,12 @@ impl<'de> serde::de::Visitor<'de> for BodySeed {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut events = Vec::with_capacity(self.capacity);
         let mut first_problem = None;
+        let mut scratch = Vec::with_capacity(1024);
         let mut index = 0;
         while let Some(raw) = seq.next_element::<ObjectOnly<Raw<'de>>>()? {
             if first_problem.is_none() {
                 match AuditEvent::checked(raw.0, index) {
-                    Ok(ev) => events.push(ev.encode(&self.now)),
+                    Ok(ev) => events.push(ev.encode(&self.now, &mut scratch)),
                     Err(e) => first_problem = Some(e),
                 }
             }
@@ -428,7 +429,7 @@ impl Checked<'_> {
     }
 
     /// Its stored form, written straight from the borrowed fields.
-    fn encode(&self, ingested_at: &DateTime<Utc>) -> EncodedAudit {
+    fn encode(&self, ingested_at: &DateTime<Utc>, scratch: &mut Vec<u8>) -> EncodedAudit {
         let parts = PartsOf {
             id: &self.id,
             time: &self.time,
@@ -444,7 +445,7 @@ impl Checked<'_> {
             },
             event: EventOf::Json(&self.event),
         };
-        EncodedAudit::new(&parts, ingested_at)
+        EncodedAudit::new(&parts, ingested_at, scratch)
     }
 }
 

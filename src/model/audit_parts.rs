@@ -172,18 +172,22 @@ pub struct EncodedAudit {
 }
 
 impl EncodedAudit {
-    pub(super) fn new(parts: &PartsOf<'_>, ingested_at: &DateTime<Utc>) -> EncodedAudit {
-        // One buffer, the head and then the rest, sized for a usual event (a
-        // platform event's stored form is about 250 bytes).
-        let mut buf = Vec::with_capacity(384);
-        parts.write_head(&mut buf);
-        let head_len = buf.len();
-        parts.write_rest(&mut buf);
+    /// Written in `scratch` (the caller's, reused), then copied into a buffer of
+    /// exactly its size: 10,000 events a request take no more memory than their bytes.
+    pub(super) fn new(
+        parts: &PartsOf<'_>,
+        ingested_at: &DateTime<Utc>,
+        scratch: &mut Vec<u8>,
+    ) -> EncodedAudit {
+        scratch.clear();
+        parts.write_head(scratch);
+        let head_len = scratch.len();
+        parts.write_rest(scratch);
         EncodedAudit {
             id_hash: id_hash(parts.id),
             time_ms: parts.time.timestamp_millis(),
             ingested_at_ms: ingested_at.timestamp_millis(),
-            parts: buf,
+            parts: scratch.as_slice().into(),
             head_len,
         }
     }
@@ -201,7 +205,7 @@ impl EncodedAudit {
 
 impl From<&AuditEvent> for EncodedAudit {
     fn from(ev: &AuditEvent) -> EncodedAudit {
-        EncodedAudit::new(&PartsOf::of(ev), &ev.ingested_at)
+        EncodedAudit::new(&PartsOf::of(ev), &ev.ingested_at, &mut Vec::new())
     }
 }
 
