@@ -12,6 +12,7 @@
 mod support;
 
 use chrono::Utc;
+use siemsync::model::audit_parts::EncodedAudit;
 use siemsync::model::{AccountId, AuditEvent};
 use siemsync::store::postgres::{PgOptions, PgStore};
 use siemsync::testkit::postgres::{ClusterOptions, PgCluster};
@@ -43,7 +44,7 @@ fn main() {
     let store = rt.block_on(PgStore::connect(options)).expect("connect");
     // The requests are validated first, so the platform's JSON work is not timed.
     let now = Utc::now();
-    type Batch = std::sync::Mutex<Option<Vec<AuditEvent>>>;
+    type Batch = std::sync::Mutex<Option<Vec<EncodedAudit>>>;
     let batches: Arc<Vec<(AccountId, Batch)>> = Arc::new(
         (0..n)
             .step_by(PER_REQUEST)

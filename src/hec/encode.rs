@@ -4,7 +4,7 @@
 //! names README.md's "What Splunk receives" gives, with `null` for an unknown
 //! value (never absent), so Splunk searches can rely on the field existing.
 
-use crate::model::audit_parts::audit_parts;
+use crate::model::audit_parts::{audit_parts, EncodedAudit};
 use crate::model::{AccountId, AuditEvent, JobSnapshot};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -253,6 +253,26 @@ impl<'a> EventSize<'a> {
         self.scratch.len()
     }
 
+    /// An encoded audit event's size, the same way: its stored parts are exact, so
+    /// the bound is the fixed part's and theirs.
+    pub fn encoded_audit(&mut self, ev: &EncodedAudit, limit: usize) -> usize {
+        let bound = self.fixed() + ev.head().len() + ev.rest().len();
+        if bound <= limit {
+            return bound;
+        }
+        self.scratch.clear();
+        let mut tail = Vec::with_capacity(64 + ev.rest().len());
+        crate::model::audit_parts::account_into(&mut tail, self.account);
+        tail.extend_from_slice(ev.rest());
+        AuditFrame::new(&self.envelope, &self.upload_time).write(
+            &mut self.scratch,
+            ev.time_ms,
+            ev.head(),
+            &tail,
+        );
+        self.scratch.len()
+    }
+
     /// A job snapshot's size, the same way.
     pub fn job(&mut self, j: &JobSnapshot, limit: usize) -> usize {
         let opt = |s: &Option<String>| s.as_deref().map_or(4, text_bound);
@@ -440,6 +460,16 @@ mod tests {
             assert!(bound >= out.len(), "{i}: bound {bound} < {}", out.len());
             // Past the limit, it is measured exactly.
             assert_eq!(size.audit(&ev, 0), out.len(), "{i}");
+            // Ingest weighs the stored form it read: the same exact size, and a
+            // bound that is never below it either.
+            let encoded = EncodedAudit::from(&ev);
+            let bound = size.encoded_audit(&encoded, usize::MAX);
+            assert!(
+                bound >= out.len(),
+                "{i}: encoded bound {bound} < {}",
+                out.len()
+            );
+            assert_eq!(size.encoded_audit(&encoded, 0), out.len(), "{i}");
         }
         let snapshot = JobSnapshot::from_json(
             &json!({"job": "j-1", "type": "backup", "status": "in progress",

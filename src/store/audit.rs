@@ -2,10 +2,11 @@
 //! once within the account's dedup window.
 
 use super::chunk::{Chunk, ChunkWriter, StoredAudit};
-use super::dedup::{id_hash, IdSet};
+use super::dedup::IdSet;
 use super::heads::heads_in;
 use super::{keys, SledStore as Store, StoreError};
-use crate::model::{AccountId, AuditEvent};
+use crate::model::audit_parts::EncodedAudit;
+use crate::model::AccountId;
 use std::ops::ControlFlow;
 
 /// What one audit ingest did.
@@ -22,10 +23,21 @@ impl Store {
     /// among its last `dedup_window` events (or earlier in the same call) is a platform
     /// retry and is skipped. Events are stored already encoded the way HEC receives
     /// them, a chunk of them per record. Not durable until `flush` resolves.
-    pub fn append_audit(
+    pub fn append_audit<E: Into<EncodedAudit>>(
         &self,
         account: &AccountId,
-        events: Vec<AuditEvent>,
+        events: Vec<E>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let events: Vec<EncodedAudit> = events.into_iter().map(Into::into).collect();
+        self.append_encoded_audit(account, &events)
+    }
+
+    /// [`Store::append_audit`] of events read straight into their stored form; they
+    /// stay the caller's, to be freed on the thread that allocated them.
+    pub fn append_encoded_audit(
+        &self,
+        account: &AccountId,
+        events: &[EncodedAudit],
     ) -> Result<IngestOutcome, StoreError> {
         let _writer = self.writer();
         self.append_audit_locked(account, events, |_, _| Ok(()))
@@ -36,13 +48,13 @@ impl Store {
     pub(super) fn append_audit_locked(
         &self,
         account: &AccountId,
-        events: Vec<AuditEvent>,
+        events: &[EncodedAudit],
         also: impl FnOnce(&mut sled::Batch, u64) -> Result<(), StoreError>,
     ) -> Result<IngestOutcome, StoreError> {
         // One database for the whole write, even if the store is reopened meanwhile.
         let tree = self.events()?;
         let mut heads = heads_in(&tree, account)?;
-        let hashes: Vec<u128> = events.iter().map(|e| id_hash(&e.id)).collect();
+        let hashes: Vec<u128> = events.iter().map(|e| e.id_hash).collect();
         let mut recent = self.recent();
         let window = recent.window(account, heads.audit, || self.recent_ids(&tree, account))?;
         let mut fresh = IdSet::with_capacity_and_hasher(hashes.len(), Default::default());
@@ -56,7 +68,7 @@ impl Store {
                 continue;
             }
             heads.audit += 1;
-            chunk.push(&mut batch, heads.audit, account, ev, *hash);
+            chunk.push(&mut batch, heads.audit, account, ev);
             accepted.push(*hash);
         }
         out.accepted = accepted.len();
@@ -183,6 +195,7 @@ pub(super) fn u64_in(tree: &sled::Tree, key: &[u8], what: &str) -> Result<u64, S
 mod tests {
     use super::super::testing::{self, audit, audit_ids, store};
     use super::*;
+    use crate::model::AuditEvent;
     use chrono::Utc;
     use serde_json::json;
 

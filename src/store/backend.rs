@@ -31,7 +31,8 @@ use super::{
     KnownAccount, OverviewRow, PostClaim, QuotaDrops, Readers, SledStore, StoreError, StoreOptions,
     StoredAudit, StoredJob, SyncRecord, SyncSummary,
 };
-use crate::model::{AccountId, AuditEvent, Integration, JobSnapshot, Source};
+use crate::model::audit_parts::EncodedAudit;
+use crate::model::{AccountId, Integration, JobSnapshot, Source};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -585,14 +586,29 @@ impl Store {
 
     /// Stores audit events in order, ignoring retries within the dedup window;
     /// durable once this returned (sled: after `flush_since`).
-    pub fn append_audit(
+    pub fn append_audit<E: Into<EncodedAudit>>(
         &self,
         account: &AccountId,
-        events: Vec<AuditEvent>,
+        events: Vec<E>,
     ) -> Result<IngestOutcome, StoreError> {
         match self {
             Store::Sled(s) => s.append_audit(account, events),
             Store::Postgres(n) => n.wait(n.pg.append_audit(account, events)),
+        }
+    }
+
+    /// [`Store::append_audit`] of events ingest read straight into their stored form.
+    /// On sled they are left in `events`, so that the caller frees them on the thread
+    /// that allocated them (a free from another thread is the allocator's dearer
+    /// path); PostgreSQL's writer takes them.
+    pub fn append_encoded_audit(
+        &self,
+        account: &AccountId,
+        events: &mut Vec<EncodedAudit>,
+    ) -> Result<IngestOutcome, StoreError> {
+        match self {
+            Store::Sled(s) => s.append_encoded_audit(account, events),
+            Store::Postgres(n) => n.wait(n.pg.append_audit(account, std::mem::take(events))),
         }
     }
 

@@ -2,7 +2,8 @@
 //! together in their pre-encoded form, and the writer that builds such records.
 
 use super::{keys, StoreError};
-use crate::model::{AccountId, AuditEvent};
+use crate::model::audit_parts::EncodedAudit;
+use crate::model::AccountId;
 use chrono::{DateTime, Utc};
 
 /// How many events at most, and how many bytes about, one audit record holds: large
@@ -147,8 +148,8 @@ pub(super) struct ChunkWriter {
     ingested_at: i64,
     body: Vec<u8>,
     ids: Vec<u8>,
-    head: Vec<u8>,
-    tail: Vec<u8>,
+    /// `"account":…`, the start of every event's tail (one writer, one account).
+    account: Vec<u8>,
     /// The bytes of the records finished so far: what the account's stored bytes grow by.
     pub(super) bytes: u64,
 }
@@ -160,31 +161,31 @@ impl ChunkWriter {
         batch: &mut impl ChunkSink,
         seq: u64,
         account: &AccountId,
-        ev: &AuditEvent,
-        hash: u128,
+        ev: &EncodedAudit,
     ) {
         if self.count > 0
-            && (self.ingested_at != ev.ingested_at.timestamp_millis()
-                || seq != self.first + u64::from(self.count))
+            && (self.ingested_at != ev.ingested_at_ms || seq != self.first + u64::from(self.count))
         {
             self.finish_into(batch, account);
         }
         if self.count == 0 {
             self.first = seq;
-            self.ingested_at = ev.ingested_at.timestamp_millis();
+            self.ingested_at = ev.ingested_at_ms;
         }
-        self.head.clear();
-        self.tail.clear();
-        crate::model::audit_parts::audit_parts(&mut self.head, &mut self.tail, account, ev);
+        if self.account.is_empty() {
+            crate::model::audit_parts::account_into(&mut self.account, account);
+        }
+        let (head, rest) = (ev.head(), ev.rest());
+        let tail_len = self.account.len() + rest.len();
+        self.body.extend_from_slice(&ev.time_ms.to_be_bytes());
         self.body
-            .extend_from_slice(&ev.time.timestamp_millis().to_be_bytes());
+            .extend_from_slice(&(head.len() as u32).to_be_bytes());
         self.body
-            .extend_from_slice(&(self.head.len() as u32).to_be_bytes());
-        self.body
-            .extend_from_slice(&(self.tail.len() as u32).to_be_bytes());
-        self.body.extend_from_slice(&self.head);
-        self.body.extend_from_slice(&self.tail);
-        self.ids.extend_from_slice(&hash.to_be_bytes());
+            .extend_from_slice(&(tail_len as u32).to_be_bytes());
+        self.body.extend_from_slice(head);
+        self.body.extend_from_slice(&self.account);
+        self.body.extend_from_slice(rest);
+        self.ids.extend_from_slice(&ev.id_hash.to_be_bytes());
         self.count += 1;
         if self.count as usize >= CHUNK_EVENTS || self.body.len() >= CHUNK_BYTES {
             self.finish_into(batch, account);

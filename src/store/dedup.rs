@@ -30,14 +30,7 @@ pub type IdSet = HashSet<u128, std::hash::BuildHasherDefault<IdHasher>>;
 /// came back after leaving a smaller window).
 pub type IdCounts = HashMap<u128, u32, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// An audit event's id as the dedup window keeps it: FNV-1a, 128 bits, so that
-/// distinct ids colliding is out of the question.
-pub fn id_hash(id: &str) -> u128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-    id.bytes()
-        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME))
-}
+pub use crate::model::audit_parts::id_hash;
 
 /// How many ids, over all accounts, the in-memory windows hold at most (about 40
 /// bytes each); the least recently used accounts' windows go first.

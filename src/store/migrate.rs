@@ -5,7 +5,6 @@
 //! The conversion is idempotent, so a crash part-way is finished at the next start.
 
 use super::chunk::{ChunkWriter, CHUNK_FORMAT};
-use super::dedup::id_hash;
 use super::{decode, keys, SledStore as Store, StoreError};
 use crate::model::AuditEvent;
 
@@ -41,7 +40,7 @@ pub(super) fn audit_chunks(store: &Store) -> Result<u64, StoreError> {
             }
             let ev: AuditEvent = decode(&k, &v)?;
             batch.remove(k.clone());
-            chunk.push(&mut batch, keys::seq_of(&k), &account, &ev, id_hash(&ev.id));
+            chunk.push(&mut batch, keys::seq_of(&k), &account, &ev.into());
             pending += 1;
             if pending == PER_WRITE {
                 chunk.finish_into(&mut batch, &account);

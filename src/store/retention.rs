@@ -1136,7 +1136,7 @@ impl Store {
         pending.retell = false;
         pending.last_notice_at = Some(Utc::now());
         let key = keys::account_prefix(keys::QUOTA_NOTICE, account);
-        self.append_audit_locked(account, vec![event], |batch, seq| {
+        self.append_audit_locked(account, &[event.into()], |batch, seq| {
             pending.told.push(Told { seq, drops, gaps });
             batch.insert(key, encode(&pending));
             Ok(())

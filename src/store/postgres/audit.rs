@@ -3,11 +3,11 @@
 //! ingesting for one account keep its order and its dedup window.
 
 use super::super::chunk::{Chunk, ChunkSink, ChunkWriter, CHUNK_EVENTS};
-use super::super::dedup::id_hash;
 use super::super::{keys, IngestOutcome, StoredAudit};
 use super::error::{corrupt, PgError};
 use super::{to_i64, to_u64, PgStore, Shared};
-use crate::model::{AccountId, AuditEvent};
+use crate::model::audit_parts::EncodedAudit;
+use crate::model::AccountId;
 use crate::store::Heads;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -191,7 +191,7 @@ impl Shared {
         &self,
         account: &AccountId,
         head: u64,
-        events: &mut [AuditEvent],
+        events: &mut [EncodedAudit],
         hashes: &[u128],
         stored_at: DateTime<Utc>,
     ) -> Option<(IngestOutcome, Vec<u128>, Rows)> {
@@ -214,8 +214,8 @@ impl Shared {
                 continue;
             }
             seq += 1;
-            ev.ingested_at = stored_at;
-            writer.push(&mut rows, seq, account, ev, *hash);
+            ev.ingested_at_ms = stored_at.timestamp_millis();
+            writer.push(&mut rows, seq, account, ev);
             accepted.push(*hash);
         }
         writer.finish_into(&mut rows, account);
@@ -225,9 +225,9 @@ impl Shared {
     async fn append_audit(
         &self,
         account: &AccountId,
-        mut events: Vec<AuditEvent>,
+        mut events: Vec<EncodedAudit>,
     ) -> Result<IngestOutcome, PgError> {
-        let hashes: Vec<u128> = events.iter().map(|e| id_hash(&e.id)).collect();
+        let hashes: Vec<u128> = events.iter().map(|e| e.id_hash).collect();
         let mut client = self.pool.get().await?;
         // Once more after creating a missing partition.
         for attempt in 0..2 {
@@ -361,11 +361,13 @@ impl PgStore {
     /// transaction committed). An id the account already had among its last
     /// `dedup_window` events (or earlier in the same call) is a platform retry and
     /// is skipped — also when another node stored it.
-    pub async fn append_audit(
+    pub async fn append_audit<E: Into<EncodedAudit>>(
         &self,
         account: &AccountId,
-        events: Vec<AuditEvent>,
+        events: Vec<E>,
     ) -> Result<IngestOutcome, PgError> {
+        // Already encoded when they come from ingest (then this collects in place).
+        let events: Vec<EncodedAudit> = events.into_iter().map(Into::into).collect();
         let account = account.clone();
         self.run_write(move |s| async move { s.append_audit(&account, events).await })
             .await

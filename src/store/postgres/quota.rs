@@ -18,7 +18,6 @@
 //! `quota_dropped`): an event is either delivered or counted, never both.
 
 use super::super::chunk::ChunkWriter;
-use super::super::dedup::id_hash;
 use super::super::retention::{merge_gaps, PendingNotice, Told};
 use super::super::{AuditSweep, Gap, GapReason, QuotaDrops};
 use super::audit::lock_heads;
@@ -507,7 +506,7 @@ impl Shared {
         event.ingested_at = stored_at;
         let mut rows = super::audit::Rows::default();
         let mut writer = ChunkWriter::default();
-        writer.push(&mut rows, seq, account, &event, id_hash(&event.id));
+        writer.push(&mut rows, seq, account, &event.into());
         writer.finish_into(&mut rows, account);
         if !self
             .insert_chunks(&tx, account, &rows, stored_at, seq)
