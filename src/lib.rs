@@ -31,6 +31,7 @@ pub mod fd_limit;
 mod footprint;
 pub mod hec;
 pub mod http;
+pub mod huge_pages;
 pub mod ingest_limit;
 pub mod logsafe;
 pub mod metrics;
@@ -506,6 +507,11 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         }
         Ok(_) => {}
         Err(e) => log::warn!("the open files limit could not be raised: {e}"),
+    }
+    match huge_pages::disable() {
+        Ok(true) => log::info!("transparent huge pages turned off for this process"),
+        Ok(false) => {}
+        Err(e) => log::warn!("transparent huge pages could not be turned off: {e}"),
     }
     // One process-wide TLS provider; ours is the only one compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();

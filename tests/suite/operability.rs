@@ -384,3 +384,17 @@ async fn a_sync_at_a_hanging_splunk_gives_its_place_back_after_its_lease_as_metr
     assert_eq!(st["syncing"], true, "the sync still hangs: {st:#}");
     hec.set_behaviour(Behaviour::Normal);
 }
+
+/// mimalloc asked for transparent huge pages, and the kernel clearing 2 MiB at a time
+/// took half of a catch-up's CPU: the service runs with them off.
+#[actix_rt::test]
+async fn the_service_runs_with_transparent_huge_pages_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Siemsync::spawn(dir.path(), &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", svc.pid())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("the kernel reports THP_enabled in /proc/<pid>/status");
+    assert_eq!(thp.trim(), "0", "THP_enabled of the running service");
+}
