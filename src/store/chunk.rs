@@ -148,8 +148,10 @@ pub(super) struct ChunkWriter {
     ingested_at: i64,
     body: Vec<u8>,
     ids: Vec<u8>,
-    /// `"account":…`, the start of every event's tail (one writer, one account).
+    /// `"account":…`, the start of every event's tail, and whose it is: a writer
+    /// handed another account's event first finishes the chunk it holds.
     account: Vec<u8>,
+    owner: Option<AccountId>,
     /// The bytes of the records finished so far: what the account's stored bytes grow by.
     pub(super) bytes: u64,
 }
@@ -163,6 +165,16 @@ impl ChunkWriter {
         account: &AccountId,
         ev: &EncodedAudit,
     ) {
+        if self.owner.as_ref() != Some(account) {
+            // Every caller keeps one writer per account; were one ever shared, no
+            // event may carry another account's name to Splunk, or sit under its key.
+            if let Some(owner) = self.owner.take() {
+                self.finish_into(batch, &owner);
+            }
+            self.account.clear();
+            crate::model::audit_parts::account_into(&mut self.account, account);
+            self.owner = Some(account.clone());
+        }
         if self.count > 0
             && (self.ingested_at != ev.ingested_at_ms || seq != self.first + u64::from(self.count))
         {
@@ -171,9 +183,6 @@ impl ChunkWriter {
         if self.count == 0 {
             self.first = seq;
             self.ingested_at = ev.ingested_at_ms;
-        }
-        if self.account.is_empty() {
-            crate::model::audit_parts::account_into(&mut self.account, account);
         }
         let (head, rest) = (ev.head(), ev.rest());
         let tail_len = self.account.len() + rest.len();
@@ -205,5 +214,59 @@ impl ChunkWriter {
         batch.chunk(account, self.first, v, std::mem::take(&mut self.ids));
         self.body.clear();
         self.count = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::audit_parts::EncodedAudit;
+
+    /// Records what a writer hands its sink: account, first sequence, record.
+    #[derive(Default)]
+    struct Sink(Vec<(AccountId, u64, Vec<u8>)>);
+
+    impl ChunkSink for Sink {
+        fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, _ids: Vec<u8>) {
+            self.0.push((account.clone(), first, record));
+        }
+    }
+
+    #[test]
+    fn a_writer_handed_two_accounts_keeps_each_events_own_account_and_key() {
+        let (a, b) = (
+            AccountId::parse("acme").unwrap(),
+            AccountId::parse("globex").unwrap(),
+        );
+        let ev = |id: &str| EncodedAudit::from(super::super::testing::audit(id));
+        let mut sink = Sink::default();
+        let mut w = ChunkWriter::default();
+        w.push(&mut sink, 1, &a, &ev("a1"));
+        w.push(&mut sink, 2, &a, &ev("a2"));
+        // The same writer, another account's event that would follow in sequence.
+        w.push(&mut sink, 3, &b, &ev("b1"));
+        w.finish_into(&mut sink, &b);
+        let accounts: Vec<(String, u64, Vec<String>)> = sink
+            .0
+            .iter()
+            .map(|(owner, first, record)| {
+                let key = keys::with_seq(keys::AUDIT, owner, *first);
+                let chunk = Chunk::parse(&key, record).unwrap();
+                let named = chunk
+                    .events()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.to_json().unwrap()["account"].as_str().unwrap().to_owned())
+                    .collect();
+                (owner.as_str().to_owned(), *first, named)
+            })
+            .collect();
+        assert_eq!(
+            accounts,
+            vec![
+                ("acme".into(), 1, vec!["acme".into(), "acme".into()]),
+                ("globex".into(), 3, vec!["globex".into()]),
+            ]
+        );
     }
 }
