@@ -238,7 +238,13 @@ mod tests {
             AccountId::parse("acme").unwrap(),
             AccountId::parse("globex").unwrap(),
         );
-        let ev = |id: &str| EncodedAudit::from(super::super::testing::audit(id));
+        // One storage time for all: a chunk holds events of one storage time.
+        let stored = chrono::Utc::now();
+        let ev = |id: &str| {
+            let mut e = super::super::testing::audit(id);
+            e.ingested_at = stored;
+            EncodedAudit::from(e)
+        };
         let mut sink = Sink::default();
         let mut w = ChunkWriter::default();
         w.push(&mut sink, 1, &a, &ev("a1"));
