@@ -61,18 +61,18 @@ impl Store {
         let mut out = IngestOutcome::default();
         let mut accepted = Vec::with_capacity(hashes.len());
         let mut batch = sled::Batch::default();
-        let mut chunk = ChunkWriter::default();
+        let mut chunk = ChunkWriter::new(account);
         for (ev, hash) in events.iter().zip(&hashes) {
             if window.contains_key(hash) || !fresh.insert(*hash) {
                 out.duplicates += 1;
                 continue;
             }
             heads.audit += 1;
-            chunk.push(&mut batch, heads.audit, account, ev);
+            chunk.push(&mut batch, heads.audit, ev);
             accepted.push(*hash);
         }
         out.accepted = accepted.len();
-        chunk.finish_into(&mut batch, account);
+        chunk.finish_into(&mut batch);
         if out.accepted > 0 {
             batch.insert(
                 keys::account_prefix(keys::HEADS, account),

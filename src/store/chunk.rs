@@ -140,68 +140,69 @@ impl ChunkSink for sled::Batch {
     }
 }
 
-/// Builds audit chunks, and beside each the ids of its events for the dedup window.
-#[derive(Default)]
+/// Builds one account's audit chunks, and beside each the ids of its events for the
+/// dedup window.
 pub(super) struct ChunkWriter {
     first: u64,
     count: u32,
     ingested_at: i64,
     body: Vec<u8>,
     ids: Vec<u8>,
-    /// `"account":…`, the start of every event's tail, and whose it is: a writer
-    /// handed another account's event first finishes the chunk it holds.
-    account: Vec<u8>,
-    owner: Option<AccountId>,
+    /// Whose events it writes: bound at its making, so that no event can carry
+    /// another account's name to Splunk, or sit under its key.
+    account: AccountId,
+    /// `"account":…`, the start of every event's tail.
+    account_member: Vec<u8>,
     /// The bytes of the records finished so far: what the account's stored bytes grow by.
     pub(super) bytes: u64,
 }
 
 impl ChunkWriter {
-    /// Adds an event; a chunk holds events of one storage time, up to its size.
-    pub(super) fn push(
-        &mut self,
-        batch: &mut impl ChunkSink,
-        seq: u64,
-        account: &AccountId,
-        ev: &EncodedAudit,
-    ) {
-        if self.owner.as_ref() != Some(account) {
-            // Every caller keeps one writer per account; were one ever shared, no
-            // event may carry another account's name to Splunk, or sit under its key.
-            if let Some(owner) = self.owner.take() {
-                self.finish_into(batch, &owner);
-            }
-            self.account.clear();
-            crate::model::audit_parts::account_into(&mut self.account, account);
-            self.owner = Some(account.clone());
+    /// A writer of `account`'s chunks.
+    pub(super) fn new(account: &AccountId) -> ChunkWriter {
+        let mut account_member = Vec::new();
+        crate::model::audit_parts::account_into(&mut account_member, account);
+        ChunkWriter {
+            first: 0,
+            count: 0,
+            ingested_at: 0,
+            body: Vec::new(),
+            ids: Vec::new(),
+            account: account.clone(),
+            account_member,
+            bytes: 0,
         }
+    }
+
+    /// Adds an event; a chunk holds events of one storage time, up to its size.
+    pub(super) fn push(&mut self, batch: &mut impl ChunkSink, seq: u64, ev: &EncodedAudit) {
         if self.count > 0
             && (self.ingested_at != ev.ingested_at_ms || seq != self.first + u64::from(self.count))
         {
-            self.finish_into(batch, account);
+            self.finish_into(batch);
         }
         if self.count == 0 {
             self.first = seq;
             self.ingested_at = ev.ingested_at_ms;
         }
         let (head, rest) = (ev.head(), ev.rest());
-        let tail_len = self.account.len() + rest.len();
+        let tail_len = self.account_member.len() + rest.len();
         self.body.extend_from_slice(&ev.time_ms.to_be_bytes());
         self.body
             .extend_from_slice(&(head.len() as u32).to_be_bytes());
         self.body
             .extend_from_slice(&(tail_len as u32).to_be_bytes());
         self.body.extend_from_slice(head);
-        self.body.extend_from_slice(&self.account);
+        self.body.extend_from_slice(&self.account_member);
         self.body.extend_from_slice(rest);
         self.ids.extend_from_slice(&ev.id_hash.to_be_bytes());
         self.count += 1;
         if self.count as usize >= CHUNK_EVENTS || self.body.len() >= CHUNK_BYTES {
-            self.finish_into(batch, account);
+            self.finish_into(batch);
         }
     }
 
-    pub(super) fn finish_into(&mut self, batch: &mut impl ChunkSink, account: &AccountId) {
+    pub(super) fn finish_into(&mut self, batch: &mut impl ChunkSink) {
         if self.count == 0 {
             return;
         }
@@ -211,7 +212,7 @@ impl ChunkWriter {
         v.extend_from_slice(&self.count.to_be_bytes());
         v.extend_from_slice(&self.body);
         self.bytes += v.len() as u64;
-        batch.chunk(account, self.first, v, std::mem::take(&mut self.ids));
+        batch.chunk(&self.account, self.first, v, std::mem::take(&mut self.ids));
         self.body.clear();
         self.count = 0;
     }
@@ -233,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn a_writer_handed_two_accounts_keeps_each_events_own_account_and_key() {
+    fn each_writers_chunks_carry_its_own_account_in_key_and_events() {
         let (a, b) = (
             AccountId::parse("acme").unwrap(),
             AccountId::parse("globex").unwrap(),
@@ -246,12 +247,13 @@ mod tests {
             EncodedAudit::from(e)
         };
         let mut sink = Sink::default();
-        let mut w = ChunkWriter::default();
-        w.push(&mut sink, 1, &a, &ev("a1"));
-        w.push(&mut sink, 2, &a, &ev("a2"));
-        // The same writer, another account's event that would follow in sequence.
-        w.push(&mut sink, 3, &b, &ev("b1"));
-        w.finish_into(&mut sink, &b);
+        let (mut wa, mut wb) = (ChunkWriter::new(&a), ChunkWriter::new(&b));
+        wa.push(&mut sink, 1, &ev("a1"));
+        wa.push(&mut sink, 2, &ev("a2"));
+        wa.finish_into(&mut sink);
+        // Another account's event that would follow in sequence.
+        wb.push(&mut sink, 3, &ev("b1"));
+        wb.finish_into(&mut sink);
         let accounts: Vec<(String, u64, Vec<String>)> = sink
             .0
             .iter()

@@ -31,7 +31,7 @@ pub(super) fn audit_chunks(store: &Store) -> Result<u64, StoreError> {
     let mut converted = 0u64;
     for account in store.accounts_with_events()? {
         let mut batch = sled::Batch::default();
-        let mut chunk = ChunkWriter::default();
+        let mut chunk = ChunkWriter::new(&account);
         let mut pending = 0;
         for kv in tree.scan_prefix(keys::account_prefix(keys::AUDIT, &account)) {
             let (k, v) = kv?;
@@ -40,16 +40,16 @@ pub(super) fn audit_chunks(store: &Store) -> Result<u64, StoreError> {
             }
             let ev: AuditEvent = decode(&k, &v)?;
             batch.remove(k.clone());
-            chunk.push(&mut batch, keys::seq_of(&k), &account, &ev.into());
+            chunk.push(&mut batch, keys::seq_of(&k), &ev.into());
             pending += 1;
             if pending == PER_WRITE {
-                chunk.finish_into(&mut batch, &account);
+                chunk.finish_into(&mut batch);
                 tree.apply_batch(std::mem::take(&mut batch))?;
                 converted += pending as u64;
                 pending = 0;
             }
         }
-        chunk.finish_into(&mut batch, &account);
+        chunk.finish_into(&mut batch);
         // The old id index (id → sequence, 8 bytes); the chunks' id records replace it.
         for kv in tree.scan_prefix(keys::account_prefix(keys::AUDIT_ID, &account)) {
             let (k, v) = kv?;

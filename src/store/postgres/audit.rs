@@ -205,7 +205,7 @@ impl Shared {
         let mut out = IngestOutcome::default();
         let mut accepted = Vec::with_capacity(hashes.len());
         let mut rows = Rows::default();
-        let mut writer = ChunkWriter::default();
+        let mut writer = ChunkWriter::new(account);
         let mut fresh = super::super::dedup::IdSet::default();
         let mut seq = head;
         for (ev, hash) in events.iter_mut().zip(hashes) {
@@ -215,10 +215,10 @@ impl Shared {
             }
             seq += 1;
             ev.ingested_at_ms = stored_at.timestamp_millis();
-            writer.push(&mut rows, seq, account, ev);
+            writer.push(&mut rows, seq, ev);
             accepted.push(*hash);
         }
-        writer.finish_into(&mut rows, account);
+        writer.finish_into(&mut rows);
         Some((out, accepted, rows))
     }
 

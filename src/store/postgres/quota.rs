@@ -505,9 +505,9 @@ impl Shared {
         let stored_at = locked.now.max(locked.audit_stored_at);
         event.ingested_at = stored_at;
         let mut rows = super::audit::Rows::default();
-        let mut writer = ChunkWriter::default();
-        writer.push(&mut rows, seq, account, &event.into());
-        writer.finish_into(&mut rows, account);
+        let mut writer = ChunkWriter::new(account);
+        writer.push(&mut rows, seq, &event.into());
+        writer.finish_into(&mut rows);
         if !self
             .insert_chunks(&tx, account, &rows, stored_at, seq)
             .await?
