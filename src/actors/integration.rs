@@ -161,6 +161,11 @@ pub struct IntegrationActor {
     again: bool,
     /// Winding down with a sync running: told once its posts in flight are done.
     drained: Option<tokio::sync::oneshot::Sender<WindDown>>,
+    /// The sync ended on the wind-down before the `Drain` that follows it arrived
+    /// (the actor runs on another thread than the Supervisor): how it ended, for
+    /// that `Drain` to answer. Stopping at once would drop the `Drain` unanswered,
+    /// which reads as a post abandoned.
+    wound_down: Option<WindDown>,
     /// Test builds only: the thread the latest sync ran on (`SyncThread`).
     #[cfg(feature = "test-hooks")]
     synced_on: Option<String>,
@@ -230,6 +235,7 @@ impl IntegrationActor {
             syncing: false,
             again: false,
             drained: None,
+            wound_down: None,
             #[cfg(feature = "test-hooks")]
             synced_on: None,
         }
@@ -238,6 +244,10 @@ impl IntegrationActor {
     fn sync(&mut self, ctx: &mut Context<Self>) {
         if self.syncing {
             self.again = true;
+            return;
+        }
+        // Winding down: no sync starts (a Sync now that came after the last one ended).
+        if self.deps.pulse.draining() {
             return;
         }
         if let Some(h) = self.next.take() {
@@ -302,14 +312,19 @@ impl IntegrationActor {
             // The shutdown waits for this: the posts that were in flight have been
             // answered, and committed when Splunk took them — or there were none,
             // the sync having waited for a place all along.
-            if let Some(tx) = self.drained.take() {
-                let _ = tx.send(if ran {
-                    WindDown::Finished
-                } else {
-                    WindDown::Idle
-                });
+            let outcome = if ran {
+                WindDown::Finished
+            } else {
+                WindDown::Idle
+            };
+            match self.drained.take() {
+                Some(tx) => {
+                    let _ = tx.send(outcome);
+                    ctx.stop();
+                }
+                // The `Drain` is on its way: it answers this and stops the actor.
+                None => self.wound_down = Some(outcome),
             }
-            ctx.stop();
             return;
         }
         self.again = false;
@@ -526,7 +541,8 @@ impl Handler<Drain> for IntegrationActor {
         }
         if !self.syncing {
             ctx.stop();
-            return Box::pin(std::future::ready(WindDown::Idle));
+            let outcome = self.wound_down.take().unwrap_or(WindDown::Idle);
+            return Box::pin(std::future::ready(outcome));
         }
         // The running sync sees the wind-down on its pulse and ends after the posts
         // in flight; `finished` answers then.
@@ -1066,5 +1082,69 @@ mod tests {
             "it never started a sync, yet said {outcome:?}"
         );
         assert_eq!(gauges.waiting.get(), 0, "its wait was given up");
+    }
+
+    #[actix_rt::test]
+    async fn a_sync_that_ends_on_the_wind_down_before_the_drain_arrives_still_answers_it() {
+        // In the service the actor runs on another thread than the Supervisor, which
+        // asks on the heartbeat first and sends `Drain` after: the sync can see the
+        // wind-down and end in between. The `Drain` must still be answered — dropped
+        // unanswered, it reads as a post abandoned (CI failed on that once).
+        let Parts {
+            _dir,
+            it,
+            store,
+            settings,
+            audit,
+            jobs,
+        } = parts();
+        let gauges = GateGauges::default();
+        let gate = SyncGate::new(1, Duration::from_secs(3600), gauges.clone());
+        let (_other, other_pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
+        let g = gate.clone();
+        actix_rt::spawn(async move {
+            let other = AccountId::parse("other").unwrap();
+            g.run(&other, &other_pulse, std::future::pending()).await
+        });
+        let (heartbeat, pulse) = super::super::heartbeat::pair(settings.longest_step());
+        let actor = IntegrationActor::new(
+            Arc::new(it),
+            store,
+            audit,
+            jobs,
+            Arc::new(settings),
+            supervised(gate, pulse),
+        )
+        .start();
+        let t0 = Instant::now();
+        while gauges.waiting.get() != 1 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the sync never waited"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        heartbeat.drain();
+        // The sync gives its wait up and ends before the `Drain` is sent.
+        while gauges.waiting.get() != 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the sync never ended"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let outcome = actor.send(Drain).await;
+        assert!(
+            matches!(outcome, Ok(WindDown::Idle)),
+            "the Drain after the sync ended was answered {outcome:?}"
+        );
+        let t0 = Instant::now();
+        while heartbeat.alive() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the actor did not stop"
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

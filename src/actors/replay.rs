@@ -171,6 +171,11 @@ pub struct ReplayActor {
     pulse: Pulse,
     /// Winding down with the run going on: told once its posts in flight are done.
     drained: Option<tokio::sync::oneshot::Sender<WindDown>>,
+    /// The run ended on the wind-down before the `Drain` that follows it arrived (the
+    /// actor runs on another thread than the Supervisor): that `Drain` answers
+    /// `Finished` and stops the actor. Stopping at once would drop it unanswered,
+    /// which reads as a post abandoned.
+    wound_down: bool,
     /// Test builds only: its posts outlive their client's timeout.
     #[cfg(feature = "test-hooks")]
     stall: bool,
@@ -212,6 +217,7 @@ impl ReplayActor {
             ended: deps.ended,
             pulse: deps.pulse,
             drained: None,
+            wound_down: false,
             #[cfg(feature = "test-hooks")]
             stall: deps.stall,
         }
@@ -254,10 +260,14 @@ impl Actor for ReplayActor {
             if let Ok(RunEnd::Drained) = result {
                 // Its record stays running, its cursor after the last post Splunk
                 // took: the replay goes on after the restart.
-                if let Some(tx) = act.drained.take() {
-                    let _ = tx.send(WindDown::Finished);
+                match act.drained.take() {
+                    Some(tx) => {
+                        let _ = tx.send(WindDown::Finished);
+                        ctx.stop();
+                    }
+                    // The `Drain` is on its way: it answers and stops the actor.
+                    None => act.wound_down = true,
                 }
-                ctx.stop();
                 return;
             }
             update(&act.progress, |p| {
@@ -317,7 +327,12 @@ impl Handler<Drain> for ReplayActor {
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
         if self.run.is_none() {
             ctx.stop();
-            return Box::pin(std::future::ready(WindDown::Idle));
+            let outcome = if self.wound_down {
+                WindDown::Finished
+            } else {
+                WindDown::Idle
+            };
+            return Box::pin(std::future::ready(outcome));
         }
         // The run sees the wind-down on its pulse and ends after its posts in flight.
         let (tx, rx) = tokio::sync::oneshot::channel();
