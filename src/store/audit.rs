@@ -2,7 +2,6 @@
 //! once within the account's dedup window.
 
 use super::chunk::{Chunk, ChunkWriter, StoredAudit};
-use super::dedup::IdSet;
 use super::heads::heads_in;
 use super::{keys, SledStore as Store, StoreError};
 use crate::model::audit_parts::EncodedAudit;
@@ -54,30 +53,32 @@ impl Store {
         // One database for the whole write, even if the store is reopened meanwhile.
         let tree = self.events()?;
         let mut heads = heads_in(&tree, account)?;
-        let hashes: Vec<u128> = events.iter().map(|e| e.id_hash).collect();
         let mut recent = self.recent();
-        let window = recent.window(account, heads.audit, || self.recent_ids(&tree, account))?;
-        let mut fresh = IdSet::with_capacity_and_hasher(hashes.len(), Default::default());
+        // The window takes each new id as it goes (one probe an id): written or
+        // forgotten below, whatever happens.
+        let mut window =
+            recent.appending(account, heads.audit, || self.recent_ids(&tree, account))?;
         let mut out = IngestOutcome::default();
-        let mut accepted = Vec::with_capacity(hashes.len());
         let mut batch = sled::Batch::default();
         let mut chunk = ChunkWriter::new(account);
-        for (ev, hash) in events.iter().zip(&hashes) {
-            if window.contains_key(hash) || !fresh.insert(*hash) {
+        for ev in events {
+            if !window.admit(ev.id_hash) {
                 out.duplicates += 1;
                 continue;
             }
             heads.audit += 1;
             chunk.push(&mut batch, heads.audit, ev);
-            accepted.push(*hash);
+            out.accepted += 1;
         }
-        out.accepted = accepted.len();
+        if out.accepted == 0 {
+            return Ok(out);
+        }
         chunk.finish_into(&mut batch);
-        if out.accepted > 0 {
-            batch.insert(
-                keys::account_prefix(keys::HEADS, account),
-                &heads.to_bytes(),
-            );
+        batch.insert(
+            keys::account_prefix(keys::HEADS, account),
+            &heads.to_bytes(),
+        );
+        let written = (|| {
             // Read and written under the ingest lock, which the sweep also holds while
             // it removes chunks: neither change is lost.
             let bytes = stored_bytes_in(&tree, account)? + chunk.bytes;
@@ -86,11 +87,16 @@ impl Store {
                 &bytes.to_be_bytes(),
             );
             also(&mut batch, heads.audit)?;
-            if let Err(e) = tree.apply_batch(batch) {
+            tree.apply_batch(batch)?;
+            Ok(())
+        })();
+        match written {
+            Ok(()) => recent.committed(account, heads.audit),
+            // The window took ids that were not written.
+            Err(e) => {
                 recent.forget(account);
-                return Err(e.into());
+                return Err(e);
             }
-            recent.stored(account, &accepted, heads.audit);
         }
         Ok(out)
     }

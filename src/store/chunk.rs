@@ -16,6 +16,8 @@ pub(super) const CHUNK_EVENTS: usize = 64;
 const CHUNK_BYTES: usize = 7 * 1024;
 /// The first byte of an audit chunk: its format.
 pub(super) const CHUNK_FORMAT: u8 = 1;
+/// A chunk's header: format, storage time, count.
+const HEADER: usize = 13;
 
 /// One stored audit event, borrowed from its chunk: the parts of its HEC bytes that
 /// the HEC encoder completes per post (see [`crate::model::audit_parts`]).
@@ -70,7 +72,7 @@ impl<'a> Chunk<'a> {
             key: String::from_utf8_lossy(key).replace('\0', "/"),
             reason: reason.into(),
         };
-        if v.len() < 13 || v[0] != CHUNK_FORMAT {
+        if v.len() < HEADER || v[0] != CHUNK_FORMAT {
             return Err(corrupt("not an audit chunk of a known format"));
         }
         let ms = i64::from_be_bytes(v[1..9].try_into().expect("8 bytes"));
@@ -80,7 +82,7 @@ impl<'a> Chunk<'a> {
             ingested_at: DateTime::from_timestamp_millis(ms)
                 .ok_or_else(|| corrupt("storage time out of range"))?,
             key,
-            body: &v[13..],
+            body: &v[HEADER..],
         })
     }
 
@@ -91,7 +93,7 @@ impl<'a> Chunk<'a> {
 
     /// The bytes of its record: what it counts in the account's stored bytes.
     pub fn bytes(&self) -> u64 {
-        13 + self.body.len() as u64
+        (HEADER + self.body.len()) as u64
     }
 
     pub fn events(&self) -> Result<Vec<StoredAudit<'a>>, StoreError> {
@@ -129,12 +131,13 @@ impl<'a> Chunk<'a> {
 
 /// Where finished audit chunks go: a sled batch, or the rows of a PostgreSQL insert.
 pub(super) trait ChunkSink {
-    /// A finished chunk: its first sequence, its record, and its events' id hashes.
-    fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, ids: Vec<u8>);
+    /// A finished chunk: its first sequence, its record, and its events' id hashes
+    /// (the writer's buffers, which it reuses: a sink copies what it keeps).
+    fn chunk(&mut self, account: &AccountId, first: u64, record: &[u8], ids: &[u8]);
 }
 
 impl ChunkSink for sled::Batch {
-    fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, ids: Vec<u8>) {
+    fn chunk(&mut self, account: &AccountId, first: u64, record: &[u8], ids: &[u8]) {
         self.insert(keys::with_seq(keys::AUDIT, account, first), record);
         self.insert(keys::with_seq(keys::AUDIT_ID, account, first), ids);
     }
@@ -146,7 +149,9 @@ pub(super) struct ChunkWriter {
     first: u64,
     count: u32,
     ingested_at: i64,
-    body: Vec<u8>,
+    /// The record being built: its header's room (filled when it is finished), then
+    /// the events. Kept across chunks, as `ids` is: a sink copies what it keeps.
+    record: Vec<u8>,
     ids: Vec<u8>,
     /// Whose events it writes: bound at its making, so that no event can carry
     /// another account's name to Splunk, or sit under its key.
@@ -166,7 +171,7 @@ impl ChunkWriter {
             first: 0,
             count: 0,
             ingested_at: 0,
-            body: Vec::new(),
+            record: Vec::new(),
             ids: Vec::new(),
             account: account.clone(),
             account_member,
@@ -184,20 +189,22 @@ impl ChunkWriter {
         if self.count == 0 {
             self.first = seq;
             self.ingested_at = ev.ingested_at_ms;
+            self.record.clear();
+            self.record.resize(HEADER, 0);
+            self.ids.clear();
         }
         let (head, rest) = (ev.head(), ev.rest());
         let tail_len = self.account_member.len() + rest.len();
-        self.body.extend_from_slice(&ev.time_ms.to_be_bytes());
-        self.body
-            .extend_from_slice(&(head.len() as u32).to_be_bytes());
-        self.body
-            .extend_from_slice(&(tail_len as u32).to_be_bytes());
-        self.body.extend_from_slice(head);
-        self.body.extend_from_slice(&self.account_member);
-        self.body.extend_from_slice(rest);
+        let r = &mut self.record;
+        r.extend_from_slice(&ev.time_ms.to_be_bytes());
+        r.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        r.extend_from_slice(&(tail_len as u32).to_be_bytes());
+        r.extend_from_slice(head);
+        r.extend_from_slice(&self.account_member);
+        r.extend_from_slice(rest);
         self.ids.extend_from_slice(&ev.id_hash.to_be_bytes());
         self.count += 1;
-        if self.count as usize >= CHUNK_EVENTS || self.body.len() >= CHUNK_BYTES {
+        if self.count as usize >= CHUNK_EVENTS || self.record.len() - HEADER >= CHUNK_BYTES {
             self.finish_into(batch);
         }
     }
@@ -206,14 +213,12 @@ impl ChunkWriter {
         if self.count == 0 {
             return;
         }
-        let mut v = Vec::with_capacity(13 + self.body.len());
-        v.push(CHUNK_FORMAT);
-        v.extend_from_slice(&self.ingested_at.to_be_bytes());
-        v.extend_from_slice(&self.count.to_be_bytes());
-        v.extend_from_slice(&self.body);
-        self.bytes += v.len() as u64;
-        batch.chunk(&self.account, self.first, v, std::mem::take(&mut self.ids));
-        self.body.clear();
+        let header = &mut self.record[..HEADER];
+        header[0] = CHUNK_FORMAT;
+        header[1..9].copy_from_slice(&self.ingested_at.to_be_bytes());
+        header[9..13].copy_from_slice(&self.count.to_be_bytes());
+        self.bytes += self.record.len() as u64;
+        batch.chunk(&self.account, self.first, &self.record, &self.ids);
         self.count = 0;
     }
 }
@@ -228,8 +233,8 @@ mod tests {
     struct Sink(Vec<(AccountId, u64, Vec<u8>)>);
 
     impl ChunkSink for Sink {
-        fn chunk(&mut self, account: &AccountId, first: u64, record: Vec<u8>, _ids: Vec<u8>) {
-            self.0.push((account.clone(), first, record));
+        fn chunk(&mut self, account: &AccountId, first: u64, record: &[u8], _ids: &[u8]) {
+            self.0.push((account.clone(), first, record.to_vec()));
         }
     }
 

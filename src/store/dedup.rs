@@ -4,7 +4,8 @@
 //! ingest does not read the window back from sled every time.
 
 use crate::model::AccountId;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 /// Id hashes are already uniformly spread: a set of them needs no hashing again.
 #[derive(Default, Clone, Copy)]
@@ -26,9 +27,9 @@ impl std::hash::Hasher for IdHasher {
 
 pub type IdSet = HashSet<u128, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// Ids in a window, with how often each is in it (an id can be there twice when it
-/// came back after leaving a smaller window).
-pub type IdCounts = HashMap<u128, u32, std::hash::BuildHasherDefault<IdHasher>>;
+/// Each id an account's window saw, with the place of its latest arrival in the
+/// account's stream of ids.
+type IdPlaces = HashMap<u128, u64, std::hash::BuildHasherDefault<IdHasher>>;
 
 pub use crate::model::audit_parts::id_hash;
 
@@ -36,18 +37,95 @@ pub use crate::model::audit_parts::id_hash;
 /// bytes each); the least recently used accounts' windows go first.
 const CACHED_IDS: usize = 1_000_000;
 
-struct Window {
+/// One account's window: its last `size` ids. An id that left the window stays in
+/// the map until the next sweep, which comes once the map holds twice the window:
+/// one probe of the map an id, not one to add it and one more to drop it later.
+pub struct Window {
     /// The audit head the window reflects: anything else means it is stale.
     head: u64,
-    ids: IdCounts,
-    order: VecDeque<u128>,
+    places: IdPlaces,
+    /// The place of the next id.
+    next: u64,
+    size: u64,
     last_used: u64,
+}
+
+impl Window {
+    /// The window of `size` after `ids`, oldest first (only the last `size` count).
+    fn new(head: u64, size: usize, ids: Vec<u128>) -> Window {
+        let ids = &ids[ids.len().saturating_sub(size)..];
+        let mut places = IdPlaces::with_capacity_and_hasher(ids.len(), Default::default());
+        let next = ids.len() as u64;
+        // A later arrival of the same id takes its place.
+        for (place, id) in ids.iter().enumerate() {
+            places.insert(*id, place as u64);
+        }
+        Window {
+            head,
+            places,
+            next,
+            size: size as u64,
+            last_used: 0,
+        }
+    }
+
+    /// Whether `id` is among the window's ids.
+    pub fn contains(&self, id: &u128) -> bool {
+        self.places.get(id).is_some_and(|&p| self.within(p))
+    }
+
+    fn within(&self, place: u64) -> bool {
+        place + self.size >= self.next
+    }
+
+    /// Adds `id` unless it is in the window: whether it was added, and whether the
+    /// map grew.
+    fn admit(&mut self, id: u128) -> (bool, bool) {
+        let next = self.next;
+        let size = self.size;
+        let added = match self.places.entry(id) {
+            Entry::Occupied(p) if *p.get() + size >= next => return (false, false),
+            Entry::Occupied(mut p) => {
+                *p.get_mut() = next;
+                false
+            }
+            Entry::Vacant(v) => {
+                v.insert(next);
+                true
+            }
+        };
+        self.next += 1;
+        (true, added)
+    }
+
+    /// Adds ids stored (in order) whatever they are: answers how many the map grew by.
+    fn add(&mut self, ids: &[u128]) -> usize {
+        let before = self.places.len();
+        for id in ids {
+            self.places.insert(*id, self.next);
+            self.next += 1;
+        }
+        self.places.len() - before
+    }
+
+    /// Drops the ids that left the window once the map holds twice the window (one
+    /// pass over it): answers how many went.
+    fn sweep(&mut self) -> usize {
+        if (self.places.len() as u64) <= self.size.saturating_mul(2) {
+            return 0;
+        }
+        let before = self.places.len();
+        let (next, size) = (self.next, self.size);
+        self.places.retain(|_, p| *p + size >= next);
+        before - self.places.len()
+    }
 }
 
 /// The in-memory windows. Only the ingest writer uses it (under the ingest lock).
 pub struct RecentIds {
     size: usize,
     windows: HashMap<AccountId, Window>,
+    /// The ids the windows' maps hold, including those waiting for a sweep.
     cached: usize,
     clock: u64,
 }
@@ -69,30 +147,49 @@ impl RecentIds {
         account: &AccountId,
         head: u64,
         load: impl FnOnce() -> Result<Vec<u128>, E>,
-    ) -> Result<&IdCounts, E> {
+    ) -> Result<&Window, E> {
         self.clock += 1;
         if self.windows.get(account).is_none_or(|w| w.head != head) {
             self.forget(account);
-            let order: VecDeque<u128> = load()?.into();
-            self.cached += order.len();
-            let mut ids = IdCounts::default();
-            for id in &order {
-                *ids.entry(*id).or_default() += 1;
-            }
-            self.windows.insert(
-                account.clone(),
-                Window {
-                    head,
-                    ids,
-                    order,
-                    last_used: 0,
-                },
-            );
+            let w = Window::new(head, self.size, load()?);
+            self.cached += w.places.len();
+            self.windows.insert(account.clone(), w);
             self.evict(account);
         }
         let w = self.windows.get_mut(account).expect("present");
         w.last_used = self.clock;
-        Ok(&w.ids)
+        Ok(w)
+    }
+
+    /// The account's window as of audit head `head` (read with `load` unless the
+    /// cached one is current), for one append to test its ids against and add them
+    /// to as it goes: one probe of the window an id. [`RecentIds::committed`] once
+    /// the append is written; [`RecentIds::forget`] if it is not.
+    pub fn appending<E>(
+        &mut self,
+        account: &AccountId,
+        head: u64,
+        load: impl FnOnce() -> Result<Vec<u128>, E>,
+    ) -> Result<Appending<'_>, E> {
+        self.window(account, head, load)?;
+        let RecentIds {
+            windows, cached, ..
+        } = self;
+        Ok(Appending {
+            window: windows.get_mut(account).expect("present"),
+            cached,
+        })
+    }
+
+    /// The append [`RecentIds::appending`] began is written: the account's head is
+    /// now `head`.
+    pub fn committed(&mut self, account: &AccountId, head: u64) {
+        let Some(w) = self.windows.get_mut(account) else {
+            return;
+        };
+        self.cached -= w.sweep();
+        w.head = head;
+        self.evict(account);
     }
 
     /// The audit head the account's cached window reflects, when one is cached.
@@ -105,21 +202,8 @@ impl RecentIds {
         let Some(w) = self.windows.get_mut(account) else {
             return;
         };
-        for id in ids {
-            *w.ids.entry(*id).or_default() += 1;
-            w.order.push_back(*id);
-        }
-        self.cached += ids.len();
-        while w.order.len() > self.size {
-            let old = w.order.pop_front().expect("non-empty");
-            if let Some(n) = w.ids.get_mut(&old) {
-                *n -= 1;
-                if *n == 0 {
-                    w.ids.remove(&old);
-                }
-            }
-            self.cached -= 1;
-        }
+        self.cached += w.add(ids);
+        self.cached -= w.sweep();
         w.head = head;
         self.evict(account);
     }
@@ -127,7 +211,7 @@ impl RecentIds {
     /// Drops the account's window (after a failed write, or a retention sweep).
     pub fn forget(&mut self, account: &AccountId) {
         if let Some(w) = self.windows.remove(account) {
-            self.cached -= w.order.len();
+            self.cached -= w.places.len();
         }
     }
 
@@ -154,6 +238,24 @@ impl RecentIds {
     }
 }
 
+/// One append's pass over an account's window ([`RecentIds::appending`]).
+pub struct Appending<'a> {
+    window: &'a mut Window,
+    cached: &'a mut usize,
+}
+
+impl Appending<'_> {
+    /// Whether `id` is new — neither in the window nor earlier in this append —
+    /// and if so, adds it.
+    pub fn admit(&mut self, id: u128) -> bool {
+        let (new, grew) = self.window.admit(id);
+        if grew {
+            *self.cached += 1;
+        }
+        new
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,17 +271,118 @@ mod tests {
                 Ok::<_, ()>(vec![1, 2])
             })
             .unwrap();
-        assert!(w.contains_key(&1) && w.contains_key(&2));
+        assert!(w.contains(&1) && w.contains(&2));
         r.stored(&a, &[3, 4], 4);
         let w = r.window(&a, 4, || Err(())).unwrap();
-        assert!(!w.contains_key(&1), "the oldest id left the window of 3");
-        assert!(w.contains_key(&2) && w.contains_key(&4));
+        assert!(!w.contains(&1), "the oldest id left the window of 3");
+        assert!(w.contains(&2) && w.contains(&4));
         // Another writer (or a lost write) moved the head: the window is read again.
         let w = r.window(&a, 9, || Ok::<_, ()>(vec![7])).unwrap();
-        assert!(w.contains_key(&7) && !w.contains_key(&4));
+        assert!(w.contains(&7) && !w.contains(&4));
         assert_eq!(loads, 1);
         r.clear();
         assert_eq!(r.cached, 0);
+    }
+
+    #[test]
+    fn an_append_admits_each_new_id_once_and_a_failed_one_leaves_no_trace() {
+        let a = AccountId::parse("acme").unwrap();
+        let mut r = RecentIds::new(3);
+        let mut w = r.appending(&a, 2, || Ok::<_, ()>(vec![1, 2])).unwrap();
+        let admitted: Vec<bool> = [2, 3, 3, 4].into_iter().map(|id| w.admit(id)).collect();
+        assert_eq!(
+            admitted,
+            [false, true, false, true],
+            "in the window, new, again, new"
+        );
+        r.committed(&a, 4);
+        assert_eq!(r.head(&a), Some(4));
+        let w = r.window(&a, 4, || Err(())).unwrap();
+        assert!(!w.contains(&1), "the oldest id left the window of 3");
+        assert!(w.contains(&2) && w.contains(&3) && w.contains(&4));
+        assert_eq!(r.cached, 4, "the id that left waits for a sweep");
+        // An append that is not written: its ids must not count as stored.
+        let mut w = r.appending(&a, 4, || Err(())).unwrap();
+        assert!(w.admit(5));
+        r.forget(&a);
+        assert_eq!(r.cached, 0, "nothing cached for a forgotten window");
+        let w = r.window(&a, 4, || Ok::<_, ()>(vec![2, 3, 4])).unwrap();
+        assert!(!w.contains(&5), "read again from what was written");
+    }
+
+    #[test]
+    fn the_window_answers_as_the_last_ids_would_through_returns_sweeps_and_reloads() {
+        // A naive model: the account's ids in order; an id is in the window when it is
+        // among the last `size`. Ids from a small range, so that they come back.
+        let a = AccountId::parse("acme").unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for size in [1, 2, 5, 16] {
+            let mut r = RecentIds::new(size);
+            let mut stream: Vec<u128> = Vec::new();
+            let mut head = 0;
+            for round in 0..400 {
+                let in_window = |stream: &[u128], id: u128| {
+                    stream[stream.len().saturating_sub(size)..].contains(&id)
+                };
+                let ids: Vec<u128> = (0..rand(8)).map(|_| u128::from(rand(24))).collect();
+                match rand(4) {
+                    // An append, written.
+                    0 | 1 => {
+                        let mut w = r
+                            .appending(&a, head, || Ok::<_, ()>(stream.clone()))
+                            .unwrap();
+                        for id in ids {
+                            let new = !in_window(&stream, id);
+                            assert_eq!(w.admit(id), new, "size {size}, round {round}, id {id}");
+                            if new {
+                                stream.push(id);
+                            }
+                        }
+                        head = stream.len() as u64;
+                        r.committed(&a, head);
+                    }
+                    // Stored elsewhere (PostgreSQL's other nodes), repeats and all.
+                    2 => {
+                        r.window(&a, head, || Ok::<_, ()>(stream.clone())).unwrap();
+                        stream.extend(&ids);
+                        head = stream.len() as u64;
+                        r.stored(&a, &ids, head);
+                    }
+                    // An append not written, or a reload.
+                    _ => {
+                        if let Ok(mut w) = r.appending(&a, head, || Ok::<_, ()>(stream.clone())) {
+                            for id in ids {
+                                w.admit(id);
+                            }
+                        }
+                        r.forget(&a);
+                    }
+                }
+                let w = r.window(&a, head, || Ok::<_, ()>(stream.clone())).unwrap();
+                for id in 0..24 {
+                    assert_eq!(
+                        w.contains(&id),
+                        in_window(&stream, id),
+                        "size {size}, round {round}, id {id}"
+                    );
+                }
+                assert!(
+                    w.places.len() <= 2 * size + 8,
+                    "swept: {} ids for a window of {size}",
+                    w.places.len()
+                );
+                assert_eq!(
+                    r.cached,
+                    r.windows.values().map(|w| w.places.len()).sum::<usize>()
+                );
+            }
+        }
     }
 
     #[test]

@@ -60,11 +60,11 @@ pub(super) struct Rows {
 }
 
 impl ChunkSink for Rows {
-    fn chunk(&mut self, _: &AccountId, first: u64, record: Vec<u8>, ids: Vec<u8>) {
+    fn chunk(&mut self, _: &AccountId, first: u64, record: &[u8], ids: &[u8]) {
         self.first.push(to_i64(first));
         self.last.push(to_i64(first + (ids.len() / 16) as u64 - 1));
-        self.records.push(record);
-        self.ids.push(ids);
+        self.records.push(record.to_vec());
+        self.ids.push(ids.to_vec());
     }
 }
 
@@ -209,7 +209,7 @@ impl Shared {
         let mut fresh = super::super::dedup::IdSet::default();
         let mut seq = head;
         for (ev, hash) in events.iter_mut().zip(hashes) {
-            if window.contains_key(hash) || !fresh.insert(*hash) {
+            if window.contains(hash) || !fresh.insert(*hash) {
                 out.duplicates += 1;
                 continue;
             }
