@@ -38,6 +38,32 @@ pub(super) fn json_into(out: &mut Vec<u8>, v: &impl Serialize) {
 /// the fraction in 3, 6 or 9 digits as needed, none when whole; a leap second as
 /// `:60`), by hand: through chrono's `Debug` and `collect_str` it cost about 1,100
 /// instructions an event at ingest. Years outside 0–9999 (which ingest refuses) go
+/// An address as its `Display` writes it; IPv4, the common case, by hand (through
+/// `fmt` it cost about 1 % of forwarding's CPU).
+fn ip_into(out: &mut Vec<u8>, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            // Writing into a Vec cannot fail.
+            write!(out, "{ip}").expect("writing an address");
+        }
+    }
+}
+
 /// through chrono.
 pub(super) fn time_into(out: &mut Vec<u8>, t: &DateTime<Utc>) {
     use chrono::{Datelike, Timelike};
@@ -149,9 +175,9 @@ impl<'a> PartsOf<'a> {
         match &self.ip_address {
             // An address's text never needs escaping.
             Some(ip) => {
-                use std::io::Write;
-                // Writing into a Vec cannot fail.
-                write!(rest, "\"{ip}\"").expect("writing an address");
+                rest.push(b'"');
+                ip_into(rest, ip);
+                rest.push(b'"');
             }
             None => rest.extend_from_slice(b"null"),
         }
@@ -274,6 +300,36 @@ pub fn id_hash(id: &str) -> u128 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn addresses_are_written_exactly_as_display_writes_them() {
+        let mut v4: Vec<IpAddr> = (0..=255u8)
+            .flat_map(|o| {
+                [
+                    [o, 0, 9, 10],
+                    [1, o, 99, 100],
+                    [255, 200, o, 7],
+                    [10, 1, 0, o],
+                ]
+            })
+            .map(IpAddr::from)
+            .collect();
+        v4.extend(
+            [
+                "::",
+                "::1",
+                "2001:db8::8a2e:370:7334",
+                "::ffff:10.0.0.1",
+                "fe80::1:0:0:1",
+            ]
+            .map(|s| s.parse::<IpAddr>().unwrap()),
+        );
+        for ip in v4 {
+            let mut out = Vec::new();
+            ip_into(&mut out, &ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+    }
 
     #[test]
     fn times_are_written_by_hand_exactly_as_chrono_serialises_them() {
