@@ -277,6 +277,15 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["1", "2", "3", "4", "1", "2"]
         );
+        // The last 3 are 4, 1 and 2 when the next request comes: its own new ids do
+        // not push 4 out before its turn, and an id earlier in it is a retry however
+        // many came between.
+        assert_eq!(
+            s.append_audit(&a, ["5", "6", "7", "4", "8", "5"].map(audit).to_vec())
+                .unwrap(),
+            outcome(4, 2)
+        );
+        assert_eq!(audit_ids(&s, &a, 6).len(), 4);
     }
 
     #[test]

@@ -33,9 +33,14 @@ type IdPlaces = HashMap<u128, u64, std::hash::BuildHasherDefault<IdHasher>>;
 
 pub use crate::model::audit_parts::id_hash;
 
-/// How many ids, over all accounts, the in-memory windows hold at most (about 40
-/// bytes each); the least recently used accounts' windows go first.
-const CACHED_IDS: usize = 1_000_000;
+/// How many ids, over all accounts, the in-memory windows hold at most (about 45
+/// bytes each, so about 90 MB), counting those waiting for a sweep: ten windows of
+/// 100,000 at their fullest. The least recently used accounts' windows go first.
+const CACHED_IDS: usize = 2_000_000;
+
+/// The head of a window an append is changing: a window left so (by a panic
+/// between its admits and its write) reads as stale, and is read again.
+const APPENDING: u64 = u64::MAX;
 
 /// One account's window: its last `size` ids. An id that left the window stays in
 /// the map until the next sweep, which comes once the map holds twice the window:
@@ -78,13 +83,14 @@ impl Window {
         place + self.size >= self.next
     }
 
-    /// Adds `id` unless it is in the window: whether it was added, and whether the
-    /// map grew.
-    fn admit(&mut self, id: u128) -> (bool, bool) {
+    /// Adds `id` unless it was in the window as it stood when the append began at
+    /// place `start`, or came earlier in that append: whether it was added, and
+    /// whether the map grew.
+    fn admit(&mut self, id: u128, start: u64) -> (bool, bool) {
         let next = self.next;
         let size = self.size;
         let added = match self.places.entry(id) {
-            Entry::Occupied(p) if *p.get() + size >= next => return (false, false),
+            Entry::Occupied(p) if *p.get() + size >= start => return (false, false),
             Entry::Occupied(mut p) => {
                 *p.get_mut() = next;
                 false
@@ -162,9 +168,11 @@ impl RecentIds {
     }
 
     /// The account's window as of audit head `head` (read with `load` unless the
-    /// cached one is current), for one append to test its ids against and add them
-    /// to as it goes: one probe of the window an id. [`RecentIds::committed`] once
-    /// the append is written; [`RecentIds::forget`] if it is not.
+    /// cached one is current), for one append to test its ids against — the window
+    /// as it stands now, and the append's own earlier ids — and add them to as it
+    /// goes: one probe of the window an id. [`RecentIds::committed`] once the
+    /// append is written; [`RecentIds::forget`] if it is not. Until either, the
+    /// window reads as stale.
     pub fn appending<E>(
         &mut self,
         account: &AccountId,
@@ -175,8 +183,11 @@ impl RecentIds {
         let RecentIds {
             windows, cached, ..
         } = self;
+        let window = windows.get_mut(account).expect("present");
+        window.head = APPENDING;
         Ok(Appending {
-            window: windows.get_mut(account).expect("present"),
+            start: window.next,
+            window,
             cached,
         })
     }
@@ -241,6 +252,8 @@ impl RecentIds {
 /// One append's pass over an account's window ([`RecentIds::appending`]).
 pub struct Appending<'a> {
     window: &'a mut Window,
+    /// The place of the append's first id.
+    start: u64,
     cached: &'a mut usize,
 }
 
@@ -248,7 +261,7 @@ impl Appending<'_> {
     /// Whether `id` is new — neither in the window nor earlier in this append —
     /// and if so, adds it.
     pub fn admit(&mut self, id: u128) -> bool {
-        let (new, grew) = self.window.admit(id);
+        let (new, grew) = self.window.admit(id, self.start);
         if grew {
             *self.cached += 1;
         }
@@ -311,6 +324,45 @@ mod tests {
     }
 
     #[test]
+    fn an_append_tests_each_id_against_the_window_as_it_stood_and_its_own_earlier_ids() {
+        let a = AccountId::parse("acme").unwrap();
+        let mut r = RecentIds::new(3);
+        // 1 is in the window of 3 when the request comes: the request's own new ids
+        // do not push it out before its turn.
+        let mut w = r.appending(&a, 3, || Ok::<_, ()>(vec![1, 2, 3])).unwrap();
+        assert_eq!(
+            [4, 5, 6, 1].map(|id| w.admit(id)),
+            [true, true, true, false]
+        );
+        r.committed(&a, 6);
+        // An id earlier in the same request, however many came between.
+        let mut w = r.appending(&a, 6, || Err(())).unwrap();
+        assert_eq!(
+            [7, 8, 9, 10, 7].map(|id| w.admit(id)),
+            [true, true, true, true, false]
+        );
+    }
+
+    #[test]
+    fn an_append_cut_short_by_a_panic_leaves_a_window_that_is_read_again() {
+        let a = AccountId::parse("acme").unwrap();
+        let mut r = RecentIds::new(3);
+        let mut w = r.appending(&a, 2, || Ok::<_, ()>(vec![1, 2])).unwrap();
+        assert!(w.admit(3));
+        // Neither committed nor forgotten: the write never happened.
+        let mut loads = 0;
+        let w = r
+            .window(&a, 2, || {
+                loads += 1;
+                Ok::<_, ()>(vec![1, 2])
+            })
+            .unwrap();
+        assert_eq!(loads, 1, "the window was read again");
+        assert!(!w.contains(&3), "an id never written is no retry");
+        assert_eq!(r.cached, 2);
+    }
+
+    #[test]
     fn the_window_answers_as_the_last_ids_would_through_returns_sweeps_and_reloads() {
         // A naive model: the account's ids in order; an id is in the window when it is
         // among the last `size`. Ids from a small range, so that they come back.
@@ -333,13 +385,18 @@ mod tests {
                 let ids: Vec<u128> = (0..rand(8)).map(|_| u128::from(rand(24))).collect();
                 match rand(4) {
                     // An append, written.
+                    // The promise: an id among the last `size` stored before the
+                    // request, or earlier in the request, is a retry.
                     0 | 1 => {
                         let mut w = r
                             .appending(&a, head, || Ok::<_, ()>(stream.clone()))
                             .unwrap();
+                        let before = stream.clone();
+                        let mut request = Vec::new();
                         for id in ids {
-                            let new = !in_window(&stream, id);
+                            let new = !in_window(&before, id) && !request.contains(&id);
                             assert_eq!(w.admit(id), new, "size {size}, round {round}, id {id}");
+                            request.push(id);
                             if new {
                                 stream.push(id);
                             }
