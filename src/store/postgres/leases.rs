@@ -143,8 +143,9 @@ const RECENT_NODES: &str = "SELECT name FROM nodes WHERE NOT stopping
       ORDER BY name";
 
 /// The advisory lock every balancing round takes first (an arbitrary constant,
-/// "siemleas"; the migrations take another).
-const BALANCE_LOCK: i64 = 0x7369_656d_6c65_6173;
+/// "siemleas"; the migrations take another). Public for the tests that hold it
+/// from outside, as a slow round of another node would.
+pub const BALANCE_LOCK: i64 = 0x7369_656d_6c65_6173;
 
 /// How long one lease round (or hand-back) may take, of a lease: below the third
 /// between two rounds, so that a round stuck behind a lock or a slow server gives
