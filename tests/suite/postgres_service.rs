@@ -551,3 +551,34 @@ async fn a_node_starting_while_another_nodes_round_holds_the_balancing_lock_star
     assert_eq!(health(&node.api()).await.0, 200);
     node.stop();
 }
+
+#[actix_rt::test]
+async fn a_clean_stop_hands_the_shards_back_also_while_a_transaction_of_its_own_still_holds_them() {
+    let Some(mut pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+        return;
+    };
+    pg_env.push((PG_LEASE.0.into(), PG_LEASE.1.into()));
+    let (url, name) = (
+        env_value(&pg_env, "SIEMSYNC_POSTGRES_URL"),
+        env_value(&pg_env, "SIEMSYNC_NODE_NAME"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Siemsync::start(dir.path(), &borrowed(&pg_env));
+    // A lease round the lease loop stopped waiting for at its time limit, or a
+    // hand-back of surplus shards the shutdown cut short, still runs in PostgreSQL
+    // and holds the node's lease rows a moment longer: the hand-back at the stop
+    // waits for them instead of giving up after one lock wait.
+    let holder = hold_locks(
+        &url,
+        format!("SELECT 1 FROM shard_leases WHERE owner = '{name}' FOR NO KEY UPDATE"),
+        SLOW_ROUND,
+    );
+    node.stop();
+    holder.join().unwrap();
+    let observer = PgStore::connect(PgOptions::new(&url, "observer"))
+        .await
+        .unwrap();
+    let nodes = observer.nodes().await.unwrap();
+    let gone = nodes.iter().find(|n| n.name == name).expect("registered");
+    assert!(gone.stopping && gone.shards == 0, "{nodes:?}");
+}
