@@ -218,6 +218,11 @@ impl Store {
     /// crash and restart: its heartbeat stands still and lapses within the lease)
     /// or one that runs (it renews every lease/3): the start waits for the first,
     /// and is refused as soon as the heartbeat moves, or when it did not lapse.
+    /// A round that could not get its turn or its answer in time (another node's
+    /// round held the balancing lock longer than a round waits for it, as a loaded
+    /// machine makes it; a connection lost) is tried again within the same bound,
+    /// as the lease loop tries again: it says nothing about the name, and the
+    /// start must not fail, or be refused for the wrong reason, on it.
     fn first_round(&self) -> Result<Holdings, StoreError> {
         let Store::Postgres(n) = self else {
             return Ok(Holdings::default());
@@ -226,30 +231,46 @@ impl Store {
         let lease = n.pg.lease_time();
         let give_up = Instant::now() + lease + lease / 3;
         let mut seen = None;
+        // The name found in use by an earlier round: the answer if the rounds that
+        // follow cannot finish before the start gives up.
+        let mut in_use: Option<StoreError> = None;
         loop {
-            match self.balance_leases() {
-                Ok(h) => return Ok(h.unwrap_or_default()),
-                Err(e @ StoreError::Postgres(PgError::NameInUse { .. })) => {
-                    let heartbeat = n
-                        .wait(n.pg.nodes())?
-                        .into_iter()
-                        .find(|x| x.name == me)
-                        .map(|x| x.heartbeat_at);
-                    let renewed = matches!((seen, heartbeat), (Some(a), Some(b)) if a != b);
-                    if renewed || Instant::now() >= give_up {
-                        return Err(e);
+            let began = Instant::now();
+            let e = match n.pg.wait(n.pg.balance()) {
+                Ok(h) => return Ok(n.adopt(began, h)),
+                Err(e @ PgError::NameInUse { .. }) => e,
+                Err(e) if e.is_unavailable() => {
+                    if Instant::now() >= give_up {
+                        return Err(in_use.unwrap_or_else(|| e.into()));
                     }
-                    if seen.is_none() {
-                        log::warn!(
-                            "postgres: node {me} has a live heartbeat from another process: waiting up to {} s for it to lapse (a process killed moments ago); if it is renewed, another process runs under this name and this start is refused",
-                            lease.as_secs_f64()
-                        );
-                    }
-                    seen = heartbeat.or(seen);
-                    std::thread::sleep(Duration::from_millis(250));
+                    log::info!("postgres: node {me}'s first lease round did not finish ({e}); trying again");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
+            };
+            let heartbeat = match n.wait(n.pg.nodes()) {
+                Ok(nodes) => nodes
+                    .into_iter()
+                    .find(|x| x.name == me)
+                    .map(|x| x.heartbeat_at),
+                // Unread: whether it moved is asked again after the next round.
+                Err(StoreError::Unavailable(_)) => None,
+                Err(other) => return Err(other),
+            };
+            let renewed = matches!((seen, heartbeat), (Some(a), Some(b)) if a != b);
+            if renewed || Instant::now() >= give_up {
+                return Err(e.into());
             }
+            if seen.is_none() && in_use.is_none() {
+                log::warn!(
+                    "postgres: node {me} has a live heartbeat from another process: waiting up to {} s for it to lapse (a process killed moments ago); if it is renewed, another process runs under this name and this start is refused",
+                    lease.as_secs_f64()
+                );
+            }
+            seen = heartbeat.or(seen);
+            in_use = Some(e.into());
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 

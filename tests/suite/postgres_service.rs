@@ -373,34 +373,70 @@ async fn a_node_that_cannot_renew_its_leases_stops_posting_before_they_lapse() {
     .await;
 }
 
-#[actix_rt::test]
-async fn a_second_process_under_a_live_nodes_name_is_refused() {
-    let Some(mut pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
-        return;
-    };
+/// A node running under the name of the PostgreSQL backend's environment, and the
+/// config of a second process under the same name (its own data directory and
+/// port): what a copied config or a second unit on the host would start.
+struct SameName {
+    first: Siemsync,
+    second: siemsync::config::Config,
+    name: String,
+    url: String,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+/// [`SameName`], or `None` where PostgreSQL's binaries are missing.
+fn a_live_node_and_a_second_under_its_name() -> Option<SameName> {
+    let mut pg_env = siemsync::testkit::service::Backend::Postgres.env()?;
     // The refused start waits out the lease (and a third) first, in case the
     // live row is a killed process's: seconds with the tests' short lease.
     pg_env.push((PG_LEASE.0.into(), PG_LEASE.1.into()));
     let env = borrowed(&pg_env);
-    let name = env_value(&pg_env, "SIEMSYNC_NODE_NAME");
     let first_dir = tempfile::tempdir().unwrap();
-    let mut first = Siemsync::start(first_dir.path(), &env);
-    // The same name (a copied config, a second unit on the host): it would share
-    // the first one's leases and both would deliver and commit everything.
+    let first = Siemsync::start(first_dir.path(), &env);
     let second_dir = tempfile::tempdir().unwrap();
-    let second_dir_text = second_dir.path().display().to_string();
     let mut second_env: Vec<(String, String)> = pg_env.clone();
-    second_env.push(("SIEMSYNC_DATA_DIR".into(), second_dir_text));
+    second_env.push((
+        "SIEMSYNC_DATA_DIR".into(),
+        second_dir.path().display().to_string(),
+    ));
     second_env.push(("SIEMSYNC_LISTEN".into(), "127.0.0.1:0".into()));
-    let config = siemsync::testkit::service::config(
+    let second = siemsync::testkit::service::config(
         &siemsync::testkit::service::shipped_config(),
         &second_env,
     )
     .unwrap();
-    let refused = siemsync::testkit::service::InProcess::start(config.clone())
+    Some(SameName {
+        first,
+        second,
+        name: env_value(&pg_env, "SIEMSYNC_NODE_NAME"),
+        url: env_value(&pg_env, "SIEMSYNC_POSTGRES_URL"),
+        _dirs: [first_dir, second_dir],
+    })
+}
+
+/// Why an in-process start under `config` was refused; panics if it started.
+fn refused_start(config: siemsync::config::Config) -> String {
+    siemsync::testkit::service::InProcess::start(config)
         .err()
         .expect("a second process under a live node's name must be refused")
-        .to_string();
+        .to_string()
+}
+
+#[actix_rt::test]
+async fn a_second_process_under_a_live_nodes_name_is_refused() {
+    let Some(SameName {
+        mut first,
+        second: config,
+        name,
+        url,
+        _dirs,
+    }) = a_live_node_and_a_second_under_its_name()
+    else {
+        return;
+    };
+    // The same name: it would share the first one's leases and both would deliver
+    // and commit everything.
+    let refused = refused_start(config.clone());
     assert!(
         refused.contains(&name) && refused.contains("another process"),
         "{refused}"
@@ -409,7 +445,6 @@ async fn a_second_process_under_a_live_nodes_name_is_refused() {
     let api = first.api();
     api.enable_account("acme").await;
     assert_eq!(health(&api).await.0, 200);
-    let url = env_value(&pg_env, "SIEMSYNC_POSTGRES_URL");
     let observer = PgStore::connect(PgOptions::new(&url, "observer"))
         .await
         .unwrap();
@@ -425,4 +460,125 @@ async fn a_second_process_under_a_live_nodes_name_is_refused() {
     let (status, body) = health(&Api::new(&again.url())).await;
     assert_eq!(status, 200, "{body}");
     again.stop();
+}
+
+/// Runs `sql` in a transaction of its own connection to `url`, on a thread of its
+/// own, and ends that transaction `hold` later: the locks `sql` takes are held
+/// meanwhile, as by a slow lease round of another node (or of this one, cut off by
+/// its time limit but still running in PostgreSQL). Returns once they are taken.
+fn hold_locks(url: &str, sql: String, hold: Duration) -> std::thread::JoinHandle<()> {
+    let url = url.to_owned();
+    let (taken, is_taken) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let tx = client.transaction().await.unwrap();
+            tx.batch_execute(&sql).await.unwrap();
+            taken.send(()).unwrap();
+            tokio::time::sleep(hold).await;
+            tx.rollback().await.unwrap();
+        });
+    });
+    is_taken.recv().expect("the locks taken");
+    thread
+}
+
+/// Longer than a lease round waits for a lock (a ninth of the tests' 2 s lease),
+/// twice over; shorter than a start waits for a live name's heartbeat to lapse.
+const SLOW_ROUND: Duration = Duration::from_millis(600);
+
+#[actix_rt::test]
+async fn a_second_process_whose_first_round_waits_for_another_nodes_round_is_still_refused_for_the_name(
+) {
+    // The first node runs until the end (a field left to `..` would be dropped,
+    // and the node stopped, at once).
+    let Some(SameName {
+        first: _first,
+        second: config,
+        name,
+        url,
+        _dirs,
+    }) = a_live_node_and_a_second_under_its_name()
+    else {
+        return;
+    };
+    // Another node's round holds the balancing lock for longer than a round waits
+    // for it (as a loaded machine slows one down): the start waits its turn, and is
+    // refused for what it is, a second process under a live name.
+    let lock = siemsync::store::postgres::BALANCE_LOCK;
+    let holder = hold_locks(
+        &url,
+        format!("SELECT pg_advisory_xact_lock({lock})"),
+        SLOW_ROUND,
+    );
+    let refused = refused_start(config);
+    holder.join().unwrap();
+    assert!(
+        refused.contains(&name) && refused.contains("another process"),
+        "{refused}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_node_starting_while_another_nodes_round_holds_the_balancing_lock_starts_once_it_is_free()
+{
+    let Some(mut pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+        return;
+    };
+    pg_env.push((PG_LEASE.0.into(), PG_LEASE.1.into()));
+    let url = env_value(&pg_env, "SIEMSYNC_POSTGRES_URL");
+    // The schema first (a node's start migrates it), so that the lock below is
+    // all the start waits for.
+    PgStore::connect(PgOptions::new(&url, "observer"))
+        .await
+        .unwrap();
+    let lock = siemsync::store::postgres::BALANCE_LOCK;
+    let holder = hold_locks(
+        &url,
+        format!("SELECT pg_advisory_xact_lock({lock})"),
+        SLOW_ROUND,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Siemsync::start(dir.path(), &borrowed(&pg_env));
+    holder.join().unwrap();
+    assert_eq!(health(&node.api()).await.0, 200);
+    node.stop();
+}
+
+#[actix_rt::test]
+async fn a_clean_stop_hands_the_shards_back_also_while_a_transaction_of_its_own_still_holds_them() {
+    let Some(mut pg_env) = siemsync::testkit::service::Backend::Postgres.env() else {
+        return;
+    };
+    pg_env.push((PG_LEASE.0.into(), PG_LEASE.1.into()));
+    let (url, name) = (
+        env_value(&pg_env, "SIEMSYNC_POSTGRES_URL"),
+        env_value(&pg_env, "SIEMSYNC_NODE_NAME"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Siemsync::start(dir.path(), &borrowed(&pg_env));
+    // A lease round the lease loop stopped waiting for at its time limit, or a
+    // hand-back of surplus shards the shutdown cut short, still runs in PostgreSQL
+    // and holds the node's lease rows a moment longer: the hand-back at the stop
+    // waits for them instead of giving up after one lock wait.
+    let holder = hold_locks(
+        &url,
+        format!("SELECT 1 FROM shard_leases WHERE owner = '{name}' FOR NO KEY UPDATE"),
+        SLOW_ROUND,
+    );
+    node.stop();
+    holder.join().unwrap();
+    let observer = PgStore::connect(PgOptions::new(&url, "observer"))
+        .await
+        .unwrap();
+    let nodes = observer.nodes().await.unwrap();
+    let gone = nodes.iter().find(|n| n.name == name).expect("registered");
+    assert!(gone.stopping && gone.shards == 0, "{nodes:?}");
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use siemsync::testkit::{HecServer, HecServerConfig};
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const N: usize = 50;
 
@@ -71,7 +71,6 @@ async fn editing_the_config_file_restarts_only_what_changed_and_a_broken_file_ch
     let svc = Siemsync::spawn_with(&config, &dir.path().join("data"), &[]);
     let api = svc.api();
 
-    let first = Instant::now();
     post_round(&api, 0, |_| true).await;
     eventually(
         Duration::from_secs(30),
@@ -79,9 +78,6 @@ async fn editing_the_config_file_restarts_only_what_changed_and_a_broken_file_ch
         || (0..N).all(|i| delivered(&hec, i, 0)),
     )
     .await;
-    // What a round of 50 takes on this machine now (under the rest of the suite's
-    // load, and on either store): the reload must not slow delivery beyond it.
-    let pace = first.elapsed();
     let before = started_at(&api).await;
     assert_eq!(before.len(), N);
     let (id0, _) = &before[&0];
@@ -110,20 +106,19 @@ async fn editing_the_config_file_restarts_only_what_changed_and_a_broken_file_ch
         s["started_at"].as_str() != Some(before[&7].1.as_str())
     })
     .await;
-    let posted = Instant::now();
     post_round(&api, 1, |_| true).await;
     eventually(Duration::from_secs(30), "everyone's next events", || {
         (0..N).all(|i| delivered(&hec, i, 1))
     })
     .await;
-    // The bound catches a reload that holds delivery up (a stalled Supervisor
-    // waits out a whole sync interval or more), not the machine's noise: two
-    // rounds a few seconds apart differed by more than 2× at load 15-20.
-    assert!(
-        posted.elapsed() < Duration::from_secs(15).max(pace * 3),
-        "delivery kept its pace: {:?} after the reload, {pace:?} before",
-        posted.elapsed()
-    );
+    // A reload holds an unchanged integration's delivery up only by stopping or
+    // restarting its actor (each actor syncs on its own timer and thread; neither
+    // ingest nor delivery goes through the Supervisor or the reload), so that is
+    // what is asserted: the same actors, started when they were. Not the round's
+    // wall-clock time against the round before it: two rounds of 50 ingests (each
+    // answered after a flush) seconds apart on a 2-core machine shared with
+    // builds measure the disk and the scheduler, not the reload (5 s and 2x
+    // failed at load 14-20 with nothing restarted but r7; 15 s or 3x at load 46).
     let after = started_at(&api).await;
     for i in (0..N).filter(|i| *i != 7) {
         assert_eq!(after[&i], before[&i], "r{i} must not restart");

@@ -143,8 +143,9 @@ const RECENT_NODES: &str = "SELECT name FROM nodes WHERE NOT stopping
       ORDER BY name";
 
 /// The advisory lock every balancing round takes first (an arbitrary constant,
-/// "siemleas"; the migrations take another).
-const BALANCE_LOCK: i64 = 0x7369_656d_6c65_6173;
+/// "siemleas"; the migrations take another). Public for the tests that hold it
+/// from outside, as a slow round of another node would.
+pub const BALANCE_LOCK: i64 = 0x7369_656d_6c65_6173;
 
 /// How long one lease round (or hand-back) may take, of a lease: below the third
 /// between two rounds, so that a round stuck behind a lock or a slow server gives
@@ -463,11 +464,36 @@ impl PgStore {
 
     /// A clean stop: hands every shard back at once and leaves the live nodes, so
     /// the others take over without waiting for the leases to expire.
+    ///
+    /// It takes its turn among the lease rounds (the balancing lock), so that a
+    /// round of this node still running in PostgreSQL (one the lease loop stopped
+    /// waiting for at its time limit) ends before it, or begins after it and
+    /// finds this node stopping: such a round can neither keep its rows locked
+    /// through the hand-back nor claim the shards again right after it. A lock it
+    /// could not get in time (that round, a hand-back of surplus shards the
+    /// shutdown cut short, a slow round of another node: each bounded by the
+    /// round's limits) is waited for again, up to half a lease; only then, or when
+    /// PostgreSQL cannot be reached, do the leases lapse by themselves instead.
     pub async fn leave(&self) -> Result<(), PgError> {
+        let until = tokio::time::Instant::now() + self.lease_time() / 2;
+        loop {
+            match self.leave_once().await {
+                Err(e @ PgError::Busy(_)) if tokio::time::Instant::now() < until => {
+                    log::info!("postgres: handing the shards back must wait ({e}); trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn leave_once(&self) -> Result<(), PgError> {
         self.run_write(|s| async move {
             let mut client = s.lease_pool.get().await?;
             let tx = client.transaction().await?;
             s.bounded(&tx).await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BALANCE_LOCK])
+                .await?;
             let me = &s.options.node_name;
             // Only this process's own row and leases: a process refused under a
             // live node's name must not hand that node's shards away.

@@ -33,7 +33,7 @@ pub use error::PgError;
 pub use import::{
     live_nodes_at, AccountHeads, Copied, ImportStart, IntegrationCopied, IntegrationCopy,
 };
-pub use leases::{lease_changes, CommitRecord, Fence, Holdings, NodeInfo};
+pub use leases::{lease_changes, CommitRecord, Fence, Holdings, NodeInfo, BALANCE_LOCK};
 pub use nodes::NodeView;
 pub use notify::{ControlAction, ControlEvent, ControlListener, ControlSignal, CONTROL_CHANNEL};
 pub use partitions::SweepOutcome;
