@@ -71,6 +71,10 @@ impl Store {
             out.accepted += 1;
         }
         if out.accepted == 0 {
+            // Nothing admitted, nothing to write: the window stands as it was (a
+            // platform retry, all duplicates, must not make the next request read
+            // the window again).
+            recent.committed(account, heads.audit);
             return Ok(out);
         }
         chunk.finish_into(&mut batch);
@@ -286,6 +290,13 @@ mod tests {
             outcome(4, 2)
         );
         assert_eq!(audit_ids(&s, &a, 6).len(), 4);
+        // A request of nothing but retries leaves the cached window current: the
+        // next request does not read it from sled again.
+        assert_eq!(
+            s.append_audit(&a, vec![audit("8"), audit("7")]).unwrap(),
+            outcome(0, 2)
+        );
+        assert_eq!(s.recent().head(&a), Some(10));
     }
 
     #[test]

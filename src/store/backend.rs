@@ -234,6 +234,7 @@ impl Store {
         // The name found in use by an earlier round: the answer if the rounds that
         // follow cannot finish before the start gives up.
         let mut in_use: Option<StoreError> = None;
+        let mut said_busy = false;
         loop {
             let began = Instant::now();
             let e = match n.pg.wait(n.pg.balance()) {
@@ -243,7 +244,10 @@ impl Store {
                     if Instant::now() >= give_up {
                         return Err(in_use.unwrap_or_else(|| e.into()));
                     }
-                    log::info!("postgres: node {me}'s first lease round did not finish ({e}); trying again");
+                    if !said_busy {
+                        log::info!("postgres: node {me}'s first lease round did not finish ({e}); trying again until the start gives up");
+                        said_busy = true;
+                    }
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }

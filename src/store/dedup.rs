@@ -33,10 +33,12 @@ type IdPlaces = HashMap<u128, u64, std::hash::BuildHasherDefault<IdHasher>>;
 
 pub use crate::model::audit_parts::id_hash;
 
-/// How many ids, over all accounts, the in-memory windows hold at most (about 45
-/// bytes each, so about 90 MB), counting those waiting for a sweep: ten windows of
-/// 100,000 at their fullest. The least recently used accounts' windows go first.
-const CACHED_IDS: usize = 2_000_000;
+/// How many ids, over all accounts, the in-memory windows' maps have room for at
+/// most (about 38 bytes each, so about 90 MB): a map has room for twice its window
+/// and more (the ids waiting for a sweep, and a sweep does not shrink it), so this
+/// is ten windows of 100,000 at their fullest. The least recently used accounts'
+/// windows go first.
+const CACHED_IDS: usize = 2_400_000;
 
 /// The head of a window an append is changing: a window left so (by a panic
 /// between its admits and its write) reads as stale, and is read again.
@@ -53,6 +55,8 @@ pub struct Window {
     next: u64,
     size: u64,
     last_used: u64,
+    /// The room of `places` as counted in `RecentIds::cached`.
+    counted: usize,
 }
 
 impl Window {
@@ -71,6 +75,7 @@ impl Window {
             next,
             size: size as u64,
             last_used: 0,
+            counted: 0,
         }
     }
 
@@ -84,46 +89,42 @@ impl Window {
     }
 
     /// Adds `id` unless it was in the window as it stood when the append began at
-    /// place `start`, or came earlier in that append: whether it was added, and
-    /// whether the map grew.
-    fn admit(&mut self, id: u128, start: u64) -> (bool, bool) {
+    /// place `start`, or came earlier in that append: whether it was added.
+    fn admit(&mut self, id: u128, start: u64) -> bool {
         let next = self.next;
-        let size = self.size;
-        let added = match self.places.entry(id) {
-            Entry::Occupied(p) if *p.get() + size >= start => return (false, false),
-            Entry::Occupied(mut p) => {
-                *p.get_mut() = next;
-                false
-            }
+        match self.places.entry(id) {
+            Entry::Occupied(p) if *p.get() + self.size >= start => return false,
+            Entry::Occupied(mut p) => *p.get_mut() = next,
             Entry::Vacant(v) => {
                 v.insert(next);
-                true
             }
-        };
+        }
         self.next += 1;
-        (true, added)
+        true
     }
 
-    /// Adds ids stored (in order) whatever they are: answers how many the map grew by.
-    fn add(&mut self, ids: &[u128]) -> usize {
-        let before = self.places.len();
+    /// Adds ids stored (in order) whatever they are.
+    fn add(&mut self, ids: &[u128]) {
         for id in ids {
             self.places.insert(*id, self.next);
             self.next += 1;
         }
-        self.places.len() - before
     }
 
     /// Drops the ids that left the window once the map holds twice the window (one
-    /// pass over it): answers how many went.
-    fn sweep(&mut self) -> usize {
-        if (self.places.len() as u64) <= self.size.saturating_mul(2) {
-            return 0;
+    /// pass over it).
+    fn sweep(&mut self) {
+        if (self.places.len() as u64) > self.size.saturating_mul(2) {
+            let (next, size) = (self.next, self.size);
+            self.places.retain(|_, p| *p + size >= next);
         }
-        let before = self.places.len();
-        let (next, size) = (self.next, self.size);
-        self.places.retain(|_, p| *p + size >= next);
-        before - self.places.len()
+    }
+
+    /// Counts the map's room now into `cached`.
+    fn recount(&mut self, cached: &mut usize) {
+        *cached -= self.counted;
+        self.counted = self.places.capacity();
+        *cached += self.counted;
     }
 }
 
@@ -131,7 +132,7 @@ impl Window {
 pub struct RecentIds {
     size: usize,
     windows: HashMap<AccountId, Window>,
-    /// The ids the windows' maps hold, including those waiting for a sweep.
+    /// The room the windows' maps have, as last counted (each map's `counted`).
     cached: usize,
     clock: u64,
 }
@@ -157,8 +158,8 @@ impl RecentIds {
         self.clock += 1;
         if self.windows.get(account).is_none_or(|w| w.head != head) {
             self.forget(account);
-            let w = Window::new(head, self.size, load()?);
-            self.cached += w.places.len();
+            let mut w = Window::new(head, self.size, load()?);
+            w.recount(&mut self.cached);
             self.windows.insert(account.clone(), w);
             self.evict(account);
         }
@@ -180,15 +181,11 @@ impl RecentIds {
         load: impl FnOnce() -> Result<Vec<u128>, E>,
     ) -> Result<Appending<'_>, E> {
         self.window(account, head, load)?;
-        let RecentIds {
-            windows, cached, ..
-        } = self;
-        let window = windows.get_mut(account).expect("present");
+        let window = self.windows.get_mut(account).expect("present");
         window.head = APPENDING;
         Ok(Appending {
             start: window.next,
             window,
-            cached,
         })
     }
 
@@ -198,7 +195,8 @@ impl RecentIds {
         let Some(w) = self.windows.get_mut(account) else {
             return;
         };
-        self.cached -= w.sweep();
+        w.sweep();
+        w.recount(&mut self.cached);
         w.head = head;
         self.evict(account);
     }
@@ -213,8 +211,9 @@ impl RecentIds {
         let Some(w) = self.windows.get_mut(account) else {
             return;
         };
-        self.cached += w.add(ids);
-        self.cached -= w.sweep();
+        w.add(ids);
+        w.sweep();
+        w.recount(&mut self.cached);
         w.head = head;
         self.evict(account);
     }
@@ -222,7 +221,7 @@ impl RecentIds {
     /// Drops the account's window (after a failed write, or a retention sweep).
     pub fn forget(&mut self, account: &AccountId) {
         if let Some(w) = self.windows.remove(account) {
-            self.cached -= w.places.len();
+            self.cached -= w.counted;
         }
     }
 
@@ -254,24 +253,24 @@ pub struct Appending<'a> {
     window: &'a mut Window,
     /// The place of the append's first id.
     start: u64,
-    cached: &'a mut usize,
 }
 
 impl Appending<'_> {
     /// Whether `id` is new — neither in the window nor earlier in this append —
     /// and if so, adds it.
     pub fn admit(&mut self, id: u128) -> bool {
-        let (new, grew) = self.window.admit(id, self.start);
-        if grew {
-            *self.cached += 1;
-        }
-        new
+        self.window.admit(id, self.start)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The room the cached maps have: what `cached` must say.
+    fn room(r: &RecentIds) -> usize {
+        r.windows.values().map(|w| w.places.capacity()).sum()
+    }
 
     #[test]
     fn the_window_keeps_the_latest_ids_and_reloads_when_stale() {
@@ -313,7 +312,12 @@ mod tests {
         let w = r.window(&a, 4, || Err(())).unwrap();
         assert!(!w.contains(&1), "the oldest id left the window of 3");
         assert!(w.contains(&2) && w.contains(&3) && w.contains(&4));
-        assert_eq!(r.cached, 4, "the id that left waits for a sweep");
+        assert_eq!(
+            r.windows[&a].places.len(),
+            4,
+            "the id that left waits for a sweep"
+        );
+        assert_eq!(r.cached, room(&r));
         // An append that is not written: its ids must not count as stored.
         let mut w = r.appending(&a, 4, || Err(())).unwrap();
         assert!(w.admit(5));
@@ -359,7 +363,7 @@ mod tests {
             .unwrap();
         assert_eq!(loads, 1, "the window was read again");
         assert!(!w.contains(&3), "an id never written is no retry");
-        assert_eq!(r.cached, 2);
+        assert_eq!(r.cached, room(&r));
     }
 
     #[test]
@@ -434,10 +438,7 @@ mod tests {
                     "swept: {} ids for a window of {size}",
                     w.places.len()
                 );
-                assert_eq!(
-                    r.cached,
-                    r.windows.values().map(|w| w.places.len()).sum::<usize>()
-                );
+                assert_eq!(r.cached, room(&r));
             }
         }
     }

@@ -475,16 +475,32 @@ impl PgStore {
     /// round's limits) is waited for again, up to half a lease; only then, or when
     /// PostgreSQL cannot be reached, do the leases lapse by themselves instead.
     pub async fn leave(&self) -> Result<(), PgError> {
-        let until = tokio::time::Instant::now() + self.lease_time() / 2;
-        loop {
-            match self.leave_once().await {
-                Err(e @ PgError::Busy(_)) if tokio::time::Instant::now() < until => {
-                    log::info!("postgres: handing the shards back must wait ({e}); trying again");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // Half a lease in all, the attempt running then included: the stop's other
+        // steps and the service manager's stop timeout have the rest.
+        let bound = self.lease_time() / 2;
+        let retried = async {
+            let mut said = false;
+            loop {
+                match self.leave_once().await {
+                    Err(e @ PgError::Busy(_)) => {
+                        if !said {
+                            log::info!("postgres: handing the shards back must wait ({e}); trying again for up to {} s", bound.as_secs_f64());
+                            said = true;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
-        }
+        };
+        tokio::time::timeout(bound, retried)
+            .await
+            .unwrap_or_else(|_| {
+                Err(PgError::Busy(format!(
+                "the shards could not be handed back within {} s; their leases lapse by themselves",
+                bound.as_secs_f64()
+            )))
+            })
     }
 
     async fn leave_once(&self) -> Result<(), PgError> {
