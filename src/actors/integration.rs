@@ -1037,59 +1037,14 @@ mod tests {
         );
     }
 
-    #[actix_rt::test]
-    async fn a_sync_still_waiting_for_a_place_at_shutdown_winds_down_idle() {
-        let Parts {
-            _dir,
-            it,
-            store,
-            settings,
-            audit,
-            jobs,
-        } = parts();
-        // The gate's one place is held by another account's sync that never ends.
-        let gauges = GateGauges::default();
-        let gate = SyncGate::new(1, Duration::from_secs(3600), gauges.clone());
-        let (_other, other_pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
-        let g = gate.clone();
-        actix_rt::spawn(async move {
-            let other = AccountId::parse("other").unwrap();
-            g.run(&other, &other_pulse, std::future::pending()).await
-        });
-        let (heartbeat, pulse) = super::super::heartbeat::pair(settings.longest_step());
-        let supervised = supervised(gate, pulse);
-        let actor = IntegrationActor::new(
-            Arc::new(it),
-            store,
-            audit,
-            jobs,
-            Arc::new(settings),
-            supervised,
-        )
-        .start();
-        let t0 = Instant::now();
-        while gauges.waiting.get() != 1 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "the sync never waited"
-            );
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
-        heartbeat.drain();
-        let outcome = actor.send(Drain).await.unwrap();
-        assert!(
-            matches!(outcome, WindDown::Idle),
-            "it never started a sync, yet said {outcome:?}"
-        );
-        assert_eq!(gauges.waiting.get(), 0, "its wait was given up");
-    }
-
-    #[actix_rt::test]
-    async fn a_sync_that_ends_on_the_wind_down_before_the_drain_arrives_still_answers_it() {
-        // In the service the actor runs on another thread than the Supervisor, which
-        // asks on the heartbeat first and sends `Drain` after: the sync can see the
-        // wind-down and end in between. The `Drain` must still be answered — dropped
-        // unanswered, it reads as a post abandoned (CI failed on that once).
+    /// An actor whose first sync waits for the gate's one place, held by another
+    /// account's sync that never ends; once it waits.
+    async fn an_actor_waiting_for_a_place() -> (
+        Addr<IntegrationActor>,
+        super::super::heartbeat::Heartbeat,
+        GateGauges,
+        tempfile::TempDir,
+    ) {
         let Parts {
             _dir,
             it,
@@ -1103,6 +1058,7 @@ mod tests {
         let (_other, other_pulse) = super::super::heartbeat::pair(Duration::from_secs(1));
         let g = gate.clone();
         actix_rt::spawn(async move {
+            let _other = _other;
             let other = AccountId::parse("other").unwrap();
             g.run(&other, &other_pulse, std::future::pending()).await
         });
@@ -1124,6 +1080,29 @@ mod tests {
             );
             actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
+        (actor, heartbeat, gauges, _dir)
+    }
+
+    #[actix_rt::test]
+    async fn a_sync_still_waiting_for_a_place_at_shutdown_winds_down_idle() {
+        let (actor, heartbeat, gauges, _dir) = an_actor_waiting_for_a_place().await;
+        heartbeat.drain();
+        let outcome = actor.send(Drain).await.unwrap();
+        assert!(
+            matches!(outcome, WindDown::Idle),
+            "it never started a sync, yet said {outcome:?}"
+        );
+        assert_eq!(gauges.waiting.get(), 0, "its wait was given up");
+    }
+
+    #[actix_rt::test]
+    async fn a_sync_that_ends_on_the_wind_down_before_the_drain_arrives_still_answers_it() {
+        // In the service the actor runs on another thread than the Supervisor, which
+        // asks on the heartbeat first and sends `Drain` after: the sync can see the
+        // wind-down and end in between. The `Drain` must still be answered — dropped
+        // unanswered, it reads as a post abandoned (CI failed on that once).
+        let (actor, heartbeat, gauges, _dir) = an_actor_waiting_for_a_place().await;
+        let t0 = Instant::now();
         heartbeat.drain();
         // The sync gives its wait up and ends before the `Drain` is sent.
         while gauges.waiting.get() != 0 {
