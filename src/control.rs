@@ -29,7 +29,7 @@ use crate::background::Background;
 use crate::store::postgres::{ControlAction, ControlEvent, ControlSignal, PgStore};
 use crate::store::Store;
 use actix::Addr;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -116,40 +116,60 @@ async fn publish(
     let mut tick = actix_rt::time::interval(PUBLISH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut published: HashMap<Uuid, (Published, Instant)> = HashMap::new();
+    // What each actor last showed: the Supervisor asks only those that marked a
+    // change, and answers `None` for the others.
+    let mut latest: HashMap<Uuid, Published> = HashMap::new();
+    let mut all = true;
     loop {
         tokio::select! {
             _ = stop.stopped() => return,
             _ = tick.tick() => {}
         }
-        let Ok(now) = supervisor.send(ObserveAll).await else {
+        let Ok(seen) = supervisor.send(ObserveAll { all }).await else {
             // The Supervisor is gone: only at shutdown, which stops this task next.
             stop.stopped().await;
             return;
         };
+        all = false;
+        let mut running = HashSet::with_capacity(seen.len());
         let mut due = Vec::new();
-        for (id, p) in &now {
+        for (id, p) in seen {
+            match p {
+                Some(p) => {
+                    latest.insert(id, p);
+                }
+                // Never seen here (not expected: a new actor is marked from its
+                // start): every actor is asked at the next look.
+                None if !latest.contains_key(&id) => {
+                    all = true;
+                    continue;
+                }
+                None => {}
+            }
+            running.insert(id);
+            let p = &latest[&id];
             let changed = published
-                .get(id)
+                .get(&id)
                 .is_none_or(|(before, at)| before != p || at.elapsed() >= refresh);
             if !changed {
                 continue;
             }
             match serde_json::to_value(p) {
-                Ok(doc) => due.push((*id, doc)),
+                Ok(doc) => due.push((id, doc)),
                 Err(e) => log::warn!("integration {id}: cannot encode its status to publish: {e}"),
             }
         }
+        // Integrations no longer running here are forgotten: published afresh if
+        // they come back.
+        latest.retain(|id, _| running.contains(id));
         let ids: Vec<Uuid> = due.iter().map(|(id, _)| *id).collect();
         match pg.publish_statuses(due).await {
             Ok(()) => {
                 let at = Instant::now();
-                let mut now: HashMap<Uuid, Published> = now.into_iter().collect();
-                // Integrations no longer running here are forgotten: published
-                // afresh if they come back.
-                published.retain(|id, _| now.contains_key(id));
+                published.retain(|id, _| running.contains(id));
                 for id in ids {
-                    if let Some(p) = now.remove(&id) {
-                        published.insert(id, (p, at));
+                    if let Some(p) = latest.get(&id) {
+                        published.insert(id, (p.clone(), at));
                     }
                 }
             }

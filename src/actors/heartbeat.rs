@@ -12,7 +12,7 @@
 //! the Supervisor's request to wind down (finish the posts in flight, start none),
 //! and tells the Supervisor when the actor is gone for good.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -28,18 +28,22 @@ const ENDED: u64 = u64::MAX - 1;
 pub fn pair(step: Duration) -> (Heartbeat, Pulse) {
     let origin = Instant::now();
     let due = Arc::new(AtomicU64::new(IDLE));
+    // A new actor has something to show at once.
+    let changed = Arc::new(AtomicBool::new(true));
     let (drain, draining) = watch::channel(false);
     (
         Heartbeat {
             origin,
             due: due.clone(),
             drain,
+            changed: changed.clone(),
         },
         Pulse {
             origin,
             due,
             draining,
             step,
+            changed,
         },
     )
 }
@@ -51,9 +55,17 @@ pub struct Heartbeat {
     origin: Instant,
     due: Arc<AtomicU64>,
     drain: watch::Sender<bool>,
+    changed: Arc<AtomicBool>,
 }
 
 impl Heartbeat {
+    /// Whether what the actor shows of itself may have changed since this was last
+    /// asked (and from now on, not until it changes again). Asked before the actor
+    /// is: a change made meanwhile is either in its answer or asked about next time.
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::AcqRel)
+    }
+
     /// How long past its promised progress the actor is at `now` (`None`: it is on
     /// time, or promised nothing).
     pub fn overdue(&self, now: Instant) -> Option<Duration> {
@@ -96,6 +108,7 @@ pub struct Pulse {
     due: Arc<AtomicU64>,
     draining: watch::Receiver<bool>,
     step: Duration,
+    changed: Arc<AtomicBool>,
 }
 
 impl Pulse {
@@ -122,6 +135,12 @@ impl Pulse {
     /// Nothing to promise: between syncs, or a wait the actor chose (a back-off).
     pub fn idle(&self) {
         self.due.store(IDLE, Ordering::Relaxed);
+    }
+
+    /// The flag that says what the actor shows of itself may have changed
+    /// ([`Heartbeat::take_changed`]).
+    pub fn changed(&self) -> Arc<AtomicBool> {
+        self.changed.clone()
     }
 
     /// Whether the Supervisor asked to wind down.

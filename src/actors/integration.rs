@@ -22,6 +22,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,25 @@ struct Deps {
     gate: SyncGate,
 }
 
+/// [`Shared`], which marks on every change (every mutable borrow) that what the
+/// actor shows of itself may have changed: the status publisher asks only the
+/// actors so marked, not all of them every second.
+struct Observed {
+    cell: RefCell<Shared>,
+    changed: Arc<AtomicBool>,
+}
+
+impl Observed {
+    fn borrow(&self) -> std::cell::Ref<'_, Shared> {
+        self.cell.borrow()
+    }
+
+    fn borrow_mut(&self) -> std::cell::RefMut<'_, Shared> {
+        self.changed.store(true, Ordering::Release);
+        self.cell.borrow_mut()
+    }
+}
+
 /// State the running cycle updates while the actor answers status questions.
 struct Shared {
     checkpoint: Checkpoint,
@@ -150,7 +170,7 @@ pub struct Supervised {
 pub struct IntegrationActor {
     _alive: Alive,
     deps: Rc<Deps>,
-    shared: Rc<RefCell<Shared>>,
+    shared: Rc<Observed>,
     /// What delivery has learnt about this Splunk (post size, refusals, back-off).
     policy: Rc<RefCell<Policy>>,
     generation: u64,
@@ -194,30 +214,33 @@ impl IntegrationActor {
         IntegrationActor {
             _alive: Alive(alive),
             policy: Rc::new(RefCell::new(Policy::new(settings.policy(&it), seed))),
-            shared: Rc::new(RefCell::new(Shared {
-                checkpoint: Checkpoint::default(),
-                pending: None,
-                warning: None,
-                cycle: Tally::default(),
-                progress_logged: Instant::now(),
-                dead_running: Default::default(),
-                obs: Observation {
-                    state: State::Pending,
-                    started_at: Utc::now(),
-                    config_version: it.version,
-                    last_attempt: None,
-                    last_error: None,
-                    retries: 0,
-                    syncing: false,
-                    next_sync: None,
-                    progress: None,
-                    error_kind: None,
-                    retry_after_secs: None,
-                    slow_down: None,
-                    sync_started_at: None,
-                    last_sync: None,
-                },
-            })),
+            shared: Rc::new(Observed {
+                changed: pulse.changed(),
+                cell: RefCell::new(Shared {
+                    checkpoint: Checkpoint::default(),
+                    pending: None,
+                    warning: None,
+                    cycle: Tally::default(),
+                    progress_logged: Instant::now(),
+                    dead_running: Default::default(),
+                    obs: Observation {
+                        state: State::Pending,
+                        started_at: Utc::now(),
+                        config_version: it.version,
+                        last_attempt: None,
+                        last_error: None,
+                        retries: 0,
+                        syncing: false,
+                        next_sync: None,
+                        progress: None,
+                        error_kind: None,
+                        retry_after_secs: None,
+                        slow_down: None,
+                        sync_started_at: None,
+                        last_sync: None,
+                    },
+                }),
+            }),
             deps: Rc::new(Deps {
                 labels: IntegrationLabels::of(&it),
                 it,
@@ -585,7 +608,7 @@ impl Handler<Stall> for IntegrationActor {
 }
 
 /// Counts the backlog at the start of a cycle, so a catch-up reports done/total.
-fn start_progress(deps: &Deps, shared: &RefCell<Shared>) -> Result<(), Halt> {
+fn start_progress(deps: &Deps, shared: &Observed) -> Result<(), Halt> {
     let cp = shared.borrow().checkpoint.clone();
     let total = deps.store.backlog(&deps.it, &cp)?.events();
     let mut s = shared.borrow_mut();
@@ -607,7 +630,7 @@ fn start_progress(deps: &Deps, shared: &RefCell<Shared>) -> Result<(), Halt> {
 /// delivery loop, which moves the checkpoint in order as Splunk takes them.
 async fn run_cycle(
     deps: Rc<Deps>,
-    shared: Rc<RefCell<Shared>>,
+    shared: Rc<Observed>,
     policy: Rc<RefCell<Policy>>,
 ) -> Result<(), Halt> {
     let started = Instant::now();
@@ -663,7 +686,7 @@ async fn run_cycle(
 async fn pass(
     deps: &Deps,
     client: &HecClient,
-    shared: &RefCell<Shared>,
+    shared: &Observed,
     policy: &RefCell<Policy>,
     source: delivery::Source,
 ) -> Result<(), Halt> {
@@ -693,7 +716,7 @@ async fn pass(
 /// dead letters, metrics, and what the status shows.
 struct Live<'a> {
     deps: &'a Deps,
-    shared: &'a RefCell<Shared>,
+    shared: &'a Observed,
 }
 
 impl Ledger for Live<'_> {
@@ -829,7 +852,7 @@ fn advance_progress(deps: &Deps, s: &mut Shared, done: u64) {
 /// flight. Answers whether a new dead letter was kept.
 async fn commit(
     deps: &Deps,
-    shared: &RefCell<Shared>,
+    shared: &Observed,
     part: &Batch,
     upto: usize,
     dead: Option<Failure>,
@@ -1125,5 +1148,38 @@ mod tests {
             );
             actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    #[actix_rt::test]
+    async fn an_actor_marks_a_change_of_what_it_shows_and_nothing_else() {
+        // The status publisher asks only the actors so marked: one that changed and
+        // is not marked would keep showing the other nodes its old status.
+        let (actor, heartbeat, _gauges, _dir) = an_actor_waiting_for_a_place().await;
+        assert!(heartbeat.take_changed(), "a new actor, its sync begun");
+        assert!(
+            !heartbeat.take_changed(),
+            "asked once, clear until it changes"
+        );
+        let before = actor
+            .send(Observe {
+                id: uuid::Uuid::nil(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!heartbeat.take_changed(), "being looked at is no change");
+        let mut it = parts().it;
+        it.version = before.config_version + 1;
+        actor.send(Adopt { integration: it }).await.unwrap();
+        assert!(heartbeat.take_changed(), "a new version adopted");
+        let seen = actor
+            .send(Observe {
+                id: uuid::Uuid::nil(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen.config_version, before.config_version + 1);
+        assert!(!heartbeat.take_changed());
     }
 }

@@ -149,10 +149,15 @@ pub struct ObserveReplay {
 }
 
 /// Status publisher → Supervisor (PostgreSQL): what each integration running here
-/// shows of itself, to publish for the other nodes.
+/// shows of itself, to publish for the other nodes — of those whose actor marked a
+/// change since the last `ObserveAll` (`None` for the others: unchanged), or of
+/// every one with `all`.
 #[derive(Message)]
-#[rtype(result = "Vec<(Uuid, super::observation::Published)>")]
-pub struct ObserveAll;
+#[rtype(result = "Vec<(Uuid, Option<super::observation::Published>)>")]
+pub struct ObserveAll {
+    /// Ask every actor, changed or not (the publisher's first look).
+    pub all: bool,
+}
 
 /// Control listener → Supervisor (PostgreSQL): integration `id`'s replay record was
 /// changed on another node (a replay asked for, or cancelled, there). Where the

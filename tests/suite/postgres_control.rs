@@ -654,6 +654,35 @@ async fn the_node_running_an_integration_publishes_its_live_status_when_it_chang
 }
 
 #[actix_rt::test]
+async fn an_idle_integrations_status_is_published_again_every_reread_and_stays_an_answer() {
+    // Re-read every second; the integration idles an hour after its first sync, so
+    // its actor shows nothing new: its record is still renewed every re-read, or
+    // another node would take it for one a stopped node left.
+    let Some(s) = setup_with("3600", "1").await else {
+        return;
+    };
+    let fresh = Duration::from_secs(2);
+    let started = Instant::now();
+    while published_elsewhere(&s.other, &s.id, fresh)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(started.elapsed() < PROMPT, "no status published");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Four re-reads of idleness: every look finds a record under two seconds old.
+    let idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(4) {
+        let answered = published_elsewhere(&s.other, &s.id, fresh).await.unwrap();
+        let (_, published) = answered.expect("the idle integration's record renewed");
+        let observed = published.observation.expect("an observation");
+        assert!(!observed.syncing, "idle: {observed:?}");
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[actix_rt::test]
 async fn an_integration_another_node_runs_is_answered_from_what_that_node_published() {
     let Some(s) = setup("3600").await else {
         return;
