@@ -136,7 +136,7 @@ async fn publish(
         for (id, p) in seen {
             match p {
                 Some(p) => {
-                    latest.insert(id, p);
+                    latest.insert(id, *p);
                 }
                 // Never seen here (not expected: a new actor is marked from its
                 // start): every actor is asked at the next look.

@@ -150,10 +150,10 @@ pub struct ObserveReplay {
 
 /// Status publisher → Supervisor (PostgreSQL): what each integration running here
 /// shows of itself, to publish for the other nodes — of those whose actor marked a
-/// change since the last `ObserveAll` (`None` for the others: unchanged), or of
-/// every one with `all`.
+/// change since the last `ObserveAll` (`None` for the others: unchanged; a boxed
+/// answer keeps an idle node's 100,000 `None`s small), or of every one with `all`.
 #[derive(Message)]
-#[rtype(result = "Vec<(Uuid, Option<super::observation::Published>)>")]
+#[rtype(result = "Vec<(Uuid, Option<Box<super::observation::Published>>)>")]
 pub struct ObserveAll {
     /// Ask every actor, changed or not (the publisher's first look).
     pub all: bool,
