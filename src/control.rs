@@ -125,7 +125,7 @@ async fn publish(
             _ = stop.stopped() => return,
             _ = tick.tick() => {}
         }
-        let Ok(seen) = supervisor.send(ObserveAll { all }).await else {
+        let Ok(seen) = supervisor.send(ObserveAll { all, refresh }).await else {
             // The Supervisor is gone: only at shutdown, which stops this task next.
             stop.stopped().await;
             return;

@@ -157,6 +157,9 @@ pub struct ObserveReplay {
 pub struct ObserveAll {
     /// Ask every actor, changed or not (the publisher's first look).
     pub all: bool,
+    /// Ask also every actor not asked for this long, changed or not. It takes
+    /// the actors' marks: only the status publisher sends it.
+    pub refresh: std::time::Duration,
 }
 
 /// Control listener → Supervisor (PostgreSQL): integration `id`'s replay record was

@@ -38,6 +38,8 @@ pub(super) struct Running {
     generation: u64,
     started: Instant,
     pub(super) heartbeat: Heartbeat,
+    /// When the status publisher last had the actor asked (`ObserveAll`).
+    observed: Instant,
 }
 
 /// One per process: starts, restarts and stops the integration actors and their replays so that they match the store.
@@ -159,6 +161,7 @@ impl Supervisor {
                 generation: self.generation,
                 started: Instant::now(),
                 heartbeat,
+                observed: Instant::now(),
             },
         );
     }
@@ -604,11 +607,17 @@ impl Handler<ObserveAll> for Supervisor {
         // asking every one each second kept a core busy on an idle node. A restart
         // is a new actor, marked from its start, so the restarts count is asked too.
         // One gone without a word (a panic) marks nothing: asked, it answers no
-        // observation, as the status says until its restart.
+        // observation, as the status says until its restart. And each is asked
+        // again every `refresh` whatever its mark says: what is republished then
+        // was observed then, not kept from its last change.
         let mut unchanged = Vec::new();
         let mut asks = Vec::new();
-        for (id, r) in &self.running {
-            if r.heartbeat.take_changed() || msg.all || !r.heartbeat.alive() {
+        let now = Instant::now();
+        for (id, r) in &mut self.running {
+            let changed = r.heartbeat.take_changed();
+            let due = now.saturating_duration_since(r.observed) >= msg.refresh;
+            if changed || due || msg.all || !r.heartbeat.alive() {
+                r.observed = now;
                 let restarts = self.restarts.get(id).cloned().unwrap_or_default();
                 asks.push((*id, r.addr.clone(), restarts));
             } else {
