@@ -236,13 +236,13 @@ impl Store {
         let mut in_use: Option<StoreError> = None;
         let mut said_busy = false;
         loop {
-            let began = Instant::now();
-            let e = match n.pg.wait(n.pg.balance()) {
-                Ok(h) => return Ok(n.adopt(began, h)),
-                Err(e @ PgError::NameInUse { .. }) => e,
-                Err(e) if e.is_unavailable() => {
+            let e = match self.balance_leases() {
+                Ok(h) => return Ok(h.unwrap_or_default()),
+                Err(e @ StoreError::Postgres(PgError::NameInUse { .. })) => e,
+                // Busy or unreachable (`PgError::is_unavailable`, as `StoreError` has it).
+                Err(e @ StoreError::Unavailable(_)) => {
                     if Instant::now() >= give_up {
-                        return Err(in_use.unwrap_or_else(|| e.into()));
+                        return Err(in_use.unwrap_or(e));
                     }
                     if !said_busy {
                         log::info!("postgres: node {me}'s first lease round did not finish ({e}); trying again until the start gives up");
@@ -251,7 +251,7 @@ impl Store {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             let heartbeat = match n.wait(n.pg.nodes()) {
                 Ok(nodes) => nodes
@@ -264,7 +264,7 @@ impl Store {
             };
             let renewed = matches!((seen, heartbeat), (Some(a), Some(b)) if a != b);
             if renewed || Instant::now() >= give_up {
-                return Err(e.into());
+                return Err(e);
             }
             if seen.is_none() && in_use.is_none() {
                 log::warn!(
@@ -273,7 +273,7 @@ impl Store {
                 );
             }
             seen = heartbeat.or(seen);
-            in_use = Some(e.into());
+            in_use = Some(e);
             std::thread::sleep(Duration::from_millis(250));
         }
     }
