@@ -81,11 +81,9 @@ impl Window {
 
     /// Whether `id` is among the window's ids.
     pub fn contains(&self, id: &u128) -> bool {
-        self.places.get(id).is_some_and(|&p| self.within(p))
-    }
-
-    fn within(&self, place: u64) -> bool {
-        place + self.size >= self.next
+        self.places
+            .get(id)
+            .is_some_and(|&p| within(p, self.size, self.next))
     }
 
     /// Adds `id` unless it was in the window as it stood when the append began at
@@ -93,7 +91,7 @@ impl Window {
     fn admit(&mut self, id: u128, start: u64) -> bool {
         let next = self.next;
         match self.places.entry(id) {
-            Entry::Occupied(p) if *p.get() + self.size >= start => return false,
+            Entry::Occupied(p) if within(*p.get(), self.size, start) => return false,
             Entry::Occupied(mut p) => *p.get_mut() = next,
             Entry::Vacant(v) => {
                 v.insert(next);
@@ -116,7 +114,7 @@ impl Window {
     fn sweep(&mut self) {
         if (self.places.len() as u64) > self.size.saturating_mul(2) {
             let (next, size) = (self.next, self.size);
-            self.places.retain(|_, p| *p + size >= next);
+            self.places.retain(|_, p| within(*p, size, next));
         }
     }
 
@@ -126,6 +124,11 @@ impl Window {
         self.counted = self.places.capacity();
         *cached += self.counted;
     }
+}
+
+/// Whether the id at `place` is among the last `size` ids before place `next`.
+fn within(place: u64, size: u64, next: u64) -> bool {
+    place + size >= next
 }
 
 /// The in-memory windows. Only the ingest writer uses it (under the ingest lock).
@@ -212,10 +215,7 @@ impl RecentIds {
             return;
         };
         w.add(ids);
-        w.sweep();
-        w.recount(&mut self.cached);
-        w.head = head;
-        self.evict(account);
+        self.committed(account, head);
     }
 
     /// Drops the account's window (after a failed write, or a retention sweep).
