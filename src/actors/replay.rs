@@ -175,7 +175,7 @@ pub struct ReplayActor {
     /// actor runs on another thread than the Supervisor): that `Drain` answers
     /// `Finished` and stops the actor. Stopping at once would drop it unanswered,
     /// which reads as a post abandoned.
-    wound_down: bool,
+    wound_down: Option<WindDown>,
     /// Test builds only: its posts outlive their client's timeout.
     #[cfg(feature = "test-hooks")]
     stall: bool,
@@ -217,7 +217,7 @@ impl ReplayActor {
             ended: deps.ended,
             pulse: deps.pulse,
             drained: None,
-            wound_down: false,
+            wound_down: None,
             #[cfg(feature = "test-hooks")]
             stall: deps.stall,
         }
@@ -266,7 +266,7 @@ impl Actor for ReplayActor {
                         ctx.stop();
                     }
                     // The `Drain` is on its way: it answers and stops the actor.
-                    None => act.wound_down = true,
+                    None => act.wound_down = Some(WindDown::Finished),
                 }
                 return;
             }
@@ -327,11 +327,7 @@ impl Handler<Drain> for ReplayActor {
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
         if self.run.is_none() {
             ctx.stop();
-            let outcome = if self.wound_down {
-                WindDown::Finished
-            } else {
-                WindDown::Idle
-            };
+            let outcome = self.wound_down.take().unwrap_or(WindDown::Idle);
             return Box::pin(std::future::ready(outcome));
         }
         // The run sees the wind-down on its pulse and ends after its posts in flight.
